@@ -1,0 +1,46 @@
+# The two commands: `make run` and `make test`. Everything else is a helper of theirs.
+SHELL := /bin/bash
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_LINK_MODE := copy
+
+.PHONY: run test test-fast install lock lint system-tools bench clean
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+## install: create .venv with every workspace package, exactly as uv.lock pins them
+install: $(UV)
+	$(UV) sync --frozen --all-packages --python $(PYTHON)
+
+lock: $(UV)
+	$(UV) lock --python $(PYTHON)
+
+## system-tools: Debian packages some tests need (nginx, shellcheck, openssh-server); installs only what is missing
+system-tools:
+	@bash scripts/ensure-system-tools.sh
+
+## run: embedded Postgres 16 + NATS JetStream (unless DATABASE_URL / NATS_URL are set), migrations, every service
+run: install
+	$(BIN)/letsbe-run
+
+## test: the whole suite against real Postgres and NATS started for this run and stopped afterwards
+test: install system-tools
+	$(BIN)/letsbe-devstack run -- $(BIN)/pytest $(ARGS)
+
+## test-fast: a subset while developing, e.g. make test-fast ARGS="services/dns -x"
+test-fast: install
+	$(BIN)/letsbe-devstack run -- $(BIN)/pytest $(ARGS)
+
+lint: install
+	$(BIN)/ruff check libs services tests bench
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .data .pytest_cache

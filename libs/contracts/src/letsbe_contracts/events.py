@@ -1,0 +1,357 @@
+"""Versioned event models and the envelope that carries them over NATS.
+
+An event class names its wire identity once: ``TYPE`` (e.g. ``order-created``), ``VERSION`` and ``SUBJECT``
+(``letsbe.order.created.v1``). A breaking change is a new class with ``VERSION + 1`` and a new subject, so old and
+new consumers can run side by side during a deploy.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+
+from letsbe_contracts.enums import (
+    AgentKind,
+    AlertSeverity,
+    AutomationMode,
+    FailureStage,
+    OrderStatus,
+    Provider,
+    Region,
+    StepStatus,
+    Tier,
+)
+
+SUBJECT_ROOT = "letsbe"
+
+# A fully qualified domain name the customer owns, lower case, no trailing dot.
+DomainName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True,
+        to_lower=True,
+        max_length=253,
+        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+    ),
+]
+ToolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
+# "SHA256:<base64>" as printed by ssh-keygen -lf and asyncssh's get_fingerprint().
+HostKeyFingerprint = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]
+
+
+class Model(BaseModel):
+    """Frozen and strict about unknown fields: a typo on the wire is an error, not a silently dropped value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Event(Model):
+    TYPE: ClassVar[str]
+    VERSION: ClassVar[int]
+    SUBJECT: ClassVar[str]
+
+    def envelope(
+        self,
+        *,
+        correlation_id: str | uuid.UUID,
+        event_id: uuid.UUID | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Envelope:
+        return Envelope(
+            id=event_id or uuid.uuid4(),
+            type=self.TYPE,
+            version=self.VERSION,
+            occurred_at=occurred_at or datetime.now(UTC),
+            correlation_id=str(correlation_id),
+            payload=self.model_dump(mode="json"),
+        )
+
+
+class Envelope(Model):
+    id: uuid.UUID
+    type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]+$")]
+    version: Annotated[int, Field(ge=1)]
+    occurred_at: AwareDatetime
+    correlation_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    payload: dict[str, Any]
+
+
+EVENT_TYPES: dict[tuple[str, int], type[Event]] = {}
+
+
+def register(cls: type[Event]) -> type[Event]:
+    """Class decorator: record the event so envelopes can be decoded by (type, version)."""
+    key = (cls.TYPE, cls.VERSION)
+    if key in EVENT_TYPES:
+        raise ValueError(f"event {key} registered twice")
+    expected = f"{SUBJECT_ROOT}.{cls.TYPE.replace('-', '.')}.v{cls.VERSION}"
+    if cls.SUBJECT != expected:
+        raise ValueError(f"{cls.__name__}.SUBJECT must be {expected!r}")
+    EVENT_TYPES[key] = cls
+    return cls
+
+
+def decode(envelope: Envelope) -> Event:
+    """The typed event inside an envelope; raises LookupError for an unknown type, ValidationError for bad data."""
+    try:
+        cls = EVENT_TYPES[(envelope.type, envelope.version)]
+    except KeyError:
+        raise LookupError(f"unknown event type {envelope.type!r} version {envelope.version}") from None
+    return cls.model_validate(envelope.payload)
+
+
+# --- shared payload parts ------------------------------------------------------------------------------------
+
+
+class ServerTarget(Model):
+    """Everything a worker needs to reach an allocated VPS; travels with the order through the events."""
+
+    server_id: uuid.UUID
+    provider: Provider
+    provider_ref: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    ipv4: IPv4Address
+    ipv6: IPv6Address | None = None
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    ssh_user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] = "letsbe"
+    host_key_fingerprint: HostKeyFingerprint
+
+
+class DnsRecordRef(Model):
+    type: Literal["A", "AAAA", "CNAME", "MX", "TXT", "SRV"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    content: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    record_id: str | None = None
+
+
+class OrderSpec(Model):
+    """What the customer bought; copied into the events so no service reads another's schema."""
+
+    order_id: uuid.UUID
+    domain: DomainName
+    tier: Tier
+    region: Region
+    tools: tuple[ToolName, ...]
+    automation_mode: AutomationMode
+    customer_email: Annotated[str, StringConstraints(max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    cloudflare_zone_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
+
+
+# --- the four backbone events ---------------------------------------------------------------------------------
+
+
+@register
+class OrderCreatedV1(Event):
+    TYPE: ClassVar[str] = "order-created"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.order.created.v1"
+
+    order: OrderSpec
+
+
+@register
+class ServerAllocatedV1(Event):
+    TYPE: ClassVar[str] = "server-allocated"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.server.allocated.v1"
+
+    order: OrderSpec
+    server: ServerTarget
+
+
+@register
+class DnsReadyV1(Event):
+    TYPE: ClassVar[str] = "dns-ready"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.dns.ready.v1"
+
+    order: OrderSpec
+    server: ServerTarget
+    records: tuple[DnsRecordRef, ...]
+
+
+@register
+class ProvisionedV1(Event):
+    TYPE: ClassVar[str] = "provisioned"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.provisioned.v1"
+
+    order: OrderSpec
+    server: ServerTarget
+    tenant_id: uuid.UUID
+    job_id: uuid.UUID
+    duration_seconds: Annotated[float, Field(ge=0)]
+
+
+# --- failures and progress ------------------------------------------------------------------------------------
+
+
+@register
+class OrderFailedV1(Event):
+    TYPE: ClassVar[str] = "order-failed"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.order.failed.v1"
+
+    order_id: uuid.UUID
+    stage: FailureStage
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=4000)]
+    retryable: bool
+    step: Annotated[int, Field(ge=1, le=10)] | None = None
+
+
+@register
+class ProvisioningStepV1(Event):
+    TYPE: ClassVar[str] = "provisioning-step"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.provisioning.step.v1"
+
+    order_id: uuid.UUID
+    job_id: uuid.UUID
+    step: Annotated[int, Field(ge=1, le=10)]
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,40}$")]
+    status: StepStatus
+    attempt: Annotated[int, Field(ge=1)]
+    exit_code: int | None = None
+    error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+@register
+class ProvisioningLogV1(Event):
+    TYPE: ClassVar[str] = "provisioning-log"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.provisioning.log.v1"
+
+    order_id: uuid.UUID
+    job_id: uuid.UUID
+    step: Annotated[int, Field(ge=1, le=10)]
+    seq: Annotated[int, Field(ge=0)]  # per job, strictly increasing: consumers order and de-duplicate by it
+    stream: Literal["stdout", "stderr"]
+    line: Annotated[str, StringConstraints(max_length=8000)]  # already redacted by the provisioner
+
+
+# --- tenants and alerts ---------------------------------------------------------------------------------------
+
+
+class DiskUsage(Model):
+    path: str = "/"
+    total_bytes: Annotated[int, Field(ge=0)]
+    used_bytes: Annotated[int, Field(ge=0)]
+    percent: Annotated[float, Field(ge=0, le=100)]
+
+
+class MemoryUsage(Model):
+    total_bytes: Annotated[int, Field(ge=0)]
+    available_bytes: Annotated[int, Field(ge=0)]
+    percent: Annotated[float, Field(ge=0, le=100)]
+
+
+class ContainerState(Model):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    image: Annotated[str, StringConstraints(max_length=500)]
+    image_digest: Annotated[str, StringConstraints(max_length=200)] | None = None
+    state: Annotated[str, StringConstraints(max_length=40)]  # docker: created/running/restarting/exited/...
+    health: Literal["healthy", "unhealthy", "starting", "none"] = "none"
+    restart_count: Annotated[int, Field(ge=0)] = 0
+    oom_killed: bool = False
+
+
+class BackupDatabaseStatus(Model):
+    status: Literal["success", "failed"]
+    size_mb: Annotated[float, Field(ge=0)] | None = None
+    error: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class RemoteSyncStatus(Model):
+    status: Literal["success", "failed", "skipped"]
+    uploaded_mb: Annotated[float, Field(ge=0)] | None = None
+    error: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class BackupStatus(Model):
+    """The seed's §8.3 `backup-status.json`, exactly."""
+
+    last_run: AwareDatetime
+    duration_seconds: Annotated[float, Field(ge=0)]
+    databases: dict[str, BackupDatabaseStatus]
+    remote_sync: RemoteSyncStatus
+
+
+class HeartbeatDetails(Model):
+    """The heavy part of a heartbeat: sent when it changed or every few minutes."""
+
+    disk: DiskUsage
+    memory: MemoryUsage
+    containers: tuple[ContainerState, ...] = ()
+    versions: dict[str, str] = {}
+    backup: BackupStatus | None = None
+    tls_not_after: AwareDatetime | None = None
+
+
+@register
+class TenantHeartbeatV1(Event):
+    TYPE: ClassVar[str] = "tenant-heartbeat"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.heartbeat.v1"
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent: AgentKind
+    domain: DomainName
+    received_at: AwareDatetime
+    interval_seconds: Annotated[int, Field(ge=1, le=3600)]
+    details: HeartbeatDetails | None = None
+
+
+@register
+class AlertRaisedV1(Event):
+    TYPE: ClassVar[str] = "alert-raised"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.alert.raised.v1"
+
+    alert_id: uuid.UUID
+    tenant_id: uuid.UUID | None  # None for platform alerts (pool below minimum, hub health)
+    rule: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{1,80}$")]
+    severity: AlertSeverity
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+    value: float | None = None
+    threshold: float | None = None
+    first_seen: AwareDatetime
+    last_seen: AwareDatetime
+    count: Annotated[int, Field(ge=1)] = 1
+
+
+@register
+class AlertResolvedV1(Event):
+    TYPE: ClassVar[str] = "alert-resolved"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.alert.resolved.v1"
+
+    alert_id: uuid.UUID
+    tenant_id: uuid.UUID | None
+    rule: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{1,80}$")]
+    resolved_at: AwareDatetime
+    summary: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+
+
+@register
+class DeadLetteredV1(Event):
+    """A message a consumer could not handle; published by the bus itself so failures are visible, not lost."""
+
+    TYPE: ClassVar[str] = "dead-lettered"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.dead.lettered.v1"
+
+    consumer: str
+    original_subject: str
+    error: Annotated[str, StringConstraints(max_length=4000)]
+    deliveries: Annotated[int, Field(ge=1)]
+    event_id: uuid.UUID | None = None  # None when the message was not even a valid envelope
+    event_type: str | None = None
+    correlation_id: str | None = None
+    raw: Annotated[str, StringConstraints(max_length=8000)]  # the original bytes, decoded leniently, truncated
+
+
+ORDER_STATUSES_FINAL = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED})

@@ -1,0 +1,316 @@
+"""Typed JetStream bus: one stream per namespace, publish with de-duplication, durable pull consumers.
+
+A consumer hands its handler a validated event. What cannot be decoded goes to the dead-letter subject at once,
+with the validation error; what keeps failing goes there after ``max_deliver`` attempts, each retry delayed by
+the backoff list. A dead letter is itself a :class:`DeadLetteredV1` event, so it is visible and can fail the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
+from nats.js.errors import BadRequestError, NotFoundError
+from pydantic import ValidationError
+
+from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
+from letsbe_contracts.events import SUBJECT_ROOT
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import EVENT_HANDLING_SECONDS, EVENTS_DEAD_LETTERED
+
+log = get_logger(__name__)
+
+DEFAULT_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+
+
+class PermanentError(Exception):
+    """Raised by a handler when retrying cannot help: the message is dead-lettered at once."""
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What a handler knows about the message besides the event itself."""
+
+    envelope: Envelope
+    subject: str
+    num_delivered: int
+    msg: Msg
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        return self.envelope.id
+
+    @property
+    def correlation_id(self) -> str:
+        return self.envelope.correlation_id
+
+    async def in_progress(self) -> None:
+        """Tell JetStream the work goes on, so a long handler (an SSH step) is not redelivered meanwhile."""
+        await self.msg.in_progress()
+
+
+Handler = Callable[[Any, Delivery], Awaitable[None]]
+
+
+class Bus:
+    def __init__(self, nc: NATS, namespace: str = SUBJECT_ROOT):
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream(timeout=10)
+        self.namespace = namespace
+        self.stream = f"{namespace.upper()}_EVENTS"
+
+    @classmethod
+    async def connect(cls, url: str, *, namespace: str = SUBJECT_ROOT, name: str = "letsbe") -> Bus:
+        nc = await nats.connect(
+            servers=[url],
+            name=name,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=5,
+            allow_reconnect=True,
+        )
+        bus = cls(nc, namespace)
+        await bus.ensure_stream()
+        return bus
+
+    # --- names -------------------------------------------------------------------------------------------
+
+    def subject(self, subject_or_event: str | type[Event] | Event) -> str:
+        """The namespaced subject: ``letsbe.order.created.v1`` stays as is under the default namespace."""
+        s = subject_or_event if isinstance(subject_or_event, str) else subject_or_event.SUBJECT
+        if not s.startswith(SUBJECT_ROOT + "."):
+            raise ValueError(f"subject {s!r} is not under {SUBJECT_ROOT!r}")
+        return self.namespace + s[len(SUBJECT_ROOT):]
+
+    @property
+    def dead_letter_subject(self) -> str:
+        return self.subject(DeadLetteredV1)
+
+    # --- stream --------------------------------------------------------------------------------------------
+
+    async def ensure_stream(self) -> None:
+        """Create or update the stream; safe to call from every process at every start."""
+        config = StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.namespace}.>"],
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            max_age=7 * 24 * 3600,
+            duplicate_window=15 * 60,
+        )
+        try:
+            await self.js.add_stream(config)
+        except BadRequestError:
+            await self.js.update_stream(config)
+
+    async def delete_stream(self) -> None:
+        try:
+            await self.js.delete_stream(self.stream)
+        except NotFoundError:
+            pass
+
+    # --- publish -------------------------------------------------------------------------------------------
+
+    async def publish(self, event: Event, *, correlation_id: str | uuid.UUID, event_id: uuid.UUID | None = None) -> Envelope:
+        """Publish directly (no database involved). Services that change state use the outbox instead."""
+        env = event.envelope(correlation_id=correlation_id, event_id=event_id)
+        await self.publish_raw(event.SUBJECT, env.model_dump_json().encode(), msg_id=str(env.id))
+        return env
+
+    async def publish_raw(self, subject: str, data: bytes, *, msg_id: str) -> None:
+        await self.js.publish(self.subject(subject), data, headers={"Nats-Msg-Id": msg_id})
+
+    # --- consume -------------------------------------------------------------------------------------------
+
+    def consumer(
+        self,
+        durable: str,
+        event: type[Event],
+        handler: Handler,
+        *,
+        max_deliver: int = 8,
+        backoff: Sequence[float] = DEFAULT_BACKOFF,
+        ack_wait: float = 30.0,
+        batch: int = 10,
+        concurrency: int = 1,
+        deliver_new_only: bool = False,
+    ) -> Consumer:
+        return Consumer(
+            self,
+            durable=durable,
+            event=event,
+            handler=handler,
+            max_deliver=max_deliver,
+            backoff=tuple(backoff),
+            ack_wait=ack_wait,
+            batch=batch,
+            concurrency=concurrency,
+            deliver_new_only=deliver_new_only,
+        )
+
+    async def close(self) -> None:
+        if self.nc.is_connected:
+            await self.nc.drain()
+
+
+class Consumer:
+    """A durable pull consumer of one event type. ``run()`` until ``stop()``; in-flight messages finish first."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        durable: str,
+        event: type[Event],
+        handler: Handler,
+        max_deliver: int,
+        backoff: tuple[float, ...],
+        ack_wait: float,
+        batch: int,
+        concurrency: int,
+        deliver_new_only: bool,
+    ):
+        if not durable.replace("-", "").isalnum():
+            raise ValueError("durable names are letters, digits and dashes")
+        self.bus = bus
+        self.durable = durable
+        self.event = event
+        self.handler = handler
+        self.max_deliver = max_deliver
+        self.backoff = backoff or (1.0,)
+        self.ack_wait = ack_wait
+        self.batch = batch
+        self.concurrency = concurrency
+        self.deliver_new_only = deliver_new_only
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=self.ack_wait,
+            # The server's own limit is a safety net one above ours: we dead-letter on the last attempt ourselves.
+            max_deliver=self.max_deliver + 1,
+            max_ack_pending=max(1000, self.batch * self.concurrency * 4),
+            deliver_policy=DeliverPolicy.NEW if self.deliver_new_only else DeliverPolicy.ALL,
+        )
+        sub = await self.bus.js.pull_subscribe(
+            self.bus.subject(self.event), durable=self.durable, stream=self.bus.stream, config=config
+        )
+        try:
+            await asyncio.gather(*(self._loop(sub) for _ in range(self.concurrency)))
+        finally:
+            try:
+                await sub.unsubscribe()
+            except Exception:  # noqa: S110 - the connection may already be draining
+                pass
+
+    async def _loop(self, sub: JetStreamContext.PullSubscription) -> None:
+        while not self._stopping.is_set():
+            try:
+                msgs = await sub.fetch(self.batch, timeout=1.0)
+            except NatsTimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection hiccup: nats-py reconnects by itself; try again shortly
+                if self._stopping.is_set():
+                    return
+                log.warning("fetch failed", consumer=self.durable, error=repr(exc))
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self.handle(msg)
+
+    async def handle(self, msg: Msg) -> None:
+        started = time.perf_counter()
+        deliveries = msg.metadata.num_delivered
+        outcome = "ok"
+        try:
+            envelope = Envelope.model_validate_json(msg.data)
+            event = decode(envelope)
+            if not isinstance(event, self.event):
+                raise LookupError(f"expected {self.event.TYPE} v{self.event.VERSION}, got {envelope.type} v{envelope.version}")
+        except (ValidationError, LookupError, ValueError) as exc:
+            outcome = "malformed"
+            await self._dead_letter(msg, _describe(exc), deliveries)
+            EVENT_HANDLING_SECONDS.labels(self.durable, outcome).observe(time.perf_counter() - started)
+            return
+        delivery = Delivery(envelope=envelope, subject=msg.subject, num_delivered=deliveries, msg=msg)
+        try:
+            await self.handler(event, delivery)
+            await msg.ack()
+        except PermanentError as exc:
+            outcome = "dead-lettered"
+            await self._dead_letter(msg, str(exc) or type(exc).__name__, deliveries, envelope)
+        except asyncio.CancelledError:
+            await _quietly(msg.nak())
+            raise
+        except Exception as exc:
+            if deliveries >= self.max_deliver:
+                outcome = "dead-lettered"
+                log.error("giving up on event", consumer=self.durable, event_id=str(envelope.id), error=repr(exc))
+                await self._dead_letter(msg, f"{type(exc).__name__}: {exc}", deliveries, envelope)
+            else:
+                outcome = "retry"
+                delay = self.backoff[min(deliveries - 1, len(self.backoff) - 1)]
+                log.warning(
+                    "event handler failed; will retry",
+                    consumer=self.durable,
+                    event_id=str(envelope.id),
+                    attempt=deliveries,
+                    retry_in=delay,
+                    error=repr(exc),
+                )
+                await _quietly(msg.nak(delay=delay))
+        finally:
+            EVENT_HANDLING_SECONDS.labels(self.durable, outcome).observe(time.perf_counter() - started)
+
+    async def _dead_letter(self, msg: Msg, error: str, deliveries: int, envelope: Envelope | None = None) -> None:
+        EVENTS_DEAD_LETTERED.labels(self.durable).inc()
+        dead = DeadLetteredV1(
+            consumer=self.durable,
+            original_subject=msg.subject,
+            error=error[:4000],
+            deliveries=max(deliveries, 1),
+            event_id=envelope.id if envelope else None,
+            event_type=envelope.type if envelope else None,
+            correlation_id=envelope.correlation_id if envelope else None,
+            raw=msg.data.decode("utf-8", errors="replace")[:8000],
+        )
+        # Deterministic id: dead-lettering the same delivery twice (a crash in between) publishes once.
+        key = f"{self.durable}:{msg.metadata.stream}:{msg.metadata.sequence.stream}"
+        await self.bus.publish(
+            dead,
+            correlation_id=envelope.correlation_id if envelope else "unknown",
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, key),
+        )
+        log.error("event dead-lettered", consumer=self.durable, subject=msg.subject, error=error[:500])
+        await msg.term()
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = [f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in exc.errors()[:20]]
+        return "invalid message: " + "; ".join(parts)
+    return f"invalid message: {exc}"
+
+
+async def _quietly(aw: Awaitable[None]) -> None:
+    try:
+        await aw
+    except Exception:  # noqa: S110 - best effort; JetStream redelivers after ack_wait anyway
+        pass

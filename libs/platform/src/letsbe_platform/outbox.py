@@ -1,0 +1,178 @@
+"""Transactional outbox (out) and inbox (in), one pair of tables per service schema.
+
+Out: the business change and the outbox row commit in one transaction; :class:`OutboxRelay` publishes rows with
+``Nats-Msg-Id`` = event id and marks them sent. A relay killed between publishing and marking republishes the row,
+which JetStream's de-duplication window (and, past it, every consumer's inbox) absorbs.
+
+In: a consumer claims ``(consumer, event_id)`` inside the transaction of its side effect; a redelivery finds the
+claim and does nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import asyncpg
+from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, String, Table, func, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from letsbe_contracts import Event
+from letsbe_platform.bus import Bus
+from letsbe_platform.db import plain_url
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+
+log = get_logger(__name__)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "outbox",
+        metadata,
+        Column("seq", BigInteger, Identity(always=True), primary_key=True),
+        Column("event_id", UUID(as_uuid=True), nullable=False, unique=True),
+        Column("subject", String(200), nullable=False),
+        Column("envelope", JSONB, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+        Column("published_at", DateTime(timezone=True)),
+        Index("ix_outbox_unpublished", "seq", postgresql_where=text("published_at IS NULL")),
+    )
+
+
+def inbox_table(metadata: MetaData) -> Table:
+    return Table(
+        "inbox",
+        metadata,
+        Column("consumer", String(120), primary_key=True),
+        Column("event_id", UUID(as_uuid=True), primary_key=True),
+        Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    )
+
+
+def notify_channel(schema: str) -> str:
+    return f"{schema}_outbox"
+
+
+async def add_event(
+    session: AsyncSession,
+    table: Table,
+    event: Event,
+    *,
+    correlation_id: str | uuid.UUID,
+    event_id: uuid.UUID | None = None,
+) -> uuid.UUID:
+    """Stage ``event`` for publication in the caller's transaction; returns the event id.
+
+    ``event_id`` lets a caller derive a deterministic id (uuid5 of its cause), so doing the same work twice
+    stages the same event once.
+    """
+    env = event.envelope(correlation_id=correlation_id, event_id=event_id)
+    stmt = (
+        insert(table)
+        .values(event_id=env.id, subject=event.SUBJECT, envelope=env.model_dump(mode="json"))
+        .on_conflict_do_nothing(index_elements=["event_id"])
+    )
+    await session.execute(stmt)
+    # Delivered by Postgres at commit, so the relay wakes exactly when there is something to send.
+    await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": notify_channel(table.schema or "public")})
+    return env.id
+
+
+async def claim(session: AsyncSession, table: Table, consumer: str, event_id: uuid.UUID) -> bool:
+    """True the first time ``consumer`` sees ``event_id`` (in this transaction's view), False after."""
+    stmt = (
+        insert(table)
+        .values(consumer=consumer, event_id=event_id)
+        .on_conflict_do_nothing()
+        .returning(table.c.event_id)
+    )
+    return (await session.execute(stmt)).first() is not None
+
+
+class OutboxRelay:
+    """Publishes a schema's outbox to JetStream. Safe to run in several replicas (SKIP LOCKED)."""
+
+    def __init__(self, database_url: str, schema: str, bus: Bus, *, batch: int = 200, poll_seconds: float = 1.0):
+        self.database_url = plain_url(database_url)
+        self.schema = schema
+        self.bus = bus
+        self.batch = batch
+        self.poll_seconds = poll_seconds
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        listener: asyncpg.Connection | None = None
+        conn: asyncpg.Connection | None = None
+        backoff = 0.2
+        while not self._stopping.is_set():
+            try:
+                if conn is None or conn.is_closed():
+                    conn = await asyncpg.connect(self.database_url)
+                if listener is None or listener.is_closed():
+                    listener = await asyncpg.connect(self.database_url)
+                    await listener.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
+                sent = await self.publish_pending(conn)
+                backoff = 0.2
+                if sent:
+                    continue  # there may be more
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+                except TimeoutError:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep relaying after any transient fault: nothing is lost, rows stay unsent
+                OUTBOX_RELAY_ERRORS.labels(schema=self.schema).inc()
+                log.warning("outbox relay error", schema=self.schema, error=repr(exc))
+                for c in (conn, listener):
+                    if c is not None and not c.is_closed():
+                        c.terminate()
+                conn = listener = None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        for c in (conn, listener):
+            if c is not None and not c.is_closed():
+                await c.close()
+
+    async def publish_pending(self, conn: asyncpg.Connection) -> int:
+        """Publish one batch; returns how many rows were sent."""
+        async with conn.transaction():
+            rows = await conn.fetch(
+                f'SELECT seq, event_id, subject, envelope FROM "{self.schema}".outbox '  # noqa: S608 - schema is ours
+                "WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED",
+                self.batch,
+            )
+            if not rows:
+                return 0
+            acks = await asyncio.gather(
+                *(
+                    self.bus.publish_raw(
+                        row["subject"], _as_bytes(row["envelope"]), msg_id=str(row["event_id"])
+                    )
+                    for row in rows
+                )
+            )
+            del acks
+            await conn.execute(
+                f'UPDATE "{self.schema}".outbox SET published_at = now() WHERE seq = ANY($1::bigint[])',  # noqa: S608
+                [row["seq"] for row in rows],
+            )
+        OUTBOX_PUBLISHED.labels(schema=self.schema).inc(len(rows))
+        return len(rows)
+
+
+def _as_bytes(envelope: Any) -> bytes:
+    # asyncpg returns jsonb as text unless a codec is set; both forms are accepted.
+    if isinstance(envelope, str):
+        return envelope.encode()
+    return json.dumps(envelope, separators=(",", ":")).encode()

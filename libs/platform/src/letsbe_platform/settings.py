@@ -1,0 +1,35 @@
+"""Base settings every service extends with its own env prefix (``LETSBE_HUB_`` …).
+
+DATABASE_URL and NATS_URL are shared by all services (one Postgres with a schema per service, one NATS), so they
+are read without the prefix.
+"""
+
+from __future__ import annotations
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    service_name: str = "letsbe"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "INFO"
+    log_json: bool = True
+    database_url: str | None = Field(default=None, validation_alias=AliasChoices("DATABASE_URL"))
+    nats_url: str | None = Field(default=None, validation_alias=AliasChoices("NATS_URL"))
+    # Every stream and subject lives under this root; tests give each test its own so they never see each other.
+    bus_namespace: str = Field(
+        default="letsbe", pattern=r"^[a-z][a-z0-9_]{0,30}$", validation_alias=AliasChoices("LETSBE_BUS_NAMESPACE")
+    )
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        return v

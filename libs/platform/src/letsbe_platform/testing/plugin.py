@@ -1,0 +1,149 @@
+"""Pytest fixtures for real Postgres and NATS (never mocks).
+
+``make test`` exports DATABASE_URL / NATS_URL from ``letsbe-devstack run``; a bare ``pytest`` starts its own
+throwaway servers instead. Every test gets its own database, cloned from a template migrated once per session,
+and its own bus namespace (stream + subjects), so tests never see each other's rows or messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+import pytest
+import pytest_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from letsbe_platform import devstack, migrations
+from letsbe_platform.bus import Bus
+from letsbe_platform.db import make_engine, make_session_factory, plain_url
+from letsbe_platform.testing.processes import ServiceProcess
+
+TEMPLATE_DB = "letsbe_template"
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[dict[str, str]]:
+    """URLs of the real servers for this session: from the environment, or started here."""
+    if os.environ.get("DATABASE_URL") and os.environ.get("NATS_URL"):
+        yield {
+            "database_url": os.environ["DATABASE_URL"],
+            "nats_url": os.environ["NATS_URL"],
+            "admin_url": os.environ.get("LETSBE_PG_ADMIN_URL") or _admin(os.environ["DATABASE_URL"]),
+        }
+        return
+    with ExitStack() as stack:
+        root = Path(tempfile.mkdtemp(prefix="letsbe-pytest-"))
+        stack.callback(shutil.rmtree, root, True)
+        s = stack.enter_context(devstack.running(root, fast=True))
+        yield {"database_url": s.postgres.url, "nats_url": s.nats.url, "admin_url": s.postgres.admin_url}
+
+
+def _admin(url: str) -> str:
+    return plain_url(url).rsplit("/", 1)[0] + "/postgres"
+
+
+def _with_db(url: str, name: str) -> str:
+    return plain_url(url).rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(servers: dict[str, str]) -> str:
+    """A superuser URL to the ``postgres`` database of the session's server."""
+    return servers["admin_url"]
+
+
+@pytest.fixture(scope="session")
+def pg_bin_dir() -> Path:
+    """pg_dump, pg_restore, psql … of the same Postgres 16 the tests run against."""
+    return devstack.pg_bin_dir()
+
+
+@pytest.fixture(scope="session")
+def nats_url(servers: dict[str, str]) -> str:
+    return servers["nats_url"]
+
+
+@pytest_asyncio.fixture(scope="session")
+async def template_database(servers: dict[str, str]) -> str:
+    """A database with every service's migrations applied; each test's database is a copy of it."""
+    conn = await asyncpg.connect(servers["admin_url"])
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    url = _with_db(servers["admin_url"], TEMPLATE_DB)
+    await migrations.upgrade_async(url)
+    return url
+
+
+@pytest_asyncio.fixture
+async def database_url(servers: dict[str, str], template_database: str) -> AsyncIterator[str]:
+    """A fresh, fully migrated database for this test only (dropped afterwards)."""
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    conn = await asyncpg.connect(servers["admin_url"])
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
+    finally:
+        await conn.close()
+    yield _with_db(servers["admin_url"], name)
+    conn = await asyncpg.connect(servers["admin_url"])
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest_asyncio.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = make_engine(database_url, pool_size=5, max_overflow=20)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+def sessions(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return make_session_factory(engine)
+
+
+@pytest.fixture
+def bus_namespace() -> str:
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest_asyncio.fixture
+async def bus(nats_url: str, bus_namespace: str) -> AsyncIterator[Bus]:
+    """A connected bus on this test's own stream (deleted afterwards)."""
+    b = await Bus.connect(nats_url, namespace=bus_namespace, name="pytest")
+    yield b
+    try:
+        await asyncio.wait_for(b.delete_stream(), timeout=5)
+    finally:
+        await b.close()
+
+
+@pytest.fixture
+def service_env(database_url: str, nats_url: str, bus_namespace: str) -> dict[str, str]:
+    """Environment for a service started as a real process against this test's database and bus."""
+    return {
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LETSBE_BUS_NAMESPACE": bus_namespace,
+    }
+
+
+@pytest_asyncio.fixture
+async def processes() -> AsyncIterator[list[ServiceProcess]]:
+    """Collects service processes a test starts; all are killed at the end whatever happened."""
+    started: list[ServiceProcess] = []
+    yield started
+    for p in started:
+        p.kill()

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that tests drive for real, only when they are missing.
+#   nginx   deploy/tests render the hub and tenant vhosts and run `nginx -t` on them
+#   rclone  deploy/tests copy a backup off-site to a local rclone remote
+# (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
+set -euo pipefail
+needed=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || needed+=(nginx)
+command -v rclone >/dev/null 2>&1 || needed+=(rclone)
+if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing system packages: ${needed[*]} (run as root or install them)" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null

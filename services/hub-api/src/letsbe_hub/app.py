@@ -1,0 +1,55 @@
+"""The Hub's app factory. Routers and background workers of each context are wired here, and only here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from letsbe_hub import __version__
+from letsbe_hub.auth import endpoints as tokens
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.auth.service import ensure_token
+from letsbe_hub.config import HubSettings
+from letsbe_hub.db import SCHEMA
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.web import Runtime, create_service_app, runtime
+
+ROUTERS = [
+    tokens.router,
+]
+
+
+def start_workers(rt: Runtime, settings: HubSettings) -> None:
+    """Every background worker of the hub: the outbox relay, event consumers, periodic checks."""
+    assert rt.bus is not None
+    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
+    rt.start("outbox-relay", relay.run(), relay.stop)
+
+
+def create_app(settings: HubSettings | None = None) -> FastAPI:
+    settings = settings or HubSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime(settings) as rt:
+            app.state.runtime = rt
+            app.state.settings = settings
+            if settings.bootstrap_admin_token is not None:
+                assert rt.sessions is not None
+                async with unit_of_work(rt.sessions) as session:
+                    await ensure_token(
+                        session, "bootstrap-admin", settings.bootstrap_admin_token.get_secret_value(), list(Scope)
+                    )
+            start_workers(rt, settings)
+            yield
+
+    return create_service_app(
+        title="LetsBe Hub API",
+        version=__version__,
+        description="Orders, payments, servers, tenants, agents, rollouts and alerts of the LetsBe control plane.",
+        lifespan=lifespan,
+        routers=ROUTERS,
+    )

@@ -1,0 +1,39 @@
+import uuid
+from datetime import datetime
+
+from fastapi import APIRouter, status
+from pydantic import BaseModel, Field
+
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.auth.service import create_token, revoke_token
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import SessionDep
+
+router = APIRouter(prefix="/api/v1/admin/tokens", tags=["tokens"])
+
+
+class TokenCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=120)
+    scopes: list[Scope] = Field(min_length=1)
+
+
+class TokenCreated(BaseModel):
+    id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    token: str = Field(description="Shown once. Store it now: the hub keeps only its hash.")
+
+
+@router.post("", name="create", status_code=status.HTTP_201_CREATED)
+async def create(body: TokenCreate, session: SessionDep, _: Authorized(Scope.TOKENS_ADMIN)) -> TokenCreated:
+    row, plaintext = await create_token(session, body.name, body.scopes)
+    await session.refresh(row)
+    return TokenCreated(id=row.id, name=row.name, scopes=row.scopes, created_at=row.created_at, token=plaintext)
+
+
+@router.delete("/{token_id}", name="revoke", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke(token_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.TOKENS_ADMIN)) -> None:
+    if not await revoke_token(session, token_id):
+        raise NotFound("No active token with that id.")

@@ -1,0 +1,5 @@
+from letsbe_monitor import models  # noqa: F401 - registers every table on the metadata
+from letsbe_monitor.db import SCHEMA, Base
+from letsbe_platform.migrations import run_env
+
+run_env(SCHEMA, Base.metadata)

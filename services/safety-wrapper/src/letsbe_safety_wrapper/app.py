@@ -1,0 +1,32 @@
+"""The Safety Wrapper app factory (tenant side: no Postgres, no NATS; it talks to the Hub over HTTPS)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from letsbe_safety_wrapper import __version__
+from letsbe_safety_wrapper.config import SafetyWrapperSettings
+from letsbe_platform.web import Runtime, create_service_app, runtime
+
+ROUTERS: list = []
+
+
+def start_workers(rt: Runtime, settings: SafetyWrapperSettings) -> None:
+    """Background work of the agent (registration, heartbeats, command pulls) is wired here."""
+
+
+def create_app(settings: SafetyWrapperSettings | None = None) -> FastAPI:
+    settings = settings or SafetyWrapperSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime(settings, database=False, bus=False) as rt:
+            app.state.runtime = rt
+            app.state.settings = settings
+            start_workers(rt, settings)
+            yield
+
+    return create_service_app(title="LetsBe Safety Wrapper", version=__version__, lifespan=lifespan, routers=ROUTERS)

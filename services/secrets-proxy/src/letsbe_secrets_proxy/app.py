@@ -1,0 +1,32 @@
+"""The Secrets Proxy app factory (tenant side: no Postgres, no NATS; it talks to the Hub over HTTPS)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from letsbe_secrets_proxy import __version__
+from letsbe_secrets_proxy.config import SecretsProxySettings
+from letsbe_platform.web import Runtime, create_service_app, runtime
+
+ROUTERS: list = []
+
+
+def start_workers(rt: Runtime, settings: SecretsProxySettings) -> None:
+    """Background work of the agent (registration, heartbeats, command pulls) is wired here."""
+
+
+def create_app(settings: SecretsProxySettings | None = None) -> FastAPI:
+    settings = settings or SecretsProxySettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime(settings, database=False, bus=False) as rt:
+            app.state.runtime = rt
+            app.state.settings = settings
+            start_workers(rt, settings)
+            yield
+
+    return create_service_app(title="LetsBe Secrets Proxy", version=__version__, lifespan=lifespan, routers=ROUTERS)
