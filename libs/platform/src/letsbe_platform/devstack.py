@@ -155,6 +155,7 @@ class Nats:
     data_dir: Path
     port: int
     monitor_port: int
+    _proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
@@ -167,7 +168,7 @@ class Nats:
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
+        self._proc = proc = subprocess.Popen(
             [str(nats_server_bin()), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port),
              "-sd", str(self.data_dir / "jetstream"), "-P", str(self.pid_file), "--name", "letsbe-dev"],
             stdout=log, stderr=log, start_new_session=True,
@@ -185,15 +186,15 @@ class Nats:
         raise RuntimeError("nats-server did not become healthy")
 
     def stop(self) -> None:
-        if not self.pid_file.exists():
+        if self._proc is None:
             return
-        with contextlib.suppress(ValueError, ProcessLookupError, FileNotFoundError):
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, signal.SIGTERM)
-            for _ in range(100):
-                os.kill(pid, 0)
-                time.sleep(0.05)
-            os.kill(pid, signal.SIGKILL)
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
 
 
 @dataclass
