@@ -8,11 +8,11 @@ new consumers can run side by side during a deploy.
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from letsbe_contracts.enums import (
     AgentKind,
@@ -28,12 +28,17 @@ from letsbe_contracts.enums import (
 
 SUBJECT_ROOT = "letsbe"
 
+
+
+def _normalise_domain(value: object) -> object:
+    return value.strip().lower().removesuffix(".") if isinstance(value, str) else value
+
+
 # A fully qualified domain name the customer owns, lower case, no trailing dot.
 DomainName = Annotated[
     str,
+    BeforeValidator(_normalise_domain),
     StringConstraints(
-        strip_whitespace=True,
-        to_lower=True,
         max_length=253,
         pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
     ),
@@ -355,3 +360,44 @@ class DeadLetteredV1(Event):
 
 
 ORDER_STATUSES_FINAL = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED})
+
+
+# --- tenant reports (issue 7): staged through the hub's outbox, so none is lost ---------------------------------
+
+
+@register
+class TenantBackupReportedV1(Event):
+    """The Safety Wrapper's daily reading of backup-status.json (seed §8.3); ``status`` None = missing/unreadable."""
+
+    TYPE: ClassVar[str] = "tenant-backup-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.backup.reported.v1"
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    domain: DomainName
+    report_date: date
+    checked_at: AwareDatetime
+    status: BackupStatus | None = None
+    problem: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+class UsageTotals(Model):
+    model: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    tokens_in: Annotated[int, Field(ge=0)]
+    tokens_out: Annotated[int, Field(ge=0)]
+    requests: Annotated[int, Field(ge=0)]
+
+
+@register
+class TenantUsageReportedV1(Event):
+    """Token usage of one tenant-hour; (tenant_id, hour, sequence) is unique, later sequences add to earlier ones."""
+
+    TYPE: ClassVar[str] = "tenant-usage-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.usage.reported.v1"
+
+    tenant_id: uuid.UUID
+    hour: AwareDatetime
+    sequence: Annotated[int, Field(ge=0)]
+    lines: tuple[UsageTotals, ...]
