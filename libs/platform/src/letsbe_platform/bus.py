@@ -239,6 +239,7 @@ class Consumer:
         started = time.perf_counter()
         deliveries = msg.metadata.num_delivered
         outcome = "ok"
+        envelope: Envelope | None = None
         try:
             envelope = Envelope.model_validate_json(msg.data)
             event = decode(envelope)
@@ -246,7 +247,7 @@ class Consumer:
                 raise LookupError(f"expected {self.event.TYPE} v{self.event.VERSION}, got {envelope.type} v{envelope.version}")
         except (ValidationError, LookupError, ValueError) as exc:
             outcome = "malformed"
-            await self._dead_letter(msg, _describe(exc), deliveries)
+            await self._dead_letter(msg, _describe(exc), deliveries, envelope)
             EVENT_HANDLING_SECONDS.labels(self.durable, outcome).observe(time.perf_counter() - started)
             return
         delivery = Delivery(envelope=envelope, subject=msg.subject, num_delivered=deliveries, msg=msg)

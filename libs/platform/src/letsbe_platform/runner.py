@@ -119,3 +119,7 @@ def main() -> None:
         print("applying migrations", flush=True)
         migrations.upgrade(env["DATABASE_URL"])
         sys.exit(asyncio.run(_supervise(env)))
+
+
+if __name__ == "__main__":
+    main()

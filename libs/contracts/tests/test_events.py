@@ -1,0 +1,147 @@
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from letsbe_contracts import (
+    EVENT_TYPES,
+    AlertRaisedV1,
+    AlertResolvedV1,
+    DeadLetteredV1,
+    DnsReadyV1,
+    DnsRecordRef,
+    Envelope,
+    OrderCreatedV1,
+    OrderFailedV1,
+    OrderSpec,
+    ProvisionedV1,
+    ProvisioningLogV1,
+    ProvisioningStepV1,
+    ServerAllocatedV1,
+    ServerTarget,
+    TenantHeartbeatV1,
+    decode,
+)
+from letsbe_contracts.events import BackupStatus, HeartbeatDetails
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+ORDER = OrderSpec(
+    order_id=uuid.uuid4(),
+    domain="Example.COM",
+    tier="build",
+    region="eu",
+    tools=("nextcloud", "ghost"),
+    automation_mode="AUTO",
+    customer_email="owner@example.com",
+)
+SERVER = ServerTarget(
+    server_id=uuid.uuid4(),
+    provider="netcup",
+    provider_ref="v2202511123456",
+    ipv4="203.0.113.10",
+    ipv6="2001:db8::10",
+    host_key_fingerprint="SHA256:" + "A" * 43,
+)
+BACKUP = BackupStatus.model_validate(
+    {
+        "last_run": "2026-02-27T02:15:00Z",
+        "duration_seconds": 342,
+        "databases": {
+            "chatwoot": {"status": "success", "size_mb": 45},
+            "nextcloud": {"status": "failed", "error": "connection refused"},
+        },
+        "remote_sync": {"status": "success", "uploaded_mb": 230},
+    }
+)
+
+SAMPLES = [
+    OrderCreatedV1(order=ORDER),
+    ServerAllocatedV1(order=ORDER, server=SERVER),
+    DnsReadyV1(order=ORDER, server=SERVER, records=(DnsRecordRef(type="A", name="example.com", content="203.0.113.10"),)),
+    ProvisionedV1(order=ORDER, server=SERVER, tenant_id=ORDER.order_id, job_id=uuid.uuid4(), duration_seconds=412.5),
+    OrderFailedV1(order_id=ORDER.order_id, stage="DNS", reason="Cloudflare: 81057 record already exists", retryable=True),
+    ProvisioningStepV1(order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, name="docker", status="RUNNING", attempt=1),
+    ProvisioningLogV1(order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, seq=17, stream="stdout", line="ok"),
+    TenantHeartbeatV1(
+        tenant_id=ORDER.order_id,
+        agent_id=uuid.uuid4(),
+        agent="safety-wrapper",
+        domain="example.com",
+        received_at=NOW,
+        interval_seconds=60,
+        details=HeartbeatDetails(
+            disk={"total_bytes": 100, "used_bytes": 86, "percent": 86.0},
+            memory={"total_bytes": 100, "available_bytes": 20, "percent": 80.0},
+            backup=BACKUP,
+        ),
+    ),
+    AlertRaisedV1(
+        alert_id=uuid.uuid4(), tenant_id=None, rule="pool.below_minimum", severity="medium",
+        summary="EU build pool has 1 server, minimum 3", value=1, threshold=3, first_seen=NOW, last_seen=NOW,
+    ),
+    AlertResolvedV1(alert_id=uuid.uuid4(), tenant_id=ORDER.order_id, rule="disk", resolved_at=NOW, summary="disk 70%"),
+    DeadLetteredV1(consumer="dns-on-server-allocated", original_subject="letsbe.server.allocated.v1", error="boom",
+                   deliveries=8, raw="{}"),
+]
+
+
+def test_every_registered_event_has_a_sample():
+    assert {(type(s).TYPE, type(s).VERSION) for s in SAMPLES} >= set(EVENT_TYPES) - {
+        k for k in EVENT_TYPES if k[0] not in {type(s).TYPE for s in SAMPLES}
+    }
+    # The backbone and progress events named by the architecture are all registered.
+    names = {t for t, _ in EVENT_TYPES}
+    assert names >= {
+        "order-created", "server-allocated", "dns-ready", "provisioned", "order-failed", "provisioning-step",
+        "provisioning-log", "tenant-heartbeat", "alert-raised", "alert-resolved",
+    }
+
+
+@pytest.mark.parametrize("event", SAMPLES, ids=lambda e: type(e).TYPE)
+def test_event_round_trips_through_its_envelope_as_json(event):
+    env = event.envelope(correlation_id=ORDER.order_id)
+    wire = env.model_dump_json()
+    back = Envelope.model_validate_json(wire)
+    assert back == env
+    assert decode(back) == event
+    assert back.type == type(event).TYPE and back.version == type(event).VERSION
+
+
+def test_domain_is_normalised_and_validated():
+    assert ORDER.domain == "example.com"
+    for bad in ("example", "-bad.com", "exa mple.com", "a" * 64 + ".com", "http://example.com"):
+        with pytest.raises(ValidationError):
+            OrderSpec(**{**ORDER.model_dump(), "domain": bad})
+
+
+def test_unknown_fields_are_rejected_not_dropped():
+    payload = OrderCreatedV1(order=ORDER).model_dump(mode="json")
+    payload["order"]["surprise"] = 1
+    with pytest.raises(ValidationError):
+        OrderCreatedV1.model_validate(payload)
+
+
+def test_events_are_immutable():
+    with pytest.raises(ValidationError):
+        SAMPLES[0].order = ORDER  # type: ignore[misc]
+
+
+def test_decode_refuses_unknown_type_and_version():
+    env = OrderCreatedV1(order=ORDER).envelope(correlation_id="x")
+    with pytest.raises(LookupError):
+        decode(env.model_copy(update={"version": 99}))
+    with pytest.raises(LookupError):
+        decode(env.model_copy(update={"type": "order-teleported"}))
+
+
+def test_envelope_requires_timezone_aware_time():
+    env = OrderCreatedV1(order=ORDER).envelope(correlation_id="x").model_dump(mode="json")
+    env["occurred_at"] = "2026-11-27T12:00:00"
+    with pytest.raises(ValidationError):
+        Envelope.model_validate(env)
+
+
+def test_host_key_fingerprint_format_is_enforced():
+    with pytest.raises(ValidationError):
+        ServerTarget(**{**SERVER.model_dump(), "host_key_fingerprint": "MD5:aa:bb"})

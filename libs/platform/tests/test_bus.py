@@ -1,0 +1,135 @@
+"""The typed bus against a real NATS JetStream server."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
+from letsbe_platform.bus import Bus, Delivery, PermanentError
+
+
+def order_created() -> OrderCreatedV1:
+    return OrderCreatedV1(
+        order=OrderSpec(
+            order_id=uuid.uuid4(), domain="example.com", tier="build", region="eu", tools=("ghost",),
+            automation_mode="AUTO", customer_email="a@example.com",
+        )
+    )
+
+
+async def collect(bus: Bus, subject_event, n: int, timeout: float = 10.0) -> list[Envelope]:
+    """Read n envelopes of a subject straight from the stream with an ephemeral consumer."""
+    sub = await bus.js.subscribe(bus.subject(subject_event), stream=bus.stream, ordered_consumer=True)
+    out: list[Envelope] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(out) < n:
+                msg = await sub.next_msg(timeout=timeout)
+                out.append(Envelope.model_validate_json(msg.data))
+    finally:
+        await sub.unsubscribe()
+    return out
+
+
+async def run_until(consumer, condition, timeout: float = 10.0) -> None:
+    task = asyncio.create_task(consumer.run())
+    try:
+        async with asyncio.timeout(timeout):
+            while not condition():
+                await asyncio.sleep(0.02)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_publish_with_the_same_event_id_is_stored_once(bus: Bus):
+    event = order_created()
+    event_id = uuid.uuid4()
+    for _ in range(3):
+        await bus.publish(event, correlation_id="c", event_id=event_id)
+    info = await bus.js.stream_info(bus.stream)
+    assert info.state.messages == 1
+
+
+async def test_subjects_live_under_the_namespace(bus: Bus, bus_namespace: str):
+    assert bus.subject(OrderCreatedV1) == f"{bus_namespace}.order.created.v1"
+    with pytest.raises(ValueError):
+        bus.subject("other.order.created.v1")
+
+
+async def test_handler_receives_validated_model_and_message_is_acked(bus: Bus):
+    seen: list[tuple[OrderCreatedV1, Delivery]] = []
+
+    async def handle(event: OrderCreatedV1, delivery: Delivery) -> None:
+        seen.append((event, delivery))
+
+    sent = order_created()
+    env = await bus.publish(sent, correlation_id="order-1")
+    consumer = bus.consumer("test-on-order-created", OrderCreatedV1, handle)
+    await run_until(consumer, lambda: len(seen) == 1)
+    event, delivery = seen[0]
+    assert event == sent and isinstance(event, OrderCreatedV1)
+    assert delivery.event_id == env.id and delivery.correlation_id == "order-1" and delivery.num_delivered == 1
+    info = await bus.js.consumer_info(bus.stream, "test-on-order-created")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
+async def test_malformed_message_is_dead_lettered_with_its_error_and_the_consumer_goes_on(bus: Bus):
+    handled: list[OrderCreatedV1] = []
+
+    async def handle(event: OrderCreatedV1, delivery: Delivery) -> None:
+        handled.append(event)
+
+    subject = OrderCreatedV1.SUBJECT
+    await bus.publish_raw(subject, b"{not json", msg_id="bad-1")
+    bad_payload = order_created().envelope(correlation_id="order-9").model_dump(mode="json")
+    bad_payload["payload"]["order"]["tier"] = "gigantic"
+    await bus.publish_raw(subject, Envelope.model_validate(bad_payload).model_dump_json().encode(), msg_id="bad-2")
+    good = order_created()
+    await bus.publish(good, correlation_id="order-10")
+
+    consumer = bus.consumer("test-malformed", OrderCreatedV1, handle)
+    await run_until(consumer, lambda: len(handled) == 1)
+    dead = [decode(e) for e in await collect(bus, DeadLetteredV1, 2)]
+    assert handled == [good]
+    assert all(isinstance(d, DeadLetteredV1) and d.consumer == "test-malformed" for d in dead)
+    assert "invalid message" in dead[0].error and dead[0].event_id is None and dead[0].raw == "{not json"
+    assert "order.tier" in dead[1].error and dead[1].correlation_id == "order-9"
+
+
+async def test_failing_handler_is_retried_with_backoff_then_dead_lettered(bus: Bus):
+    attempts: list[int] = []
+
+    async def handle(event: OrderCreatedV1, delivery: Delivery) -> None:
+        attempts.append(delivery.num_delivered)
+        raise RuntimeError("provider down")
+
+    await bus.publish(order_created(), correlation_id="order-2")
+    consumer = bus.consumer("test-retry", OrderCreatedV1, handle, max_deliver=3, backoff=(0.05, 0.05))
+    await run_until(consumer, lambda: len(attempts) == 3)
+    [dead] = [decode(e) for e in await collect(bus, DeadLetteredV1, 1)]
+    assert attempts == [1, 2, 3]
+    assert dead.deliveries == 3 and "provider down" in dead.error and dead.correlation_id == "order-2"
+
+
+async def test_permanent_error_dead_letters_at_once(bus: Bus):
+    attempts: list[int] = []
+
+    async def handle(event: OrderCreatedV1, delivery: Delivery) -> None:
+        attempts.append(delivery.num_delivered)
+        raise PermanentError("domain is not ours")
+
+    await bus.publish(order_created(), correlation_id="order-3")
+    consumer = bus.consumer("test-permanent", OrderCreatedV1, handle, max_deliver=5, backoff=(0.05,))
+    await run_until(consumer, lambda: len(attempts) == 1)
+    [dead] = [decode(e) for e in await collect(bus, DeadLetteredV1, 1)]
+    assert dead.error == "domain is not ours" and dead.deliveries == 1
+    await asyncio.sleep(0.3)
+    assert attempts == [1]
+
+
+async def test_ensure_stream_is_idempotent(bus: Bus):
+    await bus.ensure_stream()
+    await bus.ensure_stream()
+    assert (await bus.js.stream_info(bus.stream)).config.subjects == [f"{bus.namespace}.>"]

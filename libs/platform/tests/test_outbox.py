@@ -1,0 +1,161 @@
+"""Outbox and inbox against real Postgres and NATS."""
+
+import asyncio
+import uuid
+
+from sqlalchemy import func, select, text
+
+from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec
+from letsbe_platform.bus import Bus
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table
+from letsbe_platform.db import make_metadata
+
+md = make_metadata("hub")
+outbox = outbox_table(md)
+inbox = inbox_table(md)
+
+
+def order_created() -> OrderCreatedV1:
+    return OrderCreatedV1(
+        order=OrderSpec(
+            order_id=uuid.uuid4(), domain="example.com", tier="lite", region="us", tools=(),
+            automation_mode="MANUAL", customer_email="a@example.com",
+        )
+    )
+
+
+async def stream_count(bus: Bus) -> int:
+    return (await bus.js.stream_info(bus.stream)).state.messages
+
+
+async def unpublished(sessions) -> int:
+    async with unit_of_work(sessions) as s:
+        return (await s.execute(select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))).scalar_one()
+
+
+async def test_event_is_not_published_when_the_business_transaction_rolls_back(sessions, database_url, bus):
+    class Boom(Exception):
+        pass
+
+    try:
+        async with unit_of_work(sessions) as s:
+            await add_event(s, outbox, order_created(), correlation_id="x")
+            raise Boom
+    except Boom:
+        pass
+    relay = OutboxRelay(database_url, "hub", bus)
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await relay.publish_pending(conn) == 0
+    finally:
+        await conn.close()
+    assert await stream_count(bus) == 0
+
+
+async def test_relay_publishes_committed_events_once_and_marks_them_sent(sessions, database_url, bus):
+    async with unit_of_work(sessions) as s:
+        ids = [await add_event(s, outbox, order_created(), correlation_id=f"o{i}") for i in range(25)]
+    relay = OutboxRelay(database_url, "hub", bus, batch=10)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(10):
+            while await unpublished(sessions):
+                await asyncio.sleep(0.05)
+    finally:
+        relay.stop()
+        await task
+    assert await stream_count(bus) == 25
+    sub = await bus.js.subscribe(bus.subject(OrderCreatedV1), stream=bus.stream, ordered_consumer=True)
+    got = [Envelope.model_validate_json((await sub.next_msg(timeout=5)).data).id for _ in range(25)]
+    await sub.unsubscribe()
+    assert got == ids  # in commit order
+
+
+async def test_relay_crash_after_publishing_before_marking_publishes_nothing_twice(sessions, database_url, bus):
+    """The crash window of every outbox: the broker has the message, the row still says unsent."""
+    async with unit_of_work(sessions) as s:
+        await add_event(s, outbox, order_created(), correlation_id="crash")
+
+    class Crash(Exception):
+        pass
+
+    class CrashingBus:
+        """The real bus, but the process 'dies' right after the publish reached JetStream."""
+
+        def __init__(self, real: Bus):
+            self.real = real
+
+        async def publish_raw(self, subject, data, *, msg_id):
+            await self.real.publish_raw(subject, data, msg_id=msg_id)
+            raise Crash
+
+    import asyncpg
+
+    conn = await asyncpg.connect(database_url)
+    try:
+        crashing = OutboxRelay(database_url, "hub", CrashingBus(bus))  # type: ignore[arg-type]
+        try:
+            await crashing.publish_pending(conn)
+        except Crash:
+            pass
+        assert await unpublished(sessions) == 1  # the mark was rolled back with the "crash"
+        restarted = OutboxRelay(database_url, "hub", bus)
+        assert await restarted.publish_pending(conn) == 1
+    finally:
+        await conn.close()
+    assert await unpublished(sessions) == 0
+    assert await stream_count(bus) == 1  # JetStream de-duplicated the second publish by Nats-Msg-Id
+
+
+async def test_relay_wakes_on_commit_without_waiting_for_the_poll(sessions, database_url, bus):
+    relay = OutboxRelay(database_url, "hub", bus, poll_seconds=30)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.3)  # let it settle into waiting
+        async with unit_of_work(sessions) as s:
+            await add_event(s, outbox, order_created(), correlation_id="wake")
+        async with asyncio.timeout(3):  # far below the 30 s poll
+            while await stream_count(bus) < 1:
+                await asyncio.sleep(0.02)
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_same_deterministic_event_id_is_staged_once(sessions):
+    event_id = uuid.uuid4()
+    for _ in range(2):
+        async with unit_of_work(sessions) as s:
+            await add_event(s, outbox, order_created(), correlation_id="x", event_id=event_id)
+    assert await unpublished(sessions) == 1
+
+
+async def test_inbox_claim_is_true_once_per_consumer(sessions):
+    event_id = uuid.uuid4()
+    async with unit_of_work(sessions) as s:
+        assert await claim(s, inbox, "a", event_id) is True
+        assert await claim(s, inbox, "a", event_id) is False
+        assert await claim(s, inbox, "b", event_id) is True
+
+
+async def test_concurrent_claims_of_one_event_let_exactly_one_side_effect_through(sessions, engine):
+    """Two workers handling the same redelivered event at once: one commits, the other waits and finds the claim."""
+    event_id = uuid.uuid4()
+    async with engine.begin() as conn:
+        await conn.execute(text("CREATE TABLE public.effects (event_id uuid)"))
+
+    async def worker() -> bool:
+        async with unit_of_work(sessions) as s:
+            if not await claim(s, inbox, "c", event_id):
+                return False
+            await asyncio.sleep(0.1)
+            await s.execute(text("INSERT INTO public.effects VALUES (:e)"), {"e": event_id})
+            return True
+
+    results = await asyncio.gather(*(worker() for _ in range(5)))
+    async with engine.connect() as conn:
+        count = (await conn.execute(text("SELECT count(*) FROM public.effects"))).scalar_one()
+    assert sorted(results) == [False] * 4 + [True] and count == 1
