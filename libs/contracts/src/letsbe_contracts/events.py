@@ -401,3 +401,34 @@ class TenantUsageReportedV1(Event):
     hour: AwareDatetime
     sequence: Annotated[int, Field(ge=0)]
     lines: tuple[UsageTotals, ...]
+
+
+# --- operator actions on alerts (issue 8): the hub's admin API tells the monitor, which routes notifications ---
+
+
+@register
+class AlertAcknowledgedV1(Event):
+    """An operator took an alert in hand: the monitor sends no more staff notifications for it (resolve still does)."""
+
+    TYPE: ClassVar[str] = "alert-acknowledged"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.alert.acknowledged.v1"
+
+    alert_id: uuid.UUID
+    acknowledged_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    acknowledged_at: AwareDatetime
+    note: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+@register
+class AlertSilencedV1(Event):
+    """No notifications for the alert's (tenant, rule) until ``silenced_until``; None lifts the silence."""
+
+    TYPE: ClassVar[str] = "alert-silenced"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.alert.silenced.v1"
+
+    alert_id: uuid.UUID
+    silenced_until: AwareDatetime | None
+    silenced_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    silenced_at: AwareDatetime
