@@ -29,7 +29,6 @@ from letsbe_contracts.enums import (
 SUBJECT_ROOT = "letsbe"
 
 
-
 def _normalise_domain(value: object) -> object:
     return value.strip().lower().removesuffix(".") if isinstance(value, str) else value
 
@@ -432,3 +431,22 @@ class AlertSilencedV1(Event):
     silenced_until: AwareDatetime | None
     silenced_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     silenced_at: AwareDatetime
+
+
+# --- order lifecycle (issue 3): every state-machine transition, for the SSE stream and anyone who follows orders ---
+
+
+@register
+class OrderStatusChangedV1(Event):
+    """One transition of the hub's order state machine; ``from_status`` is None when the order was created."""
+
+    TYPE: ClassVar[str] = "order-status-changed"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.order.status.changed.v1"
+
+    order_id: uuid.UUID
+    from_status: OrderStatus | None
+    to_status: OrderStatus
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    failed_stage: FailureStage | None = None  # set when to_status is FAILED
