@@ -8,12 +8,11 @@ import os
 import signal
 import uuid
 
-from sqlalchemy import text
-
 from letsbe_contracts import OrderCreatedV1, ServerAllocatedV1, ServerTarget
 from letsbe_platform.bus import Bus, Delivery
 from letsbe_platform.db import make_engine, make_metadata, make_session_factory, unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table
+from sqlalchemy import text
 
 SCHEMA = "dns"  # borrows a worker schema's outbox/inbox tables; the side-effect table is the test's own
 md = make_metadata(SCHEMA)
@@ -40,11 +39,17 @@ async def main() -> None:
             await asyncio.sleep(delay)  # the work; a kill -9 here must lose nothing and double nothing
             server = ServerTarget(
                 server_id=uuid.uuid5(uuid.NAMESPACE_URL, str(event.order.order_id)),
-                provider="netcup", provider_ref="pool-1", ipv4="127.0.0.1",
+                provider="netcup",
+                provider_ref="pool-1",
+                ipv4="127.0.0.1",
                 host_key_fingerprint="SHA256:" + "B" * 43,
             )
-            await add_event(session, outbox, ServerAllocatedV1(order=event.order, server=server),
-                            correlation_id=delivery.correlation_id)
+            await add_event(
+                session,
+                outbox,
+                ServerAllocatedV1(order=event.order, server=server),
+                correlation_id=delivery.correlation_id,
+            )
 
     consumer = bus.consumer(DURABLE, OrderCreatedV1, handle, ack_wait=2, batch=5)
     relay = OutboxRelay(url, SCHEMA, bus)

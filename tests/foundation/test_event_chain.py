@@ -9,12 +9,11 @@ import sys
 import uuid
 from pathlib import Path
 
-from sqlalchemy import text
-
 from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec, ServerAllocatedV1, decode
+from letsbe_hub.db import outbox as hub_outbox
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event
-from letsbe_hub.db import outbox as hub_outbox
+from sqlalchemy import text
 
 N = 120
 WORKER = Path(__file__).with_name("chain_worker.py")
@@ -31,13 +30,22 @@ async def side_effects(engine) -> list[tuple[uuid.UUID, int]]:
         return [tuple(r) for r in (await conn.execute(text("SELECT order_id, pid FROM public.side_effects"))).all()]
 
 
-async def test_order_created_flows_to_another_process_which_survives_kill_9(engine, sessions, database_url, bus, service_env):
+async def test_order_created_flows_to_another_process_which_survives_kill_9(
+    engine, sessions, database_url, bus, service_env
+):
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE public.side_effects (order_id uuid NOT NULL, pid int NOT NULL)"))
 
     orders = [
-        OrderSpec(order_id=uuid.uuid4(), domain=f"shop{i}.example.com", tier="build", region="eu", tools=("ghost",),
-                  automation_mode="AUTO", customer_email="owner@example.com")
+        OrderSpec(
+            order_id=uuid.uuid4(),
+            domain=f"shop{i}.example.com",
+            tier="build",
+            region="eu",
+            tools=("ghost",),
+            automation_mode="AUTO",
+            customer_email="owner@example.com",
+        )
         for i in range(N)
     ]
     async with unit_of_work(sessions) as s:  # the hub's side: state change + outbox rows in one transaction

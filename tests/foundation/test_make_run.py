@@ -8,17 +8,26 @@ import subprocess
 import sys
 
 import httpx
-
 from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
 
 
 async def test_run_starts_six_ready_services_and_stops_cleanly(database_url, nats_url, bus_namespace):
     ports = {svc.port_env: str(free_port()) for svc in SERVICES}
-    env = {**os.environ, **ports, "DATABASE_URL": database_url, "NATS_URL": nats_url,
-           "LETSBE_BUS_NAMESPACE": bus_namespace}
-    proc = subprocess.Popen([sys.executable, "-m", "letsbe_platform.runner"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        **ports,
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LETSBE_BUS_NAMESPACE": bus_namespace,
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "letsbe_platform.runner"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         async with httpx.AsyncClient() as client:
             pending = set(ports.values())

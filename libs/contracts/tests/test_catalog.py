@@ -2,29 +2,66 @@ import json
 from importlib import resources
 
 import pytest
-from pydantic import ValidationError
-
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, Tier, load_catalog
+from pydantic import ValidationError
 
 # Every tool the seed names: §3.3 (container layout), §5.3 (resource registry), §10.2 (subdomains).
 SEED_TOOLS = {
-    "nextcloud", "chatwoot", "ghost", "calcom", "stalwart", "odoo", "keycloak", "listmonk", "nocodb", "umami",
-    "uptime_kuma", "portainer", "activepieces", "certbot", "bookstack",
+    "nextcloud",
+    "chatwoot",
+    "ghost",
+    "calcom",
+    "stalwart",
+    "odoo",
+    "keycloak",
+    "listmonk",
+    "nocodb",
+    "umami",
+    "uptime_kuma",
+    "portainer",
+    "activepieces",
+    "certbot",
+    "bookstack",
 }
 SEED_SUBDOMAINS = {  # §10.2
-    "nextcloud": "files", "chatwoot": "chat", "ghost": "blog", "calcom": "cal", "stalwart": "mail", "odoo": "erp",
-    "bookstack": "wiki", "uptime_kuma": "status", "portainer": "portainer",
+    "nextcloud": "files",
+    "chatwoot": "chat",
+    "ghost": "blog",
+    "calcom": "cal",
+    "stalwart": "mail",
+    "odoo": "erp",
+    "bookstack": "wiki",
+    "uptime_kuma": "status",
+    "portainer": "portainer",
 }
 SEED_PORTS = {  # §3.3
-    "nextcloud": 3023, "chatwoot": 3019, "ghost": 3025, "calcom": 3044, "stalwart": 3011, "odoo": 3035,
-    "keycloak": 3043, "listmonk": 3026, "nocodb": 3037, "umami": 3029, "uptime_kuma": 3033, "portainer": 9443,
+    "nextcloud": 3023,
+    "chatwoot": 3019,
+    "ghost": 3025,
+    "calcom": 3044,
+    "stalwart": 3011,
+    "odoo": 3035,
+    "keycloak": 3043,
+    "listmonk": 3026,
+    "nocodb": 3037,
+    "umami": 3029,
+    "uptime_kuma": 3033,
+    "portainer": 9443,
     "activepieces": 3040,
 }
 SEED_REGISTRY = {  # §5.3 ram_mb, disk_gb, requires_db, requires_redis
-    "nextcloud": (512, 10, "postgres", False), "chatwoot": (768, 5, "postgres", True), "ghost": (256, 3, "mysql", False),
-    "odoo": (1024, 10, "postgres", False), "calcom": (256, 2, "postgres", False), "stalwart": (256, 5, None, False),
-    "keycloak": (512, 2, "postgres", False), "listmonk": (256, 2, "postgres", False), "nocodb": (256, 2, None, False),
-    "umami": (192, 1, "postgres", False), "uptime_kuma": (128, 1, None, False), "portainer": (128, 1, None, False),
+    "nextcloud": (512, 10, "postgres", False),
+    "chatwoot": (768, 5, "postgres", True),
+    "ghost": (256, 3, "mysql", False),
+    "odoo": (1024, 10, "postgres", False),
+    "calcom": (256, 2, "postgres", False),
+    "stalwart": (256, 5, None, False),
+    "keycloak": (512, 2, "postgres", False),
+    "listmonk": (256, 2, "postgres", False),
+    "nocodb": (256, 2, None, False),
+    "umami": (192, 1, "postgres", False),
+    "uptime_kuma": (128, 1, None, False),
+    "portainer": (128, 1, None, False),
     "activepieces": (384, 3, "postgres", False),
 }
 
@@ -53,7 +90,10 @@ def test_overhead_is_the_seeds_640_mb_and_tiers_match_section_5_1():
     cat = load_catalog()
     assert sum(c.ram_mb for c in cat.overhead) == LETSBE_OVERHEAD_MB == 640
     assert [(t.tier, t.ram_mb // 1024, t.cpu) for t in cat.tiers] == [
-        (Tier.LITE, 8, 4), (Tier.BUILD, 16, 8), (Tier.SCALE, 32, 12), (Tier.ENTERPRISE, 64, 16)
+        (Tier.LITE, 8, 4),
+        (Tier.BUILD, 16, 8),
+        (Tier.SCALE, 32, 12),
+        (Tier.ENTERPRISE, 64, 16),
     ]
     assert [t.hetzner_type for t in cat.tiers] == ["cpx21", "cpx31", "cpx41", "cpx51"]
 

@@ -2,8 +2,6 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-from pydantic import ValidationError
-
 from letsbe_contracts import (
     EVENT_TYPES,
     AlertRaisedV1,
@@ -24,6 +22,7 @@ from letsbe_contracts import (
     decode,
 )
 from letsbe_contracts.events import BackupStatus, HeartbeatDetails
+from pydantic import ValidationError
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ORDER = OrderSpec(
@@ -58,10 +57,16 @@ BACKUP = BackupStatus.model_validate(
 SAMPLES = [
     OrderCreatedV1(order=ORDER),
     ServerAllocatedV1(order=ORDER, server=SERVER),
-    DnsReadyV1(order=ORDER, server=SERVER, records=(DnsRecordRef(type="A", name="example.com", content="203.0.113.10"),)),
+    DnsReadyV1(
+        order=ORDER, server=SERVER, records=(DnsRecordRef(type="A", name="example.com", content="203.0.113.10"),)
+    ),
     ProvisionedV1(order=ORDER, server=SERVER, tenant_id=ORDER.order_id, job_id=uuid.uuid4(), duration_seconds=412.5),
-    OrderFailedV1(order_id=ORDER.order_id, stage="DNS", reason="Cloudflare: 81057 record already exists", retryable=True),
-    ProvisioningStepV1(order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, name="docker", status="RUNNING", attempt=1),
+    OrderFailedV1(
+        order_id=ORDER.order_id, stage="DNS", reason="Cloudflare: 81057 record already exists", retryable=True
+    ),
+    ProvisioningStepV1(
+        order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, name="docker", status="RUNNING", attempt=1
+    ),
     ProvisioningLogV1(order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, seq=17, stream="stdout", line="ok"),
     TenantHeartbeatV1(
         tenant_id=ORDER.order_id,
@@ -77,12 +82,24 @@ SAMPLES = [
         ),
     ),
     AlertRaisedV1(
-        alert_id=uuid.uuid4(), tenant_id=None, rule="pool.below_minimum", severity="medium",
-        summary="EU build pool has 1 server, minimum 3", value=1, threshold=3, first_seen=NOW, last_seen=NOW,
+        alert_id=uuid.uuid4(),
+        tenant_id=None,
+        rule="pool.below_minimum",
+        severity="medium",
+        summary="EU build pool has 1 server, minimum 3",
+        value=1,
+        threshold=3,
+        first_seen=NOW,
+        last_seen=NOW,
     ),
     AlertResolvedV1(alert_id=uuid.uuid4(), tenant_id=ORDER.order_id, rule="disk", resolved_at=NOW, summary="disk 70%"),
-    DeadLetteredV1(consumer="dns-on-server-allocated", original_subject="letsbe.server.allocated.v1", error="boom",
-                   deliveries=8, raw="{}"),
+    DeadLetteredV1(
+        consumer="dns-on-server-allocated",
+        original_subject="letsbe.server.allocated.v1",
+        error="boom",
+        deliveries=8,
+        raw="{}",
+    ),
 ]
 
 
@@ -93,8 +110,16 @@ def test_every_registered_event_has_a_sample():
     # The backbone and progress events named by the architecture are all registered.
     names = {t for t, _ in EVENT_TYPES}
     assert names >= {
-        "order-created", "server-allocated", "dns-ready", "provisioned", "order-failed", "provisioning-step",
-        "provisioning-log", "tenant-heartbeat", "alert-raised", "alert-resolved",
+        "order-created",
+        "server-allocated",
+        "dns-ready",
+        "provisioned",
+        "order-failed",
+        "provisioning-step",
+        "provisioning-log",
+        "tenant-heartbeat",
+        "alert-raised",
+        "alert-resolved",
     }
 
 

@@ -4,7 +4,6 @@ import asyncio
 import uuid
 
 import pytest
-
 from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
 from letsbe_platform.bus import Bus, Delivery, PermanentError
 
@@ -12,8 +11,13 @@ from letsbe_platform.bus import Bus, Delivery, PermanentError
 def order_created() -> OrderCreatedV1:
     return OrderCreatedV1(
         order=OrderSpec(
-            order_id=uuid.uuid4(), domain="example.com", tier="build", region="eu", tools=("ghost",),
-            automation_mode="AUTO", customer_email="a@example.com",
+            order_id=uuid.uuid4(),
+            domain="example.com",
+            tier="build",
+            region="eu",
+            tools=("ghost",),
+            automation_mode="AUTO",
+            customer_email="a@example.com",
         )
     )
 

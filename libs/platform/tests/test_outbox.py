@@ -3,13 +3,11 @@
 import asyncio
 import uuid
 
-from sqlalchemy import func, select, text
-
 from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec
 from letsbe_platform.bus import Bus
-from letsbe_platform.db import unit_of_work
+from letsbe_platform.db import make_metadata, unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table
-from letsbe_platform.db import make_metadata
+from sqlalchemy import func, select, text
 
 md = make_metadata("hub")
 outbox = outbox_table(md)
@@ -19,8 +17,13 @@ inbox = inbox_table(md)
 def order_created() -> OrderCreatedV1:
     return OrderCreatedV1(
         order=OrderSpec(
-            order_id=uuid.uuid4(), domain="example.com", tier="lite", region="us", tools=(),
-            automation_mode="MANUAL", customer_email="a@example.com",
+            order_id=uuid.uuid4(),
+            domain="example.com",
+            tier="lite",
+            region="us",
+            tools=(),
+            automation_mode="MANUAL",
+            customer_email="a@example.com",
         )
     )
 
@@ -31,7 +34,9 @@ async def stream_count(bus: Bus) -> int:
 
 async def unpublished(sessions) -> int:
     async with unit_of_work(sessions) as s:
-        return (await s.execute(select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))).scalar_one()
+        return (
+            await s.execute(select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))
+        ).scalar_one()
 
 
 async def test_event_is_not_published_when_the_business_transaction_rolls_back(sessions, database_url, bus):

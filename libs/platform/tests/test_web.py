@@ -6,12 +6,11 @@ from contextlib import asynccontextmanager
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, Field
-from sqlalchemy import text
-
 from letsbe_platform.errors import Conflict
 from letsbe_platform.settings import ServiceSettings
 from letsbe_platform.web import SessionDep, create_service_app, runtime
+from pydantic import BaseModel, Field
+from sqlalchemy import text
 
 router = APIRouter(prefix="/things", tags=["things"])
 
@@ -59,9 +58,10 @@ async def test_health_readiness_and_metrics(database_url, nats_url, bus_namespac
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE public.things (name text)"))
     app = make_app(database_url, nats_url, bus_namespace)
-    async with LifespanManager(app) as m, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=m.app), base_url="http://t"
-    ) as c:
+    async with (
+        LifespanManager(app) as m,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=m.app), base_url="http://t") as c,
+    ):
         assert (await c.get("/healthz")).json() == {"status": "ok"}
         ready = await c.get("/readyz")
         assert ready.status_code == 200 and ready.json()["checks"] == {"postgres": "ok", "nats": "ok"}
@@ -73,9 +73,10 @@ async def test_health_readiness_and_metrics(database_url, nats_url, bus_namespac
 
 async def test_readiness_reports_an_unreachable_database(nats_url, bus_namespace):
     app = make_app("postgresql://nobody@127.0.0.1:1/none", nats_url, bus_namespace)
-    async with LifespanManager(app) as m, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=m.app), base_url="http://t"
-    ) as c:
+    async with (
+        LifespanManager(app) as m,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=m.app), base_url="http://t") as c,
+    ):
         r = await c.get("/readyz")
         assert r.status_code == 503
         assert r.headers["content-type"] == "application/problem+json"
@@ -87,9 +88,12 @@ async def test_errors_are_problem_json_and_a_failed_request_writes_nothing(datab
     async with engine.begin() as conn:
         await conn.execute(text("CREATE TABLE public.things (name text)"))
     app = make_app(database_url, None, bus_namespace)
-    async with LifespanManager(app) as m, httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False), base_url="http://t"
-    ) as c:
+    async with (
+        LifespanManager(app) as m,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=m.app, raise_app_exceptions=False), base_url="http://t"
+        ) as c,
+    ):
         conflict = await c.post("/things", json={"name": "taken", "api_key": "k"})
         assert conflict.status_code == 409
         assert conflict.headers["content-type"] == "application/problem+json"

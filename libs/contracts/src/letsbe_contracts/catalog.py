@@ -79,8 +79,7 @@ class Catalog(_Strict):
         for label, values in (
             ("tool name", [t.name for t in self.tools]),
             ("subdomain", [t.subdomain for t in self.tools if t.subdomain]),
-            ("host port", [t.host_port for t in self.tools if t.host_port]
-             + [c.port for c in self.overhead if c.port]),
+            ("host port", [t.host_port for t in self.tools if t.host_port] + [c.port for c in self.overhead if c.port]),
             ("tier", [t.tier for t in self.tiers]),
         ):
             dupes = {v for v in values if values.count(v) > 1}

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
+from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
+from letsbe_contracts.events import SUBJECT_ROOT
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -23,8 +25,6 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import ValidationError
 
-from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
-from letsbe_contracts.events import SUBJECT_ROOT
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import EVENT_HANDLING_SECONDS, EVENTS_DEAD_LETTERED
 
@@ -90,7 +90,7 @@ class Bus:
         s = subject_or_event if isinstance(subject_or_event, str) else subject_or_event.SUBJECT
         if not s.startswith(SUBJECT_ROOT + "."):
             raise ValueError(f"subject {s!r} is not under {SUBJECT_ROOT!r}")
-        return self.namespace + s[len(SUBJECT_ROOT):]
+        return self.namespace + s[len(SUBJECT_ROOT) :]
 
     @property
     def dead_letter_subject(self) -> str:
@@ -121,7 +121,9 @@ class Bus:
 
     # --- publish -------------------------------------------------------------------------------------------
 
-    async def publish(self, event: Event, *, correlation_id: str | uuid.UUID, event_id: uuid.UUID | None = None) -> Envelope:
+    async def publish(
+        self, event: Event, *, correlation_id: str | uuid.UUID, event_id: uuid.UUID | None = None
+    ) -> Envelope:
         """Publish directly (no database involved). Services that change state use the outbox instead."""
         env = event.envelope(correlation_id=correlation_id, event_id=event_id)
         await self.publish_raw(event.SUBJECT, env.model_dump_json().encode(), msg_id=str(env.id))
@@ -244,7 +246,9 @@ class Consumer:
             envelope = Envelope.model_validate_json(msg.data)
             event = decode(envelope)
             if not isinstance(event, self.event):
-                raise LookupError(f"expected {self.event.TYPE} v{self.event.VERSION}, got {envelope.type} v{envelope.version}")
+                raise LookupError(
+                    f"expected {self.event.TYPE} v{self.event.VERSION}, got {envelope.type} v{envelope.version}"
+                )
         except (ValidationError, LookupError, ValueError) as exc:
             outcome = "malformed"
             await self._dead_letter(msg, _describe(exc), deliveries, envelope)

@@ -38,16 +38,18 @@ def async_url(url: str) -> str:
     """Accept the usual ``postgresql://`` form (what ops paste) and use asyncpg underneath."""
     for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix):]
+            return "postgresql+asyncpg://" + url[len(prefix) :]
     raise ValueError("DATABASE_URL must be a postgresql:// URL")
 
 
 def plain_url(url: str) -> str:
     """The libpq form, for asyncpg.connect and command-line tools."""
-    return "postgresql://" + async_url(url)[len("postgresql+asyncpg://"):]
+    return "postgresql://" + async_url(url)[len("postgresql+asyncpg://") :]
 
 
-def make_engine(url: str, *, pool_size: int = 10, max_overflow: int = 10, application_name: str = "letsbe") -> AsyncEngine:
+def make_engine(
+    url: str, *, pool_size: int = 10, max_overflow: int = 10, application_name: str = "letsbe"
+) -> AsyncEngine:
     return create_async_engine(
         async_url(url),
         pool_size=pool_size,

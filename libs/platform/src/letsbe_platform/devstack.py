@@ -116,24 +116,65 @@ class Postgres:
             pgdata.mkdir(parents=True, exist_ok=True)
             _chown(self.data_dir)
             subprocess.run(
-                [str(bins / "initdb"), "-D", str(pgdata), "-U", PG_USER, "--auth=trust", "--encoding=UTF8",
-                 "--no-instructions"],
-                check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+                [
+                    str(bins / "initdb"),
+                    "-D",
+                    str(pgdata),
+                    "-U",
+                    PG_USER,
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                **run_as,  # type: ignore[arg-type]
             )
         _chown(self.data_dir)
-        options = [f"-p {self.port}", "-h 127.0.0.1", f"-k {pgdata}", "-c max_connections=400",
-                   "-c shared_buffers=128MB"]
+        options = [
+            f"-p {self.port}",
+            "-h 127.0.0.1",
+            f"-k {pgdata}",
+            "-c max_connections=400",
+            "-c shared_buffers=128MB",
+        ]
         if self.fast:
             options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
         subprocess.run(
-            [str(bins / "pg_ctl"), "-D", str(pgdata), "-l", str(self.data_dir / "postgres.log"), "-w", "-t", "60",
-             "-o", " ".join(options), "start"],
-            check=True, stdout=subprocess.DEVNULL, **run_as,  # type: ignore[arg-type]
+            [
+                str(bins / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(self.data_dir / "postgres.log"),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                " ".join(options),
+                "start",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            **run_as,  # type: ignore[arg-type]
         )
         exists = subprocess.run(
-            [str(bins / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", PG_USER, "-d", "postgres", "-tAc",
-             f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'"],
-            check=True, capture_output=True, text=True,
+            [
+                str(bins / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                PG_USER,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname = '{PG_DATABASE}'",  # noqa: S608 - a constant
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout.strip()
         if exists != "1":
             subprocess.run(
@@ -146,7 +187,10 @@ class Postgres:
         if (pgdata / "postmaster.pid").exists():
             subprocess.run(
                 [str(pg_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
-                check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_run_as(),  # type: ignore[arg-type]
+                check=False,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                **_run_as(),  # type: ignore[arg-type]
             )
 
 
@@ -167,11 +211,27 @@ class Nats:
 
     def start(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / "nats.log", "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.data_dir / "nats.log", "ab")
         self._proc = proc = subprocess.Popen(
-            [str(nats_server_bin()), "-js", "-a", "127.0.0.1", "-p", str(self.port), "-m", str(self.monitor_port),
-             "-sd", str(self.data_dir / "jetstream"), "-P", str(self.pid_file), "--name", "letsbe-dev"],
-            stdout=log, stderr=log, start_new_session=True,
+            [
+                str(nats_server_bin()),
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-m",
+                str(self.monitor_port),
+                "-sd",
+                str(self.data_dir / "jetstream"),
+                "-P",
+                str(self.pid_file),
+                "--name",
+                "letsbe-dev",
+            ],
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -179,7 +239,7 @@ class Nats:
                 raise RuntimeError(f"nats-server exited: see {self.data_dir / 'nats.log'}")
             with contextlib.suppress(OSError):
                 url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
-                with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310 - loopback
+                with urllib.request.urlopen(url, timeout=1) as r:
                     if r.status == 200:
                         return
             time.sleep(0.1)
@@ -212,7 +272,9 @@ class Stack:
 
 
 @contextlib.contextmanager
-def running(root: Path, *, pg_port: int | None = None, nats_port: int | None = None, fast: bool = False) -> Iterator[Stack]:
+def running(
+    root: Path, *, pg_port: int | None = None, nats_port: int | None = None, fast: bool = False
+) -> Iterator[Stack]:
     stack = Stack(
         Postgres(root / "postgres", pg_port or free_port(), fast=fast),
         Nats(root / "nats", nats_port or free_port(), free_port()),

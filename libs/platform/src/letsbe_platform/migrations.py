@@ -66,7 +66,7 @@ def run_env(schema: str, target_metadata: MetaData) -> None:
     """The body of a service's ``env.py``: online migrations over asyncpg, confined to ``schema``."""
     url = context.config.get_main_option("sqlalchemy.url") or async_url(os.environ["DATABASE_URL"])
 
-    def include_object(obj, name, type_, reflected, compare_to):  # noqa: ANN001
+    def include_object(obj, name, type_, reflected, compare_to):
         return getattr(obj, "schema", schema) in (schema, None) if type_ == "table" else True
 
     def do_run(connection: sa.Connection) -> None:

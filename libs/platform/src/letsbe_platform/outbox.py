@@ -16,11 +16,11 @@ import uuid
 from typing import Any
 
 import asyncpg
+from letsbe_contracts import Event
 from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, String, Table, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_contracts import Event
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import plain_url
 from letsbe_platform.logging import get_logger
@@ -85,10 +85,7 @@ async def add_event(
 async def claim(session: AsyncSession, table: Table, consumer: str, event_id: uuid.UUID) -> bool:
     """True the first time ``consumer`` sees ``event_id`` (in this transaction's view), False after."""
     stmt = (
-        insert(table)
-        .values(consumer=consumer, event_id=event_id)
-        .on_conflict_do_nothing()
-        .returning(table.c.event_id)
+        insert(table).values(consumer=consumer, event_id=event_id).on_conflict_do_nothing().returning(table.c.event_id)
     )
     return (await session.execute(stmt)).first() is not None
 
@@ -156,9 +153,7 @@ class OutboxRelay:
                 return 0
             acks = await asyncio.gather(
                 *(
-                    self.bus.publish_raw(
-                        row["subject"], _as_bytes(row["envelope"]), msg_id=str(row["event_id"])
-                    )
+                    self.bus.publish_raw(row["subject"], _as_bytes(row["envelope"]), msg_id=str(row["event_id"]))
                     for row in rows
                 )
             )

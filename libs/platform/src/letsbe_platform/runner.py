@@ -62,9 +62,12 @@ async def _supervise(env: dict[str, str]) -> int:
     pumps = []
     for svc, color in zip(SERVICES, COLORS, strict=True):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", svc.module,
+            sys.executable,
+            "-m",
+            svc.module,
             env={**env, svc.port_env: str(_port(svc))},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         procs[svc.name] = proc
         assert proc.stdout is not None

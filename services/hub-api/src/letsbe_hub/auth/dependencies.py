@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from letsbe_platform.errors import Forbidden, Unauthorized
+from letsbe_platform.web import SessionDep
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import Principal, authenticate
-from letsbe_platform.errors import Forbidden, Unauthorized
-from letsbe_platform.web import SessionDep
 
 _bearer = HTTPBearer(auto_error=False, description="An admin/ops API token (lbh_…)")
 
@@ -26,7 +26,7 @@ async def current_principal(
     return principal
 
 
-def require_scope(scope: Scope):  # noqa: ANN201 - a FastAPI dependency
+def require_scope(scope: Scope):
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if scope.value not in principal.scopes:
             raise Forbidden(f"This token lacks the '{scope.value}' scope.", required_scope=scope.value)
@@ -36,6 +36,6 @@ def require_scope(scope: Scope):  # noqa: ANN201 - a FastAPI dependency
     return check
 
 
-def Authorized(scope: Scope) -> type[Principal]:  # noqa: N802 - reads as a type in signatures
+def Authorized(scope: Scope) -> type[Principal]:
     """``principal: Authorized(Scope.ORDERS_READ)`` in an endpoint signature."""
     return Annotated[Principal, Depends(require_scope(scope))]  # type: ignore[return-value]

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.auth.scopes import Scope
 
-TOKEN_PREFIX = "lbh_"
+TOKEN_PREFIX = "lbh_"  # noqa: S105 - a prefix, not a secret
 
 
 def hash_token(token: str) -> str:
