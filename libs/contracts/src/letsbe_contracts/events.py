@@ -450,3 +450,19 @@ class OrderStatusChangedV1(Event):
     actor: Annotated[str, StringConstraints(min_length=1, max_length=120)]
     reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
     failed_stage: FailureStage | None = None  # set when to_status is FAILED
+
+
+# --- tenant removal (issue 5): services release what they hold for the tenant (the DNS service: its records) ---
+
+
+@register
+class TenantDecommissionedV1(Event):
+    """A tenant is being removed; each service releases its resources for it (idempotently)."""
+
+    TYPE: ClassVar[str] = "tenant-decommissioned"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.decommissioned.v1"
+
+    tenant_id: uuid.UUID
+    domain: DomainName
+    reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
