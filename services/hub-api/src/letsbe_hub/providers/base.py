@@ -1,0 +1,82 @@
+"""The provider abstraction of seed §6.3: the Hub asks any provider for the same four things."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+from typing import Protocol, runtime_checkable
+
+from letsbe_contracts import Provider, Region, Tier
+
+Heartbeat = Callable[[], Awaitable[None]]
+
+
+class ServerState(StrEnum):
+    """A provider's many power states, reduced to what the Hub acts on."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPED = "stopped"
+    DELETING = "deleting"
+    ERROR = "error"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class ServerAllocation:
+    """A server a provider created (or found again) for us, running."""
+
+    provider: Provider
+    provider_ref: str
+    name: str
+    ipv4: IPv4Address
+    ipv6: IPv6Address | None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    provider: Provider
+    provider_ref: str
+    state: ServerState
+    provider_state: str  # the provider's own word for it, for operators
+    ipv4: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    provider: Provider
+    provider_ref: str
+    snapshot_ref: str
+    name: str
+    created_at: datetime | None = None
+
+
+@runtime_checkable
+class ServerProvider(Protocol):
+    name: Provider
+
+    async def allocate_server(
+        self,
+        tier: Tier,
+        region: Region,
+        *,
+        key: str,
+        labels: Mapping[str, str] | None = None,
+        heartbeat: Heartbeat | None = None,
+    ) -> ServerAllocation:
+        """Create a running server, idempotently: calling again with the same ``key`` finds the first one."""
+        ...
+
+    async def deallocate_server(self, server_id: str) -> None:
+        """Give the server back; a server that is already gone is not an error."""
+        ...
+
+    async def get_server_status(self, server_id: str) -> ServerStatus: ...
+
+    async def create_snapshot(self, server_id: str, *, name: str) -> SnapshotResult: ...
+
+    async def aclose(self) -> None: ...

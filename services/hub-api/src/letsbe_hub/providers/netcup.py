@@ -1,0 +1,236 @@
+"""Netcup RS G12 (the primary pool, seed §6.1) over the Server Control Panel (SCP) REST API.
+
+What is used here, as documented in netcup's SCP OpenAPI spec (served at ``/scp-core/api/v1/openapi``) and its
+authentication guide:
+
+- base URL ``https://www.servercontrolpanel.de/scp-core``; every call carries ``Authorization: Bearer <access>``;
+- the access token (valid 300 s) comes from the Keycloak realm ``scp``: ``POST /realms/scp/protocol/openid-connect/
+  token`` with ``client_id=scp``, ``grant_type=refresh_token`` and an *offline* refresh token an operator created
+  once with the device-code flow;
+- ``GET /api/v1/servers/{serverId}?loadServerLiveInfo=true`` → ``serverLiveInfo.state`` (RUNNING, SHUTOFF, ...);
+- ``POST /api/v1/servers/{serverId}/snapshots`` ``{name, description, onlineSnapshot}`` → 202 + TaskInfo;
+  ``GET /api/v1/tasks/{uuid}`` until ``state`` is FINISHED (ERROR/CANCELED/ROLLBACK end it badly);
+- errors are ``{"code": "...", "message": "..."}`` (ResponseError / NotFoundError).
+
+Netcup servers are bought on 12-month contracts in the customer control panel, not created by API: allocation and
+deallocation raise :class:`ProviderUnsupported`; the Hub's pool inventory is where Netcup servers are handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from letsbe_contracts import Provider, Region, Tier
+from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
+from letsbe_hub.providers.errors import (
+    ProviderActionFailed,
+    ProviderAuthError,
+    ProviderRejected,
+    ProviderTimeout,
+    ProviderUnavailable,
+    ProviderUnsupported,
+)
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, poll_until
+from letsbe_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+NAME = Provider.NETCUP.value
+
+_STATES = {
+    "RUNNING": ServerState.RUNNING,
+    "DISK_SNAPSHOT": ServerState.RUNNING,
+    "SHUTOFF": ServerState.STOPPED,
+    "SHUTDOWN": ServerState.STOPPED,
+    "PAUSED": ServerState.STOPPED,
+    "PMSUSPENDED": ServerState.STOPPED,
+    "BLOCKED": ServerState.ERROR,
+    "CRASHED": ServerState.ERROR,
+}
+_TASK_FAILED = {"ERROR", "CANCELED", "ROLLBACK", "WAITING_FOR_CANCEL"}
+
+
+def parse_error(status: int, body: Any) -> tuple[str | None, str]:
+    if isinstance(body, dict):
+        return (str(body["code"]) if body.get("code") else None, str(body.get("message") or f"HTTP {status}")[:500])
+    return None, f"HTTP {status}"
+
+
+@dataclass(frozen=True)
+class NetcupConfig:
+    api_url: str  # …/scp-core
+    token_url: str  # …/realms/scp/protocol/openid-connect/token
+    refresh_token: str
+    client_id: str = "scp"
+    timeout: float = 15.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_interval: float = 2.0
+    task_timeout: float = 1800.0
+
+
+class _AccessTokens:
+    """Trades the offline refresh token for short-lived access tokens; one refresh at a time, shared by callers."""
+
+    def __init__(self, config: NetcupConfig):
+        self.config = config
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout))
+        self._lock = asyncio.Lock()
+        self._access: str | None = None
+        self._expires_at = 0.0
+
+    async def get(self, force: bool) -> str:
+        async with self._lock:
+            if force or self._access is None or time.monotonic() > self._expires_at - 30:
+                await self._refresh()
+            assert self._access is not None
+            return self._access
+
+    async def _refresh(self) -> None:
+        form = {
+            "client_id": self.config.client_id,
+            "grant_type": "refresh_token",
+            "refresh_token": self.config.refresh_token,
+        }
+        try:
+            resp = await self._client.post(self.config.token_url, data=form)
+        except httpx.TransportError as exc:
+            raise ProviderUnavailable(NAME, f"token endpoint: {type(exc).__name__}") from exc
+        if resp.status_code >= 500:
+            raise ProviderUnavailable(NAME, f"token endpoint answered {resp.status_code}", status=resp.status_code)
+        if not resp.is_success:
+            # Keycloak's OAuth error body: {"error": "invalid_grant", "error_description": "..."}
+            try:
+                err = resp.json()
+            except ValueError:
+                err = {}
+            reason = f"{err.get('error', resp.status_code)} {err.get('error_description', '')}".strip()
+            raise ProviderAuthError(
+                NAME,
+                f"refresh token rejected: {reason}",
+                status=resp.status_code,
+                code=err.get("error"),
+            )
+        body = resp.json()
+        self._access = body["access_token"]
+        self._expires_at = time.monotonic() + float(body.get("expires_in", 300))
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class NetcupProvider:
+    name = Provider.NETCUP
+
+    def __init__(self, config: NetcupConfig):
+        self.config = config
+        self._tokens = _AccessTokens(config)
+        self.http = ProviderHTTP(
+            NAME,
+            config.api_url,
+            token=self._tokens.get,
+            error_parser=parse_error,
+            timeout=config.timeout,
+            retry=config.retry,
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self._tokens.aclose()
+
+    async def __aenter__(self) -> NetcupProvider:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def allocate_server(
+        self,
+        tier: Tier,
+        region: Region,
+        *,
+        key: str,
+        labels: Mapping[str, str] | None = None,
+        heartbeat: Heartbeat | None = None,
+    ) -> ServerAllocation:
+        raise ProviderUnsupported(
+            NAME, "Netcup servers are ordered on contract in the CCP; register them in the pool instead"
+        )
+
+    async def deallocate_server(self, server_id: str) -> None:
+        raise ProviderUnsupported(NAME, "Netcup contracts are cancelled in the CCP, not by API")
+
+    async def get_server_status(self, server_id: str) -> ServerStatus:
+        server = (
+            await self.http.request("GET", f"/api/v1/servers/{_id(server_id)}", params={"loadServerLiveInfo": "true"})
+        ).json()
+        live = server.get("serverLiveInfo") or {}
+        raw = str(live.get("state") or "NOSTATE")
+        return ServerStatus(
+            provider=self.name,
+            provider_ref=str(server.get("id", server_id)),
+            state=_STATES.get(raw, ServerState.UNKNOWN),
+            provider_state=raw,
+            ipv4=tuple(a["ip"] for a in server.get("ipv4Addresses") or () if a.get("ip")),
+        )
+
+    async def create_snapshot(self, server_id: str, *, name: str) -> SnapshotResult:
+        sid = _id(server_id)
+        task = (
+            await self.http.request(
+                "POST",
+                f"/api/v1/servers/{sid}/snapshots",
+                json={"name": name, "description": "LetsBe", "onlineSnapshot": True},
+            )
+        ).json()
+        await self.wait_task(task["uuid"])
+        snap = (await self.http.request("GET", f"/api/v1/servers/{sid}/snapshots/{name}")).json()
+        return SnapshotResult(
+            provider=self.name,
+            provider_ref=str(sid),
+            snapshot_ref=str(snap.get("uuid") or name),
+            name=snap.get("name", name),
+            created_at=_time(snap.get("creationTime")),
+        )
+
+    async def wait_task(self, uuid: str, *, heartbeat: Heartbeat | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+
+        async def finished() -> bool:
+            task = (await self.http.request("GET", f"/api/v1/tasks/{uuid}")).json()
+            state = task.get("state")
+            if state in _TASK_FAILED:
+                err = task.get("responseError") or {}
+                why = err.get("message") or task.get("message")
+                raise ProviderActionFailed(
+                    NAME, f"task {uuid} ({task.get('name')}) ended {state}: {why}", code=err.get("code")
+                )
+            result.update(task)
+            return state == "FINISHED"
+
+        if not await poll_until(
+            finished, timeout=self.config.task_timeout, interval=self.config.poll_interval, heartbeat=heartbeat
+        ):
+            raise ProviderTimeout(NAME, f"task {uuid} not finished after {self.config.task_timeout}s")
+        return result
+
+
+def _id(server_id: str) -> int:
+    if not str(server_id).isdigit():
+        raise ProviderRejected(NAME, f"not a Netcup SCP server id: {server_id!r}")
+    return int(server_id)
+
+
+def _time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
