@@ -1,0 +1,110 @@
+"""HTTP of the commands context: agents pull/ack/report; operators queue, read and cancel."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+
+from letsbe_contracts.agent import CommandAckResponse, CommandResultRequest, CommandsResponse
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.commands import repository as repo
+from letsbe_hub.commands import service
+from letsbe_hub.commands.schemas import CommandCreate, CommandView
+from letsbe_hub.commands.workers import waker_of
+from letsbe_hub.tenants.auth import CurrentAgent
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.web import SessionDep
+
+agent_router = APIRouter(prefix="/api/v1/tenant/commands", tags=["tenant"])
+admin_router = APIRouter(prefix="/api/v1/admin", tags=["commands"])
+
+LONG_POLL_MAX_SECONDS = 30
+
+
+@agent_router.get("", name="pull_commands")
+async def pull_commands(
+    agent: CurrentAgent,
+    request: Request,
+    wait: Annotated[int, Query(ge=0, le=LONG_POLL_MAX_SECONDS, description="long-poll up to this many seconds")] = 0,
+) -> CommandsResponse:
+    """Commands waiting for this agent (each is marked DELIVERED; an unacknowledged one comes again later)."""
+    rt = request.app.state.runtime
+    redeliver = timedelta(seconds=request.app.state.settings.command_redeliver_seconds)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        # A short transaction per look: a waiting long-poll holds no database connection.
+        async with unit_of_work(rt.sessions) as session:
+            found = await service.pull(session, agent, redeliver_after=redeliver)
+        remaining = deadline - loop.time()
+        if found or remaining <= 0 or rt.stopping.is_set():
+            return CommandsResponse(commands=found)
+        waker = waker_of(rt)
+        if waker is not None:
+            await waker.wait(agent.tenant_id, min(remaining, 5.0))
+        else:
+            await asyncio.sleep(min(remaining, 1.0))
+
+
+@agent_router.post("/{command_id}/ack", name="ack_command")
+async def ack_command(command_id: uuid.UUID, agent: CurrentAgent, session: SessionDep) -> CommandAckResponse:
+    """The agent journaled the command and will run it now (``run: false``: it was cancelled or expired)."""
+    return await service.ack(session, agent, command_id)
+
+
+@agent_router.post("/{command_id}/result", name="report_command_result")
+async def report_result(
+    command_id: uuid.UUID, body: CommandResultRequest, agent: CurrentAgent, session: SessionDep
+) -> CommandView:
+    return await service.report(session, agent, command_id, body)
+
+
+@admin_router.post("/tenants/{tenant_id}/commands", name="create", status_code=status.HTTP_201_CREATED)
+async def create_command(
+    tenant_id: uuid.UUID, body: CommandCreate, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)
+) -> CommandView:
+    """Queue a command for one tenant's agent. The same idempotency key returns the first command."""
+    row, _ = await service.enqueue(
+        session,
+        tenant_id=tenant_id,
+        command_type=body.type,
+        params=body.params,
+        actor=f"token:{principal.name}",
+        agent=body.agent,
+        idempotency_key=body.idempotency_key,
+        expires_in=timedelta(seconds=body.expires_in_seconds),
+        deadline_seconds=body.deadline_seconds,
+    )
+    return service.view(row)
+
+
+@admin_router.get("/tenants/{tenant_id}/commands", name="list")
+async def list_commands(
+    tenant_id: uuid.UUID,
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[CommandView]:
+    return [service.view(c) for c in await repo.list_for_tenant(session, tenant_id, limit=limit, offset=offset)]
+
+
+@admin_router.get("/commands/{command_id}", name="get")
+async def get_command(command_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)) -> CommandView:
+    return await service.get_view(session, command_id)
+
+
+@admin_router.post("/commands/{command_id}/cancel", name="cancel")
+async def cancel_command(
+    command_id: uuid.UUID, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)
+) -> CommandView:
+    """Cancel a command that has not started running."""
+    return await service.cancel(session, command_id, actor=f"token:{principal.name}")
+
+
+routers = [agent_router, admin_router]

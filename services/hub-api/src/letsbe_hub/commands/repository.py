@@ -1,0 +1,130 @@
+"""SQL of the commands context."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from letsbe_hub.commands.models import Command, CommandTransition
+
+NOTIFY_CHANNEL = "hub_commands"
+
+
+async def insert_command(session: AsyncSession, values: dict[str, Any]) -> Command | None:
+    """None when (tenant, idempotency_key) exists: the caller reads the existing one."""
+    stmt = (
+        insert(Command)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "idempotency_key"])
+        .returning(Command)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def by_key(session: AsyncSession, tenant_id: uuid.UUID, key: str) -> Command | None:
+    stmt = select(Command).where(Command.tenant_id == tenant_id, Command.idempotency_key == key)
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, command_id: uuid.UUID, *, lock: bool = False) -> Command | None:
+    stmt = select(Command).where(Command.id == command_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def notify(session: AsyncSession, tenant_id: uuid.UUID) -> None:
+    """Wakes long-polls of this tenant, at commit (Postgres delivers NOTIFY only then)."""
+    await session.execute(text("SELECT pg_notify(:ch, :tid)"), {"ch": NOTIFY_CHANNEL, "tid": str(tenant_id)})
+
+
+async def claim_for_delivery(
+    session: AsyncSession, tenant_id: uuid.UUID, agent_kind: str, redeliver_after: timedelta, limit: int
+) -> list[Command]:
+    """Open commands for this agent: queued ones, and delivered ones nobody acknowledged in time (redelivery)."""
+    now = func.now()
+    pick = (
+        select(Command.id)
+        .where(
+            Command.tenant_id == tenant_id,
+            Command.agent_kind == agent_kind,
+            Command.status.in_(("QUEUED", "DELIVERED")),
+            Command.expires_at > now,
+            or_(Command.status == "QUEUED", Command.delivered_at < now - redeliver_after),
+        )
+        .order_by(Command.created_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = [r[0] for r in (await session.execute(pick)).all()]
+    if not ids:
+        return []
+    stmt = (
+        update(Command)
+        .where(Command.id.in_(ids))
+        .values(status="DELIVERED", delivered_at=now, deliveries=Command.deliveries + 1)
+        .returning(Command)
+    )
+    rows = list((await session.execute(stmt)).scalars())
+    return sorted(rows, key=lambda c: c.created_at)
+
+
+async def cas_status(
+    session: AsyncSession, command_id: uuid.UUID, expected: Iterable[str], to: str, **fields: Any
+) -> Command | None:
+    stmt = (
+        update(Command)
+        .where(Command.id == command_id, Command.status.in_(tuple(expected)))
+        .values(status=to, **fields)
+        .returning(Command)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def add_transition(
+    session: AsyncSession, command_id: uuid.UUID, from_status: str | None, to: str, actor: str, reason: str | None
+) -> None:
+    session.add(CommandTransition(command_id=command_id, from_status=from_status, to_status=to, actor=actor, reason=reason))
+
+
+async def transitions_of(session: AsyncSession, command_id: uuid.UUID) -> list[CommandTransition]:
+    stmt = select(CommandTransition).where(CommandTransition.command_id == command_id).order_by(CommandTransition.id)
+    return list((await session.execute(stmt)).scalars())
+
+
+async def list_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, offset: int) -> list[Command]:
+    stmt = (
+        select(Command)
+        .where(Command.tenant_id == tenant_id)
+        .order_by(Command.created_at.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def overdue(session: AsyncSession, now: datetime, limit: int = 500) -> list[Command]:
+    """Running past their deadline, or still undelivered/unacknowledged past their expiry."""
+    stmt = (
+        select(Command)
+        .where(
+            or_(
+                and_(Command.status == "RUNNING", Command.deadline_at < now),
+                and_(Command.status.in_(("QUEUED", "DELIVERED")), Command.expires_at < now),
+            )
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def open_for_rollout(session: AsyncSession, rollout_id: uuid.UUID) -> list[Command]:
+    stmt = select(Command).where(Command.rollout_id == rollout_id, Command.status.in_(("QUEUED", "DELIVERED")))
+    return list((await session.execute(stmt)).scalars())

@@ -1,0 +1,184 @@
+"""HTTP of the tenants context: the agent API (/api/v1/tenant/…) and the admin API (/api/v1/admin/tenants/…)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
+
+from letsbe_contracts.agent import (
+    Accepted,
+    AgentIdentity,
+    BackupReport,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    RegisterRequest,
+    RegisterResponse,
+    RotatedCredential,
+    UsageReport,
+)
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.commands import service as commands
+from letsbe_hub.config import HubSettings
+from letsbe_hub.tenants import heartbeat as hb
+from letsbe_hub.tenants import service
+from letsbe_hub.tenants.auth import AgentPrincipal, CurrentAgent, _bearer, any_scope, bearer_key, hash_key
+from letsbe_hub.tenants.errors import ReEnrol
+from letsbe_hub.tenants.schemas import (
+    AgentDetailsView,
+    RegistrationTokenCreate,
+    RegistrationTokenCreated,
+    TenantUpdate,
+    TenantView,
+)
+from letsbe_hub.tenants import repository as repo
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import SessionDep
+
+agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
+admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
+
+
+# --- the agent API -------------------------------------------------------------------------------------------
+
+
+@agent_router.post("/register", name="register", status_code=status.HTTP_201_CREATED)
+async def register(body: RegisterRequest, request: Request, session: SessionDep) -> RegisterResponse:
+    """Trade a one-time registration token for this agent's API key (shown once)."""
+    return await service.register(session, body, request.app.state.settings)
+
+
+@agent_router.get("/me", name="me")
+async def me(agent: CurrentAgent) -> AgentIdentity:
+    """Who this credential is (the DNS service authenticates ACME hooks by forwarding to this route)."""
+    return AgentIdentity(tenant_id=agent.tenant_id, agent_id=agent.agent_id, agent=agent.kind, domain=agent.domain)
+
+
+@agent_router.post("/heartbeat", name="heartbeat", response_model=HeartbeatResponse)
+async def heartbeat(
+    body: HeartbeatRequest,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Response:
+    """Liveness every time (batched with concurrent heartbeats into one statement), the heavy part when it
+    changed, and the commands waiting for this agent."""
+    rt = request.app.state.runtime
+    settings = request.app.state.settings
+    writer = hb.writer_of(rt)
+    beat = await writer.beat(hash_key(bearer_key(credentials)), body.seq)
+    if beat is None:
+        raise ReEnrol()
+    details_wanted = beat.details_hash is None
+    if body.details is not None:
+        digest = service.details_digest(body.details)
+        if digest != beat.details_hash:
+            async with unit_of_work(rt.sessions) as session:
+                await service.store_details(session, beat.agent_id, beat.tenant_id, body.details, digest)
+        details_wanted = False
+    pulled = []
+    if beat.commands_pending:
+        principal = AgentPrincipal(beat.tenant_id, beat.agent_id, beat.kind, beat.domain, uuid.UUID(int=0))
+        async with unit_of_work(rt.sessions) as session:
+            pulled = await commands.pull(session, principal, redeliver_after=_redeliver(settings))
+    if beat.fresh:
+        await writer.publish(beat, body.seq, body.details)
+    answer = HeartbeatResponse(interval_seconds=writer.interval_seconds, commands=pulled, details_wanted=details_wanted)
+    # Serialised once here rather than validated again by FastAPI: this is the hottest route of the hub.
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+@agent_router.post("/backup-reports", name="backup_report")
+async def backup_report(body: BackupReport, agent: CurrentAgent, session: SessionDep) -> Accepted:
+    """The daily reading of backup-status.json; one per tenant and day (a resend is acknowledged, not stored)."""
+    return Accepted(duplicate=not await service.record_backup(session, agent, body))
+
+
+@agent_router.post("/usage", name="usage")
+async def usage(body: UsageReport, agent: CurrentAgent, session: SessionDep) -> Accepted:
+    """Token usage of one hour; (tenant, hour, sequence) is stored once whatever the number of retries."""
+    return Accepted(duplicate=not await service.record_usage(session, agent, body))
+
+
+@agent_router.post("/credentials/rotate", name="rotate_credential")
+async def rotate_credential(agent: CurrentAgent, request: Request, session: SessionDep) -> RotatedCredential:
+    """A new API key; the one used for this call stays valid for a grace period, other older ones end now."""
+    return await service.rotate_credential(session, agent, request.app.state.settings)
+
+
+def _redeliver(settings: HubSettings) -> timedelta:
+    return timedelta(seconds=settings.command_redeliver_seconds)
+
+
+# --- the admin API -------------------------------------------------------------------------------------------
+
+
+@admin_router.post(
+    "/{tenant_id}/registration-tokens", name="create_registration_token", status_code=status.HTTP_201_CREATED
+)
+async def create_registration_token(
+    tenant_id: uuid.UUID,
+    body: RegistrationTokenCreate,
+    request: Request,
+    session: SessionDep,
+    _: Authorized(Scope.TENANTS_ENROLL),
+) -> RegistrationTokenCreated:
+    """A single-use registration token for one agent of this tenant (creates the tenant the first time)."""
+    return await service.mint_registration_token(session, tenant_id, body, request.app.state.settings)
+
+
+@admin_router.get("", name="list")
+async def list_tenants(
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[TenantView]:
+    return await service.list_tenants(session, limit=limit, offset=offset)
+
+
+@admin_router.get("/{tenant_id}", name="get")
+async def get_tenant(
+    tenant_id: uuid.UUID, session: SessionDep, _: any_scope(Scope.FLEET_READ, Scope.TENANTS_ENROLL)
+) -> TenantView:
+    return await service.tenant_view(session, tenant_id)
+
+
+@admin_router.patch("/{tenant_id}", name="update")
+async def update_tenant(
+    tenant_id: uuid.UUID, body: TenantUpdate, session: SessionDep, _: Authorized(Scope.FLEET_WRITE)
+) -> TenantView:
+    """Mark a tenant as a staging tenant (rollouts start there)."""
+    return await service.set_staging(session, tenant_id, body.staging)
+
+
+@admin_router.get("/{tenant_id}/agents/{agent_id}/details", name="agent_details")
+async def agent_details(
+    tenant_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)
+) -> AgentDetailsView:
+    """The latest heavy part of the agent's heartbeat."""
+    agents = {a.id for a in await repo.agents_of(session, tenant_id, include_revoked=True)}
+    if agent_id not in agents:
+        raise NotFound("No such agent on this tenant.")
+    row = await repo.latest_details(session, agent_id)
+    return AgentDetailsView(
+        agent_id=agent_id, details=row.details if row else None, updated_at=row.updated_at if row else None
+    )
+
+
+@admin_router.post(
+    "/{tenant_id}/agents/{agent_id}/revoke", name="revoke_agent", status_code=status.HTTP_204_NO_CONTENT
+)
+async def revoke_agent(
+    tenant_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_WRITE)
+) -> None:
+    """Revoke an agent and all its credentials; it is told to re-enrol (which needs a new registration token)."""
+    if not await service.revoke_agent(session, tenant_id, agent_id):
+        raise NotFound("No active agent with that id on this tenant.")
+
+
+routers = [agent_router, admin_router]

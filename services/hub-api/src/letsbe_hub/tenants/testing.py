@@ -1,0 +1,106 @@
+"""Test helpers for the tenants, commands and rollouts contexts (imported by their tests' conftest.py)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from asgi_lifespan import LifespanManager
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_hub.app import create_app
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.auth.service import create_token
+from letsbe_hub.config import HubSettings
+from letsbe_platform.db import unit_of_work
+
+
+def fast_hub_settings(database_url: str, nats_url: str, bus_namespace: str, **overrides: Any) -> HubSettings:
+    return HubSettings.model_validate(
+        {
+            "DATABASE_URL": database_url,
+            "NATS_URL": nats_url,
+            "LETSBE_BUS_NAMESPACE": bus_namespace,
+            "heartbeat_interval_seconds": 1,
+            "command_redeliver_seconds": 2,
+            "command_sweep_seconds": 0.5,
+            "rollout_tick_seconds": 0.2,
+            "log_json": False,
+            **overrides,
+        }
+    )
+
+
+@pytest.fixture
+def hub_settings(database_url: str, nats_url: str, bus_namespace: str) -> HubSettings:
+    return fast_hub_settings(database_url, nats_url, bus_namespace)
+
+
+@pytest_asyncio.fixture
+async def hub(hub_settings: HubSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The hub app in-process with its lifespan (workers running), and a client for it."""
+    app = create_app(hub_settings)
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            yield client
+
+
+async def admin_token(sessions: async_sessionmaker[AsyncSession], scopes: list[Scope] | None = None) -> str:
+    async with unit_of_work(sessions) as session:
+        _, plaintext = await create_token(session, "test-admin", scopes or list(Scope))
+    return plaintext
+
+
+@pytest_asyncio.fixture
+async def admin(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    return {"Authorization": f"Bearer {await admin_token(sessions)}"}
+
+
+@dataclass
+class Enrolled:
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    api_key: str
+    domain: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+
+async def mint_token(
+    client: httpx.AsyncClient, admin: dict[str, str], tenant_id: uuid.UUID | None = None, domain: str | None = None
+) -> tuple[uuid.UUID, str, str]:
+    tenant_id = tenant_id or uuid.uuid4()
+    domain = domain or f"t{tenant_id.hex[:10]}.example.com"
+    r = await client.post(
+        f"/api/v1/admin/tenants/{tenant_id}/registration-tokens",
+        json={"domain": domain, "order_id": str(tenant_id), "tier": "build", "region": "eu"},
+        headers=admin,
+    )
+    assert r.status_code == 201, r.text
+    return tenant_id, domain, r.json()["token"]
+
+
+async def enroll(
+    client: httpx.AsyncClient,
+    admin: dict[str, str],
+    *,
+    tenant_id: uuid.UUID | None = None,
+    agent: str = "safety-wrapper",
+    version: str = "1.0.0",
+) -> Enrolled:
+    tenant_id, domain, token = await mint_token(client, admin, tenant_id)
+    r = await client.post(
+        "/api/v1/tenant/register",
+        json={"registration_token": token, "agent": agent, "version": version, "hostname": "vps1"},
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    return Enrolled(tenant_id=tenant_id, agent_id=uuid.UUID(body["agent_id"]), api_key=body["api_key"], domain=domain)
