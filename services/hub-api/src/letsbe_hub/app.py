@@ -13,12 +13,16 @@ from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import ensure_token
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
+from letsbe_hub.tenants import endpoints as tenants, heartbeat as tenant_heartbeats
+from letsbe_hub.commands import endpoints as commands, workers as command_workers
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS = [
     tokens.router,
+    *tenants.routers,
+    *commands.routers,
 ]
 
 
@@ -27,6 +31,8 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     assert rt.bus is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
+    tenant_heartbeats.start(rt, settings)
+    command_workers.start(rt, settings)
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

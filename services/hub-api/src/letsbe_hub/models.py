@@ -1,5 +1,17 @@
 """Imports every ORM model so Alembic and the mapper see the whole schema. Add each context's models here."""
 
 from letsbe_hub.auth.models import ApiToken
+from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
+from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
+from letsbe_hub.tenants.models import (  # noqa: F401
+    Agent,
+    AgentCredential,
+    AgentDetails,
+    BackupReportRow,
+    RegistrationToken,
+    Tenant,
+    TenantComponent,
+    UsageReportRow,
+)
 
 __all__ = ["ApiToken"]
