@@ -6,12 +6,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from letsbe_platform.web import Runtime, create_service_app, runtime
 
 from letsbe_safety_wrapper import __version__
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
-from letsbe_platform.web import Runtime, create_service_app, runtime
+from letsbe_safety_wrapper.tools import endpoints as tools
 
-ROUTERS: list = []
+ROUTERS: list = [tools.router]
 
 
 def start_workers(rt: Runtime, settings: SafetyWrapperSettings) -> None:

@@ -1,7 +1,8 @@
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pathlib import Path
 
 from letsbe_platform.settings import ServiceSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 
 class SafetyWrapperSettings(ServiceSettings):
@@ -9,3 +10,15 @@ class SafetyWrapperSettings(ServiceSettings):
 
     service_name: str = "safety-wrapper"
     port: int = Field(default=8200, ge=1, le=65535)
+
+    # --- tool gate (tools/) ---
+    # The AI agent's bearer token for /api/v1/tools/*. Unset: every tool call is refused (fail closed).
+    tools_token: SecretStr | None = None
+    tools_policy_path: Path | None = None  # default: the policy shipped with the package
+    tools_dir: Path = Path("/var/lib/letsbe/safety-wrapper/tools")  # audit.jsonl, state.json
+    # The tenant's secret store (Fernet): shared with the Secrets Proxy, which reads the same file and key.
+    secrets_path: Path = Path("/var/lib/letsbe/secrets/secrets.enc")
+    secrets_key: SecretStr | None = None
+    tool_host: str = "127.0.0.1"
+    tool_ports: dict[str, int] = {}  # overrides the catalog's host ports (tests, unusual installs)
+    tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

@@ -1,0 +1,75 @@
+"""``POST /api/v1/tools/execute``: the AI agent's only way to act on the tenant's tools."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from letsbe_platform.errors import Unauthorized
+
+from letsbe_safety_wrapper.tools.errors import NotConfigured
+from letsbe_safety_wrapper.tools.runtime import build_tool_service
+from letsbe_safety_wrapper.tools.schemas import ToolCall, ToolCallOutcome, ToolsStatus
+from letsbe_safety_wrapper.tools.service import ToolService
+
+
+@asynccontextmanager
+async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan (FastAPI merges router lifespans), so settings are already there."""
+    settings = app.state.settings
+    async with httpx.AsyncClient(timeout=settings.tool_timeout_seconds, follow_redirects=False) as client:
+        app.state.tools = build_tool_service(settings, client, approvals=getattr(app.state, "tool_approvals", None))
+        yield
+
+
+router = APIRouter(prefix="/api/v1/tools", tags=["tools"], lifespan=tools_lifespan)
+_bearer = HTTPBearer(auto_error=False, description="The AI agent's tools token (LETSBE_SW_TOOLS_TOKEN)")
+
+
+def _service(request: Request) -> ToolService:
+    tools: ToolService | None = getattr(request.app.state, "tools", None)
+    if tools is None:
+        raise NotConfigured("Tool execution is starting or not configured.")
+    return tools
+
+
+async def _agent(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> None:
+    token = request.app.state.settings.tools_token
+    if token is None:
+        raise NotConfigured("No tools token is configured (LETSBE_SW_TOOLS_TOKEN), so every tool call is refused.")
+    given = credentials.credentials if credentials else ""
+    # Compare digests: constant time whatever the lengths.
+    if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(),
+                               hashlib.sha256(token.get_secret_value().encode()).digest()):
+        raise Unauthorized("Send the tools token as 'Authorization: Bearer <token>'.")
+
+
+Tools = Annotated[ToolService, Depends(_service)]
+Agent = Depends(_agent)
+
+
+@router.post(
+    "/execute", name="execute", dependencies=[Agent],
+    responses={202: {"model": ToolCallOutcome, "description": "Gated: waiting for approval"}},
+)
+async def execute(call: ToolCall, tools: Tools, response: Response) -> ToolCallOutcome:
+    """Run a tool call if the policy and the autonomy level allow it; otherwise ask the hub for approval (202)
+    and run it when the agent repeats the exact call with the ``approval_id``."""
+    outcome = await tools.execute(call)
+    if outcome.status == "pending_approval":
+        response.status_code = 202
+    return outcome
+
+
+@router.get("", name="status", dependencies=[Agent])
+async def status(tools: Tools) -> ToolsStatus:
+    """The autonomy level, the kill switch, and every known action with what would happen to it now."""
+    return tools.status()
