@@ -6,12 +6,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.web import Runtime, create_service_app, runtime
 
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS: list = []
 

@@ -1,7 +1,6 @@
+from letsbe_platform.settings import ServiceSettings
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
-
-from letsbe_platform.settings import ServiceSettings
 
 
 class ProvisionerSettings(ServiceSettings):

@@ -1,0 +1,320 @@
+"""Everything a tenant server gets, computed from the order and the catalog: stacks, memory, secrets, files.
+
+The templates under ``letsbe_provisioner/templates`` are the one source of truth for what lands on a tenant; this
+module feeds them and is used by the pipeline (one step script at a time) and by ``python -m
+letsbe_provisioner.render`` (every file at once, for deploy/ and for review).
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets as pysecrets
+import shlex
+from dataclasses import dataclass, field
+from functools import cache
+
+import jinja2
+
+from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, Tool, load_catalog
+from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
+from letsbe_provisioner.steps import BY_NUMBER, STEPS
+
+DB_IMAGES = {"postgres": "postgres:16.4-alpine", "mysql": "mysql:8.4.2", "mongo": "mongo:7.0.14"}
+REDIS_IMAGE = "redis:7.4.1-alpine"
+NGINX_IMAGE = "nginx:1.27-alpine"
+AI_IMAGES = {
+    "openclaw": "code.letsbe.solutions/letsbe/openclaw",
+    "safety-wrapper": "code.letsbe.solutions/letsbe/safety-wrapper",
+    "secrets-proxy": "code.letsbe.solutions/letsbe/secrets-proxy",
+}
+AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
+MIN_DB_MB, REDIS_MB = 128, 64
+HEREDOC_END = "LETSBE_EOF_9c4e1"  # never appears in rendered content (checked)
+
+# Paths on the tenant (production). Scripts prefix them with "$ROOT" when they touch the file system.
+STACKS_DIR = "/opt/letsbe/stacks"
+NGINX_DIR = "/opt/letsbe/nginx"
+AI_DIR = "/opt/letsbe/ai"
+TLS_DIR = "/etc/letsbe/tls"
+ACME_DIR = "/etc/letsbe/acme"
+STATE_DIR = "/var/lib/letsbe"
+BACKUP_DIR = "/var/backups/letsbe"
+BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
+
+
+def agent_dir(agent: str) -> str:
+    return f"{STATE_DIR}/{agent}"
+
+
+@dataclass(frozen=True)
+class NginxPaths:
+    """Where the nginx container sees its files. Tests point these at a temp dir to run the host's ``nginx -t``."""
+
+    conf_dir: str = "/etc/nginx"
+    tls_dir: str = TLS_DIR
+    user: str = "nginx"
+    pid: str = "/var/run/nginx.pid"
+    log_dir: str = "/var/log/nginx"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the templates need besides the order (from the provisioner's settings and the server target)."""
+
+    hub_url: str  # the Hub as the tenant reaches it (agents, ACME hooks)
+    root: str = ""  # "" in production; a sandbox directory in tests
+    agent_image_tag: str = "latest"
+    ssh_user: str = "letsbe"
+    ssh_port: int = 22
+    swap_mb: int = 2048
+    acme_email: str = "ssl@letsbe.biz"
+    nginx: NginxPaths = field(default_factory=NginxPaths)
+
+
+@dataclass(frozen=True)
+class Database:
+    kind: str
+    image: str
+    mem_mb: int
+    name: str
+    user: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ToolStack:
+    tool: Tool
+    profile: Profile
+    project: str
+    host: str
+    app_mb: int
+    db: Database | None
+    redis_mb: int | None
+    env: dict[str, str]
+    redis_env: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.tool.name
+
+    @property
+    def dir(self) -> str:
+        return f"{STACKS_DIR}/{self.tool.name}"
+
+    @property
+    def container(self) -> str:
+        return f"letsbe-{self.project}"
+
+    @property
+    def mem_total_mb(self) -> int:
+        return self.app_mb + (self.db.mem_mb if self.db else 0) + (self.redis_mb or 0)
+
+
+@dataclass(frozen=True)
+class RenderedFile:
+    path: str  # absolute path on the tenant
+    content: str
+    mode: str = "0644"
+    owner: str | None = None  # "uid:gid" when a container user must read it
+
+
+def memory_split(tool: Tool) -> tuple[int, int | None, int | None]:
+    """(app, db, redis) limits in MB that add up to the catalog's stack_ram_mb exactly."""
+    redis = REDIS_MB if tool.requires_redis else None
+    if not tool.requires_db:
+        return tool.stack_ram_mb - (redis or 0), None, redis
+    spare = tool.stack_ram_mb - tool.ram_mb - (redis or 0)
+    if spare >= MIN_DB_MB:
+        return tool.ram_mb, spare, redis
+    db = MIN_DB_MB
+    return tool.stack_ram_mb - db - (redis or 0), db, redis
+
+
+def secret_specs(tool_names: tuple[str, ...] | list[str], catalog: Catalog | None = None) -> dict[str, SecretKind]:
+    """Every per-tenant secret the order needs, by name (``<tool>.<secret>``)."""
+    catalog = catalog or load_catalog()
+    specs: dict[str, SecretKind] = {"ai.openclaw_gateway_token": "token"}
+    for name in tool_names:
+        tool = catalog.tool(name)
+        if tool.requires_db:
+            specs[f"{name}.db_password"] = "token"
+        if tool.requires_db == "mysql":
+            specs[f"{name}.db_root_password"] = "token"
+        if tool.requires_redis:
+            specs[f"{name}.redis_password"] = "token"
+        for secret, kind in profile(name).secrets.items():
+            specs[f"{name}.{secret}"] = kind
+    return specs
+
+
+def generate_secret(kind: SecretKind) -> str:
+    if kind == "hex32":
+        return pysecrets.token_hex(16)
+    if kind == "laravel":
+        return "base64:" + base64.b64encode(pysecrets.token_bytes(32)).decode()
+    return pysecrets.token_urlsafe(32)
+
+
+def generate_secrets(tool_names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    return {name: generate_secret(kind) for name, kind in secret_specs(tool_names).items()}
+
+
+@cache
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("letsbe_provisioner", "templates"),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,  # noqa: S701 - shell, YAML and nginx, not HTML
+    )
+    env.filters["q"] = lambda v: shlex.quote(str(v))
+    env.filters["yq"] = _yaml_quote
+    return env
+
+
+def _yaml_quote(value: object) -> str:
+    """A double-quoted YAML scalar (JSON strings are valid YAML)."""
+    import json
+
+    return json.dumps(str(value))
+
+
+def render_template(name: str, **context: object) -> str:
+    return _env().get_template(name).render(**context)
+
+
+class Plan:
+    """One tenant's rendering: ``files()`` for everything, ``step_script(n)`` for what step n runs."""
+
+    def __init__(self, order: OrderSpec, settings: Settings, secrets: dict[str, str], catalog: Catalog | None = None):
+        self.order = order
+        self.settings = settings
+        self.catalog = catalog or load_catalog()
+        missing = sorted(set(secret_specs(order.tools, self.catalog)) - set(secrets))
+        if missing:
+            raise ValueError(f"secrets missing for: {', '.join(missing)}")
+        self.secrets = secrets
+        self.tier = self.catalog.tier(order.tier)
+        self.stacks = [self._stack(self.catalog.tool(name)) for name in order.tools if not self.catalog.tool(name).system]
+
+    @property
+    def budget_mb(self) -> int:
+        return LETSBE_OVERHEAD_MB + sum(s.mem_total_mb for s in self.stacks)
+
+    def _stack(self, tool: Tool) -> ToolStack:
+        prof = profile(tool.name)
+        app_mb, db_mb, redis_mb = memory_split(tool)
+        host = f"{tool.subdomain}.{self.order.domain}"
+        mine = {k.split(".", 1)[1]: v for k, v in self.secrets.items() if k.startswith(tool.name + ".")}
+        db = None
+        if tool.requires_db:
+            name = user = tool.name
+            pw = mine["db_password"]
+            db_env = {
+                "postgres": {"POSTGRES_DB": name, "POSTGRES_USER": user, "POSTGRES_PASSWORD": pw},
+                "mysql": {"MYSQL_DATABASE": name, "MYSQL_USER": user, "MYSQL_PASSWORD": pw,
+                          "MYSQL_ROOT_PASSWORD": mine.get("db_root_password", "")},
+                "mongo": {"MONGO_INITDB_ROOT_USERNAME": user, "MONGO_INITDB_ROOT_PASSWORD": pw,
+                          "MONGO_INITDB_DATABASE": name},
+            }[tool.requires_db]
+            db = Database(tool.requires_db, DB_IMAGES[tool.requires_db], db_mb or MIN_DB_MB, name, user, db_env)
+        values = {"host": host, "url": f"https://{host}", "db": "db", "db_name": tool.name, "db_user": tool.name,
+                  **mine}
+        env = {k: v.format(**values) for k, v in prof.env.items()}
+        redis_env = {"REDIS_PASSWORD": mine["redis_password"]} if tool.requires_redis else {}
+        return ToolStack(tool, prof, tool.name.replace("_", "-"), host, app_mb, db, redis_mb, env, redis_env)
+
+    # --- files ----------------------------------------------------------------------------------------------------
+
+    def _ctx(self, **extra: object) -> dict[str, object]:
+        return {
+            "order": self.order, "domain": self.order.domain, "tier": self.tier, "s": self.settings,
+            "root": self.settings.root, "nginx": self.settings.nginx, "stacks": self.stacks, "plan": self,
+            "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
+                      "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS},
+            "agents": AGENTS, "agent_dir": agent_dir, "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
+            "secrets": self.secrets, "redis_image": REDIS_IMAGE,
+            **extra,
+        }  # fmt: skip
+
+    def _file(self, template: str, path: str, mode: str = "0644", **extra: object) -> RenderedFile:
+        return RenderedFile(path, render_template(template, **self._ctx(**extra)), mode)
+
+    def step_files(self, number: int, tokens: dict[str, str] | None = None) -> list[RenderedFile]:
+        """The files step ``number`` writes on the server (production paths)."""
+        if number == 2:
+            return [
+                self._file("base/20auto-upgrades.j2", "/etc/apt/apt.conf.d/20auto-upgrades"),
+                self._file("base/52letsbe-unattended.j2", "/etc/apt/apt.conf.d/52letsbe-unattended-upgrades"),
+                self._file("base/sysctl.conf.j2", "/etc/sysctl.d/60-letsbe.conf"),
+            ]
+        if number == 3:
+            files = [
+                self._file("base/sshd.conf.j2", "/etc/ssh/sshd_config.d/10-letsbe.conf"),
+                self._file("base/fail2ban.local.j2", "/etc/fail2ban/jail.d/letsbe.local"),
+            ]
+            if self.settings.ssh_user != "root":
+                files.append(self._file("base/sudoers.j2", "/etc/sudoers.d/90-letsbe", "0440"))
+            return files
+        if number == 5:
+            return [self._file("base/daemon.json.j2", "/etc/docker/daemon.json")]
+        if number == 6:
+            return [
+                self._file("nginx/nginx.conf.j2", f"{NGINX_DIR}/nginx.conf"),
+                self._file("nginx/tls.conf.j2", f"{NGINX_DIR}/snippets/tls.conf"),
+                self._file("nginx/proxy.conf.j2", f"{NGINX_DIR}/snippets/proxy.conf"),
+                self._file("nginx/default.conf.j2", f"{NGINX_DIR}/conf.d/00-default.conf"),
+                self._file("compose/nginx.yml.j2", f"{NGINX_DIR}/docker-compose.yml"),
+            ]
+        if number == 7:
+            return [
+                self._file("tls/hook.env.j2", f"{ACME_DIR}/hook.env"),
+                self._file("tls/auth-hook.sh.j2", f"{ACME_DIR}/auth-hook.sh", "0755"),
+                self._file("tls/cleanup-hook.sh.j2", f"{ACME_DIR}/cleanup-hook.sh", "0755"),
+                self._file("tls/tls-ensure.sh.j2", "/usr/local/sbin/letsbe-tls-ensure", "0755"),
+                self._file("tls/cron.j2", "/etc/cron.d/letsbe-tls"),
+            ]
+        if number == 8:
+            return [
+                self._file("backup/backup.sh.j2", "/usr/local/sbin/letsbe-backup", "0755"),
+                self._file("backup/cron.j2", "/etc/cron.d/letsbe-backup"),
+            ]
+        if number == 9:
+            files = []
+            for st in self.stacks:
+                files.append(self._file("compose/tool.yml.j2", f"{st.dir}/docker-compose.yml", st=st))
+                files.append(self._file("compose/env.j2", f"{st.dir}/app.env", "0600", env=st.env))
+                if st.db:
+                    files.append(self._file("compose/env.j2", f"{st.dir}/db.env", "0600", env=st.db.env))
+                if st.redis_env:
+                    files.append(self._file("compose/env.j2", f"{st.dir}/redis.env", "0600", env=st.redis_env))
+                files.append(self._file("backup/backup.conf.j2", f"{st.dir}/backup.conf", st=st))
+                files.append(self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st))
+            return files
+        if number == 10:
+            files = [
+                self._file("compose/ai.yml.j2", f"{AI_DIR}/docker-compose.yml"),
+                self._file("compose/env.j2", f"{AI_DIR}/openclaw.env", "0600",
+                           env={"OPENCLAW_GATEWAY_TOKEN": self.secrets["ai.openclaw_gateway_token"]}),
+            ]
+            for agent, token in (tokens or {}).items():
+                files.append(RenderedFile(f"{agent_dir(agent)}/registration-token", token + "\n", "0600", "1001:1001"))
+            return files
+        return []
+
+    def files(self, tokens: dict[str, str] | None = None) -> list[RenderedFile]:
+        """Every file the pipeline writes, in step order."""
+        return [f for step in STEPS for f in self.step_files(step.number, tokens)]
+
+    def step_script(self, number: int, tokens: dict[str, str] | None = None) -> str:
+        """The bash script of step ``number``: prelude, the step's files as heredocs, then its commands."""
+        step = BY_NUMBER[number]
+        files = self.step_files(number, tokens)
+        for f in files:
+            if HEREDOC_END in f.content:
+                raise ValueError(f"{f.path}: content contains the heredoc delimiter")
+        return render_template(
+            f"steps/{number:02d}-{step.name}.sh.j2", **self._ctx(step=step, files=files, eof=HEREDOC_END)
+        )
