@@ -1,0 +1,342 @@
+"""The hub and tenant nginx configs: Debian's real nginx accepts them, and serves the limits and SSE they promise."""
+
+from __future__ import annotations
+
+import datetime as dt
+import http.server
+import ipaddress
+import math
+import re
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+HUB_CERTS = "/etc/letsencrypt/live/hub.letsbe.biz/"
+SNIPPETS = "/etc/nginx/snippets/"
+
+
+def nginx_bin() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if not found:
+        raise RuntimeError("nginx is missing: `make system-tools` installs Debian's nginx")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def certs(tmp_path: Path) -> Path:
+    """A throwaway self-signed certificate, laid out as certbot does (fullchain.pem, privkey.pem)."""
+    folder = tmp_path / "live"
+    folder.mkdir()
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "letsbe.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("*.letsbe.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    (folder / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "privkey.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return folder
+
+
+def main_conf(tmp_path: Path, vhost: str) -> Path:
+    """A minimal nginx.conf around one rendered vhost, everything under tmp_path."""
+    (tmp_path / "conf.d").mkdir(exist_ok=True)
+    (tmp_path / "conf.d" / "site.conf").write_text(vhost)
+    temp = "".join(f"{k}_temp_path {tmp_path}/{k};\n" for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nerror_log {tmp_path}/error.log;\nevents {{}}\n"
+        f"http {{\naccess_log off;\n{temp}include {tmp_path}/conf.d/*.conf;\n}}\n"
+    )
+    return conf
+
+
+def nginx_t(tmp_path: Path, conf: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [nginx_bin(), "-t", "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def render_hub(kit, certs: Path) -> str:
+    """hub.conf with its install paths pointed at the repo's snippets and the test certificate."""
+    text = (kit.hub / "nginx" / "hub.conf").read_text()
+    assert HUB_CERTS in text and SNIPPETS in text
+    return text.replace(HUB_CERTS, f"{certs}/").replace(SNIPPETS, f"{kit.hub}/nginx/snippets/")
+
+
+def render_tenant(kit, certs: Path, domain: str = "example.com") -> str:
+    """The template as `envsubst '${TENANT_DOMAIN}'` renders it, with the test certificate."""
+    text = (kit.tenant / "nginx" / "letsbe-ai.conf.template").read_text()
+    body = text.replace("${TENANT_DOMAIN}", domain)
+    assert "${" not in "\n".join(line for line in body.splitlines() if not line.lstrip().startswith("#"))
+    return body.replace(f"/etc/letsencrypt/live/{domain}/", f"{certs}/")
+
+
+# --- a small reader of nginx's syntax, to check what the config says rather than grep it ----------------------
+
+
+def parse(text: str) -> list:
+    """[(directive, [args], children-or-None)], comments dropped."""
+    tokens = re.findall(r'"[^"]*"|\'[^\']*\'|[{};]|[^\s{};]+', re.sub(r"#[^\n]*", "", text))
+    pos = 0
+
+    def block() -> list:
+        nonlocal pos
+        out: list = []
+        words: list[str] = []
+        while pos < len(tokens):
+            tok = tokens[pos]
+            pos += 1
+            if tok == ";":
+                out.append((words[0], words[1:], None))
+                words = []
+            elif tok == "{":
+                out.append((words[0], words[1:], block()))
+                words = []
+            elif tok == "}":
+                return out
+            else:
+                words.append(tok.strip("\"'"))
+        return out
+
+    return block()
+
+
+def directives(block: list, name: str) -> list[list[str]]:
+    return [args for d, args, _ in block if d == name]
+
+
+def location(server: list, *match: str) -> list:
+    found = [children for d, args, children in server if d == "location" and args == list(match)]
+    assert len(found) == 1, f"location {' '.join(match)}"
+    return found[0]
+
+
+def https_server(tree: list, name: str) -> list:
+    for d, _, children in tree:
+        if (
+            d == "server"
+            and [name] in directives(children, "server_name")
+            and any("ssl" in args for args in directives(children, "listen"))
+        ):
+            return children
+    raise AssertionError(f"no HTTPS server for {name}")
+
+
+# --- the hub ------------------------------------------------------------------------------------------------
+
+
+def test_hub_config_passes_nginx_t(kit, certs, tmp_path):
+    checked = nginx_t(tmp_path, main_conf(tmp_path, render_hub(kit, certs)))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_nginx_t_fails_on_a_broken_config(certs, tmp_path):
+    checked = nginx_t(tmp_path, main_conf(tmp_path, "server { listen 443 ssl; limit_req zone=nowhere; }"))
+    assert checked.returncode != 0
+
+
+def test_hub_config_declares_the_rate_limits_sse_and_websocket_locations(kit):
+    tree = parse((kit.hub / "nginx" / "hub.conf").read_text())
+    zones = directives(tree, "limit_req_zone")
+    assert ["$binary_remote_addr", "zone=public_api:10m", "rate=10r/s"] in zones
+    assert ["$binary_remote_addr", "zone=tenant_api:10m", "rate=30r/s"] in zones
+    server = https_server(tree, "hub.letsbe.biz")
+    assert directives(location(server, "/api/v1/public/"), "limit_req") == [["zone=public_api", "burst=20", "nodelay"]]
+    assert directives(location(server, "/api/v1/tenant/"), "limit_req") == [["zone=tenant_api", "burst=50", "nodelay"]]
+
+    sse_pattern = "^/api/v1/admin/orders/[^/]+/events$"
+    sse = location(server, "~", sse_pattern)
+    assert directives(sse, "proxy_buffering") == [["off"]]
+    assert directives(sse, "proxy_cache") == [["off"]]
+    assert directives(sse, "proxy_read_timeout") == [["3600s"]]
+    assert re.search(sse_pattern, "/api/v1/admin/orders/4f1c/events")  # GET /api/v1/admin/orders/{id}/events
+    assert not re.search(sse_pattern, "/api/v1/admin/orders/4f1c")  # the rest of the admin API stays buffered
+
+    ws = location(server, "/api/v1/customer/ws")
+    assert ["Upgrade", "$http_upgrade"] in directives(ws, "proxy_set_header")
+    assert ["Connection", "$connection_upgrade"] in directives(ws, "proxy_set_header")
+
+    headers = {args[0] for args in directives(server, "add_header")}
+    assert {"Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"} <= headers
+    assert directives(server, "ssl_protocols") == [["TLSv1.2", "TLSv1.3"]]
+
+
+# --- the hub config, served for real on loopback -------------------------------------------------------------
+
+
+class Upstream(http.server.ThreadingHTTPServer):
+    """Stands in for hub-api: answers 200, and an SSE stream whose second event waits for the test's go."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        super().__init__(("127.0.0.1", 0), UpstreamHandler)
+
+
+class UpstreamHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go in two writes: no 40 ms delayed-ACK stall between
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.endswith("/events"):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"data: step 1 started\n\n")
+            self.wfile.flush()
+            self.server.go.wait(10)  # only once the client has seen the first event
+            self.wfile.write(b"data: step 1 done\n\n")
+            self.wfile.flush()
+            self.close_connection = True
+            return
+        body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@dataclass
+class Served:
+    url: str
+    upstream: Upstream
+    certs: Path
+
+    def client(self, **kwargs) -> httpx.Client:
+        """A client that trusts the test certificate (nginx is reached on 127.0.0.1, as hub.letsbe.biz)."""
+        tls = ssl.create_default_context(cafile=str(self.certs / "fullchain.pem"))
+        return httpx.Client(base_url=self.url, verify=tls, headers={"Host": "hub.letsbe.biz"}, **kwargs)
+
+
+@pytest.fixture
+def served_hub(kit, certs, tmp_path) -> Iterator[Served]:
+    """hub.conf run by a real nginx master on a loopback port, proxying to a stand-in hub-api."""
+    upstream = Upstream()
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    port = free_port()
+    vhost = render_hub(kit, certs)
+    vhost = vhost.replace("server 127.0.0.1:3847;", f"server 127.0.0.1:{upstream.server_address[1]};")
+    vhost = re.sub(r"listen 80;\n\s*listen \[::\]:80;", f"listen 127.0.0.1:{free_port()};", vhost)
+    vhost = re.sub(
+        r"listen 443 ssl http2;\n\s*listen \[::\]:443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;", vhost
+    )
+    assert "3847" not in vhost and "443" not in vhost
+    conf = main_conf(tmp_path, vhost)
+    proc = subprocess.Popen(
+        [nginx_bin(), "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf), "-g", "daemon off;"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+                assert time.monotonic() < deadline, "nginx did not start"
+                time.sleep(0.05)
+        yield Served(f"https://127.0.0.1:{port}", upstream, certs)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        upstream.go.set()
+        upstream.shutdown()
+        upstream.server_close()
+
+
+@pytest.mark.parametrize(
+    ("path", "rate", "burst"), [("/api/v1/public/plans", 10, 20), ("/api/v1/tenant/heartbeat", 30, 50)]
+)
+def test_a_burst_beyond_the_limit_gets_429(served_hub, path, rate, burst):
+    with served_hub.client() as client:
+        started = time.monotonic()
+        codes = [client.get(path).status_code for _ in range(burst + 40)]
+        elapsed = time.monotonic() - started
+    # One request at the rate plus `burst` at once (nodelay) pass, and whatever the rate refilled meanwhile.
+    passed = codes.count(200)
+    assert burst + 1 <= passed <= burst + 1 + math.ceil(elapsed * rate)
+    assert codes[: burst + 1] == [200] * (burst + 1)
+    assert codes.count(429) == len(codes) - passed > 0
+
+
+def test_sse_events_reach_the_client_while_the_stream_is_open(served_hub):
+    hub = served_hub.client(timeout=5)
+    with hub, hub.stream("GET", "/api/v1/admin/orders/4f1c/events") as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        # A buffering proxy would hold this back until the stream ends, which it does only after the go below.
+        assert next(lines) == "data: step 1 started"
+        served_hub.upstream.go.set()
+        assert [line for line in lines if line] == ["data: step 1 done"]
+
+
+# --- the tenant ---------------------------------------------------------------------------------------------
+
+
+def test_tenant_template_renders_to_a_config_nginx_accepts(kit, certs, tmp_path):
+    checked = nginx_t(tmp_path, main_conf(tmp_path, render_tenant(kit, certs)))
+    assert checked.returncode == 0, checked.stderr
+
+
+def test_tenant_vhost_proxies_the_ai_subdomain_to_openclaw_and_nothing_to_the_agents(kit, certs):
+    tree = parse(render_tenant(kit, certs, "example.com"))
+    server = https_server(tree, "ai.example.com")
+    root = location(server, "/")
+    assert directives(root, "proxy_pass") == [["http://127.0.0.1:18789"]]
+    assert ["Upgrade", "$http_upgrade"] in directives(root, "proxy_set_header")
+
+    def proxied(block: list) -> list[str]:
+        found = [args[0] for d, args, _ in block if d == "proxy_pass"]
+        return found + [p for _, _, children in block if children for p in proxied(children)]
+
+    assert proxied(tree) == ["http://127.0.0.1:18789"]  # the Safety Wrapper (8200) and Secrets Proxy (8100) stay local
+    redirect = next(
+        c for d, _, c in tree if d == "server" and ["example.com", "*.example.com"] in directives(c, "server_name")
+    )
+    assert directives(location(redirect, "/"), "return") == [["301", "https://$host$request_uri"]]
