@@ -466,3 +466,28 @@ class TenantDecommissionedV1(Event):
     tenant_id: uuid.UUID
     domain: DomainName
     reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+
+# --- server pool (issue 4): the monthly check finds overflow tenants that could move to a Netcup pool server ---
+
+
+@register
+class ServerMigrationProposedV1(Event):
+    """A tenant runs on a Hetzner overflow server while a Netcup server of its tier and region is AVAILABLE.
+
+    A proposal only (seed §6.2: "migrated to Netcup RS when next contract cycle opens"); executing it is an
+    operator's decision. At most one per tenant per ``period`` (YYYY-MM).
+    """
+
+    TYPE: ClassVar[str] = "server-migration-proposed"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.server.migration.proposed.v1"
+
+    proposal_id: uuid.UUID
+    period: Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")]
+    tenant_id: uuid.UUID
+    tier: Tier
+    region: Region
+    from_server_id: uuid.UUID  # the Hetzner server the tenant is on
+    to_server_id: uuid.UUID  # the AVAILABLE Netcup server it could move to
+    monthly_saving_eur: Annotated[float, Field(ge=0)]
