@@ -329,7 +329,10 @@ class FakeCloudflare:
         if rtype == "SRV":
             weight, port, target = content.split(" ", 2)
             record["data"] = {
-                "priority": priority, "weight": int(weight), "port": int(port), "target": target,
+                "priority": priority,
+                "weight": int(weight),
+                "port": int(port),
+                "target": target,
             }
         return record
 
@@ -520,7 +523,10 @@ def _editable(record: dict[str, Any]) -> dict[str, Any]:
 
 def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return (a["type"], a["name"], a["content"], a.get("priority")) == (
-        b["type"], b["name"], b["content"], b.get("priority")
+        b["type"],
+        b["name"],
+        b["content"],
+        b.get("priority"),
     )
 
 

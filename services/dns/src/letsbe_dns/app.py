@@ -5,21 +5,55 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
-
-from letsbe_dns import __version__
-from letsbe_dns.config import DnsSettings
-from letsbe_dns.db import SCHEMA
+from letsbe_contracts import ServerAllocatedV1, load_catalog
+from letsbe_contracts.events import TenantDecommissionedV1
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
-ROUTERS: list = []
+from letsbe_dns import __version__
+from letsbe_dns.acme.endpoints import router as acme_router
+from letsbe_dns.acme.hub import HubAgents
+from letsbe_dns.acme.service import AcmeService
+from letsbe_dns.cloudflare import CloudflareDns
+from letsbe_dns.config import DnsSettings
+from letsbe_dns.db import SCHEMA
+from letsbe_dns.records.handlers import (
+    ON_SERVER_ALLOCATED,
+    ON_TENANT_DECOMMISSIONED,
+    ServerAllocatedHandler,
+    TenantDecommissionedHandler,
+)
+from letsbe_dns.records.service import RecordsService
+from letsbe_dns.verify import Verifier
+
+ROUTERS: list = [acme_router]
 
 
-def start_workers(rt: Runtime, settings: DnsSettings) -> None:
-    assert rt.bus is not None
+def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -> None:
+    assert rt.bus is not None and rt.sessions is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
+    allocated = rt.bus.consumer(
+        ON_SERVER_ALLOCATED,
+        ServerAllocatedV1,
+        ServerAllocatedHandler(records, rt.sessions, settings.consumer_max_deliver),
+        max_deliver=settings.consumer_max_deliver,
+        backoff=settings.consumer_backoff_seconds,
+        ack_wait=60,
+        concurrency=2,  # different domains in parallel; one domain is serialised by an advisory lock
+    )
+    rt.start(ON_SERVER_ALLOCATED, allocated.run(), allocated.stop)
+    decommissioned = rt.bus.consumer(
+        ON_TENANT_DECOMMISSIONED,
+        TenantDecommissionedV1,
+        TenantDecommissionedHandler(records, rt.sessions),
+        max_deliver=settings.consumer_max_deliver,
+        backoff=settings.consumer_backoff_seconds,
+        ack_wait=60,
+    )
+    rt.start(ON_TENANT_DECOMMISSIONED, decommissioned.run(), decommissioned.stop)
 
 
 def create_app(settings: DnsSettings | None = None) -> FastAPI:
@@ -27,10 +61,21 @@ def create_app(settings: DnsSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings) as rt:
-            app.state.runtime = rt
-            app.state.settings = settings
-            start_workers(rt, settings)
-            yield
+        provider = CloudflareDns(settings)
+        hub = httpx.AsyncClient(base_url=settings.hub_url, timeout=settings.hub_timeout_seconds)
+        try:
+            async with runtime(settings) as rt:  # stops the workers before the clients below are closed
+                assert rt.sessions is not None
+                records = RecordsService(provider, Verifier(settings), rt.sessions, settings, load_catalog())
+                app.state.runtime = rt
+                app.state.settings = settings
+                app.state.records = records
+                app.state.acme = AcmeService(records)
+                app.state.hub_agents = HubAgents(hub)
+                start_workers(rt, settings, records)
+                yield
+        finally:
+            await hub.aclose()
+            await provider.aclose()
 
     return create_service_app(title="LetsBe DNS", version=__version__, lifespan=lifespan, routers=ROUTERS)

@@ -1,7 +1,6 @@
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
-
 from letsbe_platform.settings import ServiceSettings
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
 
 class DnsSettings(ServiceSettings):
@@ -9,3 +8,36 @@ class DnsSettings(ServiceSettings):
 
     service_name: str = "dns"
     port: int = Field(default=3851, ge=1, le=65535)
+
+    # Cloudflare: an API token scoped to Zone.DNS:Edit + Zone:Read of the customer zones. Never logged.
+    cloudflare_api_token: SecretStr | None = None
+    cloudflare_base_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_timeout_seconds: float = Field(default=20.0, gt=0)
+    # Retries of one API call (429 honouring Retry-After, 5xx, connection errors) before the call fails.
+    cloudflare_max_retries: int = Field(default=4, ge=0, le=10)
+    record_ttl: int = Field(default=1, ge=1, le=86400)  # 1 = Cloudflare's "automatic"
+
+    # Verification: query the zone's authoritative nameservers. In tests and the sandbox, an override points
+    # at the fake's loopback DNS server instead of resolving the zone's NS names.
+    nameserver: str | None = None
+    nameserver_port: int = Field(default=53, ge=1, le=65535)
+    verify_timeout_seconds: float = Field(default=180.0, gt=0)
+    verify_interval_seconds: float = Field(default=2.0, gt=0)
+    dns_query_timeout_seconds: float = Field(default=2.0, gt=0)
+
+    # server-allocated consumer: attempts before order-failed, and the delays between them.
+    consumer_max_deliver: int = Field(default=6, ge=1, le=50)
+    consumer_backoff_seconds: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
+
+    # ACME DNS-01 hooks authenticate by forwarding the agent's credential to the hub's GET /api/v1/tenant/me.
+    hub_url: str = "http://127.0.0.1:3847"
+    hub_timeout_seconds: float = Field(default=5.0, gt=0)
+    acme_visible_timeout_seconds: float = Field(default=120.0, gt=0)
+
+    @field_validator("consumer_backoff_seconds", mode="before")
+    @classmethod
+    def _csv(cls, v: object) -> object:
+        # LETSBE_DNS_CONSUMER_BACKOFF_SECONDS="1,2,5" reads as well as a JSON list.
+        if isinstance(v, str) and not v.strip().startswith("["):
+            return tuple(float(x) for x in v.split(",") if x.strip())
+        return v

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from letsbe_contracts.events import DomainName
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+
+
+def _strip_wildcard(value: object) -> object:
+    # certbot passes the base name for "*.example.com" already; accept the starred form too.
+    return value.strip().removeprefix("*.") if isinstance(value, str) else value
+
+
+class AcmeChallenge(BaseModel):
+    """What certbot's hooks know: CERTBOT_DOMAIN and CERTBOT_VALIDATION."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    domain: Annotated[DomainName, BeforeValidator(_strip_wildcard)]
+    # base64url(SHA-256(key authorization)): 43 characters; a little slack for other ACME clients.
+    validation: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{16,128}$")]
+
+
+class AcmeChallengeRecord(BaseModel):
+    name: str
+    content: str
+    record_id: str
+    visible: bool
+
+
+class AgentPrincipal(BaseModel):
+    """The hub's answer to GET /api/v1/tenant/me (extra fields ignored, so the hub may add some)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tenant_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent: str
+    domain: DomainName

@@ -1,0 +1,21 @@
+#!/bin/sh
+# certbot --manual-auth-hook for DNS-01 (wildcard certificates): asks LetsBe's DNS service to publish
+# _acme-challenge.$CERTBOT_DOMAIN with $CERTBOT_VALIDATION, authenticated with this tenant's agent credential.
+# The service answers once the zone's authoritative nameservers serve the record, so no sleep is needed here.
+# Rendered by the provisioner (letsbe_dns.hooks.render); the tenant never holds a Cloudflare token.
+set -eu
+
+DNS_URL='@@LETSBE_DNS_URL@@'
+CREDENTIAL_FILE='@@LETSBE_AGENT_CREDENTIAL_FILE@@'
+
+: "${CERTBOT_DOMAIN:?certbot sets CERTBOT_DOMAIN}"
+: "${CERTBOT_VALIDATION:?certbot sets CERTBOT_VALIDATION}"
+
+key=$(cat "$CREDENTIAL_FILE")
+# The credential reaches curl as a config on stdin, so it never shows in the process list.
+printf 'header = "Authorization: Bearer %s"\n' "$key" | curl --silent --show-error --fail-with-body \
+  --config - --max-time 300 --retry 3 --retry-delay 5 \
+  --header 'Content-Type: application/json' \
+  --request POST \
+  --data "{\"domain\": \"${CERTBOT_DOMAIN}\", \"validation\": \"${CERTBOT_VALIDATION}\"}" \
+  "${DNS_URL}/api/v1/tenant/acme-challenge" >/dev/null

@@ -1,0 +1,19 @@
+#!/bin/sh
+# certbot --manual-cleanup-hook for DNS-01: asks LetsBe's DNS service to remove the _acme-challenge TXT it
+# published for $CERTBOT_DOMAIN with $CERTBOT_VALIDATION (nothing else). Already gone is fine.
+# Rendered by the provisioner (letsbe_dns.hooks.render).
+set -eu
+
+DNS_URL='@@LETSBE_DNS_URL@@'
+CREDENTIAL_FILE='@@LETSBE_AGENT_CREDENTIAL_FILE@@'
+
+: "${CERTBOT_DOMAIN:?certbot sets CERTBOT_DOMAIN}"
+: "${CERTBOT_VALIDATION:?certbot sets CERTBOT_VALIDATION}"
+
+key=$(cat "$CREDENTIAL_FILE")
+printf 'header = "Authorization: Bearer %s"\n' "$key" | curl --silent --show-error --fail-with-body \
+  --config - --max-time 60 --retry 3 --retry-delay 5 \
+  --header 'Content-Type: application/json' \
+  --request DELETE \
+  --data "{\"domain\": \"${CERTBOT_DOMAIN}\", \"validation\": \"${CERTBOT_VALIDATION}\"}" \
+  "${DNS_URL}/api/v1/tenant/acme-challenge" >/dev/null

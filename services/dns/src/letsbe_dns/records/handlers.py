@@ -1,0 +1,112 @@
+"""Event handlers of the records context: server-allocated → records + dns-ready (or order-failed);
+tenant-decommissioned → delete the records we created."""
+
+from __future__ import annotations
+
+import uuid
+
+from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllocatedV1
+from letsbe_contracts.events import TenantDecommissionedV1
+from letsbe_platform.bus import Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event, claim
+from prometheus_client import Counter
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_dns.cloudflare import CloudflareError
+from letsbe_dns.db import inbox, outbox
+from letsbe_dns.records.service import RecordsService
+from letsbe_dns.verify import NotVisible
+
+log = get_logger(__name__)
+
+ON_SERVER_ALLOCATED = "dns-on-server-allocated"
+ON_TENANT_DECOMMISSIONED = "dns-on-tenant-decommissioned"
+
+DNS_FAILURES = Counter("dns_order_failures_total", "Orders failed at the DNS stage, by reason", ["reason"])
+
+
+async def already_handled(session: AsyncSession, consumer: str, event_id: uuid.UUID) -> bool:
+    row = await session.execute(
+        select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id == event_id)
+    )
+    return row.first() is not None
+
+
+class ServerAllocatedHandler:
+    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession], max_deliver: int):
+        self.service = service
+        self.sessions = sessions
+        self.max_deliver = max_deliver
+
+    async def __call__(self, event: ServerAllocatedV1, delivery: Delivery) -> None:
+        order = event.order
+        bound = log.bind(order_id=str(order.order_id), tenant_id=str(order.order_id), event_id=str(delivery.event_id))
+        async with unit_of_work(self.sessions) as session:
+            if await already_handled(session, ON_SERVER_ALLOCATED, delivery.event_id):
+                return  # redelivery of an event we finished: nothing to do
+        try:
+            outcome = await self.service.apply(order, event.server, heartbeat=delivery.in_progress)
+        except KeyError as exc:  # a tool the catalog does not know: retrying cannot help
+            await self._fail(delivery, order.order_id, f"unknown tool {exc.args[0]!r} in the order", retryable=False)
+            return
+        except CloudflareError as exc:
+            final = not exc.retryable or delivery.num_delivered >= self.max_deliver
+            if not final:
+                raise  # nak with backoff; the SDK has already retried this call with Retry-After
+            bound.warning("cloudflare refused", error=exc.message, status=exc.status)
+            await self._fail(delivery, order.order_id, exc.message, retryable=exc.retryable, kind="cloudflare")
+            return
+        except NotVisible as exc:
+            if delivery.num_delivered < self.max_deliver:
+                raise
+            await self._fail(delivery, order.order_id, str(exc), retryable=True, kind="not-visible")
+            return
+
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, ON_SERVER_ALLOCATED, delivery.event_id):
+                return
+            ready = DnsReadyV1(order=order, server=event.server, records=outcome.refs)
+            await add_event(
+                session,
+                outbox,
+                ready,
+                correlation_id=str(order.order_id),
+                event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"dns-ready:{delivery.event_id}"),
+            )
+        bound.info("dns ready", records=len(outcome.applied), wildcard_refused=outcome.wildcard_refused)
+
+    async def _fail(
+        self, delivery: Delivery, order_id: uuid.UUID, reason: str, *, retryable: bool, kind: str = "invalid"
+    ) -> None:
+        DNS_FAILURES.labels(kind).inc()
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, ON_SERVER_ALLOCATED, delivery.event_id):
+                return
+            failed = OrderFailedV1(order_id=order_id, stage=FailureStage.DNS, reason=reason[:4000], retryable=retryable)
+            await add_event(
+                session,
+                outbox,
+                failed,
+                correlation_id=str(order_id),
+                event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"order-failed:dns:{delivery.event_id}"),
+            )
+        log.error("order failed at DNS", order_id=str(order_id), reason=reason[:500])
+
+
+class TenantDecommissionedHandler:
+    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
+        self.service = service
+        self.sessions = sessions
+
+    async def __call__(self, event: TenantDecommissionedV1, delivery: Delivery) -> None:
+        async with unit_of_work(self.sessions) as session:
+            if await already_handled(session, ON_TENANT_DECOMMISSIONED, delivery.event_id):
+                return
+        # Deleting is idempotent (a record already gone counts as done), so a retry after a crash is harmless.
+        deleted = await self.service.decommission(event.tenant_id)
+        async with unit_of_work(self.sessions) as session:
+            await claim(session, inbox, ON_TENANT_DECOMMISSIONED, delivery.event_id)
+        log.info("tenant records removed", tenant_id=str(event.tenant_id), deleted=deleted)

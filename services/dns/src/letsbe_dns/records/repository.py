@@ -1,0 +1,101 @@
+"""SQL for the records context (the only place that writes dns.records)."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from letsbe_dns.records.models import ManagedRecord
+
+
+async def track(
+    session: AsyncSession,
+    *,
+    tenant_id: uuid.UUID,
+    domain: str,
+    zone_id: str,
+    zone_name: str,
+    record_id: str,
+    type: str,
+    name: str,
+    content: str,
+    priority: int | None,
+    purpose: str,
+    created: bool,
+) -> None:
+    """Insert or refresh the row of one Cloudflare record. ``created`` only ever goes from False to True."""
+    table = ManagedRecord.__table__
+    stmt = insert(table).values(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        domain=domain,
+        zone_id=zone_id,
+        zone_name=zone_name,
+        record_id=record_id,
+        type=type,
+        name=name,
+        content=content,
+        priority=priority,
+        purpose=purpose,
+        created=created,
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["zone_id", "record_id"],
+        set_={
+            "content": stmt.excluded.content,
+            "priority": stmt.excluded.priority,
+            "name": stmt.excluded.name,
+            "created": table.c.created | stmt.excluded.created,
+            "updated_at": func.now(),
+            "deleted_at": None,
+        },
+    )
+    await session.execute(stmt)
+
+
+async def created_by_us(session: AsyncSession, zone_id: str, record_id: str) -> bool:
+    row = await session.execute(
+        select(ManagedRecord.created).where(ManagedRecord.zone_id == zone_id, ManagedRecord.record_id == record_id)
+    )
+    return bool(row.scalar_one_or_none())
+
+
+async def live_created(session: AsyncSession, tenant_id: uuid.UUID) -> list[ManagedRecord]:
+    """The records this service created for the tenant and has not deleted yet."""
+    rows = await session.execute(
+        select(ManagedRecord)
+        .where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.created.is_(True),
+            ManagedRecord.deleted_at.is_(None),
+        )
+        .order_by(ManagedRecord.created_at, ManagedRecord.name)
+    )
+    return list(rows.scalars())
+
+
+async def live_challenges(session: AsyncSession, tenant_id: uuid.UUID, name: str, content: str) -> list[ManagedRecord]:
+    rows = await session.execute(
+        select(ManagedRecord).where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.purpose == "acme-challenge",
+            ManagedRecord.name == name,
+            ManagedRecord.content == content,
+            ManagedRecord.deleted_at.is_(None),
+        )
+    )
+    return list(rows.scalars())
+
+
+async def mark_deleted(session: AsyncSession, row_id: uuid.UUID) -> None:
+    await session.execute(
+        update(ManagedRecord).where(ManagedRecord.id == row_id).values(deleted_at=func.now(), updated_at=func.now())
+    )
+
+
+async def lock_domain(session: AsyncSession, domain: str) -> None:
+    """Serialise work on one domain across workers and replicas until the caller's transaction ends."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"letsbe-dns:{domain}"})

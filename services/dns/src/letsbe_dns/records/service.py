@@ -1,0 +1,187 @@
+"""The rules of the records context: upsert a tenant's records, verify them on DNS, remove exactly our own.
+
+Cloudflare calls happen outside any long database transaction and are idempotent on their own: each record is
+looked up before it is written (a correct one is left alone, a stale one edited in place, a missing one created),
+and every record we create carries a comment naming the tenant, so a worker killed between Cloudflare's answer and
+our tracking row still recognises the record as its own on the next attempt. Work on one domain is serialised by
+a Postgres advisory lock, so duplicate events handled at the same time cannot both create.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from letsbe_contracts import Catalog, DnsRecordRef, OrderSpec, ServerTarget
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_dns.cloudflare import CloudflareError, DnsProvider, Record, RecordSpec, Zone
+from letsbe_dns.config import DnsSettings
+from letsbe_dns.records import repository
+from letsbe_dns.records.plan import WILDCARD, DesiredRecord, plan
+from letsbe_dns.verify import Expected, Verifier
+
+log = get_logger(__name__)
+
+Heartbeat = Callable[[], Awaitable[None]]
+
+
+async def _no_heartbeat() -> None:
+    return None
+
+
+def ownership_comment(tenant_id: uuid.UUID) -> str:
+    """Written on every record we create (Cloudflare shows it in the dashboard, too)."""
+    return f"managed by letsbe; tenant {tenant_id}"
+
+
+@dataclass(frozen=True)
+class Applied:
+    desired: DesiredRecord
+    record: Record
+    outcome: str  # created | updated | unchanged
+    created: bool  # ours (decommission removes it)
+
+    def ref(self) -> DnsRecordRef:
+        return DnsRecordRef(
+            type=self.desired.type,  # type: ignore[arg-type]
+            name=self.desired.name,
+            content=self.desired.content,
+            record_id=self.record.id,
+        )
+
+    def expected(self) -> Expected:
+        d = self.desired
+        return Expected(type=d.type, name=d.name, content=d.content, priority=d.priority)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    zone: Zone
+    applied: list[Applied]
+    wildcard_refused: bool
+
+    @property
+    def refs(self) -> tuple[DnsRecordRef, ...]:
+        return tuple(a.ref() for a in self.applied)
+
+
+class RecordsService:
+    def __init__(
+        self,
+        provider: DnsProvider,
+        verifier: Verifier,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: DnsSettings,
+        catalog: Catalog,
+    ):
+        self.provider = provider
+        self.verifier = verifier
+        self.sessions = sessions
+        self.settings = settings
+        self.catalog = catalog
+
+    @asynccontextmanager
+    async def domain_lock(self, domain: str) -> AsyncIterator[None]:
+        async with unit_of_work(self.sessions) as session:
+            await repository.lock_domain(session, domain)
+            yield
+
+    async def apply(self, order: OrderSpec, server: ServerTarget, *, heartbeat: Heartbeat = _no_heartbeat) -> Outcome:
+        """Make the domain point at the server (and carry the mail records), then wait until DNS serves it all."""
+        tenant_id = order.order_id
+        async with self.domain_lock(order.domain):
+            zone = await self.provider.find_zone(order.domain, order.cloudflare_zone_id)
+            desired = plan(order, server, self.catalog, wildcard=True)
+            applied: list[Applied] = []
+            wildcard_refused = False
+            for d in [d for d in desired if d.purpose == WILDCARD]:
+                try:
+                    applied.append(await self.upsert(zone, d, tenant_id, order.domain))
+                except CloudflareError as exc:
+                    if not exc.validation:
+                        raise
+                    # The zone (or its plan) refuses wildcard records: one record per tool subdomain instead.
+                    log.info("wildcard refused; using per-tool records", domain=order.domain, error=exc.message)
+                    wildcard_refused = True
+                    applied = []
+                    desired = plan(order, server, self.catalog, wildcard=False)
+                    break
+            done = {(a.desired.type, a.desired.name, a.desired.content) for a in applied}
+            for d in desired:
+                if d.purpose == WILDCARD or (d.type, d.name, d.content) in done:
+                    continue
+                applied.append(await self.upsert(zone, d, tenant_id, order.domain))
+                await heartbeat()
+            log.info(
+                "records in place",
+                domain=order.domain,
+                zone=zone.name,
+                created=sum(a.outcome == "created" for a in applied),
+                updated=sum(a.outcome == "updated" for a in applied),
+                unchanged=sum(a.outcome == "unchanged" for a in applied),
+            )
+            await self.verifier.wait_visible(zone, [a.expected() for a in applied], heartbeat=heartbeat)
+            return Outcome(zone=zone, applied=applied, wildcard_refused=wildcard_refused)
+
+    async def upsert(self, zone: Zone, d: DesiredRecord, tenant_id: uuid.UUID, domain: str) -> Applied:
+        spec = RecordSpec(
+            type=d.type, name=d.name, content=d.content, priority=d.priority, ttl=self.settings.record_ttl
+        )
+        existing = [r for r in await self.provider.list_records(zone.id, type=d.type, name=d.name)]
+        slot = [r for r in existing if d.same_slot(r.content) or d.equals(r.content, r.priority)]
+        exact = next((r for r in slot if d.equals(r.content, r.priority)), None)
+        if exact is not None:
+            record, outcome = exact, "unchanged"
+        elif slot:
+            record, outcome = await self.provider.update_record(zone.id, slot[0].id, spec), "updated"
+        else:
+            try:
+                record = await self.provider.create_record(zone.id, spec, comment=ownership_comment(tenant_id))
+                outcome = "created"
+            except CloudflareError as exc:
+                if not exc.record_exists:
+                    raise
+                # Lost a race with another writer: take what is there if it is what we want.
+                again = await self.provider.list_records(zone.id, type=d.type, name=d.name)
+                found = next((r for r in again if d.equals(r.content, r.priority)), None)
+                if found is None:
+                    raise
+                record, outcome = found, "unchanged"
+        ours = outcome == "created" or record.comment == ownership_comment(tenant_id)
+        async with unit_of_work(self.sessions) as session:
+            ours = ours or await repository.created_by_us(session, zone.id, record.id)
+            await repository.track(
+                session,
+                tenant_id=tenant_id,
+                domain=domain,
+                zone_id=zone.id,
+                zone_name=zone.name,
+                record_id=record.id,
+                type=d.type,
+                name=d.name,
+                content=d.content,
+                priority=d.priority,
+                purpose=d.purpose,
+                created=ours,
+            )
+        if outcome != "unchanged":
+            log.info("record " + outcome, type=d.type, name=d.name, content=d.content, record_id=record.id)
+        return Applied(desired=d, record=record, outcome=outcome, created=ours)
+
+    async def decommission(self, tenant_id: uuid.UUID) -> int:
+        """Delete every record this service created for the tenant (and nothing else). Returns how many."""
+        async with unit_of_work(self.sessions) as session:
+            rows = await repository.live_created(session, tenant_id)
+        deleted = 0
+        for row in rows:
+            gone_now = await self.provider.delete_record(row.zone_id, row.record_id)
+            async with unit_of_work(self.sessions) as session:
+                await repository.mark_deleted(session, row.id)
+            deleted += int(gone_now)
+            log.info("record deleted", type=row.type, name=row.name, record_id=row.record_id, existed=gone_now)
+        return deleted
