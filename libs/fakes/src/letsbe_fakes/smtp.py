@@ -1,0 +1,84 @@
+"""A real SMTP server on loopback (aiosmtpd) that keeps what it receives: for email tests and the sandbox.
+
+``with FakeSmtp() as smtp: ... smtp.host, smtp.port``; received mail is in ``smtp.messages`` (parsed
+``email.message.EmailMessage``) and ``smtp.envelopes`` ((mail_from, rcpt_tos)). ``fail_next(n, code)`` answers
+the next n messages with an SMTP error (4xx transient, 5xx permanent) instead of accepting them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+
+class _Handler:
+    def __init__(self, fake: FakeSmtp):
+        self.fake = fake
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # aiosmtpd calls it by this name
+        with self.fake._lock:
+            if self.fake._failures:
+                code = self.fake._failures.pop(0)
+                return f"{code} {'Try again later' if code < 500 else 'Message refused'}"
+            raw = envelope.original_content or envelope.content
+            self.fake.messages.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
+            self.fake.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+        return "250 Message accepted for delivery"
+
+
+class FakeSmtp:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+        self.host = host
+        self.port = port or _free_port(host)
+        self.messages: list[EmailMessage] = []
+        self.envelopes: list[tuple[str, list[str]]] = []
+        self._failures: list[int] = []
+        self._lock = threading.Lock()
+        self._controller = Controller(_Handler(self), hostname=host, port=self.port)
+
+    def fail_next(self, times: int = 1, code: int = 451) -> None:
+        with self._lock:
+            self._failures.extend([code] * times)
+
+    def start(self) -> FakeSmtp:
+        self._controller.start()
+        return self
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def __enter__(self) -> FakeSmtp:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        """Block until at least ``count`` messages arrived (from sync code)."""
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.messages)} of {count} messages after {timeout}s")
+            time.sleep(0.02)
+        return list(self.messages)
+
+    async def await_messages(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+        deadline = time.monotonic() + timeout
+        while len(self.messages) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self.messages)} of {count} messages after {timeout}s")
+            await asyncio.sleep(0.02)
+        return list(self.messages)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
