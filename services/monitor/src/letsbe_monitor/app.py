@@ -5,32 +5,57 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpx
 from fastapi import FastAPI
-
-from letsbe_monitor import __version__
-from letsbe_monitor.config import MonitorSettings
-from letsbe_monitor.db import SCHEMA
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
+
+from letsbe_monitor import __version__
+from letsbe_monitor.alerts.handlers import AlertHandlers
+from letsbe_monitor.alerts.service import AlertEngine
+from letsbe_monitor.alerts.sweep import Sweep
+from letsbe_monitor.clock import Clock, utcnow
+from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.db import SCHEMA
+from letsbe_monitor.notify.channels import build_channels
+from letsbe_monitor.notify.worker import DeliveryWorker
+from letsbe_monitor.tenants.handlers import TenantHandlers
+from letsbe_monitor.tls.service import TlsChecker
 
 ROUTERS: list = []
 
 
-def start_workers(rt: Runtime, settings: MonitorSettings) -> None:
-    assert rt.bus is not None
+def start_workers(rt: Runtime, settings: MonitorSettings, http: httpx.AsyncClient, clock: Clock = utcnow) -> None:
+    assert rt.bus is not None and rt.sessions is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
 
+    engine = AlertEngine(settings)
+    for consumer in TenantHandlers(rt.sessions, engine, settings, clock).consumers(rt.bus):
+        rt.start(consumer.durable, consumer.run(), consumer.stop)
+    for consumer in AlertHandlers(rt.sessions, engine).consumers(rt.bus):
+        rt.start(consumer.durable, consumer.run(), consumer.stop)
 
-def create_app(settings: MonitorSettings | None = None) -> FastAPI:
+    sweep = Sweep(rt.sessions, engine, settings, clock)
+    rt.start("sweep", sweep.run(), sweep.stop)
+    tls = TlsChecker(rt.sessions, engine, settings, clock)
+    rt.start("tls-checker", tls.run(), tls.stop)
+    deliveries = DeliveryWorker(rt.sessions, settings, build_channels(settings, http), clock)
+    rt.start("deliveries", deliveries.run(), deliveries.stop)
+
+
+def create_app(settings: MonitorSettings | None = None, *, clock: Clock = utcnow) -> FastAPI:
     settings = settings or MonitorSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings) as rt:
+        async with (
+            httpx.AsyncClient(timeout=settings.http_timeout_seconds, follow_redirects=False) as http,
+            runtime(settings) as rt,
+        ):
             app.state.runtime = rt
             app.state.settings = settings
-            start_workers(rt, settings)
+            start_workers(rt, settings, http, clock)
             yield
 
     return create_service_app(title="LetsBe Monitor", version=__version__, lifespan=lifespan, routers=ROUTERS)

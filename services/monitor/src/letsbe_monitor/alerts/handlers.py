@@ -1,0 +1,41 @@
+"""Event consumers of the alerts context: the hub's acknowledge / silence actions reach the monitor's routing."""
+
+from __future__ import annotations
+
+from letsbe_contracts.events import AlertAcknowledgedV1, AlertSilencedV1
+from letsbe_platform.bus import Bus, Consumer, Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import claim
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_monitor.alerts.service import AlertEngine
+from letsbe_monitor.db import inbox
+
+log = get_logger(__name__)
+
+
+class AlertHandlers:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], engine: AlertEngine):
+        self.sessions = sessions
+        self.engine = engine
+
+    async def on_acknowledged(self, event: AlertAcknowledgedV1, delivery: Delivery) -> None:
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, "monitor-on-alert-acknowledged", delivery.event_id):
+                return
+            if not await self.engine.acknowledge(session, event.alert_id, event.acknowledged_by, event.acknowledged_at):
+                log.warning("acknowledged alert unknown here", alert_id=str(event.alert_id))
+
+    async def on_silenced(self, event: AlertSilencedV1, delivery: Delivery) -> None:
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, "monitor-on-alert-silenced", delivery.event_id):
+                return
+            if not await self.engine.silence(session, event.alert_id, event.silenced_until, event.silenced_by):
+                log.warning("silenced alert unknown here", alert_id=str(event.alert_id))
+
+    def consumers(self, bus: Bus) -> list[Consumer]:
+        return [
+            bus.consumer("monitor-on-alert-acknowledged", AlertAcknowledgedV1, self.on_acknowledged),
+            bus.consumer("monitor-on-alert-silenced", AlertSilencedV1, self.on_silenced),
+        ]

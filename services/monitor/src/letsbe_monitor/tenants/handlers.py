@@ -1,0 +1,68 @@
+"""Event consumers of the tenants context: heartbeats, provisioning, backup reports, token usage."""
+
+from __future__ import annotations
+
+from letsbe_contracts import ProvisionedV1, TenantHeartbeatV1
+from letsbe_contracts.events import TenantBackupReportedV1, TenantUsageReportedV1
+from letsbe_platform.bus import Bus, Consumer, Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.outbox import claim
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_monitor.alerts.service import AlertEngine
+from letsbe_monitor.clock import Clock, utcnow
+from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.db import inbox
+from letsbe_monitor.tenants import service
+
+
+class TenantHandlers:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        engine: AlertEngine,
+        settings: MonitorSettings,
+        clock: Clock = utcnow,
+    ):
+        self.sessions = sessions
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+
+    async def on_heartbeat(self, event: TenantHeartbeatV1, delivery: Delivery) -> None:
+        # No inbox row per heartbeat: record_heartbeat is idempotent by itself (see there).
+        async with unit_of_work(self.sessions) as session:
+            await service.record_heartbeat(session, self.engine, self.settings, event, self.clock())
+
+    async def on_provisioned(self, event: ProvisionedV1, delivery: Delivery) -> None:
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, "monitor-on-provisioned", delivery.event_id):
+                return
+            await service.record_provisioned(session, self.engine, self.settings, event, self.clock())
+
+    async def on_backup_reported(self, event: TenantBackupReportedV1, delivery: Delivery) -> None:
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, "monitor-on-backup-reported", delivery.event_id):
+                return
+            await service.record_backup_report(session, self.engine, self.settings, event, self.clock())
+
+    async def on_usage_reported(self, event: TenantUsageReportedV1, delivery: Delivery) -> None:
+        # De-duplicated by (tenant, hour, sequence), which also covers a report re-sent under a new event id.
+        async with unit_of_work(self.sessions) as session:
+            await service.record_usage(session, self.engine, self.settings, event, self.clock())
+
+    def consumers(self, bus: Bus) -> list[Consumer]:
+        return [
+            # Heartbeats: only the present matters to a brand-new consumer, not a week of history in the stream.
+            bus.consumer(
+                "monitor-on-tenant-heartbeat",
+                TenantHeartbeatV1,
+                self.on_heartbeat,
+                concurrency=4,
+                batch=50,
+                deliver_new_only=True,
+            ),
+            bus.consumer("monitor-on-provisioned", ProvisionedV1, self.on_provisioned),
+            bus.consumer("monitor-on-backup-reported", TenantBackupReportedV1, self.on_backup_reported),
+            bus.consumer("monitor-on-usage-reported", TenantUsageReportedV1, self.on_usage_reported, concurrency=2),
+        ]
