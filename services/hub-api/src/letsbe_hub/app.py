@@ -15,6 +15,9 @@ from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.tenants import endpoints as tenants, heartbeat as tenant_heartbeats
 from letsbe_hub.commands import endpoints as commands, workers as command_workers
+from letsbe_hub.orders import endpoints as orders, wiring as orders_wiring
+from letsbe_hub.catalog import endpoints as catalog
+from letsbe_hub.payments import endpoints as payments
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
@@ -23,6 +26,9 @@ ROUTERS = [
     tokens.router,
     *tenants.routers,
     *commands.routers,
+    orders.router,
+    payments.router,
+    catalog.router,
 ]
 
 
@@ -33,6 +39,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     rt.start("outbox-relay", relay.run(), relay.stop)
     tenant_heartbeats.start(rt, settings)
     command_workers.start(rt, settings)
+    orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

@@ -1,3 +1,4 @@
+from letsbe_contracts.enums import Tier
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
@@ -11,6 +12,24 @@ class HubSettings(ServiceSettings):
     port: int = Field(default=3847, ge=1, le=65535)
     # Creates (once) an admin token with every scope from this value, for the first operator and for scripts.
     bootstrap_admin_token: SecretStr | None = None
+
+    # --- orders, payments and the welcome email (issue 3) -----------------------------------------------------
+    stripe_secret_key: SecretStr | None = None  # unset: orders are created without a checkout session
+    stripe_webhook_secret: SecretStr | None = None  # unset: the webhook answers 503
+    stripe_api_base: str = "https://api.stripe.com"
+    stripe_currency: str = Field(default="eur", pattern=r"^[a-z]{3}$")
+    # The monthly price per tier in cents; checkout charges the first month.
+    tier_prices_cents: dict[Tier, int] = {Tier.LITE: 2900, Tier.BUILD: 4900, Tier.SCALE: 8900, Tier.ENTERPRISE: 16900}
+    checkout_success_url: str = "https://letsbe.biz/welcome?order={order_id}"
+    checkout_cancel_url: str = "https://letsbe.biz/pricing?order={order_id}"
+    smtp_host: str | None = None  # unset: welcome emails stay queued until it is set
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool | None = None  # None: STARTTLS when the server offers it
+    smtp_timeout_seconds: float = Field(default=30, gt=0)
+    mail_from: str = "LetsBe <welcome@letsbe.biz>"
+    sse_ping_seconds: float = Field(default=15, gt=0)
 
     # --- tenants, agents, commands and rollouts (issue 7) -------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)

@@ -2,6 +2,9 @@
 
 from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
+from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401
+from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress  # noqa: F401
+from letsbe_hub.payments.models import StripeEvent  # noqa: F401
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
 from letsbe_hub.tenants.models import (  # noqa: F401
     Agent,

@@ -1,0 +1,194 @@
+"""The welcome email: sent once per fulfilled order, over SMTP (aiosmtplib).
+
+SMTP has no idempotency key, so "exactly once" is built around one row per order (``welcome_emails``):
+
+1. Enqueue — the hub-on-provisioned handler inserts the row (state ``pending``, a Message-ID derived from the
+   order id) in the SAME transaction as the FULFILLED transition and its inbox claim. A redelivered
+   ``provisioned`` event finds the inbox claim and the row (``ON CONFLICT DO NOTHING``): never a second row.
+2. Claim — before talking to SMTP, a mailer commits ``sending`` + ``claimed_at`` (``FOR UPDATE SKIP LOCKED``,
+   so two hub replicas never claim the same row).
+3. Send, and only after the server's 250 commit ``sent``. A ``sent`` row is never sent again.
+
+Crashes: before (2) the row stays ``pending`` and is sent later; after (3) nothing is resent. The one window
+left is between the server accepting the message and the ``sent`` commit (milliseconds): the row stays
+``sending``, and once its lease expires it is sent again with the SAME Message-ID, which the recipient's mail
+system uses to drop the duplicate. A temporary SMTP error puts the row back to ``pending`` with a backoff; a
+permanent one (5xx) marks it ``failed`` for an operator to see on the order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime
+
+import aiosmtplib
+from letsbe_contracts import load_catalog
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
+from prometheus_client import Counter
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_hub.config import HubSettings
+from letsbe_hub.notifications.models import WelcomeEmail
+
+log = get_logger(__name__)
+
+WELCOME_EMAILS = Counter("hub_welcome_emails_total", "Welcome email send attempts by outcome", ["outcome"])
+
+W = WelcomeEmail
+
+
+class WelcomeMailer:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: HubSettings,
+        *,
+        poll_seconds: float = 15.0,
+        lease_seconds: float = 300.0,
+        batch: int = 10,
+    ):
+        self.sessions = sessions
+        self.settings = settings
+        self.poll_seconds = poll_seconds
+        self.lease = timedelta(seconds=lease_seconds)
+        self.batch = batch
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+
+    def kick(self) -> None:
+        """Look for work now (called after a commit that enqueued an email)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                if await self.send_due():
+                    continue
+                BACKGROUND_TASK_LAST_SUCCESS.labels("welcome-mailer").set_to_current_time()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database was unreachable: rows stay as they are, try again later
+                log.warning("welcome mailer pass failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
+            except TimeoutError:
+                pass
+
+    async def send_due(self) -> int:
+        """Claim due emails, send each, record the result. Returns how many were attempted."""
+        async with unit_of_work(self.sessions) as session:
+            due = (
+                select(W.order_id)
+                .where(
+                    or_(
+                        and_(W.state == "pending", W.next_attempt_at <= func.now()),
+                        and_(W.state == "sending", W.claimed_at < func.now() - self.lease),
+                    )
+                )
+                .order_by(W.created_at)
+                .limit(self.batch)
+                .with_for_update(skip_locked=True)
+            )
+            rows = (
+                (
+                    await session.execute(
+                        update(W)
+                        .where(W.order_id.in_(due.scalar_subquery()))
+                        .values(state="sending", attempts=W.attempts + 1, claimed_at=func.now())
+                        .returning(W)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for row in rows:
+            await self._deliver(row)
+        return len(rows)
+
+    async def _deliver(self, row: WelcomeEmail) -> None:
+        s = self.settings
+        try:
+            await aiosmtplib.send(
+                compose(row, s.mail_from),
+                hostname=s.smtp_host,
+                port=s.smtp_port,
+                username=s.smtp_username,
+                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+                start_tls=s.smtp_starttls,
+                timeout=s.smtp_timeout_seconds,
+            )
+        except aiosmtplib.SMTPResponseException as exc:
+            permanent = 500 <= exc.code < 600
+            await self._record_failure(row, f"SMTP {exc.code}: {exc.message}", permanent=permanent)
+            return
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
+            await self._record_failure(row, f"{type(exc).__name__}: {exc}", permanent=False)
+            return
+        async with unit_of_work(self.sessions) as session:
+            await session.execute(
+                update(W)
+                .where(W.order_id == row.order_id, W.state == "sending")
+                .values(state="sent", sent_at=func.now(), last_error=None)
+            )
+        WELCOME_EMAILS.labels("sent").inc()
+        log.info("welcome email sent", order_id=str(row.order_id), attempt=row.attempts)
+
+    async def _record_failure(self, row: WelcomeEmail, error: str, *, permanent: bool) -> None:
+        delay = timedelta(seconds=min(3600, 30 * 2 ** min(row.attempts - 1, 7)))
+        async with unit_of_work(self.sessions) as session:
+            await session.execute(
+                update(W)
+                .where(W.order_id == row.order_id, W.state == "sending")
+                .values(
+                    state="failed" if permanent else "pending",
+                    last_error=error[:2000],
+                    next_attempt_at=func.now() + delay,
+                )
+            )
+        WELCOME_EMAILS.labels("failed" if permanent else "retry").inc()
+        log.warning("welcome email not sent", order_id=str(row.order_id), error=error[:300], permanent=permanent)
+
+
+def compose(row: WelcomeEmail, mail_from: str) -> EmailMessage:
+    catalog = load_catalog()
+    lines = [
+        f"Hello {row.customer_name},",
+        "",
+        f"your LetsBe server for {row.domain} is ready. Your tools:",
+        "",
+    ]
+    for name in row.tools:
+        try:
+            tool = catalog.tool(name)
+        except KeyError:
+            continue
+        if tool.subdomain:
+            lines.append(f"  {tool.title:<16} https://{tool.subdomain}.{row.domain}")
+    lines += [
+        "",
+        "Get the LetsBe app for your phone and desktop: https://letsbe.biz/apps",
+        "",
+        "Welcome aboard,",
+        "the LetsBe team",
+    ]
+    msg = EmailMessage()
+    msg["From"] = mail_from
+    msg["To"] = row.recipient
+    msg["Subject"] = f"Your LetsBe server for {row.domain} is ready"
+    msg["Message-ID"] = row.message_id
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["X-LetsBe-Order"] = str(row.order_id)
+    msg.set_content("\n".join(lines))
+    return msg

@@ -1,0 +1,214 @@
+"""Test fixtures for the orders, payments, catalog and notifications contexts (imported by their conftest.py).
+
+``orders_hub`` runs the hub app with only this context's workers (plus the outbox relay), so tests observe exactly
+what orders do — no allocation worker moving orders behind the test's back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+import uvicorn
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from letsbe_fakes import LoopbackServer
+from letsbe_fakes.smtp import FakeSmtp
+from letsbe_fakes.stripe import StripeFake
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.web import create_service_app, runtime
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_hub.app import ROUTERS
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.auth.service import create_token
+from letsbe_hub.config import HubSettings
+from letsbe_hub.db import SCHEMA
+from letsbe_hub.orders import wiring
+
+WEBHOOK_SECRET = "whsec_test_orders"  # noqa: S105 - a test value
+
+
+# --- external systems on loopback -------------------------------------------------------------------------------
+
+
+@dataclass
+class RunningStripe:
+    fake: StripeFake
+    url: str
+
+
+@pytest.fixture
+def stripe_fake() -> Iterator[RunningStripe]:
+    fake = StripeFake(webhook_secret=WEBHOOK_SECRET)
+    with LoopbackServer(fake.app) as srv:
+        yield RunningStripe(fake, srv.url)
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[FakeSmtp]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+    with FakeSmtp() as smtp:
+        yield smtp
+
+
+# --- the hub -----------------------------------------------------------------------------------------------------
+
+
+def orders_settings(
+    database_url: str,
+    nats_url: str,
+    bus_namespace: str,
+    stripe: RunningStripe | None,
+    smtp: FakeSmtp | None,
+    **extra: Any,
+) -> HubSettings:
+    values: dict[str, Any] = {
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LETSBE_BUS_NAMESPACE": bus_namespace,
+        "log_json": False,
+        "stripe_webhook_secret": WEBHOOK_SECRET,
+        "sse_ping_seconds": 0.5,
+        "shutdown_grace_seconds": 5,
+    }
+    if stripe is not None:
+        values.update(stripe_secret_key=stripe.fake.api_key, stripe_api_base=stripe.url)
+    if smtp is not None:
+        values.update(
+            smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False, mail_from="LetsBe <hello@letsbe.test>"
+        )
+    return HubSettings.model_validate({**values, **extra})
+
+
+@pytest.fixture
+def hub_settings(
+    database_url: str, nats_url: str, bus_namespace: str, stripe_fake: RunningStripe, smtp_server: FakeSmtp
+) -> HubSettings:
+    return orders_settings(database_url, nats_url, bus_namespace, stripe_fake, smtp_server)
+
+
+def orders_app(settings: HubSettings) -> FastAPI:
+    """Every hub route, but only the outbox relay and the orders workers."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with runtime(settings) as rt:
+            app.state.runtime = rt
+            app.state.settings = settings
+            assert rt.bus is not None
+            relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.2)
+            rt.start("outbox-relay", relay.run(), relay.stop)
+            app.state.orders = wiring.start(rt, settings)
+            yield
+
+    return create_service_app(title="hub (orders tests)", version="test", lifespan=lifespan, routers=ROUTERS)
+
+
+@dataclass
+class Hub:
+    app: FastAPI
+    client: httpx.AsyncClient
+
+    @property
+    def orders(self) -> wiring.OrdersRuntime:
+        return self.app.state.orders
+
+
+@pytest_asyncio.fixture
+async def orders_hub(hub_settings: HubSettings) -> AsyncIterator[Hub]:
+    app = orders_app(hub_settings)
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            yield Hub(app, client)
+
+
+async def token(sessions: async_sessionmaker[AsyncSession], scopes: list[Scope], name: str = "test-operator") -> str:
+    async with unit_of_work(sessions) as session:
+        _, plaintext = await create_token(session, name, scopes)
+    return plaintext
+
+
+@pytest_asyncio.fixture
+async def operator(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]:
+    """Headers of a token with orders:read and orders:write."""
+    return {"Authorization": f"Bearer {await token(sessions, [Scope.ORDERS_READ, Scope.ORDERS_WRITE])}"}
+
+
+@asynccontextmanager
+async def serve(app: FastAPI) -> AsyncIterator[str]:
+    """Run ``app`` on a real loopback HTTP server in this event loop (streaming responses need one)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False)
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    try:
+        for _ in range(300):
+            if server.started:
+                break
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.05)
+        else:
+            raise TimeoutError("hub did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=15)
+
+
+# --- helpers -------------------------------------------------------------------------------------------------------
+
+
+def order_body(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "customer_name": "Acme GmbH",
+        "customer_email": "owner@acme.test",
+        "domain": f"acme-{uuid.uuid4().hex[:8]}.test",
+        "tier": "build",
+        "region": "eu",
+        "tools": ["nextcloud", "ghost"],
+        "automation_mode": "AUTO",
+    }
+    body.update(overrides)
+    return body
+
+
+async def post_event(
+    client: httpx.AsyncClient, stripe: StripeFake, event: dict[str, Any], **sign: Any
+) -> httpx.Response:
+    body, headers = stripe.signed(event, **sign)
+    return await client.post("/api/v1/public/stripe/webhook", content=body, headers=headers)
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    """Parse a complete SSE body into [{id, event, data}] (comments/pings skipped)."""
+    out: list[dict[str, Any]] = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields: dict[str, Any] = {}
+        for line in block.split("\n"):
+            if not line or line.startswith(":"):
+                continue
+            name, _, value = line.partition(":")
+            fields[name] = value[1:] if value.startswith(" ") else value
+        if "data" in fields:
+            fields["data"] = json.loads(fields["data"])
+            out.append(fields)
+    return out

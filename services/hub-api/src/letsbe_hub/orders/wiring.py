@@ -1,0 +1,90 @@
+"""Resources and workers of orders, payments and notifications, built from settings when the app starts.
+
+``start(rt, settings)`` is called from ``letsbe_hub.app.start_workers``; endpoints reach the resources with
+``OrdersRuntimeDep``. Everything is closed when the runtime stops (each resource is a supervised task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from letsbe_contracts.events import (
+    DeadLetteredV1,
+    DnsReadyV1,
+    OrderFailedV1,
+    ProvisionedV1,
+    ProvisioningLogV1,
+    ProvisioningStepV1,
+    ServerAllocatedV1,
+)
+from letsbe_platform.web import Runtime
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_hub.config import HubSettings
+from letsbe_hub.notifications.mailer import WelcomeMailer
+from letsbe_hub.orders.handlers import OrderHandlers
+from letsbe_hub.orders.stream import OrderStreamListener
+from letsbe_hub.payments.gateway import PaymentGateway, StripeGateway
+
+
+@dataclass
+class OrdersRuntime:
+    settings: HubSettings
+    sessions: async_sessionmaker[AsyncSession]
+    gateway: PaymentGateway | None
+    listener: OrderStreamListener
+    mailer: WelcomeMailer | None
+    handlers: OrderHandlers
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[Runtime, OrdersRuntime] = weakref.WeakKeyDictionary()
+
+
+def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
+    assert rt.bus is not None and rt.sessions is not None and settings.database_url
+    gateway: PaymentGateway | None = None
+    if settings.stripe_secret_key is not None:
+        gateway = StripeGateway(settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base)
+        rt.start("stripe-client", *_closing(gateway))
+    listener = OrderStreamListener(settings.database_url)
+    rt.start("order-stream-listener", listener.run(), listener.stop)
+    mailer: WelcomeMailer | None = None
+    if settings.smtp_host:
+        mailer = WelcomeMailer(rt.sessions, settings)
+        rt.start("welcome-mailer", mailer.run(), mailer.stop)
+    handlers = OrderHandlers(rt.sessions, settings, on_fulfilled=mailer.kick if mailer else lambda: None)
+    consumers = [
+        rt.bus.consumer("hub-on-server-allocated", ServerAllocatedV1, handlers.on_server_allocated),
+        rt.bus.consumer("hub-on-dns-ready", DnsReadyV1, handlers.on_dns_ready),
+        rt.bus.consumer("hub-on-provisioned", ProvisionedV1, handlers.on_provisioned),
+        rt.bus.consumer("hub-on-order-failed", OrderFailedV1, handlers.on_order_failed),
+        rt.bus.consumer("hub-on-dead-lettered", DeadLetteredV1, handlers.on_dead_lettered),
+        rt.bus.consumer("hub-on-provisioning-step", ProvisioningStepV1, handlers.on_provisioning_step),
+        rt.bus.consumer("hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log, batch=100),
+    ]
+    for consumer in consumers:
+        rt.start(consumer.durable, consumer.run(), consumer.stop)
+    orders_rt = OrdersRuntime(settings, rt.sessions, gateway, listener, mailer, handlers)
+    _RUNTIMES[rt] = orders_rt
+    return orders_rt
+
+
+def _closing(gateway: PaymentGateway):
+    stopped = asyncio.Event()
+
+    async def hold() -> None:
+        await stopped.wait()
+        await gateway.aclose()
+
+    return hold(), stopped.set
+
+
+def get_orders_runtime(request: Request) -> OrdersRuntime:
+    return _RUNTIMES[request.app.state.runtime]
+
+
+OrdersRuntimeDep = Annotated[OrdersRuntime, Depends(get_orders_runtime)]

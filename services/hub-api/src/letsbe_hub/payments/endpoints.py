@@ -1,0 +1,76 @@
+"""The Stripe webhook: verify the signature, store the event id once, apply it, all before answering 200."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import stripe
+from fastapi import APIRouter, Header, Request
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from prometheus_client import Histogram
+from pydantic import BaseModel
+
+from letsbe_hub.payments.errors import InvalidWebhook, PaymentsNotConfigured
+from letsbe_hub.payments.service import HANDLED_TYPES, claim_event, parse_event, process
+
+log = get_logger(__name__)
+
+router = APIRouter(prefix="/api/v1/public/stripe", tags=["public"])
+
+TOLERANCE_SECONDS = 300  # Stripe's own default: a captured request cannot be replayed later than this
+MAX_PAYLOAD_BYTES = 512 * 1024
+
+STRIPE_WEBHOOK_SECONDS = Histogram(
+    "hub_stripe_webhook_duration_seconds",
+    "Stripe webhook processing time (verify, store, apply, commit) by event type and outcome",
+    ["event_type", "outcome"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+class WebhookAck(BaseModel):
+    received: bool = True
+    event_id: str
+    outcome: str
+
+
+@router.post("/webhook", name="stripe-webhook", summary="Stripe events (signed with the webhook secret)")
+async def stripe_webhook(
+    request: Request, stripe_signature: Annotated[str | None, Header(alias="Stripe-Signature")] = None
+) -> WebhookAck:
+    started = time.perf_counter()
+    event_type, outcome = "unknown", "error"
+    try:
+        secret = request.app.state.settings.stripe_webhook_secret
+        if secret is None:
+            outcome = "not-configured"
+            raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_WEBHOOK_SECRET to accept Stripe webhooks.")
+        payload = await request.body()
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            outcome = "invalid"
+            raise InvalidWebhook("The payload is larger than any Stripe event.")
+        try:
+            stripe.Webhook.construct_event(payload, stripe_signature, secret.get_secret_value(), TOLERANCE_SECONDS)
+        except stripe.SignatureVerificationError:
+            outcome = "bad-signature"
+            log.warning("stripe webhook with a bad signature refused")
+            raise InvalidWebhook(
+                "The Stripe-Signature header is missing, stale or does not match the payload."
+            ) from None
+        except Exception:  # signed, but not a JSON event object
+            outcome = "invalid"
+            raise InvalidWebhook("The payload is not a Stripe event.") from None
+        outcome = "invalid"
+        event = parse_event(payload)
+        event_type = event.type if event.type in HANDLED_TYPES else "other"
+        async with unit_of_work(request.app.state.runtime.sessions) as session:
+            if not await claim_event(session, event):
+                outcome = "duplicate"
+            else:
+                outcome = await process(session, event)
+        log.info("stripe event", stripe_event_id=event.id, type=event.type, outcome=outcome)
+        return WebhookAck(event_id=event.id, outcome=outcome)
+    finally:
+        STRIPE_WEBHOOK_SECONDS.labels(event_type, outcome).observe(time.perf_counter() - started)

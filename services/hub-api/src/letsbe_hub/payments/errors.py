@@ -1,0 +1,17 @@
+from letsbe_platform.errors import DomainError
+
+
+class PaymentProviderError(DomainError):
+    """Stripe refused or could not be reached; nothing was written."""
+
+    status_code, type, title = 502, "payment-provider", "Payment provider error"
+
+
+class PaymentsNotConfigured(DomainError):
+    status_code, type, title = 503, "payments-not-configured", "Payments are not configured"
+
+
+class InvalidWebhook(DomainError):
+    """A bad signature, a stale timestamp or a payload that is not a Stripe event: 400, nothing written."""
+
+    status_code, type, title = 400, "invalid-webhook", "Invalid webhook"

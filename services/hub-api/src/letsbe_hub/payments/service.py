@@ -1,0 +1,227 @@
+"""Stripe webhook events → order changes. One transaction per event; each event id is handled once.
+
+Out-of-order delivery is normal for Stripe, so every handler checks the order's current state instead of
+assuming the previous event arrived: an ``expired`` after ``completed`` does nothing, a refund of a fulfilled
+order is recorded and flagged for a person, money for a cancelled order is flagged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from letsbe_contracts.enums import OrderStatus as S
+from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy import update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from letsbe_hub.orders import repository as orders_repo
+from letsbe_hub.orders import service as orders
+from letsbe_hub.orders import state
+from letsbe_hub.orders.models import Order
+from letsbe_hub.payments.errors import InvalidWebhook
+from letsbe_hub.payments.models import StripeEvent
+
+ACTOR = "stripe"
+HANDLED_TYPES = (
+    "checkout.session.completed",
+    "checkout.session.async_payment_succeeded",
+    "checkout.session.async_payment_failed",
+    "checkout.session.expired",
+    "payment_intent.payment_failed",
+    "charge.refunded",
+)
+
+
+# --- the parts of Stripe's objects we rely on (validated; everything else is ignored) ----------------------------
+
+
+class _Obj(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class EventData(_Obj):
+    object: dict[str, Any]
+
+
+class StripeEventIn(_Obj):
+    id: str
+    object: str
+    type: str
+    created: int
+    livemode: bool
+    data: EventData
+
+
+class CheckoutSessionObj(_Obj):
+    id: str
+    client_reference_id: str | None = None
+    metadata: dict[str, str] | None = None
+    payment_status: str | None = None
+    payment_intent: str | None = None
+
+
+class PaymentErrorObj(_Obj):
+    message: str | None = None
+    code: str | None = None
+
+
+class PaymentIntentObj(_Obj):
+    id: str
+    metadata: dict[str, str] | None = None
+    last_payment_error: PaymentErrorObj | None = None
+
+
+class ChargeObj(_Obj):
+    id: str
+    payment_intent: str | None = None
+    metadata: dict[str, str] | None = None
+    amount_refunded: int
+    currency: str
+
+
+def parse_event(payload: bytes) -> StripeEventIn:
+    try:
+        event = StripeEventIn.model_validate_json(payload)
+    except ValidationError as exc:
+        raise InvalidWebhook("The payload is not a Stripe event.", errors=_locs(exc)) from None
+    if event.object != "event":
+        raise InvalidWebhook("The payload is not a Stripe event.")
+    return event
+
+
+def _locs(exc: ValidationError) -> list[str]:
+    return [".".join(map(str, e["loc"])) for e in exc.errors()[:10]]
+
+
+def _obj(model: type[_Obj], event: StripeEventIn) -> Any:
+    try:
+        return model.model_validate(event.data.object)
+    except ValidationError as exc:
+        raise InvalidWebhook(f"A {event.type} event without the fields it must have.", errors=_locs(exc)) from None
+
+
+def _order_ref(*candidates: str | None) -> uuid.UUID | None:
+    for c in candidates:
+        if c:
+            try:
+                return uuid.UUID(c)
+            except ValueError:
+                continue
+    return None
+
+
+# --- processing -------------------------------------------------------------------------------------------------
+
+
+async def claim_event(session: AsyncSession, event: StripeEventIn) -> bool:
+    """True the first time this event id is seen. A concurrent duplicate waits on the row lock and then gets False."""
+    stmt = (
+        insert(StripeEvent)
+        .values(
+            event_id=event.id,
+            type=event.type[:100],
+            livemode=event.livemode,
+            stripe_created_at=datetime.fromtimestamp(event.created, UTC),
+        )
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(StripeEvent.event_id)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def process(session: AsyncSession, event: StripeEventIn) -> str:
+    """Apply one (already verified, first-seen) event; returns the outcome that is stored with the event id."""
+    order: Order | None = None
+    outcome = "ignored"
+    if event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        cs = _obj(CheckoutSessionObj, event)
+        order = await _find(session, cs.metadata, cs.client_reference_id, checkout_session_id=cs.id)
+        if order is None:
+            outcome = "unknown-order"
+        elif cs.payment_status not in ("paid", "no_payment_required"):
+            outcome = "awaiting-async-payment"  # completed, but the money comes later (async_payment_succeeded)
+        else:
+            outcome = await orders.confirm_payment(
+                session, order, actor=ACTOR, checkout_session_id=cs.id, payment_intent_id=cs.payment_intent
+            )
+    elif event.type == "checkout.session.expired":
+        cs = _obj(CheckoutSessionObj, event)
+        order = await _find(session, cs.metadata, cs.client_reference_id, checkout_session_id=cs.id)
+        if order is None:
+            outcome = "unknown-order"
+        elif order.status == S.PENDING_PAYMENT and order.checkout_session_id == cs.id:
+            await state.transition(
+                session,
+                order.id,
+                S.CANCELLED,
+                actor=ACTOR,
+                reason="checkout session expired unpaid",
+                expected=S.PENDING_PAYMENT,
+            )
+            outcome = "cancelled"
+        else:
+            outcome = "ignored-stale"  # paid meanwhile, or an older session than the order's current one
+    elif event.type in ("payment_intent.payment_failed", "checkout.session.async_payment_failed"):
+        if event.type == "payment_intent.payment_failed":
+            pi = _obj(PaymentIntentObj, event)
+            order = await _find(session, pi.metadata, payment_intent_id=pi.id)
+            error = (pi.last_payment_error.message if pi.last_payment_error else None) or "payment failed"
+        else:
+            cs = _obj(CheckoutSessionObj, event)
+            order = await _find(session, cs.metadata, cs.client_reference_id, checkout_session_id=cs.id)
+            error = "the delayed payment failed"
+        if order is None:
+            outcome = "unknown-order"
+        elif order.status == S.PENDING_PAYMENT:
+            # The customer can try again in the same checkout session: record it, change no state.
+            await session.execute(
+                update(Order)
+                .where(Order.id == order.id)
+                .values(payment_failures=Order.payment_failures + 1, last_payment_error=error[:2000])
+            )
+            outcome = "payment-failed-recorded"
+        else:
+            outcome = "ignored-stale"
+    elif event.type == "charge.refunded":
+        ch = _obj(ChargeObj, event)
+        order = await _find(session, ch.metadata, payment_intent_id=ch.payment_intent)
+        if order is None:
+            outcome = "unknown-order"
+        else:
+            # amount_refunded is cumulative, so taking the max makes replays and reordering converge.
+            refunded = max(order.amount_refunded_cents, ch.amount_refunded)
+            await orders_repo.set_fields(session, order.id, amount_refunded_cents=refunded)
+            outcome = "refund-recorded"
+            if order.status not in (S.PENDING_PAYMENT, S.CANCELLED):
+                await orders.flag(
+                    session,
+                    order.id,
+                    f"refunded {refunded / 100:.2f} {ch.currency.upper()} (charge {ch.id}) while the order is "
+                    f"{order.status}: decide whether to stop or decommission it",
+                )
+                outcome = "refund-recorded-flagged"
+    await session.execute(
+        update(StripeEvent)
+        .where(StripeEvent.event_id == event.id)
+        .values(outcome=outcome, order_id=order.id if order else None)
+    )
+    return outcome
+
+
+async def _find(
+    session: AsyncSession,
+    metadata: dict[str, str] | None,
+    client_reference_id: str | None = None,
+    *,
+    checkout_session_id: str | None = None,
+    payment_intent_id: str | None = None,
+) -> Order | None:
+    return await orders_repo.find_for_payment(
+        session,
+        order_id=_order_ref((metadata or {}).get("order_id"), client_reference_id),
+        checkout_session_id=checkout_session_id,
+        payment_intent_id=payment_intent_id,
+    )
