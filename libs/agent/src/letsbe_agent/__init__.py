@@ -1,0 +1,1 @@
+"""The tenant agent runtime (see runtime.AgentRuntime)."""
