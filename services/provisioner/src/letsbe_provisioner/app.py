@@ -5,21 +5,53 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncssh
 from fastapi import FastAPI
+from letsbe_contracts import DnsReadyV1
+from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA
+from letsbe_provisioner.jobs.handlers import DURABLE, dns_ready_handler
+from letsbe_provisioner.jobs.hub import HubClient
+from letsbe_provisioner.jobs.secrets import SecretBox
+from letsbe_provisioner.jobs.service import Pipeline
 
 ROUTERS: list = []
+log = get_logger(__name__)
 
 
-def start_workers(rt: Runtime, settings: ProvisionerSettings) -> None:
+def build_pipeline(rt: Runtime, settings: ProvisionerSettings) -> Pipeline:
+    assert rt.sessions is not None and settings.hub_token is not None and settings.secrets_key is not None
+    if settings.ssh_private_key is not None:
+        key = asyncssh.import_private_key(settings.ssh_private_key.get_secret_value())
+    else:
+        assert settings.ssh_private_key_file is not None
+        key = asyncssh.read_private_key(str(settings.ssh_private_key_file))
+    hub = HubClient(settings.hub_url, settings.hub_token.get_secret_value(), timeout=settings.hub_timeout_seconds)
+    return Pipeline(settings, rt.sessions, hub, SecretBox(settings.secrets_key.get_secret_value()), key)
+
+
+def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None:
     assert rt.bus is not None
-    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
+    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.5)
     rt.start("outbox-relay", relay.run(), relay.stop)
+    missing = settings.missing()
+    if missing:
+        log.warning("pipeline disabled: settings missing", missing=missing)
+        return None
+    pipeline = build_pipeline(rt, settings)
+    consumer = rt.bus.consumer(
+        DURABLE, DnsReadyV1, dns_ready_handler(pipeline),
+        batch=1,  # each slot fetches one job at a time: nothing waits un-heartbeated behind a long pipeline
+        concurrency=settings.max_concurrent_jobs,
+        ack_wait=settings.ack_wait_seconds,
+    )
+    rt.start(DURABLE, consumer.run(), consumer.stop)
+    return pipeline
 
 
 def create_app(settings: ProvisionerSettings | None = None) -> FastAPI:
@@ -30,7 +62,12 @@ def create_app(settings: ProvisionerSettings | None = None) -> FastAPI:
         async with runtime(settings) as rt:
             app.state.runtime = rt
             app.state.settings = settings
-            start_workers(rt, settings)
-            yield
+            pipeline = start_workers(rt, settings)
+            app.state.pipeline = pipeline
+            try:
+                yield
+            finally:
+                if pipeline is not None:
+                    await pipeline.hub.aclose()
 
     return create_service_app(title="LetsBe Provisioner", version=__version__, lifespan=lifespan, routers=ROUTERS)

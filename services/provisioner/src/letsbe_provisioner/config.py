@@ -1,5 +1,7 @@
+from pathlib import Path
+
 from letsbe_platform.settings import ServiceSettings
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 
@@ -8,3 +10,49 @@ class ProvisionerSettings(ServiceSettings):
 
     service_name: str = "provisioner"
     port: int = Field(default=3850, ge=1, le=65535)
+
+    # --- the Hub (registration tokens, tenant status) ---
+    hub_url: str = "http://127.0.0.1:3847"
+    hub_token: SecretStr | None = None  # a Hub API token with the tenants:enroll scope
+    tenant_hub_url: str | None = None  # the Hub as tenants reach it (agents, ACME hooks); default: hub_url
+    hub_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- SSH ---
+    ssh_private_key: SecretStr | None = None  # OpenSSH/PEM text; or a file:
+    ssh_private_key_file: Path | None = None
+    ssh_connect_timeout_seconds: float = Field(default=20.0, gt=0)
+    # "" on real servers. Tests (and the sandbox of `make run`) point it at the loopback SSH target's sandbox root.
+    remote_root: str = ""
+
+    # --- secrets at rest ---
+    secrets_key: SecretStr | None = None  # a Fernet key (32 url-safe base64 bytes) for the tenant secrets we keep
+
+    # --- the pipeline ---
+    max_concurrent_jobs: int = Field(default=20, ge=1, le=500)
+    step_timeout_seconds: float = Field(default=1800.0, gt=0)
+    step_attempts: int = Field(default=3, ge=1, le=10)  # per step, for transient faults
+    retry_backoff_seconds: tuple[float, ...] = (10.0, 30.0, 90.0)
+    lease_seconds: float = Field(default=60.0, gt=0)  # a job whose owner stopped renewing this long is taken over
+    ack_wait_seconds: float = Field(default=60.0, gt=0)
+    log_flush_seconds: float = Field(default=0.25, gt=0)
+    registration_timeout_seconds: float = Field(default=900.0, gt=0)
+    registration_poll_seconds: float = Field(default=5.0, gt=0)
+    agent_image_tag: str = "latest"
+
+    @field_validator("remote_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        if v and (not v.startswith("/") or v.endswith("/")):
+            raise ValueError("remote_root is an absolute path without a trailing slash, or empty")
+        return v
+
+    def missing(self) -> list[str]:
+        """Settings the pipeline cannot run without (reported at start; the service stays up for /healthz)."""
+        missing = []
+        if self.hub_token is None:
+            missing.append("LETSBE_PROVISIONER_HUB_TOKEN")
+        if self.ssh_private_key is None and self.ssh_private_key_file is None:
+            missing.append("LETSBE_PROVISIONER_SSH_PRIVATE_KEY(_FILE)")
+        if self.secrets_key is None:
+            missing.append("LETSBE_PROVISIONER_SECRETS_KEY")
+        return missing

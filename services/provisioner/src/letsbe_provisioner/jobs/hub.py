@@ -1,0 +1,77 @@
+"""The two Hub routes the provisioner uses (our own Hub's admin API, scope tenants:enroll)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class HubError(Exception):
+    def __init__(self, message: str, *, transient: bool):
+        super().__init__(message)
+        self.transient = transient
+
+
+class RegistrationToken(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    token: str
+    expires_at: str | None = None
+
+
+class TenantAgent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    agent: str
+    registered_at: str | None = None
+
+
+class TenantStatus(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    tenant_id: uuid.UUID
+    agents: list[TenantAgent] = []
+
+    def registered(self, agent: str) -> bool:
+        return any(a.agent == agent and a.registered_at for a in self.agents)
+
+
+class HubClient:
+    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0):
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"), timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            r = await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise HubError(f"hub unreachable: {type(exc).__name__}", transient=True) from exc
+        if r.status_code >= 500 or r.status_code == 429:
+            raise HubError(f"hub answered {r.status_code} on {method} {path}", transient=True)
+        if r.status_code >= 400:
+            detail = r.headers.get("content-type", "").endswith("json") and r.json().get("detail")
+            raise HubError(f"hub refused {method} {path}: {r.status_code} {detail or ''}".strip(), transient=False)
+        return r.json()
+
+    async def registration_token(self, tenant_id: uuid.UUID, body: dict[str, Any]) -> RegistrationToken:
+        data = await self._call("POST", f"/api/v1/admin/tenants/{tenant_id}/registration-tokens", json=body)
+        try:
+            return RegistrationToken.model_validate(data)
+        except ValidationError as exc:
+            raise HubError(f"unexpected registration-token answer: {exc.errors()[0]['msg']}", transient=False) from exc
+
+    async def tenant(self, tenant_id: uuid.UUID) -> TenantStatus | None:
+        try:
+            data = await self._call("GET", f"/api/v1/admin/tenants/{tenant_id}")
+        except HubError as exc:
+            if "404" in str(exc):
+                return None
+            raise
+        try:
+            return TenantStatus.model_validate(data)
+        except ValidationError as exc:
+            raise HubError(f"unexpected tenant answer: {exc.errors()[0]['msg']}", transient=True) from exc

@@ -1,0 +1,494 @@
+"""The pipeline: one job per order, ten steps over SSH, resumable, streamed live, finished once.
+
+State lives in the job and step rows; every event leaves through the outbox in the same transaction as the row
+change it reports. Why the outbox for log lines too: one ordered stream per job (the outbox sequence follows the
+order we commit in, and one job has one writer at a time, see the lease), nothing the Hub shows that we did not
+commit (a step reported SUCCEEDED is SUCCEEDED in our rows), and no lost step change after a crash. Lines are
+batched (``log_flush_seconds``) so a chatty step costs a few transactions a second, not one per line; each
+batch reserves its ``seq`` numbers from the job row in the same transaction, so a seq is never reused, even
+across crashes (gaps are fine; consumers order and de-duplicate by seq, and each event id is uuid5(job, seq)).
+
+Who runs a job: the process holding its lease (``lease_owner``/``lease_until``, renewed while it works). A
+redelivered dns-ready for a job whose owner died (the lease ran out) resumes it at the first unfinished step;
+one for a FAILED job resumes at the failed step; one for a SUCCEEDED job changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import socket
+import time
+import uuid
+from collections import deque
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import asyncssh
+from letsbe_contracts import (
+    DnsReadyV1,
+    FailureStage,
+    OrderFailedV1,
+    OrderSpec,
+    ProvisionedV1,
+    ProvisioningLogV1,
+    ProvisioningStepV1,
+    ServerTarget,
+    StepStatus,
+    load_catalog,
+)
+from letsbe_platform.bus import Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import LATENCY_BUCKETS
+from letsbe_platform.outbox import add_event, notify_channel
+from prometheus_client import Counter, Histogram
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_provisioner.config import ProvisionerSettings
+from letsbe_provisioner.db import SCHEMA, outbox
+from letsbe_provisioner.jobs import ssh
+from letsbe_provisioner.jobs.hub import HubClient, HubError
+from letsbe_provisioner.jobs.models import Job, JobStatus, JobStep
+from letsbe_provisioner.jobs.redact import Redactor
+from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
+from letsbe_provisioner.rendering.plan import AGENTS, Plan, Settings
+from letsbe_provisioner.steps import STEPS
+
+log = get_logger(__name__)
+
+JOBS_FINISHED = Counter("provisioner_jobs_finished_total", "Provisioning jobs that ended", ["outcome"])
+STEP_SECONDS = Histogram(
+    "provisioner_step_duration_seconds", "Wall time of one step attempt", ["step", "outcome"],
+    buckets=(*LATENCY_BUCKETS, 30.0, 60.0, 300.0, 900.0),
+)
+STEP_RETRIES = Counter("provisioner_step_retries_total", "Step attempts retried after a transient fault", ["step"])
+
+# Output that means "try again later", not "this server is broken".
+TRANSIENT_OUTPUT = re.compile(
+    r"Could not get lock|Unable to acquire the dpkg frontend lock|Temporary failure resolving|"
+    r"Connection timed out|Connection reset by peer|TLS handshake timeout|i/o timeout|Failed to fetch|"
+    r"Hash Sum mismatch|toomanyrequests|503 Service Unavailable|another provisioning step still holds",
+    re.I,
+)
+EX_TEMPFAIL = 75
+TAIL_LINES = 50
+REASON_LINES = 20
+
+NS = uuid.UUID("6f1d2a4e-2b8c-4f4e-9a53-7c0e4b1f6a10")
+
+
+def event_id(job_id: uuid.UUID, key: str) -> uuid.UUID:
+    """Deterministic: staging the same fact twice (a crash and a redo) stages it once."""
+    return uuid.uuid5(NS, f"{job_id}:{key}")
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Pipeline:
+    """Runs dns-ready events into provisioned (or order-failed). One instance per process."""
+
+    def __init__(
+        self,
+        settings: ProvisionerSettings,
+        sessions: async_sessionmaker[AsyncSession],
+        hub: HubClient,
+        box: SecretBox,
+        client_key: asyncssh.SSHKey,
+    ):
+        self.settings = settings
+        self.sessions = sessions
+        self.hub = hub
+        self.box = box
+        self.client_key = client_key
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.static_secrets = [s.get_secret_value() for s in (settings.hub_token,) if s is not None]
+
+    # --- entry point ----------------------------------------------------------------------------------------------
+
+    async def on_dns_ready(self, event: DnsReadyV1, delivery: Delivery | None = None) -> None:
+        keepalive = asyncio.create_task(self._keep_in_progress(delivery))
+        try:
+            while True:
+                decision, job_id = await self._claim(event)
+                if decision == "done":
+                    return
+                if decision == "busy":  # another live process runs it: hold the message until it ends or dies
+                    await asyncio.sleep(min(self.settings.lease_seconds / 2, 5.0))
+                    continue
+                task = self.running.get(job_id)
+                if task is None:
+                    task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+                    self.running[job_id] = task
+                    task.add_done_callback(lambda _t, j=job_id: self.running.pop(j, None))
+                await asyncio.shield(task)
+                return
+        finally:
+            keepalive.cancel()
+
+    async def _keep_in_progress(self, delivery: Delivery | None) -> None:
+        if delivery is None:
+            return
+        while True:
+            await asyncio.sleep(self.settings.ack_wait_seconds / 3)
+            with contextlib.suppress(Exception):
+                await delivery.in_progress()
+
+    async def _claim(self, event: DnsReadyV1) -> tuple[Literal["mine", "busy", "done"], uuid.UUID]:
+        """Create the job, resume a failed one, or take over one whose owner died; in one transaction."""
+        order = event.order
+        async with unit_of_work(self.sessions) as session:
+            job = (
+                await session.execute(select(Job).where(Job.order_id == order.order_id).with_for_update())
+            ).scalar_one_or_none()
+            lease = _now() + timedelta(seconds=self.settings.lease_seconds)
+            if job is None:
+                unknown = load_catalog().unknown(order.tools)
+                job = Job(
+                    id=uuid.uuid4(), order_id=order.order_id, tenant_id=order.order_id, domain=order.domain,
+                    status=JobStatus.RUNNING, run=1, spec=event.model_dump(mode="json"), log_seq=0,
+                    lease_owner=self.owner, lease_until=lease,
+                )
+                session.add(job)
+                for s in STEPS:
+                    session.add(JobStep(job_id=job.id, number=s.number, name=s.name, status=StepStatus.PENDING,
+                                        attempt=0))
+                if unknown:  # the Hub validates orders; this is a safety net, not a retry case
+                    await session.flush()
+                    await self._fail_job(session, job, 1, f"unknown tools in the order: {', '.join(unknown)}",
+                                         retryable=False)
+                    return "done", job.id
+                await ensure_secrets(session, self.box, job.tenant_id, order.tools)
+                log.info("provisioning job created", order_id=str(order.order_id), job_id=str(job.id))
+                return "mine", job.id
+            if job.status == JobStatus.SUCCEEDED:
+                return "done", job.id
+            if job.status == JobStatus.FAILED:
+                # A retry (or a redelivery) of dns-ready: resume at the failed step, with the target it carries now.
+                failed = await session.get(JobStep, (job.id, job.failed_step or 1))
+                if failed is not None and failed.status == StepStatus.FAILED:
+                    failed.status = StepStatus.PENDING
+                job.status, job.run, job.error, job.failed_step = JobStatus.RUNNING, job.run + 1, None, None
+                job.spec = event.model_dump(mode="json")
+                job.lease_owner, job.lease_until, job.finished_at = self.owner, lease, None
+                await ensure_secrets(session, self.box, job.tenant_id, order.tools)
+                log.info("resuming failed provisioning job", order_id=str(order.order_id), job_id=str(job.id), run=job.run)
+                return "mine", job.id
+            if job.id in self.running:
+                return "mine", job.id  # a redelivery while we are at it: wait with it
+            if job.lease_until is None or job.lease_until < _now():
+                log.warning("taking over provisioning job", job_id=str(job.id), previous_owner=job.lease_owner)
+                job.lease_owner, job.lease_until = self.owner, lease
+                return "mine", job.id
+            return "busy", job.id
+
+    # --- one run of a job -----------------------------------------------------------------------------------------
+
+    async def _run(self, job_id: uuid.UUID) -> None:
+        async with unit_of_work(self.sessions) as session:
+            job = await session.get(Job, job_id)
+            assert job is not None
+            steps = list((await session.execute(
+                select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.number))).scalars())
+            spec = DnsReadyV1.model_validate(job.spec)
+            secrets = await ensure_secrets(session, self.box, job.tenant_id, spec.order.tools)
+        run = JobRun(self, job, steps, spec.order, spec.server, secrets)
+        renew = asyncio.create_task(self._renew_lease(job_id))
+        try:
+            await run.execute()
+        finally:
+            renew.cancel()
+            await run.close()
+            with contextlib.suppress(Exception):
+                async with unit_of_work(self.sessions) as session:
+                    await session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
+                                          .values(lease_until=None))
+
+    async def _renew_lease(self, job_id: uuid.UUID) -> None:
+        while True:
+            await asyncio.sleep(self.settings.lease_seconds / 3)
+            try:
+                async with unit_of_work(self.sessions) as session:
+                    await session.execute(
+                        update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
+                        .values(lease_until=_now() + timedelta(seconds=self.settings.lease_seconds))
+                    )
+            except Exception as exc:  # the next renewal may work; losing the lease only allows a takeover
+                log.warning("lease renewal failed", job_id=str(job_id), error=repr(exc))
+
+    async def _fail_job(self, session: AsyncSession, job: Job, step: int, reason: str, *, retryable: bool) -> None:
+        job.status, job.error, job.failed_step, job.finished_at = JobStatus.FAILED, reason, step, _now()
+        await add_event(
+            session, outbox,
+            OrderFailedV1(order_id=job.order_id, stage=FailureStage.PROVISIONING, reason=reason[:4000],
+                          retryable=retryable, step=step),
+            correlation_id=str(job.order_id), event_id=event_id(job.id, f"failed:{job.run}"),
+        )
+        JOBS_FINISHED.labels("failed").inc()
+        log.error("provisioning failed", order_id=str(job.order_id), job_id=str(job.id), step=step, retryable=retryable)
+
+
+class JobRun:
+    """The steps of one job, in order, by this process; holds the SSH connection and the redactor."""
+
+    def __init__(self, pipeline: Pipeline, job: Job, steps: list[JobStep], order: OrderSpec, server: ServerTarget,
+                 secrets: dict[str, str]):
+        self.p = pipeline
+        self.settings = pipeline.settings
+        self.job_id = job.id
+        self.order_id = job.order_id
+        self.tenant_id = job.tenant_id
+        self.steps = steps
+        self.order = order
+        self.server = server
+        self.redact = Redactor([*secrets.values(), *pipeline.static_secrets])
+        self.plan = Plan(order, Settings(
+            hub_url=self.settings.tenant_hub_url or self.settings.hub_url, root=self.settings.remote_root,
+            agent_image_tag=self.settings.agent_image_tag, ssh_user=server.ssh_user, ssh_port=server.ssh_port,
+        ), secrets)
+        self.conn: asyncssh.SSHClientConnection | None = None
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.conn.wait_closed(), 5)
+            self.conn = None
+
+    async def execute(self) -> None:
+        for step in self.steps:
+            if step.status == StepStatus.SUCCEEDED:
+                continue  # finished before a crash or a failure: never run again
+            if not await self._step(step):
+                return
+        await self._finish()
+
+    # --- a step ---------------------------------------------------------------------------------------------------
+
+    async def _step(self, step: JobStep) -> bool:
+        attempts = self.settings.step_attempts
+        backoff = self.settings.retry_backoff_seconds or (1.0,)
+        for i in range(attempts):
+            attempt = await self._mark_running(step)
+            sink = LogSink(self, step.number)
+            started = time.perf_counter()
+            transient, exit_code, error = False, None, ""
+            try:
+                tokens = await self._tokens() if step.number == 10 else None
+                script = self.plan.step_script(step.number, tokens)
+                if self.conn is None:
+                    self.conn = await ssh.connect(self.server, self.p.client_key,
+                                                  timeout=self.settings.ssh_connect_timeout_seconds)
+                exit_code = await ssh.run_script(
+                    self.conn, script, root=self.settings.remote_root, user=self.server.ssh_user,
+                    on_line=sink.add, timeout=self.settings.step_timeout_seconds,
+                )
+                if exit_code == 0:
+                    await self._mark_done(step, sink, attempt)
+                    STEP_SECONDS.labels(step.name, "ok").observe(time.perf_counter() - started)
+                    return True
+                transient = exit_code == EX_TEMPFAIL or any(TRANSIENT_OUTPUT.search(line) for line in sink.tail)
+                error = f"exit code {exit_code}: {sink.reason()}"
+            except ssh.HostKeyMismatch as exc:
+                await sink.close()
+                await self._mark_failed(step, sink, attempt, None, str(exc), retryable=False)
+                return False
+            except (ssh.ConnectionFailed, TimeoutError) as exc:
+                transient = True
+                error = str(exc) or f"the step ran longer than {self.settings.step_timeout_seconds:g}s"
+                await self.close()
+            except HubError as exc:
+                transient, error = exc.transient, str(exc)
+            finally:
+                await sink.close()
+            STEP_SECONDS.labels(step.name, "failed").observe(time.perf_counter() - started)
+            error = self.redact(error)
+            if not transient or i == attempts - 1:
+                await self._mark_failed(step, sink, attempt, exit_code, error, retryable=True)
+                return False
+            delay = backoff[min(i, len(backoff) - 1)]
+            STEP_RETRIES.labels(step.name).inc()
+            await sink.note(f"attempt {attempt} failed ({error.splitlines()[0][:300]}); retrying in {delay:g}s")
+            await asyncio.sleep(delay)
+        return False  # pragma: no cover - the loop always returns
+
+    async def _tokens(self) -> dict[str, str]:
+        """Fresh one-time registration tokens for the agents (a re-run asks again; unused ones just expire)."""
+        body = {"domain": self.order.domain, "order_id": str(self.order_id), "tier": self.order.tier.value,
+                "region": self.order.region.value, "server_id": str(self.server.server_id)}
+        tokens = {}
+        for agent in AGENTS:
+            token = (await self.p.hub.registration_token(self.tenant_id, body)).token
+            self.redact.add(token)
+            tokens[agent] = token
+        return tokens
+
+    async def _mark_running(self, step: JobStep) -> int:
+        async with unit_of_work(self.p.sessions) as session:
+            row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
+            assert row is not None
+            row.status, row.attempt, row.started_at = StepStatus.RUNNING, row.attempt + 1, _now()
+            row.finished_at = row.exit_code = row.error = None
+            await self._step_event(session, row)
+            step.status, step.attempt = row.status, row.attempt
+            return row.attempt
+
+    async def _mark_done(self, step: JobStep, sink: LogSink, attempt: int) -> None:
+        async with sink.lock, unit_of_work(self.p.sessions) as session:
+            await sink.flush_in(session)  # the step's last lines precede its SUCCEEDED event
+            row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
+            assert row is not None
+            row.status, row.exit_code, row.finished_at = StepStatus.SUCCEEDED, 0, _now()
+            row.output_tail = sink.tail_text()
+            await self._step_event(session, row)
+            step.status = row.status
+
+    async def _mark_failed(self, step: JobStep, sink: LogSink, attempt: int, exit_code: int | None, error: str,
+                           *, retryable: bool) -> None:
+        async with sink.lock, unit_of_work(self.p.sessions) as session:
+            await sink.flush_in(session)
+            row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
+            job = await session.get(Job, self.job_id, with_for_update=True)
+            assert row is not None and job is not None
+            row.status, row.exit_code, row.finished_at = StepStatus.FAILED, exit_code, _now()
+            row.error, row.output_tail = error[:4000], sink.tail_text()
+            await self._step_event(session, row)
+            await self.p._fail_job(session, job, step.number, f"step {step.number} {step.name} failed: {error}",
+                                   retryable=retryable)
+            step.status = row.status
+
+    async def _step_event(self, session: AsyncSession, row: JobStep) -> None:
+        await add_event(
+            session, outbox,
+            ProvisioningStepV1(order_id=self.order_id, job_id=self.job_id, step=row.number, name=row.name,
+                               status=StepStatus(row.status), attempt=max(row.attempt, 1), exit_code=row.exit_code,
+                               error=row.error[:4000] if row.error else None),
+            correlation_id=str(self.order_id),
+            event_id=event_id(self.job_id, f"step:{row.number}:{row.attempt}:{row.status}"),
+        )
+
+    # --- after step 10 --------------------------------------------------------------------------------------------
+
+    async def _finish(self) -> None:
+        """Wait (bounded, from when the steps were done) until the Safety Wrapper has registered; then provisioned."""
+        async with unit_of_work(self.p.sessions) as session:
+            job = await session.get(Job, self.job_id, with_for_update=True)
+            assert job is not None
+            if job.status == JobStatus.RUNNING:
+                job.status, job.steps_done_at = JobStatus.AWAITING_REGISTRATION, _now()
+            deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
+        while True:
+            try:
+                tenant = await self.p.hub.tenant(self.tenant_id)
+                if tenant is not None and tenant.registered("safety-wrapper"):
+                    break
+            except HubError as exc:
+                log.warning("hub poll failed", job_id=str(self.job_id), error=str(exc))
+            if _now() >= deadline:
+                step = self.steps[-1]
+                sink = LogSink(self, step.number)
+                await sink.close()
+                await self._mark_failed(
+                    step, sink, step.attempt, None,
+                    f"the Safety Wrapper did not register with the Hub within "
+                    f"{self.settings.registration_timeout_seconds:g}s of step 10", retryable=True,
+                )
+                return
+            await asyncio.sleep(self.settings.registration_poll_seconds)
+        async with unit_of_work(self.p.sessions) as session:
+            job = await session.get(Job, self.job_id, with_for_update=True)
+            assert job is not None
+            if job.status == JobStatus.SUCCEEDED:
+                return
+            job.status, job.finished_at = JobStatus.SUCCEEDED, _now()
+            await add_event(
+                session, outbox,
+                ProvisionedV1(order=self.order, server=self.server, tenant_id=self.tenant_id, job_id=self.job_id,
+                              duration_seconds=max((job.finished_at - job.created_at).total_seconds(), 0.0)),
+                correlation_id=str(self.order_id), event_id=event_id(self.job_id, "provisioned"),
+            )
+        JOBS_FINISHED.labels("provisioned").inc()
+        log.info("provisioned", order_id=str(self.order_id), job_id=str(self.job_id))
+
+
+class LogSink:
+    """Redacts each output line, then batches lines into provisioning-log events (with their seq) every
+    ``log_flush_seconds``, so the Hub shows a step live without a transaction per line."""
+
+    def __init__(self, run: JobRun, step: int):
+        self.run = run
+        self.step = step
+        self.pending: list[tuple[str, str]] = []
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.stderr: deque[str] = deque(maxlen=REASON_LINES)
+        self.lock = asyncio.Lock()
+        self._flusher = asyncio.create_task(self._flush_loop())
+
+    async def add(self, stream: str, line: str) -> None:
+        line = self.run.redact(line)
+        self.pending.append((stream, line))
+        self.tail.append(line)
+        if stream == "stderr":
+            self.stderr.append(line)
+
+    async def note(self, line: str) -> None:
+        """A line of our own (a retry notice) in the step's log."""
+        await self.add("stderr", f"[provisioner] {line}")
+        async with self.lock, unit_of_work(self.run.p.sessions) as session:
+            await self.flush_in(session)
+
+    def reason(self) -> str:
+        lines = list(self.stderr) or list(self.tail)[-REASON_LINES:]
+        return "\n".join(lines)[-3000:] or "no output"
+
+    def tail_text(self) -> str:
+        return "\n".join(self.tail)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.run.settings.log_flush_seconds)
+            if not self.pending:
+                continue
+            try:
+                async with self.lock, unit_of_work(self.run.p.sessions) as session:
+                    await self.flush_in(session)
+            except Exception as exc:  # lines stay pending; the step's final flush tries again
+                log.warning("log flush failed", job_id=str(self.run.job_id), error=repr(exc))
+
+    async def flush_in(self, session: AsyncSession) -> None:
+        if not self.pending:
+            return
+        lines, self.pending = self.pending, []
+        try:
+            end = (await session.execute(
+                update(Job).where(Job.id == self.run.job_id).values(log_seq=Job.log_seq + len(lines))
+                .returning(Job.log_seq))).scalar_one()
+            first = end - len(lines)
+            corr = str(self.run.order_id)
+            rows = []
+            for offset, (stream, line) in enumerate(lines):
+                seq = first + offset
+                ev = ProvisioningLogV1(order_id=self.run.order_id, job_id=self.run.job_id, step=self.step, seq=seq,
+                                       stream=stream, line=line)  # type: ignore[arg-type]
+                env = ev.envelope(correlation_id=corr, event_id=event_id(self.run.job_id, f"log:{seq}"))
+                rows.append({"event_id": env.id, "subject": ev.SUBJECT, "envelope": env.model_dump(mode="json")})
+            # One multi-row insert per batch (what add_event does row by row), then wake the relay.
+            await session.execute(pg_insert(outbox).values(rows).on_conflict_do_nothing(index_elements=["event_id"]))
+            await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": notify_channel(SCHEMA)})
+            await session.execute(update(JobStep).where(JobStep.job_id == self.run.job_id,
+                                                        JobStep.number == self.step).values(output_tail=self.tail_text()))
+        except BaseException:
+            self.pending[:0] = lines  # not committed: keep them for the next flush
+            raise
+
+    async def close(self) -> None:
+        self._flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._flusher
