@@ -1,0 +1,85 @@
+"""The provisioner as a real process: dns-ready in over NATS, kill -9 mid-step, a new process finishes the job."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from sqlalchemy import select
+
+from letsbe_contracts import Envelope, ProvisionedV1, ProvisioningStepV1, StepStatus, decode
+from letsbe_fakes.ssh_target import SshTarget
+from letsbe_platform.bus import Bus
+from letsbe_platform.testing.processes import ServiceProcess
+from letsbe_provisioner.jobs.models import JobStep
+
+from ..conftest import dns_ready  # noqa: TID252
+
+
+async def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def stream(bus: Bus, event_cls: type) -> list[Any]:
+    """Every event of a type in the JetStream stream (de-duplicated there), in stream order."""
+    sub = await bus.js.subscribe(bus.subject(event_cls), ordered_consumer=True)
+    out = []
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=0.5)
+            except Exception:  # nats TimeoutError: nothing more
+                return out
+            out.append(decode(Envelope.model_validate_json(msg.data)))
+    finally:
+        await sub.unsubscribe()
+
+
+async def test_a_killed_provisioner_resumes_at_the_interrupted_step_and_reruns_no_finished_step(
+    provisioner_env: dict[str, str], processes: list[ServiceProcess], target: SshTarget, bus: Bus, sessions: Any
+) -> None:
+    target.hang("ufw", 30)  # step 4 will sit in its first ufw call
+    first = ServiceProcess("letsbe_provisioner", provisioner_env, port_env="LETSBE_PROVISIONER_PORT").start()
+    processes.append(first)
+    await first.wait_ready()
+    event = dns_ready(target)
+    await bus.publish(event, correlation_id=str(event.order.order_id))
+
+    async def step(n: int) -> JobStep | None:
+        async with sessions() as s:
+            return (await s.execute(select(JobStep).where(JobStep.number == n))).scalar_one_or_none()
+
+    async def mid_step_4() -> bool:
+        row = await step(4)
+        return row is not None and row.status == StepStatus.RUNNING and bool(target.calls("ufw"))
+
+    await wait_for(mid_step_4, 30, "step 4 to be running")
+    target.clear("ufw")
+    first.kill(signal.SIGKILL)
+    calls_before = len(target.calls())
+
+    second = ServiceProcess("letsbe_provisioner", provisioner_env, port_env="LETSBE_PROVISIONER_PORT").start()
+    processes.append(second)
+    await second.wait_ready()
+
+    async def provisioned() -> bool:
+        return bool(await stream(bus, ProvisionedV1))
+
+    await wait_for(provisioned, 45, "provisioned")
+    await asyncio.sleep(0.5)  # anything duplicated would be published by now
+
+    assert len(await stream(bus, ProvisionedV1)) == 1
+    rows = {n: await step(n) for n in range(1, 11)}
+    assert all(r is not None and r.status == StepStatus.SUCCEEDED for r in rows.values())
+    assert [rows[n].attempt for n in (1, 2, 3)] == [1, 1, 1], "finished steps were not run again"  # type: ignore[union-attr]
+    assert rows[4].attempt == 2  # type: ignore[union-attr]
+    after = [c[0] for c in target.calls()[calls_before:]]
+    assert not {"nproc", "timedatectl", "fallocate", "useradd", "passwd", "sshd"} & set(after)
+    assert "ufw" in after
+    succeeded = [e.step for e in await stream(bus, ProvisioningStepV1) if e.status == StepStatus.SUCCEEDED]
+    assert sorted(succeeded) == list(range(1, 11)) and len(succeeded) == 10
