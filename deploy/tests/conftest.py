@@ -5,15 +5,18 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from jsonschema.validators import validator_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -116,3 +119,47 @@ def make_database(pg_admin_url: str, pg_bin_dir: Path) -> Iterator[Callable[[], 
     for db in made:
         for name in (db.name, db.name + "_restoring", db.name + "_replaced"):
             Database(pg_admin_url, name, pg_bin_dir).drop()
+
+
+@pytest.fixture(scope="session")
+def compose_errors() -> Callable[[dict], str]:
+    """Checks a compose document against the Compose specification's JSON schema, as the check-jsonschema wheel
+    vendors it (vendor/compose-spec.json, from github.com/compose-spec/compose-spec, schema/compose-spec.json).
+    Returns the errors, one per line; empty when the document is valid."""
+    schema = json.loads((files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text())
+    validator = validator_for(schema)(schema)
+
+    def errors(doc: dict) -> str:
+        found = sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.path])
+        return "\n".join(f"{list(e.path)}: {e.message}" for e in found)
+
+    return errors
+
+
+@pytest.fixture(scope="session")
+def rendered_tenant(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tenant with every selectable tool, rendered by the provisioner's own CLI (deploy/tenant/README.md)."""
+    from letsbe_contracts import load_catalog
+
+    out = tmp_path_factory.mktemp("tenant")
+    tools = ",".join(t.name for t in load_catalog().selectable)
+    venv = Path(os.environ.get("VIRTUAL_ENV") or REPO / ".venv")
+    done = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "letsbe_provisioner.render",
+            "--tools",
+            tools,
+            "--domain",
+            "example.com",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return out
