@@ -1,16 +1,14 @@
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from letsbe_fakes.docker_engine import DockerEngineFake
+from letsbe_hub.tenants.testing import admin, hub, hub_settings  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def docker_fake(tmp_path: Path) -> Iterator[DockerEngineFake]:
-    # unix socket paths are limited to ~100 bytes: keep it short
-    import tempfile
-
-    d = Path(tempfile.mkdtemp(prefix="dk"))
+def docker_fake() -> Iterator[DockerEngineFake]:
+    d = Path(tempfile.mkdtemp(prefix="dk"))  # unix socket paths must stay short (~100 bytes)
     with DockerEngineFake(d / "d.sock", health_delay=0.1) as fake:
         yield fake

@@ -5,7 +5,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-
 from letsbe_agent.commands import CommandContext
 from letsbe_agent.docker import DockerClient
 from letsbe_agent.journal import CommandJournal
@@ -143,7 +142,9 @@ async def test_recovery_after_a_restart_mid_switch_rolls_back(docker_fake, updat
     old = docker_fake.by_name("openclaw")
     from letsbe_agent.docker import create_body
 
-    ctx.record(phase="replacing", previous={"name": "openclaw", "image": OLD, "body": create_body(old, OLD)}, target=NEW)
+    ctx.record(
+        phase="replacing", previous={"name": "openclaw", "image": OLD, "body": create_body(old, OLD)}, target=NEW
+    )
     docker_fake.containers.clear()  # the old one was removed, the new one never created
     outcome = await updater.recover(ctx)
     assert outcome.status == "ROLLED_BACK"

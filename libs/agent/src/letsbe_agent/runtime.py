@@ -86,6 +86,7 @@ class AgentRuntime:
         self.kind = kind
         self.version = version
         state = settings.state_dir
+        assert state is not None
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.credentials = CredentialStore(state / "credential.json")
         self.journal = CommandJournal(state / "journal")

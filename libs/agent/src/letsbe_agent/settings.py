@@ -6,14 +6,15 @@ from datetime import time
 from pathlib import Path
 
 from letsbe_platform.settings import ServiceSettings
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 
 
 class AgentSettings(ServiceSettings):
     # Unset: the agent serves its local API only and never talks to a hub (development, unit tests of its routes).
     hub_url: str | None = None
     hub_timeout_seconds: float = Field(default=10, gt=0)
-    state_dir: Path = Path("/var/lib/letsbe/agent")  # credential, command journal, unsent reports
+    # The credential, the command journal, unsent reports. Default: /var/lib/letsbe/<service_name>/agent.
+    state_dir: Path | None = None  # always set after validation
     # The one-time token the provisioner leaves on the tenant: from the environment or from a file.
     registration_token: SecretStr | None = None
     registration_token_file: Path | None = None
@@ -36,6 +37,12 @@ class AgentSettings(ServiceSettings):
     backup_check_at: time = time(6, 0)
     backup_check_timezone: str = "UTC"
     # Token usage: the Secrets Proxy records into this ledger; the agent that reports usage sends it hourly.
-    usage_ledger_path: Path | None = None
+    usage_ledger_path: Path | None = Path("/var/lib/letsbe/shared/usage.sqlite3")
     report_usage: bool = False
     usage_report_every_seconds: float = Field(default=300, gt=0)
+
+    @model_validator(mode="after")
+    def _default_state_dir(self) -> AgentSettings:
+        if self.state_dir is None:
+            self.state_dir = Path("/var/lib/letsbe") / self.service_name / "agent"
+        return self

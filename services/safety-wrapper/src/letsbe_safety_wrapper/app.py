@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from letsbe_agent.runtime import start_agent
+from letsbe_contracts.enums import AgentKind
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 from letsbe_safety_wrapper import __version__
@@ -17,6 +19,7 @@ ROUTERS: list = [tools.router]
 
 def start_workers(rt: Runtime, settings: SafetyWrapperSettings) -> None:
     """Background work of the agent (registration, heartbeats, command pulls) is wired here."""
+    start_agent(rt, settings, AgentKind.SAFETY_WRAPPER, __version__)  # letsbe_agent.runtime.agent_of(rt) finds it
 
 
 def create_app(settings: SafetyWrapperSettings | None = None) -> FastAPI:

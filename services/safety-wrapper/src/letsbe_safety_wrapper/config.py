@@ -1,15 +1,19 @@
 from pathlib import Path
 
-from letsbe_platform.settings import ServiceSettings
+from letsbe_agent.settings import AgentSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 
-class SafetyWrapperSettings(ServiceSettings):
+class SafetyWrapperSettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="LETSBE_SW_", env_file=".env", extra="ignore")
 
     service_name: str = "safety-wrapper"
     port: int = Field(default=8200, ge=1, le=65535)
+    # The agent runtime (letsbe_agent.AgentSettings: hub_url, state_dir, …): this agent also reports backups
+    # (daily, from backup-status.json) and the token usage the Secrets Proxy records in the shared ledger.
+    report_backups: bool = True
+    report_usage: bool = True
 
     # --- tool gate (tools/) ---
     # The AI agent's bearer token for /api/v1/tools/*. Unset: every tool call is refused (fail closed).

@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from letsbe_agent.runtime import start_agent
+from letsbe_contracts.enums import AgentKind
 
 from letsbe_secrets_proxy import __version__
 from letsbe_secrets_proxy.config import SecretsProxySettings
@@ -16,6 +18,7 @@ ROUTERS: list = []
 
 def start_workers(rt: Runtime, settings: SecretsProxySettings) -> None:
     """Background work of the agent (registration, heartbeats, command pulls) is wired here."""
+    start_agent(rt, settings, AgentKind.SECRETS_PROXY, __version__)  # letsbe_agent.runtime.agent_of(rt) finds it
 
 
 def create_app(settings: SecretsProxySettings | None = None) -> FastAPI:

@@ -1,10 +1,10 @@
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from letsbe_platform.settings import ServiceSettings
+from letsbe_agent.settings import AgentSettings
 
 
-class SecretsProxySettings(ServiceSettings):
+class SecretsProxySettings(AgentSettings):
     model_config = SettingsConfigDict(env_prefix="LETSBE_SP_", env_file=".env", extra="ignore")
 
     service_name: str = "secrets-proxy"

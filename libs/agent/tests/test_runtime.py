@@ -1,0 +1,295 @@
+"""The agent runtime against a real hub (in-process, real Postgres and NATS) and a Docker Engine fake."""
+
+import asyncio
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import text
+
+from letsbe_agent.commands import CommandContext, Outcome
+from letsbe_agent.runtime import AgentRuntime
+from letsbe_agent.settings import AgentSettings
+from letsbe_agent.usage import UsageLedger
+from letsbe_contracts.enums import AgentKind
+from letsbe_hub.tenants.testing import mint_token
+
+
+class SwitchableTransport(httpx.AsyncBaseTransport):
+    """The hub as the agent sees it over the network: ``down = True`` is the hub being unreachable."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport):
+        self.inner = inner
+        self.down = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await self.inner.handle_async_request(request)
+
+
+async def eventually(check: Callable, timeout: float = 10.0, every: float = 0.05):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(every)
+
+
+@pytest.fixture
+def agent_settings(tmp_path: Path, docker_fake) -> Callable[..., AgentSettings]:
+    def make(**overrides) -> AgentSettings:
+        values = {
+            "hub_url": "http://hub",
+            "state_dir": tmp_path / "state",
+            "registration_token_file": tmp_path / "registration-token",
+            "docker_socket": docker_fake.socket_path,
+            "backoff_base_seconds": 0.05,
+            "backoff_max_seconds": 0.3,
+            "long_poll_seconds": 2,
+            "update_poll_seconds": 0.05,
+            "backup_status_path": tmp_path / "backup-status.json",
+            "backup_lock_path": tmp_path / "backup.lock",
+            "usage_ledger_path": tmp_path / "usage.sqlite3",
+            "log_json": False,
+        }
+        return AgentSettings.model_validate(values | overrides)
+
+    return make
+
+
+class Agents:
+    """Runs agent runtimes in the test's loop and stops them at the end."""
+
+    def __init__(self, transport: SwitchableTransport):
+        self.transport = transport
+        self.tasks: list[tuple[AgentRuntime, asyncio.Task]] = []
+
+    def start(self, settings: AgentSettings, kind: AgentKind = AgentKind.SAFETY_WRAPPER) -> AgentRuntime:
+        agent = AgentRuntime(settings, kind=kind, version="1.0.0", hub_transport=self.transport)
+        self.tasks.append((agent, asyncio.create_task(agent.run())))
+        return agent
+
+    async def stop(self, agent: AgentRuntime) -> None:
+        for a, t in self.tasks:
+            if a is agent:
+                a.stop()
+                await asyncio.wait_for(t, 10)
+
+
+@pytest.fixture
+async def agents(hub) -> AsyncIterator[Agents]:
+    a = Agents(SwitchableTransport(hub._transport))
+    yield a
+    for agent, task in a.tasks:
+        agent.stop()
+    await asyncio.gather(*(t for _, t in a.tasks), return_exceptions=True)
+
+
+async def _enrolled(hub, admin, agents, settings, kind=AgentKind.SAFETY_WRAPPER, tenant_id=None):
+    tenant_id, _, token = await mint_token(hub, admin, tenant_id)
+    settings.registration_token_file.write_text(token)
+    agent = agents.start(settings, kind)
+    await asyncio.wait_for(agent.registered.wait(), 10)
+    return tenant_id, agent
+
+
+async def _command(hub, admin, tenant_id, type_, params=None, **extra) -> dict:
+    body = {"type": type_, "params": params or {}, "deadline_seconds": 30} | extra
+    r = await hub.post(f"/api/v1/admin/tenants/{tenant_id}/commands", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def _status(hub, admin, command_id) -> str:
+    return (await hub.get(f"/api/v1/admin/commands/{command_id}", headers=admin)).json()["status"]
+
+
+async def test_agent_registers_keeps_its_key_private_and_heartbeats_with_details(hub, admin, agents, agent_settings):
+    settings = agent_settings()
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    cred = settings.state_dir / "credential.json"
+    assert stat.S_IMODE(os.stat(cred).st_mode) == 0o600
+    assert not settings.registration_token_file.exists()  # the token is spent
+
+    async def has_details():
+        view = (await hub.get(f"/api/v1/admin/tenants/{tenant_id}", headers=admin)).json()
+        a = view["agents"][0]
+        if a["last_heartbeat_at"] is None:
+            return None
+        d = await hub.get(f"/api/v1/admin/tenants/{tenant_id}/agents/{a['agent_id']}/details", headers=admin)
+        return d.json()["details"]
+
+    details = await eventually(has_details)
+    assert details["disk"]["total_bytes"] > 0 and 0 <= details["memory"]["percent"] <= 100
+    assert details["versions"] == {"safety-wrapper": "1.0.0"}
+
+
+async def test_a_redelivered_command_is_acknowledged_not_run_again(hub, admin, agents, agent_settings, sessions):
+    settings = agent_settings()
+    runs = []
+
+    async def count(ctx: CommandContext) -> Outcome:
+        runs.append(ctx.command.id)
+        return Outcome.succeeded(n=len(runs))
+
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    agent.commands.register("count", count)
+    cmd = await _command(hub, admin, tenant_id, "count")
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "SUCCEEDED"))
+    # The hub never saw the ack (say the answer was lost): it offers the command again.
+    async with sessions() as s, s.begin():
+        await s.execute(
+            text("UPDATE hub.commands SET status='DELIVERED', delivered_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": cmd["id"]},
+        )
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "SUCCEEDED"))
+    async with sessions() as s:
+        deliveries = (
+            await s.execute(text("SELECT deliveries FROM hub.commands WHERE id = :id"), {"id": cmd["id"]})
+        ).scalar()
+    assert deliveries == 2
+    assert runs == [uuid.UUID(cmd["id"])]
+
+    # The same after a restart of the agent: the journal on disk remembers.
+    await agents.stop(agent)
+    async with sessions() as s, s.begin():
+        await s.execute(
+            text("UPDATE hub.commands SET status='DELIVERED', delivered_at = now() - interval '1 hour' WHERE id = :id"),
+            {"id": cmd["id"]},
+        )
+    again = agents.start(settings)
+    again.commands.register("count", count)
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "SUCCEEDED"))
+    assert runs == [uuid.UUID(cmd["id"])]
+
+
+async def _status_is(hub, admin, command_id, wanted):
+    return await _status(hub, admin, command_id) == wanted
+
+
+async def test_revoked_agent_deletes_its_credential_and_re_enrols_with_a_new_token(hub, admin, agents, agent_settings):
+    settings = agent_settings()
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    first = agent.credential.agent_id
+    r = await hub.post(f"/api/v1/admin/tenants/{tenant_id}/agents/{first}/revoke", headers=admin)
+    assert r.status_code == 204
+    await eventually(lambda: not (settings.state_dir / "credential.json").exists())
+    _, _, token = await mint_token(hub, admin, tenant_id)
+    settings.registration_token_file.write_text(token)
+    await eventually(lambda: agent.credential is not None and agent.credential.agent_id != first)
+    view = (await hub.get(f"/api/v1/admin/tenants/{tenant_id}", headers=admin)).json()
+    assert [a["agent_id"] for a in view["agents"]] == [str(agent.credential.agent_id)]
+
+
+async def test_results_and_reports_made_while_the_hub_is_down_arrive_once_it_is_back(
+    hub, admin, agents, agent_settings, sessions
+):
+    settings = agent_settings(report_backups=True, backup_check_at=time(0, 0))
+    release = asyncio.Event()
+
+    async def slow(ctx: CommandContext) -> Outcome:
+        await release.wait()
+        return Outcome.succeeded(done=True)
+
+    settings.backup_status_path.write_text(
+        '{"last_run": "2026-02-27T02:15:00Z", "duration_seconds": 342, "databases": {"ghost": {"status": "success",'
+        ' "size_mb": 12}}, "remote_sync": {"status": "success", "uploaded_mb": 230}}'
+    )
+    # the backup report is made while the hub is away (registration happens first)
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    agent.commands.register("slow", slow)
+    cmd = await _command(hub, admin, tenant_id, "slow")
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "RUNNING"))
+    agents.transport.down = True
+    release.set()
+    await eventually(lambda: len(agent.buffer) >= 1)
+    async with sessions() as s:
+        seq_during = (
+            await s.execute(text("SELECT last_seq FROM hub.agents WHERE tenant_id = :t"), {"t": tenant_id})
+        ).scalar()
+    await asyncio.sleep(0.5)  # several failed heartbeats (backoff)
+    agents.transport.down = False
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "SUCCEEDED"))
+    await eventually(lambda: len(agent.buffer) == 0)
+    async with sessions() as s:
+        transitions = (
+            (
+                await s.execute(
+                    text("SELECT to_status FROM hub.command_transitions WHERE command_id = :id ORDER BY id"),
+                    {"id": cmd["id"]},
+                )
+            )
+            .scalars()
+            .all()
+        )
+        backups = (await s.execute(text("SELECT count(*) FROM hub.backup_reports"))).scalar()
+        seq_after = (
+            await s.execute(text("SELECT last_seq FROM hub.agents WHERE tenant_id = :t"), {"t": tenant_id})
+        ).scalar()
+    assert transitions == ["QUEUED", "DELIVERED", "RUNNING", "SUCCEEDED"]
+    assert backups == 1
+    assert seq_after > seq_during  # heartbeats resumed
+
+    # a result sent twice (the answer to the first was lost) is stored once
+    agent._queue_result(uuid.UUID(cmd["id"]), {"status": "SUCCEEDED", "result": {"done": True}, "error": None})
+    await agent.flush()
+    async with sessions() as s:
+        n = (
+            await s.execute(
+                text("SELECT count(*) FROM hub.command_transitions WHERE command_id = :id"), {"id": cmd["id"]}
+            )
+        ).scalar()
+    assert n == 4
+
+
+async def test_usage_is_reported_per_hour_once_and_late_usage_goes_as_the_next_sequence(
+    hub, admin, agents, agent_settings, sessions
+):
+    settings = agent_settings(report_usage=True, usage_report_every_seconds=3600)
+    ledger = UsageLedger(settings.usage_ledger_path)
+    last_hour = datetime.now(UTC) - timedelta(hours=1)
+    ledger.record(100, 40, "claude-sonnet", at=last_hour)
+    ledger.record(50, 10, "claude-sonnet", at=last_hour)
+    ledger.record(7, 3, "gpt-4o", at=last_hour)
+    ledger.record(1, 1, "gpt-4o")  # this hour: not reported yet
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+
+    async def rows():
+        async with sessions() as s:
+            return (
+                await s.execute(text("SELECT sequence, tokens_in, tokens_out FROM hub.usage_reports ORDER BY sequence"))
+            ).all()
+
+    await eventually(lambda: _nonempty(rows))
+    assert [tuple(r) for r in await rows()] == [(0, 157, 53)]
+    ledger.record(10, 10, "gpt-4o", at=last_hour)  # a late call for that hour
+    assert await agent.report_usage() == 1
+    assert [tuple(r) for r in await rows()] == [(0, 157, 53), (1, 10, 10)]
+    assert await agent.report_usage() == 0  # nothing left
+    # a retry of a report the hub already has is acknowledged as a duplicate
+    r = await hub.post(
+        "/api/v1/tenant/usage",
+        json={
+            "hour": last_hour.isoformat(),
+            "sequence": 1,
+            "lines": [{"model": "x", "tokens_in": 9, "tokens_out": 9, "requests": 1}],
+        },
+        headers={"Authorization": f"Bearer {agent.credential.api_key}"},
+    )
+    assert r.json() == {"duplicate": True}
+    assert len(await rows()) == 2
+
+
+async def _nonempty(fn):
+    return bool(await fn())
