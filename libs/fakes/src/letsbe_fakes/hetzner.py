@@ -171,8 +171,14 @@ class FakeHetzner:
             "RateLimit-Reset": str(int(time.time()) + 3600),
         }
 
-    def _error(self, status: int, code: str, message: str, details: dict[str, Any] | None = None,
-               retry_after: int | None = None) -> JSONResponse:
+    def _error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        retry_after: int | None = None,
+    ) -> JSONResponse:
         headers = self._headers()
         if retry_after is not None:
             headers["Retry-After"] = str(retry_after)
@@ -304,8 +310,9 @@ class FakeHetzner:
             "root_password": None if ssh_keys else secrets.token_urlsafe(12),
         }
 
-    def _server_json(self, sid: int, name: str, stype: str, image: str, location: str,
-                     labels: dict[str, str]) -> dict[str, Any]:
+    def _server_json(
+        self, sid: int, name: str, stype: str, image: str, location: str, labels: dict[str, str]
+    ) -> dict[str, Any]:
         loc = LOCATIONS[location]
         spec = SERVER_TYPES[stype]
         flavor, version = IMAGES[image]
@@ -321,17 +328,33 @@ class FakeHetzner:
                 "firewalls": [],
             },
             "private_net": [],
-            "server_type": {"id": list(SERVER_TYPES).index(stype) + 1, "name": stype, "description": stype.upper(),
-                            "storage_type": "local", "architecture": "x86", **spec},
+            "server_type": {
+                "id": list(SERVER_TYPES).index(stype) + 1,
+                "name": stype,
+                "description": stype.upper(),
+                "storage_type": "local",
+                "architecture": "x86",
+                **spec,
+            },
             "datacenter": {
                 "id": 1,
                 "name": loc["datacenter"],
                 "description": loc["datacenter"],
-                "location": {"id": list(LOCATIONS).index(location) + 1, "name": location, "city": loc["city"],
-                             "country": loc["country"], "network_zone": loc["network_zone"]},
+                "location": {
+                    "id": list(LOCATIONS).index(location) + 1,
+                    "name": location,
+                    "city": loc["city"],
+                    "country": loc["country"],
+                    "network_zone": loc["network_zone"],
+                },
             },
-            "image": {"id": list(IMAGES).index(image) + 1, "type": "system", "name": image,
-                      "os_flavor": flavor, "os_version": version},
+            "image": {
+                "id": list(IMAGES).index(image) + 1,
+                "type": "system",
+                "name": image,
+                "os_flavor": flavor,
+                "os_version": version,
+            },
             "iso": None,
             "rescue_enabled": False,
             "locked": False,
@@ -404,8 +427,9 @@ class FakeHetzner:
                 for aid, (_, rid) in list(self._on_finish.items()):
                     if rid == sid:
                         self._on_finish.pop(aid)
-                        self.actions[aid].update(status="error", error={"code": "server_deleted",
-                                                                         "message": "server was deleted"})
+                        self.actions[aid].update(
+                            status="error", error={"code": "server_deleted", "message": "server was deleted"}
+                        )
                 return 200, {"action": self._new_action("delete_server", sid)}
 
         return await self._guard(request, get if request.method == "GET" else delete)

@@ -98,8 +98,16 @@ class FakeNetcup:
 
     # --- test controls --------------------------------------------------------------------------------------------
 
-    def add_server(self, server_id: int, *, name: str | None = None, ipv4: str = "127.0.0.1",
-                   state: str = "RUNNING", nickname: str | None = None, city: str = "Nuremberg") -> dict[str, Any]:
+    def add_server(
+        self,
+        server_id: int,
+        *,
+        name: str | None = None,
+        ipv4: str = "127.0.0.1",
+        state: str = "RUNNING",
+        nickname: str | None = None,
+        city: str = "Nuremberg",
+    ) -> dict[str, Any]:
         server = {
             "id": server_id,
             "name": name or f"v22025{server_id:012d}",
@@ -107,10 +115,18 @@ class FakeNetcup:
             "nickname": nickname,
             "disabled": False,
             "template": {"id": 1, "name": "RS 2000 G12"},
-            "serverLiveInfo": {"state": state, "autostart": True, "uefi": False, "uptimeInSeconds": 3600,
-                               "cpuCount": 8, "currentServerMemoryInMiB": 16384, "maxServerMemoryInMiB": 16384},
-            "ipv4Addresses": [{"id": server_id, "ip": ipv4, "netmask": "255.255.252.0", "gateway": None,
-                               "broadcast": None}],
+            "serverLiveInfo": {
+                "state": state,
+                "autostart": True,
+                "uefi": False,
+                "uptimeInSeconds": 3600,
+                "cpuCount": 8,
+                "currentServerMemoryInMiB": 16384,
+                "maxServerMemoryInMiB": 16384,
+            },
+            "ipv4Addresses": [
+                {"id": server_id, "ip": ipv4, "netmask": "255.255.252.0", "gateway": None, "broadcast": None}
+            ],
             "ipv6Addresses": [],
             "site": {"id": 1, "city": city},
             "snapshotCount": 0,
@@ -126,13 +142,30 @@ class FakeNetcup:
             self.snapshots.setdefault(server_id, {})
         return server
 
-    def inject(self, method: str, path: str, status: int, *, code: str | None = None, message: str | None = None,
-               times: int = 1, retry_after: int | None = None) -> None:
+    def inject(
+        self,
+        method: str,
+        path: str,
+        status: int,
+        *,
+        code: str | None = None,
+        message: str | None = None,
+        times: int = 1,
+        retry_after: int | None = None,
+    ) -> None:
         """Answer the next ``times`` requests matching ``method`` and ``path`` (regex) with an error."""
         with self._lock:
-            self._injections.append(_Injection(method.upper(), re.compile(path), status,
-                                               code or f"injected.{status}", message or f"injected {status}",
-                                               times, retry_after))
+            self._injections.append(
+                _Injection(
+                    method.upper(),
+                    re.compile(path),
+                    status,
+                    code or f"injected.{status}",
+                    message or f"injected {status}",
+                    times,
+                    retry_after,
+                )
+            )
 
     def expire_access_tokens(self) -> None:
         with self._lock:
@@ -204,23 +237,27 @@ class FakeNetcup:
         with self._lock:
             self.token_requests += 1
             if form.get("client_id") != "scp" or form.get("grant_type") != "refresh_token":
-                return JSONResponse({"error": "unsupported_grant_type", "error_description": "Unsupported grant"},
-                                    status_code=400)
+                return JSONResponse(
+                    {"error": "unsupported_grant_type", "error_description": "Unsupported grant"}, status_code=400
+                )
             if form.get("refresh_token") not in self.refresh_tokens:
-                return JSONResponse({"error": "invalid_grant", "error_description": "Invalid refresh token"},
-                                    status_code=400)
+                return JSONResponse(
+                    {"error": "invalid_grant", "error_description": "Invalid refresh token"}, status_code=400
+                )
             access = secrets.token_urlsafe(24)
             self._access[access] = time.monotonic() + self.access_token_seconds
-        return JSONResponse({
-            "access_token": access,
-            "expires_in": self.access_token_seconds,
-            "refresh_expires_in": 0,
-            "refresh_token": form.get("refresh_token"),
-            "token_type": "Bearer",
-            "not-before-policy": 0,
-            "session_state": str(uuid.uuid4()),
-            "scope": "offline_access email profile",
-        })
+        return JSONResponse(
+            {
+                "access_token": access,
+                "expires_in": self.access_token_seconds,
+                "refresh_expires_in": 0,
+                "refresh_token": form.get("refresh_token"),
+                "token_type": "Bearer",
+                "not-before-policy": 0,
+                "session_state": str(uuid.uuid4()),
+                "scope": "offline_access email profile",
+            }
+        )
 
     async def _ping(self, request: Request) -> Response:
         return PlainTextResponse("OK")
@@ -239,8 +276,13 @@ class FakeNetcup:
                 servers = [s for s in servers if s["name"] == name]
             if term := q.get("q"):
                 t = term.lower()
-                servers = [s for s in servers if t in s["name"].lower() or t in (s["nickname"] or "").lower()
-                           or any(t in a["ip"] for a in s["ipv4Addresses"])]
+                servers = [
+                    s
+                    for s in servers
+                    if t in s["name"].lower()
+                    or t in (s["nickname"] or "").lower()
+                    or any(t in a["ip"] for a in s["ipv4Addresses"])
+                ]
             servers = servers[offset : offset + limit if limit is not None else None]
             keys = ("id", "name", "hostname", "nickname", "disabled", "template")
             return 200, [{k: s[k] for k in keys} for s in servers]
@@ -264,8 +306,7 @@ class FakeNetcup:
         async def listing() -> tuple[int, Any]:
             with self._lock:
                 self._server_or_404(sid)
-                return 200, [{k: v for k, v in s.items() if k != "downloadInfos"}
-                             for s in self.snapshots[sid].values()]
+                return 200, [{k: v for k, v in s.items() if k != "downloadInfos"} for s in self.snapshots[sid].values()]
 
         async def create() -> tuple[int, Any]:
             try:
@@ -323,8 +364,9 @@ class FakeNetcup:
                 self._server_or_404(sid)
                 if name not in self.snapshots[sid]:
                     raise ScpError(404, "snapshot.not.found", f"Snapshot {name} not found.")
-                return 202, self._new_task("Delete snapshot", sid,
-                                           lambda ok: self.snapshots[sid].pop(name, None) if ok else None)
+                return 202, self._new_task(
+                    "Delete snapshot", sid, lambda ok: self.snapshots[sid].pop(name, None) if ok else None
+                )
 
         return await self._guard(request, get if request.method == "GET" else delete)
 

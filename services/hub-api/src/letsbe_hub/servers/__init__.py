@@ -1,0 +1,1 @@
+"""Servers context: inventory, pool policies, the allocation worker, replenishment, migration and cost views."""

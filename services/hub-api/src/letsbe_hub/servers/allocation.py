@@ -1,0 +1,328 @@
+"""The allocation worker: one order-created in, one server-allocated (or order-failed, or a hold) out.
+
+Decision, in one transaction:
+  1. redelivery (the inbox has the event)                        → nothing
+  2. the order already holds a server                            → emit server-allocated again (same server)
+  3. an overflow attempt for the order is under way              → resume it (never a second server)
+  4. an AVAILABLE pool server (SELECT … FOR UPDATE SKIP LOCKED)  → reserve it + inbox claim + server-allocated
+  5. MANUAL                                                      → hold for an operator + inbox claim
+  6. AUTO, no Hetzner configured                                 → order-failed (retryable) + inbox claim
+  7. AUTO                                                        → record the overflow intent (name = per order and
+                                                                   attempt), then outside the transaction:
+     create-or-find the Hetzner server by that name, wait until running, wait for SSH, read the host key; then
+     inventory row + intent READY + inbox claim + server-allocated in one transaction.
+     A provider failure (after the client's retries) → intent FAILING → delete the server → intent FAILED +
+     inbox claim + order-failed. A crash anywhere resumes from the intent on redelivery.
+
+The worker never writes the order's status: the orders context reacts to the events.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from letsbe_contracts import AutomationMode, FailureStage, OrderCreatedV1, OrderFailedV1, OrderSpec, Provider
+from letsbe_platform.bus import Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event, claim
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_hub.db import inbox, outbox
+from letsbe_hub.providers.base import Heartbeat
+from letsbe_hub.providers.errors import ProviderError
+from letsbe_hub.providers.hetzner import HetznerProvider
+from letsbe_hub.servers import repository as repo
+from letsbe_hub.servers.config import ServerSettings
+from letsbe_hub.servers.models import OverflowStatus
+from letsbe_hub.servers.reachability import wait_for_host_key
+from letsbe_hub.servers.service import emit_allocated, reserve
+
+log = get_logger(__name__)
+
+CONSUMER = "hub-allocate-on-order-created"
+ALLOCATIONS = Counter("hub_server_allocations_total", "Outcomes of the allocation worker", ["outcome"])
+
+
+class Outcome(StrEnum):
+    DUPLICATE = "duplicate"
+    EXISTING = "existing"
+    POOL = "pool"
+    HELD = "held"
+    OVERFLOW = "overflow"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    name: str
+    status: str
+    error: str | None = None
+    retryable: bool = True
+
+
+def overflow_name(order_id: uuid.UUID, attempt: int) -> str:
+    """The Hetzner server name of an attempt: unique per project, so it is our idempotency key at Hetzner."""
+    return f"letsbe-{order_id}-{attempt}"
+
+
+def throttled(beat: Callable[[], Awaitable[None]], every: float = 5.0) -> Heartbeat:
+    """Tell JetStream we are still working at most every ``every`` seconds (long Hetzner waits)."""
+    last = 0.0
+
+    async def heartbeat() -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= every:
+            last = now
+            try:
+                await beat()
+            except Exception as exc:  # a lost heartbeat only risks a redelivery, which we handle
+                log.warning("in_progress failed", error=repr(exc))
+
+    return heartbeat
+
+
+class Allocator:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: ServerSettings,
+        hetzner: HetznerProvider | None,
+    ):
+        self.sessions = sessions
+        self.settings = settings
+        self.hetzner = hetzner
+
+    async def on_order_created(self, event: OrderCreatedV1, delivery: Delivery) -> None:
+        await self.allocate(event.order, delivery.event_id, heartbeat=throttled(delivery.in_progress))
+
+    async def allocate(self, order: OrderSpec, event_id: uuid.UUID, *, heartbeat: Heartbeat | None = None) -> Outcome:
+        outcome, attempt = await self._decide(order, event_id)
+        if attempt is not None:
+            outcome = await self._overflow(order, event_id, attempt, heartbeat)
+        ALLOCATIONS.labels(outcome.value).inc()
+        log.info(
+            "order allocation",
+            order_id=str(order.order_id),
+            event_id=str(event_id),
+            outcome=outcome.value,
+            tier=order.tier.value,
+            region=order.region.value,
+        )
+        return outcome
+
+    # --- the decision ----------------------------------------------------------------------------------------------
+
+    async def _decide(self, order: OrderSpec, event_id: uuid.UUID) -> tuple[Outcome, _Attempt | None]:
+        async with unit_of_work(self.sessions) as s:
+            if await repo.seen(s, CONSUMER, event_id):
+                return Outcome.DUPLICATE, None
+            held = await repo.server_for_order(s, order.order_id)
+            if held is not None:
+                if not await claim(s, inbox, CONSUMER, event_id):
+                    return Outcome.DUPLICATE, None
+                await emit_allocated(s, order, held, cause=event_id)
+                return Outcome.EXISTING, None
+            intent = await repo.lock_overflow(s, order.order_id)
+            if intent is not None and intent.status in (OverflowStatus.CREATING, OverflowStatus.FAILING):
+                intent.event_id = event_id  # this delivery carries the attempt on
+                return Outcome.OVERFLOW, _Attempt(intent.name, intent.status, intent.error, intent.retryable)
+            server = await repo.lock_available_server(s, order.tier.value, order.region.value)
+            if server is not None:
+                if not await claim(s, inbox, CONSUMER, event_id):
+                    return Outcome.DUPLICATE, None  # a parallel delivery won; the row lock ends with this tx
+                reserve(server, order.order_id)
+                await repo.resolve_hold(s, order.order_id, server.id, "allocation-worker")
+                await emit_allocated(s, order, server, cause=event_id)
+                return Outcome.POOL, None
+            if order.automation_mode is AutomationMode.MANUAL:
+                if not await claim(s, inbox, CONSUMER, event_id):
+                    return Outcome.DUPLICATE, None
+                reason = f"no AVAILABLE {order.tier.value} server in the {order.region.value} pool"
+                await repo.hold(
+                    s, order.order_id, order.tier.value, order.region.value, order.model_dump(mode="json"), reason
+                )
+                return Outcome.HELD, None
+            if self.hetzner is None:
+                if not await claim(s, inbox, CONSUMER, event_id):
+                    return Outcome.DUPLICATE, None
+                reason = (
+                    f"no AVAILABLE {order.tier.value} server in the {order.region.value} pool "
+                    "and Hetzner overflow is not configured"
+                )
+                await self._emit_failed(s, order, event_id, reason, retryable=True)
+                return Outcome.FAILED, None
+            n = 1 if intent is None else intent.attempt + 1
+            name = overflow_name(order.order_id, n)
+            if intent is None:
+                await repo.add_overflow(
+                    s,
+                    order_id=order.order_id,
+                    event_id=event_id,
+                    attempt=n,
+                    name=name,
+                    tier=order.tier.value,
+                    region=order.region.value,
+                    status=OverflowStatus.CREATING.value,
+                    retryable=True,
+                )
+            else:  # a retry after a failed attempt (or a released server): a fresh name, a fresh server
+                intent.event_id, intent.attempt, intent.name = event_id, n, name
+                intent.status, intent.hetzner_id, intent.server_id, intent.error = (
+                    OverflowStatus.CREATING.value,
+                    None,
+                    None,
+                    None,
+                )
+            return Outcome.OVERFLOW, _Attempt(name, OverflowStatus.CREATING.value)
+
+    # --- Hetzner overflow --------------------------------------------------------------------------------------------
+
+    async def _overflow(
+        self, order: OrderSpec, event_id: uuid.UUID, attempt: _Attempt, heartbeat: Heartbeat | None
+    ) -> Outcome:
+        assert self.hetzner is not None
+        if attempt.status == OverflowStatus.FAILING:
+            return await self._give_up(
+                order, event_id, attempt.name, attempt.error or "allocation failed", attempt.retryable
+            )
+        cfg = self.settings
+        try:
+            created = await self.hetzner.allocate_server(
+                order.tier,
+                order.region,
+                key=attempt.name,
+                labels={"letsbe-order": str(order.order_id)},
+                heartbeat=heartbeat,
+            )
+            async with unit_of_work(self.sessions) as s:
+                await repo.set_overflow(
+                    s, order.order_id, attempt.name, [OverflowStatus.CREATING], hetzner_id=int(created.provider_ref)
+                )
+            fingerprint = await wait_for_host_key(
+                str(created.ipv4),
+                cfg.server_ssh_port,
+                timeout=cfg.ssh_ready_timeout_seconds,
+                interval=cfg.ssh_probe_seconds,
+                provider=Provider.HETZNER.value,
+                heartbeat=heartbeat,
+            )
+        except ProviderError as exc:
+            log.warning("overflow server failed", order_id=str(order.order_id), name=attempt.name, error=str(exc))
+            async with unit_of_work(self.sessions) as s:
+                moved = await repo.set_overflow(
+                    s,
+                    order.order_id,
+                    attempt.name,
+                    [OverflowStatus.CREATING],
+                    status=OverflowStatus.FAILING.value,
+                    error=str(exc)[:4000],
+                    retryable=exc.retryable,
+                )
+            if not moved:
+                return Outcome.DUPLICATE
+            return await self._give_up(order, event_id, attempt.name, str(exc), exc.retryable)
+
+        async with unit_of_work(self.sessions) as s:
+            if not await claim(s, inbox, CONSUMER, event_id):
+                return Outcome.DUPLICATE
+            intent = await repo.lock_overflow(s, order.order_id)
+            if intent is None or intent.name != attempt.name or intent.status != OverflowStatus.CREATING:
+                return Outcome.DUPLICATE  # another delivery of this order finished (or failed) the attempt
+            server = await repo.add_server(
+                s,
+                provider=Provider.HETZNER.value,
+                provider_ref=created.provider_ref,
+                name=created.name,
+                tier=order.tier.value,
+                region=order.region.value,
+                ipv4=str(created.ipv4),
+                ipv6=str(created.ipv6) if created.ipv6 else None,
+                ssh_port=cfg.server_ssh_port,
+                ssh_user=cfg.server_ssh_user,
+                host_key_fingerprint=fingerprint,
+                status="AVAILABLE",
+            )
+            reserve(server, order.order_id)
+            intent.status, intent.server_id = OverflowStatus.READY.value, server.id
+            await emit_allocated(s, order, server, cause=event_id)
+        return Outcome.OVERFLOW
+
+    async def _give_up(self, order: OrderSpec, event_id: uuid.UUID, name: str, reason: str, retryable: bool) -> Outcome:
+        """Delete what this attempt created, then fail the order. A failing delete raises: redelivery retries it."""
+        assert self.hetzner is not None
+        if await self.hetzner.delete_by_name(name):
+            log.info("deleted the overflow server of a failed attempt", order_id=str(order.order_id), name=name)
+        async with unit_of_work(self.sessions) as s:
+            if not await claim(s, inbox, CONSUMER, event_id):
+                return Outcome.DUPLICATE
+            if not await repo.set_overflow(
+                s, order.order_id, name, [OverflowStatus.FAILING], status=OverflowStatus.FAILED.value
+            ):
+                return Outcome.DUPLICATE
+            await self._emit_failed(s, order, event_id, f"Hetzner overflow server: {reason}", retryable=retryable)
+        return Outcome.FAILED
+
+    async def _emit_failed(
+        self, s: AsyncSession, order: OrderSpec, event_id: uuid.UUID, reason: str, *, retryable: bool
+    ) -> None:
+        await add_event(
+            s,
+            outbox,
+            OrderFailedV1(
+                order_id=order.order_id, stage=FailureStage.ALLOCATION, reason=reason[:4000], retryable=retryable
+            ),
+            correlation_id=str(order.order_id),
+            event_id=uuid.uuid5(event_id, "order-failed"),
+        )
+
+    # --- housekeeping ---------------------------------------------------------------------------------------------
+
+    async def sweep_stale(self, now: datetime | None = None) -> int:
+        """Attempts stuck past ``overflow_stale_seconds`` (their event was dead-lettered, say): delete the server.
+
+        The order is failed (again, harmlessly, if its dead-lettered event already did); a retry starts a new attempt.
+        """
+        if self.hetzner is None:
+            return 0
+        cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.settings.overflow_stale_seconds)
+        cleaned = 0
+        async with unit_of_work(self.sessions) as s:
+            stale = [
+                (r.order_id, r.name)
+                for r in await repo.stale_overflows(
+                    s, [OverflowStatus.CREATING.value, OverflowStatus.FAILING.value], cutoff
+                )
+            ]
+        for order_id, name in stale:
+            try:
+                await self.hetzner.delete_by_name(name)
+            except ProviderError as exc:
+                log.warning("stale overflow cleanup failed", order_id=str(order_id), name=name, error=str(exc))
+                continue
+            async with unit_of_work(self.sessions) as s:
+                if await repo.set_overflow(
+                    s,
+                    order_id,
+                    name,
+                    [OverflowStatus.CREATING, OverflowStatus.FAILING],
+                    status=OverflowStatus.FAILED.value,
+                    error="stale attempt cleaned up",
+                ):
+                    cleaned += 1
+                    reason = f"Hetzner overflow attempt {name} made no progress and was cleaned up"
+                    await add_event(
+                        s,
+                        outbox,
+                        OrderFailedV1(order_id=order_id, stage=FailureStage.ALLOCATION, reason=reason, retryable=True),
+                        correlation_id=str(order_id),
+                        event_id=uuid.uuid5(order_id, f"stale:{name}"),
+                    )
+        return cleaned
