@@ -1,7 +1,9 @@
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+from pathlib import Path
+from typing import Literal
 
 from letsbe_agent.settings import AgentSettings
+from pydantic import Field, SecretStr
+from pydantic_settings import SettingsConfigDict
 
 
 class SecretsProxySettings(AgentSettings):
@@ -9,3 +11,21 @@ class SecretsProxySettings(AgentSettings):
 
     service_name: str = "secrets-proxy"
     port: int = Field(default=8100, ge=1, le=65535)
+
+    # --- LLM pass-through (proxy/) ---
+    # What the agent sends as its API key: an opaque value that is worth nothing outside this tenant.
+    # Unset: every call is refused (fail closed).
+    sentinel_key: SecretStr | None = None
+    upstream_base_url: str = "https://api.openai.com/v1"
+    upstream_api_key: SecretStr | None = None  # attached at egress, only to the host below
+    upstream_key_host: str | None = None  # pin (default: the host of upstream_base_url); a mismatch refuses to start
+    upstream_timeout_seconds: float = Field(default=600.0, gt=0)
+    # The tenant's secret store, shared with the Safety Wrapper (same file, same Fernet key).
+    secrets_path: Path = Path("/var/lib/letsbe/secrets/secrets.enc")
+    secrets_key: SecretStr | None = None
+    # Per match class: "mask" (stable placeholder) or "block" (refuse the request). Defaults: private_key blocks,
+    # everything else masks. Classes: secret, private_key, aws_access_key, aws_secret_key, gcp_api_key, stripe_key,
+    # github_token, llm_api_key, slack_token, jwt, connection_password.
+    redaction_policy: dict[str, Literal["mask", "block"]] = {}
+    usage_path: Path = Path("/var/lib/letsbe/secrets-proxy/usage.json")
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)

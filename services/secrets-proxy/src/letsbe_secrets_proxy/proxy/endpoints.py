@@ -1,0 +1,96 @@
+"""OpenAI-compatible pass-through: ``POST /v1/chat/completions`` and ``POST /v1/responses`` (streaming or not)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from letsbe_secrets_proxy.config import SecretsProxySettings
+from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
+from letsbe_secrets_proxy.proxy.registry import Registry
+from letsbe_secrets_proxy.proxy.service import ProxyService
+from letsbe_secrets_proxy.proxy.usage import UsageLedger
+
+
+def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage: UsageLedger | None = None,
+                ) -> ProxyService:
+    upstream_host = urlsplit(settings.upstream_base_url).hostname or ""
+    key_host = settings.upstream_key_host or upstream_host
+    if key_host != upstream_host:
+        raise ValueError(f"the upstream key is bound to {key_host!r} but the upstream is {upstream_host!r}")
+    own = {}
+    if settings.upstream_api_key is not None:
+        own["upstream_api_key"] = settings.upstream_api_key.get_secret_value()
+    if settings.sentinel_key is not None:
+        own["agent_sentinel_key"] = settings.sentinel_key.get_secret_value()
+    registry = Registry(
+        settings.secrets_path if settings.secrets_key is not None else None,
+        settings.secrets_key.get_secret_value() if settings.secrets_key is not None else None,
+        own, settings.redaction_policy,
+    )
+    return ProxyService(
+        client, settings.upstream_base_url,
+        settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
+        key_host, registry, usage or UsageLedger(settings.usage_path), settings.max_request_bytes,
+    )
+
+
+@asynccontextmanager
+async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan (FastAPI merges router lifespans), so settings are already there."""
+    settings = app.state.settings
+    timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=10)
+    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+        app.state.proxy = build_proxy(settings, client, getattr(app.state, "usage_ledger", None))
+        app.state.usage_ledger = app.state.proxy.usage
+        try:
+            yield
+        finally:
+            app.state.proxy.usage.close()
+
+
+router = APIRouter(tags=["llm"], lifespan=proxy_lifespan)
+_bearer = HTTPBearer(auto_error=False, description="The agent's sentinel key (not a real provider key)")
+
+
+def _proxy(request: Request) -> ProxyService:
+    proxy: ProxyService | None = getattr(request.app.state, "proxy", None)
+    if proxy is None:
+        raise NotConfigured("The proxy is starting.")
+    return proxy
+
+
+async def _agent(request: Request,
+                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+    sentinel = request.app.state.settings.sentinel_key
+    if sentinel is None:
+        raise NotConfigured("No sentinel key is configured (LETSBE_SP_SENTINEL_KEY): every call is refused.")
+    given = credentials.credentials if credentials else ""
+    if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(),
+                               hashlib.sha256(sentinel.get_secret_value().encode()).digest()):
+        raise BadSentinel("Unknown API key: use the key this tenant's proxy gave the agent.")
+
+
+Proxy = Annotated[ProxyService, Depends(_proxy)]
+
+
+@router.post("/v1/chat/completions", name="chat_completions", dependencies=[Depends(_agent)])
+async def chat_completions(request: Request, proxy: Proxy) -> Response:
+    """OpenAI Chat Completions, redacted on the way out and on the way back."""
+    return await proxy.forward("chat", "/chat/completions", request)
+
+
+@router.post("/v1/responses", name="responses", dependencies=[Depends(_agent)])
+async def responses(request: Request, proxy: Proxy) -> Response:
+    """OpenAI Responses, redacted on the way out and on the way back."""
+    return await proxy.forward("responses", "/responses", request)

@@ -1,0 +1,169 @@
+"""Forward one OpenAI-compatible call: redact the request, attach the real key at egress, stream the answer back
+through the rewriter, count the tokens."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from letsbe_platform.logging import get_logger
+from prometheus_client import Counter, Histogram
+
+from letsbe_secrets_proxy.proxy.errors import BadRequestBody, BodyTooLarge, SecretBlocked, UpstreamUnavailable
+from letsbe_secrets_proxy.proxy.redact import Finding
+from letsbe_secrets_proxy.proxy.registry import Registry
+from letsbe_secrets_proxy.proxy.stream import SSERewriter
+from letsbe_secrets_proxy.proxy.usage import UsageLedger
+from letsbe_secrets_proxy.proxy.walk import redact_json
+
+log = get_logger(__name__)
+
+REDACTIONS = Counter("letsbe_sp_redactions_total", "Secrets masked or blocked", ["kind", "direction", "action"])
+REDACT_SECONDS = Histogram("letsbe_sp_redact_seconds", "Time to redact a request body",
+                           buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
+
+# Response headers worth passing back; everything else (cookies, server, encodings) stays upstream.
+_PASS_HEADERS = ("x-request-id", "openai-processing-ms", "retry-after")
+_PASS_HEADER_PREFIXES = ("x-ratelimit-",)
+# Request headers the agent may send on; its Authorization (the sentinel) is never forwarded.
+_FORWARD_HEADERS = ("openai-beta", "openai-organization", "openai-project", "idempotency-key")
+
+
+class ProxyService:
+    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None, key_host: str,
+                 registry: Registry, usage: UsageLedger, max_body_bytes: int):
+        self.client = client
+        self.base_url = base_url.rstrip("/")
+        self._api_key = api_key
+        self.key_host = key_host
+        self.registry = registry
+        self.usage = usage
+        self.max_body_bytes = max_body_bytes
+
+    def _egress_headers(self, url: str, request: Request) -> dict[str, str]:
+        headers = {"content-type": "application/json", "accept": request.headers.get("accept", "application/json")}
+        for name in _FORWARD_HEADERS:
+            if name in request.headers:
+                headers[name] = request.headers[name]
+        # The real key goes only to the host it is bound to (and the client never follows redirects).
+        if self._api_key and urlsplit(url).hostname == self.key_host:
+            headers["authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    async def forward(self, api: str, path: str, request: Request) -> Response:
+        body = await self._read_json(request)
+        redactor = self.registry.current()
+        started = time.perf_counter()
+        findings: list[Finding] = []
+        clean = redact_json(body, redactor, findings)
+        REDACT_SECONDS.observe(time.perf_counter() - started)
+        _count(findings, "request")
+        if any(f.action == "block" for f in findings):
+            where: list[str] = []  # a second pass that also records where (the rare path only pays for it)
+            again: list[Finding] = []
+            redact_json(body, redactor, again, [], where)
+            blocked = [{"class": f.kind, "at": w} | ({"name": f.name} if f.name else {})
+                       for f, w in zip(again, where, strict=True) if f.action == "block"]
+            log.warning("request blocked: secret in request", classes=sorted({b["class"] for b in blocked}))
+            raise SecretBlocked(
+                "The request contains " + ", ".join(sorted({b["class"] for b in blocked}))
+                + " material and was not sent. Remove it and retry; see 'findings' for where.",
+                findings=blocked[:50],
+            )
+        streaming = clean.get("stream") is True
+        if streaming and api == "chat":
+            # Ask for the final usage chunk: the only place a streamed chat answer says what it cost.
+            options = clean.get("stream_options") if isinstance(clean.get("stream_options"), dict) else {}
+            clean["stream_options"] = {**options, "include_usage": True}
+        url = self.base_url + path
+        upstream = self.client.build_request("POST", url, content=json.dumps(clean).encode(),
+                                             headers=self._egress_headers(url, request))
+        try:
+            resp = await self.client.send(upstream, stream=True)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"The LLM provider did not answer ({type(exc).__name__}).") from exc
+        headers = _pass_headers(resp)
+        if streaming and resp.status_code == 200 and "text/event-stream" in resp.headers.get("content-type", ""):
+            rewriter = SSERewriter(redactor, api, self._record_usage)
+            return StreamingResponse(self._relay(resp, rewriter), status_code=200, media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        try:
+            raw = await resp.aread()
+        finally:
+            await resp.aclose()
+        return self._whole(api, resp, raw, headers)
+
+    async def _relay(self, resp: httpx.Response, rewriter: SSERewriter) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in resp.aiter_bytes():
+                out = rewriter.feed(chunk)
+                if out:
+                    yield out
+            tail = rewriter.close()
+            if tail:
+                yield tail
+        finally:
+            await resp.aclose()
+            _count(rewriter.findings, "response")
+
+    def _whole(self, api: str, resp: httpx.Response, raw: bytes, headers: dict[str, str]) -> Response:
+        redactor = self.registry.current()
+        findings: list[Finding] = []
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            text, findings = redactor.redact(raw.decode("utf-8", errors="replace"))
+            _count(findings, "response")
+            return Response(text, status_code=resp.status_code, headers=headers,
+                            media_type=resp.headers.get("content-type", "text/plain"))
+        clean = redact_json(doc, redactor, findings)
+        _count(findings, "response")
+        if resp.status_code == 200 and isinstance(clean, dict):
+            usage = clean.get("usage")
+            if isinstance(usage, dict):
+                if api == "chat":
+                    self._record_usage(str(clean.get("model") or ""), usage.get("prompt_tokens"),
+                                       usage.get("completion_tokens"))
+                else:
+                    self._record_usage(str(clean.get("model") or ""), usage.get("input_tokens"),
+                                       usage.get("output_tokens"))
+        return JSONResponse(clean, status_code=resp.status_code, headers=headers)
+
+    def _record_usage(self, model: str, tokens_in: Any, tokens_out: Any) -> None:
+        try:
+            self.usage.record(model, int(tokens_in or 0), int(tokens_out or 0))
+        except (TypeError, ValueError):
+            log.warning("upstream usage unreadable", model=model)
+
+    async def _read_json(self, request: Request) -> dict[str, Any]:
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
+            raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > self.max_body_bytes:
+                raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+        try:
+            body = json.loads(raw)
+        except ValueError as exc:
+            raise BadRequestBody("The body is not valid JSON.") from exc
+        if not isinstance(body, dict):
+            raise BadRequestBody("The body must be a JSON object.")
+        return body
+
+
+def _pass_headers(resp: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in resp.headers.items()
+            if k.lower() in _PASS_HEADERS or k.lower().startswith(_PASS_HEADER_PREFIXES)}
+
+
+def _count(findings: list[Finding], direction: str) -> None:
+    for f in findings:
+        REDACTIONS.labels(f.kind, direction, f.action if direction == "request" else "mask").inc()
