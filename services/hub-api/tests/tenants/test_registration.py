@@ -4,9 +4,8 @@ import asyncio
 import uuid
 
 import httpx
-from sqlalchemy import text
-
 from letsbe_hub.tenants.testing import enroll, mint_token
+from sqlalchemy import text
 
 
 async def _register(client: httpx.AsyncClient, token: str, agent: str = "safety-wrapper") -> httpx.Response:
@@ -32,7 +31,12 @@ async def test_registration_token_works_once(hub, admin):
 
     me = await hub.get("/api/v1/tenant/me", headers={"Authorization": f"Bearer {body['api_key']}"})
     assert me.status_code == 200
-    assert me.json() == {"tenant_id": str(tenant_id), "agent_id": body["agent_id"], "agent": "safety-wrapper", "domain": domain}
+    assert me.json() == {
+        "tenant_id": str(tenant_id),
+        "agent_id": body["agent_id"],
+        "agent": "safety-wrapper",
+        "domain": domain,
+    }
 
 
 async def test_two_concurrent_registrations_with_one_token_yield_one_agent(hub, admin):
