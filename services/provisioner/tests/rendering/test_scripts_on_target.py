@@ -1,0 +1,165 @@
+"""The rendered scripts run for real (bash, coreutils, jq, openssl, curl) in the loopback target's sandbox."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import pytest
+from fastapi import FastAPI, Request
+
+from letsbe_contracts import Tier
+from letsbe_contracts.events import BackupStatus
+from letsbe_fakes import LoopbackServer
+from letsbe_fakes.ssh_target import SshTarget
+from letsbe_provisioner.jobs import ssh
+from letsbe_provisioner.steps import STEPS
+
+from ..conftest import server_target  # noqa: TID252
+from .test_render import TOKENS, plan_for
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and ".standins" not in p.parts and "tmp" not in p.parts}
+
+
+async def run(conn: asyncssh.SSHClientConnection, script: str, target: SshTarget) -> tuple[int, list[str]]:
+    lines: list[str] = []
+
+    async def sink(stream: str, line: str) -> None:
+        lines.append(f"{stream}: {line}")
+
+    code = await ssh.run_script(conn, script, root=str(target.root), user=target.user, on_line=sink, timeout=30)
+    return code, lines
+
+
+async def test_every_step_can_run_twice_and_the_second_run_changes_nothing(target: SshTarget) -> None:
+    plan = plan_for(("nextcloud", "chatwoot", "ghost"), root=str(target.root), tier=Tier.LITE)
+    conn = await ssh.connect(server_target(target), target.client_key, timeout=5)
+    try:
+        for step in STEPS:
+            script = plan.step_script(step.number, TOKENS)
+            code, first = await run(conn, script, target)
+            assert code == 0, f"step {step.number} failed:\n" + "\n".join(first)
+            if step.number == 2:
+                target.output("swapon", "/swapfile\n")  # the swap is active now, as `swapon --show` would say
+            before = snapshot(target.root)
+            code, second = await run(conn, script, target)
+            assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(second)
+            assert snapshot(target.root) == before, f"step {step.number} changed files on its second run"
+            assert not [line for line in second if line.startswith("stdout: wrote ")], step.name
+    finally:
+        conn.close()
+    assert len(target.calls("mkswap")) == 1, "swap is created once"
+    assert [c for c in target.calls("swapon") if not c[1].startswith("--")] == [["swapon", str(target.path("/swapfile"))]]
+    assert target.path("/etc/fstab").read_text().count("/swapfile") == 1
+
+
+@pytest.mark.parametrize(("machine", "message"), [
+    ({"os_release": 'PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'},
+     "this server runs Ubuntu 24.04 LTS; LetsBe needs Debian 12"),
+    ({"mem_mb": 4096}, "4096 MB RAM, the lite tier needs 8192"),
+    ({"cpus": 2}, "2 CPUs, the lite tier needs 4"),
+    ({"disk_gb": 80}, "80 GB disk, the lite tier needs 256"),
+])
+async def test_preflight_refuses_a_server_that_does_not_match_the_order(
+    tmp_path: Path, machine: dict[str, Any], message: str
+) -> None:
+    with SshTarget(tmp_path / "vps", **machine) as target:
+        plan = plan_for(("nextcloud",), root=str(target.root), tier=Tier.LITE)
+        conn = await ssh.connect(server_target(target), target.client_key, timeout=5)
+        try:
+            code, lines = await run(conn, plan.step_script(1), target)
+        finally:
+            conn.close()
+    assert code == 1 and f"stderr: error: {message}" in lines
+
+
+def _shell_env(target: SshTarget, *, standins: bool = True) -> dict[str, str]:
+    path = os.environ["PATH"]
+    return {**os.environ, "PATH": f"{target.bin}:{path}" if standins else path, "TMPDIR": str(target.root / "tmp")}
+
+
+def _write(target: SshTarget, plan: Any, number: int) -> None:
+    for f in plan.step_files(number, TOKENS):
+        p = target.path(f.path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(f.content)
+        p.chmod(int(f.mode, 8))
+
+
+def test_nightly_backup_writes_backup_status_in_the_seeds_shape(target: SshTarget) -> None:
+    plan = plan_for(("nextcloud", "ghost", "uptime_kuma"), root=str(target.root))
+    for n in (8, 9):
+        _write(target, plan, n)
+    target.output("docker", "-- a database dump --\n")
+    target.fail("docker", match="letsbe-ghost-db", message="Error response from daemon: container is restarting")
+    result = subprocess.run([str(target.path("/usr/local/sbin/letsbe-backup"))], env=_shell_env(target),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode == 1, "a failed dump makes the run fail for cron monitoring"
+    status = BackupStatus.model_validate_json(target.path("/var/lib/letsbe/backup/backup-status.json").read_text())
+    assert set(status.databases) == {"nextcloud", "ghost"}, "tools without a database have nothing to dump"
+    assert status.databases["nextcloud"].status == "success" and status.databases["nextcloud"].size_mb is not None
+    assert status.databases["ghost"].status == "failed" and "container is restarting" in (status.databases["ghost"].error or "")
+    assert status.remote_sync.status == "skipped"
+    dumps = list(target.path("/var/backups/letsbe/daily").rglob("*.gz"))
+    assert [p.name for p in dumps] == ["nextcloud.postgres.gz"]
+    dump_cmds = [c for c in target.calls("docker") if c[1] == "exec"]
+    assert [c[2] for c in dump_cmds] == ["letsbe-ghost-db", "letsbe-nextcloud-db"]
+
+
+def test_tls_stands_in_self_signed_then_issues_the_wildcard_by_dns01_once_the_agent_has_a_credential(
+    target: SshTarget,
+) -> None:
+    plan = plan_for(("nextcloud",), root=str(target.root))
+    _write(target, plan, 7)
+    ensure = str(target.path("/usr/local/sbin/letsbe-tls-ensure"))
+    first = subprocess.run([ensure], env=_shell_env(target), capture_output=True, text=True, check=False)
+    assert first.returncode == 0, first.stderr
+    assert "self-signed stand-in" in first.stdout and target.calls("certbot") == []
+    cert = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
+                           str(target.path("/etc/letsbe/tls/fullchain.pem"))], capture_output=True, text=True, check=True)
+    assert "DNS:example.com" in cert.stdout and "DNS:*.example.com" in cert.stdout
+
+    credential = target.path("/var/lib/letsbe/safety-wrapper/credential")
+    credential.parent.mkdir(parents=True, exist_ok=True)
+    credential.write_text("lbk_agent_credential\n")
+    second = subprocess.run([ensure], env=_shell_env(target), capture_output=True, text=True, check=False)
+    assert second.returncode == 0, second.stderr
+    [call] = target.calls("certbot")
+    assert call[1:4] == ["certonly", "--manual", "--preferred-challenges"] and call[4] == "dns"
+    assert ["-d", "example.com", "-d", "*.example.com"] == call[call.index("-d"):call.index("-d") + 4]
+    assert call[call.index("--manual-auth-hook") + 1] == str(target.path("/etc/letsbe/acme/auth-hook.sh"))
+    assert call[call.index("--manual-cleanup-hook") + 1] == str(target.path("/etc/letsbe/acme/cleanup-hook.sh"))
+
+
+@pytest.mark.parametrize(("hook", "method"), [("auth-hook.sh", "POST"), ("cleanup-hook.sh", "DELETE")])
+def test_acme_hooks_ask_the_hub_with_the_agents_credential(target: SshTarget, hook: str, method: str) -> None:
+    seen: list[dict[str, Any]] = []
+    app = FastAPI()
+
+    @app.api_route("/api/v1/tenant/acme-challenge", methods=["POST", "DELETE"])
+    async def challenge(request: Request) -> dict[str, str]:
+        seen.append({"method": request.method, "auth": request.headers.get("authorization"),
+                     "body": json.loads(await request.body())})
+        return {"status": "ok"}
+
+    with LoopbackServer(app) as hub:
+        plan = plan_for(("nextcloud",), root=str(target.root))
+        plan.settings = plan.settings.__class__(**{**plan.settings.__dict__, "hub_url": hub.url})
+        _write(target, plan, 7)
+        credential = target.path("/var/lib/letsbe/safety-wrapper/credential")
+        credential.parent.mkdir(parents=True, exist_ok=True)
+        credential.write_text(json.dumps({"agent_id": "a1", "api_key": "lbk_agent_credential"}))
+        env = {**_shell_env(target, standins=False), "CERTBOT_DOMAIN": "example.com", "CERTBOT_VALIDATION": "abc123"}
+        result = subprocess.run([str(target.path(f"/etc/letsbe/acme/{hook}"))], env=env, capture_output=True,
+                                text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert seen == [{"method": method, "auth": "Bearer lbk_agent_credential",
+                     "body": {"domain": "example.com", "validation": "abc123"}}]
