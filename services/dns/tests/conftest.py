@@ -19,12 +19,11 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
 from letsbe_contracts import Envelope, OrderSpec, ServerAllocatedV1, ServerTarget
+from letsbe_dns.app import create_app
+from letsbe_dns.config import DnsSettings
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeAuthoritativeDns, FakeCloudflare
 from letsbe_platform.bus import Bus
-
-from letsbe_dns.app import create_app
-from letsbe_dns.config import DnsSettings
 
 DOMAIN = "example.com"
 FINGERPRINT = "SHA256:" + "A" * 43
@@ -147,12 +146,12 @@ class Events:
 
     def of(self, type_: str, correlation_id: str | None = None) -> list[Envelope]:
         return [
-            e
-            for e in self.seen
-            if e.type == type_ and (correlation_id is None or e.correlation_id == correlation_id)
+            e for e in self.seen if e.type == type_ and (correlation_id is None or e.correlation_id == correlation_id)
         ]
 
-    async def wait(self, type_: str, correlation_id: str | None = None, n: int = 1, timeout: float = 15.0) -> list[Envelope]:
+    async def wait(
+        self, type_: str, correlation_id: str | None = None, n: int = 1, timeout: float = 15.0
+    ) -> list[Envelope]:
         async with asyncio.timeout(timeout):
             while len(self.of(type_, correlation_id)) < n:
                 await asyncio.sleep(0.02)

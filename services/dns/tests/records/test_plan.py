@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from letsbe_contracts import load_catalog
-
 from letsbe_dns.records.plan import plan
 
 

@@ -170,8 +170,12 @@ async def test_a_customers_existing_mx_is_kept_next_to_ours(app, bus, events, cl
     ("inject", "message", "posts"),
     [
         (
-            {"status": 400, "code": 1004, "message": "DNS Validation Error",
-             "chain": [{"code": 9005, "message": "Content for A record must be a valid IPv4 address."}]},
+            {
+                "status": 400,
+                "code": 1004,
+                "message": "DNS Validation Error",
+                "chain": [{"code": 9005, "message": "Content for A record must be a valid IPv4 address."}],
+            },
             "1004: DNS Validation Error (9005: Content for A record must be a valid IPv4 address.)",
             2,  # the wildcard, refused, then the per-tool fallback's first record: neither retried
         ),
@@ -229,7 +233,9 @@ def settings(make_settings, request):
 
 @pytest.mark.parametrize("settings", [{"cloudflare_max_retries": 0}], indirect=True)
 async def test_a_cloudflare_outage_fails_the_order_after_the_last_attempt(app, bus, events, cloudflare, kit, settings):
-    cloudflare.fake.fail_next(None, "/zones", status=503, code=10000, message="Service temporarily unavailable", times=99)
+    cloudflare.fake.fail_next(
+        None, "/zones", status=503, code=10000, message="Service temporarily unavailable", times=99
+    )
     event = kit.server_allocated("ghost")
     await bus.publish(event, correlation_id=str(event.order.order_id))
     failed = await events.wait("order-failed", str(event.order.order_id))

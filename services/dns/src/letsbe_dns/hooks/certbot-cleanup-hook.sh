@@ -11,9 +11,13 @@ CREDENTIAL_FILE='@@LETSBE_AGENT_CREDENTIAL_FILE@@'
 : "${CERTBOT_VALIDATION:?certbot sets CERTBOT_VALIDATION}"
 
 key=$(cat "$CREDENTIAL_FILE")
-printf 'header = "Authorization: Bearer %s"\n' "$key" | curl --silent --show-error --fail-with-body \
+# On failure the problem+json answer goes to stderr, which certbot shows.
+if ! answer=$(printf 'header = "Authorization: Bearer %s"\n' "$key" | curl --silent --show-error --fail-with-body \
   --config - --max-time 60 --retry 3 --retry-delay 5 \
   --header 'Content-Type: application/json' \
   --request DELETE \
   --data "{\"domain\": \"${CERTBOT_DOMAIN}\", \"validation\": \"${CERTBOT_VALIDATION}\"}" \
-  "${DNS_URL}/api/v1/tenant/acme-challenge" >/dev/null
+  "${DNS_URL}/api/v1/tenant/acme-challenge" 2>&1); then
+  printf 'LetsBe DNS could not remove the challenge for %s: %s\n' "$CERTBOT_DOMAIN" "$answer" >&2
+  exit 1
+fi

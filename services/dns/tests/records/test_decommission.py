@@ -1,0 +1,79 @@
+"""tenant-decommissioned → the records this service created are deleted, and nothing else in the zone."""
+
+from __future__ import annotations
+
+import asyncio
+
+from letsbe_contracts.events import TenantDecommissionedV1
+
+
+async def wait_until(condition, timeout: float = 10.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not condition():
+            await asyncio.sleep(0.05)
+
+
+async def test_decommission_removes_exactly_the_records_we_created(app, bus, events, cloudflare, kit):
+    fake = cloudflare.fake
+    # The customer's own records, before LetsBe: an unrelated TXT, a record of another host, and a root A we
+    # will correct (so it is tracked, but not as ours).
+    fake.add_record(kit.domain, "TXT", kit.domain, "google-site-verification=abc123")
+    fake.add_record(kit.domain, "A", f"shop.{kit.domain}", "192.0.2.80")
+    customer_root = fake.add_record(kit.domain, "A", kit.domain, "192.0.2.44")
+    # Another tenant's challenge record in the same zone (e.g. a sibling subdomain tenant).
+    other = fake.add_record(kit.domain, "TXT", f"_acme-challenge.other.{kit.domain}", "x" * 43)
+
+    event = kit.server_allocated("stalwart")
+    tenant_id = event.order.order_id
+    await bus.publish(event, correlation_id=str(tenant_id))
+    await events.wait("dns-ready", str(tenant_id))
+    before = {r["id"] for r in fake.records(kit.domain)}
+    ours = (
+        before
+        - {customer_root["id"], other["id"]}
+        - {
+            r["id"]
+            for r in fake.records(kit.domain)
+            if r["content"] in {"google-site-verification=abc123", "192.0.2.80"}
+        }
+    )
+    assert len(ours) > 10  # wildcard + the mail records
+
+    decommissioned = TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain, reason="cancelled")
+    for _ in range(2):  # a duplicate is harmless
+        await bus.publish(decommissioned, correlation_id=str(tenant_id))
+    await wait_until(lambda: not ours & {r["id"] for r in fake.records(kit.domain)})
+    await asyncio.sleep(0.3)  # let the duplicate run too
+
+    left = {(r["type"], r["name"], r["content"]) for r in fake.records(kit.domain)}
+    assert left == {
+        ("TXT", "example.com", "google-site-verification=abc123"),
+        ("A", "shop.example.com", "192.0.2.80"),
+        ("A", "example.com", "127.0.0.10"),  # the customer's record, corrected by us, stays
+        ("TXT", "_acme-challenge.other.example.com", "x" * 43),
+    }
+    assert fake.count("DELETE", "/dns_records/") == len(ours)
+
+
+async def test_decommission_of_a_record_already_gone_is_not_an_error(app, bus, events, cloudflare, kit, engine):
+    event = kit.server_allocated("ghost")
+    tenant_id = event.order.order_id
+    await bus.publish(event, correlation_id=str(tenant_id))
+    await events.wait("dns-ready", str(tenant_id))
+    fake = cloudflare.fake
+    wildcard = fake.records(kit.domain, name=f"*.{kit.domain}")[0]
+    fake.zone(kit.domain).records.pop(wildcard["id"])  # someone deleted it by hand in the dashboard
+
+    await bus.publish(TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain), correlation_id=str(tenant_id))
+    await wait_until(lambda: fake.records(kit.domain) == [])
+    from sqlalchemy import text
+
+    async def live() -> int:
+        async with engine.connect() as conn:
+            q = "SELECT count(*) FROM dns.records WHERE tenant_id = :t AND deleted_at IS NULL"
+            return (await conn.execute(text(q), {"t": tenant_id})).scalar_one()
+
+    async with asyncio.timeout(5):
+        while await live():
+            await asyncio.sleep(0.05)
+    assert not events.of("dead-lettered")
