@@ -10,15 +10,14 @@ from typing import Any
 import pytest
 from letsbe_contracts import OrderSpec, ProvisionedV1, ServerTarget, TenantHeartbeatV1
 from letsbe_contracts.events import HeartbeatDetails
-from letsbe_platform.db import unit_of_work
-from sqlalchemy import select
-
 from letsbe_monitor.alerts.models import Alert
 from letsbe_monitor.alerts.service import AlertEngine
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.db import outbox
 from letsbe_monitor.notify.models import Delivery
 from letsbe_monitor.tenants import service as tenants
+from letsbe_platform.db import unit_of_work
+from sqlalchemy import select
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 
@@ -55,18 +54,29 @@ def settings(make_settings) -> MonitorSettings:
 
 def order(tenant_id: uuid.UUID, domain: str = "example.com", tools: tuple[str, ...] = ("nextcloud",)) -> OrderSpec:
     return OrderSpec(
-        order_id=tenant_id, domain=domain, tier="build", region="eu", tools=tools, automation_mode="AUTO",
+        order_id=tenant_id,
+        domain=domain,
+        tier="build",
+        region="eu",
+        tools=tools,
+        automation_mode="AUTO",
         customer_email="owner@example.com",
     )
 
 
 def provisioned(tenant_id: uuid.UUID, domain: str = "example.com", tools: tuple[str, ...] = ("nextcloud",)):
     server = ServerTarget(
-        server_id=uuid.uuid4(), provider="netcup", provider_ref="v1", ipv4="203.0.113.10",
+        server_id=uuid.uuid4(),
+        provider="netcup",
+        provider_ref="v1",
+        ipv4="203.0.113.10",
         host_key_fingerprint="SHA256:" + "A" * 43,
     )
     return ProvisionedV1(
-        order=order(tenant_id, domain, tools), server=server, tenant_id=tenant_id, job_id=uuid.uuid4(),
+        order=order(tenant_id, domain, tools),
+        server=server,
+        tenant_id=tenant_id,
+        job_id=uuid.uuid4(),
         duration_seconds=300,
     )
 
@@ -82,11 +92,23 @@ def details(disk: float = 40, memory: float = 50, containers: tuple[dict, ...] =
     )
 
 
-def heartbeat(tenant_id: uuid.UUID, at: datetime, *, interval: int = 60, det: HeartbeatDetails | None = None,
-              agent: str = "safety-wrapper", domain: str = "example.com") -> TenantHeartbeatV1:
+def heartbeat(
+    tenant_id: uuid.UUID,
+    at: datetime,
+    *,
+    interval: int = 60,
+    det: HeartbeatDetails | None = None,
+    agent: str = "safety-wrapper",
+    domain: str = "example.com",
+) -> TenantHeartbeatV1:
     return TenantHeartbeatV1(
-        tenant_id=tenant_id, agent_id=uuid.uuid4(), agent=agent, domain=domain, received_at=at,
-        interval_seconds=interval, details=det,
+        tenant_id=tenant_id,
+        agent_id=uuid.uuid4(),
+        agent=agent,
+        domain=domain,
+        received_at=at,
+        interval_seconds=interval,
+        details=det,
     )
 
 

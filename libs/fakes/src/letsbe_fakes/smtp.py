@@ -41,6 +41,7 @@ class FakeSmtp:
         self.envelopes: list[tuple[str, list[str]]] = []
         self._failures: list[int] = []
         self._lock = threading.Lock()
+        self._running = False
         self._controller = Controller(_Handler(self), hostname=host, port=self.port)
 
     def fail_next(self, times: int = 1, code: int = 451) -> None:
@@ -49,10 +50,14 @@ class FakeSmtp:
 
     def start(self) -> FakeSmtp:
         self._controller.start()
+        self._running = True
         return self
 
     def stop(self) -> None:
-        self._controller.stop()
+        """Stop listening (a test can take the server down mid-way); harmless when already stopped."""
+        if self._running:
+            self._controller.stop()
+            self._running = False
 
     def __enter__(self) -> FakeSmtp:
         return self.start()

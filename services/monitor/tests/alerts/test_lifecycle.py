@@ -5,9 +5,8 @@ import uuid
 from datetime import timedelta
 
 from letsbe_contracts.events import TenantBackupReportedV1
-from letsbe_platform.db import unit_of_work
-
 from letsbe_monitor.tenants import service as tenants
+from letsbe_platform.db import unit_of_work
 
 from ..conftest import T0, details, heartbeat
 
@@ -103,12 +102,18 @@ def backup_report(tid, last_run, failed=()):
     dbs.update({name: "failed" for name in failed})
     return TenantBackupReportedV1.model_validate(
         {
-            "tenant_id": tid, "agent_id": uuid.uuid4(), "domain": "example.com", "report_date": "2026-11-27",
+            "tenant_id": tid,
+            "agent_id": uuid.uuid4(),
+            "domain": "example.com",
+            "report_date": "2026-11-27",
             "checked_at": T0.isoformat(),
             "status": {
-                "last_run": last_run.isoformat(), "duration_seconds": 300,
-                "databases": {n: {"status": st, **({"error": "connection refused"} if st == "failed" else {})}
-                              for n, st in dbs.items()},
+                "last_run": last_run.isoformat(),
+                "duration_seconds": 300,
+                "databases": {
+                    n: {"status": st, **({"error": "connection refused"} if st == "failed" else {})}
+                    for n, st in dbs.items()
+                },
                 "remote_sync": {"status": "success"},
             },
         }

@@ -5,7 +5,6 @@ from datetime import timedelta
 
 import pytest
 from letsbe_contracts.events import BackupStatus, ContainerState
-
 from letsbe_monitor.alerts.rules import evaluate_backup, evaluate_containers, evaluate_details, evaluate_tls
 from letsbe_monitor.config import MonitorSettings
 
@@ -92,16 +91,15 @@ def test_a_backup_run_reported_again_is_not_a_new_failure():
     assert set(got) == {"backup.stale"}
 
 
-@pytest.mark.parametrize(
-    ("days", "firing"), [(14.0, False), (13.99, True), (1, True), (-2, True), (60, False)]
-)
+@pytest.mark.parametrize(("days", "firing"), [(14.0, False), (13.99, True), (1, True), (-2, True), (60, False)])
 def test_tls_fires_under_14_days_left(days, firing):
     obs = evaluate_tls(TID, {"example.com": T0 + timedelta(days=days)}, S, T0)
     assert obs is not None and obs.firing is firing
 
 
 def test_tls_soonest_host_decides_and_unreachable_decides_nothing():
-    obs = evaluate_tls(TID, {"example.com": T0 + timedelta(days=80), "files.example.com": T0 + timedelta(days=3)}, S, T0)
+    hosts = {"example.com": T0 + timedelta(days=80), "files.example.com": T0 + timedelta(days=3)}
+    obs = evaluate_tls(TID, hosts, S, T0)
     assert obs.firing is True and obs.value == 3.0
     assert "files.example.com in 3.0 days" in obs.summary and obs.summary.count("example.com") == 1
     assert evaluate_tls(TID, {}, S, T0) is None

@@ -66,7 +66,7 @@ async def record_heartbeat(
     received = min(event.received_at, now)  # a hub clock ahead of ours must not push the deadline out
     tenant = await lock_tenant(session, event.tenant_id, create=True)
     assert tenant is not None
-    tenant.domain = event.domain
+    tenant.domain = tenant.domain or event.domain  # the provisioned event's domain is the authority
     tenant.interval_seconds = event.interval_seconds
     if tenant.last_seen is None or received > tenant.last_seen:
         tenant.last_seen = received
