@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import text
-
 from letsbe_contracts import (
     AutomationMode,
     DnsReadyV1,
@@ -25,9 +23,10 @@ from letsbe_contracts import (
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.config import ProvisionerSettings
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hub_standin import HubStandIn  # noqa: E402
+from hub_standin import HubStandIn
 
 HUB_TOKEN = "lbp_provisioner_test_token_0123456789"
 
@@ -81,24 +80,43 @@ def settings(provisioner_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -
 
 def server_target(target: SshTarget, **overrides: Any) -> ServerTarget:
     fields: dict[str, Any] = {
-        "server_id": uuid.uuid4(), "provider": Provider.NETCUP, "provider_ref": "v2202611-test",
-        "ipv4": target.host, "ssh_port": target.port, "ssh_user": target.user,
+        "server_id": uuid.uuid4(),
+        "provider": Provider.NETCUP,
+        "provider_ref": "v2202611-test",
+        "ipv4": target.host,
+        "ssh_port": target.port,
+        "ssh_user": target.user,
         "host_key_fingerprint": target.fingerprint,
     }
     fields.update(overrides)
     return ServerTarget(**fields)
 
 
-def dns_ready(target: SshTarget, *, tools: tuple[str, ...] = ("nextcloud", "ghost"), domain: str = "example.com",
-              order_id: uuid.UUID | None = None, **server: Any) -> DnsReadyV1:
+def dns_ready(
+    target: SshTarget,
+    *,
+    tools: tuple[str, ...] = ("nextcloud", "ghost"),
+    domain: str = "example.com",
+    order_id: uuid.UUID | None = None,
+    **server: Any,
+) -> DnsReadyV1:
     order = OrderSpec(
-        order_id=order_id or uuid.uuid4(), domain=domain, tier=Tier.LITE, region=Region.EU, tools=tools,
-        automation_mode=AutomationMode.AUTO, customer_email="owner@example.com",
+        order_id=order_id or uuid.uuid4(),
+        domain=domain,
+        tier=Tier.LITE,
+        region=Region.EU,
+        tools=tools,
+        automation_mode=AutomationMode.AUTO,
+        customer_email="owner@example.com",
     )
-    return DnsReadyV1(order=order, server=server_target(target, **server), records=(
-        DnsRecordRef(type="A", name=domain, content="127.0.0.1"),
-        DnsRecordRef(type="A", name=f"*.{domain}", content="127.0.0.1"),
-    ))
+    return DnsReadyV1(
+        order=order,
+        server=server_target(target, **server),
+        records=(
+            DnsRecordRef(type="A", name=domain, content="127.0.0.1"),
+            DnsRecordRef(type="A", name=f"*.{domain}", content="127.0.0.1"),
+        ),
+    )
 
 
 async def staged_events(engine: Any) -> list[tuple[Envelope, Any]]:

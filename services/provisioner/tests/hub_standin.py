@@ -26,7 +26,7 @@ class TokenRequest(BaseModel):
 
 
 class HubStandIn:
-    def __init__(self, api_token: str, *, auto_register: bool = True, token_prefix: str = "rt_"):
+    def __init__(self, api_token: str, *, auto_register: bool = True, token_prefix: str = "rt_"):  # noqa: S107 - a prefix, not a secret
         self.api_token = api_token
         self.auto_register = auto_register  # an issued token is "used" by the agent at once
         self.token_prefix = token_prefix
@@ -40,13 +40,15 @@ class HubStandIn:
                 raise HTTPException(401, "bad token")
 
         @self.app.post("/api/v1/admin/tenants/{tenant_id}/registration-tokens", status_code=201)
-        async def issue(tenant_id: uuid.UUID, body: TokenRequest,
-                        authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        async def issue(
+            tenant_id: uuid.UUID, body: TokenRequest, authorization: str | None = Header(default=None)
+        ) -> dict[str, Any]:
             check(authorization)
             token = self.token_prefix + secrets.token_urlsafe(24)
             self.issued.append({"tenant_id": tenant_id, "token": token, **body.model_dump(mode="json")})
-            tenant = self.tenants.setdefault(tenant_id, {"tenant_id": str(tenant_id), "domain": body.domain,
-                                                         "status": "PROVISIONING", "agents": []})
+            tenant = self.tenants.setdefault(
+                tenant_id, {"tenant_id": str(tenant_id), "domain": body.domain, "status": "PROVISIONING", "agents": []}
+            )
             if self.auto_register:
                 self.register(tenant_id)
             del tenant
@@ -63,5 +65,11 @@ class HubStandIn:
     def register(self, tenant_id: uuid.UUID, agent: str = "safety-wrapper") -> None:
         agents = self.tenants[tenant_id]["agents"]
         if not any(a["agent"] == agent for a in agents):
-            agents.append({"agent_id": str(uuid.uuid4()), "agent": agent,
-                           "registered_at": datetime.now(UTC).isoformat(), "last_heartbeat_at": None})
+            agents.append(
+                {
+                    "agent_id": str(uuid.uuid4()),
+                    "agent": agent,
+                    "registered_at": datetime.now(UTC).isoformat(),
+                    "last_heartbeat_at": None,
+                }
+            )

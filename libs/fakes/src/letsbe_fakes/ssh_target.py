@@ -67,7 +67,9 @@ __TAIL__
 """
 
 # sudo runs the rest of its command line (we are already the sandbox's "root").
-_SUDO_TAIL = """while [ $# -gt 0 ]; do case "$1" in -n|-E|-H) shift ;; -u) shift 2 ;; --) shift; break ;; *) break ;; esac; done
+_SUDO_TAIL = """while [ $# -gt 0 ]; do
+  case "$1" in -n|-E|-H) shift ;; -u) shift 2 ;; --) shift; break ;; *) break ;; esac
+done
 exec "$@"
 """
 
@@ -139,8 +141,9 @@ class SshTarget:
     def clear_calls(self) -> None:
         (self.ctl / "calls.log").write_text("")
 
-    def fail(self, name: str, *, exit_code: int = 1, times: int | None = None, message: str = "",
-             match: str | None = None) -> None:
+    def fail(
+        self, name: str, *, exit_code: int = 1, times: int | None = None, message: str = "", match: str | None = None
+    ) -> None:
         """Make stand-in ``name`` exit ``exit_code`` (``times`` times, or until cleared), printing ``message`` on
         stderr; with ``match``, only calls whose arguments contain that text fail."""
         self._check(name)
@@ -163,8 +166,12 @@ class SshTarget:
         (self.ctl / "out" / name).write_text(text)
 
     def clear(self, name: str) -> None:
-        for p in (self.ctl / "fail" / name, self.ctl / "fail" / f"{name}.msg", self.ctl / "fail" / f"{name}.match",
-                  self.ctl / "sleep" / name):
+        for p in (
+            self.ctl / "fail" / name,
+            self.ctl / "fail" / f"{name}.msg",
+            self.ctl / "fail" / f"{name}.match",
+            self.ctl / "sleep" / name,
+        ):
             p.unlink(missing_ok=True)
 
     def path(self, system_path: str) -> Path:
@@ -211,8 +218,21 @@ class SshTarget:
             raise ValueError(f"{name!r} is not a stand-in; known: {', '.join(STANDINS)}")
 
     def _layout(self, *, cpus: int, mem_mb: int, disk_gb: int, os_release: str) -> None:
-        for d in ("etc/ssh/sshd_config.d", "etc/apt/apt.conf.d", "etc/cron.d", "etc/docker", "proc", "run/lock",
-                  "opt", "usr/local/bin", "usr/local/lib", "var/lib", "var/log", "var/backups", "tmp"):
+        for d in (
+            "etc/ssh/sshd_config.d",
+            "etc/apt/apt.conf.d",
+            "etc/cron.d",
+            "etc/docker",
+            "proc",
+            "run/lock",
+            "opt",
+            "usr/local/bin",
+            "usr/local/lib",
+            "var/lib",
+            "var/log",
+            "var/backups",
+            "tmp",
+        ):
             (self.root / d).mkdir(parents=True, exist_ok=True)
         (self.root / "etc/os-release").write_text(os_release)
         (self.root / "etc/fstab").touch()
@@ -224,20 +244,30 @@ class SshTarget:
         self.bin.mkdir(parents=True, exist_ok=True)
         (self.ctl / "calls.log").touch()
         for name in STANDINS:
-            body = (_STANDIN.replace("__CTL__", shlex.quote(str(self.ctl))).replace("__NAME__", shlex.quote(name))
-                    .replace("__TAIL__", _SUDO_TAIL if name == "sudo" else "exit 0"))
+            body = (
+                _STANDIN.replace("__CTL__", shlex.quote(str(self.ctl)))
+                .replace("__NAME__", shlex.quote(name))
+                .replace("__TAIL__", _SUDO_TAIL if name == "sudo" else "exit 0")
+            )
             p = self.bin / name
             p.write_text(body)
             p.chmod(0o755)
         self.output("nproc", f"{cpus}\n")
         kb = disk_gb * 1024 * 1024
-        self.output("df", f"Filesystem 1024-blocks Used Available Capacity Mounted on\n"
-                          f"/dev/vda1 {kb} 1048576 {kb - 1048576} 1% /\n")
+        self.output(
+            "df",
+            f"Filesystem 1024-blocks Used Available Capacity Mounted on\n/dev/vda1 {kb} 1048576 {kb - 1048576} 1% /\n",
+        )
 
     def _env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("LETSBE_", "DATABASE_URL", "NATS_URL"))}
-        env.update(PATH=f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}", HOME=str(self.root),
-                   LETSBE_SANDBOX_ROOT=str(self.root), TMPDIR=str(self.root / "tmp"), LC_ALL="C.UTF-8")
+        env.update(
+            PATH=f"{self.bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            HOME=str(self.root),
+            LETSBE_SANDBOX_ROOT=str(self.root),
+            TMPDIR=str(self.root / "tmp"),
+            LC_ALL="C.UTF-8",
+        )
         return env
 
     def _run(self) -> None:
@@ -273,15 +303,27 @@ class SshTarget:
                 return username == target.user and key.public_data == target.client_key.public_data
 
         return await asyncssh.create_server(
-            Server, self.host, self.port, server_host_keys=[self.host_key], process_factory=self._session,
-            encoding=None, allow_scp=False, sftp_factory=None,
+            Server,
+            self.host,
+            self.port,
+            server_host_keys=[self.host_key],
+            process_factory=self._session,
+            encoding=None,
+            allow_scp=False,
+            sftp_factory=None,
         )
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         self.sessions += 1
         proc = await asyncio.create_subprocess_exec(
-            "bash", "-c", process.command or "exit 0", cwd=self.root, env=self._env(),
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            "bash",
+            "-c",
+            process.command or "exit 0",
+            cwd=self.root,
+            env=self._env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
 

@@ -45,7 +45,9 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         return None
     pipeline = build_pipeline(rt, settings)
     consumer = rt.bus.consumer(
-        DURABLE, DnsReadyV1, dns_ready_handler(pipeline),
+        DURABLE,
+        DnsReadyV1,
+        dns_ready_handler(pipeline),
         batch=1,  # each slot fetches one job at a time: nothing waits un-heartbeated behind a long pipeline
         concurrency=settings.max_concurrent_jobs,
         ack_wait=settings.ack_wait_seconds,

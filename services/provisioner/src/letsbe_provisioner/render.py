@@ -37,8 +37,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown tool(s): {', '.join(unknown)}; known: {', '.join(t.name for t in catalog.selectable)}")
     try:
         order = OrderSpec(
-            order_id=uuid.uuid4(), domain=args.domain, tier=Tier(args.tier), region=Region.EU, tools=tools,
-            automation_mode=AutomationMode.AUTO, customer_email="render@example.invalid",
+            order_id=uuid.uuid4(),
+            domain=args.domain,
+            tier=Tier(args.tier),
+            region=Region.EU,
+            tools=tools,
+            automation_mode=AutomationMode.AUTO,
+            customer_email="render@example.invalid",
         )
     except ValidationError as exc:
         parser.error(str(exc.errors()[0]["msg"]))

@@ -7,8 +7,6 @@ from typing import Any
 
 import asyncssh
 import pytest
-from sqlalchemy import select
-
 from letsbe_contracts import (
     FailureStage,
     OrderFailedV1,
@@ -24,16 +22,22 @@ from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline
 from letsbe_provisioner.steps import STEPS
+from sqlalchemy import select
 
-from ..conftest import HUB_TOKEN, dns_ready, staged_events  # noqa: TID252
+from ..conftest import HUB_TOKEN, dns_ready, staged_events
 
 
 @pytest.fixture
 async def pipeline(settings: ProvisionerSettings, sessions: Any, hub: Any, key_file: Any) -> Any:
     assert settings.secrets_key is not None
     client = HubClient(hub.url, HUB_TOKEN, timeout=5)
-    p = Pipeline(settings, sessions, client, SecretBox(settings.secrets_key.get_secret_value()),
-                 asyncssh.read_private_key(str(key_file)))
+    p = Pipeline(
+        settings,
+        sessions,
+        client,
+        SecretBox(settings.secrets_key.get_secret_value()),
+        asyncssh.read_private_key(str(key_file)),
+    )
     yield p
     await client.aclose()
 
@@ -68,23 +72,38 @@ async def test_order_runs_ten_steps_in_order_streams_logs_and_is_provisioned_onc
     logs = of(events, ProvisioningLogV1)
     assert [e.seq for e in logs] == list(range(len(logs))), "one gap-free, ordered seq per job"
     # A step's lines come after its RUNNING event and before its SUCCEEDED event in the stream.
-    order_in_stream = [(e.step, "log") if isinstance(e, ProvisioningLogV1) else (e.step, e.status.value)
-                       for _, e in events if isinstance(e, ProvisioningLogV1 | ProvisioningStepV1)]
+    order_in_stream = [
+        (e.step, "log") if isinstance(e, ProvisioningLogV1) else (e.step, e.status.value)
+        for _, e in events
+        if isinstance(e, ProvisioningLogV1 | ProvisioningStepV1)
+    ]
     for number in range(1, 11):
         positions = [i for i, item in enumerate(order_in_stream) if item[0] == number]
         assert order_in_stream[positions[0]][1] == "RUNNING" and order_in_stream[positions[-1]][1] == "SUCCEEDED"
     assert any("found Debian 12 with 4 CPUs" in e.line for e in logs)
     provisioned = of(events, ProvisionedV1)
-    assert len(provisioned) == 1 and provisioned[0].order == event.order and provisioned[0].tenant_id == event.order.order_id
+    assert (
+        len(provisioned) == 1
+        and provisioned[0].order == event.order
+        and provisioned[0].tenant_id == event.order.order_id
+    )
     assert all(env.correlation_id == str(event.order.order_id) for env, _ in events)
 
     # What the server went through, in step order.
     cmds = commands(target)
-    first = {prefix: next(i for i, c in enumerate(cmds) if c.startswith(prefix)) for prefix in (
-        "nproc", "apt-get -o DPkg::Lock::Timeout=120 -q update", "useradd", "ufw --force enable",
-        "docker compose version", "docker compose --project-directory " + str(target.root) + "/opt/letsbe/nginx",
-        "docker compose --project-directory " + str(target.root) + "/opt/letsbe/stacks/nextcloud",
-        "docker compose --project-directory " + str(target.root) + "/opt/letsbe/ai")}
+    first = {
+        prefix: next(i for i, c in enumerate(cmds) if c.startswith(prefix))
+        for prefix in (
+            "nproc",
+            "apt-get -o DPkg::Lock::Timeout=120 -q update",
+            "useradd",
+            "ufw --force enable",
+            "docker compose version",
+            "docker compose --project-directory " + str(target.root) + "/opt/letsbe/nginx",
+            "docker compose --project-directory " + str(target.root) + "/opt/letsbe/stacks/nextcloud",
+            "docker compose --project-directory " + str(target.root) + "/opt/letsbe/ai",
+        )
+    }
     assert list(first.values()) == sorted(first.values())
     assert "certbot" not in {c.split()[0] for c in cmds}, "no credential yet: the wildcard is issued later"
     # Files on the "server": secrets 0600 and equal to the ones we keep encrypted; one token per agent.
@@ -117,7 +136,9 @@ async def test_host_key_mismatch_fails_the_job_and_runs_nothing(
     failed = of(await staged_events(engine), OrderFailedV1)
     assert len(failed) == 1
     assert failed[0].stage == FailureStage.PROVISIONING and failed[0].step == 1 and failed[0].retryable is False
-    assert "host key mismatch" in failed[0].reason and other in failed[0].reason and target.fingerprint in failed[0].reason
+    assert (
+        "host key mismatch" in failed[0].reason and other in failed[0].reason and target.fingerprint in failed[0].reason
+    )
     steps = await steps_of(sessions, event.order.order_id)
     assert steps[1].status == StepStatus.FAILED and all(steps[n].status == StepStatus.PENDING for n in range(2, 11))
 
@@ -168,8 +189,11 @@ async def test_a_transient_fault_is_retried_with_backoff_then_the_job_goes_on(
     assert len(of(events, ProvisionedV1)) == 1 and of(events, OrderFailedV1) == []
     step2 = [(e.status, e.attempt) for e in of(events, ProvisioningStepV1) if e.step == 2]
     assert step2 == [(StepStatus.RUNNING, 1), (StepStatus.RUNNING, 2), (StepStatus.SUCCEEDED, 2)]
-    assert any("[provisioner] attempt 1 failed" in e.line and "retrying" in e.line
-               for e in of(events, ProvisioningLogV1) if e.step == 2)
+    assert any(
+        "[provisioner] attempt 1 failed" in e.line and "retrying" in e.line
+        for e in of(events, ProvisioningLogV1)
+        if e.step == 2
+    )
     assert (await steps_of(sessions, event.order.order_id))[2].attempt == 2
 
 
@@ -187,7 +211,8 @@ async def test_a_failed_step_fails_the_order_and_a_retry_resumes_at_that_step(
     assert "problem running iptables" in failed[0].reason, "the stderr tail travels with the failure"
     steps = await steps_of(sessions, event.order.order_id)
     assert [steps[n].status for n in range(1, 11)] == [StepStatus.SUCCEEDED] * 3 + [StepStatus.FAILED] + [
-        StepStatus.PENDING] * 6
+        StepStatus.PENDING
+    ] * 6
     assert steps[4].exit_code == 1 and "problem running iptables" in (steps[4].error or "")
 
     # The operator fixes the server and retries: the Hub re-emits dns-ready (a new event id).

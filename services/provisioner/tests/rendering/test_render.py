@@ -16,7 +16,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema.validators import validator_for
-
 from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
 from letsbe_provisioner.rendering.plan import AGENTS, NginxPaths, Plan, Settings, generate_secrets, memory_split
 from letsbe_provisioner.steps import STEPS
@@ -26,19 +25,33 @@ ALL_TOOLS = tuple(t.name for t in CATALOG.selectable)
 TOKENS = {agent: f"rt_{agent}_0123456789abcdef" for agent in AGENTS}
 
 
-def plan_for(tools: tuple[str, ...] = ALL_TOOLS, *, nginx: NginxPaths | None = None, root: str = "",
-             tier: Tier = Tier.ENTERPRISE) -> Plan:
-    order = OrderSpec(order_id=uuid.uuid4(), domain="example.com", tier=tier, region=Region.EU,
-                      tools=tools, automation_mode=AutomationMode.AUTO, customer_email="owner@example.com")
-    return Plan(order, Settings(hub_url="https://hub.letsbe.test", root=root, nginx=nginx or NginxPaths()),
-                generate_secrets(tools))
+def plan_for(
+    tools: tuple[str, ...] = ALL_TOOLS, *, nginx: NginxPaths | None = None, root: str = "", tier: Tier = Tier.ENTERPRISE
+) -> Plan:
+    order = OrderSpec(
+        order_id=uuid.uuid4(),
+        domain="example.com",
+        tier=tier,
+        region=Region.EU,
+        tools=tools,
+        automation_mode=AutomationMode.AUTO,
+        customer_email="owner@example.com",
+    )
+    return Plan(
+        order,
+        Settings(hub_url="https://hub.letsbe.test", root=root, nginx=nginx or NginxPaths()),
+        generate_secrets(tools),
+    )
 
 
-def compose_schema_validator():  # noqa: ANN201
+def compose_schema_validator():
     """The Compose specification's JSON schema: deploy/'s vendored copy if there is one, else check-jsonschema's."""
     vendored = sorted(Path("deploy").rglob("compose-spec*.json"))
-    raw = vendored[0].read_text() if vendored else (
-        files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text()
+    raw = (
+        vendored[0].read_text()
+        if vendored
+        else (files("check_jsonschema.builtin_schemas.vendor") / "compose-spec.json").read_text()
+    )
     schema = json.loads(raw)
     return validator_for(schema)(schema)
 
@@ -77,15 +90,19 @@ def test_every_catalog_tool_renders_a_valid_compose_project_within_its_memory_bu
 
 
 def test_the_ai_stack_has_the_seeds_ports_and_memory() -> None:
-    doc = yaml.safe_load({f.path: f for f in plan_for(("nextcloud",)).files(TOKENS)}[
-        "/opt/letsbe/ai/docker-compose.yml"].content)
+    doc = yaml.safe_load(
+        {f.path: f for f in plan_for(("nextcloud",)).files(TOKENS)}["/opt/letsbe/ai/docker-compose.yml"].content
+    )
     svc = doc["services"]
-    assert svc["openclaw"]["network_mode"] == "host" and svc["openclaw"]["environment"]["OPENCLAW_GATEWAY_PORT"] == "18789"
+    assert (
+        svc["openclaw"]["network_mode"] == "host" and svc["openclaw"]["environment"]["OPENCLAW_GATEWAY_PORT"] == "18789"
+    )
     assert svc["safety-wrapper"]["ports"] == ["127.0.0.1:8200:8200"]
     assert svc["secrets-proxy"]["ports"] == ["127.0.0.1:8100:8100"]
     assert [svc[n]["mem_limit"] for n in ("openclaw", "safety-wrapper", "secrets-proxy")] == ["384m", "128m", "64m"]
     assert svc["safety-wrapper"]["environment"]["LETSBE_SW_REGISTRATION_TOKEN_FILE"] == (
-        "/var/lib/letsbe/safety-wrapper/registration-token")
+        "/var/lib/letsbe/safety-wrapper/registration-token"
+    )
 
 
 def test_secrets_live_only_in_0600_files_never_in_compose_files_or_vhosts() -> None:
@@ -98,12 +115,15 @@ def test_secrets_live_only_in_0600_files_never_in_compose_files_or_vhosts() -> N
             assert not f.path.endswith((".yml", ".conf")), f.path
 
 
-@pytest.mark.skipif(not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
-                    reason="nginx is not installed (make test installs it)")
+@pytest.mark.skipif(
+    not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()),
+    reason="nginx is not installed (make test installs it)",
+)
 def test_the_rendered_nginx_configuration_passes_nginx_t(tmp_path: Path) -> None:
     conf, tls = tmp_path / "nginx", tmp_path / "tls"
-    paths = NginxPaths(conf_dir=str(conf), tls_dir=str(tls), user="root", pid=str(tmp_path / "nginx.pid"),
-                       log_dir=str(tmp_path))
+    paths = NginxPaths(
+        conf_dir=str(conf), tls_dir=str(tls), user="root", pid=str(tmp_path / "nginx.pid"), log_dir=str(tmp_path)
+    )
     plan = plan_for(nginx=paths)
     for f in plan.files(TOKENS):
         if f.path.startswith("/opt/letsbe/nginx/") and not f.path.endswith(".yml"):
@@ -115,8 +135,9 @@ def test_the_rendered_nginx_configuration_passes_nginx_t(tmp_path: Path) -> None
     vhosts = sorted(p.name for p in (conf / "conf.d").iterdir())
     assert vhosts == sorted(["00-default.conf"] + [f"{t.subdomain}.conf" for t in CATALOG.selectable])
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    result = subprocess.run([nginx, "-t", "-c", str(conf / "nginx.conf"), "-p", str(tmp_path)],
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [nginx, "-t", "-c", str(conf / "nginx.conf"), "-p", str(tmp_path)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -133,24 +154,52 @@ def test_rendered_scripts_pass_shellcheck(tmp_path: Path) -> None:
             p = tmp_path / f.path.strip("/").replace("/", "_")
             p.write_text(f.content)
             scripts.append(p)
-    result = subprocess.run([str(shellcheck), "-S", "warning", *map(str, scripts)], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [str(shellcheck), "-S", "warning", *map(str, scripts)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout
 
 
 def test_render_cli_writes_every_file_at_its_server_path(tmp_path: Path) -> None:
     out = tmp_path / "tenant"
     result = subprocess.run(
-        [sys.executable, "-m", "letsbe_provisioner.render", "--tools", "nextcloud,ghost", "--domain", "example.com",
-         "--out", str(out)], capture_output=True, text=True, check=False)
+        [
+            sys.executable,
+            "-m",
+            "letsbe_provisioner.render",
+            "--tools",
+            "nextcloud,ghost",
+            "--domain",
+            "example.com",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     assert (out / "opt/letsbe/stacks/nextcloud/docker-compose.yml").exists()
     assert (out / "opt/letsbe/nginx/conf.d/blog.conf").exists()
     assert oct((out / "opt/letsbe/stacks/ghost/db.env").stat().st_mode & 0o777) == "0o600"
     assert sorted(p.name for p in (out / "steps").iterdir()) == [f"{s.number:02d}-{s.name}.sh" for s in STEPS]
 
-    bad = subprocess.run([sys.executable, "-m", "letsbe_provisioner.render", "--tools", "nextcloud,wordpress",
-                          "--domain", "example.com", "--out", str(out)], capture_output=True, text=True, check=False)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "letsbe_provisioner.render",
+            "--tools",
+            "nextcloud,wordpress",
+            "--domain",
+            "example.com",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert bad.returncode == 2 and "unknown tool(s): wordpress" in bad.stderr
 
 
@@ -161,9 +210,17 @@ def _self_signed(directory: Path, domain: str) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, domain)])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now).not_valid_after(now + dt.timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     (directory / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "privkey.pem").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (directory / "privkey.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )

@@ -12,7 +12,6 @@ from typing import Any
 import asyncssh
 import pytest
 from fastapi import FastAPI, Request
-
 from letsbe_contracts import Tier
 from letsbe_contracts.events import BackupStatus
 from letsbe_fakes import LoopbackServer
@@ -20,13 +19,16 @@ from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.steps import STEPS
 
-from ..conftest import server_target  # noqa: TID252
+from ..conftest import server_target
 from .test_render import TOKENS, plan_for
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and ".standins" not in p.parts and "tmp" not in p.parts}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and ".standins" not in p.parts and "tmp" not in p.parts
+    }
 
 
 async def run(conn: asyncssh.SSHClientConnection, script: str, target: SshTarget) -> tuple[int, list[str]]:
@@ -57,17 +59,24 @@ async def test_every_step_can_run_twice_and_the_second_run_changes_nothing(targe
     finally:
         conn.close()
     assert len(target.calls("mkswap")) == 1, "swap is created once"
-    assert [c for c in target.calls("swapon") if not c[1].startswith("--")] == [["swapon", str(target.path("/swapfile"))]]
+    assert [c for c in target.calls("swapon") if not c[1].startswith("--")] == [
+        ["swapon", str(target.path("/swapfile"))]
+    ]
     assert target.path("/etc/fstab").read_text().count("/swapfile") == 1
 
 
-@pytest.mark.parametrize(("machine", "message"), [
-    ({"os_release": 'PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'},
-     "this server runs Ubuntu 24.04 LTS; LetsBe needs Debian 12"),
-    ({"mem_mb": 4096}, "4096 MB RAM, the lite tier needs 8192"),
-    ({"cpus": 2}, "2 CPUs, the lite tier needs 4"),
-    ({"disk_gb": 80}, "80 GB disk, the lite tier needs 256"),
-])
+@pytest.mark.parametrize(
+    ("machine", "message"),
+    [
+        (
+            {"os_release": 'PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'},
+            "this server runs Ubuntu 24.04 LTS; LetsBe needs Debian 12",
+        ),
+        ({"mem_mb": 4096}, "4096 MB RAM, the lite tier needs 8192"),
+        ({"cpus": 2}, "2 CPUs, the lite tier needs 4"),
+        ({"disk_gb": 80}, "80 GB disk, the lite tier needs 256"),
+    ],
+)
 async def test_preflight_refuses_a_server_that_does_not_match_the_order(
     tmp_path: Path, machine: dict[str, Any], message: str
 ) -> None:
@@ -100,13 +109,20 @@ def test_nightly_backup_writes_backup_status_in_the_seeds_shape(target: SshTarge
         _write(target, plan, n)
     target.output("docker", "-- a database dump --\n")
     target.fail("docker", match="letsbe-ghost-db", message="Error response from daemon: container is restarting")
-    result = subprocess.run([str(target.path("/usr/local/sbin/letsbe-backup"))], env=_shell_env(target),
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(target.path("/usr/local/sbin/letsbe-backup"))],
+        env=_shell_env(target),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1, "a failed dump makes the run fail for cron monitoring"
     status = BackupStatus.model_validate_json(target.path("/var/lib/letsbe/backup/backup-status.json").read_text())
     assert set(status.databases) == {"nextcloud", "ghost"}, "tools without a database have nothing to dump"
     assert status.databases["nextcloud"].status == "success" and status.databases["nextcloud"].size_mb is not None
-    assert status.databases["ghost"].status == "failed" and "container is restarting" in (status.databases["ghost"].error or "")
+    assert status.databases["ghost"].status == "failed" and "container is restarting" in (
+        status.databases["ghost"].error or ""
+    )
     assert status.remote_sync.status == "skipped"
     dumps = list(target.path("/var/backups/letsbe/daily").rglob("*.gz"))
     assert [p.name for p in dumps] == ["nextcloud.postgres.gz"]
@@ -123,8 +139,20 @@ def test_tls_stands_in_self_signed_then_issues_the_wildcard_by_dns01_once_the_ag
     first = subprocess.run([ensure], env=_shell_env(target), capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr
     assert "self-signed stand-in" in first.stdout and target.calls("certbot") == []
-    cert = subprocess.run(["openssl", "x509", "-noout", "-ext", "subjectAltName", "-in",
-                           str(target.path("/etc/letsbe/tls/fullchain.pem"))], capture_output=True, text=True, check=True)
+    cert = subprocess.run(
+        [
+            "openssl",
+            "x509",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+            "-in",
+            str(target.path("/etc/letsbe/tls/fullchain.pem")),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert "DNS:example.com" in cert.stdout and "DNS:*.example.com" in cert.stdout
 
     credential = target.path("/var/lib/letsbe/safety-wrapper/credential")
@@ -134,7 +162,7 @@ def test_tls_stands_in_self_signed_then_issues_the_wildcard_by_dns01_once_the_ag
     assert second.returncode == 0, second.stderr
     [call] = target.calls("certbot")
     assert call[1:4] == ["certonly", "--manual", "--preferred-challenges"] and call[4] == "dns"
-    assert ["-d", "example.com", "-d", "*.example.com"] == call[call.index("-d"):call.index("-d") + 4]
+    assert ["-d", "example.com", "-d", "*.example.com"] == call[call.index("-d") : call.index("-d") + 4]
     assert call[call.index("--manual-auth-hook") + 1] == str(target.path("/etc/letsbe/acme/auth-hook.sh"))
     assert call[call.index("--manual-cleanup-hook") + 1] == str(target.path("/etc/letsbe/acme/cleanup-hook.sh"))
 
@@ -146,8 +174,13 @@ def test_acme_hooks_ask_the_hub_with_the_agents_credential(target: SshTarget, ho
 
     @app.api_route("/api/v1/tenant/acme-challenge", methods=["POST", "DELETE"])
     async def challenge(request: Request) -> dict[str, str]:
-        seen.append({"method": request.method, "auth": request.headers.get("authorization"),
-                     "body": json.loads(await request.body())})
+        seen.append(
+            {
+                "method": request.method,
+                "auth": request.headers.get("authorization"),
+                "body": json.loads(await request.body()),
+            }
+        )
         return {"status": "ok"}
 
     with LoopbackServer(app) as hub:
@@ -158,8 +191,14 @@ def test_acme_hooks_ask_the_hub_with_the_agents_credential(target: SshTarget, ho
         credential.parent.mkdir(parents=True, exist_ok=True)
         credential.write_text(json.dumps({"agent_id": "a1", "api_key": "lbk_agent_credential"}))
         env = {**_shell_env(target, standins=False), "CERTBOT_DOMAIN": "example.com", "CERTBOT_VALIDATION": "abc123"}
-        result = subprocess.run([str(target.path(f"/etc/letsbe/acme/{hook}"))], env=env, capture_output=True,
-                                text=True, check=False)
+        result = subprocess.run(
+            [str(target.path(f"/etc/letsbe/acme/{hook}"))], env=env, capture_output=True, text=True, check=False
+        )
     assert result.returncode == 0, result.stderr
-    assert seen == [{"method": method, "auth": "Bearer lbk_agent_credential",
-                     "body": {"domain": "example.com", "validation": "abc123"}}]
+    assert seen == [
+        {
+            "method": method,
+            "auth": "Bearer lbk_agent_credential",
+            "body": {"domain": "example.com", "validation": "abc123"},
+        }
+    ]

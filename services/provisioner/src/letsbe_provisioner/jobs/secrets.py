@@ -27,7 +27,9 @@ class SecretBox:
             raise RuntimeError("a tenant secret does not decrypt with LETSBE_PROVISIONER_SECRETS_KEY") from None
 
 
-async def ensure_secrets(session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID, tools: tuple[str, ...]) -> dict[str, str]:
+async def ensure_secrets(
+    session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID, tools: tuple[str, ...]
+) -> dict[str, str]:
     """The tenant's secrets by name, creating the missing ones. Stored before any is used on a server, so a re-run
     (or a crash and resume) writes the same passwords the databases were initialised with."""
     specs = secret_specs(tools)
@@ -39,7 +41,12 @@ async def ensure_secrets(session: AsyncSession, box: SecretBox, tenant_id: uuid.
     if missing:
         await session.execute(
             insert(TenantSecret)
-            .values([{"tenant_id": tenant_id, "name": n, "ciphertext": box.seal(generate_secret(specs[n]))} for n in missing])
+            .values(
+                [
+                    {"tenant_id": tenant_id, "name": n, "ciphertext": box.seal(generate_secret(specs[n]))}
+                    for n in missing
+                ]
+            )
             .on_conflict_do_nothing()
         )
         rows = await session.execute(select(TenantSecret).where(TenantSecret.tenant_id == tenant_id))

@@ -63,7 +63,9 @@ log = get_logger(__name__)
 
 JOBS_FINISHED = Counter("provisioner_jobs_finished_total", "Provisioning jobs that ended", ["outcome"])
 STEP_SECONDS = Histogram(
-    "provisioner_step_duration_seconds", "Wall time of one step attempt", ["step", "outcome"],
+    "provisioner_step_duration_seconds",
+    "Wall time of one step attempt",
+    ["step", "outcome"],
     buckets=(*LATENCY_BUCKETS, 30.0, 60.0, 300.0, 900.0),
 )
 STEP_RETRIES = Counter("provisioner_step_retries_total", "Step attempts retried after a transient fault", ["step"])
@@ -152,18 +154,27 @@ class Pipeline:
             if job is None:
                 unknown = load_catalog().unknown(order.tools)
                 job = Job(
-                    id=uuid.uuid4(), order_id=order.order_id, tenant_id=order.order_id, domain=order.domain,
-                    status=JobStatus.RUNNING, run=1, spec=event.model_dump(mode="json"), log_seq=0,
-                    lease_owner=self.owner, lease_until=lease,
+                    id=uuid.uuid4(),
+                    order_id=order.order_id,
+                    tenant_id=order.order_id,
+                    domain=order.domain,
+                    status=JobStatus.RUNNING,
+                    run=1,
+                    spec=event.model_dump(mode="json"),
+                    log_seq=0,
+                    lease_owner=self.owner,
+                    lease_until=lease,
                 )
                 session.add(job)
                 for s in STEPS:
-                    session.add(JobStep(job_id=job.id, number=s.number, name=s.name, status=StepStatus.PENDING,
-                                        attempt=0))
+                    session.add(
+                        JobStep(job_id=job.id, number=s.number, name=s.name, status=StepStatus.PENDING, attempt=0)
+                    )
                 if unknown:  # the Hub validates orders; this is a safety net, not a retry case
                     await session.flush()
-                    await self._fail_job(session, job, 1, f"unknown tools in the order: {', '.join(unknown)}",
-                                         retryable=False)
+                    await self._fail_job(
+                        session, job, 1, f"unknown tools in the order: {', '.join(unknown)}", retryable=False
+                    )
                     return "done", job.id
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info("provisioning job created", order_id=str(order.order_id), job_id=str(job.id))
@@ -179,7 +190,9 @@ class Pipeline:
                 job.spec = event.model_dump(mode="json")
                 job.lease_owner, job.lease_until, job.finished_at = self.owner, lease, None
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
-                log.info("resuming failed provisioning job", order_id=str(order.order_id), job_id=str(job.id), run=job.run)
+                log.info(
+                    "resuming failed provisioning job", order_id=str(order.order_id), job_id=str(job.id), run=job.run
+                )
                 return "mine", job.id
             if job.id in self.running:
                 return "mine", job.id  # a redelivery while we are at it: wait with it
@@ -195,8 +208,11 @@ class Pipeline:
         async with unit_of_work(self.sessions) as session:
             job = await session.get(Job, job_id)
             assert job is not None
-            steps = list((await session.execute(
-                select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.number))).scalars())
+            steps = list(
+                (
+                    await session.execute(select(JobStep).where(JobStep.job_id == job_id).order_by(JobStep.number))
+                ).scalars()
+            )
             spec = DnsReadyV1.model_validate(job.spec)
             secrets = await ensure_secrets(session, self.box, job.tenant_id, spec.order.tools)
         run = JobRun(self, job, steps, spec.order, spec.server, secrets)
@@ -208,8 +224,9 @@ class Pipeline:
             await run.close()
             with contextlib.suppress(Exception):
                 async with unit_of_work(self.sessions) as session:
-                    await session.execute(update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
-                                          .values(lease_until=None))
+                    await session.execute(
+                        update(Job).where(Job.id == job_id, Job.lease_owner == self.owner).values(lease_until=None)
+                    )
 
     async def _renew_lease(self, job_id: uuid.UUID) -> None:
         while True:
@@ -217,7 +234,8 @@ class Pipeline:
             try:
                 async with unit_of_work(self.sessions) as session:
                     await session.execute(
-                        update(Job).where(Job.id == job_id, Job.lease_owner == self.owner)
+                        update(Job)
+                        .where(Job.id == job_id, Job.lease_owner == self.owner)
                         .values(lease_until=_now() + timedelta(seconds=self.settings.lease_seconds))
                     )
             except Exception as exc:  # the next renewal may work; losing the lease only allows a takeover
@@ -226,10 +244,17 @@ class Pipeline:
     async def _fail_job(self, session: AsyncSession, job: Job, step: int, reason: str, *, retryable: bool) -> None:
         job.status, job.error, job.failed_step, job.finished_at = JobStatus.FAILED, reason, step, _now()
         await add_event(
-            session, outbox,
-            OrderFailedV1(order_id=job.order_id, stage=FailureStage.PROVISIONING, reason=reason[:4000],
-                          retryable=retryable, step=step),
-            correlation_id=str(job.order_id), event_id=event_id(job.id, f"failed:{job.run}"),
+            session,
+            outbox,
+            OrderFailedV1(
+                order_id=job.order_id,
+                stage=FailureStage.PROVISIONING,
+                reason=reason[:4000],
+                retryable=retryable,
+                step=step,
+            ),
+            correlation_id=str(job.order_id),
+            event_id=event_id(job.id, f"failed:{job.run}"),
         )
         JOBS_FINISHED.labels("failed").inc()
         log.error("provisioning failed", order_id=str(job.order_id), job_id=str(job.id), step=step, retryable=retryable)
@@ -238,8 +263,15 @@ class Pipeline:
 class JobRun:
     """The steps of one job, in order, by this process; holds the SSH connection and the redactor."""
 
-    def __init__(self, pipeline: Pipeline, job: Job, steps: list[JobStep], order: OrderSpec, server: ServerTarget,
-                 secrets: dict[str, str]):
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        job: Job,
+        steps: list[JobStep],
+        order: OrderSpec,
+        server: ServerTarget,
+        secrets: dict[str, str],
+    ):
         self.p = pipeline
         self.settings = pipeline.settings
         self.job_id = job.id
@@ -249,10 +281,17 @@ class JobRun:
         self.order = order
         self.server = server
         self.redact = Redactor([*secrets.values(), *pipeline.static_secrets])
-        self.plan = Plan(order, Settings(
-            hub_url=self.settings.tenant_hub_url or self.settings.hub_url, root=self.settings.remote_root,
-            agent_image_tag=self.settings.agent_image_tag, ssh_user=server.ssh_user, ssh_port=server.ssh_port,
-        ), secrets)
+        self.plan = Plan(
+            order,
+            Settings(
+                hub_url=self.settings.tenant_hub_url or self.settings.hub_url,
+                root=self.settings.remote_root,
+                agent_image_tag=self.settings.agent_image_tag,
+                ssh_user=server.ssh_user,
+                ssh_port=server.ssh_port,
+            ),
+            secrets,
+        )
         self.conn: asyncssh.SSHClientConnection | None = None
 
     async def close(self) -> None:
@@ -284,11 +323,16 @@ class JobRun:
                 tokens = await self._tokens() if step.number == 10 else None
                 script = self.plan.step_script(step.number, tokens)
                 if self.conn is None:
-                    self.conn = await ssh.connect(self.server, self.p.client_key,
-                                                  timeout=self.settings.ssh_connect_timeout_seconds)
+                    self.conn = await ssh.connect(
+                        self.server, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds
+                    )
                 exit_code = await ssh.run_script(
-                    self.conn, script, root=self.settings.remote_root, user=self.server.ssh_user,
-                    on_line=sink.add, timeout=self.settings.step_timeout_seconds,
+                    self.conn,
+                    script,
+                    root=self.settings.remote_root,
+                    user=self.server.ssh_user,
+                    on_line=sink.add,
+                    timeout=self.settings.step_timeout_seconds,
                 )
                 if exit_code == 0:
                     await self._mark_done(step, sink, attempt)
@@ -321,8 +365,13 @@ class JobRun:
 
     async def _tokens(self) -> dict[str, str]:
         """Fresh one-time registration tokens for the agents (a re-run asks again; unused ones just expire)."""
-        body = {"domain": self.order.domain, "order_id": str(self.order_id), "tier": self.order.tier.value,
-                "region": self.order.region.value, "server_id": str(self.server.server_id)}
+        body = {
+            "domain": self.order.domain,
+            "order_id": str(self.order_id),
+            "tier": self.order.tier.value,
+            "region": self.order.region.value,
+            "server_id": str(self.server.server_id),
+        }
         tokens = {}
         for agent in AGENTS:
             token = (await self.p.hub.registration_token(self.tenant_id, body)).token
@@ -350,8 +399,9 @@ class JobRun:
             await self._step_event(session, row)
             step.status = row.status
 
-    async def _mark_failed(self, step: JobStep, sink: LogSink, attempt: int, exit_code: int | None, error: str,
-                           *, retryable: bool) -> None:
+    async def _mark_failed(
+        self, step: JobStep, sink: LogSink, attempt: int, exit_code: int | None, error: str, *, retryable: bool
+    ) -> None:
         async with sink.lock, unit_of_work(self.p.sessions) as session:
             await sink.flush_in(session)
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
@@ -360,16 +410,25 @@ class JobRun:
             row.status, row.exit_code, row.finished_at = StepStatus.FAILED, exit_code, _now()
             row.error, row.output_tail = error[:4000], sink.tail_text()
             await self._step_event(session, row)
-            await self.p._fail_job(session, job, step.number, f"step {step.number} {step.name} failed: {error}",
-                                   retryable=retryable)
+            await self.p._fail_job(
+                session, job, step.number, f"step {step.number} {step.name} failed: {error}", retryable=retryable
+            )
             step.status = row.status
 
     async def _step_event(self, session: AsyncSession, row: JobStep) -> None:
         await add_event(
-            session, outbox,
-            ProvisioningStepV1(order_id=self.order_id, job_id=self.job_id, step=row.number, name=row.name,
-                               status=StepStatus(row.status), attempt=max(row.attempt, 1), exit_code=row.exit_code,
-                               error=row.error[:4000] if row.error else None),
+            session,
+            outbox,
+            ProvisioningStepV1(
+                order_id=self.order_id,
+                job_id=self.job_id,
+                step=row.number,
+                name=row.name,
+                status=StepStatus(row.status),
+                attempt=max(row.attempt, 1),
+                exit_code=row.exit_code,
+                error=row.error[:4000] if row.error else None,
+            ),
             correlation_id=str(self.order_id),
             event_id=event_id(self.job_id, f"step:{row.number}:{row.attempt}:{row.status}"),
         )
@@ -396,9 +455,13 @@ class JobRun:
                 sink = LogSink(self, step.number)
                 await sink.close()
                 await self._mark_failed(
-                    step, sink, step.attempt, None,
+                    step,
+                    sink,
+                    step.attempt,
+                    None,
                     f"the Safety Wrapper did not register with the Hub within "
-                    f"{self.settings.registration_timeout_seconds:g}s of step 10", retryable=True,
+                    f"{self.settings.registration_timeout_seconds:g}s of step 10",
+                    retryable=True,
                 )
                 return
             await asyncio.sleep(self.settings.registration_poll_seconds)
@@ -409,10 +472,17 @@ class JobRun:
                 return
             job.status, job.finished_at = JobStatus.SUCCEEDED, _now()
             await add_event(
-                session, outbox,
-                ProvisionedV1(order=self.order, server=self.server, tenant_id=self.tenant_id, job_id=self.job_id,
-                              duration_seconds=max((job.finished_at - job.created_at).total_seconds(), 0.0)),
-                correlation_id=str(self.order_id), event_id=event_id(self.job_id, "provisioned"),
+                session,
+                outbox,
+                ProvisionedV1(
+                    order=self.order,
+                    server=self.server,
+                    tenant_id=self.tenant_id,
+                    job_id=self.job_id,
+                    duration_seconds=max((job.finished_at - job.created_at).total_seconds(), 0.0),
+                ),
+                correlation_id=str(self.order_id),
+                event_id=event_id(self.job_id, "provisioned"),
             )
         JOBS_FINISHED.labels("provisioned").inc()
         log.info("provisioned", order_id=str(self.order_id), job_id=str(self.job_id))
@@ -467,23 +537,37 @@ class LogSink:
             return
         lines, self.pending = self.pending, []
         try:
-            end = (await session.execute(
-                update(Job).where(Job.id == self.run.job_id).values(log_seq=Job.log_seq + len(lines))
-                .returning(Job.log_seq))).scalar_one()
+            end = (
+                await session.execute(
+                    update(Job)
+                    .where(Job.id == self.run.job_id)
+                    .values(log_seq=Job.log_seq + len(lines))
+                    .returning(Job.log_seq)
+                )
+            ).scalar_one()
             first = end - len(lines)
             corr = str(self.run.order_id)
             rows = []
             for offset, (stream, line) in enumerate(lines):
                 seq = first + offset
-                ev = ProvisioningLogV1(order_id=self.run.order_id, job_id=self.run.job_id, step=self.step, seq=seq,
-                                       stream=stream, line=line)  # type: ignore[arg-type]
+                ev = ProvisioningLogV1(
+                    order_id=self.run.order_id,
+                    job_id=self.run.job_id,
+                    step=self.step,
+                    seq=seq,
+                    stream=stream,
+                    line=line,
+                )  # type: ignore[arg-type]
                 env = ev.envelope(correlation_id=corr, event_id=event_id(self.run.job_id, f"log:{seq}"))
                 rows.append({"event_id": env.id, "subject": ev.SUBJECT, "envelope": env.model_dump(mode="json")})
             # One multi-row insert per batch (what add_event does row by row), then wake the relay.
             await session.execute(pg_insert(outbox).values(rows).on_conflict_do_nothing(index_elements=["event_id"]))
             await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": notify_channel(SCHEMA)})
-            await session.execute(update(JobStep).where(JobStep.job_id == self.run.job_id,
-                                                        JobStep.number == self.step).values(output_tail=self.tail_text()))
+            await session.execute(
+                update(JobStep)
+                .where(JobStep.job_id == self.run.job_id, JobStep.number == self.step)
+                .values(output_tail=self.tail_text())
+            )
         except BaseException:
             self.pending[:0] = lines  # not committed: keep them for the next flush
             raise

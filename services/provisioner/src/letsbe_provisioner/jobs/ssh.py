@@ -39,10 +39,19 @@ async def connect(target: ServerTarget, client_key: asyncssh.SSHKey, *, timeout:
     client = _pinning_client(target.host_key_fingerprint)
     try:
         conn, _ = await asyncssh.create_connection(
-            client, str(target.ipv4), target.ssh_port, username=target.ssh_user, client_keys=[client_key],
+            client,
+            str(target.ipv4),
+            target.ssh_port,
+            username=target.ssh_user,
+            client_keys=[client_key],
             known_hosts=([], [], []),  # no known_hosts file: the pin above is the only trusted key
-            connect_timeout=timeout, keepalive_interval=15, keepalive_count_max=4, agent_path=None,
-            password=None, kbdint_auth=False, config=None,
+            connect_timeout=timeout,
+            keepalive_interval=15,
+            keepalive_count_max=4,
+            agent_path=None,
+            password=None,
+            kbdint_auth=False,
+            config=None,
         )
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyMismatch(

@@ -197,7 +197,9 @@ class Plan:
             raise ValueError(f"secrets missing for: {', '.join(missing)}")
         self.secrets = secrets
         self.tier = self.catalog.tier(order.tier)
-        self.stacks = [self._stack(self.catalog.tool(name)) for name in order.tools if not self.catalog.tool(name).system]
+        self.stacks = [
+            self._stack(self.catalog.tool(name)) for name in order.tools if not self.catalog.tool(name).system
+        ]
 
     @property
     def budget_mb(self) -> int:
@@ -214,14 +216,27 @@ class Plan:
             pw = mine["db_password"]
             db_env = {
                 "postgres": {"POSTGRES_DB": name, "POSTGRES_USER": user, "POSTGRES_PASSWORD": pw},
-                "mysql": {"MYSQL_DATABASE": name, "MYSQL_USER": user, "MYSQL_PASSWORD": pw,
-                          "MYSQL_ROOT_PASSWORD": mine.get("db_root_password", "")},
-                "mongo": {"MONGO_INITDB_ROOT_USERNAME": user, "MONGO_INITDB_ROOT_PASSWORD": pw,
-                          "MONGO_INITDB_DATABASE": name},
+                "mysql": {
+                    "MYSQL_DATABASE": name,
+                    "MYSQL_USER": user,
+                    "MYSQL_PASSWORD": pw,
+                    "MYSQL_ROOT_PASSWORD": mine.get("db_root_password", ""),
+                },
+                "mongo": {
+                    "MONGO_INITDB_ROOT_USERNAME": user,
+                    "MONGO_INITDB_ROOT_PASSWORD": pw,
+                    "MONGO_INITDB_DATABASE": name,
+                },
             }[tool.requires_db]
             db = Database(tool.requires_db, DB_IMAGES[tool.requires_db], db_mb or MIN_DB_MB, name, user, db_env)
-        values = {"host": host, "url": f"https://{host}", "db": "db", "db_name": tool.name, "db_user": tool.name,
-                  **mine}
+        values = {
+            "host": host,
+            "url": f"https://{host}",
+            "db": "db",
+            "db_name": tool.name,
+            "db_user": tool.name,
+            **mine,
+        }
         env = {k: v.format(**values) for k, v in prof.env.items()}
         redis_env = {"REDIS_PASSWORD": mine["redis_password"]} if tool.requires_redis else {}
         return ToolStack(tool, prof, tool.name.replace("_", "-"), host, app_mb, db, redis_mb, env, redis_env)
@@ -296,8 +311,12 @@ class Plan:
         if number == 10:
             files = [
                 self._file("compose/ai.yml.j2", f"{AI_DIR}/docker-compose.yml"),
-                self._file("compose/env.j2", f"{AI_DIR}/openclaw.env", "0600",
-                           env={"OPENCLAW_GATEWAY_TOKEN": self.secrets["ai.openclaw_gateway_token"]}),
+                self._file(
+                    "compose/env.j2",
+                    f"{AI_DIR}/openclaw.env",
+                    "0600",
+                    env={"OPENCLAW_GATEWAY_TOKEN": self.secrets["ai.openclaw_gateway_token"]},
+                ),
             ]
             for agent, token in (tokens or {}).items():
                 files.append(RenderedFile(f"{agent_dir(agent)}/registration-token", token + "\n", "0600", "1001:1001"))
