@@ -185,11 +185,11 @@ def test_acme_hooks_ask_the_hub_with_the_agents_credential(target: SshTarget, ho
 
     with LoopbackServer(app) as hub:
         plan = plan_for(("nextcloud",), root=str(target.root))
-        plan.settings = plan.settings.__class__(**{**plan.settings.__dict__, "hub_url": hub.url})
+        plan.settings = plan.settings.__class__(**{**plan.settings.__dict__, "acme_url": hub.url})
         _write(target, plan, 7)
         credential = target.path("/var/lib/letsbe/safety-wrapper/credential")
         credential.parent.mkdir(parents=True, exist_ok=True)
-        credential.write_text(json.dumps({"agent_id": "a1", "api_key": "lbk_agent_credential"}))
+        credential.write_text("lbk_agent_credential")
         env = {**_shell_env(target, standins=False), "CERTBOT_DOMAIN": "example.com", "CERTBOT_VALIDATION": "abc123"}
         result = subprocess.run(
             [str(target.path(f"/etc/letsbe/acme/{hook}"))], env=env, capture_output=True, text=True, check=False

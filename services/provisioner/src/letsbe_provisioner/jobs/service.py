@@ -285,6 +285,7 @@ class JobRun:
             order,
             Settings(
                 hub_url=self.settings.tenant_hub_url or self.settings.hub_url,
+                acme_url=self.settings.acme_url,
                 root=self.settings.remote_root,
                 agent_image_tag=self.settings.agent_image_tag,
                 ssh_user=server.ssh_user,

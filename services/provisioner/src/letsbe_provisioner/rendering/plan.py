@@ -15,6 +15,7 @@ from functools import cache
 
 import jinja2
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, Tool, load_catalog
+from letsbe_dns import hooks as dns_hooks
 
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS
@@ -42,6 +43,10 @@ BACKUP_DIR = "/var/backups/letsbe"
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
 
 
+# The Safety Wrapper keeps its Hub API key here (the bare key, 0600); the ACME hooks authenticate with it.
+AGENT_CREDENTIAL = "/var/lib/letsbe/safety-wrapper/credential"
+
+
 def agent_dir(agent: str) -> str:
     return f"{STATE_DIR}/{agent}"
 
@@ -61,7 +66,8 @@ class NginxPaths:
 class Settings:
     """What the templates need besides the order (from the provisioner's settings and the server target)."""
 
-    hub_url: str  # the Hub as the tenant reaches it (agents, ACME hooks)
+    hub_url: str  # the Hub as the tenant reaches it (agents)
+    acme_url: str | None = None  # where tenants reach /api/v1/tenant/acme-challenge; default: hub_url
     root: str = ""  # "" in production; a sandbox directory in tests
     agent_image_tag: str = "latest"
     ssh_user: str = "letsbe"
@@ -249,7 +255,8 @@ class Plan:
             "root": self.settings.root, "nginx": self.settings.nginx, "stacks": self.stacks, "plan": self,
             "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS},
-            "agents": AGENTS, "agent_dir": agent_dir, "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
+            "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
+            "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
             "secrets": self.secrets, "redis_image": REDIS_IMAGE,
             **extra,
         }  # fmt: skip
@@ -284,10 +291,15 @@ class Plan:
                 self._file("compose/nginx.yml.j2", f"{NGINX_DIR}/docker-compose.yml"),
             ]
         if number == 7:
+            # The DNS-01 hooks are the DNS service's own (letsbe_dns.hooks): it owns that route's wire contract.
+            hooks = dns_hooks.render(
+                dns_url=self.settings.acme_url or self.settings.hub_url,
+                credential_file=self.settings.root + AGENT_CREDENTIAL,
+            )
             return [
                 self._file("tls/hook.env.j2", f"{ACME_DIR}/hook.env"),
-                self._file("tls/auth-hook.sh.j2", f"{ACME_DIR}/auth-hook.sh", "0755"),
-                self._file("tls/cleanup-hook.sh.j2", f"{ACME_DIR}/cleanup-hook.sh", "0755"),
+                RenderedFile(f"{ACME_DIR}/auth-hook.sh", hooks["auth"], "0755"),
+                RenderedFile(f"{ACME_DIR}/cleanup-hook.sh", hooks["cleanup"], "0755"),
                 self._file("tls/tls-ensure.sh.j2", "/usr/local/sbin/letsbe-tls-ensure", "0755"),
                 self._file("tls/cron.j2", "/etc/cron.d/letsbe-tls"),
             ]
