@@ -65,6 +65,8 @@ def make_settings(
             "consumer_backoff_seconds": (0.2,),
             "acme_visible_timeout_seconds": 5.0,
             "log_json": False,
+            # Tests are done when they stop the app: do not wait for the consumers' long polls to time out.
+            "shutdown_grace_seconds": 0,
         }
         values.update(overrides)
         return DnsSettings.model_validate(values)
