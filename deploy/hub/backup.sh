@@ -2,7 +2,7 @@
 # Hub database backup (seed §2.3, §8.1 tier 3), run daily at 03:00 by cron (see docs/runbook.md):
 #   1. pg_dump in custom format, read back with pg_restore --list, sha256 beside it
 #   2. rotation by the script itself: keep the newest backup of each of the last 14 days, then of 8 more
-#      ISO weeks, then of 3 more months (borg/restic "prune" rules: a backup kept by an earlier rule does
+#      ISO weeks, then of 3 more months (borg's "prune" rules: a backup kept by an earlier rule does
 #      not count for a later one, so a long history holds exactly 14 + 8 + 3 backups)
 #   3. off-site copy with rclone when BACKUP_RCLONE_REMOTE is set, and the same rotation there
 #   4. backup-status.json (seed §8.3 shape) for the monitor
