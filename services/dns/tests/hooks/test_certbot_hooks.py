@@ -79,6 +79,7 @@ async def test_auth_and_cleanup_hooks_publish_and_remove_the_challenge(
     # certbot asks the CA to validate right after the hook returns: the record must be served by then.
     assert await txt_served(cloudflare.dns.port, name) == [VALIDATION]
     assert key not in service.logs()
+    assert cloudflare.fake.token not in service.logs()
 
     code, out = await run_hook(scripts["cleanup"], kit.domain, VALIDATION)
     assert code == 0, out
