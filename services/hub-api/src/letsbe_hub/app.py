@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from letsbe_hub import __version__
+from letsbe_hub.approvals import endpoints as approvals
 from letsbe_hub.auth import endpoints as tokens
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import ensure_token
@@ -24,6 +25,7 @@ from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS = [
     tokens.router,
+    *approvals.routers,
     *tenants.routers,
     *commands.routers,
     orders.router,

@@ -1,0 +1,89 @@
+"""SQL of the approvals context. State changes are compare-and-set updates, so two deciders (or two consumers)
+cannot both win."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from letsbe_hub.approvals.models import ApprovalRow
+
+OPEN = ("PENDING", "APPROVED")
+
+
+async def expire_due(session: AsyncSession, *, approval_id: uuid.UUID | None = None,
+                     tenant_id: uuid.UUID | None = None, args_hash: str | None = None) -> None:
+    """Mark open approvals past their expiry EXPIRED (lazily, on the rows about to be read or written)."""
+    stmt = update(ApprovalRow).where(ApprovalRow.status.in_(OPEN), ApprovalRow.expires_at <= func.now())
+    if approval_id is not None:
+        stmt = stmt.where(ApprovalRow.id == approval_id)
+    if tenant_id is not None:
+        stmt = stmt.where(ApprovalRow.tenant_id == tenant_id)
+    if args_hash is not None:
+        stmt = stmt.where(ApprovalRow.args_hash == args_hash)
+    await session.execute(stmt.values(status="EXPIRED"))
+
+
+async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> ApprovalRow | None:
+    """Insert a PENDING request; None if one is already pending for the same tenant and call."""
+    stmt = (
+        insert(ApprovalRow)
+        .values(id=uuid.uuid4(), status="PENDING", **values)
+        .on_conflict_do_nothing(index_elements=["tenant_id", "args_hash"], index_where=ApprovalRow.status == "PENDING")
+        .returning(ApprovalRow)
+    )
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def pending_for(session: AsyncSession, tenant_id: uuid.UUID, args_hash: str) -> ApprovalRow | None:
+    stmt = select(ApprovalRow).where(ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == args_hash,
+                                     ApprovalRow.status == "PENDING")
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def get(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUID | None = None) -> ApprovalRow | None:
+    stmt = select(ApprovalRow).where(ApprovalRow.id == approval_id)
+    if tenant_id is not None:
+        stmt = stmt.where(ApprovalRow.tenant_id == tenant_id)
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def decide(session: AsyncSession, approval_id: uuid.UUID, status: str, by: str,
+                 note: str | None) -> ApprovalRow | None:
+    stmt = (
+        update(ApprovalRow)
+        .where(ApprovalRow.id == approval_id, ApprovalRow.status == "PENDING", ApprovalRow.expires_at > func.now())
+        .values(status=status, decided_at=func.now(), decided_by=by, decision_note=note)
+        .returning(ApprovalRow)
+    )
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def consume(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUID,
+                  args_hash: str) -> ApprovalRow | None:
+    stmt = (
+        update(ApprovalRow)
+        .where(ApprovalRow.id == approval_id, ApprovalRow.tenant_id == tenant_id, ApprovalRow.status == "APPROVED",
+               ApprovalRow.args_hash == args_hash, ApprovalRow.expires_at > func.now())
+        .values(status="CONSUMED", consumed_at=func.now())
+        .returning(ApprovalRow)
+    )
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+
+
+async def listing(session: AsyncSession, *, status: str | None, tenant_id: uuid.UUID | None,
+                  before: datetime | None, limit: int) -> Sequence[ApprovalRow]:
+    stmt = select(ApprovalRow).order_by(ApprovalRow.requested_at.desc(), ApprovalRow.id).limit(limit)
+    if status is not None:
+        stmt = stmt.where(ApprovalRow.status == status)
+    if tenant_id is not None:
+        stmt = stmt.where(ApprovalRow.tenant_id == tenant_id)
+    if before is not None:
+        stmt = stmt.where(ApprovalRow.requested_at < before)
+    return (await session.execute(stmt)).scalars().all()
