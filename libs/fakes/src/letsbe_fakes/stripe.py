@@ -128,6 +128,16 @@ class StripeFake:
 
     # --- test switches and webhook helpers -----------------------------------------------------------------------
 
+    def reset(self) -> None:
+        """Forget every session, event, request and switch (a server shared by many tests starts each one clean)."""
+        with self._lock:
+            self.sessions.clear()
+            self.events.clear()
+            self.requests.clear()
+            self._idempotency.clear()
+            self._failures.clear()
+            self._intent_metadata.clear()
+
     def fail_next(self, times: int = 1, status: int = 500, message: str = "An unknown error occurred") -> None:
         with self._lock:
             self._failures.extend([(status, message)] * times)
@@ -314,6 +324,8 @@ class StripeFake:
                 with self._lock:
                     failure = self._failures.pop(0) if self._failures else None
                 if failure is not None:
+                    key = request.headers.get("idempotency-key")
+                    self.requests.append(RecordedRequest(request.method, request.url.path, {}, key, failure[0]))
                     return _StripeError(failure[0], "api_error", failure[1]).response()
             try:
                 return await call_next(request)

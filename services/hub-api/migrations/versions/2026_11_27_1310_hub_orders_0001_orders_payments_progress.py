@@ -19,8 +19,16 @@ depends_on: str | Sequence[str] | None = None
 S = "hub"
 TS = sa.DateTime(timezone=True)
 STATUSES = (
-    "PENDING_PAYMENT", "PAYMENT_CONFIRMED", "AWAITING_SERVER", "SERVER_READY", "DNS_PENDING", "DNS_READY",
-    "PROVISIONING", "FULFILLED", "FAILED", "CANCELLED",
+    "PENDING_PAYMENT",
+    "PAYMENT_CONFIRMED",
+    "AWAITING_SERVER",
+    "SERVER_READY",
+    "DNS_PENDING",
+    "DNS_READY",
+    "PROVISIONING",
+    "FULFILLED",
+    "FAILED",
+    "CANCELLED",
 )
 
 
@@ -71,7 +79,11 @@ def upgrade() -> None:
         schema=S,
     )
     op.create_index(
-        "uq_orders_domain_live", "orders", ["domain"], unique=True, schema=S,
+        "uq_orders_domain_live",
+        "orders",
+        ["domain"],
+        unique=True,
+        schema=S,
         postgresql_where=sa.text("status <> 'CANCELLED'"),
     )
     op.create_index("ix_orders_created_at_id", "orders", ["created_at", "id"], schema=S)
@@ -108,9 +120,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("dedup_key", name="uq_provisioning_progress_dedup_key"),
         schema=S,
     )
-    op.create_index(
-        "ix_provisioning_progress_order_id_id", "provisioning_progress", ["order_id", "id"], schema=S
-    )
+    op.create_index("ix_provisioning_progress_order_id_id", "provisioning_progress", ["order_id", "id"], schema=S)
 
     op.create_table(
         "stripe_events",

@@ -1,1 +1,8 @@
-from letsbe_hub.orders.testing import hub_settings, operator, orders_hub, smtp_server, stripe_fake  # noqa: F401 - fixtures
+from letsbe_hub.orders.testing import (  # noqa: F401 - fixtures
+    _stripe_server,
+    hub_settings,
+    operator,
+    orders_hub,
+    smtp_server,
+    stripe_fake,
+)

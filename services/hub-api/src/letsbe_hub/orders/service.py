@@ -282,6 +282,7 @@ async def advance(
     event — delivered late or out of order — catches up; an event for an order already at or past ``target``, or
     not in automation (unpaid, FAILED, CANCELLED), changes nothing.
     """
+    await state.lock_stream(session, order_id)  # read and walk under the order's lock: no one moves it meanwhile
     order = await repo.get(session, order_id)
     if order is None:
         raise LookupError(f"unknown order {order_id}")
@@ -294,7 +295,10 @@ async def advance(
         return False
     path = HAPPY_PATH[HAPPY_PATH.index(current) + 1 : HAPPY_PATH.index(target) + 1]
     for i, status in enumerate(path):
-        await state.transition(session, order_id, status, actor=actor, reason=reason, **(fields if i == 0 else {}))
+        await state.transition(
+            session, order_id, status, actor=actor, reason=reason, expected=current, **(fields if i == 0 else {})
+        )
+        current = status
     return True
 
 
@@ -308,6 +312,7 @@ async def fail(
     actor: str,
 ) -> bool:
     """FAILED(stage) unless the order is not active or already past that stage (a stale failure)."""
+    await state.lock_stream(session, order_id)
     order = await repo.get(session, order_id)
     if order is None:
         log.warning("failure for an unknown order ignored", order_id=str(order_id), stage=stage)
@@ -318,5 +323,7 @@ async def fail(
     if STAGE_RANK[stage] < STAGE_RANK[STAGE_OF[current]]:
         log.info("stale failure ignored", order_id=str(order_id), stage=stage, status=current)
         return False
-    await state.transition(session, order_id, S.FAILED, actor=actor, reason=reason, stage=stage, retryable=retryable)
+    await state.transition(
+        session, order_id, S.FAILED, actor=actor, reason=reason, stage=stage, retryable=retryable, expected=current
+    )
     return True

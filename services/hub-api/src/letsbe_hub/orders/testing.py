@@ -49,11 +49,18 @@ class RunningStripe:
     url: str
 
 
-@pytest.fixture
-def stripe_fake() -> Iterator[RunningStripe]:
+@pytest.fixture(scope="session")
+def _stripe_server() -> Iterator[RunningStripe]:
     fake = StripeFake(webhook_secret=WEBHOOK_SECRET)
     with LoopbackServer(fake.app) as srv:
         yield RunningStripe(fake, srv.url)
+
+
+@pytest.fixture
+def stripe_fake(_stripe_server: RunningStripe) -> RunningStripe:
+    """The fake Stripe API on loopback, clean for this test."""
+    _stripe_server.fake.reset()
+    return _stripe_server
 
 
 @pytest.fixture
@@ -212,3 +219,59 @@ def sse_events(text: str) -> list[dict[str, Any]]:
             fields["data"] = json.loads(fields["data"])
             out.append(fields)
     return out
+
+
+async def insert_order(
+    sessions: async_sessionmaker[AsyncSession], status: str = "PENDING_PAYMENT", **fields: Any
+) -> uuid.UUID:
+    """An order row in any state, written directly (test setup only; the API goes through orders.state)."""
+    from letsbe_hub.orders.models import Order
+
+    values: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "customer_name": "Acme GmbH",
+        "customer_email": "owner@acme.test",
+        "domain": f"acme-{uuid.uuid4().hex[:8]}.test",
+        "tier": "build",
+        "region": "eu",
+        "tools": ["nextcloud", "ghost"],
+        "automation_mode": "AUTO",
+        "amount_cents": 4900,
+        "currency": "eur",
+        "created_by": "test",
+        "status": status,
+        **fields,
+    }
+    async with unit_of_work(sessions) as session:
+        session.add(Order(**values))
+    return values["id"]
+
+
+async def count(sessions: async_sessionmaker[AsyncSession], sql: str, **params: Any) -> int:
+    from sqlalchemy import text
+
+    async with sessions() as session:
+        return int((await session.execute(text(sql), params)).scalar_one())
+
+
+async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
+    """Poll ``await check()`` until it returns something truthy; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {check}")
+        await asyncio.sleep(interval)
+
+
+async def published(bus: Any, subject: str) -> int:
+    """How many messages of ``subject`` (un-namespaced, e.g. letsbe.order.created.v1) are in the test's stream."""
+    full = bus.subject(subject)
+    info = await bus.js.stream_info(bus.stream, subjects_filter=full)
+    return (info.state.subjects or {}).get(full, 0)
+
+
+async def outbox_drained(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    return await count(sessions, "SELECT count(*) FROM hub.outbox WHERE published_at IS NULL") == 0
