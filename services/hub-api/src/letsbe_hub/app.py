@@ -16,6 +16,7 @@ from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.tenants import endpoints as tenants, heartbeat as tenant_heartbeats
 from letsbe_hub.commands import endpoints as commands, workers as command_workers
+from letsbe_hub.rollouts import endpoints as rollouts, engine as rollout_engine
 from letsbe_hub.orders import endpoints as orders, wiring as orders_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.payments import endpoints as payments
@@ -28,6 +29,7 @@ ROUTERS = [
     *approvals.routers,
     *tenants.routers,
     *commands.routers,
+    rollouts.router,
     orders.router,
     payments.router,
     catalog.router,
@@ -41,6 +43,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     rt.start("outbox-relay", relay.run(), relay.stop)
     tenant_heartbeats.start(rt, settings)
     command_workers.start(rt, settings)
+    rollout_engine.start(rt, settings)
     orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
 
 

@@ -1,0 +1,109 @@
+"""Admin API of rollouts (fleet:read / fleet:write), with an SSE stream of a rollout's progress."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, status
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.web import SessionDep
+from sse_starlette.sse import EventSourceResponse
+
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.rollouts import repository as repo
+from letsbe_hub.rollouts import service
+from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutEventView, RolloutView, TargetView
+
+router = APIRouter(prefix="/api/v1/admin/rollouts", tags=["rollouts"])
+
+
+@router.post("", name="create", status_code=status.HTTP_201_CREATED)
+async def create(body: RolloutCreate, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)) -> RolloutView:
+    """Roll a component to an image digest across the fleet, stage by stage (cohorts are fixed now)."""
+    return await service.create(session, body, actor=f"token:{principal.name}")
+
+
+@router.get("", name="list")
+async def list_rollouts(
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[RolloutView]:
+    return [await service.view(session, r.id) for r in await repo.list_rollouts(session, limit=limit, offset=offset)]
+
+
+@router.get("/{rollout_id}", name="get")
+async def get(rollout_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)) -> RolloutView:
+    return await service.view(session, rollout_id)
+
+
+@router.get("/{rollout_id}/targets", name="targets")
+async def targets(rollout_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)) -> list[TargetView]:
+    """Per-tenant status: stage, position (newest first), command, what it ran before."""
+    return await service.target_views(session, rollout_id)
+
+
+@router.post("/{rollout_id}/pause", name="pause")
+async def pause(rollout_id: uuid.UUID, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)) -> RolloutView:
+    return await service.pause(session, rollout_id, actor=f"token:{principal.name}")
+
+
+@router.post("/{rollout_id}/resume", name="resume")
+async def resume(rollout_id: uuid.UUID, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)) -> RolloutView:
+    return await service.resume(session, rollout_id, actor=f"token:{principal.name}")
+
+
+@router.post("/{rollout_id}/approve", name="approve")
+async def approve(rollout_id: uuid.UUID, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)) -> RolloutView:
+    """Start the stage that needs a person's go-ahead (the 100 % stage by default)."""
+    return await service.approve(session, rollout_id, actor=f"token:{principal.name}")
+
+
+@router.post("/{rollout_id}/abort", name="abort")
+async def abort(
+    rollout_id: uuid.UUID,
+    session: SessionDep,
+    principal: Authorized(Scope.FLEET_WRITE),
+    body: RolloutAbort | None = None,
+) -> RolloutView:
+    """Stop: queued updates are cancelled; with ``rollback`` the current stage's updated tenants go back."""
+    return await service.abort(session, rollout_id, body or RolloutAbort(), actor=f"token:{principal.name}")
+
+
+@router.get("/{rollout_id}/events", name="events")
+async def events(
+    rollout_id: uuid.UUID, request: Request, _: Authorized(Scope.FLEET_READ), after: int = 0
+) -> EventSourceResponse:
+    """Server-sent events: every rollout event (``event: rollout-event``) followed by a fresh ``rollout`` snapshot;
+    the stream ends after the rollout has finished. Reconnect with ``Last-Event-ID`` (or ``?after=``)."""
+    sessions = request.app.state.runtime.sessions
+    last = int(request.headers.get("last-event-id", after) or 0)
+    async with unit_of_work(sessions) as session:
+        await service.view(session, rollout_id)  # 404 before the stream starts
+
+    async def stream() -> AsyncIterator[dict]:
+        nonlocal last
+        while True:
+            async with unit_of_work(sessions) as session:
+                new = await repo.events_after(session, rollout_id, last)
+                snapshot = await service.view(session, rollout_id) if new or last == 0 else None
+            for e in new:
+                last = e.id
+                payload = RolloutEventView(id=e.id, kind=e.kind, message=e.message, data=e.data, at=e.at)
+                yield {"event": "rollout-event", "id": str(e.id), "data": payload.model_dump_json()}
+            if snapshot is not None:
+                yield {"event": "rollout", "data": snapshot.model_dump_json()}
+                if snapshot.status in ("COMPLETED", "ABORTED"):
+                    yield {"event": "end", "data": json.dumps({"status": snapshot.status})}
+                    return
+            if last == 0:
+                last = -1  # snapshot sent once even without events
+            await asyncio.sleep(0.5)
+
+    return EventSourceResponse(stream(), ping=15)
