@@ -51,7 +51,7 @@ async def main() -> None:
                 correlation_id=delivery.correlation_id,
             )
 
-    consumer = bus.consumer(DURABLE, OrderCreatedV1, handle, ack_wait=2, batch=5)
+    consumer = bus.consumer(DURABLE, OrderCreatedV1, handle, ack_wait=2)
     relay = OutboxRelay(url, SCHEMA, bus)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

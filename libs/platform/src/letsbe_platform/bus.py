@@ -63,23 +63,25 @@ Handler = Callable[[Any, Delivery], Awaitable[None]]
 
 
 class Bus:
-    def __init__(self, nc: NATS, namespace: str = SUBJECT_ROOT):
+    def __init__(self, nc: NATS, namespace: str = SUBJECT_ROOT, replicas: int = 1):
         self.nc = nc
+        self.replicas = replicas  # 3 on the production cluster (LETSBE_BUS_REPLICAS), 1 on a single node
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.namespace = namespace
         self.stream = f"{namespace.upper()}_EVENTS"
 
     @classmethod
-    async def connect(cls, url: str, *, namespace: str = SUBJECT_ROOT, name: str = "letsbe") -> Bus:
+    async def connect(cls, url: str, *, namespace: str = SUBJECT_ROOT, name: str = "letsbe", replicas: int = 1) -> Bus:
         nc = await nats.connect(
-            servers=[url],
+            # "nats://a:4222,nats://b:4222" names every node of a cluster, so a start survives one node down.
+            servers=[u.strip() for u in url.split(",") if u.strip()],
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             connect_timeout=5,
             allow_reconnect=True,
         )
-        bus = cls(nc, namespace)
+        bus = cls(nc, namespace, replicas)
         await bus.ensure_stream()
         return bus
 
@@ -107,6 +109,7 @@ class Bus:
             storage=StorageType.FILE,
             max_age=7 * 24 * 3600,
             duplicate_window=15 * 60,
+            num_replicas=self.replicas,
         )
         try:
             await self.js.add_stream(config)
@@ -143,7 +146,6 @@ class Bus:
         max_deliver: int = 8,
         backoff: Sequence[float] = DEFAULT_BACKOFF,
         ack_wait: float = 30.0,
-        batch: int = 10,
         concurrency: int = 1,
         deliver_new_only: bool = False,
     ) -> Consumer:
@@ -155,7 +157,6 @@ class Bus:
             max_deliver=max_deliver,
             backoff=tuple(backoff),
             ack_wait=ack_wait,
-            batch=batch,
             concurrency=concurrency,
             deliver_new_only=deliver_new_only,
         )
@@ -166,7 +167,11 @@ class Bus:
 
 
 class Consumer:
-    """A durable pull consumer of one event type. ``run()`` until ``stop()``; in-flight messages finish first."""
+    """A durable pull consumer of one event type. ``run()`` until ``stop()``; in-flight messages finish first.
+
+    ``concurrency`` fetchers share the durable (and so do replicas in other processes): each handles one message
+    at a time, so handlers must not assume order across messages.
+    """
 
     def __init__(
         self,
@@ -178,7 +183,6 @@ class Consumer:
         max_deliver: int,
         backoff: tuple[float, ...],
         ack_wait: float,
-        batch: int,
         concurrency: int,
         deliver_new_only: bool,
     ):
@@ -191,7 +195,6 @@ class Consumer:
         self.max_deliver = max_deliver
         self.backoff = backoff or (1.0,)
         self.ack_wait = ack_wait
-        self.batch = batch
         self.concurrency = concurrency
         self.deliver_new_only = deliver_new_only
         self._stopping = asyncio.Event()
@@ -206,7 +209,7 @@ class Consumer:
             ack_wait=self.ack_wait,
             # The server's own limit is a safety net one above ours: we dead-letter on the last attempt ourselves.
             max_deliver=self.max_deliver + 1,
-            max_ack_pending=max(1000, self.batch * self.concurrency * 4),
+            max_ack_pending=max(1000, self.concurrency * 4),
             deliver_policy=DeliverPolicy.NEW if self.deliver_new_only else DeliverPolicy.ALL,
         )
         sub = await self.bus.js.pull_subscribe(
@@ -223,7 +226,9 @@ class Consumer:
     async def _loop(self, sub: JetStreamContext.PullSubscription) -> None:
         while not self._stopping.is_set():
             try:
-                msgs = await sub.fetch(self.batch, timeout=1.0)
+                # One message per pull: a pull for N lingers on the server until N arrive or it expires, which
+                # would hold a lone event back for the whole timeout. Parallelism comes from `concurrency`.
+                msgs = await sub.fetch(1, timeout=1.0)
             except NatsTimeoutError:
                 continue
             except asyncio.CancelledError:

@@ -24,6 +24,7 @@ class ServiceSettings(BaseSettings):
     bus_namespace: str = Field(
         default="letsbe", pattern=r"^[a-z][a-z0-9_]{0,30}$", validation_alias=AliasChoices("LETSBE_BUS_NAMESPACE")
     )
+    bus_replicas: int = Field(default=1, ge=1, le=5, validation_alias=AliasChoices("LETSBE_BUS_REPLICAS"))
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
     @field_validator("log_level")

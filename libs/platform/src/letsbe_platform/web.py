@@ -101,7 +101,12 @@ async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool
         if bus:
             if not settings.nats_url:
                 raise RuntimeError("NATS_URL is not set")
-            rt.bus = await Bus.connect(settings.nats_url, namespace=settings.bus_namespace, name=settings.service_name)
+            rt.bus = await Bus.connect(
+                settings.nats_url,
+                namespace=settings.bus_namespace,
+                name=settings.service_name,
+                replicas=settings.bus_replicas,
+            )
         log.info("started", port=settings.port)
         yield rt
     finally:

@@ -42,9 +42,6 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         max_deliver=settings.consumer_max_deliver,
         backoff=settings.consumer_backoff_seconds,
         ack_wait=60,
-        # One message per pull: nats-py returns a batch fetch only when it is full or timed out, and DNS events
-        # are few, so batch=1 hands each one over as soon as it arrives.
-        batch=1,
         concurrency=2,  # different domains in parallel; one domain is serialised by an advisory lock
     )
     rt.start(ON_SERVER_ALLOCATED, allocated.run(), allocated.stop)
@@ -55,7 +52,6 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         max_deliver=settings.consumer_max_deliver,
         backoff=settings.consumer_backoff_seconds,
         ack_wait=60,
-        batch=1,
     )
     rt.start(ON_TENANT_DECOMMISSIONED, decommissioned.run(), decommissioned.stop)
 
