@@ -10,14 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import text
-
 from letsbe_agent.commands import CommandContext, Outcome
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.usage import UsageLedger
 from letsbe_contracts.enums import AgentKind
 from letsbe_hub.tenants.testing import mint_token
+from sqlalchemy import text
 
 
 class SwitchableTransport(httpx.AsyncBaseTransport):
@@ -91,7 +90,7 @@ class Agents:
 async def agents(hub) -> AsyncIterator[Agents]:
     a = Agents(SwitchableTransport(hub._transport))
     yield a
-    for agent, task in a.tasks:
+    for agent, _task in a.tasks:
         agent.stop()
     await asyncio.gather(*(t for _, t in a.tasks), return_exceptions=True)
 
@@ -117,7 +116,7 @@ async def _status(hub, admin, command_id) -> str:
 
 async def test_agent_registers_keeps_its_key_private_and_heartbeats_with_details(hub, admin, agents, agent_settings):
     settings = agent_settings()
-    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    tenant_id, _agent = await _enrolled(hub, admin, agents, settings)
     cred = settings.state_dir / "credential.json"
     assert stat.S_IMODE(os.stat(cred).st_mode) == 0o600
     assert not settings.registration_token_file.exists()  # the token is spent
@@ -263,7 +262,7 @@ async def test_usage_is_reported_per_hour_once_and_late_usage_goes_as_the_next_s
     ledger.record(50, 10, "claude-sonnet", at=last_hour)
     ledger.record(7, 3, "gpt-4o", at=last_hour)
     ledger.record(1, 1, "gpt-4o")  # this hour: not reported yet
-    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    _tenant_id, agent = await _enrolled(hub, admin, agents, settings)
 
     async def rows():
         async with sessions() as s:

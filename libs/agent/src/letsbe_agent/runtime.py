@@ -16,6 +16,7 @@ A 401 with ``re_enrol`` from any call deletes the credential and registers again
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import socket
 import time
@@ -82,6 +83,8 @@ class AgentRuntime:
     ):
         if not settings.hub_url:
             raise ValueError("hub_url is not set")
+        # One line per request to the hub and the engine every few seconds would drown what matters.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         self.settings = settings
         self.kind = kind
         self.version = version
