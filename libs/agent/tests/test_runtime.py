@@ -292,3 +292,45 @@ async def test_usage_is_reported_per_hour_once_and_late_usage_goes_as_the_next_s
 
 async def _nonempty(fn):
     return bool(await fn())
+
+
+async def test_a_rollout_whose_image_fails_its_health_check_is_rolled_back_and_aborted(
+    hub, admin, agents, agent_settings, docker_fake
+):
+    """Real agents, real Docker API calls (fake engine): the staging tenant's update rolls back, the gate aborts."""
+    repo = "registry.letsbe.biz/letsbe/openclaw"
+    old, new = repo + "@sha256:" + "a" * 64, repo + "@sha256:" + "b" * 64
+    docker_fake.add_container("openclaw", old)
+    docker_fake.fail_health(new)
+    settings = agent_settings()
+    staging_tenant, _ = await _enrolled(hub, admin, agents, settings)
+    await hub.patch(f"/api/v1/admin/tenants/{staging_tenant}", json={"staging": True}, headers=admin)
+    other_settings = agent_settings(state_dir=settings.state_dir.parent / "other")
+    other_settings.registration_token_file.unlink(missing_ok=True)
+    other_tenant, _ = await _enrolled(hub, admin, agents, other_settings)
+    body = {
+        "component": "openclaw",
+        "image": repo,
+        "digest": "sha256:" + "b" * 64,
+        "version": "2.0.0",
+        "min_healthy_seconds": 0.3,
+        "deadline_seconds": 5,
+        "stages": [{"name": "staging", "staging": True}, {"name": "all", "percent": 100}],
+    }
+    r = await hub.post("/api/v1/admin/rollouts", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+
+    async def finished():
+        v = (await hub.get(f"/api/v1/admin/rollouts/{rid}", headers=admin)).json()
+        return v if v["status"] in ("ABORTED", "COMPLETED", "PAUSED") else None
+
+    v = await eventually(finished, timeout=20)
+    assert v["status"] == "ABORTED" and "1 of 1 updates failed" in v["reason"]
+    targets = {
+        t["tenant_id"]: t for t in (await hub.get(f"/api/v1/admin/rollouts/{rid}/targets", headers=admin)).json()
+    }
+    assert targets[str(staging_tenant)]["status"] == "ROLLED_BACK"
+    assert "health check" in targets[str(staging_tenant)]["detail"]
+    assert targets[str(other_tenant)]["status"] == "CANCELLED"  # never touched
+    assert docker_fake.by_name("openclaw")["Config"]["Image"] == old  # the staging tenant runs the old image again
