@@ -218,3 +218,17 @@ def test_usage_ledger_buckets_by_hour_and_sends_each_count_once(tmp_path):
     reports = {(r.hour.hour, r.sequence): r for r in reloaded.pending()}
     assert set(reports) == {(10, 1), (11, 0)}
     assert reports[(10, 1)].lines[0].tokens_in == 7
+
+
+async def test_a_secret_hidden_behind_json_unicode_escapes_is_still_caught(proxy):
+    hidden = "".join(f"\\u{ord(c):04x}" for c in DB)  # every character escaped: invisible to a raw byte scan
+    raw = ('{"model": "m", "messages": [{"role": "user", "content": "pw ' + hidden + '"}]}').encode()
+    r = await proxy.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    assert proxy.upstream.requests[0]["body"]["messages"][0]["content"] == "pw SECRET_REF(db_password)"
+
+
+async def test_a_clean_body_is_forwarded_byte_for_byte(proxy):
+    raw = b'{"model":"m","messages":[{"role":"user","content":"nothing secret here"}],"temperature":0.2}'
+    r = await proxy.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and proxy.upstream.requests[0]["raw"] == raw

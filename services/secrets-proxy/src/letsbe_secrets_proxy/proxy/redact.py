@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import quote, quote_plus
 
-import ahocorasick
+import ahocorasick_rs as ac
 
 Action = Literal["mask", "block"]
 
@@ -36,24 +36,31 @@ MIN_FORM_LENGTH = 8  # encoded fragments shorter than this would match by chance
 @dataclass(frozen=True)
 class Pattern:
     kind: str
+    anchors: tuple[str, ...]  # literals every match starts with: found in one automaton pass, then matched there
     regex: re.Pattern[str]
     group: int = 0  # which group is the secret (the password in a URL, not the URL)
 
 
 PATTERNS: tuple[Pattern, ...] = (
     # A BEGIN without its END is masked to the end of the text: a truncated key is still a key.
-    Pattern("private_key", re.compile(
+    Pattern("private_key", ("-----BEGIN ",), re.compile(
         r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----(?:[\s\S]*?-----END (?:[A-Z0-9]+ )*PRIVATE KEY-----|[\s\S]*\Z)")),
-    Pattern("aws_access_key", re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b")),
-    Pattern("aws_secret_key", re.compile(
+    Pattern("aws_access_key", ("AKIA", "ASIA", "ABIA", "ACCA"),
+            re.compile(r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b")),
+    Pattern("aws_secret_key", ("aws", "AWS", "Aws"), re.compile(
         r"(?i:aws_?secret_?(?:access_?)?key)[\"'\s:=]{1,5}([A-Za-z0-9/+=]{40})(?![A-Za-z0-9/+=])"), 1),
-    Pattern("gcp_api_key", re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
-    Pattern("stripe_key", re.compile(r"\b(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,247}|whsec_[0-9A-Za-z]{24,})\b")),
-    Pattern("github_token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255})\b")),
-    Pattern("llm_api_key", re.compile(r"\bsk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])")),
-    Pattern("slack_token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,250}\b")),
-    Pattern("jwt", re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-])")),
-    Pattern("connection_password", re.compile(r"://[^\s:/@'\"<>]{0,256}:([^\s/@'\"<>]{1,256})@"), 1),
+    Pattern("gcp_api_key", ("AIza",), re.compile(r"\bAIza[0-9A-Za-z_-]{35}(?![0-9A-Za-z_-])")),
+    Pattern("stripe_key", ("sk_live_", "sk_test_", "rk_live_", "rk_test_", "whsec_"), re.compile(
+        r"\b(?:(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,247}|whsec_[0-9A-Za-z]{24,})\b")),
+    Pattern("github_token", ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), re.compile(
+        r"\b(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,255})\b")),
+    Pattern("llm_api_key", ("sk-",), re.compile(
+        r"\bsk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_-]{32,}(?![A-Za-z0-9_-])")),
+    Pattern("slack_token", ("xoxa-", "xoxb-", "xoxp-", "xoxo-", "xoxs-", "xoxr-"), re.compile(
+        r"\bxox[abposr]-[A-Za-z0-9-]{10,250}\b")),
+    Pattern("jwt", ("eyJ",), re.compile(
+        r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?![A-Za-z0-9_-])")),
+    Pattern("connection_password", ("://",), re.compile(r"://[^\s:/@'\"<>]{0,256}:([^\s/@'\"<>]{1,256})@"), 1),
 )
 
 # For streams: a possibly unfinished instance of a pattern at the very end of the buffer. Text from its start is
@@ -73,6 +80,10 @@ OPEN_TAIL = re.compile(
 # At least the longest literal start of a pattern is always held back in a stream.
 PATTERN_HOLD = 32
 PATTERN_MIN = 7  # the shortest text a pattern can match ("://a:b@")
+
+# One automaton over every anchor of every pattern (anchor index → pattern).
+_ANCHORS = [(a, p) for p in PATTERNS for a in p.anchors]
+_ANCHOR_AC = ac.BytesAhoCorasick([a.encode() for a, _ in _ANCHORS])
 
 DEFAULT_POLICY: dict[str, Action] = {
     **{p.kind: "mask" for p in PATTERNS}, REGISTRY_CLASS: "mask", "private_key": "block"}
@@ -130,7 +141,8 @@ class Redactor:
         self.policy: dict[str, Action] = {**DEFAULT_POLICY, **(policy or {})}
         self._key = key or _random.token_bytes(32)
         self.skipped = sorted(n for n, v in secrets.items() if len(v) < MIN_SECRET_LENGTH)
-        self._automaton: ahocorasick.Automaton | None = None
+        self._automaton: ac.BytesAhoCorasick | None = None
+        self._names: list[str] = []
         self.max_form = 0
         self.min_form = PATTERN_MIN
         forms: dict[str, str] = {}
@@ -141,11 +153,10 @@ class Redactor:
             for form in encoded_forms(value):
                 forms.setdefault(form, name)
         if forms:
-            automaton = ahocorasick.Automaton()
-            for form, name in forms.items():
-                automaton.add_word(form, (name, len(form)))
-            automaton.make_automaton()
-            self._automaton = automaton
+            self._automaton = ac.BytesAhoCorasick([f.encode("utf-8", "surrogatepass") for f in forms],
+                                                  matchkind=ac.MatchKind.LeftmostLongest,
+                                                  implementation=ac.Implementation.ContiguousNFA)
+            self._names = list(forms.values())
             self.max_form = max(len(f) for f in forms)
             self.min_form = min(self.min_form, min(len(f) for f in forms))
 
@@ -157,15 +168,27 @@ class Redactor:
     # --- finding -------------------------------------------------------------------------------------------
 
     def _hits(self, text: str) -> list[_Hit]:
+        # Both automata run over UTF-8 bytes (fast, SIMD prefilter); offsets are mapped back to characters.
+        data = text.encode("utf-8", "surrogatepass")
+        found = self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
+        anchors = _ANCHOR_AC.find_matches_as_indexes(data, overlapping=True)
+        if not found and not anchors:
+            return []
+        to_char = _offsets(data, text, [o for _, s, e in found for o in (s, e)] + [s for _, s, _ in anchors])
         hits: list[_Hit] = []
-        if self._automaton is not None:
-            for end, (name, length) in self._automaton.iter_long(text):
-                start = end + 1 - length
-                hits.append(_Hit(start, end + 1, REGISTRY_CLASS, name, text[start: end + 1], start))
-        for p in PATTERNS:
-            for m in p.regex.finditer(text):
-                s, e = m.span(p.group)
-                hits.append(_Hit(s, e, p.kind, None, m.group(p.group), m.start()))
+        for idx, s, e in found:
+            start, end = to_char[s], to_char[e]
+            hits.append(_Hit(start, end, REGISTRY_CLASS, self._names[idx], text[start:end], start))
+        tried: set[tuple[str, int]] = set()
+        for idx, s, _ in anchors:
+            p, pos = _ANCHORS[idx][1], to_char[s]
+            if (p.kind, pos) in tried:
+                continue
+            tried.add((p.kind, pos))
+            m = p.regex.match(text, pos)
+            if m is not None:
+                s0, e0 = m.span(p.group)
+                hits.append(_Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
         if len(hits) > 1:
             # Leftmost first, longer first; drop anything overlapping a hit already taken.
             hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
@@ -176,6 +199,9 @@ class Redactor:
                     last_end = h.end
             hits = kept
         return hits
+
+    def has_hits(self, text: str) -> bool:
+        return bool(self._hits(text))
 
     def placeholder(self, hit: _Hit) -> str:
         if hit.kind == REGISTRY_CLASS:
@@ -208,6 +234,17 @@ class Redactor:
         cut = max(pos, upto)
         out.append(text[pos:cut])
         return "".join(out), cut
+
+
+def _offsets(data: bytes, text: str, byte_offsets: list[int]) -> dict[int, int]:
+    """Byte offset → character offset (the identity for ASCII text, the usual case)."""
+    if len(data) == len(text):
+        return {o: o for o in byte_offsets}
+    out, chars, prev = {}, 0, 0
+    for o in sorted(set(byte_offsets)):
+        chars += len(data[prev:o].decode("utf-8", "surrogatepass"))
+        out[o], prev = chars, o
+    return out
 
 
 class StreamRedactor:
