@@ -48,7 +48,6 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         DURABLE,
         DnsReadyV1,
         dns_ready_handler(pipeline),
-        batch=1,  # each slot fetches one job at a time: nothing waits un-heartbeated behind a long pipeline
         concurrency=settings.max_concurrent_jobs,
         ack_wait=settings.ack_wait_seconds,
     )

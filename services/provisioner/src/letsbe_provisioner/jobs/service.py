@@ -126,11 +126,19 @@ class Pipeline:
                     await asyncio.sleep(min(self.settings.lease_seconds / 2, 5.0))
                     continue
                 task = self.running.get(job_id)
+                owner = task is None
                 if task is None:
                     task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
                     self.running[job_id] = task
                     task.add_done_callback(lambda _t, j=job_id: self.running.pop(j, None))
-                await asyncio.shield(task)
+                try:
+                    await asyncio.shield(task)
+                except asyncio.CancelledError:
+                    if owner:  # shutting down: stop the job cleanly (lease released; the next process resumes it)
+                        task.cancel()
+                        with contextlib.suppress(BaseException):
+                            await asyncio.wait_for(task, 5)
+                    raise
                 return
         finally:
             keepalive.cancel()
