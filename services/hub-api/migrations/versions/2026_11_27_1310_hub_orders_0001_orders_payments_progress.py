@@ -88,7 +88,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_orders_created_at_id", "orders", ["created_at", "id"], schema=S)
     op.create_index("ix_orders_status", "orders", ["status"], schema=S)
-    op.create_index("ix_orders_payment_intent_id", "orders", ["payment_intent_id"], schema=S)
+    op.create_index("ix_hub_orders_payment_intent_id", "orders", ["payment_intent_id"], schema=S)
 
     op.create_table(
         "order_transitions",
@@ -103,7 +103,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_order_transitions"),
         schema=S,
     )
-    op.create_index("ix_order_transitions_order_id", "order_transitions", ["order_id"], schema=S)
+    op.create_index("ix_hub_order_transitions_order_id", "order_transitions", ["order_id"], schema=S)
 
     op.create_table(
         "provisioning_progress",
@@ -134,7 +134,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("event_id", name="pk_stripe_events"),
         schema=S,
     )
-    op.create_index("ix_stripe_events_order_id", "stripe_events", ["order_id"], schema=S)
+    op.create_index("ix_hub_stripe_events_order_id", "stripe_events", ["order_id"], schema=S)
 
     op.create_table(
         "welcome_emails",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from letsbe_contracts import LETSBE_OVERHEAD_MB, load_catalog
+from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, load_catalog
 from letsbe_contracts.enums import Tier
 from letsbe_platform.errors import Unprocessable
 
@@ -34,23 +34,24 @@ class Sizing:
         return next(t for t in self.tiers if t.tier == tier)
 
 
-def validate_tools(names: Iterable[str]) -> tuple[str, ...]:
+def validate_tools(names: Iterable[str], catalog: Catalog | None = None) -> tuple[str, ...]:
     """The selected tools, de-duplicated in order; unknown names are a 422 that lists them."""
+    catalog = catalog or load_catalog()
     wanted = tuple(dict.fromkeys(names))
-    unknown = load_catalog().unknown(wanted)
+    unknown = catalog.unknown(wanted)
     if unknown:
         raise Unprocessable(
             f"Unknown tool(s): {', '.join(unknown)}.",
             unknown_tools=unknown,
-            known_tools=[t.name for t in load_catalog().selectable],
+            known_tools=[t.name for t in catalog.selectable],
         )
     return wanted
 
 
-def size(names: Iterable[str]) -> Sizing:
+def size(names: Iterable[str], catalog: Catalog | None = None) -> Sizing:
     """RAM is each tool's stack budget (app + its database/redis) plus the 640 MB LetsBe overhead (§5.2)."""
-    catalog = load_catalog()
-    tools = validate_tools(names)
+    catalog = catalog or load_catalog()
+    tools = validate_tools(names, catalog)
     tools_ram = sum(catalog.tool(n).stack_ram_mb for n in tools)
     disk = sum(catalog.tool(n).disk_gb for n in tools)
     total = tools_ram + LETSBE_OVERHEAD_MB

@@ -64,7 +64,7 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
         rt.bus.consumer("hub-on-order-failed", OrderFailedV1, handlers.on_order_failed),
         rt.bus.consumer("hub-on-dead-lettered", DeadLetteredV1, handlers.on_dead_lettered),
         rt.bus.consumer("hub-on-provisioning-step", ProvisioningStepV1, handlers.on_provisioning_step),
-        rt.bus.consumer("hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log, batch=100),
+        rt.bus.consumer("hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log, concurrency=4),
     ]
     for consumer in consumers:
         rt.start(consumer.durable, consumer.run(), consumer.stop)
