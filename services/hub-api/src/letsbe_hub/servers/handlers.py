@@ -61,7 +61,6 @@ class ServerWorkers:
                     OrderCreatedV1,
                     allocator.on_order_created,
                     concurrency=self.settings.allocation_concurrency,
-                    batch=1,  # one order per fetch, so slow overflow orders do not hold others back
                     ack_wait=self.settings.allocation_ack_wait_seconds,
                 )
             )
