@@ -4,7 +4,7 @@
 
 Three processes: the fake OpenAI upstream (letsbe_fakes.openai, uvicorn) and the proxy (``python -m
 letsbe_secrets_proxy``, its registry holding 1,000 secrets) are each pinned to a core; this process is the client.
-For 4 KB and 64 KB chat bodies (ordinary text with a few registered secrets in it) it sends the same requests
+For 4 KB and 64 KB chat bodies (ordinary text, clean or with a few registered secrets in it) it sends the same requests
 alternately straight to the upstream (the baseline) and through the proxy, one at a time, and reports p50/p99 of
 both, the difference (the added latency) and the ratio. Streaming: time to the first byte of the answer, direct
 against proxied. Redaction throughput (MB/s) is measured in this process on the same bodies.
@@ -54,16 +54,18 @@ def make_secrets(rng: random.Random) -> dict[str, str]:
     return {f"secret_{i:04d}": "".join(rng.choices(alphabet, k=rng.randint(12, 48))) for i in range(N_SECRETS)}
 
 
-def make_body(size: int, secrets: dict[str, str], rng: random.Random) -> dict:
+def make_body(size: int, secrets: dict[str, str], rng: random.Random, leaks: int = 0) -> dict:
+    """A chat body of about ``size`` bytes of ordinary text, with ``leaks`` registered secrets spread in it."""
     words = ["the", "customer", "asked", "about", "invoice", "number", "and", "the", "delivery", "date", "of",
              "order", "please", "check", "nextcloud", "folder", "report", "meeting", "tomorrow", "at", "ten"]
     values = list(secrets.values())
     text: list[str] = []
     length = 0
     while length < size:
-        w = rng.choice(values) if rng.random() < 0.002 else rng.choice(words)  # a few secrets per body
-        text.append(w)
-        length += len(w) + 1
+        text.append(rng.choice(words))
+        length += len(text[-1]) + 1
+    for _ in range(leaks):
+        text.insert(rng.randrange(len(text)), rng.choice(values))
     content = " ".join(text)[:size]
     return {"model": "gpt-4o-mini", "messages": [
         {"role": "system", "content": "You are the tenant's assistant."},
@@ -121,8 +123,8 @@ async def measure(args: argparse.Namespace) -> dict:
                 await asyncio.sleep(0.1)
             direct_h = {"Authorization": f"Bearer {info['api_key']}", "content-type": "application/json"}
             proxy_h = {"Authorization": f"Bearer {SENTINEL}", "content-type": "application/json"}
-            for size in (4 * 1024, 64 * 1024):
-                raw = json.dumps(make_body(size, secrets, rng)).encode()
+            for size, leaks in args.cases:
+                raw = json.dumps(make_body(size, secrets, rng, leaks)).encode()
                 times: dict[str, list[float]] = {"direct": [], "proxied": []}
                 for i in range(args.requests + 50):
                     order = [("direct", direct_url, direct_h), ("proxied", proxy_url, proxy_h)]
@@ -138,7 +140,7 @@ async def measure(args: argparse.Namespace) -> dict:
                     d, p = pct(times["direct"], q), pct(times["proxied"], q)
                     row[f"p{q}"] = {"direct_ms": round(d, 3), "proxied_ms": round(p, 3), "added_ms": round(p - d, 3),
                                     "ratio": round(p / d, 2)}
-                results[f"{size // 1024}KB"] = row
+                results[f"{size // 1024}KB, {leaks} secrets in it"] = row
 
             # Streaming: time to the first byte of the answer.
             stream_body = json.dumps({"model": "m", "stream": True, "messages": [
@@ -166,7 +168,7 @@ async def measure(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     redactor = Redactor(secrets)
     results["build_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-    body = make_body(64 * 1024, secrets, rng)
+    body = make_body(64 * 1024, secrets, rng, 10)
     text = body["messages"][1]["content"] + body["messages"][2]["content"]
     rounds = 200
     t0 = time.perf_counter()
@@ -205,7 +207,7 @@ def report(r: dict) -> str:
         "| p99 direct | p99 proxied | p99 added | p99 ratio |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for size in ("4KB", "64KB"):
+    for size in [k for k in r if k.endswith("in it")]:
         a, b = r[size]["p50"], r[size]["p99"]
         lines.append(f"| {size} | {a['direct_ms']} ms | {a['proxied_ms']} ms | {a['added_ms']} ms | {a['ratio']}x "
                      f"| {b['direct_ms']} ms | {b['proxied_ms']} ms | {b['added_ms']} ms | {b['ratio']}x |")
@@ -230,6 +232,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--cases", type=lambda v: [tuple(int(x) for x in c.split(":")) for c in v.split(",")],
+                        default=[(4096, 0), (65536, 0), (4096, 3), (65536, 10)],
+                        help="body size:secrets in it, comma-separated (default 4096:0,65536:0,4096:3,65536:10)")
     parser.add_argument("--serve-upstream", action="store_true", help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.serve_upstream:

@@ -125,24 +125,24 @@ class ProxyService:
     def _whole(self, api: str, resp: httpx.Response, raw: bytes, headers: dict[str, str]) -> Response:
         redactor = self.registry.current()
         findings: list[Finding] = []
+        media_type = resp.headers.get("content-type", "application/json")
         try:
             doc = json.loads(raw)
         except ValueError:
             text, findings = redactor.redact(raw.decode("utf-8", errors="replace"))
             _count(findings, "response")
-            return Response(text, status_code=resp.status_code, headers=headers,
-                            media_type=resp.headers.get("content-type", "text/plain"))
+            return Response(text, status_code=resp.status_code, headers=headers, media_type=media_type)
+        if resp.status_code == 200 and isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
+            usage = doc["usage"]
+            if api == "chat":
+                self._record_usage(str(doc.get("model") or ""), usage.get("prompt_tokens"),
+                                   usage.get("completion_tokens"))
+            else:
+                self._record_usage(str(doc.get("model") or ""), usage.get("input_tokens"), usage.get("output_tokens"))
+        if b"\\u" not in raw and not redactor.has_hits(raw.decode("utf-8", errors="replace")):
+            return Response(raw, status_code=resp.status_code, headers=headers, media_type=media_type)
         clean = redact_json(doc, redactor, findings)
         _count(findings, "response")
-        if resp.status_code == 200 and isinstance(clean, dict):
-            usage = clean.get("usage")
-            if isinstance(usage, dict):
-                if api == "chat":
-                    self._record_usage(str(clean.get("model") or ""), usage.get("prompt_tokens"),
-                                       usage.get("completion_tokens"))
-                else:
-                    self._record_usage(str(clean.get("model") or ""), usage.get("input_tokens"),
-                                       usage.get("output_tokens"))
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
     def _record_usage(self, model: str, tokens_in: Any, tokens_out: Any) -> None:
