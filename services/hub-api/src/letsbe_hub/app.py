@@ -20,6 +20,7 @@ from letsbe_hub.rollouts import endpoints as rollouts, engine as rollout_engine
 from letsbe_hub.orders import endpoints as orders, wiring as orders_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.payments import endpoints as payments
+from letsbe_hub.servers import endpoints as servers, handlers as server_workers
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
@@ -33,6 +34,7 @@ ROUTERS = [
     orders.router,
     payments.router,
     catalog.router,
+    *servers.routers,
 ]
 
 
@@ -45,6 +47,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     command_workers.start(rt, settings)
     rollout_engine.start(rt, settings)
     orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
+    server_workers.start(rt, settings)  # allocation worker, pool and migration checks
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

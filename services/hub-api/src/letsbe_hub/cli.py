@@ -12,11 +12,13 @@ from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
 from letsbe_hub.rollouts import cli as rollouts_cli
 from letsbe_hub.orders import cli as orders_cli
+from letsbe_hub.servers import cli as servers_cli
 from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="LetsBe Hub operator commands", no_args_is_help=True)
 app.add_typer(rollouts_cli.app, name="rollout")
 app.add_typer(orders_cli.app, name="orders")
+app.add_typer(servers_cli.app, name="servers")
 
 
 @app.command("create-token")
