@@ -59,7 +59,6 @@ class TenantHandlers:
                 TenantHeartbeatV1,
                 self.on_heartbeat,
                 concurrency=4,
-                batch=50,
                 deliver_new_only=True,
             ),
             bus.consumer("monitor-on-provisioned", ProvisionedV1, self.on_provisioned),

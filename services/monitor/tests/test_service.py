@@ -1,0 +1,152 @@
+"""The monitor as a running service on real NATS and Postgres: events in, alerts out through its outbox, and a
+restart that raises no false offline alerts."""
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from asgi_lifespan import LifespanManager
+from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
+from letsbe_contracts.events import AlertAcknowledgedV1
+from letsbe_monitor.alerts.models import Alert
+from letsbe_monitor.app import create_app
+from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.tenants.models import Tenant
+from sqlalchemy import select
+
+from .conftest import details, heartbeat, provisioned
+
+
+class Collected:
+    """Runs a consumer of one event type on the test's bus and keeps what it receives."""
+
+    def __init__(self, bus, event_cls):
+        self.events = []
+
+        async def keep(event, delivery):
+            self.events.append(event)
+
+        self.consumer = bus.consumer(f"test-{uuid.uuid4().hex[:8]}", event_cls, keep)
+        self.task = asyncio.create_task(self.consumer.run())
+
+    async def wait(self, predicate, timeout=10.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            found = [e for e in self.events if predicate(e)]
+            if found:
+                return found
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"no matching event among {self.events}")
+
+    async def close(self):
+        self.consumer.stop()
+        await asyncio.wait_for(self.task, 5)
+
+
+async def consumers_ready(bus, *durables, timeout=10.0):
+    """Wait until the app's durable consumers exist: heartbeats are consumed from 'new' on, so one published
+    before the very first start of the monitor would rightly be skipped."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    for durable in durables:
+        while True:
+            try:
+                await bus.js.consumer_info(bus.stream, durable)
+                break
+            except Exception:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(0.05)
+
+
+async def watched(sessions, tenant_id, timeout=10.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while asyncio.get_running_loop().time() < deadline:
+        async with sessions() as s:
+            if await s.scalar(select(Tenant.watched).where(Tenant.tenant_id == tenant_id)):
+                return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the provisioned event was not handled")
+
+
+def fast_settings(database_url, nats_url, bus_namespace, **extra) -> MonitorSettings:
+    return MonitorSettings.model_validate(
+        {
+            "DATABASE_URL": database_url,
+            "NATS_URL": nats_url,
+            "LETSBE_BUS_NAMESPACE": bus_namespace,
+            "log_json": False,
+            "default_heartbeat_interval_seconds": 1,
+            "sweep_interval_seconds": 0.2,
+            "offline_settle_seconds": 0,
+            "shutdown_grace_seconds": 5,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+async def collected(bus):
+    raised, resolved = Collected(bus, AlertRaisedV1), Collected(bus, AlertResolvedV1)
+    yield raised, resolved
+    await raised.close()
+    await resolved.close()
+
+
+async def test_events_in_alerts_out_through_the_outbox(database_url, nats_url, bus_namespace, bus, sessions, collected):
+    raised, resolved = collected
+    app = create_app(fast_settings(database_url, nats_url, bus_namespace, default_heartbeat_interval_seconds=60))
+    async with LifespanManager(app):
+        await consumers_ready(bus, "monitor-on-tenant-heartbeat", "monitor-on-alert-acknowledged")
+        tid = uuid.uuid4()
+        await bus.publish(provisioned(tid), correlation_id=tid)
+        await watched(sessions, tid)  # heartbeats before the provisioned event only set a baseline
+        await bus.publish(heartbeat(tid, datetime.now(UTC), det=details(disk=96)), correlation_id=tid)
+        [alert] = await raised.wait(lambda e: e.tenant_id == tid and e.rule == "disk.usage")
+        assert alert.severity == "medium" and alert.value == 96
+
+        await bus.publish(
+            AlertAcknowledgedV1(
+                alert_id=alert.alert_id, acknowledged_by="ops-alice", acknowledged_at=datetime.now(UTC)
+            ),
+            correlation_id=alert.alert_id,
+        )
+        await bus.publish(heartbeat(tid, datetime.now(UTC), det=details(disk=40)), correlation_id=tid)
+        [done] = await resolved.wait(lambda e: e.alert_id == alert.alert_id)
+        assert "40.0" in done.summary
+        async with sessions() as s:
+            row = await s.scalar(select(Alert).where(Alert.id == alert.alert_id))
+        assert row.acknowledged_by == "ops-alice" and row.resolved_at is not None
+
+
+async def test_a_restarted_monitor_raises_no_false_offline_alerts(
+    database_url, nats_url, bus_namespace, bus, collected
+):
+    raised, _ = collected
+    settings = fast_settings(database_url, nats_url, bus_namespace)
+    live, dead = [uuid.uuid4(), uuid.uuid4()], uuid.uuid4()
+    stop = asyncio.Event()
+
+    async def agents():  # the live tenants beat every 0.3 s whatever the monitor is doing
+        while not stop.is_set():
+            for tid in live:
+                await bus.publish(heartbeat(tid, datetime.now(UTC), interval=1), correlation_id=tid)
+            await asyncio.sleep(0.3)
+
+    async with LifespanManager(create_app(settings)):
+        await consumers_ready(bus, "monitor-on-tenant-heartbeat", "monitor-on-provisioned")
+        for tid in [*live, dead]:
+            await bus.publish(provisioned(tid), correlation_id=tid)
+        beating = asyncio.create_task(agents())
+        await asyncio.sleep(1)
+    try:
+        await asyncio.sleep(3)  # down for more than the 2 intervals that make a tenant stale here
+        async with LifespanManager(create_app(settings)):
+            # After the grace window the one that really went silent is alerted; then a few more sweeps.
+            await raised.wait(lambda e: e.rule == "heartbeat.stale", timeout=settings.startup_grace + 5)
+            await asyncio.sleep(0.8)
+    finally:
+        stop.set()
+        await beating
+    stale = [e.tenant_id for e in raised.events if e.rule == "heartbeat.stale" and e.count == 1]
+    assert stale == [dead]
