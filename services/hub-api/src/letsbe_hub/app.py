@@ -21,6 +21,7 @@ from letsbe_hub.orders import endpoints as orders, wiring as orders_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.payments import endpoints as payments
 from letsbe_hub.servers import endpoints as servers, handlers as server_workers
+from letsbe_hub.alerts import endpoints as alerts, handlers as alert_workers
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
@@ -35,6 +36,7 @@ ROUTERS = [
     payments.router,
     catalog.router,
     *servers.routers,
+    alerts.router,
 ]
 
 
@@ -48,6 +50,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     rollout_engine.start(rt, settings)
     orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
     server_workers.start(rt, settings)  # allocation worker, pool and migration checks
+    alert_workers.start(rt, settings)  # alert store consumers, hub self-check gauges
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

@@ -1,5 +1,6 @@
 """Imports every ORM model so Alembic and the mapper see the whole schema. Add each context's models here."""
 
+from letsbe_hub.alerts.models import AlertRecord  # noqa: F401
 from letsbe_hub.approvals.models import ApprovalRow  # noqa: F401
 from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
