@@ -138,8 +138,11 @@ class FakeCloudflare:
         token: str = "test-cloudflare-token",  # noqa: S107 - the fake's own test credential
         *,
         default_per_page: int = 100,
+        auto_zones: bool = False,
     ):
         self.token = token
+        # The sandbox of `make run`: any domain a user orders "is already on Cloudflare" (a zone appears on lookup).
+        self.auto_zones = auto_zones
         self.default_per_page = default_per_page
         self.zones: dict[str, Zone] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in arrival order
@@ -429,6 +432,8 @@ class FakeCloudflare:
                 zones = [z.as_json() for z in fake.zones.values()]
             if name:
                 zones = [z for z in zones if z["name"] == name.lower().rstrip(".")]
+                if not zones and fake.auto_zones:
+                    zones = [fake.add_zone(name).as_json()]
             return paginate(sorted(zones, key=lambda z: z["name"]), request)
 
         @app.get(API_PREFIX + "/zones/{zone_id}")

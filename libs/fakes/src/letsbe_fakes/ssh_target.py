@@ -87,14 +87,19 @@ class SshTarget:
         disk_gb: int = 256,
         os_release: str = DEBIAN_12,
         host: str = "127.0.0.1",
+        port: int | None = None,
+        host_key: asyncssh.SSHKey | None = None,
+        client_key: asyncssh.SSHKey | None = None,
     ):
+        # port/host_key/client_key given: the same "server" across restarts (the sandbox of `make run` keeps its
+        # pool servers, whose host keys the hub pinned, in .data/).
         self._own_root = root is None
         self.root = Path(root or tempfile.mkdtemp(prefix="letsbe-ssh-target-")).resolve()
         self.user = user
         self.host = host
-        self.port = _free_port(host)
-        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
+        self.port = port or _free_port(host)
+        self.host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
+        self.client_key = client_key or asyncssh.generate_private_key("ssh-ed25519")
         self.bin = self.root / ".standins" / "bin"
         self.ctl = self.root / ".standins" / "ctl"
         self._layout(cpus=cpus, mem_mb=mem_mb, disk_gb=disk_gb, os_release=os_release)

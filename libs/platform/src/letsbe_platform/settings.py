@@ -25,6 +25,8 @@ class ServiceSettings(BaseSettings):
         default="letsbe", pattern=r"^[a-z][a-z0-9_]{0,30}$", validation_alias=AliasChoices("LETSBE_BUS_NAMESPACE")
     )
     bus_replicas: int = Field(default=1, ge=1, le=5, validation_alias=AliasChoices("LETSBE_BUS_REPLICAS"))
+    # Sandbox mode of `make run`: providers are loopback fakes. Said in the logs and on every HTTP response.
+    sandbox: bool = Field(default=False, validation_alias=AliasChoices("LETSBE_SANDBOX"))
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
 
     @field_validator("log_level")

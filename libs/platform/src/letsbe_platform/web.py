@@ -107,6 +107,8 @@ async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool
                 name=settings.service_name,
                 replicas=settings.bus_replicas,
             )
+        if settings.sandbox:
+            log.warning("SANDBOX MODE: providers are loopback fakes; nothing here is real", port=settings.port)
         log.info("started", port=settings.port)
         yield rt
     finally:
@@ -182,6 +184,30 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 # --- metrics ---------------------------------------------------------------------------------------------------
 
 
+SANDBOX_HEADER = "X-LetsBe-Sandbox"
+
+
+class SandboxHeaderMiddleware:
+    """Every response of a sandbox service says so, so no client mistakes it for the real thing."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rt = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+        if scope["type"] != "http" or rt is None or not rt.settings.sandbox:
+            await self.app(scope, receive, send)
+            return
+
+        async def send_wrapper(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (SANDBOX_HEADER.lower().encode(), b"true")]
+            await send(message)
+
+        await self.app(scope, receive, send_wrapper)
+
+
 class MetricsMiddleware:
     """Request latency by route template (not raw path, so ids do not explode the label set)."""
 
@@ -245,6 +271,7 @@ def create_service_app(
     app.add_exception_handler(Exception, _unhandled)
     for cls, options in middleware:
         app.add_middleware(cls, **options)
+    app.add_middleware(SandboxHeaderMiddleware)
     app.add_middleware(MetricsMiddleware)
 
     ops = APIRouter(tags=["ops"])

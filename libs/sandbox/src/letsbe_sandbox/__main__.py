@@ -1,0 +1,56 @@
+"""``python -m letsbe_sandbox``: run the stand-in world until SIGTERM, with its settings in ``<root>/env.json``.
+
+`make run` starts this first when no provider credentials are configured, then starts every service with the
+environment it wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from letsbe_sandbox.world import Ports, Sandbox
+
+
+def ports_from_env() -> Ports:
+    defaults = Ports()
+    return Ports(
+        hub=int(os.environ.get("LETSBE_HUB_PORT", defaults.hub)),
+        provisioner=int(os.environ.get("LETSBE_PROVISIONER_PORT", defaults.provisioner)),
+        dns=int(os.environ.get("LETSBE_DNS_PORT", defaults.dns)),
+        monitor=int(os.environ.get("LETSBE_MONITOR_PORT", defaults.monitor)),
+        safety_wrapper=int(os.environ.get("LETSBE_SW_PORT", defaults.safety_wrapper)),
+        secrets_proxy=int(os.environ.get("LETSBE_SP_PORT", defaults.secrets_proxy)),
+    )
+
+
+def main() -> None:
+    root = Path(os.environ.get("LETSBE_SANDBOX_DIR", ".data/sandbox"))
+    sandbox = Sandbox(root, ports_from_env()).start()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        token_file = root / "admin-token"
+        token_file.write_text(sandbox.material.admin_token + "\n")
+        token_file.chmod(0o600)
+        env_file = root / "env.json"
+        tmp = env_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(sandbox.describe(), indent=2))
+        tmp.chmod(0o600)
+        tmp.replace(env_file)  # readers never see half a file
+        for name, url in sandbox.describe()["fakes"].items():  # type: ignore[union-attr]
+            print(f"fake {name:<10} {url}", flush=True)
+        print("sandbox ready", flush=True)
+        stop.wait()
+    finally:
+        sandbox.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
