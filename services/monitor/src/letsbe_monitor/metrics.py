@@ -6,7 +6,9 @@ from prometheus_client import Counter, Gauge, Histogram
 ALERTS_RAISED = Counter("monitor_alerts_raised_total", "Alerts opened", ["rule", "severity"])
 ALERTS_RESOLVED = Counter("monitor_alerts_resolved_total", "Alerts resolved", ["rule"])
 SWEEP_SECONDS = Histogram("monitor_sweep_duration_seconds", "One liveness sweep", buckets=LATENCY_BUCKETS)
-TENANTS_OFFLINE = Gauge("monitor_tenants_offline", "Watched tenants currently offline")
+TENANTS_OFFLINE = Gauge(
+    "monitor_tenants_offline_pending", "Offline tenants not alerted one by one (settling, or part of a fleet incident)"
+)
 TENANTS_WATCHED = Gauge("monitor_tenants_watched", "Tenants the monitor watches")
 DELIVERIES = Counter("monitor_deliveries_total", "Notification attempts by channel and outcome", ["channel", "outcome"])
 DELIVERY_SECONDS = Histogram(
