@@ -103,7 +103,7 @@ async def measure(args: argparse.Namespace) -> dict:
     env = {**os.environ, "LETSBE_SP_PORT": str(port), "LETSBE_SP_SENTINEL_KEY": SENTINEL,
            "LETSBE_SP_UPSTREAM_BASE_URL": f"http://127.0.0.1:{info['port']}/v1",
            "LETSBE_SP_UPSTREAM_API_KEY": info["api_key"], "LETSBE_SP_SECRETS_PATH": str(tmp / "secrets.enc"),
-           "LETSBE_SP_SECRETS_KEY": key, "LETSBE_SP_USAGE_PATH": str(tmp / "usage.json"),
+           "LETSBE_SP_SECRETS_KEY": key, "LETSBE_SP_USAGE_LEDGER_PATH": str(tmp / "usage.sqlite3"),
            "LETSBE_SP_LOG_LEVEL": "WARNING"}
     proxy = subprocess.Popen(["taskset", "-c", str(proxy_core), sys.executable, "-m", "letsbe_secrets_proxy"],
                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -139,6 +139,13 @@ def receiver() -> Iterator[tuple[ToolReceiver, int]]:
 
 
 @pytest.fixture
+def policy_file(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.json"
+    path.write_text(json.dumps(TEST_POLICY))
+    return path
+
+
+@pytest.fixture
 def secrets_key() -> str:
     return Fernet.generate_key().decode()
 
@@ -162,10 +169,10 @@ class Wrapper:
 
 
 @pytest.fixture
-async def wrapper(tmp_path: Path, receiver: tuple[ToolReceiver, int], secrets_key: str) -> AsyncIterator[Wrapper]:
+async def wrapper(tmp_path: Path, receiver: tuple[ToolReceiver, int], secrets_key: str,
+                  policy_file: Path) -> AsyncIterator[Wrapper]:
     rec, port = receiver
-    policy_path = tmp_path / "policy.json"
-    policy_path.write_text(json.dumps(TEST_POLICY))
+    policy_path = policy_file
     settings = SafetyWrapperSettings(
         tools_token=TOOLS_TOKEN, tools_policy_path=policy_path, tools_dir=tmp_path / "tools",
         secrets_path=tmp_path / "secrets.enc", secrets_key=secrets_key,

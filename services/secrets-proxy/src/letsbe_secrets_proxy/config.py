@@ -27,5 +27,4 @@ class SecretsProxySettings(AgentSettings):
     # everything else masks. Classes: secret, private_key, aws_access_key, aws_secret_key, gcp_api_key, stripe_key,
     # github_token, llm_api_key, slack_token, jwt, connection_password.
     redaction_policy: dict[str, Literal["mask", "block"]] = {}
-    usage_path: Path = Path("/var/lib/letsbe/secrets-proxy/usage.json")
     max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ import pytest
 from asgi_lifespan import LifespanManager
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
+from letsbe_agent.usage import UsageLedger
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
 from letsbe_secrets_proxy.app import create_app
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.registry import write_store
-from letsbe_secrets_proxy.proxy.usage import UsageLedger
 
 SENTINEL = "lbsp-sentinel-not-a-real-key"
 # The tenant's registry for these tests (names as the Safety Wrapper would store them).
@@ -42,8 +43,17 @@ class Proxy:
     client: httpx.AsyncClient
     app: FastAPI
     upstream: FakeOpenAI
-    usage: UsageLedger
+    ledger_path: Path
     settings: SecretsProxySettings
+
+    def usage(self) -> list[tuple[str, int, int, int]]:
+        """What the shared ledger holds, as the reporting agent will see it once the hour has closed."""
+        ledger = UsageLedger(self.ledger_path)
+        try:
+            reports = ledger.pending(now=datetime.now(UTC) + timedelta(hours=1))
+        finally:
+            ledger.close()
+        return [(ln.model, ln.tokens_in, ln.tokens_out, ln.requests) for r in reports for ln in r.lines]
 
     async def chat(self, body: dict[str, Any], **kw: Any) -> httpx.Response:
         return await self.client.post("/v1/chat/completions", json={"model": "gpt-4o-mini", **body}, **kw)
@@ -58,7 +68,7 @@ def proxy_settings(tmp_path: Path, upstream: FakeOpenAI, **extra: Any) -> Secret
     return SecretsProxySettings(
         sentinel_key=SENTINEL, upstream_base_url=upstream.url + "/v1",  # type: ignore[attr-defined]
         upstream_api_key=upstream.api_key, secrets_path=tmp_path / "secrets.enc", secrets_key=key,
-        usage_path=tmp_path / "usage.json", log_json=False, **extra,
+        usage_ledger_path=tmp_path / "usage.sqlite3", log_json=False, **extra,
     )
 
 
@@ -68,7 +78,7 @@ async def start_proxy(settings: SecretsProxySettings, upstream: FakeOpenAI) -> A
     async with LifespanManager(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sp",
                                      headers={"Authorization": f"Bearer {SENTINEL}"}) as client:
-            yield Proxy(client, app, upstream, app.state.usage_ledger, settings)
+            yield Proxy(client, app, upstream, settings.usage_ledger_path, settings)
 
 
 @pytest.fixture

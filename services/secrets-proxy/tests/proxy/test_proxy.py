@@ -8,7 +8,6 @@ import httpx
 import pytest
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.endpoints import build_proxy
-from letsbe_secrets_proxy.proxy.usage import UsageLedger
 
 SENTINEL = "lbsp-sentinel-not-a-real-key"
 SECRETS = {"db_password": "Sup3r/S3cret+pw!", "nextcloud_admin": "nc-admin-7f3a9c2e1b",
@@ -106,9 +105,7 @@ async def test_non_streamed_answer_is_redacted_and_usage_counted(proxy):
     proxy.upstream.usage = (120, 30)
     r = await proxy.chat({"messages": [{"role": "user", "content": "what is it?"}]})
     assert r.json()["choices"][0]["message"]["content"] == "Your DB password is SECRET_REF(db_password)."
-    [report] = proxy.usage.pending()
-    assert [(ln.model, ln.tokens_in, ln.tokens_out, ln.requests) for ln in report.lines] == [
-        ("gpt-4o-mini", 120, 30, 1)]
+    assert proxy.usage() == [("gpt-4o-mini", 120, 30, 1)]
 
 
 async def test_streamed_chat_with_a_secret_split_across_chunks_is_caught(proxy):
@@ -124,8 +121,7 @@ async def test_streamed_chat_with_a_secret_split_across_chunks_is_caught(proxy):
     assert _leaks(r.text) == []
     # The proxy asked for the usage chunk and counted it.
     assert proxy.upstream.requests[0]["body"]["stream_options"] == {"include_usage": True}
-    [report] = proxy.usage.pending()
-    assert (report.lines[0].tokens_in, report.lines[0].tokens_out) == (50, 9)
+    assert proxy.usage() == [("gpt-4o-mini", 50, 9, 1)]
 
 
 async def test_streamed_tool_call_arguments_are_checked_across_chunks(proxy):
@@ -153,8 +149,7 @@ async def test_streamed_responses_api_is_redacted_with_ordered_sequence_numbers(
     assert deltas == done["text"] == "Here: SECRET_REF(db_password) done"
     seqs = [o["sequence_number"] for o in objs]
     assert seqs == sorted(set(seqs))
-    [report] = proxy.usage.pending()
-    assert (report.lines[0].tokens_in, report.lines[0].tokens_out) == (70, 4)
+    assert proxy.usage() == [("gpt-4o-mini", 70, 4, 1)]
 
 
 async def test_non_streamed_responses_api_is_redacted(proxy):
@@ -196,28 +191,6 @@ async def test_registry_changes_are_picked_up_without_a_restart(proxy, tmp_path)
 def test_settings_refuse_an_unknown_policy_action():
     with pytest.raises(ValueError):
         SecretsProxySettings(redaction_policy={"jwt": "ignore"})
-
-
-def test_usage_ledger_buckets_by_hour_and_sends_each_count_once(tmp_path):
-    from datetime import UTC, datetime
-
-    ledger = UsageLedger(tmp_path / "usage.json")
-    t1 = datetime(2026, 11, 27, 10, 5, tzinfo=UTC)
-    t2 = datetime(2026, 11, 27, 11, 59, tzinfo=UTC)
-    ledger.record("gpt-4o", 100, 10, at=t1)
-    ledger.record("gpt-4o", 50, 5, at=t1)
-    ledger.record("gpt-4o-mini", 1, 1, at=t2)
-    first, _ = ledger.pending()
-    assert (first.hour, first.sequence) == (t1.replace(minute=0), 0)
-    assert [(ln.tokens_in, ln.tokens_out, ln.requests) for ln in first.lines] == [(150, 15, 2)]
-    ledger.mark_sent(first)
-    ledger.mark_sent(first)  # a retry of the same acknowledgement changes nothing
-    ledger.record("gpt-4o", 7, 7, at=t1)  # late usage of a reported hour goes out as its next sequence
-    ledger.close()
-    reloaded = UsageLedger(tmp_path / "usage.json")  # and it survives a restart
-    reports = {(r.hour.hour, r.sequence): r for r in reloaded.pending()}
-    assert set(reports) == {(10, 1), (11, 0)}
-    assert reports[(10, 1)].lines[0].tokens_in == 7
 
 
 async def test_a_secret_hidden_behind_json_unicode_escapes_is_still_caught(proxy):

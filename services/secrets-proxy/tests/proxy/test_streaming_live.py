@@ -17,7 +17,7 @@ async def test_stream_chunks_reach_the_agent_while_the_upstream_is_still_talking
     proxy = ServiceProcess("letsbe_secrets_proxy", {
         "LETSBE_SP_SENTINEL_KEY": SENTINEL, "LETSBE_SP_UPSTREAM_BASE_URL": upstream.url + "/v1",
         "LETSBE_SP_UPSTREAM_API_KEY": upstream.api_key, "LETSBE_SP_SECRETS_PATH": str(tmp_path / "secrets.enc"),
-        "LETSBE_SP_SECRETS_KEY": key, "LETSBE_SP_USAGE_PATH": str(tmp_path / "usage.json"),
+        "LETSBE_SP_SECRETS_KEY": key, "LETSBE_SP_USAGE_LEDGER_PATH": str(tmp_path / "usage.sqlite3"),
     }, port_env="LETSBE_SP_PORT")
     processes.append(proxy.start())
     await proxy.wait_ready()

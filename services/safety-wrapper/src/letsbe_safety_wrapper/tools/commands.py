@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from letsbe_agent.commands import CommandContext, CommandRegistry, Outcome
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from letsbe_safety_wrapper.tools.service import ToolService
@@ -38,4 +39,15 @@ async def set_autonomy(tools: ToolService, params: dict[str, Any]) -> dict[str, 
     return {"autonomy_level": p.level}
 
 
-HANDLERS = {"kill-switch": kill_switch, "set-autonomy": set_autonomy}
+HANDLERS = {"kill-switch": (kill_switch, KillSwitchParams), "set-autonomy": (set_autonomy, SetAutonomyParams)}
+
+
+def register(registry: CommandRegistry, tools: ToolService) -> None:
+    """Hook the handlers into the agent runtime's command registry (letsbe_agent.commands)."""
+    for command_type, (handler, params) in HANDLERS.items():
+
+        async def run(ctx: CommandContext, handler: Any = handler) -> Outcome:
+            params = ctx.params.model_dump() if isinstance(ctx.params, BaseModel) else dict(ctx.params)
+            return Outcome.succeeded(**await handler(tools, params))
+
+        registry.register(command_type, run, params=params)

@@ -11,8 +11,11 @@ from typing import Annotated
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from letsbe_agent.runtime import agent_of
 from letsbe_platform.errors import Unauthorized
 
+from letsbe_safety_wrapper.tools import commands
+from letsbe_safety_wrapper.tools.approvals import HubApprovals
 from letsbe_safety_wrapper.tools.errors import NotConfigured
 from letsbe_safety_wrapper.tools.runtime import build_tool_service
 from letsbe_safety_wrapper.tools.schemas import ToolCall, ToolCallOutcome, ToolsStatus
@@ -23,8 +26,16 @@ from letsbe_safety_wrapper.tools.service import ToolService
 async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs inside the app's lifespan (FastAPI merges router lifespans), so settings are already there."""
     settings = app.state.settings
+    agent = agent_of(app.state.runtime)  # None when no hub is configured (then gated calls cannot get approved)
     async with httpx.AsyncClient(timeout=settings.tool_timeout_seconds, follow_redirects=False) as client:
-        app.state.tools = build_tool_service(settings, client, approvals=getattr(app.state, "tool_approvals", None))
+        approvals = getattr(app.state, "tool_approvals", None)
+        if approvals is None and agent is not None and settings.hub_url:
+            # The agent's current credential, read per call: re-enrolment or rotation needs no restart here.
+            approvals = HubApprovals(client, settings.hub_url,
+                                     lambda: agent.credential.api_key if agent.credential else None)
+        app.state.tools = build_tool_service(settings, client, approvals=approvals)
+        if agent is not None:
+            commands.register(agent.commands, app.state.tools)
         yield
 
 

@@ -13,12 +13,12 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from letsbe_agent.usage import UsageLedger
 
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.service import ProxyService
-from letsbe_secrets_proxy.proxy.usage import UsageLedger
 
 
 def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage: UsageLedger | None = None,
@@ -40,7 +40,7 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
     return ProxyService(
         client, settings.upstream_base_url,
         settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
-        key_host, registry, usage or UsageLedger(settings.usage_path), settings.max_request_bytes,
+        key_host, registry, usage, settings.max_request_bytes,
     )
 
 
@@ -50,13 +50,14 @@ async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.state.settings
     timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=10)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+    ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
-        app.state.proxy = build_proxy(settings, client, getattr(app.state, "usage_ledger", None))
-        app.state.usage_ledger = app.state.proxy.usage
+        app.state.proxy = build_proxy(settings, client, ledger)
         try:
             yield
         finally:
-            app.state.proxy.usage.close()
+            if ledger is not None:
+                ledger.close()
 
 
 router = APIRouter(tags=["llm"], lifespan=proxy_lifespan)
