@@ -176,7 +176,10 @@ async def _watch(hub_url: str, token: str, order_id: str, as_json: bool, stop_on
                         if event.event == "end":
                             return EXIT_FULFILLED if data.get("status") == OrderStatus.FULFILLED else EXIT_CANCELLED
                         if stop_on_failed and event.event == "status" and data.get("to") == OrderStatus.FAILED:
-                            return EXIT_FAILED
+                            # History replays past failures too: stop only if the order is still FAILED now.
+                            now = await c.get(url.removesuffix("/events"))
+                            if now.is_success and now.json()["status"] == OrderStatus.FAILED:
+                                return EXIT_FAILED
             except httpx.TransportError as exc:
                 failures += 1
                 if failures > 5:

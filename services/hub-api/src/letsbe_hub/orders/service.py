@@ -29,6 +29,7 @@ from letsbe_hub.orders import state
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.schemas import OrderCreate
 from letsbe_hub.orders.state import ACTIVE, HAPPY_PATH, RETRY_TARGET, STAGE_OF, STAGE_RANK, IllegalTransition
+from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.payments.gateway import CheckoutRequest, PaymentGateway
 
 log = get_logger(__name__)
@@ -142,8 +143,6 @@ async def new_checkout(
 ) -> Order:
     """A fresh Checkout Session for an unpaid order (the first one expired or was lost)."""
     if gateway is None:
-        from letsbe_hub.payments.errors import PaymentsNotConfigured
-
         raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_SECRET_KEY to take payments.")
     order = await _get(session, order_id)
     if order.status != S.PENDING_PAYMENT:

@@ -22,6 +22,7 @@ import asyncpg
 from letsbe_contracts.enums import OrderStatus
 from letsbe_platform.db import plain_url
 from letsbe_platform.logging import get_logger
+from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
@@ -31,6 +32,7 @@ from letsbe_hub.orders.state import FINAL, STREAM_CHANNEL
 log = get_logger(__name__)
 
 BATCH = 500
+OPEN_STREAMS = Gauge("hub_order_event_streams_open", "SSE order streams open in this process")
 
 
 class OrderStreamListener:
@@ -104,7 +106,7 @@ async def order_events(
     poll_seconds: float = 5.0,
 ) -> AsyncIterator[ServerSentEvent]:
     """History after ``after_id`` first, then the live tail, until the order reaches a final state."""
-    with listener.subscribe(order_id) as wake:  # subscribe before the first read, so nothing slips between
+    with OPEN_STREAMS.track_inprogress(), listener.subscribe(order_id) as wake:  # subscribe, then read: no gap
         cursor = after_id
         while True:
             wake.clear()

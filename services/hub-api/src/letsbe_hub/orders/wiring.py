@@ -64,7 +64,9 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
         rt.bus.consumer("hub-on-order-failed", OrderFailedV1, handlers.on_order_failed),
         rt.bus.consumer("hub-on-dead-lettered", DeadLetteredV1, handlers.on_dead_lettered),
         rt.bus.consumer("hub-on-provisioning-step", ProvisioningStepV1, handlers.on_provisioning_step),
-        rt.bus.consumer("hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log, concurrency=4),
+        rt.bus.consumer(
+            "hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log
+        ),  # one fetcher: lines stay in order,
     ]
     for consumer in consumers:
         rt.start(consumer.durable, consumer.run(), consumer.stop)

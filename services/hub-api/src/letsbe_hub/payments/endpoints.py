@@ -47,8 +47,8 @@ async def stripe_webhook(
         if secret is None:
             outcome = "not-configured"
             raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_WEBHOOK_SECRET to accept Stripe webhooks.")
-        payload = await request.body()
-        if len(payload) > MAX_PAYLOAD_BYTES:
+        payload = await _read_capped(request, MAX_PAYLOAD_BYTES)
+        if payload is None:
             outcome = "invalid"
             raise InvalidWebhook("The payload is larger than any Stripe event.")
         try:
@@ -74,3 +74,14 @@ async def stripe_webhook(
         return WebhookAck(event_id=event.id, outcome=outcome)
     finally:
         STRIPE_WEBHOOK_SECONDS.labels(event_type, outcome).observe(time.perf_counter() - started)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it exceeds ``limit`` (without buffering the rest)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
