@@ -9,6 +9,7 @@ transaction, so either everything happens or nothing does.
 from __future__ import annotations
 
 import uuid
+import weakref
 from typing import Any
 
 from letsbe_contracts.enums import FailureStage
@@ -19,6 +20,7 @@ from letsbe_platform.outbox import add_event
 from prometheus_client import Counter
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import SessionTransaction
 
 from letsbe_hub.db import outbox
 from letsbe_hub.orders.models import Order, OrderTransition
@@ -80,16 +82,33 @@ def allowed(from_status: S, to_status: S) -> bool:
     return to_status in TRANSITIONS[from_status]
 
 
+# What this transaction already did per order (lock taken, listeners notified): once per transaction is enough.
+_DONE: weakref.WeakKeyDictionary[SessionTransaction, set[tuple[str, uuid.UUID]]] = weakref.WeakKeyDictionary()
+
+
+def _first_time(session: AsyncSession, what: str, order_id: uuid.UUID) -> bool:
+    tx = session.sync_session.get_transaction()
+    if tx is None:
+        return True
+    done = _DONE.setdefault(tx, set())
+    if (what, order_id) in done:
+        return False
+    done.add((what, order_id))
+    return True
+
+
 async def lock_stream(session: AsyncSession, order_id: uuid.UUID) -> None:
     """Serialise writers of one order's stream rows until this transaction ends (see orders.models)."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"order-stream:{order_id}"}
-    )
+    if _first_time(session, "lock", order_id):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"), {"k": f"order-stream:{order_id}"}
+        )
 
 
 async def notify_stream(session: AsyncSession, order_id: uuid.UUID) -> None:
     """Delivered at commit (and only then) to every hub replica's stream listener."""
-    await session.execute(text("SELECT pg_notify(:ch, :id)"), {"ch": STREAM_CHANNEL, "id": str(order_id)})
+    if _first_time(session, "notify", order_id):
+        await session.execute(text("SELECT pg_notify(:ch, :id)"), {"ch": STREAM_CHANNEL, "id": str(order_id)})
 
 
 async def _record(
