@@ -9,8 +9,8 @@ from typing import Any
 
 from letsbe_contracts import Event
 from letsbe_platform.outbox import notify_channel
-from sqlalchemy import and_, delete, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import Uuid, and_, any_, bindparam, delete, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_monitor.alerts.models import Alert, Silence, SweepState
@@ -28,18 +28,19 @@ def _chunks(rows: Sequence[Any]) -> Iterable[Sequence[Any]]:
 
 
 async def open_alerts(session: AsyncSession, keys: Iterable[Key]) -> dict[Key, Alert]:
-    """The open alert of each key, locked for this transaction."""
-    keys = set(keys)
-    tenant_keys = [(t, r) for t, r in keys if t is not None]
-    platform_rules = [r for t, r in keys if t is None]
+    """The open alert of each key, locked for this transaction (one query per rule, tenant ids as one array)."""
+    by_rule: dict[str, set[uuid.UUID | None]] = {}
+    for tenant_id, rule in keys:
+        by_rule.setdefault(rule, set()).add(tenant_id)
     found: dict[Key, Alert] = {}
-    conditions = []
-    for chunk in _chunks(tenant_keys):
-        conditions.append(tuple_(Alert.tenant_id, Alert.rule).in_(chunk))
-    if platform_rules:
-        conditions.append(and_(Alert.tenant_id.is_(None), Alert.rule.in_(platform_rules)))
-    for condition in conditions:
-        stmt = select(Alert).where(Alert.resolved_at.is_(None), condition).with_for_update()
+    for rule, tenants in by_rule.items():
+        ids = [t for t in tenants if t is not None]
+        conds = []
+        if ids:
+            conds.append(Alert.tenant_id == any_(bindparam("ids", ids, type_=ARRAY(Uuid()))))
+        if None in tenants:
+            conds.append(Alert.tenant_id.is_(None))
+        stmt = select(Alert).where(Alert.resolved_at.is_(None), Alert.rule == rule, or_(*conds)).with_for_update()
         for alert in (await session.scalars(stmt)).all():
             found[(alert.tenant_id, alert.rule)] = alert
     return found
@@ -58,20 +59,21 @@ async def expired_alerts(session: AsyncSession, now: datetime, tenant_id: uuid.U
 
 async def domains(session: AsyncSession, tenant_ids: Iterable[uuid.UUID | None]) -> dict[uuid.UUID, str | None]:
     ids = list({t for t in tenant_ids if t is not None})
-    out: dict[uuid.UUID, str | None] = {}
-    for chunk in _chunks(ids):
-        rows = await session.execute(select(Tenant.tenant_id, Tenant.domain).where(Tenant.tenant_id.in_(chunk)))
-        out.update({tid: dom for tid, dom in rows.all()})
-    return out
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Tenant.tenant_id, Tenant.domain).where(
+            Tenant.tenant_id == any_(bindparam("ids", ids, type_=ARRAY(Uuid())))
+        )
+    )
+    return {tid: dom for tid, dom in rows.all()}
 
 
 async def add_deliveries(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Insert delivery rows; one per (alert, channel, kind) whatever happens twice."""
-    for chunk in _chunks(rows):
-        stmt = (
-            insert(Delivery).values(list(chunk)).on_conflict_do_nothing(constraint="uq_deliveries_alert_channel_kind")
-        )
-        await session.execute(stmt)
+    if rows:  # executemany: one cached statement, batched by the driver (no giant statement to compile)
+        stmt = insert(Delivery).on_conflict_do_nothing(constraint="uq_deliveries_alert_channel_kind")
+        await session.execute(stmt, rows)
 
 
 async def settle_deliveries_of_resolved(
@@ -102,8 +104,7 @@ async def stage_events(session: AsyncSession, items: Sequence[tuple[Event, uuid.
     for event, event_id, correlation_id in items:
         env = event.envelope(correlation_id=correlation_id, event_id=event_id)
         rows.append({"event_id": env.id, "subject": event.SUBJECT, "envelope": env.model_dump(mode="json")})
-    for chunk in _chunks(rows):
-        await session.execute(insert(outbox).values(list(chunk)).on_conflict_do_nothing(index_elements=["event_id"]))
+    await session.execute(insert(outbox).on_conflict_do_nothing(index_elements=["event_id"]), rows)
     await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": notify_channel(SCHEMA)})
 
 

@@ -148,9 +148,8 @@ class Sweep:
             update(Tenant)
             .where(Tenant.watched, Tenant.liveness == ONLINE, Tenant.offline_at < now)
             .values(liveness=OFFLINE, offline_since=now)
-            .returning(Tenant.tenant_id)
         )
-        result.marked_offline = len(marked.all())
+        result.marked_offline = marked.rowcount
 
         pending = await session.scalar(
             select(func.count()).where(Tenant.watched, Tenant.liveness == OFFLINE, ~Tenant.offline_alerted)
@@ -182,21 +181,24 @@ class Sweep:
             return result
 
         settled = now - timedelta(seconds=s.offline_settle)
+        due = (
+            select(Tenant.tenant_id)
+            .where(Tenant.watched, Tenant.liveness == OFFLINE, ~Tenant.offline_alerted, Tenant.offline_since <= settled)
+            .order_by(Tenant.offline_since)
+            .limit(s.sweep_batch)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
         rows = (
             await session.execute(
-                select(Tenant.tenant_id, Tenant.last_seen, Tenant.interval_seconds)
-                .where(
-                    Tenant.watched, Tenant.liveness == OFFLINE, ~Tenant.offline_alerted, Tenant.offline_since <= settled
-                )
-                .order_by(Tenant.offline_since)
-                .limit(s.sweep_batch)
-                .with_for_update(skip_locked=True)
+                update(Tenant)
+                .where(Tenant.tenant_id.in_(due))
+                .values(offline_alerted=True)
+                .returning(Tenant.tenant_id, Tenant.last_seen, Tenant.interval_seconds)
             )
         ).all()
         if not rows:
             return result
-        ids = [r.tenant_id for r in rows]
-        await session.execute(update(Tenant).where(Tenant.tenant_id.in_(ids)).values(offline_alerted=True))
         obs = []
         for tenant_id, last_seen, interval in rows:
             silent = (now - last_seen).total_seconds()
