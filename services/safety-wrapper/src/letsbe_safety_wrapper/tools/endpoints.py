@@ -43,7 +43,7 @@ router = APIRouter(prefix="/api/v1/tools", tags=["tools"], lifespan=tools_lifesp
 _bearer = HTTPBearer(auto_error=False, description="The AI agent's tools token (LETSBE_SW_TOOLS_TOKEN)")
 
 
-def _service(request: Request) -> ToolService:
+async def _service(request: Request) -> ToolService:  # async: a sync dependency would cost a thread hop
     tools: ToolService | None = getattr(request.app.state, "tools", None)
     if tools is None:
         raise NotConfigured("Tool execution is starting or not configured.")

@@ -64,7 +64,7 @@ router = APIRouter(tags=["llm"], lifespan=proxy_lifespan)
 _bearer = HTTPBearer(auto_error=False, description="The agent's sentinel key (not a real provider key)")
 
 
-def _proxy(request: Request) -> ProxyService:
+async def _proxy(request: Request) -> ProxyService:  # async: a sync dependency would cost a thread hop
     proxy: ProxyService | None = getattr(request.app.state, "proxy", None)
     if proxy is None:
         raise NotConfigured("The proxy is starting.")
