@@ -17,6 +17,7 @@ from letsbe_hub.db import SCHEMA
 from letsbe_hub.tenants import endpoints as tenants, heartbeat as tenant_heartbeats
 from letsbe_hub.commands import endpoints as commands, workers as command_workers
 from letsbe_hub.rollouts import endpoints as rollouts, engine as rollout_engine
+from letsbe_hub.tenants.fastpath import HeartbeatFastPath
 from letsbe_hub.orders import endpoints as orders, wiring as orders_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.payments import endpoints as payments
@@ -76,4 +77,5 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         description="Orders, payments, servers, tenants, agents, rollouts and alerts of the LetsBe control plane.",
         lifespan=lifespan,
         routers=ROUTERS,
+        middleware=[(HeartbeatFastPath, {})],  # agents' heartbeats answered before routing
     )

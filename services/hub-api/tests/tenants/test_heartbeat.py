@@ -164,3 +164,15 @@ async def test_every_admin_route_of_these_contexts_needs_a_token(hub):
     for method, path in paths:
         r = await hub.request(method, path.format(**ids), json={})
         assert r.status_code == 401, (method, path, r.status_code)
+
+
+async def test_heartbeat_errors_are_problem_json_like_every_route(hub, admin):
+    """The heartbeat is answered before routing; its errors must look exactly like the other routes' errors."""
+    r = await hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1.0.0"})
+    assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
+    assert "re_enrol" not in r.json() and r.headers["www-authenticate"] == "Bearer"
+    a = await enroll(hub, admin)
+    r = await hub.post("/api/v1/tenant/heartbeat", content=b"{not json", headers=a.headers)
+    assert r.status_code == 422 and r.json()["type"].endswith("/validation")
+    r = await hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1.0.0", "extra": 1}, headers=a.headers)
+    assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "extra"]

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
-
 from letsbe_contracts.agent import (
     Accepted,
     AgentIdentity,
@@ -20,14 +18,14 @@ from letsbe_contracts.agent import (
     RotatedCredential,
     UsageReport,
 )
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import SessionDep
+
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.commands import service as commands
-from letsbe_hub.config import HubSettings
-from letsbe_hub.tenants import heartbeat as hb
-from letsbe_hub.tenants import service
-from letsbe_hub.tenants.auth import AgentPrincipal, CurrentAgent, _bearer, any_scope, bearer_key, hash_key
-from letsbe_hub.tenants.errors import ReEnrol
+from letsbe_hub.tenants import fastpath, service
+from letsbe_hub.tenants import repository as repo
+from letsbe_hub.tenants.auth import CurrentAgent, _bearer, any_scope, bearer_key
 from letsbe_hub.tenants.schemas import (
     AgentDetailsView,
     RegistrationTokenCreate,
@@ -35,10 +33,6 @@ from letsbe_hub.tenants.schemas import (
     TenantUpdate,
     TenantView,
 )
-from letsbe_hub.tenants import repository as repo
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.errors import NotFound
-from letsbe_platform.web import SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
@@ -65,30 +59,12 @@ async def heartbeat(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Response:
-    """Liveness every time (batched with concurrent heartbeats into one statement), the heavy part when it
-    changed, and the commands waiting for this agent."""
-    rt = request.app.state.runtime
-    settings = request.app.state.settings
-    writer = hb.writer_of(rt)
-    beat = await writer.beat(hash_key(bearer_key(credentials)), body.seq)
-    if beat is None:
-        raise ReEnrol()
-    details_wanted = beat.details_hash is None
-    if body.details is not None:
-        digest = service.details_digest(body.details)
-        if digest != beat.details_hash:
-            async with unit_of_work(rt.sessions) as session:
-                await service.store_details(session, beat.agent_id, beat.tenant_id, body.details, digest)
-        details_wanted = False
-    pulled = []
-    if beat.commands_pending:
-        principal = AgentPrincipal(beat.tenant_id, beat.agent_id, beat.kind, beat.domain, uuid.UUID(int=0))
-        async with unit_of_work(rt.sessions) as session:
-            pulled = await commands.pull(session, principal, redeliver_after=_redeliver(settings))
-    if beat.fresh:
-        await writer.publish(beat, body.seq, body.details)
-    answer = HeartbeatResponse(interval_seconds=writer.interval_seconds, commands=pulled, details_wanted=details_wanted)
-    # Serialised once here rather than validated again by FastAPI: this is the hottest route of the hub.
+    """Liveness every time, the heavy part when it changed, and the commands waiting for this agent.
+
+    In the hub app this is answered by ``fastpath.HeartbeatFastPath`` before routing (same logic, same errors)."""
+    answer = await fastpath.process(
+        request.app.state.runtime, request.app.state.settings, body, bearer_key(credentials)
+    )
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
@@ -108,10 +84,6 @@ async def usage(body: UsageReport, agent: CurrentAgent, session: SessionDep) -> 
 async def rotate_credential(agent: CurrentAgent, request: Request, session: SessionDep) -> RotatedCredential:
     """A new API key; the one used for this call stays valid for a grace period, other older ones end now."""
     return await service.rotate_credential(session, agent, request.app.state.settings)
-
-
-def _redeliver(settings: HubSettings) -> timedelta:
-    return timedelta(seconds=settings.command_redeliver_seconds)
 
 
 # --- the admin API -------------------------------------------------------------------------------------------
@@ -170,9 +142,7 @@ async def agent_details(
     )
 
 
-@admin_router.post(
-    "/{tenant_id}/agents/{agent_id}/revoke", name="revoke_agent", status_code=status.HTTP_204_NO_CONTENT
-)
+@admin_router.post("/{tenant_id}/agents/{agent_id}/revoke", name="revoke_agent", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_agent(
     tenant_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_WRITE)
 ) -> None:

@@ -9,11 +9,13 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from letsbe_contracts.agent import BackupReport, RegisterRequest, RegisterResponse, RotatedCredential, UsageReport
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import HeartbeatDetails, TenantBackupReportedV1, TenantUsageReportedV1, UsageTotals
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from letsbe_hub.auth.service import hash_token as hash_secret
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
@@ -29,13 +31,11 @@ from letsbe_hub.tenants.schemas import (
     RegistrationTokenCreated,
     TenantView,
 )
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 
 AGENT_KEY_PREFIX = "lba_"
-REGISTRATION_TOKEN_PREFIX = "lbr_"
+REGISTRATION_TOKEN_PREFIX = "lbr_"  # noqa: S105 - a prefix, not a secret
 # A stable namespace for deterministic event ids: the same report staged twice is one event.
 _EVENT_NS = uuid.UUID("6f1d7c8e-3a0b-4c55-9a55-7d1e0c2b9f10")
 
@@ -111,9 +111,7 @@ async def register(session: AsyncSession, body: RegisterRequest, settings: HubSe
     )
 
 
-async def rotate_credential(
-    session: AsyncSession, agent: AgentPrincipal, settings: HubSettings
-) -> RotatedCredential:
+async def rotate_credential(session: AsyncSession, agent: AgentPrincipal, settings: HubSettings) -> RotatedCredential:
     api_key = _new_secret(AGENT_KEY_PREFIX)
     valid_until = datetime.now(UTC) + timedelta(seconds=settings.credential_rotation_grace_seconds)
     await repo.rotate_credential(session, agent.agent_id, agent.credential_id, hash_secret(api_key), valid_until)
