@@ -3,6 +3,7 @@ defaults; ``rules`` given in the environment (JSON) are merged over the defaults
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from letsbe_contracts.enums import AlertSeverity, Tier
@@ -148,6 +149,9 @@ class MonitorSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _rules_complete(self) -> MonitorSettings:
+        unknown = [n for n in self.rules if n not in DEFAULT_RULES and not re.fullmatch(r"token_pool\.\d{1,3}", n)]
+        if unknown:
+            raise ValueError(f"unknown rule(s) {unknown}; known: {sorted(DEFAULT_RULES)} and token_pool.<percent>")
         for name in ("heartbeat.stale", "disk.usage", "memory.usage", "backup.stale", "tls.expiry"):
             if self.rules[name].threshold is None:
                 raise ValueError(f"rule {name} needs a threshold")

@@ -103,3 +103,17 @@ def test_tls_soonest_host_decides_and_unreachable_decides_nothing():
     assert obs.firing is True and obs.value == 3.0
     assert "files.example.com in 3.0 days" in obs.summary and obs.summary.count("example.com") == 1
     assert evaluate_tls(TID, {}, S, T0) is None
+
+
+def test_a_misspelt_rule_in_the_settings_is_refused():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="unknown rule"):
+        MonitorSettings.model_validate({"rules": {"disk.usag": {"severity": "hard", "threshold": 90}}})
+    s = MonitorSettings.model_validate({"rules": {"token_pool.95": {"severity": "hard", "threshold": 95}}})
+    assert [name for name, _ in s.token_pool_rules] == [
+        "token_pool.80",
+        "token_pool.90",
+        "token_pool.95",
+        "token_pool.100",
+    ]
