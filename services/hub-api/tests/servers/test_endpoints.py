@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from letsbe_contracts import ServerAllocatedV1
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.netcup import FakeNetcup
+from letsbe_hub.app import create_app
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.servers.allocation import Outcome
 from letsbe_hub.servers.models import InventoryStatus, Server
@@ -196,9 +199,6 @@ async def test_provider_status_and_snapshots_of_a_netcup_server_go_to_the_scp_ap
             netcup_token_url=srv.url + "/realms/scp/protocol/openid-connect/token",
             netcup_refresh_token="netcup-offline-refresh-token",
         )
-        import httpx
-        from asgi_lifespan import LifespanManager
-
         app = servers_app(settings)
         admin = await token(sessions)
         [server] = await add_servers(sessions, 1)
@@ -225,7 +225,5 @@ async def test_provider_calls_without_credentials_are_503(api, admin, sessions):
 
 
 def test_the_full_hub_serves_the_servers_and_pools_routes():
-    from letsbe_hub.app import create_app
-
     paths = create_app(hub_settings("postgresql://x/y")).openapi()["paths"]
     assert {"/api/v1/admin/servers", "/api/v1/admin/pools/replenish", "/api/v1/admin/servers/costs"} <= set(paths)
