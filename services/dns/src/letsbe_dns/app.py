@@ -41,7 +41,7 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         ServerAllocatedHandler(records, rt.sessions, settings.consumer_max_deliver),
         max_deliver=settings.consumer_max_deliver,
         backoff=settings.consumer_backoff_seconds,
-        ack_wait=60,
+        ack_wait=settings.consumer_ack_wait_seconds,
         concurrency=2,  # different domains in parallel; one domain is serialised by an advisory lock
     )
     rt.start(ON_SERVER_ALLOCATED, allocated.run(), allocated.stop)
@@ -51,7 +51,7 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         TenantDecommissionedHandler(records, rt.sessions),
         max_deliver=settings.consumer_max_deliver,
         backoff=settings.consumer_backoff_seconds,
-        ack_wait=60,
+        ack_wait=settings.consumer_ack_wait_seconds,
     )
     rt.start(ON_TENANT_DECOMMISSIONED, decommissioned.run(), decommissioned.stop)
 

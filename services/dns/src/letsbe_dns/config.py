@@ -1,6 +1,9 @@
+import json
+from typing import Annotated
+
 from letsbe_platform.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 
 class DnsSettings(ServiceSettings):
@@ -27,7 +30,10 @@ class DnsSettings(ServiceSettings):
 
     # server-allocated consumer: attempts before order-failed, and the delays between them.
     consumer_max_deliver: int = Field(default=6, ge=1, le=50)
-    consumer_backoff_seconds: tuple[float, ...] = (5.0, 15.0, 30.0, 60.0, 120.0)
+    # NoDecode: the validator below reads "1,2,5" as well as a JSON list (the env source would demand JSON).
+    consumer_backoff_seconds: Annotated[tuple[float, ...], NoDecode] = (5.0, 15.0, 30.0, 60.0, 120.0)
+    # Redelivery after a crash waits this long; handlers call in_progress() while they verify, so it can be short.
+    consumer_ack_wait_seconds: float = Field(default=60.0, gt=0)
 
     # ACME DNS-01 hooks authenticate by forwarding the agent's credential to the hub's GET /api/v1/tenant/me.
     hub_url: str = "http://127.0.0.1:3847"
@@ -38,6 +44,7 @@ class DnsSettings(ServiceSettings):
     @classmethod
     def _csv(cls, v: object) -> object:
         # LETSBE_DNS_CONSUMER_BACKOFF_SECONDS="1,2,5" reads as well as a JSON list.
-        if isinstance(v, str) and not v.strip().startswith("["):
-            return tuple(float(x) for x in v.split(",") if x.strip())
+        if isinstance(v, str):
+            text = v.strip()
+            return json.loads(text) if text.startswith("[") else tuple(float(x) for x in text.split(",") if x.strip())
         return v

@@ -1,0 +1,87 @@
+"""Issue 10's fault run: every worker on the order's path is killed (-9) once mid-flow and restarted, and the
+order still reaches FULFILLED with no duplicate side effect: one Hetzner server, one DNS record set, one email."""
+
+import asyncio
+
+import httpx
+import pytest
+from letsbe_contracts import ProvisioningStepV1, decode
+
+# Short redelivery windows, so a killed worker's message comes back in seconds (production waits longer).
+FAST_RECOVERY = {
+    "LETSBE_HUB_ALLOCATION_ACK_WAIT_SECONDS": "4",
+    "LETSBE_DNS_CONSUMER_ACK_WAIT_SECONDS": "4",
+    "LETSBE_DNS_CONSUMER_BACKOFF_SECONDS": "0.5,1",
+    "LETSBE_PROVISIONER_ACK_WAIT_SECONDS": "4",
+    "LETSBE_PROVISIONER_LEASE_SECONDS": "3",
+}
+
+
+@pytest.fixture
+def fast_recovery(monkeypatch):
+    for k, v in FAST_RECOVERY.items():
+        monkeypatch.setenv(k, v)
+
+
+async def until(predicate, timeout: float = 60, what: str = "condition") -> None:
+    try:
+        async with asyncio.timeout(timeout):
+            while not await predicate():
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def test_killing_each_worker_mid_flow_still_fulfils_once(fast_recovery, plane):
+    world = plane.world
+    world.hetzner.action_polls = 15  # the server takes ~3 s to come up: time to kill the hub meanwhile
+    world.cloudflare.dns_delay(3.0)  # records reach the nameservers after 3 s: time to kill the DNS service
+    world.vps.hang("docker", 3.0)  # step 5 (Docker engine) takes 3 s: time to kill the provisioner
+
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await plane.order(client, "faults.example.com", ["nextcloud"])
+        order_id = created["id"]
+        await plane.pay(client, created["checkout_session_id"])
+
+        # 1. The hub (its allocation worker) dies while Hetzner is still creating the server.
+        async def hetzner_creating() -> bool:
+            return world.hetzner.creates == 1
+
+        await until(hetzner_creating, what="the Hetzner create call")
+        assert (await plane.get_order(client, order_id))["status"] == "AWAITING_SERVER"
+        await plane.restart("hub-api")
+
+        # 2. The DNS service dies after writing the records, while it waits to see them served.
+        async def records_written() -> bool:
+            try:
+                zone = world.cloudflare.zone("faults.example.com")
+            except KeyError:
+                return False
+            return len(world.cloudflare.records(zone.id)) >= 2
+
+        await until(records_written, what="the DNS records")
+        assert (await plane.get_order(client, order_id))["status"] == "DNS_PENDING"
+        await plane.restart("dns")
+
+        # 3. The provisioner dies in the middle of step 5.
+        async def step_5_running() -> bool:
+            steps = [decode(e) for e in await plane.events(ProvisioningStepV1, order_id)]
+            return any(s.step == 5 and s.status == "RUNNING" for s in steps)
+
+        await until(step_5_running, what="step 5 to start")
+        await plane.restart("provisioner")
+
+        order = await plane.wait_status(client, order_id, "FULFILLED", timeout=120)
+
+        assert world.hetzner.creates == 1 and world.hetzner.deleted == []
+        zone = world.cloudflare.zone("faults.example.com")
+        records = [(r["type"], r["name"]) for r in world.cloudflare.records(zone.id)]
+        assert sorted(records) == sorted(set(records)) and len(records) == 4  # A+AAAA, root+wildcard, once each
+        await asyncio.sleep(2)  # a second welcome email, if any, would be on its way by now
+        assert len(world.smtp.messages) == 1
+
+        # The steps that had finished before the kill were not run again.
+        steps = [decode(e) for e in await plane.events(ProvisioningStepV1, order_id)]
+        for n in range(1, 5):
+            assert [s.status for s in steps if s.step == n].count("SUCCEEDED") == 1, n
+        assert order["status"] == "FULFILLED"

@@ -1,0 +1,103 @@
+"""Issue 10: a paid order walks from Stripe's webhook to a heartbeating tenant, across real processes."""
+
+import asyncio
+import json
+import signal
+
+import httpx
+from letsbe_contracts import (
+    AlertRaisedV1,
+    DnsReadyV1,
+    OrderCreatedV1,
+    ProvisionedV1,
+    ServerAllocatedV1,
+    TenantHeartbeatV1,
+    decode,
+)
+
+WALK = [
+    "PENDING_PAYMENT",
+    "PAYMENT_CONFIRMED",
+    "AWAITING_SERVER",
+    "SERVER_READY",
+    "DNS_PENDING",
+    "DNS_READY",
+    "PROVISIONING",
+    "FULFILLED",
+]
+
+
+async def test_paid_order_reaches_fulfilled_and_its_tenant_heartbeats(plane):
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await plane.order(client, "shop.example.com", ["nextcloud", "ghost"])
+        order_id = created["id"]
+        assert created["status"] == "PENDING_PAYMENT"
+        await plane.pay(client, created["checkout_session_id"])
+
+        order = await plane.wait_status(client, order_id, "FULFILLED")
+        assert [t["to_status"] for t in order["history"]] == WALK
+
+        # The four backbone events, each exactly once for this order, in the stream every consumer reads.
+        for event in (OrderCreatedV1, ServerAllocatedV1, DnsReadyV1, ProvisionedV1):
+            assert len(await plane.events(event, order_id)) == 1, event.TYPE
+
+        # One overflow server, one DNS record set, one welcome email.
+        assert plane.world.hetzner.creates == 1
+        zone = plane.world.cloudflare.zone("shop.example.com")
+        names = sorted((r["type"], r["name"]) for r in plane.world.cloudflare.records(zone.id))
+        assert names == [  # root and wildcard, v4 and v6 (Hetzner servers have both), each once
+            ("A", "*.shop.example.com"),
+            ("A", "shop.example.com"),
+            ("AAAA", "*.shop.example.com"),
+            ("AAAA", "shop.example.com"),
+        ]
+        async with asyncio.timeout(20):
+            while not plane.world.smtp.messages:
+                await asyncio.sleep(0.2)
+        assert [m["To"] for m in plane.world.smtp.messages] == ["owner@shop.example.com"]
+
+        # The SSE stream replays the whole run (state changes, ten steps, log lines) and ends at FULFILLED.
+        seen: list[dict] = []
+        async with client.stream(
+            "GET", f"{plane.hub}/api/v1/admin/orders/{order_id}/events", headers=plane.headers
+        ) as stream:
+            assert stream.headers["x-letsbe-sandbox"] == "true"
+            async for line in stream.aiter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line[5:]))
+        states = [e["to"] for e in seen if "to" in e]
+        assert states == WALK
+        finished = {e["step"] for e in seen if e.get("status") == "SUCCEEDED" and "name" in e}
+        assert finished == set(range(1, 11))
+        assert any("line" in e for e in seen)
+
+        # The tenant's agents registered and heartbeat on the sandbox's 5 s interval.
+        tenant = await plane.tenant(client, order_id)
+        assert {a["agent"] for a in tenant["agents"]} == {"safety-wrapper", "secrets-proxy"}
+        first = {a["agent"]: a["last_heartbeat_at"] for a in tenant["agents"]}
+        async with asyncio.timeout(30):
+            while True:
+                await asyncio.sleep(1)
+                now = {a["agent"]: a["last_heartbeat_at"] for a in (await plane.tenant(client, order_id))["agents"]}
+                if all(now[k] and now[k] != first[k] for k in now):
+                    break
+        # ... and the hub passes them on to the monitor as tenant-heartbeat events.
+        beats = [decode(e) for e in await plane.events(TenantHeartbeatV1)]
+        assert {b.agent for b in beats if str(b.tenant_id) == order_id} == {"safety-wrapper", "secrets-proxy"}, beats
+
+
+async def test_stopping_the_safety_wrapper_raises_the_offline_alert(plane):
+    async with httpx.AsyncClient(timeout=30) as client:
+        created = await plane.order(client, "offline.example.com", ["uptime_kuma"])
+        await plane.pay(client, created["checkout_session_id"])
+        await plane.wait_status(client, created["id"], "FULFILLED")
+        plane.procs["safety-wrapper"].kill(signal.SIGTERM)
+
+        async def stale_alert() -> bool:
+            alerts = [decode(e) for e in await plane.events(AlertRaisedV1)]
+            return any(a.rule == "heartbeat.stale" and str(a.tenant_id) == created["id"] for a in alerts)
+
+        # 3 missed 5 s beats, the monitor's startup grace and its settle time: well under a minute.
+        async with asyncio.timeout(60):
+            while not await stale_alert():
+                await asyncio.sleep(1)
