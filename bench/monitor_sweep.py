@@ -106,12 +106,11 @@ async def main() -> None:
     parser.add_argument("--write", action="store_true")
     args = parser.parse_args()
 
-    from letsbe_platform import migrations
-    from letsbe_platform.db import make_engine, make_session_factory
-
     from letsbe_monitor.alerts.service import AlertEngine
     from letsbe_monitor.alerts.sweep import Sweep
     from letsbe_monitor.config import MonitorSettings
+    from letsbe_platform import migrations
+    from letsbe_platform.db import make_engine, make_session_factory
 
     url = os.environ["DATABASE_URL"]
     await migrations.upgrade_async(url, ["monitor"])
@@ -140,6 +139,7 @@ async def main() -> None:
     for _ in range(args.runs):
         await reset(sessions, args.tenants // 100)
         t, found = await baseline(sessions)
+        assert found == args.tenants // 100, found  # the naive sweep finds the same silent tenants
         base_times.append(t)
     base = statistics.median(base_times)
 
@@ -168,6 +168,7 @@ async def main() -> None:
             file=sys.stderr,
         )
     print(f"{'baseline (all rows to Python)':40s} median {base * 1000:7.1f} ms", file=sys.stderr)
+    load = os.getloadavg()[0]
     await engine.dispose()
 
     if args.write:
@@ -178,7 +179,8 @@ async def main() -> None:
             "",
             f"Run: `.venv/bin/letsbe-devstack run -- .venv/bin/python bench/monitor_sweep.py --write` "
             f"({args.tenants:,} watched tenants, median of {args.runs} runs each, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}, embedded Postgres 16 from the devstack). Target: under 1 s.",
+            f"Python {platform.python_version()}, embedded Postgres 16 from the devstack; 1-minute load average "
+            f"{load:.1f} during the run, other test suites sharing the machine). Target: under 1 s.",
             "",
             "One sweep is the monitor's whole periodic unit of work, committed (see the script's docstring). Baseline "
             "in the same process: a sweep without the index — every tenant's last heartbeat read into Python "
