@@ -46,8 +46,9 @@ class Proxy:
     ledger_path: Path
     settings: SecretsProxySettings
 
-    def usage(self) -> list[tuple[str, int, int, int]]:
+    async def usage(self) -> list[tuple[str, int, int, int]]:
         """What the shared ledger holds, as the reporting agent will see it once the hour has closed."""
+        await self.app.state.proxy.usage.flush()  # what the once-a-second batch would have written by now
         ledger = UsageLedger(self.ledger_path)
         try:
             reports = ledger.pending(now=datetime.now(UTC) + timedelta(hours=1))

@@ -105,7 +105,7 @@ async def test_non_streamed_answer_is_redacted_and_usage_counted(proxy):
     proxy.upstream.usage = (120, 30)
     r = await proxy.chat({"messages": [{"role": "user", "content": "what is it?"}]})
     assert r.json()["choices"][0]["message"]["content"] == "Your DB password is SECRET_REF(db_password)."
-    assert proxy.usage() == [("gpt-4o-mini", 120, 30, 1)]
+    assert await proxy.usage() == [("gpt-4o-mini", 120, 30, 1)]
 
 
 async def test_streamed_chat_with_a_secret_split_across_chunks_is_caught(proxy):
@@ -121,7 +121,7 @@ async def test_streamed_chat_with_a_secret_split_across_chunks_is_caught(proxy):
     assert _leaks(r.text) == []
     # The proxy asked for the usage chunk and counted it.
     assert proxy.upstream.requests[0]["body"]["stream_options"] == {"include_usage": True}
-    assert proxy.usage() == [("gpt-4o-mini", 50, 9, 1)]
+    assert await proxy.usage() == [("gpt-4o-mini", 50, 9, 1)]
 
 
 async def test_streamed_tool_call_arguments_are_checked_across_chunks(proxy):
@@ -149,7 +149,7 @@ async def test_streamed_responses_api_is_redacted_with_ordered_sequence_numbers(
     assert deltas == done["text"] == "Here: SECRET_REF(db_password) done"
     seqs = [o["sequence_number"] for o in objs]
     assert seqs == sorted(set(seqs))
-    assert proxy.usage() == [("gpt-4o-mini", 70, 4, 1)]
+    assert await proxy.usage() == [("gpt-4o-mini", 70, 4, 1)]
 
 
 async def test_non_streamed_responses_api_is_redacted(proxy):
@@ -205,3 +205,19 @@ async def test_a_clean_body_is_forwarded_byte_for_byte(proxy):
     raw = b'{"model":"m","messages":[{"role":"user","content":"nothing secret here"}],"temperature":0.2}'
     r = await proxy.client.post("/v1/chat/completions", content=raw, headers={"content-type": "application/json"})
     assert r.status_code == 200 and proxy.upstream.requests[0]["raw"] == raw
+
+
+async def test_usage_is_in_the_shared_ledger_after_a_clean_shutdown(another_proxy, upstream):
+    from datetime import UTC, datetime, timedelta
+
+    from letsbe_agent.usage import UsageLedger
+
+    upstream.usage = (9, 3)
+    async with another_proxy() as p:
+        for _ in range(3):
+            await p.chat({"messages": [{"role": "user", "content": "hi"}]})
+        path = p.ledger_path
+    ledger = UsageLedger(path)  # no flush asked for: stopping the proxy wrote the last batch
+    reports = ledger.pending(now=datetime.now(UTC) + timedelta(hours=1))
+    ledger.close()
+    assert [(ln.tokens_in, ln.tokens_out, ln.requests) for r in reports for ln in r.lines] == [(27, 9, 3)]

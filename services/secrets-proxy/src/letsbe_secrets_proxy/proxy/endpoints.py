@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -19,9 +20,10 @@ from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.service import ProxyService
+from letsbe_secrets_proxy.proxy.usage import UsageRecorder
 
 
-def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage: UsageLedger | None = None,
+def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage: UsageRecorder | None = None,
                 ) -> ProxyService:
     upstream_host = urlsplit(settings.upstream_base_url).hostname or ""
     key_host = settings.upstream_key_host or upstream_host
@@ -40,7 +42,7 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
     return ProxyService(
         client, settings.upstream_base_url,
         settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
-        key_host, registry, usage, settings.max_request_bytes,
+        key_host, registry, usage or UsageRecorder(None), settings.max_request_bytes,
     )
 
 
@@ -51,11 +53,15 @@ async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
     timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=10)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
+    recorder = UsageRecorder(ledger)
+    flusher = asyncio.create_task(recorder.run(), name="usage-recorder")
     async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
-        app.state.proxy = build_proxy(settings, client, ledger)
+        app.state.proxy = build_proxy(settings, client, recorder)
         try:
             yield
         finally:
+            recorder.stop()
+            await flusher  # the last batch is written before the ledger closes
             if ledger is not None:
                 ledger.close()
 

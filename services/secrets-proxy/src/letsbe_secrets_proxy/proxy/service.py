@@ -3,7 +3,6 @@ through the rewriter, count the tokens."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -13,15 +12,14 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from letsbe_agent.usage import UsageLedger
 from letsbe_platform.logging import get_logger
 from prometheus_client import Counter, Histogram
-from starlette.background import BackgroundTask
 
 from letsbe_secrets_proxy.proxy.errors import BadRequestBody, BodyTooLarge, SecretBlocked, UpstreamUnavailable
 from letsbe_secrets_proxy.proxy.redact import Finding
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.stream import SSERewriter
+from letsbe_secrets_proxy.proxy.usage import UsageRecorder
 from letsbe_secrets_proxy.proxy.walk import redact_json
 
 log = get_logger(__name__)
@@ -39,7 +37,7 @@ _FORWARD_HEADERS = ("openai-beta", "openai-organization", "openai-project", "ide
 
 class ProxyService:
     def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None, key_host: str,
-                 registry: Registry, usage: UsageLedger | None, max_body_bytes: int):
+                 registry: Registry, usage: UsageRecorder, max_body_bytes: int):
         self.client = client
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -102,9 +100,8 @@ class ProxyService:
             raise UpstreamUnavailable(f"The LLM provider did not answer ({type(exc).__name__}).") from exc
         headers = _pass_headers(resp)
         if streaming and resp.status_code == 200 and "text/event-stream" in resp.headers.get("content-type", ""):
-            usage: list[tuple[str, Any, Any]] = []
-            rewriter = SSERewriter(redactor, api, lambda *u: usage.append(u))
-            return StreamingResponse(self._relay(resp, rewriter, usage), status_code=200,
+            rewriter = SSERewriter(redactor, api, self.usage.add)
+            return StreamingResponse(self._relay(resp, rewriter), status_code=200,
                                      media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         try:
             raw = await resp.aread()
@@ -112,8 +109,7 @@ class ProxyService:
             await resp.aclose()
         return self._whole(api, resp, raw, headers)
 
-    async def _relay(self, resp: httpx.Response, rewriter: SSERewriter,
-                     usage: list[tuple[str, Any, Any]]) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: httpx.Response, rewriter: SSERewriter) -> AsyncIterator[bytes]:
         try:
             async for chunk in resp.aiter_bytes():
                 out = rewriter.feed(chunk)
@@ -125,8 +121,6 @@ class ProxyService:
         finally:
             await resp.aclose()
             _count(rewriter.findings, "response")
-            for u in usage:  # the ledger writes to disk: off the event loop
-                await asyncio.to_thread(self._record_usage, *u)
 
     def _whole(self, api: str, resp: httpx.Response, raw: bytes, headers: dict[str, str]) -> Response:
         redactor = self.registry.current()
@@ -138,27 +132,15 @@ class ProxyService:
             text, findings = redactor.redact(raw.decode("utf-8", errors="replace"))
             _count(findings, "response")
             return Response(text, status_code=resp.status_code, headers=headers, media_type=media_type)
-        record = None
         if resp.status_code == 200 and isinstance(doc, dict) and isinstance(doc.get("usage"), dict):
             usage, model = doc["usage"], str(doc.get("model") or "")
             tokens = ("prompt_tokens", "completion_tokens") if api == "chat" else ("input_tokens", "output_tokens")
-            # The ledger writes to disk: after the answer is sent, in a worker thread.
-            record = BackgroundTask(self._record_usage, model, usage.get(tokens[0]), usage.get(tokens[1]))
+            self.usage.add(model, usage.get(tokens[0]), usage.get(tokens[1]))
         if b"\\u" not in raw and not redactor.has_hits(raw.decode("utf-8", errors="replace")):
-            return Response(raw, status_code=resp.status_code, headers=headers, media_type=media_type,
-                            background=record)
+            return Response(raw, status_code=resp.status_code, headers=headers, media_type=media_type)
         clean = redact_json(doc, redactor, findings)
         _count(findings, "response")
-        return JSONResponse(clean, status_code=resp.status_code, headers=headers, background=record)
-
-    def _record_usage(self, model: str, tokens_in: Any, tokens_out: Any) -> None:
-        """Into the tenant's shared usage ledger (letsbe_agent.usage); the reporting agent sends it hourly."""
-        if self.usage is None:
-            return
-        try:
-            self.usage.record(tokens_in=int(tokens_in or 0), tokens_out=int(tokens_out or 0), model=model or "unknown")
-        except (TypeError, ValueError):
-            log.warning("upstream usage unreadable", model=model)
+        return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
     async def _read_json(self, request: Request) -> tuple[bytes, dict[str, Any]]:
         declared = request.headers.get("content-length")

@@ -20,7 +20,7 @@ from typing import Any
 from letsbe_secrets_proxy.proxy.redact import Finding, Redactor, StreamRedactor
 from letsbe_secrets_proxy.proxy.walk import redact_json
 
-UsageSink = Callable[[str, int, int], None]
+UsageSink = Callable[[str, Any, Any], None]
 
 _CHAT_TEXT_FIELDS = ("content", "refusal", "reasoning_content")
 _RESPONSES_DELTAS = {
@@ -123,8 +123,7 @@ class SSERewriter:
                 self._flush_choice(idx, delta)
         usage = obj.get("usage")
         if isinstance(usage, dict):
-            self.on_usage(str(obj.get("model") or ""), int(usage.get("prompt_tokens") or 0),
-                          int(usage.get("completion_tokens") or 0))
+            self.on_usage(str(obj.get("model") or ""), usage.get("prompt_tokens"), usage.get("completion_tokens"))
         return [obj]
 
     def _flush_choice(self, idx: Any, delta: dict[str, Any]) -> None:
@@ -171,8 +170,7 @@ class SSERewriter:
             response = obj.get("response") or {}
             usage = response.get("usage") if isinstance(response, dict) else None
             if isinstance(usage, dict):
-                self.on_usage(str(response.get("model") or ""), int(usage.get("input_tokens") or 0),
-                              int(usage.get("output_tokens") or 0))
+                self.on_usage(str(response.get("model") or ""), usage.get("input_tokens"), usage.get("output_tokens"))
         out.append(obj)
         return out
 

@@ -1,0 +1,65 @@
+"""Token usage, handed to the tenant's shared ledger (letsbe_agent.usage.UsageLedger) in batches.
+
+The ledger is SQLite with a synchronous commit per record: doing that on the request path (or a thread hop per
+request) would cost every LLM call. Calls are queued in memory and written once a second from a worker thread;
+a crash loses at most that second, a clean shutdown nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from letsbe_agent.usage import UsageLedger
+from letsbe_platform.logging import get_logger
+
+log = get_logger(__name__)
+
+
+class UsageRecorder:
+    def __init__(self, ledger: UsageLedger | None, every_seconds: float = 1.0):
+        self.ledger = ledger
+        self.every_seconds = every_seconds
+        self._queue: list[tuple[str, int, int, datetime]] = []
+        self._stop = asyncio.Event()
+
+    def add(self, model: str, tokens_in: object, tokens_out: object) -> None:
+        if self.ledger is None:
+            return
+        try:
+            entry = (model or "unknown", max(0, int(tokens_in or 0)), max(0, int(tokens_out or 0)), datetime.now(UTC))
+        except (TypeError, ValueError):
+            log.warning("upstream usage unreadable", model=model)
+            return
+        self._queue.append(entry)
+
+    async def flush(self) -> None:
+        batch, self._queue = self._queue, []
+        if not batch or self.ledger is None:
+            return
+        try:
+            await asyncio.to_thread(self._write, batch)
+        finally:
+            self._queue[:0] = batch  # what was not written (the batch is emptied as it is written) goes back
+
+    def _write(self, batch: list[tuple[str, int, int, datetime]]) -> None:
+        assert self.ledger is not None
+        while batch:
+            model, tokens_in, tokens_out, at = batch[0]
+            self.ledger.record(tokens_in=tokens_in, tokens_out=tokens_out, model=model, at=at)
+            batch.pop(0)
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                await asyncio.wait_for(self._stop.wait(), timeout=self.every_seconds)
+            except TimeoutError:
+                pass
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("usage ledger write failed; will retry")
+        await self.flush()
+
+    def stop(self) -> None:
+        self._stop.set()
