@@ -139,7 +139,8 @@ class Allocator:
                 if not await claim(s, inbox, CONSUMER, event_id):
                     return Outcome.DUPLICATE, None  # a parallel delivery won; the row lock ends with this tx
                 reserve(server, order.order_id)
-                await repo.resolve_hold(s, order.order_id, server.id, "allocation-worker")
+                if order.automation_mode is AutomationMode.MANUAL:  # it may have been held by an earlier event
+                    await repo.resolve_hold(s, order.order_id, server.id, "allocation-worker")
                 await emit_allocated(s, order, server, cause=event_id)
                 return Outcome.POOL, None
             if order.automation_mode is AutomationMode.MANUAL:
