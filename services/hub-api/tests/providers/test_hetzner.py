@@ -157,3 +157,14 @@ def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
     assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+
+
+async def test_resuming_a_server_whose_start_failed_fails_at_once_instead_of_waiting(fake, hetzner):
+    f, _ = fake
+    f.fail_create_actions = True
+    with pytest.raises(ProviderActionFailed):
+        await hetzner.allocate_server(Tier.BUILD, Region.EU, key="letsbe-off")
+    started = time.monotonic()
+    with pytest.raises(ProviderActionFailed, match="is off"):
+        await hetzner.allocate_server(Tier.BUILD, Region.EU, key="letsbe-off")  # a redelivery finds it "off"
+    assert time.monotonic() - started < 2 and f.creates == 1

@@ -232,6 +232,8 @@ class HetznerProvider:
         async def running() -> bool:
             server = (await self.http.request("GET", f"/servers/{server_id}")).json()["server"]
             latest.update(server)
+            if server["status"] == "off":  # we create with start_after_create: "off" means the start failed
+                raise ProviderActionFailed(NAME, f"server {server_id} is off instead of starting")
             return server["status"] == "running"
 
         if not await poll_until(
