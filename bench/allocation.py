@@ -98,7 +98,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, float]]:
     return results
 
 
-def report(results: list[dict[str, float]], orders: int) -> str:
+def report(results: list[dict[str, float]], orders: int, load: float) -> str:
     base = results[0]["per_second"]
     rows = "\n".join(
         f"| {int(r['workers'])} | {r['per_second']:.0f} | {r['per_second'] / base:.2f}x | {r['p50_ms']:.1f} ms "
@@ -113,7 +113,8 @@ Run: `.venv/bin/letsbe-devstack run -- .venv/bin/python bench/allocation.py --wr
 Postgres 16 (devstack) on the same machine. Each level: {orders} order decisions against one pool of {orders} AVAILABLE
 build/eu servers, by N concurrent allocators (own connections) competing for that pool; one allocation = inbox
 look-up + `SELECT … FOR UPDATE SKIP LOCKED` + reserve + inbox claim + server-allocated outbox row, committed.
-Baseline = N = 1 in the same process. Every level checks that no server went to two orders.
+Baseline = N = 1 in the same process. Every level checks that no server went to two orders. Load average when the
+run started: {load:.1f} (other jobs shared the machine; ratios hold better than absolute numbers).
 
 | concurrent allocators | allocations/s | vs 1 | latency p50 | latency p95 |
 |---|---|---|---|---|
@@ -134,8 +135,9 @@ if __name__ == "__main__":
     a = parser.parse_args()
     if not os.environ.get("DATABASE_URL"):
         sys.exit("DATABASE_URL is not set: run under `letsbe-devstack run --`")
+    load = os.getloadavg()[0]
     res = asyncio.run(main(a))
-    text = report(res, a.orders)
+    text = report(res, a.orders, load)
     print(text)
     if a.write:
         with open(REPO / "docs/benchmarks.md", "a") as fh:
