@@ -155,7 +155,9 @@ async def main() -> None:
             started = time.perf_counter()
             outcome = await sweep.once()
             times.append(time.perf_counter() - started)
-        assert outcome is not None and outcome.marked_offline == silent, outcome
+        assert outcome is not None, outcome
+        if silent < args.tenants // 5:
+            assert outcome.marked_offline == silent, outcome
         if silent and silent < args.tenants // 5:
             assert outcome.alerted == silent and not outcome.mass_incident, outcome
         if silent >= args.tenants // 5:
@@ -200,9 +202,11 @@ async def main() -> None:
             lines.append(f"| {label} | {med * 1000:.0f} ms | {worst * 1000:.0f} ms | {ratio:.2f}x | {what} |")
         lines += [
             "",
-            "The steady case — what runs every 15 s — reads two aggregates over the `last_seen` index and one empty "
-            "range of the `offline_at` index, so it stays flat as the fleet grows. Alerting cost grows with the "
-            "number of tenants that go silent, not with the fleet; a mass silence costs one UPDATE and one alert.",
+            "The steady case — what runs every 15 s — counts the fleet and finds its freshest heartbeat (an "
+            "index-only scan of `last_seen`, a few ms per 100,000 tenants) and looks at two empty index ranges "
+            "(`offline_at`, and offline-but-not-alerted). Alerting cost grows with the number of tenants that go "
+            "silent, not with the fleet, and one sweep raises at most `sweep_batch` (1,000) alerts; a mass silence "
+            "is counted over the index and costs one alert (nothing is marked while it lasts).",
         ]
         with (REPO / "docs" / "benchmarks.md").open("a", encoding="utf-8") as f:
             f.write("\n".join(lines) + "\n")

@@ -84,7 +84,7 @@ class MonitorSettings(ServiceSettings):
     mass_offline_fraction: float = Field(default=0.2, gt=0, le=1)
     # No heartbeat from any of at least mass_offline_min tenants for this long = the pipeline (hub) is down.
     ingest_gap_seconds: float = Field(default=90, gt=0)
-    sweep_batch: int = Field(default=5000, ge=1)
+    sweep_batch: int = Field(default=1000, ge=1)  # most alerts raised per sweep: bounds one sweep's work
 
     # --- alert lifecycle --------------------------------------------------------------------------------------
     # A firing alert is re-announced to the hub (last_seen, count) at most this often.

@@ -6,10 +6,11 @@ Liveness, per run:
    offline. When heartbeats flow again, every tenant gets a fresh window before anyone can be declared offline.
 2. Grace. Nobody is declared offline before ``startup_grace`` after this process started (its consumer may still be
    catching up on the heartbeats queued while it was away) nor before a fresh window (above) has passed.
-3. Mark. One UPDATE over the ``offline_at`` index: online tenants whose deadline (last_seen + N intervals) passed.
+3. Count, then mark: one UPDATE over the ``offline_at`` index for online tenants whose deadline (last_seen + N
+   intervals) passed.
 4. One incident, not thousands. Offline tenants wait ``offline_settle`` before being alerted one by one; if meanwhile
-   at least max(mass_offline_min, mass_offline_fraction × fleet) of them are waiting, it is one fleet incident.
-   When that clears, the stragglers get a fresh window too.
+   at least max(mass_offline_min, mass_offline_fraction × fleet) tenants are silent and not alerted, it is one fleet
+   incident (counted over the indexes before anything is marked). When it clears, the stragglers get a fresh window.
 
 State that must outlive a restart (the fresh window, whether the pipeline was stalled) is in ``sweep_state``; a
 Postgres advisory lock keeps replicas from sweeping at the same time.
@@ -144,19 +145,17 @@ class Sweep:
             result.in_grace = True
             return result
 
-        marked = await session.execute(
-            update(Tenant)
-            .where(Tenant.watched, Tenant.liveness == ONLINE, Tenant.offline_at < now)
-            .values(liveness=OFFLINE, offline_since=now)
+        # Counted before anything is marked, so a mass silence costs one alert, not an UPDATE of every row.
+        newly_stale = await session.scalar(
+            select(func.count()).where(Tenant.watched, Tenant.liveness == ONLINE, Tenant.offline_at < now)
         )
-        result.marked_offline = marked.rowcount
-
-        pending = await session.scalar(
+        settling = await session.scalar(
             select(func.count()).where(Tenant.watched, Tenant.liveness == OFFLINE, ~Tenant.offline_alerted)
         )
-        TENANTS_OFFLINE.set(pending)
+        silent = newly_stale + settling
+        TENANTS_OFFLINE.set(silent)
         mass_threshold = max(s.mass_offline_min, math.ceil(s.mass_offline_fraction * watched))
-        if pending >= mass_threshold:
+        if silent >= mass_threshold:
             result.mass_incident = True
             await self.engine.apply(
                 session,
@@ -165,8 +164,8 @@ class Sweep:
                         None,
                         MASS,
                         True,
-                        f"{pending} of {watched} tenants went silent together: one incident, not {pending} alerts",
-                        value=float(pending),
+                        f"{silent} of {watched} tenants went silent together: one incident, not {silent} alerts",
+                        value=float(silent),
                         threshold=float(mass_threshold),
                     )
                 ],
@@ -176,9 +175,17 @@ class Sweep:
         if await repo.open_alert(session, None, MASS) is not None:
             state.grace_until = now + window  # the stragglers get a fresh window before any is alerted alone
             await self.engine.apply(
-                session, [Observation(None, MASS, False, f"Only {pending} tenants still silent")], now
+                session, [Observation(None, MASS, False, f"Only {silent} tenants still silent")], now
             )
             return result
+
+        if newly_stale:
+            marked = await session.execute(
+                update(Tenant)
+                .where(Tenant.watched, Tenant.liveness == ONLINE, Tenant.offline_at < now)
+                .values(liveness=OFFLINE, offline_since=now)
+            )
+            result.marked_offline = marked.rowcount
 
         settled = now - timedelta(seconds=s.offline_settle)
         due = (
