@@ -157,3 +157,20 @@ async def test_only_one_replica_sweeps_at_a_time(monitor, sessions):
     async with sessions() as other, other.begin():
         assert await other.scalar(select(func.pg_try_advisory_xact_lock(SWEEP_LOCK_KEY)))
         assert (await sweep_for(monitor).once()).skipped
+
+
+async def test_a_restart_after_a_long_outage_of_the_monitor_itself_is_not_a_pipeline_alert(
+    make_settings, sessions, clock
+):
+    from ..conftest import Monitor
+
+    monitor = Monitor(sessions, make_settings(mass_offline_min=5), clock)
+    fleet = [await monitor.provision() for _ in range(8)]
+    clock.advance(600)  # the monitor was down for 10 minutes; the heartbeats wait in JetStream
+    restarted = sweep_for(monitor)
+    assert (await restarted.once()).in_grace
+    for _ in range(5):  # the backlog drains, then live heartbeats; sweeps go on past the startup grace
+        await beat_all(monitor, fleet)
+        clock.advance(60)
+        assert not (await restarted.once()).stalled
+    assert await monitor.alerts() == []

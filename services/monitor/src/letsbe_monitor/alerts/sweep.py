@@ -1,11 +1,12 @@
 """The periodic sweep: staleness of heartbeats (and of backups), decided from indexed columns, not per-tenant timers.
 
-Liveness, per run:
+Liveness, per run (the startup grace of step 2 comes first):
 1. Pipeline check. If none of a fleet of at least ``mass_offline_min`` tenants has been heard from for
    ``ingest_gap_seconds``, the hub (or the way from it) is down, not the tenants: one platform alert, nobody marked
    offline. When heartbeats flow again, every tenant gets a fresh window before anyone can be declared offline.
-2. Grace. Nobody is declared offline before ``startup_grace`` after this process started (its consumer may still be
-   catching up on the heartbeats queued while it was away) nor before a fresh window (above) has passed.
+2. Grace. Nothing is judged before ``startup_grace`` after this process started (its consumer may still be catching
+   up on the heartbeats queued while it was away), and nobody is declared offline before a fresh window (above)
+   has passed.
 3. Count, then mark: one UPDATE over the ``offline_at`` index for online tenants whose deadline (last_seen + N
    intervals) passed.
 4. One incident, not thousands. Offline tenants wait ``offline_settle`` before being alerted one by one; if meanwhile
@@ -109,6 +110,11 @@ class Sweep:
         ).one()
         TENANTS_WATCHED.set(watched)
         window = timedelta(seconds=s.heartbeat_window_seconds)
+        if now < self.started_at + timedelta(seconds=s.startup_grace):
+            # Just started: the consumer may still be catching up, so old last_seen values prove nothing yet —
+            # neither about tenants nor about the pipeline.
+            result.in_grace = True
+            return result
 
         silent_for = (now - freshest).total_seconds() if freshest is not None else 0.0
         if watched >= s.mass_offline_min and silent_for > s.ingest_gap_seconds:
@@ -138,10 +144,7 @@ class Sweep:
             )
             log.info("heartbeats flow again: fresh window for every tenant", until=state.grace_until.isoformat())
 
-        grace_until = self.started_at + timedelta(seconds=s.startup_grace)
-        if state.grace_until is not None:
-            grace_until = max(grace_until, state.grace_until)
-        if now < grace_until:
+        if state.grace_until is not None and now < state.grace_until:
             result.in_grace = True
             return result
 
