@@ -17,6 +17,7 @@ from letsbe_contracts.events import (
     ServerTarget,
 )
 from letsbe_hub.orders.testing import count, eventually, insert_order, order_body, post_event, published
+from sqlalchemy import text
 
 ORDERS = "/api/v1/admin/orders"
 
@@ -205,8 +206,6 @@ async def test_provisioning_steps_and_log_lines_are_stored_once_in_order(orders_
         await bus.publish(line, correlation_id=oid)
     await eventually(lambda: count(sessions, "SELECT count(*) = 6 FROM hub.provisioning_progress"))
     await asyncio.sleep(0.3)
-    from sqlalchemy import text
-
     async with sessions() as s:
         rows = (await s.execute(text("SELECT kind, payload FROM hub.provisioning_progress ORDER BY id"))).all()
     assert [(k, p.get("seq")) for k, p in rows] == [("step", None), *[("log", i) for i in range(5)]]

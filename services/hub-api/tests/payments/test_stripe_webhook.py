@@ -4,16 +4,22 @@ import asyncio
 import json
 import time
 
+import httpx
+from asgi_lifespan import LifespanManager
 from letsbe_contracts.enums import OrderStatus
+from letsbe_fakes.stripe import signature_header
 from letsbe_hub.orders.testing import (
     count,
     eventually,
     insert_order,
     order_body,
+    orders_app,
+    orders_settings,
     outbox_drained,
     post_event,
     published,
 )
+from sqlalchemy import text
 
 ORDERS = "/api/v1/admin/orders"
 WEBHOOK = "/api/v1/public/stripe/webhook"
@@ -59,8 +65,6 @@ async def test_the_same_completed_event_posted_three_times_at_once_confirms_once
 async def test_order_created_carries_the_order_spec(orders_hub, operator, stripe_fake, sessions):
     order = await _order(orders_hub, operator, tools=["chatwoot", "nextcloud"], cloudflare_zone_id="a" * 32)
     await post_event(orders_hub.client, stripe_fake.fake, stripe_fake.fake.complete(order["checkout_session_id"]))
-    from sqlalchemy import text
-
     async with sessions() as s:
         env = (
             await s.execute(text("SELECT envelope FROM hub.outbox WHERE subject = 'letsbe.order.created.v1'"))
@@ -116,8 +120,6 @@ async def test_a_bad_signature_is_400_and_writes_nothing(orders_hub, operator, s
 
 
 async def test_a_signed_payload_that_is_not_an_event_is_400(orders_hub, stripe_fake, sessions):
-    from letsbe_fakes.stripe import signature_header
-
     for payload in (b"not json", b"[1, 2]", json.dumps({"id": "evt_1", "object": "event"}).encode()):
         headers = {"Stripe-Signature": signature_header(payload, stripe_fake.fake.webhook_secret)}
         r = await orders_hub.client.post(WEBHOOK, content=payload, headers=headers)
@@ -236,10 +238,6 @@ async def test_webhook_latency_is_a_prometheus_histogram(orders_hub, operator, s
 async def test_without_a_webhook_secret_the_webhook_is_unavailable(
     database_url, nats_url, bus_namespace, stripe_fake, sessions
 ):
-    import httpx
-    from asgi_lifespan import LifespanManager
-    from letsbe_hub.orders.testing import orders_app, orders_settings
-
     settings = orders_settings(database_url, nats_url, bus_namespace, stripe_fake, None, stripe_webhook_secret=None)
     app = orders_app(settings)
     async with (
@@ -250,3 +248,26 @@ async def test_without_a_webhook_secret_the_webhook_is_unavailable(
         r = await c.post(WEBHOOK, content=body, headers=headers)
     assert r.status_code == 503
     assert await count(sessions, "SELECT count(*) FROM hub.stripe_events") == 0
+
+
+async def test_two_different_events_confirming_one_order_at_once_confirm_it_once(
+    orders_hub, operator, stripe_fake, engine
+):
+    fake = stripe_fake.fake
+    order = await _order(orders_hub, operator)
+    completed = fake.complete(order["checkout_session_id"])
+    succeeded = fake.event("checkout.session.async_payment_succeeded", completed["data"]["object"])
+    # Hold the order's stream lock so both requests are in flight at the same time, then let them go.
+    key = {"k": f"order-stream:{order['id']}"}
+    async with engine.connect() as holder:
+        await holder.execute(text("SELECT pg_advisory_lock(hashtextextended(:k, 0))"), key)
+        both = asyncio.gather(
+            post_event(orders_hub.client, fake, completed), post_event(orders_hub.client, fake, succeeded)
+        )
+        await asyncio.sleep(0.5)
+        await holder.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), key)
+        a, b = await both
+    assert (a.status_code, b.status_code) == (200, 200)
+    assert sorted([a.json()["outcome"], b.json()["outcome"]]) == ["already-confirmed", "confirmed"]
+    got = await _status(orders_hub, operator, order["id"])
+    assert [h["to_status"] for h in got["history"]] == ["PENDING_PAYMENT", "PAYMENT_CONFIRMED", "AWAITING_SERVER"]

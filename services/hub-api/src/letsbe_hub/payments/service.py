@@ -219,9 +219,15 @@ async def _find(
     checkout_session_id: str | None = None,
     payment_intent_id: str | None = None,
 ) -> Order | None:
-    return await orders_repo.find_for_payment(
+    order = await orders_repo.find_for_payment(
         session,
         order_id=_order_ref((metadata or {}).get("order_id"), client_reference_id),
         checkout_session_id=checkout_session_id,
         payment_intent_id=payment_intent_id,
     )
+    if order is None:
+        return None
+    # Two different events about one order (completed + async_payment_succeeded) wait for each other here and
+    # the second sees the first one's result, instead of both acting on the same stale read.
+    await state.lock_stream(session, order.id)
+    return await orders_repo.get(session, order.id)
