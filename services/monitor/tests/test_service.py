@@ -13,6 +13,7 @@ from letsbe_monitor.alerts.models import Alert
 from letsbe_monitor.app import create_app
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
+from letsbe_platform.devstack import free_port
 from sqlalchemy import select
 
 from .conftest import details, heartbeat, provisioned
@@ -80,6 +81,10 @@ def fast_settings(database_url, nats_url, bus_namespace, **extra) -> MonitorSett
             "sweep_interval_seconds": 0.2,
             "offline_settle_seconds": 0,
             "shutdown_grace_seconds": 5,
+            "rules": {"heartbeat.stale": {"threshold": 2}},
+            # The TLS checker runs too: keep its probes on loopback (a closed port), never the real domains.
+            "tls_connect_host": "127.0.0.1",
+            "tls_port": free_port(),
             **extra,
         }
     )

@@ -12,6 +12,7 @@ from letsbe_monitor.alerts.models import Alert as MonitorAlert
 from letsbe_monitor.app import create_app as create_monitor
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
+from letsbe_platform.devstack import free_port
 
 from .conftest import alerts_app, token_for
 
@@ -79,6 +80,9 @@ async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(
             "LETSBE_BUS_NAMESPACE": bus_namespace,
             "log_json": False,
             "shutdown_grace_seconds": 5,
+            # its TLS checker probes loopback (a closed port), never the real domain
+            "tls_connect_host": "127.0.0.1",
+            "tls_port": free_port(),
         }
     )
     headers = await token_for(sessions, "alerts:read", "alerts:write")
