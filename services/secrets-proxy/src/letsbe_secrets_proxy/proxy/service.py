@@ -1,5 +1,9 @@
 """Forward one OpenAI-compatible call: redact the request, attach the real key at egress, stream the answer back
-through the rewriter, count the tokens."""
+through the rewriter, count the tokens.
+
+The per-class policy (mask or block) applies to what leaves for the provider; what comes back is always masked
+(refusing an answer already generated would only lose it).
+"""
 
 from __future__ import annotations
 
