@@ -207,3 +207,23 @@ def test_stream_holds_back_only_a_short_tail(r):
     assert len(released) >= 1000 - r.hold  # not buffered whole
     assert len(s.pending) < r.hold
 
+
+
+MULTIBYTE = ["Passwört für die Datenbank: ", "🔑🔑 ", "日本語のテキスト ", "\ud800 lone surrogate "]
+
+
+@pytest.mark.parametrize("prefix", MULTIBYTE)
+def test_secrets_after_multibyte_text_are_masked_at_the_right_place(r, prefix):
+    masked, found = r.redact(f"{prefix}{DB} und {AWS_ID} ende")
+    assert masked == f"{prefix}SECRET_REF(db_password) und [REDACTED:aws_access_key:" + masked.split(
+        "[REDACTED:aws_access_key:")[1][:8] + "] ende"
+    assert [f.kind for f in found] == ["secret", "aws_access_key"]
+
+
+def test_a_secret_with_non_ascii_characters_is_masked_in_its_forms():
+    secret = "Grüße-Ünïcode-Päss"
+    r = Redactor({"umlaut": secret})
+    for text in (f"x {secret} y", json.dumps({"p": secret}), quote(secret, safe=""), secret.encode().hex(),
+                 base64.b64encode(b"u:" + secret.encode()).decode()):
+        masked, found = r.redact(text)
+        assert found and secret not in masked and quote(secret, safe="") not in masked, text
