@@ -16,7 +16,14 @@ from letsbe_contracts.events import (
     ServerAllocatedV1,
     ServerTarget,
 )
-from letsbe_hub.orders.testing import count, eventually, insert_order, order_body, post_event, published
+from letsbe_hub.orders.testing import (
+    consumer_idle,
+    eventually,
+    insert_order,
+    order_body,
+    post_event,
+    published,
+)
 from sqlalchemy import text
 
 ORDERS = "/api/v1/admin/orders"
@@ -97,8 +104,8 @@ async def test_the_four_events_walk_a_paid_order_to_fulfilled_and_a_welcome_emai
     await bus.publish_raw(
         ProvisionedV1.SUBJECT, envelope.model_dump_json().encode(), msg_id=f"redelivery-{uuid.uuid4()}"
     )
-    await eventually(lambda: count(sessions, "SELECT count(*) FROM hub.inbox WHERE consumer = 'hub-on-provisioned'"))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: consumer_idle(bus, "hub-on-provisioned"))
+    await asyncio.sleep(0.2)  # the mailer, had anything been queued, is kicked at once
     assert len(smtp_server.messages) == 1
     got = (await orders_hub.client.get(f"{ORDERS}/{cid}", headers=operator)).json()
     assert len(got["history"]) == 8
@@ -115,7 +122,7 @@ async def test_an_event_that_overtakes_its_predecessor_catches_the_order_up_and_
     got = await _wait_status(orders_hub, operator, order["id"], "PROVISIONING")
     assert [h["to_status"] for h in got["history"]][3:] == ["SERVER_READY", "DNS_PENDING", "DNS_READY", "PROVISIONING"]
     await bus.publish(ServerAllocatedV1(order=spec, server=server), correlation_id=order["id"])
-    await asyncio.sleep(0.5)
+    await eventually(lambda: consumer_idle(bus, "hub-on-server-allocated"))
     got = (await orders_hub.client.get(f"{ORDERS}/{order['id']}", headers=operator)).json()
     assert got["status"] == "PROVISIONING" and len(got["history"]) == 7
 
@@ -143,8 +150,7 @@ async def test_failures_fail_the_order_at_their_stage_unless_they_are_stale(orde
         "Cloudflare said 403",
         False,
     )
-    await eventually(lambda: count(sessions, "SELECT count(*) FROM hub.inbox WHERE consumer = 'hub-on-order-failed'"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: consumer_idle(bus, "hub-on-order-failed"))
     for oid, status in ((provisioning, "PROVISIONING"), (cancelled, "CANCELLED")):
         assert (await orders_hub.client.get(f"{ORDERS}/{oid}", headers=operator)).json()["status"] == status
 
@@ -173,7 +179,7 @@ async def test_a_dead_lettered_order_event_fails_the_order_but_a_dead_log_line_d
     assert (
         got["failed_stage"] == "ALLOCATION" and "gave up on order-created after 8 deliveries" in got["failure_reason"]
     )
-    await asyncio.sleep(0.5)
+    await eventually(lambda: consumer_idle(bus, "hub-on-dead-lettered"))
     assert (await orders_hub.client.get(f"{ORDERS}/{provisioning}", headers=operator)).json()[
         "status"
     ] == "PROVISIONING"
@@ -204,8 +210,8 @@ async def test_provisioning_steps_and_log_lines_are_stored_once_in_order(orders_
     await bus.publish(step, correlation_id=oid)  # republished with a new event id: still one row
     for line in [*lines, lines[1], lines[3]]:
         await bus.publish(line, correlation_id=oid)
-    await eventually(lambda: count(sessions, "SELECT count(*) = 6 FROM hub.provisioning_progress"))
-    await asyncio.sleep(0.3)
+    await eventually(lambda: consumer_idle(bus, "hub-on-provisioning-log"))
+    await eventually(lambda: consumer_idle(bus, "hub-on-provisioning-step"))
     async with sessions() as s:
         rows = (await s.execute(text("SELECT kind, payload FROM hub.provisioning_progress ORDER BY id"))).all()
     assert [(k, p.get("seq")) for k, p in rows] == [("step", None), *[("log", i) for i in range(5)]]

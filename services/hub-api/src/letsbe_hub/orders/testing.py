@@ -275,3 +275,9 @@ async def published(bus: Any, subject: str) -> int:
 
 async def outbox_drained(sessions: async_sessionmaker[AsyncSession]) -> bool:
     return await count(sessions, "SELECT count(*) FROM hub.outbox WHERE published_at IS NULL") == 0
+
+
+async def consumer_idle(bus: Any, durable: str) -> bool:
+    """True once the durable consumer has been handed every message of its subject and acknowledged them all."""
+    info = await bus.js.consumer_info(bus.stream, durable)
+    return info.num_pending == 0 and info.num_ack_pending == 0 and (info.delivered.stream_seq or 0) > 0
