@@ -143,7 +143,7 @@ class AlertEngine:
                     del open_by_key[key]
                     applied.resolved.append(alert)
         await session.flush()
-        await self._announce(session, applied, escalated)
+        await self._announce(session, applied, escalated, now)
         return applied
 
     async def resolve(self, session: AsyncSession, alerts: Sequence[Alert], summary: str, now: datetime) -> Applied:
@@ -154,7 +154,7 @@ class AlertEngine:
                 self._close(alert, summary, now)
                 applied.resolved.append(alert)
         await session.flush()
-        await self._announce(session, applied, [])
+        await self._announce(session, applied, [], now)
         return applied
 
     async def resolve_expired(
@@ -209,7 +209,7 @@ class AlertEngine:
         alert.resolved_summary = summary
 
     async def _announce(
-        self, session: AsyncSession, applied: Applied, escalated: list[tuple[Alert, list[str]]]
+        self, session: AsyncSession, applied: Applied, escalated: list[tuple[Alert, list[str]]], now: datetime
     ) -> None:
         events = [raised_event(a) for a in applied.raised + applied.refreshed]
         events += [resolved_event(a) for a in applied.resolved]
@@ -243,6 +243,7 @@ class AlertEngine:
                         "channel": channel,
                         "kind": kind,
                         "payload": self._payload(alert, kind, names.get(alert.tenant_id) if alert.tenant_id else None),
+                        "next_attempt_at": now,  # the engine's clock, not the database's: due at once
                     }
                     for alert, channel, kind in wanted
                 ],
