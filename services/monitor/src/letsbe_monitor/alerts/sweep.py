@@ -105,10 +105,6 @@ class Sweep:
     async def _liveness(self, session: AsyncSession, state: SweepState, now: datetime) -> SweepResult:
         s = self.settings
         result = SweepResult()
-        watched, freshest = (
-            await session.execute(select(func.count(), func.max(Tenant.last_seen)).where(Tenant.watched))
-        ).one()
-        TENANTS_WATCHED.set(watched)
         window = timedelta(seconds=s.heartbeat_window_seconds)
         if now < self.started_at + timedelta(seconds=s.startup_grace):
             # Just started: the consumer may still be catching up, so old last_seen values prove nothing yet —
@@ -116,8 +112,12 @@ class Sweep:
             result.in_grace = True
             return result
 
+        # Two index look-ups, not a count of the fleet: heartbeats keep rewriting every row, so a full count
+        # would visit the whole table on every sweep.
+        freshest = await session.scalar(select(func.max(Tenant.last_seen)).where(Tenant.watched))
         silent_for = (now - freshest).total_seconds() if freshest is not None else 0.0
-        if watched >= s.mass_offline_min and silent_for > s.ingest_gap_seconds:
+        if silent_for > s.ingest_gap_seconds and await self._fleet_at_least(session, s.mass_offline_min):
+            watched = await self._fleet(session)
             state.ingest_stalled = True
             result.stalled = True
             await self.engine.apply(
@@ -157,8 +157,11 @@ class Sweep:
         )
         silent = newly_stale + settling
         TENANTS_OFFLINE.set(silent)
-        mass_threshold = max(s.mass_offline_min, math.ceil(s.mass_offline_fraction * watched))
-        if silent >= mass_threshold:
+        watched, mass_threshold = 0, None
+        if silent >= s.mass_offline_min:  # only then does the fleet's size matter
+            watched = await self._fleet(session)
+            mass_threshold = max(s.mass_offline_min, math.ceil(s.mass_offline_fraction * watched))
+        if mass_threshold is not None and silent >= mass_threshold:
             result.mass_incident = True
             await self.engine.apply(
                 session,
@@ -226,6 +229,16 @@ class Sweep:
         applied = await self.engine.apply(session, obs, now)
         result.alerted = len(applied.raised)
         return result
+
+    async def _fleet(self, session: AsyncSession) -> int:
+        watched = await session.scalar(select(func.count()).where(Tenant.watched)) or 0
+        TENANTS_WATCHED.set(watched)
+        return watched
+
+    @staticmethod
+    async def _fleet_at_least(session: AsyncSession, n: int) -> bool:
+        some = select(Tenant.tenant_id).where(Tenant.watched).limit(n).subquery()
+        return (await session.scalar(select(func.count()).select_from(some)) or 0) >= n
 
     # --- backups -------------------------------------------------------------------------------------------------
 
