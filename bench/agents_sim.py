@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import hashlib
 import json
 import os
@@ -64,6 +65,7 @@ class SimAgent:
         self.seq = int(time.time() * 1000)
         self.interval = 60.0
         self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task] = set()
 
     async def beat(self) -> None:
         self.seq += 1
@@ -83,7 +85,12 @@ class SimAgent:
         body = r.json()
         self.interval = body["interval_seconds"]
         for c in body["commands"]:
-            asyncio.create_task(self.run_command(c))
+            self._spawn(self.run_command(c))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def run_command(self, c: dict[str, Any]) -> None:
         if c["id"] in self._busy:
@@ -111,7 +118,7 @@ class SimAgent:
             try:
                 r = await self.client.get("/api/v1/tenant/commands?wait=25", headers=self.headers, timeout=40)
                 for c in r.json().get("commands", []):
-                    asyncio.create_task(self.run_command(c))
+                    self._spawn(self.run_command(c))
             except (httpx.HTTPError, ValueError):
                 await _sleep(stop, 1)
 
@@ -126,6 +133,12 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 def _client(hub: str, connections: int = 200) -> httpx.AsyncClient:
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return httpx.AsyncClient(base_url=hub, limits=limits, timeout=30)
+
+
+def _clients(hub: str, n_agents: int, per_client: int, connections: int) -> list[httpx.AsyncClient]:
+    """Many small connection pools rather than one big one: httpcore's pool costs O(waiting × connections) per
+    request, which would make the simulator, not the hub, the bottleneck with thousands of agents."""
+    return [_client(hub, connections) for _ in range(max(1, -(-n_agents // per_client)))]
 
 
 # --- creating agents ---------------------------------------------------------------------------------------------
@@ -206,8 +219,11 @@ async def heartbeat(
 ) -> dict[str, Any]:
     stats = Stats()
     stop = asyncio.Event()
-    async with _client(hub) as client:
-        sims = [SimAgent(client, a["api_key"], stats, update_seconds=0.1) for a in agents]
+    clients = _clients(hub, len(agents), per_client=50, connections=4)
+    try:
+        sims = [
+            SimAgent(clients[i % len(clients)], a["api_key"], stats, update_seconds=0.1) for i, a in enumerate(agents)
+        ]
         # the first answer tells the interval; spread the first beats over it like a fleet that has been running
         await sims[0].beat()
         stats.latencies.clear()
@@ -215,12 +231,15 @@ async def heartbeat(
         for s in sims:
             s.interval = sims[0].interval
         spread = first_within if first_within is not None else sims[0].interval
+        gc.freeze()  # 10,000 long-lived agents: keep full collections from pausing the simulator's clock
         started = time.monotonic()
         tasks = [asyncio.create_task(s.heartbeat_loop(stop, spread)) for s in sims]
         await asyncio.sleep(duration)
         stop.set()
         await asyncio.gather(*tasks)
         elapsed = time.monotonic() - started
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
     return {"agents": len(agents), "interval_s": sims[0].interval, "duration_s": round(elapsed, 1)} | stats.summary(
         elapsed
     )
@@ -234,8 +253,13 @@ async def rollout(
     admin = {"Authorization": f"Bearer {admin_token}"}
     stats = Stats()
     stop = asyncio.Event()
-    async with _client(hub, len(agents) + 50) as client:
-        sims = [SimAgent(client, a["api_key"], stats, update_seconds=update_seconds) for a in agents]
+    clients = _clients(hub, len(agents), per_client=10, connections=25)
+    client = clients[0]
+    try:
+        sims = [
+            SimAgent(clients[i % len(clients)], a["api_key"], stats, update_seconds=update_seconds)
+            for i, a in enumerate(agents)
+        ]
         polls = [asyncio.create_task(s.long_poll_loop(stop)) for s in sims]
         beats = [asyncio.create_task(s.heartbeat_loop(stop, 1.0)) for s in sims]
         await asyncio.sleep(1.5)
@@ -270,6 +294,8 @@ async def rollout(
         for t in polls:
             t.cancel()
         await asyncio.gather(*beats, *polls, return_exceptions=True)
+    finally:
+        await asyncio.gather(*(c.aclose() for c in clients))
     sizes = {s["name"]: s["targets"] for s in v["stages"]}
     return {
         "tenants": len(agents),

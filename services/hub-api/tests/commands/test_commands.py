@@ -3,9 +3,8 @@
 import asyncio
 import time
 
-from sqlalchemy import text
-
 from letsbe_hub.tenants.testing import enroll
+from sqlalchemy import text
 
 DIGEST = "sha256:" + "c" * 64
 
@@ -56,11 +55,11 @@ async def test_heartbeat_carries_pending_commands_and_an_unacked_one_is_delivere
     assert [c["id"] for c in first["commands"]] == [cmd["id"]]
     assert first["commands"][0]["params"] == {"containers": ["ghost"], "timeout_seconds": 10}
     assert (await _beat(hub, a, 2))["commands"] == []  # delivered, waiting for the ack
-    await asyncio.sleep(2.1)  # command_redeliver_seconds in the test settings
+    await asyncio.sleep(1.1)  # command_redeliver_seconds in the test settings
     assert [c["id"] for c in (await _beat(hub, a, 3))["commands"]] == [cmd["id"]]
     ack = await hub.post(f"/api/v1/tenant/commands/{cmd['id']}/ack", headers=a.headers)
     assert ack.json() == {"run": True, "status": "RUNNING"}
-    await asyncio.sleep(2.1)
+    await asyncio.sleep(1.1)
     assert (await _beat(hub, a, 4))["commands"] == []  # running: never redelivered
 
 

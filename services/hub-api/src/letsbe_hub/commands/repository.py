@@ -90,7 +90,9 @@ async def cas_status(
 async def add_transition(
     session: AsyncSession, command_id: uuid.UUID, from_status: str | None, to: str, actor: str, reason: str | None
 ) -> None:
-    session.add(CommandTransition(command_id=command_id, from_status=from_status, to_status=to, actor=actor, reason=reason))
+    session.add(
+        CommandTransition(command_id=command_id, from_status=from_status, to_status=to, actor=actor, reason=reason)
+    )
 
 
 async def transitions_of(session: AsyncSession, command_id: uuid.UUID) -> list[CommandTransition]:

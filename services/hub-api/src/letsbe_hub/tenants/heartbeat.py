@@ -10,6 +10,7 @@ the next requests queue up; at low load a batch is a single heartbeat and adds n
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import uuid
 import weakref
@@ -263,6 +264,9 @@ _writers: weakref.WeakKeyDictionary[Runtime, HeartbeatWriter] = weakref.WeakKeyD
 
 
 def start(rt: Runtime, settings: HubSettings) -> HeartbeatWriter:
+    # Everything imported and built so far lives as long as the process: moving it out of the collector's reach
+    # keeps full collections short (they otherwise pause every request for a moment; see docs/benchmarks.md).
+    gc.freeze()
     writer = HeartbeatWriter(settings.database_url or "", settings, rt.bus)
     _writers[rt] = writer
     rt.start("heartbeat-writer", writer.run(), writer.stop)

@@ -27,7 +27,7 @@ def fast_hub_settings(database_url: str, nats_url: str, bus_namespace: str, **ov
             "NATS_URL": nats_url,
             "LETSBE_BUS_NAMESPACE": bus_namespace,
             "heartbeat_interval_seconds": 1,
-            "command_redeliver_seconds": 2,
+            "command_redeliver_seconds": 1,
             "command_sweep_seconds": 0.5,
             "rollout_tick_seconds": 0.2,
             "log_json": False,
