@@ -1,6 +1,7 @@
 """The agent runtime against a real hub (in-process, real Postgres and NATS) and a Docker Engine fake."""
 
 import asyncio
+import json
 import os
 import stat
 import uuid
@@ -114,7 +115,10 @@ async def _status(hub, admin, command_id) -> str:
     return (await hub.get(f"/api/v1/admin/commands/{command_id}", headers=admin)).json()["status"]
 
 
-async def test_agent_registers_keeps_its_key_private_and_heartbeats_with_details(hub, admin, agents, agent_settings):
+async def test_agent_registers_keeps_its_key_private_and_heartbeats_with_details(
+    hub, admin, agents, agent_settings, docker_fake
+):
+    docker_fake.add_container("ghost", "ghost@sha256:" + "9" * 64, labels={"org.opencontainers.image.version": "5.1"})
     settings = agent_settings()
     tenant_id, _agent = await _enrolled(hub, admin, agents, settings)
     cred = settings.state_dir / "credential.json"
@@ -131,7 +135,9 @@ async def test_agent_registers_keeps_its_key_private_and_heartbeats_with_details
 
     details = await eventually(has_details)
     assert details["disk"]["total_bytes"] > 0 and 0 <= details["memory"]["percent"] <= 100
-    assert details["versions"] == {"safety-wrapper": "1.0.0"}
+    assert details["versions"] == {"safety-wrapper": "1.0.0", "ghost": "5.1"}
+    assert [(c["name"], c["state"], c["health"]) for c in details["containers"]] == [("ghost", "running", "healthy")]
+    assert details["containers"][0]["image_digest"] == "sha256:" + "9" * 64
 
 
 async def test_a_redelivered_command_is_acknowledged_not_run_again(hub, admin, agents, agent_settings, sessions):
@@ -334,3 +340,15 @@ async def test_a_rollout_whose_image_fails_its_health_check_is_rolled_back_and_a
     assert "health check" in targets[str(staging_tenant)]["detail"]
     assert targets[str(other_tenant)]["status"] == "CANCELLED"  # never touched
     assert docker_fake.by_name("openclaw")["Config"]["Image"] == old  # the staging tenant runs the old image again
+
+
+async def test_rotate_credential_command_switches_the_agent_to_a_new_key(hub, admin, agents, agent_settings):
+    settings = agent_settings()
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    old_key = agent.credential.api_key
+    cmd = await _command(hub, admin, tenant_id, "rotate-credential")
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "SUCCEEDED"))
+    saved = json.loads((settings.state_dir / "credential.json").read_text())
+    assert saved["api_key"] != old_key and saved["api_key"] == agent.credential.api_key
+    me = await hub.get("/api/v1/tenant/me", headers={"Authorization": f"Bearer {saved['api_key']}"})
+    assert me.status_code == 200

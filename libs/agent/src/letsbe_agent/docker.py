@@ -109,6 +109,16 @@ class DockerClient:
             )
         return states
 
+    async def image_versions(self) -> dict[str, str]:
+        """Container name -> the version its image declares (the OCI ``org.opencontainers.image.version`` label)."""
+        out = {}
+        for summary in await self.list_containers():
+            version = (summary.get("Labels") or {}).get("org.opencontainers.image.version")
+            names = summary.get("Names") or []
+            if version and names:
+                out[names[0].lstrip("/")] = str(version)[:64]
+        return out
+
 
 def _health(state: dict[str, Any]) -> str:
     status = (state.get("Health") or {}).get("Status")

@@ -106,6 +106,7 @@ class AgentRuntime:
         self.updater.register(self.commands)
         self.config = ConfigSync(state / "config.json")
         self.config.register(self.commands)
+        self.commands.register("rotate-credential", self._rotate_credential)
         self.ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
         self.client = HubClient(settings.hub_url, timeout=settings.hub_timeout_seconds, transport=hub_transport)
         self.interval = settings.heartbeat_interval_seconds
@@ -211,6 +212,15 @@ class AgentRuntime:
             return cred
         return None
 
+    async def _rotate_credential(self, ctx: CommandContext) -> Outcome:
+        """A new API key from the hub, saved before it is used (the old one stays valid for a grace period)."""
+        assert self.credential is not None
+        answer = await self.client.rotate()
+        self.credential = Credential(self.credential.agent_id, self.credential.tenant_id, answer.api_key)
+        self.credentials.save(self.credential)
+        self.client.api_key = answer.api_key
+        return Outcome.succeeded(previous_valid_until=answer.previous_valid_until.isoformat())
+
     # --- connected: the loops ----------------------------------------------------------------------------------
 
     async def _connected(self) -> None:
@@ -288,8 +298,10 @@ class AgentRuntime:
     async def collect_details(self) -> HeartbeatDetails:
         disk = psutil.disk_usage(self.settings.disk_path)
         mem = psutil.virtual_memory()
+        versions = {self.kind.value: self.version}
         try:
             containers = tuple(await self.docker.container_states())
+            versions = await self.docker.image_versions() | versions
         except DockerError as exc:
             log.debug("docker unavailable for the heartbeat", error=str(exc))
             containers = ()
@@ -300,7 +312,7 @@ class AgentRuntime:
             ),
             memory=MemoryUsage(total_bytes=mem.total, available_bytes=mem.available, percent=mem.percent),
             containers=containers,
-            versions={self.kind.value: self.version},
+            versions=versions,
             backup=backup,
         )
 
