@@ -9,6 +9,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,9 +152,12 @@ class Sandbox:
         ).start()
         self.client_key_path = self.vps.write_client_key(self.root / "ssh" / "provisioner_key")
         self.docker = DockerEngineFake(self.root / "docker.sock").start()
+        self.extra_tenants = ExtraTenants(self).start()
         return self
 
     def stop(self) -> None:
+        if getattr(self, "extra_tenants", None) is not None:
+            self.extra_tenants.stop()
         for srv in reversed(self._servers):
             srv.stop()
         for part in ("docker", "vps", "smtp", "dns"):
@@ -268,3 +276,73 @@ class Sandbox:
             "hub_url": self.hub_url,
             "admin_token_file": str(self.root / "admin-token"),
         }
+
+
+AGENTS = (
+    ("safety-wrapper", "letsbe_safety_wrapper", "LETSBE_SW_"),
+    ("secrets-proxy", "letsbe_secrets_proxy", "LETSBE_SP_"),
+)
+
+
+class ExtraTenants:
+    """One loopback VPS serves every sandbox order. The agents `make run` starts enrol with the first tenant; when a
+    later order's step 10 leaves new registration tokens while they are taken, this starts a pair of agents for
+    that tenant (own state folder, own ports), as that tenant's own VPS would."""
+
+    def __init__(self, world: Sandbox, poll_seconds: float = 0.3):
+        self.world = world
+        self.poll_seconds = poll_seconds
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sandbox-extra-tenants", daemon=True)
+
+    def start(self) -> ExtraTenants:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    def _primary_taken(self) -> bool:
+        return all((self.world.root / "agents" / name / "credential.json").exists() for name, _, _ in AGENTS)
+
+    def _tokens(self) -> list[Path]:
+        return [self.world.vps_path(f"/var/lib/letsbe/{name}/registration-token") for name, _, _ in AGENTS]
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_seconds):
+            tokens = self._tokens()
+            if all(t.exists() for t in tokens) and self._primary_taken():
+                self._spawn(tokens)
+
+    def _spawn(self, tokens: list[Path]) -> None:
+        home = self.world.root / "tenants" / str(len(self.procs) // 2 + 1)
+        home.mkdir(parents=True, exist_ok=True)
+        env_all = self.world.env()
+        for (name, module, prefix), token in zip(AGENTS, tokens, strict=True):
+            mine = home / f"{name}.registration-token"
+            shutil.move(token, mine)  # taken from the VPS: the first tenant's agents never see it
+            env = {
+                **os.environ,
+                **env_all[name],
+                f"{prefix}PORT": str(_free_port()),
+                f"{prefix}REGISTRATION_TOKEN_FILE": str(mine),
+                f"{prefix}STATE_DIR": str(home / name),
+            }
+            if name == "safety-wrapper":
+                env[f"{prefix}TOOLS_DIR"] = str(home / name / "tools")
+            self.procs.append(subprocess.Popen([sys.executable, "-m", module], env=env))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

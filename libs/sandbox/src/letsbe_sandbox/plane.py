@@ -1,0 +1,118 @@
+"""The whole control plane as real processes on this machine: the six services (`python -m …`) against the
+sandbox world, for the end-to-end tests and the order-flow benchmark."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import httpx
+from letsbe_contracts import Envelope
+from letsbe_platform.bus import Bus
+from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing.processes import ServiceProcess
+
+from letsbe_sandbox.world import Sandbox
+
+FINAL = {"FULFILLED", "CANCELLED", "FAILED"}
+
+
+@dataclass
+class ControlPlane:
+    world: Sandbox
+    base_env: dict[str, str]
+    bus: Bus
+    procs: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    @property
+    def hub(self) -> str:
+        return self.world.hub_url
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.world.material.admin_token}"}
+
+    def process(self, name: str) -> ServiceProcess:
+        svc = next(s for s in SERVICES if s.name == name)
+        env = {**self.base_env, **self.world.env()[name]}
+        port = getattr(self.world.ports, name.replace("-", "_").replace("_api", ""))
+        return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env)
+
+    async def start(self, *names: str) -> None:
+        for name in names:
+            self.procs[name] = self.process(name).start()
+        await asyncio.gather(*(self.procs[n].wait_ready(60) for n in names))
+
+    async def restart(self, name: str) -> None:
+        self.procs[name].kill()
+        await self.start(name)
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            p.kill()
+
+    def logs(self) -> str:
+        return "\n".join(f"===== {n}\n{p.logs()[-6000:]}" for n, p in self.procs.items())
+
+    # --- what a customer and an operator do ---------------------------------------------------------------------
+
+    async def order(self, client: httpx.AsyncClient, domain: str, tools: list[str]) -> dict:
+        r = await client.post(
+            f"{self.hub}/api/v1/admin/orders",
+            headers=self.headers,
+            json={
+                "customer_name": "E2E Customer",
+                "customer_email": "owner@" + domain,
+                "domain": domain,
+                "tier": "build",
+                "region": "eu",
+                "tools": tools,
+            },
+        )
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    async def pay(self, client: httpx.AsyncClient, session_id: str) -> None:
+        """The customer pays; the Stripe fake delivers the signed checkout.session.completed like Stripe does."""
+        r = await client.post(f"{self.world.urls['stripe']}/_fake/checkout/sessions/{session_id}/complete")
+        assert r.status_code == 200 and r.json()["webhook_status"] == 200, r.text
+
+    async def get_order(self, client: httpx.AsyncClient, order_id: str) -> dict:
+        r = await client.get(f"{self.hub}/api/v1/admin/orders/{order_id}", headers=self.headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def wait_status(self, client: httpx.AsyncClient, order_id: str, status: str, timeout: float = 90) -> dict:
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    order = await self.get_order(client, order_id)
+                    if order["status"] == status:
+                        return order
+                    assert order["status"] not in FINAL - {status}, order
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            raise AssertionError(f"order never reached {status}: {order['status']}\n{self.logs()}") from None
+
+    async def tenant(self, client: httpx.AsyncClient, tenant_id: str) -> dict:
+        r = await client.get(f"{self.hub}/api/v1/admin/tenants/{tenant_id}", headers=self.headers)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    async def events(self, subject_event, correlation_id: str | None = None) -> list[Envelope]:
+        """Every message of one event type in the stream (optionally of one order), read with a fresh consumer."""
+        sub = await self.bus.js.subscribe(
+            self.bus.subject(subject_event), stream=self.bus.stream, ordered_consumer=True
+        )
+        out: list[Envelope] = []
+        try:
+            while True:
+                msg = await sub.next_msg(timeout=1)
+                env = Envelope.model_validate_json(msg.data)
+                if correlation_id is None or env.correlation_id == correlation_id:
+                    out.append(env)
+        except Exception:  # noqa: S110 - nats TimeoutError: nothing more in the stream
+            pass
+        finally:
+            await sub.unsubscribe()
+        return out
