@@ -170,21 +170,34 @@ async def test_a_failed_rollback_aborts_and_cancels_what_is_queued(hub, admin, s
     assert open_cmds == 0
 
 
-async def test_failures_above_the_stage_limit_abort_and_optionally_roll_the_stage_back(hub, admin):
+async def test_failures_above_the_stage_limit_abort_and_optionally_roll_the_stage_back(hub, admin, sessions):
     agents = await _fleet(hub, admin, 3, staging=2)
-    bad = agents[1].tenant_id
+    good, bad = agents[1], agents[0]  # newest first: the good one is updated first (concurrency 1)
+    old_digest = "sha256:" + "1" * 64
+    async with sessions() as s, s.begin():
+        await s.execute(
+            text(
+                "INSERT INTO hub.tenant_components (tenant_id, component, version, digest) "
+                "VALUES (:t, 'openclaw', '1.0.0', :d)"
+            ),
+            {"t": good.tenant_id, "d": old_digest},
+        )
 
     def outcome(tenant_id):
-        return (
-            {"status": "ROLLED_BACK", "error": "health check failed"} if tenant_id == bad else {"status": "SUCCEEDED"}
-        )
+        if tenant_id == bad.tenant_id:
+            return {"status": "ROLLED_BACK", "error": "health check failed"}
+        return {"status": "SUCCEEDED"}
 
     with FakeFleet(hub, agents, outcome):
         rid = (await _create(hub, admin, rollback_on_abort=True, concurrency=1)).json()["id"]
         v = await _wait_status(hub, admin, rid, {"ABORTED"})
     assert "1 of 2 updates failed" in v["reason"]
-    statuses = [t["status"] for t in await _targets(hub, admin, rid)]
-    assert statuses.count("ROLLED_BACK") == 1
+    statuses = {t["tenant_id"]: t["status"] for t in await _targets(hub, admin, rid)}
+    assert statuses[str(bad.tenant_id)] == "ROLLED_BACK"
+    assert statuses[str(good.tenant_id)] == "REVERTED"  # the stage's updated tenant goes back
+    revert = (await hub.get(f"/api/v1/admin/tenants/{good.tenant_id}/commands", headers=admin)).json()[0]
+    assert revert["idempotency_key"] == f"rollout:{rid}:revert:{good.tenant_id}"
+    assert revert["params"]["digest"] == old_digest and revert["params"]["version"] == "1.0.0"
 
 
 async def test_no_result_is_inconclusive_pauses_and_resume_tries_again(hub, admin, sessions):
@@ -246,3 +259,28 @@ def test_version_ordering_for_never_downgrade(candidate, current, expected):
     from letsbe_hub.rollouts.service import newer
 
     assert newer(candidate, current) is expected
+
+
+def test_cli_creates_shows_and_aborts_a_rollout(database_url, monkeypatch, _fleet_for_cli):
+    import json as _json
+
+    from letsbe_hub.cli import app
+    from typer.testing import CliRunner
+
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    runner = CliRunner()
+    args = ["rollout", "create", "--component", "openclaw", "--image", IMAGE, "--digest", DIGEST, "--version", "2.0.0"]
+    r = runner.invoke(app, [*args, "--soak-scale", "0.001", "--concurrency", "3"])
+    assert r.exit_code == 0, r.output
+    created = _json.loads(r.output)[0]
+    assert created["status"] == "RUNNING" and created["concurrency"] == 3
+    assert [s["spec"]["soak_seconds"] for s in created["stages"]] == [172, 86, 43, 0]
+    r = runner.invoke(app, ["rollout", "show", created["id"], "--targets"])
+    assert len(_json.loads(r.output)) == 3
+    r = runner.invoke(app, ["rollout", "abort", created["id"], "--reason", "drill"])
+    assert _json.loads(r.output)[0]["status"] == "ABORTED"
+
+
+@pytest.fixture
+async def _fleet_for_cli(hub, admin):
+    return await _fleet(hub, admin, 3)

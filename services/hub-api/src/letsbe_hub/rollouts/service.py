@@ -262,7 +262,9 @@ async def _abort(session: AsyncSession, r: Rollout, reason: str, *, rollback: bo
     for t in await repo.targets(session, r.id):
         if t.status in ("PENDING", "DISPATCHED") and t.stage >= 0:
             await repo.set_target(session, r.id, t.tenant_id, status="CANCELLED", detail=reason[:500])
-        elif rollback and t.stage == r.stage_index and t.status == "SUCCEEDED" and t.previous_digest:
+        elif rollback and t.stage == r.stage_index and t.status == "SUCCEEDED" and not t.previous_digest:
+            await repo.set_target(session, r.id, t.tenant_id, detail="not reverted: its previous digest is unknown")
+        elif rollback and t.stage == r.stage_index and t.status == "SUCCEEDED":
             cmd, _ = await commands.enqueue(
                 session,
                 tenant_id=t.tenant_id,
