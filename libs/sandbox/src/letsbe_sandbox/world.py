@@ -24,11 +24,13 @@ from letsbe_fakes.cloudflare import FakeCloudflare
 from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.netcup import FakeNetcup
+from letsbe_fakes.openai import FakeOpenAI
 from letsbe_fakes.push_gateway import FakePushGateway
 from letsbe_fakes.slack import FakeSlackWebhook
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_fakes.stripe import StripeFake
+from letsbe_fakes.tls_endpoint import FakeTlsEndpoint
 from letsbe_fakes.webhook import WebhookReceiver
 
 # Heartbeats every 5 s instead of 60 s, so "stop an agent, see the offline alert" takes seconds, not minutes.
@@ -60,28 +62,34 @@ class Material:
     stripe_webhook_secret: str
     monitor_webhook_secret: str
     push_token: str
+    llm_sentinel_key: str
+    llm_upstream_key: str
 
     @classmethod
     def load_or_create(cls, path: Path) -> Material:
-        if path.exists():
-            return cls(**json.loads(path.read_text()))
-        material = cls(
-            admin_token="lbh_sandbox_" + secrets.token_urlsafe(24),
-            provisioner_secrets_key=Fernet.generate_key().decode(),
-            tenant_secrets_key=Fernet.generate_key().decode(),
-            tools_token=secrets.token_urlsafe(24),
-            cloudflare_token="cf-sandbox-" + secrets.token_urlsafe(16),
-            hetzner_token="hz-sandbox-" + secrets.token_urlsafe(16),
-            netcup_refresh_token="nc-sandbox-" + secrets.token_urlsafe(16),
-            stripe_key="sk_test_sandbox_" + secrets.token_urlsafe(16),
-            stripe_webhook_secret="whsec_sandbox_" + secrets.token_urlsafe(16),
-            monitor_webhook_secret=secrets.token_urlsafe(24),
-            push_token=secrets.token_urlsafe(24),
-        )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(material.__dict__, indent=2))
-        path.chmod(0o600)
-        return material
+        """Keeps what an earlier run generated; fills in anything a newer version needs."""
+        fresh = {
+            "admin_token": "lbh_sandbox_" + secrets.token_urlsafe(24),
+            "provisioner_secrets_key": Fernet.generate_key().decode(),
+            "tenant_secrets_key": Fernet.generate_key().decode(),
+            "tools_token": secrets.token_urlsafe(24),
+            "cloudflare_token": "cf-sandbox-" + secrets.token_urlsafe(16),
+            "hetzner_token": "hz-sandbox-" + secrets.token_urlsafe(16),
+            "netcup_refresh_token": "nc-sandbox-" + secrets.token_urlsafe(16),
+            "stripe_key": "sk_test_sandbox_" + secrets.token_urlsafe(16),
+            "stripe_webhook_secret": "whsec_sandbox_" + secrets.token_urlsafe(16),
+            "monitor_webhook_secret": secrets.token_urlsafe(24),
+            "push_token": secrets.token_urlsafe(24),
+            "llm_sentinel_key": "lb-sentinel-" + secrets.token_urlsafe(16),
+            "llm_upstream_key": "sk-sandbox-upstream-" + secrets.token_urlsafe(24),
+        }
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        values = {k: stored.get(k, v) for k, v in fresh.items()}
+        if values != stored:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(values, indent=2))
+            path.chmod(0o600)
+        return cls(**values)
 
 
 def _ssh_key(path: Path) -> asyncssh.SSHKey:
@@ -123,6 +131,7 @@ class Sandbox:
         self.slack = FakeSlackWebhook()
         self.webhook = WebhookReceiver(m.monitor_webhook_secret)
         self.push = FakePushGateway(token=m.push_token)
+        self.llm = FakeOpenAI(api_key=m.llm_upstream_key)
         servers = {
             name: LoopbackServer(fake.app)
             for name, fake in (
@@ -133,6 +142,7 @@ class Sandbox:
                 ("slack", self.slack),
                 ("webhook", self.webhook),
                 ("push", self.push),
+                ("llm", self.llm),
             )
         }
         for srv in servers.values():
@@ -140,6 +150,8 @@ class Sandbox:
         self.urls = {name: srv.url for name, srv in servers.items()}
         self.dns = self.cloudflare.dns_server().start()
         self.smtp = FakeSmtp().start()
+        # Every tenant's nginx as the monitor sees it from outside: a valid certificate for any name (SNI).
+        self.tls = FakeTlsEndpoint().start()
         # The VPS: big enough for every tier's preflight, its host key and our client key kept across restarts.
         self.vps = SshTarget(
             self.root / "vps",
@@ -160,7 +172,7 @@ class Sandbox:
             self.extra_tenants.stop()
         for srv in reversed(self._servers):
             srv.stop()
-        for part in ("docker", "vps", "smtp", "dns"):
+        for part in ("docker", "vps", "tls", "smtp", "dns"):
             thing = getattr(self, part, None)
             if thing is not None:
                 thing.stop()
@@ -247,6 +259,7 @@ class Sandbox:
                 "LETSBE_MONITOR_PUSH_GATEWAY_URL": self.push.url(u["push"]),
                 "LETSBE_MONITOR_PUSH_GATEWAY_TOKEN": m.push_token,
                 "LETSBE_MONITOR_TLS_CONNECT_HOST": "127.0.0.1",
+                "LETSBE_MONITOR_TLS_PORT": str(self.tls.port),
             },
             "safety-wrapper": {
                 **common,
@@ -259,6 +272,11 @@ class Sandbox:
             "secrets-proxy": {
                 **common,
                 **agent("LETSBE_SP_", "secrets-proxy"),
+                "LETSBE_SP_SENTINEL_KEY": m.llm_sentinel_key,
+                "LETSBE_SP_UPSTREAM_BASE_URL": u["llm"] + "/v1",
+                "LETSBE_SP_UPSTREAM_API_KEY": m.llm_upstream_key,
+                "LETSBE_SP_SECRETS_PATH": str(agent_state / "secrets.enc"),
+                "LETSBE_SP_SECRETS_KEY": m.tenant_secrets_key,
             },
         }
 
@@ -270,6 +288,7 @@ class Sandbox:
                 **self.urls,
                 "dns": f"udp://127.0.0.1:{self.dns.port}",
                 "smtp": f"127.0.0.1:{self.smtp.port}",
+                "tls": f"127.0.0.1:{self.tls.port}",
                 "vps": f"ssh://{self.vps.user}@127.0.0.1:{self.vps.port}",
                 "vps_root": str(self.vps.root),
             },
