@@ -59,6 +59,9 @@ async def test_heartbeat_records_liveness_and_publishes_one_event_per_sequence_n
             components = dict((await s.execute(text("SELECT component, version FROM hub.tenant_components"))).all())
         assert row.last_seq == 2 and row.last_heartbeat_at is not None
         assert components == {"safety-wrapper": "1.0.0", "ghost": "5.1"}
+        metrics = (await hub.get("/metrics")).text
+        assert 'hub_agent_heartbeats_total{outcome="repeat"}' in metrics
+        assert 'route="/api/v1/tenant/heartbeat"' in metrics  # the fast path is measured like any route
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 10)

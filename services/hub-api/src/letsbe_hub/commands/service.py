@@ -24,6 +24,7 @@ from letsbe_contracts.agent import (
 from letsbe_contracts.enums import AgentKind
 from letsbe_platform.errors import Unprocessable
 from letsbe_platform.logging import get_logger
+from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,6 +37,8 @@ from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import TenantNotFound
 
 log = get_logger(__name__)
+
+COMMANDS_FINISHED = Counter("hub_commands_finished_total", "Commands that reached a final state", ["type", "status"])
 
 S = CommandStatus
 ALLOWED: dict[str, frozenset[str]] = {
@@ -124,6 +127,8 @@ async def transition(
     updated = await repo.cas_status(session, command.id, (command.status,), to.value, **fields)
     if updated is not None:
         await repo.add_transition(session, command.id, command.status, to, actor, reason)
+        if to in TERMINAL_COMMAND_STATUSES:
+            COMMANDS_FINISHED.labels(command.type, to.value).inc()
     return updated
 
 

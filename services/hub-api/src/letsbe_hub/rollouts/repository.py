@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from prometheus_client import Counter
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -13,6 +14,9 @@ from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget
 from letsbe_hub.tenants.models import Agent, Tenant, TenantComponent
 
 ACTIVE = ("RUNNING", "PAUSED", "AWAITING_APPROVAL")
+ROLLOUT_EVENTS = Counter(
+    "hub_rollout_events_total", "Rollout events (created, promoted, paused, aborted, ...)", ["kind"]
+)
 
 
 async def active_tenants(session: AsyncSession) -> list[Tenant]:
@@ -97,6 +101,8 @@ async def add_event(
     session: AsyncSession, rollout_id: uuid.UUID, kind: str, message: str, data: dict | None = None
 ) -> None:
     session.add(RolloutEvent(rollout_id=rollout_id, kind=kind, message=message, data=data))
+    if kind != "target":
+        ROLLOUT_EVENTS.labels(kind).inc()
 
 
 async def events_after(

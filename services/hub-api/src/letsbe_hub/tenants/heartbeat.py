@@ -25,10 +25,16 @@ from letsbe_platform.db import plain_url
 from letsbe_platform.errors import ServiceUnavailable
 from letsbe_platform.logging import get_logger
 from letsbe_platform.web import Runtime
+from prometheus_client import Counter, Histogram
 
 from letsbe_hub.config import HubSettings
 
 log = get_logger(__name__)
+
+HEARTBEATS = Counter("hub_agent_heartbeats_total", "Agent heartbeats, by outcome", ["outcome"])
+HEARTBEAT_BATCH = Histogram(
+    "hub_agent_heartbeat_batch_size", "Heartbeats per statement", buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500)
+)
 
 _BEAT_SQL = """
 WITH k AS (
@@ -237,6 +243,7 @@ class HeartbeatWriter:
                         p.future.set_exception(ServiceUnavailable("Heartbeat not recorded; retry shortly."))
                 log.warning("heartbeat batch failed", size=len(batch), error=repr(exc))
                 return
+        HEARTBEAT_BATCH.observe(len(batch))
         found = {r["h"]: r for r in rows}
         for key, pendings in by_key.items():
             r = found.get(key)
@@ -245,15 +252,18 @@ class HeartbeatWriter:
                 if p.future.done():
                     continue
                 if r is None:
+                    HEARTBEATS.labels("refused").inc()
                     p.future.set_result(None)
                     continue
+                fresh = bool(r["fresh"]) and p.seq == top
+                HEARTBEATS.labels("counted" if fresh else "repeat").inc()
                 p.future.set_result(
                     Beat(
                         agent_id=r["id"],
                         tenant_id=r["tenant_id"],
                         kind=AgentKind(r["kind"]),
                         domain=r["domain"],
-                        fresh=bool(r["fresh"]) and p.seq == top,
+                        fresh=fresh,
                         details_hash=r["details_hash"],
                         commands_pending=bool(r["pending"]),
                     )
