@@ -28,6 +28,7 @@ class Service:
     module: str
     port: int
     port_env: str
+    tenant_side: bool = False  # an agent: it may stop (a tenant going dark) without stopping the control plane
 
 
 SERVICES = (
@@ -35,9 +36,10 @@ SERVICES = (
     Service("provisioner", "letsbe_provisioner", 3850, "LETSBE_PROVISIONER_PORT"),
     Service("dns", "letsbe_dns", 3851, "LETSBE_DNS_PORT"),
     Service("monitor", "letsbe_monitor", 3852, "LETSBE_MONITOR_PORT"),
-    Service("safety-wrapper", "letsbe_safety_wrapper", 8200, "LETSBE_SW_PORT"),
-    Service("secrets-proxy", "letsbe_secrets_proxy", 8100, "LETSBE_SP_PORT"),
+    Service("safety-wrapper", "letsbe_safety_wrapper", 8200, "LETSBE_SW_PORT", tenant_side=True),
+    Service("secrets-proxy", "letsbe_secrets_proxy", 8100, "LETSBE_SP_PORT", tenant_side=True),
 )
+CORE = frozenset({"sandbox"} | {s.name for s in SERVICES if not s.tenant_side})
 COLORS = ("36", "33", "35", "32", "34", "31", "37")
 # Any of these set means a real provider is configured: sandbox mode is off.
 PROVIDER_CREDENTIALS = (
@@ -103,8 +105,8 @@ class Supervisor:
         assert proc.stdout is not None
         self.pumps.append(asyncio.create_task(_pump(name, COLORS[len(self.pumps) % len(COLORS)], proc.stdout, seen)))
 
-    async def wait_any_exit(self, stop: asyncio.Event) -> None:
-        exited = [asyncio.create_task(p.wait()) for p in self.procs.values()]
+    async def wait_any_exit(self, stop: asyncio.Event, ignore: frozenset[str] = frozenset()) -> None:
+        exited = [asyncio.create_task(p.wait()) for name, p in self.procs.items() if name not in ignore]
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([*exited, stopper], return_when=asyncio.FIRST_COMPLETED)
         for t in [*exited, stopper]:
@@ -170,9 +172,9 @@ async def _supervise(env: dict[str, str], sandbox: bool) -> int:
                 flush=True,
             )
         print("Press Ctrl-C to stop.\n", flush=True)
-        await sup.wait_any_exit(stop)
+        await sup.wait_any_exit(stop, ignore=frozenset(s.name for s in SERVICES if s.tenant_side))
         for name, proc in sup.procs.items():
-            if proc.returncode not in (None, 0) and not stop.is_set():
+            if proc.returncode not in (None, 0) and not stop.is_set() and name in CORE:
                 print(f"{name} exited with {proc.returncode}; stopping everything", file=sys.stderr)
                 code = 1
     finally:
