@@ -178,3 +178,26 @@ async def test_heartbeat_errors_are_problem_json_like_every_route(hub, admin):
     assert r.status_code == 422 and r.json()["type"].endswith("/validation")
     r = await hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1.0.0", "extra": 1}, headers=a.headers)
     assert r.status_code == 422 and r.json()["errors"][0]["loc"] == ["body", "extra"]
+
+
+async def test_heartbeats_recover_after_the_database_drops_the_hubs_connections(hub, admin, sessions):
+    a = await enroll(hub, admin)
+    assert (
+        await hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1"}, headers=a.headers)
+    ).status_code == 200
+    async with sessions() as s, s.begin():
+        await s.execute(
+            text(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        )
+    codes = []
+    for seq in range(2, 40):
+        r = await hub.post("/api/v1/tenant/heartbeat", json={"seq": seq, "version": "1"}, headers=a.headers)
+        codes.append(r.status_code)
+        if r.status_code == 200 and codes.count(200) >= 5:
+            break
+        await asyncio.sleep(0.05)
+    assert set(codes) <= {200, 503}  # a lost connection is "retry", never a 500 or a hang
+    assert codes[-5:] == [200] * 5

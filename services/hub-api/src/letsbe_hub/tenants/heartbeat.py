@@ -220,7 +220,16 @@ class HeartbeatWriter:
                         p.future.set_exception(ServiceUnavailable("Heartbeat not recorded; retry shortly."))
                     await asyncio.sleep(0.5)
                     continue
-            await self._flush(conn, batch)
+            try:
+                await self._flush(conn, batch)
+            except BaseException as exc:
+                # Whatever happened (a fault past the retries, shutdown), no request may wait forever on its beat.
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(ServiceUnavailable("Heartbeat not recorded; retry shortly."))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                log.warning("heartbeat batch failed", size=len(batch), error=repr(exc))
 
     async def _flush(self, conn: asyncpg.Connection, batch: list[_Pending]) -> None:
         # One row per credential per statement: a key twice in a batch (a retry racing its original) goes with
@@ -236,13 +245,7 @@ class HeartbeatWriter:
                 break
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
                 if attempt == 2:
-                    raise
-            except Exception as exc:
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(ServiceUnavailable("Heartbeat not recorded; retry shortly."))
-                log.warning("heartbeat batch failed", size=len(batch), error=repr(exc))
-                return
+                    raise  # the caller answers the whole batch with 503; agents retry
         HEARTBEAT_BATCH.observe(len(batch))
         found = {r["h"]: r for r in rows}
         for key, pendings in by_key.items():
