@@ -40,7 +40,7 @@ test-fast: install
 	$(BIN)/letsbe-devstack run -- $(BIN)/pytest $(ARGS)
 
 lint: install
-	$(BIN)/ruff check libs services tests bench
+	$(BIN)/ruff check libs services tests bench deploy
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache

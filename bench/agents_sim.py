@@ -180,6 +180,7 @@ async def register(hub: str, admin_token: str, n: int, staging: int) -> list[dic
 async def seed(database_url: str, n: int, staging: int) -> list[dict[str, str]]:
     """Tenants, agents and credentials written straight to the hub schema (the shapes registration writes)."""
     import asyncpg
+
     from letsbe_platform.db import plain_url
 
     rows_t, rows_a, rows_c, out = [], [], [], []

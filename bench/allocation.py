@@ -25,10 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 async def run_level(sessions, allocator, orders: int, workers: int) -> dict[str, float]:
+    from sqlalchemy import func, select, text
+
     from letsbe_hub.servers.allocation import Outcome
     from letsbe_hub.servers.models import Server
     from letsbe_hub.servers.testing import add_servers, order_spec
-    from sqlalchemy import func, select, text
 
     async with sessions() as s, s.begin():
         await s.execute(text("TRUNCATE hub.servers, hub.inbox, hub.outbox, hub.allocation_holds"))
@@ -70,6 +71,7 @@ async def main(args: argparse.Namespace) -> list[dict[str, float]]:
     import logging
 
     import asyncpg
+
     from letsbe_hub.servers.allocation import Allocator
     from letsbe_hub.servers.testing import hub_settings
     from letsbe_platform import migrations

@@ -14,8 +14,9 @@ from contextlib import asynccontextmanager
 import asyncpg
 import uvicorn
 from fastapi import FastAPI, Header, HTTPException
-from letsbe_platform.db import plain_url
 from pydantic import BaseModel
+
+from letsbe_platform.db import plain_url
 
 SQL = """
 UPDATE hub.agents a SET last_heartbeat_at = now(), last_seq = GREATEST(a.last_seq, $2)

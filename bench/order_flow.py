@@ -18,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import httpx
+
 from letsbe_contracts import OrderCreatedV1, OrderSpec
 from letsbe_platform import migrations
 from letsbe_platform.bus import Bus

@@ -62,6 +62,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
     import asyncssh
     from cryptography.fernet import Fernet
     from hub_standin import HubStandIn
+
     from letsbe_contracts import AutomationMode, DnsReadyV1, OrderSpec, Provider, Region, ServerTarget, Tier
     from letsbe_fakes import LoopbackServer
     from letsbe_platform import migrations

@@ -35,6 +35,7 @@ def serve_upstream() -> None:
     import threading
 
     import uvicorn
+
     from letsbe_fakes.openai import FakeOpenAI
     from letsbe_fakes.server import _free_port
 
@@ -84,6 +85,7 @@ async def measure(args: argparse.Namespace) -> dict:
     import httpx
     import psutil
     from cryptography.fernet import Fernet
+
     from letsbe_platform.devstack import free_port
     from letsbe_secrets_proxy.proxy.redact import Redactor, StreamRedactor
     from letsbe_secrets_proxy.proxy.registry import write_store

@@ -52,6 +52,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     import asyncpg
     import httpx
     from asgi_lifespan import LifespanManager
+
     from letsbe_fakes import LoopbackServer
     from letsbe_fakes.stripe import StripeFake
     from letsbe_hub.auth.scopes import Scope

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest_asyncio
+
 from letsbe_platform.bus import Bus
 from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES

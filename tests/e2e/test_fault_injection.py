@@ -5,6 +5,7 @@ import asyncio
 
 import httpx
 import pytest
+
 from letsbe_contracts import ProvisioningStepV1, decode
 
 # Short redelivery windows, so a killed worker's message comes back in seconds (production waits longer).

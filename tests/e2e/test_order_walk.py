@@ -5,6 +5,7 @@ import json
 import signal
 
 import httpx
+
 from letsbe_contracts import (
     AlertRaisedV1,
     DnsReadyV1,

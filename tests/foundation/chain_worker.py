@@ -8,11 +8,12 @@ import os
 import signal
 import uuid
 
+from sqlalchemy import text
+
 from letsbe_contracts import OrderCreatedV1, ServerAllocatedV1, ServerTarget
 from letsbe_platform.bus import Bus, Delivery
 from letsbe_platform.db import make_engine, make_metadata, make_session_factory, unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table
-from sqlalchemy import text
 
 SCHEMA = "dns"  # borrows a worker schema's outbox/inbox tables; the side-effect table is the test's own
 md = make_metadata(SCHEMA)

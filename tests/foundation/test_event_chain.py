@@ -9,11 +9,12 @@ import sys
 import uuid
 from pathlib import Path
 
+from sqlalchemy import text
+
 from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec, ServerAllocatedV1, decode
 from letsbe_hub.db import outbox as hub_outbox
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event
-from sqlalchemy import text
 
 N = 120
 WORKER = Path(__file__).with_name("chain_worker.py")

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import httpx
+
 from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
 

@@ -3,6 +3,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_hub.tenants.testing import admin, hub, hub_settings  # noqa: F401 - fixtures
 

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from letsbe_agent.backoff import Backoff, jittered
 from letsbe_agent.buffer import DiskBuffer
 from letsbe_agent.credentials import Credential, CredentialStore

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+
 from letsbe_agent.commands import CommandContext
 from letsbe_agent.docker import DockerClient
 from letsbe_agent.journal import CommandJournal

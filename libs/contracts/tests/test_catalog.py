@@ -2,8 +2,9 @@ import json
 from importlib import resources
 
 import pytest
-from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, Tier, load_catalog
 from pydantic import ValidationError
+
+from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, Tier, load_catalog
 
 # Every tool the seed names: §3.3 (container layout), §5.3 (resource registry), §10.2 (subdomains).
 SEED_TOOLS = {

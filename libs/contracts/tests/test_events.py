@@ -2,6 +2,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from pydantic import ValidationError
+
 from letsbe_contracts import (
     EVENT_TYPES,
     AlertRaisedV1,
@@ -22,7 +24,6 @@ from letsbe_contracts import (
     decode,
 )
 from letsbe_contracts.events import BackupStatus, HeartbeatDetails
-from pydantic import ValidationError
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ORDER = OrderSpec(

@@ -9,6 +9,7 @@ import dns.query
 import dns.rcode
 import httpx
 import pytest
+
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeCloudflare
 

@@ -4,6 +4,7 @@ import asyncio
 import uuid
 
 import pytest
+
 from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
 from letsbe_platform.bus import Bus, Delivery, PermanentError
 

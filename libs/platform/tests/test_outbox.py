@@ -3,11 +3,12 @@
 import asyncio
 import uuid
 
+from sqlalchemy import func, select, text
+
 from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import make_metadata, unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table
-from sqlalchemy import func, select, text
 
 md = make_metadata("hub")
 outbox = outbox_table(md)

@@ -6,11 +6,12 @@ from contextlib import asynccontextmanager
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
 from letsbe_platform.errors import Conflict
 from letsbe_platform.settings import ServiceSettings
 from letsbe_platform.web import SessionDep, create_service_app, runtime
-from pydantic import BaseModel, Field
-from sqlalchemy import text
 
 router = APIRouter(prefix="/things", tags=["things"])
 

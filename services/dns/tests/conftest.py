@@ -18,6 +18,7 @@ import pytest_asyncio
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
+
 from letsbe_contracts import Envelope, OrderSpec, ServerAllocatedV1, ServerTarget
 from letsbe_dns.app import create_app
 from letsbe_dns.config import DnsSettings

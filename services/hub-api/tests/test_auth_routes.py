@@ -13,6 +13,7 @@ import uuid
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi.routing import iter_route_contexts
+
 from letsbe_hub.app import create_app
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.config import HubSettings

@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+
 from letsbe_contracts import OrderSpec, ProvisionedV1, ServerTarget, TenantHeartbeatV1
 from letsbe_contracts.events import HeartbeatDetails
 from letsbe_monitor.alerts.models import Alert
@@ -17,7 +19,6 @@ from letsbe_monitor.db import outbox
 from letsbe_monitor.notify.models import Delivery
 from letsbe_monitor.tenants import service as tenants
 from letsbe_platform.db import unit_of_work
-from sqlalchemy import select
 
 T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 

@@ -4,12 +4,13 @@ and uses the same thresholds as the hub's health summary."""
 import re
 from pathlib import Path
 
+import yaml
+from prometheus_client import REGISTRY
+
 import letsbe_hub.app  # noqa: F401 - registers the hub's metrics
 import letsbe_monitor.app  # noqa: F401
 import letsbe_provisioner.app  # noqa: F401
-import yaml
 from letsbe_hub.alerts import health
-from prometheus_client import REGISTRY
 
 RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
 PROMQL_WORDS = {

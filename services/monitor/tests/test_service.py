@@ -7,6 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 from asgi_lifespan import LifespanManager
+from sqlalchemy import select
+
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
 from letsbe_contracts.events import AlertAcknowledgedV1
 from letsbe_monitor.alerts.models import Alert
@@ -14,7 +16,6 @@ from letsbe_monitor.app import create_app
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_platform.devstack import free_port
-from sqlalchemy import select
 
 from .conftest import details, heartbeat, provisioned
 

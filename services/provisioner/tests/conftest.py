@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 from cryptography.fernet import Fernet
+from sqlalchemy import text
+
 from letsbe_contracts import (
     AutomationMode,
     DnsReadyV1,
@@ -23,7 +25,6 @@ from letsbe_contracts import (
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.config import ProvisionerSettings
-from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn

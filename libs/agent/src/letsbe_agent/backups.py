@@ -8,9 +8,10 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from pydantic import ValidationError
+
 from letsbe_contracts.agent import BackupReport
 from letsbe_contracts.events import BackupStatus
-from pydantic import ValidationError
 
 
 def read_status(path: Path) -> tuple[BackupStatus | None, str | None]:

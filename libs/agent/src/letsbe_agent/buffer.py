@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from letsbe_platform.logging import get_logger
-
 from letsbe_agent.client import HubClient, HubUnavailable, ReEnrolRequired, Rejected
 from letsbe_agent.files import read_json, write_json
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 import httpx
+
 from letsbe_contracts.agent import (
     CommandAckResponse,
     CommandOut,

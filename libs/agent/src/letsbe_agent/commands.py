@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from letsbe_contracts.agent import CommandOut
 from pydantic import BaseModel
 
 from letsbe_agent.journal import CommandJournal
+from letsbe_contracts.agent import CommandOut
 
 
 @dataclass(frozen=True)

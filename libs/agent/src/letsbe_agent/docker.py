@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from letsbe_contracts.events import ContainerState
 
 

@@ -26,11 +26,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psutil
-from letsbe_contracts.agent import CommandOut, HeartbeatRequest, RegisterRequest
-from letsbe_contracts.enums import AgentKind
-from letsbe_contracts.events import DiskUsage, HeartbeatDetails, MemoryUsage
-from letsbe_platform.logging import get_logger
-from letsbe_platform.web import Runtime
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -46,6 +41,11 @@ from letsbe_agent.journal import CommandJournal
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.update import ConfigSync, Updater
 from letsbe_agent.usage import UsageLedger
+from letsbe_contracts.agent import CommandOut, HeartbeatRequest, RegisterRequest
+from letsbe_contracts.enums import AgentKind
+from letsbe_contracts.events import DiskUsage, HeartbeatDetails, MemoryUsage
+from letsbe_platform.logging import get_logger
+from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
 

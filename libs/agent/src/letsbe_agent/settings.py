@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import time
 from pathlib import Path
 
-from letsbe_platform.settings import ServiceSettings
 from pydantic import Field, SecretStr, model_validator
+
+from letsbe_platform.settings import ServiceSettings
 
 
 class AgentSettings(ServiceSettings):

@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats
-from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
-from letsbe_contracts.events import SUBJECT_ROOT
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -25,6 +23,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import ValidationError
 
+from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
+from letsbe_contracts.events import SUBJECT_ROOT
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import EVENT_HANDLING_SECONDS, EVENTS_DEAD_LETTERED
 

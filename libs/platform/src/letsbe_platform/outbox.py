@@ -16,11 +16,11 @@ import uuid
 from typing import Any
 
 import asyncpg
-from letsbe_contracts import Event
 from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, String, Table, func, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import Event
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import plain_url
 from letsbe_platform.logging import get_logger

@@ -7,11 +7,11 @@ import asyncio
 from dataclasses import dataclass, field
 
 import httpx
+
 from letsbe_contracts import Envelope
 from letsbe_platform.bus import Bus
 from letsbe_platform.runner import SERVICES
 from letsbe_platform.testing.processes import ServiceProcess
-
 from letsbe_sandbox.world import Sandbox
 
 FINAL = {"FULFILLED", "CANCELLED", "FAILED"}

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import asyncssh
 from cryptography.fernet import Fernet
+
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeCloudflare
 from letsbe_fakes.docker_engine import DockerEngineFake

@@ -7,11 +7,9 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
+
 from letsbe_contracts import ServerAllocatedV1, load_catalog
 from letsbe_contracts.events import TenantDecommissionedV1
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.web import Runtime, create_service_app, runtime
-
 from letsbe_dns import __version__
 from letsbe_dns.acme.endpoints import router as acme_router
 from letsbe_dns.acme.hub import HubAgents
@@ -27,6 +25,8 @@ from letsbe_dns.records.handlers import (
 )
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import Verifier
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS: list = [acme_router]
 

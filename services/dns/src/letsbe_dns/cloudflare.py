@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 import cloudflare
-from letsbe_platform.metrics import LATENCY_BUCKETS
 from prometheus_client import Histogram
 
 from letsbe_dns.config import DnsSettings
+from letsbe_platform.metrics import LATENCY_BUCKETS
 
 T = TypeVar("T")
 

@@ -1,9 +1,10 @@
 import json
 from typing import Annotated
 
-from letsbe_platform.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
+
+from letsbe_platform.settings import ServiceSettings
 
 
 class DnsSettings(ServiceSettings):

@@ -13,10 +13,10 @@ import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.rdatatype
-from letsbe_platform.logging import get_logger
 
 from letsbe_dns.cloudflare import Zone
 from letsbe_dns.config import DnsSettings
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

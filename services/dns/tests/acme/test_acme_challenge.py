@@ -10,6 +10,7 @@ import dns.asyncquery
 import dns.message
 import pytest
 from fastapi import FastAPI
+
 from letsbe_fakes import LoopbackServer
 
 VALIDATION = "gfj9Xq-Xvv9fZV5vC3jYSo6bVv0AjhQ7q4H2o4NYWLM"
@@ -147,6 +148,7 @@ def settings_dead_hub(make_settings, dead_hub_url):
 async def test_when_the_hub_cannot_be_asked_the_answer_is_503(settings_dead_hub, cloudflare, kit):
     import httpx
     from asgi_lifespan import LifespanManager
+
     from letsbe_dns.app import create_app
 
     app = create_app(settings_dead_hub)

@@ -13,6 +13,7 @@ from pathlib import Path
 import dns.asyncquery
 import dns.message
 import pytest
+
 from letsbe_dns.hooks import render, template
 from letsbe_platform.testing.processes import ServiceProcess
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from letsbe_contracts import load_catalog
 from letsbe_dns.records.plan import plan
 

@@ -12,8 +12,9 @@ import uuid
 import dns.asyncquery
 import dns.message
 import pytest
-from letsbe_contracts import DnsReadyV1, OrderFailedV1
 from sqlalchemy import text
+
+from letsbe_contracts import DnsReadyV1, OrderFailedV1
 
 
 async def served(port: int, name: str, rtype: str) -> list[str]:

@@ -8,21 +8,27 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from letsbe_hub import __version__
+from letsbe_hub.alerts import endpoints as alerts
+from letsbe_hub.alerts import handlers as alert_workers
 from letsbe_hub.approvals import endpoints as approvals
 from letsbe_hub.auth import endpoints as tokens
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import ensure_token
+from letsbe_hub.catalog import endpoints as catalog
+from letsbe_hub.commands import endpoints as commands
+from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
-from letsbe_hub.tenants import endpoints as tenants, heartbeat as tenant_heartbeats
-from letsbe_hub.commands import endpoints as commands, workers as command_workers
-from letsbe_hub.rollouts import endpoints as rollouts, engine as rollout_engine
-from letsbe_hub.tenants.fastpath import HeartbeatFastPath
-from letsbe_hub.orders import endpoints as orders, wiring as orders_wiring
-from letsbe_hub.catalog import endpoints as catalog
+from letsbe_hub.orders import endpoints as orders
+from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.payments import endpoints as payments
-from letsbe_hub.servers import endpoints as servers, handlers as server_workers
-from letsbe_hub.alerts import endpoints as alerts, handlers as alert_workers
+from letsbe_hub.rollouts import endpoints as rollouts
+from letsbe_hub.rollouts import engine as rollout_engine
+from letsbe_hub.servers import endpoints as servers
+from letsbe_hub.servers import handlers as server_workers
+from letsbe_hub.tenants import endpoints as tenants
+from letsbe_hub.tenants import heartbeat as tenant_heartbeats
+from letsbe_hub.tenants.fastpath import HeartbeatFastPath
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime

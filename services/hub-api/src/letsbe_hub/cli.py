@@ -10,8 +10,8 @@ import typer
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
-from letsbe_hub.rollouts import cli as rollouts_cli
 from letsbe_hub.orders import cli as orders_cli
+from letsbe_hub.rollouts import cli as rollouts_cli
 from letsbe_hub.servers import cli as servers_cli
 from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
 

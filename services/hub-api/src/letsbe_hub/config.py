@@ -1,9 +1,8 @@
-from letsbe_contracts.enums import Tier
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
+from letsbe_contracts.enums import Tier
 from letsbe_hub.servers.config import ServerSettings
-
 from letsbe_platform.settings import ServiceSettings
 
 

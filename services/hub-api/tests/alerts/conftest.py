@@ -12,6 +12,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+
 from letsbe_contracts import AlertRaisedV1
 from letsbe_hub.alerts import endpoints, handlers
 from letsbe_hub.auth.scopes import Scope

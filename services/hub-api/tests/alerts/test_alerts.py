@@ -6,13 +6,14 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import insert, select
+
 from letsbe_contracts import AlertResolvedV1, Envelope
 from letsbe_hub.alerts.handlers import AlertHandlers, NotRaisedYet
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.db import outbox
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
-from sqlalchemy import insert, select
 
 from .conftest import NOW, later, raised, token_for
 

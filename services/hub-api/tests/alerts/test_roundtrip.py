@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import httpx
 from asgi_lifespan import LifespanManager
+
 from letsbe_contracts import HeartbeatDetails, OrderSpec, ProvisionedV1, ServerTarget, TenantHeartbeatV1
 from letsbe_monitor.alerts.models import Alert as MonitorAlert
 from letsbe_monitor.app import create_app as create_monitor

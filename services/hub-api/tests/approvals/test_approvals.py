@@ -6,12 +6,13 @@ import uuid
 
 import httpx
 import pytest
+from sqlalchemy import text
+
 from letsbe_contracts.approvals import ApprovalCreate
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.tenants.testing import admin_token, enroll
 from letsbe_safety_wrapper.tools.approvals import HubApprovals
 from letsbe_safety_wrapper.tools.errors import ApprovalMismatch, ApprovalNotFound, ApprovalUsed
-from sqlalchemy import text
 
 BASE = "/api/v1/tenant/approvals"
 ADMIN = "/api/v1/admin/approvals"

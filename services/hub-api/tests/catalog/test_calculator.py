@@ -1,6 +1,7 @@
 """The public catalog and the resource calculator (seed §5.1–5.3)."""
 
 import pytest
+
 from letsbe_contracts import LETSBE_OVERHEAD_MB, load_catalog
 from letsbe_hub.catalog.service import size
 from letsbe_platform.errors import Unprocessable

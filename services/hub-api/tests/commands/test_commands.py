@@ -3,8 +3,9 @@
 import asyncio
 import time
 
-from letsbe_hub.tenants.testing import enroll
 from sqlalchemy import text
+
+from letsbe_hub.tenants.testing import enroll
 
 DIGEST = "sha256:" + "c" * 64
 

@@ -5,12 +5,13 @@ import json
 
 import httpx
 import pytest_asyncio
+from typer.testing import CliRunner
+
 from letsbe_contracts.enums import FailureStage, OrderStatus
 from letsbe_hub.cli import app as cli
 from letsbe_hub.orders.state import transition
 from letsbe_hub.orders.testing import insert_order, orders_app, serve
 from letsbe_platform.db import unit_of_work
-from typer.testing import CliRunner
 
 
 @pytest_asyncio.fixture

@@ -3,6 +3,8 @@
 import asyncio
 import uuid
 
+from sqlalchemy import text
+
 from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DeadLetteredV1,
@@ -24,7 +26,6 @@ from letsbe_hub.orders.testing import (
     post_event,
     published,
 )
-from sqlalchemy import text
 
 ORDERS = "/api/v1/admin/orders"
 

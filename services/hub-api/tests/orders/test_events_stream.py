@@ -9,6 +9,7 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest_asyncio
+
 from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DnsReadyV1,

@@ -4,13 +4,14 @@ import asyncio
 import itertools
 
 import pytest
+from sqlalchemy import select, text
+
 from letsbe_contracts.enums import FailureStage, OrderStatus
 from letsbe_hub.orders import state
 from letsbe_hub.orders.models import Order, OrderTransition
 from letsbe_hub.orders.state import TRANSITIONS, IllegalTransition, transition
 from letsbe_hub.orders.testing import count, insert_order
 from letsbe_platform.db import unit_of_work
-from sqlalchemy import select, text
 
 ALL_PAIRS = list(itertools.product(OrderStatus, OrderStatus))
 

@@ -6,6 +6,8 @@ import time
 
 import httpx
 from asgi_lifespan import LifespanManager
+from sqlalchemy import text
+
 from letsbe_contracts.enums import OrderStatus
 from letsbe_fakes.stripe import signature_header
 from letsbe_hub.orders.testing import (
@@ -19,7 +21,6 @@ from letsbe_hub.orders.testing import (
     post_event,
     published,
 )
-from sqlalchemy import text
 
 ORDERS = "/api/v1/admin/orders"
 WEBHOOK = "/api/v1/public/stripe/webhook"

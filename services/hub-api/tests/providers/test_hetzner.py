@@ -8,6 +8,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 import pytest_asyncio
+
 from letsbe_contracts import Provider, Region, Tier
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
+
 from letsbe_contracts import Region, Tier
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.netcup import FakeNetcup

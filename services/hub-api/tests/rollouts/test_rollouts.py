@@ -5,8 +5,9 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-from letsbe_hub.tenants.testing import Enrolled, enroll
 from sqlalchemy import text
+
+from letsbe_hub.tenants.testing import Enrolled, enroll
 
 IMAGE = "registry.letsbe.biz/letsbe/openclaw"
 DIGEST = "sha256:" + "e" * 64
@@ -264,8 +265,9 @@ def test_version_ordering_for_never_downgrade(candidate, current, expected):
 def test_cli_creates_shows_and_aborts_a_rollout(database_url, monkeypatch, _fleet_for_cli):
     import json as _json
 
-    from letsbe_hub.cli import app
     from typer.testing import CliRunner
+
+    from letsbe_hub.cli import app
 
     monkeypatch.setenv("DATABASE_URL", database_url)
     runner = CliRunner()

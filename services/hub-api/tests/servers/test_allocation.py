@@ -8,6 +8,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import func, select
+
 from letsbe_contracts import FailureStage, OrderFailedV1, Provider, ServerAllocatedV1
 from letsbe_hub.db import inbox
 from letsbe_hub.providers.errors import ProviderUnavailable
@@ -16,7 +18,6 @@ from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers.allocation import CONSUMER, Allocator, Outcome, overflow_name
 from letsbe_hub.servers.models import AllocationHold, InventoryStatus, OverflowServer, OverflowStatus, Server
 from letsbe_hub.servers.testing import add_servers, hub_settings, order_spec, staged
-from sqlalchemy import func, select
 
 
 async def _servers(sessions) -> list[Server]:

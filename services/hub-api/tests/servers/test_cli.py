@@ -8,9 +8,10 @@ import os
 import sys
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from letsbe_hub.cli import app
 from letsbe_hub.servers.testing import FINGERPRINT
-from typer.testing import CliRunner
 
 
 def test_an_operator_registers_lists_sizes_and_retires_pool_servers(database_url):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+
 from letsbe_hub import models  # noqa: F401 - every table on the metadata
 from letsbe_hub.db import Base
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
+from sqlalchemy import func, select
+
 from letsbe_contracts import OrderCreatedV1, ServerAllocatedV1
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.ssh_target import SshTarget
@@ -20,7 +22,6 @@ from letsbe_hub.servers.allocation import CONSUMER
 from letsbe_hub.servers.models import AllocationHold, Server
 from letsbe_hub.servers.testing import HETZNER_TOKEN, add_servers, order_spec, staged
 from letsbe_platform.testing.processes import ServiceProcess
-from sqlalchemy import func, select
 
 POOL, ORDERS = 50, 200
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from sqlalchemy import select
+
 from letsbe_contracts import OrderCreatedV1, ProvisionedV1, ServerAllocatedV1
 from letsbe_hub.servers.handlers import ServerWorkers
 from letsbe_hub.servers.models import InventoryStatus, Server
 from letsbe_hub.servers.testing import add_servers, order_spec, staged
-from sqlalchemy import select
 
 
 async def _eventually(check, timeout: float = 15.0):

@@ -3,9 +3,10 @@
 import asyncio
 import uuid
 
+from sqlalchemy import text
+
 from letsbe_contracts.events import TenantBackupReportedV1, TenantHeartbeatV1
 from letsbe_hub.tenants.testing import enroll
-from sqlalchemy import text
 
 DETAILS = {
     "disk": {"path": "/", "total_bytes": 100, "used_bytes": 50, "percent": 50.0},

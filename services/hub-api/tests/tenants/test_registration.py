@@ -4,8 +4,9 @@ import asyncio
 import uuid
 
 import httpx
-from letsbe_hub.tenants.testing import enroll, mint_token
 from sqlalchemy import text
+
+from letsbe_hub.tenants.testing import enroll, mint_token
 
 
 async def _register(client: httpx.AsyncClient, token: str, agent: str = "safety-wrapper") -> httpx.Response:

@@ -8,6 +8,7 @@ Create Date: 2026-11-27 12:00:00
 from collections.abc import Sequence
 
 from alembic import op
+
 from letsbe_platform.migrations import create_event_tables
 
 revision: str = "monitor0001"

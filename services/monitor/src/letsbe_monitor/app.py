@@ -7,8 +7,6 @@ from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import FastAPI
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.web import Runtime, create_service_app, runtime
 
 from letsbe_monitor import __version__
 from letsbe_monitor.alerts.handlers import AlertHandlers
@@ -21,6 +19,8 @@ from letsbe_monitor.notify.channels import build_channels
 from letsbe_monitor.notify.worker import DeliveryWorker
 from letsbe_monitor.tenants.handlers import TenantHandlers
 from letsbe_monitor.tls.service import TlsChecker
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS: list = []
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from letsbe_contracts.enums import AlertSeverity, Tier
-from letsbe_platform.settings import ServiceSettings
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
+
+from letsbe_contracts.enums import AlertSeverity, Tier
+from letsbe_platform.settings import ServiceSettings
 
 
 class RuleConfig(BaseModel):

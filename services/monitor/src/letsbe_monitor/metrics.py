@@ -1,7 +1,8 @@
 """The monitor's own Prometheus metrics (shared ones live in letsbe_platform.metrics)."""
 
-from letsbe_platform.metrics import LATENCY_BUCKETS
 from prometheus_client import Counter, Gauge, Histogram
+
+from letsbe_platform.metrics import LATENCY_BUCKETS
 
 ALERTS_RAISED = Counter("monitor_alerts_raised_total", "Alerts opened", ["rule", "severity"])
 ALERTS_RESOLVED = Counter("monitor_alerts_resolved_total", "Alerts resolved", ["rule"])

@@ -4,6 +4,7 @@ import uuid
 from datetime import timedelta
 
 import pytest
+
 from letsbe_contracts.events import BackupStatus, ContainerState
 from letsbe_monitor.alerts.rules import evaluate_backup, evaluate_containers, evaluate_details, evaluate_tls
 from letsbe_monitor.config import MonitorSettings

@@ -1,8 +1,9 @@
 """The liveness sweep: offline after more than 3 missed intervals, one incident for a mass silence, and no burst of
 false offline alerts after a monitor restart or a hub outage."""
 
-from letsbe_monitor.alerts.sweep import SWEEP_LOCK_KEY, Sweep
 from sqlalchemy import func, select
+
+from letsbe_monitor.alerts.sweep import SWEEP_LOCK_KEY, Sweep
 
 
 def sweep_for(monitor) -> Sweep:

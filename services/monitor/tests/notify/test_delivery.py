@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
+
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.push_gateway import FakePushGateway
 from letsbe_fakes.slack import FakeSlackWebhook

@@ -4,6 +4,7 @@ every tool subdomain, and alerts under 14 days."""
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from letsbe_fakes.tls_endpoint import FakeTlsEndpoint
 from letsbe_monitor.tenants import service as tenants
 from letsbe_monitor.tenants.models import Tenant

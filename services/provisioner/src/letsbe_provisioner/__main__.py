@@ -1,5 +1,4 @@
 from letsbe_platform.serve import serve
-
 from letsbe_provisioner.app import create_app
 from letsbe_provisioner.config import ProvisionerSettings
 

@@ -7,11 +7,11 @@ from contextlib import asynccontextmanager
 
 import asyncssh
 from fastapi import FastAPI
+
 from letsbe_contracts import DnsReadyV1
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
-
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA

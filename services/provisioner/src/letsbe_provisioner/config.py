@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from letsbe_platform.settings import ServiceSettings
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
+
+from letsbe_platform.settings import ServiceSettings
 
 
 class ProvisionerSettings(ServiceSettings):

@@ -13,9 +13,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
 from pydantic import ValidationError
 
+from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
 from letsbe_provisioner.rendering.plan import AGENTS, Plan, Settings, generate_secrets
 from letsbe_provisioner.steps import STEPS
 

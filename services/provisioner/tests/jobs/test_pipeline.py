@@ -7,6 +7,8 @@ from typing import Any
 
 import asyncssh
 import pytest
+from sqlalchemy import select
+
 from letsbe_contracts import (
     FailureStage,
     OrderFailedV1,
@@ -22,7 +24,6 @@ from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline
 from letsbe_provisioner.steps import STEPS
-from sqlalchemy import select
 
 from ..conftest import HUB_TOKEN, dns_ready, staged_events
 

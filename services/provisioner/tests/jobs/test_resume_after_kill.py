@@ -6,12 +6,13 @@ import asyncio
 import signal
 from typing import Any
 
+from sqlalchemy import select
+
 from letsbe_contracts import Envelope, ProvisionedV1, ProvisioningStepV1, StepStatus, decode
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.bus import Bus
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_provisioner.jobs.models import JobStep
-from sqlalchemy import select
 
 from ..conftest import dns_ready
 

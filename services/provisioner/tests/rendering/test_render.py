@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema.validators import validator_for
+
 from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
 from letsbe_provisioner.rendering.plan import AGENTS, NginxPaths, Plan, Settings, generate_secrets, memory_split
 from letsbe_provisioner.steps import STEPS

@@ -12,6 +12,7 @@ from typing import Any
 import asyncssh
 import pytest
 from fastapi import FastAPI, Request
+
 from letsbe_contracts import Tier
 from letsbe_contracts.events import BackupStatus
 from letsbe_fakes import LoopbackServer

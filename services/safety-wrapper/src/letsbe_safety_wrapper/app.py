@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from letsbe_agent.runtime import start_agent
 from letsbe_contracts.enums import AgentKind
 from letsbe_platform.web import Runtime, create_service_app, runtime
-
 from letsbe_safety_wrapper import __version__
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
 from letsbe_safety_wrapper.tools import endpoints as tools

@@ -1,8 +1,9 @@
 from pathlib import Path
 
-from letsbe_agent.settings import AgentSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+
+from letsbe_agent.settings import AgentSettings
 
 
 class SafetyWrapperSettings(AgentSettings):

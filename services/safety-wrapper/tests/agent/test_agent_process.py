@@ -7,9 +7,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
+
 from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_platform.testing.processes import ServiceProcess
-from sqlalchemy import text
 
 ADMIN = "lbh_test-admin-token-0123456789abcdef"
 REPO = "registry.letsbe.biz/letsbe/openclaw"

@@ -17,6 +17,7 @@ from asgi_lifespan import LifespanManager
 from cryptography.fernet import Fernet
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
 from letsbe_contracts.approvals import Approval, ApprovalCreate, ApprovalStatus
 from letsbe_fakes import LoopbackServer
 from letsbe_safety_wrapper.app import create_app

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from letsbe_safety_wrapper.tools.audit import GENESIS, AuditLog, verify
 
 

@@ -3,6 +3,7 @@
 import uuid
 
 import pytest
+
 from letsbe_contracts.approvals import ApprovalStatus
 from letsbe_safety_wrapper.tools import commands
 from letsbe_safety_wrapper.tools.audit import verify

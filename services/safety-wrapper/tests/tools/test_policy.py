@@ -5,6 +5,8 @@ from importlib import resources
 
 import jsonschema
 import pytest
+from pydantic import ValidationError
+
 from letsbe_safety_wrapper.tools.policy import (
     Decision,
     Policy,
@@ -13,7 +15,6 @@ from letsbe_safety_wrapper.tools.policy import (
     call_hash,
     policy_json_schema,
 )
-from pydantic import ValidationError
 
 G, Y, YE, R, CR = (RiskClass.GREEN, RiskClass.YELLOW, RiskClass.YELLOW_EXTERNAL, RiskClass.RED,
                    RiskClass.CRITICAL_RED)

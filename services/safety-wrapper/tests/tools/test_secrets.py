@@ -6,6 +6,7 @@ import sys
 
 import pytest
 from cryptography.fernet import Fernet
+
 from letsbe_safety_wrapper.tools.errors import SecretNotBound, UnknownSecret
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import httpx
+
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 

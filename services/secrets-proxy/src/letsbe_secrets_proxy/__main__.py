@@ -1,6 +1,6 @@
+from letsbe_platform.serve import serve
 from letsbe_secrets_proxy.app import create_app
 from letsbe_secrets_proxy.config import SecretsProxySettings
-from letsbe_platform.serve import serve
 
 if __name__ == "__main__":
     serve(create_app, SecretsProxySettings())

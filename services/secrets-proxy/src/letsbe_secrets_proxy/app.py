@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from letsbe_agent.runtime import start_agent
 from letsbe_contracts.enums import AgentKind
 from letsbe_platform.web import Runtime, create_service_app, runtime
-
 from letsbe_secrets_proxy import __version__
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy import endpoints as llm

@@ -1,9 +1,10 @@
 from pathlib import Path
 from typing import Literal
 
-from letsbe_agent.settings import AgentSettings
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+
+from letsbe_agent.settings import AgentSettings
 
 
 class SecretsProxySettings(AgentSettings):

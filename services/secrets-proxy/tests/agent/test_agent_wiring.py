@@ -3,6 +3,7 @@
 import asyncio
 
 from asgi_lifespan import LifespanManager
+
 from letsbe_agent.runtime import agent_of
 from letsbe_hub.tenants.testing import admin, hub, hub_settings, mint_token  # noqa: F401 - fixtures
 from letsbe_secrets_proxy.app import create_app

@@ -14,6 +14,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from cryptography.fernet import Fernet
 from fastapi import FastAPI
+
 from letsbe_agent.usage import UsageLedger
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI

@@ -6,6 +6,7 @@ import json
 
 import httpx
 import pytest
+
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.endpoints import build_proxy
 

@@ -7,6 +7,7 @@ import string
 from urllib.parse import quote, quote_plus
 
 import pytest
+
 from letsbe_secrets_proxy.proxy.redact import Redactor, StreamRedactor
 
 DB = "Sup3r/S3cret+pw!"

@@ -5,6 +5,7 @@ import time
 
 import httpx
 from cryptography.fernet import Fernet
+
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_secrets_proxy.proxy.registry import write_store
 

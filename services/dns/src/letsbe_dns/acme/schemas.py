@@ -3,8 +3,9 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from letsbe_contracts.events import DomainName
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
+
+from letsbe_contracts.events import DomainName
 
 
 def _strip_wildcard(value: object) -> object:

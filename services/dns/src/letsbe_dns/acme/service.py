@@ -6,9 +6,6 @@ Only the tenant's domain or names below it; several values may coexist at one na
 
 from __future__ import annotations
 
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-
 from letsbe_dns.acme.errors import ChallengeNotVisible, CloudflareRefused, NotYourDomain
 from letsbe_dns.acme.schemas import AcmeChallenge, AcmeChallengeRecord, AgentPrincipal
 from letsbe_dns.cloudflare import CloudflareError
@@ -16,6 +13,8 @@ from letsbe_dns.records import repository
 from letsbe_dns.records.plan import DesiredRecord
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import NotVisible
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 
 import uuid
 
-from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllocatedV1
-from letsbe_contracts.events import TenantDecommissionedV1
-from letsbe_platform.bus import Delivery
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
 from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllocatedV1
+from letsbe_contracts.events import TenantDecommissionedV1
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.db import inbox, outbox
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import NotVisible
+from letsbe_platform.bus import Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event, claim
 
 log = get_logger(__name__)
 

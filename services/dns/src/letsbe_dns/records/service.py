@@ -14,16 +14,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from letsbe_contracts import Catalog, DnsRecordRef, OrderSpec, ServerTarget
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts import Catalog, DnsRecordRef, OrderSpec, ServerTarget
 from letsbe_dns.cloudflare import CloudflareError, DnsProvider, Record, RecordSpec, Zone
 from letsbe_dns.config import DnsSettings
 from letsbe_dns.records import repository
 from letsbe_dns.records.plan import WILDCARD, DesiredRecord, plan
 from letsbe_dns.verify import Expected, Verifier
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

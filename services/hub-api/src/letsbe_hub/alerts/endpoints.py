@@ -6,15 +6,15 @@ import uuid
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-from letsbe_contracts import AlertSeverity
-from letsbe_platform.errors import NotFound
-from letsbe_platform.web import RuntimeDep, SessionDep
 
+from letsbe_contracts import AlertSeverity
 from letsbe_hub.alerts import health, service
 from letsbe_hub.alerts import repository as repo
 from letsbe_hub.alerts.schemas import AcknowledgeRequest, Alert, AlertList, Health, SilenceRequest
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/admin", tags=["alerts"])
 

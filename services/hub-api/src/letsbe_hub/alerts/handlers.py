@@ -6,16 +6,16 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
+from letsbe_hub.alerts import repository as repo
+from letsbe_hub.alerts.health import SelfCheck
+from letsbe_hub.config import HubSettings
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.web import Runtime
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from letsbe_hub.alerts import repository as repo
-from letsbe_hub.alerts.health import SelfCheck
-from letsbe_hub.config import HubSettings
 
 log = get_logger(__name__)
 

@@ -12,9 +12,6 @@ import shutil
 import time
 from datetime import UTC, datetime
 
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
-from letsbe_platform.web import Runtime
 from prometheus_client import Gauge
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_hub.alerts import repository as repo
 from letsbe_hub.alerts.schemas import DatabaseHealth, DiskHealth, Health, JobHealth, OutboxHealth, PoolHealth
 from letsbe_hub.db import outbox
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
+from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
 

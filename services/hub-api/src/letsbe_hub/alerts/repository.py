@@ -5,11 +5,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
 from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
 from letsbe_hub.alerts.models import OPEN, RESOLVED, AlertRecord
 
 

@@ -4,8 +4,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from letsbe_contracts import AlertSeverity
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from letsbe_contracts import AlertSeverity
 
 MAX_SILENCE = timedelta(days=30)
 

@@ -7,15 +7,15 @@ import base64
 import uuid
 from datetime import UTC, datetime
 
-from letsbe_contracts.events import AlertAcknowledgedV1, AlertSilencedV1
-from letsbe_platform.errors import Conflict, NotFound, Unprocessable
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts.events import AlertAcknowledgedV1, AlertSilencedV1
 from letsbe_hub.alerts import repository as repo
 from letsbe_hub.alerts.models import RESOLVED, AlertRecord
 from letsbe_hub.db import outbox
+from letsbe_platform.errors import Conflict, NotFound, Unprocessable
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 EVENT_NS = uuid.UUID("0d7f2b8e-6a43-4c1f-9c7e-5b2d1e4a9f30")

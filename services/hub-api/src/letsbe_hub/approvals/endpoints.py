@@ -8,16 +8,16 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
-from letsbe_contracts.approvals import Approval, ApprovalConsume, ApprovalCreate, ApprovalStatus
-from letsbe_platform.web import SessionDep
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
+from letsbe_contracts.approvals import Approval, ApprovalConsume, ApprovalCreate, ApprovalStatus
 from letsbe_hub.approvals import repository as repo
 from letsbe_hub.approvals import service
 from letsbe_hub.approvals.errors import ApprovalNotFound
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.tenants.auth import CurrentAgent
+from letsbe_platform.web import SessionDep
 
 tenant_router = APIRouter(prefix="/api/v1/tenant/approvals", tags=["tenant-approvals"])
 admin_router = APIRouter(prefix="/api/v1/admin/approvals", tags=["approvals"])

@@ -6,11 +6,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from letsbe_contracts.approvals import Approval, ApprovalCreate, ApprovalStatus
-from letsbe_contracts.enums import AgentKind
-from letsbe_platform.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts.approvals import Approval, ApprovalCreate, ApprovalStatus
+from letsbe_contracts.enums import AgentKind
 from letsbe_hub.approvals import repository as repo
 from letsbe_hub.approvals.errors import (
     ApprovalDecided,
@@ -23,6 +22,7 @@ from letsbe_hub.approvals.errors import (
 )
 from letsbe_hub.approvals.models import ApprovalRow
 from letsbe_hub.tenants.auth import AgentPrincipal
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

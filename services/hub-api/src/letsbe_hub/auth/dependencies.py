@@ -6,11 +6,11 @@ from typing import Annotated
 
 from fastapi import Depends
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from letsbe_platform.errors import Forbidden, Unauthorized
-from letsbe_platform.web import SessionDep
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import Principal, authenticate
+from letsbe_platform.errors import Forbidden, Unauthorized
+from letsbe_platform.web import SessionDep
 
 _bearer = HTTPBearer(auto_error=False, description="An admin/ops API token (lbh_…)")
 

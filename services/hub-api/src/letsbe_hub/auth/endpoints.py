@@ -2,13 +2,13 @@ import uuid
 from datetime import datetime
 
 from fastapi import APIRouter, status
-from letsbe_platform.errors import NotFound
-from letsbe_platform.web import SessionDep
 from pydantic import BaseModel, Field
 
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token, revoke_token
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/tokens", tags=["tokens"])
 

@@ -3,8 +3,8 @@
 from dataclasses import asdict
 
 from fastapi import APIRouter
-from letsbe_contracts import LETSBE_OVERHEAD_MB, load_catalog
 
+from letsbe_contracts import LETSBE_OVERHEAD_MB, load_catalog
 from letsbe_hub.catalog.schemas import CalculateRequest, CalculateResponse, CatalogOut, TierFitOut, TierOut, ToolOut
 from letsbe_hub.catalog.service import size
 

@@ -1,7 +1,8 @@
 from typing import Annotated
 
-from letsbe_contracts.enums import Tier
 from pydantic import BaseModel, Field, StringConstraints
+
+from letsbe_contracts.enums import Tier
 
 ToolNameIn = Annotated[str, StringConstraints(min_length=1, max_length=60)]
 

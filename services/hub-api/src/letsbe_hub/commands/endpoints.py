@@ -8,10 +8,8 @@ from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from letsbe_contracts.agent import CommandAckResponse, CommandResultRequest, CommandsResponse
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import SessionDep
 
+from letsbe_contracts.agent import CommandAckResponse, CommandResultRequest, CommandsResponse
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.commands import repository as repo
@@ -19,6 +17,8 @@ from letsbe_hub.commands import service
 from letsbe_hub.commands.schemas import CommandCreate, CommandView
 from letsbe_hub.commands.workers import waker_of
 from letsbe_hub.tenants.auth import CurrentAgent
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.web import SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant/commands", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["commands"])

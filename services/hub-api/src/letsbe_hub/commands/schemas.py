@@ -4,9 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
 from letsbe_contracts.agent import CommandType
 from letsbe_contracts.enums import AgentKind
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 
 class CommandCreate(BaseModel):

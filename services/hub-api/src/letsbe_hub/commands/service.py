@@ -11,6 +11,10 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import Counter
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from letsbe_contracts.agent import (
     TERMINAL_COMMAND_STATUSES,
     CommandAckResponse,
@@ -22,12 +26,6 @@ from letsbe_contracts.agent import (
     UpdateParams,
 )
 from letsbe_contracts.enums import AgentKind
-from letsbe_platform.errors import Unprocessable
-from letsbe_platform.logging import get_logger
-from prometheus_client import Counter
-from pydantic import BaseModel, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from letsbe_hub.commands import repository as repo
 from letsbe_hub.commands.errors import CommandNotFound, CommandStateConflict
 from letsbe_hub.commands.models import Command
@@ -35,6 +33,8 @@ from letsbe_hub.commands.schemas import CommandView, TransitionView
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_platform.errors import Unprocessable
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

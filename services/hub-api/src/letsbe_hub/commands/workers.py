@@ -8,15 +8,15 @@ import weakref
 from collections import defaultdict
 
 import asyncpg
-from letsbe_platform.db import plain_url, unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
-from letsbe_platform.web import Runtime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_hub.commands import service
 from letsbe_hub.commands.repository import NOTIFY_CHANNEL
 from letsbe_hub.config import HubSettings
+from letsbe_platform.db import plain_url, unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
+from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
 

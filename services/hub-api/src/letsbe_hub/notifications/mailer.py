@@ -25,16 +25,16 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 
 import aiosmtplib
-from letsbe_contracts import load_catalog
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from prometheus_client import Counter
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts import load_catalog
 from letsbe_hub.config import HubSettings
 from letsbe_hub.notifications.models import WelcomeEmail
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import httpx
 import typer
-from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
 
+from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
 from letsbe_hub.orders.sse_client import iter_sse
 
 app = typer.Typer(help="Create, list, inspect and watch orders", no_args_is_help=True)

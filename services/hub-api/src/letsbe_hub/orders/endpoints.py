@@ -6,11 +6,9 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, status
-from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
-from letsbe_platform.errors import NotFound, Unprocessable
-from letsbe_platform.web import SessionDep
 from sse_starlette import EventSourceResponse
 
+from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.notifications import service as notifications
@@ -30,6 +28,8 @@ from letsbe_hub.orders.schemas import (
 )
 from letsbe_hub.orders.stream import order_events
 from letsbe_hub.orders.wiring import OrdersRuntimeDep
+from letsbe_platform.errors import NotFound, Unprocessable
+from letsbe_platform.web import SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/orders", tags=["orders"])
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_contracts.enums import FailureStage
 from letsbe_contracts.enums import OrderStatus as S
 from letsbe_contracts.events import (
@@ -17,18 +19,16 @@ from letsbe_contracts.events import (
     ProvisioningStepV1,
     ServerAllocatedV1,
 )
-from letsbe_platform.bus import Delivery, PermanentError
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import claim
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import inbox
 from letsbe_hub.notifications.service import enqueue_welcome
 from letsbe_hub.orders import repository as repo
 from letsbe_hub.orders import service
 from letsbe_hub.orders.state import lock_stream, notify_stream
+from letsbe_platform.bus import Delivery, PermanentError
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import claim
 
 log = get_logger(__name__)
 

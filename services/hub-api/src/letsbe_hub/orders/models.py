@@ -10,7 +10,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from letsbe_contracts.enums import OrderStatus
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -28,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from letsbe_contracts.enums import OrderStatus
 from letsbe_hub.db import Base
 
 ORDER_STREAM_SEQ = Sequence("order_stream_seq", metadata=Base.metadata)

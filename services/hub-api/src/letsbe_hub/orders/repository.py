@@ -9,12 +9,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from letsbe_platform.errors import Unprocessable
 from sqlalchemy import and_, func, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress
+from letsbe_platform.errors import Unprocessable
 
 
 async def get(session: AsyncSession, order_id: uuid.UUID) -> Order | None:

@@ -2,9 +2,10 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
 from letsbe_contracts.enums import AutomationMode, FailureStage, OrderStatus, Region, Tier
 from letsbe_contracts.events import DomainName
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]

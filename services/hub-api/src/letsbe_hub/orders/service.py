@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from sqlalchemy import func
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from letsbe_contracts.enums import AutomationMode, FailureStage, Tier
 from letsbe_contracts.enums import OrderStatus as S
 from letsbe_contracts.events import (
@@ -14,13 +18,6 @@ from letsbe_contracts.events import (
     ServerAllocatedV1,
     ServerTarget,
 )
-from letsbe_platform.errors import Conflict, NotFound, Unprocessable
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
-from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from letsbe_hub.catalog.service import size
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
@@ -31,6 +28,9 @@ from letsbe_hub.orders.schemas import OrderCreate
 from letsbe_hub.orders.state import ACTIVE, HAPPY_PATH, RETRY_TARGET, STAGE_OF, STAGE_RANK, IllegalTransition
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.payments.gateway import CheckoutRequest, PaymentGateway
+from letsbe_platform.errors import Conflict, NotFound, Unprocessable
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 

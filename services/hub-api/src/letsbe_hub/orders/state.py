@@ -12,18 +12,18 @@ import uuid
 import weakref
 from typing import Any
 
-from letsbe_contracts.enums import FailureStage
-from letsbe_contracts.enums import OrderStatus as S
-from letsbe_contracts.events import OrderStatusChangedV1
-from letsbe_platform.errors import Conflict, NotFound
-from letsbe_platform.outbox import add_event
 from prometheus_client import Counter
 from sqlalchemy import func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import SessionTransaction
 
+from letsbe_contracts.enums import FailureStage
+from letsbe_contracts.enums import OrderStatus as S
+from letsbe_contracts.events import OrderStatusChangedV1
 from letsbe_hub.db import outbox
 from letsbe_hub.orders.models import Order, OrderTransition
+from letsbe_platform.errors import Conflict, NotFound
+from letsbe_platform.outbox import add_event
 
 # The happy path, in order. Each active state may also fail or be cancelled.
 HAPPY_PATH: tuple[S, ...] = (

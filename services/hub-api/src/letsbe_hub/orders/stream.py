@@ -19,15 +19,15 @@ from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
-from letsbe_contracts.enums import OrderStatus
-from letsbe_platform.db import plain_url
-from letsbe_platform.logging import get_logger
 from prometheus_client import Gauge
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
+from letsbe_contracts.enums import OrderStatus
 from letsbe_hub.orders import repository as repo
 from letsbe_hub.orders.state import FINAL, STREAM_CHANNEL
+from letsbe_platform.db import plain_url
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

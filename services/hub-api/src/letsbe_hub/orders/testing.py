@@ -22,20 +22,20 @@ import pytest_asyncio
 import uvicorn
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.web import create_service_app, runtime
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from letsbe_hub.app import ROUTERS
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.orders import wiring
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.web import create_service_app, runtime
 
 WEBHOOK_SECRET = "whsec_test_orders"  # noqa: S105 - a test value
 

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_contracts.events import (
     DeadLetteredV1,
     DnsReadyV1,
@@ -21,14 +23,12 @@ from letsbe_contracts.events import (
     ProvisioningStepV1,
     ServerAllocatedV1,
 )
-from letsbe_platform.web import Runtime
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from letsbe_hub.config import HubSettings
 from letsbe_hub.notifications.mailer import WelcomeMailer
 from letsbe_hub.orders.handlers import OrderHandlers
 from letsbe_hub.orders.stream import OrderStreamListener
 from letsbe_hub.payments.gateway import PaymentGateway, StripeGateway
+from letsbe_platform.web import Runtime
 
 
 @dataclass

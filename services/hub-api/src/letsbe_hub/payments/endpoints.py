@@ -7,13 +7,13 @@ from typing import Annotated
 
 import stripe
 from fastapi import APIRouter, Header, Request
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
 from prometheus_client import Histogram
 from pydantic import BaseModel
 
 from letsbe_hub.payments.errors import InvalidWebhook, PaymentsNotConfigured
 from letsbe_hub.payments.service import HANDLED_TYPES, claim_event, parse_event, process
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

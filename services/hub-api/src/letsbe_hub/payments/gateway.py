@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import stripe
-from letsbe_platform.logging import get_logger
 from prometheus_client import Histogram
 
 from letsbe_hub.payments.errors import PaymentProviderError
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -11,12 +11,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from letsbe_contracts.enums import OrderStatus as S
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts.enums import OrderStatus as S
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders import state

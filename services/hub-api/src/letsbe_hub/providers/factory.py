@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from letsbe_contracts import Provider
-
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.hetzner import HetznerConfig, HetznerProvider
 from letsbe_hub.providers.http import RetryPolicy

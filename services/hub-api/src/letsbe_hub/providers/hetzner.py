@@ -14,8 +14,6 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
 from letsbe_contracts import Provider, Region, Tier, load_catalog
-from letsbe_platform.logging import get_logger
-
 from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
@@ -26,6 +24,7 @@ from letsbe_hub.providers.errors import (
     ProviderTimeout,
 )
 from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, poll_until
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

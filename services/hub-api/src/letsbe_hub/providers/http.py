@@ -17,8 +17,6 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import LATENCY_BUCKETS
 from prometheus_client import Counter, Histogram
 
 from letsbe_hub.providers.errors import (
@@ -30,6 +28,8 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import LATENCY_BUCKETS
 
 log = get_logger(__name__)
 

@@ -26,9 +26,8 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-from letsbe_contracts import Provider, Region, Tier
-from letsbe_platform.logging import get_logger
 
+from letsbe_contracts import Provider, Region, Tier
 from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
@@ -39,6 +38,7 @@ from letsbe_hub.providers.errors import (
     ProviderUnsupported,
 )
 from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, poll_until
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

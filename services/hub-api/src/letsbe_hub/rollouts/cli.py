@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 import typer
-from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,6 +16,7 @@ from letsbe_hub.config import HubSettings
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES, RolloutAbort, RolloutCreate
+from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="Fleet rollouts: create, watch, pause, resume, approve, abort", no_args_is_help=True)
 ACTOR = "cli"

@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import SessionDep
 from sse_starlette.sse import EventSourceResponse
 
 from letsbe_hub.auth.dependencies import Authorized
@@ -18,6 +16,8 @@ from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
 from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutEventView, RolloutView, TargetView
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.web import SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/rollouts", tags=["rollouts"])
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
-from letsbe_platform.web import Runtime
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_hub.config import HubSettings
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
+from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
 

@@ -4,8 +4,9 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from letsbe_contracts.agent import ComponentName, ImageDigest, ImageRepo, Version
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from letsbe_contracts.agent import ComponentName, ImageDigest, ImageRepo, Version
 
 
 class StageSpec(BaseModel):

@@ -19,17 +19,17 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from letsbe_contracts.agent import CommandStatus
-from letsbe_platform.errors import Conflict, NotFound
-from letsbe_platform.logging import get_logger
 from packaging.version import InvalidVersion, Version
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts.agent import CommandStatus
 from letsbe_hub.commands import service as commands
 from letsbe_hub.commands.repository import open_for_rollout
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts.models import Rollout, RolloutTarget
 from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutView, StageSpec, StageView, TargetView
+from letsbe_platform.errors import Conflict, NotFound
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 
@@ -349,7 +349,7 @@ async def tick(session: AsyncSession, rollout_id: uuid.UUID, *, heartbeat_interv
     in_flight = sum(1 for t in targets if t.status == "DISPATCHED")
     pending = [t for t in targets if t.status == "PENDING"]
     if pending and in_flight < r.concurrency:
-        await _dispatch(session, r, pending[: r.concurrency - in_flight])
+        await _send_update_commands(session, r, pending[: r.concurrency - in_flight])
         return
     if pending or in_flight:
         return
@@ -382,7 +382,7 @@ async def tick(session: AsyncSession, rollout_id: uuid.UUID, *, heartbeat_interv
     await _promote(session, r, stages, now)
 
 
-async def _dispatch(session: AsyncSession, r: Rollout, batch: list[RolloutTarget]) -> None:
+async def _send_update_commands(session: AsyncSession, r: Rollout, batch: list[RolloutTarget]) -> None:
     current = await repo.component_versions(session, r.component, [t.tenant_id for t in batch])
     for t in batch:
         have = current.get(t.tenant_id)

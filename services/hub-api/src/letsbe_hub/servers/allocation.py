@@ -26,14 +26,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from letsbe_contracts import AutomationMode, FailureStage, OrderCreatedV1, OrderFailedV1, OrderSpec, Provider
-from letsbe_platform.bus import Delivery
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts import AutomationMode, FailureStage, OrderCreatedV1, OrderFailedV1, OrderSpec, Provider
 from letsbe_hub.db import inbox, outbox
 from letsbe_hub.providers.base import Heartbeat
 from letsbe_hub.providers.errors import ProviderError
@@ -43,6 +39,10 @@ from letsbe_hub.servers.config import ServerSettings
 from letsbe_hub.servers.models import OverflowStatus
 from letsbe_hub.servers.reachability import wait_for_host_key
 from letsbe_hub.servers.service import emit_allocated, reserve
+from letsbe_platform.bus import Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event, claim
 
 log = get_logger(__name__)
 

@@ -11,19 +11,19 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
-from letsbe_contracts import Provider, Region, Tier
-from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
-from letsbe_platform.errors import DomainError
-from letsbe_platform.logging import configure_logging
 from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import Provider, Region, Tier
 from letsbe_hub.config import HubSettings
 from letsbe_hub.providers.factory import build_hetzner
 from letsbe_hub.servers import pools, service
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.models import InventoryStatus
 from letsbe_hub.servers.schemas import PoolUpdate, ServerCreate
+from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
+from letsbe_platform.errors import DomainError
+from letsbe_platform.logging import configure_logging
 
 T = TypeVar("T")
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 
-from letsbe_contracts import Region
 from pydantic import BaseModel, Field, SecretStr, field_validator
+
+from letsbe_contracts import Region
 
 _PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n\r]{0,200})?$")
 

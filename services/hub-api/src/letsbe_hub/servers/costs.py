@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from letsbe_contracts import Provider, load_catalog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import Provider, load_catalog
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.models import InventoryStatus
 from letsbe_hub.servers.schemas import CostLine, CostView

@@ -8,9 +8,8 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
-from letsbe_contracts import Provider, Region, Tier
-from letsbe_platform.web import SessionDep
 
+from letsbe_contracts import Provider, Region, Tier
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.providers import factory
@@ -39,6 +38,7 @@ from letsbe_hub.servers.schemas import (
     SnapshotCreate,
     SnapshotOut,
 )
+from letsbe_platform.web import SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/servers", tags=["servers"])
 pools_router = APIRouter(prefix="/api/v1/admin/pools", tags=["pools"])

@@ -11,16 +11,16 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from letsbe_contracts import Provider, Region, Tier, load_catalog
-from letsbe_contracts.events import ServerMigrationProposedV1
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import Provider, Region, Tier, load_catalog
+from letsbe_contracts.events import ServerMigrationProposedV1
 from letsbe_hub.db import outbox
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.models import InventoryStatus, MigrationProposal, Server
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 

@@ -12,15 +12,15 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from letsbe_contracts import AlertRaisedV1, AlertResolvedV1, AlertSeverity, Region, Tier, load_catalog
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import AlertRaisedV1, AlertResolvedV1, AlertSeverity, Region, Tier, load_catalog
 from letsbe_hub.db import outbox
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.models import InventoryStatus, PoolPolicy
 from letsbe_hub.servers.schemas import PoolCheckResult, PoolOut, ReplenishItem
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 

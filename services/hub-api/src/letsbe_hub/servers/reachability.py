@@ -10,10 +10,10 @@ import asyncio
 import time
 
 import asyncssh
-from letsbe_platform.logging import get_logger
 
 from letsbe_hub.providers.base import Heartbeat
 from letsbe_hub.providers.errors import ProviderTimeout
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

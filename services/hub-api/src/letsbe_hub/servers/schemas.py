@@ -7,10 +7,10 @@ from datetime import date, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated
 
-from letsbe_contracts import Provider, Region, Tier
-from letsbe_contracts.events import HostKeyFingerprint
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from letsbe_contracts import Provider, Region, Tier
+from letsbe_contracts.events import HostKeyFingerprint
 from letsbe_hub.servers.models import HoldStatus, InventoryStatus
 
 

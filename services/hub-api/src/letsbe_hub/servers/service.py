@@ -7,11 +7,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 
-from letsbe_contracts import OrderSpec, Provider, ServerAllocatedV1, ServerTarget
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import OrderSpec, Provider, ServerAllocatedV1, ServerTarget
 from letsbe_hub.db import outbox
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
@@ -28,6 +26,8 @@ from letsbe_hub.servers.errors import (
 from letsbe_hub.servers.models import AllocationHold, HoldStatus, InventoryStatus, Server
 from letsbe_hub.servers.reachability import read_host_key
 from letsbe_hub.servers.schemas import HeldOrderOut, ServerCreate, ServerOut
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 

@@ -12,15 +12,13 @@ import pytest
 import pytest_asyncio
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_contracts import AutomationMode, Envelope, Event, OrderSpec, Region, Tier, decode
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.ssh_target import SshTarget
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import create_service_app, runtime
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
@@ -30,6 +28,8 @@ from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers import endpoints
 from letsbe_hub.servers.allocation import Allocator
 from letsbe_hub.servers.models import InventoryStatus, Server
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.web import create_service_app, runtime
 
 E = TypeVar("E", bound=Event)
 

@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.serve import serve
-from letsbe_platform.web import create_service_app, runtime
 
 from letsbe_hub import __version__
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.servers import endpoints, handlers
+from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.serve import serve
+from letsbe_platform.web import create_service_app, runtime
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

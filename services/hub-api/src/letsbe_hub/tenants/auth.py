@@ -13,16 +13,16 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from letsbe_contracts.enums import AgentKind
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.errors import Forbidden, Unauthorized
 
+from letsbe_contracts.enums import AgentKind
 from letsbe_hub.auth.dependencies import current_principal
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import Principal
 from letsbe_hub.auth.service import hash_token as hash_key
 from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.errors import ReEnrol
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.errors import Forbidden, Unauthorized
 
 _bearer = HTTPBearer(auto_error=False, description="An agent API key (lba_…)")
 

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
+
 from letsbe_contracts.agent import (
     Accepted,
     AgentIdentity,
@@ -18,9 +19,6 @@ from letsbe_contracts.agent import (
     RotatedCredential,
     UsageReport,
 )
-from letsbe_platform.errors import NotFound
-from letsbe_platform.web import SessionDep
-
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.tenants import fastpath, service
@@ -33,6 +31,8 @@ from letsbe_hub.tenants.schemas import (
     TenantUpdate,
     TenantView,
 )
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])

@@ -14,13 +14,10 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from letsbe_contracts.agent import HeartbeatRequest, HeartbeatResponse
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unauthorized
-from letsbe_platform.web import Runtime
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from letsbe_contracts.agent import HeartbeatRequest, HeartbeatResponse
 from letsbe_hub.auth.service import hash_token as hash_key
 from letsbe_hub.commands import service as commands
 from letsbe_hub.config import HubSettings
@@ -28,6 +25,9 @@ from letsbe_hub.tenants import heartbeat as hb
 from letsbe_hub.tenants import service
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import ReEnrol
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unauthorized
+from letsbe_platform.web import Runtime
 
 PATH = "/api/v1/tenant/heartbeat"
 MAX_BODY = 256 * 1024

@@ -18,16 +18,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
+from prometheus_client import Counter, Histogram
+
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import HeartbeatDetails, TenantHeartbeatV1
+from letsbe_hub.config import HubSettings
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import plain_url
 from letsbe_platform.errors import ServiceUnavailable
 from letsbe_platform.logging import get_logger
 from letsbe_platform.web import Runtime
-from prometheus_client import Counter, Histogram
-
-from letsbe_hub.config import HubSettings
 
 log = get_logger(__name__)
 

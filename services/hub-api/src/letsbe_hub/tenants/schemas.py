@@ -6,9 +6,10 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 from letsbe_contracts.enums import Region, Tier
 from letsbe_contracts.events import DomainName
-from pydantic import BaseModel, ConfigDict
 
 
 class RegistrationTokenCreate(BaseModel):

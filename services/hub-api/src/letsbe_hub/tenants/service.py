@@ -9,13 +9,11 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from letsbe_contracts.agent import BackupReport, RegisterRequest, RegisterResponse, RotatedCredential, UsageReport
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import HeartbeatDetails, TenantBackupReportedV1, TenantUsageReportedV1, UsageTotals
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from letsbe_hub.auth.service import hash_token as hash_secret
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
@@ -31,6 +29,8 @@ from letsbe_hub.tenants.schemas import (
     RegistrationTokenCreated,
     TenantView,
 )
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 

@@ -11,13 +11,13 @@ import httpx
 import pytest
 import pytest_asyncio
 from asgi_lifespan import LifespanManager
-from letsbe_platform.db import unit_of_work
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_hub.app import create_app
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
+from letsbe_platform.db import unit_of_work
 
 
 def fast_hub_settings(database_url: str, nats_url: str, bus_namespace: str, **overrides: Any) -> HubSettings:

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_contracts.events import AlertAcknowledgedV1, AlertSilencedV1
+from letsbe_monitor.alerts.service import AlertEngine
+from letsbe_monitor.db import inbox
 from letsbe_platform.bus import Bus, Consumer, Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import claim
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
-from letsbe_monitor.alerts.service import AlertEngine
-from letsbe_monitor.db import inbox
 
 log = get_logger(__name__)
 

@@ -7,16 +7,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from letsbe_contracts import Event
-from letsbe_platform.outbox import notify_channel
 from sqlalchemy import Uuid, and_, any_, bindparam, delete, or_, select, text, tuple_, update
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import Event
 from letsbe_monitor.alerts.models import Alert, Silence, SweepState
 from letsbe_monitor.db import SCHEMA, outbox
 from letsbe_monitor.notify.models import CANCELLED, PENDING, RESOLVED, SENDING, SENT, Delivery
 from letsbe_monitor.tenants.models import Tenant
+from letsbe_platform.outbox import notify_channel
 
 Key = tuple[uuid.UUID | None, str]
 CHUNK = 2000  # rows per multi-row INSERT (asyncpg allows 32767 parameters per statement)

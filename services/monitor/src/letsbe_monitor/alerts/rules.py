@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from letsbe_contracts.events import BackupStatus, ContainerState, HeartbeatDetails
-
 from letsbe_monitor.alerts.service import Observation
 from letsbe_monitor.config import MonitorSettings, RuleConfig
 

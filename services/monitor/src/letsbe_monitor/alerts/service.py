@@ -25,16 +25,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from letsbe_contracts import AlertRaisedV1, AlertResolvedV1, AlertSeverity, Event
-from letsbe_platform.logging import get_logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import AlertRaisedV1, AlertResolvedV1, AlertSeverity, Event
 from letsbe_monitor.alerts import repository as repo
 from letsbe_monitor.alerts.models import Alert
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.metrics import ALERTS_RAISED, ALERTS_RESOLVED
 from letsbe_monitor.notify.models import ESCALATED, RAISED, RESOLVED
 from letsbe_monitor.notify.routing import STAFF_CHANNELS, available_channels, channels_on_count, channels_on_raise
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

@@ -24,9 +24,6 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from sqlalchemy import and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -38,6 +35,9 @@ from letsbe_monitor.clock import Clock, utcnow
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.metrics import SWEEP_SECONDS, TENANTS_OFFLINE, TENANTS_WATCHED
 from letsbe_monitor.tenants.models import OFFLINE, ONLINE, Tenant
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from letsbe_contracts.enums import AlertSeverity
-
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.notify.models import EMAIL, PUSH, SLACK, WEBHOOK
 

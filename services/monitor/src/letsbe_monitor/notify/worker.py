@@ -15,9 +15,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +26,9 @@ from letsbe_monitor.metrics import DELIVERIES, DELIVERY_SECONDS
 from letsbe_monitor.notify.channels import Channel, DeliveryFailed
 from letsbe_monitor.notify.models import FAILED, PENDING, RESOLVED, SENDING, SENT, SUPPRESSED, Delivery
 from letsbe_monitor.notify.routing import STAFF_CHANNELS
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 

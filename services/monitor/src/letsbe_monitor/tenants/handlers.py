@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from letsbe_contracts import ProvisionedV1, TenantHeartbeatV1
-from letsbe_contracts.events import TenantBackupReportedV1, TenantUsageReportedV1
-from letsbe_platform.bus import Bus, Consumer, Delivery
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import claim
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts import ProvisionedV1, TenantHeartbeatV1
+from letsbe_contracts.events import TenantBackupReportedV1, TenantUsageReportedV1
 from letsbe_monitor.alerts.service import AlertEngine
 from letsbe_monitor.clock import Clock, utcnow
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.db import inbox
 from letsbe_monitor.tenants import service
+from letsbe_platform.bus import Bus, Consumer, Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.outbox import claim
 
 
 class TenantHandlers:

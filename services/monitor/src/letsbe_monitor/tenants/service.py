@@ -9,17 +9,17 @@ import calendar
 import uuid
 from datetime import datetime, timedelta
 
-from letsbe_contracts import AgentKind, ProvisionedV1, TenantHeartbeatV1, Tier, load_catalog
-from letsbe_contracts.events import BackupStatus, TenantBackupReportedV1, TenantUsageReportedV1
-from letsbe_platform.logging import get_logger
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import AgentKind, ProvisionedV1, TenantHeartbeatV1, Tier, load_catalog
+from letsbe_contracts.events import BackupStatus, TenantBackupReportedV1, TenantUsageReportedV1
 from letsbe_monitor.alerts.rules import evaluate_backup, evaluate_details
 from letsbe_monitor.alerts.service import AlertEngine, Applied, Observation
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import OFFLINE, ONLINE, Tenant, TokenPoolFired, UsageReport
+from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
 

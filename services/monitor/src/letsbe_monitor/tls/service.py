@@ -12,9 +12,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +23,9 @@ from letsbe_monitor.metrics import TLS_CHECKS
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_monitor.tenants.service import lock_tenant, tls_hosts
 from letsbe_monitor.tls.probe import TlsProbeError, served_not_after
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from letsbe_contracts import DnsReadyV1
 from letsbe_platform.bus import Delivery, Handler
-
 from letsbe_provisioner.jobs.service import Pipeline
 
 DURABLE = "provisioner-on-dns-ready"

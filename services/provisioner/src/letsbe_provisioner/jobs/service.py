@@ -27,6 +27,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import asyncssh
+from prometheus_client import Counter, Histogram
+from sqlalchemy import select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from letsbe_contracts import (
     DnsReadyV1,
     FailureStage,
@@ -44,11 +49,6 @@ from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import LATENCY_BUCKETS
 from letsbe_platform.outbox import add_event, notify_channel
-from prometheus_client import Counter, Histogram
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA, outbox
 from letsbe_provisioner.jobs import ssh

@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Awaitable, Callable
 
 import asyncssh
+
 from letsbe_contracts import ServerTarget
 
 MAX_LINE = 7990

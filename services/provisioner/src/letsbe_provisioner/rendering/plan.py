@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import jinja2
+
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, Tool, load_catalog
 from letsbe_dns import hooks as dns_hooks
-
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Protocol
 
 import httpx
-from letsbe_contracts.approvals import Approval, ApprovalConsume, ApprovalCreate
 
+from letsbe_contracts.approvals import Approval, ApprovalConsume, ApprovalCreate
 from letsbe_safety_wrapper.tools.errors import (
     ApprovalExpired,
     ApprovalMismatch,

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from letsbe_agent.commands import CommandContext, CommandRegistry, Outcome
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from letsbe_agent.commands import CommandContext, CommandRegistry, Outcome
 from letsbe_safety_wrapper.tools.service import ToolService
 
 

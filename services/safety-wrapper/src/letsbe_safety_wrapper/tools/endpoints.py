@@ -11,9 +11,9 @@ from typing import Annotated
 import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
 from letsbe_agent.runtime import agent_of
 from letsbe_platform.errors import Unauthorized
-
 from letsbe_safety_wrapper.tools import commands
 from letsbe_safety_wrapper.tools.approvals import HubApprovals
 from letsbe_safety_wrapper.tools.errors import NotConfigured

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import httpx
-from letsbe_contracts import load_catalog
 
+from letsbe_contracts import load_catalog
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
 from letsbe_safety_wrapper.tools.approvals import ApprovalAuthority
 from letsbe_safety_wrapper.tools.audit import AuditLog

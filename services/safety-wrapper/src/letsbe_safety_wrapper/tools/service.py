@@ -13,7 +13,6 @@ from typing import Any
 from letsbe_contracts.approvals import Approval, ApprovalCreate, ApprovalStatus
 from letsbe_platform.errors import DomainError, Unprocessable
 from letsbe_platform.logging import get_logger
-
 from letsbe_safety_wrapper.tools.approvals import ApprovalAuthority
 from letsbe_safety_wrapper.tools.audit import AuditLog
 from letsbe_safety_wrapper.tools.errors import (

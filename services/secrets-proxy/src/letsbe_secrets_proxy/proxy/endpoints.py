@@ -14,8 +14,8 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from letsbe_agent.usage import UsageLedger
 
+from letsbe_agent.usage import UsageLedger
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.fernet import Fernet, InvalidToken
-from letsbe_platform.logging import get_logger
 
+from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.redact import Action, Redactor
 
 log = get_logger(__name__)

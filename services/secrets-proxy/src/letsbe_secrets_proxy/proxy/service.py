@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from letsbe_platform.logging import get_logger
 from prometheus_client import Counter, Histogram
 
+from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.errors import BadRequestBody, BodyTooLarge, SecretBlocked, UpstreamUnavailable
 from letsbe_secrets_proxy.proxy.redact import Finding
 from letsbe_secrets_proxy.proxy.registry import Registry
