@@ -28,6 +28,7 @@ from letsbe_hub.tenants.schemas import (
     AgentDetailsView,
     RegistrationTokenCreate,
     RegistrationTokenCreated,
+    TenantDecommission,
     TenantUpdate,
     TenantView,
 )
@@ -149,6 +150,14 @@ async def revoke_agent(
     """Revoke an agent and all its credentials; it is told to re-enrol (which needs a new registration token)."""
     if not await service.revoke_agent(session, tenant_id, agent_id):
         raise NotFound("No active agent with that id on this tenant.")
+
+
+@admin_router.post("/{tenant_id}/decommission", name="decommission")
+async def decommission_tenant(
+    tenant_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_WRITE), body: TenantDecommission | None = None
+) -> TenantView:
+    """Remove a tenant: revoke its agents and tell every service to release what it holds (idempotent)."""
+    return await service.decommission(session, tenant_id, (body or TenantDecommission()).reason)
 
 
 routers = [agent_router, admin_router]

@@ -6,7 +6,7 @@ import uuid
 from datetime import date, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from letsbe_contracts.enums import Region, Tier
 from letsbe_contracts.events import DomainName
@@ -70,6 +70,12 @@ class TenantUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     staging: bool
+
+
+class TenantDecommission(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="decommissioned by an operator", min_length=1, max_length=2000)
 
 
 class AgentDetailsView(BaseModel):

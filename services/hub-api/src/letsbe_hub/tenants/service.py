@@ -13,7 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.agent import BackupReport, RegisterRequest, RegisterResponse, RotatedCredential, UsageReport
 from letsbe_contracts.enums import AgentKind
-from letsbe_contracts.events import HeartbeatDetails, TenantBackupReportedV1, TenantUsageReportedV1, UsageTotals
+from letsbe_contracts.events import (
+    HeartbeatDetails,
+    TenantBackupReportedV1,
+    TenantDecommissionedV1,
+    TenantUsageReportedV1,
+    UsageTotals,
+)
 from letsbe_hub.auth.service import hash_token as hash_secret
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
@@ -117,6 +123,30 @@ async def rotate_credential(session: AsyncSession, agent: AgentPrincipal, settin
     await repo.rotate_credential(session, agent.agent_id, agent.credential_id, hash_secret(api_key), valid_until)
     log.info("agent credential rotated", tenant_id=str(agent.tenant_id), agent_id=str(agent.agent_id))
     return RotatedCredential(api_key=api_key, previous_valid_until=valid_until)
+
+
+DECOMMISSIONED = "DECOMMISSIONED"
+
+
+async def decommission(session: AsyncSession, tenant_id: uuid.UUID, reason: str) -> TenantView:
+    """Remove a tenant: its agents lose their credentials and every service releases what it holds for it (the DNS
+    service deletes the records it created). Asking twice changes nothing more: the event id is derived from the
+    tenant, so the outbox stages it once."""
+    tenant = await repo.get_tenant(session, tenant_id, lock=True)
+    if tenant is None:
+        raise TenantNotFound()
+    if tenant.status != DECOMMISSIONED:
+        await repo.revoke_active_agents(session, tenant_id)
+        await repo.set_tenant_status(session, tenant_id, DECOMMISSIONED)
+        await add_event(
+            session,
+            outbox,
+            TenantDecommissionedV1(tenant_id=tenant_id, domain=tenant.domain, reason=reason),
+            correlation_id=tenant_id,
+            event_id=uuid.uuid5(tenant_id, "tenant-decommissioned"),
+        )
+        log.info("tenant decommissioned", tenant_id=str(tenant_id), reason=reason)
+    return await tenant_view(session, tenant_id)
 
 
 async def revoke_agent(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
