@@ -120,3 +120,12 @@ async def test_openapi_operation_ids_are_tag_and_name():
     app = make_app(None, None, "x")
     ids = {op["operationId"] for path in app.openapi()["paths"].values() for op in path.values()}
     assert {"things-create", "ops-healthz", "ops-readyz"} <= ids
+
+
+def test_problem_extensions_cannot_overwrite_the_standard_members():
+    import pytest
+
+    with pytest.raises(ValueError, match="status"):
+        Conflict("The command is already SUCCEEDED.", status="SUCCEEDED")
+    body = Conflict("The command is already SUCCEEDED.", current_status="SUCCEEDED").problem("/x")
+    assert body["status"] == 409 and body["current_status"] == "SUCCEEDED"

@@ -6,6 +6,7 @@ from typing import Any
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://docs.letsbe.biz/problems/"
+RESERVED = frozenset({"type", "title", "status", "detail", "instance"})
 
 
 class DomainError(Exception):
@@ -14,6 +15,9 @@ class DomainError(Exception):
     title: str = "Bad request"
 
     def __init__(self, detail: str | None = None, **extra: Any):
+        clash = RESERVED & extra.keys()
+        if clash:  # RFC 9457 members mean one thing: "status" is the HTTP status, never an object's state
+            raise ValueError(f"problem extension members may not reuse {sorted(clash)}")
         super().__init__(detail or self.title)
         self.detail = detail or self.title
         self.extra = extra

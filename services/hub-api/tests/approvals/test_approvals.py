@@ -101,7 +101,7 @@ async def test_a_decision_is_final(hub, admin):
     approval = (await hub.post(BASE, json=_ask(_hash("x")), headers=wrapper.headers)).json()
     assert (await _decide(hub, admin, approval["id"], "reject")).json()["status"] == "REJECTED"
     r = await _decide(hub, admin, approval["id"], "approve")
-    assert r.status_code == 409 and r.json()["status"] == "REJECTED"
+    assert r.status_code == 409 and r.json()["status"] == 409 and r.json()["current_status"] == "REJECTED"
     assert (await _decide(hub, admin, uuid.uuid4())).status_code == 404
 
 

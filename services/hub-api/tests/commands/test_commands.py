@@ -93,9 +93,12 @@ async def test_results_are_idempotent_and_a_different_outcome_later_is_a_conflic
     assert (await hub.post(url, json=ok, headers=a.headers)).status_code == 200
     r = await hub.post(url, json={"status": "FAILED", "error": "x"}, headers=a.headers)
     assert r.status_code == 409
+    assert r.json()["status"] == 409 and r.json()["current_status"] == "SUCCEEDED"  # RFC 9457's status: HTTP's
     view = (await hub.get(f"/api/v1/admin/commands/{cmd['id']}", headers=admin)).json()
     assert view["status"] == "SUCCEEDED" and view["result"] == {"restarted": ["ghost"]}
-    assert [t["to_status"] for t in view["transitions"]] == ["QUEUED", "DELIVERED", "RUNNING", "SUCCEEDED"]
+    assert [(t["from_status"], t["to_status"]) for t in view["transitions"]] == [
+        (None, "QUEUED"), ("QUEUED", "DELIVERED"), ("DELIVERED", "RUNNING"), ("RUNNING", "SUCCEEDED")
+    ]
 
 
 async def test_a_cancelled_command_is_not_run(hub, admin):

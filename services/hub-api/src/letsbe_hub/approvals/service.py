@@ -85,7 +85,7 @@ async def consume(session: AsyncSession, agent: AgentPrincipal, approval_id: uui
         raise ApprovalExpired("The approval expired before it was used.")
     if current.status == "CONSUMED":
         raise ApprovalUsed("The approval was already used.")
-    raise ApprovalNotApproved(f"The approval is {current.status}, not APPROVED.", status=current.status)
+    raise ApprovalNotApproved(f"The approval is {current.status}, not APPROVED.", current_status=current.status)
 
 
 async def decide(session: AsyncSession, approval_id: uuid.UUID, approve: bool, by: str,
@@ -101,4 +101,4 @@ async def decide(session: AsyncSession, approval_id: uuid.UUID, approve: bool, b
         raise ApprovalNotFound("No approval with that id.")
     if current.status == "EXPIRED":
         raise ApprovalExpired("The approval expired before it was decided; the agent must ask again.")
-    raise ApprovalDecided(f"The approval is already {current.status}.", status=current.status)
+    raise ApprovalDecided(f"The approval is already {current.status}.", current_status=current.status)

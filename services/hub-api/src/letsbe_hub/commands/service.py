@@ -122,11 +122,12 @@ async def transition(
     session: AsyncSession, command: Command, to: CommandStatus, *, actor: str, reason: str | None = None, **fields: Any
 ) -> Command | None:
     """Compare-and-set from the command's current status; None if it moved meanwhile or the move is not allowed."""
-    if to not in ALLOWED.get(command.status, frozenset()):
+    before = command.status  # read first: the UPDATE … RETURNING refreshes this same ORM object
+    if to not in ALLOWED.get(before, frozenset()):
         return None
-    updated = await repo.cas_status(session, command.id, (command.status,), to.value, **fields)
+    updated = await repo.cas_status(session, command.id, (before,), to.value, **fields)
     if updated is not None:
-        await repo.add_transition(session, command.id, command.status, to, actor, reason)
+        await repo.add_transition(session, command.id, before, to, actor, reason)
         if to in TERMINAL_COMMAND_STATUSES:
             COMMANDS_FINISHED.labels(command.type, to.value).inc()
     return updated
@@ -194,7 +195,7 @@ async def report(
     if c.status in TERMINAL_COMMAND_STATUSES:
         if c.status == to:
             return view(c)
-        raise CommandStateConflict(f"The command is already {c.status}.", status=c.status)
+        raise CommandStateConflict(f"The command is already {c.status}.", current_status=c.status)
     moved = await transition(
         session,
         c,
@@ -206,7 +207,7 @@ async def report(
         error=body.error,
     )
     if moved is None:
-        raise CommandStateConflict(f"A {c.status} command cannot become {to}.", status=c.status)
+        raise CommandStateConflict(f"A {c.status} command cannot become {to}.", current_status=c.status)
     if to == S.SUCCEEDED and moved.type == "update":
         p = moved.params
         await tenants_repo.upsert_component(
@@ -225,7 +226,7 @@ async def cancel(session: AsyncSession, command_id: uuid.UUID, *, actor: str, re
         raise CommandNotFound("No command with that id.")
     moved = await transition(session, c, S.CANCELLED, actor=actor, reason=reason, finished_at=_now())
     if moved is None:
-        raise CommandStateConflict(f"A {c.status} command cannot be cancelled.", status=c.status)
+        raise CommandStateConflict(f"A {c.status} command cannot be cancelled.", current_status=c.status)
     return view(moved)
 
 
