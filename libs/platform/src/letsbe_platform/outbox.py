@@ -151,13 +151,12 @@ class OutboxRelay:
             )
             if not rows:
                 return 0
-            acks = await asyncio.gather(
+            await asyncio.gather(
                 *(
                     self.bus.publish_raw(row["subject"], _as_bytes(row["envelope"]), msg_id=str(row["event_id"]))
                     for row in rows
                 )
             )
-            del acks
             await conn.execute(
                 f'UPDATE "{self.schema}".outbox SET published_at = now() WHERE seq = ANY($1::bigint[])',  # noqa: S608
                 [row["seq"] for row in rows],
