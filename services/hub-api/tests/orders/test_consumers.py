@@ -16,40 +16,21 @@ from letsbe_contracts.events import (
     ProvisioningLogV1,
     ProvisioningStepV1,
     ServerAllocatedV1,
-    ServerTarget,
 )
 from letsbe_hub.orders.testing import (
     consumer_idle,
     eventually,
     insert_order,
     order_body,
+    order_spec,
     post_event,
     published,
+    server_target,
 )
 
 ORDERS = "/api/v1/admin/orders"
 
 
-def _target() -> ServerTarget:
-    return ServerTarget(
-        server_id=uuid.uuid4(),
-        provider="netcup",
-        provider_ref="v2202411000000",
-        ipv4="127.0.0.1",
-        host_key_fingerprint="SHA256:" + "b" * 43,
-    )
-
-
-def _spec(order: dict) -> OrderSpec:
-    return OrderSpec(
-        order_id=order["id"],
-        domain=order["domain"],
-        tier=order["tier"],
-        region=order["region"],
-        tools=tuple(order["tools"]),
-        automation_mode=order["automation_mode"],
-        customer_email=order["customer_email"],
-    )
 
 
 async def _paid_order(hub, operator, stripe) -> dict:
@@ -70,7 +51,7 @@ async def test_the_four_events_walk_a_paid_order_to_fulfilled_and_a_welcome_emai
     orders_hub, operator, stripe_fake, smtp_server, bus, sessions
 ):
     order = await _paid_order(orders_hub, operator, stripe_fake)
-    spec, server = _spec(order), _target()
+    spec, server = order_spec(order), server_target()
     cid = order["id"]
     await bus.publish(ServerAllocatedV1(order=spec, server=server), correlation_id=cid)
     got = await _wait_status(orders_hub, operator, cid, "DNS_PENDING")
@@ -117,7 +98,7 @@ async def test_an_event_that_overtakes_its_predecessor_catches_the_order_up_and_
     orders_hub, operator, stripe_fake, bus
 ):
     order = await _paid_order(orders_hub, operator, stripe_fake)
-    spec, server = _spec(order), _target()
+    spec, server = order_spec(order), server_target()
     records = (DnsRecordRef(type="A", name=spec.domain, content="127.0.0.1"),)
     await bus.publish(DnsReadyV1(order=spec, server=server, records=records), correlation_id=order["id"])
     got = await _wait_status(orders_hub, operator, order["id"], "PROVISIONING")
@@ -196,7 +177,7 @@ async def test_an_event_for_an_order_the_hub_does_not_know_is_dead_lettered_visi
         automation_mode="AUTO",
         customer_email="a@b.test",
     )
-    await bus.publish(ServerAllocatedV1(order=ghost, server=_target()), correlation_id=ghost.order_id)
+    await bus.publish(ServerAllocatedV1(order=ghost, server=server_target()), correlation_id=ghost.order_id)
     await eventually(lambda: published(bus, DeadLetteredV1.SUBJECT))
 
 

@@ -14,16 +14,23 @@ from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DnsReadyV1,
     DnsRecordRef,
-    OrderSpec,
     ProvisionedV1,
     ProvisioningLogV1,
     ProvisioningStepV1,
     ServerAllocatedV1,
-    ServerTarget,
 )
 from letsbe_hub.orders.sse_client import SseEvent, iter_sse
 from letsbe_hub.orders.state import transition
-from letsbe_hub.orders.testing import eventually, insert_order, order_body, orders_app, post_event, serve
+from letsbe_hub.orders.testing import (
+    eventually,
+    insert_order,
+    order_body,
+    order_spec,
+    orders_app,
+    post_event,
+    serve,
+    server_target,
+)
 from letsbe_platform.db import unit_of_work
 
 ORDERS = "/api/v1/admin/orders"
@@ -68,26 +75,6 @@ async def stream(url: str, headers: dict, order_id: str, last_event_id: str | No
         yield Stream(r)
 
 
-def _target() -> ServerTarget:
-    return ServerTarget(
-        server_id=uuid.uuid4(),
-        provider="hetzner",
-        provider_ref="4711",
-        ipv4="127.0.0.1",
-        host_key_fingerprint="SHA256:" + "c" * 43,
-    )
-
-
-def _spec(o: dict) -> OrderSpec:
-    return OrderSpec(
-        order_id=o["id"],
-        domain=o["domain"],
-        tier=o["tier"],
-        region=o["region"],
-        tools=tuple(o["tools"]),
-        automation_mode=o["automation_mode"],
-        customer_email=o["customer_email"],
-    )
 
 
 def _kinds(events: list[SseEvent]) -> list[str]:
@@ -111,7 +98,7 @@ async def test_a_late_client_gets_the_history_then_the_live_tail_until_the_order
     async with httpx.AsyncClient(base_url=served) as c:
         order = (await c.post(ORDERS, json=order_body(), headers=operator)).json()
         await post_event(c, stripe_fake.fake, stripe_fake.fake.complete(order["checkout_session_id"]))
-    oid, spec, server, job = order["id"], _spec(order), _target(), uuid.uuid4()
+    oid, spec, server, job = order["id"], order_spec(order), server_target("hetzner", "4711"), uuid.uuid4()
     await bus.publish(ServerAllocatedV1(order=spec, server=server), correlation_id=oid)
 
     async def at_dns_pending():

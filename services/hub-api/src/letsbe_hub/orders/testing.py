@@ -24,6 +24,7 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts import OrderSpec, ServerTarget
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
@@ -281,3 +282,27 @@ async def consumer_idle(bus: Any, durable: str) -> bool:
     """True once the durable consumer has been handed every message of its subject and acknowledged them all."""
     info = await bus.js.consumer_info(bus.stream, durable)
     return info.num_pending == 0 and info.num_ack_pending == 0 and (info.delivered.stream_seq or 0) > 0
+
+
+def server_target(provider: str = "netcup", provider_ref: str = "v2202411000000") -> ServerTarget:
+    """A loopback server target, as server-allocated carries it."""
+    return ServerTarget(
+        server_id=uuid.uuid4(),
+        provider=provider,
+        provider_ref=provider_ref,
+        ipv4="127.0.0.1",
+        host_key_fingerprint="SHA256:" + "b" * 43,
+    )
+
+
+def order_spec(order: dict[str, Any]) -> OrderSpec:
+    """The OrderSpec the events carry, from an order as the API returns it."""
+    return OrderSpec(
+        order_id=order["id"],
+        domain=order["domain"],
+        tier=order["tier"],
+        region=order["region"],
+        tools=tuple(order["tools"]),
+        automation_mode=order["automation_mode"],
+        customer_email=order["customer_email"],
+    )
