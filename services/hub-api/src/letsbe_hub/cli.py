@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 import typer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
-from letsbe_hub.config import HubSettings
+from letsbe_hub.cli_session import run_in_session
 from letsbe_hub.orders import cli as orders_cli
 from letsbe_hub.rollouts import cli as rollouts_cli
 from letsbe_hub.servers import cli as servers_cli
-from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="LetsBe Hub operator commands", no_args_is_help=True)
 app.add_typer(rollouts_cli.app, name="rollout")
@@ -28,19 +27,11 @@ def create_token_cmd(
 ) -> None:
     """Create an API token and print it once (only its hash is stored)."""
 
-    async def run() -> str:
-        settings = HubSettings()
-        if not settings.database_url:
-            raise typer.BadParameter("DATABASE_URL is not set")
-        engine = make_engine(settings.database_url, pool_size=1)
-        try:
-            async with unit_of_work(make_session_factory(engine)) as session:
-                _, plaintext = await create_token(session, name, scope)
-        finally:
-            await engine.dispose()
+    async def work(session: AsyncSession, _settings: object) -> str:
+        _, plaintext = await create_token(session, name, scope)
         return plaintext
 
-    typer.echo(asyncio.run(run()))
+    typer.echo(run_in_session(work))
 
 
 def main() -> None:

@@ -274,13 +274,13 @@ def test_cli_creates_shows_and_aborts_a_rollout(database_url, monkeypatch, _flee
     args = ["rollout", "create", "--component", "openclaw", "--image", IMAGE, "--digest", DIGEST, "--version", "2.0.0"]
     r = runner.invoke(app, [*args, "--soak-scale", "0.001", "--concurrency", "3"])
     assert r.exit_code == 0, r.output
-    created = _json.loads(r.output)[0]
+    created = _json.loads(r.stdout)[0]
     assert created["status"] == "RUNNING" and created["concurrency"] == 3
     assert [s["spec"]["soak_seconds"] for s in created["stages"]] == [172, 86, 43, 0]
     r = runner.invoke(app, ["rollout", "show", created["id"], "--targets"])
-    assert len(_json.loads(r.output)) == 3
+    assert len(_json.loads(r.stdout)) == 3
     r = runner.invoke(app, ["rollout", "abort", created["id"], "--reason", "drill"])
-    assert _json.loads(r.output)[0]["status"] == "ABORTED"
+    assert _json.loads(r.stdout)[0]["status"] == "ABORTED"
 
 
 @pytest.fixture

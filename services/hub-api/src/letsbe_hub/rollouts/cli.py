@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,29 +11,17 @@ import typer
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_hub.config import HubSettings
+from letsbe_hub.cli_session import run_in_session
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES, RolloutAbort, RolloutCreate
-from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
 
 app = typer.Typer(help="Fleet rollouts: create, watch, pause, resume, approve, abort", no_args_is_help=True)
 ACTOR = "cli"
 
 
 def _run(fn: Callable[[AsyncSession], Awaitable[Any]]) -> None:
-    async def go() -> Any:
-        settings = HubSettings()
-        if not settings.database_url:
-            raise typer.BadParameter("DATABASE_URL is not set")
-        engine = make_engine(settings.database_url, pool_size=1)
-        try:
-            async with unit_of_work(make_session_factory(engine)) as session:
-                return await fn(session)
-        finally:
-            await engine.dispose()
-
-    out = asyncio.run(go())
+    out = run_in_session(lambda session, _settings: fn(session))
     items = out if isinstance(out, list) else [out]
     typer.echo(json.dumps([i.model_dump(mode="json") if isinstance(i, BaseModel) else i for i in items], indent=2))
 

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import sys
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -15,44 +11,17 @@ from pydantic import ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import Provider, Region, Tier
+from letsbe_hub.cli_session import run_in_session
 from letsbe_hub.config import HubSettings
 from letsbe_hub.providers.factory import build_hetzner
 from letsbe_hub.servers import pools, service
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.models import InventoryStatus
 from letsbe_hub.servers.schemas import PoolUpdate, ServerCreate
-from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
-from letsbe_platform.errors import DomainError
-from letsbe_platform.logging import configure_logging
 
 T = TypeVar("T")
 
 app = typer.Typer(help="Pool servers and pool sizes", no_args_is_help=True)
-
-
-def _run(work: Callable[[AsyncSession, HubSettings], Awaitable[T]]) -> T:
-    settings = HubSettings()
-    if not settings.database_url:
-        raise typer.BadParameter("DATABASE_URL is not set")
-    # stdout carries the command's result; logs (warnings and up) go to stderr.
-    configure_logging(settings.service_name, "WARNING", settings.log_json)
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.StreamHandler):
-            handler.setStream(sys.stderr)
-
-    async def go() -> T:
-        engine = make_engine(settings.database_url or "", pool_size=1)
-        try:
-            async with unit_of_work(make_session_factory(engine)) as session:
-                return await work(session, settings)
-        finally:
-            await engine.dispose()
-
-    try:
-        return asyncio.run(go())
-    except DomainError as exc:
-        typer.echo(f"error: {exc.detail}", err=True)
-        raise typer.Exit(1) from exc
 
 
 def _echo(data: Any) -> None:
@@ -102,7 +71,7 @@ def add(
     async def work(session: AsyncSession, _: HubSettings) -> dict[str, Any]:
         return service.to_out(await service.register_server(session, body)).model_dump(mode="json")
 
-    _echo(_run(work))
+    _echo(run_in_session(work))
 
 
 @app.command("list")
@@ -129,7 +98,7 @@ def list_(
             for s in rows
         ]
 
-    for line in _run(work):
+    for line in run_in_session(work):
         typer.echo(line)
 
 
@@ -145,7 +114,7 @@ def retire(server_id: uuid.UUID) -> None:
             if hetzner is not None:
                 await hetzner.aclose()
 
-    _echo(_run(work))
+    _echo(run_in_session(work))
 
 
 @app.command("pool")
@@ -165,7 +134,7 @@ def pool(
         view = await pools.set_pool(session, tier, region, body.min_available, body.target_available)
         return view.model_dump(mode="json")
 
-    _echo(_run(work))
+    _echo(run_in_session(work))
 
 
 @app.command("pools")
@@ -175,4 +144,4 @@ def pools_() -> None:
     async def work(session: AsyncSession, _: HubSettings) -> list[dict[str, Any]]:
         return [p.model_dump(mode="json") for p in await pools.pool_views(session)]
 
-    _echo(_run(work))
+    _echo(run_in_session(work))
