@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
-import ipaddress
 import math
 import re
 import shutil
@@ -20,10 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+
+from letsbe_fakes.tls_endpoint import self_signed
 
 HUB_CERTS = "/etc/letsencrypt/live/hub.letsbe.biz/"
 SNIPPETS = "/etc/nginx/snippets/"
@@ -47,29 +44,11 @@ def certs(tmp_path: Path) -> Path:
     """A throwaway self-signed certificate, laid out as certbot does (fullchain.pem, privkey.pem)."""
     folder = tmp_path / "live"
     folder.mkdir()
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "letsbe.test")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("*.letsbe.test"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
+    cert, key = self_signed(
+        "letsbe.test", dt.datetime.now(dt.UTC) + dt.timedelta(days=1), also=("*.letsbe.test", "127.0.0.1")
     )
-    (folder / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (folder / "privkey.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    (folder / "fullchain.pem").write_bytes(cert)
+    (folder / "privkey.pem").write_bytes(key)
     return folder
 
 

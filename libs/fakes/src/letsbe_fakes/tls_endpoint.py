@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import ipaddress
 import socket
 import ssl
 import tempfile
@@ -22,8 +23,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def self_signed(name: str, not_after: dt.datetime, not_before: dt.datetime | None = None) -> tuple[bytes, bytes]:
-    """(certificate PEM, private key PEM) for ``name``, valid until ``not_after``."""
+def self_signed(
+    name: str, not_after: dt.datetime, not_before: dt.datetime | None = None, also: tuple[str, ...] = ()
+) -> tuple[bytes, bytes]:
+    """(certificate PEM, private key PEM) for ``name`` (and the names or IP addresses in ``also``), valid until
+    ``not_after``."""
     key = ec.generate_private_key(ec.SECP256R1())
     not_before = not_before or min(dt.datetime.now(dt.UTC), not_after) - dt.timedelta(days=1)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
@@ -35,13 +39,20 @@ def self_signed(name: str, not_after: dt.datetime, not_before: dt.datetime | Non
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_general_name(n) for n in (name, *also)]), critical=False)
         .sign(key, hashes.SHA256())
     )
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def _general_name(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)
 
 
 class FakeTlsEndpoint:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -12,12 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
 from jsonschema.validators import validator_for
 
 from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
+from letsbe_fakes.tls_endpoint import self_signed
 from letsbe_provisioner.rendering.plan import AGENTS, NginxPaths, Plan, Settings, generate_secrets, memory_split
 from letsbe_provisioner.steps import STEPS
 
@@ -205,23 +204,7 @@ def test_render_cli_writes_every_file_at_its_server_path(tmp_path: Path) -> None
 
 
 def _self_signed(directory: Path, domain: str) -> None:
-    import datetime as dt
-
     directory.mkdir(parents=True, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, domain)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "fullchain.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "privkey.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
+    cert, key = self_signed(domain, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    (directory / "fullchain.pem").write_bytes(cert)
+    (directory / "privkey.pem").write_bytes(key)
