@@ -1,6 +1,6 @@
 """Contracts shared by every LetsBe service: events, enums and the tool catalog."""
 
-from letsbe_contracts.catalog import LETSBE_OVERHEAD_MB, Catalog, Tool, load_catalog
+from letsbe_contracts.catalog import LETSBE_OVERHEAD_MB, Catalog, ServerNeeds, Tool, load_catalog
 from letsbe_contracts.enums import (
     AgentKind,
     AlertSeverity,
@@ -64,6 +64,7 @@ __all__ = [
     "StepStatus",
     "TenantHeartbeatV1",
     "Tier",
+    "ServerNeeds",
     "Tool",
     "decode",
     "load_catalog",

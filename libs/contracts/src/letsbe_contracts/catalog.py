@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 from typing import Annotated, Literal
@@ -15,7 +17,23 @@ from letsbe_contracts.enums import Tier
 # The seed's §5.2: OpenClaw 256 + Chromium 128 + Safety Wrapper 128 + Secrets Proxy 64 + nginx 64.
 LETSBE_OVERHEAD_MB = 640
 
+# What a server needs besides the tools' own disk: Debian, Docker images, LetsBe's stacks and logs.
+BASE_DISK_GB = 20
+# The tools' data grows, and backups are staged locally before they are uploaded: twice the tools' disk.
+DISK_HEADROOM = 2
+# CPU follows memory: one vCPU per 4 GB of memory budget, never fewer than two.
+MB_PER_CPU, MIN_CPUS = 4096, 2
+
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+@dataclass(frozen=True)
+class ServerNeeds:
+    """The smallest server an order's tools run on (docs/provisioning.md, "What a server must have")."""
+
+    cpus: int
+    ram_mb: int  # the memory budget: every container's limit plus the LetsBe overhead
+    disk_gb: int
 
 
 class _Strict(BaseModel):
@@ -103,6 +121,15 @@ class Catalog(_Strict):
     @property
     def selectable(self) -> tuple[Tool, ...]:
         return tuple(t for t in self.tools if not t.system)
+
+    def needs(self, tool_names: Iterable[str], *, min_cpus: int | None = None) -> ServerNeeds:
+        """What a server must have for these tools: preflight judges every server by it, and Hetzner overflow
+        orders the cheapest type that has it. ``min_cpus`` overrides the CPUs derived from memory."""
+        tools = [t for t in (self.tool(n) for n in tool_names) if not t.system]
+        ram_mb = LETSBE_OVERHEAD_MB + sum(t.stack_ram_mb for t in tools)
+        disk_gb = BASE_DISK_GB + DISK_HEADROOM * sum(t.disk_gb for t in tools)
+        cpus = min_cpus if min_cpus is not None else max(MIN_CPUS, math.ceil(ram_mb / MB_PER_CPU))
+        return ServerNeeds(cpus=cpus, ram_mb=ram_mb, disk_gb=disk_gb)
 
     def unknown(self, names: Iterable[str]) -> list[str]:
         """Names that are not selectable tools, in the order given: for error messages that name them."""

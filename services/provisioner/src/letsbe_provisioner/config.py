@@ -23,7 +23,8 @@ class ProvisionerSettings(ServiceSettings):
     ssh_private_key: SecretStr | None = None  # OpenSSH/PEM text; or a file:
     ssh_private_key_file: Path | None = None
     ssh_connect_timeout_seconds: float = Field(default=20.0, gt=0)
-    # "" on real servers. Tests (and the sandbox of `make run`) point it at the loopback SSH target's sandbox root.
+    # "" on real servers. Tests (and the sandbox of `make run`) point it at the loopback SSH target's sandbox root;
+    # "{ipv4}" in it stands for the server's address (the sandbox gives every server its own root).
     remote_root: str = ""
 
     # --- secrets at rest ---
@@ -40,6 +41,10 @@ class ProvisionerSettings(ServiceSettings):
     registration_timeout_seconds: float = Field(default=900.0, gt=0)
     registration_poll_seconds: float = Field(default=5.0, gt=0)
     agent_image_tag: str = "latest"
+    agent_heartbeat_seconds: float = Field(default=60, gt=0)  # rendered into the agents' environment
+    agent_backoff_max_seconds: float = Field(default=60, gt=0)
+    # Preflight's CPU minimum; unset: derived from the order's memory budget (docs/provisioning.md).
+    preflight_min_cpus: int | None = Field(default=None, ge=1)
 
     @field_validator("remote_root")
     @classmethod
@@ -47,6 +52,10 @@ class ProvisionerSettings(ServiceSettings):
         if v and (not v.startswith("/") or v.endswith("/")):
             raise ValueError("remote_root is an absolute path without a trailing slash, or empty")
         return v
+
+    def root_for(self, ipv4: object) -> str:
+        """The remote root on the server at ``ipv4``."""
+        return self.remote_root.replace("{ipv4}", str(ipv4))
 
     def missing(self) -> list[str]:
         """Settings the pipeline cannot run without (reported at start; the service stays up for /healthz)."""

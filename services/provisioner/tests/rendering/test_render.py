@@ -26,7 +26,12 @@ TOKENS = {agent: f"rt_{agent}_0123456789abcdef" for agent in AGENTS}
 
 
 def plan_for(
-    tools: tuple[str, ...] = ALL_TOOLS, *, nginx: NginxPaths | None = None, root: str = "", tier: Tier = Tier.ENTERPRISE
+    tools: tuple[str, ...] = ALL_TOOLS,
+    *,
+    nginx: NginxPaths | None = None,
+    root: str = "",
+    tier: Tier = Tier.ENTERPRISE,
+    preflight_min_cpus: int | None = None,
 ) -> Plan:
     order = OrderSpec(
         order_id=uuid.uuid4(),
@@ -39,7 +44,9 @@ def plan_for(
     )
     return Plan(
         order,
-        Settings(hub_url="https://hub.letsbe.test", root=root, nginx=nginx or NginxPaths()),
+        Settings(
+            hub_url="https://hub.letsbe.test", root=root, nginx=nginx or NginxPaths(), preflight_min_cpus=preflight_min_cpus
+        ),
         generate_secrets(tools),
     )
 

@@ -73,9 +73,10 @@ async def test_every_step_can_run_twice_and_the_second_run_changes_nothing(targe
             {"os_release": 'PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'},
             "this server runs Ubuntu 24.04 LTS; LetsBe needs Debian 12",
         ),
-        ({"mem_mb": 4096}, "4096 MB RAM, the lite tier needs 8192"),
-        ({"cpus": 2}, "2 CPUs, the lite tier needs 4"),
-        ({"disk_gb": 80}, "80 GB disk, the lite tier needs 256"),
+        # nextcloud: 768 MB stack + 640 MB LetsBe overhead; 20 GB base + twice its 10 GB; at least 2 CPUs.
+        ({"mem_mb": 1024}, "1024 MB RAM, the selected tools need 1408 MB"),
+        ({"cpus": 1}, "1 CPUs, the selected tools need 2"),
+        ({"disk_gb": 30}, "30 GB disk, the selected tools need 40 GB"),
     ],
 )
 async def test_preflight_refuses_a_server_that_does_not_match_the_order(
@@ -89,6 +90,22 @@ async def test_preflight_refuses_a_server_that_does_not_match_the_order(
         finally:
             conn.close()
     assert code == 1 and f"stderr: error: {message}" in lines
+
+
+@pytest.mark.parametrize(("cpus", "min_cpus", "ok"), [(2, None, True), (2, 4, False), (1, 1, True)])
+async def test_preflight_judges_the_server_by_what_the_tools_need_not_by_the_tier(
+    tmp_path: Path, cpus: int, min_cpus: int | None, ok: bool
+) -> None:
+    """A Hetzner cx22 (2 vCPU, 4 GB, 40 GB) holds a lite order of nextcloud; the tier's nominal 4 CPUs/8 GB/256 GB
+    made every overflow server fail here. ``preflight_min_cpus`` overrides the derived CPU minimum."""
+    with SshTarget(tmp_path / "vps", cpus=cpus, mem_mb=4096, disk_gb=40) as target:
+        plan = plan_for(("nextcloud",), root=str(target.root), tier=Tier.LITE, preflight_min_cpus=min_cpus)
+        conn = await ssh.connect(server_target(target), target.client_key, timeout=5)
+        try:
+            code, lines = await run(conn, plan.step_script(1), target)
+        finally:
+            conn.close()
+    assert (code == 0) is ok, lines
 
 
 def _shell_env(target: SshTarget, *, standins: bool = True) -> dict[str, str]:

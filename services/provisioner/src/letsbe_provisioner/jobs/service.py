@@ -294,8 +294,11 @@ class JobRun:
             Settings(
                 hub_url=self.settings.tenant_hub_url or self.settings.hub_url,
                 acme_url=self.settings.acme_url,
-                root=self.settings.remote_root,
+                root=self.settings.root_for(server.ipv4),
                 agent_image_tag=self.settings.agent_image_tag,
+                preflight_min_cpus=self.settings.preflight_min_cpus,
+                agent_heartbeat_seconds=self.settings.agent_heartbeat_seconds,
+                agent_backoff_max_seconds=self.settings.agent_backoff_max_seconds,
                 ssh_user=server.ssh_user,
                 ssh_port=server.ssh_port,
             ),
@@ -338,7 +341,7 @@ class JobRun:
                 exit_code = await ssh.run_script(
                     self.conn,
                     script,
-                    root=self.settings.remote_root,
+                    root=self.plan.settings.root,
                     user=self.server.ssh_user,
                     on_line=sink.add,
                     timeout=self.settings.step_timeout_seconds,

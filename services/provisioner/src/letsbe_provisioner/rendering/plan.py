@@ -15,7 +15,7 @@ from functools import cache
 
 import jinja2
 
-from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, Tool, load_catalog
+from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, load_catalog
 from letsbe_dns import hooks as dns_hooks
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS
@@ -74,6 +74,11 @@ class Settings:
     ssh_port: int = 22
     swap_mb: int = 2048
     acme_email: str = "ssl@letsbe.biz"
+    # Preflight demands this many CPUs; None: derived from the memory budget (Catalog.needs).
+    preflight_min_cpus: int | None = None
+    # The agents' heartbeat interval and reconnect backoff cap (rendered into their compose environment).
+    agent_heartbeat_seconds: float = 60
+    agent_backoff_max_seconds: float = 60
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
 
@@ -211,6 +216,13 @@ class Plan:
     def budget_mb(self) -> int:
         return LETSBE_OVERHEAD_MB + sum(s.mem_total_mb for s in self.stacks)
 
+    @property
+    def needs(self) -> ServerNeeds:
+        """What preflight demands of the server: what the order's tools need, not the tier's nominal size."""
+        needs = self.catalog.needs(self.order.tools, min_cpus=self.settings.preflight_min_cpus)
+        assert needs.ram_mb == self.budget_mb  # one memory rule for the limits and for the server
+        return needs
+
     def _stack(self, tool: Tool) -> ToolStack:
         prof = profile(tool.name)
         app_mb, db_mb, redis_mb = memory_split(tool)
@@ -257,7 +269,7 @@ class Plan:
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
-            "secrets": self.secrets, "redis_image": REDIS_IMAGE,
+            "secrets": self.secrets, "redis_image": REDIS_IMAGE, "overhead_mb": LETSBE_OVERHEAD_MB,
             **extra,
         }  # fmt: skip
 
