@@ -21,6 +21,7 @@ and :meth:`dns_delay` (changes reach DNS only after a delay, like propagation to
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import secrets
 import socket
@@ -30,6 +31,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import dns.flags
@@ -44,6 +46,8 @@ import dns.rrset
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from letsbe_fakes.state import StateFile, saving_after_each_request
 
 API_PREFIX = "/client/v4"
 RECORD_TYPES = {"A", "AAAA", "CNAME", "MX", "TXT", "SRV", "NS", "CAA"}
@@ -139,7 +143,9 @@ class FakeCloudflare:
         *,
         default_per_page: int = 100,
         auto_zones: bool = False,
+        state_dir: Path | None = None,
     ):
+        """``state_dir``: zones and records survive a restart (letsbe_fakes.state); None: in memory only."""
         self.token = token
         # The sandbox of `make run`: any domain a user orders "is already on Cloudflare" (a zone appears on lookup).
         self.auto_zones = auto_zones
@@ -151,6 +157,17 @@ class FakeCloudflare:
         self._visible_at: dict[str, float] = {}  # record id -> monotonic time it becomes visible on DNS
         self._lock = threading.RLock()
         self.app = self._build_app()
+        self._state = StateFile(state_dir / "cloudflare.json") if state_dir else None
+        if self._state is not None:
+            for z in (self._state.load() or {}).get("zones", []):
+                zone = Zone(**{**z, "name_servers": tuple(z["name_servers"])})
+                self.zones[zone.id] = zone
+            self.app = saving_after_each_request(self.app, self.save_state)
+
+    def save_state(self) -> None:
+        assert self._state is not None
+        with self._lock:
+            self._state.save({"zones": [dataclasses.asdict(z) for z in self.zones.values()]})
 
     # --- test-facing API -----------------------------------------------------------------------------------
 

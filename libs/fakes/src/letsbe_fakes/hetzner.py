@@ -1,6 +1,7 @@
 """A loopback fake of the Hetzner Cloud API (https://docs.hetzner.cloud), the part the Hub uses.
 
 Endpoints (under ``/v1``, ``Authorization: Bearer <token>``):
+  GET    /server_types?name=               {server_types, meta.pagination}  (the real types, sizes and prices)
   POST   /servers                          201 {server, action, next_actions, root_password}
   GET    /servers?name=&label_selector=&status=&page=&per_page=   {servers, meta.pagination}
   GET    /servers/{id}                     {server}
@@ -25,8 +26,10 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -34,14 +37,68 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-SERVER_TYPES: dict[str, dict[str, Any]] = {
-    "cx22": {"cores": 2, "memory": 4.0, "disk": 40, "cpu_type": "shared"},
-    "cpx11": {"cores": 2, "memory": 2.0, "disk": 40, "cpu_type": "shared"},
-    "cpx21": {"cores": 3, "memory": 4.0, "disk": 80, "cpu_type": "shared"},
-    "cpx31": {"cores": 4, "memory": 8.0, "disk": 160, "cpu_type": "shared"},
-    "cpx41": {"cores": 8, "memory": 16.0, "disk": 240, "cpu_type": "shared"},
-    "cpx51": {"cores": 16, "memory": 32.0, "disk": 360, "cpu_type": "shared"},
+from letsbe_fakes.state import StateFile, saving_after_each_request
+
+EU, ALL = ("fsn1", "nbg1", "hel1"), ("fsn1", "nbg1", "hel1", "ash", "hil")
+# (id, vCPUs, RAM GB, disk GB, cpu_type, architecture, locations, EUR/hour net, EUR/month net), as Hetzner lists
+# them (https://www.hetzner.com/cloud, GET /server_types). The shared Intel (cx) and Arm (cax) types are sold in
+# the EU only. Hetzner's US prices are higher; the fake uses the EU price list everywhere.
+_TYPES: dict[str, tuple[int, int, float, int, str, str, tuple[str, ...], str, str]] = {
+    "cx22": (104, 2, 4.0, 40, "shared", "x86", EU, "0.0060", "3.79"),
+    "cx32": (105, 4, 8.0, 80, "shared", "x86", EU, "0.0108", "6.80"),
+    "cx42": (106, 8, 16.0, 160, "shared", "x86", EU, "0.0260", "16.40"),
+    "cx52": (107, 16, 32.0, 320, "shared", "x86", EU, "0.0514", "32.40"),
+    "cpx11": (22, 2, 2.0, 40, "shared", "x86", ALL, "0.0069", "4.35"),
+    "cpx21": (23, 3, 4.0, 80, "shared", "x86", ALL, "0.0120", "7.55"),
+    "cpx31": (24, 4, 8.0, 160, "shared", "x86", ALL, "0.0216", "13.60"),
+    "cpx41": (25, 8, 16.0, 240, "shared", "x86", ALL, "0.0400", "25.20"),
+    "cpx51": (26, 16, 32.0, 360, "shared", "x86", ALL, "0.0871", "54.90"),
+    "cax11": (45, 2, 4.0, 40, "shared", "arm", EU, "0.0060", "3.79"),
+    "cax21": (93, 4, 8.0, 80, "shared", "arm", EU, "0.0103", "6.49"),
+    "cax31": (94, 8, 16.0, 160, "shared", "arm", EU, "0.0198", "12.49"),
+    "cax41": (95, 16, 32.0, 320, "shared", "arm", EU, "0.0389", "24.49"),
+    "ccx13": (96, 2, 8.0, 80, "dedicated", "x86", ALL, "0.0198", "12.49"),
+    "ccx23": (97, 4, 16.0, 160, "dedicated", "x86", ALL, "0.0389", "24.49"),
+    "ccx33": (98, 8, 32.0, 240, "dedicated", "x86", ALL, "0.0770", "48.49"),
+    "ccx43": (99, 16, 64.0, 360, "dedicated", "x86", ALL, "0.1532", "96.49"),
+    "ccx53": (100, 32, 128.0, 600, "dedicated", "x86", ALL, "0.3055", "192.49"),
+    "ccx63": (101, 48, 192.0, 960, "dedicated", "x86", ALL, "0.4578", "288.49"),
 }
+
+
+def _gross(net: str) -> str:
+    return f"{float(net) * 1.19:.4f}"
+
+
+def _server_type(name: str) -> dict[str, Any]:
+    """One server type in the shape of Hetzner's ``GET /server_types``."""
+    tid, cores, memory, disk, cpu_type, arch, locations, hourly, monthly = _TYPES[name]
+    return {
+        "id": tid,
+        "name": name,
+        "description": name.upper(),
+        "cores": cores,
+        "memory": memory,
+        "disk": disk,
+        "deprecated": False,
+        "deprecation": None,
+        "prices": [
+            {
+                "location": loc,
+                "price_hourly": {"net": hourly, "gross": _gross(hourly)},
+                "price_monthly": {"net": monthly, "gross": _gross(monthly)},
+                "included_traffic": 21990232555520 if loc in EU else 1099511627776,
+                "price_per_tb_traffic": {"net": "1.0000", "gross": "1.1900"},
+            }
+            for loc in locations
+        ],
+        "storage_type": "local",
+        "cpu_type": cpu_type,
+        "architecture": arch,
+    }
+
+
+SERVER_TYPES: dict[str, dict[str, Any]] = {name: _server_type(name) for name in _TYPES}
 LOCATIONS: dict[str, dict[str, str]] = {
     "nbg1": {"city": "Nuremberg", "country": "DE", "network_zone": "eu-central", "datacenter": "nbg1-dc3"},
     "fsn1": {"city": "Falkenstein", "country": "DE", "network_zone": "eu-central", "datacenter": "fsn1-dc14"},
@@ -86,9 +143,18 @@ class FakeHetzner:
         server_ipv4: str = "127.0.0.1",
         action_polls: int = 1,
         known_ssh_keys: set[str] | None = None,
+        ipv4_per_server: bool = False,
+        state_dir: Path | None = None,
+        on_create: Callable[[dict[str, Any]], None] | None = None,
+        on_delete: Callable[[dict[str, Any]], None] | None = None,
     ):
+        """``ipv4_per_server``: every server gets its own loopback address 127.0.0.N (N > 1) instead of
+        ``server_ipv4``. ``state_dir``: servers, images, actions and the id counters survive a restart.
+        ``on_create``/``on_delete``: told about each server created/deleted (the sandbox starts its VPS)."""
         self.token = token
         self.server_ipv4 = server_ipv4
+        self.ipv4_per_server = ipv4_per_server
+        self.on_create, self.on_delete = on_create, on_delete
         self.action_polls = action_polls
         self.known_ssh_keys = known_ssh_keys
         self.fail_create_actions = False
@@ -102,15 +168,59 @@ class FakeHetzner:
         self._on_finish: dict[int, tuple[str, int]] = {}  # action id -> (what, resource id)
         self._injections: list[Injection] = []
         self._ids = itertools.count(1000)
+        self._next_ip = 2  # 127.0.0.1 is the machine itself
         self._lock = threading.Lock()
+        self._state = StateFile(state_dir / "hetzner.json") if state_dir else None
+        if self._state is not None:
+            self._restore(self._state.load())
         self.app = Starlette(
             routes=[
+                Route("/v1/server_types", self._server_types, methods=["GET"]),
                 Route("/v1/servers", self._servers, methods=["GET", "POST"]),
                 Route("/v1/servers/{id:int}", self._server, methods=["GET", "DELETE"]),
                 Route("/v1/servers/{id:int}/actions/create_image", self._create_image, methods=["POST"]),
                 Route("/v1/actions/{id:int}", self._action, methods=["GET"]),
             ]
         )
+        if self._state is not None:
+            self.app = saving_after_each_request(self.app, self.save_state)
+
+    # --- state across restarts ----------------------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        assert self._state is not None
+        with self._lock:
+            ids = next(self._ids)
+            self._ids = itertools.count(ids)  # peeked, not used
+            data = {
+                "next_id": ids,
+                "next_ip": self._next_ip,
+                "servers": list(self.servers.values()),
+                "images": list(self.images.values()),
+                "actions": list(self.actions.values()),
+                "pending": {str(k): v for k, v in self._pending.items()},
+                "on_finish": {str(k): list(v) for k, v in self._on_finish.items()},
+            }
+            self._state.save(data)
+
+    def _restore(self, data: dict[str, Any] | None) -> None:
+        if not data:
+            return
+        self._ids = itertools.count(int(data["next_id"]))
+        self._next_ip = int(data["next_ip"])
+        self.servers = {int(s["id"]): s for s in data["servers"]}
+        self.images = {int(i["id"]): i for i in data["images"]}
+        self.actions = {int(a["id"]): a for a in data["actions"]}
+        self._pending = {int(k): int(v) for k, v in data["pending"].items()}
+        self._on_finish = {int(k): (v[0], int(v[1])) for k, v in data["on_finish"].items()}
+
+    def _new_ipv4(self) -> str:
+        if not self.ipv4_per_server:
+            return self.server_ipv4
+        while True:  # 127.0.0.0/8 is all loopback on Linux; skip .0 and .255 for the sake of clarity
+            n, self._next_ip = self._next_ip, self._next_ip + 1
+            if 0 < n % 256 < 255:
+                return f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
     # --- test controls --------------------------------------------------------------------------------------------
 
@@ -266,6 +376,8 @@ class FakeHetzner:
             problems.append(("name", "must be a valid hostname"))
         if stype not in SERVER_TYPES:
             problems.append(("server_type", "server type not found"))
+        elif location in LOCATIONS and location not in {p["location"] for p in SERVER_TYPES[stype]["prices"]}:
+            problems.append(("server_type", f"server type {stype} is not available in {location}"))
         if image not in IMAGES:
             problems.append(("image", "image not found"))
         if location not in LOCATIONS:
@@ -303,6 +415,8 @@ class FakeHetzner:
             self.create_requests.append(body)
             action = self._new_action("create_server", sid, on_finish="server_running")
             start = self._new_action("start_server", sid)
+        if self.on_create is not None:
+            self.on_create(server)
         return 201, {
             "server": server,
             "action": action,
@@ -314,7 +428,6 @@ class FakeHetzner:
         self, sid: int, name: str, stype: str, image: str, location: str, labels: dict[str, str]
     ) -> dict[str, Any]:
         loc = LOCATIONS[location]
-        spec = SERVER_TYPES[stype]
         flavor, version = IMAGES[image]
         return {
             "id": sid,
@@ -322,20 +435,13 @@ class FakeHetzner:
             "status": "initializing",
             "created": _now(),
             "public_net": {
-                "ipv4": {"id": sid, "ip": self.server_ipv4, "blocked": False, "dns_ptr": f"static.{sid}.example"},
+                "ipv4": {"id": sid, "ip": self._new_ipv4(), "blocked": False, "dns_ptr": f"static.{sid}.example"},
                 "ipv6": {"id": sid, "ip": f"2001:db8:{sid % 0xFFFF:x}::/64", "blocked": False, "dns_ptr": []},
                 "floating_ips": [],
                 "firewalls": [],
             },
             "private_net": [],
-            "server_type": {
-                "id": list(SERVER_TYPES).index(stype) + 1,
-                "name": stype,
-                "description": stype.upper(),
-                "storage_type": "local",
-                "architecture": "x86",
-                **spec,
-            },
+            "server_type": SERVER_TYPES[stype],
             "datacenter": {
                 "id": 1,
                 "name": loc["datacenter"],
@@ -366,7 +472,7 @@ class FakeHetzner:
             "labels": dict(labels),
             "volumes": [],
             "load_balancers": [],
-            "primary_disk_size": spec["disk"],
+            "primary_disk_size": SERVER_TYPES[stype]["disk"],
             "placement_group": None,
         }
 
@@ -430,9 +536,21 @@ class FakeHetzner:
                         self.actions[aid].update(
                             status="error", error={"code": "server_deleted", "message": "server was deleted"}
                         )
-                return 200, {"action": self._new_action("delete_server", sid)}
+                action = self._new_action("delete_server", sid)
+            if self.on_delete is not None:
+                self.on_delete(server)
+            return 200, {"action": action}
 
         return await self._guard(request, get if request.method == "GET" else delete)
+
+    async def _server_types(self, request: Request) -> Response:
+        async def list_types() -> tuple[int, dict[str, Any]]:
+            name = request.query_params.get("name")
+            types = [t for t in SERVER_TYPES.values() if name is None or t["name"] == name]
+            pagination = {"page": 1, "per_page": 50, "previous_page": None, "next_page": None, "last_page": 1}
+            return 200, {"server_types": types, "meta": {"pagination": {**pagination, "total_entries": len(types)}}}
+
+        return await self._guard(request, list_types)
 
     async def _create_image(self, request: Request) -> Response:
         sid = request.path_params["id"]

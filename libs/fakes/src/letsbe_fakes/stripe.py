@@ -27,12 +27,15 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+
+from letsbe_fakes.state import StateFile, saving_after_each_request
 
 API_VERSION = "2025-09-30.clover"
 DEFAULT_API_KEY = "sk_test_letsbe_fake_key"
@@ -118,6 +121,8 @@ class StripeFake:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Sessions, events and what belongs to them survive a restart (letsbe_fakes.state); None: in memory only.
+    state_dir: Path | None = None
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -125,6 +130,26 @@ class StripeFake:
         self._failures: list[tuple[int, str]] = []
         self._intent_metadata: dict[str, dict[str, str]] = {}
         self.app = self._build_app()
+        self._state = StateFile(self.state_dir / "stripe.json") if self.state_dir else None
+        if self._state is not None:
+            data = self._state.load() or {}
+            self.sessions.update(data.get("sessions", {}))
+            self.events.extend(data.get("events", []))
+            self._intent_metadata.update(data.get("intent_metadata", {}))
+            self._idempotency.update({k: tuple(v) for k, v in data.get("idempotency", {}).items()})
+            self.app = saving_after_each_request(self.app, self.save_state)
+
+    def save_state(self) -> None:
+        assert self._state is not None
+        with self._lock:
+            self._state.save(
+                {
+                    "sessions": self.sessions,
+                    "events": self.events,
+                    "intent_metadata": self._intent_metadata,
+                    "idempotency": self._idempotency,
+                }
+            )
 
     # --- test switches and webhook helpers -----------------------------------------------------------------------
 

@@ -1,0 +1,99 @@
+"""The fakes behave like the providers they stand for across a restart of `make run`, and Hetzner's server types
+are the ones Hetzner publishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from letsbe_fakes import LoopbackServer
+from letsbe_fakes.cloudflare import FakeCloudflare
+from letsbe_fakes.hetzner import FakeHetzner
+from letsbe_fakes.stripe import StripeFake
+
+HZ = {"Authorization": "Bearer t"}
+
+
+def create(url: str, name: str, stype: str = "cx22", location: str = "nbg1") -> httpx.Response:
+    body = {"name": name, "server_type": stype, "image": "debian-12", "location": location}
+    return httpx.post(url + "/v1/servers", headers=HZ, json=body)
+
+
+def test_hetzner_ids_and_addresses_continue_after_a_restart(tmp_path: Path) -> None:
+    """A restarted sandbox numbered its servers from 1000 again: the hub's inventory then hit unique keys."""
+    first = FakeHetzner("t", ipv4_per_server=True, state_dir=tmp_path)
+    with LoopbackServer(first.app) as srv:
+        a = create(srv.url, "a").json()["server"]
+    second = FakeHetzner("t", ipv4_per_server=True, state_dir=tmp_path)
+    with LoopbackServer(second.app) as srv:
+        assert httpx.get(f"{srv.url}/v1/servers/{a['id']}", headers=HZ).json()["server"]["name"] == "a"
+        assert create(srv.url, "a").json()["error"]["code"] == "uniqueness_error"
+        b = create(srv.url, "b").json()["server"]
+    assert b["id"] > a["id"]
+    assert [s["public_net"]["ipv4"]["ip"] for s in (a, b)] == ["127.0.0.2", "127.0.0.3"]
+
+
+def test_hetzner_without_a_state_dir_keeps_everything_in_memory(tmp_path: Path) -> None:
+    fake = FakeHetzner("t")
+    with LoopbackServer(fake.app) as srv:
+        assert create(srv.url, "a").json()["server"]["public_net"]["ipv4"]["ip"] == "127.0.0.1"
+    assert FakeHetzner("t").servers == {}
+
+
+def test_hetzner_server_types_are_the_published_sizes_and_only_where_sold() -> None:
+    fake = FakeHetzner("t")
+    with LoopbackServer(fake.app) as srv:
+        types = {t["name"]: t for t in httpx.get(srv.url + "/v1/server_types", headers=HZ).json()["server_types"]}
+        sizes = {n: (t["cores"], t["memory"], t["disk"], t["cpu_type"], t["architecture"]) for n, t in types.items()}
+        assert sizes["cx22"] == (2, 4.0, 40, "shared", "x86")
+        assert sizes["cpx31"] == (4, 8.0, 160, "shared", "x86")
+        assert sizes["cax41"] == (16, 32.0, 320, "shared", "arm")
+        assert sizes["ccx63"] == (48, 192.0, 960, "dedicated", "x86")
+        assert set(types) >= {f"cx{n}2" for n in (2, 3, 4, 5)} | {f"cpx{n}1" for n in (1, 2, 3, 4, 5)}
+        cx22 = types["cx22"]["prices"][0]
+        assert cx22["price_monthly"]["net"] == "3.79" and set(cx22["price_hourly"]) == {"net", "gross"}
+        assert {p["location"] for p in types["cx22"]["prices"]} == {"fsn1", "nbg1", "hel1"}
+        # A created server carries its type as GET /server_types describes it.
+        server = create(srv.url, "a", "cpx31").json()["server"]
+        assert server["server_type"] == types["cpx31"] and server["primary_disk_size"] == 160
+        refused = create(srv.url, "b", "cx22", "ash")
+        assert refused.status_code == 400 and refused.json()["error"]["code"] == "invalid_input"
+
+
+def test_cloudflare_zones_and_records_survive_a_restart(tmp_path: Path) -> None:
+    first = FakeCloudflare(token="t", auto_zones=True, state_dir=tmp_path)
+    zone = first.add_zone("example.com")
+    with LoopbackServer(first.app) as srv:
+        r = httpx.post(
+            f"{srv.url}/client/v4/zones/{zone.id}/dns_records",
+            headers={"Authorization": "Bearer t"},
+            json={"type": "A", "name": "shop.example.com", "content": "127.0.0.2", "ttl": 60},
+        )
+        assert r.status_code == 200, r.text
+    second = FakeCloudflare(token="t", auto_zones=True, state_dir=tmp_path)
+    assert [(r["name"], r["content"]) for r in second.records("example.com")] == [("shop.example.com", "127.0.0.2")]
+    assert second.zone("example.com").id == zone.id
+
+
+def test_stripe_sessions_and_events_survive_a_restart(tmp_path: Path) -> None:
+    first = StripeFake(state_dir=tmp_path)
+    with LoopbackServer(first.app) as srv:
+        r = httpx.post(
+            srv.url + "/v1/checkout/sessions",
+            headers={"Authorization": f"Bearer {first.api_key}"},
+            data={
+                "mode": "payment",
+                "success_url": "https://example.com/ok",
+                "line_items[0][quantity]": "1",
+                "line_items[0][price_data][currency]": "eur",
+                "line_items[0][price_data][unit_amount]": "1000",
+                "line_items[0][price_data][product_data][name]": "Lite",
+            },
+        )
+        assert r.status_code == 200, r.text
+        session = r.json()["id"]
+        assert httpx.post(f"{srv.url}/_fake/checkout/sessions/{session}/complete").status_code == 200
+    second = StripeFake(state_dir=tmp_path)
+    assert second.sessions[session]["status"] == "complete"
+    assert [e["type"] for e in second.events] == ["checkout.session.completed"]
