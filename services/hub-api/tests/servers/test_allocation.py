@@ -10,7 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from letsbe_contracts import FailureStage, OrderFailedV1, Provider, ServerAllocatedV1
+from letsbe_contracts import FailureStage, OrderFailedV1, Provider, ServerAllocatedV1, load_catalog
+from letsbe_fakes.hetzner import SERVER_TYPES
 from letsbe_hub.db import inbox
 from letsbe_hub.providers.errors import ProviderUnavailable
 from letsbe_hub.providers.factory import build_hetzner, hetzner_config
@@ -88,7 +89,8 @@ async def test_an_auto_order_meeting_an_empty_pool_gets_a_hetzner_server_with_it
 
     assert fake.creates == 1
     body = fake.create_requests[0]
-    assert body["server_type"] == "cpx41" and body["location"] == "ash"
+    # nextcloud needs 2 CPUs, 1408 MB, 40 GB: Ashburn sells no cx22, so the cheapest that fits is a cpx11.
+    assert body["server_type"] == "cpx11" and body["location"] == "ash"
     assert body["name"] == overflow_name(order.order_id, 1)
     assert body["labels"]["letsbe-order"] == str(order.order_id)
     assert 'name: "letsbe"' in body["user_data"]
@@ -221,3 +223,27 @@ async def test_a_stuck_overflow_attempt_is_cleaned_up_by_the_sweep(sessions, set
     assert (await _intent(sessions, order.order_id)).status == OverflowStatus.FAILED
     [(_, failed)] = await staged(sessions, OrderFailedV1)
     assert failed.order_id == order.order_id and failed.retryable
+
+
+@pytest.mark.parametrize(
+    ("region", "tools", "expected"),
+    [
+        ("eu", ("nextcloud",), "cx22"),  # 2 CPUs, 1408 MB, 40 GB: the smallest Intel type
+        # every tool: 7040 MB and 118 GB; cx32 has the RAM but 80 GB disk, cx42 costs more than cpx31
+        ("eu", tuple(t.name for t in load_catalog().selectable), "cpx31"),
+        ("us", tuple(t.name for t in load_catalog().selectable), "cpx31"),
+    ],
+)
+async def test_overflow_orders_the_cheapest_hetzner_type_that_holds_the_tools(
+    sessions, allocator, fake_hetzner, ssh_target, region, tools, expected
+):
+    """Every tier's catalog type (cpx21…cpx51) is smaller than the tier's nominal CPU/RAM/disk, so preflight failed
+    every overflow order; the type is now chosen by what the tools need, which is what preflight checks."""
+    fake, _ = fake_hetzner
+    order = order_spec("enterprise", region, tools=tools)
+    assert await allocator.allocate(order, uuid.uuid4()) is Outcome.OVERFLOW
+    server_type = SERVER_TYPES[fake.create_requests[0]["server_type"]]
+    needs = load_catalog().needs(tools)
+    assert server_type["name"] == expected
+    assert server_type["cores"] >= needs.cpus and server_type["memory"] * 1024 >= needs.ram_mb
+    assert server_type["disk"] >= needs.disk_gb

@@ -45,7 +45,10 @@ def plan_for(
     return Plan(
         order,
         Settings(
-            hub_url="https://hub.letsbe.test", root=root, nginx=nginx or NginxPaths(), preflight_min_cpus=preflight_min_cpus
+            hub_url="https://hub.letsbe.test",
+            root=root,
+            nginx=nginx or NginxPaths(),
+            preflight_min_cpus=preflight_min_cpus,
         ),
         generate_secrets(tools),
     )

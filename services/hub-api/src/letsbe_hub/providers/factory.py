@@ -29,6 +29,7 @@ def hetzner_config(settings: ServerSettings) -> HetznerConfig | None:
         image=settings.hetzner_image,
         user_data=render_cloud_init(settings.server_ssh_user, settings.server_ssh_public_key),
         locations=dict(settings.hetzner_locations),
+        server_types=tuple(settings.hetzner_server_types),
         timeout=settings.provider_timeout_seconds,
         retry=retry_policy(settings),
         poll_interval=settings.provider_poll_seconds,

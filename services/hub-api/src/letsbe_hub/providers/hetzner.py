@@ -13,7 +13,7 @@ from datetime import datetime
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
-from letsbe_contracts import Provider, Region, Tier, load_catalog
+from letsbe_contracts import Provider, Region, ServerNeeds, Tier, load_catalog
 from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
@@ -29,6 +29,11 @@ from letsbe_platform.logging import get_logger
 log = get_logger(__name__)
 
 NAME = Provider.HETZNER.value
+# The types overflow may order (x86: the tenant images are amd64), cheapest first among those that fit the order.
+DEFAULT_SERVER_TYPES = (
+    "cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cpx41", "cpx51",
+    "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63",
+)  # fmt: skip
 # EU → Nuremberg (next to Netcup's EU site); US → Ashburn, VA (next to Netcup's Manassas site).
 DEFAULT_LOCATIONS: Mapping[Region, str] = {Region.EU: "nbg1", Region.US: "ash"}
 
@@ -60,6 +65,7 @@ class HetznerConfig:
     image: str = "debian-12"
     user_data: str | None = None
     locations: Mapping[Region, str] = field(default_factory=lambda: dict(DEFAULT_LOCATIONS))
+    server_types: tuple[str, ...] = DEFAULT_SERVER_TYPES
     timeout: float = 15.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     poll_interval: float = 1.0
@@ -99,11 +105,17 @@ class HetznerProvider:
         key: str,
         labels: Mapping[str, str] | None = None,
         heartbeat: Heartbeat | None = None,
+        needs: ServerNeeds | None = None,
     ) -> ServerAllocation:
+        """``needs``: order the cheapest configured type that has them (else the tier's catalog type)."""
         server = await self.find_server(key)
         if server is None:
+            if needs is not None:
+                server_type = await self.cheapest_type(needs, region)
+            else:
+                server_type = load_catalog().tier(tier).hetzner_type
             try:
-                created = await self._create(tier, region, key, labels or {})
+                created = await self._create(server_type, region, key, labels or {})
             except ProviderConflict as exc:
                 if exc.code != "uniqueness_error":
                     raise
@@ -162,6 +174,28 @@ class HetznerProvider:
 
     # --- Hetzner specifics ---------------------------------------------------------------------------------------
 
+    async def cheapest_type(self, needs: ServerNeeds, region: Region) -> str:
+        """The cheapest of the configured types, sold in the region's location, with the CPUs, RAM and disk the
+        order needs (sizes and prices as ``GET /server_types`` reports them)."""
+        location = self.config.locations[region]
+        body = (await self.http.request("GET", "/server_types", params={"per_page": 50})).json()
+        fitting: list[tuple[float, str]] = []
+        for t in body["server_types"]:
+            if t["name"] not in self.config.server_types or t.get("deprecated"):
+                continue
+            price = next((p for p in t["prices"] if p["location"] == location), None)
+            if price is None:
+                continue
+            if t["cores"] >= needs.cpus and t["memory"] * 1024 >= needs.ram_mb and t["disk"] >= needs.disk_gb:
+                fitting.append((float(price["price_hourly"]["net"]), t["name"]))
+        if not fitting:
+            raise ProviderRejected(
+                NAME,
+                f"no server type of {', '.join(self.config.server_types)} in {location} has {needs.cpus} CPUs, "
+                f"{needs.ram_mb} MB RAM and {needs.disk_gb} GB disk",
+            )
+        return min(fitting)[1]
+
     async def find_server(self, name: str) -> dict[str, Any] | None:
         servers = (await self.http.request("GET", "/servers", params={"name": name})).json()["servers"]
         return servers[0] if servers else None
@@ -210,10 +244,10 @@ class HetznerProvider:
             raise ProviderTimeout(NAME, f"action {action_id} still running after {self.config.action_timeout}s")
         return result
 
-    async def _create(self, tier: Tier, region: Region, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    async def _create(self, server_type: str, region: Region, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
         body: dict[str, Any] = {
             "name": name,
-            "server_type": load_catalog().tier(tier).hetzner_type,
+            "server_type": server_type,
             "image": self.config.image,
             "location": self.config.locations[region],
             "ssh_keys": list(self.config.ssh_keys),

@@ -29,7 +29,15 @@ from enum import StrEnum
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from letsbe_contracts import AutomationMode, FailureStage, OrderCreatedV1, OrderFailedV1, OrderSpec, Provider
+from letsbe_contracts import (
+    AutomationMode,
+    FailureStage,
+    OrderCreatedV1,
+    OrderFailedV1,
+    OrderSpec,
+    Provider,
+    load_catalog,
+)
 from letsbe_hub.db import inbox, outbox
 from letsbe_hub.providers.base import Heartbeat
 from letsbe_hub.providers.errors import ProviderError
@@ -202,6 +210,7 @@ class Allocator:
                 key=attempt.name,
                 labels={"letsbe-order": str(order.order_id)},
                 heartbeat=heartbeat,
+                needs=load_catalog().needs(order.tools),  # what preflight will demand of the server
             )
             async with unit_of_work(self.sessions) as s:
                 await repo.set_overflow(

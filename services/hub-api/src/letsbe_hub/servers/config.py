@@ -10,6 +10,7 @@ import re
 from pydantic import BaseModel, Field, SecretStr, field_validator
 
 from letsbe_contracts import Region
+from letsbe_hub.providers.hetzner import DEFAULT_SERVER_TYPES
 
 _PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n\r]{0,200})?$")
 
@@ -21,6 +22,8 @@ class ServerSettings(BaseModel):
     hetzner_ssh_keys: list[str] = []  # names or ids of SSH keys in the Hetzner project
     hetzner_image: str = "debian-12"
     hetzner_locations: dict[Region, str] = {Region.EU: "nbg1", Region.US: "ash"}
+    # Overflow orders the cheapest of these that has what the order's tools need (docs/provisioning.md).
+    hetzner_server_types: list[str] = Field(default_factory=lambda: list(DEFAULT_SERVER_TYPES), min_length=1)
     # --- Netcup SCP (status and snapshots of pool servers) ---
     netcup_api_url: str = "https://www.servercontrolpanel.de/scp-core"
     netcup_token_url: str = "https://www.servercontrolpanel.de/realms/scp/protocol/openid-connect/token"  # noqa: S105

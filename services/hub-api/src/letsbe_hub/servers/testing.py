@@ -53,7 +53,10 @@ def hub_settings(database_url: str, **overrides: Any) -> HubSettings:
 
 
 def order_spec(
-    tier: Tier | str = Tier.BUILD, region: Region | str = Region.EU, mode: AutomationMode | str = AutomationMode.AUTO
+    tier: Tier | str = Tier.BUILD,
+    region: Region | str = Region.EU,
+    mode: AutomationMode | str = AutomationMode.AUTO,
+    tools: tuple[str, ...] = ("nextcloud",),
 ) -> OrderSpec:
     oid = uuid.uuid4()
     return OrderSpec(
@@ -61,7 +64,7 @@ def order_spec(
         domain=f"o{oid.hex[:12]}.example.com",
         tier=tier,
         region=region,
-        tools=("nextcloud",),
+        tools=tools,
         automation_mode=mode,
         customer_email="owner@example.com",
     )
