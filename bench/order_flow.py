@@ -69,7 +69,7 @@ async def main(orders: int) -> None:
     namespace = f"bench{uuid.uuid4().hex[:8]}"
     bus = await Bus.connect(nats_url, namespace=namespace)
     root = Path(tempfile.mkdtemp(prefix="letsbe-bench-"))
-    world = Sandbox(root / "sandbox", Ports(*(free_port() for _ in range(6)))).start()
+    world = Sandbox(root / "sandbox", Ports(*(free_port() for _ in range(4)))).start()
     env = {"DATABASE_URL": url, "NATS_URL": nats_url, "LETSBE_BUS_NAMESPACE": namespace,
            "LETSBE_SANDBOX_DIR": str(root / "sandbox")}
     plane = ControlPlane(world, env, bus)

@@ -37,7 +37,7 @@ async def test_killing_each_worker_mid_flow_still_fulfils_once(fast_recovery, pl
     world = plane.world
     world.hetzner.action_polls = 15  # the server takes ~3 s to come up: time to kill the hub meanwhile
     world.cloudflare.dns_delay(3.0)  # records reach the nameservers after 3 s: time to kill the DNS service
-    world.vps.hang("docker", 3.0)  # step 5 (Docker engine) takes 3 s: time to kill the provisioner
+    world.each_vps(lambda vps: vps.target.hang("docker", 3.0))  # step 5 takes 3 s: time to kill the provisioner
 
     async with httpx.AsyncClient(timeout=30) as client:
         created = await plane.order(client, "faults.example.com", ["nextcloud"])

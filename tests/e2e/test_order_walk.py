@@ -92,7 +92,7 @@ async def test_stopping_the_safety_wrapper_raises_the_offline_alert(plane):
         created = await plane.order(client, "offline.example.com", ["uptime_kuma"])
         await plane.pay(client, created["checkout_session_id"])
         await plane.wait_status(client, created["id"], "FULFILLED")
-        plane.procs["safety-wrapper"].kill(signal.SIGTERM)
+        plane.world.vps_of_order(created["id"]).agents["safety-wrapper"].send_signal(signal.SIGTERM)
 
         async def stale_alert() -> bool:
             alerts = [decode(e) for e in await plane.events(AlertRaisedV1)]

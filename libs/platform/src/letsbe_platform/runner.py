@@ -2,8 +2,9 @@
 service as its own process with prefixed log lines. Ctrl-C stops everything cleanly.
 
 With no provider credentials in the environment it runs in **sandbox mode**: ``python -m letsbe_sandbox`` starts
-loopback fakes of Stripe, Cloudflare, Hetzner and Netcup, an SSH "VPS" and a Docker Engine, and writes the
-settings that point each service at them. The services themselves are the same code either way.
+loopback fakes of Stripe, Cloudflare, Hetzner and Netcup, one SSH "VPS" per Hetzner server (each with its own
+Docker Engine and, once provisioned, its own tenant agents), and writes the settings that point each service at
+them. The services themselves are the same code either way.
 """
 
 from __future__ import annotations
@@ -28,18 +29,17 @@ class Service:
     module: str
     port: int
     port_env: str
-    tenant_side: bool = False  # an agent: it may stop (a tenant going dark) without stopping the control plane
 
 
+# The control plane. The tenant agents (safety-wrapper, secrets-proxy) run per tenant: on the tenant's server, or
+# in sandbox mode on each sandbox VPS, started from the compose file the provisioner rendered there.
 SERVICES = (
     Service("hub-api", "letsbe_hub", 3847, "LETSBE_HUB_PORT"),
     Service("provisioner", "letsbe_provisioner", 3850, "LETSBE_PROVISIONER_PORT"),
     Service("dns", "letsbe_dns", 3851, "LETSBE_DNS_PORT"),
     Service("monitor", "letsbe_monitor", 3852, "LETSBE_MONITOR_PORT"),
-    Service("safety-wrapper", "letsbe_safety_wrapper", 8200, "LETSBE_SW_PORT", tenant_side=True),
-    Service("secrets-proxy", "letsbe_secrets_proxy", 8100, "LETSBE_SP_PORT", tenant_side=True),
 )
-CORE = frozenset({"sandbox"} | {s.name for s in SERVICES if not s.tenant_side})
+CORE = frozenset({"sandbox"} | {s.name for s in SERVICES})
 COLORS = ("36", "33", "35", "32", "34", "31", "37")
 # Any of these set means a real provider is configured: sandbox mode is off.
 PROVIDER_CREDENTIALS = (
@@ -51,8 +51,9 @@ PROVIDER_CREDENTIALS = (
 SANDBOX_BANNER = """
   ############################################################################
   #  SANDBOX MODE: no provider credentials are configured, so Stripe,        #
-  #  Cloudflare, Hetzner and Netcup are loopback fakes, the VPS is a loopback #
-  #  SSH target and the tenant agents run here. Nothing is charged or real.   #
+  #  Cloudflare, Hetzner and Netcup are loopback fakes, each Hetzner server  #
+  #  is a loopback SSH "VPS" on its own 127.0.0.N, and each tenant's agents   #
+  #  run here from its rendered compose file. Nothing is charged or real.     #
   ############################################################################
 """
 
@@ -105,8 +106,8 @@ class Supervisor:
         assert proc.stdout is not None
         self.pumps.append(asyncio.create_task(_pump(name, COLORS[len(self.pumps) % len(COLORS)], proc.stdout, seen)))
 
-    async def wait_any_exit(self, stop: asyncio.Event, ignore: frozenset[str] = frozenset()) -> None:
-        exited = [asyncio.create_task(p.wait()) for name, p in self.procs.items() if name not in ignore]
+    async def wait_any_exit(self, stop: asyncio.Event) -> None:
+        exited = [asyncio.create_task(p.wait()) for p in self.procs.values()]
         stopper = asyncio.create_task(stop.wait())
         await asyncio.wait([*exited, stopper], return_when=asyncio.FIRST_COMPLETED)
         for t in [*exited, stopper]:
@@ -162,6 +163,11 @@ async def _supervise(env: dict[str, str], sandbox: bool) -> int:
             state = "ready" if ok else "NOT READY (see its log lines)"
             print(f"  {svc.name:<15} http://127.0.0.1:{port(svc, env)}  (/docs, /readyz, /metrics)  {state}")
         if sandbox:
+            vps_dir = Path(env["LETSBE_SANDBOX_DIR"]) / "vps"
+            print(
+                f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.0.0.N\n"
+                f"                  (ports 8200/8100 there; logs in {vps_dir}/<address>/var/log/letsbe/)"
+            )
             token_file = Path(env["LETSBE_SANDBOX_DIR"]) / "admin-token"
             hub = f"http://127.0.0.1:{port(SERVICES[0], env)}"
             print(
@@ -172,7 +178,7 @@ async def _supervise(env: dict[str, str], sandbox: bool) -> int:
                 flush=True,
             )
         print("Press Ctrl-C to stop.\n", flush=True)
-        await sup.wait_any_exit(stop, ignore=frozenset(s.name for s in SERVICES if s.tenant_side))
+        await sup.wait_any_exit(stop)
         for name, proc in sup.procs.items():
             if proc.returncode not in (None, 0) and not stop.is_set() and name in CORE:
                 print(f"{name} exited with {proc.returncode}; stopping everything", file=sys.stderr)

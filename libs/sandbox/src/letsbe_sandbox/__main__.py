@@ -23,8 +23,6 @@ def ports_from_env() -> Ports:
         provisioner=int(os.environ.get("LETSBE_PROVISIONER_PORT", defaults.provisioner)),
         dns=int(os.environ.get("LETSBE_DNS_PORT", defaults.dns)),
         monitor=int(os.environ.get("LETSBE_MONITOR_PORT", defaults.monitor)),
-        safety_wrapper=int(os.environ.get("LETSBE_SW_PORT", defaults.safety_wrapper)),
-        secrets_proxy=int(os.environ.get("LETSBE_SP_PORT", defaults.secrets_proxy)),
     )
 
 

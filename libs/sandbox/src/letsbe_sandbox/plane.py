@@ -52,11 +52,19 @@ class ControlPlane:
             p.kill()
 
     def logs(self) -> str:
-        return "\n".join(f"===== {n}\n{p.logs()[-6000:]}" for n, p in self.procs.items())
+        out = [f"===== {n}\n{p.logs()[-6000:]}" for n, p in self.procs.items()]
+        for address, vps in sorted(self.world.vpses.items()):
+            if vps.error:
+                out.append(f"===== VPS {address}: {vps.error}")
+            for agent in vps.agents:
+                path = vps.log_path(agent)
+                text = path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
+                out.append(f"===== VPS {address} {agent}\n{text}")
+        return "\n".join(out)
 
     # --- what a customer and an operator do ---------------------------------------------------------------------
 
-    async def order(self, client: httpx.AsyncClient, domain: str, tools: list[str]) -> dict:
+    async def order(self, client: httpx.AsyncClient, domain: str, tools: list[str], tier: str = "build") -> dict:
         r = await client.post(
             f"{self.hub}/api/v1/admin/orders",
             headers=self.headers,
@@ -64,7 +72,7 @@ class ControlPlane:
                 "customer_name": "E2E Customer",
                 "customer_email": "owner@" + domain,
                 "domain": domain,
-                "tier": "build",
+                "tier": tier,
                 "region": "eu",
                 "tools": tools,
             },

@@ -1,7 +1,9 @@
 """The stand-in world of sandbox mode, and the settings that point every service at it.
 
-Everything listens on 127.0.0.1. Keys, tokens and the "VPS" live under one folder (``.data/sandbox`` for
-``make run``) so a restart finds the same world: the hub pinned the VPS's host key, the agents hold credentials.
+Everything listens on loopback. Keys, tokens, the fakes' state and the VPSes live under one folder
+(``.data/sandbox`` for ``make run``) so a restart finds the same world: Hetzner's servers and ids, Cloudflare's
+records, Stripe's sessions, each VPS with the host key the hub pinned and the agents' credentials. Every
+(fake) Hetzner server is its own VPS (letsbe_sandbox.vps) on its own address, running its own tenant agents.
 """
 
 from __future__ import annotations
@@ -9,30 +11,27 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncssh
 from cryptography.fernet import Fernet
 
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeCloudflare
-from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.netcup import FakeNetcup
 from letsbe_fakes.openai import FakeOpenAI
 from letsbe_fakes.push_gateway import FakePushGateway
 from letsbe_fakes.slack import FakeSlackWebhook
 from letsbe_fakes.smtp import FakeSmtp
-from letsbe_fakes.ssh_target import SshTarget
 from letsbe_fakes.stripe import StripeFake
 from letsbe_fakes.tls_endpoint import FakeTlsEndpoint
 from letsbe_fakes.webhook import WebhookReceiver
+from letsbe_sandbox.vps import Vps
 
 # Heartbeats every 5 s instead of 60 s, so "stop an agent, see the offline alert" takes seconds, not minutes.
 HEARTBEAT_SECONDS = 5
@@ -44,8 +43,6 @@ class Ports:
     provisioner: int = 3850
     dns: int = 3851
     monitor: int = 3852
-    safety_wrapper: int = 8200
-    secrets_proxy: int = 8100
 
 
 @dataclass(frozen=True)
@@ -111,7 +108,15 @@ class Sandbox:
         self.ports = ports or Ports()
         self.zones = zones
         self.material = Material.load_or_create(self.root / "secrets.json")
+        self.ssh_port = _stable_port(self.root / "ssh" / "port", os.environ.get("LETSBE_SANDBOX_SSH_PORT"))
+        self.client_key = _ssh_key(self.root / "ssh" / "provisioner_key")
+        self.client_key_path = self.root / "ssh" / "provisioner_key"
+        self.vpses: dict[str, Vps] = {}  # by address
         self._servers: list[LoopbackServer] = []
+        self._vps_setup: list[Any] = []
+        self._vps_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="sandbox-vps-poller", daemon=True)
 
     @property
     def hub_url(self) -> str:
@@ -119,15 +124,24 @@ class Sandbox:
 
     def start(self) -> Sandbox:
         m = self.material
+        state = self.root / "state"
         self.stripe = StripeFake(
             api_key=m.stripe_key,
             webhook_secret=m.stripe_webhook_secret,
             webhook_url=f"{self.hub_url}/api/v1/public/stripe/webhook",
+            state_dir=state,
         )
-        self.cloudflare = FakeCloudflare(token=m.cloudflare_token, auto_zones=True)
+        self.cloudflare = FakeCloudflare(token=m.cloudflare_token, auto_zones=True, state_dir=state)
         for zone in self.zones:
-            self.cloudflare.add_zone(zone)
-        self.hetzner = FakeHetzner(token=m.hetzner_token, server_ipv4="127.0.0.1")
+            if not any(z.name == zone for z in self.cloudflare.zones.values()):
+                self.cloudflare.add_zone(zone)
+        self.hetzner = FakeHetzner(
+            token=m.hetzner_token,
+            ipv4_per_server=True,
+            state_dir=state,
+            on_create=self._server_created,
+            on_delete=self._server_deleted,
+        )
         self.netcup = FakeNetcup(refresh_token=m.netcup_refresh_token)
         self.slack = FakeSlackWebhook()
         self.webhook = WebhookReceiver(m.monitor_webhook_secret)
@@ -153,57 +167,98 @@ class Sandbox:
         self.smtp = FakeSmtp().start()
         # Every tenant's nginx as the monitor sees it from outside: a valid certificate for any name (SNI).
         self.tls = FakeTlsEndpoint().start()
-        # The VPS: big enough for every tier's preflight, its host key and our client key kept across restarts.
-        self.vps = SshTarget(
-            self.root / "vps",
-            cpus=16,
-            mem_mb=65536,
-            disk_gb=2048,
-            port=int(os.environ.get("LETSBE_SANDBOX_SSH_PORT", "0")) or None,
-            host_key=_ssh_key(self.root / "ssh" / "vps_host_key"),
-            client_key=_ssh_key(self.root / "ssh" / "provisioner_key"),
-        ).start()
-        self.client_key_path = self.vps.write_client_key(self.root / "ssh" / "provisioner_key")
-        self.docker = DockerEngineFake(self.root / "docker.sock").start()
-        self.extra_tenants = ExtraTenants(self).start()
+        for server in list(self.hetzner.servers.values()):  # a restart: the servers of the last run boot again
+            self._server_created(server)
+        self._poller.start()
         return self
 
     def stop(self) -> None:
-        if getattr(self, "extra_tenants", None) is not None:
-            self.extra_tenants.stop()
+        self._stop.set()
+        if self._poller.is_alive():
+            self._poller.join(5)
+        with self._vps_lock:
+            vpses, self.vpses = list(self.vpses.values()), {}
+        for vps in vpses:
+            vps.stop()
         for srv in reversed(self._servers):
             srv.stop()
-        for part in ("docker", "vps", "tls", "smtp", "dns"):
+        for part in ("tls", "smtp", "dns"):
             thing = getattr(self, part, None)
             if thing is not None:
                 thing.stop()
 
-    # --- how the services reach the world --------------------------------------------------------------------
+    # --- the VPSes ---------------------------------------------------------------------------------------------
 
-    def vps_path(self, system_path: str) -> Path:
-        return self.vps.root / system_path.lstrip("/")
+    def each_vps(self, setup: Any) -> None:
+        """Run ``setup(vps)`` on every VPS, now and as each new one boots (tests: make a stand-in hang or fail)."""
+        self._vps_setup.append(setup)
+        with self._vps_lock:
+            for vps in self.vpses.values():
+                setup(vps)
+
+    def vps_of_order(self, order_id: str) -> Vps:
+        with self._vps_lock:
+            return next(v for v in self.vpses.values() if v.labels.get("letsbe-order") == str(order_id))
+
+    def _server_created(self, server: dict[str, Any]) -> None:
+        address = server["public_net"]["ipv4"]["ip"]
+        vps = Vps(
+            self.root / "vps",
+            server,
+            port=self.ssh_port,
+            host_key=_ssh_key(self.root / "ssh" / f"host-{address}"),
+            client_key=self.client_key,
+            supplied_env=self.issue_15_env(),
+        )
+        for setup in self._vps_setup:
+            setup(vps)
+        vps.start()
+        with self._vps_lock:
+            self.vpses[address] = vps
+
+    def _server_deleted(self, server: dict[str, Any]) -> None:
+        with self._vps_lock:
+            vps = self.vpses.pop(server["public_net"]["ipv4"]["ip"], None)
+        if vps is not None:
+            vps.stop()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.3):
+            with self._vps_lock:
+                vpses = list(self.vpses.values())
+            for vps in vpses:
+                vps.poll()
+
+    def issue_15_env(self) -> dict[str, dict[str, str]]:
+        """What the rendered compose does not carry yet and the sandbox supplies: exactly these values, nothing
+        else (issue 15 moves the tools token, the sentinel and upstream keys and the secrets store to the
+        provisioner). The upstream URL points the proxy at the fake LLM; LETSBE_SANDBOX marks the logs."""
+        m = self.material
+        secrets_path = "/var/lib/letsbe/secrets/secrets.enc"  # per VPS (the path on the VPS, mapped in Vps)
+        return {
+            "safety-wrapper": {
+                "LETSBE_SANDBOX": "1",
+                "LETSBE_SW_TOOLS_TOKEN": m.tools_token,
+                "LETSBE_SW_SECRETS_KEY": m.tenant_secrets_key,
+                "LETSBE_SW_SECRETS_PATH": secrets_path,
+            },
+            "secrets-proxy": {
+                "LETSBE_SANDBOX": "1",
+                "LETSBE_SP_SENTINEL_KEY": m.llm_sentinel_key,
+                "LETSBE_SP_UPSTREAM_BASE_URL": self.urls["llm"] + "/v1",
+                "LETSBE_SP_UPSTREAM_API_KEY": m.llm_upstream_key,
+                "LETSBE_SP_SECRETS_KEY": m.tenant_secrets_key,
+                "LETSBE_SP_SECRETS_PATH": secrets_path,
+            },
+        }
+
+    # --- how the services reach the world --------------------------------------------------------------------
 
     def env(self) -> dict[str, dict[str, str]]:
         """Environment per service name (as in letsbe_platform.runner.SERVICES), on top of the shared one."""
         m, u, p = self.material, self.urls, self.ports
         dns_url = f"http://127.0.0.1:{p.dns}"
         common = {"LETSBE_SANDBOX": "1"}
-        agent_state = self.root / "agents"
-
-        def agent(prefix: str, name: str) -> dict[str, str]:
-            return {
-                f"{prefix}HUB_URL": self.hub_url,
-                f"{prefix}REGISTRATION_TOKEN_FILE": str(self.vps_path(f"/var/lib/letsbe/{name}/registration-token")),
-                f"{prefix}STATE_DIR": str(agent_state / name),
-                f"{prefix}DOCKER_SOCKET": str(self.root / "docker.sock"),
-                f"{prefix}BACKOFF_MAX_SECONDS": "2",
-                f"{prefix}HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),
-                f"{prefix}BACKUP_STATUS_PATH": str(self.vps_path("/var/lib/letsbe/backup/backup-status.json")),
-                f"{prefix}BACKUP_LOCK_PATH": str(self.vps_path("/var/lib/letsbe/backup/backup.lock")),
-                f"{prefix}USAGE_LEDGER_PATH": str(agent_state / "usage.sqlite3"),
-                f"{prefix}DISK_PATH": str(self.root),
-            }
-
         return {
             "hub-api": {
                 **common,
@@ -218,8 +273,9 @@ class Sandbox:
                 "LETSBE_HUB_NETCUP_API_URL": u["netcup"] + "/scp-core",
                 "LETSBE_HUB_NETCUP_TOKEN_URL": u["netcup"] + "/realms/scp/protocol/openid-connect/token",
                 "LETSBE_HUB_NETCUP_REFRESH_TOKEN": m.netcup_refresh_token,
-                "LETSBE_HUB_SERVER_SSH_PORT": str(self.vps.port),
-                "LETSBE_HUB_SERVER_SSH_PUBLIC_KEY": self.vps.client_key.export_public_key("openssh").decode().strip(),
+                # Every VPS listens on its own address at this one port, as real servers all listen on 22.
+                "LETSBE_HUB_SERVER_SSH_PORT": str(self.ssh_port),
+                "LETSBE_HUB_SERVER_SSH_PUBLIC_KEY": self.client_key.export_public_key("openssh").decode().strip(),
                 "LETSBE_HUB_PROVIDER_POLL_SECONDS": "0.2",
                 "LETSBE_HUB_SSH_PROBE_SECONDS": "0.2",
                 "LETSBE_HUB_HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),
@@ -231,10 +287,13 @@ class Sandbox:
                 "LETSBE_PROVISIONER_ACME_URL": dns_url,
                 "LETSBE_PROVISIONER_SSH_PRIVATE_KEY_FILE": str(self.client_key_path),
                 "LETSBE_PROVISIONER_SECRETS_KEY": m.provisioner_secrets_key,
-                "LETSBE_PROVISIONER_REMOTE_ROOT": str(self.vps.root),
+                "LETSBE_PROVISIONER_REMOTE_ROOT": str(self.root / "vps") + "/{ipv4}",
                 "LETSBE_PROVISIONER_RETRY_BACKOFF_SECONDS": "[0.5, 1, 2]",
                 "LETSBE_PROVISIONER_REGISTRATION_POLL_SECONDS": "0.5",
                 "LETSBE_PROVISIONER_REGISTRATION_TIMEOUT_SECONDS": "120",
+                # Rendered into the agents' compose environment: see a stopped agent go stale in seconds.
+                "LETSBE_PROVISIONER_AGENT_HEARTBEAT_SECONDS": str(HEARTBEAT_SECONDS),
+                "LETSBE_PROVISIONER_AGENT_BACKOFF_MAX_SECONDS": "2",
             },
             "dns": {
                 **common,
@@ -262,23 +321,6 @@ class Sandbox:
                 "LETSBE_MONITOR_TLS_CONNECT_HOST": "127.0.0.1",
                 "LETSBE_MONITOR_TLS_PORT": str(self.tls.port),
             },
-            "safety-wrapper": {
-                **common,
-                **agent("LETSBE_SW_", "safety-wrapper"),
-                "LETSBE_SW_TOOLS_TOKEN": m.tools_token,
-                "LETSBE_SW_TOOLS_DIR": str(agent_state / "safety-wrapper" / "tools"),
-                "LETSBE_SW_SECRETS_PATH": str(agent_state / "secrets.enc"),
-                "LETSBE_SW_SECRETS_KEY": m.tenant_secrets_key,
-            },
-            "secrets-proxy": {
-                **common,
-                **agent("LETSBE_SP_", "secrets-proxy"),
-                "LETSBE_SP_SENTINEL_KEY": m.llm_sentinel_key,
-                "LETSBE_SP_UPSTREAM_BASE_URL": u["llm"] + "/v1",
-                "LETSBE_SP_UPSTREAM_API_KEY": m.llm_upstream_key,
-                "LETSBE_SP_SECRETS_PATH": str(agent_state / "secrets.enc"),
-                "LETSBE_SP_SECRETS_KEY": m.tenant_secrets_key,
-            },
         }
 
     def describe(self) -> dict[str, object]:
@@ -290,79 +332,23 @@ class Sandbox:
                 "dns": f"udp://127.0.0.1:{self.dns.port}",
                 "smtp": f"127.0.0.1:{self.smtp.port}",
                 "tls": f"127.0.0.1:{self.tls.port}",
-                "vps": f"ssh://{self.vps.user}@127.0.0.1:{self.vps.port}",
-                "vps_root": str(self.vps.root),
+                "vps": f"ssh://letsbe@127.0.0.N:{self.ssh_port} (one per Hetzner server)",
+                "vps_roots": str(self.root / "vps"),
             },
             "hub_url": self.hub_url,
             "admin_token_file": str(self.root / "admin-token"),
         }
 
 
-AGENTS = (
-    ("safety-wrapper", "letsbe_safety_wrapper", "LETSBE_SW_"),
-    ("secrets-proxy", "letsbe_secrets_proxy", "LETSBE_SP_"),
-)
-
-
-class ExtraTenants:
-    """One loopback VPS serves every sandbox order. The agents `make run` starts enrol with the first tenant; when a
-    later order's step 10 leaves new registration tokens while they are taken, this starts a pair of agents for
-    that tenant (own state folder, own ports), as that tenant's own VPS would."""
-
-    def __init__(self, world: Sandbox, poll_seconds: float = 0.3):
-        self.world = world
-        self.poll_seconds = poll_seconds
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sandbox-extra-tenants", daemon=True)
-
-    def start(self) -> ExtraTenants:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        for proc in self.procs:
-            proc.terminate()
-        for proc in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-    def _primary_taken(self) -> bool:
-        return all((self.world.root / "agents" / name / "credential.json").exists() for name, _, _ in AGENTS)
-
-    def _tokens(self) -> list[Path]:
-        return [self.world.vps_path(f"/var/lib/letsbe/{name}/registration-token") for name, _, _ in AGENTS]
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.poll_seconds):
-            tokens = self._tokens()
-            if all(t.exists() for t in tokens) and self._primary_taken():
-                self._spawn(tokens)
-
-    def _spawn(self, tokens: list[Path]) -> None:
-        home = self.world.root / "tenants" / str(len(self.procs) // 2 + 1)
-        home.mkdir(parents=True, exist_ok=True)
-        env_all = self.world.env()
-        for (name, module, prefix), token in zip(AGENTS, tokens, strict=True):
-            mine = home / f"{name}.registration-token"
-            shutil.move(token, mine)  # taken from the VPS: the first tenant's agents never see it
-            env = {
-                **os.environ,
-                **env_all[name],
-                f"{prefix}PORT": str(_free_port()),
-                f"{prefix}REGISTRATION_TOKEN_FILE": str(mine),
-                f"{prefix}STATE_DIR": str(home / name),
-            }
-            if name == "safety-wrapper":
-                env[f"{prefix}TOOLS_DIR"] = str(home / name / "tools")
-            self.procs.append(subprocess.Popen([sys.executable, "-m", module], env=env))
-
-
-def _free_port() -> int:
+def _stable_port(path: Path, wanted: str | None) -> int:
+    """The VPSes' SSH port: the one asked for, else the one an earlier run chose, else a free one (kept)."""
+    if wanted:
+        return int(wanted)
+    if path.exists():
+        return int(path.read_text())
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{port}\n")
+    return port

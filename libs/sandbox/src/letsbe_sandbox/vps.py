@@ -1,0 +1,256 @@
+"""One sandbox "VPS" per (fake) Hetzner server, and the tenant agents it runs from the files the provisioner rendered.
+
+A VPS is a loopback SSH server on the server's own address 127.0.0.N (all of 127.0.0.0/8 is local on Linux), at
+the one SSH port the hub is configured with, over its own root directory, reporting the CPUs, RAM and disk of the
+server type that was ordered. It has its own Docker Engine (a fake, on ``/var/run/docker.sock`` of its root).
+
+The sandbox plays dockerd for the AI stack: when step 10 runs ``docker compose … up`` on the VPS, the agents of the
+rendered ``/opt/letsbe/ai/docker-compose.yml`` start as local processes, each with exactly the environment of its
+compose service (``env_file`` + ``environment``), its volumes mapped onto the VPS root (an environment value that
+names a mounted container path is rewritten to the mapped path), its published port bound on the VPS's own address.
+A name or path in the rendered files that does not fit fails the tenant here, as it would fail on a real server.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import yaml
+
+from letsbe_fakes.docker_engine import DockerEngineFake
+from letsbe_fakes.ssh_target import SshTarget
+from letsbe_platform.logging import get_logger
+from letsbe_sandbox import memlimit
+
+log = get_logger(__name__)
+
+AI_COMPOSE = "/opt/letsbe/ai/docker-compose.yml"
+# The compose services the sandbox can run, by the module that is their image's entrypoint.
+AGENT_MODULES = {"safety-wrapper": "letsbe_safety_wrapper", "secrets-proxy": "letsbe_secrets_proxy"}
+_UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024}
+
+
+class TenantError(Exception):
+    """The rendered tenant cannot run as rendered (an unknown mount, an unmounted path, a remapped port)."""
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    service: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    mem_limit_mb: int | None
+    address: str
+    port: int
+
+
+def mem_limit_mb(value: object) -> int | None:
+    """Compose's ``mem_limit`` (``128m``, ``1g``, bytes) in MB."""
+    if value is None:
+        return None
+    m = re.fullmatch(r"(\d+)\s*([bkmg]?)b?", str(value).strip().lower())
+    if not m:
+        raise TenantError(f"mem_limit {value!r} is not a size")
+    return max(1, int(int(m.group(1)) * _UNITS[m.group(2) or "b"]))
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    if not path.exists():
+        raise TenantError(f"env_file {path} does not exist")
+    out = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise TenantError(f"{path}: {line!r} is not KEY=VALUE")
+            out[key.strip()] = value
+    return out
+
+
+class RenderedAgents:
+    """Reads the rendered AI compose file of the VPS at ``root`` and says how to run each agent there."""
+
+    def __init__(self, root: Path, address: str):
+        self.root = root
+        self.address = address
+        self.compose = root / AI_COMPOSE.lstrip("/")
+
+    def _host_path(self, source: str) -> Path:
+        if source.startswith("/"):
+            return self.root / source.lstrip("/")
+        if source.startswith("."):
+            return (self.compose.parent / source).resolve()
+        return self.root / "var/lib/docker/volumes" / source / "_data"  # a named volume
+
+    def _mounts(self, name: str, svc: dict[str, Any]) -> list[tuple[str, Path]]:
+        mounts = []
+        for vol in svc.get("volumes") or []:
+            if isinstance(vol, dict):
+                source, target = str(vol.get("source", "")), str(vol["target"])
+            else:
+                source, target, *_ = [*str(vol).split(":"), ""]
+            if not target.startswith("/"):
+                raise TenantError(f"{name}: volume {vol!r} has no absolute container path")
+            host = self._host_path(source)
+            if not host.exists():
+                host.mkdir(parents=True, exist_ok=True)  # as dockerd does for a missing bind source
+            mounts.append((target.rstrip("/") or "/", host))
+        return sorted(mounts, key=lambda m: len(m[0]), reverse=True)  # the longest container path wins
+
+    def _map(self, name: str, key: str, value: str, mounts: list[tuple[str, Path]]) -> str:
+        if value == "0.0.0.0":  # noqa: S104 - the container's own interfaces are the VPS's address here
+            return self.address
+        if not value.startswith("/"):
+            return value
+        for target, host in mounts:
+            if value == target or value.startswith(target + "/"):
+                return str(host) + value[len(target) :]
+        raise TenantError(f"{name}: {key}={value} names a path that no volume of the service mounts")
+
+    def _port(self, name: str, svc: dict[str, Any]) -> int:
+        ports = svc.get("ports") or []
+        if len(ports) != 1:
+            raise TenantError(f"{name}: expected one published port, got {ports!r}")
+        parts = str(ports[0]).split(":")
+        host_ip, host_port, container_port = (["0.0.0.0", *parts] if len(parts) == 2 else parts)[-3:]  # noqa: S104
+        if host_ip not in ("127.0.0.1", "0.0.0.0") or host_port != container_port:  # noqa: S104
+            raise TenantError(f"{name}: the sandbox publishes a port only as ip:port:same-port, not {ports[0]!r}")
+        return int(host_port)
+
+    def specs(self, supplied: Mapping[str, Mapping[str, str]]) -> list[AgentSpec]:
+        """One spec per agent service of the compose file. ``supplied``: per service, what the rendered files do
+        not carry yet (see world.ISSUE_15_ENV)."""
+        if not self.compose.exists():
+            raise TenantError(f"{AI_COMPOSE} was not rendered on this VPS")
+        doc = yaml.safe_load(self.compose.read_text())
+        out = []
+        for name, svc in (doc.get("services") or {}).items():
+            module = AGENT_MODULES.get(name)
+            if module is None:
+                continue  # OpenClaw: no image the sandbox can run
+            env: dict[str, str] = {}
+            env_files = svc.get("env_file") or []
+            for f in [env_files] if isinstance(env_files, str) else env_files:
+                env.update(_env_file(self.compose.parent / str(f)))
+            environment = svc.get("environment") or {}
+            if isinstance(environment, list):
+                environment = dict(str(e).partition("=")[::2] for e in environment)
+            env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
+            mounts = self._mounts(name, svc)
+            env = {k: self._map(name, k, v, mounts) for k, v in env.items()}
+            # A supplied path is a path on the VPS (nothing mounts it yet): under the VPS root, like a volume.
+            env.update(
+                {k: str(self._host_path(v)) if v.startswith("/") else v for k, v in supplied.get(name, {}).items()}
+            )
+            out.append(
+                AgentSpec(
+                    service=name,
+                    argv=(sys.executable, "-m", module),
+                    env=env,
+                    mem_limit_mb=mem_limit_mb(svc.get("mem_limit")),
+                    address=self.address,
+                    port=self._port(name, svc),
+                )
+            )
+        if not out:
+            raise TenantError(f"{AI_COMPOSE} has none of the agent services {sorted(AGENT_MODULES)}")
+        return out
+
+
+class Vps:
+    """One fake Hetzner server's machine: SSH, Docker Engine, and (after step 10) its agents."""
+
+    def __init__(
+        self,
+        root: Path,
+        server: Mapping[str, Any],
+        *,
+        port: int,
+        host_key: asyncssh.SSHKey,
+        client_key: asyncssh.SSHKey,
+        supplied_env: Mapping[str, Mapping[str, str]],
+    ):
+        self.server_id = int(server["id"])
+        self.labels = dict(server.get("labels") or {})
+        self.address = server["public_net"]["ipv4"]["ip"]
+        stype = server["server_type"]
+        self.root = root / self.address
+        self.target = SshTarget(
+            self.root,
+            cpus=int(stype["cores"]),
+            mem_mb=int(float(stype["memory"]) * 1024),
+            disk_gb=int(stype["disk"]),
+            host=self.address,
+            port=port,
+            host_key=host_key,
+            client_key=client_key,
+        )
+        self.docker = DockerEngineFake(self.root / "var/run/docker.sock")
+        self.supplied_env = supplied_env
+        self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.error: str | None = None
+        self._ups = 0
+
+    def start(self) -> Vps:
+        self.target.start()
+        self.docker.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_agents()
+        self.docker.stop()
+        self.target.stop()
+
+    def path(self, system_path: str) -> Path:
+        return self.target.path(system_path)
+
+    def log_path(self, service: str) -> Path:
+        return self.path(f"/var/log/letsbe/{service}.log")
+
+    def _compose_ups(self) -> int:
+        project = str(self.path(AI_COMPOSE).parent)
+        return sum(1 for argv in self.target.calls("docker") if "compose" in argv and "up" in argv and project in argv)
+
+    def poll(self) -> None:
+        """Start (or restart) the agents after each ``docker compose up`` of the AI stack. After a restart of the
+        sandbox the recorded ups are seen again: the agents come back, as containers do after a reboot."""
+        ups = self._compose_ups()
+        if ups > self._ups:
+            self._ups = ups
+            self.start_agents()
+
+    def start_agents(self) -> None:
+        self.stop_agents()
+        try:
+            specs = RenderedAgents(self.root, self.address).specs(self.supplied_env)
+        except (TenantError, yaml.YAMLError, OSError) as exc:
+            self.error = str(exc)
+            log.error("sandbox tenant cannot start its agents", vps=self.address, error=self.error)
+            print(f"sandbox VPS {self.address}: the rendered AI stack cannot run: {exc}", file=sys.stderr, flush=True)
+            return
+        self.error = None
+        for spec in specs:
+            self.agents[spec.service] = memlimit.spawn(
+                spec.argv, env=spec.env, mem_limit_mb=spec.mem_limit_mb, log_path=self.log_path(spec.service)
+            )
+            log.info("sandbox agent started", vps=self.address, agent=spec.service, port=spec.port)
+
+    def stop_agents(self) -> None:
+        for proc in self.agents.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.agents.values():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.agents.clear()
