@@ -13,6 +13,7 @@ A name or path in the rendered files that does not fit fails the tenant here, as
 
 from __future__ import annotations
 
+import importlib
 import re
 import subprocess
 import sys
@@ -32,8 +33,11 @@ from letsbe_sandbox import memlimit
 log = get_logger(__name__)
 
 AI_COMPOSE = "/opt/letsbe/ai/docker-compose.yml"
-# The compose services the sandbox can run, by the module that is their image's entrypoint.
-AGENT_MODULES = {"safety-wrapper": "letsbe_safety_wrapper", "secrets-proxy": "letsbe_secrets_proxy"}
+# The compose services the sandbox can run: the module that is their image's entrypoint, and its settings class.
+AGENT_MODULES = {
+    "safety-wrapper": ("letsbe_safety_wrapper", "letsbe_safety_wrapper.config:SafetyWrapperSettings"),
+    "secrets-proxy": ("letsbe_secrets_proxy", "letsbe_secrets_proxy.config:SecretsProxySettings"),
+}
 _UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024}
 
 
@@ -73,6 +77,20 @@ def _env_file(path: Path) -> dict[str, str]:
                 raise TenantError(f"{path}: {line!r} is not KEY=VALUE")
             out[key.strip()] = value
     return out
+
+
+def default_paths(settings_ref: str) -> dict[str, str]:
+    """The agent's file paths that no variable is needed for (its defaults), by the variable that would set them."""
+    module, _, name = settings_ref.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    prefix = cls.model_config["env_prefix"]
+    # An unused prefix: the defaults as the agent computes them, whatever this process's environment holds.
+    defaults = cls(_env_prefix="LETSBE_SANDBOX_DEFAULTS_", _env_file=None)
+    return {
+        f"{prefix}{field}".upper(): str(value)
+        for field, value in defaults.model_dump().items()
+        if isinstance(value, Path) and value.is_absolute()
+    }
 
 
 class RenderedAgents:
@@ -127,15 +145,15 @@ class RenderedAgents:
 
     def specs(self, supplied: Mapping[str, Mapping[str, str]]) -> list[AgentSpec]:
         """One spec per agent service of the compose file. ``supplied``: per service, what the rendered files do
-        not carry yet (see world.ISSUE_15_ENV)."""
+        not carry yet (Sandbox.issue_15_env)."""
         if not self.compose.exists():
             raise TenantError(f"{AI_COMPOSE} was not rendered on this VPS")
         doc = yaml.safe_load(self.compose.read_text())
         out = []
         for name, svc in (doc.get("services") or {}).items():
-            module = AGENT_MODULES.get(name)
-            if module is None:
+            if name not in AGENT_MODULES:
                 continue  # OpenClaw: no image the sandbox can run
+            module, settings_ref = AGENT_MODULES[name]
             env: dict[str, str] = {}
             env_files = svc.get("env_file") or []
             for f in [env_files] if isinstance(env_files, str) else env_files:
@@ -146,6 +164,16 @@ class RenderedAgents:
             env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
             mounts = self._mounts(name, svc)
             env = {k: self._map(name, k, v, mounts) for k, v in env.items()}
+            # A path the agent uses by default is a path inside its container: under a volume it is that volume's
+            # file, else it lives in the container's own layer (private to it, lost when it is recreated). Never
+            # a path of this machine, and never a file another tenant's agent sees.
+            layer = self.root / "var/lib/docker/containers" / name / "rootfs"
+            for key, path in default_paths(settings_ref).items():
+                if key not in env:
+                    try:
+                        env[key] = self._map(name, key, path, mounts)
+                    except TenantError:
+                        env[key] = str(layer / path.lstrip("/"))
             # A supplied path is a path on the VPS (nothing mounts it yet): under the VPS root, like a volume.
             env.update(
                 {k: str(self._host_path(v)) if v.startswith("/") else v for k, v in supplied.get(name, {}).items()}
