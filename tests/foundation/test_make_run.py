@@ -1,4 +1,4 @@
-"""`make run`'s supervisor against the session's real servers: migrates, starts all six services, each answers
+"""`make run`'s supervisor against the session's real servers: migrates, starts the four control-plane services, each answers
 /readyz, and Ctrl-C stops them all cleanly."""
 
 import asyncio
@@ -13,7 +13,7 @@ from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
 
 
-async def test_run_starts_six_ready_services_and_stops_cleanly(database_url, nats_url, bus_namespace):
+async def test_run_starts_every_service_ready_and_stops_cleanly(database_url, nats_url, bus_namespace):
     ports = {svc.port_env: str(free_port()) for svc in SERVICES}
     env = {
         **os.environ,
