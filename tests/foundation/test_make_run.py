@@ -1,5 +1,5 @@
-"""`make run`'s supervisor against the session's real servers: migrates, starts the four control-plane services, each answers
-/readyz, and Ctrl-C stops them all cleanly."""
+"""`make run`'s supervisor against the session's real servers: migrates, starts the control-plane services, each
+answers /readyz, and Ctrl-C stops them all cleanly."""
 
 import asyncio
 import os
