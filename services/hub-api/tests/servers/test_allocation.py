@@ -247,3 +247,19 @@ async def test_overflow_orders_the_cheapest_hetzner_type_that_holds_the_tools(
     assert server_type["name"] == expected
     assert server_type["cores"] >= needs.cpus and server_type["memory"] * 1024 >= needs.ram_mb
     assert server_type["disk"] >= needs.disk_gb
+
+
+async def test_no_candidate_type_big_enough_fails_the_order_for_good_without_creating_a_server(
+    sessions, database_url, fake_hetzner
+):
+    fake, url = fake_hetzner
+    settings = hub_settings(
+        database_url, hetzner_api_url=url, hetzner_api_token="hetzner-test-token", hetzner_server_types=["cx22"]
+    )
+    order = order_spec("enterprise", tools=tuple(t.name for t in load_catalog().selectable))
+    async with build_hetzner(settings) as hetzner:
+        assert await Allocator(sessions, settings, hetzner).allocate(order, uuid.uuid4()) is Outcome.FAILED
+    assert fake.creates == 0
+    [(_, failed)] = await staged(sessions, OrderFailedV1)
+    assert not failed.retryable
+    assert "no server type of cx22 in nbg1 has 2 CPUs, 7040 MB RAM and 118 GB disk" in failed.reason
