@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from letsbe_platform.settings import ServiceSettings
+from letsbe_provisioner.rendering.plan import LETS_ENCRYPT
 
 
 class ProvisionerSettings(ServiceSettings):
@@ -18,6 +19,12 @@ class ProvisionerSettings(ServiceSettings):
     tenant_hub_url: str | None = None  # the Hub as tenants reach it (agents); default: hub_url
     acme_url: str | None = None  # where tenants' certbot hooks reach /api/v1/tenant/acme-challenge; default: the above
     hub_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- TLS: the ACME server tenants' certbot uses (rendered into letsbe-tls-ensure by step 7) ---
+    acme_directory_url: str = Field(default=LETS_ENCRYPT, pattern=r"^https://[^\s'\"]+$")
+    # A PEM file (on this machine) of the CA that ACME server's HTTPS certificate chains to, when it is not a
+    # public one: a test CA such as pebble's. Unset: certbot trusts the system's CAs, as Let's Encrypt needs.
+    acme_ca_bundle_file: Path | None = None
 
     # --- SSH ---
     ssh_private_key: SecretStr | None = None  # OpenSSH/PEM text; or a file:
@@ -40,6 +47,15 @@ class ProvisionerSettings(ServiceSettings):
     registration_timeout_seconds: float = Field(default=900.0, gt=0)
     registration_poll_seconds: float = Field(default=5.0, gt=0)
     agent_image_tag: str = "latest"
+
+    def acme_ca_pem(self) -> str | None:
+        """The CA bundle's PEM text, checked to hold certificates (read when a job renders its plan)."""
+        if self.acme_ca_bundle_file is None:
+            return None
+        pem = self.acme_ca_bundle_file.read_text(encoding="ascii")
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError(f"no PEM certificate in {self.acme_ca_bundle_file} (ACME_CA_BUNDLE_FILE)")
+        return pem
 
     @field_validator("remote_root")
     @classmethod

@@ -294,6 +294,8 @@ class JobRun:
             Settings(
                 hub_url=self.settings.tenant_hub_url or self.settings.hub_url,
                 acme_url=self.settings.acme_url,
+                acme_directory_url=self.settings.acme_directory_url,
+                acme_ca_pem=self.settings.acme_ca_pem(),
                 root=self.settings.remote_root,
                 agent_image_tag=self.settings.agent_image_tag,
                 ssh_user=server.ssh_user,
