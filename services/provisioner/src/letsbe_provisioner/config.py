@@ -49,13 +49,21 @@ class ProvisionerSettings(ServiceSettings):
     agent_image_tag: str = "latest"
 
     def acme_ca_pem(self) -> str | None:
-        """The CA bundle's PEM text, checked to hold certificates (read when a job renders its plan)."""
-        if self.acme_ca_bundle_file is None:
-            return None
-        pem = self.acme_ca_bundle_file.read_text(encoding="ascii")
+        """The CA bundle's PEM text (read when a job renders its plan, so a replaced file is picked up)."""
+        return self.acme_ca_bundle_file.read_text(encoding="ascii") if self.acme_ca_bundle_file else None
+
+    @field_validator("acme_ca_bundle_file")
+    @classmethod
+    def _ca_bundle(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        try:
+            pem = v.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {v}: {exc}") from None
         if "-----BEGIN CERTIFICATE-----" not in pem:
-            raise ValueError(f"no PEM certificate in {self.acme_ca_bundle_file} (ACME_CA_BUNDLE_FILE)")
-        return pem
+            raise ValueError(f"{v} holds no PEM certificate")
+        return v
 
     @field_validator("remote_root")
     @classmethod

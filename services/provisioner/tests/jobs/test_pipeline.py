@@ -279,3 +279,14 @@ async def test_the_acme_server_and_ca_of_the_settings_reach_the_tenants_certific
     dropin = target.path("/etc/systemd/system/certbot.service.d/50-letsbe-ca.conf").read_text()
     assert "REQUESTS_CA_BUNDLE=/etc/letsbe/acme/ca.pem" in dropin
     assert ["systemctl", "daemon-reload"] in target.calls("systemctl")  # certbot.timer sees the drop-in
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "cannot read"), ("not a certificate\n", "no PEM certificate")])
+def test_an_acme_ca_bundle_that_is_not_a_certificate_stops_the_provisioner_at_start(
+    tmp_path: Any, content: str | None, message: str
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    if content is not None:
+        bundle.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        ProvisionerSettings(acme_ca_bundle_file=bundle)
