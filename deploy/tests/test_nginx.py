@@ -352,6 +352,7 @@ def test_the_hub_vhost_proxies_to_the_ports_compose_publishes_for_hub_api_and_dn
     assert "LETSBE_PUBLIC_URL=https://hub.letsbe.biz\n" in env
     provisioner = services["provisioner"]["environment"]
     assert provisioner["LETSBE_PROVISIONER_TENANT_HUB_URL"].startswith("${LETSBE_PUBLIC_URL")
+    assert "LETSBE_PROVISIONER_ACME_URL" not in provisioner  # the default: the tenant hub URL, i.e. this vhost
     assert services["dns"]["environment"]["LETSBE_DNS_HUB_URL"] == "http://hub-api:3847"
 
 
