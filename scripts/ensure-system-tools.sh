@@ -2,11 +2,17 @@
 # Installs the Debian packages that tests drive for real, only when they are missing.
 #   nginx   deploy/tests render the hub and tenant vhosts and run `nginx -t` on them
 #   rclone  deploy/tests copy a backup off-site to a local rclone remote
+#   certbot, pebble  tests/acme issue a wildcard certificate with the rendered hooks from Let's Encrypt's test CA
+#   jq, curl  the rendered certbot hooks read the agent's credential and call the DNS service (step 2 installs them)
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v rclone >/dev/null 2>&1 || needed+=(rclone)
+command -v certbot >/dev/null 2>&1 || needed+=(certbot)
+command -v pebble >/dev/null 2>&1 || needed+=(pebble)
+command -v jq >/dev/null 2>&1 || needed+=(jq)
+command -v curl >/dev/null 2>&1 || needed+=(curl)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import http.server
+import json
 import math
 import re
 import shutil
@@ -177,11 +178,13 @@ def test_hub_config_declares_the_rate_limits_sse_and_websocket_locations(kit):
 
 
 class Upstream(http.server.ThreadingHTTPServer):
-    """Stands in for hub-api: answers 200, and an SSE stream whose second event waits for the test's go."""
+    """Stands in for hub-api or dns: answers 200 with its name and what it was asked, and an SSE stream whose
+    second event waits for the test's go."""
 
     daemon_threads = True
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "hub-api") -> None:
+        self.name = name
         self.go = threading.Event()
         super().__init__(("127.0.0.1", 0), UpstreamHandler)
 
@@ -206,7 +209,19 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True
             return
-        body = b"ok"
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def do_DELETE(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        received = self.rfile.read(length).decode() if length else ""
+        what = {"served_by": self.server.name, "method": self.command, "path": self.path, "body": received}
+        body = json.dumps(what).encode() if self.path.startswith("/api/v1/tenant/") else b"ok"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -217,6 +232,7 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
 class Served:
     url: str
     upstream: Upstream
+    dns: Upstream
     certs: Path
 
     def client(self, **kwargs) -> httpx.Client:
@@ -227,18 +243,20 @@ class Served:
 
 @pytest.fixture
 def served_hub(kit, certs, tmp_path) -> Iterator[Served]:
-    """hub.conf run by a real nginx master on a loopback port, proxying to a stand-in hub-api."""
-    upstream = Upstream()
-    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    """hub.conf run by a real nginx master on a loopback port, proxying to stand-ins of hub-api and dns."""
+    upstream, dns = Upstream("hub-api"), Upstream("dns")
+    for server in (upstream, dns):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     port = free_port()
     vhost = render_hub(kit, certs)
     vhost = vhost.replace("server 127.0.0.1:3847;", f"server 127.0.0.1:{upstream.server_address[1]};")
+    vhost = vhost.replace("server 127.0.0.1:3851;", f"server 127.0.0.1:{dns.server_address[1]};")
     vhost = re.sub(r"listen 80;\n\s*listen \[::\]:80;", f"listen 127.0.0.1:{free_port()};", vhost)
     vhost = re.sub(
         r"listen 443 ssl http2;\n\s*listen \[::\]:443 ssl http2;", f"listen 127.0.0.1:{port} ssl http2;", vhost
     )
     # Whole numbers only: a random free port may well contain "443" (44353 did, once).
-    assert not re.search(r"\b(3847|443)\b", vhost)
+    assert not re.search(r"\b(3847|3851|443)\b", vhost)
     conf = main_conf(tmp_path, vhost)
     proc = subprocess.Popen(
         [nginx_bin(), "-p", str(tmp_path), "-e", str(tmp_path / "error.log"), "-c", str(conf), "-g", "daemon off;"],
@@ -255,13 +273,14 @@ def served_hub(kit, certs, tmp_path) -> Iterator[Served]:
                 assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
                 assert time.monotonic() < deadline, "nginx did not start"
                 time.sleep(0.05)
-        yield Served(f"https://127.0.0.1:{port}", upstream, certs)
+        yield Served(f"https://127.0.0.1:{port}", upstream, dns, certs)
     finally:
         proc.terminate()
         proc.wait(10)
         upstream.go.set()
-        upstream.shutdown()
-        upstream.server_close()
+        for server in (upstream, dns):
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.mark.parametrize(
@@ -294,6 +313,47 @@ def test_sse_events_reach_the_client_while_the_stream_is_open(served_hub):
         assert next(lines) == "data: step 1 started"
         served_hub.upstream.go.set()
         assert [line for line in lines if line] == ["data: step 1 done"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "served_by"),
+    [
+        ("POST", "/api/v1/tenant/acme-challenge", "dns"),
+        ("DELETE", "/api/v1/tenant/acme-challenge", "dns"),
+        ("GET", "/api/v1/tenant/me", "hub-api"),
+        ("POST", "/api/v1/tenant/heartbeat", "hub-api"),
+        ("POST", "/api/v1/tenant/acme-challenge/other", "hub-api"),
+    ],
+)
+def test_the_tenants_acme_route_reaches_the_dns_service_and_the_rest_of_the_tenant_api_hub_api(
+    served_hub, method, path, served_by
+):
+    body = {"domain": "example.com", "validation": "gfj9Xq-Xvv9fZV5vC3jYSo6bVv0AjhQ7q4H2o4NYWLM"}
+    with served_hub.client() as client:
+        r = client.request(method, path, json=body, headers={"Authorization": "Bearer lbk_agent"})
+    assert r.status_code == 200, r.text
+    seen = r.json()
+    assert (seen["served_by"], seen["method"], seen["path"]) == (served_by, method, path)
+    assert json.loads(seen["body"]) == body  # the hook's body arrives whole
+
+
+def test_the_hub_vhost_proxies_to_the_ports_compose_publishes_for_hub_api_and_dns(kit):
+    """The stand-ins above are bound where the real services are: the upstreams match compose.yaml's ports,
+    and the public URL tenants get (acme_url defaults to it) is this vhost."""
+    tree = parse((kit.hub / "nginx" / "hub.conf").read_text())
+    upstreams = {args[0]: directives(children, "server") for d, args, children in tree if d == "upstream"}
+    services = yaml.safe_load((kit.hub / "compose.yaml").read_text())["services"]
+    for upstream, service in (("letsbe_hub_api", "hub-api"), ("letsbe_dns", "dns")):
+        [published] = services[service]["ports"]
+        assert upstreams[upstream] == [[published.rsplit(":", 1)[0]]], service
+    server = https_server(tree, "hub.letsbe.biz")
+    assert directives(location(server, "=", "/api/v1/tenant/acme-challenge"), "proxy_pass") == [["http://letsbe_dns"]]
+    env = (kit.hub / "env.example").read_text()
+    assert "LETSBE_PUBLIC_URL=https://hub.letsbe.biz\n" in env
+    provisioner = services["provisioner"]["environment"]
+    assert provisioner["LETSBE_PROVISIONER_TENANT_HUB_URL"].startswith("${LETSBE_PUBLIC_URL")
+    assert "LETSBE_PROVISIONER_ACME_URL" not in provisioner  # the default: the tenant hub URL, i.e. this vhost
+    assert services["dns"]["environment"]["LETSBE_DNS_HUB_URL"] == "http://hub-api:3847"
 
 
 # --- the tenant: the provisioner's rendering, as its nginx container sees it ---------------------------------

@@ -121,12 +121,15 @@ def test_backup_and_restore_jobs_get_only_options_and_settings_the_scripts_know(
 
 
 def test_hub_api_paths_in_the_runbook_exist():
+    from letsbe_dns.app import create_app as dns_app
     from letsbe_hub.app import create_app
 
     def shape(path: str) -> str:
         return re.sub(r"\{[^}]+\}|\$[A-Z_]+", "{}", path)
 
-    served = {shape(p) for p in create_app().openapi()["paths"]}
+    # What the hub's public URL serves: hub-api, and the dns service's ACME route (nginx/hub.conf).
+    served = {shape(p) for p in create_app().openapi()["paths"]} | {"/api/v1/tenant/acme-challenge"}
+    assert "/api/v1/tenant/acme-challenge" in dns_app().openapi()["paths"]
     cited = set(re.findall(r"/api/v1/[A-Za-z0-9_/{}$-]+", RUNBOOK))
     assert cited
     assert {shape(p) for p in cited} <= served

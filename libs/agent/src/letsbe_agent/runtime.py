@@ -41,7 +41,7 @@ from letsbe_agent.journal import CommandJournal
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.update import ConfigSync, Updater
 from letsbe_agent.usage import UsageLedger
-from letsbe_contracts.agent import CommandOut, HeartbeatRequest, RegisterRequest
+from letsbe_contracts.agent import CREDENTIAL_FILE, CommandOut, HeartbeatRequest, RegisterRequest
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import DiskUsage, HeartbeatDetails, MemoryUsage
 from letsbe_platform.logging import get_logger
@@ -91,7 +91,7 @@ class AgentRuntime:
         state = settings.state_dir
         assert state is not None
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.credentials = CredentialStore(state / "credential.json")
+        self.credentials = CredentialStore(state / CREDENTIAL_FILE)
         self.journal = CommandJournal(state / "journal")
         self.buffer = DiskBuffer(state / "outbox")
         self.commands = CommandRegistry()

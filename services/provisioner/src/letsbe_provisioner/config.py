@@ -4,6 +4,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from letsbe_platform.settings import ServiceSettings
+from letsbe_provisioner.rendering.plan import LETS_ENCRYPT
 
 
 class ProvisionerSettings(ServiceSettings):
@@ -18,6 +19,12 @@ class ProvisionerSettings(ServiceSettings):
     tenant_hub_url: str | None = None  # the Hub as tenants reach it (agents); default: hub_url
     acme_url: str | None = None  # where tenants' certbot hooks reach /api/v1/tenant/acme-challenge; default: the above
     hub_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # --- TLS: the ACME server tenants' certbot uses (rendered into letsbe-tls-ensure by step 7) ---
+    acme_directory_url: str = Field(default=LETS_ENCRYPT, pattern=r"^https://[^\s'\"]+$")
+    # A PEM file (on this machine) of the CA that ACME server's HTTPS certificate chains to, when it is not a
+    # public one: a test CA such as pebble's. Unset: certbot trusts the system's CAs, as Let's Encrypt needs.
+    acme_ca_bundle_file: Path | None = None
 
     # --- SSH ---
     ssh_private_key: SecretStr | None = None  # OpenSSH/PEM text; or a file:
@@ -45,6 +52,23 @@ class ProvisionerSettings(ServiceSettings):
     agent_backoff_max_seconds: float = Field(default=60, gt=0)
     # Preflight's CPU minimum; unset: derived from the order's memory budget (docs/provisioning.md).
     preflight_min_cpus: int | None = Field(default=None, ge=1)
+
+    def acme_ca_pem(self) -> str | None:
+        """The CA bundle's PEM text (read when a job renders its plan, so a replaced file is picked up)."""
+        return self.acme_ca_bundle_file.read_text(encoding="ascii") if self.acme_ca_bundle_file else None
+
+    @field_validator("acme_ca_bundle_file")
+    @classmethod
+    def _ca_bundle(cls, v: Path | None) -> Path | None:
+        if v is None:
+            return v
+        try:
+            pem = v.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValueError(f"cannot read {v}: {exc}") from None
+        if "-----BEGIN CERTIFICATE-----" not in pem:
+            raise ValueError(f"{v} holds no PEM certificate")
+        return v
 
     @field_validator("remote_root")
     @classmethod

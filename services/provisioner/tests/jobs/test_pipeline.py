@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from letsbe_contracts import (
     StepStatus,
 )
 from letsbe_fakes.ssh_target import SshTarget
+from letsbe_fakes.tls_endpoint import self_signed
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
@@ -249,3 +251,42 @@ async def test_without_the_safety_wrapper_registering_step_10_fails_after_the_bo
     assert len(of(await staged_events(engine), ProvisionedV1)) == 1
     assert len(hub.issued) == 4, "two agents, two runs of step 10"
     assert not any(c.startswith("ufw") for c in commands(target))
+
+
+async def test_the_acme_server_and_ca_of_the_settings_reach_the_tenants_certificate_setup(
+    provisioner_env: dict[str, str], monkeypatch: Any, sessions: Any, hub: Any, key_file: Any, target: SshTarget
+) -> None:
+    ca, _ = self_signed("pebble.test", dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    bundle = target.root.parent / "pebble-ca.pem"
+    bundle.write_bytes(ca)
+    for k, v in provisioner_env.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("LETSBE_PROVISIONER_ACME_DIRECTORY_URL", "https://pebble.test:14000/dir")
+    monkeypatch.setenv("LETSBE_PROVISIONER_ACME_CA_BUNDLE_FILE", str(bundle))
+    settings = ProvisionerSettings()
+    assert settings.secrets_key is not None
+    client = HubClient(hub.url, HUB_TOKEN, timeout=5)
+    key = asyncssh.read_private_key(str(key_file))
+    pipeline = Pipeline(settings, sessions, client, SecretBox(settings.secrets_key.get_secret_value()), key)
+    try:
+        await pipeline.on_dns_ready(dns_ready(target))
+    finally:
+        await client.aclose()
+
+    ensure = target.path("/usr/local/sbin/letsbe-tls-ensure").read_text()
+    assert "--server https://pebble.test:14000/dir" in ensure
+    assert target.path("/etc/letsbe/acme/ca.pem").read_bytes() == ca
+    dropin = target.path("/etc/systemd/system/certbot.service.d/50-letsbe-ca.conf").read_text()
+    assert "REQUESTS_CA_BUNDLE=/etc/letsbe/acme/ca.pem" in dropin
+    assert ["systemctl", "daemon-reload"] in target.calls("systemctl")  # certbot.timer sees the drop-in
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "cannot read"), ("not a certificate\n", "no PEM certificate")])
+def test_an_acme_ca_bundle_that_is_not_a_certificate_stops_the_provisioner_at_start(
+    tmp_path: Any, content: str | None, message: str
+) -> None:
+    bundle = tmp_path / "ca.pem"
+    if content is not None:
+        bundle.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        ProvisionerSettings(acme_ca_bundle_file=bundle)

@@ -170,6 +170,35 @@ def test_rendered_scripts_pass_shellcheck(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout
 
 
+def test_step_7_asks_lets_encrypt_by_default_and_the_configured_acme_server_and_ca_otherwise(tmp_path: Path) -> None:
+    default = {f.path: f.content for f in plan_for(("ghost",)).step_files(7)}
+    ensure = default["/usr/local/sbin/letsbe-tls-ensure"]
+    assert "--server https://acme-v02.api.letsencrypt.org/directory" in ensure
+    assert "REQUESTS_CA_BUNDLE" not in ensure and not [p for p in default if "certbot.service.d" in p]
+    hook = default["/etc/letsbe/acme/auth-hook.sh"]
+    assert "CREDENTIAL_FILE='/var/lib/letsbe/safety-wrapper/credential.json'" in hook  # what the agent writes
+
+    ca, _ = self_signed("pebble.test", dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
+    plan = plan_for(("ghost",))
+    plan.settings = Settings(
+        hub_url="https://hub.letsbe.test", acme_directory_url="https://pebble.test:14000/dir", acme_ca_pem=ca.decode()
+    )
+    rendered = {f.path: f.content for f in plan.step_files(7)}
+    ensure = rendered["/usr/local/sbin/letsbe-tls-ensure"]
+    assert "--server https://pebble.test:14000/dir" in ensure
+    assert 'export REQUESTS_CA_BUNDLE="$ROOT/etc/letsbe/acme/ca.pem"' in ensure
+    assert rendered["/etc/letsbe/acme/ca.pem"] == ca.decode()
+    dropin = rendered["/etc/systemd/system/certbot.service.d/50-letsbe-ca.conf"]
+    assert "Environment=REQUESTS_CA_BUNDLE=/etc/letsbe/acme/ca.pem" in dropin  # certbot.timer's renewals
+    script = tmp_path / "07.sh"
+    script.write_text(plan.step_script(7))
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    result = subprocess.run(
+        [str(shellcheck), "-S", "warning", str(script)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout
+
+
 def test_render_cli_writes_every_file_at_its_server_path(tmp_path: Path) -> None:
     out = tmp_path / "tenant"
     result = subprocess.run(

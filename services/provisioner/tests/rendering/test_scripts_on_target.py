@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -11,11 +10,9 @@ from typing import Any
 
 import asyncssh
 import pytest
-from fastapi import FastAPI, Request
 
 from letsbe_contracts import Tier
 from letsbe_contracts.events import BackupStatus
-from letsbe_fakes import LoopbackServer
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.steps import STEPS
@@ -148,9 +145,8 @@ def test_nightly_backup_writes_backup_status_in_the_seeds_shape(target: SshTarge
     assert [c[2] for c in dump_cmds] == ["letsbe-ghost-db", "letsbe-nextcloud-db"]
 
 
-def test_tls_stands_in_self_signed_then_issues_the_wildcard_by_dns01_once_the_agent_has_a_credential(
-    target: SshTarget,
-) -> None:
+def test_tls_stands_in_self_signed_until_the_agent_has_a_credential(target: SshTarget) -> None:
+    """The issuance itself, with the agent's real credential, certbot and pebble: tests/acme."""
     plan = plan_for(("nextcloud",), root=str(target.root))
     _write(target, plan, 7)
     ensure = str(target.path("/usr/local/sbin/letsbe-tls-ensure"))
@@ -172,51 +168,3 @@ def test_tls_stands_in_self_signed_then_issues_the_wildcard_by_dns01_once_the_ag
         check=True,
     )
     assert "DNS:example.com" in cert.stdout and "DNS:*.example.com" in cert.stdout
-
-    credential = target.path("/var/lib/letsbe/safety-wrapper/credential")
-    credential.parent.mkdir(parents=True, exist_ok=True)
-    credential.write_text("lbk_agent_credential\n")
-    second = subprocess.run([ensure], env=_shell_env(target), capture_output=True, text=True, check=False)
-    assert second.returncode == 0, second.stderr
-    [call] = target.calls("certbot")
-    assert call[1:4] == ["certonly", "--manual", "--preferred-challenges"] and call[4] == "dns"
-    assert ["-d", "example.com", "-d", "*.example.com"] == call[call.index("-d") : call.index("-d") + 4]
-    assert call[call.index("--manual-auth-hook") + 1] == str(target.path("/etc/letsbe/acme/auth-hook.sh"))
-    assert call[call.index("--manual-cleanup-hook") + 1] == str(target.path("/etc/letsbe/acme/cleanup-hook.sh"))
-
-
-@pytest.mark.parametrize(("hook", "method"), [("auth-hook.sh", "POST"), ("cleanup-hook.sh", "DELETE")])
-def test_acme_hooks_ask_the_hub_with_the_agents_credential(target: SshTarget, hook: str, method: str) -> None:
-    seen: list[dict[str, Any]] = []
-    app = FastAPI()
-
-    @app.api_route("/api/v1/tenant/acme-challenge", methods=["POST", "DELETE"])
-    async def challenge(request: Request) -> dict[str, str]:
-        seen.append(
-            {
-                "method": request.method,
-                "auth": request.headers.get("authorization"),
-                "body": json.loads(await request.body()),
-            }
-        )
-        return {"status": "ok"}
-
-    with LoopbackServer(app) as hub:
-        plan = plan_for(("nextcloud",), root=str(target.root))
-        plan.settings = plan.settings.__class__(**{**plan.settings.__dict__, "acme_url": hub.url})
-        _write(target, plan, 7)
-        credential = target.path("/var/lib/letsbe/safety-wrapper/credential")
-        credential.parent.mkdir(parents=True, exist_ok=True)
-        credential.write_text("lbk_agent_credential")
-        env = {**_shell_env(target, standins=False), "CERTBOT_DOMAIN": "example.com", "CERTBOT_VALIDATION": "abc123"}
-        result = subprocess.run(
-            [str(target.path(f"/etc/letsbe/acme/{hook}"))], env=env, capture_output=True, text=True, check=False
-        )
-    assert result.returncode == 0, result.stderr
-    assert seen == [
-        {
-            "method": method,
-            "auth": "Bearer lbk_agent_credential",
-            "body": {"domain": "example.com", "validation": "abc123"},
-        }
-    ]

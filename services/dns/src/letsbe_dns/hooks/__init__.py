@@ -30,8 +30,9 @@ def render(*, dns_url: str, credential_file: str) -> dict[str, str]:
     """``{"auth": script, "cleanup": script}`` for a tenant.
 
     ``dns_url``: where the tenant reaches this service's ``/api/v1/tenant/acme-challenge`` (the DNS service,
-    or the hub when it fronts the route). ``credential_file``: the path on the tenant of a file holding the
-    agent's API key (the key itself never goes into the script). Both are checked, since they land in shell.
+    or the hub when it fronts the route). ``credential_file``: the path on the tenant of the Safety Wrapper's
+    credential, the JSON file the agent writes when it registers (``api_key`` is read with jq; the key itself
+    never goes into the script). Both are checked, since they land in shell.
     """
     url = dns_url.rstrip("/")
     if not _URL.match(url):

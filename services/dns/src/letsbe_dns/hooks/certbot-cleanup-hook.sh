@@ -10,7 +10,12 @@ CREDENTIAL_FILE='@@LETSBE_AGENT_CREDENTIAL_FILE@@'
 : "${CERTBOT_DOMAIN:?certbot sets CERTBOT_DOMAIN}"
 : "${CERTBOT_VALIDATION:?certbot sets CERTBOT_VALIDATION}"
 
-key=$(cat "$CREDENTIAL_FILE")
+# The Safety Wrapper's own credential file (JSON, written by the agent when it registers): its api_key.
+if ! key=$(jq -er '.api_key | select(type == "string" and length > 0)' "$CREDENTIAL_FILE" 2>/dev/null); then
+  printf 'no agent credential in %s yet: the Safety Wrapper writes it when it registers with the Hub\n' \
+    "$CREDENTIAL_FILE" >&2
+  exit 1
+fi
 # On failure the problem+json answer goes to stderr, which certbot shows.
 if ! answer=$(printf 'header = "Authorization: Bearer %s"\n' "$key" | curl --silent --show-error --fail-with-body \
   --config - --max-time 60 --retry 3 --retry-delay 5 \

@@ -294,6 +294,8 @@ class JobRun:
             Settings(
                 hub_url=self.settings.tenant_hub_url or self.settings.hub_url,
                 acme_url=self.settings.acme_url,
+                acme_directory_url=self.settings.acme_directory_url,
+                acme_ca_pem=self.settings.acme_ca_pem(),
                 root=self.settings.root_for(server.ipv4),
                 agent_image_tag=self.settings.agent_image_tag,
                 preflight_min_cpus=self.settings.preflight_min_cpus,

@@ -16,6 +16,7 @@ from functools import cache
 import jinja2
 
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, load_catalog
+from letsbe_contracts.agent import CREDENTIAL_FILE
 from letsbe_dns import hooks as dns_hooks
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS
@@ -41,14 +42,18 @@ ACME_DIR = "/etc/letsbe/acme"
 STATE_DIR = "/var/lib/letsbe"
 BACKUP_DIR = "/var/backups/letsbe"
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
-
-
-# The Safety Wrapper keeps its Hub API key here (the bare key, 0600); the ACME hooks authenticate with it.
-AGENT_CREDENTIAL = "/var/lib/letsbe/safety-wrapper/credential"
+LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 def agent_dir(agent: str) -> str:
+    """An agent's state directory, given to its compose service as ``<prefix>STATE_DIR`` (compose/ai.yml.j2)."""
     return f"{STATE_DIR}/{agent}"
+
+
+# The credential the Safety Wrapper writes in its state directory (JSON, 0600); the ACME hooks read its api_key.
+AGENT_CREDENTIAL = f"{agent_dir('safety-wrapper')}/{CREDENTIAL_FILE}"
+ACME_CA_BUNDLE = f"{ACME_DIR}/ca.pem"  # written only when Settings.acme_ca_pem is set
+CERTBOT_CA_DROPIN = "/etc/systemd/system/certbot.service.d/50-letsbe-ca.conf"
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,8 @@ class Settings:
     # The agents' heartbeat interval and reconnect backoff cap (rendered into their compose environment).
     agent_heartbeat_seconds: float = 60
     agent_backoff_max_seconds: float = 60
+    acme_directory_url: str = LETS_ENCRYPT  # the ACME server certbot uses (tests: pebble)
+    acme_ca_pem: str | None = None  # PEM of a CA to trust for that server instead of the system's (test CAs only)
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
 
@@ -266,7 +273,8 @@ class Plan:
             "order": self.order, "domain": self.order.domain, "tier": self.tier, "s": self.settings,
             "root": self.settings.root, "nginx": self.settings.nginx, "stacks": self.stacks, "plan": self,
             "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
-                      "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS},
+                      "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS,
+                      "acme_ca": ACME_CA_BUNDLE, "certbot_ca_dropin": CERTBOT_CA_DROPIN},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
             "secrets": self.secrets, "redis_image": REDIS_IMAGE, "overhead_mb": LETSBE_OVERHEAD_MB,
@@ -308,13 +316,19 @@ class Plan:
                 dns_url=self.settings.acme_url or self.settings.hub_url,
                 credential_file=self.settings.root + AGENT_CREDENTIAL,
             )
-            return [
+            files = [
                 self._file("tls/hook.env.j2", f"{ACME_DIR}/hook.env"),
                 RenderedFile(f"{ACME_DIR}/auth-hook.sh", hooks["auth"], "0755"),
                 RenderedFile(f"{ACME_DIR}/cleanup-hook.sh", hooks["cleanup"], "0755"),
                 self._file("tls/tls-ensure.sh.j2", "/usr/local/sbin/letsbe-tls-ensure", "0755"),
                 self._file("tls/cron.j2", "/etc/cron.d/letsbe-tls"),
             ]
+            if self.settings.acme_ca_pem:
+                # certbot (python-requests) trusts this bundle instead of the system's: for issuance by
+                # letsbe-tls-ensure, and for renewals by Debian's certbot.timer through a drop-in.
+                files.append(RenderedFile(ACME_CA_BUNDLE, self.settings.acme_ca_pem.strip() + "\n"))
+                files.append(self._file("tls/certbot-ca.conf.j2", CERTBOT_CA_DROPIN))
+            return files
         if number == 8:
             return [
                 self._file("backup/backup.sh.j2", "/usr/local/sbin/letsbe-backup", "0755"),
