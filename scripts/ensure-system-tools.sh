@@ -2,11 +2,13 @@
 # Installs the Debian packages that tests drive for real, only when they are missing.
 #   nginx   deploy/tests render the hub and tenant vhosts and run `nginx -t` on them
 #   rclone  deploy/tests copy a backup off-site to a local rclone remote
+#   npm     provisioner tests install the pinned OpenClaw and a Node 24 from the npm registry (scripts/ensure-openclaw.sh)
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v rclone >/dev/null 2>&1 || needed+=(rclone)
+command -v npm >/dev/null 2>&1 || needed+=(npm)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2
