@@ -15,12 +15,11 @@ import os
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from letsbe_platform.devstack import free_port
@@ -167,20 +166,17 @@ def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_with
     call = {"tool": "sessions_list", "args": {}}
     assert _status(url + "/tools/invoke", call) == 401
     assert _status(url + "/tools/invoke", call, token="not-the-token") == 401
-    assert _status(url + "/tools/invoke", call, token=keys["LETSBE_SENTINEL_KEY"]) == 401  # keys are not interchangeable
+    assert _status(url + "/tools/invoke", call, token=keys["LETSBE_SENTINEL_KEY"]) == 401  # keys do not mix
     assert _status(url + "/tools/invoke", call, token=keys["OPENCLAW_GATEWAY_TOKEN"]) != 401
 
 
 def _status(url: str, body: dict | None = None, token: str | None = None) -> int:
-    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, headers=headers, method="POST" if data else "GET")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
-            return response.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
+        if body is None:
+            return httpx.get(url, timeout=10).status_code
+        return httpx.post(url, json=body, headers=headers, timeout=10).status_code
+    except httpx.TransportError:
         return 0
 
 

@@ -358,7 +358,8 @@ class Plan:
                     "LETSBE_SW_SECRETS_KEY": sec["ai.secrets_key"],
                     # Where each tool answers on its own network (not a secret; here to keep routing in one file).
                     "LETSBE_SW_TOOL_URLS": json.dumps(
-                        {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}" for st in self.stacks},
+                        {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
+                         for st in self.stacks},
                         separators=(",", ":"),
                     ),
                 },
