@@ -21,6 +21,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
@@ -163,6 +167,56 @@ def test_a_model_call_goes_to_the_secrets_proxy_with_the_sentinel_key_and_no_web
         offered = {t["function"]["name"] for t in request["body"].get("tools", [])}
         assert "exec" in offered  # curl to the Safety Wrapper (the letsbe-tools skill)
         assert not offered & {"web_fetch", "web_search", "browser", "nodes"}, offered
+
+
+class OneToolCallThenReply(FakeOpenAI):
+    """The model asks for one tool call, then answers in text once it has the result."""
+
+    def __init__(self, api_key: str, call: tuple[str, str]):
+        super().__init__(api_key=api_key)
+        self.first_call = call
+
+    async def _chat(self, request: Request) -> Response:
+        self.tool_call = None if self.requests else self.first_call
+        return await super()._chat(request)
+
+
+def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skill_says(openclaw: OpenClaw,
+                                                                                       tmp_path: Path):
+    """One real agent turn whose model asks for the exact command the image's letsbe-tools skill teaches: OpenClaw
+    runs it, the (stand-in) Safety Wrapper gets the call with the tools token, and the result goes back to the
+    model. Stand-ins for both agents on loopback; the compose files give OpenClaw the same two URLs."""
+    files, _ = rendered_ai(tmp_path, ("ghost",))
+    keys = env_file(files["openclaw.env"])
+    skill = (REPO / "deploy/docker/openclaw/skills/letsbe-tools/SKILL.md").read_text()
+    command = skill.split("# Run one action\n", 1)[1].split("\n```", 1)[0]
+    assert "$LETSBE_TOOLS_TOKEN" in command and "$LETSBE_SAFETY_WRAPPER_URL/api/v1/tools/execute" in command
+
+    calls: list[dict] = []
+
+    async def execute(request: Request) -> Response:
+        calls.append({"authorization": request.headers.get("authorization"), "body": await request.json()})
+        return JSONResponse({"status": "executed", "tool": "ghost", "action": "posts.list",
+                             "result": {"status_code": 200, "body": {"posts": [{"title": "Hello from Ghost"}]}}})
+
+    wrapper = Starlette(routes=[Route("/api/v1/tools/execute", execute, methods=["POST"])])
+    model = OneToolCallThenReply(keys["LETSBE_SENTINEL_KEY"], ("exec", json.dumps({"command": command})))
+    model.reply = "Your latest post is Hello from Ghost."
+    home = tmp_path / "home"
+    home.mkdir()
+    with LoopbackServer(wrapper) as sw, LoopbackServer(model.app) as sp:
+        config = tmp_path / "openclaw-loopback.json"
+        config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
+        env = openclaw.env(home, config, keys | {"LETSBE_SAFETY_WRAPPER_URL": sw.url})
+        turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "what is my latest post?", env=env)
+    assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
+    assert calls == [{"authorization": f"Bearer {keys['LETSBE_TOOLS_TOKEN']}",
+                      "body": {"tool": "ghost", "action": "posts.list", "args": {},
+                               "reason": "the user asked for the latest posts"}}]  # fmt: skip
+    assert len(model.requests) == 2
+    results = [m for m in model.requests[1]["body"]["messages"] if m["role"] == "tool"]  # back to the model
+    assert any("Hello from Ghost" in json.dumps(m) for m in results), results
+    assert "Your latest post is Hello from Ghost." in turn.stdout
 
 
 @pytest.fixture
