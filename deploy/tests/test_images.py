@@ -128,8 +128,10 @@ def test_openclaw_image_is_the_tested_release_on_node_24_as_a_non_root_user():
     (health,) = [i for i in final if i.startswith("HEALTHCHECK ")]
     assert f"127.0.0.1:{OPENCLAW_PORT}/healthz" in health
     assert final[-1] == 'CMD ["openclaw", "gateway", "run"]'
-    copies = [i.split()[1] for i in final if i.startswith("COPY ")]
-    assert all((REPO / src).exists() for src in copies)
+    copies = [i.split()[1:] for i in final if i.startswith("COPY ")]
+    assert copies == [["deploy/docker/openclaw/skills", "/opt/letsbe/openclaw/skills"]]
+    template = REPO / "services/provisioner/src/letsbe_provisioner/templates/openclaw/openclaw.json.j2"
+    assert '"extraDirs": ["/opt/letsbe/openclaw/skills"]' in template.read_text()  # the rendered config loads it
     skill = (REPO / "deploy/docker/openclaw/skills/letsbe-tools/SKILL.md").read_text()
     assert skill.startswith("---\nname: letsbe-tools\n") and "/api/v1/tools/execute" in skill
 

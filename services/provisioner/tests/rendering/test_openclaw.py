@@ -206,7 +206,11 @@ def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skil
     home.mkdir()
     with LoopbackServer(wrapper) as sw, LoopbackServer(model.app) as sp:
         config = tmp_path / "openclaw-loopback.json"
-        config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
+        config.write_text(
+            files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1")
+            # where the image puts the skill (COPY deploy/docker/openclaw/skills)
+            .replace('"/opt/letsbe/openclaw/skills"', json.dumps(str(REPO / "deploy/docker/openclaw/skills")))
+        )
         env = openclaw.env(home, config, keys | {"LETSBE_SAFETY_WRAPPER_URL": sw.url})
         turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "what is my latest post?", env=env)
     assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
@@ -214,6 +218,8 @@ def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skil
                       "body": {"tool": "ghost", "action": "posts.list", "args": {},
                                "reason": "the user asked for the latest posts"}}]  # fmt: skip
     assert len(model.requests) == 2
+    system = json.dumps(model.requests[0]["body"]["messages"][0])
+    assert "letsbe-tools" in system and "Safety Wrapper" in system  # the skill is loaded and offered
     results = [m for m in model.requests[1]["body"]["messages"] if m["role"] == "tool"]  # back to the model
     assert any("Hello from Ghost" in json.dumps(m) for m in results), results
     assert "Your latest post is Hello from Ghost." in turn.stdout
