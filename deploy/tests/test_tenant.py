@@ -40,8 +40,9 @@ def test_ai_stack_has_the_seed_ports_and_memory_budgets(rendered_tenant):
     assert sum(limits.values()) + nginx == 640  # the seed's LetsBe overhead per tenant (§5.1)
     assert ai["safety-wrapper"]["ports"] == ["127.0.0.1:8200:8200"]
     assert ai["secrets-proxy"]["ports"] == ["127.0.0.1:8100:8100"]
-    assert ai["openclaw"]["network_mode"] == "host" and "ports" not in ai["openclaw"]
-    assert ai["openclaw"]["environment"]["OPENCLAW_GATEWAY_PORT"] == "18789"
+    # OpenClaw: internal AI gate network only, nothing published (services/provisioner/tests/rendering/test_networks.py)
+    assert "network_mode" not in ai["openclaw"] and "ports" not in ai["openclaw"]
+    assert ai["openclaw"]["networks"] == ["gate"]
 
 
 def test_tenant_agents_run_as_uid_1001_and_publish_on_loopback_only(rendered_tenant):

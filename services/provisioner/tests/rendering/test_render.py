@@ -104,9 +104,8 @@ def test_the_ai_stack_has_the_seeds_ports_and_memory() -> None:
         {f.path: f for f in plan_for(("nextcloud",)).files(TOKENS)}["/opt/letsbe/ai/docker-compose.yml"].content
     )
     svc = doc["services"]
-    assert (
-        svc["openclaw"]["network_mode"] == "host" and svc["openclaw"]["environment"]["OPENCLAW_GATEWAY_PORT"] == "18789"
-    )
+    # OpenClaw's port 18789 is in its rendered configuration; it publishes nothing (see test_networks.py).
+    assert "network_mode" not in svc["openclaw"] and "ports" not in svc["openclaw"]
     assert svc["safety-wrapper"]["ports"] == ["127.0.0.1:8200:8200"]
     assert svc["secrets-proxy"]["ports"] == ["127.0.0.1:8100:8100"]
     assert [svc[n]["mem_limit"] for n in ("openclaw", "safety-wrapper", "secrets-proxy")] == ["384m", "128m", "64m"]
@@ -247,3 +246,45 @@ def _self_signed(directory: Path, domain: str) -> None:
     cert, key = self_signed(domain, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     (directory / "fullchain.pem").write_bytes(cert)
     (directory / "privkey.pem").write_bytes(key)
+
+
+def test_each_ai_container_gets_exactly_the_keys_it_uses_and_the_agents_read_them(monkeypatch) -> None:
+    from cryptography.fernet import Fernet
+
+    from letsbe_safety_wrapper.config import SafetyWrapperSettings
+    from letsbe_secrets_proxy.config import SecretsProxySettings
+
+    plan = plan_for(("ghost",))
+    files = {f.path: f for f in plan.step_files(10, TOKENS)}
+    env = {
+        name: dict(line.split("=", 1) for line in files[f"/opt/letsbe/ai/{name}.env"].content.splitlines()
+                   if line and not line.startswith("#"))
+        for name in ("openclaw", "safety-wrapper", "secrets-proxy")
+    }  # fmt: skip
+    assert all(files[f"/opt/letsbe/ai/{name}.env"].mode == "0600" for name in env)
+    s = plan.secrets
+    holders = {
+        key: {name for name, values in env.items() if s[key] in values.values()}
+        for key in ("ai.openclaw_gateway_token", "ai.tools_token", "ai.sentinel_key", "ai.secrets_key")
+    }
+    assert holders == {
+        "ai.openclaw_gateway_token": {"openclaw"},
+        "ai.tools_token": {"openclaw", "safety-wrapper"},  # OpenClaw presents it, the Safety Wrapper checks it
+        "ai.sentinel_key": {"openclaw", "secrets-proxy"},
+        "ai.secrets_key": {"safety-wrapper", "secrets-proxy"},  # the tenant secret store both agents read
+    }
+    Fernet(s["ai.secrets_key"].encode())  # a usable key for the store
+
+    # The agents' own settings pick the values up from their env files (as compose's env_file passes them).
+    for name, settings_class in (("safety-wrapper", SafetyWrapperSettings), ("secrets-proxy", SecretsProxySettings)):
+        with monkeypatch.context() as m:
+            for key, value in env[name].items():
+                m.setenv(key, value)
+            settings = settings_class(log_json=False)
+            assert settings.secrets_key.get_secret_value() == s["ai.secrets_key"]
+            if name == "safety-wrapper":
+                assert settings.tools_token.get_secret_value() == s["ai.tools_token"]
+                assert settings.tool_urls == {"ghost": "http://letsbe-ghost:2368"}
+            else:
+                assert settings.sentinel_key.get_secret_value() == s["ai.sentinel_key"]
+                assert settings.upstream_api_key is None  # brokered by the hub, not generated here

@@ -26,4 +26,7 @@ class SafetyWrapperSettings(AgentSettings):
     secrets_key: SecretStr | None = None
     tool_host: str = "127.0.0.1"
     tool_ports: dict[str, int] = {}  # overrides the catalog's host ports (tests, unusual installs)
+    # Per tool, the base URL that wins over tool_host + port: in a container, each tool answers on its own network
+    # (e.g. {"ghost": "http://letsbe-ghost:2368"}, rendered by the provisioner).
+    tool_urls: dict[str, str] = {}
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)

@@ -8,6 +8,7 @@ letsbe_provisioner.render`` (every file at once, for deploy/ and for review).
 from __future__ import annotations
 
 import base64
+import json
 import secrets as pysecrets
 import shlex
 from dataclasses import dataclass, field
@@ -30,6 +31,20 @@ AI_IMAGES = {
     "secrets-proxy": "code.letsbe.solutions/letsbe/secrets-proxy",
 }
 AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
+# The OpenClaw release the image is built from (deploy/docker/openclaw.Dockerfile) and its rendered configuration
+# is tested against (tests/rendering/test_openclaw.py runs this version).
+OPENCLAW_VERSION = "2026.9.6"
+OPENCLAW_PORT = 18789  # seed §3.3
+OPENCLAW_CONFIG = "/etc/openclaw/openclaw.json"  # inside the container (OPENCLAW_CONFIG_PATH in the image)
+# Container networks (templates/compose/*.yml.j2). OpenClaw is attached to the AI gate only: an internal network
+# (no route out, not even to the host) shared with the Safety Wrapper and the Secrets Proxy. Each tool's app has
+# its own internal network shared with the Safety Wrapper alone; nginx (host network) keeps 127.0.0.1:<port>.
+AI_GATE_NETWORK = "letsbe-ai-gate"
+
+
+def tool_network(project: str) -> str:
+    return f"letsbe-tool-{project}"
+
 MIN_DB_MB, REDIS_MB = 128, 64
 HEREDOC_END = "LETSBE_EOF_9c4e1"  # never appears in rendered content (checked)
 
@@ -75,6 +90,7 @@ class Settings:
     acme_url: str | None = None  # where tenants reach /api/v1/tenant/acme-challenge; default: hub_url
     root: str = ""  # "" in production; a sandbox directory in tests
     agent_image_tag: str = "latest"
+    llm_model: str = "gpt-4o-mini"  # OpenClaw's model, served through the tenant's Secrets Proxy
     ssh_user: str = "letsbe"
     ssh_port: int = 22
     swap_mb: int = 2048
@@ -151,7 +167,12 @@ def memory_split(tool: Tool) -> tuple[int, int | None, int | None]:
 def secret_specs(tool_names: tuple[str, ...] | list[str], catalog: Catalog | None = None) -> dict[str, SecretKind]:
     """Every per-tenant secret the order needs, by name (``<tool>.<secret>``)."""
     catalog = catalog or load_catalog()
-    specs: dict[str, SecretKind] = {"ai.openclaw_gateway_token": "token"}
+    specs: dict[str, SecretKind] = {
+        "ai.openclaw_gateway_token": "token",  # OpenClaw's gateway auth
+        "ai.tools_token": "token",  # OpenClaw -> Safety Wrapper (/api/v1/tools/*)
+        "ai.sentinel_key": "token",  # OpenClaw -> Secrets Proxy: its "API key", worth nothing upstream
+        "ai.secrets_key": "fernet",  # the tenant secret store shared by both agents
+    }
     for name in tool_names:
         tool = catalog.tool(name)
         if tool.requires_db:
@@ -168,6 +189,8 @@ def secret_specs(tool_names: tuple[str, ...] | list[str], catalog: Catalog | Non
 def generate_secret(kind: SecretKind) -> str:
     if kind == "hex32":
         return pysecrets.token_hex(16)
+    if kind == "fernet":
+        return base64.urlsafe_b64encode(pysecrets.token_bytes(32)).decode()
     if kind == "laravel":
         return "base64:" + base64.b64encode(pysecrets.token_bytes(32)).decode()
     return pysecrets.token_urlsafe(32)
@@ -194,8 +217,6 @@ def _env() -> jinja2.Environment:
 
 def _yaml_quote(value: object) -> str:
     """A double-quoted YAML scalar (JSON strings are valid YAML)."""
-    import json
-
     return json.dumps(str(value))
 
 
@@ -277,6 +298,9 @@ class Plan:
                       "acme_ca": ACME_CA_BUNDLE, "certbot_ca_dropin": CERTBOT_CA_DROPIN},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
+            "openclaw_version": OPENCLAW_VERSION, "openclaw_port": OPENCLAW_PORT, "openclaw_config": OPENCLAW_CONFIG,
+            "ai_gate": AI_GATE_NETWORK, "tool_network": tool_network,
+            "secrets_proxy_url": "http://secrets-proxy:8100/v1", "safety_wrapper_url": "http://safety-wrapper:8200",
             "secrets": self.secrets, "redis_image": REDIS_IMAGE, "overhead_mb": LETSBE_OVERHEAD_MB,
             **extra,
         }  # fmt: skip
@@ -347,15 +371,35 @@ class Plan:
                 files.append(self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st))
             return files
         if number == 10:
+            sec = self.secrets
+            # One 0600 env file per container, each with only the keys that container uses.
+            env_files = {
+                "openclaw": {
+                    "OPENCLAW_GATEWAY_TOKEN": sec["ai.openclaw_gateway_token"],
+                    "LETSBE_SENTINEL_KEY": sec["ai.sentinel_key"],
+                    "LETSBE_TOOLS_TOKEN": sec["ai.tools_token"],
+                },
+                "safety-wrapper": {
+                    "LETSBE_SW_TOOLS_TOKEN": sec["ai.tools_token"],
+                    "LETSBE_SW_SECRETS_KEY": sec["ai.secrets_key"],
+                    # Where each tool answers on its own network (not a secret; here to keep routing in one file).
+                    "LETSBE_SW_TOOL_URLS": json.dumps(
+                        {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
+                         for st in self.stacks},
+                        separators=(",", ":"),
+                    ),
+                },
+                "secrets-proxy": {
+                    "LETSBE_SP_SENTINEL_KEY": sec["ai.sentinel_key"],
+                    "LETSBE_SP_SECRETS_KEY": sec["ai.secrets_key"],
+                },
+            }
             files = [
                 self._file("compose/ai.yml.j2", f"{AI_DIR}/docker-compose.yml"),
-                self._file(
-                    "compose/env.j2",
-                    f"{AI_DIR}/openclaw.env",
-                    "0600",
-                    env={"OPENCLAW_GATEWAY_TOKEN": self.secrets["ai.openclaw_gateway_token"]},
-                ),
+                self._file("openclaw/openclaw.json.j2", f"{AI_DIR}/openclaw.json"),
             ]
+            files += [self._file("compose/env.j2", f"{AI_DIR}/{name}.env", "0600", env=env)
+                      for name, env in env_files.items()]
             for agent, token in (tokens or {}).items():
                 files.append(RenderedFile(f"{agent_dir(agent)}/registration-token", token + "\n", "0600", "1001:1001"))
             return files

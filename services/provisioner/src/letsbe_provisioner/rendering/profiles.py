@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SecretKind = Literal["token", "hex32", "laravel"]
+SecretKind = Literal["token", "hex32", "laravel", "fernet"]
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """Executors run an allowed call. They are pluggable (an action names its executor); the real one is HTTP to
-the tool's API on 127.0.0.1:<host_port> of the tenant (the port from the catalog)."""
+the tool's API at its base URL (127.0.0.1:<host_port> of the tenant, or the tool's container on its network)."""
 
 from __future__ import annotations
 
@@ -41,21 +41,20 @@ class Executor(Protocol):
 
 
 class HttpExecutor:
-    def __init__(self, client: httpx.AsyncClient, ports: dict[str, int], host: str = "127.0.0.1"):
+    def __init__(self, client: httpx.AsyncClient, urls: dict[str, str]):
         self._client = client
-        self._ports = ports
-        self._host = host
+        self._urls = urls  # tool -> base URL, e.g. http://letsbe-ghost:2368
 
     async def run(self, tool: str, action: str, spec: ActionSpec, args: dict[str, Any],
                   headers: dict[str, str]) -> ToolResult:
         if spec.http is None:
             raise NoExecutor(f"{tool}.{action} has no HTTP route in the policy.")
-        port = self._ports.get(tool)
-        if port is None:
-            raise NoExecutor(f"The tool '{tool}' has no local port on this tenant.")
+        base = self._urls.get(tool)
+        if base is None:
+            raise NoExecutor(f"The tool '{tool}' has no local address on this tenant.")
         path, rest = _fill_path(spec.http.path, args)
         method = spec.http.method
-        url = f"http://{self._host}:{port}{path}"
+        url = base.rstrip("/") + path
         request: dict[str, Any] = {"headers": headers}
         if method in ("GET", "DELETE", "HEAD", "PROPFIND"):
             request["params"] = {k: v if isinstance(v, str) else json.dumps(v) for k, v in rest.items()}

@@ -15,10 +15,11 @@ from letsbe_safety_wrapper.tools.service import ToolService
 from letsbe_safety_wrapper.tools.state import StateFile
 
 
-def tool_ports(settings: SafetyWrapperSettings) -> dict[str, int]:
+def tool_urls(settings: SafetyWrapperSettings) -> dict[str, str]:
+    """Each tool's base URL: ``tool_urls`` if given, else ``tool_host`` and the (overridable) catalog host port."""
     ports = {t.name: t.host_port for t in load_catalog().selectable if t.host_port}
     ports.update(settings.tool_ports)
-    return ports
+    return {name: f"http://{settings.tool_host}:{port}" for name, port in ports.items()} | settings.tool_urls
 
 
 def build_tool_service(
@@ -39,5 +40,5 @@ def build_tool_service(
         audit=AuditLog(settings.tools_dir / "audit.jsonl"),
         state=state,
         approvals=approvals,
-        executors=executors or {"http": HttpExecutor(client, tool_ports(settings), settings.tool_host)},
+        executors=executors or {"http": HttpExecutor(client, tool_urls(settings))},
     )

