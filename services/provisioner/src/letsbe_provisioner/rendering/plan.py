@@ -40,6 +40,7 @@ TLS_DIR = "/etc/letsbe/tls"
 ACME_DIR = "/etc/letsbe/acme"
 STATE_DIR = "/var/lib/letsbe"
 BACKUP_DIR = "/var/backups/letsbe"
+COMPOSE_SHIM = "/usr/local/lib/docker/cli-plugins/docker-compose"  # `docker compose` on Debian's Docker
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
 
 
@@ -74,6 +75,14 @@ class Settings:
     ssh_port: int = 22
     swap_mb: int = 2048
     acme_email: str = "ssl@letsbe.biz"
+    # Preflight demands this many CPUs; None: the tier's.
+    preflight_min_cpus: int | None = None
+    # Step 3 authorizes this key for ssh_user when we log in as another user (root) until then.
+    ssh_user_key: str | None = None
+    fail2ban_ignoreip: tuple[str, ...] = ()  # the control plane's addresses: never banned
+    docker_source: str = "docker"  # "docker": Docker's apt repository; "debian": docker.io + docker-compose
+    registry_mirror: str | None = None  # Docker Hub images through this mirror
+    vm_sysctls: bool = True  # False: the host-wide vm.* sysctls are written but not applied (a container)
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
 
@@ -281,7 +290,10 @@ class Plan:
                 files.append(self._file("base/sudoers.j2", "/etc/sudoers.d/90-letsbe", "0440"))
             return files
         if number == 5:
-            return [self._file("base/daemon.json.j2", "/etc/docker/daemon.json")]
+            files = [self._file("base/daemon.json.j2", "/etc/docker/daemon.json")]
+            if self.settings.docker_source == "debian":
+                files.append(self._file("base/compose-v1-shim.j2", COMPOSE_SHIM, "0755"))
+            return files
         if number == 6:
             return [
                 self._file("nginx/nginx.conf.j2", f"{NGINX_DIR}/nginx.conf"),
