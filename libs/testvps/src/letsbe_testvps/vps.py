@@ -26,6 +26,7 @@ from pathlib import Path
 import asyncssh
 
 from letsbe_testvps.image import ensure_image, host_mirror
+from letsbe_testvps.images import REGISTRY_PORT, start_registry
 
 STATE_DIR = Path("/run/letsbe-testvps")
 WORK_DIR = Path(os.environ.get("LETSBE_TESTVPS_WORK", "/var/tmp/letsbe-testvps"))
@@ -50,9 +51,14 @@ class Vps:
     nspawn_pid: int
     leader_pid: int  # the VPS's systemd (PID 1 inside)
     proxy_pid: int
+    registry_pid: int  # Debian's docker-registry on host_ip:5000 with the image stand-ins (images.py)
     owner_pid: int  # 0: kept until `letsbe-testvps stop`; else removed by sweep() once that process is gone
     host_key_fingerprint: str
     ssh_port: int = 22
+
+    @property
+    def registry(self) -> str:
+        return f"{self.host_ip}:{REGISTRY_PORT}"
 
     @property
     def work(self) -> Path:
@@ -73,7 +79,7 @@ class Vps:
         (STATE_DIR / self.name / "state.json").write_text(json.dumps(asdict(self)))
 
     def stop(self) -> None:
-        _stop(self.name, self.nspawn_pid, self.leader_pid, self.proxy_pid)
+        _stop(self.name, self.nspawn_pid, self.leader_pid, self.proxy_pid, self.registry_pid)
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -225,7 +231,7 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
     slot, name = _claim_slot(owner)
     work = WORK_DIR / name
     ip, host_ip, link = f"10.213.{slot}.2", f"10.213.{slot}.1", f"ve-{name}"
-    nspawn_pid = leader = proxy_pid = 0
+    nspawn_pid = leader = proxy_pid = registry_pid = 0
     try:
         shutil.rmtree(work, ignore_errors=True)
         fingerprint = _prepare_upper(work, name, public_key, host_ip)
@@ -258,7 +264,10 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
             start_new_session=True,
         )  # fmt: skip
         proxy_pid = proxy.pid
-        vps = Vps(name, slot, ip, host_ip, nspawn_pid, leader, proxy_pid, owner, fingerprint)
+        (STATE_DIR / name / "proxy.pid").write_text(str(proxy_pid))
+        registry_pid = start_registry(host_ip, REGISTRY_PORT, work / "registry.log").pid
+        (STATE_DIR / name / "registry.pid").write_text(str(registry_pid))
+        vps = Vps(name, slot, ip, host_ip, nspawn_pid, leader, proxy_pid, registry_pid, owner, fingerprint)
         vps.save()
         # Dial it only when the kernel routes its address over its own link: never anywhere else.
         _wait(lambda: _routed_via(ip, link), f"a route to {ip} via {link}", 10)
@@ -267,7 +276,7 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
         log(f"{name} booted: {ip}, systemd {state.strip()}, host key {fingerprint}")
         return vps
     except BaseException:
-        _stop(name, nspawn_pid, leader, proxy_pid)
+        _stop(name, nspawn_pid, leader, proxy_pid, registry_pid)
         raise
 
 
@@ -278,10 +287,11 @@ def _tail(path: Path, n: int = 15) -> str:
         return ""
 
 
-def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, timeout: float = 20.0) -> None:
+def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, registry_pid: int, timeout: float = 20.0) -> None:
     """Power off (as systemd does on SIGRTMIN+4), then remove its cgroups, link, files and slot. Idempotent."""
-    if proxy_pid and _alive(proxy_pid, "letsbe_testvps.proxy"):
-        os.kill(proxy_pid, signal.SIGTERM)
+    for pid, needle in ((proxy_pid, "letsbe_testvps.proxy"), (registry_pid, f"{name}/registry")):
+        if pid and _alive(pid, needle):
+            os.kill(pid, signal.SIGTERM)
     if nspawn_pid and _alive(nspawn_pid, name):
         if leader and Path(f"/proc/{leader}").exists():
             with contextlib.suppress(ProcessLookupError):
@@ -321,12 +331,12 @@ def sweep(*, everything: bool = False, log=print) -> list[str]:
             continue
         if owner == -1 and not everything and time.time() - d.stat().st_mtime < 60:
             continue  # being claimed right now
-        state = json.loads((d / "state.json").read_text()) if (d / "state.json").exists() else {}
-        nspawn = int((d / "nspawn.pid").read_text()) if (d / "nspawn.pid").exists() else 0
-        _stop(name, nspawn, state.get("leader_pid") or _leader(nspawn) or 0, state.get("proxy_pid", 0))
+        pids = {f.stem: int(f.read_text() or 0) for f in d.glob("*.pid")}
+        nspawn = pids.get("nspawn", 0)
+        _stop(name, nspawn, _leader(nspawn) or 0, pids.get("proxy", 0), pids.get("registry", 0))
         removed.append(name)
         log(f"removed leftover test VPS {name}")
     for work in WORK_DIR.glob("lbvps*") if WORK_DIR.exists() else []:  # files of slots whose state is gone
         if not (STATE_DIR / work.name).exists():
-            _stop(work.name, 0, 0, 0)
+            _stop(work.name, 0, 0, 0, 0)
     return removed

@@ -55,6 +55,10 @@ class ProvisionerSettings(ServiceSettings):
     docker_source: Literal["docker", "debian"] = "docker"
     # A pull-through mirror for Docker Hub images (dockerd's registry-mirrors); unset: Docker Hub itself.
     registry_mirror: str | None = None
+    # Where the AI stack's images (OpenClaw, Safety Wrapper, Secrets Proxy) come from.
+    image_registry: str = "code.letsbe.solutions/letsbe"
+    # Registries (host:port) dockerd may reach over plain HTTP (a mirror or registry on a private network).
+    insecure_registries: tuple[str, ...] = ()
     # What a server that is not a whole VM (a container, like the test VPS) cannot do; each skip is said in the
     # step's output. Swap file size (0: none); whether to apply the host-wide vm.* sysctls.
     swap_mb: int = Field(default=2048, ge=0)

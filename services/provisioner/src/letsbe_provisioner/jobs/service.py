@@ -280,6 +280,8 @@ def plan_settings(settings: ProvisionerSettings, server: ServerTarget, client_ke
         "fail2ban_ignoreip": settings.control_plane_ips,
         "docker_source": settings.docker_source,
         "registry_mirror": settings.registry_mirror,
+        "image_registry": settings.image_registry,
+        "insecure_registries": settings.insecure_registries,
         "swap_mb": settings.swap_mb,
         "vm_sysctls": settings.vm_sysctls,
     }

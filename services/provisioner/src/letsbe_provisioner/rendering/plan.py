@@ -23,11 +23,8 @@ from letsbe_provisioner.steps import BY_NUMBER, STEPS
 DB_IMAGES = {"postgres": "postgres:16.4-alpine", "mysql": "mysql:8.4.2", "mongo": "mongo:7.0.14"}
 REDIS_IMAGE = "redis:7.4.1-alpine"
 NGINX_IMAGE = "nginx:1.27-alpine"
-AI_IMAGES = {
-    "openclaw": "code.letsbe.solutions/letsbe/openclaw",
-    "safety-wrapper": "code.letsbe.solutions/letsbe/safety-wrapper",
-    "secrets-proxy": "code.letsbe.solutions/letsbe/secrets-proxy",
-}
+IMAGE_REGISTRY = "code.letsbe.solutions/letsbe"  # our own images (the AI stack); Settings.image_registry
+AI_IMAGES = ("openclaw", "safety-wrapper", "secrets-proxy")
 AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
 MIN_DB_MB, REDIS_MB = 128, 64
 HEREDOC_END = "LETSBE_EOF_9c4e1"  # never appears in rendered content (checked)
@@ -82,6 +79,8 @@ class Settings:
     fail2ban_ignoreip: tuple[str, ...] = ()  # the control plane's addresses: never banned
     docker_source: str = "docker"  # "docker": Docker's apt repository; "debian": docker.io + docker-compose
     registry_mirror: str | None = None  # Docker Hub images through this mirror
+    image_registry: str = IMAGE_REGISTRY  # where the AI stack's images come from
+    insecure_registries: tuple[str, ...] = ()  # plain-HTTP registries dockerd may use (host:port)
     vm_sysctls: bool = True  # False: the host-wide vm.* sysctls are written but not applied (a container)
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
@@ -265,8 +264,9 @@ class Plan:
             "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
-            "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
+            "images": {**{n: f"{self.settings.image_registry}/{n}" for n in AI_IMAGES}, "nginx": NGINX_IMAGE},
             "secrets": self.secrets, "redis_image": REDIS_IMAGE,
+            "default_image_registry": IMAGE_REGISTRY,
             **extra,
         }  # fmt: skip
 
