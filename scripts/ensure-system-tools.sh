@@ -2,11 +2,16 @@
 # Installs the Debian packages that tests drive for real, only when they are missing.
 #   nginx   deploy/tests render the hub and tenant vhosts and run `nginx -t` on them
 #   rclone  deploy/tests copy a backup off-site to a local rclone remote
+#   debootstrap, systemd-container, docker-registry
+#           the Debian 12 test VPS (libs/testvps): its image, systemd-nspawn, the registry of image stand-ins
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || needed+=(nginx)
 command -v rclone >/dev/null 2>&1 || needed+=(rclone)
+[ -x /usr/sbin/debootstrap ] || needed+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || needed+=(systemd-container)
+command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2
@@ -15,3 +20,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+# Debian's packages start their services; the tests start their own registry per test VPS instead.
+if [[ " ${needed[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("stop NAME or stop --all")
         elif args.cmd == "shell":
             vps = load(args.name)
-            os.execvp("nsenter", ["nsenter", "-t", str(vps.leader_pid), "-a", "/bin/bash", "-l"])
+            os.execvp("nsenter", ["nsenter", "-t", str(vps.leader_pid), "-a", "/bin/bash", "-l"])  # noqa: S606
         else:
             for name in running():
                 try:

@@ -42,7 +42,9 @@ class Mirror:
         return tuple(sorted({re.sub(r"^https?://([^/:]+).*$", r"\1", u) for u in (self.debian, self.security)}))
 
 
-def host_mirror(sources_dir: Path = Path("/etc/apt/sources.list.d"), sources_list: Path = Path("/etc/apt/sources.list")) -> Mirror:
+def host_mirror(
+    sources_dir: Path = Path("/etc/apt/sources.list.d"), sources_list: Path = Path("/etc/apt/sources.list")
+) -> Mirror:
     """The Debian mirror this host itself uses (deb822 .sources files or one-line .list entries)."""
     uris: list[str] = []
     for f in sorted(sources_dir.glob("*.sources")):

@@ -66,8 +66,8 @@ def standin_rootfs() -> Path:
                 [*chroot, "apt-get", "-qq", "install", "-y", "--no-install-recommends", *STANDIN_PACKAGES],
                 check=True, env=env, stdout=subprocess.DEVNULL,
             )  # fmt: skip
-            subprocess.run([*chroot, "useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "nginx"],
-                           check=True)  # fmt: skip
+            nologin = ["--no-create-home", "--shell", "/usr/sbin/nologin"]
+            subprocess.run([*chroot, "useradd", "--system", *nologin, "nginx"], check=True)
             for p in ("var/lib/apt/lists", "var/cache/apt/archives", "etc/nginx/sites-enabled"):
                 shutil.rmtree(root / p, ignore_errors=True)
             (root / "etc/resolv.conf").write_text("")
@@ -110,7 +110,9 @@ def _layer() -> tuple[Path, str, str]:
                 if tar.wait() != 0:
                     raise RuntimeError("tar of the stand-in root file system failed")
                 tmp.rename(layer)
-                meta.write_text(json.dumps({"digest": "sha256:" + blob.hexdigest(), "diff_id": "sha256:" + diff.hexdigest()}))
+                meta.write_text(
+                    json.dumps({"digest": "sha256:" + blob.hexdigest(), "diff_id": "sha256:" + diff.hexdigest()})
+                )
     m = json.loads(meta.read_text())
     return layer, m["digest"], m["diff_id"]
 
@@ -172,9 +174,8 @@ def publish(names: list[str]) -> list[str]:
                     "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
                                 "size": layer.stat().st_size, "digest": digest}],
                 })  # fmt: skip
-                r = http.put(f"/v2/{repo}/manifests/{tag}", content=manifest,
-                             headers={"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"})  # fmt: skip
-                r.raise_for_status()
+                kind = {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}
+                http.put(f"/v2/{repo}/manifests/{tag}", content=manifest, headers=kind).raise_for_status()
     return [f"{n} ({standin_for(n)})" for n in names]
 
 
@@ -203,7 +204,7 @@ def start_registry(host: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         f"http: {{addr: '{host}:{port}'}}\n"
     )
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)  # noqa: SIM115  # fmt: skip
+                            stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)  # fmt: skip
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -212,7 +213,9 @@ def start_registry(host: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         except OSError:
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
-                raise RuntimeError(f"docker-registry did not start on {host}:{port}: {log.read_text()[-500:]}") from None
+                raise RuntimeError(
+                    f"docker-registry did not start on {host}:{port}: {log.read_text()[-500:]}"
+                ) from None
             time.sleep(0.05)
 
 

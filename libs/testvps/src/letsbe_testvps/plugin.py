@@ -50,7 +50,9 @@ def testvps_key() -> asyncssh.SSHKey:
 @pytest.fixture(scope="session")
 def _testvps_host() -> None:
     if os.geteuid() != 0 or not shutil.which("systemd-nspawn") or not shutil.which("debootstrap"):
-        pytest.skip("the Debian 12 test VPS needs root, systemd-nspawn and debootstrap (scripts/ensure-system-tools.sh)")
+        pytest.skip(
+            "the Debian 12 test VPS needs root, systemd-nspawn and debootstrap (scripts/ensure-system-tools.sh)"
+        )
     sweep()  # what killed runs left behind
 
 

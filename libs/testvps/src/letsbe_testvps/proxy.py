@@ -18,10 +18,8 @@ HEADER_LIMIT = 64 * 1024
 
 async def _refuse(writer: asyncio.StreamWriter, status: str, why: str) -> None:
     body = f"letsbe-testvps proxy: {why}\n".encode()
-    writer.write(
-        f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-        + body
-    )
+    head = f"HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {len(body)}\r\nConnection: close\r\n"
+    writer.write(head.encode() + b"\r\n" + body)
     with contextlib.suppress(OSError):
         await writer.drain()
 
@@ -40,9 +38,13 @@ async def _one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         return False
     url = urlsplit(target)
     if method == "CONNECT" or url.scheme != "http" or url.hostname not in allowed or url.port not in (None, 80):
-        await _refuse(writer, "403 Forbidden", f"{method} {target} is not a Debian mirror URL ({', '.join(sorted(allowed))})")
+        await _refuse(
+            writer, "403 Forbidden", f"{method} {target} is not a Debian mirror URL ({', '.join(sorted(allowed))})"
+        )
         return False
-    headers = [h for h in lines[1:] if h and not h.lower().startswith(("connection:", "proxy-connection:", "keep-alive:"))]
+    headers = [
+        h for h in lines[1:] if h and not h.lower().startswith(("connection:", "proxy-connection:", "keep-alive:"))
+    ]
     length = next((int(h.split(":", 1)[1]) for h in headers if h.lower().startswith("content-length:")), 0)
     body = await reader.readexactly(length) if length else b""
     path = url.path or "/"
@@ -54,8 +56,8 @@ async def _one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         await _refuse(writer, "502 Bad Gateway", f"cannot reach {url.hostname}: {exc}")
         return False
     try:
-        up_writer.write(f"{method} {path} {version}\r\n".encode() + "\r\n".join([*headers, "Connection: close"]).encode()
-                        + b"\r\n\r\n" + body)  # fmt: skip
+        request = "\r\n".join([f"{method} {path} {version}", *headers, "Connection: close", "", ""])
+        up_writer.write(request.encode("latin-1") + body)
         await up_writer.drain()
         # Upstream closes after its response (Connection: close): copy until EOF. The client may keep its
         # connection only if the response framed itself (Content-Length or chunked) and was not a close-delimited one.
@@ -64,8 +66,8 @@ async def _one_request(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
         framed = b"\r\ncontent-length:" in lowered or b"chunked" in lowered or method == "HEAD"
         status_line, _, rest = resp_head.partition(b"\r\n")
         kept = [h for h in rest.split(b"\r\n") if h and not h.lower().startswith((b"connection:", b"keep-alive:"))]
-        writer.write(status_line + b"\r\n" + b"\r\n".join([*kept, b"Connection: " + (b"keep-alive" if framed else b"close")])
-                     + b"\r\n\r\n")  # fmt: skip
+        connection = b"Connection: " + (b"keep-alive" if framed else b"close")
+        writer.write(b"\r\n".join([status_line, *kept, connection, b"", b""]))
         while chunk := await up_reader.read(65536):
             writer.write(chunk)
             await writer.drain()

@@ -29,7 +29,8 @@ from letsbe_testvps.image import ensure_image, host_mirror
 from letsbe_testvps.images import REGISTRY_PORT, start_registry
 
 STATE_DIR = Path("/run/letsbe-testvps")
-WORK_DIR = Path(os.environ.get("LETSBE_TESTVPS_WORK", "/var/tmp/letsbe-testvps"))
+# On a real file system (not tmpfs): overlay upper dirs and /var/lib/docker of each VPS. Root-owned, ours only.
+WORK_DIR = Path(os.environ.get("LETSBE_TESTVPS_WORK", "/var/tmp/letsbe-testvps"))  # noqa: S108
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAME = "letsbe-testvps"
 CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blkio", "pids", "systemd")
@@ -130,7 +131,8 @@ def _remove_cgroups(name: str) -> None:
     for top in _cgroup_dirs(name):
         if not top.exists():
             continue
-        for d in sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True) + [top]:
+        nested = sorted((p for p in top.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True)
+        for d in [*nested, top]:  # leaves first
             for _ in range(50):
                 procs = [int(p) for p in (d / "cgroup.procs").read_text().split()] if d.exists() else []
                 for pid in procs:
@@ -174,11 +176,13 @@ def _prepare_upper(work: Path, name: str, public_key: str, host_ip: str) -> str:
     (upper / "root/.ssh/authorized_keys").write_text(public_key.strip() + "\n")
     os.chmod(upper / "root/.ssh/authorized_keys", 0o600)
     (upper / "etc/apt/apt.conf.d/01letsbe-testvps-proxy").write_text(
-        f'// letsbe-testvps: the VPS has no route out; apt goes through the mirror-only proxy on the host\n'
+        f"// letsbe-testvps: the VPS has no route out; apt goes through the mirror-only proxy on the host\n"
         f'Acquire::http::Proxy "http://{host_ip}:{PROXY_PORT}";\n'
     )
     (upper / "etc/hostname").write_text(f"{name}\n")
-    (upper / "etc/hosts").write_text(f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+    (upper / "etc/hosts").write_text(
+        f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    )
     (upper / "etc/resolv.conf").write_text("# letsbe-testvps: no resolver (no network but the apt proxy)\n")
     return asyncssh.read_public_key(str(key) + ".pub").get_fingerprint("sha256")
 
@@ -193,7 +197,9 @@ def _launch_script(name: str, image: Path, work: Path) -> str:
         "--capability=all --system-call-filter='@keyring bpf' --console=read-only --resolv-conf=off "
         "--link-journal=no --timezone=off"
     )
-    return f"for f in {procs}; do echo $$ >\"$f\"; done\nexec unshare -m --propagation private sh -c {shlex.quote(inner)}\n"
+    return (
+        f'for f in {procs}; do echo $$ >"$f"; done\nexec unshare -m --propagation private sh -c {shlex.quote(inner)}\n'
+    )
 
 
 def _leader(nspawn_pid: int) -> int | None:
@@ -236,7 +242,7 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
         shutil.rmtree(work, ignore_errors=True)
         fingerprint = _prepare_upper(work, name, public_key, host_ip)
         _make_cgroups(name)
-        console = open(work / "console.log", "wb")  # noqa: SIM115 - handed to the child
+        console = open(work / "console.log", "wb")
         nspawn = subprocess.Popen(
             ["sh", "-c", _launch_script(name, image, work)],
             stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True,
@@ -253,14 +259,16 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
         leader = _wait(started, f"{name} to start", 30)
         # nspawn mounts the v1 controllers read-only; dockerd inside needs to make its own cgroups.
         for c in CONTROLLERS[:-1]:
-            _run("nsenter", "-t", str(leader), "-m", "mount", "-o", "remount,bind,rw", f"/sys/fs/cgroup/{c}", check=False)
+            _run(
+                "nsenter", "-t", str(leader), "-m", "mount", "-o", "remount,bind,rw", f"/sys/fs/cgroup/{c}", check=False
+            )
         _run("ip", "addr", "add", f"{host_ip}/30", "dev", link)
         _run("ip", "link", "set", link, "up")
         _run("nsenter", "-t", str(leader), "-n", "ip", "addr", "add", f"{ip}/30", "dev", "host0")
         _run("nsenter", "-t", str(leader), "-n", "ip", "link", "set", "host0", "up")
         proxy = subprocess.Popen(
             [sys.executable, "-m", "letsbe_testvps.proxy", host_ip, str(PROXY_PORT), *mirror.hosts],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"),  # noqa: SIM115
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(work / "proxy.log", "wb"),
             start_new_session=True,
         )  # fmt: skip
         proxy_pid = proxy.pid

@@ -97,8 +97,10 @@ def table(steps: dict[int, JobStep], lines: dict[int, list[str]], stand_ins: lis
         out.append(f"{s.number:>2} {s.name:<13} {row.status.lower():<10} {secs:>7.1f}  {notes[0]}")
         out += [f"{'':<36}  {n}" for n in notes[1:]]
     out.append("locally built image stand-ins (pulled from the VPS's registry): " + ", ".join(stand_ins))
-    out.append("not real: the applications in the containers (stand-ins), the wildcard certificate (step 7 puts "
-               "the self-signed stand-in in place until an agent holds a Hub credential), backups' off-site copy")
+    out.append(
+        "not real: the applications in the containers (stand-ins), the wildcard certificate (step 7 puts "
+        "the self-signed stand-in in place until an agent holds a Hub credential), backups' off-site copy"
+    )
     return "\n".join(out)
 
 
@@ -132,9 +134,7 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     )
     stand_ins = images.publish(images.compose_images(rendered.files()))
     client = HubClient(hub.url, HUB_TOKEN, timeout=5)
-    pipeline = Pipeline(
-        settings, sessions, client, SecretBox(settings.secrets_key.get_secret_value()), testvps_key
-    )
+    pipeline = Pipeline(settings, sessions, client, SecretBox(settings.secrets_key.get_secret_value()), testvps_key)
     try:
         await pipeline.on_dns_ready(event)
     finally:
