@@ -295,22 +295,45 @@ def _tail(path: Path, n: int = 15) -> str:
         return ""
 
 
+def _reap(pid: int) -> None:
+    """Collect ``pid`` if it is our child (a process we started and ended must not stay a zombie)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _end(pid: int, needle: str, timeout: float, signal_to: tuple[int, int] | None = None) -> None:
+    """End ``pid`` (SIGTERM, or ``signal_to`` = (pid, signal) to ask another process), SIGKILL after ``timeout``."""
+    if not pid:
+        return
+    if not _alive(pid, needle):
+        _reap(pid)
+        return
+    target, sig = signal_to or (pid, signal.SIGTERM)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(target, sig)
+    deadline = time.monotonic() + timeout
+    while _alive(pid, needle):
+        _reap(pid)
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 5
+        time.sleep(0.05)
+    for _ in range(20):  # its exit status, once it is a zombie
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                break
+        except (ChildProcessError, OSError):
+            break
+        time.sleep(0.05)
+
+
 def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, registry_pid: int, timeout: float = 20.0) -> None:
     """Power off (as systemd does on SIGRTMIN+4), then remove its cgroups, link, files and slot. Idempotent."""
-    for pid, needle in ((proxy_pid, "letsbe_testvps.proxy"), (registry_pid, f"{name}/registry")):
-        if pid and _alive(pid, needle):
-            os.kill(pid, signal.SIGTERM)
-    if nspawn_pid and _alive(nspawn_pid, name):
-        if leader and Path(f"/proc/{leader}").exists():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(leader, signal.SIGRTMIN + 4)
-        deadline = time.monotonic() + timeout
-        while _alive(nspawn_pid, name) and time.monotonic() < deadline:
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(nspawn_pid, os.WNOHANG)  # reap it if it is our child
-            time.sleep(0.1)
-        if _alive(nspawn_pid, name):
-            os.kill(nspawn_pid, signal.SIGKILL)
+    _end(proxy_pid, "letsbe_testvps.proxy", 5)
+    _end(registry_pid, f"{name}/registry", 5)
+    poweroff = (leader, signal.SIGRTMIN + 4) if leader and Path(f"/proc/{leader}").exists() else None
+    _end(nspawn_pid, name, timeout, poweroff)
     _remove_cgroups(name)
     if Path(f"/sys/class/net/ve-{name}").exists():
         _run("ip", "link", "del", f"ve-{name}", check=False)
