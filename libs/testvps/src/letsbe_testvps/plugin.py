@@ -23,6 +23,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "vps: boots a real Debian 12 test VPS (systemd-nspawn; root)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "test_vps" in getattr(item, "fixturenames", ()):
@@ -49,10 +50,9 @@ def testvps_key() -> asyncssh.SSHKey:
 
 @pytest.fixture(scope="session")
 def _testvps_host() -> None:
-    if os.geteuid() != 0 or not shutil.which("systemd-nspawn") or not shutil.which("debootstrap"):
-        pytest.skip(
-            "the Debian 12 test VPS needs root, systemd-nspawn and debootstrap (scripts/ensure-system-tools.sh)"
-        )
+    tools = ("systemd-nspawn", "debootstrap", "docker-registry")
+    if os.geteuid() != 0 or not all(shutil.which(t, path="/usr/sbin:/usr/bin:/sbin:/bin") for t in tools):
+        pytest.skip(f"the Debian 12 test VPS needs root and {', '.join(tools)} (scripts/ensure-system-tools.sh)")
     sweep()  # what killed runs left behind
 
 
