@@ -37,9 +37,9 @@ from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
-from letsbe_provisioner.jobs.secrets import SecretBox
+from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline, plan_settings
-from letsbe_provisioner.rendering.plan import Plan, Settings, generate_secrets
+from letsbe_provisioner.rendering.plan import AGENTS, Plan, Settings, generate_secrets
 from letsbe_provisioner.steps import STEPS
 from letsbe_testvps import images
 from letsbe_testvps.vps import Vps
@@ -165,3 +165,27 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     assert {"letsbe-nginx", "letsbe-safety-wrapper", "letsbe-secrets-proxy", "letsbe-openclaw"} <= set(running)
     # nginx (Debian's, in the stand-in image) serves the rendered configuration: plain HTTP redirects to HTTPS.
     assert test_vps.nsenter("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/").stdout == "301"
+
+    # Every step is safe to run again on the real system (a retry, a resumed job): it succeeds and changes no file
+    # (step 10 writes fresh one-time registration tokens, as a re-run does).
+    async with sessions() as s:
+        secrets = await ensure_secrets(s, SecretBox(settings.secrets_key.get_secret_value()), job.tenant_id, TOOLS)
+    plan = Plan(
+        event.order, Settings(hub_url=settings.hub_url, **plan_settings(settings, event.server, testvps_key)), secrets
+    )
+    tokens = {agent: f"rt_{agent}_rerun" for agent in AGENTS}
+    conn = await ssh.connect(as_user, testvps_key, timeout=10)
+    try:
+        for step in STEPS:
+            out: list[str] = []
+
+            async def sink(stream: str, line: str, out: list[str] = out) -> None:
+                out.append(line)
+
+            script = plan.step_script(step.number, tokens)
+            code = await ssh.run_script(conn, script, root="", user=as_user.ssh_user, on_line=sink, timeout=600)
+            assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(out[-30:])
+            wrote = [line for line in out if line.startswith("wrote ") and "registration-token" not in line]
+            assert wrote == [], f"step {step.number} changed files when run again"
+    finally:
+        conn.close()
