@@ -23,7 +23,8 @@ install: $(UV)
 lock: $(UV)
 	$(UV) lock --python $(PYTHON)
 
-## system-tools: Debian packages some tests need (nginx, shellcheck, openssh-server); installs only what is missing
+## system-tools: Debian packages some tests need (nginx, rclone, debootstrap, systemd-nspawn, docker-registry);
+## installs only what is missing
 system-tools:
 	@bash scripts/ensure-system-tools.sh
 
@@ -35,9 +36,10 @@ run: install
 test: install system-tools
 	$(BIN)/letsbe-devstack run -- $(BIN)/pytest $(ARGS)
 
-## test-fast: a subset while developing, e.g. make test-fast ARGS="services/dns -x"
+## test-fast: a subset while developing, e.g. make test-fast ARGS="services/dns -x"; leaves out the tests that
+## boot the Debian 12 test VPS (marker vps) unless ARGS says otherwise (ARGS="-m vps" runs only them)
 test-fast: install
-	$(BIN)/letsbe-devstack run -- $(BIN)/pytest $(ARGS)
+	$(BIN)/letsbe-devstack run -- $(BIN)/pytest -m "not vps" $(ARGS)
 
 lint: install
 	$(BIN)/ruff check libs services tests bench deploy

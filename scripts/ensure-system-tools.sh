@@ -5,6 +5,8 @@
 #   certbot, pebble  tests/acme issue a wildcard certificate with the rendered hooks from Let's Encrypt's test CA
 #   jq, curl  the rendered certbot hooks read the agent's credential and call the DNS service (step 2 installs them)
 #   npm     provisioner tests install the pinned OpenClaw and a Node 24 from the npm registry (scripts/ensure-openclaw.sh)
+#   debootstrap, systemd-container, docker-registry
+#           the Debian 12 test VPS (libs/testvps): its image, systemd-nspawn, the registry of image stand-ins
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
@@ -15,6 +17,9 @@ command -v pebble >/dev/null 2>&1 || needed+=(pebble)
 command -v jq >/dev/null 2>&1 || needed+=(jq)
 command -v curl >/dev/null 2>&1 || needed+=(curl)
 command -v npm >/dev/null 2>&1 || needed+=(npm)
+[ -x /usr/sbin/debootstrap ] || needed+=(debootstrap)
+command -v systemd-nspawn >/dev/null 2>&1 || needed+=(systemd-container)
+command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2
@@ -23,3 +28,7 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
+# Debian's packages start their services; the tests start their own registry per test VPS instead.
+if [[ " ${needed[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
+  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+fi

@@ -1,4 +1,5 @@
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -69,6 +70,26 @@ class ProvisionerSettings(ServiceSettings):
         if "-----BEGIN CERTIFICATE-----" not in pem:
             raise ValueError(f"{v} holds no PEM certificate")
         return v
+
+    # --- the tenant server ---
+    # A server handed over with root as its SSH user is provisioned as root up to step 3, which installs our key
+    # for this user (passwordless sudo) and refuses root logins; every later step logs in as this user.
+    provisioning_user: str = Field(default="letsbe", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    # fail2ban never bans these (the provisioner's address as the servers see it: it logs in, and may retry).
+    control_plane_ips: tuple[str, ...] = ()
+    # Where Docker comes from: Docker's apt repository (production), or Debian's docker.io + docker-compose (v1,
+    # with a `docker compose` shim) where download.docker.com cannot be reached.
+    docker_source: Literal["docker", "debian"] = "docker"
+    # A pull-through mirror for Docker Hub images (dockerd's registry-mirrors); unset: Docker Hub itself.
+    registry_mirror: str | None = None
+    # Where the AI stack's images (OpenClaw, Safety Wrapper, Secrets Proxy) come from.
+    image_registry: str = "code.letsbe.solutions/letsbe"
+    # Registries (host:port) dockerd may reach over plain HTTP (a mirror or registry on a private network).
+    insecure_registries: tuple[str, ...] = ()
+    # What a server that is not a whole VM (a container, like the test VPS) cannot do; each skip is said in the
+    # step's output. Swap file size (0: none); whether to apply the host-wide vm.* sysctls.
+    swap_mb: int = Field(default=2048, ge=0)
+    vm_sysctls: bool = True
 
     @field_validator("remote_root")
     @classmethod

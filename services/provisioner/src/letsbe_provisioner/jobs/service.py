@@ -24,7 +24,7 @@ import time
 import uuid
 from collections import deque
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
 import asyncssh
 from prometheus_client import Counter, Histogram
@@ -268,6 +268,27 @@ class Pipeline:
         log.error("provisioning failed", order_id=str(job.order_id), job_id=str(job.id), step=step, retryable=retryable)
 
 
+def plan_settings(settings: ProvisionerSettings, server: ServerTarget, client_key: asyncssh.SSHKey) -> dict[str, Any]:
+    """The rendering settings that come from the provisioner's settings and the server (beyond URLs and paths)."""
+    as_root = server.ssh_user == "root"
+    return {
+        # A server handed over as root gets the provisioning user (step 3), with our key, for every later step.
+        "ssh_user": settings.provisioning_user if as_root else server.ssh_user,
+        "ssh_user_key": client_key.export_public_key().decode().strip() if as_root else None,
+        "ssh_port": server.ssh_port,
+        "preflight_min_cpus": settings.preflight_min_cpus,
+        "agent_heartbeat_seconds": settings.agent_heartbeat_seconds,
+        "agent_backoff_max_seconds": settings.agent_backoff_max_seconds,
+        "fail2ban_ignoreip": settings.control_plane_ips,
+        "docker_source": settings.docker_source,
+        "registry_mirror": settings.registry_mirror,
+        "image_registry": settings.image_registry,
+        "insecure_registries": settings.insecure_registries,
+        "swap_mb": settings.swap_mb,
+        "vm_sysctls": settings.vm_sysctls,
+    }
+
+
 class JobRun:
     """The steps of one job, in order, by this process; holds the SSH connection and the redactor."""
 
@@ -298,15 +319,12 @@ class JobRun:
                 acme_ca_pem=self.settings.acme_ca_pem(),
                 root=self.settings.root_for(server.ipv4),
                 agent_image_tag=self.settings.agent_image_tag,
-                preflight_min_cpus=self.settings.preflight_min_cpus,
-                agent_heartbeat_seconds=self.settings.agent_heartbeat_seconds,
-                agent_backoff_max_seconds=self.settings.agent_backoff_max_seconds,
-                ssh_user=server.ssh_user,
-                ssh_port=server.ssh_port,
+                **plan_settings(self.settings, server, pipeline.client_key),
             ),
             secrets,
         )
         self.conn: asyncssh.SSHClientConnection | None = None
+        self.conn_user: str | None = None
 
     async def close(self) -> None:
         if self.conn is not None:
@@ -336,15 +354,19 @@ class JobRun:
             try:
                 tokens = await self._tokens() if step.number == 10 else None
                 script = self.plan.step_script(step.number, tokens)
+                target = ssh.step_target(self.server, step.number, self.plan.settings.ssh_user)
+                if self.conn is not None and self.conn_user != target.ssh_user:
+                    await self.close()  # root until the SSH hardening, the provisioning user after it
                 if self.conn is None:
                     self.conn = await ssh.connect(
-                        self.server, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds
+                        target, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds
                     )
+                    self.conn_user = target.ssh_user
                 exit_code = await ssh.run_script(
                     self.conn,
                     script,
                     root=self.plan.settings.root,
-                    user=self.server.ssh_user,
+                    user=target.ssh_user,
                     on_line=sink.add,
                     timeout=self.settings.step_timeout_seconds,
                 )

@@ -66,6 +66,18 @@ async def connect(target: ServerTarget, client_key: asyncssh.SSHKey, *, timeout:
     return conn
 
 
+USERS_SSH_STEP = 3  # the step that hardens SSH (root refused from then on)
+
+
+def step_target(server: ServerTarget, step: int, provisioning_user: str) -> ServerTarget:
+    """Who logs in for step ``step``. A server handed over as root is provisioned as root up to the SSH hardening
+    (which authorizes our key for ``provisioning_user`` and then refuses root), and as ``provisioning_user``
+    (passwordless sudo) after it, as on a real server whose root login we closed ourselves."""
+    if server.ssh_user == "root" and step > USERS_SSH_STEP:
+        return server.model_copy(update={"ssh_user": provisioning_user})
+    return server
+
+
 def remote_command(root: str, user: str) -> str:
     """The command that runs a step script read from stdin.
 

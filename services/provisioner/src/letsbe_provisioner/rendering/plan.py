@@ -25,11 +25,8 @@ from letsbe_provisioner.steps import BY_NUMBER, STEPS
 DB_IMAGES = {"postgres": "postgres:16.4-alpine", "mysql": "mysql:8.4.2", "mongo": "mongo:7.0.14"}
 REDIS_IMAGE = "redis:7.4.1-alpine"
 NGINX_IMAGE = "nginx:1.27-alpine"
-AI_IMAGES = {
-    "openclaw": "code.letsbe.solutions/letsbe/openclaw",
-    "safety-wrapper": "code.letsbe.solutions/letsbe/safety-wrapper",
-    "secrets-proxy": "code.letsbe.solutions/letsbe/secrets-proxy",
-}
+IMAGE_REGISTRY = "code.letsbe.solutions/letsbe"  # our own images (the AI stack); Settings.image_registry
+AI_IMAGES = ("openclaw", "safety-wrapper", "secrets-proxy")
 AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
 # The OpenClaw release the image is built from (deploy/docker/openclaw.Dockerfile) and its rendered configuration
 # is tested against (tests/rendering/test_openclaw.py runs this version).
@@ -56,6 +53,7 @@ TLS_DIR = "/etc/letsbe/tls"
 ACME_DIR = "/etc/letsbe/acme"
 STATE_DIR = "/var/lib/letsbe"
 BACKUP_DIR = "/var/backups/letsbe"
+COMPOSE_SHIM = "/usr/local/lib/docker/cli-plugins/docker-compose"  # `docker compose` on Debian's Docker
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
@@ -102,6 +100,14 @@ class Settings:
     agent_backoff_max_seconds: float = 60
     acme_directory_url: str = LETS_ENCRYPT  # the ACME server certbot uses (tests: pebble)
     acme_ca_pem: str | None = None  # PEM of a CA to trust for that server instead of the system's (test CAs only)
+    # Step 3 authorizes this key for ssh_user when we log in as another user (root) until then.
+    ssh_user_key: str | None = None
+    fail2ban_ignoreip: tuple[str, ...] = ()  # the control plane's addresses: never banned
+    docker_source: str = "docker"  # "docker": Docker's apt repository; "debian": docker.io + docker-compose
+    registry_mirror: str | None = None  # Docker Hub images through this mirror
+    image_registry: str = IMAGE_REGISTRY  # where the AI stack's images come from
+    insecure_registries: tuple[str, ...] = ()  # plain-HTTP registries dockerd may use (host:port)
+    vm_sysctls: bool = True  # False: the host-wide vm.* sysctls are written but not applied (a container)
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
 
@@ -297,7 +303,8 @@ class Plan:
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS,
                       "acme_ca": ACME_CA_BUNDLE, "certbot_ca_dropin": CERTBOT_CA_DROPIN},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
-            "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
+            "images": {**{n: f"{self.settings.image_registry}/{n}" for n in AI_IMAGES}, "nginx": NGINX_IMAGE},
+            "default_image_registry": IMAGE_REGISTRY,
             "openclaw_version": OPENCLAW_VERSION, "openclaw_port": OPENCLAW_PORT, "openclaw_config": OPENCLAW_CONFIG,
             "ai_gate": AI_GATE_NETWORK, "tool_network": tool_network,
             "secrets_proxy_url": "http://secrets-proxy:8100/v1", "safety_wrapper_url": "http://safety-wrapper:8200",
@@ -325,7 +332,10 @@ class Plan:
                 files.append(self._file("base/sudoers.j2", "/etc/sudoers.d/90-letsbe", "0440"))
             return files
         if number == 5:
-            return [self._file("base/daemon.json.j2", "/etc/docker/daemon.json")]
+            files = [self._file("base/daemon.json.j2", "/etc/docker/daemon.json")]
+            if self.settings.docker_source == "debian":
+                files.append(self._file("base/compose-v1-shim.j2", COMPOSE_SHIM, "0755"))
+            return files
         if number == 6:
             return [
                 self._file("nginx/nginx.conf.j2", f"{NGINX_DIR}/nginx.conf"),

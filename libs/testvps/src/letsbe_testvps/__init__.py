@@ -1,0 +1,1 @@
+"""A real Debian 12 test VPS on this machine (see docs/test-vps.md)."""
