@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
 import pytest
@@ -87,8 +88,7 @@ ENCODINGS: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
     ("entities inside %-encoding", lambda s: quote(_entities(s, "&#x{:x};"), safe=""),
      lambda t: html.unescape(unquote(t))),
     ("%-encoding inside entities", lambda s: html.escape(quote(s, safe="")), lambda t: unquote(html.unescape(t))),
-    *[(f"json nested {d} deep", (lambda d: lambda s: _json_deep(s, d))(d), (lambda d: lambda t: _json_undeep(t, d))(d))
-      for d in (0, 1, 2, 3, 5)],
+    *[(f"json nested {d} deep", partial(_json_deep, depth=d), partial(_json_undeep, depth=d)) for d in (0, 1, 2, 3, 5)],
     ("json nested 3 deep, ensure_ascii=False", lambda s: _json_deep(s, 3, ensure_ascii=False),
      lambda t: _json_undeep(t, 3)),
     ("%-encoded json", lambda s: quote(_json_deep(s, 2), safe=""), lambda t: _json_undeep(unquote(t), 2)),

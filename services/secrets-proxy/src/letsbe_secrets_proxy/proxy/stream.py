@@ -15,7 +15,6 @@ not ask for it, ``strip_usage`` removes it again (a chunk with no choices breaks
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Callable
 from typing import Any
@@ -28,6 +27,7 @@ UsageSink = Callable[[str, Any, Any], None]
 # Delta fields that carry a whole value in one chunk (an identifier or a name), not text to concatenate: they are
 # redacted whole. Every other string under a delta is treated as streamed text.
 _WHOLE = frozenset({"role", "id", "type", "name", "call_id", "data"})
+_TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
 class SSERewriter:
@@ -44,6 +44,7 @@ class SSERewriter:
         self._last_chunk: dict[str, Any] | None = None
         self._last_delta_event: dict[Any, dict[str, Any]] = {}
         self._seq_shift = 0
+        self._next_seq = 0
         self._done = False
 
     # --- framing -------------------------------------------------------------------------------------------
@@ -166,32 +167,42 @@ class SSERewriter:
             obj = redact_json(obj, self.r, self.findings)
             obj["delta"] = delta
             self._last_delta_event[(kind, *key)] = obj
-        elif isinstance(kind, str) and kind.endswith(".done"):
-            delta_kind = kind.removesuffix(".done") + ".delta"
-            field = self._fields.pop((delta_kind, *key), None)
-            if field is not None:
-                rest = field.flush()
-                self.findings.extend(field.findings)
-                template = self._last_delta_event.pop((delta_kind, *key), None)
-                if rest and template is not None:
-                    extra = copy.copy(template)
-                    extra["delta"] = rest
-                    if isinstance(obj.get("sequence_number"), int):
-                        extra["sequence_number"] = obj["sequence_number"] + self._seq_shift
-                        self._seq_shift += 1
-                    out.append(extra)
-            obj = redact_json(obj, self.r, self.findings)
         else:
+            if isinstance(kind, str) and kind.endswith(".done"):
+                pending = [(kind.removesuffix(".done") + ".delta", *key)]
+            elif kind in _TERMINAL:  # the answer ends here: whatever is still held goes out first
+                pending = list(self._fields)
+            else:
+                pending = []
+            for field_key in pending:
+                out.extend(self._flush_delta(field_key, obj.get("sequence_number")))
             obj = redact_json(obj, self.r, self.findings)
-        if isinstance(obj.get("sequence_number"), int) and self._seq_shift:
+        if isinstance(obj.get("sequence_number"), int):
             obj["sequence_number"] += self._seq_shift
-        if kind in ("response.completed", "response.incomplete", "response.failed"):
+            self._next_seq = obj["sequence_number"] + 1
+        if kind in _TERMINAL:
             response = obj.get("response") or {}
             usage = response.get("usage") if isinstance(response, dict) else None
             if isinstance(usage, dict):
                 self.on_usage(str(response.get("model") or ""), usage.get("input_tokens"), usage.get("output_tokens"))
         out.append(obj)
         return out
+
+    def _flush_delta(self, key: Any, seq: Any) -> list[dict[str, Any]]:
+        """One extra delta event with what the field still holds (numbered just before ``seq``), or nothing."""
+        field = self._fields.pop(key, None)
+        if field is None:
+            return []
+        rest = field.flush()
+        self.findings.extend(field.findings)
+        template = self._last_delta_event.pop(key, None)
+        if not rest or template is None:
+            return []
+        extra = dict(template, delta=rest)
+        if isinstance(seq, int):
+            extra["sequence_number"] = seq + self._seq_shift
+            self._seq_shift += 1
+        return [extra]
 
     # --- end of stream -------------------------------------------------------------------------------------
 
@@ -220,12 +231,11 @@ class SSERewriter:
             chunk["choices"] = list(choices.values())
             return _frame(None, [], json.dumps(chunk))
         out = []
-        for key, field in list(self._fields.items()):
-            rest = field.flush()
-            self.findings.extend(field.findings)
-            template = self._last_delta_event.get(key)
-            if rest and template is not None:
-                extra = dict(template, delta=rest)
+        for key in list(self._fields):
+            for extra in self._flush_delta(key, None):
+                if "sequence_number" in extra:
+                    extra["sequence_number"] = self._next_seq
+                    self._next_seq += 1
                 out.append(_frame(extra.get("type"), [], json.dumps(extra)))
         self._fields.clear()
         return b"".join(out)
