@@ -172,6 +172,15 @@ class _Layer:
     def __init__(self, spans: list[tuple[int, int, int, int]]):
         self.spans = spans
         self._outs = [sp[0] for sp in spans]
+        self._ins = [sp[2] for sp in spans]
+
+    def forward(self, i: int) -> int:
+        """Where input position ``i`` is in the output."""
+        k = bisect_right(self._ins, i) - 1
+        if k < 0:
+            return i
+        o0, o1, _, i1 = self.spans[k]
+        return o0 if i < i1 else o1 + (i - i1)
 
     def start(self, i: int) -> int:
         k = bisect_right(self._outs, i) - 1
@@ -190,11 +199,28 @@ class _Layer:
         return i1 if j - 1 < o1 else i1 + (j - o1)
 
 
+def _markers(text: str) -> list[int]:
+    """Where an escape may start (str.find runs at memchr speed; a regex scan of the whole text would not)."""
+    out = []
+    for ch in _MARKERS:
+        i = text.find(ch)
+        while i >= 0:
+            out.append(i)
+            i = text.find(ch, i + 1)
+    out.sort()
+    return out
+
+
 def _decode_once(text: str) -> tuple[str, _Layer] | None:
     out: list[str] = []
     spans: list[tuple[int, int, int, int]] = []
     pos = opos = 0
-    for m in _ENCODED.finditer(text):
+    for at in _markers(text):
+        if at < pos:
+            continue  # inside a token already decoded
+        m = _ENCODED.match(text, at)
+        if m is None:
+            continue
         s, e = m.span()
         token = m.group()
         if token[0] == "%":
@@ -233,6 +259,24 @@ class View:
         for layer in reversed(self.layers):
             j = layer.end(j)
         return j
+
+    def windows(self, radius: int) -> list[tuple[int, int]]:
+        """The stretches of the decoded text within ``radius`` of something decoding changed, merged. A hit
+        anywhere else reads the same in the original text, where the plain scan has found it already."""
+        changed = []
+        for n, layer in enumerate(self.layers):
+            for o0, o1, _, _ in layer.spans:
+                for later in self.layers[n + 1:]:
+                    o0, o1 = later.forward(o0), later.forward(o1)
+                changed.append((max(0, o0 - radius), min(len(self.text), o1 + radius)))
+        changed.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in changed:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
 
 
 def decoded_view(text: str) -> View | None:
@@ -348,9 +392,10 @@ class Redactor:
         if view is True:
             view = decoded_view(text)
         if view:
-            for h in self._raw_hits(view.text):
-                start, end = view.start(h.start), view.end(h.end)
-                hits.append(replace(h, start=start, end=end, context=view.start(h.context)))
+            for a, b in view.windows(self.hold):
+                for h in self._raw_hits(view.text[a:b]):
+                    start, end = view.start(a + h.start), view.end(a + h.end)
+                    hits.append(replace(h, start=start, end=end, context=view.start(a + h.context)))
         if len(hits) > 1:
             # Leftmost first, longer first; drop anything overlapping a hit already taken.
             hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
