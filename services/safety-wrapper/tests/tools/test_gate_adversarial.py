@@ -223,3 +223,15 @@ async def test_every_outcome_lands_in_one_verifiable_chain(wrapper):
                               headers={"content-type": "application/json"})  # rejected
     assert [e["outcome"] for e in _audit(wrapper)] == ["executed", "pending_approval", "denied", "rejected"]
     assert verify(wrapper.settings.tools_dir / "audit.jsonl").ok
+
+
+async def test_an_executor_that_breaks_is_audited_as_failed(wrapper):
+    class Broken:
+        async def run(self, *args: Any) -> Any:
+            raise RuntimeError("bug")
+
+    wrapper.tools.executors["http"] = Broken()
+    r = await wrapper.call("ghost", "posts.list")
+    assert r.status_code == 500
+    entry = _audit(wrapper)[-1]
+    assert entry["outcome"] == "failed" and entry["error"] == "internal-error"

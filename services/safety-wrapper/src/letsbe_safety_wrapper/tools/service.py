@@ -250,8 +250,9 @@ class ToolService:
             args = call.args
         try:
             result = await executor.run(call.tool, call.action, cls.spec, args, headers)
-        except DomainError as exc:
-            await self.audit.append(**{**record, "outcome": "failed", "approver": approver, "error": exc.type})
+        except Exception as exc:  # a bug in an executor is an outcome too: audited, then the usual 4xx/5xx
+            error = exc.type if isinstance(exc, DomainError) else "internal-error"
+            await self.audit.append(**{**record, "outcome": "failed", "approver": approver, "error": error})
             raise
         del args, headers  # the substituted values go no further than the executor
         entry = await self.audit.append(
