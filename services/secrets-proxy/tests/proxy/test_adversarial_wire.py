@@ -157,9 +157,6 @@ CHAT_STREAMS = {
                                 _chunk({}, "stop")],
     "secret as a key": [_chunk({"content": "x"}, meta={DB: True}), _chunk({}, "stop")],
     "secret in the finish reason": [_chunk({"content": "x"}, f"stop:{NC}")],
-    "secret in logprobs": [{**_chunk({"content": "x"}), "choices": [{"index": 0, "delta": {"content": "x"},
-                                                                     "logprobs": {"content": [{"token": DB}]},
-                                                                     "finish_reason": "stop"}]}],
     "non-JSON data": [f"not json {DB}"],
     "JSON that is not an object": [[DB, {"a": NC}]],
 }
@@ -325,3 +322,46 @@ async def test_the_openai_sdk_reads_a_non_streamed_answer_and_errors_through_the
     fake_proxy.upstream.api_key = "sk-rotated-elsewhere"
     with pytest.raises(openai.AuthenticationError):
         await client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "?"}])
+
+
+# --- token views and numbers ---------------------------------------------------------------------------------
+
+def _token_logprobs(text: str) -> dict[str, Any]:
+    return {"content": [{"token": text[i:i + 3], "logprob": -0.1, "bytes": list(text[i:i + 3].encode()),
+                         "top_logprobs": [{"token": text[i:i + 3], "logprob": -0.1}]} for i in range(0, len(text), 3)]}
+
+
+async def test_logprobs_that_spell_a_secret_token_by_token_are_not_passed_on(sp, scripted):
+    scripted.body = json.dumps({"choices": [{"index": 0, "message": {"content": f"pw {DB}"},
+                                             "logprobs": _token_logprobs(f"pw {DB}")}]}).encode()
+    r = await sp.chat({"messages": [{"role": "user", "content": "x"}], "logprobs": True})
+    assert r.json()["choices"][0] == {"index": 0, "message": {"content": "pw SECRET_REF(db_password)"},
+                                      "logprobs": None}
+    chunks = [{**_chunk({"content": DB[i:i + 3]}), "choices": [{"index": 0, "delta": {"content": DB[i:i + 3]},
+                                                               "logprobs": _token_logprobs(DB[i:i + 3]),
+                                                               "finish_reason": None}]}
+              for i in range(0, len(DB), 3)]
+    scripted.events = [*_sse(*chunks, _chunk({}, "stop")), b"data: [DONE]\n\n"]
+    r = await sp.chat({"stream": True, "messages": [{"role": "user", "content": "x"}], "logprobs": True})
+    assert '"logprobs": {' not in r.text and "SECRET_REF(db_password)" in r.text
+    for i in range(0, len(DB) - 3, 3):
+        assert json.dumps(DB[i:i + 3])[1:-1] + '"' not in r.text.replace('"content": "', "")
+    scripted.events = _sse({"type": "response.output_text.delta", "sequence_number": 0, "item_id": "i",
+                            "output_index": 0, "content_index": 0, "delta": "x",
+                            "logprobs": _token_logprobs(DB)["content"]})
+    r = await sp.responses({"stream": True, "input": "x"})
+    assert DB[:3] not in r.text and DB[3:6] not in r.text
+
+
+async def test_a_numeric_secret_sent_as_a_json_number_is_masked(sp, scripted):
+    from letsbe_secrets_proxy.proxy.registry import write_store
+
+    sp.app.state.proxy.registry._check_every = 0
+    write_store(sp.settings.secrets_path, sp.settings.secrets_key.get_secret_value(),
+                {**SECRETS, "door_pin": "8675309421"})
+    r = await sp.chat({"messages": [{"role": "user", "content": "x"}], "metadata": {"pin": 8675309421}})
+    assert r.status_code == 200
+    assert b"8675309421" not in scripted.requests[-1]["raw"]
+    scripted.body = json.dumps({"choices": [{"message": {"content": "ok"}}], "n": [8675309421]}).encode()
+    r = await sp.chat({"messages": [{"role": "user", "content": "x"}]})
+    assert "8675309421" not in r.text and r.json()["n"] == ["SECRET_REF(door_pin)"]

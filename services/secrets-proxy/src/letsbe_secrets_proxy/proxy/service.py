@@ -8,6 +8,7 @@ The per-class policy (mask or block) applies to what leaves for the provider; wh
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -24,7 +25,7 @@ from letsbe_secrets_proxy.proxy.redact import Finding, Redactor
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.stream import SSERewriter
 from letsbe_secrets_proxy.proxy.usage import UsageRecorder
-from letsbe_secrets_proxy.proxy.walk import redact_json
+from letsbe_secrets_proxy.proxy.walk import drop_token_views, redact_json
 
 log = get_logger(__name__)
 
@@ -32,6 +33,8 @@ REDACTIONS = Counter("letsbe_sp_redactions_total", "Secrets masked or blocked", 
 REDACT_SECONDS = Histogram("letsbe_sp_redact_seconds", "Time to redact a request body",
                            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
 
+# logprobs that are not null: they spell the answer token by token (see walk.drop_token_views)
+_TOKEN_VIEWS = re.compile(rb'"(?:top_)?logprobs"\s*:\s*(?!null)')
 # Response headers worth passing back; everything else (cookies, server, encodings) stays upstream.
 _PASS_HEADERS = ("x-request-id", "openai-processing-ms", "retry-after")
 _PASS_HEADER_PREFIXES = ("x-ratelimit-",)
@@ -152,9 +155,10 @@ class ProxyService:
             usage, model = doc["usage"], str(doc.get("model") or "")
             tokens = ("prompt_tokens", "completion_tokens") if api == "chat" else ("input_tokens", "output_tokens")
             self.usage.add(model, usage.get(tokens[0]), usage.get(tokens[1]))
-        if not findings and not redactor.has_hits(raw.decode("utf-8", errors="replace")):
+        token_views = _TOKEN_VIEWS.search(raw) is not None
+        if not token_views and not findings and not redactor.has_hits(raw.decode("utf-8", errors="replace")):
             return Response(raw, status_code=resp.status_code, headers=headers, media_type=media_type)
-        clean = redact_json(doc, redactor, findings)
+        clean = redact_json(drop_token_views(doc) if token_views else doc, redactor, findings)
         _count(findings, "response")
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 

@@ -7,7 +7,8 @@ and fields this proxy has never heard of), except the few that are sent whole (`
 holds back is flushed into the event that carries ``finish_reason``, or into one extra chunk before ``[DONE]``.
 Responses: the ``delta`` of every ``*.delta`` event, per (type, item, part); held text is flushed as one extra
 delta event just before the matching ``*.done`` event (later ``sequence_number``s shift by one so they stay unique
-and ordered). Comment, ``id:`` and ``retry:`` lines and events without data are redacted as text.
+and ordered). Comment, ``id:`` and ``retry:`` lines and events without data are redacted as text. ``logprobs``
+are dropped (walk.drop_token_views): they spell the text token by token, where a split secret cannot be masked.
 
 The proxy asks for the final usage chunk (``stream_options.include_usage``) to meter the call; if the client did
 not ask for it, ``strip_usage`` removes it again (a chunk with no choices breaks the documented client loop).
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from letsbe_secrets_proxy.proxy.redact import Finding, Redactor, StreamRedactor
-from letsbe_secrets_proxy.proxy.walk import redact_json
+from letsbe_secrets_proxy.proxy.walk import drop_token_views, redact_json
 
 UsageSink = Callable[[str, Any, Any], None]
 
@@ -89,6 +90,8 @@ class SSERewriter:
             return _frame(name, other, self._text(data))  # not JSON: still never let a secret through
         if not isinstance(obj, dict):
             return _frame(name, other, json.dumps(redact_json(obj, self.r, self.findings)))
+        if "logprobs" in data:
+            obj = drop_token_views(obj)
         if self.api == "chat":
             events = self._chat(obj)
         else:
