@@ -122,6 +122,9 @@ _ENCODED = re.compile(
     r"|\+"  # the space of form encoding (quote_plus)
 )
 _MARKERS = ("%", "&", "\\", "+")
+# Decoding starts only where one of these is: "+" alone needs none (the quote_plus form of every secret is in the
+# automaton as it is), but once decoding runs, "+" is decoded with the rest.
+_TRIGGERS = ("%", "&", "\\")
 _JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 DECODE_ROUNDS = 8  # layers of encoding undone (each layer needs at least 2 characters per character)
 
@@ -283,7 +286,7 @@ def decoded_view(text: str) -> View | None:
     """``text`` with every layer of %-, entity-, JSON- and form-encoding undone, or None if there is none."""
     layers: list[_Layer] = []
     for _ in range(DECODE_ROUNDS):
-        if not any(m in text for m in _MARKERS):
+        if not any(m in text for m in _TRIGGERS):
             break
         once = _decode_once(text)
         if once is None:
@@ -392,7 +395,10 @@ class Redactor:
         if view is True:
             view = decoded_view(text)
         if view:
-            for a, b in view.windows(self.hold):
+            windows = view.windows(self.hold)
+            if sum(b - a for a, b in windows) * 2 > len(view.text):
+                windows = [(0, len(view.text))]  # one scan beats many small ones
+            for a, b in windows:
                 for h in self._raw_hits(view.text[a:b]):
                     start, end = view.start(a + h.start), view.end(a + h.end)
                     hits.append(replace(h, start=start, end=end, context=view.start(a + h.context)))
