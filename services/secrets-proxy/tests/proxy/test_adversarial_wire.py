@@ -365,3 +365,17 @@ async def test_a_numeric_secret_sent_as_a_json_number_is_masked(sp, scripted):
     scripted.body = json.dumps({"choices": [{"message": {"content": "ok"}}], "n": [8675309421]}).encode()
     r = await sp.chat({"messages": [{"role": "user", "content": "x"}]})
     assert "8675309421" not in r.text and r.json()["n"] == ["SECRET_REF(door_pin)"]
+
+
+async def test_the_openai_sdk_streams_a_responses_answer_through_the_proxy(fake_proxy):
+    fake_proxy.upstream.chunks = ["Here: Sup", "3r/S3cret", "+pw!", " done"]
+    client = _openai(fake_proxy)
+    stream = await client.responses.create(model="gpt-4o-mini", input="the password?", stream=True)
+    deltas, final = "", None
+    async for event in stream:
+        if event.type == "response.output_text.delta":
+            deltas += event.delta
+        elif event.type == "response.completed":
+            final = event.response
+    assert deltas == "Here: SECRET_REF(db_password) done"
+    assert final is not None and final.output_text == deltas
