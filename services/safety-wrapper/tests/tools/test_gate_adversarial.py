@@ -84,6 +84,7 @@ EVASIONS = [
     ("odoo read of the users' passwords model", "odoo", "records.read", _odoo("res.users", "search_read"), CR),
     ("odoo write that changes access rights", "odoo", "records.write", _odoo("ir.model.access", "write"), CR),
     ("odoo call to the db service", "odoo", "records.read", _odoo("res.partner", "search_read", service="db"), CR),
+    ("odoo 'create' of an outgoing email", "odoo", "records.create", _odoo("mail.mail", "create"), YE),
     ("nocodb write into its meta tables", "nocodb", "records.update", {"table_id": "NC_users"}, CR),
     ("activepieces flow created enabled", "activepieces", "flows.create", {"displayName": "x",
                                                                          "status": "enabled"}, R),
