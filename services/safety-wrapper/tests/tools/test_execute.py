@@ -239,4 +239,6 @@ async def test_status_lists_actions_with_their_current_decision(wrapper):
     by_action = {(a["tool"], a["action"]): a["decision"] for a in status["actions"]}
     assert by_action[("ghost", "posts.update")] == "EXECUTE"
     assert by_action[("ghost", "posts.delete")] == "GATE_FOR_APPROVAL"
+    secret_slots = {(a["tool"], a["action"]): a["secret_args"] for a in status["actions"]}
+    assert secret_slots[("ghost", "echo")] == ["config", "x"] and secret_slots[("ghost", "posts.list")] == []
     assert status["autonomy_level"] == 2 and status["autonomy_name"] == "balanced"

@@ -60,6 +60,8 @@ class ActionInfo(BaseModel):
     risk_class: RiskClass
     decision: Decision
     description: str
+    secret_args: list[str] = Field(
+        default_factory=list, description="Where this action accepts SECRET_REF(name); anywhere else it is refused.")
 
 
 class ToolsStatus(BaseModel):

@@ -94,7 +94,7 @@ class ToolService:
         level = self.policy.levels.get(st.autonomy_level)
         actions = [
             ActionInfo(tool=tool, action=action, risk_class=spec.risk, description=spec.description,
-                       decision=self.policy.decide(spec.risk, st.autonomy_level))
+                       decision=self.policy.decide(spec.risk, st.autonomy_level), secret_args=spec.secret_args)
             for tool, tp in sorted(self.policy.doc.tools.items())
             for action, spec in sorted(tp.actions.items())
         ]
