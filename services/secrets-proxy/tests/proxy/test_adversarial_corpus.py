@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import html
 import json
+import unicodedata
 from collections.abc import Callable
 from functools import partial
 from urllib.parse import quote, quote_plus, unquote, unquote_plus
@@ -59,6 +60,10 @@ def _json_undeep(text: str, depth: int) -> str:
     return doc["password"]
 
 
+def _visible(text: str) -> str:
+    return text.replace("\u200b", "").replace("\u00ad", "").replace("\ufeff", "")
+
+
 def _times(fn: Callable[[str], str], n: int) -> Callable[[str], str]:
     def run(s: str) -> str:
         for _ in range(n):
@@ -92,6 +97,12 @@ ENCODINGS: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
     ("json nested 3 deep, ensure_ascii=False", lambda s: _json_deep(s, 3, ensure_ascii=False),
      lambda t: _json_undeep(t, 3)),
     ("%-encoded json", lambda s: quote(_json_deep(s, 2), safe=""), lambda t: _json_undeep(unquote(t), 2)),
+    ("full-width look-alikes", lambda s: "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in s),
+     partial(unicodedata.normalize, "NFKC")),
+    ("zero-width characters between every character", lambda s: "\u200b".join(s), _visible),
+    ("soft hyphens and a BOM", lambda s: "\ufeff" + "\u00ad".join(s), _visible),
+    ("full-width %-escapes", lambda s: "".join(f"％{b:02X}" for b in s.encode()), lambda t: unquote(
+        unicodedata.normalize("NFKC", t))),
 ]
 CASES = [(name, enc, dec, secret_name) for name, enc, dec in ENCODINGS for secret_name in SECRETS]
 IDS = [f"{name}-{secret_name}" for name, _, _, secret_name in CASES]
@@ -171,9 +182,20 @@ ORDINARY = [
     "50% off & free shipping + returns; see https://example.com/a%20b?x=1&y=2",
     "C:\\new\\table and \\\\server\\share, a \"quoted\" word &amp; an entity &copy; 2026",
     json.dumps(json.dumps({"html": "<p>Tom &amp; Jerry</p>", "path": "a/b+c"})),
+    "Grüße aus Köln, 日本語のテキスト, ＦＵＬＬ width, a soft\u00adhyphen",
 ]
 
 
 @pytest.mark.parametrize("text", ORDINARY)
 def test_ordinary_encoded_text_is_left_alone(r, text):
     assert r.redact(text) == (text, [])
+
+
+def test_a_long_run_of_escapes_is_decoded_in_linear_time(r):
+    import time
+
+    text = "%41" * 100_000 + quote(SECRETS["db_password"], safe="") + "\\" * 100_000
+    started = time.process_time()
+    masked, found = r.redact(text)
+    assert [f.name for f in found] == ["db_password"] and "SECRET_REF(db_password)" in masked
+    assert time.process_time() - started < 5  # quadratic re-matching inside the run took minutes

@@ -6,9 +6,10 @@ text, whatever the number of secrets); the patterns are a handful of regexes, ea
 regex engine skips ahead instead of trying every position.
 
 Encodings that cannot be listed in advance (every byte %-encoded, mixed-case hex, HTML entities, JSON escaped at
-any depth, all of them layered) are undone instead: text that holds ``%``, ``&``, ``\\`` or ``+`` is also scanned
-in its *decoded view* (what a browser, Python's ``unquote_plus``/``html.unescape`` or a JSON parser would make of
-it, repeated until nothing changes), and a hit there masks the exact span of the original text it came from.
+any depth, look-alike and invisible characters, all of them layered) are undone instead: text that holds ``%``,
+``&``, ``\\`` or non-ASCII characters is also scanned in its *decoded view* (what a browser, Python's
+``unquote_plus``/``html.unescape`` or a JSON parser would make of it, NFKC-normalised, zero-width characters
+dropped, repeated until nothing changes), and a hit there masks the exact span of the original text it came from.
 
 A registered secret is masked as ``SECRET_REF(name)`` — the same placeholder the Safety Wrapper substitutes at
 tool execution, so the model can still *use* a secret it can no longer *see*. A pattern hit is masked as
@@ -24,6 +25,7 @@ import hmac
 import json
 import re
 import secrets as _random
+import unicodedata
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -125,6 +127,9 @@ _MARKERS = ("%", "&", "\\", "+")
 # Decoding starts only where one of these is: "+" alone needs none (the quote_plus form of every secret is in the
 # automaton as it is), but once decoding runs, "+" is decoded with the rest.
 _TRIGGERS = ("%", "&", "\\")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
 _JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
 DECODE_ROUNDS = 8  # layers of encoding undone (each layer needs at least 2 characters per character)
 
@@ -214,25 +219,46 @@ def _markers(text: str) -> list[int]:
     return out
 
 
-def _decode_once(text: str) -> tuple[str, _Layer] | None:
-    out: list[str] = []
-    spans: list[tuple[int, int, int, int]] = []
-    pos = opos = 0
+def _tokens(text: str) -> list[tuple[int, int, list[tuple[str, int, int]]]]:
+    """Every escape in ``text``: (start, end, pieces), a piece being (decoded text, start, end) in ``text``."""
+    found = []
+    end = 0
     for at in _markers(text):
-        if at < pos:
-            continue  # inside a token already decoded
+        if at < end:
+            continue  # inside the token before (a run of %XX or of backslashes): matching again is quadratic
         m = _ENCODED.match(text, at)
         if m is None:
             continue
         s, e = m.span()
         token = m.group()
         if token[0] == "%":
-            pieces = [(c, s + a, s + b) for c, a, b in _percent_pieces(token)]
+            found.append((s, e, [(c, s + a, s + b) for c, a, b in _percent_pieces(token)]))
         else:
             rep = _decode_token(token)
             if rep is None:
                 continue
-            pieces = [(rep, s, e)]
+            found.append((s, e, [(rep, s, e)]))
+        end = e
+    if not text.isascii():  # look-alikes (full-width letters, ligatures) and invisible characters
+        for m in _NON_ASCII.finditer(text):
+            run = m.group()
+            if unicodedata.is_normalized("NFKC", run) and not _INVISIBLE.search(run):
+                continue
+            for i, ch in enumerate(run):
+                rep = "" if _INVISIBLE.match(ch) else unicodedata.normalize("NFKC", ch)
+                if rep != ch:
+                    found.append((m.start() + i, m.start() + i + 1, [(rep, m.start() + i, m.start() + i + 1)]))
+    found.sort(key=lambda t: t[0])
+    return found
+
+
+def _decode_once(text: str) -> tuple[str, _Layer] | None:
+    out: list[str] = []
+    spans: list[tuple[int, int, int, int]] = []
+    pos = opos = 0
+    for s, e, pieces in _tokens(text):
+        if s < pos:
+            continue  # inside a token already decoded
         out.append(text[pos:s])
         opos += s - pos
         for rep, a, b in pieces:
@@ -286,7 +312,7 @@ def decoded_view(text: str) -> View | None:
     """``text`` with every layer of %-, entity-, JSON- and form-encoding undone, or None if there is none."""
     layers: list[_Layer] = []
     for _ in range(DECODE_ROUNDS):
-        if not any(m in text for m in _TRIGGERS):
+        if not any(m in text for m in _TRIGGERS) and text.isascii():
             break
         once = _decode_once(text)
         if once is None:
