@@ -119,7 +119,7 @@ class SSERewriter:
         held: dict[int, dict[str, Any]] = {}  # position in choices → the delta, already redacted as a stream
         for pos, choice in enumerate(choices if isinstance(choices, list) else []):
             if isinstance(choice, dict) and isinstance(choice.get("delta"), dict):
-                held[pos] = self._stream_delta(choice.pop("delta"), (choice.get("index", pos),))
+                held[pos] = self._stream_delta(choice.pop("delta"), (_index(choice, pos),))
         obj = redact_json(obj, self.r, self.findings)  # everything that is not streamed text, keys included
         self._last_chunk = obj
         for pos, choice in enumerate(obj.get("choices") if isinstance(obj.get("choices"), list) else []):
@@ -130,7 +130,7 @@ class SSERewriter:
             if choice.get("finish_reason") is not None:
                 if not isinstance(choice.get("delta"), dict):
                     choice["delta"] = {}
-                self._flush_choice(choice.get("index", pos), choice["delta"])
+                self._flush_choice(_index(choice, pos), choice["delta"])
         return [obj]
 
     def _stream_delta(self, node: Any, path: tuple[Any, ...]) -> Any:
@@ -242,6 +242,12 @@ class SSERewriter:
                 out.append(_frame(extra.get("type"), [], json.dumps(extra)))
         self._fields.clear()
         return b"".join(out)
+
+
+def _index(choice: dict[str, Any], pos: int) -> int:
+    """A choice's index (its position if the upstream sends none, or something that is not a number)."""
+    index = choice.get("index")
+    return index if isinstance(index, int) else pos
 
 
 def _append_at(delta: dict[str, Any], path: tuple[Any, ...], text: str) -> None:
