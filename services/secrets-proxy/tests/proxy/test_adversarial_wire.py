@@ -379,3 +379,21 @@ async def test_the_openai_sdk_streams_a_responses_answer_through_the_proxy(fake_
             final = event.response
     assert deltas == "Here: SECRET_REF(db_password) done"
     assert final is not None and final.output_text == deltas
+
+
+def _wire_encodings() -> list[tuple[str, Any, Any]]:
+    from .test_adversarial_corpus import ENCODINGS
+
+    return ENCODINGS
+
+
+@pytest.mark.parametrize(("name", "enc", "dec"), _wire_encodings(), ids=[e[0] for e in _wire_encodings()])
+async def test_a_secret_split_over_two_chunks_in_any_encoding_is_masked_on_the_wire(sp, scripted, name, enc, dec):
+    encoded = enc(SMTP)
+    for cut in (1, len(encoded) // 2, len(encoded) - 1):
+        scripted.events = [*_sse(_chunk({"content": encoded[:cut]}), _chunk({"content": encoded[cut:]}),
+                                 _chunk({}, "stop")), b"data: [DONE]\n\n"]
+        r = await sp.chat({"stream": True, "messages": [{"role": "user", "content": "x"}]})
+        chunks = [json.loads(line[6:]) for line in r.text.split("\n") if line.startswith("data: {")]
+        text = "".join(ch["delta"].get("content") or "" for c in chunks for ch in c["choices"])
+        assert SMTP not in dec(text) and "SECRET_REF(smtp_password)" in dec(text), (cut, text)
