@@ -52,7 +52,7 @@ TEST_POLICY: dict[str, Any] = {
                                   "http": {"method": "PUT", "path": "/ghost/api/admin/posts/{id}/"}},
                 "posts.delete": {"class": "CRITICAL_RED",
                                  "http": {"method": "DELETE", "path": "/ghost/api/admin/posts/{id}/"}},
-                "echo": {"class": "GREEN", "http": {"method": "POST", "path": "/echo"}},
+                "echo": {"class": "GREEN", "http": {"method": "POST", "path": "/echo"}, "secret_args": ["config", "x"]},
             }
         },
         "listmonk": {

@@ -212,10 +212,12 @@ async def test_calls_need_the_tools_token(wrapper):
     assert r.status_code == 401 and r.headers["content-type"] == "application/problem+json"
 
 
-async def test_malformed_calls_are_422_and_audited_nothing(wrapper):
+async def test_malformed_calls_are_422_and_audited_as_rejected(wrapper):
     r = await wrapper.client.post("/api/v1/tools/execute", json={"tool": "Ghost!", "action": "x", "args": []})
-    assert r.status_code == 422
-    assert not (wrapper.settings.tools_dir / "audit.jsonl").exists()
+    assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
+    assert {tuple(e["loc"]) for e in r.json()["errors"]} == {("tool",), ("args",)}
+    [entry] = _audit(wrapper)
+    assert entry["outcome"] == "rejected" and entry["error"] == "tools-malformed-call"
 
 
 async def test_every_decision_lands_in_a_verifiable_audit_chain(wrapper):
@@ -237,4 +239,6 @@ async def test_status_lists_actions_with_their_current_decision(wrapper):
     by_action = {(a["tool"], a["action"]): a["decision"] for a in status["actions"]}
     assert by_action[("ghost", "posts.update")] == "EXECUTE"
     assert by_action[("ghost", "posts.delete")] == "GATE_FOR_APPROVAL"
+    secret_slots = {(a["tool"], a["action"]): a["secret_args"] for a in status["actions"]}
+    assert secret_slots[("ghost", "echo")] == ["config", "x"] and secret_slots[("ghost", "posts.list")] == []
     assert status["autonomy_level"] == 2 and status["autonomy_name"] == "balanced"

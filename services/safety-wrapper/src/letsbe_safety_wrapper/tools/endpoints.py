@@ -70,11 +70,15 @@ Agent = Depends(_agent)
 @router.post(
     "/execute", name="execute", dependencies=[Agent],
     responses={202: {"model": ToolCallOutcome, "description": "Gated: waiting for approval"}},
+    # The body is parsed by the tool service (strictly, and a malformed call is audited too), so its schema is
+    # declared here rather than by a parameter.
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": ToolCall.model_json_schema(ref_template="#/components/schemas/{model}")}}}},
 )
-async def execute(call: ToolCall, tools: Tools, response: Response) -> ToolCallOutcome:
+async def execute(request: Request, tools: Tools, response: Response) -> ToolCallOutcome:
     """Run a tool call if the policy and the autonomy level allow it; otherwise ask the hub for approval (202)
     and run it when the agent repeats the exact call with the ``approval_id``."""
-    outcome = await tools.execute(call)
+    outcome = await tools.execute_raw(await request.body())
     if outcome.status == "pending_approval":
         response.status_code = 202
     return outcome

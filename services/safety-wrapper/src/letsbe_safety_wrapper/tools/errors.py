@@ -57,3 +57,15 @@ class HubUnavailable(ServiceUnavailable):
 
 class NotConfigured(ServiceUnavailable):
     type, title = "tools-not-configured", "Tool execution is not configured on this tenant"
+
+
+class SecretNotAllowed(Forbidden):
+    type, title = "tools-secret-not-allowed", "SECRET_REF outside the argument slots declared for it"
+
+
+class MalformedCall(Unprocessable):
+    type, title = "tools-malformed-call", "The call is not well-formed"
+
+
+class CallTooLarge(DomainError):
+    status_code, type, title = 413, "tools-call-too-large", "The call is too large"

@@ -2,7 +2,14 @@
 
 A call is ``(tool, action, args)``. Its risk class is the most severe of: the class of the action in the policy
 (an unknown tool or action is RED: fail closed) and every escalation rule whose conditions match the arguments.
-Rules can only raise a class, never lower it, so their order does not matter. The tenant's autonomy level then
+Rules can only raise a class, never lower it, so their order does not matter.
+
+Rules compare *canonical* values, because tools do not care how a value was spelled: ``"3"``, ``3`` and ``3.0``
+are one number, ``"true"`` is ``true``, full-width letters are letters (NFKC), and ``ignore_case`` folds case
+where the tool does. A rule's path reaches into nested arguments: ``posts.*.status`` (every item),
+``**.recipients`` (at any depth). Where a value could mean several things, a rule that raises the class takes the
+reading that raises it (``in``), and a rule that raises unless a value is known-good (``not_in``) needs every
+reading to be good: both err towards approval. The tenant's autonomy level then
 decides, per class, EXECUTE or GATE_FOR_APPROVAL; CRITICAL_RED is gated at every level (the schema refuses a
 policy that says otherwise).
 """
@@ -12,7 +19,10 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import json
+import math
 import re
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
@@ -46,7 +56,9 @@ class Decision(StrEnum):
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 ActionName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*){0,4}$", max_length=80)]
 Glob = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_.*?]{1,80}$")]
-ArgPath = Annotated[str, StringConstraints(pattern=r"^(\*|[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)$", max_length=200)]
+# A dotted path into the arguments; "*" is every key or item at that level, "**" any depth (zero or more levels).
+ArgPath = Annotated[str, StringConstraints(pattern=r"^(\*|\*\*|[A-Za-z0-9_-]+)(\.(\*|\*\*|[A-Za-z0-9_-]+))*$",
+                                           max_length=200)]
 
 
 class _Strict(BaseModel):
@@ -54,22 +66,25 @@ class _Strict(BaseModel):
 
 
 class ArgCondition(_Strict):
-    """One test on the arguments. ``arg`` is a dotted path (``to``, ``message.recipients.0``) or ``*`` for
-    "any string anywhere in the arguments". Exactly one operator."""
+    """One test on the arguments. ``arg`` is a dotted path (``to``, ``message.recipients.0``, ``posts.*.status``,
+    ``**.recipients``) or ``*`` for "any string anywhere in the arguments, keys included". Exactly one operator.
+    ``not_in`` also holds when the path is absent (the tool then uses its default, which is what the rule fears)."""
 
     arg: ArgPath
     equals: Any = None
     in_: list[Any] | None = Field(default=None, alias="in")
+    not_in: list[Any] | None = None
     regex: str | None = None
     exists: bool | None = None
     gt: float | None = None
+    ignore_case: bool = False  # the tool treats these strings case-insensitively
 
     @model_validator(mode="after")
     def _one_operator(self) -> ArgCondition:
-        ops = [self.equals is not None, self.in_ is not None, self.regex is not None, self.exists is not None,
-               self.gt is not None]
+        ops = [self.equals is not None, self.in_ is not None, self.not_in is not None, self.regex is not None,
+               self.exists is not None, self.gt is not None]
         if sum(ops) != 1:
-            raise ValueError("an argument condition needs exactly one of equals, in, regex, exists, gt")
+            raise ValueError("an argument condition needs exactly one of equals, in, not_in, regex, exists, gt")
         if self.regex is not None:
             try:
                 re.compile(self.regex)
@@ -95,6 +110,9 @@ class ActionSpec(_Strict):
     description: str = ""
     executor: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "http"
     http: HttpRoute | None = None
+    # The argument paths where the agent may write SECRET_REF(name) (a password the call sets, a token in a
+    # path). Anywhere else a SECRET_REF is refused: the agent cannot paste a credential into a post or an email.
+    secret_args: list[ArgPath] = []
 
 
 class Limits(_Strict):
@@ -176,34 +194,71 @@ class Classification:
     spec: ActionSpec | None
 
 
-_MISSING = object()
-
-
-def _lookup(args: Any, path: str) -> Any:
-    node = args
+def arg_values(args: Any, path: str) -> list[Any]:
+    """Every value at ``path`` ("*": each key or item of a level; "**": any number of levels, zero included)."""
+    nodes = [args]
     for part in path.split("."):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            return _MISSING
-    return node
+        nxt: list[Any] = []
+        for node in nodes:
+            if part == "**":
+                nxt.extend(_descendants(node))
+            elif part == "*":
+                nxt.extend(node.values() if isinstance(node, dict) else node if isinstance(node, list) else ())
+            elif isinstance(node, dict) and part in node:
+                nxt.append(node[part])
+            elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+                nxt.append(node[int(part)])
+        nodes = nxt
+    return nodes
+
+
+def _descendants(node: Any) -> Iterator[Any]:
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, dict):
+            stack.extend(n.values())
+        elif isinstance(n, list):
+            stack.extend(n)
 
 
 def string_leaves(value: Any) -> list[str]:
     out: list[str] = []
-    stack = [value]
-    while stack:
-        node = stack.pop()
+    for node in _descendants(value):
         if isinstance(node, str):
             out.append(node)
         elif isinstance(node, dict):
-            stack.extend(node.keys())
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+            out.extend(k for k in node if isinstance(k, str))
     return out
+
+
+_NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_BOOLS = {"true": True, "false": False}
+
+
+def readings(value: Any, ignore_case: bool = False) -> frozenset[tuple[str, Any]]:
+    """Every canonical value ``value`` may stand for: ``"3"`` → {3}; ``true`` → {true, 1}; ``"TRUE"`` → {true, 1};
+    strings NFKC-normalised and stripped (and case-folded if asked); a list stands for each of its items."""
+    if isinstance(value, bool):
+        return frozenset({("bool", value), ("num", float(value))})
+    if isinstance(value, int | float):
+        number = float(value)
+        return frozenset({("num", number)} | ({("bool", bool(number))} if number in (0.0, 1.0) else set()))
+    if isinstance(value, str):
+        text = unicodedata.normalize("NFKC", value).strip()
+        if _NUMBER.fullmatch(text):
+            number = float(text)
+            if math.isfinite(number):
+                return readings(number)
+        if text.lower() in _BOOLS:
+            return readings(_BOOLS[text.lower()])
+        return frozenset({("str", text.casefold() if ignore_case else text)})
+    if isinstance(value, list):
+        return frozenset().union(*(readings(v, ignore_case) for v in value)) if value else frozenset({("list", 0)})
+    if value is None:
+        return frozenset({("null", None)})
+    return frozenset({("json", canonical_json(value))})
 
 
 class Policy:
@@ -260,21 +315,53 @@ class Policy:
     def _holds(self, cond: ArgCondition, args: dict[str, Any]) -> bool:
         if cond.arg == "*":
             pattern = self._regex[cond.regex or ""]
-            return any(pattern.search(s) for s in string_leaves(args))
-        value = _lookup(args, cond.arg)
+            return any(pattern.search(unicodedata.normalize("NFKC", s)) for s in string_leaves(args))
+        values = arg_values(args, cond.arg)
         if cond.exists is not None:
-            return (value is not _MISSING) == cond.exists
-        if value is _MISSING:
-            return False
-        if cond.equals is not None:
-            return value == cond.equals
-        if cond.in_ is not None:
-            return value in cond.in_
+            return bool(values) == cond.exists
+        if cond.not_in is not None:
+            good = _operand(cond.not_in, cond.ignore_case)
+            return not values or any(not readings(v, cond.ignore_case) <= good for v in values)
         if cond.regex is not None:
-            return isinstance(value, str) and self._regex[cond.regex].search(value) is not None
+            pattern = self._regex[cond.regex]
+            return any(pattern.search(unicodedata.normalize("NFKC", s)) for v in values for s in string_leaves(v))
         if cond.gt is not None:
-            return isinstance(value, int | float) and not isinstance(value, bool) and value > cond.gt
-        return False
+            return any(kind == "num" and n > cond.gt for v in values for kind, n in readings(v))
+        operand = _operand([cond.equals] if cond.equals is not None else cond.in_ or [], cond.ignore_case)
+        return any(readings(v, cond.ignore_case) & operand for v in values)
+
+    @staticmethod
+    def misplaced_refs(spec: ActionSpec | None, args: dict[str, Any], marker: str = "SECRET_REF(") -> list[str]:
+        """Where the arguments hold ``marker`` outside the slots ``spec.secret_args`` declares (keys never are)."""
+        slots = [p.split(".") for p in (spec.secret_args if spec else [])]
+        out: list[str] = []
+        stack: list[tuple[tuple[str, ...], Any]] = [((), args)]
+        while stack:
+            path, node = stack.pop()
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    if marker in k:
+                        out.append(".".join((*path, k)) + " (a key)")
+                    stack.append(((*path, k), v))
+            elif isinstance(node, list):
+                stack.extend(((*path, str(i)), v) for i, v in enumerate(node))
+            elif isinstance(node, str) and marker in node and not any(_within(s, path) for s in slots):
+                out.append(".".join(path))
+        return sorted(out)
+
+
+def _within(pattern: list[str], path: tuple[str, ...]) -> bool:
+    """Is ``path`` at or under a place ``pattern`` (with "*" and "**") names?"""
+    if not pattern:
+        return True
+    head, rest = pattern[0], pattern[1:]
+    if head == "**":
+        return any(_within(rest, path[i:]) for i in range(len(path) + 1))
+    return bool(path) and head in ("*", path[0]) and _within(rest, path[1:])
+
+
+def _operand(values: list[Any], ignore_case: bool) -> frozenset[tuple[str, Any]]:
+    return frozenset().union(*(readings(v, ignore_case) for v in values)) if values else frozenset()
 
 
 def policy_json_schema() -> dict[str, Any]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 import uuid
 from collections.abc import Callable
@@ -23,11 +24,19 @@ from letsbe_safety_wrapper.tools.errors import (
     HubUnavailable,
     KillSwitchEngaged,
     NoExecutor,
+    SecretNotAllowed,
 )
 from letsbe_safety_wrapper.tools.executors import Executor, ToolResult
 from letsbe_safety_wrapper.tools.limits import CallLimiter
 from letsbe_safety_wrapper.tools.policy import Classification, Decision, Policy, call_hash, canonical_json
-from letsbe_safety_wrapper.tools.schemas import ActionInfo, ToolCall, ToolCallOutcome, ToolOutput, ToolsStatus
+from letsbe_safety_wrapper.tools.schemas import (
+    ActionInfo,
+    ToolCall,
+    ToolCallOutcome,
+    ToolOutput,
+    ToolsStatus,
+    parse_call,
+)
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 from letsbe_safety_wrapper.tools.state import StateFile
 
@@ -85,7 +94,7 @@ class ToolService:
         level = self.policy.levels.get(st.autonomy_level)
         actions = [
             ActionInfo(tool=tool, action=action, risk_class=spec.risk, description=spec.description,
-                       decision=self.policy.decide(spec.risk, st.autonomy_level))
+                       decision=self.policy.decide(spec.risk, st.autonomy_level), secret_args=spec.secret_args)
             for tool, tp in sorted(self.policy.doc.tools.items())
             for action, spec in sorted(tp.actions.items())
         ]
@@ -96,6 +105,17 @@ class ToolService:
         )
 
     # --- a call --------------------------------------------------------------------------------------------
+
+    async def execute_raw(self, raw: bytes) -> ToolCallOutcome:
+        """A call as the agent sent it: a malformed one is refused with a 4xx and audited like any other."""
+        try:
+            call = parse_call(raw)
+        except DomainError as exc:
+            await self.audit.append(event="tool_call", call_id=str(uuid.uuid4()), outcome="rejected",
+                                    error=exc.type, detail=exc.detail, body_bytes=len(raw),
+                                    body_sha256=hashlib.sha256(raw).hexdigest())
+            raise
+        return await self.execute(call)
 
     async def execute(self, call: ToolCall) -> ToolCallOutcome:
         digest = call_hash(call.tool, call.action, call.args)
@@ -131,6 +151,12 @@ class ToolService:
     def _precheck(self, call: ToolCall, cls: Classification) -> None:
         """Refuse early what could never run, so nobody approves it in vain."""
         headers = cls.spec.http.headers if cls.spec and cls.spec.http else {}
+        misplaced = self.policy.misplaced_refs(cls.spec, call.args)
+        if misplaced:
+            raise SecretNotAllowed(
+                f"{call.tool}.{call.action} takes SECRET_REF only in "
+                f"{', '.join(cls.spec.secret_args) if cls.spec and cls.spec.secret_args else 'no argument'}; "
+                f"found it in: {', '.join(misplaced[:10])}.", at=misplaced[:10])
         if self.secrets is not None:
             self.secrets.refresh()
             self.secrets.check_refs(call.tool, call.args, headers)
@@ -224,8 +250,9 @@ class ToolService:
             args = call.args
         try:
             result = await executor.run(call.tool, call.action, cls.spec, args, headers)
-        except DomainError as exc:
-            await self.audit.append(**{**record, "outcome": "failed", "approver": approver, "error": exc.type})
+        except Exception as exc:  # a bug in an executor is an outcome too: audited, then the usual 4xx/5xx
+            error = exc.type if isinstance(exc, DomainError) else "internal-error"
+            await self.audit.append(**{**record, "outcome": "failed", "approver": approver, "error": error})
             raise
         del args, headers  # the substituted values go no further than the executor
         entry = await self.audit.append(

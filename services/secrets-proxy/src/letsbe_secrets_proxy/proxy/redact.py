@@ -5,6 +5,12 @@ Exact values are found with one Aho-Corasick automaton over every form of every 
 text, whatever the number of secrets); the patterns are a handful of regexes, each anchored on a literal so the
 regex engine skips ahead instead of trying every position.
 
+Encodings that cannot be listed in advance (every byte %-encoded, mixed-case hex, HTML entities, JSON escaped at
+any depth, look-alike and invisible characters, all of them layered) are undone instead: text that holds ``%``,
+``&``, ``\\`` or non-ASCII characters is also scanned in its *decoded view* (what a browser, Python's
+``unquote_plus``/``html.unescape`` or a JSON parser would make of it, NFKC-normalised, zero-width characters
+dropped, repeated until nothing changes), and a hit there masks the exact span of the original text it came from.
+
 A registered secret is masked as ``SECRET_REF(name)`` — the same placeholder the Safety Wrapper substitutes at
 tool execution, so the model can still *use* a secret it can no longer *see*. A pattern hit is masked as
 ``[REDACTED:<class>:<8 hex>]``, stable for the same value (an HMAC under a per-process key), so the model can tell
@@ -19,8 +25,11 @@ import hmac
 import json
 import re
 import secrets as _random
+import unicodedata
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from html.entities import html5
 from typing import Literal
 from urllib.parse import quote, quote_plus
 
@@ -106,6 +115,218 @@ class _Hit:
     context: int  # where the whole match starts (before the secret, e.g. "://user:" before a password)
 
 
+# --- the decoded view ----------------------------------------------------------------------------------------
+
+_ENCODED = re.compile(
+    r"(?:%[0-9A-Fa-f]{2})+"  # a run of %XX: UTF-8 bytes, any case
+    r"|&(?:#[0-9]{1,10}|#[xX][0-9A-Fa-f]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});?"  # HTML entity (';' optional)
+    r"|\\+(?:u[0-9A-Fa-f]{4}|[\"'/bfnrt])?"  # a JSON escape at any depth: the run of backslashes is one escape
+    r"|\+"  # the space of form encoding (quote_plus)
+)
+_MARKERS = ("%", "&", "\\", "+")
+# Decoding starts only where one of these is: "+" alone needs none (the quote_plus form of every secret is in the
+# automaton as it is), but once decoding runs, "+" is decoded with the rest.
+_TRIGGERS = ("%", "&", "\\")
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_INVISIBLE = re.compile("[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
+                        "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0]")
+_JSON_ESCAPES = {"b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+DECODE_ROUNDS = 8  # layers of encoding undone (each layer needs at least 2 characters per character)
+
+
+def _percent_pieces(token: str) -> list[tuple[str, int, int]]:
+    """``%C3%BC%41`` → [("ü", 0, 6), ("A", 6, 9)]: one piece per character, with its span in the token."""
+    raw = bytes.fromhex(token.replace("%", ""))
+    out, i = [], 0
+    while i < len(raw):
+        lead = raw[i]
+        size = 1 if lead < 0xC0 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+        try:
+            char = raw[i:i + size].decode("utf-8")
+        except UnicodeDecodeError:
+            char, size = raw[i:i + 1].decode("utf-8", "surrogateescape"), 1
+        out.append((char, 3 * i, 3 * (i + size)))
+        i += size
+    return out
+
+
+def _decode_token(token: str) -> str | None:
+    """What one escape stands for, or None if it stands for itself."""
+    head = token[0]
+    if head == "+":
+        return " "
+    if head == "&":
+        body = token[1:]
+        if body.startswith("#"):
+            try:
+                code = int(body[2:].rstrip(";"), 16) if body[1] in "xX" else int(body[1:].rstrip(";"))
+            except ValueError:
+                return None
+            return chr(code) if 0 < code < 0x110000 else None
+        return html5.get(body) or html5.get(body.rstrip(";") + ";") or None
+    # a run of backslashes with (or without) the character it escapes
+    tail = token.lstrip("\\")
+    if not tail:
+        return "\\" if len(token) > 1 else None
+    if tail[0] == "u":
+        return chr(int(tail[1:], 16))
+    return _JSON_ESCAPES.get(tail, tail)
+
+
+class _Layer:
+    """One round of decoding: where each decoded character came from. ``spans`` are the decoded tokens
+    (out_start, out_end, in_start, in_end); text between them maps one to one."""
+
+    def __init__(self, spans: list[tuple[int, int, int, int]]):
+        self.spans = spans
+        self._outs = [sp[0] for sp in spans]
+        self._ins = [sp[2] for sp in spans]
+
+    def forward(self, i: int) -> int:
+        """Where input position ``i`` is in the output."""
+        k = bisect_right(self._ins, i) - 1
+        if k < 0:
+            return i
+        o0, o1, _, i1 = self.spans[k]
+        return o0 if i < i1 else o1 + (i - i1)
+
+    def start(self, i: int) -> int:
+        k = bisect_right(self._outs, i) - 1
+        if k < 0:
+            return i
+        _, o1, i0, i1 = self.spans[k]
+        return i0 if i < o1 else i1 + (i - o1)
+
+    def end(self, j: int) -> int:
+        if j <= 0:
+            return 0
+        k = bisect_right(self._outs, j - 1) - 1
+        if k < 0:
+            return j
+        _, o1, _, i1 = self.spans[k]
+        return i1 if j - 1 < o1 else i1 + (j - o1)
+
+
+def _markers(text: str) -> list[int]:
+    """Where an escape may start (str.find runs at memchr speed; a regex scan of the whole text would not)."""
+    out = []
+    for ch in _MARKERS:
+        i = text.find(ch)
+        while i >= 0:
+            out.append(i)
+            i = text.find(ch, i + 1)
+    out.sort()
+    return out
+
+
+def _tokens(text: str) -> list[tuple[int, int, list[tuple[str, int, int]]]]:
+    """Every escape in ``text``: (start, end, pieces), a piece being (decoded text, start, end) in ``text``."""
+    found = []
+    end = 0
+    for at in _markers(text):
+        if at < end:
+            continue  # inside the token before (a run of %XX or of backslashes): matching again is quadratic
+        m = _ENCODED.match(text, at)
+        if m is None:
+            continue
+        s, e = m.span()
+        token = m.group()
+        if token[0] == "%":
+            found.append((s, e, [(c, s + a, s + b) for c, a, b in _percent_pieces(token)]))
+        else:
+            rep = _decode_token(token)
+            if rep is None:
+                continue
+            found.append((s, e, [(rep, s, e)]))
+        end = e
+    if not text.isascii():  # look-alikes (full-width letters, ligatures) and invisible characters
+        for m in _NON_ASCII.finditer(text):
+            run = m.group()
+            if unicodedata.is_normalized("NFKC", run) and not _INVISIBLE.search(run):
+                continue
+            for i, ch in enumerate(run):
+                rep = "" if _INVISIBLE.match(ch) else unicodedata.normalize("NFKC", ch)
+                if rep != ch:
+                    found.append((m.start() + i, m.start() + i + 1, [(rep, m.start() + i, m.start() + i + 1)]))
+    found.sort(key=lambda t: t[0])
+    return found
+
+
+def _decode_once(text: str) -> tuple[str, _Layer] | None:
+    out: list[str] = []
+    spans: list[tuple[int, int, int, int]] = []
+    pos = opos = 0
+    for s, e, pieces in _tokens(text):
+        if s < pos:
+            continue  # inside a token already decoded
+        out.append(text[pos:s])
+        opos += s - pos
+        for rep, a, b in pieces:
+            out.append(rep)
+            spans.append((opos, opos + len(rep), a, b))
+            opos += len(rep)
+        pos = e
+    if not spans:
+        return None
+    out.append(text[pos:])
+    return "".join(out), _Layer(spans)
+
+
+@dataclass(frozen=True)
+class View:
+    """The fully decoded text and the layers that lead back to the original."""
+
+    text: str
+    layers: tuple[_Layer, ...]
+
+    def start(self, i: int) -> int:
+        for layer in reversed(self.layers):
+            i = layer.start(i)
+        return i
+
+    def end(self, j: int) -> int:
+        for layer in reversed(self.layers):
+            j = layer.end(j)
+        return j
+
+    def windows(self, radius: int) -> list[tuple[int, int]]:
+        """The stretches of the decoded text within ``radius`` of something decoding changed, merged. A hit
+        anywhere else reads the same in the original text, where the plain scan has found it already."""
+        changed = []
+        for n, layer in enumerate(self.layers):
+            for o0, o1, _, _ in layer.spans:
+                for later in self.layers[n + 1:]:
+                    o0, o1 = later.forward(o0), later.forward(o1)
+                changed.append((max(0, o0 - radius), min(len(self.text), o1 + radius)))
+        changed.sort()
+        merged: list[tuple[int, int]] = []
+        for a, b in changed:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
+
+
+def decoded_view(text: str) -> View | None:
+    """``text`` with every layer of %-, entity-, JSON- and form-encoding undone, or None if there is none."""
+    layers: list[_Layer] = []
+    for _ in range(DECODE_ROUNDS):
+        if not any(m in text for m in _TRIGGERS) and text.isascii():
+            break
+        once = _decode_once(text)
+        if once is None:
+            break
+        text, layer = once
+        layers.append(layer)
+    return View(text, tuple(layers)) if layers else None
+
+
+def normalized(text: str) -> str:
+    view = decoded_view(text)
+    return view.text if view is not None else text
+
+
 def encoded_forms(value: str) -> set[str]:
     """How a secret can travel: as is, JSON-escaped (once and twice, for JSON inside JSON strings), URL-encoded,
     hex, and base64 (standard and URL-safe, at each of the three alignments it can have inside a longer
@@ -130,6 +351,8 @@ def encoded_forms(value: str) -> set[str]:
             lead = (offset * 4 + 2) // 3 if offset else 0
             tail_bits = (len(padded) * 8) % 6
             forms.add(text[lead: len(text) - (1 if tail_bits else 0)] if tail_bits else text[lead:])
+    # The decoded view of any encoding of the value equals the decoded view of the value.
+    forms |= {normalized(f) for f in forms}
     return {f for f in forms if len(f) >= MIN_FORM_LENGTH or f == value}
 
 
@@ -167,7 +390,7 @@ class Redactor:
 
     # --- finding -------------------------------------------------------------------------------------------
 
-    def _hits(self, text: str) -> list[_Hit]:
+    def _raw_hits(self, text: str) -> list[_Hit]:
         # Both automata run over UTF-8 bytes (fast, SIMD prefilter); offsets are mapped back to characters.
         data = text.encode("utf-8", "surrogatepass")
         found = self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
@@ -189,6 +412,22 @@ class Redactor:
             if m is not None:
                 s0, e0 = m.span(p.group)
                 hits.append(_Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
+        return hits
+
+    def _hits(self, text: str, view: View | bool | None = True) -> list[_Hit]:
+        """Hits in the text as it is and in its decoded view (mapped back to the original spans).
+        ``view``: True to decode here, or a view already made (None: there is nothing to decode)."""
+        hits = self._raw_hits(text)
+        if view is True:
+            view = decoded_view(text)
+        if view:
+            windows = view.windows(self.hold)
+            if sum(b - a for a, b in windows) * 2 > len(view.text):
+                windows = [(0, len(view.text))]  # one scan beats many small ones
+            for a, b in windows:
+                for h in self._raw_hits(view.text[a:b]):
+                    start, end = view.start(a + h.start), view.end(a + h.end)
+                    hits.append(replace(h, start=start, end=end, context=view.start(a + h.context)))
         if len(hits) > 1:
             # Leftmost first, longer first; drop anything overlapping a hit already taken.
             hits.sort(key=lambda h: (h.start, -(h.end - h.start)))
@@ -197,8 +436,12 @@ class Redactor:
                 if h.start >= last_end:
                     kept.append(h)
                     last_end = h.end
+                elif h.end > last_end and kept:  # overlapping but longer: widen what is masked
+                    kept[-1] = replace(kept[-1], end=h.end)
+                    last_end = h.end
             hits = kept
         return hits
+
 
     def has_hits(self, text: str) -> bool:
         return bool(self._hits(text))
@@ -263,14 +506,21 @@ class StreamRedactor:
 
     def feed(self, text: str) -> str:
         buf = self.pending + text
-        cut = max(0, len(buf) - (self.r.hold - 1))
+        view = decoded_view(buf)
+        if view is None:
+            cut = max(0, len(buf) - (self.r.hold - 1))
+        else:  # hold back what *decodes* to the last hold - 1 characters, however long its encoded form
+            cut = view.start(max(0, len(view.text) - (self.r.hold - 1)))
+            tail = OPEN_TAIL.search(view.text)
+            if tail is not None:
+                cut = min(cut, view.start(tail.start()))
         tail = OPEN_TAIL.search(buf)
         if tail is not None:
             cut = min(cut, tail.start())
         if cut == 0:
             self.pending = buf
             return ""
-        hits = self.r._hits(buf)
+        hits = self.r._hits(buf, view)
         for h in hits:  # keep a match's leading context with it, or the next pass cannot recognise it
             if h.context < cut <= h.start:
                 cut = h.context

@@ -8,6 +8,7 @@ The per-class policy (mask or block) applies to what leaves for the provider; wh
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,11 +21,11 @@ from prometheus_client import Counter, Histogram
 
 from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.errors import BadRequestBody, BodyTooLarge, SecretBlocked, UpstreamUnavailable
-from letsbe_secrets_proxy.proxy.redact import Finding
+from letsbe_secrets_proxy.proxy.redact import Finding, Redactor
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.stream import SSERewriter
 from letsbe_secrets_proxy.proxy.usage import UsageRecorder
-from letsbe_secrets_proxy.proxy.walk import redact_json
+from letsbe_secrets_proxy.proxy.walk import drop_token_views, redact_json
 
 log = get_logger(__name__)
 
@@ -32,6 +33,8 @@ REDACTIONS = Counter("letsbe_sp_redactions_total", "Secrets masked or blocked", 
 REDACT_SECONDS = Histogram("letsbe_sp_redact_seconds", "Time to redact a request body",
                            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05))
 
+# logprobs that are not null: they spell the answer token by token (see walk.drop_token_views)
+_TOKEN_VIEWS = re.compile(rb'"(?:top_)?logprobs"\s*:\s*(?!null)')
 # Response headers worth passing back; everything else (cookies, server, encodings) stays upstream.
 _PASS_HEADERS = ("x-request-id", "openai-processing-ms", "retry-after")
 _PASS_HEADER_PREFIXES = ("x-ratelimit-",)
@@ -50,11 +53,13 @@ class ProxyService:
         self.usage = usage
         self.max_body_bytes = max_body_bytes
 
-    def _egress_headers(self, url: str, request: Request) -> dict[str, str]:
-        headers = {"content-type": "application/json", "accept": request.headers.get("accept", "application/json")}
+    def _egress_headers(self, url: str, request: Request, redactor: Redactor,
+                        findings: list[Finding]) -> dict[str, str]:
+        headers = {"content-type": "application/json",
+                   "accept": _header(redactor, request.headers.get("accept", "application/json"), findings)}
         for name in _FORWARD_HEADERS:
             if name in request.headers:
-                headers[name] = request.headers[name]
+                headers[name] = _header(redactor, request.headers[name], findings)
         # The real key goes only to the host it is bound to (and the client never follows redirects).
         if self._api_key and urlsplit(url).hostname == self.key_host:
             headers["authorization"] = f"Bearer {self._api_key}"
@@ -64,16 +69,25 @@ class ProxyService:
         raw, body = await self._read_json(request)
         redactor = self.registry.current()
         started = time.perf_counter()
-        # Fast path: one scan of the raw body. Clean (the usual case) → the bytes go out as they came. JSON's
-        # \\uXXXX escapes could hide a secret from a raw scan, so a body that has any takes the full walk.
-        if b"\\u" not in raw and not redactor.has_hits(raw.decode("utf-8", "surrogatepass")):
+        # Fast path: one scan of the raw body (its decoded view undoes JSON's escapes, \\uXXXX included). Clean
+        # (the usual case) → the bytes go out as they came.
+        if not redactor.has_hits(raw.decode("utf-8", "surrogatepass")):
             clean, findings, content = body, [], raw
         else:
             findings = []
             clean = redact_json(body, redactor, findings)
             content = None
+        url = self.base_url + path
+        header_findings: list[Finding] = []
+        egress_headers = self._egress_headers(url, request, redactor, header_findings)
         REDACT_SECONDS.observe(time.perf_counter() - started)
+        findings = findings + header_findings
         _count(findings, "request")
+        if any(f.action == "block" for f in header_findings):
+            log.warning("request blocked: secret in a header")
+            raise SecretBlocked("A request header carries secret material; the request was not sent.",
+                                findings=[{"class": f.kind, "at": "headers"} for f in header_findings
+                                          if f.action == "block"])
         if any(f.action == "block" for f in findings):
             where: list[str] = []  # a second pass that also records where (the rare path only pays for it)
             again: list[Finding] = []
@@ -87,24 +101,25 @@ class ProxyService:
                 findings=blocked[:50],
             )
         streaming = clean.get("stream") is True
+        strip_usage = False
         if streaming and api == "chat":
-            # Ask for the final usage chunk: the only place a streamed chat answer says what it cost.
+            # Ask for the final usage chunk: the only place a streamed chat answer says what it cost. A client
+            # that did not ask for it does not get it (its loop reads choices[0] of every chunk).
             options = clean.get("stream_options") if isinstance(clean.get("stream_options"), dict) else {}
             if options.get("include_usage") is not True:
                 clean = {**clean, "stream_options": {**options, "include_usage": True}}
                 content = None
-        url = self.base_url + path
+                strip_usage = True
         if content is None:
             content = json.dumps(clean).encode()
-        upstream = self.client.build_request("POST", url, content=content,
-                                             headers=self._egress_headers(url, request))
+        upstream = self.client.build_request("POST", url, content=content, headers=egress_headers)
         try:
             resp = await self.client.send(upstream, stream=True)
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"The LLM provider did not answer ({type(exc).__name__}).") from exc
-        headers = _pass_headers(resp)
+        headers = _pass_headers(resp, redactor)
         if streaming and resp.status_code == 200 and "text/event-stream" in resp.headers.get("content-type", ""):
-            rewriter = SSERewriter(redactor, api, self.usage.add)
+            rewriter = SSERewriter(redactor, api, self.usage.add, strip_usage=strip_usage)
             return StreamingResponse(self._relay(resp, rewriter), status_code=200,
                                      media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
         try:
@@ -129,7 +144,7 @@ class ProxyService:
     def _whole(self, api: str, resp: httpx.Response, raw: bytes, headers: dict[str, str]) -> Response:
         redactor = self.registry.current()
         findings: list[Finding] = []
-        media_type = resp.headers.get("content-type", "application/json")
+        media_type = _header(redactor, resp.headers.get("content-type", "application/json"), findings)
         try:
             doc = json.loads(raw)
         except ValueError:
@@ -140,9 +155,10 @@ class ProxyService:
             usage, model = doc["usage"], str(doc.get("model") or "")
             tokens = ("prompt_tokens", "completion_tokens") if api == "chat" else ("input_tokens", "output_tokens")
             self.usage.add(model, usage.get(tokens[0]), usage.get(tokens[1]))
-        if b"\\u" not in raw and not redactor.has_hits(raw.decode("utf-8", errors="replace")):
+        token_views = _TOKEN_VIEWS.search(raw) is not None
+        if not token_views and not findings and not redactor.has_hits(raw.decode("utf-8", errors="replace")):
             return Response(raw, status_code=resp.status_code, headers=headers, media_type=media_type)
-        clean = redact_json(doc, redactor, findings)
+        clean = redact_json(drop_token_views(doc) if token_views else doc, redactor, findings)
         _count(findings, "response")
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
@@ -164,9 +180,18 @@ class ProxyService:
         return bytes(raw), body
 
 
-def _pass_headers(resp: httpx.Response) -> dict[str, str]:
-    return {k: v for k, v in resp.headers.items()
-            if k.lower() in _PASS_HEADERS or k.lower().startswith(_PASS_HEADER_PREFIXES)}
+def _header(redactor: Redactor, value: str, findings: list[Finding]) -> str:
+    masked, found = redactor.redact(value)
+    findings.extend(found)
+    return masked
+
+
+def _pass_headers(resp: httpx.Response, redactor: Redactor) -> dict[str, str]:
+    findings: list[Finding] = []
+    out = {k: _header(redactor, v, findings) for k, v in resp.headers.items()
+           if k.lower() in _PASS_HEADERS or k.lower().startswith(_PASS_HEADER_PREFIXES)}
+    _count(findings, "response")
+    return out
 
 
 def _count(findings: list[Finding], direction: str) -> None:

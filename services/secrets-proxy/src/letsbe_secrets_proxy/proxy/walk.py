@@ -1,7 +1,9 @@
-"""Redact every string in a parsed JSON document (message contents, tool results, tool-call arguments …)."""
+"""Redact every string in a parsed JSON document (message contents, tool results, tool-call arguments …), keys
+included, and every number whose digits spell a registered secret (a PIN sent as a JSON number)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from letsbe_secrets_proxy.proxy.redact import Finding, Redactor
@@ -30,7 +32,23 @@ def redact_json(doc: Any, redactor: Redactor, findings: list[Finding], path: lis
             redact_json(v, redactor, findings, [*(path or []), str(i)] if where is not None else None, where)
             for i, v in enumerate(doc)
         ]
+    if isinstance(doc, int | float) and not isinstance(doc, bool) and abs(doc) >= 10 ** (redactor.min_form - 1):
+        masked = redact_json(json.dumps(doc), redactor, findings, path, where)
+        return masked if masked != json.dumps(doc) else doc
     return doc
+
+
+def drop_token_views(doc: Any) -> Any:
+    """``logprobs`` spell the answer one token at a time: a secret split over tokens cannot be masked there, so
+    the proxy does not pass them on (the text itself is redacted as usual)."""
+    if isinstance(doc, dict):
+        return {k: None if k in TOKEN_VIEWS else drop_token_views(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [drop_token_views(v) for v in doc]
+    return doc
+
+
+TOKEN_VIEWS = frozenset({"logprobs", "top_logprobs"})
 
 
 def _path(parts: list[str] | None) -> str:
