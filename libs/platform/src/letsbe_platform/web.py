@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import asyncpg
 import nats.errors
 import nats.js.errors
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import make_engine, make_session_factory
-from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError
+from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unprocessable
 from letsbe_platform.logging import configure_logging, get_logger
 from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
 from letsbe_platform.settings import ServiceSettings
@@ -258,6 +258,27 @@ DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
     ConnectionError,
     TimeoutError,
 )
+
+
+# --- bounded integer parameters ----------------------------------------------------------------------------------
+
+# Every integer a client sends has an upper bound, so none reaches Postgres as an out-of-range bigint.
+MAX_OFFSET = 1_000_000_000
+MAX_EVENT_ID = 2**63 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip")]
+After = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="Same as the Last-Event-ID header")]
+LastEventId = Annotated[
+    str | None, Header(alias="Last-Event-ID", max_length=19, description="The id of the last event received")
+]
+
+
+def sse_cursor(last_event_id: str | None, after: int | None) -> int:
+    """Where a reconnecting SSE client resumes: its Last-Event-ID header, else ``?after=``, else the start."""
+    if not last_event_id:
+        return after or 0
+    if not last_event_id.isdigit() or int(last_event_id) > MAX_EVENT_ID:
+        raise Unprocessable("Last-Event-ID must be an id this stream sent.", param="Last-Event-ID")
+    return int(last_event_id)
 
 
 # --- request size ------------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from letsbe_contracts.validation import RequestModel
 from letsbe_safety_wrapper.tools.policy import ActionName, Decision, RiskClass, ToolName
 
 
-class ToolCall(BaseModel):
+class ToolCall(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     tool: ToolName
