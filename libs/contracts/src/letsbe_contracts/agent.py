@@ -15,6 +15,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import BackupStatus, HeartbeatDetails
+from letsbe_contracts.validation import RequestModel
 
 # The agent keeps its hub credential in <state dir>/CREDENTIAL_FILE: JSON {"agent_id", "tenant_id", "api_key"}, 0600.
 # The tenant's certbot DNS-01 hooks read "api_key" from the Safety Wrapper's copy (letsbe_provisioner's
@@ -31,7 +32,7 @@ CommandType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{1,40}$"
 ModelName = Annotated[str, StringConstraints(min_length=1, max_length=120)]
 
 
-class _Request(BaseModel):
+class _Request(RequestModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -149,9 +150,10 @@ class BackupReport(_Request):
 
 class UsageLine(_Request):
     model: ModelName
-    tokens_in: Annotated[int, Field(ge=0)]
-    tokens_out: Annotated[int, Field(ge=0)]
-    requests: Annotated[int, Field(ge=0)]
+    # Bounded far above any real hour, far below a bigint.
+    tokens_in: Annotated[int, Field(ge=0, le=10**12)]
+    tokens_out: Annotated[int, Field(ge=0, le=10**12)]
+    requests: Annotated[int, Field(ge=0, le=10**9)]
 
 
 class UsageReport(_Request):

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from letsbe_contracts.validation import RequestModel
+
 ArgsHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 ActionName = Annotated[str, StringConstraints(min_length=1, max_length=80, pattern=r"^[a-z][a-z0-9_.]*$")]
@@ -28,7 +30,7 @@ class ApprovalStatus(StrEnum):
     CONSUMED = "CONSUMED"
 
 
-class ApprovalCreate(BaseModel):
+class ApprovalCreate(RequestModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     tool: ToolName
@@ -41,7 +43,7 @@ class ApprovalCreate(BaseModel):
     ttl_seconds: Annotated[int, Field(ge=30, le=7 * 86_400)]
 
 
-class ApprovalConsume(BaseModel):
+class ApprovalConsume(RequestModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     args_hash: ArgsHash

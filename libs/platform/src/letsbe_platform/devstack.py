@@ -2,13 +2,15 @@
 
 ``letsbe-devstack run -- CMD`` starts both on free loopback ports in a throwaway folder, runs CMD with
 DATABASE_URL / NATS_URL exported, and stops them whatever CMD does: this is how ``make test`` gets real servers.
-``letsbe-devstack up`` / ``down`` keep them in ``.data/`` for ``make run``.
+``make run`` (``letsbe-run``) keeps them in ``.data/``, holds :func:`lock_data_dir` on it and restarts either
+server when its process dies (:meth:`Postgres.alive`, :meth:`Nats.alive`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import importlib.util
 import os
 import pwd
@@ -88,6 +90,19 @@ def _make_traversable(path: Path) -> None:
         mode = parent.stat().st_mode
         if not mode & 0o001:
             parent.chmod(mode | 0o011)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    # A killed postmaster is reparented, so it may linger as a zombie nobody reaps: that is dead too.
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    return True
 
 
 @dataclass
@@ -182,6 +197,17 @@ class Postgres:
                 check=True,
             )
 
+    def pid(self) -> int | None:
+        """The postmaster's process id, from its lock file (absent when Postgres is not running)."""
+        try:
+            return int((self.data_dir / "pgdata" / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (OSError, ValueError):
+            return None
+
+    def alive(self) -> bool:
+        pid = self.pid()
+        return pid is not None and _process_alive(pid)
+
     def stop(self) -> None:
         pgdata = self.data_dir / "pgdata"
         if (pgdata / "postmaster.pid").exists():
@@ -245,6 +271,9 @@ class Nats:
             time.sleep(0.1)
         raise RuntimeError("nats-server did not become healthy")
 
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
     def stop(self) -> None:
         if self._proc is None:
             return
@@ -279,13 +308,47 @@ def running(
         Postgres(root / "postgres", pg_port or free_port(), fast=fast),
         Nats(root / "nats", nats_port or free_port(), free_port()),
     )
+    # Stop only what this call started: a failed start (e.g. the data dir is another stack's) must not stop the
+    # servers that were already running there.
+    stack.postgres.start()
     try:
-        stack.postgres.start()
         stack.nats.start()
-        yield stack
+        try:
+            yield stack
+        finally:
+            stack.nats.stop()
     finally:
-        stack.nats.stop()
         stack.postgres.stop()
+
+
+class DataDirInUse(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def lock_data_dir(root: Path) -> Iterator[None]:
+    """An exclusive lock on a data folder for as long as the block runs (released by the OS if the process dies).
+
+    Raises :class:`DataDirInUse`, naming the holder's pid, when another process holds it.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "letsbe-run.lock"
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise DataDirInUse(f"{root} is in use by another letsbe-run (pid {holder})") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

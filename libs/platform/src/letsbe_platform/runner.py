@@ -1,6 +1,11 @@
 """``make run``: real Postgres and NATS (embedded unless DATABASE_URL / NATS_URL are set), migrations, and every
 service as its own process with prefixed log lines. Ctrl-C stops everything cleanly.
 
+It is a development supervisor: a service that dies is restarted with backoff (a crash loop stops everything and
+prints that service's last log lines), a dead embedded Postgres or NATS is started again on the same data and port,
+and a lock on the data folder keeps a second ``letsbe-run`` from touching a running stack. Production does not use
+it: there compose restart policies supervise the containers (docs/runbook.md).
+
 With no provider credentials in the environment it runs in **sandbox mode**: ``python -m letsbe_sandbox`` starts
 loopback fakes of Stripe, Cloudflare, Hetzner and Netcup, one SSH "VPS" per Hetzner server (each with its own
 Docker Engine and, once provisioned, its own tenant agents), and writes the settings that point each service at
@@ -9,13 +14,17 @@ them. The services themselves are the same code either way.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -39,7 +48,6 @@ SERVICES = (
     Service("dns", "letsbe_dns", 3851, "LETSBE_DNS_PORT"),
     Service("monitor", "letsbe_monitor", 3852, "LETSBE_MONITOR_PORT"),
 )
-CORE = frozenset({"sandbox"} | {s.name for s in SERVICES})
 COLORS = ("36", "33", "35", "32", "34", "31", "37")
 # Any of these set means a real provider is configured: sandbox mode is off.
 PROVIDER_CREDENTIALS = (
@@ -71,12 +79,14 @@ def port(svc: Service, env: dict[str, str] | None = None) -> int:
     return int((env or os.environ).get(svc.port_env, svc.port))
 
 
-async def _pump(name: str, color: str, stream: asyncio.StreamReader, seen: asyncio.Queue[str] | None = None) -> None:
+async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: asyncio.Queue[str] | None) -> None:
+    name = child.name
     prefix = f"\x1b[{color}m{name:>15} |\x1b[0m " if sys.stdout.isatty() else f"{name:>15} | "
     while line := await stream.readline():
         text = line.decode(errors="replace")
         sys.stdout.write(prefix + text)
         sys.stdout.flush()
+        child.tail.append(text.rstrip("\n"))
         if seen is not None:
             seen.put_nowait(text.strip())
 
@@ -91,29 +101,121 @@ async def _wait_ready(url: str, timeout: float = 60) -> bool:
     return False
 
 
+def say(message: str) -> None:
+    """The supervisor's own lines, told apart from the services' prefixed ones."""
+    print(f"{'letsbe-run':>15} | {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class RestartPolicy:
+    """Restart a process that died unasked after ``backoff`` doubling up to ``max_backoff`` seconds; more than
+    ``limit`` restarts within ``window`` seconds is a crash loop: reported, and the stack stops."""
+
+    limit: int = 5
+    window: float = 60.0
+    backoff: float = 0.5
+    max_backoff: float = 15.0
+
+    def delay(self, restarts: int) -> float:
+        return min(self.backoff * 2 ** max(restarts - 1, 0), self.max_backoff)
+
+
+class CrashLoop(Exception):
+    def __init__(self, name: str, message: str, tail: Sequence[str] = ()):
+        super().__init__(message)
+        self.name = name
+        self.tail = list(tail)
+
+
+@dataclass
+class Child:
+    name: str
+    module: str
+    env: dict[str, str]
+    ready_url: str | None = None  # where to check that a restarted copy is back
+    tail: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    proc: asyncio.subprocess.Process | None = None
+
+
+TAIL_LINES = 30
+
+
 class Supervisor:
-    """Child processes with prefixed output; the first to die unasked stops the rest."""
+    """Child processes with prefixed output. A supervised child that dies unasked is restarted (with backoff, up to
+    the policy's limit); any other child dying unasked, or a crash loop, stops everything."""
 
-    def __init__(self) -> None:
-        self.procs: dict[str, asyncio.subprocess.Process] = {}
+    def __init__(self, policy: RestartPolicy | None = None) -> None:
+        self.policy = policy or RestartPolicy()
+        self.children: dict[str, Child] = {}
         self.pumps: list[asyncio.Task[None]] = []
+        self.stopping = asyncio.Event()
 
-    async def spawn(self, name: str, module: str, env: dict[str, str], seen: asyncio.Queue[str] | None = None) -> None:
+    @property
+    def procs(self) -> dict[str, asyncio.subprocess.Process]:
+        return {name: c.proc for name, c in self.children.items() if c.proc is not None}
+
+    async def spawn(self, child: Child, seen: asyncio.Queue[str] | None = None) -> Child:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", module, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            sys.executable,
+            "-m",
+            child.module,
+            env=child.env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
-        self.procs[name] = proc
+        child.proc = proc
+        self.children.setdefault(child.name, child)
+        color = COLORS[list(self.children).index(child.name) % len(COLORS)]
         assert proc.stdout is not None
-        self.pumps.append(asyncio.create_task(_pump(name, COLORS[len(self.pumps) % len(COLORS)], proc.stdout, seen)))
+        self.pumps.append(asyncio.create_task(_pump(child, color, proc.stdout, seen)))
+        return child
 
-    async def wait_any_exit(self, stop: asyncio.Event) -> None:
-        exited = [asyncio.create_task(p.wait()) for p in self.procs.values()]
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait([*exited, stopper], return_when=asyncio.FIRST_COMPLETED)
-        for t in [*exited, stopper]:
-            t.cancel()
+    async def keep_running(self, child: Child) -> None:
+        """Restart ``child`` whenever it exits unasked; raises :class:`CrashLoop` past the policy's limit."""
+        restarts: deque[float] = deque()
+        loop = asyncio.get_running_loop()
+        while True:
+            assert child.proc is not None
+            code = await child.proc.wait()
+            if self.stopping.is_set():
+                return
+            now = loop.time()
+            restarts.append(now)
+            while restarts and restarts[0] < now - self.policy.window:
+                restarts.popleft()
+            if len(restarts) > self.policy.limit:
+                raise CrashLoop(
+                    child.name,
+                    f"{child.name} is crash-looping: it exited {len(restarts)} times within "
+                    f"{self.policy.window:g} s (last exit code {code}); giving up",
+                    child.tail,
+                )
+            delay = self.policy.delay(len(restarts))
+            say(
+                f"{child.name} exited with {code}; restarting it in {delay:g} s "
+                f"(restart {len(restarts)} of at most {self.policy.limit} within {self.policy.window:g} s)"
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stopping.wait(), timeout=delay)
+                return
+            await self.spawn(child)
+            say(f"{child.name} restarted (pid {child.proc.pid})")
+            if child.ready_url:
+                self.pumps.append(asyncio.create_task(self._report_ready(child.name, child.ready_url)))
+
+    async def _report_ready(self, name: str, url: str) -> None:
+        if await _wait_ready(url):
+            say(f"{name} is ready again")
+
+    async def watch_exit(self, child: Child) -> None:
+        """For a child that must not die: raise :class:`CrashLoop` when it exits unasked."""
+        assert child.proc is not None
+        code = await child.proc.wait()
+        if not self.stopping.is_set():
+            raise CrashLoop(child.name, f"{child.name} exited with {code}; it is not restarted", child.tail)
 
     async def stop_all(self) -> None:
+        self.stopping.set()
         # Services first (they drain their consumers and may still call a fake), the sandbox world last.
         services = [p for name, p in self.procs.items() if name != "sandbox"]
         world = [p for name, p in self.procs.items() if name == "sandbox"]
@@ -130,11 +232,56 @@ class Supervisor:
         await asyncio.gather(*self.pumps, return_exceptions=True)
 
 
+async def keep_servers_running(
+    stack: devstack.Stack, policy: RestartPolicy, stopping: asyncio.Event, every: float = 1.0
+) -> None:
+    """Watch the embedded Postgres and NATS processes; start a dead one again with the same data and ports.
+
+    The services reconnect by themselves (connection pool pre-ping, NATS client reconnect) and go ready again.
+    """
+    servers = {
+        "postgres": (stack.postgres, stack.postgres.data_dir / "postgres.log"),
+        "nats": (stack.nats, stack.nats.data_dir / "nats.log"),
+    }
+    restarts: dict[str, deque[float]] = {name: deque() for name in servers}
+    loop = asyncio.get_running_loop()
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=every)
+            return
+        for name, (server, log_file) in servers.items():
+            attempts = restarts[name]
+            while not server.alive() and not stopping.is_set():
+                now = loop.time()
+                attempts.append(now)
+                while attempts and attempts[0] < now - policy.window:
+                    attempts.popleft()
+                if len(attempts) > policy.limit:
+                    message = f"embedded {name} keeps dying; giving up after {len(attempts) - 1} restarts"
+                    raise CrashLoop(name, message, _tail(log_file))
+                delay = policy.delay(len(attempts))
+                say(f"embedded {name} is not running; starting it again in {delay:g} s (same data dir and port)")
+                await asyncio.sleep(delay)
+                try:
+                    await asyncio.to_thread(server.start)
+                except (OSError, RuntimeError, subprocess.CalledProcessError) as exc:
+                    say(f"embedded {name} did not start: {exc}")
+                    continue
+                say(f"embedded {name} is running again at {server.url}")
+
+
+def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
+    try:
+        return path.read_text(errors="replace").splitlines()[-lines:]
+    except OSError:
+        return []
+
+
 async def _start_sandbox(sup: Supervisor, env: dict[str, str]) -> dict[str, dict[str, str]]:
     root = Path(env.setdefault("LETSBE_SANDBOX_DIR", str(Path(".data/sandbox").resolve())))  # noqa: ASYNC240 - once, at start
     (root / "env.json").unlink(missing_ok=True)
     seen: asyncio.Queue[str] = asyncio.Queue()
-    await sup.spawn("sandbox", "letsbe_sandbox", env, seen)
+    await sup.spawn(Child("sandbox", "letsbe_sandbox", env), seen)
     async with asyncio.timeout(60):
         while (line := await seen.get()) != "sandbox ready":
             del line
@@ -142,72 +289,150 @@ async def _start_sandbox(sup: Supervisor, env: dict[str, str]) -> dict[str, dict
     return world["env"]
 
 
-async def _supervise(env: dict[str, str], sandbox: bool) -> int:
-    sup = Supervisor()
+async def _announce(env: dict[str, str], sandbox: bool) -> None:
+    ready = await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port(s, env)}") for s in SERVICES))
+    if sandbox:
+        print(SANDBOX_BANNER, flush=True)
+    print("LetsBe control plane is up:", flush=True)
+    for svc, ok in zip(SERVICES, ready, strict=True):
+        state = "ready" if ok else "NOT READY (see its log lines)"
+        print(f"  {svc.name:<15} http://127.0.0.1:{port(svc, env)}  (/docs, /readyz, /metrics)  {state}")
+    if sandbox:
+        vps_dir = Path(env["LETSBE_SANDBOX_DIR"]) / "vps"
+        print(
+            f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.0.0.N\n"
+            f"                  (ports 8200/8100 there; logs in {vps_dir}/<address>/var/log/letsbe/)"
+        )
+        token_file = Path(env["LETSBE_SANDBOX_DIR"]) / "admin-token"
+        hub = f"http://127.0.0.1:{port(SERVICES[0], env)}"
+        print(
+            "\nTry it (a paid order walking to FULFILLED, live):\n"
+            f"  .venv/bin/letsbe-sandbox order --domain shop.example.com --tools nextcloud,ghost\n"
+            f"  export TOKEN=$(cat {token_file})\n"
+            f'  curl -s -H "Authorization: Bearer $TOKEN" {hub}/api/v1/admin/orders | python3 -m json.tool',
+            flush=True,
+        )
+    print("Press Ctrl-C to stop.\n", flush=True)
+
+
+async def _supervise(
+    env: dict[str, str], sandbox: bool, policy: RestartPolicy, stack: devstack.Stack | None = None
+) -> int:
+    sup = Supervisor(policy)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, lambda: (stop.set(), sup.stopping.set()))
+    watchers: list[asyncio.Task[None]] = []
     code = 0
     try:
         per_service = await _start_sandbox(sup, env) if sandbox else {}
+        if sandbox:
+            watchers.append(asyncio.create_task(sup.watch_exit(sup.children["sandbox"])))
         for svc in SERVICES:
-            await sup.spawn(
-                svc.name, svc.module, {**env, **per_service.get(svc.name, {}), svc.port_env: str(port(svc, env))}
+            svc_port = port(svc, env)
+            child = Child(
+                svc.name,
+                svc.module,
+                {**env, **per_service.get(svc.name, {}), svc.port_env: str(svc_port)},
+                ready_url=f"http://127.0.0.1:{svc_port}",
             )
-        ready = await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port(s, env)}") for s in SERVICES))
-        if sandbox:
-            print(SANDBOX_BANNER, flush=True)
-        print("LetsBe control plane is up:", flush=True)
-        for svc, ok in zip(SERVICES, ready, strict=True):
-            state = "ready" if ok else "NOT READY (see its log lines)"
-            print(f"  {svc.name:<15} http://127.0.0.1:{port(svc, env)}  (/docs, /readyz, /metrics)  {state}")
-        if sandbox:
-            vps_dir = Path(env["LETSBE_SANDBOX_DIR"]) / "vps"
-            print(
-                f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.0.0.N\n"
-                f"                  (ports 8200/8100 there; logs in {vps_dir}/<address>/var/log/letsbe/)"
-            )
-            token_file = Path(env["LETSBE_SANDBOX_DIR"]) / "admin-token"
-            hub = f"http://127.0.0.1:{port(SERVICES[0], env)}"
-            print(
-                "\nTry it (a paid order walking to FULFILLED, live):\n"
-                f"  .venv/bin/letsbe-sandbox order --domain shop.example.com --tools nextcloud,ghost\n"
-                f"  export TOKEN=$(cat {token_file})\n"
-                f'  curl -s -H "Authorization: Bearer $TOKEN" {hub}/api/v1/admin/orders | python3 -m json.tool',
-                flush=True,
-            )
-        print("Press Ctrl-C to stop.\n", flush=True)
-        await sup.wait_any_exit(stop)
-        for name, proc in sup.procs.items():
-            if proc.returncode not in (None, 0) and not stop.is_set() and name in CORE:
-                print(f"{name} exited with {proc.returncode}; stopping everything", file=sys.stderr)
+            await sup.spawn(child)
+            watchers.append(asyncio.create_task(sup.keep_running(child)))
+        if stack is not None:
+            watchers.append(asyncio.create_task(keep_servers_running(stack, policy, sup.stopping)))
+        announce = asyncio.create_task(_announce(env, sandbox))
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([*watchers, stopper], return_when=asyncio.FIRST_COMPLETED)
+        announce.cancel()
+        for task in done:
+            if task is not stopper and isinstance(exc := task.exception(), CrashLoop):
+                say(str(exc))
+                if exc.tail:
+                    say(f"last {len(exc.tail)} lines of {exc.name}'s log:")
+                    for line in exc.tail:
+                        print(f"{exc.name:>15} | {line}", file=sys.stderr)
                 code = 1
+            elif task is not stopper and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]
+        if code:
+            say("stopping everything")
     finally:
+        sup.stopping.set()
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
         await sup.stop_all()
     return code
 
 
-def main() -> None:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="letsbe-run",
+        description=(
+            "Start the LetsBe control plane on this machine (what `make run` does): embedded Postgres 16 and NATS "
+            "JetStream unless DATABASE_URL and NATS_URL are set, migrations, and every service. A service, Postgres "
+            "or NATS that dies is restarted with backoff; a crash loop stops everything. Only one letsbe-run may "
+            "use a data folder at a time."
+        ),
+        epilog="Ports: LETSBE_PG_PORT (54329), LETSBE_NATS_PORT (4229), LETSBE_<SERVICE>_PORT. Ctrl-C stops it all.",
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("LETSBE_DATA_DIR", ".data")),
+        help="where Postgres, NATS and the sandbox keep their data, locked while running (default: $LETSBE_DATA_DIR "
+        "or .data)",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=RestartPolicy.limit,
+        help="restarts of one process within --restart-window seconds before it counts as a crash loop "
+        f"(default {RestartPolicy.limit})",
+    )
+    parser.add_argument(
+        "--restart-window", type=float, default=RestartPolicy.window, help="seconds (default %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    if args.max_restarts < 0 or args.restart_window <= 0:
+        parser.error("--max-restarts must be >= 0 and --restart-window > 0")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
     env = dict(os.environ)
     sandbox = sandbox_wanted(env)
+    policy = RestartPolicy(limit=args.max_restarts, window=args.restart_window)
+    root = args.data_dir.resolve()
     with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(devstack.lock_data_dir(root))
+        except devstack.DataDirInUse as exc:
+            print(
+                f"letsbe-run: {exc}. Stop that one first (Ctrl-C in its terminal) or give this one another "
+                "--data-dir / LETSBE_DATA_DIR; nothing was started.",
+                file=sys.stderr,
+            )
+            sys.exit(1)
+        env.setdefault("LETSBE_SANDBOX_DIR", str(root / "sandbox"))
+        servers = None
         if not (env.get("DATABASE_URL") and env.get("NATS_URL")):
-            root = Path(env.get("LETSBE_DATA_DIR", ".data")).resolve()
             print(f"starting embedded Postgres 16 and NATS JetStream (data in {root})", flush=True)
-            s = stack.enter_context(
+            servers = stack.enter_context(
                 devstack.running(
                     root,
                     pg_port=int(env.get("LETSBE_PG_PORT", 54329)),
                     nats_port=int(env.get("LETSBE_NATS_PORT", 4229)),
                 )
             )
-            env.update(DATABASE_URL=s.postgres.url, NATS_URL=s.nats.url)
-            env.setdefault("LETSBE_SANDBOX_DIR", str(root / "sandbox"))
-            print(f"  postgres  {s.postgres.url}\n  nats      {s.nats.url}", flush=True)
+            env.update(DATABASE_URL=servers.postgres.url, NATS_URL=servers.nats.url)
+            print(f"  postgres  {servers.postgres.url}\n  nats      {servers.nats.url}", flush=True)
         print("applying migrations", flush=True)
         migrations.upgrade(env["DATABASE_URL"])
-        sys.exit(asyncio.run(_supervise(env, sandbox)))
+        code = asyncio.run(_supervise(env, sandbox, policy, servers))
+    sys.exit(code)
 
 
 if __name__ == "__main__":

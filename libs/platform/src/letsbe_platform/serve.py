@@ -1,17 +1,66 @@
-"""Run a service's app with uvicorn: SIGTERM drains consumers and finishes in-flight work (lifespan shutdown)."""
+"""Run a service's app with uvicorn: SIGTERM drains consumers and finishes in-flight work (lifespan shutdown).
+
+The HTTP parser is h11 with a cap on the request head (``max_header_bytes``): a larger request line plus headers is
+answered 431 and the connection closed, instead of being buffered whatever its size.
+"""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+import h11
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON
 from letsbe_platform.settings import ServiceSettings
 
 
-def serve(app_factory: Callable[[], FastAPI], settings: ServiceSettings) -> None:
-    config = uvicorn.Config(
+class _Connection(h11.Connection):
+    """Remembers the protocol error h11 raised, so the answer can carry its status hint (431 for a too-long head)."""
+
+    last_error: h11.RemoteProtocolError | None = None
+
+    def next_event(self):  # type: ignore[no-untyped-def]
+        try:
+            return super().next_event()
+        except h11.RemoteProtocolError as exc:
+            self.last_error = exc
+            raise
+
+
+class H11WithHeaderLimit(H11Protocol):
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.conn = _Connection(h11.SERVER, self.config.h11_max_incomplete_event_size)
+
+    def send_400_response(self, msg: str) -> None:
+        error = getattr(self.conn, "last_error", None)
+        if error is None or error.error_status_hint != 431:
+            super().send_400_response(msg)
+            return
+        body = json.dumps(
+            {
+                "type": PROBLEM_BASE + "headers-too-large",
+                "title": "Request header fields too large",
+                "status": 431,
+                "detail": f"Request line and headers are limited to {self.config.h11_max_incomplete_event_size} bytes.",
+            }
+        ).encode()
+        headers = [(b"content-type", PROBLEM_JSON.encode()), (b"connection", b"close")]
+        for event in (
+            h11.Response(status_code=431, headers=headers, reason=b"Request Header Fields Too Large"),
+            h11.Data(data=body),
+            h11.EndOfMessage(),
+        ):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
+def uvicorn_config(app_factory: Callable[[], FastAPI], settings: ServiceSettings) -> uvicorn.Config:
+    return uvicorn.Config(
         app_factory,
         factory=True,
         host=settings.host,
@@ -20,5 +69,10 @@ def serve(app_factory: Callable[[], FastAPI], settings: ServiceSettings) -> None
         access_log=False,
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds),
         lifespan="on",
+        http=H11WithHeaderLimit,
+        h11_max_incomplete_event_size=settings.max_header_bytes,
     )
-    uvicorn.Server(config).run()
+
+
+def serve(app_factory: Callable[[], FastAPI], settings: ServiceSettings) -> None:
+    uvicorn.Server(uvicorn_config(app_factory, settings)).run()

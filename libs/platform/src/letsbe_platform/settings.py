@@ -28,6 +28,10 @@ class ServiceSettings(BaseSettings):
     # Sandbox mode of `make run`: providers are loopback fakes. Said in the logs and on every HTTP response.
     sandbox: bool = Field(default=False, validation_alias=AliasChoices("LETSBE_SANDBOX"))
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
+    # Request size caps: a larger body is a 413 (routes that need more declare it, web.create_service_app), larger
+    # request headers a 431 (serve.py).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_header_bytes: int = Field(default=32 * 1024, ge=4096)
 
     @field_validator("log_level")
     @classmethod

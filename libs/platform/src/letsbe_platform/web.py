@@ -3,24 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+import asyncpg
+import nats.errors
+import nats.js.errors
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from sqlalchemy.exc import DataError as SQLAlchemyDataError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import make_engine, make_session_factory
-from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError
+from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unprocessable
 from letsbe_platform.logging import configure_logging, get_logger
 from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
 from letsbe_platform.settings import ServiceSettings
@@ -176,9 +182,185 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    if (answer := dependency_problem(request, exc)) is not None:
+        return answer
     log.exception("unhandled error", path=request.url.path)
     body = {"type": "about:blank", "title": "Internal Server Error", "status": 500, "instance": request.url.path}
     return problem_response(500, body)
+
+
+# --- outages and input the database refuses ----------------------------------------------------------------------
+
+RETRY_AFTER_SECONDS = 5
+_POSTGRES_DOWN = (
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+)
+_NATS_DOWN = (nats.errors.Error, nats.js.errors.Error)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def dependency_problem(request: Request, exc: BaseException) -> JSONResponse | None:
+    """503 (with Retry-After) when Postgres or NATS is unreachable, 400 when Postgres refuses a value of the request
+    (a data exception, SQLSTATE class 22); None for anything else, which stays a 500."""
+    for e in _chain(exc):
+        down = None
+        if isinstance(e, _POSTGRES_DOWN) or (isinstance(e, DBAPIError) and e.connection_invalidated):
+            down = "Postgres"
+        elif isinstance(e, _NATS_DOWN):
+            down = "NATS"
+        elif isinstance(e, ConnectionError | TimeoutError):
+            down = "A dependency"
+        if down is not None:
+            log.warning("dependency unavailable", path=request.url.path, dependency=down, error=type(e).__name__)
+            body = {
+                "type": PROBLEM_BASE + "unavailable",
+                "title": "Service unavailable",
+                "status": 503,
+                "detail": f"{down} is unreachable right now; try again shortly.",
+                "instance": request.url.path,
+            }
+            return problem_response(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
+        if isinstance(e, SQLAlchemyDataError | asyncpg.DataError):
+            log.warning("input refused by the database", path=request.url.path, error=type(e).__name__)
+            body = {
+                "type": PROBLEM_BASE + "invalid-input",
+                "title": "Invalid input",
+                "status": 400,
+                "detail": "A value of this request is out of range or not valid text.",
+                "instance": request.url.path,
+            }
+            return problem_response(400, body)
+    return None
+
+
+async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
+    return dependency_problem(request, exc) or await _unhandled(request, exc)
+
+
+# Answered by ExceptionMiddleware (no traceback logged for an outage); anything wrapped differently still reaches
+# ``_unhandled``, which asks ``dependency_problem`` too.
+DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
+    DBAPIError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    *_NATS_DOWN,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+# --- bounded integer parameters ----------------------------------------------------------------------------------
+
+# Every integer a client sends has an upper bound, so none reaches Postgres as an out-of-range bigint.
+MAX_OFFSET = 1_000_000_000
+MAX_EVENT_ID = 2**63 - 1
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip")]
+After = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="Same as the Last-Event-ID header")]
+LastEventId = Annotated[
+    str | None, Header(alias="Last-Event-ID", max_length=19, description="The id of the last event received")
+]
+
+
+def sse_cursor(last_event_id: str | None, after: int | None) -> int:
+    """Where a reconnecting SSE client resumes: its Last-Event-ID header, else ``?after=``, else the start."""
+    if not last_event_id:
+        return after or 0
+    if not last_event_id.isdigit() or int(last_event_id) > MAX_EVENT_ID:
+        raise Unprocessable("Last-Event-ID must be an id this stream sent.", param="Last-Event-ID")
+    return int(last_event_id)
+
+
+# --- request size ------------------------------------------------------------------------------------------------
+
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+
+
+class BodyTooLarge(StarletteHTTPException):
+    def __init__(self, limit: int):
+        super().__init__(413, f"The request body is limited to {limit} bytes.")
+        self.limit = limit
+
+
+def _too_large_body(path: str, limit: int) -> dict[str, Any]:
+    return {
+        "type": PROBLEM_BASE + "too-large",
+        "title": "Request body too large",
+        "status": 413,
+        "detail": f"The request body is limited to {limit} bytes.",
+        "instance": path,
+    }
+
+
+async def _body_too_large(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BodyTooLarge)
+    return problem_response(413, _too_large_body(request.url.path, exc.limit))
+
+
+class BodySizeLimitMiddleware:
+    """Every request body is capped (413 problem+json): the service's ``max_body_bytes`` setting, or the larger
+    limit a path declares in ``create_service_app(body_limits=...)``. A declared Content-Length over the limit is
+    refused before anything is read; a chunked body is counted as it arrives."""
+
+    def __init__(self, app: ASGIApp, per_path: Mapping[str, int] | None = None):
+        self.app = app
+        self.per_path = dict(per_path or {})
+
+    def limit(self, scope: Scope) -> int:
+        if scope["path"] in self.per_path:
+            return self.per_path[scope["path"]]
+        rt = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+        return getattr(getattr(rt, "settings", None), "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.limit(scope)
+        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _send_problem(send, 413, _too_large_body(scope["path"], limit))
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge:
+            if started:
+                raise
+            await _send_problem(send, 413, _too_large_body(scope["path"], limit))
+
+
+async def _send_problem(send: Send, status: int, body: dict[str, Any]) -> None:
+    payload = json.dumps(body).encode()
+    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 # --- metrics ---------------------------------------------------------------------------------------------------
@@ -245,6 +427,14 @@ def _operation_id(route: APIRoute) -> str:
 # --- the factory -------------------------------------------------------------------------------------------------
 
 
+def add_input_guards(app: FastAPI) -> None:
+    """Handlers that keep bad input and outages out of the 500s: body too large, Postgres/NATS down, values the
+    database refuses."""
+    app.add_exception_handler(BodyTooLarge, _body_too_large)
+    for cls in DEPENDENCY_ERRORS:
+        app.add_exception_handler(cls, _dependency_error)
+
+
 def create_service_app(
     *,
     title: str,
@@ -253,10 +443,12 @@ def create_service_app(
     routers: Iterable[APIRouter] = (),
     description: str = "",
     middleware: Iterable[tuple[type, dict[str, Any]]] = (),
+    body_limits: Mapping[str, int] | None = None,
 ) -> FastAPI:
-    """An app with the shared health, readiness, metrics and problem+json behaviour.
+    """An app with the shared health, readiness, metrics, size limits and problem+json behaviour.
 
-    ``lifespan`` must set ``app.state.runtime`` (a :class:`Runtime`) before it yields.
+    ``lifespan`` must set ``app.state.runtime`` (a :class:`Runtime`) before it yields. ``body_limits`` maps a path
+    to a larger body limit than the service's ``max_body_bytes`` (only for routes that need one).
     """
     app = FastAPI(
         title=title,
@@ -269,10 +461,12 @@ def create_service_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)
+    add_input_guards(app)
     for cls, options in middleware:
         app.add_middleware(cls, **options)
     app.add_middleware(SandboxHeaderMiddleware)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware, per_path=body_limits)  # outermost: before any body is read
 
     ops = APIRouter(tags=["ops"])
 

@@ -33,4 +33,10 @@ def create_app(settings: SecretsProxySettings | None = None) -> FastAPI:
             start_workers(rt, settings)
             yield
 
-    return create_service_app(title="LetsBe Secrets Proxy", version=__version__, lifespan=lifespan, routers=ROUTERS)
+    return create_service_app(
+        title="LetsBe Secrets Proxy",
+        version=__version__,
+        lifespan=lifespan,
+        routers=ROUTERS,
+        body_limits=dict.fromkeys(llm.LLM_PATHS, llm.MAX_LLM_REQUEST_BYTES),  # prompts may carry images
+    )

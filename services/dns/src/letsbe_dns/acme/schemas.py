@@ -6,6 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
 
 from letsbe_contracts.events import DomainName
+from letsbe_contracts.validation import RequestModel
 
 
 def _strip_wildcard(value: object) -> object:
@@ -13,7 +14,7 @@ def _strip_wildcard(value: object) -> object:
     return value.strip().removeprefix("*.") if isinstance(value, str) else value
 
 
-class AcmeChallenge(BaseModel):
+class AcmeChallenge(RequestModel):
     """What certbot's hooks know: CERTBOT_DOMAIN and CERTBOT_VALIDATION."""
 
     model_config = ConfigDict(extra="forbid")

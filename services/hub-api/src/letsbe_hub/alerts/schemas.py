@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from letsbe_contracts import AlertSeverity
+from letsbe_contracts.validation import RequestModel
 
 MAX_SILENCE = timedelta(days=30)
 
@@ -39,13 +40,13 @@ class AlertList(BaseModel):
     next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
 
 
-class AcknowledgeRequest(BaseModel):
+class AcknowledgeRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
 
 
-class SilenceRequest(BaseModel):
+class SilenceRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     until: AwareDatetime = Field(

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Response, status
 from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from letsbe_contracts.approvals import Approval, ApprovalConsume, ApprovalCreate, ApprovalStatus
+from letsbe_contracts.validation import RequestModel
 from letsbe_hub.approvals import repository as repo
 from letsbe_hub.approvals import service
 from letsbe_hub.approvals.errors import ApprovalNotFound
@@ -45,7 +46,7 @@ async def consume_approval(approval_id: uuid.UUID, body: ApprovalConsume, agent:
     return await service.consume(session, agent, approval_id, body.args_hash)
 
 
-class ApprovalDecision(BaseModel):
+class ApprovalDecision(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     decision: Literal["approve", "reject"]

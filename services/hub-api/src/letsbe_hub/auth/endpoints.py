@@ -4,6 +4,7 @@ from datetime import datetime
 from fastapi import APIRouter, status
 from pydantic import BaseModel, Field
 
+from letsbe_contracts.validation import RequestModel
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token, revoke_token
@@ -13,7 +14,7 @@ from letsbe_platform.web import SessionDep
 router = APIRouter(prefix="/api/v1/admin/tokens", tags=["tokens"])
 
 
-class TokenCreate(BaseModel):
+class TokenCreate(RequestModel):
     name: str = Field(min_length=1, max_length=120)
     scopes: list[Scope] = Field(min_length=1)
 

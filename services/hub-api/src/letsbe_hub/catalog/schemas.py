@@ -3,6 +3,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from letsbe_contracts.enums import Tier
+from letsbe_contracts.validation import RequestModel
 
 ToolNameIn = Annotated[str, StringConstraints(min_length=1, max_length=60)]
 
@@ -33,7 +34,7 @@ class CatalogOut(BaseModel):
     tools: list[ToolOut]
 
 
-class CalculateRequest(BaseModel):
+class CalculateRequest(RequestModel):
     tools: list[ToolNameIn] = Field(max_length=100, description="Tool names from GET /api/v1/public/tools")
 
 

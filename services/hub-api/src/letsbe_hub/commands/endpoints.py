@@ -18,7 +18,7 @@ from letsbe_hub.commands.schemas import CommandCreate, CommandView
 from letsbe_hub.commands.workers import waker_of
 from letsbe_hub.tenants.auth import CurrentAgent
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import SessionDep
+from letsbe_platform.web import Offset, SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant/commands", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["commands"])
@@ -89,7 +89,7 @@ async def list_commands(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[CommandView]:
     return [service.view(c) for c in await repo.list_for_tenant(session, tenant_id, limit=limit, offset=offset)]
 

@@ -8,9 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from letsbe_contracts.agent import CommandType
 from letsbe_contracts.enums import AgentKind
+from letsbe_contracts.validation import RequestModel
 
 
-class CommandCreate(BaseModel):
+class CommandCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     type: CommandType

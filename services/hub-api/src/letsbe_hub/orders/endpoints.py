@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, status
+from fastapi import APIRouter, Query, status
 from sse_starlette import EventSourceResponse
 
 from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
@@ -28,8 +28,8 @@ from letsbe_hub.orders.schemas import (
 )
 from letsbe_hub.orders.stream import order_events
 from letsbe_hub.orders.wiring import OrdersRuntimeDep
-from letsbe_platform.errors import NotFound, Unprocessable
-from letsbe_platform.web import SessionDep
+from letsbe_platform.errors import NotFound
+from letsbe_platform.web import After, LastEventId, SessionDep, sse_cursor
 
 router = APIRouter(prefix="/api/v1/admin/orders", tags=["orders"])
 
@@ -141,15 +141,11 @@ async def events(
     session: SessionDep,
     rt: OrdersRuntimeDep,
     _: OrderRead,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=20)] = None,
-    after: Annotated[int | None, Query(ge=0, description="Same as the Last-Event-ID header")] = None,
+    last_event_id: LastEventId = None,
+    after: After | None = None,
 ) -> EventSourceResponse:
     if await repo.status_of(session, order_id) is None:
         raise NotFound("No order with that id.", order_id=str(order_id))
-    cursor = after or 0
-    if last_event_id:
-        if not last_event_id.isdigit():
-            raise Unprocessable("Last-Event-ID must be an id this stream sent.", param="Last-Event-ID")
-        cursor = int(last_event_id)
+    cursor = sse_cursor(last_event_id, after)
     stream = order_events(rt.sessions, rt.listener, order_id, after_id=cursor)
     return EventSourceResponse(stream, ping=rt.settings.sse_ping_seconds, headers={"X-Accel-Buffering": "no"})

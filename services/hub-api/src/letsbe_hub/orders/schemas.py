@@ -6,12 +6,13 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from letsbe_contracts.enums import AutomationMode, FailureStage, OrderStatus, Region, Tier
 from letsbe_contracts.events import DomainName
+from letsbe_contracts.validation import RequestModel
 
 Email = Annotated[str, StringConstraints(strip_whitespace=True, max_length=320, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 
 
-class OrderCreate(BaseModel):
+class OrderCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     customer_name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -26,13 +27,13 @@ class OrderCreate(BaseModel):
     cloudflare_zone_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32}$")] | None = None
 
 
-class OrderCancel(BaseModel):
+class OrderCancel(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Reason = "cancelled by an operator"
 
 
-class OrderRetry(BaseModel):
+class OrderRetry(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     force: bool = Field(default=False, description="Retry even though the failure was reported as not retryable")

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.enums import OrderStatus as S
+from letsbe_contracts.validation import RequestModel
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders import state
@@ -38,19 +39,28 @@ HANDLED_TYPES = (
 # --- the parts of Stripe's objects we rely on (validated; everything else is ignored) ----------------------------
 
 
-class _Obj(BaseModel):
+class _Obj(RequestModel):
+    """Signed is not the same as well-formed: anything we store or compare is bounded and free of control
+    characters, so a malformed event is a 400 (Stripe stops retrying it) and never a 500 (retried for days)."""
+
     model_config = ConfigDict(extra="ignore")
 
 
-class EventData(_Obj):
+# Stripe ids are short ASCII words ("evt_1Q…", "cs_test_…"); the event id column is 255 wide.
+StripeId = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9_]+$")]
+LATEST_TIMESTAMP = 253_402_300_799  # 9999-12-31T23:59:59Z, the last second Python's datetime can hold
+
+
+class EventData(BaseModel):
+    # Not checked as a whole (a customer's name may hold anything); the fields we use are, when parsed below.
     object: dict[str, Any]
 
 
 class StripeEventIn(_Obj):
-    id: str
+    id: StripeId
     object: str
-    type: str
-    created: int
+    type: Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[a-z0-9_.]+$")]
+    created: Annotated[int, Field(ge=0, le=LATEST_TIMESTAMP)]
     livemode: bool
     data: EventData
 
@@ -78,8 +88,8 @@ class ChargeObj(_Obj):
     id: str
     payment_intent: str | None = None
     metadata: dict[str, str] | None = None
-    amount_refunded: int
-    currency: str
+    amount_refunded: Annotated[int, Field(ge=0, le=2**31 - 1)]  # stored in an integer column
+    currency: Annotated[str, StringConstraints(min_length=3, max_length=3)]
 
 
 def parse_event(payload: bytes) -> StripeEventIn:

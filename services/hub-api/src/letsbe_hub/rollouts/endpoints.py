@@ -17,7 +17,7 @@ from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
 from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutEventView, RolloutView, TargetView
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import SessionDep
+from letsbe_platform.web import After, LastEventId, Offset, SessionDep, sse_cursor
 
 router = APIRouter(prefix="/api/v1/admin/rollouts", tags=["rollouts"])
 
@@ -33,7 +33,7 @@ async def list_rollouts(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[RolloutView]:
     return [await service.view(session, r.id) for r in await repo.list_rollouts(session, limit=limit, offset=offset)]
 
@@ -78,12 +78,16 @@ async def abort(
 
 @router.get("/{rollout_id}/events", name="events")
 async def events(
-    rollout_id: uuid.UUID, request: Request, _: Authorized(Scope.FLEET_READ), after: int = 0
+    rollout_id: uuid.UUID,
+    request: Request,
+    _: Authorized(Scope.FLEET_READ),
+    last_event_id: LastEventId = None,
+    after: After = 0,
 ) -> EventSourceResponse:
     """Server-sent events: every rollout event (``event: rollout-event``) followed by a fresh ``rollout`` snapshot;
     the stream ends after the rollout has finished. Reconnect with ``Last-Event-ID`` (or ``?after=``)."""
     sessions = request.app.state.runtime.sessions
-    last = int(request.headers.get("last-event-id", after) or 0)
+    last = sse_cursor(last_event_id, after)
     async with unit_of_work(sessions) as session:
         await service.view(session, rollout_id)  # 404 before the stream starts
 

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from letsbe_contracts.agent import ComponentName, ImageDigest, ImageRepo, Version
+from letsbe_contracts.validation import RequestModel
 
 
-class StageSpec(BaseModel):
+class StageSpec(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9%_-]{0,30}$")]
@@ -35,7 +36,7 @@ DEFAULT_STAGES = [
 ]
 
 
-class RolloutCreate(BaseModel):
+class RolloutCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     component: ComponentName
@@ -61,7 +62,7 @@ class RolloutCreate(BaseModel):
         return self
 
 
-class RolloutAbort(BaseModel):
+class RolloutAbort(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] = "aborted by an operator"

@@ -38,7 +38,7 @@ from letsbe_hub.servers.schemas import (
     SnapshotCreate,
     SnapshotOut,
 )
-from letsbe_platform.web import SessionDep
+from letsbe_platform.web import Offset, SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/servers", tags=["servers"])
 pools_router = APIRouter(prefix="/api/v1/admin/pools", tags=["pools"])
@@ -94,7 +94,7 @@ async def list_servers(
     region: Region | None = None,
     provider: Provider | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> ServerPage:
     rows, total = await repo.list_servers(
         session,

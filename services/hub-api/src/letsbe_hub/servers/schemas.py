@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_vali
 
 from letsbe_contracts import Provider, Region, Tier
 from letsbe_contracts.events import HostKeyFingerprint
+from letsbe_contracts.validation import RequestModel
 from letsbe_hub.servers.models import HoldStatus, InventoryStatus
 
 
-class _In(BaseModel):
+class _In(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
 

@@ -33,7 +33,7 @@ from letsbe_hub.tenants.schemas import (
     TenantView,
 )
 from letsbe_platform.errors import NotFound
-from letsbe_platform.web import SessionDep
+from letsbe_platform.web import Offset, SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
@@ -109,7 +109,7 @@ async def list_tenants(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> list[TenantView]:
     return await service.list_tenants(session, limit=limit, offset=offset)
 

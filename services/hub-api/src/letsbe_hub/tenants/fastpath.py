@@ -22,6 +22,7 @@ from letsbe_hub.auth.service import hash_token as hash_key
 from letsbe_hub.commands import service as commands
 from letsbe_hub.config import HubSettings
 from letsbe_hub.tenants import heartbeat as hb
+from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants import service
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import ReEnrol
@@ -75,11 +76,13 @@ class HeartbeatFastPath:
         app = scope["app"]
         status, payload, content_type, extra = 200, b"", "application/json", []
         try:
+            api_key = _bearer(scope)  # no credential: 401 before a byte of the body is read
             raw = await _body(receive)
-            api_key = _bearer(scope)
             try:
                 body = HeartbeatRequest.model_validate_json(raw)
             except ValidationError as exc:
+                # The credential decides first: a caller the hub does not know learns nothing about the body.
+                await _known_agent(app.state.runtime, api_key)
                 status, payload, content_type = 422, _validation_problem(exc), PROBLEM_JSON
             else:
                 answer = await process(app.state.runtime, app.state.settings, body, api_key)
@@ -92,6 +95,13 @@ class HeartbeatFastPath:
         headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(payload)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+async def _known_agent(rt: Runtime, api_key: str) -> None:
+    """ReEnrol (401) unless the key belongs to an agent; only asked on the error path, the beat itself checks it."""
+    async with unit_of_work(rt.sessions) as session:
+        if await repo.find_credential(session, hash_key(api_key)) is None:
+            raise ReEnrol()
 
 
 async def _body(receive: Receive) -> bytes:

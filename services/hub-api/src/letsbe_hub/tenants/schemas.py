@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from letsbe_contracts.enums import Region, Tier
 from letsbe_contracts.events import DomainName
+from letsbe_contracts.validation import RequestModel
 
 
-class RegistrationTokenCreate(BaseModel):
+class RegistrationTokenCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     domain: DomainName
@@ -66,13 +67,13 @@ class TenantView(BaseModel):
     last_backup: BackupView | None = None
 
 
-class TenantUpdate(BaseModel):
+class TenantUpdate(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     staging: bool
 
 
-class TenantDecommission(BaseModel):
+class TenantDecommission(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(default="decommissioned by an operator", min_length=1, max_length=2000)

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from letsbe_contracts.validation import RequestModel
 from letsbe_safety_wrapper.tools.errors import CallTooLarge, MalformedCall
 from letsbe_safety_wrapper.tools.policy import ActionName, Decision, RiskClass, ToolName
 
@@ -19,7 +20,7 @@ MAX_STRING_CHARS = 256 * 1024
 MAX_SAFE_INTEGER = 2**53 - 1  # what a JavaScript tool (Ghost, NocoDB, Activepieces) still holds exactly
 
 
-class ToolCall(BaseModel):
+class ToolCall(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     tool: ToolName

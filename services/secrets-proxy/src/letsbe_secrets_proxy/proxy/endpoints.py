@@ -91,6 +91,11 @@ async def _agent(request: Request,
 Proxy = Annotated[ProxyService, Depends(_proxy)]
 
 
+# LLM requests (long prompts, images) are larger than anything else a service accepts.
+MAX_LLM_REQUEST_BYTES = 32 * 1024 * 1024
+LLM_PATHS = ("/v1/chat/completions", "/v1/responses")
+
+
 @router.post("/v1/chat/completions", name="chat_completions", dependencies=[Depends(_agent)])
 async def chat_completions(request: Request, proxy: Proxy) -> Response:
     """OpenAI Chat Completions, redacted on the way out and on the way back."""

@@ -1,0 +1,228 @@
+"""`make run`'s supervisor: a service, Postgres or NATS killed with SIGKILL comes back by itself and the services
+return to ready; a crash loop stops everything with that service's last log lines; a second `letsbe-run` on the same
+data folder refuses at once and leaves the running stack alone; `--help` of every console script starts nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from letsbe_platform.devstack import free_port
+from letsbe_platform.runner import SERVICES
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = [sys.executable, "-m", "letsbe_platform.runner"]
+
+
+async def eventually(check, what: str, timeout: float = 90.0, every: float = 0.25):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if result := await check():
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {what}")
+        await asyncio.sleep(every)
+
+
+@dataclass
+class Run:
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    log: Path
+    ports: dict[str, int]
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def child_pid(self, module: str) -> int | None:
+        """The pid of the runner's child running ``python -m module``."""
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
+        for pid in children:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if module.encode() in argv:
+                return int(pid)
+        return None
+
+    async def all_ready(self) -> bool:
+        async with httpx.AsyncClient() as client:
+            for port in self.ports.values():
+                try:
+                    if (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code != 200:
+                        return False
+                except httpx.HTTPError:
+                    return False
+        return True
+
+
+def without_servers() -> dict[str, str]:
+    """The environment minus the session's servers: `letsbe-run` then starts its own, as `make run` does."""
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+
+
+def start_run(tmp: Path, env: dict[str, str], *args: str) -> Run:
+    ports = {svc.port_env: free_port() for svc in SERVICES}
+    log = tmp / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [*RUN, "--data-dir", str(tmp / "data"), *args],
+            env={**{k: str(v) for k, v in ports.items()}, **env},
+            stdout=out,
+            stderr=out,
+        )
+    return Run(proc, tmp / "data", log, ports)
+
+
+def stop_run(run: Run) -> int:
+    if run.proc.poll() is None:
+        run.proc.send_signal(signal.SIGINT)
+        try:
+            run.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            run.proc.kill()
+            run.proc.wait()
+    return run.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+    """`letsbe-run` with its own embedded Postgres and NATS (no DATABASE_URL / NATS_URL), as `make run` starts it."""
+    tmp = tmp_path_factory.mktemp("make-run")
+    env = {**without_servers(), "LETSBE_PG_PORT": str(free_port()), "LETSBE_NATS_PORT": str(free_port())}
+    run = start_run(tmp, env, "--max-restarts", "10")
+    try:
+        yield run
+    finally:
+        code = stop_run(run)
+        assert code == 0, run.output()[-4000:]
+
+
+async def test_embedded_stack_comes_up(embedded: Run):
+    await eventually(embedded.all_ready, "every service ready", timeout=180)
+
+
+async def test_second_start_on_the_same_data_dir_refuses_and_leaves_the_first_alone(embedded: Run, tmp_path: Path):
+    await eventually(embedded.all_ready, "every service ready", timeout=180)
+    pg_pid = (embedded.data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0]
+    second = await asyncio.to_thread(
+        subprocess.run,
+        [*RUN, "--data-dir", str(embedded.data_dir)],
+        env=without_servers(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert second.returncode != 0
+    assert f"{embedded.data_dir} is in use by another letsbe-run (pid {embedded.proc.pid})" in second.stderr
+    assert "nothing was started" in second.stderr
+    assert "starting embedded Postgres" not in second.stdout
+    # The first stack did not notice: same postmaster, every service still ready.
+    assert (embedded.data_dir / "postgres" / "pgdata" / "postmaster.pid").read_text().split()[0] == pg_pid
+    assert embedded.proc.poll() is None
+    assert await embedded.all_ready()
+
+
+async def test_killed_service_is_restarted_and_ready_again(embedded: Run):
+    await eventually(embedded.all_ready, "every service ready", timeout=180)
+    old = embedded.child_pid("letsbe_provisioner")
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+
+    async def replaced() -> bool:
+        new = embedded.child_pid("letsbe_provisioner")
+        return new is not None and new != old and await embedded.all_ready()
+
+    await eventually(replaced, "provisioner restarted and every service ready")
+    out = embedded.output()
+    assert "provisioner exited with -9; restarting it in" in out
+    assert "provisioner restarted (pid" in out
+    assert embedded.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("server", "pid_file"),
+    [("postgres", "postgres/pgdata/postmaster.pid"), ("nats", "nats/nats.pid")],
+)
+async def test_killed_embedded_server_is_restarted_and_services_ready_again(embedded: Run, server: str, pid_file: str):
+    await eventually(embedded.all_ready, "every service ready", timeout=180)
+    path = embedded.data_dir / pid_file
+    old = int(path.read_text().split()[0])
+    os.kill(old, signal.SIGKILL)
+
+    async def gone() -> bool:
+        return not await embedded.all_ready()
+
+    await eventually(gone, f"services notice {server} is down", timeout=30, every=0.1)
+
+    async def back() -> bool:
+        try:
+            new = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return new != old and await embedded.all_ready()
+
+    await eventually(back, f"{server} restarted and every service ready again", timeout=120)
+    out = embedded.output()
+    assert f"embedded {server} is not running; starting it again" in out
+    assert f"embedded {server} is running again" in out
+
+
+async def test_crash_loop_stops_everything_with_the_last_lines_of_its_log(
+    tmp_path: Path, database_url: str, nats_url: str, bus_namespace: str
+):
+    # Port 0 is refused by the monitor's settings: it dies at every start.
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LETSBE_BUS_NAMESPACE": bus_namespace,
+        "LETSBE_MONITOR_PORT": "0",
+    }
+    run = start_run(tmp_path, env, "--max-restarts", "2")
+    try:
+        code = run.proc.wait(timeout=120)
+    finally:
+        stop_run(run)
+    out = run.output()
+    assert code == 1, out[-4000:]
+    assert out.count("monitor exited with 1; restarting it in") == 2
+    assert "monitor is crash-looping: it exited 3 times within 60 s" in out
+    assert "last " in out and "lines of monitor's log:" in out
+    assert "stopping everything" in out
+
+
+PYPROJECTS = [ROOT / "pyproject.toml", *ROOT.glob("libs/*/pyproject.toml"), *ROOT.glob("services/*/pyproject.toml")]
+SCRIPTS = sorted(
+    name for p in PYPROJECTS for name in tomllib.loads(p.read_text()).get("project", {}).get("scripts", {})
+)
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_console_script_prints_help_and_starts_nothing(script: str, tmp_path: Path):
+    env = without_servers() | {
+        "LETSBE_DATA_DIR": str(tmp_path / "data"),
+        "LETSBE_SANDBOX_DIR": str(tmp_path / "sandbox"),
+    }
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / script), "--help"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "usage" in result.stdout.lower()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "--help created files: it started something"
