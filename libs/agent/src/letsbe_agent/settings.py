@@ -1,13 +1,76 @@
-"""Settings every agent has (each agent's own settings class extends this with its env prefix)."""
+"""Settings every agent has (each agent's own settings class extends this with its env prefix).
+
+An agent refuses to start on a ``LETSBE_`` variable that nothing declares: a misspelt name (a compose file saying
+``LETSBE_SW_BACKUP_STATUS_FILE`` where the setting is ``backup_status_path``) would otherwise be ignored silently
+and the agent would run on a default that points somewhere else.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 
-from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.settings import TOOLING_VARIABLES, ServiceSettings
+
+# Each agent's own prefix. A variable under another agent's prefix is that agent's (it checks its own environment).
+AGENT_PREFIXES = ("LETSBE_SW_", "LETSBE_SP_")
+
+
+class UnknownVariables(ValueError):
+    def __init__(self, service: str, names: list[str]):
+        self.names = names
+        super().__init__(
+            f"{service}: unknown variable(s) in the environment: {', '.join(names)} "
+            "(not a setting of this agent: a misspelt name? see its settings class)"
+        )
+
+
+def declared_variables(cls: type[ServiceSettings]) -> frozenset[str]:
+    """Every environment variable ``cls`` reads (upper case: pydantic-settings matches names case-insensitively)."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    names = set(TOOLING_VARIABLES)
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {str(a).upper() for a in alias.choices}
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return frozenset(names)
+
+
+def unknown_variables(cls: type[ServiceSettings], environ: Mapping[str, str]) -> list[str]:
+    """``LETSBE_`` variables in ``environ`` that ``cls`` does not read and that are no other agent's."""
+    own = str(cls.model_config.get("env_prefix", "")).upper()
+    others = tuple(p for p in AGENT_PREFIXES if p != own)
+    declared = declared_variables(cls)
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith("LETSBE_") and name.upper() not in declared and not name.upper().startswith(others)
+    )
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """The agent's settings from its environment, or exit 2 with one line that names what is wrong."""
+    try:
+        return cls()
+    except UnknownVariables as exc:
+        sys.exit(f"error: {exc}")
+    except ValidationError as exc:
+        # Never the input values: they hold secrets.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"error: {cls.__name__}: invalid settings: {problems}")
 
 
 class AgentSettings(ServiceSettings):
@@ -41,6 +104,12 @@ class AgentSettings(ServiceSettings):
     usage_ledger_path: Path | None = Path("/var/lib/letsbe/shared/usage.sqlite3")
     report_usage: bool = False
     usage_report_every_seconds: float = Field(default=300, gt=0)
+
+    def __init__(self, **values: object) -> None:
+        unknown = unknown_variables(type(self), os.environ)
+        if unknown:
+            raise UnknownVariables(type(self).model_fields["service_name"].default, unknown)
+        super().__init__(**values)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _default_state_dir(self) -> AgentSettings:

@@ -57,6 +57,13 @@ SANDBOX_BANNER = """
 """
 
 
+def tenant_env(env: dict[str, str]) -> dict[str, str]:
+    """What a tenant agent inherits: never the control plane services' settings (a tenant never has those, and an
+    agent refuses LETSBE_ variables it does not read)."""
+    control_plane = tuple(s.port_env.removesuffix("PORT") for s in SERVICES if not s.tenant_side)
+    return {k: v for k, v in env.items() if not k.upper().startswith(control_plane)}
+
+
 def sandbox_wanted(env: dict[str, str]) -> bool:
     explicit = env.get("LETSBE_SANDBOX", "").lower()
     if explicit in ("0", "false", "no"):
@@ -151,8 +158,9 @@ async def _supervise(env: dict[str, str], sandbox: bool) -> int:
     try:
         per_service = await _start_sandbox(sup, env) if sandbox else {}
         for svc in SERVICES:
+            base = tenant_env(env) if svc.tenant_side else env
             await sup.spawn(
-                svc.name, svc.module, {**env, **per_service.get(svc.name, {}), svc.port_env: str(port(svc, env))}
+                svc.name, svc.module, {**base, **per_service.get(svc.name, {}), svc.port_env: str(port(svc, env))}
             )
         ready = await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port(s, env)}") for s in SERVICES))
         if sandbox:
