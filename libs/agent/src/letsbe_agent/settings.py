@@ -94,10 +94,10 @@ class AgentSettings(ServiceSettings):
     docker_api_version: str = Field(default="v1.43", pattern=r"^v1\.\d+$")
     disk_path: str = "/"
     update_poll_seconds: float = Field(default=1.0, gt=0)
-    # Backups (seed §8.3): backups.sh writes the status file, and holds the lock file while it runs.
+    # Backups (seed §8.3): letsbe-backup writes the status file, and holds an flock on the lock file while it runs.
     report_backups: bool = False
-    backup_status_path: Path = Path("/opt/letsbe/backups/backup-status.json")
-    backup_lock_path: Path = Path("/opt/letsbe/backups/backup.lock")
+    backup_status_path: Path = Path("/var/lib/letsbe/backup/backup-status.json")
+    backup_lock_path: Path = Path("/var/lib/letsbe/backup/backup.lock")
     backup_check_at: time = time(6, 0)
     backup_check_timezone: str = "UTC"
     # Token usage: the Secrets Proxy records into this ledger; the agent that reports usage sends it hourly.

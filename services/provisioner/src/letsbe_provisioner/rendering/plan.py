@@ -40,7 +40,10 @@ TLS_DIR = "/etc/letsbe/tls"
 ACME_DIR = "/etc/letsbe/acme"
 STATE_DIR = "/var/lib/letsbe"
 BACKUP_DIR = "/var/backups/letsbe"
-BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
+BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agents
+BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flock on it while it runs
+USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
+DOCKER_SOCKET = "/var/run/docker.sock"
 
 
 # The Safety Wrapper keeps its Hub API key here (the bare key, 0600); the ACME hooks authenticate with it.
@@ -177,6 +180,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["yq"] = _yaml_quote
+    env.filters["dirname"] = lambda v: str(v).rsplit("/", 1)[0]
     return env
 
 
@@ -254,7 +258,8 @@ class Plan:
             "order": self.order, "domain": self.order.domain, "tier": self.tier, "s": self.settings,
             "root": self.settings.root, "nginx": self.settings.nginx, "stacks": self.stacks, "plan": self,
             "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
-                      "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS},
+                      "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS,
+                      "backup_lock": BACKUP_LOCK, "usage_ledger": USAGE_LEDGER, "docker_socket": DOCKER_SOCKET},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
             "secrets": self.secrets, "redis_image": REDIS_IMAGE,
