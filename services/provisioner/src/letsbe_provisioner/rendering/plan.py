@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import jinja2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, Tool, load_catalog
 from letsbe_dns import hooks as dns_hooks
@@ -28,6 +30,7 @@ AI_IMAGES = {
     "safety-wrapper": "code.letsbe.solutions/letsbe/safety-wrapper",
     "secrets-proxy": "code.letsbe.solutions/letsbe/secrets-proxy",
 }
+DKIM_SELECTOR = "letsbe"  # <selector>._domainkey.<domain>
 AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
 MIN_DB_MB, REDIS_MB = 128, 64
 HEREDOC_END = "LETSBE_EOF_9c4e1"  # never appears in rendered content (checked)
@@ -157,11 +160,23 @@ def secret_specs(tool_names: tuple[str, ...] | list[str], catalog: Catalog | Non
 
 
 def generate_secret(kind: SecretKind) -> str:
+    if kind == "dkim":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
     if kind == "hex32":
         return pysecrets.token_hex(16)
     if kind == "laravel":
         return "base64:" + base64.b64encode(pysecrets.token_bytes(32)).decode()
     return pysecrets.token_urlsafe(32)
+
+
+def dkim_public_key(private_pem: str) -> str:
+    """The p= value of the DKIM TXT record: base64 DER SubjectPublicKeyInfo of the private key's public half."""
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
 
 
 def generate_secrets(tool_names: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -210,6 +225,11 @@ class Plan:
         self.stacks = [
             self._stack(self.catalog.tool(name)) for name in order.tools if not self.catalog.tool(name).system
         ]
+
+    def dkim(self) -> tuple[str, str] | None:
+        """(selector, public key) the tenant's mail server signs with, if the order has one."""
+        pem = self.secrets.get("stalwart.dkim_private_key")
+        return (DKIM_SELECTOR, dkim_public_key(pem)) if pem and "stalwart" in self.order.tools else None
 
     @property
     def budget_mb(self) -> int:
@@ -262,7 +282,7 @@ class Plan:
                       "backup_lock": BACKUP_LOCK, "usage_ledger": USAGE_LEDGER, "docker_socket": DOCKER_SOCKET},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
-            "secrets": self.secrets, "redis_image": REDIS_IMAGE,
+            "secrets": self.secrets, "redis_image": REDIS_IMAGE, "dkim_selector": DKIM_SELECTOR,
             **extra,
         }  # fmt: skip
 
@@ -322,6 +342,8 @@ class Plan:
                     files.append(self._file("compose/env.j2", f"{st.dir}/db.env", "0600", env=st.db.env))
                 if st.redis_env:
                     files.append(self._file("compose/env.j2", f"{st.dir}/redis.env", "0600", env=st.redis_env))
+                for name in st.profile.config_files:
+                    files.append(self._file(f"{st.name}/{name}.j2", f"{st.dir}/etc/{name}", "0600", st=st))
                 files.append(self._file("backup/backup.conf.j2", f"{st.dir}/backup.conf", st=st))
                 files.append(self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st))
             return files
