@@ -50,7 +50,7 @@ async def run(conn: asyncssh.SSHClientConnection, script: str, target: SshTarget
 
 
 async def test_every_step_can_run_twice_and_the_second_run_changes_nothing(target: SshTarget) -> None:
-    plan = plan_for(("nextcloud", "chatwoot", "ghost"), root=str(target.root), tier=Tier.LITE)
+    plan = plan_for(("nextcloud", "chatwoot", "ghost", "stalwart"), root=str(target.root), tier=Tier.LITE)
     conn = await ssh.connect(server_target(target), target.client_key, timeout=5)
     try:
         for step in STEPS:
