@@ -37,7 +37,7 @@ class ControlPlane:
         base = tenant_env(self.base_env) if svc.tenant_side else self.base_env
         env = {**base, **self.world.env()[name]}
         port = getattr(self.world.ports, name.replace("-", "_").replace("_api", ""))
-        return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env)
+        return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env, tenant_side=svc.tenant_side)
 
     async def start(self, *names: str) -> None:
         for name in names:
