@@ -82,16 +82,22 @@ def test_every_variable_and_mount_of_the_agents_is_one_they_read(tier: Tier, mon
     compose = yaml.safe_load(files[f"{AI_DIR}/docker-compose.yml"].content)
     status_file = written_by_backup_script(plan, "status_file")
     lock_file = written_by_backup_script(plan, "lock_file")
-    ledgers = {}
+    shared: dict[tuple[str, str], str | None] = {}
     for agent, cls in SETTINGS.items():
         svc = compose["services"][agent]
         env = {name: str(value) for name, value in svc.get("environment", {}).items()}
+        for env_file in svc.get("env_file", []):  # what the container gets from its 0600 env files, too
+            lines = files[f"{AI_DIR}/{env_file}"].content.splitlines()
+            env |= dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
         assert unknown_variables(cls, env) == [], f"{agent}: variables its settings do not declare"
         settings = settings_from(cls, env, monkeypatch)
         svc_mounts = mounts(svc)
-        read = [v for v in settings.model_dump().values() if isinstance(v, PurePosixPath)]
+        read = {k: v for k, v in settings.model_dump().items() if isinstance(v, PurePosixPath)}
         for host, container in svc_mounts:
-            assert any(on_host(p, [(host, container)]) for p in read), f"{agent}: nothing reads the mount {container}"
+            assert any(on_host(p, [(host, container)]) for p in read.values()), f"{agent}: {container} is read by none"
+        # and every path it reads or writes is on the host: not in the container's layer, lost at its next update
+        unmounted = sorted(k for k, p in read.items() if on_host(p, svc_mounts) is None)
+        assert not unmounted, f"{agent}: not mounted: {unmounted}"
 
         # what it reads is where the writer writes, on the host
         assert on_host(settings.state_dir, svc_mounts) == agent_dir(agent)
@@ -101,11 +107,12 @@ def test_every_variable_and_mount_of_the_agents_is_one_they_read(tier: Tier, mon
         assert on_host(settings.backup_status_path, svc_mounts) == status_file, f"{agent}: backup-status.json"
         assert on_host(settings.backup_lock_path, svc_mounts) == lock_file, f"{agent}: backup lock"
         assert on_host(settings.docker_socket, svc_mounts) == DOCKER_SOCKET, f"{agent}: Docker socket"
-        ledgers[agent] = on_host(settings.usage_ledger_path, svc_mounts)
-        assert ledgers[agent] is not None, f"{agent}: the usage ledger is not mounted"
+        shared["ledger", agent] = on_host(settings.usage_ledger_path, svc_mounts)
+        shared["secrets", agent] = on_host(settings.secrets_path, svc_mounts)
         # the socket is root:docker 0660 on the host; the agents run as 1001 and get the socket's group
         assert svc["user"] == "1001:1001"
         assert svc.get("group_add") == ["${DOCKER_GID:?step 10 writes DOCKER_GID into .env}"], agent
         # who does what: the Safety Wrapper reports backups and usage, the Secrets Proxy records usage
         assert settings.report_backups == settings.report_usage == (agent == "safety-wrapper"), agent
-    assert ledgers["safety-wrapper"] == ledgers["secrets-proxy"], "one ledger: the proxy records, the wrapper reports"
+    for what in ("ledger", "secrets"):  # the proxy records usage, the wrapper reports; the wrapper keeps secrets
+        assert shared[what, "safety-wrapper"] == shared[what, "secrets-proxy"], f"two {what} files, not one"

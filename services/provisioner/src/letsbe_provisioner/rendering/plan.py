@@ -47,6 +47,7 @@ BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory
 BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flock on it while it runs
 USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
 DOCKER_SOCKET = "/var/run/docker.sock"
+SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the wrapper writes it, the proxy reads
 
 
 # The Safety Wrapper keeps its Hub API key here (the bare key, 0600); the ACME hooks authenticate with it.
@@ -279,7 +280,8 @@ class Plan:
             "root": self.settings.root, "nginx": self.settings.nginx, "stacks": self.stacks, "plan": self,
             "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS,
-                      "backup_lock": BACKUP_LOCK, "usage_ledger": USAGE_LEDGER, "docker_socket": DOCKER_SOCKET},
+                      "backup_lock": BACKUP_LOCK, "usage_ledger": USAGE_LEDGER, "docker_socket": DOCKER_SOCKET,
+                      "secret_store": SECRET_STORE},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**AI_IMAGES, "nginx": NGINX_IMAGE},
             "secrets": self.secrets, "redis_image": REDIS_IMAGE, "dkim_selector": DKIM_SELECTOR,
