@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from letsbe_agent.settings import UnknownVariables, unknown_variables
+from letsbe_agent.settings import load_settings, unknown_variables
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
 from letsbe_secrets_proxy.config import SecretsProxySettings
 
@@ -47,10 +47,13 @@ def test_a_variable_of_the_other_agent_is_left_to_that_agent():
     assert unknown_variables(SecretsProxySettings, {"LETSBE_SW_TOOLS_TOKEN": "x"}) == []
 
 
-def test_constructing_the_settings_refuses_an_unknown_variable(monkeypatch):
+def test_loading_the_settings_refuses_an_unknown_variable(monkeypatch):
     monkeypatch.setenv("LETSBE_SW_BACKUP_STATUS_FILE", "/var/lib/letsbe/backup/backup-status.json")
-    with pytest.raises(UnknownVariables, match="LETSBE_SW_BACKUP_STATUS_FILE"):
-        SafetyWrapperSettings()
+    with pytest.raises(SystemExit, match="LETSBE_SW_BACKUP_STATUS_FILE"):
+        load_settings(SafetyWrapperSettings)
+    monkeypatch.delenv("LETSBE_SW_BACKUP_STATUS_FILE")
+    monkeypatch.setenv("LETSBE_SW_BACKUP_STATUS_PATH", "/var/lib/letsbe/backup/backup-status.json")
+    assert str(load_settings(SafetyWrapperSettings).backup_status_path) == "/var/lib/letsbe/backup/backup-status.json"
 
 
 @pytest.mark.parametrize(("module", "cls", "prefix"), AGENTS)

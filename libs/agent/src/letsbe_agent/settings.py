@@ -22,15 +22,6 @@ from letsbe_platform.settings import TOOLING_VARIABLES, ServiceSettings
 AGENT_PREFIXES = ("LETSBE_SW_", "LETSBE_SP_")
 
 
-class UnknownVariables(ValueError):
-    def __init__(self, service: str, names: list[str]):
-        self.names = names
-        super().__init__(
-            f"{service}: unknown variable(s) in the environment: {', '.join(names)} "
-            "(not a setting of this agent: a misspelt name? see its settings class)"
-        )
-
-
 def declared_variables(cls: type[ServiceSettings]) -> frozenset[str]:
     """Every environment variable ``cls`` reads (upper case: pydantic-settings matches names case-insensitively)."""
     prefix = str(cls.model_config.get("env_prefix", "")).upper()
@@ -62,11 +53,18 @@ S = TypeVar("S", bound=ServiceSettings)
 
 
 def load_settings(cls: type[S]) -> S:
-    """The agent's settings from its environment, or exit 2 with one line that names what is wrong."""
+    """How an agent starts (its ``__main__``): its settings from its environment, or exit 1 with one line that names
+    what is wrong. Only here, not in every construction: other code builds settings objects in processes whose
+    environment is not an agent's (the sandbox reads the defaults, tests pass values)."""
+    unknown = unknown_variables(cls, os.environ)
+    if unknown:
+        service = cls.model_fields["service_name"].default
+        sys.exit(
+            f"error: {service}: unknown variable(s) in the environment: {', '.join(unknown)} "
+            "(not a setting of this agent: a misspelt name? see its settings class)"
+        )
     try:
         return cls()
-    except UnknownVariables as exc:
-        sys.exit(f"error: {exc}")
     except ValidationError as exc:
         # Never the input values: they hold secrets.
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
@@ -104,12 +102,6 @@ class AgentSettings(ServiceSettings):
     usage_ledger_path: Path | None = Path("/var/lib/letsbe/shared/usage.sqlite3")
     report_usage: bool = False
     usage_report_every_seconds: float = Field(default=300, gt=0)
-
-    def __init__(self, **values: object) -> None:
-        unknown = unknown_variables(type(self), os.environ)
-        if unknown:
-            raise UnknownVariables(type(self).model_fields["service_name"].default, unknown)
-        super().__init__(**values)  # type: ignore[arg-type]
 
     @model_validator(mode="after")
     def _default_state_dir(self) -> AgentSettings:
