@@ -23,7 +23,7 @@ from letsbe_contracts import (
     TenantHeartbeatV1,
     decode,
 )
-from letsbe_contracts.events import BackupStatus, HeartbeatDetails
+from letsbe_contracts.events import BackupStatus, HeartbeatDetails, MailReadyV1
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 ORDER = OrderSpec(
@@ -62,6 +62,9 @@ SAMPLES = [
         order=ORDER, server=SERVER, records=(DnsRecordRef(type="A", name="example.com", content="203.0.113.10"),)
     ),
     ProvisionedV1(order=ORDER, server=SERVER, tenant_id=ORDER.order_id, job_id=uuid.uuid4(), duration_seconds=412.5),
+    MailReadyV1(
+        order=ORDER, server=SERVER, tenant_id=ORDER.order_id, dkim_selector="letsbe", dkim_public_key="MIIB" + "A" * 388
+    ),
     OrderFailedV1(
         order_id=ORDER.order_id, stage="DNS", reason="Cloudflare: 81057 record already exists", retryable=True
     ),
@@ -132,6 +135,15 @@ def test_event_round_trips_through_its_envelope_as_json(event):
     assert back == env
     assert decode(back) == event
     assert back.type == type(event).TYPE and back.version == type(event).VERSION
+
+
+def test_mail_ready_refuses_a_dkim_value_that_would_break_the_txt_record():
+    fields = {"order": ORDER, "server": SERVER, "tenant_id": ORDER.order_id, "dkim_selector": "letsbe"}
+    for bad in ("MIIB" + "A" * 300 + '"; v=spf1', "", "A" * 900):
+        with pytest.raises(ValidationError):
+            MailReadyV1(**fields, dkim_public_key=bad)
+    with pytest.raises(ValidationError):
+        MailReadyV1(**{**fields, "dkim_selector": "Bad_Selector."}, dkim_public_key="MIIB" + "A" * 388)
 
 
 def test_domain_is_normalised_and_validated():

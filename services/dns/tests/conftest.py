@@ -7,6 +7,7 @@ through the real SDK; verification really queries the fake's DNS server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -16,10 +17,14 @@ import httpx
 import pytest
 import pytest_asyncio
 from asgi_lifespan import LifespanManager
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi import FastAPI, Header
 from fastapi.responses import JSONResponse
+from sqlalchemy import text
 
 from letsbe_contracts import Envelope, OrderSpec, ServerAllocatedV1, ServerTarget
+from letsbe_contracts.events import MailReadyV1
 from letsbe_dns.app import create_app
 from letsbe_dns.config import DnsSettings
 from letsbe_fakes import LoopbackServer
@@ -122,6 +127,34 @@ def server_allocated(*tools: str, ipv4: str = "127.0.0.10", ipv6: str | None = N
     return ServerAllocatedV1(order=order_spec(*tools, **kw), server=server_target(ipv4, ipv6))
 
 
+def dkim_public_key() -> str:
+    """A fresh RSA key's p= value (base64 DER SubjectPublicKeyInfo), as the provisioner sends it."""
+    der = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
+    return base64.b64encode(der).decode()
+
+
+def mail_ready(allocated: ServerAllocatedV1, selector: str = "letsbe", key: str | None = None) -> MailReadyV1:
+    """What the provisioner emits once the tenant's Stalwart runs (with ``provisioned``)."""
+    return MailReadyV1(
+        order=allocated.order,
+        server=allocated.server,
+        tenant_id=allocated.order.order_id,
+        dkim_selector=selector,
+        dkim_public_key=key or dkim_public_key(),
+    )
+
+
+async def handled(engine: Any, consumer: str) -> int:
+    """How many events ``consumer`` has finished (its inbox claims): a handler's work is done when this moves."""
+    async with engine.connect() as conn:
+        rows = await conn.execute(text("SELECT count(*) FROM dns.inbox WHERE consumer = :c"), {"c": consumer})
+        return int(rows.scalar_one())
+
+
 class Events:
     """Everything published on the test's stream, decoded; ``wait`` for what a test expects."""
 
@@ -218,6 +251,8 @@ class Kit:
     order_spec = staticmethod(order_spec)
     server_target = staticmethod(server_target)
     server_allocated = staticmethod(server_allocated)
+    mail_ready = staticmethod(mail_ready)
+    handled = staticmethod(handled)
     hub_stand_in = HubMeStandIn
 
 

@@ -3,7 +3,9 @@ missing or unreadable: a stale or absent file is itself something the hub alerts
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -12,6 +14,24 @@ from pydantic import ValidationError
 
 from letsbe_contracts.agent import BackupReport
 from letsbe_contracts.events import BackupStatus
+
+
+def running(lock: Path) -> bool:
+    """Is letsbe-backup running? It holds an flock on ``lock`` while it runs; the file alone proves nothing (a run
+    that was killed leaves it behind). Unreadable: say running, so an update waits rather than races a dump."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # also drops our shared lock
+    return False
 
 
 def read_status(path: Path) -> tuple[BackupStatus | None, str | None]:

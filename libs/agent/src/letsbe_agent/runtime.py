@@ -100,7 +100,7 @@ class AgentRuntime:
             self.docker,
             own_component=kind.value,
             free_disk_bytes=lambda: psutil.disk_usage(settings.disk_path).free,
-            backup_running=lambda: settings.backup_lock_path.exists(),
+            backup_running=lambda: backups.running(settings.backup_lock_path),
             poll_seconds=settings.update_poll_seconds,
         )
         self.updater.register(self.commands)

@@ -1,13 +1,74 @@
-"""Settings every agent has (each agent's own settings class extends this with its env prefix)."""
+"""Settings every agent has (each agent's own settings class extends this with its env prefix).
+
+An agent refuses to start on a ``LETSBE_`` variable that nothing declares: a misspelt name (a compose file saying
+``LETSBE_SW_BACKUP_STATUS_FILE`` where the setting is ``backup_status_path``) would otherwise be ignored silently
+and the agent would run on a default that points somewhere else.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping
 from datetime import time
 from pathlib import Path
+from typing import TypeVar
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, model_validator
 
-from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.settings import TOOLING_VARIABLES, ServiceSettings
+
+# Each agent's own prefix. A variable under another agent's prefix is that agent's (it checks its own environment).
+AGENT_PREFIXES = ("LETSBE_SW_", "LETSBE_SP_")
+
+
+def declared_variables(cls: type[ServiceSettings]) -> frozenset[str]:
+    """Every environment variable ``cls`` reads (upper case: pydantic-settings matches names case-insensitively)."""
+    prefix = str(cls.model_config.get("env_prefix", "")).upper()
+    names = set(TOOLING_VARIABLES)
+    for name, field in cls.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names |= {str(a).upper() for a in alias.choices}
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return frozenset(names)
+
+
+def unknown_variables(cls: type[ServiceSettings], environ: Mapping[str, str]) -> list[str]:
+    """``LETSBE_`` variables in ``environ`` that ``cls`` does not read and that are no other agent's."""
+    own = str(cls.model_config.get("env_prefix", "")).upper()
+    others = tuple(p for p in AGENT_PREFIXES if p != own)
+    declared = declared_variables(cls)
+    return sorted(
+        name
+        for name in environ
+        if name.upper().startswith("LETSBE_") and name.upper() not in declared and not name.upper().startswith(others)
+    )
+
+
+S = TypeVar("S", bound=ServiceSettings)
+
+
+def load_settings(cls: type[S]) -> S:
+    """How an agent starts (its ``__main__``): its settings from its environment, or exit 1 with one line that names
+    what is wrong. Only here, not in every construction: other code builds settings objects in processes whose
+    environment is not an agent's (the sandbox reads the defaults, tests pass values)."""
+    unknown = unknown_variables(cls, os.environ)
+    if unknown:
+        service = cls.model_fields["service_name"].default
+        sys.exit(
+            f"error: {service}: unknown variable(s) in the environment: {', '.join(unknown)} "
+            "(not a setting of this agent: a misspelt name? see its settings class)"
+        )
+    try:
+        return cls()
+    except ValidationError as exc:
+        # Never the input values: they hold secrets.
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        sys.exit(f"error: {cls.__name__}: invalid settings: {problems}")
 
 
 class AgentSettings(ServiceSettings):
@@ -31,10 +92,10 @@ class AgentSettings(ServiceSettings):
     docker_api_version: str = Field(default="v1.43", pattern=r"^v1\.\d+$")
     disk_path: str = "/"
     update_poll_seconds: float = Field(default=1.0, gt=0)
-    # Backups (seed §8.3): backups.sh writes the status file, and holds the lock file while it runs.
+    # Backups (seed §8.3): letsbe-backup writes the status file, and holds an flock on the lock file while it runs.
     report_backups: bool = False
-    backup_status_path: Path = Path("/opt/letsbe/backups/backup-status.json")
-    backup_lock_path: Path = Path("/opt/letsbe/backups/backup.lock")
+    backup_status_path: Path = Path("/var/lib/letsbe/backup/backup-status.json")
+    backup_lock_path: Path = Path("/var/lib/letsbe/backup/backup.lock")
     backup_check_at: time = time(6, 0)
     backup_check_timezone: str = "UTC"
     # Token usage: the Secrets Proxy records into this ledger; the agent that reports usage sends it hourly.

@@ -190,6 +190,26 @@ class ProvisionedV1(Event):
     duration_seconds: Annotated[float, Field(ge=0)]
 
 
+@register
+class MailReadyV1(Event):
+    """The tenant's mail server (Stalwart) runs behind open mail ports and signs with this DKIM key: now, and only
+    now, the domain's mail records (MX, SPF, DKIM, DMARC, …) may be published. Emitted with ``provisioned``."""
+
+    TYPE: ClassVar[str] = "mail-ready"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.mail.ready.v1"
+
+    order: OrderSpec
+    server: ServerTarget
+    tenant_id: uuid.UUID
+    dkim_selector: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+    # The p= value of the DKIM TXT record: the base64 DER SubjectPublicKeyInfo of an RSA key.
+    dkim_public_key: Annotated[
+        str, StringConstraints(pattern=r"^[A-Za-z0-9+/]+={0,2}$", min_length=200, max_length=800)
+    ]
+    dkim_algorithm: Literal["rsa"] = "rsa"
+
+
 # --- failures and progress ------------------------------------------------------------------------------------
 
 

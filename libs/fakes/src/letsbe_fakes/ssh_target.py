@@ -74,6 +74,18 @@ exec "$@"
 """
 
 
+def _socket_file(path: Path) -> None:
+    """A unix socket file at ``path`` (bound through the directory's fd: socket paths are limited to ~100 bytes)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.bind(f"/proc/self/fd/{fd}/{path.name}")
+    finally:
+        os.close(fd)
+
+
 class SshTarget:
     """A key-only SSH server on 127.0.0.1 with a generated host key, running commands in a sandbox root."""
 
@@ -257,6 +269,8 @@ class SshTarget:
             p = self.bin / name
             p.write_text(body)
             p.chmod(0o755)
+        # What a server with Docker running has (step 10 reads the socket's group); nothing listens behind it here.
+        _socket_file(self.root / "var/run/docker.sock")
         self.output("nproc", f"{cpus}\n")
         kb = disk_gb * 1024 * 1024
         self.output(

@@ -9,6 +9,20 @@ from __future__ import annotations
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# Read by the development and test tooling (devstack, `make run`, the sandbox), never by a service's settings. They
+# are declared here so that an agent, which refuses unknown LETSBE_ variables, does not take them for a typo.
+TOOLING_VARIABLES = frozenset(
+    {
+        "LETSBE_DATA_DIR",
+        "LETSBE_PG_PORT",
+        "LETSBE_PG_BIN_DIR",
+        "LETSBE_PG_ADMIN_URL",
+        "LETSBE_NATS_PORT",
+        "LETSBE_SANDBOX_DIR",
+        "LETSBE_SANDBOX_SSH_PORT",
+    }
+)
+
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from letsbe_contracts import ServerAllocatedV1, load_catalog
-from letsbe_contracts.events import TenantDecommissionedV1
+from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1
 from letsbe_dns import __version__
 from letsbe_dns.acme.endpoints import router as acme_router
 from letsbe_dns.acme.hub import HubAgents
@@ -18,8 +18,10 @@ from letsbe_dns.cloudflare import CloudflareDns
 from letsbe_dns.config import DnsSettings
 from letsbe_dns.db import SCHEMA
 from letsbe_dns.records.handlers import (
+    ON_MAIL_READY,
     ON_SERVER_ALLOCATED,
     ON_TENANT_DECOMMISSIONED,
+    MailReadyHandler,
     ServerAllocatedHandler,
     TenantDecommissionedHandler,
 )
@@ -54,6 +56,15 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         ack_wait=settings.consumer_ack_wait_seconds,
     )
     rt.start(ON_TENANT_DECOMMISSIONED, decommissioned.run(), decommissioned.stop)
+    mail_ready = rt.bus.consumer(
+        ON_MAIL_READY,
+        MailReadyV1,
+        MailReadyHandler(records, rt.sessions),
+        max_deliver=settings.consumer_max_deliver,
+        backoff=settings.consumer_backoff_seconds,
+        ack_wait=settings.consumer_ack_wait_seconds,
+    )
+    rt.start(ON_MAIL_READY, mail_ready.run(), mail_ready.stop)
 
 
 def create_app(settings: DnsSettings | None = None) -> FastAPI:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from letsbe_contracts.events import TenantDecommissionedV1
+from letsbe_hub.orders.testing import eventually
 
 
 async def wait_until(condition, timeout: float = 10.0) -> None:
@@ -13,7 +14,7 @@ async def wait_until(condition, timeout: float = 10.0) -> None:
             await asyncio.sleep(0.05)
 
 
-async def test_decommission_removes_exactly_the_records_we_created(app, bus, events, cloudflare, kit):
+async def test_decommission_removes_exactly_the_records_we_created(app, bus, events, cloudflare, kit, engine):
     fake = cloudflare.fake
     # The customer's own records, before LetsBe: an unrelated TXT, a record of another host, and a root A we
     # will correct (so it is tracked, but not as ours).
@@ -27,6 +28,8 @@ async def test_decommission_removes_exactly_the_records_we_created(app, bus, eve
     tenant_id = event.order.order_id
     await bus.publish(event, correlation_id=str(tenant_id))
     await events.wait("dns-ready", str(tenant_id))
+    await bus.publish(kit.mail_ready(event), correlation_id=str(tenant_id))
+    await eventually(lambda: kit.handled(engine, "dns-on-mail-ready"))
     before = {r["id"] for r in fake.records(kit.domain)}
     ours = (
         before

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from letsbe_contracts import load_catalog
-from letsbe_dns.records.plan import plan
+from letsbe_dns.records.plan import mail_plan, plan
+
+DKIM = "MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA" + "x" * 348
 
 
 def names(records, type_=None):
@@ -33,8 +35,17 @@ def test_without_wildcard_exactly_the_catalog_subdomains_of_the_selected_tools(k
 
 
 @pytest.mark.parametrize("wildcard", [True, False])
-def test_stalwart_brings_the_mail_records_stalwart_documents(kit, wildcard):
-    records = plan(kit.order_spec("stalwart"), kit.server_target(), load_catalog(), wildcard=wildcard)
+def test_no_mail_record_is_published_when_the_server_is_allocated(kit, wildcard):
+    # Stalwart is not running yet and the firewall not open: an MX or a p=reject DMARC now would lose mail.
+    records = plan(kit.order_spec("stalwart", "ghost"), kit.server_target(), load_catalog(), wildcard=wildcard)
+    assert {r.type for r in records} == {"A"}
+    assert not [r for r in records if r.purpose.startswith("mail")]
+
+
+def test_mail_ready_brings_the_mail_records_stalwart_documents_with_its_dkim_key(kit):
+    records = mail_plan(
+        kit.order_spec("stalwart"), kit.server_target(), load_catalog(), dkim_selector="letsbe", dkim_public_key=DKIM
+    )
     by = {(r.type, r.name): r for r in records}
     assert by[("MX", "example.com")].content == "mail.example.com"
     assert by[("MX", "example.com")].priority == 10
@@ -48,11 +59,16 @@ def test_stalwart_brings_the_mail_records_stalwart_documents(kit, wildcard):
     assert by[("SRV", "_submissions._tcp.example.com")].content == "1 465 mail.example.com"
     # The mail host has its own TXT, so a wildcard would not answer for it: it always gets an A record.
     assert by[("A", "mail.example.com")].content == "127.0.0.10"
+    assert by[("TXT", "letsbe._domainkey.example.com")].content == f"v=DKIM1; k=rsa; p={DKIM}"
+    assert by[("TXT", "letsbe._domainkey.example.com")].same_slot("v=DKIM1; k=rsa; p=an-older-key")
+    assert not [r for r in records if r.name.startswith("mta-sts.") or r.name.startswith("_mta-sts.")]
 
 
 def test_no_mail_records_without_stalwart(kit):
     records = plan(kit.order_spec("ghost"), kit.server_target(), load_catalog())
     assert not [r for r in records if r.type in {"MX", "TXT", "SRV", "CNAME"}]
+    order, server = kit.order_spec("ghost"), kit.server_target()
+    assert mail_plan(order, server, load_catalog(), dkim_selector="s", dkim_public_key=DKIM) == []
 
 
 def test_an_unknown_tool_is_an_error(kit):

@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from letsbe_contracts import DnsReadyV1, OrderFailedV1
+from letsbe_hub.orders.testing import eventually
 
 
 async def served(port: int, name: str, rtype: str) -> list[str]:
@@ -146,24 +147,45 @@ async def test_refused_wildcard_falls_back_to_exactly_the_selected_tools_subdoma
     assert await served(cloudflare.dns.port, "status.example.com", "AAAA") == ["2001:db8::10"]
 
 
-async def test_stalwart_mail_records_are_created_and_served(app, bus, events, cloudflare, kit):
+async def test_stalwart_mail_records_wait_for_mail_ready_then_are_created_once_and_served(
+    app, bus, events, cloudflare, engine, kit
+):
     event = kit.server_allocated("stalwart")
-    await bus.publish(event, correlation_id=str(event.order.order_id))
-    await events.wait("dns-ready", str(event.order.order_id))
-
+    order_id = str(event.order.order_id)
+    await bus.publish(event, correlation_id=order_id)
+    await events.wait("dns-ready", order_id)
     port = cloudflare.dns.port
+    # Allocated, not provisioned: no mail server listens and port 25 is closed, so no MX and no DMARC yet.
+    assert await served(port, kit.domain, "MX") == []
+    assert await served(port, "_dmarc.example.com", "TXT") == []
+    assert {r["type"] for r in cloudflare.fake.records(kit.domain)} == {"A"}
+
+    ready = kit.mail_ready(event)
+    for _ in range(2):  # the same event twice, past the stream's de-duplication: handled once
+        await bus.publish(ready, correlation_id=order_id, event_id=uuid.uuid4())
+    await eventually(lambda: kit.handled(engine, "dns-on-mail-ready"), timeout=20)
+    dkim = "".join(await served(port, "letsbe._domainkey.example.com", "TXT")).replace('" "', "")
+    assert dkim == f'"v=DKIM1; k=rsa; p={ready.dkim_public_key}"'
     assert await served(port, kit.domain, "MX") == ["10 mail.example.com."]
     assert await served(port, kit.domain, "TXT") == ['"v=spf1 mx ra=postmaster -all"']
+    assert (await served(port, "_dmarc.example.com", "TXT"))[0].startswith('"v=DMARC1; p=reject')
     assert await served(port, "_imaps._tcp.example.com", "SRV") == ["0 1 993 mail.example.com."]
     assert await served(port, "autoconfig.example.com", "CNAME") == ["mail.example.com."]
     assert await served(port, "mail.example.com", "A") == ["127.0.0.10"]
+    mx = [r for r in cloudflare.fake.records(kit.domain) if r["type"] == "MX"]
+    assert len(mx) == 1
+    assert ("TXT", "letsbe._domainkey.example.com", ready.dkim_public_key) in {
+        (t, n, c.rsplit("p=", 1)[-1]) for t, n, c, _, _ in await tracked(engine, event.order.order_id)
+    }
 
 
-async def test_a_customers_existing_mx_is_kept_next_to_ours(app, bus, events, cloudflare, kit):
+async def test_a_customers_existing_mx_is_kept_next_to_ours(app, bus, events, cloudflare, kit, engine):
     cloudflare.fake.add_record(kit.domain, "MX", kit.domain, "backup-mx.example.net", priority=20)
     event = kit.server_allocated("stalwart")
     await bus.publish(event, correlation_id=str(event.order.order_id))
     await events.wait("dns-ready", str(event.order.order_id))
+    await bus.publish(kit.mail_ready(event), correlation_id=str(event.order.order_id))
+    await eventually(lambda: kit.handled(engine, "dns-on-mail-ready"), timeout=20)
     assert await served(cloudflare.dns.port, kit.domain, "MX") == ["10 mail.example.com.", "20 backup-mx.example.net."]
 
 

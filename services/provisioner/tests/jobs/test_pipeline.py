@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import tomllib
 import uuid
 from typing import Any
 
@@ -18,6 +19,7 @@ from letsbe_contracts import (
     ProvisioningStepV1,
     StepStatus,
 )
+from letsbe_contracts.events import MailReadyV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_fakes.tls_endpoint import self_signed
 from letsbe_provisioner.config import ProvisionerSettings
@@ -25,6 +27,7 @@ from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline
+from letsbe_provisioner.rendering.plan import dkim_public_key
 from letsbe_provisioner.steps import STEPS
 
 from ..conftest import HUB_TOKEN, dns_ready, staged_events
@@ -126,6 +129,32 @@ async def test_order_runs_ten_steps_in_order_streams_logs_and_is_provisioned_onc
     await pipeline.on_dns_ready(event)
     assert target.sessions == sessions_before
     assert len(await staged_events(engine)) == staged_before
+
+
+async def test_with_stalwart_mail_ready_follows_provisioned_with_the_dkim_key_stalwart_signs_with(
+    pipeline: Pipeline, target: SshTarget, engine: Any, sessions: Any
+) -> None:
+    event = dns_ready(target, tools=("stalwart",))
+    await pipeline.on_dns_ready(event)
+
+    events = await staged_events(engine)
+    assert [type(e).__name__ for _, e in events][-2:] == ["ProvisionedV1", "MailReadyV1"]
+    (ready,) = of(events, MailReadyV1)
+    assert (ready.order, ready.server, ready.tenant_id) == (event.order, event.server, event.order.order_id)
+    async with sessions() as s:
+        secrets = await ensure_secrets(s, pipeline.box, event.order.order_id, event.order.tools)
+    # the key kept encrypted here is the one Stalwart got, and its public half is what DNS will publish
+    assert ready.dkim_public_key == dkim_public_key(secrets["stalwart.dkim_private_key"])
+    config = tomllib.loads(target.path("/opt/letsbe/stacks/stalwart/etc/config.toml").read_text())
+    assert config["signature"]["letsbe-rsa"]["selector"] == ready.dkim_selector
+    assert dkim_public_key(config["signature"]["letsbe-rsa"]["private-key"]) == ready.dkim_public_key
+    assert ["ufw", "allow", "25/tcp", "comment", "stalwart-25"] in target.calls("ufw")
+
+
+async def test_without_stalwart_no_mail_ready(pipeline: Pipeline, target: SshTarget, engine: Any) -> None:
+    await pipeline.on_dns_ready(dns_ready(target))
+    events = await staged_events(engine)
+    assert of(events, ProvisionedV1) and not of(events, MailReadyV1)
 
 
 async def test_host_key_mismatch_fails_the_job_and_runs_nothing(

@@ -136,9 +136,10 @@ def assert_no_way_around_the_gate(plan: Plan) -> None:
             if c.service != "app":  # databases and caches: their project's network only
                 assert c.networks == {f"{st.project}_default"}, f"{st.name}/{c.service}: {c.networks}"
 
-    # The Docker socket: the Safety Wrapper (updates, restarts) and tools whose profile needs it; never OpenClaw.
+    # The Docker socket: the two agents (each updates the other; the Safety Wrapper restarts tools) and tools whose
+    # profile needs it; never OpenClaw.
     with_socket = {k for k, c in graph.containers.items() if any(SOCKET in m for m in c.mounts)}
-    assert with_socket == {SW} | {(st.project, "app") for st in plan.stacks if st.profile.docker_socket}
+    assert with_socket == {SW, SP} | {(st.project, "app") for st in plan.stacks if st.profile.docker_socket}
     assert OPENCLAW not in with_socket
     # The Docker daemon listens on its unix socket only (no TCP socket to reach from a network).
     daemon = [f for f in plan.files(TOKENS) if f.path == "/etc/docker/daemon.json"]

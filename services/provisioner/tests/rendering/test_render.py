@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 import uuid
 from importlib.resources import files
 from pathlib import Path
@@ -16,8 +18,17 @@ import yaml
 from jsonschema.validators import validator_for
 
 from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
+from letsbe_dns.records.plan import MAIL_SRV
 from letsbe_fakes.tls_endpoint import self_signed
-from letsbe_provisioner.rendering.plan import AGENTS, NginxPaths, Plan, Settings, generate_secrets, memory_split
+from letsbe_provisioner.rendering.plan import (
+    AGENTS,
+    NginxPaths,
+    Plan,
+    Settings,
+    dkim_public_key,
+    generate_secrets,
+    memory_split,
+)
 from letsbe_provisioner.steps import STEPS
 
 CATALOG = load_catalog()
@@ -71,6 +82,7 @@ def test_every_catalog_tool_renders_a_valid_compose_project_within_its_memory_bu
     rendered = {f.path: f for f in plan.files(TOKENS)}
     validator = compose_schema_validator()
     composes = [p for p in rendered if p.endswith("docker-compose.yml")]
+    public = {f"{port}:{port}" for st in plan.stacks for port in st.profile.public_ports}
     assert len(composes) == len(ALL_TOOLS) + 2  # every tool, nginx, the AI stack
     for path in composes:
         doc = yaml.safe_load(rendered[path].content)
@@ -80,7 +92,8 @@ def test_every_catalog_tool_renders_a_valid_compose_project_within_its_memory_bu
             assert svc["restart"] == "unless-stopped", f"{path}:{name}"
             assert svc["mem_limit"].endswith("m"), f"{path}:{name}"
             for port in svc.get("ports", []):
-                assert port.startswith("127.0.0.1:"), f"{path}:{name} publishes {port} beyond loopback"
+                beyond = not port.startswith("127.0.0.1:") and port not in public
+                assert not beyond, f"{path}:{name} publishes {port} beyond loopback"
             for env_file in svc.get("env_file", []):
                 ref = path.rsplit("/", 1)[0] + "/" + env_file
                 assert rendered[ref].mode == "0600", f"{ref} holds secrets and must be 0600"
@@ -91,7 +104,10 @@ def test_every_catalog_tool_renders_a_valid_compose_project_within_its_memory_bu
         limits = sum(int(s["mem_limit"][:-1]) for s in doc["services"].values())
         assert limits == tool.stack_ram_mb, f"{tool.name}: {limits} MB of limits for a {tool.stack_ram_mb} MB stack"
         assert doc["services"]["app"]["image"] == tool.image
-        assert doc["services"]["app"]["ports"] == [f"127.0.0.1:{tool.host_port}:{tool.container_port}"]
+        assert doc["services"]["app"]["ports"] == [
+            f"127.0.0.1:{tool.host_port}:{tool.container_port}",
+            *(f"{port}:{port}" for port in stack.profile.public_ports),
+        ]
         assert ("db" in doc["services"]) == bool(tool.requires_db)
         assert ("redis" in doc["services"]) == tool.requires_redis
         if tool.requires_db:
@@ -112,6 +128,38 @@ def test_the_ai_stack_has_the_seeds_ports_and_memory() -> None:
     assert svc["safety-wrapper"]["environment"]["LETSBE_SW_REGISTRATION_TOKEN_FILE"] == (
         "/var/lib/letsbe/safety-wrapper/registration-token"
     )
+
+
+def test_with_stalwart_its_mail_ports_are_published_opened_and_named_by_dns_and_it_signs_with_the_dkim_key() -> None:
+    plan = plan_for(("stalwart", "nextcloud"))
+    rendered = {f.path: f for f in plan.files(TOKENS)}
+    # the ports the DNS service's records send mail and clients to: MX (25) and the SRV records (but 443: nginx)
+    named = {25} | {port for _, port in MAIL_SRV if port != 443}
+    app = yaml.safe_load(rendered["/opt/letsbe/stacks/stalwart/docker-compose.yml"].content)["services"]["app"]
+    published = {int(p.split(":")[0]) for p in app["ports"] if not p.startswith("127.0.0.1:")}
+    firewall = plan.step_script(4)
+    opened = {int(p) for p in re.findall(r"^ufw allow (\d+)/tcp", firewall, re.M)}
+    config = tomllib.loads(rendered["/opt/letsbe/stacks/stalwart/etc/config.toml"].content)
+    listeners = config["server"]["listener"].values()
+    listening = {int(bind.rsplit(":", 1)[1]) for listener in listeners for bind in listener["bind"]}
+    assert named <= published, f"not published: {named - published}"
+    assert named <= opened, f"closed in the firewall: {named - opened}"
+    assert named <= listening, f"Stalwart does not listen on {named - listening}"
+    assert published <= named | {443}, "nothing else faces the internet"
+    assert "/opt/letsbe/stacks/stalwart/etc:/opt/stalwart-mail/etc" in app["volumes"]
+    assert rendered["/opt/letsbe/stacks/stalwart/etc/config.toml"].mode == "0600"
+
+    signature = config["signature"]["letsbe-rsa"]
+    selector, public_key = plan.dkim()
+    assert (signature["domain"], signature["selector"]) == ("example.com", selector)
+    assert dkim_public_key(signature["private-key"]) == public_key
+    assert config["auth"]["dkim"]["sign"][0]["then"] == "['letsbe-rsa']"
+
+
+def test_without_stalwart_nothing_but_ssh_and_web_is_opened() -> None:
+    plan = plan_for(("nextcloud", "ghost"))
+    assert re.findall(r"^ufw allow (\S+)", plan.step_script(4), re.M) == ["22/tcp", "80/tcp", "443/tcp"]
+    assert plan.dkim() is None
 
 
 def test_secrets_live_only_in_0600_files_never_in_compose_files_or_vhosts() -> None:

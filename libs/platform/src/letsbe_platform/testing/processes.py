@@ -13,13 +13,24 @@ from pathlib import Path
 import httpx
 
 from letsbe_platform.devstack import free_port
+from letsbe_platform.runner import tenant_env
 
 
 class ServiceProcess:
-    def __init__(self, module: str, env: dict[str, str], *, port: int | None = None, port_env: str | None = None):
+    def __init__(
+        self,
+        module: str,
+        env: dict[str, str],
+        *,
+        port: int | None = None,
+        port_env: str | None = None,
+        tenant_side: bool = False,
+    ):
         self.module = module
         self.port = port or free_port()
-        self.env = {**os.environ, **env}
+        # A tenant agent inherits no control-plane settings (it has none on a tenant, and refuses unknown LETSBE_ ones).
+        inherited = tenant_env(dict(os.environ)) if tenant_side else os.environ
+        self.env = {**inherited, **env}
         if port_env:
             self.env[port_env] = str(self.port)
         self.log_path = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log")[1])

@@ -1,5 +1,5 @@
 """Event handlers of the records context: server-allocated → records + dns-ready (or order-failed);
-tenant-decommissioned → delete the records we created."""
+mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllocatedV1
-from letsbe_contracts.events import TenantDecommissionedV1
+from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.db import inbox, outbox
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import NotVisible
-from letsbe_platform.bus import Delivery
+from letsbe_platform.bus import Delivery, PermanentError
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event, claim
@@ -24,6 +24,7 @@ log = get_logger(__name__)
 
 ON_SERVER_ALLOCATED = "dns-on-server-allocated"
 ON_TENANT_DECOMMISSIONED = "dns-on-tenant-decommissioned"
+ON_MAIL_READY = "dns-on-mail-ready"
 
 DNS_FAILURES = Counter("dns_order_failures_total", "Orders failed at the DNS stage, by reason", ["reason"])
 
@@ -94,6 +95,36 @@ class ServerAllocatedHandler:
                 event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"order-failed:dns:{delivery.event_id}"),
             )
         log.error("order failed at DNS", order_id=str(order_id), reason=reason[:500])
+
+
+class MailReadyHandler:
+    """The order is fulfilled by now, so a failure here fails no order: Cloudflare's refusal is dead-lettered (and
+    alerted on as every dead letter is); anything else retries with the consumer's backoff."""
+
+    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
+        self.service = service
+        self.sessions = sessions
+
+    async def __call__(self, event: MailReadyV1, delivery: Delivery) -> None:
+        async with unit_of_work(self.sessions) as session:
+            if await already_handled(session, ON_MAIL_READY, delivery.event_id):
+                return
+        try:
+            applied = await self.service.apply_mail(event, heartbeat=delivery.in_progress)
+        except CloudflareError as exc:
+            if exc.retryable:
+                raise
+            DNS_FAILURES.labels("mail-cloudflare").inc()
+            raise PermanentError(f"cloudflare refused the mail records of {event.order.domain}: {exc.message}") from exc
+        async with unit_of_work(self.sessions) as session:
+            await claim(session, inbox, ON_MAIL_READY, delivery.event_id)
+        log.info(
+            "mail records published",
+            tenant_id=str(event.tenant_id),
+            event_id=str(delivery.event_id),
+            records=len(applied),
+            dkim_selector=event.dkim_selector,
+        )
 
 
 class TenantDecommissionedHandler:

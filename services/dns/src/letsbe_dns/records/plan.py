@@ -1,10 +1,13 @@
 """Which records a tenant's domain needs (seed §10.2, §10.3), as data: no I/O here.
 
-Root A (+AAAA with IPv6) and a wildcard ``*.domain``; where the zone refuses wildcards, one record per catalog
-subdomain of the selected tools instead. With the ``stalwart`` tool, the mail records Stalwart's DNS guide lists
-(MX, SPF for the domain and the mail host, DMARC, TLS reporting, the RFC 6186 SRV records, and the
-autoconfig / autodiscover names), except DKIM and MTA-STS: their keys and policy id only exist once Stalwart runs,
-so the provisioner publishes those later.
+``plan``: root A (+AAAA with IPv6) and a wildcard ``*.domain``; where the zone refuses wildcards, one record per
+catalog subdomain of the selected tools instead. Published when the server is allocated.
+
+``mail_plan``: with the ``stalwart`` tool, the mail records Stalwart's DNS guide lists (MX, SPF for the domain and
+the mail host, DKIM, DMARC, TLS reporting, the RFC 6186 SRV records, the autoconfig / autodiscover names). Only
+published on ``mail-ready``, once Stalwart runs behind open mail ports and signs with the key the DKIM record
+carries: an MX and a ``p=reject`` DMARC before that would bounce or reject the domain's mail. No MTA-STS: the
+tenant does not serve a policy at ``mta-sts.<domain>``.
 """
 
 from __future__ import annotations
@@ -72,56 +75,74 @@ def _txt(content: str) -> str:
 
 def plan(order: OrderSpec, server: ServerTarget, catalog: Catalog, *, wildcard: bool = True) -> list[DesiredRecord]:
     domain = order.domain
-    out: list[DesiredRecord] = []
-
-    def address(name: str, purpose: str) -> None:
-        out.append(DesiredRecord("A", name, str(server.ipv4), purpose))
-        if server.ipv6 is not None:
-            out.append(DesiredRecord("AAAA", name, str(server.ipv6), purpose))
-
-    address(domain, "root")
+    out = _addresses(domain, server, "root")
     tools = [catalog.tool(name) for name in order.tools]  # KeyError: an unknown tool (caller decides)
     if wildcard:
-        address(f"*.{domain}", WILDCARD)
+        out += _addresses(f"*.{domain}", server, WILDCARD)
     else:
         for tool in tools:
             if tool.subdomain:
-                address(f"{tool.subdomain}.{domain}", f"tool:{tool.name}")
+                out += _addresses(f"{tool.subdomain}.{domain}", server, f"tool:{tool.name}")
+    return _unique(out)
 
-    if any(t.name == MAIL_TOOL for t in tools):
-        mail_sub = catalog.tool(MAIL_TOOL).subdomain or "mail"
-        mail = f"{mail_sub}.{domain}"
-        # The SPF TXT on the mail host makes the name exist, and a wildcard never answers for an existing name
-        # (RFC 4592): so the mail host gets its own address records even when a wildcard is there.
-        address(mail, "mail-host")
-        postmaster = f"postmaster@{domain}"
-        out += [
-            DesiredRecord("MX", domain, mail, "mail-mx", priority=10, additive=True),
-            DesiredRecord("TXT", domain, "v=spf1 mx ra=postmaster -all", "mail-spf", txt_prefix="v=spf1"),
-            DesiredRecord("TXT", mail, "v=spf1 a ra=postmaster -all", "mail-host-spf", txt_prefix="v=spf1"),
-            DesiredRecord(
-                "TXT",
-                f"_dmarc.{domain}",
-                f"v=DMARC1; p=reject; rua=mailto:{postmaster}; ruf=mailto:{postmaster}",
-                "mail-dmarc",
-                txt_prefix="v=DMARC1",
-            ),
-            DesiredRecord(
-                "TXT",
-                f"_smtp._tls.{domain}",
-                f"v=TLSRPTv1; rua=mailto:{postmaster}",
-                "mail-tlsrpt",
-                txt_prefix="v=TLSRPTv1",
-            ),
-            DesiredRecord("CNAME", f"autoconfig.{domain}", mail, "mail-autoconfig"),
-            DesiredRecord("CNAME", f"autodiscover.{domain}", mail, "mail-autodiscover"),
-        ]
-        out += [
-            DesiredRecord("SRV", f"{service}.{domain}", f"1 {port} {mail}", f"mail-srv:{service}", priority=0)
-            for service, port in MAIL_SRV
-        ]
 
+def mail_plan(
+    order: OrderSpec, server: ServerTarget, catalog: Catalog, *, dkim_selector: str, dkim_public_key: str
+) -> list[DesiredRecord]:
+    """The mail records of a tenant whose Stalwart runs and signs with ``dkim_public_key`` (RSA, base64 DER)."""
+    if MAIL_TOOL not in order.tools:
+        return []
+    domain = order.domain
+    mail_sub = catalog.tool(MAIL_TOOL).subdomain or "mail"
+    mail = f"{mail_sub}.{domain}"
+    # The SPF TXT on the mail host makes the name exist, and a wildcard never answers for an existing name
+    # (RFC 4592): so the mail host gets its own address records even when a wildcard is there.
+    out = _addresses(mail, server, "mail-host")
+    postmaster = f"postmaster@{domain}"
+    out += [
+        DesiredRecord("MX", domain, mail, "mail-mx", priority=10, additive=True),
+        DesiredRecord("TXT", domain, "v=spf1 mx ra=postmaster -all", "mail-spf", txt_prefix="v=spf1"),
+        DesiredRecord("TXT", mail, "v=spf1 a ra=postmaster -all", "mail-host-spf", txt_prefix="v=spf1"),
+        DesiredRecord(
+            "TXT",
+            f"{dkim_selector}._domainkey.{domain}",
+            f"v=DKIM1; k=rsa; p={dkim_public_key}",
+            "mail-dkim",
+            txt_prefix="v=DKIM1",
+        ),
+        DesiredRecord(
+            "TXT",
+            f"_dmarc.{domain}",
+            f"v=DMARC1; p=reject; rua=mailto:{postmaster}; ruf=mailto:{postmaster}",
+            "mail-dmarc",
+            txt_prefix="v=DMARC1",
+        ),
+        DesiredRecord(
+            "TXT",
+            f"_smtp._tls.{domain}",
+            f"v=TLSRPTv1; rua=mailto:{postmaster}",
+            "mail-tlsrpt",
+            txt_prefix="v=TLSRPTv1",
+        ),
+        DesiredRecord("CNAME", f"autoconfig.{domain}", mail, "mail-autoconfig"),
+        DesiredRecord("CNAME", f"autodiscover.{domain}", mail, "mail-autodiscover"),
+    ]
+    out += [
+        DesiredRecord("SRV", f"{service}.{domain}", f"1 {port} {mail}", f"mail-srv:{service}", priority=0)
+        for service, port in MAIL_SRV
+    ]
+    return _unique(out)
+
+
+def _addresses(name: str, server: ServerTarget, purpose: str) -> list[DesiredRecord]:
+    out = [DesiredRecord("A", name, str(server.ipv4), purpose)]
+    if server.ipv6 is not None:
+        out.append(DesiredRecord("AAAA", name, str(server.ipv6), purpose))
+    return out
+
+
+def _unique(records: list[DesiredRecord]) -> list[DesiredRecord]:
     unique: dict[tuple[str, str, str], DesiredRecord] = {}
-    for record in out:
+    for record in records:
         unique.setdefault((record.type, record.name, record.content), record)
     return list(unique.values())

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Catalog, DnsRecordRef, OrderSpec, ServerTarget
+from letsbe_contracts.events import MailReadyV1
 from letsbe_dns.cloudflare import CloudflareError, DnsProvider, Record, RecordSpec, Zone
 from letsbe_dns.config import DnsSettings
 from letsbe_dns.records import repository
-from letsbe_dns.records.plan import WILDCARD, DesiredRecord, plan
+from letsbe_dns.records.plan import WILDCARD, DesiredRecord, mail_plan, plan
 from letsbe_dns.verify import Expected, Verifier
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -127,6 +128,26 @@ class RecordsService:
             )
             await self.verifier.wait_visible(zone, [a.expected() for a in applied], heartbeat=heartbeat)
             return Outcome(zone=zone, applied=applied, wildcard_refused=wildcard_refused)
+
+    async def apply_mail(self, event: MailReadyV1, *, heartbeat: Heartbeat = _no_heartbeat) -> list[Applied]:
+        """The mail records (DKIM with the event's key), once the tenant's Stalwart runs behind open mail ports."""
+        order = event.order
+        desired = mail_plan(
+            order,
+            event.server,
+            self.catalog,
+            dkim_selector=event.dkim_selector,
+            dkim_public_key=event.dkim_public_key,
+        )
+        async with self.domain_lock(order.domain):
+            zone = await self.provider.find_zone(order.domain, order.cloudflare_zone_id)
+            applied = []
+            for d in desired:
+                applied.append(await self.upsert(zone, d, event.tenant_id, order.domain))
+                await heartbeat()
+            await self.verifier.wait_visible(zone, [a.expected() for a in applied], heartbeat=heartbeat)
+        log.info("mail records in place", domain=order.domain, records=len(applied))
+        return applied
 
     async def upsert(self, zone: Zone, d: DesiredRecord, tenant_id: uuid.UUID, domain: str) -> Applied:
         spec = RecordSpec(

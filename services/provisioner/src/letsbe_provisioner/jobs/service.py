@@ -44,6 +44,7 @@ from letsbe_contracts import (
     StepStatus,
     load_catalog,
 )
+from letsbe_contracts.events import MailReadyV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -520,6 +521,23 @@ class JobRun:
                 correlation_id=str(self.order_id),
                 event_id=event_id(self.job_id, "provisioned"),
             )
+            dkim = self.plan.dkim()
+            if dkim is not None:
+                # Stalwart runs behind open mail ports (steps 4 and 9) and signs with this key: the DNS service may
+                # now publish the mail records, DKIM among them.
+                await add_event(
+                    session,
+                    outbox,
+                    MailReadyV1(
+                        order=self.order,
+                        server=self.server,
+                        tenant_id=self.tenant_id,
+                        dkim_selector=dkim[0],
+                        dkim_public_key=dkim[1],
+                    ),
+                    correlation_id=str(self.order_id),
+                    event_id=event_id(self.job_id, "mail-ready"),
+                )
         JOBS_FINISHED.labels("provisioned").inc()
         log.info("provisioned", order_id=str(self.order_id), job_id=str(self.job_id))
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import jinja2
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, load_catalog
 from letsbe_contracts.agent import CREDENTIAL_FILE
@@ -27,6 +29,7 @@ REDIS_IMAGE = "redis:7.4.1-alpine"
 NGINX_IMAGE = "nginx:1.27-alpine"
 IMAGE_REGISTRY = "code.letsbe.solutions/letsbe"  # our own images (the AI stack); Settings.image_registry
 AI_IMAGES = ("openclaw", "safety-wrapper", "secrets-proxy")
+DKIM_SELECTOR = "letsbe"  # <selector>._domainkey.<domain>
 AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
 # The OpenClaw release the image is built from (deploy/docker/openclaw.Dockerfile) and its rendered configuration
 # is tested against (tests/rendering/test_openclaw.py runs this version).
@@ -54,7 +57,11 @@ ACME_DIR = "/etc/letsbe/acme"
 STATE_DIR = "/var/lib/letsbe"
 BACKUP_DIR = "/var/backups/letsbe"
 COMPOSE_SHIM = "/usr/local/lib/docker/cli-plugins/docker-compose"  # `docker compose` on Debian's Docker
-BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agent
+BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agents
+BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flock on it while it runs
+USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
+DOCKER_SOCKET = "/var/run/docker.sock"
+SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the wrapper writes it, the proxy reads
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 
@@ -193,6 +200,11 @@ def secret_specs(tool_names: tuple[str, ...] | list[str], catalog: Catalog | Non
 
 
 def generate_secret(kind: SecretKind) -> str:
+    if kind == "dkim":
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        return key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
     if kind == "hex32":
         return pysecrets.token_hex(16)
     if kind == "fernet":
@@ -200,6 +212,13 @@ def generate_secret(kind: SecretKind) -> str:
     if kind == "laravel":
         return "base64:" + base64.b64encode(pysecrets.token_bytes(32)).decode()
     return pysecrets.token_urlsafe(32)
+
+
+def dkim_public_key(private_pem: str) -> str:
+    """The p= value of the DKIM TXT record: base64 DER SubjectPublicKeyInfo of the private key's public half."""
+    key = serialization.load_pem_private_key(private_pem.encode(), password=None)
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
 
 
 def generate_secrets(tool_names: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -218,6 +237,7 @@ def _env() -> jinja2.Environment:
     )
     env.filters["q"] = lambda v: shlex.quote(str(v))
     env.filters["yq"] = _yaml_quote
+    env.filters["dirname"] = lambda v: str(v).rsplit("/", 1)[0]
     return env
 
 
@@ -245,6 +265,11 @@ class Plan:
         self.stacks = [
             self._stack(self.catalog.tool(name)) for name in order.tools if not self.catalog.tool(name).system
         ]
+
+    def dkim(self) -> tuple[str, str] | None:
+        """(selector, public key) the tenant's mail server signs with, if the order has one."""
+        pem = self.secrets.get("stalwart.dkim_private_key")
+        return (DKIM_SELECTOR, dkim_public_key(pem)) if pem and "stalwart" in self.order.tools else None
 
     @property
     def budget_mb(self) -> int:
@@ -301,7 +326,9 @@ class Plan:
             "root": self.settings.root, "nginx": self.settings.nginx, "stacks": self.stacks, "plan": self,
             "paths": {"stacks": STACKS_DIR, "nginx": NGINX_DIR, "ai": AI_DIR, "tls": TLS_DIR, "acme": ACME_DIR,
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS,
-                      "acme_ca": ACME_CA_BUNDLE, "certbot_ca_dropin": CERTBOT_CA_DROPIN},
+                      "acme_ca": ACME_CA_BUNDLE, "certbot_ca_dropin": CERTBOT_CA_DROPIN,
+                      "backup_lock": BACKUP_LOCK, "usage_ledger": USAGE_LEDGER, "docker_socket": DOCKER_SOCKET,
+                      "secret_store": SECRET_STORE},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**{n: f"{self.settings.image_registry}/{n}" for n in AI_IMAGES}, "nginx": NGINX_IMAGE},
             "default_image_registry": IMAGE_REGISTRY,
@@ -309,6 +336,7 @@ class Plan:
             "ai_gate": AI_GATE_NETWORK, "tool_network": tool_network,
             "secrets_proxy_url": "http://secrets-proxy:8100/v1", "safety_wrapper_url": "http://safety-wrapper:8200",
             "secrets": self.secrets, "redis_image": REDIS_IMAGE, "overhead_mb": LETSBE_OVERHEAD_MB,
+            "dkim_selector": DKIM_SELECTOR,
             **extra,
         }  # fmt: skip
 
@@ -377,6 +405,8 @@ class Plan:
                     files.append(self._file("compose/env.j2", f"{st.dir}/db.env", "0600", env=st.db.env))
                 if st.redis_env:
                     files.append(self._file("compose/env.j2", f"{st.dir}/redis.env", "0600", env=st.redis_env))
+                for name in st.profile.config_files:
+                    files.append(self._file(f"{st.name}/{name}.j2", f"{st.dir}/etc/{name}", "0600", st=st))
                 files.append(self._file("backup/backup.conf.j2", f"{st.dir}/backup.conf", st=st))
                 files.append(self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st))
             return files

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-SecretKind = Literal["token", "hex32", "laravel", "fernet"]
+SecretKind = Literal["token", "hex32", "laravel", "fernet", "dkim"]  # dkim: an RSA 2048 private key (PEM)
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,11 @@ class Profile:
     docker_socket: bool = False
     upstream_scheme: Literal["http", "https"] = "http"
     max_body: str = "64m"
+    # Published on every interface and opened in the firewall (step 4): only what must face the internet itself.
+    public_ports: tuple[int, ...] = ()
+    # Configuration rendered from templates/<tool>/<name>.j2 into the stack's etc/ (0600), mounted at config_dir.
+    config_dir: str | None = None
+    config_files: tuple[str, ...] = ()
 
 
 PROFILES: dict[str, Profile] = {
@@ -64,7 +69,14 @@ PROFILES: dict[str, Profile] = {
         },
         secrets={"nextauth_secret": "token", "encryption_key": "hex32"},
     ),
-    "stalwart": Profile(volumes={"app-data": "/opt/stalwart-mail"}),
+    # Mail: SMTP 25, submissions 465, submission 587, IMAP 143 / 993, POP3S 995 (what the DNS SRV records name).
+    "stalwart": Profile(
+        volumes={"app-data": "/opt/stalwart-mail"},
+        secrets={"admin_password": "token", "dkim_private_key": "dkim"},
+        public_ports=(25, 143, 465, 587, 993, 995),
+        config_dir="/opt/stalwart-mail/etc",
+        config_files=("config.toml",),
+    ),
     "odoo": Profile(
         env={"HOST": "{db}", "USER": "{db_user}", "PASSWORD": "{db_password}"},
         volumes={"app-data": "/var/lib/odoo"},

@@ -180,6 +180,7 @@ def _map_strings(value: Any, fn: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from letsbe_agent.settings import load_settings
     from letsbe_safety_wrapper.config import SafetyWrapperSettings
 
     parser = argparse.ArgumentParser(prog="python -m letsbe_safety_wrapper.tools.secrets")
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     p_rm.add_argument("name")
     args = parser.parse_args(argv)
 
-    settings = SafetyWrapperSettings()
+    settings = load_settings(SafetyWrapperSettings)  # in the agent's container: its environment, checked as at start
     if settings.secrets_key is None:
         print("LETSBE_SW_SECRETS_KEY is not set", file=sys.stderr)
         return 2
