@@ -69,7 +69,7 @@ SANDBOX_BANNER = """
 def tenant_env(env: dict[str, str]) -> dict[str, str]:
     """What a tenant agent inherits: never the control plane services' settings (a tenant never has those, and an
     agent refuses LETSBE_ variables it does not read)."""
-    control_plane = tuple(s.port_env.removesuffix("PORT") for s in SERVICES if not s.tenant_side)
+    control_plane = tuple(s.port_env.removesuffix("PORT") for s in SERVICES)
     return {k: v for k, v in env.items() if not k.upper().startswith(control_plane)}
 
 
@@ -338,11 +338,10 @@ async def _supervise(
             watchers.append(asyncio.create_task(sup.watch_exit(sup.children["sandbox"])))
         for svc in SERVICES:
             svc_port = port(svc, env)
-            base = tenant_env(env) if svc.tenant_side else env
             child = Child(
                 svc.name,
                 svc.module,
-                {**base, **per_service.get(svc.name, {}), svc.port_env: str(svc_port)},
+                {**env, **per_service.get(svc.name, {}), svc.port_env: str(svc_port)},
                 ready_url=f"http://127.0.0.1:{svc_port}",
             )
             await sup.spawn(child)

@@ -10,7 +10,7 @@ import httpx
 
 from letsbe_contracts import Envelope
 from letsbe_platform.bus import Bus
-from letsbe_platform.runner import SERVICES, tenant_env
+from letsbe_platform.runner import SERVICES
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox.world import Sandbox
 
@@ -34,10 +34,9 @@ class ControlPlane:
 
     def process(self, name: str) -> ServiceProcess:
         svc = next(s for s in SERVICES if s.name == name)
-        base = tenant_env(self.base_env) if svc.tenant_side else self.base_env
-        env = {**base, **self.world.env()[name]}
+        env = {**self.base_env, **self.world.env()[name]}
         port = getattr(self.world.ports, name.replace("-", "_").replace("_api", ""))
-        return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env, tenant_side=svc.tenant_side)
+        return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env)
 
     async def start(self, *names: str) -> None:
         for name in names:

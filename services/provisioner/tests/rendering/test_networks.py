@@ -121,14 +121,16 @@ def assert_no_way_around_the_gate(plan: Plan) -> None:
     for st in plan.stacks:
         services = tools[st.name]
         for c in services:
-            # No tool container shares a network with OpenClaw, and none publishes beyond loopback.
+            # No tool container shares a network with OpenClaw, and none publishes beyond loopback except a tool
+            # that faces the internet itself (Stalwart's mail ports; the gate has no route to them either).
             assert not c.networks & openclaw.networks, f"{st.name}/{c.service} is on {c.networks & openclaw.networks}"
-            assert all(p.startswith("127.0.0.1:") for p in c.ports), f"{st.name}/{c.service}: {c.ports}"
+            public = {f"{port}:{port}" for port in st.profile.public_ports}
+            assert all(p.startswith("127.0.0.1:") or p in public for p in c.ports), f"{st.name}/{c.service}: {c.ports}"
             assert HOST not in c.networks
         (app,) = [c for c in services if c.service == "app"]
         # nginx (host network) proxies to the published loopback port; the Safety Wrapper uses the tool network,
         # which holds the tool's app and the Safety Wrapper alone.
-        assert app.ports == [f"127.0.0.1:{st.tool.host_port}:{st.tool.container_port}"]
+        assert app.ports == [f"127.0.0.1:{st.tool.host_port}:{st.tool.container_port}", *sorted(public, key=len)]
         (tool_net,) = app.networks & sw_networks
         assert graph.internal[tool_net]
         assert graph.members(tool_net) == {(st.project, "app"), SW}
