@@ -130,7 +130,8 @@ def assert_no_way_around_the_gate(plan: Plan) -> None:
         (app,) = [c for c in services if c.service == "app"]
         # nginx (host network) proxies to the published loopback port; the Safety Wrapper uses the tool network,
         # which holds the tool's app and the Safety Wrapper alone.
-        assert app.ports == [f"127.0.0.1:{st.tool.host_port}:{st.tool.container_port}", *sorted(public, key=len)]
+        loopback = f"127.0.0.1:{st.tool.host_port}:{st.tool.container_port}"
+        assert app.ports == [loopback, *(f"{p}:{p}" for p in st.profile.public_ports)]
         (tool_net,) = app.networks & sw_networks
         assert graph.internal[tool_net]
         assert graph.members(tool_net) == {(st.project, "app"), SW}
