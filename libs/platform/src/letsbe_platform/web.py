@@ -1,4 +1,9 @@
-"""The pieces every service's FastAPI app shares: runtime resources, errors, health, metrics, sessions."""
+"""The pieces every service's FastAPI app shares: runtime resources, errors, health, metrics.
+
+The database and the bus are imported only by a runtime that uses them: the tenant agents run with neither and
+must not pay for SQLAlchemy or nats-py (their memory limit is 64 MB). The session dependency lives in ``db``
+(``SessionDep`` is still importable from here, loaded on first use).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +11,35 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from letsbe_platform.bus import Bus
-from letsbe_platform.db import make_engine, make_session_factory
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError
 from letsbe_platform.logging import configure_logging, get_logger
 from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
 from letsbe_platform.settings import ServiceSettings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from letsbe_platform.bus import Bus
+
 log = get_logger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SessionDep":  # kept here for the services that import it from web
+        from letsbe_platform.db import SessionDep
+
+        return SessionDep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Runtime:
@@ -47,6 +61,8 @@ class Runtime:
     async def ready(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         if self.engine is not None:
+            from sqlalchemy import text
+
             try:
                 async with self.engine.connect() as conn:
                     await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
@@ -96,11 +112,15 @@ async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool
         if database:
             if not settings.database_url:
                 raise RuntimeError("DATABASE_URL is not set")
+            from letsbe_platform.db import make_engine, make_session_factory
+
             rt.engine = make_engine(settings.database_url, application_name=settings.service_name)
             rt.sessions = make_session_factory(rt.engine)
         if bus:
             if not settings.nats_url:
                 raise RuntimeError("NATS_URL is not set")
+            from letsbe_platform.bus import Bus
+
             rt.bus = await Bus.connect(
                 settings.nats_url,
                 namespace=settings.bus_namespace,
@@ -114,18 +134,6 @@ async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool
     finally:
         await rt.aclose()
         log.info("stopped")
-
-
-# --- sessions --------------------------------------------------------------------------------------------------
-
-
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessions = request.app.state.runtime.sessions
-    async with sessions() as session, session.begin():
-        yield session  # commits here, before the response is sent (scope="function"); rolls back on error
-
-
-SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from letsbe_agent.client import tls_context
 from letsbe_agent.usage import UsageLedger
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
@@ -55,7 +56,8 @@ async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
     ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
     recorder = UsageRecorder(ledger)
     flusher = asyncio.create_task(recorder.run(), name="usage-recorder")
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
+                                 verify=tls_context()) as client:
         app.state.proxy = build_proxy(settings, client, recorder)
         try:
             yield
