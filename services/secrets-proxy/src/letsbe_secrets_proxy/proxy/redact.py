@@ -1,9 +1,9 @@
 """Find and mask secrets in text: the tenant's exact secret values (and their encoded forms) plus a few
 high-confidence patterns (private keys, cloud and SaaS keys, JWTs, passwords in connection strings).
 
-Exact values are found with one Aho-Corasick automaton over every form of every secret (a single C pass over the
-text, whatever the number of secrets); the patterns are a handful of regexes, each anchored on a literal so the
-regex engine skips ahead instead of trying every position.
+Exact values are found with one Aho-Corasick automaton over the prefixes of every form of every secret (a single
+C pass over the text, whatever the number of secrets: ``matcher.FormMatcher``); the patterns are a handful of
+regexes, each anchored on a literal so the regex engine skips ahead instead of trying every position.
 
 A registered secret is masked as ``SECRET_REF(name)`` — the same placeholder the Safety Wrapper substitutes at
 tool execution, so the model can still *use* a secret it can no longer *see*. A pattern hit is masked as
@@ -25,6 +25,8 @@ from typing import Literal
 from urllib.parse import quote, quote_plus
 
 import ahocorasick_rs as ac
+
+from letsbe_secrets_proxy.proxy.matcher import FormMatcher
 
 Action = Literal["mask", "block"]
 
@@ -141,7 +143,7 @@ class Redactor:
         self.policy: dict[str, Action] = {**DEFAULT_POLICY, **(policy or {})}
         self._key = key or _random.token_bytes(32)
         self.skipped = sorted(n for n, v in secrets.items() if len(v) < MIN_SECRET_LENGTH)
-        self._automaton: ac.BytesAhoCorasick | None = None
+        self._automaton: FormMatcher | None = None
         self._names: list[str] = []
         self.max_form = 0
         self.min_form = PATTERN_MIN
@@ -153,9 +155,7 @@ class Redactor:
             for form in encoded_forms(value):
                 forms.setdefault(form, name)
         if forms:
-            self._automaton = ac.BytesAhoCorasick([f.encode("utf-8", "surrogatepass") for f in forms],
-                                                  matchkind=ac.MatchKind.LeftmostLongest,
-                                                  implementation=ac.Implementation.ContiguousNFA)
+            self._automaton = FormMatcher([f.encode("utf-8", "surrogatepass") for f in forms])
             self._names = list(forms.values())
             self.max_form = max(len(f) for f in forms)
             self.min_form = min(self.min_form, min(len(f) for f in forms))
