@@ -18,6 +18,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from letsbe_agent.client import tls_context
 from letsbe_agent.usage import UsageLedger
 from letsbe_secrets_proxy.config import SecretsProxySettings
+from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.service import ProxyService
@@ -44,6 +45,7 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
         client, settings.upstream_base_url,
         settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
         key_host, registry, usage or UsageRecorder(None), settings.max_request_bytes,
+        settings.max_response_bytes, ByteBudget(settings.body_budget_bytes),
     )
 
 
