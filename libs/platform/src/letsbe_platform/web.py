@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
@@ -245,6 +245,39 @@ class MetricsMiddleware:
                 )
 
 
+class BodyLimitMiddleware:
+    """Refuses a request body larger than ``max_bytes`` with 413 problem+json before it is held in memory: at once
+    when Content-Length says so, else as soon as the bytes read pass it. (Starlette's own limit answers in plain
+    text when Content-Length is too large.)"""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"The request body is larger than {self.max_bytes} bytes."
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            body = {"type": "about:blank", "title": detail, "status": 413, "detail": detail, "instance": scope["path"]}
+            await problem_response(413, body)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Any:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise HTTPException(413, detail)  # FastAPI passes an HTTPException from body reading on
+            return message
+
+        await self.app(scope, limited, send)
+
+
 def _operation_id(route: APIRoute) -> str:
     tag = route.tags[0] if route.tags else "default"
     return f"{tag}-{route.name}"
@@ -261,10 +294,12 @@ def create_service_app(
     routers: Iterable[APIRouter] = (),
     description: str = "",
     middleware: Iterable[tuple[type, dict[str, Any]]] = (),
+    max_body_size: int | None = None,
 ) -> FastAPI:
     """An app with the shared health, readiness, metrics and problem+json behaviour.
 
-    ``lifespan`` must set ``app.state.runtime`` (a :class:`Runtime`) before it yields.
+    ``lifespan`` must set ``app.state.runtime`` (a :class:`Runtime`) before it yields. ``max_body_size``: a larger
+    request body is refused with 413 (problem+json) while it is read, before it is held whole in memory.
     """
     app = FastAPI(
         title=title,
@@ -277,6 +312,8 @@ def create_service_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)
+    if max_body_size is not None:
+        app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_size)
     for cls, options in middleware:
         app.add_middleware(cls, **options)
     app.add_middleware(SandboxHeaderMiddleware)

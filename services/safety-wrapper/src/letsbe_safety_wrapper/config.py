@@ -27,3 +27,5 @@ class SafetyWrapperSettings(AgentSettings):
     tool_host: str = "127.0.0.1"
     tool_ports: dict[str, int] = {}  # overrides the catalog's host ports (tests, unusual installs)
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # A larger tool-call body is refused with 413 before it is held in memory (the container's limit is 128 MB).
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
