@@ -16,8 +16,10 @@ from letsbe_platform.devstack import free_port
 
 
 class ServiceProcess:
-    def __init__(self, module: str, env: dict[str, str], *, port: int | None = None, port_env: str | None = None):
+    def __init__(self, module: str, env: dict[str, str], *, port: int | None = None, port_env: str | None = None,
+                 argv: list[str] | None = None):
         self.module = module
+        self.argv = argv or [sys.executable, "-m", module]
         self.port = port or free_port()
         self.env = {**os.environ, **env}
         if port_env:
@@ -31,9 +33,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     async def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:
