@@ -268,10 +268,15 @@ async def wait_ready(client, url: str, proc: subprocess.Popen, hub: str | None, 
 
 
 async def measure_one(name: str, argv: list[str], env: dict, port: int, load, seconds: float,
-                      hub: str | None = None, agent: str | None = None, extra=None) -> dict:
+                      hub: str | None = None, agent: str | None = None, extra=None, limit_mb: int = 0) -> dict:
     import httpx
 
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if limit_mb:
+        from letsbe_sandbox.memlimit import spawn
+
+        proc = spawn(argv, env=env, mem_limit_mb=limit_mb, log_path=Path(tempfile.mkdtemp()) / f"{name}.log")
+    else:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
         async with httpx.AsyncClient(timeout=60) as client:
@@ -290,6 +295,9 @@ async def measure_one(name: str, argv: list[str], env: dict, port: int, load, se
                 row |= await extra(client, url, proc.pid)
             sampler.stop()
             row["peak_mb"] = round(status_kb(proc.pid, "VmHWM") / 1024, 1)
+            if limit_mb:
+                row |= {"limit_mb": limit_mb, "oom_kills": proc.oom_kills(), "alive": proc.poll() is None,
+                        "cgroup_peak_mb": round((proc.peak_bytes() or 0) / 2**20, 1)}
             return row
     finally:
         proc.terminate()
@@ -358,7 +366,7 @@ async def measure(args: argparse.Namespace) -> dict:
             "secrets-proxy", [sys.executable, "-m", "letsbe_secrets_proxy"],
             agent_env("secrets-proxy", port, tmp / "sp", world, tmp / "secrets.enc", key, policy), port,
             lambda c, u, w, until: proxy_load(c, u, sp_headers, bodies, stream_body, until), args.seconds,
-            hub, "secrets-proxy", cap_phase))
+            hub, "secrets-proxy", cap_phase, LIMITS_MB["secrets-proxy"] if args.limits else 0))
         port = free_port()
         rows.append(await measure_one(
             "floor (gate load)", [sys.executable, __file__, "--serve-floor", str(port), up, tool], floor_env, port,
@@ -367,7 +375,8 @@ async def measure(args: argparse.Namespace) -> dict:
         rows.append(await measure_one(
             "safety-wrapper", [sys.executable, "-m", "letsbe_safety_wrapper"],
             agent_env("safety-wrapper", port, tmp / "sw", world, tmp / "secrets.enc", key, policy), port,
-            lambda c, u, w, until: gate_load(c, u, sw_headers, w, until), args.seconds, hub, "safety-wrapper"))
+            lambda c, u, w, until: gate_load(c, u, sw_headers, w, until), args.seconds, hub, "safety-wrapper",
+            limit_mb=LIMITS_MB["safety-wrapper"] if args.limits else 0))
     finally:
         world_proc.stdin.close()
         world_proc.wait(15)
@@ -434,6 +443,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true")
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--cap-bytes", type=int, default=1024 * 1024, help="the proxy's max_request_bytes")
+    parser.add_argument("--limits", action="store_true",
+                        help="run each agent inside its rendered memory limit (letsbe_sandbox.memlimit): a soak")
     parser.add_argument("--serve-world", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-floor", nargs=3, help=argparse.SUPPRESS)
     a = parser.parse_args()
