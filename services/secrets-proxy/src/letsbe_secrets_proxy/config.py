@@ -36,7 +36,7 @@ class SecretsProxySettings(AgentSettings):
     # bodies held at once stay under the third (a call that does not fit waits for the others).
     max_request_bytes: int = Field(default=1024 * 1024, gt=0)
     max_response_bytes: int = Field(default=1024 * 1024, gt=0)
-    body_budget_bytes: int = Field(default=2 * 1024 * 1024, gt=0)
+    body_budget_bytes: int = Field(default=1024 * 1024, gt=0)
 
     @model_validator(mode="after")
     def _budget_holds_one_body(self) -> SecretsProxySettings:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from letsbe_agent import fernet
+from letsbe_agent import fernet, memory
 from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.redact import Action, Redactor
 
@@ -50,6 +50,7 @@ class Registry:
         self._checked = 0.0
         self._mtime: float | None = None
         self.redactor = self._build()
+        memory.trim()  # what building it needed for a moment (several MB with 1,000 secrets) goes back
 
     def _build(self) -> Redactor:
         values: dict[str, str] = {}
@@ -71,6 +72,7 @@ class Registry:
             if mtime != self._mtime:
                 try:
                     self.redactor = self._build()
+                    memory.trim()  # the build's scratch space and the previous redactor go back
                 except ValueError:
                     log.exception("secret registry unreadable; keeping the previous one")
                     self._mtime = mtime
