@@ -126,8 +126,13 @@ def serve_world() -> None:
         sys.stdin.read()
 
 
-def serve_floor(port: int, upstream: str, tool: str) -> None:
-    """Child mode: the floor, a bare FastAPI + uvicorn + httpx pass-through (uvicorn's defaults)."""
+def serve_floor(port: int, upstream: str, tool: str, lean: bool) -> None:
+    """Child mode: the floor, a bare FastAPI + uvicorn + httpx pass-through (uvicorn's defaults); ``lean``: with
+    what the agents do for their memory too (the same unused extras skipped, asyncio loop, no WebSocket stack)."""
+    if lean:
+        from letsbe_agent.entry import skip_unused_extras
+
+        skip_unused_extras()
     import httpx
     import uvicorn
     from fastapi import FastAPI, Request, Response
@@ -162,7 +167,8 @@ def serve_floor(port: int, upstream: str, tool: str) -> None:
         resp = await client.get(tool + "/ghost/api/admin/posts/", params={"page": str(call["args"].get("page"))})
         return Response(resp.content, media_type="application/json")
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    lean_options = {"loop": "asyncio", "ws": "none"} if lean else {}
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **lean_options)
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
@@ -357,20 +363,31 @@ async def measure(args: argparse.Namespace) -> dict:
             return {"cap_codes": sorted(r.status_code for r in codes), "over_cap": over.status_code,
                     "over_cap_type": over.headers.get("content-type")}
 
-        port = free_port()
-        rows.append(await measure_one(
-            "floor (proxy load)", [sys.executable, __file__, "--serve-floor", str(port), up, tool], floor_env, port,
-            lambda c, u, w, until: proxy_load(c, u, floor_headers, bodies, stream_body, until), args.seconds))
+        def floor(kind: str, port: int) -> list[str]:
+            return [sys.executable, __file__, "--serve-floor", str(port), up, tool, kind]
+
+        def sp_load(c, u, w, until):
+            return proxy_load(c, u, sp_headers, bodies, stream_body, until)
+
+        def floor_proxy_load(c, u, w, until):
+            return proxy_load(c, u, floor_headers, bodies, stream_body, until)
+
+        if not args.limits:  # the floors run unlimited; a soak (--limits) measures the agents only
+            port = free_port()
+            rows.append(await measure_one("floor (proxy load)", floor("plain", port), floor_env, port,
+                                          floor_proxy_load, args.seconds))
+            port = free_port()
+            rows.append(await measure_one("lean floor (proxy load)", floor("lean", port), floor_env, port,
+                                          floor_proxy_load, args.seconds))
         port = free_port()
         rows.append(await measure_one(
             "secrets-proxy", [sys.executable, "-m", "letsbe_secrets_proxy"],
             agent_env("secrets-proxy", port, tmp / "sp", world, tmp / "secrets.enc", key, policy), port,
-            lambda c, u, w, until: proxy_load(c, u, sp_headers, bodies, stream_body, until), args.seconds,
-            hub, "secrets-proxy", cap_phase, LIMITS_MB["secrets-proxy"] if args.limits else 0))
-        port = free_port()
-        rows.append(await measure_one(
-            "floor (gate load)", [sys.executable, __file__, "--serve-floor", str(port), up, tool], floor_env, port,
-            lambda c, u, w, until: gate_load(c, u, {}, w, until), args.seconds))
+            sp_load, args.seconds, hub, "secrets-proxy", cap_phase, LIMITS_MB["secrets-proxy"] if args.limits else 0))
+        if not args.limits:
+            port = free_port()
+            rows.append(await measure_one("floor (gate load)", floor("plain", port), floor_env, port,
+                                          lambda c, u, w, until: gate_load(c, u, {}, w, until), args.seconds))
         port = free_port()
         rows.append(await measure_one(
             "safety-wrapper", [sys.executable, "-m", "letsbe_safety_wrapper"],
@@ -380,47 +397,84 @@ async def measure(args: argparse.Namespace) -> dict:
     finally:
         world_proc.stdin.close()
         world_proc.wait(15)
-    return {"rows": rows, "seconds": args.seconds, "cap_bytes": args.cap_bytes,
+    return {"rows": rows, "seconds": args.seconds, "cap_bytes": args.cap_bytes, "limits": args.limits,
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+SETUP = (
+    "Each agent started as its container starts it (`python -m …`, production-like environment: a hub to register "
+    "and heartbeat with every second, the tenant's secret store with 1,000 secrets, the usage ledger, bytecode "
+    "compiled and `SSL_CERT_DIR` set as in the images). Load: 4 clients; the proxy: 64 KB chat bodies (clean, and "
+    "with 10 secrets in them) and streamed answers, then 4 bodies at the 1 MiB cap at once; the gate: allowed tool "
+    "calls with unique arguments and 64 KB answers, gated calls asking the hub for approval, one call repeated into "
+    "the loop limit."
+)
+
+
+def _codes(row: dict) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for per_worker in row["results"]:
+        for code, n in per_worker.items():
+            total[str(code)] = total.get(str(code), 0) + n
+    return total
 
 
 def report(r: dict) -> str:
     rows = {row["name"]: row for row in r["rows"]}
+    sp, sw = rows["secrets-proxy"], rows["safety-wrapper"]
+    if r["limits"]:
+        lines = [
+            "<!-- agent-memory-soak:start -->",
+            f"### Soak inside the rendered limits ({time.strftime('%Y-%m-%d')}, "
+            f"`bench/agent_memory.py --limits --seconds {r['seconds']:g}`)",
+            "",
+            f"{SETUP} Each agent runs in its own memory cgroup with its compose `mem_limit` enforced "
+            f"(`letsbe_sandbox.memlimit.spawn`), {r['seconds']:g} s of load. The cgroup's peak counts what the "
+            "kernel charges to the container (its own memory and the page cache it brings in, not the shared "
+            f"libraries other processes already hold). Load average at the end: {r['loadavg']}.",
+            "",
+            "| agent | limit | RSS after start-up | RSS steady | RSS peak | cgroup peak | OOM kills | still the same "
+            "process |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for a in (sp, sw):
+            lines.append(f"| {a['name']} | {a['limit_mb']} MB | {a['start_mb']} MB | {a['steady_mb']} MB "
+                         f"| {a['peak_mb']} MB | {a['cgroup_peak_mb']} MB | {a['oom_kills']} "
+                         f"| {'yes' if a['alive'] else '**no**'} |")
+        lines += ["", f"Requests served: proxy {sum(sp['results'])}; gate {sum(_codes(sw).values())} by status "
+                  f"{_codes(sw)}.", "<!-- agent-memory-soak:end -->"]
+        return "\n".join(lines)
     lines = [
         "<!-- agent-memory-bench:start -->",
         f"## Tenant agents: memory after start-up, under load, and the peak ({time.strftime('%Y-%m-%d')}, "
         "`bench/agent_memory.py`)",
         "",
-        "Each agent started as its container starts it (`python -m …`, production-like environment: a hub to "
-        "register and heartbeat with every second, the tenant's secret store with 1,000 secrets, the usage ledger, "
-        "bytecode compiled as in the images). Floor: a bare FastAPI + uvicorn + httpx app (`uvicorn.run(app)`, its "
-        "defaults) that passes the same requests through, in the same run under the same load. Load: 4 clients for "
-        f"{r['seconds']:g} s; the proxy: 64 KB chat bodies (clean, and with 10 secrets in them) and streamed "
-        "answers, then 4 bodies at the cap at once; the gate: allowed tool calls with unique arguments and 64 KB "
-        "answers, gated calls asking the hub for approval, one call repeated into the loop limit. Steady = median "
-        "RSS over the second half of the load; peak = the kernel's high-water mark (start-up included). "
-        f"Load average at the end: {r['loadavg']}.",
+        f"{SETUP} {r['seconds']:g} s of load per process. Floor: a bare FastAPI + uvicorn + httpx app "
+        "(`uvicorn.run(app)`, its defaults) that passes the same requests through, in the same run under the same "
+        "load; lean floor: the same app with what the agents do for their memory (the unused optional extras "
+        "skipped, asyncio loop, no WebSocket stack). Steady = median RSS over the second half of the load; peak = "
+        f"the kernel's high-water mark (start-up included). Load average at the end: {r['loadavg']}.",
         "",
-        "| process | after start-up | steady under load | peak | peak vs floor | target (limit) |",
-        "|---|---|---|---|---|---|",
+        "| process | after start-up | steady under load | peak | peak vs floor | peak vs lean floor | target "
+        "(limit) |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for agent, floor in (("secrets-proxy", "floor (proxy load)"), ("safety-wrapper", "floor (gate load)")):
-        f, a = rows[floor], rows[agent]
-        lines.append(f"| {floor} | {f['start_mb']} MB | {f['steady_mb']} MB | {f['peak_mb']} MB | 1.00x | |")
-        met = "met" if a["peak_mb"] <= TARGETS_MB[agent] else "**not met**"
-        lines.append(f"| {agent} | {a['start_mb']} MB | {a['steady_mb']} MB | {a['peak_mb']} MB "
-                     f"| {a['peak_mb'] / f['peak_mb']:.2f}x | ≤ {TARGETS_MB[agent]} MB ({LIMITS_MB[agent]} MB): "
-                     f"{met} |")
-    sp = rows["secrets-proxy"]
-    codes = rows["safety-wrapper"]["results"]
-    total: dict[str, int] = {}
-    for per_worker in codes:
-        for code, n in per_worker.items():
-            total[str(code)] = total.get(str(code), 0) + n
+    lean = rows["lean floor (proxy load)"]["peak_mb"]
+    for name in ("floor (proxy load)", "lean floor (proxy load)", "secrets-proxy", "floor (gate load)",
+                 "safety-wrapper"):
+        a = rows[name]
+        floor = rows["floor (gate load)" if name in ("floor (gate load)", "safety-wrapper") else "floor (proxy load)"]
+        target = ""
+        if name in TARGETS_MB:
+            met = "met" if a["peak_mb"] <= TARGETS_MB[name] else "**not met**"
+            target = f"≤ {TARGETS_MB[name]} MB ({LIMITS_MB[name]} MB): {met}"
+        vs_lean = f"{a['peak_mb'] / lean:.2f}x" if "proxy" in name or name == "secrets-proxy" else ""
+        lines.append(f"| {name} | {a['start_mb']} MB | {a['steady_mb']} MB | {a['peak_mb']} MB "
+                     f"| {a['peak_mb'] / floor['peak_mb']:.2f}x | {vs_lean} | {target} |")
     lines += [
         "",
-        f"Requests served: proxy {sum(sp['results'])}; gate {sum(total.values())} by status {total}. Bodies at "
-        f"the proxy's cap ({r['cap_bytes'] // 1024} KB, 4 at once): {sp['cap_codes']}; one byte over: "
+        f"Requests served: proxy {sum(sp['results'])}; gate {sum(_codes(sw).values())} by status {_codes(sw)}. "
+        f"Bodies at the proxy's cap ({r['cap_bytes'] // 1024} KB, 4 at once): {sp['cap_codes']}; one byte over: "
         f"{sp['over_cap']} ({sp['over_cap_type']}).",
         "<!-- agent-memory-bench:end -->",
     ]
@@ -430,7 +484,8 @@ def report(r: dict) -> str:
 def write(text: str) -> None:
     path = REPO / "docs/benchmarks.md"
     doc = path.read_text()
-    start, end = "<!-- agent-memory-bench:start -->", "<!-- agent-memory-bench:end -->"
+    marker = text.split("\n", 1)[0].removesuffix(":start -->")
+    start, end = marker + ":start -->", marker + ":end -->"
     if start in doc:
         doc = doc[: doc.index(start)] + text + doc[doc.index(end) + len(end):]
     else:
@@ -446,13 +501,13 @@ def main() -> None:
     parser.add_argument("--limits", action="store_true",
                         help="run each agent inside its rendered memory limit (letsbe_sandbox.memlimit): a soak")
     parser.add_argument("--serve-world", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--serve-floor", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--serve-floor", nargs=4, help=argparse.SUPPRESS)
     a = parser.parse_args()
     if a.serve_world:
         serve_world()
         return
     if a.serve_floor:
-        serve_floor(int(a.serve_floor[0]), a.serve_floor[1], a.serve_floor[2])
+        serve_floor(int(a.serve_floor[0]), a.serve_floor[1], a.serve_floor[2], a.serve_floor[3] == "lean")
         return
     res = asyncio.run(measure(a))
     print(json.dumps(res, indent=2))
