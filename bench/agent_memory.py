@@ -344,7 +344,8 @@ async def measure(args: argparse.Namespace) -> dict:
     sw_headers = {"Authorization": f"Bearer {TOOLS_TOKEN}"}
     rows = []
     try:
-        floor_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
+        floor_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
+                     "SSL_CERT_DIR": "/etc/ssl/certs"}  # the same environment as the agents
         up = f"http://127.0.0.1:{world['upstream']}"
         tool = f"http://127.0.0.1:{world['tool']}"
 

@@ -107,7 +107,9 @@ class AgentRuntime:
         self.config = ConfigSync(state / "config.json")
         self.config.register(self.commands)
         self.commands.register("rotate-credential", self._rotate_credential)
-        self.ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
+        # Only the agent that reports usage reads the ledger (the Secrets Proxy writes it through its own handle).
+        self.ledger = (UsageLedger(settings.usage_ledger_path)
+                       if settings.report_usage and settings.usage_ledger_path else None)
         self.client = HubClient(settings.hub_url, timeout=settings.hub_timeout_seconds, transport=hub_transport)
         self.interval = settings.heartbeat_interval_seconds
         self.registered = asyncio.Event()
