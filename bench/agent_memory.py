@@ -451,7 +451,7 @@ def report(r: dict) -> str:
         "`bench/agent_memory.py`)",
         "",
         f"{SETUP} {r['seconds']:g} s of load per process. Floor: a bare FastAPI + uvicorn + httpx app "
-        "(`uvicorn.run(app)`, its defaults) that passes the same requests through, in the same run under the same "
+        "(`uvicorn.run(app)`, its defaults) that passes the same requests through, in the same run, environment and "
         "load; lean floor: the same app with what the agents do for their memory (the unused optional extras "
         "skipped, asyncio loop, no WebSocket stack). Steady = median RSS over the second half of the load; peak = "
         f"the kernel's high-water mark (start-up included). Load average at the end: {r['loadavg']}.",

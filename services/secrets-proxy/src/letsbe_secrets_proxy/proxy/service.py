@@ -92,12 +92,14 @@ class ProxyService:
 
     async def _send(self, api: str, path: str, request: Request) -> tuple[httpx.Response, bool, Redactor]:
         """Redact the request and send it; the upstream's answer comes back unread (streamed)."""
-        raw, body = await self._read_json(request)
+        raw, text, body = await self._read_json(request)
         redactor = self.registry.current()
         started = time.perf_counter()
         # Fast path: one scan of the raw body. Clean (the usual case) → the bytes go out as they came. JSON's
         # \\uXXXX escapes could hide a secret from a raw scan, so a body that has any takes the full walk.
-        if b"\\u" not in raw and not redactor.has_hits(raw.decode("utf-8", "surrogatepass")):
+        clean_raw = b"\\u" not in raw and not redactor.has_hits(text)
+        del text  # one decoded copy served parsing and the scan; the body's memory is raw + body from here
+        if clean_raw:
             clean, findings, content = body, [], raw
         else:
             findings = []
@@ -190,7 +192,7 @@ class ProxyService:
         _count(findings, "response")
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
-    async def _read_json(self, request: Request) -> tuple[bytes, dict[str, Any]]:
+    async def _read_json(self, request: Request) -> tuple[bytes, str, dict[str, Any]]:
         chunks, size = [], 0  # joined once: a growing bytearray would also hold its over-allocation
         async for chunk in request.stream():
             size += len(chunk)
@@ -200,12 +202,13 @@ class ProxyService:
         raw = b"".join(chunks)
         del chunks
         try:
-            body = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            body = json.loads(text)
         except ValueError as exc:  # UnicodeDecodeError is a ValueError too
             raise BadRequestBody("The body is not valid UTF-8 JSON.") from exc
         if not isinstance(body, dict):
             raise BadRequestBody("The body must be a JSON object.")
-        return raw, body
+        return raw, text, body
 
 
 _STREAM_TOO_LARGE = b"".join(
