@@ -77,6 +77,13 @@ def test_without_cgroups_the_process_runs_unlimited_with_a_clear_warning(tmp_pat
     assert "memory limit NOT enforced" in caplog.text
 
 
+def test_a_service_without_a_limit_runs_as_it_is(tmp_path):
+    proc = spawn(_python("print('no limit asked')"), env=os.environ, mem_limit_mb=None,
+                 log_path=tmp_path / "logs" / "p.log")
+    assert proc.wait(30) == 0 and proc.cgroup is None
+    assert (tmp_path / "logs" / "p.log").read_text() == "no limit asked\n"
+
+
 def _store(path, key: str) -> dict[str, str]:
     rng = random.Random(3)
     alphabet = string.ascii_letters + string.digits + "-_/+!@"

@@ -31,7 +31,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 _JOIN = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
 
 
-class LimitedProcess(subprocess.Popen):
+class LimitedProcess(subprocess.Popen[bytes]):
     cgroup: Path | None = None
     mem_limit_mb: int = 0
     _v2: bool = False
@@ -59,15 +59,21 @@ class LimitedProcess(subprocess.Popen):
             return None
 
 
-def spawn(argv: Sequence[str], *, env: Mapping[str, str], mem_limit_mb: int, log_path: Path | str
-          ) -> subprocess.Popen:
-    """Start ``argv`` with stdout and stderr appended to ``log_path``, in a memory cgroup of ``mem_limit_mb``."""
+def spawn(argv: Sequence[str], *, env: Mapping[str, str], mem_limit_mb: int | None, log_path: Path
+          ) -> subprocess.Popen[bytes]:
+    """``argv`` with exactly ``env``, stdout and stderr appended to ``log_path``, in its own session, inside a memory
+    cgroup of ``mem_limit_mb`` (None: a service without a limit, started as it is)."""
     log_path = Path(log_path)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     out = open(log_path, "ab")  # handed to the child, closed below once it has it
     label = re.sub(r"[^A-Za-z0-9_.-]", "_", argv[argv.index("-m") + 1] if "-m" in argv[:-1] else Path(argv[0]).name)
-    cgroup, v2, why = _make_cgroup(f"letsbe-{label}-{uuid.uuid4().hex[:8]}", mem_limit_mb)
+    cgroup, v2, why = None, False, ""
+    if mem_limit_mb is not None:
+        cgroup, v2, why = _make_cgroup(f"letsbe-{label}-{uuid.uuid4().hex[:8]}", mem_limit_mb)
     try:
-        if cgroup is None:
+        if mem_limit_mb is None:
+            cmd = list(argv)
+        elif cgroup is None:
             message = f"memory limit NOT enforced ({mem_limit_mb} MB wanted): {why}"
             log.warning("%s: %s", label, message)
             out.write(f"[sandbox] WARNING: {message}\n".encode())
@@ -77,14 +83,15 @@ def spawn(argv: Sequence[str], *, env: Mapping[str, str], mem_limit_mb: int, log
             out.write(f"[sandbox] memory limit {mem_limit_mb} MB enforced by {cgroup}\n".encode())
             out.flush()
             cmd = ["/bin/sh", "-c", _JOIN, "sh", str(cgroup), *argv]
-        proc = LimitedProcess(cmd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = LimitedProcess(cmd, env=dict(env), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                              start_new_session=True)
     except BaseException:
         if cgroup is not None:
             _remove(cgroup)
         raise
     finally:
         out.close()
-    proc.cgroup, proc.mem_limit_mb, proc._v2 = cgroup, mem_limit_mb, v2
+    proc.cgroup, proc.mem_limit_mb, proc._v2 = cgroup, mem_limit_mb or 0, v2
     if cgroup is not None:
         threading.Thread(target=_reap, args=(proc, log_path), name=f"memlimit-{proc.pid}", daemon=True).start()
     return proc
