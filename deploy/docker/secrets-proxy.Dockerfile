@@ -15,6 +15,9 @@ COPY services ./services
 # their migrations/ folders (found next to src/ by letsbe-migrate) and templates ship as they are in the repo.
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --package letsbe-secrets-proxy --python /usr/local/bin/python3
+# The workspace's own code compiled too (uv compiles site-packages only): with PYTHONDONTWRITEBYTECODE the agent
+# would otherwise compile it in memory at every start, under its memory limit.
+RUN /usr/local/bin/python3 -m compileall -q libs/agent/src libs/contracts/src libs/platform/src services/secrets-proxy/src
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --system --gid 1001 letsbe \
@@ -24,11 +27,14 @@ WORKDIR /app
 COPY --from=builder /app/.venv /app/.venv
 COPY --from=builder /app/libs /app/libs
 COPY --from=builder /app/services/secrets-proxy /app/services/secrets-proxy
-ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 \
+# SSL_CERT_DIR: the system's CA directory, read per certificate as needed, instead of httpx loading the whole
+# bundle into every agent's memory (1.5 MB of a 64 MB limit).
+ENV PATH=/app/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 SSL_CERT_DIR=/etc/ssl/certs \
     LETSBE_SP_HOST=0.0.0.0 LETSBE_SP_PORT=8100
 USER 1001:1001
 EXPOSE 8100
 # No curl in slim images: Python asks /healthz (the process is up; /readyz, deps reachable, is the compose check).
+# The check runs inside the container's memory limit: a bare interpreter (-S) and a socket take 10 MB, urllib 21.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['LETSBE_SP_PORT'] + '/healthz', timeout=4)"]
+  CMD ["python", "-S", "-c", "import os, socket; s = socket.create_connection(('127.0.0.1', int(os.environ['LETSBE_SP_PORT'])), 4); s.sendall(b'GET /healthz HTTP/1.0\\r\\n\\r\\n'); raise SystemExit(0 if s.recv(12)[9:12] == b'200' else 1)"]
 CMD ["python", "-m", "letsbe_secrets_proxy"]

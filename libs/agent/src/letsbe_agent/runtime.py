@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import shutil
 import socket
 import time
 import uuid
@@ -25,7 +26,6 @@ import weakref
 from datetime import UTC, datetime
 from typing import Any
 
-import psutil
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
@@ -99,7 +99,7 @@ class AgentRuntime:
         self.updater = Updater(
             self.docker,
             own_component=kind.value,
-            free_disk_bytes=lambda: psutil.disk_usage(settings.disk_path).free,
+            free_disk_bytes=lambda: shutil.disk_usage(settings.disk_path).free,
             backup_running=lambda: backups.running(settings.backup_lock_path),
             poll_seconds=settings.update_poll_seconds,
         )
@@ -107,7 +107,9 @@ class AgentRuntime:
         self.config = ConfigSync(state / "config.json")
         self.config.register(self.commands)
         self.commands.register("rotate-credential", self._rotate_credential)
-        self.ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
+        # Only the agent that reports usage reads the ledger (the Secrets Proxy writes it through its own handle).
+        self.ledger = (UsageLedger(settings.usage_ledger_path)
+                       if settings.report_usage and settings.usage_ledger_path else None)
         self.client = HubClient(settings.hub_url, timeout=settings.hub_timeout_seconds, transport=hub_transport)
         self.interval = settings.heartbeat_interval_seconds
         self.registered = asyncio.Event()
@@ -296,8 +298,8 @@ class AgentRuntime:
     # --- the heavy part ----------------------------------------------------------------------------------------
 
     async def collect_details(self) -> HeartbeatDetails:
-        disk = psutil.disk_usage(self.settings.disk_path)
-        mem = psutil.virtual_memory()
+        disk = shutil.disk_usage(self.settings.disk_path)
+        mem = _memory()
         versions = {self.kind.value: self.version}
         try:
             containers = tuple(await self.docker.container_states())
@@ -308,9 +310,11 @@ class AgentRuntime:
         backup = backups.read_status(self.settings.backup_status_path)[0] if self.settings.report_backups else None
         return HeartbeatDetails(
             disk=DiskUsage(
-                path=self.settings.disk_path, total_bytes=disk.total, used_bytes=disk.used, percent=disk.percent
+                path=self.settings.disk_path, total_bytes=disk.total, used_bytes=disk.used,
+                # Of what users may fill (root's reserved blocks excluded), as df and psutil count it.
+                percent=round(100 * disk.used / ((disk.used + disk.free) or 1), 1),
             ),
-            memory=MemoryUsage(total_bytes=mem.total, available_bytes=mem.available, percent=mem.percent),
+            memory=mem,
             containers=containers,
             versions=versions,
             backup=backup,
@@ -492,6 +496,18 @@ class AgentRuntime:
             self.ledger.mark_sent(report.hour, report.sequence)
             sent += 1
         return sent
+
+
+def _memory() -> MemoryUsage:
+    """The host's memory from /proc/meminfo (what psutil reads, without its import cost in a 64 MB agent)."""
+    fields = {}
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            name, _, rest = line.partition(":")
+            fields[name] = int(rest.split()[0]) * 1024
+    total, available = fields["MemTotal"], fields["MemAvailable"]
+    return MemoryUsage(total_bytes=total, available_bytes=available,
+                       percent=round(100 * (total - available) / (total or 1), 1))
 
 
 def _hostname() -> str:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
+from fastapi import Depends, Request
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
@@ -68,3 +70,12 @@ async def unit_of_work(factory: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """One transaction: commits when the block ends normally, rolls back on any exception."""
     async with factory() as session, session.begin():
         yield session
+
+
+async def _session(request: Request) -> AsyncIterator[AsyncSession]:
+    sessions = request.app.state.runtime.sessions
+    async with sessions() as session, session.begin():
+        yield session  # commits here, before the response is sent (scope="function"); rolls back on error
+
+
+SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]

@@ -1,37 +1,47 @@
-"""The pieces every service's FastAPI app shares: runtime resources, errors, health, metrics, sessions."""
+"""The pieces every service's FastAPI app shares: runtime resources, errors, health, metrics.
+
+The database and the bus are imported only by a runtime that uses them: the tenant agents run with neither and
+must not pay for SQLAlchemy or nats-py (their memory limit is 64 MB). The session dependency lives in ``db``
+(``SessionDep`` is still importable from here, loaded on first use).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
-import asyncpg
-import nats.errors
-import nats.js.errors
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
-from sqlalchemy.exc import DataError as SQLAlchemyDataError
-from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from letsbe_platform.bus import Bus
-from letsbe_platform.db import make_engine, make_session_factory
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unprocessable
 from letsbe_platform.logging import configure_logging, get_logger
 from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
 from letsbe_platform.settings import ServiceSettings
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+    from letsbe_platform.bus import Bus
+
 log = get_logger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SessionDep":  # kept here for the services that import it from web
+        from letsbe_platform.db import SessionDep
+
+        return SessionDep
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Runtime:
@@ -53,6 +63,8 @@ class Runtime:
     async def ready(self) -> dict[str, str]:
         checks: dict[str, str] = {}
         if self.engine is not None:
+            from sqlalchemy import text
+
             try:
                 async with self.engine.connect() as conn:
                     await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
@@ -102,11 +114,15 @@ async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool
         if database:
             if not settings.database_url:
                 raise RuntimeError("DATABASE_URL is not set")
+            from letsbe_platform.db import make_engine, make_session_factory
+
             rt.engine = make_engine(settings.database_url, application_name=settings.service_name)
             rt.sessions = make_session_factory(rt.engine)
         if bus:
             if not settings.nats_url:
                 raise RuntimeError("NATS_URL is not set")
+            from letsbe_platform.bus import Bus
+
             rt.bus = await Bus.connect(
                 settings.nats_url,
                 namespace=settings.bus_namespace,
@@ -120,18 +136,6 @@ async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool
     finally:
         await rt.aclose()
         log.info("stopped")
-
-
-# --- sessions --------------------------------------------------------------------------------------------------
-
-
-async def _session(request: Request) -> AsyncIterator[AsyncSession]:
-    sessions = request.app.state.runtime.sessions
-    async with sessions() as session, session.begin():
-        yield session  # commits here, before the response is sent (scope="function"); rolls back on error
-
-
-SessionDep = Annotated[AsyncSession, Depends(_session, scope="function")]
 
 
 def get_runtime(request: Request) -> Runtime:
@@ -182,82 +186,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    if (answer := dependency_problem(request, exc)) is not None:
+    # A service with a database or a bus has loaded the outage rules (add_input_guards); a tenant agent has neither.
+    outages = sys.modules.get("letsbe_platform.outages")
+    if outages is not None and (answer := outages.dependency_problem(request, exc)) is not None:
         return answer
     log.exception("unhandled error", path=request.url.path)
     body = {"type": "about:blank", "title": "Internal Server Error", "status": 500, "instance": request.url.path}
     return problem_response(500, body)
-
-
-# --- outages and input the database refuses ----------------------------------------------------------------------
-
-RETRY_AFTER_SECONDS = 5
-_POSTGRES_DOWN = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-)
-_NATS_DOWN = (nats.errors.Error, nats.js.errors.Error)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
-
-
-def dependency_problem(request: Request, exc: BaseException) -> JSONResponse | None:
-    """503 (with Retry-After) when Postgres or NATS is unreachable, 400 when Postgres refuses a value of the request
-    (a data exception, SQLSTATE class 22); None for anything else, which stays a 500."""
-    for e in _chain(exc):
-        down = None
-        if isinstance(e, _POSTGRES_DOWN) or (isinstance(e, DBAPIError) and e.connection_invalidated):
-            down = "Postgres"
-        elif isinstance(e, _NATS_DOWN):
-            down = "NATS"
-        elif isinstance(e, ConnectionError | TimeoutError):
-            down = "A dependency"
-        if down is not None:
-            log.warning("dependency unavailable", path=request.url.path, dependency=down, error=type(e).__name__)
-            body = {
-                "type": PROBLEM_BASE + "unavailable",
-                "title": "Service unavailable",
-                "status": 503,
-                "detail": f"{down} is unreachable right now; try again shortly.",
-                "instance": request.url.path,
-            }
-            return problem_response(503, body, {"Retry-After": str(RETRY_AFTER_SECONDS)})
-        if isinstance(e, SQLAlchemyDataError | asyncpg.DataError):
-            log.warning("input refused by the database", path=request.url.path, error=type(e).__name__)
-            body = {
-                "type": PROBLEM_BASE + "invalid-input",
-                "title": "Invalid input",
-                "status": 400,
-                "detail": "A value of this request is out of range or not valid text.",
-                "instance": request.url.path,
-            }
-            return problem_response(400, body)
-    return None
-
-
-async def _dependency_error(request: Request, exc: Exception) -> JSONResponse:
-    return dependency_problem(request, exc) or await _unhandled(request, exc)
-
-
-# Answered by ExceptionMiddleware (no traceback logged for an outage); anything wrapped differently still reaches
-# ``_unhandled``, which asks ``dependency_problem`` too.
-DEPENDENCY_ERRORS: tuple[type[Exception], ...] = (
-    DBAPIError,
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    *_NATS_DOWN,
-    ConnectionError,
-    TimeoutError,
-)
 
 
 # --- bounded integer parameters ----------------------------------------------------------------------------------
@@ -427,12 +362,14 @@ def _operation_id(route: APIRoute) -> str:
 # --- the factory -------------------------------------------------------------------------------------------------
 
 
-def add_input_guards(app: FastAPI) -> None:
-    """Handlers that keep bad input and outages out of the 500s: body too large, Postgres/NATS down, values the
-    database refuses."""
+def add_input_guards(app: FastAPI, *, dependencies: bool = True) -> None:
+    """Handlers that keep bad input and outages out of the 500s: body too large and, for a service with Postgres or
+    NATS (``dependencies``), those being down and values the database refuses."""
     app.add_exception_handler(BodyTooLarge, _body_too_large)
-    for cls in DEPENDENCY_ERRORS:
-        app.add_exception_handler(cls, _dependency_error)
+    if dependencies:
+        from letsbe_platform import outages  # asyncpg, NATS and SQLAlchemy: never loaded by the tenant agents
+
+        outages.install(app)
 
 
 def create_service_app(
@@ -444,11 +381,13 @@ def create_service_app(
     description: str = "",
     middleware: Iterable[tuple[type, dict[str, Any]]] = (),
     body_limits: Mapping[str, int] | None = None,
+    dependencies: bool = True,
 ) -> FastAPI:
     """An app with the shared health, readiness, metrics, size limits and problem+json behaviour.
 
     ``lifespan`` must set ``app.state.runtime`` (a :class:`Runtime`) before it yields. ``body_limits`` maps a path
-    to a larger body limit than the service's ``max_body_bytes`` (only for routes that need one).
+    to another body limit than the service's ``max_body_bytes`` (only for routes that need one). ``dependencies``:
+    False for a service without Postgres and NATS (the tenant agents).
     """
     app = FastAPI(
         title=title,
@@ -461,7 +400,7 @@ def create_service_app(
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unhandled)
-    add_input_guards(app)
+    add_input_guards(app, dependencies=dependencies)
     for cls, options in middleware:
         app.add_middleware(cls, **options)
     app.add_middleware(SandboxHeaderMiddleware)

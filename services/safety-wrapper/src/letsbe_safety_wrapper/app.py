@@ -33,4 +33,5 @@ def create_app(settings: SafetyWrapperSettings | None = None) -> FastAPI:
             start_workers(rt, settings)
             yield
 
-    return create_service_app(title="LetsBe Safety Wrapper", version=__version__, lifespan=lifespan, routers=ROUTERS)
+    return create_service_app(title="LetsBe Safety Wrapper", version=__version__, lifespan=lifespan, routers=ROUTERS,
+                              body_limits={"/api/v1/tools/execute": settings.max_request_bytes}, dependencies=False)

@@ -30,3 +30,5 @@ class SafetyWrapperSettings(AgentSettings):
     # (e.g. {"ghost": "http://letsbe-ghost:2368"}, rendered by the provisioner).
     tool_urls: dict[str, str] = {}
     tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    # A larger tool-call body is refused with 413 before it is held in memory (the container's limit is 128 MB).
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)

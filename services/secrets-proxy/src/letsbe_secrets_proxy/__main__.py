@@ -1,7 +1,4 @@
-from letsbe_agent.settings import load_settings
-from letsbe_platform.serve import serve
-from letsbe_secrets_proxy.app import create_app
-from letsbe_secrets_proxy.config import SecretsProxySettings
+from letsbe_agent.entry import serve_agent
 
 if __name__ == "__main__":
-    serve(create_app, load_settings(SecretsProxySettings))
+    serve_agent("letsbe_secrets_proxy.app:create_app", "letsbe_secrets_proxy.config:SecretsProxySettings")

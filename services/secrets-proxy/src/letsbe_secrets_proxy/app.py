@@ -38,5 +38,7 @@ def create_app(settings: SecretsProxySettings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         routers=ROUTERS,
-        body_limits=dict.fromkeys(llm.LLM_PATHS, llm.MAX_LLM_REQUEST_BYTES),  # prompts may carry images
+        # The LLM routes read their bodies themselves, bounded by max_request_bytes (a 413 before the body is held).
+        body_limits=dict.fromkeys(llm.LLM_PATHS, settings.max_request_bytes),
+        dependencies=False,
     )

@@ -1,7 +1,9 @@
+from __future__ import annotations
+
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from letsbe_agent.settings import AgentSettings
@@ -28,4 +30,16 @@ class SecretsProxySettings(AgentSettings):
     # everything else masks. Classes: secret, private_key, aws_access_key, aws_secret_key, gcp_api_key, stripe_key,
     # github_token, llm_api_key, slack_token, jwt, connection_password.
     redaction_policy: dict[str, Literal["mask", "block"]] = {}
-    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    # Memory bounds (the container's limit is 64 MB; a body is redacted whole, which takes a few times its size).
+    # A request body above the first is refused with 413; a non-streamed answer above the second with 502 (a
+    # stream is relayed as it comes, holding at most that much of an unfinished event or held-back text); all
+    # bodies held at once stay under the third (a call that does not fit waits for the others).
+    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_response_bytes: int = Field(default=1024 * 1024, gt=0)
+    body_budget_bytes: int = Field(default=1024 * 1024, gt=0)
+
+    @model_validator(mode="after")
+    def _budget_holds_one_body(self) -> SecretsProxySettings:
+        if self.body_budget_bytes < max(self.max_request_bytes, self.max_response_bytes):
+            raise ValueError("body_budget_bytes must be at least max_request_bytes and max_response_bytes")
+        return self

@@ -25,8 +25,10 @@ class ServiceProcess:
         port: int | None = None,
         port_env: str | None = None,
         tenant_side: bool = False,
+        argv: list[str] | None = None,
     ):
         self.module = module
+        self.argv = argv or [sys.executable, "-m", module]
         self.port = port or free_port()
         # A tenant agent inherits no control-plane settings (it has none on a tenant, and refuses unknown LETSBE_ ones).
         inherited = tenant_env(dict(os.environ)) if tenant_side else os.environ
@@ -42,9 +44,7 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=subprocess.STDOUT
-        )
+        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     async def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:

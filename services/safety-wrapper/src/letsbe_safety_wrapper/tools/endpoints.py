@@ -12,6 +12,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from letsbe_agent.client import tls_context
 from letsbe_agent.runtime import agent_of
 from letsbe_platform.errors import Unauthorized
 from letsbe_safety_wrapper.tools import commands
@@ -27,7 +28,8 @@ async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Runs inside the app's lifespan (FastAPI merges router lifespans), so settings are already there."""
     settings = app.state.settings
     agent = agent_of(app.state.runtime)  # None when no hub is configured (then gated calls cannot get approved)
-    async with httpx.AsyncClient(timeout=settings.tool_timeout_seconds, follow_redirects=False) as client:
+    async with httpx.AsyncClient(timeout=settings.tool_timeout_seconds, follow_redirects=False,
+                                 verify=tls_context()) as client:
         approvals = getattr(app.state, "tool_approvals", None)
         if approvals is None and agent is not None and settings.hub_url:
             # The agent's current credential, read per call: re-enrolment or rotation needs no restart here.

@@ -1,25 +1,41 @@
-"""Per-tool rate limit and loop limit (in memory: a restart forgives, which is fine for limits this short)."""
+"""Per-tool rate limit and loop limit (in memory: a restart forgives, which is fine for limits this short).
+
+What is remembered is bounded whatever the agent sends: at most ``MAX_TRACKED`` tools and ``MAX_TRACKED`` distinct
+calls, the least recently used forgotten first (a call not seen for that long is not a loop), and per key no more
+timestamps than its limit allows.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Callable
 
 from letsbe_safety_wrapper.tools.errors import LoopDetected, RateLimited
 from letsbe_safety_wrapper.tools.policy import Limits
 
+MAX_TRACKED = 10_000
+
+
+def _recent(table: dict[str, deque[float]], key: str) -> deque[float]:
+    """The key's timestamps, marked most recently used (dicts keep insertion order: the first is the oldest)."""
+    times = table.pop(key, None)
+    table[key] = times if times is not None else deque()
+    if len(table) > MAX_TRACKED:
+        del table[next(iter(table))]
+    return table[key]
+
 
 class CallLimiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self._clock = clock
-        self._by_tool: dict[str, deque[float]] = defaultdict(deque)
-        self._by_call: dict[str, deque[float]] = defaultdict(deque)
+        self._by_tool: dict[str, deque[float]] = {}
+        self._by_call: dict[str, deque[float]] = {}
 
     def check(self, tool: str, call_hash: str, limits: Limits) -> None:
         """Raise if one more call would exceed a limit; record it otherwise."""
         now = self._clock()
-        recent = self._by_tool[tool]
+        recent = _recent(self._by_tool, tool)
         while recent and recent[0] <= now - 60:
             recent.popleft()
         if len(recent) >= limits.per_minute:
@@ -28,7 +44,7 @@ class CallLimiter:
                 f"{tool} allows {limits.per_minute} calls a minute; retry in {retry} s.",
                 retry_after_seconds=retry,
             )
-        same = self._by_call[call_hash]
+        same = _recent(self._by_call, call_hash)
         while same and same[0] <= now - limits.loop_window_seconds:
             same.popleft()
         if len(same) >= limits.loop_repeats:
@@ -39,6 +55,3 @@ class CallLimiter:
             )
         recent.append(now)
         same.append(now)
-        if len(self._by_call) > 10_000:  # forget idle calls so memory stays flat
-            for key in [k for k, v in self._by_call.items() if not v or v[-1] <= now - 86_400]:
-                del self._by_call[key]

@@ -26,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.fernet import Fernet, InvalidToken
-
+from letsbe_agent import fernet
 from letsbe_safety_wrapper.tools.errors import SecretNotBound, UnknownSecret
 
 SECRET_REF = re.compile(r"SECRET_REF\(([A-Za-z0-9_.-]{1,64})\)")
@@ -46,7 +45,8 @@ class SecretStore:
 
     def __init__(self, path: Path, key: str):
         self.path = Path(path)
-        self._fernet = Fernet(key.encode() if isinstance(key, str) else key)
+        fernet.check_key(key)
+        self._key = key
         self._secrets: dict[str, Secret] = {}
         self._mtime: float | None = None
         self.reload()
@@ -59,8 +59,8 @@ class SecretStore:
             return
         mtime = self.path.stat().st_mtime
         try:
-            plain = self._fernet.decrypt(self.path.read_bytes())
-        except InvalidToken as exc:
+            plain = fernet.decrypt(self._key, self.path.read_bytes())
+        except fernet.InvalidToken as exc:
             raise ValueError(f"{self.path}: cannot decrypt the secret store (wrong key or damaged file)") from exc
         doc = json.loads(plain)
         self._secrets = {
@@ -105,7 +105,7 @@ class SecretStore:
             "version": 1,
             "secrets": {s.name: {"value": s.value, "tools": sorted(s.tools)} for s in self._secrets.values()},
         }
-        token = self._fernet.encrypt(json.dumps(doc).encode())
+        token = fernet.encrypt(self._key, json.dumps(doc).encode())
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-")
         try:

@@ -15,8 +15,10 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from letsbe_agent.client import tls_context
 from letsbe_agent.usage import UsageLedger
 from letsbe_secrets_proxy.config import SecretsProxySettings
+from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.service import ProxyService
@@ -43,6 +45,7 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
         client, settings.upstream_base_url,
         settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
         key_host, registry, usage or UsageRecorder(None), settings.max_request_bytes,
+        settings.max_response_bytes, ByteBudget(settings.body_budget_bytes),
     )
 
 
@@ -55,7 +58,8 @@ async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
     ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
     recorder = UsageRecorder(ledger)
     flusher = asyncio.create_task(recorder.run(), name="usage-recorder")
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
+    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
+                                 verify=tls_context()) as client:
         app.state.proxy = build_proxy(settings, client, recorder)
         try:
             yield
@@ -91,8 +95,6 @@ async def _agent(request: Request,
 Proxy = Annotated[ProxyService, Depends(_proxy)]
 
 
-# LLM requests (long prompts, images) are larger than anything else a service accepts.
-MAX_LLM_REQUEST_BYTES = 32 * 1024 * 1024
 LLM_PATHS = ("/v1/chat/completions", "/v1/responses")
 
 

@@ -43,5 +43,10 @@ class UpstreamUnavailable(_OpenAICompatible):
         "upstream_unavailable"
 
 
+class UpstreamTooLarge(_OpenAICompatible):
+    status_code, type, title, code = 502, "secrets-proxy-upstream-too-large", \
+        "The LLM provider's answer is too large to check", "upstream_too_large"
+
+
 class NotConfigured(ServiceUnavailable):
     type, title = "secrets-proxy-not-configured", "The proxy is not configured"

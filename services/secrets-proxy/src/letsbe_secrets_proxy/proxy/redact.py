@@ -1,9 +1,9 @@
 """Find and mask secrets in text: the tenant's exact secret values (and their encoded forms) plus a few
 high-confidence patterns (private keys, cloud and SaaS keys, JWTs, passwords in connection strings).
 
-Exact values are found with one Aho-Corasick automaton over every form of every secret (a single C pass over the
-text, whatever the number of secrets); the patterns are a handful of regexes, each anchored on a literal so the
-regex engine skips ahead instead of trying every position.
+Exact values are found with one Aho-Corasick automaton over the prefixes of every form of every secret (a single
+C pass over the text, whatever the number of secrets: ``matcher.FormMatcher``); the patterns are a handful of
+regexes, each anchored on a literal so the regex engine skips ahead instead of trying every position.
 
 Encodings that cannot be listed in advance (every byte %-encoded, mixed-case hex, HTML entities, JSON escaped at
 any depth, look-alike and invisible characters, all of them layered) are undone instead: text that holds ``%``,
@@ -34,6 +34,8 @@ from typing import Literal
 from urllib.parse import quote, quote_plus
 
 import ahocorasick_rs as ac
+
+from letsbe_secrets_proxy.proxy.matcher import FormMatcher
 
 Action = Literal["mask", "block"]
 
@@ -364,7 +366,7 @@ class Redactor:
         self.policy: dict[str, Action] = {**DEFAULT_POLICY, **(policy or {})}
         self._key = key or _random.token_bytes(32)
         self.skipped = sorted(n for n, v in secrets.items() if len(v) < MIN_SECRET_LENGTH)
-        self._automaton: ac.BytesAhoCorasick | None = None
+        self._automaton: FormMatcher | None = None
         self._names: list[str] = []
         self.max_form = 0
         self.min_form = PATTERN_MIN
@@ -376,9 +378,7 @@ class Redactor:
             for form in encoded_forms(value):
                 forms.setdefault(form, name)
         if forms:
-            self._automaton = ac.BytesAhoCorasick([f.encode("utf-8", "surrogatepass") for f in forms],
-                                                  matchkind=ac.MatchKind.LeftmostLongest,
-                                                  implementation=ac.Implementation.ContiguousNFA)
+            self._automaton = FormMatcher([f.encode("utf-8", "surrogatepass") for f in forms])
             self._names = list(forms.values())
             self.max_form = max(len(f) for f in forms)
             self.min_form = min(self.min_form, min(len(f) for f in forms))

@@ -13,8 +13,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from cryptography.fernet import Fernet, InvalidToken
-
+from letsbe_agent import fernet, memory
 from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.redact import Action, Redactor
 
@@ -23,8 +22,8 @@ log = get_logger(__name__)
 
 def read_store(path: Path, key: str) -> dict[str, str]:
     try:
-        plain = Fernet(key.encode()).decrypt(path.read_bytes())
-    except InvalidToken as exc:
+        plain = fernet.decrypt(key, path.read_bytes())
+    except fernet.InvalidToken as exc:
         raise ValueError(f"{path}: cannot decrypt the secret store (wrong key or damaged file)") from exc
     doc = json.loads(plain)
     return {name: str(entry["value"]) for name, entry in doc.get("secrets", {}).items()}
@@ -35,7 +34,7 @@ def write_store(path: Path, key: str, secrets: Mapping[str, str]) -> None:
     doc = {"version": 1, "secrets": {n: {"value": v, "tools": []} for n, v in secrets.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(Fernet(key.encode()).encrypt(json.dumps(doc).encode()))
+    tmp.write_bytes(fernet.encrypt(key, json.dumps(doc).encode()))
     tmp.chmod(0o600)
     tmp.replace(path)
 
@@ -51,6 +50,7 @@ class Registry:
         self._checked = 0.0
         self._mtime: float | None = None
         self.redactor = self._build()
+        memory.trim()  # what building it needed for a moment (several MB with 1,000 secrets) goes back
 
     def _build(self) -> Redactor:
         values: dict[str, str] = {}
@@ -72,6 +72,7 @@ class Registry:
             if mtime != self._mtime:
                 try:
                     self.redactor = self._build()
+                    memory.trim()  # the build's scratch space and the previous redactor go back
                 except ValueError:
                     log.exception("secret registry unreadable; keeping the previous one")
                     self._mtime = mtime

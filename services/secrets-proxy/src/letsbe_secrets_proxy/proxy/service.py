@@ -20,7 +20,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
 
 from letsbe_platform.logging import get_logger
-from letsbe_secrets_proxy.proxy.errors import BadRequestBody, BodyTooLarge, SecretBlocked, UpstreamUnavailable
+from letsbe_secrets_proxy.proxy.budget import ByteBudget
+from letsbe_secrets_proxy.proxy.errors import (
+    BadRequestBody,
+    BodyTooLarge,
+    SecretBlocked,
+    UpstreamTooLarge,
+    UpstreamUnavailable,
+)
 from letsbe_secrets_proxy.proxy.redact import Finding, Redactor
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.stream import SSERewriter
@@ -44,7 +51,8 @@ _FORWARD_HEADERS = ("openai-beta", "openai-organization", "openai-project", "ide
 
 class ProxyService:
     def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None, key_host: str,
-                 registry: Registry, usage: UsageRecorder, max_body_bytes: int):
+                 registry: Registry, usage: UsageRecorder, max_body_bytes: int,
+                 max_response_bytes: int | None = None, budget: ByteBudget | None = None):
         self.client = client
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
@@ -52,6 +60,8 @@ class ProxyService:
         self.registry = registry
         self.usage = usage
         self.max_body_bytes = max_body_bytes
+        self.max_response_bytes = max_response_bytes or max_body_bytes
+        self.budget = budget or ByteBudget(max(self.max_body_bytes, self.max_response_bytes))
 
     def _egress_headers(self, url: str, request: Request, redactor: Redactor,
                         findings: list[Finding]) -> dict[str, str]:
@@ -66,12 +76,35 @@ class ProxyService:
         return headers
 
     async def forward(self, api: str, path: str, request: Request) -> Response:
-        raw, body = await self._read_json(request)
+        declared = _content_length(request)
+        if declared is not None and declared > self.max_body_bytes:
+            raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+        # The request body and its redacted copies count against the budget until it has been sent.
+        async with self.budget.hold(self.max_body_bytes if declared is None else declared):
+            resp, streaming, strip_usage, redactor = await self._send(api, path, request)
+        headers = _pass_headers(resp, redactor)
+        if streaming and resp.status_code == 200 and "text/event-stream" in resp.headers.get("content-type", ""):
+            rewriter = SSERewriter(redactor, api, self.usage.add, strip_usage=strip_usage)
+            return StreamingResponse(self._relay(resp, rewriter), status_code=200,
+                                     media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+        try:
+            declared = _content_length(resp)
+            async with self.budget.hold(self.max_response_bytes if declared is None else declared):
+                raw = await self._read_answer(resp, declared)
+                return self._whole(api, resp, raw, headers)
+        finally:
+            await resp.aclose()
+
+    async def _send(self, api: str, path: str, request: Request) -> tuple[httpx.Response, bool, bool, Redactor]:
+        """Redact the request and send it; the upstream's answer comes back unread (streamed)."""
+        raw, text, body = await self._read_json(request)
         redactor = self.registry.current()
         started = time.perf_counter()
-        # Fast path: one scan of the raw body (its decoded view undoes JSON's escapes, \\uXXXX included). Clean
-        # (the usual case) → the bytes go out as they came.
-        if not redactor.has_hits(raw.decode("utf-8", "surrogatepass")):
+        # Fast path: one scan of the body (its decoded view undoes JSON's escapes, \\uXXXX included). Clean (the
+        # usual case) → the bytes go out as they came.
+        clean_raw = not redactor.has_hits(text)
+        del text  # one decoded copy served parsing and the scan; the body's memory is raw + body from here
+        if clean_raw:
             clean, findings, content = body, [], raw
         else:
             findings = []
@@ -114,19 +147,26 @@ class ProxyService:
             content = json.dumps(clean).encode()
         upstream = self.client.build_request("POST", url, content=content, headers=egress_headers)
         try:
-            resp = await self.client.send(upstream, stream=True)
+            return await self.client.send(upstream, stream=True), streaming, strip_usage, redactor
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"The LLM provider did not answer ({type(exc).__name__}).") from exc
-        headers = _pass_headers(resp, redactor)
-        if streaming and resp.status_code == 200 and "text/event-stream" in resp.headers.get("content-type", ""):
-            rewriter = SSERewriter(redactor, api, self.usage.add, strip_usage=strip_usage)
-            return StreamingResponse(self._relay(resp, rewriter), status_code=200,
-                                     media_type="text/event-stream", headers={**headers, "cache-control": "no-cache"})
+
+    async def _read_answer(self, resp: httpx.Response, declared: int | None) -> bytes:
+        """A non-streamed answer is redacted whole: read it only up to the cap."""
+        too_large = UpstreamTooLarge(f"The provider's answer is larger than {self.max_response_bytes} bytes; "
+                                     "ask for a streamed answer (stream: true) instead.")
+        if declared is not None and declared > self.max_response_bytes:
+            raise too_large
+        chunks, size = [], 0
         try:
-            raw = await resp.aread()
-        finally:
-            await resp.aclose()
-        return self._whole(api, resp, raw, headers)
+            async for chunk in resp.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_response_bytes:
+                    raise too_large
+                chunks.append(chunk)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"The LLM provider's answer broke off ({type(exc).__name__}).") from exc
+        return b"".join(chunks)
 
     async def _relay(self, resp: httpx.Response, rewriter: SSERewriter) -> AsyncIterator[bytes]:
         try:
@@ -134,6 +174,12 @@ class ProxyService:
                 out = rewriter.feed(chunk)
                 if out:
                     yield out
+                if rewriter.buffered() > self.max_response_bytes:
+                    # Held back for redaction and still growing (an event without its end, a key without its
+                    # END line): stop here rather than grow without bound or let unchecked text through.
+                    log.warning("stream stopped: too much held back for redaction", held=rewriter.buffered())
+                    yield _STREAM_TOO_LARGE
+                    return
             tail = rewriter.close()
             if tail:
                 yield tail
@@ -162,22 +208,38 @@ class ProxyService:
         _count(findings, "response")
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
-    async def _read_json(self, request: Request) -> tuple[bytes, dict[str, Any]]:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
-        raw = bytearray()
+    async def _read_json(self, request: Request) -> tuple[bytes, str, dict[str, Any]]:
+        chunks, size = [], 0  # joined once: a growing bytearray would also hold its over-allocation
         async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > self.max_body_bytes:
+            size += len(chunk)
+            if size > self.max_body_bytes:
                 raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        del chunks
         try:
-            body = json.loads(raw.decode("utf-8"))
+            text = raw.decode("utf-8")
+            body = json.loads(text)
         except ValueError as exc:  # UnicodeDecodeError is a ValueError too
             raise BadRequestBody("The body is not valid UTF-8 JSON.") from exc
         if not isinstance(body, dict):
             raise BadRequestBody("The body must be a JSON object.")
-        return bytes(raw), body
+        return raw, text, body
+
+
+_STREAM_TOO_LARGE = b"".join(
+    f"{line}\n".encode() for line in (
+        "event: error",
+        'data: {"error": {"message": "The answer was stopped: it held back more text for redaction than the '
+        'proxy allows.", "type": "proxy_error", "code": "stream_too_large", "param": null}}',
+        "",
+    )
+)
+
+
+def _content_length(message: Request | httpx.Response) -> int | None:
+    value = message.headers.get("content-length")
+    return int(value) if value and value.isdigit() else None
 
 
 def _header(redactor: Redactor, value: str, findings: list[Finding]) -> str:

@@ -61,6 +61,10 @@ class SSERewriter:
             out.append(self._event(raw))
         return b"".join(out)
 
+    def buffered(self) -> int:
+        """Characters held back: an unfinished event, and text each field holds until it can be checked."""
+        return len(self._buf) + sum(len(f.pending) for f in self._fields.values())
+
     def close(self) -> bytes:
         out = self._event(self._buf) if self._buf.strip() else b""
         self._buf = b""
