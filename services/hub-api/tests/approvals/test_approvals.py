@@ -170,3 +170,14 @@ async def test_the_wrappers_client_without_credentials_says_so(hub):
     unreachable = HubApprovals(httpx.AsyncClient(), "http://127.0.0.1:9", lambda: "key")
     with pytest.raises(HubUnavailable, match="could not be reached"):
         await unreachable.get(uuid.uuid4())
+
+
+async def test_many_requests_on_pooled_connections_all_insert(hub, admin):
+    """asyncpg switches a prepared statement to a generic plan after five runs; an ON CONFLICT whose index predicate
+    is a bound parameter then no longer matches the partial unique index, and the sixth request failed with 500."""
+    wrapper = await enroll(hub, admin)
+    for i in range(30):
+        r = await hub.post(BASE, json=_ask(_hash(f"pooled-{i}")), headers=wrapper.headers)
+        assert r.status_code == 201, (i, r.text)
+    again = await hub.post(BASE, json=_ask(_hash("pooled-0")), headers=wrapper.headers)
+    assert again.status_code in (200, 201) and again.json()["id"], again.text

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -35,7 +35,9 @@ async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> Appro
     stmt = (
         insert(ApprovalRow)
         .values(id=uuid.uuid4(), status="PENDING", **values)
-        .on_conflict_do_nothing(index_elements=["tenant_id", "args_hash"], index_where=ApprovalRow.status == "PENDING")
+        # The predicate as literal SQL: a bound parameter stops matching the partial index once asyncpg uses a
+        # generic plan (the sixth run of the statement on a connection).
+        .on_conflict_do_nothing(index_elements=["tenant_id", "args_hash"], index_where=text("status = 'PENDING'"))
         .returning(ApprovalRow)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
