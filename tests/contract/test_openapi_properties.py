@@ -28,6 +28,7 @@ from letsbe_hub.tenants.testing import enroll, mint_token
 from letsbe_platform.bus import Bus
 from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports, Sandbox
 
@@ -38,15 +39,43 @@ STREAMS = ("/events",)  # SSE: they stream until the client leaves (their bad in
 
 @pytest_asyncio.fixture
 async def plane(tmp_path: Path, service_env: dict[str, str], bus: Bus) -> AsyncIterator[ControlPlane]:
-    ports = Ports(*(free_port() for _ in range(6)))
+    ports = Ports(*(free_port() for _ in range(4)))
     world = Sandbox(tmp_path / "sandbox", ports).start()
     cp = ControlPlane(world, {**service_env, "LETSBE_SANDBOX_DIR": str(tmp_path / "sandbox")}, bus)
     try:
         await cp.start(*(s.name for s in SERVICES))
+        # The tenant agents: one pair, as a tenant runs them (registered with this hub by the test).
+        for name, proc in agent_processes(world, tmp_path / "tenant").items():
+            cp.procs[name] = proc.start()
+        await asyncio.gather(*(cp.procs[n].wait_ready(60) for n in AGENTS))
         yield cp
     finally:
         cp.stop_all()
         world.stop()
+
+
+AGENTS = {
+    "safety-wrapper": ("letsbe_safety_wrapper", "LETSBE_SW_"),
+    "secrets-proxy": ("letsbe_secrets_proxy", "LETSBE_SP_"),
+}
+
+
+def agent_processes(world: Sandbox, home: Path) -> dict[str, ServiceProcess]:
+    m = world.material
+    shared = {"SECRETS_PATH": str(home / "secrets" / "secrets.enc"), "SECRETS_KEY": m.tenant_secrets_key,
+              "USAGE_LEDGER_PATH": str(home / "shared" / "usage.sqlite3")}
+    own = {
+        "safety-wrapper": {"TOOLS_TOKEN": m.tools_token, "TOOLS_DIR": str(home / "safety-wrapper" / "tools")},
+        "secrets-proxy": {"SENTINEL_KEY": m.llm_sentinel_key, "UPSTREAM_BASE_URL": world.urls["llm"] + "/v1",
+                          "UPSTREAM_API_KEY": m.llm_upstream_key},
+    }
+    procs = {}
+    for name, (module, prefix) in AGENTS.items():
+        env = {"HUB_URL": world.hub_url, "STATE_DIR": str(home / name),
+               "REGISTRATION_TOKEN_FILE": str(home / name / "registration-token"), **shared, **own[name]}
+        procs[name] = ServiceProcess(module, {prefix + k: v for k, v in env.items()}, port_env=prefix + "PORT",
+                                     tenant_side=True)
+    return procs
 
 
 def _credentials(plane: ControlPlane, agent_key: str) -> dict[str, Any]:
@@ -123,9 +152,9 @@ async def register_agents(plane: ControlPlane, hub: httpx.AsyncClient) -> None:
     tenant_id = None
     for name in agents:
         tenant_id, _, token = await mint_token(hub, plane.headers, tenant_id)
-        path = plane.world.vps_path(f"/var/lib/letsbe/{name}/registration-token")
+        path = Path(plane.procs[name].env[AGENTS[name][1] + "REGISTRATION_TOKEN_FILE"])
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(token)
+        path.write_text(token)  # noqa: ASYNC240 - a few bytes
     if not agents:
         return
     async with asyncio.timeout(60):

@@ -244,14 +244,15 @@ async def _body_too_large(request: Request, exc: Exception) -> JSONResponse:
 
 class BodySizeLimitMiddleware:
     """Every request body is capped (413 problem+json): the service's ``max_body_bytes`` setting, or the larger
-    limit a path declares in ``create_service_app(body_limits=...)``. A declared Content-Length over the limit is
-    refused before anything is read; a chunked body is counted as it arrives."""
+    limit a path declares in ``create_service_app(body_limits=...)`` (None: the route reads its body itself, bounded,
+    so it can refuse and record it). A declared Content-Length over the limit is refused before anything is read; a
+    chunked body is counted as it arrives."""
 
-    def __init__(self, app: ASGIApp, per_path: Mapping[str, int] | None = None):
+    def __init__(self, app: ASGIApp, per_path: Mapping[str, int | None] | None = None):
         self.app = app
         self.per_path = dict(per_path or {})
 
-    def limit(self, scope: Scope) -> int:
+    def limit(self, scope: Scope) -> int | None:
         if scope["path"] in self.per_path:
             return self.per_path[scope["path"]]
         rt = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
@@ -262,6 +263,9 @@ class BodySizeLimitMiddleware:
             await self.app(scope, receive, send)
             return
         limit = self.limit(scope)
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
         declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _send_problem(send, 413, _too_large_body(scope["path"], limit))
@@ -380,7 +384,7 @@ def create_service_app(
     routers: Iterable[APIRouter] = (),
     description: str = "",
     middleware: Iterable[tuple[type, dict[str, Any]]] = (),
-    body_limits: Mapping[str, int] | None = None,
+    body_limits: Mapping[str, int | None] | None = None,
     dependencies: bool = True,
 ) -> FastAPI:
     """An app with the shared health, readiness, metrics, size limits and problem+json behaviour.

@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # Joins the cgroup named in $1, then becomes the real command: nothing runs outside the limit.
-_JOIN = 'echo $$ > "$1/cgroup.procs" && shift && exec "$@"'
+# Joins the cgroup, then becomes the process; PWD is the one variable sh adds to the environment: drop it again.
+_JOIN = 'echo $$ > "$1/cgroup.procs" && shift && unset PWD && exec "$@"'
 
 
 class LimitedProcess(subprocess.Popen[bytes]):

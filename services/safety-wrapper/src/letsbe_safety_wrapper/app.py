@@ -34,4 +34,5 @@ def create_app(settings: SafetyWrapperSettings | None = None) -> FastAPI:
             yield
 
     return create_service_app(title="LetsBe Safety Wrapper", version=__version__, lifespan=lifespan, routers=ROUTERS,
-                              body_limits={"/api/v1/tools/execute": settings.max_request_bytes}, dependencies=False)
+                              # The gate reads the call itself, bounded, so it can refuse and audit an oversized one.
+                              body_limits={"/api/v1/tools/execute": None}, dependencies=False)

@@ -19,7 +19,8 @@ async def test_a_call_body_over_the_cap_is_413_problem_json_and_nothing_runs(wra
     assert r.status_code == 413
     assert r.headers["content-type"] == "application/problem+json"
     assert r.json()["status"] == 413
-    assert wrapper.receiver.requests == [] and wrapper.tools.audit.seq == seq
+    # Nothing ran, and the refusal is audited like every other outcome.
+    assert wrapper.receiver.requests == [] and wrapper.tools.audit.seq == seq + 1
 
     async def chunked():  # no content-length: counted while it is read
         for i in range(0, len(body), 65536):
@@ -28,6 +29,7 @@ async def test_a_call_body_over_the_cap_is_413_problem_json_and_nothing_runs(wra
     r = await wrapper.client.post("/api/v1/tools/execute", content=chunked(),
                                   headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.headers["content-type"] == "application/problem+json"
+    assert wrapper.receiver.requests == [] and wrapper.tools.audit.seq == seq + 2
     ok = await wrapper.call("ghost", "echo", {"text": "x" * 1000})
     assert ok.status_code == 200, ok.text
 

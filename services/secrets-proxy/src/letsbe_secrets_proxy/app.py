@@ -38,7 +38,8 @@ def create_app(settings: SecretsProxySettings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         routers=ROUTERS,
-        # The LLM routes read their bodies themselves, bounded by max_request_bytes (a 413 before the body is held).
-        body_limits=dict.fromkeys(llm.LLM_PATHS, settings.max_request_bytes),
+        # The LLM routes read their bodies themselves, bounded by max_request_bytes, and answer a 413 an OpenAI
+        # client can read (with its ``error`` member).
+        body_limits=dict.fromkeys(llm.LLM_PATHS),
         dependencies=False,
     )

@@ -80,7 +80,8 @@ Agent = Depends(_agent)
 async def execute(request: Request, tools: Tools, response: Response) -> ToolCallOutcome:
     """Run a tool call if the policy and the autonomy level allow it; otherwise ask the hub for approval (202)
     and run it when the agent repeats the exact call with the ``approval_id``."""
-    outcome = await tools.execute_raw(await request.body())
+    cap = request.app.state.settings.max_request_bytes
+    outcome = await tools.execute_raw(await _read_capped(request, cap), cap)
     if outcome.status == "pending_approval":
         response.status_code = 202
     return outcome
@@ -90,3 +91,16 @@ async def execute(request: Request, tools: Tools, response: Response) -> ToolCal
 async def status(tools: Tools) -> ToolsStatus:
     """The autonomy level, the kill switch, and every known action with what would happen to it now."""
     return tools.status()
+
+
+async def _read_capped(request: Request, cap: int) -> bytes:
+    """The body, or its first ``cap + 1`` bytes: enough to know it is too large without holding the rest (the
+    gate then refuses and audits it; the shared body limit leaves this route to the gate)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        chunks.append(chunk[: cap + 1 - size])
+        size += len(chunks[-1])
+        if size > cap:
+            break
+    return b"".join(chunks)
+

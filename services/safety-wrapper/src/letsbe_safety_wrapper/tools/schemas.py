@@ -115,11 +115,11 @@ def _check_shape(value: Any) -> None:
             stack.extend((v, depth + 1) for v in node)
 
 
-def parse_call(raw: bytes) -> ToolCall:
+def parse_call(raw: bytes, max_bytes: int = MAX_CALL_BYTES) -> ToolCall:
     """A tool call from the raw request body: strict JSON (no NaN or Infinity, finite and JavaScript-safe
     numbers, no repeated keys), bounded in size, depth and string length, then the ToolCall schema."""
-    if len(raw) > MAX_CALL_BYTES:
-        raise CallTooLarge(f"The call is larger than {MAX_CALL_BYTES} bytes.")
+    if len(raw) > max_bytes:
+        raise CallTooLarge(f"The call is larger than {max_bytes} bytes.")
     try:
         doc = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant, parse_float=_float, parse_int=_int,
                          object_pairs_hook=_object)

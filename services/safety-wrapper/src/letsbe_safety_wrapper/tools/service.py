@@ -30,6 +30,7 @@ from letsbe_safety_wrapper.tools.executors import Executor, ToolResult
 from letsbe_safety_wrapper.tools.limits import CallLimiter
 from letsbe_safety_wrapper.tools.policy import Classification, Decision, Policy, call_hash, canonical_json
 from letsbe_safety_wrapper.tools.schemas import (
+    MAX_CALL_BYTES,
     ActionInfo,
     ToolCall,
     ToolCallOutcome,
@@ -106,10 +107,11 @@ class ToolService:
 
     # --- a call --------------------------------------------------------------------------------------------
 
-    async def execute_raw(self, raw: bytes) -> ToolCallOutcome:
-        """A call as the agent sent it: a malformed one is refused with a 4xx and audited like any other."""
+    async def execute_raw(self, raw: bytes, max_bytes: int = MAX_CALL_BYTES) -> ToolCallOutcome:
+        """A call as the agent sent it: a malformed or oversized one is refused with a 4xx and audited like any
+        other (``raw`` may be cut short at ``max_bytes + 1``: the endpoint stops reading there)."""
         try:
-            call = parse_call(raw)
+            call = parse_call(raw, max_bytes)
         except DomainError as exc:
             await self.audit.append(event="tool_call", call_id=str(uuid.uuid4()), outcome="rejected",
                                     error=exc.type, detail=exc.detail, body_bytes=len(raw),
