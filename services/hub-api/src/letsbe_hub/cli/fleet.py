@@ -9,6 +9,7 @@ import typer
 
 from letsbe_contracts import Region, Tier
 from letsbe_hub.cli.api import CliError, Hub, api_command, render, show_list, table
+from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
 
 tenants = typer.Typer(
     help="Tenants: list, inspect, staging, agents, registration tokens, decommission.", no_args_is_help=True
@@ -189,13 +190,6 @@ ROLLOUT_COLUMNS = [
     ("BY", "created_by"),
     ("REASON", "reason"),
 ]
-# Seed §7.4's stages, as the hub defaults them; --soak-scale shortens their soak times (a drill).
-DEFAULT_STAGES = [
-    {"name": "staging", "staging": True, "soak_seconds": 48 * 3600},
-    {"name": "canary-5", "percent": 5, "soak_seconds": 24 * 3600},
-    {"name": "wide-25", "percent": 25, "soak_seconds": 12 * 3600, "max_failure_ratio": 0.02},
-    {"name": "all-100", "percent": 100, "max_failure_ratio": 0.02, "requires_approval": True},
-]
 
 
 def _rollout(r: dict[str, Any]) -> str:
@@ -233,7 +227,10 @@ def create_rollout(
         except ValueError as exc:
             raise CliError(f"--stages is not JSON: {exc}", 2) from exc
     elif soak_scale is not None:
-        body["stages"] = [s | {"soak_seconds": int(s["soak_seconds"] * soak_scale)} for s in DEFAULT_STAGES]
+        # The hub's default stages (seed §7.4) with their soak times scaled.
+        body["stages"] = [
+            s.model_dump(mode="json") | {"soak_seconds": int(s.soak_seconds * soak_scale)} for s in DEFAULT_STAGES
+        ]
     if concurrency is not None:
         body["concurrency"] = concurrency
     hub.emit(hub.post("/api/v1/admin/rollouts", body), _rollout)
