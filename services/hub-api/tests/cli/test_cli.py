@@ -73,6 +73,8 @@ async def test_no_token_and_a_hub_that_is_down_are_one_line_each(offline: Cli):
 
     r = await offline.proc("tenants", "list")
     one_line_error(r, 4, f"cannot reach the hub at {offline.url}")
+    r = await offline.proc("orders", "watch", str(uuid.uuid4()))  # no retrying a hub never reached
+    one_line_error(r, 4, f"cannot reach the hub at {offline.url}")
 
     # a token in the default file is used when nothing else is given
     (offline.home / "letsbe").mkdir()

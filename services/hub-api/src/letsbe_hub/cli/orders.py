@@ -158,6 +158,7 @@ def watch(
 async def _watch(hub: Hub, order_id: str, stop_on_failed: bool) -> int:
     last_id: str | None = None
     failures = 0
+    connected = False
     url = f"{hub.url.rstrip('/')}/api/v1/admin/orders/{order_id}/events"
     async with httpx.AsyncClient(
         headers={"Authorization": f"Bearer {hub.token}"}, timeout=httpx.Timeout(30, read=None)
@@ -169,7 +170,7 @@ async def _watch(hub: Hub, order_id: str, stop_on_failed: bool) -> int:
                     if not response.is_success:
                         await response.aread()
                         raise CliError(problem_line(response), EXIT_HUB_ERROR)
-                    failures = 0
+                    failures, connected = 0, True
                     async for event in iter_sse(response.aiter_lines()):
                         last_id = event.id or last_id
                         data = json.loads(event.data)
@@ -187,6 +188,10 @@ async def _watch(hub: Hub, order_id: str, stop_on_failed: bool) -> int:
                                 return EXIT_FAILED
             except httpx.TransportError as exc:
                 failures += 1
+                if not connected:  # never reached it: say so now, as every command does
+                    raise CliError(
+                        f"cannot reach the hub at {hub.url} ({type(exc).__name__}: {exc})", EXIT_NO_ANSWER
+                    ) from exc
                 if failures > 5:
                     raise CliError(f"lost the hub at {hub.url} ({type(exc).__name__})", EXIT_NO_ANSWER) from exc
                 await asyncio.sleep(min(2.0**failures, 10.0))
