@@ -18,7 +18,6 @@ from letsbe_contracts.enums import FailureStage
 from letsbe_hub.alerts.handlers import AlertHandlers
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.cli import app as cli_app
-from letsbe_hub.orders.sse_client import iter_sse
 from letsbe_hub.orders.state import transition
 from letsbe_hub.orders.testing import insert_order, token
 from letsbe_hub.servers.testing import FINGERPRINT
@@ -240,6 +239,10 @@ async def test_servers_and_pools(cli: Cli):
     one_line_error(await cli(*add), 3, "409", "already registered")
     one_line_error(await cli(*add[:-4], "--ipv4", "not-an-ip"), 3, "422", "ipv4")
 
+    other = await cli(*add[:3], "31338", *add[4:9], "198.51.100.5", *add[10:], "--json")
+    assert other.code == 0, other.stderr
+    r = await cli("servers", "list", "--limit", "1", "--all", "--json")  # offset pages, followed
+    assert {s["provider_ref"] for s in json.loads(r.stdout)} == {"31337", "31338"}
     r = await cli("servers", "list", "--region", "us")
     assert r.code == 0 and server["id"] in r.stdout and "netcup/31337" in r.stdout and "AVAILABLE" in r.stdout
     assert (await cli("servers", "list", "--region", "eu")).stdout.strip() == "(empty)"
@@ -383,15 +386,15 @@ async def test_rollouts_record_the_token_name(cli: Cli):
     assert json.loads(r.stdout)["status"] == "ABORTED" and json.loads(r.stdout)["reason"] == "drill (token:ops-jane)"
     one_line_error(await cli("rollouts", "pause", rid), 3, "409", "cannot be paused")
 
-    # the rollout's history says who did what
-    async with httpx.AsyncClient(base_url=cli.url, headers={"Authorization": f"Bearer {cli.token}"}) as c:
-        async with c.stream("GET", f"/api/v1/admin/rollouts/{rid}/events") as response:
-            messages = [
-                json.loads(e.data)["message"]
-                async for e in iter_sse(response.aiter_lines())
-                if e.event == "rollout-event"
-            ]
-    assert "paused by token:ops-jane" in messages and "resumed by token:ops-jane" in messages
+    # the rollout's history says who did what; watching a finished rollout replays it and exits 2 (ABORTED)
+    r = await cli("rollouts", "watch", rid)
+    assert r.code == 2, r
+    assert "paused by token:ops-jane" in r.stdout and "resumed by token:ops-jane" in r.stdout
+    assert "drill (token:ops-jane)" in r.stdout
+    r = await cli("rollouts", "watch", rid, "--json")
+    events = [json.loads(line) for line in r.stdout.splitlines()]
+    assert (events[-1]["event"], events[-1]["status"]) == ("end", "ABORTED")
+    assert {e["message"] for e in events if e["event"] == "rollout-event"} >= {"paused by token:ops-jane"}
 
 
 # --- alerts and health ----------------------------------------------------------------------------------------------

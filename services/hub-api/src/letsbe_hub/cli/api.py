@@ -7,16 +7,19 @@ hub records the token's name as the actor. Only ``bootstrap-token`` touches the 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+
+from letsbe_hub.orders.sse_client import iter_sse
 
 DEFAULT_URL = "http://127.0.0.1:3847"
 # Exit codes (also in `letsbe-hub --help`). 1 and 2 are `orders watch`'s FAILED and CANCELLED (2 is also click's
@@ -199,6 +202,39 @@ def show_list(hub: Hub, path: str, params: dict[str, Any], all_pages: bool, colu
     last = pages[-1]
     if isinstance(last, dict) and last.get("next_cursor") and not all_pages:
         typer.echo(f"(more: --cursor {last['next_cursor']}, or --all)", err=True)
+
+
+async def follow(hub: Hub, path: str, on_event: Callable[[str, str | None, Any], Awaitable[int | None]]) -> int:
+    """Follow a Server-Sent Events route until ``on_event(kind, id, data)`` returns an exit code. A dropped
+    connection is resumed with ``Last-Event-ID`` (no event missed or repeated); a hub never reached is one error
+    line at once."""
+    last_id: str | None = None
+    failures, connected = 0, False
+    url = hub.url.rstrip("/") + path
+    headers = {"Authorization": f"Bearer {hub.token}", "User-Agent": "letsbe-hub-cli"}
+    async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=None)) as c:
+        while True:
+            try:
+                resume = {"Last-Event-ID": last_id} if last_id else {}
+                async with c.stream("GET", url, headers=resume) as response:
+                    if not response.is_success:
+                        await response.aread()
+                        raise CliError(problem_line(response), EXIT_HUB_ERROR)
+                    failures, connected = 0, True
+                    async for event in iter_sse(response.aiter_lines()):
+                        last_id = event.id or last_id
+                        data = json.loads(event.data)
+                        if (code := await on_event(event.event, event.id, data)) is not None:
+                            return code
+            except (httpx.TransportError, httpx.InvalidURL) as exc:
+                failures += 1
+                if not connected:
+                    raise CliError(
+                        f"cannot reach the hub at {hub.url} ({type(exc).__name__}: {exc})", EXIT_NO_ANSWER
+                    ) from exc
+                if failures > 5:
+                    raise CliError(f"lost the hub at {hub.url} ({type(exc).__name__})", EXIT_NO_ANSWER) from exc
+                await asyncio.sleep(min(2.0**failures, 10.0))
 
 
 # --- the command decorator ------------------------------------------------------------------------------------------

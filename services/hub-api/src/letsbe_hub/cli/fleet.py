@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Annotated, Any
 
 import typer
 
 from letsbe_contracts import Region, Tier
-from letsbe_hub.cli.api import CliError, Hub, api_command, render, show_list, table
+from letsbe_hub.cli.api import CliError, Hub, api_command, follow, render, show_list, table
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
 
 tenants = typer.Typer(
@@ -291,6 +292,31 @@ def abort(
 ) -> None:
     """Stop: queued updates are cancelled; with --rollback the stage's updated tenants go back (fleet:write)."""
     _rollout_action(hub, rollout_id, "abort", {"reason": reason} | ({} if rollback is None else {"rollback": rollback}))
+
+
+@api_command(rollouts, "watch")
+def watch_rollout(hub: Hub, rollout_id: RolloutId) -> None:
+    """Follow a rollout live: its events so far, then each new one (fleet:read).
+
+    Exits 0 once it is COMPLETED and 2 once it is ABORTED (at once for a finished one); --json prints one event
+    per line, with a fresh snapshot of the rollout after each batch.
+    """
+
+    async def on_event(event: str, event_id: str | None, data: dict[str, Any]) -> int | None:
+        if hub.as_json:
+            typer.echo(json.dumps({"event": event, "id": event_id, **data}))
+        elif event == "rollout-event":
+            typer.echo(f"[{data['at'][11:19]}] {data['kind']}: {data['message']}")
+        elif event == "rollout":
+            typer.echo(
+                f"  -> {data['status']}  stage {data['stage'] or '-'}"
+                + (f"  ({data['reason']})" if data.get("reason") else "")
+            )
+        if event == "end":
+            return 0 if data.get("status") == "COMPLETED" else 2
+        return None
+
+    raise typer.Exit(asyncio.run(follow(hub, f"/api/v1/admin/rollouts/{rollout_id}/events", on_event)))
 
 
 # --- approvals ------------------------------------------------------------------------------------------------------

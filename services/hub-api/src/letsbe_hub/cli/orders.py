@@ -6,22 +6,10 @@ import asyncio
 import json
 from typing import Annotated, Any
 
-import httpx
 import typer
 
 from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
-from letsbe_hub.cli.api import (
-    EXIT_HUB_ERROR,
-    EXIT_NO_ANSWER,
-    CliError,
-    Hub,
-    api_command,
-    problem_line,
-    render,
-    show_list,
-    table,
-)
-from letsbe_hub.orders.sse_client import iter_sse
+from letsbe_hub.cli.api import Hub, api_command, follow, render, show_list, table
 
 app = typer.Typer(help="Create, list, inspect, release, retry, cancel and watch orders.", no_args_is_help=True)
 
@@ -156,45 +144,17 @@ def watch(
 
 
 async def _watch(hub: Hub, order_id: str, stop_on_failed: bool) -> int:
-    last_id: str | None = None
-    failures = 0
-    connected = False
-    url = f"{hub.url.rstrip('/')}/api/v1/admin/orders/{order_id}/events"
-    async with httpx.AsyncClient(
-        headers={"Authorization": f"Bearer {hub.token}"}, timeout=httpx.Timeout(30, read=None)
-    ) as c:
-        while True:
-            headers = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                async with c.stream("GET", url, headers=headers) as response:
-                    if not response.is_success:
-                        await response.aread()
-                        raise CliError(problem_line(response), EXIT_HUB_ERROR)
-                    failures, connected = 0, True
-                    async for event in iter_sse(response.aiter_lines()):
-                        last_id = event.id or last_id
-                        data = json.loads(event.data)
-                        typer.echo(
-                            json.dumps({"event": event.event, "id": event.id, **data})
-                            if hub.as_json
-                            else _line(event.event, data)
-                        )
-                        if event.event == "end":
-                            return EXIT_FULFILLED if data.get("status") == OrderStatus.FULFILLED else EXIT_CANCELLED
-                        if stop_on_failed and event.event == "status" and data.get("to") == OrderStatus.FAILED:
-                            # History replays past failures too: stop only if the order is still FAILED now.
-                            now = await c.get(url.removesuffix("/events"))
-                            if now.is_success and now.json()["status"] == OrderStatus.FAILED:
-                                return EXIT_FAILED
-            except httpx.TransportError as exc:
-                failures += 1
-                if not connected:  # never reached it: say so now, as every command does
-                    raise CliError(
-                        f"cannot reach the hub at {hub.url} ({type(exc).__name__}: {exc})", EXIT_NO_ANSWER
-                    ) from exc
-                if failures > 5:
-                    raise CliError(f"lost the hub at {hub.url} ({type(exc).__name__})", EXIT_NO_ANSWER) from exc
-                await asyncio.sleep(min(2.0**failures, 10.0))
+    async def on_event(event: str, event_id: str | None, data: dict[str, Any]) -> int | None:
+        typer.echo(json.dumps({"event": event, "id": event_id, **data}) if hub.as_json else _line(event, data))
+        if event == "end":
+            return EXIT_FULFILLED if data.get("status") == OrderStatus.FULFILLED else EXIT_CANCELLED
+        if stop_on_failed and event == "status" and data.get("to") == OrderStatus.FAILED:
+            # History replays past failures too: stop only if the order is still FAILED now.
+            if (await asyncio.to_thread(hub.get, f"/api/v1/admin/orders/{order_id}"))["status"] == OrderStatus.FAILED:
+                return EXIT_FAILED
+        return None
+
+    return await follow(hub, f"/api/v1/admin/orders/{order_id}/events", on_event)
 
 
 def _line(kind: str, d: dict[str, Any]) -> str:
