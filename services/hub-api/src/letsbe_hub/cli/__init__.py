@@ -19,7 +19,7 @@ app = typer.Typer(
         "LETSBE_HUB_TOKEN, else --token-file or LETSBE_HUB_TOKEN_FILE, else ~/.config/letsbe/hub-token. "
         "Output: tables, or the API's JSON with --json.\n\n"
         "Exit codes: 0 done; 3 the hub answered an error (its status and problem on one line); 4 no answer "
-        "(no token, hub unreachable); 2 bad usage; `orders watch`: 1 FAILED, 2 CANCELLED."
+        "(no token, hub unreachable); 2 bad usage; `orders watch`: 1 FAILED, 2 CANCELLED; `rollouts watch`: 2 ABORTED."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

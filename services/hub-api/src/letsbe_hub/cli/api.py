@@ -297,6 +297,8 @@ def run(work: Callable[[], Any]) -> Any:
     except CliError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(exc.code) from None
+    except KeyboardInterrupt:  # Ctrl-C, e.g. ending a watch: the shell's usual 130, no traceback
+        raise typer.Exit(130) from None
 
 
 def api_command(app: typer.Typer, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
