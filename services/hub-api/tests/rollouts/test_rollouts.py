@@ -260,29 +260,3 @@ def test_version_ordering_for_never_downgrade(candidate, current, expected):
     from letsbe_hub.rollouts.service import newer
 
     assert newer(candidate, current) is expected
-
-
-def test_cli_creates_shows_and_aborts_a_rollout(database_url, monkeypatch, _fleet_for_cli):
-    import json as _json
-
-    from typer.testing import CliRunner
-
-    from letsbe_hub.cli import app
-
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    runner = CliRunner()
-    args = ["rollout", "create", "--component", "openclaw", "--image", IMAGE, "--digest", DIGEST, "--version", "2.0.0"]
-    r = runner.invoke(app, [*args, "--soak-scale", "0.001", "--concurrency", "3"])
-    assert r.exit_code == 0, r.output
-    created = _json.loads(r.stdout)[0]
-    assert created["status"] == "RUNNING" and created["concurrency"] == 3
-    assert [s["spec"]["soak_seconds"] for s in created["stages"]] == [172, 86, 43, 0]
-    r = runner.invoke(app, ["rollout", "show", created["id"], "--targets"])
-    assert len(_json.loads(r.stdout)) == 3
-    r = runner.invoke(app, ["rollout", "abort", created["id"], "--reason", "drill"])
-    assert _json.loads(r.stdout)[0]["status"] == "ABORTED"
-
-
-@pytest.fixture
-async def _fleet_for_cli(hub, admin):
-    return await _fleet(hub, admin, 3)

@@ -65,3 +65,9 @@ async def revoke_token(session: AsyncSession, token_id: uuid.UUID) -> bool:
         .returning(ApiToken.id)
     )
     return result.first() is not None
+
+
+async def has_active_admin_token(session: AsyncSession) -> bool:
+    """Whether some unrevoked token can already mint others (``letsbe-hub bootstrap-token`` then refuses)."""
+    stmt = select(func.count()).where(ApiToken.revoked_at.is_(None), ApiToken.scopes.any(Scope.TOKENS_ADMIN.value))
+    return bool(await session.scalar(stmt))
