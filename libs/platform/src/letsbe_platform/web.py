@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
@@ -24,6 +26,7 @@ from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bound_contextvars
 
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unprocessable
 from letsbe_platform.logging import configure_logging, get_logger
@@ -327,6 +330,39 @@ class SandboxHeaderMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a caller (or nginx's $request_id) may send as its request id; anything else is replaced by our own.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-ID`` when it is a plausible id, else a new one."""
+    given = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Every log line of a request carries its ``request_id``, and the response echoes it in ``X-Request-ID``."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope["headers"])
+        header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*(h for h in message.get("headers", []) if h[0] != header[0]), header]
+            await send(message)
+
+        with bound_contextvars(request_id=rid):
+            await self.app(scope, receive, send_wrapper)
+
+
 class MetricsMiddleware:
     """Request latency by route template (not raw path, so ids do not explode the label set)."""
 
@@ -564,7 +600,8 @@ def create_service_app(
         app.add_middleware(cls, **options)
     app.add_middleware(SandboxHeaderMiddleware)
     app.add_middleware(MetricsMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, per_path=body_limits)  # outermost: before any body is read
+    app.add_middleware(BodySizeLimitMiddleware, per_path=body_limits)  # before any body is read
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer, a 413 too, carries the request id
 
     ops = APIRouter(tags=["ops"])
 
