@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Response
 
 from letsbe_contracts import OrderCreatedV1, OrderSpec
 from letsbe_platform.bus import Bus, Delivery
@@ -147,3 +147,15 @@ async def test_an_event_handler_s_lines_carry_the_event_and_its_correlation_id(b
     assert dead["consumer"] == "test-logs-on-order-created"
     assert "correlation_id" not in dead and "event_id" not in dead
 
+
+
+@router.get("/own-id", name="own_id")
+async def own_id() -> Response:
+    return Response(headers={"X-Request-ID": "req_upstream42"})
+
+
+async def test_a_route_s_own_request_id_header_is_kept(client):
+    """The secrets proxy passes the LLM provider's x-request-id on to the agent; it is not overwritten."""
+    client, _ = client
+    r = await client.get("/things/own-id", headers={"X-Request-ID": "mine-1"})
+    assert r.headers.get_list("X-Request-ID") == ["req_upstream42"]

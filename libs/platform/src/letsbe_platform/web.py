@@ -342,7 +342,8 @@ def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
 
 
 class RequestIdMiddleware:
-    """Every log line of a request carries its ``request_id``, and the response echoes it in ``X-Request-ID``."""
+    """Every log line of a request carries its ``request_id``, and the response echoes it in ``X-Request-ID``
+    (unless the route answered with an ``X-Request-ID`` of its own)."""
 
     def __init__(self, app: ASGIApp):
         self.app = app
@@ -355,8 +356,11 @@ class RequestIdMiddleware:
         header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
 
         async def send_wrapper(message: Message) -> None:
+            # A response that names its own request id keeps it (the secrets proxy passes the LLM provider's on).
             if message["type"] == "http.response.start":
-                message["headers"] = [*(h for h in message.get("headers", []) if h[0] != header[0]), header]
+                headers = message.setdefault("headers", [])
+                if all(h[0] != header[0] for h in headers):
+                    message["headers"] = [*headers, header]
             await send(message)
 
         with bound_contextvars(request_id=rid):
