@@ -198,6 +198,7 @@ class Consumer:
         self.ack_wait = ack_wait
         self.concurrency = concurrency
         self.deliver_new_only = deliver_new_only
+        EVENTS_DEAD_LETTERED.labels(durable)  # the series exists at 0 from start-up: the first one is an increase
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
