@@ -4,6 +4,8 @@
 #   rclone  deploy/tests copy a backup off-site to a local rclone remote
 #   certbot, pebble  tests/acme issue a wildcard certificate with the rendered hooks from Let's Encrypt's test CA
 #   jq, curl  the rendered certbot hooks read the agent's credential and call the DNS service (step 2 installs them)
+#   prometheus, prometheus-alertmanager
+#           deploy/tests check the rules and the config with promtool, Alertmanager's routing with amtool
 #   npm     provisioner tests install the pinned OpenClaw and a Node 24 from the npm registry (scripts/ensure-openclaw.sh)
 #   debootstrap, systemd-container, docker-registry
 #           the Debian 12 test VPS (libs/testvps): its image, systemd-nspawn, the registry of image stand-ins
@@ -17,6 +19,8 @@ command -v pebble >/dev/null 2>&1 || needed+=(pebble)
 command -v jq >/dev/null 2>&1 || needed+=(jq)
 command -v curl >/dev/null 2>&1 || needed+=(curl)
 command -v npm >/dev/null 2>&1 || needed+=(npm)
+command -v promtool >/dev/null 2>&1 || needed+=(prometheus)
+command -v amtool >/dev/null 2>&1 || needed+=(prometheus-alertmanager)
 [ -x /usr/sbin/debootstrap ] || needed+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || needed+=(systemd-container)
 command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
@@ -28,7 +32,12 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
-# Debian's packages start their services; the tests start their own registry per test VPS instead.
-if [[ " ${needed[*]} " == *" docker-registry "* ]] && command -v systemctl >/dev/null 2>&1; then
-  systemctl disable --now docker-registry >/dev/null 2>&1 || true
+# Debian's packages start their services; the tests start their own registry per test VPS and need no running
+# Prometheus or Alertmanager (only their check tools).
+if command -v systemctl >/dev/null 2>&1; then
+  for service in docker-registry prometheus prometheus-alertmanager; do
+    if [[ " ${needed[*]} " == *" $service "* ]]; then
+      systemctl disable --now "$service" >/dev/null 2>&1 || true
+    fi
+  done
 fi

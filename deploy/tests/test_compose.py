@@ -10,6 +10,7 @@ import yaml
 
 VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 APP_SERVICES = ["hub-api", "provisioner", "dns", "monitor"]
+WATCHERS = ["prometheus", "alertmanager"]
 
 
 def read_env(path: Path) -> dict[str, str]:
@@ -101,15 +102,20 @@ def test_every_env_file_and_secret_mount_has_a_documented_example(kit):
 def test_examples_hold_placeholders_not_secrets(kit):
     folder = kit.hub
     for path in [folder / "env.example", *(folder / "secrets.example").iterdir()]:
-        for key, value in read_env(path).items() if path.suffix != ".conf" else []:
+        for key, value in read_env(path).items() if path.suffix == ".env" or path.name == "env.example" else []:
             if re.search(r"PASSWORD|TOKEN|SECRET|KEY", key):
                 assert value == "change-me", f"{path.name}: {key} must be the change-me placeholder"
+    alertmanager = load(folder / "secrets.example" / "alertmanager.yml")
+    assert alertmanager["global"]["smtp_auth_password"] == "change-me"
+    assert alertmanager["global"]["slack_api_url"].endswith("/change-me")
+    webhooks = [w for r in alertmanager["receivers"] for w in r.get("webhook_configs", [])]
+    assert webhooks and all(w["http_config"]["authorization"]["credentials"] == "change-me" for w in webhooks)
 
 
 def test_hub_services_restart_report_health_and_have_limits(kit):
     services = rendered(kit.hub)["services"]
     long_running = [name for name, s in services.items() if s.get("restart") != "no"]
-    assert sorted(long_running) == sorted(["db", "nats-1", "nats-2", "nats-3", *APP_SERVICES])
+    assert sorted(long_running) == sorted(["db", "nats-1", "nats-2", "nats-3", *APP_SERVICES, *WATCHERS])
     for name in long_running:
         s = services[name]
         assert s["restart"] == "unless-stopped", name

@@ -220,7 +220,13 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         received = self.rfile.read(length).decode() if length else ""
-        what = {"served_by": self.server.name, "method": self.command, "path": self.path, "body": received}
+        what = {
+            "served_by": self.server.name,
+            "method": self.command,
+            "path": self.path,
+            "body": received,
+            "request_id": self.headers.get("X-Request-ID"),
+        }
         body = json.dumps(what).encode() if self.path.startswith("/api/v1/tenant/") else b"ok"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
@@ -296,6 +302,24 @@ def test_a_burst_beyond_the_limit_gets_429(served_hub, path, rate, burst):
     assert burst + 1 <= passed <= burst + 1 + math.ceil(elapsed * rate)
     assert codes[: burst + 1] == [200] * (burst + 1)
     assert codes.count(429) == len(codes) - passed > 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc", "/metrics?format=text", "/%6Detrics"],
+)
+def test_metrics_and_api_docs_are_not_served_to_the_internet(served_hub, path):
+    with served_hub.client() as client:
+        r = client.get(path)
+        assert r.status_code == 404 and r.text != "ok"
+        assert client.get("/healthz").text == "ok"  # the rest still reaches hub-api
+
+
+def test_every_proxied_request_carries_nginx_s_request_id(served_hub):
+    with served_hub.client() as client:
+        first = client.get("/api/v1/tenant/me", headers={"X-Request-ID": "forged-by-client"}).json()["request_id"]
+        second = client.get("/api/v1/tenant/me").json()["request_id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and re.fullmatch(r"[0-9a-f]{32}", second) and first != second
 
 
 def test_stripe_webhooks_are_not_held_to_the_public_limit(served_hub):

@@ -85,3 +85,37 @@ def test_thresholds_match_the_health_summary():
     assert "server-migration-check" in rules["PeriodicJobStale"] and set(health.JOB_MAX_AGE_OVERRIDES) == {
         "server-migration-check"
     }
+
+
+def test_counters_an_alert_rule_counts_exist_at_zero_from_start_up():
+    """``increase()`` only sees an increment of a series that already existed: each counter a rule counts is
+    exported at 0 as soon as the process (or the consumer / outbox relay it is labelled by) starts."""
+    from letsbe_contracts import OrderCreatedV1
+    from letsbe_platform.bus import Consumer
+    from letsbe_platform.outbox import OutboxRelay
+
+    async def handler(event, delivery) -> None:
+        return None
+
+    Consumer(
+        None,  # type: ignore[arg-type]
+        durable="rules-on-order-created",
+        event=OrderCreatedV1,
+        handler=handler,
+        max_deliver=1,
+        backoff=(1.0,),
+        ack_wait=1,
+        concurrency=1,
+        deliver_new_only=False,
+    )
+    OutboxRelay("postgresql://letsbe@127.0.0.1/letsbe", "rules", None)  # type: ignore[arg-type]
+    series = [(s.name, s.labels) for m in REGISTRY.collect() for s in m.samples]
+    counted = [
+        (name, dict(re.findall(r'(\w+)="([^"]*)"', matchers or "")))
+        for g in load()
+        for r in g["rules"]
+        for name, matchers in re.findall(r"increase\((\w+)(\{[^}]*\})?\[", r["expr"])
+    ]
+    assert len(counted) >= 5
+    for name, wanted in counted:
+        assert any(n == name and wanted.items() <= labels.items() for n, labels in series), (name, wanted)

@@ -22,6 +22,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError, NotFoundError
 from pydantic import ValidationError
+from structlog.contextvars import bind_contextvars, bound_contextvars
 
 from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
 from letsbe_contracts.events import SUBJECT_ROOT
@@ -197,6 +198,7 @@ class Consumer:
         self.ack_wait = ack_wait
         self.concurrency = concurrency
         self.deliver_new_only = deliver_new_only
+        EVENTS_DEAD_LETTERED.labels(durable)  # the series exists at 0 from start-up: the first one is an increase
         self._stopping = asyncio.Event()
 
     def stop(self) -> None:
@@ -243,12 +245,23 @@ class Consumer:
                 await self.handle(msg)
 
     async def handle(self, msg: Msg) -> None:
+        """Every log line while handling (the handler's too) carries the consumer, the event and its chain's
+        correlation id."""
+        # The event's keys are bound once the envelope is parsed; "..." reserves them (unset) so leaving this block
+        # resets them too, and the next message of this consumer's task starts clean.
+        with bound_contextvars(consumer=self.durable, subject=msg.subject, **dict.fromkeys(_EVENT_KEYS, ...)):
+            await self._handle(msg)
+
+    async def _handle(self, msg: Msg) -> None:
         started = time.perf_counter()
         deliveries = msg.metadata.num_delivered
         outcome = "ok"
         envelope: Envelope | None = None
         try:
             envelope = Envelope.model_validate_json(msg.data)
+            bind_contextvars(
+                event_id=str(envelope.id), event_type=envelope.type, correlation_id=envelope.correlation_id
+            )
             event = decode(envelope)
             if not isinstance(event, self.event):
                 raise LookupError(
@@ -310,6 +323,9 @@ class Consumer:
         )
         log.error("event dead-lettered", consumer=self.durable, subject=msg.subject, error=error[:500])
         await msg.term()
+
+
+_EVENT_KEYS = ("event_id", "event_type", "correlation_id")
 
 
 def _describe(exc: Exception) -> str:

@@ -101,6 +101,7 @@ class OutboxRelay:
         self.poll_seconds = poll_seconds
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        OUTBOX_RELAY_ERRORS.labels(schema=schema)  # at 0 from start-up, so the first fault is an increase
 
     def stop(self) -> None:
         self._stopping.set()

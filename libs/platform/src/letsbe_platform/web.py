@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
+from fastapi.security import HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bound_contextvars
 
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unprocessable
 from letsbe_platform.logging import configure_logging, get_logger
@@ -329,6 +334,43 @@ class SandboxHeaderMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
+REQUEST_ID_HEADER = "X-Request-ID"
+# What a caller (or nginx's $request_id) may send as its request id; anything else is replaced by our own.
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+
+def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
+    """The caller's ``X-Request-ID`` when it is a plausible id, else a new one."""
+    given = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
+    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Every log line of a request carries its ``request_id``, and the response echoes it in ``X-Request-ID``
+    (unless the route answered with an ``X-Request-ID`` of its own)."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = request_id(scope["headers"])
+        header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
+
+        async def send_wrapper(message: Message) -> None:
+            # A response that names its own request id keeps it (the secrets proxy passes the LLM provider's on).
+            if message["type"] == "http.response.start":
+                headers = message.setdefault("headers", [])
+                if all(h[0] != header[0] for h in headers):
+                    message["headers"] = [*headers, header]
+            await send(message)
+
+        with bound_contextvars(request_id=rid):
+            await self.app(scope, receive, send_wrapper)
+
+
 class MetricsMiddleware:
     """Request latency by route template (not raw path, so ids do not explode the label set)."""
 
@@ -356,6 +398,163 @@ class MetricsMiddleware:
                 HTTP_REQUEST_SECONDS.labels(scope["method"], template, str(status["code"])).observe(
                     time.perf_counter() - started
                 )
+
+
+# --- the OpenAPI contract: who may call, and which problems an operation answers ------------------------------
+
+# The two kinds of caller of the control plane, each its own security scheme in every OpenAPI document.
+OPERATOR_TOKEN = HTTPBearer(
+    scheme_name="operatorToken",
+    auto_error=False,
+    description="An operator API token (lbh_…). Each operation lists the scope the token needs; where it lists "
+    "several, any one of them is enough.",
+)
+AGENT_CREDENTIAL = HTTPBearer(
+    scheme_name="agentCredential", auto_error=False, description="A tenant agent's API key (lba_…)."
+)
+
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details. Further members may carry machine-readable details.",
+    "type": "object",
+    "required": ["type", "title", "status"],
+    "properties": {
+        "type": {"type": "string", "description": "A URI naming the kind of problem"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string", "description": "The request path"},
+        "errors": {
+            "type": "array",
+            "description": "Validation problems (422): where and what",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "loc": {"type": "array", "items": {"anyOf": [{"type": "string"}, {"type": "integer"}]}},
+                    "msg": {"type": "string"},
+                    "type": {"type": "string"},
+                },
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+# status → (what it means, an example: its type, title and detail)
+PROBLEMS: dict[int, tuple[str, str, str, str]] = {
+    400: (
+        "A value is out of range or refused",
+        "invalid-input",
+        "Invalid input",
+        "A value of this request is out of range or not valid text.",
+    ),
+    401: (
+        "No credential, or an unknown or revoked one",
+        "unauthorized",
+        "Authentication required",
+        "Send an API token as 'Authorization: Bearer <token>'.",
+    ),
+    403: (
+        "The credential lacks the scope this operation needs",
+        "forbidden",
+        "Not allowed",
+        "This token lacks the 'orders:write' scope.",
+    ),
+    404: ("Nothing with this id", "not-found", "Not found", "No such order."),
+    409: (
+        "The resource's state does not allow this now",
+        "conflict",
+        "Conflict",
+        "The order is FULFILLED; it cannot be cancelled.",
+    ),
+    413: (
+        "The request body is over the limit",
+        "too-large",
+        "Request body too large",
+        "The request body is limited to 1048576 bytes.",
+    ),
+    422: (
+        "The request does not match this operation's parameters or schema",
+        "validation",
+        "Invalid request",
+        "body.domain: String should match pattern",
+    ),
+    423: ("Switched off by the operator", "locked", "Locked", "Tool execution is switched off."),
+    429: ("Too many requests; slow down", "too-many-requests", "Too many requests", "Too many calls to this tool."),
+    502: (
+        "An upstream provider refused or failed",
+        "provider-error",
+        "The provider refused or failed the request",
+        "The provider answered 500.",
+    ),
+    503: (
+        "The service or one of its dependencies (Postgres, NATS, a provider) is unavailable; retry later",
+        "unavailable",
+        "Service unavailable",
+        "Postgres is unreachable right now; try again shortly.",
+    ),
+    504: ("An upstream did not finish in time", "timeout", "Gateway timeout", "The record is not served yet."),
+}
+_STATE_CHANGING = frozenset({"post", "put", "patch", "delete"})
+_ALWAYS_ANSWER = frozenset({"/healthz", "/metrics"})  # answered by the process alone
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=problems(502, 504)`` on a route: problems particular to it (the common ones are added for every
+    route by :func:`create_service_app`)."""
+    return {status: _problem_response(status) for status in statuses}
+
+
+def _problem_response(status: int) -> dict[str, Any]:
+    description, kind, title, detail = PROBLEMS[status]
+    example = {"type": PROBLEM_BASE + kind, "title": title, "status": status, "detail": detail}
+    content = {"schema": {"$ref": "#/components/schemas/Problem"}, "example": example}
+    return {"description": description, "content": {PROBLEM_JSON: content}}
+
+
+def _common_problems(operation: dict[str, Any], method: str, path: str, *, dependencies: bool) -> set[int]:
+    """The problems any operation of this shape can answer, whatever its handler does."""
+    parameters = operation.get("parameters", [])
+    has_input = bool(parameters) or "requestBody" in operation
+    security = operation.get("security", [])
+    codes = set() if path in _ALWAYS_ANSWER else {503}
+    if has_input:
+        codes.add(422)
+        if dependencies:
+            codes.add(400)  # Postgres refused a value (outages.dependency_problem)
+    if "requestBody" in operation:
+        codes.add(413)
+    if security:
+        codes.add(401)
+        if any(scopes for requirement in security for scopes in requirement.values()):
+            codes.add(403)
+    if any(p.get("in") == "path" for p in parameters):
+        codes.add(404)
+    if dependencies and security and method in _STATE_CHANGING:
+        codes.add(409)
+    return codes
+
+
+def _contract_openapi(app: FastAPI, *, dependencies: bool) -> dict[str, Any]:
+    """FastAPI's document plus, for every operation, its problem+json responses (one shared Problem schema)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    components = schema.setdefault("components", {})
+    component_schemas = components.setdefault("schemas", {})
+    component_schemas["Problem"] = PROBLEM_SCHEMA
+    for name in ("HTTPValidationError", "ValidationError"):  # replaced by Problem (422 is problem+json too)
+        component_schemas.pop(name, None)
+    for path, item in schema.get("paths", {}).items():
+        for method, operation in item.items():
+            responses = operation.setdefault("responses", {})
+            for status in _common_problems(operation, method, path, dependencies=dependencies):
+                responses.setdefault(str(status), _problem_response(status))
+            for status in responses:  # every error is problem+json, whatever a route declared
+                if status.isdigit() and int(status) in PROBLEMS:
+                    responses[status] = _problem_response(int(status))
+    app.openapi_schema = schema
+    return schema
 
 
 def _operation_id(route: APIRoute) -> str:
@@ -409,7 +608,8 @@ def create_service_app(
         app.add_middleware(cls, **options)
     app.add_middleware(SandboxHeaderMiddleware)
     app.add_middleware(MetricsMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, per_path=body_limits)  # outermost: before any body is read
+    app.add_middleware(BodySizeLimitMiddleware, per_path=body_limits)  # before any body is read
+    app.add_middleware(RequestIdMiddleware)  # outermost: every answer, a 413 too, carries the request id
 
     ops = APIRouter(tags=["ops"])
 
@@ -441,4 +641,5 @@ def create_service_app(
     app.include_router(ops)
     for router in routers:
         app.include_router(router)
+    app.openapi = lambda: _contract_openapi(app, dependencies=dependencies)  # type: ignore[method-assign]
     return app

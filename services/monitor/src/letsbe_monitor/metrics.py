@@ -12,6 +12,10 @@ TENANTS_OFFLINE = Gauge(
 )
 TENANTS_WATCHED = Gauge("monitor_tenants_watched", "Tenants the monitor watches")
 DELIVERIES = Counter("monitor_deliveries_total", "Notification attempts by channel and outcome", ["channel", "outcome"])
+# At 0 from start-up, so an alert rule's increase() sees the first failure (models.py names the channels).
+for _channel in ("email", "slack", "webhook", "push"):
+    for _outcome in ("sent", "retry", "failed", "suppressed"):
+        DELIVERIES.labels(_channel, _outcome)
 DELIVERY_SECONDS = Histogram(
     "monitor_delivery_duration_seconds",
     "Time to hand one notification to its channel",

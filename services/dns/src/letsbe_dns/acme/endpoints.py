@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request, Response, status
+from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
 
 from letsbe_dns.acme.schemas import AcmeChallenge, AcmeChallengeRecord, AgentPrincipal
 from letsbe_dns.acme.service import AcmeService
+from letsbe_platform.web import AGENT_CREDENTIAL, problems
 
 router = APIRouter(prefix="/api/v1/tenant", tags=["acme"])
 
 
-async def current_agent(request: Request, authorization: Annotated[str | None, Header()] = None) -> AgentPrincipal:
+async def current_agent(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(AGENT_CREDENTIAL)]
+) -> AgentPrincipal:
+    """The agent's own credential (the hub's agent API key), checked by the hub."""
+    authorization = f"Bearer {credentials.credentials}" if credentials else None
     return await request.app.state.hub_agents.whoami(authorization)
 
 
@@ -28,6 +34,7 @@ Acme = Annotated[AcmeService, Depends(acme_service)]
     "/acme-challenge",
     name="acme_challenge_set",
     status_code=status.HTTP_201_CREATED,
+    responses=problems(502, 504),
     summary="Publish _acme-challenge.<domain> TXT and return once the zone's nameservers serve it",
 )
 async def set_challenge(body: AcmeChallenge, agent: CurrentAgent, acme: Acme) -> AcmeChallengeRecord:
@@ -38,6 +45,7 @@ async def set_challenge(body: AcmeChallenge, agent: CurrentAgent, acme: Acme) ->
     "/acme-challenge",
     name="acme_challenge_remove",
     status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(502),
     summary="Remove the _acme-challenge TXT with this value (no error when it is already gone)",
 )
 async def remove_challenge(body: AcmeChallenge, agent: CurrentAgent, acme: Acme) -> Response:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import Principal, authenticate
 from letsbe_platform.errors import Forbidden, Unauthorized
-from letsbe_platform.web import SessionDep
+from letsbe_platform.web import OPERATOR_TOKEN, SessionDep
 
-_bearer = HTTPBearer(auto_error=False, description="An admin/ops API token (lbh_…)")
+_bearer = OPERATOR_TOKEN
 
 
 async def current_principal(
@@ -37,5 +37,5 @@ def require_scope(scope: Scope):
 
 
 def Authorized(scope: Scope) -> type[Principal]:
-    """``principal: Authorized(Scope.ORDERS_READ)`` in an endpoint signature."""
-    return Annotated[Principal, Depends(require_scope(scope))]  # type: ignore[return-value]
+    """``principal: Authorized(Scope.ORDERS_READ)`` in an endpoint signature (Security: the OpenAPI names the scope)."""
+    return Annotated[Principal, Security(require_scope(scope), scopes=[scope.value])]  # type: ignore[return-value]

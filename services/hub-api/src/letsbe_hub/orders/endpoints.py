@@ -29,7 +29,7 @@ from letsbe_hub.orders.schemas import (
 from letsbe_hub.orders.stream import order_events
 from letsbe_hub.orders.wiring import OrdersRuntimeDep
 from letsbe_platform.errors import NotFound
-from letsbe_platform.web import After, LastEventId, SessionDep, sse_cursor
+from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
 
 router = APIRouter(prefix="/api/v1/admin/orders", tags=["orders"])
 
@@ -47,7 +47,12 @@ async def _detail(session: SessionDep, order: Order) -> OrderDetail:
     )
 
 
-@router.post("", name="create", status_code=status.HTTP_201_CREATED, summary="Create an order (PENDING_PAYMENT)")
+@router.post(
+    "",
+    name="create",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(502),  # Stripe refused the checkout session
+    summary="Create an order (PENDING_PAYMENT)")
 async def create(body: OrderCreate, session: SessionDep, rt: OrdersRuntimeDep, principal: OrderWrite) -> OrderDetail:
     order = await service.create_order(
         session, body, actor=f"operator:{principal.name}", gateway=rt.gateway, settings=rt.settings
@@ -120,6 +125,7 @@ async def release(order_id: uuid.UUID, session: SessionDep, principal: OrderWrit
     "/{order_id}/checkout",
     name="checkout",
     status_code=status.HTTP_201_CREATED,
+    responses=problems(502),
     summary="A new Stripe Checkout Session for an unpaid order",
 )
 async def checkout(order_id: uuid.UUID, session: SessionDep, rt: OrdersRuntimeDep, _: OrderWrite) -> CheckoutOut:

@@ -38,7 +38,7 @@ from letsbe_hub.servers.schemas import (
     SnapshotCreate,
     SnapshotOut,
 )
-from letsbe_platform.web import Offset, SessionDep
+from letsbe_platform.web import Offset, SessionDep, problems
 
 router = APIRouter(prefix="/api/v1/admin/servers", tags=["servers"])
 pools_router = APIRouter(prefix="/api/v1/admin/pools", tags=["pools"])
@@ -144,7 +144,12 @@ async def get(server_id: uuid.UUID, session: SessionDep, _: Read) -> ServerOut:
     return service.to_out(await service.get_server(session, server_id))
 
 
-@router.post("/{server_id}/retire", name="retire", summary="Retire a server (IN_USE ones go DRAINING first)")
+@router.post(
+    "/{server_id}/retire",
+    name="retire",
+    responses=problems(502),
+    summary="Retire a server (IN_USE ones go DRAINING first)",
+)
 async def retire(server_id: uuid.UUID, request: Request, session: SessionDep, _: Write) -> ServerOut:
     server = await service.get_server(session, server_id)
     if server.provider != Provider.HETZNER:  # Netcup contracts are cancelled by hand: nothing to call
@@ -153,7 +158,12 @@ async def retire(server_id: uuid.UUID, request: Request, session: SessionDep, _:
         return service.to_out(await service.retire_server(session, server_id, client))
 
 
-@router.get("/{server_id}/provider-status", name="provider_status", summary="Live state at the provider")
+@router.get(
+    "/{server_id}/provider-status",
+    name="provider_status",
+    responses=problems(502),
+    summary="Live state at the provider",
+)
 async def provider_status(server_id: uuid.UUID, request: Request, session: SessionDep, _: Read) -> ProviderStatusOut:
     server = await service.get_server(session, server_id)
     async with _provider(request, Provider(server.provider)) as client:
@@ -176,6 +186,7 @@ async def provider_status(server_id: uuid.UUID, request: Request, session: Sessi
     "/{server_id}/snapshots",
     name="snapshot",
     status_code=status.HTTP_201_CREATED,
+    responses=problems(502),
     summary="Snapshot the server at its provider (waits for the provider's task)",
 )
 async def snapshot(

@@ -11,8 +11,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials
 
 from letsbe_contracts.enums import AgentKind
 from letsbe_hub.auth.dependencies import current_principal
@@ -23,8 +23,9 @@ from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.errors import ReEnrol
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Forbidden, Unauthorized
+from letsbe_platform.web import AGENT_CREDENTIAL
 
-_bearer = HTTPBearer(auto_error=False, description="An agent API key (lba_…)")
+_bearer = AGENT_CREDENTIAL
 
 
 @dataclass(frozen=True)
@@ -75,4 +76,4 @@ def any_scope(*scopes: Scope):
         return principal
 
     check.__name__ = "require_" + "_or_".join(s.name.lower() for s in scopes)
-    return Annotated[Principal, Depends(check)]
+    return Annotated[Principal, Security(check, scopes=[s.value for s in scopes])]

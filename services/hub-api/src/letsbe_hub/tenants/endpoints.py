@@ -33,7 +33,7 @@ from letsbe_hub.tenants.schemas import (
     TenantView,
 )
 from letsbe_platform.errors import NotFound
-from letsbe_platform.web import Offset, SessionDep
+from letsbe_platform.web import Offset, SessionDep, problems
 
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
@@ -42,7 +42,12 @@ admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
 # --- the agent API -------------------------------------------------------------------------------------------
 
 
-@agent_router.post("/register", name="register", status_code=status.HTTP_201_CREATED)
+@agent_router.post(
+    "/register",
+    name="register",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(401),  # the registration token (in the body) is unknown, used or expired
+)
 async def register(body: RegisterRequest, request: Request, session: SessionDep) -> RegisterResponse:
     """Trade a one-time registration token for this agent's API key (shown once)."""
     return await service.register(session, body, request.app.state.settings)

@@ -63,6 +63,8 @@ from letsbe_provisioner.steps import STEPS
 log = get_logger(__name__)
 
 JOBS_FINISHED = Counter("provisioner_jobs_finished_total", "Provisioning jobs that ended", ["outcome"])
+for _outcome in ("provisioned", "failed"):  # at 0 from start-up: an alert rule's increase() sees the first one
+    JOBS_FINISHED.labels(_outcome)
 STEP_SECONDS = Histogram(
     "provisioner_step_duration_seconds",
     "Wall time of one step attempt",

@@ -15,6 +15,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from letsbe_agent.client import tls_context
 from letsbe_agent.runtime import agent_of
 from letsbe_platform.errors import Unauthorized
+from letsbe_platform.web import problems
 from letsbe_safety_wrapper.tools import commands
 from letsbe_safety_wrapper.tools.approvals import HubApprovals
 from letsbe_safety_wrapper.tools.errors import NotConfigured
@@ -42,7 +43,9 @@ async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(prefix="/api/v1/tools", tags=["tools"], lifespan=tools_lifespan)
-_bearer = HTTPBearer(auto_error=False, description="The AI agent's tools token (LETSBE_SW_TOOLS_TOKEN)")
+_bearer = HTTPBearer(
+    scheme_name="toolsToken", auto_error=False, description="The AI agent's tools token (LETSBE_SW_TOOLS_TOKEN)"
+)
 
 
 async def _service(request: Request) -> ToolService:  # async: a sync dependency would cost a thread hop
@@ -71,7 +74,10 @@ Agent = Depends(_agent)
 
 @router.post(
     "/execute", name="execute", dependencies=[Agent],
-    responses={202: {"model": ToolCallOutcome, "description": "Gated: waiting for approval"}},
+    responses={
+        202: {"model": ToolCallOutcome, "description": "Gated: waiting for approval"},
+        **problems(409, 423, 429, 502),
+    },
     # The body is parsed by the tool service (strictly, and a malformed call is audited too), so its schema is
     # declared here rather than by a parameter.
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {

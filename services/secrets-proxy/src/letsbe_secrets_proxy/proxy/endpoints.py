@@ -17,6 +17,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from letsbe_agent.client import tls_context
 from letsbe_agent.usage import UsageLedger
+from letsbe_platform.web import problems
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
@@ -71,7 +72,9 @@ async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 router = APIRouter(tags=["llm"], lifespan=proxy_lifespan)
-_bearer = HTTPBearer(auto_error=False, description="The agent's sentinel key (not a real provider key)")
+_bearer = HTTPBearer(
+    scheme_name="sentinelKey", auto_error=False, description="The agent's sentinel key (not a real provider key)"
+)
 
 
 async def _proxy(request: Request) -> ProxyService:  # async: a sync dependency would cost a thread hop
@@ -96,15 +99,17 @@ Proxy = Annotated[ProxyService, Depends(_proxy)]
 
 
 LLM_PATHS = ("/v1/chat/completions", "/v1/responses")
+# The body is read raw (any OpenAI request), so these are not derived from a declared body.
+LLM_PROBLEMS = problems(400, 413, 502)
 
 
-@router.post("/v1/chat/completions", name="chat_completions", dependencies=[Depends(_agent)])
+@router.post("/v1/chat/completions", name="chat_completions", dependencies=[Depends(_agent)], responses=LLM_PROBLEMS)
 async def chat_completions(request: Request, proxy: Proxy) -> Response:
     """OpenAI Chat Completions, redacted on the way out and on the way back."""
     return await proxy.forward("chat", "/chat/completions", request)
 
 
-@router.post("/v1/responses", name="responses", dependencies=[Depends(_agent)])
+@router.post("/v1/responses", name="responses", dependencies=[Depends(_agent)], responses=LLM_PROBLEMS)
 async def responses(request: Request, proxy: Proxy) -> Response:
     """OpenAI Responses, redacted on the way out and on the way back."""
     return await proxy.forward("responses", "/responses", request)
