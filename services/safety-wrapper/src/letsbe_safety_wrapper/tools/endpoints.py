@@ -76,7 +76,7 @@ Agent = Depends(_agent)
     "/execute", name="execute", dependencies=[Agent],
     responses={
         202: {"model": ToolCallOutcome, "description": "Gated: waiting for approval"},
-        **problems(409, 423, 429, 502),
+        **problems(403, 404, 409, 423, 429, 502),  # 403: a SECRET_REF where none may go; 404: unknown approval
     },
     # The body is parsed by the tool service (strictly, and a malformed call is audited too), so its schema is
     # declared here rather than by a parameter.
