@@ -447,7 +447,8 @@ class Plan:
                         self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st)
                     )
                 for name, value in st.agent_secrets.items():
-                    files.append(RenderedFile(f"{SECRET_IMPORT_DIR}/{st.name}/{name}", value, "0600"))
+                    # One line (heredoc); the Safety Wrapper's CLI drops the newline.
+                    files.append(RenderedFile(f"{SECRET_IMPORT_DIR}/{st.name}/{name}", value + "\n", "0600"))
             return files
         if number == 10:
             sec = self.secrets
