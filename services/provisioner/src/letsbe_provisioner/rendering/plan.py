@@ -66,7 +66,7 @@ SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the
 # Tool secrets for the Safety Wrapper's store, one file per secret (<tool>/<name>, 0600, root only): step 9 writes them
 # (and tools' setup scripts add what only the running tool can issue), step 10 imports them into the store and
 # deletes them. The store's key never leaves the agents' containers.
-SECRET_IMPORT_DIR = "/var/lib/letsbe/secret-import"
+SECRET_IMPORT_DIR = "/var/lib/letsbe/secret-import"  # noqa: S105 - a path
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 

@@ -27,7 +27,7 @@ class Admin:
     """The tool's admin login the customer gets (``login``: a format template, e.g. ``admin`` or ``{admin_email}``)."""
 
     login: str = "admin"
-    password: str = "admin_password"  # the stack secret holding it
+    password: str = "admin_password"  # noqa: S105 - the name of the stack secret holding it
 
 
 @dataclass(frozen=True)
