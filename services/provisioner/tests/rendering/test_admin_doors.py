@@ -151,3 +151,10 @@ def test_bookstack_api_token_is_the_one_the_wrapper_holds() -> None:
     files, script = _files(plan), plan.step_script(9)
     token_id = files[f"{SECRET_IMPORT_DIR}/bookstack/bookstack_token_id"].strip()
     assert token_id == plan.secrets["bookstack.token_id"] and token_id in script.split("nginx -s reload")[0]
+
+
+@pytest.mark.parametrize("tool", TOOLS)
+def test_compose_reads_no_dollar_in_the_stack_as_interpolation(tool: str) -> None:
+    """A lone "$" in docker-compose.yml is compose interpolation (an error, or a value silently emptied)."""
+    compose = _files(plan_for((tool,)))[f"/opt/letsbe/stacks/{tool}/docker-compose.yml"]
+    assert "$" not in compose.replace("$$", "")

@@ -121,7 +121,8 @@ PROFILES: dict[str, Profile] = {
         volumes={"app-data": "/var/lib/odoo"},
         # One database, created and initialised by the server itself at its first start; no database manager (it
         # lets the first visitor create, drop or restore databases).
-        command="--database={db_name} --db-filter=^{db_name}$ --no-database-list --without-demo=all",
+        # ($$: compose would read "$ " as interpolation.)
+        command="--database={db_name} --db-filter=^{db_name}$$ --no-database-list --without-demo=all",
         secrets={"admin_password": "password", "agent_password": "password"},
         admin=Admin("{admin_email}"), setup=True,
         closed_routes={"/web/database": "all"},
