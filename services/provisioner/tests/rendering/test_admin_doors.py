@@ -3,6 +3,7 @@ generated password, before nginx serves it; first-visitor setup routes are close
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
@@ -158,3 +159,12 @@ def test_compose_reads_no_dollar_in_the_stack_as_interpolation(tool: str) -> Non
     """A lone "$" in docker-compose.yml is compose interpolation (an error, or a value silently emptied)."""
     compose = _files(plan_for((tool,)))[f"/opt/letsbe/stacks/{tool}/docker-compose.yml"]
     assert "$" not in compose.replace("$$", "")
+
+
+def test_with_stand_in_apps_nothing_is_set_up_inside_them_and_the_steps_say_so() -> None:
+    plan = plan_for(("uptime_kuma",))
+    stand_ins = Plan(plan.order, dataclasses.replace(plan.settings, apps_setup=False), plan.secrets)
+    assert "docker exec" not in stand_ins.step_script(9).split("docker exec letsbe-nginx")[0]
+    assert "admin account not set up (apps_setup is off" in stand_ins.step_script(9)
+    assert "letsbe_safety_wrapper.tools.secrets" not in stand_ins.step_script(10)
+    assert stand_ins.step_files(9) == plan.step_files(9)

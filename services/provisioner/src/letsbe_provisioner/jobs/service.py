@@ -287,6 +287,7 @@ def plan_settings(settings: ProvisionerSettings, server: ServerTarget, client_ke
         "insecure_registries": settings.insecure_registries,
         "swap_mb": settings.swap_mb,
         "vm_sysctls": settings.vm_sysctls,
+        "apps_setup": settings.apps_setup,
     }
 
 

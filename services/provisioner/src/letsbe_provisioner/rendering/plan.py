@@ -120,6 +120,7 @@ class Settings:
     image_registry: str = IMAGE_REGISTRY  # where the AI stack's images come from
     insecure_registries: tuple[str, ...] = ()  # plain-HTTP registries dockerd may use (host:port)
     vm_sysctls: bool = True  # False: the host-wide vm.* sysctls are written but not applied (a container)
+    apps_setup: bool = True  # False: stand-in apps (test VPS): no admin setup inside them, no secret import
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
 
