@@ -38,7 +38,9 @@ async def provisioner(sessions) -> dict[str, str]:
 
 
 async def _fulfilled_with_credentials(sessions, orders_hub, provisioner, settings) -> uuid.UUID:
-    oid = await insert_order(sessions, status=OrderStatus.FULFILLED, tools=["nextcloud", "ghost"], domain="jane.test")
+    oid = await insert_order(
+        sessions, status=OrderStatus.FULFILLED, tools=["nextcloud", "ghost", "portainer"], domain="jane.test"
+    )
     r = await orders_hub.client.put(
         f"/api/v1/admin/tenants/{oid}/credentials", json={"credentials": CREDS}, headers=provisioner
     )
@@ -64,6 +66,7 @@ async def test_the_email_links_to_the_logins_and_carries_none_of_them(
     body, link_token = await _mailed_link(sessions, hub_settings, smtp_server)
     for cred in CREDS:
         assert cred["password"] not in body
+    assert "https://blog.jane.test" in body and "portainer" not in body.lower()  # the operator's, not public
     assert len(link_token) >= 43  # 256 random bits: the link is the only authentication
     async with sessions() as s:
         stored = (await s.execute(text("SELECT ciphertext, token_hash FROM hub.credential_reveals"))).one()

@@ -168,3 +168,8 @@ def test_with_stand_in_apps_nothing_is_set_up_inside_them_and_the_steps_say_so()
     assert "admin account not set up (apps_setup is off" in stand_ins.step_script(9)
     assert "letsbe_safety_wrapper.tools.secrets" not in stand_ins.step_script(10)
     assert stand_ins.step_files(9) == plan.step_files(9)
+
+
+def test_a_portainer_vhost_left_from_before_is_removed() -> None:
+    script = plan_for(("portainer",)).step_script(9)
+    assert 'rm -f "$ROOT/opt/letsbe/nginx/conf.d/portainer.conf"' in script.split("nginx -s reload")[0]

@@ -179,7 +179,7 @@ def compose(row: WelcomeEmail, mail_from: str, *, credentials_link: str | None =
             tool = catalog.tool(name)
         except KeyError:
             continue
-        if tool.subdomain:
+        if tool.subdomain and not tool.admin_only:  # admin_only (Portainer): the operator's, never public
             lines.append(f"  {tool.title:<16} https://{tool.subdomain}.{row.domain}")
     if credentials_link:
         lines += [
