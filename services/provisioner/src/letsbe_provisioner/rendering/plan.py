@@ -63,9 +63,9 @@ BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flo
 USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
 DOCKER_SOCKET = "/var/run/docker.sock"
 SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the wrapper writes it, the proxy reads
-# Tool secrets for the Safety Wrapper's store, one file per secret (<tool>/<name>, 0600, root only): step 9 writes them
-# (and tools' setup scripts add what only the running tool can issue), step 10 imports them into the store and
-# deletes them. The store's key never leaves the agents' containers.
+# Tool secrets for the Safety Wrapper's store, one file per secret (<tool>/<name>, 0600, root only, like the stacks'
+# app.env): step 9 writes them (and tools' setup scripts add what only the running tool can issue), step 10 puts each
+# into the store through the wrapper's CLI on every run (same value: no change). The store's key stays with the agents.
 SECRET_IMPORT_DIR = "/var/lib/letsbe/secret-import"  # noqa: S105 - a path
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
