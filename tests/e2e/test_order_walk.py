@@ -59,7 +59,7 @@ async def test_paid_order_reaches_fulfilled_and_its_tenant_heartbeats(plane):
         assert [m["To"] for m in plane.world.smtp.messages] == ["owner@shop.example.com"]
         # The email carries a one-time link to the tools' admin logins the provisioner generated, not the logins.
         body = plane.world.smtp.messages[0].get_content()
-        link = re.search(r"(https?://\S+/api/v1/credentials/[A-Za-z0-9_-]{43})", body)
+        link = re.search(r"(https?://\S+/api/v1/public/credentials/[A-Za-z0-9_-]{43})", body)
         assert link, body
         shown = await client.post(link.group(1))
         assert shown.status_code == 200, shown.text

@@ -173,3 +173,10 @@ def test_with_stand_in_apps_nothing_is_set_up_inside_them_and_the_steps_say_so()
 def test_a_portainer_vhost_left_from_before_is_removed() -> None:
     script = plan_for(("portainer",)).step_script(9)
     assert 'rm -f "$ROOT/opt/letsbe/nginx/conf.d/portainer.conf"' in script.split("nginx -s reload")[0]
+
+
+def test_no_setup_pipes_a_request_body_into_curl() -> None:
+    """`printf … | curl` under pipefail fails the step with SIGPIPE (141) whenever curl exits before reading its
+    stdin (a refused connection): bodies go in as here-strings."""
+    script = plan_for().step_script(9)
+    assert "| curl" not in script and "<<<" in script

@@ -17,7 +17,7 @@ from letsbe_hub.orders import repository as orders
 from letsbe_platform.web import SessionDep
 
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
-public_router = APIRouter(prefix="/api/v1/credentials", tags=["credentials"])
+public_router = APIRouter(prefix="/api/v1/public/credentials", tags=["public"])
 # A token_urlsafe(32); anything else cannot match and gets the same 404 as a used link.
 Token = Annotated[str, Path(max_length=100)]
 NO_STORE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Robots-Tag": "noindex"}

@@ -1,6 +1,7 @@
 """The tools' admin logins: stored encrypted when the provisioner hands them over, shown to the customer once.
 
-The link (``/api/v1/credentials/<token>``) is minted when the welcome email is sent; only the token's hash is stored.
+The link (``/api/v1/public/credentials/<token>``) is minted when the welcome email is sent; only the token's hash
+is stored.
 Revealing drops the ciphertext in the same transaction, so a second look (or a leaked, replayed link) gets 404."""
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ async def mint_link(session: AsyncSession, order_id: uuid.UUID, settings: HubSet
     )
     if done.scalar_one_or_none() is None:
         return None
-    return f"{settings.public_url.rstrip('/')}/api/v1/credentials/{token}"
+    return f"{settings.public_url.rstrip('/')}/api/v1/public/credentials/{token}"
 
 
 async def _live(session: AsyncSession, token: str, *, lock: bool) -> R:
