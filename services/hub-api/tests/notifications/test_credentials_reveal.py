@@ -86,6 +86,7 @@ async def test_the_link_reveals_the_logins_once_and_then_answers_404(
     client = orders_hub.client  # no Authorization header: the link is enough
     page = await client.get(f"/api/v1/public/credentials/{link_token}")
     assert page.status_code == 200 and "Show my logins" in page.text
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert CREDS[0]["password"] not in page.text  # a mail scanner following the link spends nothing
     assert (await client.get(f"/api/v1/public/credentials/{link_token}")).status_code == 200
     shown = await client.post(f"/api/v1/public/credentials/{link_token}")

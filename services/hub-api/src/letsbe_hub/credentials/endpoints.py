@@ -45,7 +45,9 @@ async def confirm(token: Token, session: SessionDep) -> HTMLResponse:
         "<p>Your tools' admin logins are shown <b>once</b>. Have your password manager ready.</p>"
         f'<form method=post action="{html.escape(token)}"><button>Show my logins</button></form>'
     )
-    return HTMLResponse(page, headers=NO_STORE)
+    # No script, no framing, the form posts only here.
+    csp = "default-src 'none'; form-action 'self'; frame-ancestors 'none'"
+    return HTMLResponse(page, headers={**NO_STORE, "Content-Security-Policy": csp})
 
 
 @public_router.post("/{token}", name="reveal")
