@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 import signal
 
 import httpx
@@ -56,6 +57,16 @@ async def test_paid_order_reaches_fulfilled_and_its_tenant_heartbeats(plane):
             while not plane.world.smtp.messages:
                 await asyncio.sleep(0.2)
         assert [m["To"] for m in plane.world.smtp.messages] == ["owner@shop.example.com"]
+        # The email carries a one-time link to the tools' admin logins the provisioner generated, not the logins.
+        body = plane.world.smtp.messages[0].get_content()
+        link = re.search(r"(https?://\S+/api/v1/public/credentials/[A-Za-z0-9_-]{43})", body)
+        assert link, body
+        shown = await client.post(link.group(1))
+        assert shown.status_code == 200, shown.text
+        logins = {c["tool"]: c for c in shown.json()["credentials"]}
+        assert set(logins) == {"nextcloud", "ghost"} and logins["ghost"]["login"] == "owner@shop.example.com"
+        assert all(c["password"] not in body and len(c["password"]) >= 32 for c in logins.values())
+        assert (await client.post(link.group(1))).status_code == 404
 
         # The SSE stream replays the whole run (state changes, ten steps, log lines) and ends at FULFILLED.
         seen: list[dict] = []

@@ -1,4 +1,4 @@
-"""A loopback STAND-IN OF OUR OWN HUB's contract — only the two admin tenant routes the provisioner calls
+"""A loopback STAND-IN OF OUR OWN HUB's contract — only the admin tenant routes the provisioner calls
 (POST /api/v1/admin/tenants/{id}/registration-tokens, GET /api/v1/admin/tenants/{id}), as specified in
 notes/interfaces.md. The real routes live in letsbe_hub.tenants; the end-to-end tests run against those.
 This is not a provider fake (those live in letsbe_fakes); it exists so the provisioner's tests do not depend on
@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fastapi import FastAPI, Header, HTTPException
+from fastapi import FastAPI, Header, HTTPException, Response
 from pydantic import BaseModel, ConfigDict
 
 
@@ -33,6 +33,7 @@ class HubStandIn:
         self.issued: list[dict[str, Any]] = []
         self.polls = 0
         self.tenants: dict[uuid.UUID, dict[str, Any]] = {}
+        self.credentials: dict[uuid.UUID, list[dict[str, Any]]] = {}
         self.app = FastAPI()
 
         def check(authorization: str | None) -> None:
@@ -53,6 +54,14 @@ class HubStandIn:
                 self.register(tenant_id)
             del tenant
             return {"token": token, "expires_at": (datetime.now(UTC) + timedelta(minutes=30)).isoformat()}
+
+        @self.app.put("/api/v1/admin/tenants/{tenant_id}/credentials", status_code=204)
+        async def put_credentials(
+            tenant_id: uuid.UUID, body: dict[str, Any], authorization: str | None = Header(default=None)
+        ) -> Response:
+            check(authorization)
+            self.credentials[tenant_id] = body["credentials"]
+            return Response(status_code=204)
 
         @self.app.get("/api/v1/admin/tenants/{tenant_id}")
         async def get_tenant(tenant_id: uuid.UUID, authorization: str | None = Header(default=None)) -> dict[str, Any]:

@@ -263,6 +263,9 @@ class Sandbox:
             "hub-api": {
                 **common,
                 "LETSBE_HUB_BOOTSTRAP_ADMIN_TOKEN": m.admin_token,
+                # The tools' admin logins until revealed (any Fernet key the sandbox keeps across restarts).
+                "LETSBE_HUB_CREDENTIALS_KEY": m.provisioner_secrets_key,
+                "LETSBE_HUB_PUBLIC_URL": f"http://127.0.0.1:{p.hub}",
                 "LETSBE_HUB_STRIPE_SECRET_KEY": m.stripe_key,
                 "LETSBE_HUB_STRIPE_WEBHOOK_SECRET": m.stripe_webhook_secret,
                 "LETSBE_HUB_STRIPE_API_BASE": u["stripe"],

@@ -18,6 +18,7 @@ from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
+from letsbe_hub.credentials import endpoints as credentials
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
@@ -37,6 +38,7 @@ ROUTERS = [
     tokens.router,
     *approvals.routers,
     *tenants.routers,
+    *credentials.routers,
     *commands.routers,
     rollouts.router,
     orders.router,

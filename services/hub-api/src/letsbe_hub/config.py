@@ -30,6 +30,12 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     smtp_starttls: bool | None = None  # None: STARTTLS when the server offers it
     smtp_timeout_seconds: float = Field(default=30, gt=0)
     mail_from: str = "LetsBe <welcome@letsbe.biz>"
+    # The tools' admin logins (credentials context): Fernet key they are kept under until the customer has seen them
+    # once, through a link in the welcome email that works once and for this long. public_url: the hub as customers
+    # reach it (the link's base).
+    credentials_key: SecretStr | None = None
+    credential_link_ttl_seconds: int = Field(default=72 * 3600, ge=60, le=30 * 24 * 3600)
+    public_url: str = "https://hub.letsbe.biz"
     sse_ping_seconds: float = Field(default=15, gt=0)
 
     # --- tenants, agents, commands and rollouts (issue 7) -------------------------------------------------------

@@ -90,6 +90,9 @@ class ProvisionerSettings(ServiceSettings):
     # step's output. Swap file size (0: none); whether to apply the host-wide vm.* sysctls.
     swap_mb: int = Field(default=2048, ge=0)
     vm_sysctls: bool = True
+    # False: the apps in the containers are stand-ins that only sleep (the test VPS), so nothing is set up inside
+    # them: no tool admin accounts (templates/setup), no secrets into the Safety Wrapper's store. Steps 9/10 say so.
+    apps_setup: bool = True
 
     @field_validator("remote_root")
     @classmethod

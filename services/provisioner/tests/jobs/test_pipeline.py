@@ -123,6 +123,12 @@ async def test_order_runs_ten_steps_in_order_streams_logs_and_is_provisioned_onc
         assert oct(token_file.stat().st_mode & 0o777) == "0o600"
         assert token_file.read_text().strip() in {t["token"] for t in hub.issued}
     assert target.path("/etc/letsbe/tls/fullchain.pem").read_text().startswith("-----BEGIN CERTIFICATE-----")
+    # The hub got each tool's admin login (for the customer's one-time reveal) before provisioned.
+    handed = {c["tool"]: c for c in hub.credentials[event.order.order_id]}
+    assert set(handed) == {t for t in event.order.tools if t != "portainer"}
+    for tool, cred in handed.items():
+        assert cred["password"] == secrets[f"{tool}.admin_password"]
+    assert handed["nextcloud"]["login"] == "admin" and handed["nextcloud"]["url"].startswith("https://files.")
 
     # The same dns-ready again (a redelivery): nothing runs, nothing is emitted.
     sessions_before, staged_before = target.sessions, len(events)

@@ -29,6 +29,7 @@ TEST_VPS = {
     "preflight_min_cpus": 1, "vm_sysctls": False, "swap_mb": 0, "docker_source": "debian",
     "registry_mirror": "http://10.213.0.1:5000", "image_registry": "10.213.0.1:5000/letsbe",
     "insecure_registries": ("10.213.0.1:5000",), "control_plane_ips": ("10.213.0.1", "2001:db8::1"),
+    "apps_setup": False,
 }  # fmt: skip
 
 
@@ -96,6 +97,8 @@ def test_each_test_vps_setting_changes_what_it_names_and_says_so() -> None:
     assert json.loads(file(plan, 5, "/etc/docker/daemon.json"))["insecure-registries"] == ["10.213.0.1:5000"]
     assert 'image: "10.213.0.1:5000/letsbe/openclaw:latest"' in file(plan, 10, "/opt/letsbe/ai/docker-compose.yml")
     assert "ignoreip = 127.0.0.1/8 ::1 10.213.0.1 2001:db8::1\n" in file(plan, 3, "/etc/fail2ban/jail.d/letsbe.local")
+    assert "apps_setup is off" in steps[9] and "node -e" not in steps[9]
+    assert "apps_setup is off" in steps[10] and "tools.secrets set" not in steps[10]
 
 
 def test_scripts_rendered_with_every_setting_pass_shellcheck(tmp_path: Path) -> None:

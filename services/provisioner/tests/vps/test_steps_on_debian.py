@@ -62,6 +62,7 @@ def vps_settings_env(vps: Vps) -> dict[str, str]:
         "LETSBE_PROVISIONER_IMAGE_REGISTRY": f"{vps.registry}/letsbe",  # the AI images: local stand-ins
         "LETSBE_PROVISIONER_INSECURE_REGISTRIES": json.dumps([vps.registry]),
         "LETSBE_PROVISIONER_CONTROL_PLANE_IPS": json.dumps([vps.host_ip]),  # never banned by fail2ban
+        "LETSBE_PROVISIONER_APPS_SETUP": "false",  # the apps only sleep: nothing to set up inside them
     }
 
 

@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import load_catalog
 from letsbe_hub.config import HubSettings
+from letsbe_hub.credentials import service as credentials
 from letsbe_hub.notifications.models import WelcomeEmail
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -119,9 +120,13 @@ class WelcomeMailer:
 
     async def _deliver(self, row: WelcomeEmail) -> None:
         s = self.settings
+        # A fresh one-time link to the tools' logins for every attempt (a resend kills the earlier link). The email
+        # carries the link, never a credential.
+        async with unit_of_work(self.sessions) as session:
+            link = await credentials.mint_link(session, row.order_id, s)
         try:
             await aiosmtplib.send(
-                compose(row, s.mail_from),
+                compose(row, s.mail_from, credentials_link=link),
                 hostname=s.smtp_host,
                 port=s.smtp_port,
                 username=s.smtp_username,
@@ -161,7 +166,7 @@ class WelcomeMailer:
         log.warning("welcome email not sent", order_id=str(row.order_id), error=error[:300], permanent=permanent)
 
 
-def compose(row: WelcomeEmail, mail_from: str) -> EmailMessage:
+def compose(row: WelcomeEmail, mail_from: str, *, credentials_link: str | None = None) -> EmailMessage:
     catalog = load_catalog()
     lines = [
         f"Hello {row.customer_name},",
@@ -174,8 +179,16 @@ def compose(row: WelcomeEmail, mail_from: str) -> EmailMessage:
             tool = catalog.tool(name)
         except KeyError:
             continue
-        if tool.subdomain:
+        if tool.subdomain and not tool.admin_only:  # admin_only (Portainer): the operator's, never public
             lines.append(f"  {tool.title:<16} https://{tool.subdomain}.{row.domain}")
+    if credentials_link:
+        lines += [
+            "",
+            "Your admin logins for these tools are waiting behind this link. It works once, for the next",
+            "few days: open it when your password manager is ready, and store each login there.",
+            "",
+            f"  {credentials_link}",
+        ]
     lines += [
         "",
         "Get the LetsBe app for your phone and desktop: https://letsbe.biz/apps",

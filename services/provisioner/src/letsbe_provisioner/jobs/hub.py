@@ -1,4 +1,4 @@
-"""The two Hub routes the provisioner uses (our own Hub's admin API, scope tenants:enroll)."""
+"""The Hub routes the provisioner uses (our own Hub's admin API, scope tenants:enroll)."""
 
 from __future__ import annotations
 
@@ -52,6 +52,8 @@ class HubClient:
             raise HubError(f"hub unreachable: {type(exc).__name__}", transient=True) from exc
         if r.status_code >= 500 or r.status_code == 429:
             raise HubError(f"hub answered {r.status_code} on {method} {path}", transient=True)
+        if r.status_code == 204:
+            return None
         if r.status_code >= 400:
             detail = r.headers.get("content-type", "").endswith("json") and r.json().get("detail")
             raise HubError(f"hub refused {method} {path}: {r.status_code} {detail or ''}".strip(), transient=False)
@@ -75,3 +77,7 @@ class HubClient:
             return TenantStatus.model_validate(data)
         except ValidationError as exc:
             raise HubError(f"unexpected tenant answer: {exc.errors()[0]['msg']}", transient=True) from exc
+
+    async def put_credentials(self, tenant_id: uuid.UUID, credentials: list[dict[str, str]]) -> None:
+        """The tools' admin logins, for the customer's one-time reveal (the hub keeps them encrypted)."""
+        await self._call("PUT", f"/api/v1/admin/tenants/{tenant_id}/credentials", json={"credentials": credentials})

@@ -289,6 +289,7 @@ def plan_settings(settings: ProvisionerSettings, server: ServerTarget, client_ke
         "insecure_registries": settings.insecure_registries,
         "swap_mb": settings.swap_mb,
         "vm_sysctls": settings.vm_sysctls,
+        "apps_setup": settings.apps_setup,
     }
 
 
@@ -482,13 +483,18 @@ class JobRun:
             if job.status == JobStatus.RUNNING:
                 job.status, job.steps_done_at = JobStatus.AWAITING_REGISTRATION, _now()
             deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
+        last_error = ""
         while True:
             try:
                 tenant = await self.p.hub.tenant(self.tenant_id)
                 if tenant is not None and tenant.registered("safety-wrapper"):
+                    # Before provisioned: the welcome email (sent on it) links to these.
+                    await self.p.hub.put_credentials(self.tenant_id, self.plan.credentials())
                     break
             except HubError as exc:
                 log.warning("hub poll failed", job_id=str(self.job_id), error=str(exc))
+                if not exc.transient:
+                    last_error = f": {exc}"
             if _now() >= deadline:
                 step = self.steps[-1]
                 sink = LogSink(self, step.number)
@@ -499,7 +505,7 @@ class JobRun:
                     step.attempt,
                     None,
                     f"the Safety Wrapper did not register with the Hub within "
-                    f"{self.settings.registration_timeout_seconds:g}s of step 10",
+                    f"{self.settings.registration_timeout_seconds:g}s of step 10{last_error}",
                     retryable=True,
                 )
                 return

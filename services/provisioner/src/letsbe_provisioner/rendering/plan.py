@@ -11,6 +11,7 @@ import base64
 import json
 import secrets as pysecrets
 import shlex
+import string
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -62,6 +63,10 @@ BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flo
 USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
 DOCKER_SOCKET = "/var/run/docker.sock"
 SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the wrapper writes it, the proxy reads
+# Tool secrets for the Safety Wrapper's store, one file per secret (<tool>/<name>, 0600, root only, like the stacks'
+# app.env): step 9 writes them (and tools' setup scripts add what only the running tool can issue), step 10 puts each
+# into the store through the wrapper's CLI on every run (same value: no change). The store's key stays with the agents.
+SECRET_IMPORT_DIR = "/var/lib/letsbe/secret-import"  # noqa: S105 - a path
 LETS_ENCRYPT = "https://acme-v02.api.letsencrypt.org/directory"
 
 
@@ -115,6 +120,7 @@ class Settings:
     image_registry: str = IMAGE_REGISTRY  # where the AI stack's images come from
     insecure_registries: tuple[str, ...] = ()  # plain-HTTP registries dockerd may use (host:port)
     vm_sysctls: bool = True  # False: the host-wide vm.* sysctls are written but not applied (a container)
+    apps_setup: bool = True  # False: stand-in apps (test VPS): no admin setup inside them, no secret import
     nginx: NginxPaths = field(default_factory=NginxPaths)
 
 
@@ -139,6 +145,9 @@ class ToolStack:
     redis_mb: int | None
     env: dict[str, str]
     redis_env: dict[str, str]
+    command: str | None = None
+    admin_login: str | None = None  # the customer's login (profile.admin), the password is secrets[admin_password]
+    agent_secrets: dict[str, str] = field(default_factory=dict)  # SECRET_REF name -> value (profile.agent_secrets)
 
     @property
     def name(self) -> str:
@@ -211,6 +220,12 @@ def generate_secret(kind: SecretKind) -> str:
         return base64.urlsafe_b64encode(pysecrets.token_bytes(32)).decode()
     if kind == "laravel":
         return "base64:" + base64.b64encode(pysecrets.token_bytes(32)).decode()
+    if kind == "password":
+        # 192 random bits, then one of each class so every tool's password rules accept it.
+        pick = pysecrets.choice
+        return pysecrets.token_urlsafe(24) + pick(string.ascii_uppercase) + pick(string.ascii_lowercase) + pick(
+            string.digits
+        ) + pick("-_.")
     return pysecrets.token_urlsafe(32)
 
 
@@ -312,11 +327,31 @@ class Plan:
             "db": "db",
             "db_name": tool.name,
             "db_user": tool.name,
+            "admin_email": self.order.customer_email,
             **mine,
         }
+        login = prof.admin.login.format(**values) if prof.admin else None
+        if prof.admin:
+            pw = mine[prof.admin.password]
+            values["admin_basic"] = base64.b64encode(f"{login}:{pw}".encode()).decode()
         env = {k: v.format(**values) for k, v in prof.env.items()}
         redis_env = {"REDIS_PASSWORD": mine["redis_password"]} if tool.requires_redis else {}
-        return ToolStack(tool, prof, tool.name.replace("_", "-"), host, app_mb, db, redis_mb, env, redis_env)
+        return ToolStack(
+            tool, prof, tool.name.replace("_", "-"), host, app_mb, db, redis_mb, env, redis_env,
+            command=prof.command.format(**values) if prof.command else None,
+            admin_login=login,
+            agent_secrets={k: v.format(**values) for k, v in prof.agent_secrets.items()},
+        )  # fmt: skip
+
+    def credentials(self) -> list[dict[str, str]]:
+        """What the customer logs in with, per tool (for the hub's one-time reveal). Tools the catalog marks
+        ``admin_only`` are the operator's, not the customer's."""
+        return [
+            {"tool": st.name, "title": st.tool.title, "url": f"https://{st.host}", "login": st.admin_login,
+             "password": self.secrets[f"{st.name}.{st.profile.admin.password}"]}
+            for st in self.stacks
+            if st.profile.admin and st.admin_login and not st.tool.admin_only
+        ]  # fmt: skip
 
     # --- files ----------------------------------------------------------------------------------------------------
 
@@ -328,7 +363,7 @@ class Plan:
                       "state": STATE_DIR, "backups": BACKUP_DIR, "backup_status": BACKUP_STATUS,
                       "acme_ca": ACME_CA_BUNDLE, "certbot_ca_dropin": CERTBOT_CA_DROPIN,
                       "backup_lock": BACKUP_LOCK, "usage_ledger": USAGE_LEDGER, "docker_socket": DOCKER_SOCKET,
-                      "secret_store": SECRET_STORE},
+                      "secret_store": SECRET_STORE, "secret_import": SECRET_IMPORT_DIR},
             "agents": AGENTS, "agent_credential": AGENT_CREDENTIAL, "agent_dir": agent_dir,
             "images": {**{n: f"{self.settings.image_registry}/{n}" for n in AI_IMAGES}, "nginx": NGINX_IMAGE},
             "default_image_registry": IMAGE_REGISTRY,
@@ -408,7 +443,13 @@ class Plan:
                 for name in st.profile.config_files:
                     files.append(self._file(f"{st.name}/{name}.j2", f"{st.dir}/etc/{name}", "0600", st=st))
                 files.append(self._file("backup/backup.conf.j2", f"{st.dir}/backup.conf", st=st))
-                files.append(self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st))
+                if st.profile.public:
+                    files.append(
+                        self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st)
+                    )
+                for name, value in st.agent_secrets.items():
+                    # One line (heredoc); the Safety Wrapper's CLI drops the newline.
+                    files.append(RenderedFile(f"{SECRET_IMPORT_DIR}/{st.name}/{name}", value + "\n", "0600"))
             return files
         if number == 10:
             sec = self.secrets
