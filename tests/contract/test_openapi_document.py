@@ -20,8 +20,11 @@ SERVICE_APPS = {
     "secrets-proxy": "letsbe_secrets_proxy.app",
 }
 # Operations anyone may call: health, metrics (kept off the internet by nginx), the public catalogue and calculator,
-# Stripe's webhook (signed) and an agent's registration (the one-time token is in the body).
+# Stripe's webhook (signed), an agent's registration (the one-time token is in the body) and the customer's one-time
+# credential link (the link is the secret).
 PUBLIC = {
+    ("get", "/api/v1/public/credentials/{token}"),
+    ("post", "/api/v1/public/credentials/{token}"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),

@@ -2,10 +2,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from letsbe_contracts.validation import RequestModel
+
 Text = Annotated[str, StringConstraints(min_length=1, max_length=320)]
 
 
-class ToolCredential(BaseModel):
+class ToolCredential(RequestModel):
     model_config = ConfigDict(extra="forbid")
 
     tool: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,40}$")]
@@ -15,7 +17,7 @@ class ToolCredential(BaseModel):
     password: Annotated[str, StringConstraints(min_length=8, max_length=256)]
 
 
-class CredentialsIn(BaseModel):
+class CredentialsIn(RequestModel):
     """What the provisioner created on the tenant (PUT again on a re-run: replaced until revealed)."""
 
     model_config = ConfigDict(extra="forbid")
