@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         script = out / "steps" / f"{step.number:02d}-{step.name}.sh"
         script.write_text(plan.step_script(step.number, tokens, llm_key))
         script.chmod(0o700)  # step scripts embed the secrets of the files they write
-    print(f"rendered {len(plan.files(tokens, llm_key))} files and {len(STEPS)} step scripts for {order.domain} into {out}")
+    count = len(plan.files(tokens, llm_key))
+    print(f"rendered {count} files and {len(STEPS)} step scripts for {order.domain} into {out}")
     return 0
 
 
