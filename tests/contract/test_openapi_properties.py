@@ -55,8 +55,6 @@ def _credentials(plane: ControlPlane, agent_key: str) -> dict[str, Any]:
     return {
         "hub-api": lambda path: agent_key if path.startswith("/api/v1/tenant/") else m.admin_token,
         "dns": lambda path: agent_key,
-        "safety-wrapper": lambda path: m.tools_token,
-        "secrets-proxy": lambda path: m.llm_sentinel_key,
         "provisioner": lambda path: m.admin_token,
         "monitor": lambda path: m.admin_token,
     }
