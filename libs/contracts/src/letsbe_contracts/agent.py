@@ -193,3 +193,10 @@ class RestartParams(_Request):
 class ConfigSyncParams(_Request):
     version: Annotated[int, Field(ge=1)]
     config: dict[str, Any]
+
+
+class RotateCredentialParams(_Request):
+    """rotate-credential: "agent" is the agent's own hub API key (either agent); "llm-key" is the tenant's LLM relay
+    key, which only the Secrets Proxy holds (it fetches a new one from the hub and switches to it live)."""
+
+    credential: Literal["agent", "llm-key"] = "agent"
