@@ -42,9 +42,12 @@ async def relay_lifespan(app: FastAPI) -> AsyncIterator[None]:
     timeout = httpx.Timeout(settings.llm_upstream_timeout_seconds, connect=10)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
         key = settings.llm_upstream_api_key
-        app.state.llm_relay = Relay(client, settings.llm_upstream_base_url,
-                                    key.get_secret_value() if key else None, meter)
-        yield
+        relay = app.state.llm_relay = Relay(client, settings.llm_upstream_base_url,
+                                            key.get_secret_value() if key else None, meter)
+        try:
+            yield
+        finally:
+            await relay.drain()
 
 
 relay_router = APIRouter(prefix=LLM_RELAY_PATH, tags=["llm"], lifespan=relay_lifespan)

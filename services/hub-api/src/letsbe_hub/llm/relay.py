@@ -4,6 +4,7 @@ of a Responses stream's ``response.completed``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -71,6 +72,11 @@ class Relay:
         self.base_url = base_url.rstrip("/")
         self._api_key = api_key
         self.meter = meter
+        self._counting: set[asyncio.Task[None]] = set()
+
+    async def drain(self) -> None:
+        """Wait for the counts still being written (on shutdown)."""
+        await asyncio.gather(*self._counting, return_exceptions=True)
 
     async def forward(self, tenant_id: uuid.UUID, path: str, request: Request) -> Response:
         if self._api_key is None:
@@ -101,8 +107,12 @@ class Relay:
                 scanner.feed(chunk)
                 yield chunk
         finally:
+            # Counted in a task of its own: a client that hangs up after the last event (the Secrets Proxy does,
+            # once it has [DONE]) cancels this generator, and an await here would be cancelled with it.
+            task = asyncio.create_task(self._count(tenant_id, resp.status_code, scanner.found))
+            self._counting.add(task)
+            task.add_done_callback(self._counting.discard)
             await resp.aclose()
-            await self._count(tenant_id, resp.status_code, scanner.found)
 
     async def _count(self, tenant_id: uuid.UUID, status: int, found: tuple[str, int, int] | None) -> None:
         if status >= 400 and found is None:
