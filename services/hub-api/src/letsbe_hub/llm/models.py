@@ -3,7 +3,7 @@
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, DateTime, Integer, String, func
+from sqlalchemy import BigInteger, DateTime, Index, Integer, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
@@ -14,9 +14,10 @@ class LlmKey(Base):
     previous one keeps working until ``valid_until`` (the tenant's proxy is switched over meanwhile)."""
 
     __tablename__ = "llm_keys"
+    __table_args__ = (Index("ix_llm_keys_tenant_id", "tenant_id"),)
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    tenant_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None: until replaced
