@@ -9,7 +9,9 @@ generation is derandomized, so `make test` is reproducible; raise the number loc
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import fields
@@ -61,14 +63,22 @@ AGENTS = {
 }
 
 
+# The keys a provisioned tenant's agents get from their rendered env files (here: made up for this test's pair).
+TENANT_KEYS = {
+    "tools_token": secrets.token_urlsafe(24),
+    "sentinel_key": "lb-sentinel-" + secrets.token_urlsafe(16),
+    "secrets_key": base64.urlsafe_b64encode(os.urandom(32)).decode(),  # a Fernet key
+}
+
+
 def agent_processes(world: Sandbox, home: Path) -> dict[str, ServiceProcess]:
-    m = world.material
-    shared = {"SECRETS_PATH": str(home / "secrets" / "secrets.enc"), "SECRETS_KEY": m.tenant_secrets_key,
+    shared = {"SECRETS_PATH": str(home / "secrets" / "secrets.enc"), "SECRETS_KEY": TENANT_KEYS["secrets_key"],
               "USAGE_LEDGER_PATH": str(home / "shared" / "usage.sqlite3")}
     own = {
-        "safety-wrapper": {"TOOLS_TOKEN": m.tools_token, "TOOLS_DIR": str(home / "safety-wrapper" / "tools")},
-        "secrets-proxy": {"SENTINEL_KEY": m.llm_sentinel_key, "UPSTREAM_BASE_URL": world.urls["llm"] + "/v1",
-                          "UPSTREAM_API_KEY": m.llm_upstream_key},
+        "safety-wrapper": {"TOOLS_TOKEN": TENANT_KEYS["tools_token"],
+                           "TOOLS_DIR": str(home / "safety-wrapper" / "tools")},
+        "secrets-proxy": {"SENTINEL_KEY": TENANT_KEYS["sentinel_key"], "UPSTREAM_BASE_URL": world.urls["llm"] + "/v1",
+                          "UPSTREAM_API_KEY": world.material.llm_upstream_key},
     }
     procs = {}
     for name, (module, prefix) in AGENTS.items():
@@ -85,10 +95,10 @@ def _credentials(plane: ControlPlane, agent_key: str) -> dict[str, Any]:
     return {
         "hub-api": lambda path: agent_key if path.startswith("/api/v1/tenant/") else m.admin_token,
         "dns": lambda path: agent_key,
-        "safety-wrapper": lambda path: m.tools_token,
-        "secrets-proxy": lambda path: m.llm_sentinel_key,
         "provisioner": lambda path: m.admin_token,
         "monitor": lambda path: m.admin_token,
+        "safety-wrapper": lambda path: TENANT_KEYS["tools_token"],
+        "secrets-proxy": lambda path: TENANT_KEYS["sentinel_key"],
     }
 
 

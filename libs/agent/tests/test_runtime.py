@@ -353,3 +353,20 @@ async def test_rotate_credential_command_switches_the_agent_to_a_new_key(hub, ad
     assert saved["api_key"] != old_key and saved["api_key"] == agent.credential.api_key
     me = await hub.get("/api/v1/tenant/me", headers={"Authorization": f"Bearer {saved['api_key']}"})
     assert me.status_code == 200
+
+
+async def test_rotating_a_credential_the_agent_does_not_hold_fails_and_keeps_its_key(
+    hub, admin, agents, agent_settings
+):
+    settings = agent_settings()
+    tenant_id, agent = await _enrolled(hub, admin, agents, settings)
+    old_key = agent.credential.api_key
+    # Sent to this agent explicitly: the hub would route an "llm-key" rotation to the Secrets Proxy.
+    cmd = await _command(hub, admin, tenant_id, "rotate-credential", {"credential": "llm-key"}, agent="safety-wrapper")
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "FAILED"))
+    view = (await hub.get(f"/api/v1/admin/commands/{cmd['id']}", headers=admin)).json()
+    assert "holds no 'llm-key' credential" in view["error"]
+    assert agent.credential.api_key == old_key
+    r = await hub.post(f"/api/v1/admin/tenants/{tenant_id}/commands", headers=admin,
+                       json={"type": "rotate-credential", "params": {"credential": "tools-token"}})
+    assert r.status_code == 422  # not a credential the hub knows

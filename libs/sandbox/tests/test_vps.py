@@ -28,7 +28,8 @@ def render(root: Path, **settings: object) -> Path:
         customer_email="owner@example.com",
     )
     s = Settings(hub_url="http://127.0.0.1:3847", root=str(root), **settings)  # type: ignore[arg-type]
-    for f in Plan(order, s, generate_secrets(order.tools)).step_files(10, {"safety-wrapper": "t1"}):
+    plan = Plan(order, s, generate_secrets(order.tools))
+    for f in plan.step_files(10, {"safety-wrapper": "t1"}, "lbl_relay-key-for-this-tenant"):
         p = root / f.path.lstrip("/")
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(f.content)
@@ -44,7 +45,7 @@ def edit(compose: Path, service: str, **changes: object) -> None:
 def test_the_agents_get_the_rendered_environment_with_paths_on_their_own_vps(tmp_path: Path) -> None:
     root = tmp_path / ADDRESS
     render(root, agent_heartbeat_seconds=5, agent_backoff_max_seconds=2)
-    specs = {s.service: s for s in RenderedAgents(root, ADDRESS).specs({"secrets-proxy": {"LETSBE_SP_X": "/a/b"}})}
+    specs = {s.service: s for s in RenderedAgents(root, ADDRESS).specs()}
     assert set(specs) == {"safety-wrapper", "secrets-proxy"}
     sw, sp = specs["safety-wrapper"], specs["secrets-proxy"]
     assert sw.argv[1:] == ("-m", "letsbe_safety_wrapper") and sp.argv[1:] == ("-m", "letsbe_secrets_proxy")
@@ -61,7 +62,11 @@ def test_the_agents_get_the_rendered_environment_with_paths_on_their_own_vps(tmp
     assert sp.env["LETSBE_SP_DOCKER_SOCKET"] == str(root / "var/run/docker.sock")  # mounted: it updates the wrapper
     for spec in specs.values():
         assert all(v.startswith(str(root) + "/") for v in spec.env.values() if v.startswith("/")), spec.env
-    assert sp.env["LETSBE_SP_X"] == str(root / "a/b")  # a supplied path is a path on the VPS
+    # Every key is the provisioner's; the sandbox adds only its marker.
+    assert sw.env["LETSBE_SW_TOOLS_TOKEN"] and sp.env["LETSBE_SP_SENTINEL_KEY"] and sp.env["LETSBE_SP_SECRETS_KEY"]
+    assert sp.env["LETSBE_SP_UPSTREAM_API_KEY"] == "lbl_relay-key-for-this-tenant"
+    assert sp.env["LETSBE_SP_UPSTREAM_BASE_URL"] == "http://127.0.0.1:3847/api/v1/llm/v1"
+    assert sw.env["LETSBE_SANDBOX"] == sp.env["LETSBE_SANDBOX"] == "1"
     assert (sw.mem_limit_mb, sp.mem_limit_mb) == (128, 64)  # from the service's mem_limit
 
 
@@ -80,12 +85,12 @@ def test_a_rendered_tenant_that_does_not_fit_fails_with_the_reason(
     compose = render(tmp_path)
     edit(compose, "safety-wrapper", **changes)
     with pytest.raises(TenantError, match=error):
-        RenderedAgents(tmp_path, ADDRESS).specs({})
+        RenderedAgents(tmp_path, ADDRESS).specs()
 
 
 def test_no_compose_file_no_agents(tmp_path: Path) -> None:
     with pytest.raises(TenantError, match=f"{AI_DIR}/docker-compose.yml was not rendered"):
-        RenderedAgents(tmp_path, ADDRESS).specs({})
+        RenderedAgents(tmp_path, ADDRESS).specs()
 
 
 @pytest.mark.parametrize(("value", "mb"), [("128m", 128), ("1g", 1024), ("64M", 64), (268435456, 256), (None, None)])

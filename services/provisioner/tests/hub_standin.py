@@ -1,5 +1,6 @@
 """A loopback STAND-IN OF OUR OWN HUB's contract — only the admin tenant routes the provisioner calls
-(POST /api/v1/admin/tenants/{id}/registration-tokens, GET /api/v1/admin/tenants/{id}), as specified in
+(POST /api/v1/admin/tenants/{id}/registration-tokens, POST …/{id}/llm-key, PUT …/{id}/credentials, GET …/{id}),
+as specified in
 notes/interfaces.md. The real routes live in letsbe_hub.tenants; the end-to-end tests run against those.
 This is not a provider fake (those live in letsbe_fakes); it exists so the provisioner's tests do not depend on
 another team's work in progress.
@@ -31,6 +32,7 @@ class HubStandIn:
         self.auto_register = auto_register  # an issued token is "used" by the agent at once
         self.token_prefix = token_prefix
         self.issued: list[dict[str, Any]] = []
+        self.llm_keys: list[str] = []
         self.polls = 0
         self.tenants: dict[uuid.UUID, dict[str, Any]] = {}
         self.credentials: dict[uuid.UUID, list[dict[str, Any]]] = {}
@@ -62,6 +64,14 @@ class HubStandIn:
             check(authorization)
             self.credentials[tenant_id] = body["credentials"]
             return Response(status_code=204)
+
+        @self.app.post("/api/v1/admin/tenants/{tenant_id}/llm-key", status_code=201)
+        async def llm_key(tenant_id: uuid.UUID, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+            check(authorization)
+            if tenant_id not in self.tenants:
+                raise HTTPException(404, "no such tenant")
+            self.llm_keys.append("lbl_" + secrets.token_urlsafe(24))
+            return {"key": self.llm_keys[-1], "previous_valid_until": None}
 
         @self.app.get("/api/v1/admin/tenants/{tenant_id}")
         async def get_tenant(tenant_id: uuid.UUID, authorization: str | None = Header(default=None)) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import socket
 import time
 import uuid
 import weakref
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -41,7 +42,13 @@ from letsbe_agent.journal import CommandJournal
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.update import ConfigSync, Updater
 from letsbe_agent.usage import UsageLedger
-from letsbe_contracts.agent import CREDENTIAL_FILE, CommandOut, HeartbeatRequest, RegisterRequest
+from letsbe_contracts.agent import (
+    CREDENTIAL_FILE,
+    CommandOut,
+    HeartbeatRequest,
+    RegisterRequest,
+    RotateCredentialParams,
+)
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import DiskUsage, HeartbeatDetails, MemoryUsage
 from letsbe_platform.logging import get_logger
@@ -106,7 +113,10 @@ class AgentRuntime:
         self.updater.register(self.commands)
         self.config = ConfigSync(state / "config.json")
         self.config.register(self.commands)
-        self.commands.register("rotate-credential", self._rotate_credential)
+        self.commands.register("rotate-credential", self._rotate_credential, params=RotateCredentialParams)
+        # Other credentials this agent holds, by the name rotate-credential gives them (the Secrets Proxy adds
+        # "llm-key"): each fetches its new value, keeps it, switches to it and says what it did.
+        self.rotators: dict[str, Callable[[], Awaitable[dict[str, Any]]]] = {}
         # Only the agent that reports usage reads the ledger (the Secrets Proxy writes it through its own handle).
         self.ledger = (UsageLedger(settings.usage_ledger_path)
                        if settings.report_usage and settings.usage_ledger_path else None)
@@ -216,6 +226,12 @@ class AgentRuntime:
 
     async def _rotate_credential(self, ctx: CommandContext) -> Outcome:
         """A new API key from the hub, saved before it is used (the old one stays valid for a grace period)."""
+        p: RotateCredentialParams = ctx.params
+        if p.credential != "agent":
+            rotate = self.rotators.get(p.credential)
+            if rotate is None:
+                return Outcome.failed(f"this agent ({self.kind.value}) holds no {p.credential!r} credential")
+            return Outcome.succeeded(credential=p.credential, **await rotate())
         assert self.credential is not None
         answer = await self.client.rotate()
         self.credential = Credential(self.credential.agent_id, self.credential.tenant_id, answer.api_key)

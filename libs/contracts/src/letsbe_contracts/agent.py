@@ -21,6 +21,8 @@ from letsbe_contracts.validation import RequestModel
 # The tenant's certbot DNS-01 hooks read "api_key" from the Safety Wrapper's copy (letsbe_provisioner's
 # AGENT_CREDENTIAL), so this name is part of the contract between the agent and what the provisioner renders.
 CREDENTIAL_FILE = "credential.json"
+# The hub's OpenAI-compatible LLM relay (a tenant's Secrets Proxy sends /chat/completions, /responses under it).
+LLM_RELAY_PATH = "/api/v1/llm/v1"
 
 Version = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")]
 Hostname = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")]
@@ -191,3 +193,10 @@ class RestartParams(_Request):
 class ConfigSyncParams(_Request):
     version: Annotated[int, Field(ge=1)]
     config: dict[str, Any]
+
+
+class RotateCredentialParams(_Request):
+    """rotate-credential: "agent" is the agent's own hub API key (either agent); "llm-key" is the tenant's LLM relay
+    key, which only the Secrets Proxy holds (it fetches a new one from the hub and switches to it live)."""
+
+    credential: Literal["agent", "llm-key"] = "agent"

@@ -38,6 +38,9 @@ AGENT_MODULES = {
     "safety-wrapper": ("letsbe_safety_wrapper", "letsbe_safety_wrapper.config:SafetyWrapperSettings"),
     "secrets-proxy": ("letsbe_secrets_proxy", "letsbe_secrets_proxy.config:SecretsProxySettings"),
 }
+# The one thing a sandbox agent gets that the rendered files do not say: that it runs in a sandbox (its logs and
+# every answer say so, like the control plane's services). Every key and URL is the provisioner's.
+SANDBOX_ENV = {"LETSBE_SANDBOX": "1"}
 _UNITS = {"b": 1 / 2**20, "k": 1 / 1024, "m": 1, "g": 1024}
 
 
@@ -143,9 +146,9 @@ class RenderedAgents:
             raise TenantError(f"{name}: the sandbox publishes a port only as ip:port:same-port, not {ports[0]!r}")
         return int(host_port)
 
-    def specs(self, supplied: Mapping[str, Mapping[str, str]]) -> list[AgentSpec]:
-        """One spec per agent service of the compose file. ``supplied``: per service, what the rendered files do
-        not carry yet (Sandbox.issue_15_env)."""
+    def specs(self) -> list[AgentSpec]:
+        """One spec per agent service of the compose file: exactly what the provisioner rendered (keys included),
+        plus the sandbox marker."""
         if not self.compose.exists():
             raise TenantError(f"{AI_COMPOSE} was not rendered on this VPS")
         doc = yaml.safe_load(self.compose.read_text())
@@ -174,10 +177,7 @@ class RenderedAgents:
                         env[key] = self._map(name, key, path, mounts)
                     except TenantError:
                         env[key] = str(layer / path.lstrip("/"))
-            # A supplied path is a path on the VPS (nothing mounts it yet): under the VPS root, like a volume.
-            env.update(
-                {k: str(self._host_path(v)) if v.startswith("/") else v for k, v in supplied.get(name, {}).items()}
-            )
+            env.update(SANDBOX_ENV)
             out.append(
                 AgentSpec(
                     service=name,
@@ -204,7 +204,6 @@ class Vps:
         port: int,
         host_key: asyncssh.SSHKey,
         client_key: asyncssh.SSHKey,
-        supplied_env: Mapping[str, Mapping[str, str]],
     ):
         self.server_id = int(server["id"])
         self.labels = dict(server.get("labels") or {})
@@ -222,7 +221,6 @@ class Vps:
             client_key=client_key,
         )
         self.docker = DockerEngineFake(self.root / "var/run/docker.sock")
-        self.supplied_env = supplied_env
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
         self.error: str | None = None
         self._ups = 0
@@ -258,7 +256,7 @@ class Vps:
     def start_agents(self) -> None:
         self.stop_agents()
         try:
-            specs = RenderedAgents(self.root, self.address).specs(self.supplied_env)
+            specs = RenderedAgents(self.root, self.address).specs()
         except (TenantError, yaml.YAMLError, OSError) as exc:
             self.error = str(exc)
             log.error("sandbox tenant cannot start its agents", vps=self.address, error=self.error)

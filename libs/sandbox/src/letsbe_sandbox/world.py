@@ -51,8 +51,6 @@ class Material:
 
     admin_token: str
     provisioner_secrets_key: str
-    tenant_secrets_key: str
-    tools_token: str
     cloudflare_token: str
     hetzner_token: str
     netcup_refresh_token: str
@@ -60,7 +58,6 @@ class Material:
     stripe_webhook_secret: str
     monitor_webhook_secret: str
     push_token: str
-    llm_sentinel_key: str
     llm_upstream_key: str
 
     @classmethod
@@ -69,8 +66,6 @@ class Material:
         fresh = {
             "admin_token": "lbh_sandbox_" + secrets.token_urlsafe(24),
             "provisioner_secrets_key": Fernet.generate_key().decode(),
-            "tenant_secrets_key": Fernet.generate_key().decode(),
-            "tools_token": secrets.token_urlsafe(24),
             "cloudflare_token": "cf-sandbox-" + secrets.token_urlsafe(16),
             "hetzner_token": "hz-sandbox-" + secrets.token_urlsafe(16),
             "netcup_refresh_token": "nc-sandbox-" + secrets.token_urlsafe(16),
@@ -78,7 +73,6 @@ class Material:
             "stripe_webhook_secret": "whsec_sandbox_" + secrets.token_urlsafe(16),
             "monitor_webhook_secret": secrets.token_urlsafe(24),
             "push_token": secrets.token_urlsafe(24),
-            "llm_sentinel_key": "lb-sentinel-" + secrets.token_urlsafe(16),
             "llm_upstream_key": "sk-sandbox-upstream-" + secrets.token_urlsafe(24),
         }
         stored = json.loads(path.read_text()) if path.exists() else {}
@@ -208,7 +202,6 @@ class Sandbox:
             port=self.ssh_port,
             host_key=_ssh_key(self.root / "ssh" / f"host-{address}"),
             client_key=self.client_key,
-            supplied_env=self.issue_15_env(),
         )
         for setup in self._vps_setup:
             setup(vps)
@@ -228,29 +221,6 @@ class Sandbox:
                 vpses = list(self.vpses.values())
             for vps in vpses:
                 vps.poll()
-
-    def issue_15_env(self) -> dict[str, dict[str, str]]:
-        """What the rendered compose does not carry yet and the sandbox supplies: exactly these values, nothing
-        else (issue 15 moves the tools token, the sentinel and upstream keys and the secrets store to the
-        provisioner). The upstream URL points the proxy at the fake LLM; LETSBE_SANDBOX marks the logs."""
-        m = self.material
-        secrets_path = "/var/lib/letsbe/secrets/secrets.enc"  # per VPS (the path on the VPS, mapped in Vps)
-        return {
-            "safety-wrapper": {
-                "LETSBE_SANDBOX": "1",
-                "LETSBE_SW_TOOLS_TOKEN": m.tools_token,
-                "LETSBE_SW_SECRETS_KEY": m.tenant_secrets_key,
-                "LETSBE_SW_SECRETS_PATH": secrets_path,
-            },
-            "secrets-proxy": {
-                "LETSBE_SANDBOX": "1",
-                "LETSBE_SP_SENTINEL_KEY": m.llm_sentinel_key,
-                "LETSBE_SP_UPSTREAM_BASE_URL": self.urls["llm"] + "/v1",
-                "LETSBE_SP_UPSTREAM_API_KEY": m.llm_upstream_key,
-                "LETSBE_SP_SECRETS_KEY": m.tenant_secrets_key,
-                "LETSBE_SP_SECRETS_PATH": secrets_path,
-            },
-        }
 
     # --- how the services reach the world --------------------------------------------------------------------
 
@@ -282,6 +252,10 @@ class Sandbox:
                 "LETSBE_HUB_PROVIDER_POLL_SECONDS": "0.2",
                 "LETSBE_HUB_SSH_PROBE_SECONDS": "0.2",
                 "LETSBE_HUB_HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),
+                # The hub's LLM relay goes to the fake OpenAI with the platform's (sandbox) key; tenants' Secrets
+                # Proxies reach the relay with the per-tenant keys the hub issues at step 10.
+                "LETSBE_HUB_LLM_UPSTREAM_BASE_URL": u["llm"] + "/v1",
+                "LETSBE_HUB_LLM_UPSTREAM_API_KEY": m.llm_upstream_key,
             },
             "provisioner": {
                 **common,

@@ -20,6 +20,7 @@ from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
 from letsbe_hub.credentials import endpoints as credentials
 from letsbe_hub.db import SCHEMA
+from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.payments import endpoints as payments
@@ -46,6 +47,7 @@ ROUTERS = [
     catalog.router,
     *servers.routers,
     alerts.router,
+    *llm.routers,
 ]
 
 
@@ -86,4 +88,5 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         routers=ROUTERS,
         middleware=[(HeartbeatFastPath, {})],  # agents' heartbeats answered before routing
+        body_limits=dict.fromkeys(llm.RELAY_PATHS, settings.llm_max_request_bytes),
     )

@@ -47,3 +47,12 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     command_redeliver_seconds: float = Field(default=30, gt=0)  # a delivered command not acked by then goes again
     command_sweep_seconds: float = Field(default=5, gt=0)
     rollout_tick_seconds: float = Field(default=5, gt=0)
+
+    # --- the LLM relay (issue 15): tenants' Secrets Proxies reach the provider through the hub ------------------
+    # The platform's provider account. Only the hub holds this key; each tenant gets its own relay key (llm/).
+    llm_upstream_base_url: str = "https://api.openai.com/v1"
+    llm_upstream_api_key: SecretStr | None = None  # unset: the relay answers 503
+    llm_upstream_timeout_seconds: float = Field(default=600, gt=0)
+    # How long a tenant's previous relay key keeps working after a new one is issued (its proxy switches over).
+    llm_key_grace_seconds: int = Field(default=3600, ge=0)
+    llm_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)

@@ -18,6 +18,8 @@ class ProvisionerSettings(ServiceSettings):
     hub_url: str = "http://127.0.0.1:3847"
     hub_token: SecretStr | None = None  # a Hub API token with the tenants:enroll scope
     tenant_hub_url: str | None = None  # the Hub as tenants reach it (agents); default: hub_url
+    # Where tenants' Secrets Proxies send model calls; default: the hub's LLM relay (tenant_hub_url + /api/v1/llm/v1).
+    llm_base_url: str | None = None
     acme_url: str | None = None  # where tenants' certbot hooks reach /api/v1/tenant/acme-challenge; default: the above
     hub_timeout_seconds: float = Field(default=10.0, gt=0)
 

@@ -49,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc.errors()[0]["msg"]))
     plan = Plan(order, Settings(hub_url=args.hub_url, ssh_user=args.ssh_user), generate_secrets(tools), catalog)
     tokens = {agent: "REGISTRATION-TOKEN-PLACEHOLDER" for agent in AGENTS}
+    llm_key = "LLM-RELAY-KEY-PLACEHOLDER"  # issued by the hub when step 10 runs
 
     out: Path = args.out
-    for f in plan.files(tokens):
+    for f in plan.files(tokens, llm_key):
         target = out / f.path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(f.content)
@@ -59,9 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     (out / "steps").mkdir(parents=True, exist_ok=True)
     for step in STEPS:
         script = out / "steps" / f"{step.number:02d}-{step.name}.sh"
-        script.write_text(plan.step_script(step.number, tokens))
+        script.write_text(plan.step_script(step.number, tokens, llm_key))
         script.chmod(0o700)  # step scripts embed the secrets of the files they write
-    print(f"rendered {len(plan.files(tokens))} files and {len(STEPS)} step scripts for {order.domain} into {out}")
+    count = len(plan.files(tokens, llm_key))
+    print(f"rendered {count} files and {len(STEPS)} step scripts for {order.domain} into {out}")
     return 0
 
 

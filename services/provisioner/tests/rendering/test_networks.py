@@ -175,8 +175,8 @@ def test_the_graph_check_catches_openclaw_on_the_host_network_or_a_shared_tool_n
     original = plan.step_files
 
     def with_ai(edit):
-        def step_files(number, tokens=None):
-            files = original(number, tokens)
+        def step_files(number, tokens=None, llm_key=None):
+            files = original(number, tokens, llm_key)
             if number != 10:
                 return files
             out = []
@@ -209,8 +209,8 @@ def test_the_graph_check_catches_openclaw_on_the_host_network_or_a_shared_tool_n
     plan.step_files = original  # type: ignore[method-assign]
     assert_no_way_around_the_gate(plan)
 
-    def tool_on_gate(number, tokens=None):
-        files = original(number, tokens)
+    def tool_on_gate(number, tokens=None, llm_key=None):
+        files = original(number, tokens, llm_key)
         if number != 9:
             return files
         out = []

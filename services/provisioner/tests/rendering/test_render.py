@@ -34,6 +34,7 @@ from letsbe_provisioner.steps import STEPS
 CATALOG = load_catalog()
 ALL_TOOLS = tuple(t.name for t in CATALOG.selectable)
 TOKENS = {agent: f"rt_{agent}_0123456789abcdef" for agent in AGENTS}
+LLM_KEY = "lbl_tenant-relay-key-0123456789abcdef"
 
 
 def plan_for(
@@ -305,7 +306,7 @@ def test_each_ai_container_gets_exactly_the_keys_it_uses_and_the_agents_read_the
     from letsbe_secrets_proxy.config import SecretsProxySettings
 
     plan = plan_for(("ghost",))
-    files = {f.path: f for f in plan.step_files(10, TOKENS)}
+    files = {f.path: f for f in plan.step_files(10, TOKENS, LLM_KEY)}
     env = {
         name: dict(line.split("=", 1) for line in files[f"/opt/letsbe/ai/{name}.env"].content.splitlines()
                    if line and not line.startswith("#"))
@@ -324,6 +325,11 @@ def test_each_ai_container_gets_exactly_the_keys_it_uses_and_the_agents_read_the
         "ai.secrets_key": {"safety-wrapper", "secrets-proxy"},  # the tenant secret store both agents read
     }
     Fernet(s["ai.secrets_key"].encode())  # a usable key for the store
+    assert {name for name, values in env.items() if LLM_KEY in values.values()} == {"secrets-proxy"}
+    # ...which it presents to the hub's relay, its upstream (compose environment).
+    compose = yaml.safe_load(files["/opt/letsbe/ai/docker-compose.yml"].content)
+    relay = compose["services"]["secrets-proxy"]["environment"]["LETSBE_SP_UPSTREAM_BASE_URL"]
+    assert relay == "https://hub.letsbe.test/api/v1/llm/v1"
 
     # The agents' own settings pick the values up from their env files (as compose's env_file passes them).
     for name, settings_class in (("safety-wrapper", SafetyWrapperSettings), ("secrets-proxy", SecretsProxySettings)):
@@ -337,4 +343,5 @@ def test_each_ai_container_gets_exactly_the_keys_it_uses_and_the_agents_read_the
                 assert settings.tool_urls == {"ghost": "http://letsbe-ghost:2368"}
             else:
                 assert settings.sentinel_key.get_secret_value() == s["ai.sentinel_key"]
-                assert settings.upstream_api_key is None  # brokered by the hub, not generated here
+                # The hub's relay key for this tenant: the provider's own key stays on the hub.
+                assert settings.upstream_api_key.get_secret_value() == LLM_KEY

@@ -23,6 +23,7 @@ from letsbe_contracts.agent import (
     CommandStatus,
     ConfigSyncParams,
     RestartParams,
+    RotateCredentialParams,
     UpdateParams,
 )
 from letsbe_contracts.enums import AgentKind
@@ -49,16 +50,24 @@ ALLOWED: dict[str, frozenset[str]] = {
 }
 # Parameters of the command types the hub knows are validated when queued; other types (registered by an agent,
 # e.g. the Safety Wrapper's kill switch) pass through as given.
-PARAMS: dict[str, type[BaseModel]] = {"update": UpdateParams, "restart": RestartParams, "config-sync": ConfigSyncParams}
+PARAMS: dict[str, type[BaseModel]] = {
+    "update": UpdateParams,
+    "restart": RestartParams,
+    "config-sync": ConfigSyncParams,
+    "rotate-credential": RotateCredentialParams,
+}
 # Grace on top of a command's own deadline before the hub calls it TIMED_OUT (the agent reports its own timeouts).
 DEADLINE_GRACE = timedelta(seconds=60)
 
 
 def agent_for(command_type: str, params: dict[str, Any]) -> AgentKind:
     """Who runs a command. An agent cannot restart itself mid-update, so each updates the other:
-    the Secrets Proxy updates the Safety Wrapper, the Safety Wrapper updates everything else."""
+    the Secrets Proxy updates the Safety Wrapper, the Safety Wrapper updates everything else. A credential is
+    rotated by the agent that holds it."""
     if command_type == "update" and params.get("component") == AgentKind.SAFETY_WRAPPER.value:
         return AgentKind.SECRETS_PROXY
+    if command_type == "rotate-credential" and params.get("credential") == "llm-key":
+        return AgentKind.SECRETS_PROXY  # the only holder of the tenant's LLM relay key
     return AgentKind.SAFETY_WRAPPER
 
 

@@ -23,6 +23,7 @@ from letsbe_contracts.events import (
 from letsbe_hub.auth.service import hash_token as hash_secret
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
+from letsbe_hub.llm import repository as llm_repo
 from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import BadRegistrationToken, TenantMismatch, TenantNotFound
@@ -137,6 +138,7 @@ async def decommission(session: AsyncSession, tenant_id: uuid.UUID, reason: str)
         raise TenantNotFound()
     if tenant.status != DECOMMISSIONED:
         await repo.revoke_active_agents(session, tenant_id)
+        await llm_repo.revoke_keys(session, tenant_id, datetime.now(UTC))  # no more LLM spend on its account
         await repo.set_tenant_status(session, tenant_id, DECOMMISSIONED)
         await add_event(
             session,

@@ -21,6 +21,11 @@ class RegistrationToken(BaseModel):
     expires_at: str | None = None
 
 
+class LlmKey(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    key: str
+
+
 class TenantAgent(BaseModel):
     model_config = ConfigDict(extra="ignore")
     agent: str
@@ -65,6 +70,14 @@ class HubClient:
             return RegistrationToken.model_validate(data)
         except ValidationError as exc:
             raise HubError(f"unexpected registration-token answer: {exc.errors()[0]['msg']}", transient=False) from exc
+
+    async def llm_key(self, tenant_id: uuid.UUID) -> LlmKey:
+        """A new LLM relay key for the tenant (the tenant must exist: registration tokens create it)."""
+        data = await self._call("POST", f"/api/v1/admin/tenants/{tenant_id}/llm-key")
+        try:
+            return LlmKey.model_validate(data)
+        except ValidationError as exc:
+            raise HubError(f"unexpected llm-key answer: {exc.errors()[0]['msg']}", transient=False) from exc
 
     async def tenant(self, tenant_id: uuid.UUID) -> TenantStatus | None:
         try:

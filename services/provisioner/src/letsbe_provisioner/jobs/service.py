@@ -290,6 +290,7 @@ def plan_settings(settings: ProvisionerSettings, server: ServerTarget, client_ke
         "swap_mb": settings.swap_mb,
         "vm_sysctls": settings.vm_sysctls,
         "apps_setup": settings.apps_setup,
+        "llm_base_url": settings.llm_base_url,
     }
 
 
@@ -356,8 +357,8 @@ class JobRun:
             started = time.perf_counter()
             transient, exit_code, error = False, None, ""
             try:
-                tokens = await self._tokens() if step.number == 10 else None
-                script = self.plan.step_script(step.number, tokens)
+                tokens, llm_key = await self._issued() if step.number == 10 else (None, None)
+                script = self.plan.step_script(step.number, tokens, llm_key)
                 target = ssh.step_target(self.server, step.number, self.plan.settings.ssh_user)
                 if self.conn is not None and self.conn_user != target.ssh_user:
                     await self.close()  # root until the SSH hardening, the provisioning user after it
@@ -402,6 +403,15 @@ class JobRun:
             await sink.note(f"attempt {attempt} failed ({error.splitlines()[0][:300]}); retrying in {delay:g}s")
             await asyncio.sleep(delay)
         return False  # pragma: no cover - the loop always returns
+
+    async def _issued(self) -> tuple[dict[str, str], str]:
+        """What the hub issues for step 10: fresh one-time registration tokens for the agents (a re-run asks again;
+        unused ones just expire), then the tenant's LLM relay key (a re-run gets a new one; the previous one ends
+        after the hub's grace period, by when the re-rendered Secrets Proxy has replaced it)."""
+        tokens = await self._tokens()
+        key = (await self.p.hub.llm_key(self.tenant_id)).key
+        self.redact.add(key)
+        return tokens, key
 
     async def _tokens(self) -> dict[str, str]:
         """Fresh one-time registration tokens for the agents (a re-run asks again; unused ones just expire)."""

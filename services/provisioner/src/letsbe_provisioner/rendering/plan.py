@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, load_catalog
-from letsbe_contracts.agent import CREDENTIAL_FILE
+from letsbe_contracts.agent import CREDENTIAL_FILE, LLM_RELAY_PATH
 from letsbe_dns import hooks as dns_hooks
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS
@@ -101,6 +101,9 @@ class Settings:
     root: str = ""  # "" in production; a sandbox directory in tests
     agent_image_tag: str = "latest"
     llm_model: str = "gpt-4o-mini"  # OpenClaw's model, served through the tenant's Secrets Proxy
+    # Where the Secrets Proxy sends model calls: the hub's LLM relay (hub_url + LLM_RELAY_PATH) unless set. The relay
+    # key it presents there is issued by the hub for each run of step 10 (``llm_key`` of step_files).
+    llm_base_url: str | None = None
     ssh_user: str = "letsbe"
     ssh_port: int = 22
     swap_mb: int = 2048
@@ -378,8 +381,15 @@ class Plan:
     def _file(self, template: str, path: str, mode: str = "0644", **extra: object) -> RenderedFile:
         return RenderedFile(path, render_template(template, **self._ctx(**extra)), mode)
 
-    def step_files(self, number: int, tokens: dict[str, str] | None = None) -> list[RenderedFile]:
-        """The files step ``number`` writes on the server (production paths)."""
+    @property
+    def llm_base_url(self) -> str:
+        return self.settings.llm_base_url or self.settings.hub_url.rstrip("/") + LLM_RELAY_PATH
+
+    def step_files(
+        self, number: int, tokens: dict[str, str] | None = None, llm_key: str | None = None
+    ) -> list[RenderedFile]:
+        """The files step ``number`` writes on the server (production paths). ``tokens`` (the agents' one-time
+        registration tokens) and ``llm_key`` (the tenant's LLM relay key) are what the hub issued for this run."""
         if number == 2:
             return [
                 self._file("base/20auto-upgrades.j2", "/etc/apt/apt.conf.d/20auto-upgrades"),
@@ -473,6 +483,8 @@ class Plan:
                 "secrets-proxy": {
                     "LETSBE_SP_SENTINEL_KEY": sec["ai.sentinel_key"],
                     "LETSBE_SP_SECRETS_KEY": sec["ai.secrets_key"],
+                    # Issued by the hub (its relay meters the tenant by it); the provider's own key stays there.
+                    **({"LETSBE_SP_UPSTREAM_API_KEY": llm_key} if llm_key else {}),
                 },
             }
             files = [
@@ -486,14 +498,14 @@ class Plan:
             return files
         return []
 
-    def files(self, tokens: dict[str, str] | None = None) -> list[RenderedFile]:
+    def files(self, tokens: dict[str, str] | None = None, llm_key: str | None = None) -> list[RenderedFile]:
         """Every file the pipeline writes, in step order."""
-        return [f for step in STEPS for f in self.step_files(step.number, tokens)]
+        return [f for step in STEPS for f in self.step_files(step.number, tokens, llm_key)]
 
-    def step_script(self, number: int, tokens: dict[str, str] | None = None) -> str:
+    def step_script(self, number: int, tokens: dict[str, str] | None = None, llm_key: str | None = None) -> str:
         """The bash script of step ``number``: prelude, the step's files as heredocs, then its commands."""
         step = BY_NUMBER[number]
-        files = self.step_files(number, tokens)
+        files = self.step_files(number, tokens, llm_key)
         for f in files:
             if HEREDOC_END in f.content:
                 raise ValueError(f"{f.path}: content contains the heredoc delimiter")

@@ -23,6 +23,7 @@ from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.service import ProxyService
+from letsbe_secrets_proxy.proxy.upstream_key import current_key
 from letsbe_secrets_proxy.proxy.usage import UsageRecorder
 
 
@@ -32,9 +33,13 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
     key_host = settings.upstream_key_host or upstream_host
     if key_host != upstream_host:
         raise ValueError(f"the upstream key is bound to {key_host!r} but the upstream is {upstream_host!r}")
+    rendered = settings.upstream_api_key.get_secret_value() if settings.upstream_api_key is not None else None
+    api_key = current_key(settings.state_dir, rendered) if settings.hub_url else rendered
     own = {}
-    if settings.upstream_api_key is not None:
-        own["upstream_api_key"] = settings.upstream_api_key.get_secret_value()
+    if rendered is not None:
+        own["upstream_api_key_rendered"] = rendered
+    if api_key is not None:
+        own["upstream_api_key"] = api_key
     if settings.sentinel_key is not None:
         own["agent_sentinel_key"] = settings.sentinel_key.get_secret_value()
     registry = Registry(
@@ -44,8 +49,7 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
     )
     return ProxyService(
         client, settings.upstream_base_url,
-        settings.upstream_api_key.get_secret_value() if settings.upstream_api_key else None,
-        key_host, registry, usage or UsageRecorder(None), settings.max_request_bytes,
+        api_key, key_host, registry, usage or UsageRecorder(None), settings.max_request_bytes,
         settings.max_response_bytes, ByteBudget(settings.body_budget_bytes),
     )
 

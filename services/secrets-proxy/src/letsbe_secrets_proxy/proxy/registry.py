@@ -64,6 +64,11 @@ class Registry:
         log.info("secret registry loaded", secrets=len(values))
         return redactor
 
+    def add_own(self, name: str, value: str) -> None:
+        """One of the proxy's own secrets changed (a rotated upstream key): the redactor is rebuilt with it."""
+        self._own[name] = value
+        self.redactor = self._build()
+
     def current(self) -> Redactor:
         now = time.monotonic()
         if self.path is not None and now - self._checked >= self._check_every:

@@ -63,6 +63,13 @@ class ProxyService:
         self.max_response_bytes = max_response_bytes or max_body_bytes
         self.budget = budget or ByteBudget(max(self.max_body_bytes, self.max_response_bytes))
 
+    def use_key(self, api_key: str) -> None:
+        """Switch to a new upstream key (a rotation); both it and the previous one stay on the redaction list."""
+        if self._api_key:
+            self.registry.add_own("upstream_api_key_previous", self._api_key)
+        self.registry.add_own("upstream_api_key", api_key)
+        self._api_key = api_key
+
     def _egress_headers(self, url: str, request: Request, redactor: Redactor,
                         findings: list[Finding]) -> dict[str, str]:
         headers = {"content-type": "application/json",
