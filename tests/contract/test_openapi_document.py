@@ -35,7 +35,11 @@ PUBLIC = {
 }
 # The credential each service's non-public operations take, by path prefix.
 SCHEMES = {
-    "hub-api": {"/api/v1/admin/": "operatorToken", "/api/v1/tenant/": "agentCredential"},
+    "hub-api": {
+        "/api/v1/admin/": "operatorToken",
+        "/api/v1/tenant/": "agentCredential",
+        "/api/v1/llm/": "tenantLlmKey",
+    },
     "dns": {"/api/v1/tenant/": "agentCredential"},
     "safety-wrapper": {"/api/v1/tools": "toolsToken"},
     "secrets-proxy": {"/v1/": "sentinelKey"},
@@ -53,10 +57,10 @@ def _operations(doc: dict[str, Any]):
             yield method, path, operation
 
 
-def test_the_hub_has_two_schemes_operator_token_and_agent_credential():
+def test_the_hub_has_three_schemes_operator_token_agent_credential_and_relay_key():
     doc = importlib.import_module("letsbe_hub.app").create_app().openapi()
     schemes = doc["components"]["securitySchemes"]
-    assert set(schemes) == {"operatorToken", "agentCredential"}
+    assert set(schemes) == {"operatorToken", "agentCredential", "tenantLlmKey"}
     assert all(s == {**s, "type": "http", "scheme": "bearer"} for s in schemes.values())
 
 

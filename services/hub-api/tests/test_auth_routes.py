@@ -3,6 +3,7 @@
 - /api/v1/admin/*  : 401 without a token or with an unknown one, 403 with a valid token lacking the scope,
                      and never 401/403 with a token holding every scope;
 - /api/v1/tenant/* : agent-authenticated, 401 without credentials (enrolment trades a one-time token instead);
+- /api/v1/llm/*    : the LLM relay, authenticated with the tenant's relay key: checked as a tenant route;
 - /api/v1/public/* and the ops routes: open.
 A new route outside these families fails here until it is classified, so nobody adds an unguarded route by accident.
 """
@@ -30,6 +31,8 @@ TENANT_BODY_FIRST = {("POST", "/api/v1/tenant/register"), ("POST", "/api/v1/tena
 def family(path: str) -> str | None:
     if path in OPS:
         return "ops"
+    if path.startswith("/api/v1/llm/"):
+        return "tenant"  # the relay: the tenant's relay key, 401 without it
     for prefix in ("admin", "tenant", "public"):
         if path.startswith(f"/api/v1/{prefix}/") or path == f"/api/v1/{prefix}":
             return prefix

@@ -24,7 +24,7 @@ from letsbe_hub.llm.schemas import IssuedLlmKey, LlmUsageView
 from letsbe_hub.tenants.auth import CurrentAgent, any_scope
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Forbidden, ServiceUnavailable, Unauthorized
-from letsbe_platform.web import SessionDep
+from letsbe_platform.web import SessionDep, problems
 
 RELAY_PATHS = tuple(LLM_RELAY_PATH + p for p in ("/chat/completions", "/responses"))
 
@@ -53,7 +53,7 @@ async def relay_lifespan(app: FastAPI) -> AsyncIterator[None]:
 relay_router = APIRouter(prefix=LLM_RELAY_PATH, tags=["llm"], lifespan=relay_lifespan)
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["llm"])
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["llm"])
-_bearer = HTTPBearer(auto_error=False, description="The tenant's LLM relay key (lbl_…)")
+_bearer = HTTPBearer(scheme_name="tenantLlmKey", auto_error=False, description="The tenant's LLM relay key (lbl_…)")
 
 
 async def _tenant(request: Request,
@@ -117,7 +117,7 @@ async def llm_usage(
     return await service.usage_view(session, tenant_id, since or datetime.now(UTC) - timedelta(days=30))
 
 
-@agent_router.post("/llm-key", name="rotate_llm_key", status_code=status.HTTP_201_CREATED)
+@agent_router.post("/llm-key", name="rotate_llm_key", status_code=status.HTTP_201_CREATED, responses=problems(403))
 async def rotate_llm_key(agent: CurrentAgent, request: Request, session: SessionDep) -> IssuedLlmKey:
     """The tenant's Secrets Proxy takes a new relay key for itself (its rotate-credential command)."""
     if agent.kind is not AgentKind.SECRETS_PROXY:
