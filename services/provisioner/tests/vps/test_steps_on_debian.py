@@ -168,13 +168,15 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     assert test_vps.nsenter("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/").stdout == "301"
 
     # Every step is safe to run again on the real system (a retry, a resumed job): it succeeds and changes no file
-    # (step 10 writes fresh one-time registration tokens, as a re-run does).
+    # (step 10 writes what the hub issues afresh for each run: one-time registration tokens and the Secrets Proxy's
+    # LLM relay key in its env file).
     async with sessions() as s:
         secrets = await ensure_secrets(s, SecretBox(settings.secrets_key.get_secret_value()), job.tenant_id, TOOLS)
     plan = Plan(
         event.order, Settings(hub_url=settings.hub_url, **plan_settings(settings, event.server, testvps_key)), secrets
     )
     tokens = {agent: f"rt_{agent}_rerun" for agent in AGENTS}
+    llm_key = "lbl_rerun_" + "k" * 32
     conn = await ssh.connect(as_user, testvps_key, timeout=10)
     try:
         for step in STEPS:
@@ -183,10 +185,11 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
             async def sink(stream: str, line: str, out: list[str] = out) -> None:
                 out.append(line)
 
-            script = plan.step_script(step.number, tokens)
+            script = plan.step_script(step.number, tokens, llm_key)
             code = await ssh.run_script(conn, script, root="", user=as_user.ssh_user, on_line=sink, timeout=600)
             assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(out[-30:])
-            wrote = [line for line in out if line.startswith("wrote ") and "registration-token" not in line]
+            issued = ("registration-token", "/opt/letsbe/ai/secrets-proxy.env")
+            wrote = [line for line in out if line.startswith("wrote ") and not line.endswith(issued)]
             assert wrote == [], f"step {step.number} changed files when run again"
     finally:
         conn.close()
