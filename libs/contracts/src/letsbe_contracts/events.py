@@ -42,6 +42,15 @@ DomainName = Annotated[
         pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
     ),
 ]
+# The end of domain names, whole labels: "example.com" (itself and its subdomains), or a TLD such as "de".
+DomainSuffix = Annotated[
+    str,
+    BeforeValidator(_normalise_domain),
+    StringConstraints(
+        max_length=253,
+        pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?$",
+    ),
+]
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,40}$")]
 # "SHA256:<base64>" as printed by ssh-keygen -lf and asyncssh's get_fingerprint().
 HostKeyFingerprint = Annotated[str, StringConstraints(pattern=r"^SHA256:[A-Za-z0-9+/]{43}$")]

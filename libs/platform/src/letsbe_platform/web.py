@@ -202,10 +202,9 @@ async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
 
 # --- bounded integer parameters ----------------------------------------------------------------------------------
 
-# Every integer a client sends has an upper bound, so none reaches Postgres as an out-of-range bigint.
-MAX_OFFSET = 1_000_000_000
+# Every integer a client sends has an upper bound, so none reaches Postgres as an out-of-range bigint. (Lists page
+# by cursor, not offset: ``pagination``.)
 MAX_EVENT_ID = 2**63 - 1
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Rows to skip")]
 After = Annotated[int, Query(ge=0, le=MAX_EVENT_ID, description="Same as the Last-Event-ID header")]
 LastEventId = Annotated[
     str | None, Header(alias="Last-Event-ID", max_length=19, description="The id of the last event received")

@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query
 from letsbe_contracts import AlertSeverity
 from letsbe_hub.alerts import health, service
 from letsbe_hub.alerts import repository as repo
-from letsbe_hub.alerts.schemas import AcknowledgeRequest, Alert, AlertList, Health, SilenceRequest
+from letsbe_hub.alerts.schemas import AcknowledgeRequest, Alert, Health, SilenceRequest
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_platform.errors import NotFound
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import RuntimeDep, SessionDep
 
 router = APIRouter(prefix="/api/v1/admin", tags=["alerts"])
@@ -24,28 +25,23 @@ async def list_alerts(
     session: SessionDep,
     _: Authorized(Scope.ALERTS_READ),
     status: Literal["open", "resolved", "all"] = "open",
-    severity: AlertSeverity | None = None,
+    severity: Annotated[list[AlertSeverity] | None, Query(description="Any of these; repeat")] = None,
     tenant_id: uuid.UUID | None = None,
     rule: Annotated[str | None, Query(pattern=r"^[a-z][a-z0-9_.-]{1,80}$")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> AlertList:
-    """Newest activity first (``last_seen``), filtered; page with ``next_cursor``."""
-    stmt = repo.list_query(
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[Alert]:
+    """Newest first (as the hub learned of them), filtered; page with ``next_cursor``."""
+    rows, next_cursor = await repo.list_alerts(
+        session,
         status=None if status == "all" else status,
-        severity=severity.value if severity else None,
+        severity=[s.value for s in severity or ()],
         tenant_id=tenant_id,
         rule=rule,
-        after=service.decode_cursor(cursor) if cursor else None,
-        limit=limit + 1,
+        limit=limit,
+        cursor=cursor,
     )
-    rows = list((await session.scalars(stmt)).all())
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AlertList(
-        items=[Alert.model_validate(r) for r in rows],
-        next_cursor=service.encode_cursor(rows[-1]) if more and rows else None,
-    )
+    return Page(items=[Alert.model_validate(r) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/alerts/{alert_id}", name="get")

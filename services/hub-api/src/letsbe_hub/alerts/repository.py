@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from collections.abc import Sequence
 
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
 from letsbe_hub.alerts.models import OPEN, RESOLVED, AlertRecord
+from letsbe_platform.pagination import Keyset
 
 
 async def upsert_raised(session: AsyncSession, event: AlertRaisedV1) -> bool:
@@ -66,33 +67,31 @@ async def get(session: AsyncSession, alert_id: uuid.UUID, *, lock: bool = False)
     return await session.get(AlertRecord, alert_id, with_for_update=lock or None)
 
 
-def list_query(
+# Newest first, as the hub learned of them: created_at never changes (last_seen and first_seen do), so a page
+# never skips or repeats an alert that is raised again while an operator pages.
+KEYSET = Keyset("alerts", AlertRecord.created_at, AlertRecord.alert_id)
+
+
+async def list_alerts(
+    session: AsyncSession,
     *,
     status: str | None,
-    severity: str | None,
+    severity: Sequence[str],
     tenant_id: uuid.UUID | None,
     rule: str | None,
-    after: tuple[datetime, uuid.UUID] | None,
     limit: int,
-) -> Select[tuple[AlertRecord]]:
+    cursor: str | None,
+) -> tuple[list[AlertRecord], str | None]:
     stmt = select(AlertRecord)
     if status is not None:
         stmt = stmt.where(AlertRecord.status == status)
-    if severity is not None:
-        stmt = stmt.where(AlertRecord.severity == severity)
+    if severity:
+        stmt = stmt.where(AlertRecord.severity.in_(severity))
     if tenant_id is not None:
         stmt = stmt.where(AlertRecord.tenant_id == tenant_id)
     if rule is not None:
         stmt = stmt.where(AlertRecord.rule == rule)
-    if after is not None:  # keyset: newest last_seen first, alert_id breaks ties
-        last_seen, alert_id = after
-        stmt = stmt.where(
-            or_(
-                AlertRecord.last_seen < last_seen,
-                and_(AlertRecord.last_seen == last_seen, AlertRecord.alert_id < alert_id),
-            )
-        )
-    return stmt.order_by(AlertRecord.last_seen.desc(), AlertRecord.alert_id.desc()).limit(limit)
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 async def open_by_severity(session: AsyncSession) -> dict[str, int]:

@@ -35,11 +35,6 @@ class Alert(BaseModel):
     silenced_by: str | None
 
 
-class AlertList(BaseModel):
-    items: list[Alert]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page.")
-
-
 class AcknowledgeRequest(RequestModel):
     model_config = ConfigDict(extra="forbid")
 

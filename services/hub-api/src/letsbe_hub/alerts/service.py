@@ -3,7 +3,6 @@ stored here and sent to the monitor (alert-acknowledged / alert-silenced through
 
 from __future__ import annotations
 
-import base64
 import uuid
 from datetime import UTC, datetime
 
@@ -13,7 +12,7 @@ from letsbe_contracts.events import AlertAcknowledgedV1, AlertSilencedV1
 from letsbe_hub.alerts import repository as repo
 from letsbe_hub.alerts.models import RESOLVED, AlertRecord
 from letsbe_hub.db import outbox
-from letsbe_platform.errors import Conflict, NotFound, Unprocessable
+from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
 
@@ -66,16 +65,3 @@ async def silence(session: AsyncSession, alert_id: uuid.UUID, until: datetime | 
         until=until.isoformat() if until else None,
     )
     return alert
-
-
-def encode_cursor(alert: AlertRecord) -> str:
-    return base64.urlsafe_b64encode(f"{alert.last_seen.isoformat()}|{alert.alert_id}".encode()).decode()
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor.encode()).decode()
-        ts, alert_id = raw.split("|", 1)
-        return datetime.fromisoformat(ts), uuid.UUID(alert_id)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise Unprocessable("The cursor is not one this API returned.") from exc

@@ -4,11 +4,10 @@ and decide (/api/v1/admin/approvals)."""
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response, status
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import ConfigDict, StringConstraints
 
 from letsbe_contracts.approvals import Approval, ApprovalConsume, ApprovalCreate, ApprovalStatus
 from letsbe_contracts.validation import RequestModel
@@ -18,6 +17,7 @@ from letsbe_hub.approvals.errors import ApprovalNotFound
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.tenants.auth import CurrentAgent
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import SessionDep
 
 tenant_router = APIRouter(prefix="/api/v1/tenant/approvals", tags=["tenant-approvals"])
@@ -53,22 +53,21 @@ class ApprovalDecision(RequestModel):
     note: Annotated[str, StringConstraints(max_length=1000)] | None = None
 
 
-class ApprovalList(BaseModel):
-    items: list[Approval]
-
-
 @admin_router.get("", name="list")
 async def list_approvals(
-    session: SessionDep, _: Authorized(Scope.FLEET_READ),
-    status_: Annotated[ApprovalStatus | None, Query(alias="status")] = None,
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    status_: Annotated[list[ApprovalStatus] | None, Query(alias="status", description="Any of these; repeat")] = None,
     tenant_id: uuid.UUID | None = None,
-    before: datetime | None = Query(default=None, description="Page: requested before this time"),
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> ApprovalList:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[Approval]:
+    """Approvals, newest first, filtered; page with ``next_cursor``."""
     await repo.expire_due(session, tenant_id=tenant_id)
-    rows = await repo.listing(session, status=status_.value if status_ else None, tenant_id=tenant_id,
-                              before=before, limit=limit)
-    return ApprovalList(items=[service.view(r) for r in rows])
+    rows, next_cursor = await repo.listing(
+        session, status=[s.value for s in status_ or ()], tenant_id=tenant_id, limit=limit, cursor=cursor
+    )
+    return Page(items=[service.view(r) for r in rows], next_cursor=next_cursor)
 
 
 @admin_router.get("/{approval_id}", name="get")

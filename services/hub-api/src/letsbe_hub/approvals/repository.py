@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -13,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.approvals.models import ApprovalRow
+from letsbe_platform.pagination import Keyset
 
 OPEN = ("PENDING", "APPROVED")
 
@@ -79,13 +79,15 @@ async def consume(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
-async def listing(session: AsyncSession, *, status: str | None, tenant_id: uuid.UUID | None,
-                  before: datetime | None, limit: int) -> Sequence[ApprovalRow]:
-    stmt = select(ApprovalRow).order_by(ApprovalRow.requested_at.desc(), ApprovalRow.id).limit(limit)
-    if status is not None:
-        stmt = stmt.where(ApprovalRow.status == status)
+KEYSET = Keyset("approvals", ApprovalRow.requested_at, ApprovalRow.id)  # newest first
+
+
+async def listing(
+    session: AsyncSession, *, status: Sequence[str], tenant_id: uuid.UUID | None, limit: int, cursor: str | None
+) -> tuple[list[ApprovalRow], str | None]:
+    stmt = select(ApprovalRow)
+    if status:
+        stmt = stmt.where(ApprovalRow.status.in_(status))
     if tenant_id is not None:
         stmt = stmt.where(ApprovalRow.tenant_id == tenant_id)
-    if before is not None:
-        stmt = stmt.where(ApprovalRow.requested_at < before)
-    return (await session.execute(stmt)).scalars().all()
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)

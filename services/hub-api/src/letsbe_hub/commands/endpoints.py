@@ -9,7 +9,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
 
-from letsbe_contracts.agent import CommandAckResponse, CommandResultRequest, CommandsResponse
+from letsbe_contracts.agent import CommandAckResponse, CommandResultRequest, CommandsResponse, CommandStatus
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.commands import repository as repo
@@ -18,7 +18,8 @@ from letsbe_hub.commands.schemas import CommandCreate, CommandView
 from letsbe_hub.commands.workers import waker_of
 from letsbe_hub.tenants.auth import CurrentAgent
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import Offset, SessionDep
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from letsbe_platform.web import SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant/commands", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["commands"])
@@ -88,10 +89,15 @@ async def list_commands(
     tenant_id: uuid.UUID,
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Offset = 0,
-) -> list[CommandView]:
-    return [service.view(c) for c in await repo.list_for_tenant(session, tenant_id, limit=limit, offset=offset)]
+    status_: Annotated[list[CommandStatus] | None, Query(alias="status", description="Any of these; repeat")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[CommandView]:
+    """One tenant's commands, newest first; page with ``next_cursor``."""
+    rows, next_cursor = await repo.list_for_tenant(
+        session, tenant_id, status=[s.value for s in status_ or ()], limit=limit, cursor=cursor
+    )
+    return Page(items=[service.view(c) for c in rows], next_cursor=next_cursor)
 
 
 @admin_router.get("/commands/{command_id}", name="get")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.commands.models import Command, CommandTransition
+from letsbe_platform.pagination import Keyset
 
 NOTIFY_CHANNEL = "hub_commands"
 
@@ -100,15 +101,16 @@ async def transitions_of(session: AsyncSession, command_id: uuid.UUID) -> list[C
     return list((await session.execute(stmt)).scalars())
 
 
-async def list_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, offset: int) -> list[Command]:
-    stmt = (
-        select(Command)
-        .where(Command.tenant_id == tenant_id)
-        .order_by(Command.created_at.desc())
-        .limit(limit)
-        .offset(offset)
-    )
-    return list((await session.execute(stmt)).scalars())
+KEYSET = Keyset("commands", Command.created_at, Command.id)  # newest first
+
+
+async def list_for_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, *, status: Sequence[str] = (), limit: int, cursor: str | None
+) -> tuple[list[Command], str | None]:
+    stmt = select(Command).where(Command.tenant_id == tenant_id)
+    if status:
+        stmt = stmt.where(Command.status.in_(status))
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 async def overdue(session: AsyncSession, now: datetime, limit: int = 500) -> list[Command]:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, status
 from sse_starlette import EventSourceResponse
 
 from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
+from letsbe_contracts.events import DomainName, DomainSuffix
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.notifications import service as notifications
@@ -21,7 +22,6 @@ from letsbe_hub.orders.schemas import (
     OrderCreate,
     OrderDetail,
     OrderOut,
-    OrderPage,
     OrderRetry,
     TransitionOut,
     WelcomeEmailOut,
@@ -29,6 +29,7 @@ from letsbe_hub.orders.schemas import (
 from letsbe_hub.orders.stream import order_events
 from letsbe_hub.orders.wiring import OrdersRuntimeDep
 from letsbe_platform.errors import NotFound
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
 
 router = APIRouter(prefix="/api/v1/admin/orders", tags=["orders"])
@@ -64,27 +65,31 @@ async def create(body: OrderCreate, session: SessionDep, rt: OrdersRuntimeDep, p
 async def list_orders(
     session: SessionDep,
     _: OrderRead,
-    status_: Annotated[list[OrderStatus] | None, Query(alias="status")] = None,
+    status_: Annotated[list[OrderStatus] | None, Query(alias="status", description="Any of these; repeat")] = None,
     tier: Tier | None = None,
     region: Region | None = None,
     automation_mode: AutomationMode | None = None,
-    domain: Annotated[str | None, Query(max_length=253)] = None,
+    domain: Annotated[DomainName | None, Query(description="Exactly this domain")] = None,
+    domain_suffix: Annotated[
+        DomainSuffix | None, Query(description="This domain and its subdomains (e.g. example.com)")
+    ] = None,
     customer_email: Annotated[str | None, Query(max_length=320)] = None,
     attention: Annotated[bool | None, Query(description="Only orders flagged (true) or not flagged (false)")] = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> OrderPage:
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[OrderOut]:
     filters = repo.OrderFilters(
         status=[s.value for s in status_ or ()],
         tier=tier,
         region=region,
         automation_mode=automation_mode,
-        domain=domain.strip().lower().removesuffix(".") if domain else None,
+        domain=domain,
+        domain_suffix=domain_suffix,
         customer_email=customer_email,
         attention=attention,
     )
     rows, next_cursor = await repo.list_orders(session, filters, limit=limit, cursor=cursor)
-    return OrderPage(items=[OrderOut.model_validate(o) for o in rows], next_cursor=next_cursor)
+    return Page(items=[OrderOut.model_validate(o) for o in rows], next_cursor=next_cursor)
 
 
 @router.get("/{order_id}", name="get", summary="One order with its full transition history")

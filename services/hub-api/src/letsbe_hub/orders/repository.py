@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select, text, union_all, update
+from sqlalchemy import func, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress
-from letsbe_platform.errors import Unprocessable
+from letsbe_platform.pagination import Keyset
 
 
 async def get(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
@@ -62,6 +61,8 @@ async def history(session: AsyncSession, order_id: uuid.UUID) -> Sequence[OrderT
 
 # --- listing with a keyset cursor ------------------------------------------------------------------------------
 
+KEYSET = Keyset("orders", Order.created_at, Order.id)  # newest first
+
 
 @dataclass(frozen=True)
 class OrderFilters:
@@ -70,28 +71,15 @@ class OrderFilters:
     region: str | None = None
     automation_mode: str | None = None
     domain: str | None = None
+    domain_suffix: str | None = None
     customer_email: str | None = None
     attention: bool | None = None
 
 
-def encode_cursor(order: Order) -> str:
-    raw = f"{order.created_at.isoformat()}|{order.id}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        at, oid = raw.split("|", 1)
-        return datetime.fromisoformat(at), uuid.UUID(oid)
-    except (ValueError, UnicodeDecodeError):
-        raise Unprocessable("The cursor is not one this API handed out.", param="cursor") from None
-
-
 async def list_orders(
     session: AsyncSession, filters: OrderFilters, *, limit: int, cursor: str | None
-) -> tuple[Sequence[Order], str | None]:
-    """Newest first. The cursor is the (created_at, id) of the last row, so pages are stable under inserts."""
+) -> tuple[list[Order], str | None]:
+    """Newest first; the cursor is the (created_at, id) of the last row, so pages are stable under inserts."""
     stmt = select(Order)
     if filters.status:
         stmt = stmt.where(Order.status.in_(filters.status))
@@ -104,16 +92,12 @@ async def list_orders(
     ):
         if value is not None:
             stmt = stmt.where(column == value)
+    if filters.domain_suffix is not None:
+        suffix = filters.domain_suffix
+        stmt = stmt.where(or_(Order.domain == suffix, Order.domain.endswith("." + suffix, autoescape=True)))
     if filters.attention is not None:
         stmt = stmt.where(Order.attention.is_not(None) if filters.attention else Order.attention.is_(None))
-    if cursor:
-        at, oid = decode_cursor(cursor)
-        stmt = stmt.where(or_(Order.created_at < at, and_(Order.created_at == at, Order.id < oid)))
-    stmt = stmt.order_by(Order.created_at.desc(), Order.id.desc()).limit(limit + 1)
-    rows = (await session.execute(stmt)).scalars().all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1]) if more and rows else None
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 # --- provisioning progress and the stream --------------------------------------------------------------------

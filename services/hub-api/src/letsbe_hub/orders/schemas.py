@@ -97,11 +97,6 @@ class OrderDetail(OrderOut):
     welcome_email: WelcomeEmailOut | None = None
 
 
-class OrderPage(BaseModel):
-    items: list[OrderOut]
-    next_cursor: str | None = Field(description="Pass as ?cursor= for the next page; null on the last page")
-
-
 class CheckoutOut(BaseModel):
     order_id: uuid.UUID
     checkout_session_id: str

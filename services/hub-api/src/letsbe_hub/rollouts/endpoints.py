@@ -11,13 +11,23 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, status
 from sse_starlette.sse import EventSourceResponse
 
+from letsbe_contracts.agent import ComponentName
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
-from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutEventView, RolloutView, TargetView
+from letsbe_hub.rollouts.schemas import (
+    MAX_STAGES,
+    RolloutAbort,
+    RolloutCreate,
+    RolloutEventView,
+    RolloutStatus,
+    RolloutView,
+    TargetView,
+)
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import After, LastEventId, Offset, SessionDep, sse_cursor
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from letsbe_platform.web import After, LastEventId, SessionDep, sse_cursor
 
 router = APIRouter(prefix="/api/v1/admin/rollouts", tags=["rollouts"])
 
@@ -32,10 +42,16 @@ async def create(body: RolloutCreate, session: SessionDep, principal: Authorized
 async def list_rollouts(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Offset = 0,
-) -> list[RolloutView]:
-    return [await service.view(session, r.id) for r in await repo.list_rollouts(session, limit=limit, offset=offset)]
+    status_: Annotated[list[RolloutStatus] | None, Query(alias="status", description="Any of these; repeat")] = None,
+    component: ComponentName | None = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[RolloutView]:
+    """Rollouts, newest first, filtered; page with ``next_cursor``."""
+    rows, next_cursor = await repo.list_rollouts(
+        session, status=status_ or (), component=component, limit=limit, cursor=cursor
+    )
+    return Page(items=[await service.view(session, r.id) for r in rows], next_cursor=next_cursor)
 
 
 @router.get("/{rollout_id}", name="get")
@@ -44,9 +60,17 @@ async def get(rollout_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FL
 
 
 @router.get("/{rollout_id}/targets", name="targets")
-async def targets(rollout_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)) -> list[TargetView]:
-    """Per-tenant status: stage, position (newest first), command, what it ran before."""
-    return await service.target_views(session, rollout_id)
+async def targets(
+    rollout_id: uuid.UUID,
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    stage: Annotated[int | None, Query(ge=0, le=MAX_STAGES, description="Only this stage's tenants")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[TargetView]:
+    """Per-tenant status, stage by stage in rollout order: stage, position (newest first), command, what it ran
+    before."""
+    return await service.target_views(session, rollout_id, stage=stage, limit=limit, cursor=cursor)
 
 
 @router.post("/{rollout_id}/pause", name="pause")

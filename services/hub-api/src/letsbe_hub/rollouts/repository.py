@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import Counter
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_hub.commands.models import Command
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget
 from letsbe_hub.tenants.models import Agent, Tenant, TenantComponent
+from letsbe_platform.pagination import Keyset
 
 ACTIVE = ("RUNNING", "PAUSED", "AWAITING_APPROVAL")
 ROLLOUT_EVENTS = Counter(
@@ -48,9 +50,35 @@ async def running_ids(session: AsyncSession) -> list[uuid.UUID]:
     return [r[0] for r in (await session.execute(stmt)).all()]
 
 
-async def list_rollouts(session: AsyncSession, *, limit: int, offset: int) -> list[Rollout]:
-    stmt = select(Rollout).order_by(Rollout.created_at.desc()).limit(limit).offset(offset)
-    return list((await session.execute(stmt)).scalars())
+KEYSET = Keyset("rollouts", Rollout.created_at, Rollout.id)  # newest first
+TARGETS_KEYSET = Keyset(
+    "rollout-targets", RolloutTarget.stage, RolloutTarget.position, RolloutTarget.tenant_id, descending=False
+)  # stage by stage, in rollout order
+
+
+async def list_rollouts(
+    session: AsyncSession,
+    *,
+    status: Sequence[str] = (),
+    component: str | None = None,
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Rollout], str | None]:
+    stmt = select(Rollout)
+    if status:
+        stmt = stmt.where(Rollout.status.in_(status))
+    if component is not None:
+        stmt = stmt.where(Rollout.component == component)
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
+
+
+async def page_of_targets(
+    session: AsyncSession, rollout_id: uuid.UUID, *, stage: int | None, limit: int, cursor: str | None
+) -> tuple[list[RolloutTarget], str | None]:
+    stmt = select(RolloutTarget).where(RolloutTarget.rollout_id == rollout_id)
+    if stage is not None:
+        stmt = stmt.where(RolloutTarget.stage == stage)
+    return await TARGETS_KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 async def active_for_component(session: AsyncSession, component: str) -> Rollout | None:

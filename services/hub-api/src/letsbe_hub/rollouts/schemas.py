@@ -2,12 +2,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from letsbe_contracts.agent import ComponentName, ImageDigest, ImageRepo, Version
 from letsbe_contracts.validation import RequestModel
+
+MAX_STAGES = 10
+RolloutStatus = Literal["RUNNING", "PAUSED", "AWAITING_APPROVAL", "COMPLETED", "ABORTED"]
 
 
 class StageSpec(RequestModel):
@@ -43,7 +46,7 @@ class RolloutCreate(RequestModel):
     image: ImageRepo
     digest: ImageDigest
     version: Version
-    stages: Annotated[list[StageSpec], Field(min_length=1, max_length=10)] = DEFAULT_STAGES
+    stages: Annotated[list[StageSpec], Field(min_length=1, max_length=MAX_STAGES)] = DEFAULT_STAGES
     concurrency: Annotated[int, Field(ge=1, le=1000)] = 10
     rollback_on_abort: bool = False
     min_healthy_seconds: Annotated[float, Field(ge=0, le=3600)] = 30

@@ -30,6 +30,7 @@ from letsbe_hub.rollouts.models import Rollout, RolloutTarget
 from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutView, StageSpec, StageView, TargetView
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
+from letsbe_platform.pagination import Page
 
 log = get_logger(__name__)
 
@@ -162,10 +163,13 @@ async def view(session: AsyncSession, rollout_id: uuid.UUID) -> RolloutView:
     )
 
 
-async def target_views(session: AsyncSession, rollout_id: uuid.UUID) -> list[TargetView]:
+async def target_views(
+    session: AsyncSession, rollout_id: uuid.UUID, *, stage: int | None, limit: int, cursor: str | None
+) -> Page[TargetView]:
     if await repo.get(session, rollout_id) is None:
         raise RolloutNotFound("No rollout with that id.")
-    return [
+    rows, next_cursor = await repo.page_of_targets(session, rollout_id, stage=stage, limit=limit, cursor=cursor)
+    items = [
         TargetView(
             tenant_id=t.tenant_id,
             stage=t.stage,
@@ -177,8 +181,9 @@ async def target_views(session: AsyncSession, rollout_id: uuid.UUID) -> list[Tar
             detail=t.detail,
             updated_at=t.updated_at,
         )
-        for t in await repo.targets(session, rollout_id)
+        for t in rows
     ]
+    return Page(items=items, next_cursor=next_cursor)
 
 
 # --- operator actions ------------------------------------------------------------------------------------------

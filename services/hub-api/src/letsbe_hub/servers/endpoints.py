@@ -34,11 +34,11 @@ from letsbe_hub.servers.schemas import (
     ReplenishItem,
     ServerCreate,
     ServerOut,
-    ServerPage,
     SnapshotCreate,
     SnapshotOut,
 )
-from letsbe_platform.web import Offset, SessionDep, problems
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from letsbe_platform.web import SessionDep, problems
 
 router = APIRouter(prefix="/api/v1/admin/servers", tags=["servers"])
 pools_router = APIRouter(prefix="/api/v1/admin/pools", tags=["pools"])
@@ -85,34 +85,39 @@ async def register(body: ServerCreate, session: SessionDep, _: Write) -> ServerO
     return service.to_out(await service.register_server(session, body))
 
 
-@router.get("", name="list", summary="List servers, filtered")
+@router.get("", name="list", summary="List servers, oldest first, filtered")
 async def list_servers(
     session: SessionDep,
     _: Read,
-    status_: Annotated[InventoryStatus | None, Query(alias="status")] = None,
+    status_: Annotated[list[InventoryStatus] | None, Query(alias="status", description="Any of these; repeat")] = None,
     tier: Tier | None = None,
     region: Region | None = None,
     provider: Provider | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Offset = 0,
-) -> ServerPage:
-    rows, total = await repo.list_servers(
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[ServerOut]:
+    rows, next_cursor = await repo.list_servers(
         session,
-        status=status_.value if status_ else None,
+        status=[s.value for s in status_ or ()],
         tier=tier.value if tier else None,
         region=region.value if region else None,
         provider=provider.value if provider else None,
         limit=limit,
-        offset=offset,
+        cursor=cursor,
     )
-    return ServerPage(items=[service.to_out(s) for s in rows], total=total, limit=limit, offset=offset)
+    return Page(items=[service.to_out(s) for s in rows], next_cursor=next_cursor)
 
 
-@router.get("/held", name="held", summary="MANUAL orders waiting for an operator to assign a server")
+@router.get("/held", name="held", summary="MANUAL orders waiting for an operator to assign a server, longest first")
 async def held(
-    session: SessionDep, _: Read, status_: Annotated[HoldStatus | None, Query(alias="status")] = HoldStatus.HELD
-) -> list[HeldOrderOut]:
-    return [service.hold_out(h) for h in await service.list_holds(session, status_)]
+    session: SessionDep,
+    _: Read,
+    status_: Annotated[HoldStatus | None, Query(alias="status")] = HoldStatus.HELD,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[HeldOrderOut]:
+    rows, next_cursor = await repo.list_holds(session, status_.value if status_ else None, limit=limit, cursor=cursor)
+    return Page(items=[service.hold_out(h) for h in rows], next_cursor=next_cursor)
 
 
 @router.post("/held/{order_id}/assign", name="assign_held", summary="Give a held order a server")
@@ -126,11 +131,16 @@ async def cost(session: SessionDep, _: Read) -> CostView:
     return await costs.cost_view(session)
 
 
-@router.get("/migrations", name="migrations", summary="Proposed Hetzner → Netcup migrations")
+@router.get("/migrations", name="migrations", summary="Proposed Hetzner → Netcup migrations, newest first")
 async def list_migrations(
-    session: SessionDep, _: Read, period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None
-) -> list[MigrationProposalOut]:
-    return [_proposal_out(p) for p in await repo.list_proposals(session, period)]
+    session: SessionDep,
+    _: Read,
+    period: Annotated[str | None, Query(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[MigrationProposalOut]:
+    rows, next_cursor = await repo.list_proposals(session, period, limit=limit, cursor=cursor)
+    return Page(items=[_proposal_out(p) for p in rows], next_cursor=next_cursor)
 
 
 @router.post("/migrations/check", name="check_migrations", summary="Run the monthly migration check now")
@@ -211,14 +221,17 @@ async def snapshot(
 # --- pools -----------------------------------------------------------------------------------------------------------
 
 
-@pools_router.get("", name="list", summary="Pools with their policy and live counts")
-async def list_pools(session: SessionDep, _: Read) -> list[PoolOut]:
-    return await pools.pool_views(session)
+# One pool per tier and region: these lists are whole in one page (next_cursor is always null).
 
 
-@pools_router.get("/replenish", name="replenish", summary="Pools below minimum: what to order from Netcup")
-async def replenish(session: SessionDep, _: Read) -> list[ReplenishItem]:
-    return await pools.replenish_list(session)
+@pools_router.get("", name="list", summary="Pools with their policy and live counts (one page)")
+async def list_pools(session: SessionDep, _: Read) -> Page[PoolOut]:
+    return Page(items=await pools.pool_views(session), next_cursor=None)
+
+
+@pools_router.get("/replenish", name="replenish", summary="Pools below minimum: what to order from Netcup (one page)")
+async def replenish(session: SessionDep, _: Read) -> Page[ReplenishItem]:
+    return Page(items=await pools.replenish_list(session), next_cursor=None)
 
 
 @pools_router.post("/check", name="check", summary="Run the below-minimum check now")

@@ -22,6 +22,7 @@ from letsbe_hub.servers.models import (
     PoolPolicy,
     Server,
 )
+from letsbe_platform.pagination import Keyset
 
 # --- inventory -----------------------------------------------------------------------------------------------------
 
@@ -68,31 +69,28 @@ async def add_server(session: AsyncSession, **values: Any) -> Server:
     return server
 
 
+SERVERS_KEYSET = Keyset("servers", Server.created_at, Server.id, descending=False)  # oldest first
+HOLDS_KEYSET = Keyset("holds", AllocationHold.held_at, AllocationHold.order_id, descending=False)  # longest waiting
+PROPOSALS_KEYSET = Keyset("migrations", MigrationProposal.created_at, MigrationProposal.id)  # newest first
+
+
 async def list_servers(
     session: AsyncSession,
     *,
-    status: str | None = None,
+    status: Sequence[str] = (),
     tier: str | None = None,
     region: str | None = None,
     provider: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[Sequence[Server], int]:
-    filters = [
-        col == value
-        for col, value in (
-            (Server.status, status),
-            (Server.tier, tier),
-            (Server.region, region),
-            (Server.provider, provider),
-        )
-        if value is not None
-    ]
-    total = (await session.execute(select(func.count()).select_from(Server).where(*filters))).scalar_one()
-    rows = await session.execute(
-        select(Server).where(*filters).order_by(Server.created_at, Server.id).limit(limit).offset(offset)
-    )
-    return rows.scalars().all(), total
+    limit: int,
+    cursor: str | None,
+) -> tuple[list[Server], str | None]:
+    stmt = select(Server)
+    if status:
+        stmt = stmt.where(Server.status.in_(status))
+    for column, value in ((Server.tier, tier), (Server.region, region), (Server.provider, provider)):
+        if value is not None:
+            stmt = stmt.where(column == value)
+    return await SERVERS_KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 async def counts_by_pool(session: AsyncSession) -> dict[tuple[str, str], dict[str, int]]:
@@ -172,11 +170,13 @@ async def resolve_hold(session: AsyncSession, order_id: uuid.UUID, server_id: uu
     )
 
 
-async def list_holds(session: AsyncSession, status: str | None = HoldStatus.HELD.value) -> Sequence[AllocationHold]:
-    stmt = select(AllocationHold).order_by(AllocationHold.held_at, AllocationHold.order_id)
+async def list_holds(
+    session: AsyncSession, status: str | None, *, limit: int, cursor: str | None
+) -> tuple[list[AllocationHold], str | None]:
+    stmt = select(AllocationHold)
     if status is not None:
         stmt = stmt.where(AllocationHold.status == status)
-    return (await session.execute(stmt)).scalars().all()
+    return await HOLDS_KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 # --- overflow intents ------------------------------------------------------------------------------------------------
@@ -264,9 +264,9 @@ async def add_proposal(session: AsyncSession, **values: Any) -> bool:
 
 
 async def list_proposals(
-    session: AsyncSession, period: str | None = None, limit: int = 200
-) -> Sequence[MigrationProposal]:
-    stmt = select(MigrationProposal).order_by(MigrationProposal.created_at.desc(), MigrationProposal.id).limit(limit)
+    session: AsyncSession, period: str | None, *, limit: int, cursor: str | None
+) -> tuple[list[MigrationProposal], str | None]:
+    stmt = select(MigrationProposal)
     if period:
         stmt = stmt.where(MigrationProposal.period == period)
-    return (await session.execute(stmt)).scalars().all()
+    return await PROPOSALS_KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)

@@ -61,13 +61,6 @@ class ServerOut(BaseModel):
     retired_at: datetime | None
 
 
-class ServerPage(BaseModel):
-    items: list[ServerOut]
-    total: int
-    limit: int
-    offset: int
-
-
 class HeldOrderOut(BaseModel):
     order_id: uuid.UUID
     tier: Tier

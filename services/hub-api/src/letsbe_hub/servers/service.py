@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from ipaddress import IPv4Address, IPv6Address
 
@@ -179,10 +178,6 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
 
 
 # --- held orders -----------------------------------------------------------------------------------------------------
-
-
-async def list_holds(session: AsyncSession, status: HoldStatus | None) -> Sequence[AllocationHold]:
-    return await repo.list_holds(session, status.value if status else None)
 
 
 async def assign_held(session: AsyncSession, order_id: uuid.UUID, server_id: uuid.UUID | None, *, by: str) -> Server:

@@ -19,6 +19,7 @@ from letsbe_contracts.agent import (
     RotatedCredential,
     UsageReport,
 )
+from letsbe_contracts.events import DomainName, DomainSuffix
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.tenants import fastpath, service
@@ -29,11 +30,13 @@ from letsbe_hub.tenants.schemas import (
     RegistrationTokenCreate,
     RegistrationTokenCreated,
     TenantDecommission,
+    TenantStatus,
     TenantUpdate,
     TenantView,
 )
 from letsbe_platform.errors import NotFound
-from letsbe_platform.web import Offset, SessionDep, problems
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
+from letsbe_platform.web import SessionDep, problems
 
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
@@ -113,10 +116,18 @@ async def create_registration_token(
 async def list_tenants(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Offset = 0,
-) -> list[TenantView]:
-    return await service.list_tenants(session, limit=limit, offset=offset)
+    domain: Annotated[DomainName | None, Query(description="Exactly this domain")] = None,
+    domain_suffix: Annotated[
+        DomainSuffix | None, Query(description="This domain and its subdomains (e.g. example.com)")
+    ] = None,
+    status_: Annotated[list[TenantStatus] | None, Query(alias="status", description="Any of these; repeat")] = None,
+    staging: Annotated[bool | None, Query(description="Only staging tenants (true) or only the others (false)")] = None,
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[TenantView]:
+    """Tenants, newest first, filtered; page with ``next_cursor``."""
+    filters = repo.TenantFilters(domain=domain, domain_suffix=domain_suffix, status=status_ or (), staging=staging)
+    return await service.list_tenants(session, filters, limit=limit, cursor=cursor)
 
 
 @admin_router.get("/{tenant_id}", name="get")

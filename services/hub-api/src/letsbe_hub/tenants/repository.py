@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +22,7 @@ from letsbe_hub.tenants.models import (
     TenantComponent,
     UsageReportRow,
 )
+from letsbe_platform.pagination import Keyset
 
 
 async def get_tenant(session: AsyncSession, tenant_id: uuid.UUID, *, lock: bool = False) -> Tenant | None:
@@ -33,9 +36,30 @@ async def insert_tenant_if_missing(session: AsyncSession, values: dict[str, Any]
     await session.execute(insert(Tenant).values(**values).on_conflict_do_nothing(index_elements=["id"]))
 
 
-async def list_tenants(session: AsyncSession, *, limit: int, offset: int) -> list[Tenant]:
-    stmt = select(Tenant).order_by(Tenant.created_at.desc(), Tenant.id).limit(limit).offset(offset)
-    return list((await session.execute(stmt)).scalars())
+KEYSET = Keyset("tenants", Tenant.created_at, Tenant.id)  # newest first
+
+
+@dataclass(frozen=True)
+class TenantFilters:
+    domain: str | None = None
+    domain_suffix: str | None = None  # the domain itself or any subdomain of it
+    status: Sequence[str] = ()
+    staging: bool | None = None
+
+
+async def list_tenants(
+    session: AsyncSession, filters: TenantFilters, *, limit: int, cursor: str | None
+) -> tuple[list[Tenant], str | None]:
+    stmt = select(Tenant)
+    if filters.domain is not None:
+        stmt = stmt.where(Tenant.domain == filters.domain)
+    if (suffix := filters.domain_suffix) is not None:
+        stmt = stmt.where(or_(Tenant.domain == suffix, Tenant.domain.endswith("." + suffix, autoescape=True)))
+    if filters.status:
+        stmt = stmt.where(Tenant.status.in_(filters.status))
+    if filters.staging is not None:
+        stmt = stmt.where(Tenant.staging.is_(filters.staging))
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
 
 
 async def add_registration_token(

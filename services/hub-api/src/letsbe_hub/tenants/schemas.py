@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -50,6 +50,10 @@ class BackupView(BaseModel):
     checked_at: datetime
     status: dict[str, Any] | None
     problem: str | None
+
+
+# PENDING until its Safety Wrapper registers, then ACTIVE; DECOMMISSIONED at the end.
+TenantStatus = Literal["PENDING", "ACTIVE", "DECOMMISSIONED"]
 
 
 class TenantView(BaseModel):

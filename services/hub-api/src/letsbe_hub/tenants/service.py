@@ -38,6 +38,7 @@ from letsbe_hub.tenants.schemas import (
 )
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
+from letsbe_platform.pagination import Page
 
 log = get_logger(__name__)
 
@@ -188,13 +189,15 @@ async def tenant_view(session: AsyncSession, tenant_id: uuid.UUID) -> TenantView
     )
 
 
-async def list_tenants(session: AsyncSession, *, limit: int, offset: int) -> list[TenantView]:
-    tenants = await repo.list_tenants(session, limit=limit, offset=offset)
+async def list_tenants(
+    session: AsyncSession, filters: repo.TenantFilters, *, limit: int, cursor: str | None
+) -> Page[TenantView]:
+    tenants, next_cursor = await repo.list_tenants(session, filters, limit=limit, cursor=cursor)
     agents = await repo.agents_of_many(session, [t.id for t in tenants])
     by_tenant: dict[uuid.UUID, list[Agent]] = {}
     for a in agents:
         by_tenant.setdefault(a.tenant_id, []).append(a)
-    return [
+    items = [
         TenantView(
             tenant_id=t.id,
             order_id=t.order_id,
@@ -209,6 +212,7 @@ async def list_tenants(session: AsyncSession, *, limit: int, offset: int) -> lis
         )
         for t in tenants
     ]
+    return Page(items=items, next_cursor=next_cursor)
 
 
 async def set_staging(session: AsyncSession, tenant_id: uuid.UUID, staging: bool) -> TenantView:
