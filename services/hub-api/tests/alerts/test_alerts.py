@@ -79,14 +79,14 @@ async def test_list_filters_and_pages_newest_first(sessions, api, reader):
             )
         ).json()
         seen += [a["rule"] for a in page["items"]]
-    assert seen == ["rule.4", "rule.3", "rule.2", "rule.1"]  # open only by default; newest first
+    assert seen == ["rule.4", "rule.3", "rule.2", "rule.1"]  # open only by default; newest first (as stored)
 
     hard = (await api.get("/api/v1/admin/alerts", params={"severity": "hard"}, headers=reader)).json()["items"]
     assert [a["rule"] for a in hard] == ["heartbeat.stale"]
     everything = (await api.get("/api/v1/admin/alerts", params={"status": "all"}, headers=reader)).json()["items"]
     assert len(everything) == 6
     bad = await api.get("/api/v1/admin/alerts", params={"cursor": "not-a-cursor"}, headers=reader)
-    assert bad.status_code == 422 and bad.headers["content-type"] == "application/problem+json"
+    assert bad.status_code == 400 and bad.headers["content-type"] == "application/problem+json"
 
 
 async def test_acknowledge_is_stored_once_and_sent_to_the_monitor_once(sessions, api, writer):

@@ -241,7 +241,7 @@ async def test_servers_and_pools(cli: Cli):
 
     other = await cli(*add[:3], "31338", *add[4:9], "198.51.100.5", *add[10:], "--json")
     assert other.code == 0, other.stderr
-    r = await cli("servers", "list", "--limit", "1", "--all", "--json")  # offset pages, followed
+    r = await cli("servers", "list", "--limit", "1", "--all", "--json")  # every page, following next_cursor
     assert {s["provider_ref"] for s in json.loads(r.stdout)} == {"31337", "31338"}
     r = await cli("servers", "list", "--region", "us")
     assert r.code == 0 and server["id"] in r.stdout and "netcup/31337" in r.stdout and "AVAILABLE" in r.stdout
@@ -253,16 +253,17 @@ async def test_servers_and_pools(cli: Cli):
     r = await cli("pools", "set", "build", "us", "--min", "1", "--target", "4", "--json")
     assert r.code == 0 and json.loads(r.stdout)["target_available"] == 4
     one_line_error(await cli("pools", "set", "build", "us", "--min", "5", "--target", "4"), 3, "422")
-    pools = json.loads((await cli("pools", "list", "--json")).stdout)
+    pools = json.loads((await cli("pools", "list", "--json")).stdout)["items"]
     assert {(p["tier"], p["region"], p["min_available"]) for p in pools} >= {("build", "us", 1)}
     r = await cli("pools", "list")
     assert r.stdout.splitlines()[0].split()[:4] == ["TIER", "REGION", "MIN", "TARGET"]
-    assert isinstance(json.loads((await cli("pools", "replenish", "--json")).stdout), list)
+    assert isinstance(json.loads((await cli("pools", "replenish", "--json")).stdout)["items"], list)
     assert set(json.loads((await cli("pools", "check", "--json")).stdout)) == {"raised", "resolved"}
 
-    assert json.loads((await cli("servers", "held", "--json")).stdout) == []
+    assert json.loads((await cli("servers", "held", "--json")).stdout) == {"items": [], "next_cursor": None}
+    assert (await cli("servers", "held")).stdout.strip() == "(empty)"
     assert json.loads((await cli("servers", "costs", "--json")).stdout)["currency"] == "EUR"
-    assert isinstance(json.loads((await cli("servers", "migrations", "--json")).stdout), list)
+    assert json.loads((await cli("servers", "migrations", "--json")).stdout)["items"] == []
 
     r = await cli("servers", "retire", server["id"])
     assert r.code == 0 and r.stdout.strip() == f"{server['id']}  RETIRED"
@@ -290,8 +291,16 @@ async def test_tenants_commands_and_approvals(cli: Cli):
 
     r = await cli("tenants", "list")
     assert r.code == 0 and "one.tenant.test" in r.stdout and "safety-wrapper" in r.stdout
-    r = await cli("tenants", "list", "--limit", "1", "--all", "--json")  # offset pages, followed
+    r = await cli("tenants", "list", "--limit", "1", "--all", "--json")  # every page, following next_cursor
     assert {t["domain"] for t in json.loads(r.stdout)} == {"one.tenant.test", "two.tenant.test"}
+    r = await cli("tenants", "list", "--limit", "1")  # one page, and how to get the next
+    assert r.code == 0 and len(r.stdout.strip().splitlines()) == 2 and "(more: --cursor " in r.stderr
+    cursor = r.stderr.split("--cursor ")[1].split(",")[0]
+    r = await cli("tenants", "list", "--limit", "1", "--cursor", cursor, "--json")
+    assert len(json.loads(r.stdout)["items"]) == 1 and json.loads(r.stdout)["next_cursor"] is None
+    one_line_error(await cli("tenants", "list", "--cursor", "garbage"), 3, "400", "Invalid cursor")
+    r = await cli("tenants", "list", "--domain-suffix", "tenant.test", "--domain", "two.tenant.test", "--json")
+    assert [t["domain"] for t in json.loads(r.stdout)["items"]] == ["two.tenant.test"]
     shown = json.loads((await cli("tenants", "show", tenant, "--json")).stdout)
     assert [a["agent_id"] for a in shown["agents"]] == [agent]
     assert (await cli("tenants", "staging", tenant, "--on")).stdout.strip() == f"{tenant}  staging=yes"
@@ -375,9 +384,10 @@ async def test_rollouts_record_the_token_name(cli: Cli):
     assert rid in (await cli("rollouts", "list")).stdout
     r = await cli("rollouts", "show", rid)
     assert "stages:" in r.stdout and "canary-5" in r.stdout
-    assert {t["tenant_id"] for t in json.loads((await cli("rollouts", "targets", rid, "--json")).stdout)} == set(
-        tenants
-    )
+    targets = json.loads((await cli("rollouts", "targets", rid, "--all", "--json")).stdout)
+    assert {t["tenant_id"] for t in targets} == set(tenants)
+    r = await cli("rollouts", "targets", rid)
+    assert r.stdout.splitlines()[0].split()[:4] == ["TENANT", "STAGE", "POS", "STATUS"]
 
     assert (await cli("rollouts", "pause", rid)).stdout.strip() == f"{rid}  PAUSED  (paused by token:ops-jane)"
     assert (await cli("rollouts", "resume", rid)).code == 0

@@ -118,7 +118,7 @@ async def test_listing_filters_and_pages_with_a_stable_cursor(orders_hub, operat
     flagged = (await orders_hub.client.get(ORDERS, params={"attention": "true"}, headers=operator)).json()
     assert [o["id"] for o in flagged["items"]] == [str(failed)]
     r = await orders_hub.client.get(ORDERS, params={"cursor": "garbage!"}, headers=operator)
-    assert r.status_code == 422
+    assert r.status_code == 400 and r.json()["type"].endswith("/invalid-cursor")
 
 
 async def test_get_returns_the_full_history_and_404_for_unknown_orders(orders_hub, operator):

@@ -90,7 +90,9 @@ async def _wait_status(hub, admin, rid, wanted, timeout=20.0):
 
 
 async def _targets(hub, admin, rid):
-    return (await hub.get(f"/api/v1/admin/rollouts/{rid}/targets", headers=admin)).json()
+    page = (await hub.get(f"/api/v1/admin/rollouts/{rid}/targets", params={"limit": 200}, headers=admin)).json()
+    assert page["next_cursor"] is None  # every target in one page
+    return page["items"]
 
 
 async def test_cohorts_are_stable_newest_first_with_at_least_one_tenant_per_stage(hub, admin, sessions):
@@ -196,7 +198,7 @@ async def test_failures_above_the_stage_limit_abort_and_optionally_roll_the_stag
     statuses = {t["tenant_id"]: t["status"] for t in await _targets(hub, admin, rid)}
     assert statuses[str(bad.tenant_id)] == "ROLLED_BACK"
     assert statuses[str(good.tenant_id)] == "REVERTED"  # the stage's updated tenant goes back
-    revert = (await hub.get(f"/api/v1/admin/tenants/{good.tenant_id}/commands", headers=admin)).json()[0]
+    revert = (await hub.get(f"/api/v1/admin/tenants/{good.tenant_id}/commands", headers=admin)).json()["items"][0]
     assert revert["idempotency_key"] == f"rollout:{rid}:revert:{good.tenant_id}"
     assert revert["params"]["digest"] == old_digest and revert["params"]["version"] == "1.0.0"
 

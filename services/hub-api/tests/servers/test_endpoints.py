@@ -82,11 +82,11 @@ async def test_listing_filters_and_pages(api, admin, sessions):
     await add_servers(sessions, 3, region="eu")
     await add_servers(sessions, 2, region="us", status=InventoryStatus.IN_USE)
     page = (await api.get(BASE, params={"region": "eu", "limit": 2}, headers=admin)).json()
-    assert page["total"] == 3 and len(page["items"]) == 2
-    rest = (await api.get(BASE, params={"region": "eu", "limit": 2, "offset": 2}, headers=admin)).json()
-    assert len(rest["items"]) == 1
+    assert len(page["items"]) == 2 and page["next_cursor"]
+    rest = (await api.get(BASE, params={"region": "eu", "limit": 2, "cursor": page["next_cursor"]}, headers=admin))
+    assert len(rest.json()["items"]) == 1 and rest.json()["next_cursor"] is None
     in_use = (await api.get(BASE, params={"status": "IN_USE"}, headers=admin)).json()
-    assert in_use["total"] == 2 and {i["region"] for i in in_use["items"]} == {"us"}
+    assert len(in_use["items"]) == 2 and {i["region"] for i in in_use["items"]} == {"us"}
     assert (await api.get(BASE, params={"status": "BROKEN"}, headers=admin)).status_code == 422
 
 
@@ -118,7 +118,7 @@ async def test_retiring_a_hetzner_server_deletes_it_at_hetzner(api, admin, alloc
 async def test_an_operator_assigns_a_held_manual_order_which_then_allocates(api, admin, allocator, sessions):
     order = order_spec(mode="MANUAL")
     assert await allocator.allocate(order, uuid.uuid4()) is Outcome.HELD
-    held = (await api.get(f"{BASE}/held", headers=admin)).json()
+    held = (await api.get(f"{BASE}/held", headers=admin)).json()["items"]
     assert [(h["order_id"], h["status"], h["domain"]) for h in held] == [(str(order.order_id), "HELD", order.domain)]
 
     r = await api.post(f"{BASE}/held/{order.order_id}/assign", json={}, headers=admin)
@@ -133,7 +133,7 @@ async def test_an_operator_assigns_a_held_manual_order_which_then_allocates(api,
     assert r.json()["server"]["status"] == "RESERVED" and r.json()["server"]["order_id"] == str(order.order_id)
     [(env, event)] = await staged(sessions, ServerAllocatedV1)
     assert event.order == order and event.server.server_id == right.id and env.correlation_id == str(order.order_id)
-    assert (await api.get(f"{BASE}/held", headers=admin)).json() == []
+    assert (await api.get(f"{BASE}/held", headers=admin)).json() == {"items": [], "next_cursor": None}
     assert (await api.post(f"{BASE}/held/{order.order_id}/assign", json={}, headers=admin)).status_code == 409
     assert (await api.post(f"{BASE}/held/{uuid.uuid4()}/assign", json={}, headers=admin)).status_code == 404
 
@@ -148,13 +148,13 @@ async def test_pool_sizes_are_validated_and_set(api, admin):
     ).status_code == 422
     raised = (await api.post("/api/v1/admin/pools/check", headers=admin)).json()["raised"]
     assert sorted(raised) == ["build/eu", "build/us", "scale/us"]
-    replenish = (await api.get("/api/v1/admin/pools/replenish", headers=admin)).json()
+    replenish = (await api.get("/api/v1/admin/pools/replenish", headers=admin)).json()["items"]
     assert {(i["tier"], i["region"], i["to_order"]) for i in replenish} == {
         ("build", "eu", 5),
         ("build", "us", 3),
         ("scale", "us", 2),
     }
-    pools = (await api.get("/api/v1/admin/pools", headers=admin)).json()
+    pools = (await api.get("/api/v1/admin/pools", headers=admin)).json()["items"]
     assert {(p["tier"], p["region"]) for p in pools} == {("build", "eu"), ("build", "us"), ("scale", "us")}
 
 

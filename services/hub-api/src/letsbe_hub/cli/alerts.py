@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from letsbe_hub.cli.api import Hub, api_command, show_list
+from letsbe_hub.cli.api import AllPages, CursorOpt, Hub, Limit, api_command, show_list
 
 app = typer.Typer(help="Alerts from the monitor: list, inspect, acknowledge, silence.", no_args_is_help=True)
 
@@ -34,23 +34,16 @@ def _line(a: dict) -> str:
 def list_alerts(
     hub: Hub,
     status: Annotated[str, typer.Option(help="open, resolved or all.")] = "open",
-    severity: Annotated[str | None, typer.Option(help="soft, medium or hard.")] = None,
+    severity: Annotated[list[str] | None, typer.Option(help="soft, medium or hard; repeat.")] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's.")] = None,
     rule: Annotated[str | None, typer.Option(help="e.g. heartbeat.stale, disk.usage, tls.expiry.")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 50,
-    cursor: Annotated[str | None, typer.Option(help="The next_cursor of a previous page.")] = None,
-    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page.")] = False,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
 ) -> None:
-    """Alerts, newest activity first (alerts:read)."""
-    params = {
-        "status": status,
-        "severity": severity,
-        "tenant_id": tenant,
-        "rule": rule,
-        "limit": limit,
-        "cursor": cursor,
-    }
-    show_list(hub, "/api/v1/admin/alerts", params, all_pages, COLUMNS)
+    """Alerts, newest first (alerts:read)."""
+    params = {"status": status, "severity": severity or [], "tenant_id": tenant, "rule": rule}
+    show_list(hub, "/api/v1/admin/alerts", params, COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(app, "show")

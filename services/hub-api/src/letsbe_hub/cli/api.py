@@ -108,27 +108,16 @@ class Hub:
     def post(self, path: str, body: Any = None) -> Any:
         return self.call("POST", path, body=body)
 
-    def pages(self, path: str, params: dict[str, Any], all_pages: bool) -> Iterator[Any]:
-        """Each answer of a list route, following the next page when ``all_pages``: a ``next_cursor``, or an
-        ``offset`` for routes that page by offset (a full page of a plain list, or ``total`` not reached)."""
+    def pages(self, path: str, params: dict[str, Any], all_pages: bool) -> Iterator[dict[str, Any]]:
+        """Each page (``{items, next_cursor}``) of a list route; with ``all_pages`` it follows ``next_cursor`` to
+        the last one."""
         params = dict(params)
         while True:
             page = self.get(path, **params)
             yield page
-            if not all_pages:
+            if not all_pages or not page.get("next_cursor"):
                 return
-            items = items_of(page)
-            if isinstance(page, dict) and page.get("next_cursor"):
-                params["cursor"] = page["next_cursor"]
-            elif isinstance(page, dict) and "total" in page:
-                offset = int(page.get("offset", 0)) + len(items)
-                if not items or offset >= page["total"]:
-                    return
-                params["offset"] = offset
-            elif isinstance(page, list) and items and len(items) >= int(params.get("limit") or 0) > 0:
-                params["offset"] = int(params.get("offset") or 0) + len(items)
-            else:
-                return
+            params["cursor"] = page["next_cursor"]
 
     def emit(self, data: Any, human: Callable[[Any], str | None] | None = None) -> None:
         """The API's JSON as is with ``--json``; else ``human(data)`` (a generic view without one)."""
@@ -138,10 +127,6 @@ class Hub:
         text = human(data) if human is not None else render(data)
         if text:
             typer.echo(text)
-
-
-def items_of(page: Any) -> list[Any]:
-    return page if isinstance(page, list) else list(page.get("items", [])) if isinstance(page, dict) else []
 
 
 # --- human output ---------------------------------------------------------------------------------------------------
@@ -192,16 +177,32 @@ def _keys(rows: list[dict[str, Any]]) -> list[str]:
     return list(dict.fromkeys(k for r in rows for k in r))
 
 
-def show_list(hub: Hub, path: str, params: dict[str, Any], all_pages: bool, columns: list[Column]) -> None:
-    """A list route: one page as the API answers it, or every page (``--all``: one JSON list of the items)."""
-    pages = list(hub.pages(path, params, all_pages))
+# The options of every list command: one page of the hub's size by default, --limit, --cursor, or --all pages.
+Limit = Annotated[int | None, typer.Option(min=1, help="Items per page (default and maximum: the hub's).")]
+CursorOpt = Annotated[str | None, typer.Option("--cursor", help="The next_cursor of a previous page.")]
+AllPages = Annotated[bool, typer.Option("--all", help="Follow next_cursor to the last page.")]
+
+
+def show_list(
+    hub: Hub,
+    path: str,
+    params: dict[str, Any],
+    columns: list[Column],
+    *,
+    limit: int | None = None,
+    cursor: str | None = None,
+    all_pages: bool = False,
+) -> None:
+    """A list route: one page as the API answers it (``{items, next_cursor}``), or every page (``--all``: with
+    ``--json`` one JSON list of all the items)."""
+    pages = list(hub.pages(path, {**params, "limit": limit, "cursor": cursor}, all_pages))
+    items = [i for p in pages for i in p.get("items", [])]
     if hub.as_json:
-        hub.emit(pages[0] if not all_pages else [i for p in pages for i in items_of(p)])
+        hub.emit(items if all_pages else pages[0])
         return
-    typer.echo(table([i for p in pages for i in items_of(p)], columns))
-    last = pages[-1]
-    if isinstance(last, dict) and last.get("next_cursor") and not all_pages:
-        typer.echo(f"(more: --cursor {last['next_cursor']}, or --all)", err=True)
+    typer.echo(table(items, columns))
+    if pages[-1].get("next_cursor") and not all_pages:
+        typer.echo(f"(more: --cursor {pages[-1]['next_cursor']}, or --all)", err=True)
 
 
 async def follow(hub: Hub, path: str, on_event: Callable[[str, str | None, Any], Awaitable[int | None]]) -> int:

@@ -9,7 +9,18 @@ from typing import Annotated, Any
 import typer
 
 from letsbe_contracts import Region, Tier
-from letsbe_hub.cli.api import CliError, Hub, api_command, follow, render, show_list, table
+from letsbe_hub.cli.api import (
+    AllPages,
+    CliError,
+    CursorOpt,
+    Hub,
+    Limit,
+    api_command,
+    follow,
+    render,
+    show_list,
+    table,
+)
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
 
 tenants = typer.Typer(
@@ -24,8 +35,6 @@ approvals = typer.Typer(
 )
 
 TenantId = Annotated[str, typer.Argument(help="The tenant's id (its order's id).")]
-Limit = Annotated[int, typer.Option(min=1, max=500, help="Items per page.")]
-AllPages = Annotated[bool, typer.Option("--all", help="Every page.")]
 
 
 # --- tenants --------------------------------------------------------------------------------------------------------
@@ -42,9 +51,25 @@ TENANT_COLUMNS = [
 
 
 @api_command(tenants, "list")
-def list_tenants(hub: Hub, limit: Limit = 100, all_pages: AllPages = False) -> None:
-    """Tenants (fleet:read)."""
-    show_list(hub, "/api/v1/admin/tenants", {"limit": limit}, all_pages, TENANT_COLUMNS)
+def list_tenants(
+    hub: Hub,
+    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    domain_suffix: Annotated[str | None, typer.Option(help="Only this domain and its subdomains.")] = None,
+    status: Annotated[list[str] | None, typer.Option(help="PENDING, ACTIVE or DECOMMISSIONED; repeat.")] = None,
+    staging: Annotated[bool | None, typer.Option("--staging/--not-staging", help="Only staging ones, or none.")] = None,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
+) -> None:
+    """Tenants, newest first (fleet:read)."""
+    params = {
+        "domain": domain,
+        "domain_suffix": domain_suffix,
+        "status": status or [],
+        "staging": None if staging is None else str(staging).lower(),
+    }
+    path = "/api/v1/admin/tenants"
+    show_list(hub, path, params, TENANT_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(tenants, "show")
@@ -162,9 +187,17 @@ def create_command(
 
 
 @api_command(commands, "list")
-def list_commands(hub: Hub, tenant_id: TenantId, limit: Limit = 100, all_pages: AllPages = False) -> None:
+def list_commands(
+    hub: Hub,
+    tenant_id: TenantId,
+    status: Annotated[list[str] | None, typer.Option(help="QUEUED, DELIVERED, RUNNING, SUCCEEDED, …; repeat.")] = None,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
+) -> None:
     """One tenant's commands, newest first (fleet:read)."""
-    show_list(hub, f"/api/v1/admin/tenants/{tenant_id}/commands", {"limit": limit}, all_pages, COMMAND_COLUMNS)
+    path = f"/api/v1/admin/tenants/{tenant_id}/commands"
+    show_list(hub, path, {"status": status or []}, COMMAND_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(commands, "show")
@@ -190,6 +223,15 @@ ROLLOUT_COLUMNS = [
     ("STAGE", "stage"),
     ("BY", "created_by"),
     ("REASON", "reason"),
+]
+TARGET_COLUMNS = [
+    ("TENANT", "tenant_id"),
+    ("STAGE", "stage"),
+    ("POS", "position"),
+    ("STATUS", "status"),
+    ("COMMAND", "command_id"),
+    ("BEFORE", "previous_version"),
+    ("DETAIL", "detail"),
 ]
 
 
@@ -239,10 +281,18 @@ def create_rollout(
 
 @api_command(rollouts, "list")
 def list_rollouts(
-    hub: Hub, limit: Annotated[int, typer.Option(min=1, max=200)] = 50, all_pages: AllPages = False
+    hub: Hub,
+    status: Annotated[
+        list[str] | None, typer.Option(help="RUNNING, PAUSED, AWAITING_APPROVAL, COMPLETED or ABORTED; repeat.")
+    ] = None,
+    component: Annotated[str | None, typer.Option(help="Only this component's.")] = None,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
 ) -> None:
     """Rollouts, newest first (fleet:read)."""
-    show_list(hub, "/api/v1/admin/rollouts", {"limit": limit}, all_pages, ROLLOUT_COLUMNS)
+    params = {"status": status or [], "component": component}
+    show_list(hub, "/api/v1/admin/rollouts", params, ROLLOUT_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(rollouts, "show")
@@ -252,9 +302,17 @@ def show_rollout(hub: Hub, rollout_id: RolloutId) -> None:
 
 
 @api_command(rollouts, "targets")
-def rollout_targets(hub: Hub, rollout_id: RolloutId) -> None:
-    """Per-tenant status: stage, position, command, what it ran before (fleet:read)."""
-    hub.emit(hub.get(f"/api/v1/admin/rollouts/{rollout_id}/targets"))
+def rollout_targets(
+    hub: Hub,
+    rollout_id: RolloutId,
+    stage: Annotated[int | None, typer.Option(min=0, help="Only this stage's tenants (0 is the first).")] = None,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
+) -> None:
+    """Per-tenant status, stage by stage: position, command, what it ran before (fleet:read)."""
+    path = f"/api/v1/admin/rollouts/{rollout_id}/targets"
+    show_list(hub, path, {"stage": stage}, TARGET_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 def _rollout_action(hub: Hub, rollout_id: str, action: str, body: Any = None) -> None:
@@ -336,14 +394,18 @@ APPROVAL_COLUMNS = [
 @api_command(approvals, "list")
 def list_approvals(
     hub: Hub,
-    status: Annotated[str | None, typer.Option(help="PENDING, APPROVED, REJECTED, EXPIRED or CONSUMED.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="PENDING, APPROVED, REJECTED, EXPIRED or CONSUMED; repeat.")
+    ] = None,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's.")] = None,
-    before: Annotated[str | None, typer.Option(help="Only those requested before this time (a page).")] = None,
-    limit: Limit = 100,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
 ) -> None:
     """Approvals, newest first (fleet:read)."""
-    params = {"status": status, "tenant_id": tenant, "before": before, "limit": limit}
-    show_list(hub, "/api/v1/admin/approvals", params, False, APPROVAL_COLUMNS)
+    params = {"status": status or [], "tenant_id": tenant}
+    path = "/api/v1/admin/approvals"
+    show_list(hub, path, params, APPROVAL_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(approvals, "show")

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from letsbe_contracts.enums import AutomationMode, OrderStatus, Region, Tier
-from letsbe_hub.cli.api import Hub, api_command, follow, render, show_list, table
+from letsbe_hub.cli.api import AllPages, CursorOpt, Hub, Limit, api_command, follow, render, show_list, table
 
 app = typer.Typer(help="Create, list, inspect, release, retry, cancel and watch orders.", no_args_is_help=True)
 
@@ -66,22 +66,22 @@ def list_orders(
     hub: Hub,
     status: Annotated[list[OrderStatus] | None, typer.Option(help="Only these statuses; repeat.")] = None,
     domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    domain_suffix: Annotated[str | None, typer.Option(help="Only this domain and its subdomains.")] = None,
     email: Annotated[str | None, typer.Option(help="Only this customer email.")] = None,
     attention: Annotated[bool, typer.Option(help="Only orders flagged for an operator's attention.")] = False,
-    limit: Annotated[int, typer.Option(min=1, max=200)] = 50,
-    cursor: Annotated[str | None, typer.Option(help="The next_cursor of a previous page.")] = None,
-    all_pages: Annotated[bool, typer.Option("--all", help="Follow the cursor to the last page.")] = False,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
 ) -> None:
     """Orders, newest first (orders:read)."""
     params = {
         "status": [s.value for s in status or ()],
         "domain": domain,
+        "domain_suffix": domain_suffix,
         "customer_email": email,
         "attention": "true" if attention else None,
-        "limit": limit,
-        "cursor": cursor,
     }
-    show_list(hub, "/api/v1/admin/orders", params, all_pages, COLUMNS)
+    show_list(hub, "/api/v1/admin/orders", params, COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(app, "show")

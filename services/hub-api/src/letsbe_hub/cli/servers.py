@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 
 from letsbe_contracts import Provider, Region, Tier
-from letsbe_hub.cli.api import Hub, api_command, show_list, table
+from letsbe_hub.cli.api import AllPages, CursorOpt, Hub, Limit, api_command, show_list, table
 
 app = typer.Typer(
     help="Pool servers: register, list, inspect, snapshot, retire; held orders; costs.", no_args_is_help=True
@@ -37,6 +37,36 @@ POOL_COLUMNS = [
     ("IN_USE", "in_use"),
     ("DRAINING", "draining"),
     ("BELOW_MIN", "below_minimum"),
+]
+
+HELD_COLUMNS = [
+    ("ORDER", "order_id"),
+    ("TIER", "tier"),
+    ("REGION", "region"),
+    ("DOMAIN", "domain"),
+    ("STATUS", "status"),
+    ("HELD", "held_at"),
+    ("REASON", "reason"),
+    ("SERVER", "server_id"),
+]
+REPLENISH_COLUMNS = [
+    ("TIER", "tier"),
+    ("REGION", "region"),
+    ("PLAN", "netcup_plan"),
+    ("AVAILABLE", "available"),
+    ("MIN", "min_available"),
+    ("TARGET", "target_available"),
+    ("TO_ORDER", "to_order"),
+    ("EUR_MONTH", "monthly_cost_eur"),
+]
+MIGRATION_COLUMNS = [
+    ("PERIOD", "period"),
+    ("TENANT", "tenant_id"),
+    ("FROM", "from_server_id"),
+    ("TO", "to_server_id"),
+    ("TIER", "tier"),
+    ("REGION", "region"),
+    ("SAVING_EUR", "monthly_saving_eur"),
 ]
 
 
@@ -75,16 +105,20 @@ def add(
 @api_command(app, "list")
 def list_servers(
     hub: Hub,
-    status: Annotated[str | None, typer.Option(help="AVAILABLE, RESERVED, IN_USE, DRAINING or RETIRED.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help="AVAILABLE, RESERVED, IN_USE, DRAINING or RETIRED; repeat.")
+    ] = None,
     tier: Annotated[Tier | None, typer.Option()] = None,
     region: Annotated[Region | None, typer.Option()] = None,
     provider: Annotated[Provider | None, typer.Option()] = None,
-    limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
-    all_pages: Annotated[bool, typer.Option("--all", help="Every page.")] = False,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
 ) -> None:
-    """Servers, filtered (servers:read)."""
-    params = {"status": status, "tier": tier, "region": region, "provider": provider, "limit": limit}
-    show_list(hub, "/api/v1/admin/servers", {k: getattr(v, "value", v) for k, v in params.items()}, all_pages, COLUMNS)
+    """Servers, oldest first, filtered (servers:read)."""
+    params = {"status": status or [], "tier": tier, "region": region, "provider": provider}
+    params = {k: getattr(v, "value", v) for k, v in params.items()}
+    show_list(hub, "/api/v1/admin/servers", params, COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(app, "show")
@@ -112,23 +146,16 @@ def retire(hub: Hub, server_id: ServerId) -> None:
 
 
 @api_command(app, "held")
-def held(hub: Hub, status: Annotated[str, typer.Option(help="HELD (waiting) or ASSIGNED.")] = "HELD") -> None:
-    """MANUAL orders whose pool was empty, waiting for an operator (servers:read)."""
-    hub.emit(
-        hub.get("/api/v1/admin/servers/held", status=status),
-        lambda rows: table(
-            rows,
-            [
-                ("ORDER", "order_id"),
-                ("TIER", "tier"),
-                ("REGION", "region"),
-                ("DOMAIN", "domain"),
-                ("STATUS", "status"),
-                ("REASON", "reason"),
-                ("SERVER", "server_id"),
-            ],
-        ),
-    )
+def held(
+    hub: Hub,
+    status: Annotated[str, typer.Option(help="HELD (waiting) or ASSIGNED.")] = "HELD",
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
+) -> None:
+    """MANUAL orders whose pool was empty, waiting for an operator, longest first (servers:read)."""
+    params = {"status": status}
+    show_list(hub, "/api/v1/admin/servers/held", params, HELD_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(app, "assign")
@@ -153,18 +180,22 @@ def migrations(
     hub: Hub,
     period: Annotated[str | None, typer.Option(help="YYYY-MM; default: every period.")] = None,
     check: Annotated[bool, typer.Option("--check", help="Run the monthly check now (servers:write).")] = False,
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
 ) -> None:
-    """Proposed Hetzner → Netcup migrations (servers:read)."""
+    """Proposed Hetzner → Netcup migrations, newest first (servers:read)."""
     if check:
         hub.emit(hub.post("/api/v1/admin/servers/migrations/check"))
-    else:
-        hub.emit(hub.get("/api/v1/admin/servers/migrations", period=period))
+        return
+    path = "/api/v1/admin/servers/migrations"
+    show_list(hub, path, {"period": period}, MIGRATION_COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
 
 
 @api_command(pools, "list")
 def list_pools(hub: Hub) -> None:
     """Every pool: policy and live counts (servers:read)."""
-    hub.emit(hub.get("/api/v1/admin/pools"), lambda rows: table(rows, POOL_COLUMNS))
+    show_list(hub, "/api/v1/admin/pools", {}, POOL_COLUMNS)
 
 
 @api_command(pools, "set")
@@ -192,4 +223,4 @@ def check_pools(hub: Hub) -> None:
 @api_command(pools, "replenish")
 def replenish(hub: Hub) -> None:
     """Pools below minimum: what to order from Netcup (servers:read)."""
-    hub.emit(hub.get("/api/v1/admin/pools/replenish"))
+    show_list(hub, "/api/v1/admin/pools/replenish", {}, REPLENISH_COLUMNS)
