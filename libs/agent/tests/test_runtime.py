@@ -334,9 +334,8 @@ async def test_a_rollout_whose_image_fails_its_health_check_is_rolled_back_and_a
 
     v = await eventually(finished, timeout=20)
     assert v["status"] == "ABORTED" and "1 of 1 updates failed" in v["reason"]
-    targets = {
-        t["tenant_id"]: t for t in (await hub.get(f"/api/v1/admin/rollouts/{rid}/targets", headers=admin)).json()
-    }
+    page = (await hub.get(f"/api/v1/admin/rollouts/{rid}/targets", headers=admin)).json()
+    targets = {t["tenant_id"]: t for t in page["items"]}
     assert targets[str(staging_tenant)]["status"] == "ROLLED_BACK"
     assert "health check" in targets[str(staging_tenant)]["detail"]
     assert targets[str(other_tenant)]["status"] == "CANCELLED"  # never touched
