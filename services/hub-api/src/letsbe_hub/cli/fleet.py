@@ -56,7 +56,9 @@ def list_tenants(
     domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
     domain_suffix: Annotated[str | None, typer.Option(help="Only this domain and its subdomains.")] = None,
     status: Annotated[list[str] | None, typer.Option(help="PENDING, ACTIVE or DECOMMISSIONED; repeat.")] = None,
-    staging: Annotated[bool | None, typer.Option("--staging/--not-staging", help="Only staging ones, or none.")] = None,
+    staging: Annotated[
+        bool | None, typer.Option("--staging/--not-staging", help="Only staging tenants, or only the others.")
+    ] = None,
     limit: Limit = None,
     cursor: CursorOpt = None,
     all_pages: AllPages = False,
