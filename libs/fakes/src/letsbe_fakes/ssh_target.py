@@ -25,6 +25,7 @@ import signal
 import socket
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -121,6 +122,8 @@ class SshTarget:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.sessions = 0  # commands run, for tests that count round trips
+        # Called (in the server's thread) as each command ends: whoever watches what commands did looks now.
+        self.on_command_end: Callable[[], None] | None = None
 
     # --- what a test reads and controls --------------------------------------------------------------------------
 
@@ -383,6 +386,8 @@ class SshTarget:
         finally:
             for t in (feeder, outputs, hangup):
                 t.cancel()
+            if self.on_command_end is not None:
+                self.on_command_end()
 
 
 def _free_port(host: str) -> int:
