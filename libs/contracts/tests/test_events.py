@@ -33,6 +33,7 @@ from letsbe_contracts.events import (
     MailReadyV1,
     OrderStatusChangedV1,
     ServerMigrationProposedV1,
+    TenantAgentRegisteredV1,
     TenantBackupReportedV1,
     TenantDecommissionedV1,
     TenantUsageReportedV1,
@@ -87,6 +88,9 @@ SAMPLES = [
         order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, name="docker", status="RUNNING", attempt=1
     ),
     ProvisioningLogV1(order_id=ORDER.order_id, job_id=uuid.uuid4(), step=5, seq=17, stream="stdout", line="ok"),
+    TenantAgentRegisteredV1(
+        tenant_id=ORDER.order_id, order_id=ORDER.order_id, agent_id=uuid.uuid4(), agent="safety-wrapper"
+    ),
     TenantHeartbeatV1(
         tenant_id=ORDER.order_id,
         agent_id=uuid.uuid4(),

@@ -138,3 +138,29 @@ async def test_ensure_stream_is_idempotent(bus: Bus):
     await bus.ensure_stream()
     await bus.ensure_stream()
     assert (await bus.js.stream_info(bus.stream)).config.subjects == [f"{bus.namespace}.>"]
+
+
+async def test_every_listener_hears_each_event_as_it_is_published_and_garbage_is_ignored(
+    bus: Bus, nats_url: str, bus_namespace: str
+):
+    """Notifications fan out to every process (plain NATS, no durable consumer); a bad message breaks nothing."""
+    other = await Bus.connect(nats_url, namespace=bus_namespace, name="pytest-other")
+    heard: dict[str, list[uuid.UUID]] = {"this": [], "other": []}
+    try:
+        subs = [
+            await bus.listen(OrderCreatedV1, lambda e: heard["this"].append(e.order.order_id)),
+            await other.listen(OrderCreatedV1, lambda e: heard["other"].append(e.order.order_id)),
+        ]
+        await bus.nc.flush()
+        await other.nc.flush()
+        await bus.publish_raw(OrderCreatedV1.SUBJECT, b"not an envelope", msg_id=str(uuid.uuid4()))
+        event = order_created()
+        await bus.publish(event, correlation_id="c")
+        async with asyncio.timeout(10):
+            while not (heard["this"] and heard["other"]):
+                await asyncio.sleep(0.01)
+        assert heard == {"this": [event.order.order_id], "other": [event.order.order_id]}
+        for sub in subs:
+            await sub.unsubscribe()
+    finally:
+        await other.close()

@@ -131,6 +131,66 @@ async def test_relay_wakes_on_commit_without_waiting_for_the_poll(sessions, data
         await task
 
 
+async def test_a_commit_notified_while_the_relay_reads_is_published_without_waiting_for_the_poll(
+    sessions, database_url, bus
+):
+    """The NOTIFY of a commit that lands after the relay's read found nothing must not be cleared unseen."""
+    notified = asyncio.Event()
+
+    class CommitDuringRead(OutboxRelay):
+        reads = 0
+
+        async def publish_pending(self, conn):
+            sent = await super().publish_pending(conn)
+            self.reads += 1
+            if self.reads == 1:  # nothing to send yet; an event commits before this read "returns"
+                async with unit_of_work(sessions) as s:
+                    await add_event(s, outbox, order_created(), correlation_id="during-read")
+                while not self._wake.is_set():  # its NOTIFY has reached the relay
+                    await asyncio.sleep(0.01)
+                notified.set()
+            return sent
+
+    relay = CommitDuringRead(database_url, "hub", bus, poll_seconds=3600)  # only the wake-up can publish it
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(20):
+            await notified.wait()
+            while await stream_count(bus) < 1:
+                await asyncio.sleep(0.02)
+    finally:
+        relay.stop()
+        await task
+
+
+async def test_a_commit_whose_notification_is_lost_is_published_by_the_poll(sessions, database_url, bus):
+    class Counting(OutboxRelay):
+        reads = 0
+
+        async def publish_pending(self, conn):
+            self.reads += 1
+            return await super().publish_pending(conn)
+
+    relay = Counting(database_url, "hub", bus, poll_seconds=0.1)
+    task = asyncio.create_task(relay.run())
+    try:
+        async with asyncio.timeout(20):
+            while relay.reads < 1:  # it has looked once and found nothing: now it waits
+                await asyncio.sleep(0.01)
+            async with unit_of_work(sessions) as s:  # the row as add_event writes it, but without its NOTIFY
+                env = order_created().envelope(correlation_id="silent")
+                await s.execute(
+                    outbox.insert().values(
+                        event_id=env.id, subject=OrderCreatedV1.SUBJECT, envelope=env.model_dump(mode="json")
+                    )
+                )
+            while await stream_count(bus) < 1:
+                await asyncio.sleep(0.02)
+    finally:
+        relay.stop()
+        await task
+
+
 async def test_same_deterministic_event_id_is_staged_once(sessions):
     event_id = uuid.uuid4()
     for _ in range(2):

@@ -324,6 +324,21 @@ class HeartbeatDetails(Model):
 
 
 @register
+class TenantAgentRegisteredV1(Event):
+    """An agent enrolled with the hub (its first registration, or a re-enrolment that replaced the previous agent of
+    its kind). The provisioner waits for the Safety Wrapper's before it reports the tenant provisioned."""
+
+    TYPE: ClassVar[str] = "tenant-agent-registered"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.agent.registered.v1"
+
+    tenant_id: uuid.UUID
+    order_id: uuid.UUID
+    agent_id: uuid.UUID
+    agent: AgentKind
+
+
+@register
 class TenantHeartbeatV1(Event):
     TYPE: ClassVar[str] = "tenant-heartbeat"
     VERSION: ClassVar[int] = 1

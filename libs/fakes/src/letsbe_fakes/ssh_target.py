@@ -25,6 +25,8 @@ import signal
 import socket
 import tempfile
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import asyncssh
@@ -121,6 +123,9 @@ class SshTarget:
         self._started = threading.Event()
         self._error: BaseException | None = None
         self.sessions = 0  # commands run, for tests that count round trips
+        self.command_seconds = 0.0  # wall time the commands ran (the benchmark tells their work from waiting)
+        # Called (in the server's thread) as each command ends: whoever watches what commands did looks now.
+        self.on_command_end: Callable[[], None] | None = None
 
     # --- what a test reads and controls --------------------------------------------------------------------------
 
@@ -334,6 +339,7 @@ class SshTarget:
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         self.sessions += 1
+        started = time.monotonic()
         proc = await asyncio.create_subprocess_exec(
             "bash",
             "-c",
@@ -383,6 +389,9 @@ class SshTarget:
         finally:
             for t in (feeder, outputs, hangup):
                 t.cancel()
+            self.command_seconds += time.monotonic() - started
+            if self.on_command_end is not None:
+                self.on_command_end()
 
 
 def _free_port(host: str) -> int:

@@ -12,11 +12,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -61,6 +62,7 @@ class Delivery:
 
 
 Handler = Callable[[Any, Delivery], Awaitable[None]]
+E = TypeVar("E", bound=Event)
 
 
 class Bus:
@@ -161,6 +163,23 @@ class Bus:
             concurrency=concurrency,
             deliver_new_only=deliver_new_only,
         )
+
+    async def listen(self, event: type[E], callback: Callable[[E], None]) -> Subscription:
+        """Call ``callback`` with each ``event`` as it is published, in every process that listens: a plain NATS
+        subscription to the subject, not a JetStream consumer, so nothing is stored, acknowledged or redelivered.
+        For notifications whose loss costs a poll interval (``letsbe_platform.waiting``); what must not be lost
+        goes through a durable consumer."""
+
+        async def deliver(msg: Msg) -> None:
+            try:
+                decoded = decode(Envelope.model_validate_json(msg.data))
+            except (ValidationError, LookupError, ValueError) as exc:
+                log.warning("notification ignored", subject=msg.subject, error=_describe(exc)[:300])
+                return
+            if isinstance(decoded, event):
+                callback(decoded)
+
+        return await self.nc.subscribe(self.subject(event), cb=deliver)
 
     async def close(self) -> None:
         if self.nc.is_connected:

@@ -25,6 +25,7 @@ from letsbe_platform.bus import Bus
 from letsbe_platform.db import plain_url
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
+from letsbe_platform.waiting import wait_or_wake
 
 log = get_logger(__name__)
 
@@ -118,15 +119,13 @@ class OutboxRelay:
                 if listener is None or listener.is_closed():
                     listener = await asyncpg.connect(self.database_url)
                     await listener.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
+                # Cleared before reading: a commit whose NOTIFY arrives while we read ends the next wait at once.
+                self._wake.clear()
                 sent = await self.publish_pending(conn)
                 backoff = 0.2
                 if sent:
                     continue  # there may be more
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-                except TimeoutError:
-                    pass
+                await wait_or_wake(self._wake, self.poll_seconds)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # keep relaying after any transient fault: nothing is lost, rows stay unsent

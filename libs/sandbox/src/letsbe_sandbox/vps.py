@@ -17,6 +17,7 @@ import importlib
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,7 @@ class Vps:
         )
         self.docker = DockerEngineFake(self.root / "var/run/docker.sock")
         self.agents: dict[str, subprocess.Popen[bytes]] = {}
+        self.agents_started_at: float | None = None  # wall clock of the last start (the benchmark's stages)
         self.error: str | None = None
         self._ups = 0
 
@@ -263,6 +265,7 @@ class Vps:
             print(f"sandbox VPS {self.address}: the rendered AI stack cannot run: {exc}", file=sys.stderr, flush=True)
             return
         self.error = None
+        self.agents_started_at = time.time()
         for spec in specs:
             self.agents[spec.service] = memlimit.spawn(
                 spec.argv, env=spec.env, mem_limit_mb=spec.mem_limit_mb, log_path=self.log_path(spec.service)

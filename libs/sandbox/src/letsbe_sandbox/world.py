@@ -110,6 +110,7 @@ class Sandbox:
         self._vps_setup: list[Any] = []
         self._vps_lock = threading.Lock()
         self._stop = threading.Event()
+        self._kick = threading.Event()  # set as each SSH command on a VPS ends
         self._poller = threading.Thread(target=self._poll, name="sandbox-vps-poller", daemon=True)
 
     @property
@@ -168,6 +169,7 @@ class Sandbox:
 
     def stop(self) -> None:
         self._stop.set()
+        self._kick.set()
         if self._poller.is_alive():
             self._poller.join(5)
         with self._vps_lock:
@@ -203,6 +205,7 @@ class Sandbox:
             host_key=_ssh_key(self.root / "ssh" / f"host-{address}"),
             client_key=self.client_key,
         )
+        vps.target.on_command_end = self._kick.set
         for setup in self._vps_setup:
             setup(vps)
         vps.start()
@@ -216,7 +219,13 @@ class Sandbox:
             vps.stop()
 
     def _poll(self) -> None:
-        while not self._stop.wait(0.3):
+        # Step 10's `docker compose up` ends an SSH command, which kicks this loop: its agents start right away.
+        # The interval is the fallback (and what brings the agents of a restarted sandbox back).
+        while not self._stop.is_set():
+            self._kick.wait(0.3)
+            self._kick.clear()
+            if self._stop.is_set():
+                return
             with self._vps_lock:
                 vpses = list(self.vpses.values())
             for vps in vpses:
@@ -249,6 +258,8 @@ class Sandbox:
                 # Every VPS listens on its own address at this one port, as real servers all listen on 22.
                 "LETSBE_HUB_SERVER_SSH_PORT": str(self.ssh_port),
                 "LETSBE_HUB_SERVER_SSH_PUBLIC_KEY": self.client_key.export_public_key("openssh").decode().strip(),
+                # The fake Hetzner finishes an action on its second poll: a few ms, not Hetzner's 1 s first wait.
+                "LETSBE_HUB_PROVIDER_POLL_FIRST_SECONDS": "0.005",
                 "LETSBE_HUB_PROVIDER_POLL_SECONDS": "0.2",
                 "LETSBE_HUB_SSH_PROBE_SECONDS": "0.2",
                 "LETSBE_HUB_HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),
@@ -266,6 +277,7 @@ class Sandbox:
                 "LETSBE_PROVISIONER_SECRETS_KEY": m.provisioner_secrets_key,
                 "LETSBE_PROVISIONER_REMOTE_ROOT": str(self.root / "vps") + "/{ipv4}",
                 "LETSBE_PROVISIONER_RETRY_BACKOFF_SECONDS": "[0.5, 1, 2]",
+                # The fallback only: the hub's agent-registered event ends the wait as soon as the agent registers.
                 "LETSBE_PROVISIONER_REGISTRATION_POLL_SECONDS": "0.5",
                 "LETSBE_PROVISIONER_REGISTRATION_TIMEOUT_SECONDS": "120",
                 # Rendered into the agents' compose environment: see a stopped agent go stale in seconds.

@@ -26,6 +26,7 @@ class DnsSettings(ServiceSettings):
     nameserver: str | None = None
     nameserver_port: int = Field(default=53, ge=1, le=65535)
     verify_timeout_seconds: float = Field(default=180.0, gt=0)
+    verify_first_interval_seconds: float = Field(default=0.005, gt=0)  # doubled after each miss, up to:
     verify_interval_seconds: float = Field(default=2.0, gt=0)
     dns_query_timeout_seconds: float = Field(default=2.0, gt=0)
 

@@ -17,6 +17,7 @@ import dns.rdatatype
 from letsbe_dns.cloudflare import Zone
 from letsbe_dns.config import DnsSettings
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
@@ -90,16 +91,18 @@ class Verifier:
         timeout = timeout or self.settings.verify_timeout_seconds
         started = time.monotonic()
         servers = await self.nameservers(zone)
-        while True:
+        left = wanted
+
+        async def served() -> bool:
+            nonlocal left
             left = await self.missing(wanted, servers)
-            if not left:
-                return
-            waited = time.monotonic() - started
-            if waited >= timeout:
-                raise NotVisible(left, waited)
-            if heartbeat is not None:
-                await heartbeat()
-            await asyncio.sleep(min(self.settings.verify_interval_seconds, max(0.0, timeout - waited)))
+            return not left
+
+        # From a few milliseconds (the nameserver usually serves a record as soon as the API accepted it), backing
+        # off to verify_interval_seconds for one that takes longer.
+        backoff = Backoff(self.settings.verify_first_interval_seconds, self.settings.verify_interval_seconds)
+        if not await poll_until(served, timeout=timeout, backoff=backoff, heartbeat=heartbeat):
+            raise NotVisible(left, time.monotonic() - started)
 
     async def _query(self, name: str, rtype: str, server: tuple[str, int]) -> list[object]:
         query = dns.message.make_query(name, rtype)

@@ -277,6 +277,21 @@ async def test_dns_ready_waits_until_the_nameservers_serve_the_records(app, bus,
     assert time.monotonic() - started >= 1.0
 
 
+@pytest.mark.parametrize(
+    "settings",
+    [{"verify_first_interval_seconds": 0.002, "verify_interval_seconds": 3600, "verify_timeout_seconds": 7200}],
+    indirect=True,
+)
+async def test_records_served_shortly_after_writing_are_seen_by_the_early_checks_not_after_the_interval(
+    app, bus, events, cloudflare, kit
+):
+    """The checks start a few ms apart and back off: with an hour as the interval, only they can see these."""
+    cloudflare.fake.dns_delay(0.2)
+    event = kit.server_allocated("ghost")
+    await bus.publish(event, correlation_id=str(event.order.order_id))
+    await events.wait("dns-ready", str(event.order.order_id))
+
+
 @pytest.mark.parametrize("settings", [{"verify_timeout_seconds": 0.3}], indirect=True)
 async def test_records_never_served_fail_the_order_after_the_bounded_wait(app, bus, events, cloudflare, kit):
     cloudflare.fake.dns_delay(60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from ipaddress import IPv4Address, IPv6Address
@@ -68,6 +69,17 @@ async def test_allocate_creates_the_catalog_type_in_the_region_and_returns_a_run
     assert body["labels"] == {"managed-by": "letsbe", "letsbe-order": "1"}
     assert f.servers[int(alloc.provider_ref)]["status"] == "running"
     assert any(path.startswith("/v1/actions/") for _, path in f.requests), "the create action was polled"
+
+
+async def test_actions_are_polled_from_a_short_first_wait_backing_off_to_the_interval(fake):
+    """A poll interval of an hour: only the short first waits (doubling) can see the action finish in this test."""
+    f, url = fake
+    f.action_polls = 4
+    async with HetznerProvider(_config(url, poll_first=0.001, poll_interval=3600.0, action_timeout=7200.0)) as p:
+        async with asyncio.timeout(30):
+            alloc = await p.allocate_server(Tier.LITE, Region.EU, key="letsbe-backoff")
+    assert f.servers[int(alloc.provider_ref)]["status"] == "running"
+    assert sum(path.startswith("/v1/actions/") for _, path in f.requests) == 4
 
 
 async def test_allocating_again_with_the_same_key_finds_the_first_server(fake, hetzner):

@@ -6,6 +6,8 @@ import uuid
 import httpx
 from sqlalchemy import text
 
+from letsbe_contracts import Envelope, decode
+from letsbe_contracts.events import TenantAgentRegisteredV1
 from letsbe_hub.tenants.testing import enroll, mint_token
 
 
@@ -38,6 +40,25 @@ async def test_registration_token_works_once(hub, admin):
         "agent": "safety-wrapper",
         "domain": domain,
     }
+
+
+async def test_registration_commits_the_agent_registered_event_the_provisioner_waits_for(hub, admin, sessions):
+    tenant_id, _, token = await mint_token(hub, admin)  # the tenant's order id is its id here
+    failed = await _register(hub, "lbr_" + "x" * 43)
+    assert failed.status_code == 401
+    body = (await _register(hub, token)).json()
+    async with sessions() as s:
+        rows = (
+            await s.execute(
+                text("SELECT envelope FROM hub.outbox WHERE subject = :s"), {"s": TenantAgentRegisteredV1.SUBJECT}
+            )
+        ).scalars()
+        events = [decode(Envelope.model_validate(row)) for row in rows]
+    assert events == [
+        TenantAgentRegisteredV1(
+            tenant_id=tenant_id, order_id=tenant_id, agent_id=uuid.UUID(body["agent_id"]), agent="safety-wrapper"
+        )
+    ], "one event, for the registration that succeeded"
 
 
 async def test_two_concurrent_registrations_with_one_token_yield_one_agent(hub, admin):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import asyncssh
 from fastapi import FastAPI
 
 from letsbe_contracts import DnsReadyV1
+from letsbe_contracts.events import TenantAgentRegisteredV1
+from letsbe_platform.bus import E
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
@@ -52,7 +55,18 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         ack_wait=settings.ack_wait_seconds,
     )
     rt.start(DURABLE, consumer.run(), consumer.stop)
+    rt.start("registration-wakeups", listen_until_stopped(rt, TenantAgentRegisteredV1, pipeline.on_agent_registered))
     return pipeline
+
+
+async def listen_until_stopped(rt: Runtime, event: type[E], callback: Callable[[E], None]) -> None:
+    assert rt.bus is not None
+    sub = await rt.bus.listen(event, callback)
+    try:
+        await rt.stopping.wait()
+    finally:
+        with contextlib.suppress(Exception):  # the connection may already be draining
+            await sub.unsubscribe()
 
 
 def create_app(settings: ProvisionerSettings | None = None) -> FastAPI:

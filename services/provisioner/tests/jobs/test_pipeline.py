@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import tomllib
 import uuid
@@ -19,9 +20,10 @@ from letsbe_contracts import (
     ProvisioningStepV1,
     StepStatus,
 )
-from letsbe_contracts.events import MailReadyV1
+from letsbe_contracts.events import MailReadyV1, TenantAgentRegisteredV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_fakes.tls_endpoint import self_signed
+from letsbe_platform.bus import Bus
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
@@ -286,6 +288,53 @@ async def test_without_the_safety_wrapper_registering_step_10_fails_after_the_bo
     assert len(of(await staged_events(engine), ProvisionedV1)) == 1
     assert len(hub.issued) == 4, "two agents, two runs of step 10"
     assert not any(c.startswith("ufw") for c in commands(target))
+
+
+async def test_the_wait_for_registration_ends_when_the_hubs_agent_registered_event_arrives(
+    pipeline: Pipeline, target: SshTarget, engine: Any, hub: Any, bus: Bus
+) -> None:
+    """The poll interval is an hour here: only the notification (over NATS, as the hub publishes it) can end the
+    wait in this test."""
+    hub.auto_register = False
+    pipeline.settings.registration_poll_seconds = 3600
+    pipeline.settings.registration_timeout_seconds = 7200
+    sub = await bus.listen(TenantAgentRegisteredV1, pipeline.on_agent_registered)
+    event = dns_ready(target)
+    tenant_id = event.order.order_id
+    job = asyncio.create_task(pipeline.on_dns_ready(event))
+    try:
+        async with asyncio.timeout(120):
+            while hub.polls < 1:  # the steps are done and the job found no agent yet: it waits
+                await asyncio.sleep(0.02)
+            hub.register(tenant_id)
+            registered = TenantAgentRegisteredV1(
+                tenant_id=tenant_id, order_id=tenant_id, agent_id=uuid.uuid4(), agent="safety-wrapper"
+            )
+            await bus.publish(registered, correlation_id=str(tenant_id))
+            await job
+    finally:
+        job.cancel()
+        await sub.unsubscribe()
+    assert len(of(await staged_events(engine), ProvisionedV1)) == 1
+    assert hub.polls == 2, "one look before the event, one because of it"
+
+
+async def test_a_lost_registration_event_costs_one_poll_interval_not_the_order(
+    pipeline: Pipeline, target: SshTarget, engine: Any, hub: Any
+) -> None:
+    hub.auto_register = False  # and nobody sends the agent-registered event
+    event = dns_ready(target)
+    job = asyncio.create_task(pipeline.on_dns_ready(event))
+    try:
+        async with asyncio.timeout(120):
+            while hub.polls < 1:
+                await asyncio.sleep(0.02)
+            hub.register(event.order.order_id)
+            await job
+    finally:
+        job.cancel()
+    assert len(of(await staged_events(engine), ProvisionedV1)) == 1
+    assert hub.polls >= 2
 
 
 async def test_the_acme_server_and_ca_of_the_settings_reach_the_tenants_certificate_setup(

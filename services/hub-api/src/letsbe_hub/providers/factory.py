@@ -32,6 +32,7 @@ def hetzner_config(settings: ServerSettings) -> HetznerConfig | None:
         server_types=tuple(settings.hetzner_server_types),
         timeout=settings.provider_timeout_seconds,
         retry=retry_policy(settings),
+        poll_first=settings.provider_poll_first_seconds,
         poll_interval=settings.provider_poll_seconds,
         action_timeout=settings.provider_action_timeout_seconds,
     )
@@ -54,6 +55,7 @@ def build_netcup(settings: ServerSettings) -> NetcupProvider | None:
             refresh_token=settings.netcup_refresh_token.get_secret_value(),
             timeout=settings.provider_timeout_seconds,
             retry=retry_policy(settings),
+            poll_first=settings.provider_poll_first_seconds,
             poll_interval=settings.provider_poll_seconds,
             task_timeout=settings.provider_action_timeout_seconds,
         )

@@ -23,8 +23,9 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderTimeout,
 )
-from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, poll_until
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
@@ -68,8 +69,14 @@ class HetznerConfig:
     server_types: tuple[str, ...] = DEFAULT_SERVER_TYPES
     timeout: float = 15.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Actions are polled as Hetzner's own clients do: from a short first wait, doubling up to poll_interval.
+    poll_first: float = 1.0
     poll_interval: float = 1.0
     action_timeout: float = 600.0
+
+    @property
+    def poll(self) -> Backoff:
+        return Backoff(self.poll_first, self.poll_interval)
 
 
 class HetznerProvider:
@@ -239,7 +246,7 @@ class HetznerProvider:
             return action["status"] == "success"
 
         if not await poll_until(
-            done, timeout=self.config.action_timeout, interval=self.config.poll_interval, heartbeat=heartbeat
+            done, timeout=self.config.action_timeout, backoff=self.config.poll, heartbeat=heartbeat
         ):
             raise ProviderTimeout(NAME, f"action {action_id} still running after {self.config.action_timeout}s")
         return result
@@ -270,7 +277,7 @@ class HetznerProvider:
             return server["status"] == "running"
 
         if not await poll_until(
-            running, timeout=self.config.action_timeout, interval=self.config.poll_interval, heartbeat=heartbeat
+            running, timeout=self.config.action_timeout, backoff=self.config.poll, heartbeat=heartbeat
         ):
             raise ProviderTimeout(NAME, f"server {server_id} not running after {self.config.action_timeout}s")
         return latest

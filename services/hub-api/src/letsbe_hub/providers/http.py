@@ -185,22 +185,3 @@ class ProviderHTTP:
         else:
             kind = ProviderRejected
         return kind(self.provider, text[:1000], status=status, code=code)
-
-
-async def poll_until(
-    check: Callable[[], Awaitable[bool]],
-    *,
-    timeout: float,
-    interval: float,
-    heartbeat: Callable[[], Awaitable[None]] | None = None,
-) -> bool:
-    """Call ``check`` every ``interval`` until it returns True (→ True) or ``timeout`` passes (→ False)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if await check():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        if heartbeat is not None:
-            await heartbeat()
-        await asyncio.sleep(interval)

@@ -37,8 +37,9 @@ from letsbe_hub.providers.errors import (
     ProviderUnavailable,
     ProviderUnsupported,
 )
-from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, poll_until
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
@@ -71,8 +72,13 @@ class NetcupConfig:
     client_id: str = "scp"
     timeout: float = 15.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    poll_first: float = 1.0  # tasks are polled from this first wait, doubling up to poll_interval
     poll_interval: float = 2.0
     task_timeout: float = 1800.0
+
+    @property
+    def poll(self) -> Backoff:
+        return Backoff(self.poll_first, self.poll_interval)
 
 
 class _AccessTokens:
@@ -215,7 +221,7 @@ class NetcupProvider:
             return state == "FINISHED"
 
         if not await poll_until(
-            finished, timeout=self.config.task_timeout, interval=self.config.poll_interval, heartbeat=heartbeat
+            finished, timeout=self.config.task_timeout, backoff=self.config.poll, heartbeat=heartbeat
         ):
             raise ProviderTimeout(NAME, f"task {uuid} not finished after {self.config.task_timeout}s")
         return result

@@ -51,6 +51,7 @@ from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event, claim
+from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
 
@@ -220,7 +221,7 @@ class Allocator:
                 str(created.ipv4),
                 cfg.server_ssh_port,
                 timeout=cfg.ssh_ready_timeout_seconds,
-                interval=cfg.ssh_probe_seconds,
+                backoff=Backoff(cfg.provider_poll_first_seconds, cfg.ssh_probe_seconds),
                 provider=Provider.HETZNER.value,
                 heartbeat=heartbeat,
             )

@@ -32,6 +32,9 @@ class ServerSettings(BaseModel):
     provider_timeout_seconds: float = Field(default=15, gt=0)
     provider_retry_attempts: int = Field(default=4, ge=1, le=10)
     provider_backoff_seconds: float = Field(default=0.5, ge=0)
+    # Polling a Hetzner action, a Netcup task or a new server's SSH: the first wait, doubled up to
+    # provider_poll_seconds (ssh_probe_seconds for SSH). 1 s as Hetzner's clients start; the sandbox a few ms.
+    provider_poll_first_seconds: float = Field(default=1.0, gt=0)
     provider_poll_seconds: float = Field(default=2.0, gt=0)  # Hetzner actions / Netcup tasks
     provider_action_timeout_seconds: float = Field(default=600, gt=0)
     # --- the servers we hand to the provisioner ---

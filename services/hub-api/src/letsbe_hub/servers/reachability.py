@@ -7,13 +7,13 @@ The fingerprint is captured on first contact (trust on first use) right after we
 from __future__ import annotations
 
 import asyncio
-import time
 
 import asyncssh
 
 from letsbe_hub.providers.base import Heartbeat
 from letsbe_hub.providers.errors import ProviderTimeout
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
@@ -31,20 +31,23 @@ async def wait_for_host_key(
     port: int,
     *,
     timeout: float,
-    interval: float,
+    backoff: Backoff,
     provider: str = "ssh",
     heartbeat: Heartbeat | None = None,
 ) -> str:
     """Retry until sshd answers (a new VPS boots, then cloud-init runs); ProviderTimeout after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    found: list[str] = []
     last = "no answer"
-    while True:
+
+    async def answers() -> bool:
+        nonlocal last
         try:
-            return await read_host_key(host, port, timeout=min(10.0, max(interval, 1.0)))
+            found.append(await read_host_key(host, port, timeout=min(10.0, max(backoff.cap, 1.0))))
+            return True
         except (OSError, asyncssh.Error, TimeoutError) as exc:
             last = f"{type(exc).__name__}: {exc}"[:300]
-        if time.monotonic() + interval > deadline:
-            raise ProviderTimeout(provider, f"SSH on {host}:{port} not reachable after {timeout:g}s ({last})")
-        if heartbeat is not None:
-            await heartbeat()
-        await asyncio.sleep(interval)
+            return False
+
+    if not await poll_until(answers, timeout=timeout, backoff=backoff, heartbeat=heartbeat):
+        raise ProviderTimeout(provider, f"SSH on {host}:{port} not reachable after {timeout:g}s ({last})")
+    return found[0]

@@ -15,6 +15,7 @@ from letsbe_contracts.agent import BackupReport, RegisterRequest, RegisterRespon
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import (
     HeartbeatDetails,
+    TenantAgentRegisteredV1,
     TenantBackupReportedV1,
     TenantDecommissionedV1,
     TenantUsageReportedV1,
@@ -104,6 +105,14 @@ async def register(session: AsyncSession, body: RegisterRequest, settings: HubSe
     if body.agent is AgentKind.SAFETY_WRAPPER and tenant.status == "PENDING":
         await repo.set_tenant_status(session, tenant_id, "ACTIVE")
     await repo.upsert_component(session, tenant_id, body.agent.value, version=body.version, digest=None)
+    # Committed with the registration: the provisioner waiting for this agent hears it at once (it polls as well).
+    await add_event(
+        session,
+        outbox,
+        TenantAgentRegisteredV1(tenant_id=tenant_id, order_id=tenant.order_id, agent_id=agent.id, agent=body.agent),
+        correlation_id=str(tenant.order_id),
+        event_id=agent.id,
+    )
     log.info(
         "agent registered",
         tenant_id=str(tenant_id),

@@ -44,12 +44,13 @@ from letsbe_contracts import (
     StepStatus,
     load_catalog,
 )
-from letsbe_contracts.events import MailReadyV1
+from letsbe_contracts.events import MailReadyV1, TenantAgentRegisteredV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import LATENCY_BUCKETS
 from letsbe_platform.outbox import add_event, notify_channel
+from letsbe_platform.waiting import Backoff, Wakeups, poll_until
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA, outbox
 from letsbe_provisioner.jobs import ssh
@@ -114,9 +115,14 @@ class Pipeline:
         self.client_key = client_key
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
+        self.registrations = Wakeups()  # by tenant id: the jobs waiting for their Safety Wrapper to register
         self.static_secrets = [s.get_secret_value() for s in (settings.hub_token,) if s is not None]
 
     # --- entry point ----------------------------------------------------------------------------------------------
+
+    def on_agent_registered(self, event: TenantAgentRegisteredV1) -> None:
+        """A notification (core NATS, may be lost): the job waiting for this tenant checks the hub now."""
+        self.registrations.notify(event.tenant_id)
 
     async def on_dns_ready(self, event: DnsReadyV1, delivery: Delivery | None = None) -> None:
         keepalive = asyncio.create_task(self._keep_in_progress(delivery))
@@ -494,32 +500,44 @@ class JobRun:
                 job.status, job.steps_done_at = JobStatus.AWAITING_REGISTRATION, _now()
             deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
         last_error = ""
-        while True:
+
+        async def registered() -> bool:
+            nonlocal last_error
             try:
                 tenant = await self.p.hub.tenant(self.tenant_id)
-                if tenant is not None and tenant.registered("safety-wrapper"):
-                    # Before provisioned: the welcome email (sent on it) links to these.
-                    await self.p.hub.put_credentials(self.tenant_id, self.plan.credentials())
-                    break
+                if tenant is None or not tenant.registered("safety-wrapper"):
+                    return False
+                # Before provisioned: the welcome email (sent on it) links to these.
+                await self.p.hub.put_credentials(self.tenant_id, self.plan.credentials())
+                return True
             except HubError as exc:
                 log.warning("hub poll failed", job_id=str(self.job_id), error=str(exc))
                 if not exc.transient:
                     last_error = f": {exc}"
-            if _now() >= deadline:
-                step = self.steps[-1]
-                sink = LogSink(self, step.number)
-                await sink.close()
-                await self._mark_failed(
-                    step,
-                    sink,
-                    step.attempt,
-                    None,
-                    f"the Safety Wrapper did not register with the Hub within "
-                    f"{self.settings.registration_timeout_seconds:g}s of step 10{last_error}",
-                    retryable=True,
-                )
-                return
-            await asyncio.sleep(self.settings.registration_poll_seconds)
+                return False
+
+        # The hub's agent-registered event wakes this wait at once; the poll is the fallback for a lost one.
+        with self.p.registrations.expect(self.tenant_id) as wake:
+            done = await poll_until(
+                registered,
+                timeout=max(0.0, (deadline - _now()).total_seconds()),
+                backoff=Backoff.constant(self.settings.registration_poll_seconds),
+                wake=wake,
+            )
+        if not done:
+            step = self.steps[-1]
+            sink = LogSink(self, step.number)
+            await sink.close()
+            await self._mark_failed(
+                step,
+                sink,
+                step.attempt,
+                None,
+                f"the Safety Wrapper did not register with the Hub within "
+                f"{self.settings.registration_timeout_seconds:g}s of step 10{last_error}",
+                retryable=True,
+            )
+            return
         async with unit_of_work(self.p.sessions) as session:
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert job is not None
