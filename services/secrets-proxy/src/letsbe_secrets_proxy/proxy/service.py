@@ -15,9 +15,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
