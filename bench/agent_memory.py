@@ -201,11 +201,12 @@ class Sampler:
         return statistics.median(kb for t, kb in self.samples if t >= t0) / 1024
 
 
-def agent_env(kind: str, port: int, home: Path, world: dict, store: Path, key: str, policy: Path) -> dict:
+def agent_env(kind: str, port: int, home: Path, world: dict, store: Path, key: str, policy: Path,
+              pycache: Path) -> dict:
     prefix = "LETSBE_SP_" if kind == "secrets-proxy" else "LETSBE_SW_"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LETSBE_", "PYTHONPROFILE"))}
     env |= {
-        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(home.parent / "pycache"),
+        "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(pycache),
         "SSL_CERT_DIR": "/etc/ssl/certs",
         f"{prefix}HOST": "127.0.0.1", f"{prefix}PORT": str(port),
         f"{prefix}HUB_URL": f"http://127.0.0.1:{world['hub']}",
@@ -311,12 +312,16 @@ async def measure_one(name: str, argv: list[str], env: dict, port: int, load, se
 
 
 def warm_bytecode(cache: Path) -> None:
-    """Compile once what the processes import (the images ship their bytecode compiled)."""
-    imports = ("letsbe_secrets_proxy.app, letsbe_safety_wrapper.app, letsbe_agent.entry, letsbe_platform.serve, "
-               "fastapi, uvicorn, httpx, uvicorn.protocols.http.auto, uvicorn.protocols.websockets.auto, "
-               "uvicorn.loops.auto, uvicorn.lifespan.on, uvicorn.protocols.http.h11_impl")
+    """Compile everything the processes may import, as the images ship it (``UV_COMPILE_BYTECODE``, compileall of the
+    workspace, the interpreter's own library): a module compiled at run time would cost its process several MB of
+    compiler memory that production never spends (anyio's asyncio backend, loaded at the first request, 8 MB)."""
+    import sysconfig
+
+    paths = [sysconfig.get_paths()["stdlib"], sysconfig.get_paths()["purelib"],
+             *(str(p) for p in REPO.glob("libs/*/src")), *(str(p) for p in REPO.glob("services/*/src"))]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"} | {"PYTHONPYCACHEPREFIX": str(cache)}
-    subprocess.run([sys.executable, "-c", f"import {imports}"], env=env, check=True)
+    subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0", *paths], env=env, check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # a few test files do not compile
 
 
 async def measure(args: argparse.Namespace) -> dict:
@@ -324,7 +329,8 @@ async def measure(args: argparse.Namespace) -> dict:
     from letsbe_platform.devstack import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="agent-mem-"))
-    warm_bytecode(tmp / "pycache")
+    pycache = Path(tempfile.gettempdir()) / "letsbe-bench-pycache"  # kept between runs: compiling takes a minute
+    warm_bytecode(pycache)
     rng = random.Random(42)
     secrets = make_secrets(rng)
     key = fernet.generate_key()
@@ -344,7 +350,7 @@ async def measure(args: argparse.Namespace) -> dict:
     sw_headers = {"Authorization": f"Bearer {TOOLS_TOKEN}"}
     rows = []
     try:
-        floor_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
+        floor_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(pycache),
                      "SSL_CERT_DIR": "/etc/ssl/certs"}  # the same environment as the agents
         up = f"http://127.0.0.1:{world['upstream']}"
         tool = f"http://127.0.0.1:{world['tool']}"
@@ -383,7 +389,7 @@ async def measure(args: argparse.Namespace) -> dict:
         port = free_port()
         rows.append(await measure_one(
             "secrets-proxy", [sys.executable, "-m", "letsbe_secrets_proxy"],
-            agent_env("secrets-proxy", port, tmp / "sp", world, tmp / "secrets.enc", key, policy), port,
+            agent_env("secrets-proxy", port, tmp / "sp", world, tmp / "secrets.enc", key, policy, pycache), port,
             sp_load, args.seconds, hub, "secrets-proxy", cap_phase, LIMITS_MB["secrets-proxy"] if args.limits else 0))
         if not args.limits:
             port = free_port()
@@ -392,7 +398,7 @@ async def measure(args: argparse.Namespace) -> dict:
         port = free_port()
         rows.append(await measure_one(
             "safety-wrapper", [sys.executable, "-m", "letsbe_safety_wrapper"],
-            agent_env("safety-wrapper", port, tmp / "sw", world, tmp / "secrets.enc", key, policy), port,
+            agent_env("safety-wrapper", port, tmp / "sw", world, tmp / "secrets.enc", key, policy, pycache), port,
             lambda c, u, w, until: gate_load(c, u, sw_headers, w, until), args.seconds, hub, "safety-wrapper",
             limit_mb=LIMITS_MB["safety-wrapper"] if args.limits else 0))
     finally:

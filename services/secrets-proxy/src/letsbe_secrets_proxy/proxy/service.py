@@ -7,6 +7,7 @@ The per-class policy (mask or block) applies to what leaves for the provider; wh
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -109,7 +110,7 @@ class ProxyService:
         started = time.perf_counter()
         # Fast path: one scan of the body (its decoded view undoes JSON's escapes, \\uXXXX included). Clean (the
         # usual case) → the bytes go out as they came.
-        clean_raw = not redactor.has_hits(text)
+        clean_raw = not redactor.has_hits(text, raw)  # raw is text's UTF-8: scanned as it is, not encoded again
         del text  # one decoded copy served parsing and the scan; the body's memory is raw + body from here
         if clean_raw:
             clean, findings, content = body, [], raw
@@ -152,7 +153,12 @@ class ProxyService:
                 strip_usage = True
         if content is None:
             content = json.dumps(clean).encode()
-        upstream = self.client.build_request("POST", url, content=content, headers=egress_headers)
+        del body, clean
+        # Handed over as a stream that lets go of the body once it is sent: the response (and its request) live on
+        # after the budget is released, and must not keep a 1 MiB body with them.
+        egress_headers["content-length"] = str(len(content))
+        upstream = self.client.build_request("POST", url, content=_once([content]), headers=egress_headers)
+        del content
         try:
             return await self.client.send(upstream, stream=True), streaming, strip_usage, redactor
         except httpx.HTTPError as exc:
@@ -216,14 +222,16 @@ class ProxyService:
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
     async def _read_json(self, request: Request) -> tuple[bytes, str, dict[str, Any]]:
-        chunks, size = [], 0  # joined once: a growing bytearray would also hold its over-allocation
+        # A BytesIO hands its buffer over as the bytes object (no copy): the body is held once, plus at most an
+        # eighth while it grows, where chunks joined at the end would be held twice.
+        buffer, size = io.BytesIO(), 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        del chunks
+            buffer.write(chunk)
+        raw = buffer.getvalue()
+        del buffer
         try:
             text = raw.decode("utf-8")
             body = json.loads(text)
@@ -232,6 +240,12 @@ class ProxyService:
         if not isinstance(body, dict):
             raise BadRequestBody("The body must be a JSON object.")
         return raw, text, body
+
+
+async def _once(parts: list[bytes]) -> AsyncIterator[bytes]:
+    """Yield the one body and let go of it (a list the caller no longer holds, emptied as it is sent)."""
+    while parts:
+        yield parts.pop()
 
 
 _STREAM_TOO_LARGE = b"".join(
