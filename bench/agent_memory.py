@@ -167,8 +167,12 @@ def serve_floor(port: int, upstream: str, tool: str, lean: bool) -> None:
         resp = await client.get(tool + "/ghost/api/admin/posts/", params={"page": str(call["args"].get("page"))})
         return Response(resp.content, media_type="application/json")
 
-    lean_options = {"loop": "asyncio", "ws": "none"} if lean else {}
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", **lean_options)
+    if not lean:
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+        return
+    # uvicorn.run is what the lean agents' uvicorn lacks (its command line): the same, spelled out
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", loop="asyncio", ws="none")
+    uvicorn.Server(config).run()
 
 
 # --- measuring -------------------------------------------------------------------------------------------------
@@ -410,8 +414,9 @@ async def measure(args: argparse.Namespace) -> dict:
 
 SETUP = (
     "Each agent started as its container starts it (`python -m …`, production-like environment: a hub to register "
-    "and heartbeat with every second, the tenant's secret store with 1,000 secrets, the usage ledger, bytecode "
-    "compiled and `SSL_CERT_DIR` set as in the images). Load: 4 clients; the proxy: 64 KB chat bodies (clean, and "
+    "and heartbeat with every second, the tenant's secret store with 1,000 secrets, the usage ledger, all bytecode "
+    "compiled (the interpreter's library, the dependencies, the workspace) and `SSL_CERT_DIR` set as in the images). "
+    "Load: 4 clients; the proxy: 64 KB chat bodies (clean, and "
     "with 10 secrets in them) and streamed answers, then 4 bodies at the 1 MiB cap at once; the gate: allowed tool "
     "calls with unique arguments and 64 KB answers, gated calls asking the hub for approval, one call repeated into "
     "the loop limit."
@@ -459,8 +464,9 @@ def report(r: dict) -> str:
         f"{SETUP} {r['seconds']:g} s of load per process. Floor: a bare FastAPI + uvicorn + httpx app "
         "(`uvicorn.run(app)`, its defaults) that passes the same requests through, in the same run, environment and "
         "load; lean floor: the same app with what the agents do for their memory (the unused optional extras "
-        "skipped, asyncio loop, no WebSocket stack). Steady = median RSS over the second half of the load; peak = "
-        f"the kernel's high-water mark (start-up included). Load average at the end: {r['loadavg']}.",
+        "skipped, uvicorn without its command line, asyncio loop, no WebSocket stack). Steady = median RSS over "
+        "the second half of the load; peak = the kernel's high-water mark (start-up included). Load average at the "
+        f"end: {r['loadavg']}.",
         "",
         "| process | after start-up | steady under load | peak | peak vs floor | peak vs lean floor | target "
         "(limit) |",
