@@ -51,8 +51,8 @@ from letsbe_contracts.agent import (
 )
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import DiskUsage, HeartbeatDetails, MemoryUsage
+from letsbe_platform.asgi import Runtime
 from letsbe_platform.logging import get_logger
-from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
 

@@ -7,15 +7,8 @@ must not pay for SQLAlchemy or nats-py (their memory limit is 64 MB). The sessio
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-import sys
-import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,22 +16,30 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPBearer
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from structlog.contextvars import bound_contextvars
 
+# The FastAPI-free pieces (the Secrets Proxy runs on them alone), importable from here as before.
+from letsbe_platform.asgi import (  # noqa: F401
+    DEFAULT_MAX_BODY_BYTES,
+    REQUEST_ID_HEADER,
+    SANDBOX_HEADER,
+    BodySizeLimitMiddleware,
+    BodyTooLarge,
+    MetricsMiddleware,
+    RequestIdMiddleware,
+    Runtime,
+    SandboxHeaderMiddleware,
+    _body_too_large,
+    _domain_error,
+    _http_error,
+    _unhandled,
+    metrics_text,
+    problem_response,
+    readiness,
+    request_id,
+    runtime,
+)
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError, Unprocessable
-from letsbe_platform.logging import configure_logging, get_logger
-from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
-from letsbe_platform.settings import ServiceSettings
-
-if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-
-    from letsbe_platform.bus import Bus
-
-log = get_logger(__name__)
 
 
 def __getattr__(name: str) -> Any:
@@ -49,118 +50,11 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Runtime:
-    """Process-wide resources of a service, built in lifespan (never at import) and closed in reverse order."""
-
-    def __init__(self, settings: ServiceSettings):
-        self.settings = settings
-        self.engine: AsyncEngine | None = None
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
-        self.bus: Bus | None = None
-        self._tasks: list[tuple[str, asyncio.Task[None], Callable[[], None] | None]] = []
-        self.stopping = asyncio.Event()
-
-    def start(self, name: str, coro: Awaitable[None], stop: Callable[[], None] | None = None) -> None:
-        """Run a background worker (consumer, relay, sweep). ``stop`` asks it to finish its current work and return."""
-        task = asyncio.create_task(_supervised(name, coro), name=name)
-        self._tasks.append((name, task, stop))
-
-    async def ready(self) -> dict[str, str]:
-        checks: dict[str, str] = {}
-        if self.engine is not None:
-            from sqlalchemy import text
-
-            try:
-                async with self.engine.connect() as conn:
-                    await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
-                checks["postgres"] = "ok"
-            except Exception as exc:
-                checks["postgres"] = f"error: {type(exc).__name__}"
-        if self.bus is not None:
-            checks["nats"] = "ok" if self.bus.nc.is_connected else "error: disconnected"
-        for name, task, _ in self._tasks:
-            if task.done():
-                checks[name] = "error: stopped"
-        return checks
-
-    async def aclose(self) -> None:
-        self.stopping.set()
-        for _, _, stop in self._tasks:
-            if stop is not None:
-                stop()
-        grace = self.settings.shutdown_grace_seconds
-        pending = [t for _, t, _ in self._tasks if not t.done()]
-        if pending:
-            _, still = await asyncio.wait(pending, timeout=grace)
-            for t in still:
-                t.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
-        if self.bus is not None:
-            await self.bus.close()
-        if self.engine is not None:
-            await self.engine.dispose()
-
-
-async def _supervised(name: str, coro: Awaitable[None]) -> None:
-    try:
-        await coro
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("background task crashed", task=name)
-        raise
-
-
-@asynccontextmanager
-async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool = True) -> AsyncIterator[Runtime]:
-    configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    rt = Runtime(settings)
-    try:
-        if database:
-            if not settings.database_url:
-                raise RuntimeError("DATABASE_URL is not set")
-            from letsbe_platform.db import make_engine, make_session_factory
-
-            rt.engine = make_engine(settings.database_url, application_name=settings.service_name)
-            rt.sessions = make_session_factory(rt.engine)
-        if bus:
-            if not settings.nats_url:
-                raise RuntimeError("NATS_URL is not set")
-            from letsbe_platform.bus import Bus
-
-            rt.bus = await Bus.connect(
-                settings.nats_url,
-                namespace=settings.bus_namespace,
-                name=settings.service_name,
-                replicas=settings.bus_replicas,
-            )
-        if settings.sandbox:
-            log.warning("SANDBOX MODE: providers are loopback fakes; nothing here is real", port=settings.port)
-        log.info("started", port=settings.port)
-        yield rt
-    finally:
-        await rt.aclose()
-        log.info("stopped")
-
-
 def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
-
-
-# --- errors ----------------------------------------------------------------------------------------------------
-
-
-def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
-
-
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, DomainError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
-    return problem_response(exc.status_code, exc.problem(request.url.path), headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -176,28 +70,6 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         "errors": errors,
     }
     return problem_response(422, body)
-
-
-async def _http_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    body = {
-        "type": "about:blank",
-        "title": str(exc.detail) if exc.detail else "HTTP error",
-        "status": exc.status_code,
-        "detail": str(exc.detail),
-        "instance": request.url.path,
-    }
-    return problem_response(exc.status_code, body, dict(exc.headers) if exc.headers else None)
-
-
-async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-    # A service with a database or a bus has loaded the outage rules (add_input_guards); a tenant agent has neither.
-    outages = sys.modules.get("letsbe_platform.outages")
-    if outages is not None and (answer := outages.dependency_problem(request, exc)) is not None:
-        return answer
-    log.exception("unhandled error", path=request.url.path)
-    body = {"type": "about:blank", "title": "Internal Server Error", "status": 500, "instance": request.url.path}
-    return problem_response(500, body)
 
 
 # --- bounded integer parameters ----------------------------------------------------------------------------------
@@ -218,185 +90,6 @@ def sse_cursor(last_event_id: str | None, after: int | None) -> int:
     if not last_event_id.isdigit() or int(last_event_id) > MAX_EVENT_ID:
         raise Unprocessable("Last-Event-ID must be an id this stream sent.", param="Last-Event-ID")
     return int(last_event_id)
-
-
-# --- request size ------------------------------------------------------------------------------------------------
-
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
-
-
-class BodyTooLarge(StarletteHTTPException):
-    def __init__(self, limit: int):
-        super().__init__(413, f"The request body is limited to {limit} bytes.")
-        self.limit = limit
-
-
-def _too_large_body(path: str, limit: int) -> dict[str, Any]:
-    return {
-        "type": PROBLEM_BASE + "too-large",
-        "title": "Request body too large",
-        "status": 413,
-        "detail": f"The request body is limited to {limit} bytes.",
-        "instance": path,
-    }
-
-
-async def _body_too_large(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, BodyTooLarge)
-    return problem_response(413, _too_large_body(request.url.path, exc.limit))
-
-
-class BodySizeLimitMiddleware:
-    """Every request body is capped (413 problem+json): the service's ``max_body_bytes`` setting, or the larger
-    limit a path declares in ``create_service_app(body_limits=...)`` (None: the route reads its body itself, bounded,
-    so it can refuse and record it). A declared Content-Length over the limit is refused before anything is read; a
-    chunked body is counted as it arrives."""
-
-    def __init__(self, app: ASGIApp, per_path: Mapping[str, int | None] | None = None):
-        self.app = app
-        self.per_path = dict(per_path or {})
-
-    def limit(self, scope: Scope) -> int | None:
-        if scope["path"] in self.per_path:
-            return self.per_path[scope["path"]]
-        rt = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
-        return getattr(getattr(rt, "settings", None), "max_body_bytes", DEFAULT_MAX_BODY_BYTES)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        limit = self.limit(scope)
-        if limit is None:
-            await self.app(scope, receive, send)
-            return
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _send_problem(send, 413, _too_large_body(scope["path"], limit))
-            return
-        received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise BodyTooLarge(limit)
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if started:
-                raise
-            await _send_problem(send, 413, _too_large_body(scope["path"], limit))
-
-
-async def _send_problem(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
-    headers = [(b"content-type", PROBLEM_JSON.encode()), (b"content-length", str(len(payload)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": payload})
-
-
-# --- metrics ---------------------------------------------------------------------------------------------------
-
-
-SANDBOX_HEADER = "X-LetsBe-Sandbox"
-
-
-class SandboxHeaderMiddleware:
-    """Every response of a sandbox service says so, so no client mistakes it for the real thing."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        rt = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
-        if scope["type"] != "http" or rt is None or not rt.settings.sandbox:
-            await self.app(scope, receive, send)
-            return
-
-        async def send_wrapper(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                message.setdefault("headers", [])
-                message["headers"] = [*message["headers"], (SANDBOX_HEADER.lower().encode(), b"true")]
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
-
-
-REQUEST_ID_HEADER = "X-Request-ID"
-# What a caller (or nginx's $request_id) may send as its request id; anything else is replaced by our own.
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
-
-
-def request_id(headers: Iterable[tuple[bytes, bytes]]) -> str:
-    """The caller's ``X-Request-ID`` when it is a plausible id, else a new one."""
-    given = next((v for k, v in headers if k == b"x-request-id"), b"").decode("latin-1")
-    return given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-
-
-class RequestIdMiddleware:
-    """Every log line of a request carries its ``request_id``, and the response echoes it in ``X-Request-ID``
-    (unless the route answered with an ``X-Request-ID`` of its own)."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = request_id(scope["headers"])
-        header = (REQUEST_ID_HEADER.lower().encode(), rid.encode())
-
-        async def send_wrapper(message: Message) -> None:
-            # A response that names its own request id keeps it (the secrets proxy passes the LLM provider's on).
-            if message["type"] == "http.response.start":
-                headers = message.setdefault("headers", [])
-                if all(h[0] != header[0] for h in headers):
-                    message["headers"] = [*headers, header]
-            await send(message)
-
-        with bound_contextvars(request_id=rid):
-            await self.app(scope, receive, send_wrapper)
-
-
-class MetricsMiddleware:
-    """Request latency by route template (not raw path, so ids do not explode the label set)."""
-
-    def __init__(self, app: ASGIApp):
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = {"code": 500}
-
-        async def send_wrapper(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status["code"] = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            if template not in ("/metrics", "/healthz"):
-                HTTP_REQUEST_SECONDS.labels(scope["method"], template, str(status["code"])).observe(
-                    time.perf_counter() - started
-                )
 
 
 # --- the OpenAPI contract: who may call, and which problems an operation answers ------------------------------
@@ -618,24 +311,11 @@ def create_service_app(
 
     @ops.get("/readyz", name="readyz", summary="Dependencies (Postgres, NATS, workers) are reachable")
     async def readyz(request: Request) -> JSONResponse:
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is None:
-            return problem_response(503, {"type": "about:blank", "title": "Starting", "status": 503})
-        checks = await rt.ready()
-        ok = all(v == "ok" for v in checks.values())
-        if ok:
-            return JSONResponse({"status": "ok", "checks": checks})
-        body = {"type": "about:blank", "title": "Not ready", "status": 503, "checks": checks}
-        return problem_response(503, body)
+        return await readiness(request)
 
     @ops.get("/metrics", name="metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics(request: Request) -> PlainTextResponse:
-        rt: Runtime | None = getattr(request.app.state, "runtime", None)
-        if rt is not None and rt.engine is not None:
-            pool = rt.engine.pool
-            DB_POOL_CHECKED_OUT.set(getattr(pool, "checkedout", lambda: 0)())
-            DB_POOL_SIZE.set(getattr(pool, "size", lambda: 0)())
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return metrics_text(request)
 
     app.include_router(ops)
     for router in routers:

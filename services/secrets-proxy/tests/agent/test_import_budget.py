@@ -1,5 +1,6 @@
 """The Secrets Proxy as production starts it (``python -m letsbe_secrets_proxy``, registered with a real hub,
-proxying a call) loads no database, bus, CLI or provider code: its container has 64 MB."""
+proxying a call) loads no database, bus, CLI or provider code, and no FastAPI (it serves its routes on plain
+Starlette; FastAPI is loaded only to describe them in /openapi.json): its container has 64 MB."""
 
 import asyncio
 import uuid
@@ -8,11 +9,13 @@ import httpx
 
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
-from letsbe_platform.testing.imports import forbidden, loaded_modules, module_argv
+from letsbe_platform.testing.imports import FORBIDDEN_IN_AGENTS, forbidden, loaded_modules, module_argv
 from letsbe_platform.testing.processes import ServiceProcess
 
 ADMIN = "lbh_test-admin-token-0123456789abcdef"
 SENTINEL = "lbsp-sentinel-for-the-budget-test"
+# Not in the proxy either (the Safety Wrapper has them): FastAPI and the OpenTelemetry API it loads at start-up.
+PROXY_ONLY = ("fastapi", "opentelemetry")
 
 
 async def _until(check, timeout=30.0):
@@ -58,4 +61,4 @@ async def test_the_proxy_process_loads_no_database_bus_or_cli_code(service_env, 
                 assert r.status_code == 200, r.text
         modules = await loaded_modules(sp.proc.pid, dump)
     assert "letsbe_secrets_proxy.proxy.service" in modules  # it is the proxy that answered
-    assert forbidden(modules) == []
+    assert forbidden(modules, (*FORBIDDEN_IN_AGENTS, *PROXY_ONLY)) == []

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from cryptography.fernet import Fernet
-from fastapi import FastAPI
+from starlette.applications import Starlette
 
 from letsbe_agent.usage import UsageLedger
 from letsbe_fakes import LoopbackServer
@@ -42,7 +42,7 @@ def upstream() -> Iterator[FakeOpenAI]:
 @dataclass
 class Proxy:
     client: httpx.AsyncClient
-    app: FastAPI
+    app: Starlette
     upstream: FakeOpenAI
     ledger_path: Path
     settings: SecretsProxySettings

@@ -7,17 +7,16 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
 from urllib.parse import urlsplit
 
 import httpx
-from fastapi import APIRouter, Depends, FastAPI, Request
-from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from letsbe_agent.client import tls_context
 from letsbe_agent.usage import UsageLedger
-from letsbe_platform.web import problems
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
@@ -55,8 +54,8 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
 
 
 @asynccontextmanager
-async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Runs inside the app's lifespan (FastAPI merges router lifespans), so settings are already there."""
+async def proxy_lifespan(app: Starlette) -> AsyncIterator[None]:
+    """Runs inside the app's lifespan (app.py), so settings are already there."""
     settings = app.state.settings
     timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=10)
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
@@ -75,45 +74,44 @@ async def proxy_lifespan(app: FastAPI) -> AsyncIterator[None]:
                 ledger.close()
 
 
-router = APIRouter(tags=["llm"], lifespan=proxy_lifespan)
-_bearer = HTTPBearer(
-    scheme_name="sentinelKey", auto_error=False, description="The agent's sentinel key (not a real provider key)"
-)
-
-
-async def _proxy(request: Request) -> ProxyService:  # async: a sync dependency would cost a thread hop
+def _proxy(request: Request) -> ProxyService:
     proxy: ProxyService | None = getattr(request.app.state, "proxy", None)
     if proxy is None:
         raise NotConfigured("The proxy is starting.")
     return proxy
 
 
-async def _agent(request: Request,
-                 credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
+def _agent(request: Request) -> None:
+    """The caller must present this tenant's sentinel key as ``Authorization: Bearer <key>``."""
     sentinel = request.app.state.settings.sentinel_key
     if sentinel is None:
         raise NotConfigured("No sentinel key is configured (LETSBE_SP_SENTINEL_KEY): every call is refused.")
-    given = credentials.credentials if credentials else ""
-    if not hmac.compare_digest(hashlib.sha256(given.encode()).digest(),
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        given = ""
+    if not hmac.compare_digest(hashlib.sha256(given.strip().encode()).digest(),
                                hashlib.sha256(sentinel.get_secret_value().encode()).digest()):
         raise BadSentinel("Unknown API key: use the key this tenant's proxy gave the agent.")
 
 
-Proxy = Annotated[ProxyService, Depends(_proxy)]
-
-
 LLM_PATHS = ("/v1/chat/completions", "/v1/responses")
-# The body is read raw (any OpenAI request), so these are not derived from a declared body.
-LLM_PROBLEMS = problems(400, 413, 502)
+# The body is read raw (any OpenAI request), so these are not derived from a declared body (openapi.py).
+LLM_PROBLEMS = (400, 413, 502)
 
 
-@router.post("/v1/chat/completions", name="chat_completions", dependencies=[Depends(_agent)], responses=LLM_PROBLEMS)
-async def chat_completions(request: Request, proxy: Proxy) -> Response:
+async def chat_completions(request: Request) -> Response:
     """OpenAI Chat Completions, redacted on the way out and on the way back."""
-    return await proxy.forward("chat", "/chat/completions", request)
+    _agent(request)
+    return await _proxy(request).forward("chat", "/chat/completions", request)
 
 
-@router.post("/v1/responses", name="responses", dependencies=[Depends(_agent)], responses=LLM_PROBLEMS)
-async def responses(request: Request, proxy: Proxy) -> Response:
+async def responses(request: Request) -> Response:
     """OpenAI Responses, redacted on the way out and on the way back."""
-    return await proxy.forward("responses", "/responses", request)
+    _agent(request)
+    return await _proxy(request).forward("responses", "/responses", request)
+
+
+ROUTES = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"], name="chat_completions"),
+    Route("/v1/responses", responses, methods=["POST"], name="responses"),
+]

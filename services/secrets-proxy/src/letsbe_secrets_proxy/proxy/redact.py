@@ -390,9 +390,11 @@ class Redactor:
 
     # --- finding -------------------------------------------------------------------------------------------
 
-    def _raw_hits(self, text: str) -> list[_Hit]:
+    def _raw_hits(self, text: str, data: bytes | None = None) -> list[_Hit]:
         # Both automata run over UTF-8 bytes (fast, SIMD prefilter); offsets are mapped back to characters.
-        data = text.encode("utf-8", "surrogatepass")
+        # ``data``: those bytes when the caller has them already (a request body as it came), not encoded again.
+        if data is None:
+            data = text.encode("utf-8", "surrogatepass")
         found = self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
         anchors = _ANCHOR_AC.find_matches_as_indexes(data, overlapping=True)
         if not found and not anchors:
@@ -414,10 +416,10 @@ class Redactor:
                 hits.append(_Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
         return hits
 
-    def _hits(self, text: str, view: View | bool | None = True) -> list[_Hit]:
+    def _hits(self, text: str, view: View | bool | None = True, data: bytes | None = None) -> list[_Hit]:
         """Hits in the text as it is and in its decoded view (mapped back to the original spans).
         ``view``: True to decode here, or a view already made (None: there is nothing to decode)."""
-        hits = self._raw_hits(text)
+        hits = self._raw_hits(text, data)
         if view is True:
             view = decoded_view(text)
         if view:
@@ -443,8 +445,9 @@ class Redactor:
         return hits
 
 
-    def has_hits(self, text: str) -> bool:
-        return bool(self._hits(text))
+    def has_hits(self, text: str, data: bytes | None = None) -> bool:
+        """``data``: ``text`` as UTF-8 if the caller holds it (a 1 MiB body is then not encoded a second time)."""
+        return bool(self._hits(text, data=data))
 
     def placeholder(self, hit: _Hit) -> str:
         if hit.kind == REGISTRY_CLASS:

@@ -7,6 +7,7 @@ The per-class policy (mask or block) applies to what leaves for the provider; wh
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -15,9 +16,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from fastapi import Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import Counter, Histogram
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
@@ -104,16 +105,25 @@ class ProxyService:
 
     async def _send(self, api: str, path: str, request: Request) -> tuple[httpx.Response, bool, bool, Redactor]:
         """Redact the request and send it; the upstream's answer comes back unread (streamed)."""
-        raw, text, body = await self._read_json(request)
+        text, body = await self._read_json(request)
         redactor = self.registry.current()
         started = time.perf_counter()
         # Fast path: one scan of the body (its decoded view undoes JSON's escapes, \\uXXXX included). Clean (the
-        # usual case) → the bytes go out as they came.
-        clean_raw = not redactor.has_hits(text)
-        del text  # one decoded copy served parsing and the scan; the body's memory is raw + body from here
+        # usual case) → the bytes go out as they came. A 1 MiB body is held at most twice at once: the parsed body
+        # is put aside for the scan (parsed again only when something is masked) and the text for what is sent.
+        flags = (body.get("stream"), body.get("stream_options"))
+        del body
+        data = text.encode()  # the body's bytes as they came (UTF-8 decodes and encodes back exactly)
+        clean_raw = not redactor.has_hits(text, data)
         if clean_raw:
-            clean, findings, content = body, [], raw
+            del text
+            body = clean = None
+            findings: list[Finding] = []
+            content: bytes | None = data
         else:
+            del data
+            body = json.loads(text)
+            del text
             findings = []
             clean = redact_json(body, redactor, findings)
             content = None
@@ -140,19 +150,29 @@ class ProxyService:
                 + " material and was not sent. Remove it and retry; see 'findings' for where.",
                 findings=blocked[:50],
             )
-        streaming = clean.get("stream") is True
+        if clean is not None:
+            flags = (clean.get("stream"), clean.get("stream_options"))
+        streaming = flags[0] is True
         strip_usage = False
         if streaming and api == "chat":
             # Ask for the final usage chunk: the only place a streamed chat answer says what it cost. A client
             # that did not ask for it does not get it (its loop reads choices[0] of every chunk).
-            options = clean.get("stream_options") if isinstance(clean.get("stream_options"), dict) else {}
+            options = flags[1] if isinstance(flags[1], dict) else {}
             if options.get("include_usage") is not True:
+                if clean is None:
+                    clean = json.loads(content)  # the clean body as it came
                 clean = {**clean, "stream_options": {**options, "include_usage": True}}
                 content = None
                 strip_usage = True
+        del body
         if content is None:
             content = json.dumps(clean).encode()
-        upstream = self.client.build_request("POST", url, content=content, headers=egress_headers)
+        del clean
+        # Handed over as a stream that lets go of the body once it is sent: the response (and its request) live on
+        # after the budget is released, and must not keep a 1 MiB body with them.
+        egress_headers["content-length"] = str(len(content))
+        upstream = self.client.build_request("POST", url, content=_once([content]), headers=egress_headers)
+        del content
         try:
             return await self.client.send(upstream, stream=True), streaming, strip_usage, redactor
         except httpx.HTTPError as exc:
@@ -215,23 +235,32 @@ class ProxyService:
         _count(findings, "response")
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
-    async def _read_json(self, request: Request) -> tuple[bytes, str, dict[str, Any]]:
-        chunks, size = [], 0  # joined once: a growing bytearray would also hold its over-allocation
+    async def _read_json(self, request: Request) -> tuple[str, dict[str, Any]]:
+        # A BytesIO hands its buffer over as the bytes object (no copy): the body is held once, plus at most an
+        # eighth while it grows, where chunks joined at the end would be held twice.
+        buffer, size = io.BytesIO(), 0
         async for chunk in request.stream():
             size += len(chunk)
             if size > self.max_body_bytes:
                 raise BodyTooLarge(f"The body is larger than {self.max_body_bytes} bytes.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        del chunks
+            buffer.write(chunk)
+        raw = buffer.getvalue()
+        del buffer
         try:
             text = raw.decode("utf-8")
+            del raw  # the text is sent as it came (encoded again), the bytes are not kept beside it
             body = json.loads(text)
         except ValueError as exc:  # UnicodeDecodeError is a ValueError too
             raise BadRequestBody("The body is not valid UTF-8 JSON.") from exc
         if not isinstance(body, dict):
             raise BadRequestBody("The body must be a JSON object.")
-        return raw, text, body
+        return text, body
+
+
+async def _once(parts: list[bytes]) -> AsyncIterator[bytes]:
+    """Yield the one body and let go of it (a list the caller no longer holds, emptied as it is sent)."""
+    while parts:
+        yield parts.pop()
 
 
 _STREAM_TOO_LARGE = b"".join(
