@@ -10,12 +10,16 @@ from collections import defaultdict
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts.events import TenantKeyRotationReportedV1
 from letsbe_hub.commands import service
 from letsbe_hub.commands.repository import NOTIFY_CHANNEL
 from letsbe_hub.config import HubSettings
+from letsbe_hub.db import inbox
+from letsbe_platform.bus import Delivery, Handler
 from letsbe_platform.db import plain_url, unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
+from letsbe_platform.outbox import claim
 from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
@@ -100,6 +104,20 @@ class DeadlineSweep:
                 pass
 
 
+ON_ROTATION_REPORTED = "hub-on-key-rotation-reported"
+
+
+def rotation_report_handler(sessions: async_sessionmaker[AsyncSession]) -> Handler:
+    """The provisioner's key-rotation reports move their commands (one transaction with the inbox claim)."""
+
+    async def on_reported(event: TenantKeyRotationReportedV1, delivery: Delivery) -> None:
+        async with unit_of_work(sessions) as session:
+            if await claim(session, inbox, ON_ROTATION_REPORTED, delivery.event_id):
+                await service.provisioner_report(session, event)
+
+    return on_reported
+
+
 _wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
 
 
@@ -110,6 +128,10 @@ def start(rt: Runtime, settings: HubSettings) -> None:
     rt.start("command-waker", waker.run(), waker.stop)
     sweep = DeadlineSweep(rt.sessions, settings.command_sweep_seconds)
     rt.start("command-deadline-sweep", sweep.run(), sweep.stop)
+    if rt.bus is not None:
+        handler = rotation_report_handler(rt.sessions)
+        reports = rt.bus.consumer(ON_ROTATION_REPORTED, TenantKeyRotationReportedV1, handler)
+        rt.start(ON_ROTATION_REPORTED, reports.run(), reports.stop)
 
 
 def waker_of(rt: Runtime) -> Waker | None:

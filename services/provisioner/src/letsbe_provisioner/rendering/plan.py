@@ -40,7 +40,7 @@ ROTATED_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
     "secrets-key": ("ai.secrets_key", ("safety-wrapper", "secrets-proxy")),
 }
 # Kept only while a secrets-key rotation is unfinished: the key the tenant's store may still be under.
-PREVIOUS_SECRETS_KEY = "ai.secrets_key_previous"  # noqa: S105 - a name
+PREVIOUS_SECRETS_KEY = "ai.secrets_key_previous"
 # The OpenClaw release the image is built from (deploy/docker/openclaw.Dockerfile) and its rendered configuration
 # is tested against (tests/rendering/test_openclaw.py runs this version).
 OPENCLAW_VERSION = "2026.9.6"
@@ -486,6 +486,7 @@ class Plan:
         While a secrets-key rotation is unfinished (``ai.secrets_key_previous`` is kept), the Safety Wrapper also
         gets the previous key, so the store opens whichever of the two it is under (and is moved to the new one)."""
         sec = self.secrets
+        previous = {"LETSBE_SW_SECRETS_PREVIOUS_KEY": sec[PREVIOUS_SECRETS_KEY]} if PREVIOUS_SECRETS_KEY in sec else {}
         env_files = {
             "openclaw": {
                 "OPENCLAW_GATEWAY_TOKEN": sec["ai.openclaw_gateway_token"],
@@ -495,7 +496,7 @@ class Plan:
             "safety-wrapper": {
                 "LETSBE_SW_TOOLS_TOKEN": sec["ai.tools_token"],
                 "LETSBE_SW_SECRETS_KEY": sec["ai.secrets_key"],
-                **({"LETSBE_SW_SECRETS_PREVIOUS_KEY": sec[PREVIOUS_SECRETS_KEY]} if PREVIOUS_SECRETS_KEY in sec else {}),
+                **previous,
                 # Where each tool answers on its own network (not a secret; here to keep routing in one file).
                 "LETSBE_SW_TOOL_URLS": json.dumps(
                     {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
