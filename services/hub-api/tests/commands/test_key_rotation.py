@@ -6,7 +6,7 @@ import uuid
 from sqlalchemy import text
 
 from letsbe_contracts.events import TenantKeyRotationReportedV1
-from letsbe_hub.commands.workers import ON_ROTATION_REPORTED
+from letsbe_hub.commands.handlers import ON_ROTATION_REPORTED
 from letsbe_hub.orders.testing import eventually
 from letsbe_hub.tenants.testing import enroll
 

@@ -12,14 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts.events import TenantKeyRotationReportedV1
 from letsbe_hub.commands import service
+from letsbe_hub.commands.handlers import ON_ROTATION_REPORTED, rotation_report_handler
 from letsbe_hub.commands.repository import NOTIFY_CHANNEL
 from letsbe_hub.config import HubSettings
-from letsbe_hub.db import inbox
-from letsbe_platform.bus import Delivery, Handler
 from letsbe_platform.db import plain_url, unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
-from letsbe_platform.outbox import claim
 from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
@@ -102,20 +100,6 @@ class DeadlineSweep:
                 await asyncio.wait_for(self._stopping.wait(), timeout=self.every)
             except TimeoutError:
                 pass
-
-
-ON_ROTATION_REPORTED = "hub-on-key-rotation-reported"
-
-
-def rotation_report_handler(sessions: async_sessionmaker[AsyncSession]) -> Handler:
-    """The provisioner's key-rotation reports move their commands (one transaction with the inbox claim)."""
-
-    async def on_reported(event: TenantKeyRotationReportedV1, delivery: Delivery) -> None:
-        async with unit_of_work(sessions) as session:
-            if await claim(session, inbox, ON_ROTATION_REPORTED, delivery.event_id):
-                await service.provisioner_report(session, event)
-
-    return on_reported
 
 
 _wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
