@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from pathlib import Path
-
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import openai
