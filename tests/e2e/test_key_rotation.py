@@ -59,12 +59,16 @@ async def rotate_key(plane, tenant_id: str, key: str) -> dict:
 
 async def heartbeating(plane, client: httpx.AsyncClient, tenant_id: str, timeout: float = 120) -> None:
     """Both agents have beaten (generous: a loaded machine starts Python processes slowly)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            agents = (await plane.tenant(client, tenant_id))["agents"]
-            if {a["agent"] for a in agents if a["last_heartbeat_at"]} == {"safety-wrapper", "secrets-proxy"}:
-                return
-            await asyncio.sleep(0.3)
+    agents: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                agents = (await plane.tenant(client, tenant_id))["agents"]
+                if {a["agent"] for a in agents if a["last_heartbeat_at"]} == {"safety-wrapper", "secrets-proxy"}:
+                    return
+                await asyncio.sleep(0.3)
+    except TimeoutError:
+        raise AssertionError(f"agents did not both beat: {agents}\n{plane.logs()}") from None
 
 
 async def answers(check, what: str, timeout: float = 90):
