@@ -281,6 +281,8 @@ class RotationRun:
                 error, transient = str(exc), False
             except HubError as exc:
                 error, transient = str(exc), exc.transient
+            except Exception as exc:  # a bug or bad state: reported (redacted), not retried into a dead letter
+                error, transient = f"{type(exc).__name__}: {exc}", False
             error = self.redact(error)
             if not transient or i == attempts - 1:
                 return error
