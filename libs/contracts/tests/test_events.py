@@ -36,6 +36,8 @@ from letsbe_contracts.events import (
     TenantAgentRegisteredV1,
     TenantBackupReportedV1,
     TenantDecommissionedV1,
+    TenantKeyRotationReportedV1,
+    TenantKeyRotationRequestedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
@@ -73,6 +75,13 @@ BACKUP = BackupStatus.model_validate(
 
 SAMPLES = [
     OrderCreatedV1(order=ORDER),
+    TenantKeyRotationRequestedV1(
+        command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="tools-token", requested_by="token:alice", expires_at=NOW
+    ),
+    TenantKeyRotationReportedV1(
+        command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="secrets-key", status="SUCCEEDED",
+        recreated=("safety-wrapper", "secrets-proxy"),
+    ),
     ServerAllocatedV1(order=ORDER, server=SERVER),
     DnsReadyV1(
         order=ORDER, server=SERVER, records=(DnsRecordRef(type="A", name="example.com", content="203.0.113.10"),)

@@ -195,8 +195,16 @@ class ConfigSyncParams(_Request):
     config: dict[str, Any]
 
 
+# The tenant's AI-stack keys the provisioner generated, keeps and renders (tools token: OpenClaw -> Safety Wrapper;
+# sentinel key: OpenClaw -> Secrets Proxy; secrets key: the tenant's secret store). No agent holds all of their
+# copies, so the provisioner rotates them: a new value, the affected env files re-rendered, those containers recreated.
+TenantKey = Literal["tools-token", "sentinel-key", "secrets-key"]
+TENANT_KEYS: tuple[str, ...] = ("tools-token", "sentinel-key", "secrets-key")
+
+
 class RotateCredentialParams(_Request):
     """rotate-credential: "agent" is the agent's own hub API key (either agent); "llm-key" is the tenant's LLM relay
-    key, which only the Secrets Proxy holds (it fetches a new one from the hub and switches to it live)."""
+    key, which only the Secrets Proxy holds (it fetches a new one from the hub and switches to it live);
+    ``TENANT_KEYS`` are rotated by the provisioner (the hub hands the command to it, not to an agent)."""
 
-    credential: Literal["agent", "llm-key"] = "agent"
+    credential: Literal["agent", "llm-key", "tools-token", "sentinel-key", "secrets-key"] = "agent"

@@ -535,3 +535,38 @@ class ServerMigrationProposedV1(Event):
     from_server_id: uuid.UUID  # the Hetzner server the tenant is on
     to_server_id: uuid.UUID  # the AVAILABLE Netcup server it could move to
     monthly_saving_eur: Annotated[float, Field(ge=0)]
+
+
+# --- tenant key rotation (issue 15): the hub hands a rotate-credential command for an AI-stack key to the provisioner,
+# which reports back how it went (the hub moves the command along; the command is the tenant's audit record) ---
+
+
+@register
+class TenantKeyRotationRequestedV1(Event):
+    """An operator asked for a new value of one of the tenant's AI-stack keys (a queued rotate-credential command)."""
+
+    TYPE: ClassVar[str] = "tenant-key-rotation-requested"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.key.rotation.requested.v1"
+
+    command_id: uuid.UUID  # the hub's command: the idempotency key of the rotation
+    tenant_id: uuid.UUID
+    key: Literal["tools-token", "sentinel-key", "secrets-key"]
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    expires_at: AwareDatetime  # not started by then: it is not run
+
+
+@register
+class TenantKeyRotationReportedV1(Event):
+    """How a key rotation went: RUNNING when the provisioner takes it, then SUCCEEDED or FAILED (with the reason)."""
+
+    TYPE: ClassVar[str] = "tenant-key-rotation-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.key.rotation.reported.v1"
+
+    command_id: uuid.UUID
+    tenant_id: uuid.UUID
+    key: Literal["tools-token", "sentinel-key", "secrets-key"]
+    status: Literal["RUNNING", "SUCCEEDED", "FAILED"]
+    recreated: tuple[Annotated[str, StringConstraints(max_length=60)], ...] = ()  # the containers recreated
+    error: Annotated[str, StringConstraints(max_length=4000)] | None = None

@@ -38,10 +38,10 @@ class ControlPlane:
         port = getattr(self.world.ports, name.replace("-", "_").replace("_api", ""))
         return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env)
 
-    async def start(self, *names: str) -> None:
+    async def start(self, *names: str, ready_timeout: float = 60) -> None:
         for name in names:
             self.procs[name] = self.process(name).start()
-        await asyncio.gather(*(self.procs[n].wait_ready(60) for n in names))
+        await asyncio.gather(*(self.procs[n].wait_ready(ready_timeout) for n in names))
 
     async def restart(self, name: str) -> None:
         self.procs[name].kill()

@@ -243,20 +243,28 @@ class Vps:
     def log_path(self, service: str) -> Path:
         return self.path(f"/var/log/letsbe/{service}.log")
 
-    def _compose_ups(self) -> int:
+    def _compose_ups(self) -> list[list[str]]:
+        """The services named by each ``docker compose … up`` of the AI stack so far ([] names none: all)."""
         project = str(self.path(AI_COMPOSE).parent)
-        return sum(1 for argv in self.target.calls("docker") if "compose" in argv and "up" in argv and project in argv)
+        return [
+            [a for a in argv[argv.index("up") + 1 :] if not a.startswith("-")]
+            for argv in self.target.calls("docker")
+            if "compose" in argv and "up" in argv and project in argv
+        ]
 
     def poll(self) -> None:
-        """Start (or restart) the agents after each ``docker compose up`` of the AI stack. After a restart of the
-        sandbox the recorded ups are seen again: the agents come back, as containers do after a reboot."""
+        """Start (or recreate) the agents after each ``docker compose up`` of the AI stack: those it names (as
+        ``up --no-deps SERVICE…`` recreates only them), or all. After a restart of the sandbox the recorded ups are
+        seen again: the agents come back, as containers do after a reboot."""
         ups = self._compose_ups()
-        if ups > self._ups:
-            self._ups = ups
-            self.start_agents()
+        if len(ups) > self._ups:
+            new, self._ups = ups[self._ups :], len(ups)
+            named = set().union(*new) if all(new) else None
+            self.start_agents(None if named is None or not self.agents else named)
 
-    def start_agents(self) -> None:
-        self.stop_agents()
+    def start_agents(self, only: set[str] | None = None) -> None:
+        """(Re)start every agent of the rendered compose file, or only the ``only`` services among them."""
+        self.stop_agents(only)
         try:
             specs = RenderedAgents(self.root, self.address).specs()
         except (TenantError, yaml.YAMLError, OSError) as exc:
@@ -267,19 +275,22 @@ class Vps:
         self.error = None
         self.agents_started_at = time.time()
         for spec in specs:
+            if only is not None and spec.service not in only:
+                continue
             self.agents[spec.service] = memlimit.spawn(
                 spec.argv, env=spec.env, mem_limit_mb=spec.mem_limit_mb, log_path=self.log_path(spec.service)
             )
             log.info("sandbox agent started", vps=self.address, agent=spec.service, port=spec.port)
 
-    def stop_agents(self) -> None:
-        for proc in self.agents.values():
+    def stop_agents(self, only: set[str] | None = None) -> None:
+        stopping = {name: proc for name, proc in self.agents.items() if only is None or name in only}
+        for proc in stopping.values():
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.agents.values():
+        for name, proc in stopping.items():
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-        self.agents.clear()
+            del self.agents[name]

@@ -10,7 +10,7 @@ import asyncssh
 from fastapi import FastAPI
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import TenantAgentRegisteredV1
+from letsbe_contracts.events import TenantAgentRegisteredV1, TenantKeyRotationRequestedV1
 from letsbe_platform.bus import E
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import OutboxRelay
@@ -18,8 +18,9 @@ from letsbe_platform.web import Runtime, create_service_app, runtime
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA
-from letsbe_provisioner.jobs.handlers import DURABLE, dns_ready_handler
+from letsbe_provisioner.jobs.handlers import DURABLE, ROTATION_DURABLE, dns_ready_handler, key_rotation_handler
 from letsbe_provisioner.jobs.hub import HubClient
+from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
 
@@ -56,6 +57,14 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
     )
     rt.start(DURABLE, consumer.run(), consumer.stop)
     rt.start("registration-wakeups", listen_until_stopped(rt, TenantAgentRegisteredV1, pipeline.on_agent_registered))
+    rotations = rt.bus.consumer(
+        ROTATION_DURABLE,
+        TenantKeyRotationRequestedV1,
+        key_rotation_handler(Rotator(pipeline)),
+        concurrency=settings.max_concurrent_jobs,
+        ack_wait=settings.ack_wait_seconds,
+    )
+    rt.start(ROTATION_DURABLE, rotations.run(), rotations.stop)
     return pipeline
 
 

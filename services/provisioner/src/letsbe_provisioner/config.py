@@ -50,6 +50,8 @@ class ProvisionerSettings(ServiceSettings):
     log_flush_seconds: float = Field(default=0.25, gt=0)
     registration_timeout_seconds: float = Field(default=900.0, gt=0)
     registration_poll_seconds: float = Field(default=5.0, gt=0)
+    # A secrets-key rotation waits this long for the Safety Wrapper to move the tenant's store to the new key.
+    rekey_timeout_seconds: float = Field(default=300.0, gt=0)
     agent_image_tag: str = "latest"
     agent_heartbeat_seconds: float = Field(default=60, gt=0)  # rendered into the agents' environment
     agent_backoff_max_seconds: float = Field(default=60, gt=0)

@@ -24,6 +24,9 @@ class SafetyWrapperSettings(AgentSettings):
     # The tenant's secret store (Fernet): shared with the Secrets Proxy, which reads the same file and key.
     secrets_path: Path = Path("/var/lib/letsbe/secrets/secrets.enc")
     secrets_key: SecretStr | None = None
+    # Set only while the provisioner rotates the secrets key: a store still under this key is re-encrypted under
+    # secrets_key when loaded (atomically), then the provisioner renders secrets_key alone again.
+    secrets_previous_key: SecretStr | None = None
     tool_host: str = "127.0.0.1"
     tool_ports: dict[str, int] = {}  # overrides the catalog's host ports (tests, unusual installs)
     # Per tool, the base URL that wins over tool_host + port: in a container, each tool answers on its own network

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Annotated, Any
 
 import typer
 
 from letsbe_contracts import Region, Tier
 from letsbe_hub.cli.api import (
+    EXIT_NO_ANSWER,
     AllPages,
     CliError,
     CursorOpt,
@@ -131,7 +133,41 @@ def decommission(
     hub.emit(answer, lambda t: f"{t['tenant_id']}  {t['status']}")
 
 
+RotatedKey = Annotated[
+    str, typer.Argument(help="tools-token, sentinel-key or secrets-key (llm-key and agent: `commands create`).")
+]
+
+
+@api_command(tenants, "rotate-key")
+def rotate_key(
+    hub: Hub,
+    tenant_id: TenantId,
+    key: RotatedKey,
+    idempotency_key: Annotated[str | None, typer.Option(help="The same key answers the first rotation.")] = None,
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until it has run; exit 1 if it failed.")] = True,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 600,
+) -> None:
+    """Rotate one of the tenant's AI-stack keys: a new value, stored encrypted, rendered into the env files of the
+    containers that use it, which are recreated (fleet:write). Recorded in the tenant's commands with your name."""
+    body: dict[str, Any] = {"type": "rotate-credential", "params": {"credential": key}}
+    if idempotency_key:
+        body["idempotency_key"] = idempotency_key
+    command = hub.post(f"/api/v1/admin/tenants/{tenant_id}/commands", body)
+    deadline = time.monotonic() + timeout
+    while wait and command["status"] not in FINAL_COMMAND_STATUSES:
+        if time.monotonic() >= deadline:
+            raise CliError(f"command {command['id']} is still {command['status']} after {timeout:g}s", EXIT_NO_ANSWER)
+        time.sleep(1)
+        command = hub.get(f"/api/v1/admin/commands/{command['id']}")
+    hub.emit(command, lambda c: f"{c['id']}  rotate {key}  {c['status']}  (by {c['created_by']})" + (
+        f": {c['error']}" if c.get("error") else ""))
+    if wait and command["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
 # --- commands -------------------------------------------------------------------------------------------------------
+
+FINAL_COMMAND_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ROLLED_BACK", "CANCELLED")
 
 COMMAND_COLUMNS = [
     ("ID", "id"),

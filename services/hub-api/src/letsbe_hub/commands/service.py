@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.agent import (
+    TENANT_KEYS,
     TERMINAL_COMMAND_STATUSES,
     CommandAckResponse,
     CommandOut,
@@ -27,15 +28,18 @@ from letsbe_contracts.agent import (
     UpdateParams,
 )
 from letsbe_contracts.enums import AgentKind
+from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
 from letsbe_hub.commands import repository as repo
 from letsbe_hub.commands.errors import CommandNotFound, CommandStateConflict
 from letsbe_hub.commands.models import Command
 from letsbe_hub.commands.schemas import CommandView, TransitionView
+from letsbe_hub.db import outbox
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import TenantNotFound
 from letsbe_platform.errors import Unprocessable
 from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 
@@ -56,6 +60,10 @@ PARAMS: dict[str, type[BaseModel]] = {
     "config-sync": ConfigSyncParams,
     "rotate-credential": RotateCredentialParams,
 }
+# rotate-credential of the tenant's AI-stack keys runs on the provisioner, which generated, keeps and renders them: the
+# hub hands it the command through the outbox (TenantKeyRotationRequestedV1) and moves the command along as the
+# provisioner reports (TenantKeyRotationReportedV1). No agent pulls these commands.
+PROVISIONER = "provisioner"
 # Grace on top of a command's own deadline before the hub calls it TIMED_OUT (the agent reports its own timeouts).
 DEADLINE_GRACE = timedelta(seconds=60)
 
@@ -69,6 +77,10 @@ def agent_for(command_type: str, params: dict[str, Any]) -> AgentKind:
     if command_type == "rotate-credential" and params.get("credential") == "llm-key":
         return AgentKind.SECRETS_PROXY  # the only holder of the tenant's LLM relay key
     return AgentKind.SAFETY_WRAPPER
+
+
+def runs_on_provisioner(command_type: str, params: dict[str, Any]) -> bool:
+    return command_type == "rotate-credential" and params.get("credential") in TENANT_KEYS
 
 
 def validate_params(command_type: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -99,13 +111,16 @@ async def enqueue(
     if await tenants_repo.get_tenant(session, tenant_id) is None:
         raise TenantNotFound("No tenant with that id.")
     params = validate_params(command_type, params)
+    on_provisioner = runs_on_provisioner(command_type, params)
+    if on_provisioner and agent is not None:
+        raise Unprocessable(f"The provisioner rotates the {params['credential']}, not an agent: leave 'agent' unset.")
     key = idempotency_key or f"auto:{uuid.uuid4()}"
     row = await repo.insert_command(
         session,
         {
             "id": uuid.uuid4(),
             "tenant_id": tenant_id,
-            "agent_kind": (agent or agent_for(command_type, params)).value,
+            "agent_kind": PROVISIONER if on_provisioner else (agent or agent_for(command_type, params)).value,
             "type": command_type,
             "params": params,
             "idempotency_key": key,
@@ -122,6 +137,20 @@ async def enqueue(
         assert existing is not None
         return existing, False
     await repo.add_transition(session, row.id, None, S.QUEUED, actor, None)
+    if on_provisioner:
+        await add_event(
+            session,
+            outbox,
+            TenantKeyRotationRequestedV1(
+                command_id=row.id,
+                tenant_id=tenant_id,
+                key=params["credential"],
+                requested_by=actor,
+                expires_at=row.expires_at,
+            ),
+            correlation_id=tenant_id,
+            event_id=row.id,
+        )
     await repo.notify(session, tenant_id)
     log.info("command queued", tenant_id=str(tenant_id), command_id=str(row.id), type=command_type)
     return row, True
@@ -226,6 +255,37 @@ async def report(
     return view(moved)
 
 
+# --- provisioner side (key rotations) ----------------------------------------------------------------------------
+
+
+async def provisioner_report(session: AsyncSession, event: TenantKeyRotationReportedV1) -> None:
+    """Move a key-rotation command to what the provisioner reports, through the states it skipped (it takes the
+    command without a pull or an ack). A report that arrives late or twice changes nothing."""
+    c = await repo.get(session, event.command_id, lock=True)
+    if c is None or c.tenant_id != event.tenant_id or c.agent_kind != PROVISIONER:
+        log.warning("key-rotation report for no such command", command_id=str(event.command_id))
+        return
+    now = _now()
+    if c.status == S.QUEUED:
+        c = await transition(session, c, S.DELIVERED, actor=PROVISIONER, delivered_at=now, deliveries=1) or c
+    if c.status == S.DELIVERED:
+        deadline = now + timedelta(seconds=c.deadline_seconds) + DEADLINE_GRACE
+        c = await transition(session, c, S.RUNNING, actor=PROVISIONER, started_at=now, deadline_at=deadline) or c
+    if event.status != "RUNNING" and c.status == S.RUNNING:
+        ok = event.status == "SUCCEEDED"
+        await transition(
+            session,
+            c,
+            S(event.status),
+            actor=PROVISIONER,
+            reason=event.error,
+            finished_at=now,
+            result={"credential": event.key, "recreated": list(event.recreated)} if ok else None,
+            error=event.error,
+        )
+        log.info("key rotation finished", tenant_id=str(c.tenant_id), command_id=str(c.id), status=event.status)
+
+
 # --- admin side -------------------------------------------------------------------------------------------------
 
 
@@ -233,6 +293,11 @@ async def cancel(session: AsyncSession, command_id: uuid.UUID, *, actor: str, re
     c = await repo.get(session, command_id, lock=True)
     if c is None:
         raise CommandNotFound("No command with that id.")
+    if c.agent_kind == PROVISIONER and c.status not in TERMINAL_COMMAND_STATUSES:
+        raise CommandStateConflict(
+            "A key rotation cannot be cancelled: the provisioner takes it as soon as it is queued.",
+            current_status=c.status,
+        )
     moved = await transition(session, c, S.CANCELLED, actor=actor, reason=reason, finished_at=_now())
     if moved is None:
         raise CommandStateConflict(f"A {c.status} command cannot be cancelled.", current_status=c.status)

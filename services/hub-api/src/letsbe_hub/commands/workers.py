@@ -10,7 +10,9 @@ from collections import defaultdict
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from letsbe_contracts.events import TenantKeyRotationReportedV1
 from letsbe_hub.commands import service
+from letsbe_hub.commands.handlers import ON_ROTATION_REPORTED, rotation_report_handler
 from letsbe_hub.commands.repository import NOTIFY_CHANNEL
 from letsbe_hub.config import HubSettings
 from letsbe_platform.db import plain_url, unit_of_work
@@ -110,6 +112,10 @@ def start(rt: Runtime, settings: HubSettings) -> None:
     rt.start("command-waker", waker.run(), waker.stop)
     sweep = DeadlineSweep(rt.sessions, settings.command_sweep_seconds)
     rt.start("command-deadline-sweep", sweep.run(), sweep.stop)
+    if rt.bus is not None:
+        handler = rotation_report_handler(rt.sessions)
+        reports = rt.bus.consumer(ON_ROTATION_REPORTED, TenantKeyRotationReportedV1, handler)
+        rt.start(ON_ROTATION_REPORTED, reports.run(), reports.stop)
 
 
 def waker_of(rt: Runtime) -> Waker | None:

@@ -7,10 +7,15 @@ job (after a crash) or a failed one (an operator's retry), and do nothing for a 
 from __future__ import annotations
 
 from letsbe_contracts import DnsReadyV1
+from letsbe_contracts.events import TenantKeyRotationRequestedV1
 from letsbe_platform.bus import Delivery, Handler
+from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.service import Pipeline
 
 DURABLE = "provisioner-on-dns-ready"
+# Key rotations (rotate-credential for the tenant's AI-stack keys): the rotation row is the idempotency key, as the
+# job row is for dns-ready; a redelivery resumes an unfinished rotation or reports a finished one again.
+ROTATION_DURABLE = "provisioner-on-key-rotation-requested"
 
 
 def dns_ready_handler(pipeline: Pipeline) -> Handler:
@@ -18,3 +23,10 @@ def dns_ready_handler(pipeline: Pipeline) -> Handler:
         await pipeline.on_dns_ready(event, delivery)
 
     return on_dns_ready
+
+
+def key_rotation_handler(rotator: Rotator) -> Handler:
+    async def on_key_rotation_requested(event: TenantKeyRotationRequestedV1, delivery: Delivery) -> None:
+        await rotator.on_requested(event, delivery)
+
+    return on_key_rotation_requested

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,3 +52,25 @@ async def ensure_secrets(
         rows = await session.execute(select(TenantSecret).where(TenantSecret.tenant_id == tenant_id))
         existing = {row.name: box.open(row.ciphertext) for row in rows.scalars()}
     return existing
+
+
+async def load_secrets(session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID) -> dict[str, str]:
+    rows = await session.execute(select(TenantSecret).where(TenantSecret.tenant_id == tenant_id))
+    return {row.name: box.open(row.ciphertext) for row in rows.scalars()}
+
+
+async def store_secrets(session: AsyncSession, box: SecretBox, tenant_id: uuid.UUID, values: dict[str, str]) -> None:
+    """Set (insert or replace) secrets of the tenant: a rotation's new value, kept before any server sees it."""
+    stmt = insert(TenantSecret).values(
+        [{"tenant_id": tenant_id, "name": n, "ciphertext": box.seal(v)} for n, v in values.items()]
+    )
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[TenantSecret.tenant_id, TenantSecret.name],
+            set_={"ciphertext": stmt.excluded.ciphertext, "created_at": func.now()},
+        )
+    )
+
+
+async def drop_secret(session: AsyncSession, tenant_id: uuid.UUID, name: str) -> None:
+    await session.execute(delete(TenantSecret).where(TenantSecret.tenant_id == tenant_id, TenantSecret.name == name))

@@ -300,6 +300,29 @@ def plan_settings(settings: ProvisionerSettings, server: ServerTarget, client_ke
     }
 
 
+def build_plan(
+    settings: ProvisionerSettings,
+    client_key: asyncssh.SSHKey,
+    order: OrderSpec,
+    server: ServerTarget,
+    secrets: dict[str, str],
+) -> Plan:
+    """The tenant's rendering, as every step (and a key rotation) renders it."""
+    return Plan(
+        order,
+        Settings(
+            hub_url=settings.tenant_hub_url or settings.hub_url,
+            acme_url=settings.acme_url,
+            acme_directory_url=settings.acme_directory_url,
+            acme_ca_pem=settings.acme_ca_pem(),
+            root=settings.root_for(server.ipv4),
+            agent_image_tag=settings.agent_image_tag,
+            **plan_settings(settings, server, client_key),
+        ),
+        secrets,
+    )
+
+
 class JobRun:
     """The steps of one job, in order, by this process; holds the SSH connection and the redactor."""
 
@@ -321,19 +344,7 @@ class JobRun:
         self.order = order
         self.server = server
         self.redact = Redactor([*secrets.values(), *pipeline.static_secrets])
-        self.plan = Plan(
-            order,
-            Settings(
-                hub_url=self.settings.tenant_hub_url or self.settings.hub_url,
-                acme_url=self.settings.acme_url,
-                acme_directory_url=self.settings.acme_directory_url,
-                acme_ca_pem=self.settings.acme_ca_pem(),
-                root=self.settings.root_for(server.ipv4),
-                agent_image_tag=self.settings.agent_image_tag,
-                **plan_settings(self.settings, server, pipeline.client_key),
-            ),
-            secrets,
-        )
+        self.plan = build_plan(self.settings, pipeline.client_key, order, server, secrets)
         self.conn: asyncssh.SSHClientConnection | None = None
         self.conn_user: str | None = None
 

@@ -23,7 +23,7 @@ from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds
 from letsbe_contracts.agent import CREDENTIAL_FILE, LLM_RELAY_PATH
 from letsbe_dns import hooks as dns_hooks
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
-from letsbe_provisioner.steps import BY_NUMBER, STEPS
+from letsbe_provisioner.steps import BY_NUMBER, STEPS, Step
 
 DB_IMAGES = {"postgres": "postgres:16.4-alpine", "mysql": "mysql:8.4.2", "mongo": "mongo:7.0.14"}
 REDIS_IMAGE = "redis:7.4.1-alpine"
@@ -32,6 +32,15 @@ IMAGE_REGISTRY = "code.letsbe.solutions/letsbe"  # our own images (the AI stack)
 AI_IMAGES = ("openclaw", "safety-wrapper", "secrets-proxy")
 DKIM_SELECTOR = "letsbe"  # <selector>._domainkey.<domain>
 AGENTS = ("safety-wrapper", "secrets-proxy")  # each registers with its own one-time token
+# The tenant keys an operator can rotate (letsbe_contracts.agent.TENANT_KEYS): the secret that holds each and the
+# containers whose env file carries it, which are exactly the containers a rotation recreates.
+ROTATED_KEYS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "tools-token": ("ai.tools_token", ("openclaw", "safety-wrapper")),
+    "sentinel-key": ("ai.sentinel_key", ("openclaw", "secrets-proxy")),
+    "secrets-key": ("ai.secrets_key", ("safety-wrapper", "secrets-proxy")),
+}
+# Kept only while a secrets-key rotation is unfinished: the key the tenant's store may still be under.
+PREVIOUS_SECRETS_KEY = "ai.secrets_key_previous"
 # The OpenClaw release the image is built from (deploy/docker/openclaw.Dockerfile) and its rendered configuration
 # is tested against (tests/rendering/test_openclaw.py runs this version).
 OPENCLAW_VERSION = "2026.9.6"
@@ -462,41 +471,60 @@ class Plan:
                     files.append(RenderedFile(f"{SECRET_IMPORT_DIR}/{st.name}/{name}", value + "\n", "0600"))
             return files
         if number == 10:
-            sec = self.secrets
-            # One 0600 env file per container, each with only the keys that container uses.
-            env_files = {
-                "openclaw": {
-                    "OPENCLAW_GATEWAY_TOKEN": sec["ai.openclaw_gateway_token"],
-                    "LETSBE_SENTINEL_KEY": sec["ai.sentinel_key"],
-                    "LETSBE_TOOLS_TOKEN": sec["ai.tools_token"],
-                },
-                "safety-wrapper": {
-                    "LETSBE_SW_TOOLS_TOKEN": sec["ai.tools_token"],
-                    "LETSBE_SW_SECRETS_KEY": sec["ai.secrets_key"],
-                    # Where each tool answers on its own network (not a secret; here to keep routing in one file).
-                    "LETSBE_SW_TOOL_URLS": json.dumps(
-                        {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
-                         for st in self.stacks},
-                        separators=(",", ":"),
-                    ),
-                },
-                "secrets-proxy": {
-                    "LETSBE_SP_SENTINEL_KEY": sec["ai.sentinel_key"],
-                    "LETSBE_SP_SECRETS_KEY": sec["ai.secrets_key"],
-                    # Issued by the hub (its relay meters the tenant by it); the provider's own key stays there.
-                    **({"LETSBE_SP_UPSTREAM_API_KEY": llm_key} if llm_key else {}),
-                },
-            }
             files = [
                 self._file("compose/ai.yml.j2", f"{AI_DIR}/docker-compose.yml"),
                 self._file("openclaw/openclaw.json.j2", f"{AI_DIR}/openclaw.json"),
+                *self.ai_env_files(llm_key),
             ]
-            files += [self._file("compose/env.j2", f"{AI_DIR}/{name}.env", "0600", env=env)
-                      for name, env in env_files.items()]
             for agent, token in (tokens or {}).items():
                 files.append(RenderedFile(f"{agent_dir(agent)}/registration-token", token + "\n", "0600", "1001:1001"))
             return files
         return []
+
+    def ai_env_files(self, llm_key: str | None, containers: tuple[str, ...] = AI_IMAGES) -> list[RenderedFile]:
+        """One 0600 env file per AI container (``containers`` of them), each with only the keys that container uses.
+        While a secrets-key rotation is unfinished (``ai.secrets_key_previous`` is kept), the Safety Wrapper also
+        gets the previous key, so the store opens whichever of the two it is under (and is moved to the new one)."""
+        sec = self.secrets
+        previous = {"LETSBE_SW_SECRETS_PREVIOUS_KEY": sec[PREVIOUS_SECRETS_KEY]} if PREVIOUS_SECRETS_KEY in sec else {}
+        env_files = {
+            "openclaw": {
+                "OPENCLAW_GATEWAY_TOKEN": sec["ai.openclaw_gateway_token"],
+                "LETSBE_SENTINEL_KEY": sec["ai.sentinel_key"],
+                "LETSBE_TOOLS_TOKEN": sec["ai.tools_token"],
+            },
+            "safety-wrapper": {
+                "LETSBE_SW_TOOLS_TOKEN": sec["ai.tools_token"],
+                "LETSBE_SW_SECRETS_KEY": sec["ai.secrets_key"],
+                **previous,
+                # Where each tool answers on its own network (not a secret; here to keep routing in one file).
+                "LETSBE_SW_TOOL_URLS": json.dumps(
+                    {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
+                     for st in self.stacks},
+                    separators=(",", ":"),
+                ),
+            },
+            "secrets-proxy": {
+                "LETSBE_SP_SENTINEL_KEY": sec["ai.sentinel_key"],
+                "LETSBE_SP_SECRETS_KEY": sec["ai.secrets_key"],
+                # Issued by the hub (its relay meters the tenant by it); the provider's own key stays there.
+                **({"LETSBE_SP_UPSTREAM_API_KEY": llm_key} if llm_key else {}),
+            },
+        }
+        return [self._file("compose/env.j2", f"{AI_DIR}/{name}.env", "0600", env=env_files[name])
+                for name in containers]  # fmt: skip
+
+    def rotation_script(self, key: str, containers: tuple[str, ...], llm_key: str | None = None) -> str:
+        """Part of step 10 for a key rotation: the env files of ``containers`` rendered again (with the tenant's
+        secrets as they are now), then exactly those containers recreated. ``llm_key`` is needed when the Secrets
+        Proxy's file is among them (a fresh relay key, as every run of step 10 gets)."""
+        if "secrets-proxy" in containers and not llm_key:
+            raise ValueError("the Secrets Proxy's env file needs its LLM relay key")
+        files = self.ai_env_files(llm_key, containers)
+        step = Step(10, "ai-stack", f"Rotate the {key}: re-render {', '.join(containers)} and recreate them")
+        return render_template(
+            "rotate/ai-keys.sh.j2", **self._ctx(step=step, files=files, eof=HEREDOC_END, containers=containers)
+        )
 
     def files(self, tokens: dict[str, str] | None = None, llm_key: str | None = None) -> list[RenderedFile]:
         """Every file the pipeline writes, in step order."""

@@ -32,7 +32,7 @@ def build_tool_service(
     policy = Policy.load(settings.tools_policy_path)
     secrets = None
     if settings.secrets_key is not None:
-        secrets = SecretStore(settings.secrets_path, settings.secrets_key.get_secret_value())
+        secrets = SecretStore.from_settings(settings)
     state = StateFile(settings.tools_dir / "state.json", policy.doc.default_autonomy_level)
     return ToolService(
         policy=policy,

@@ -16,6 +16,7 @@ CLI (the value is read from stdin, never from argv, so it stays out of shell his
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -41,15 +42,33 @@ class Secret:
 
 
 class SecretStore:
-    """Loaded once at start and on change (the file is small: tens of secrets)."""
+    """Loaded once at start and on change (the file is small: tens of secrets).
 
-    def __init__(self, path: Path, key: str):
+    Key rotation: with ``previous_key`` (given only while the provisioner rotates the secrets key), a store that
+    ``key`` does not open but ``previous_key`` does is re-encrypted under ``key`` at once, by an atomic replace of the
+    file: a crash leaves the whole old file (``previous_key`` opens it, the next load redoes this) or the whole new
+    one. The Safety Wrapper is the store's only writer, so only it does this; the Secrets Proxy reads with ``key``.
+    """
+
+    def __init__(self, path: Path, key: str, previous_key: str | None = None):
         self.path = Path(path)
         fernet.check_key(key)
+        if previous_key is not None:
+            fernet.check_key(previous_key)
         self._key = key
+        self._previous_key = previous_key
         self._secrets: dict[str, Secret] = {}
         self._mtime: float | None = None
         self.reload()
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SecretStore:
+        previous = settings.secrets_previous_key
+        return cls(
+            settings.secrets_path,
+            settings.secrets_key.get_secret_value(),
+            previous.get_secret_value() if previous is not None else None,
+        )
 
     # --- reading -------------------------------------------------------------------------------------------
 
@@ -58,16 +77,28 @@ class SecretStore:
             self._secrets, self._mtime = {}, None
             return
         mtime = self.path.stat().st_mtime
+        token = self.path.read_bytes()
+        rekey = False
         try:
-            plain = fernet.decrypt(self._key, self.path.read_bytes())
+            plain = fernet.decrypt(self._key, token)
         except fernet.InvalidToken as exc:
-            raise ValueError(f"{self.path}: cannot decrypt the secret store (wrong key or damaged file)") from exc
+            if self._previous_key is None:
+                raise ValueError(f"{self.path}: cannot decrypt the secret store (wrong key or damaged file)") from exc
+            try:
+                plain = fernet.decrypt(self._previous_key, token)
+            except fernet.InvalidToken:
+                raise ValueError(
+                    f"{self.path}: cannot decrypt the secret store with the key or the previous key"
+                ) from exc
+            rekey = True
         doc = json.loads(plain)
         self._secrets = {
             name: Secret(name=name, value=entry["value"], tools=frozenset(entry.get("tools", [])))
             for name, entry in doc.get("secrets", {}).items()
         }
         self._mtime = mtime
+        if rekey:
+            self._write()  # the same secrets, now under the current key
 
     def refresh(self) -> None:
         """Pick up a file changed by the CLI (a stat per call; a decrypt only when it changed)."""
@@ -109,12 +140,18 @@ class SecretStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-")
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, token)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, token)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(self.path.parent)  # the rename itself survives a power cut
         self._mtime = self.path.stat().st_mtime
 
     # --- use -----------------------------------------------------------------------------------------------
@@ -157,6 +194,14 @@ class SecretStore:
         return _map_strings(value, sub)
 
 
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _strings(value: Any) -> Iterable[str]:
     if isinstance(value, str):
         yield value
@@ -197,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.secrets_key is None:
         print("LETSBE_SW_SECRETS_KEY is not set", file=sys.stderr)
         return 2
-    store = SecretStore(settings.secrets_path, settings.secrets_key.get_secret_value())
+    store = SecretStore.from_settings(settings)
     if args.cmd == "set":
         value = sys.stdin.read().rstrip("\n")
         store.put(args.name, value, [t.strip() for t in args.tools.split(",") if t.strip()])
