@@ -169,7 +169,7 @@ async def test_an_operator_rotates_each_ai_stack_key_and_only_the_new_value_work
 
         # The tenant's history: three rotations, each asked by the operator and run by the provisioner; no value.
         r = await client.get(f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/commands", headers=plane.headers)
-        rotations = [c for c in _items(r.json()) if c["type"] == "rotate-credential"]
+        rotations = [c for c in r.json()["items"] if c["type"] == "rotate-credential"]
         assert sorted(c["params"]["credential"] for c in rotations) == ["secrets-key", "sentinel-key", "tools-token"]
         assert {(c["created_by"], c["status"]) for c in rotations} == {("token:bootstrap-admin", "SUCCEEDED")}
         history = json.dumps([r.json(), command])
@@ -184,6 +184,3 @@ async def test_an_operator_rotates_each_ai_stack_key_and_only_the_new_value_work
 async def _is(awaitable, expected) -> bool:
     return await awaitable == expected
 
-
-def _items(page):
-    return page if isinstance(page, list) else page["items"]

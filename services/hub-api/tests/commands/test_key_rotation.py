@@ -98,7 +98,7 @@ async def test_the_provisioners_reports_move_the_command_and_a_late_duplicate_ch
         ("RUNNING", "SUCCEEDED", "provisioner"),
     ]
     listed = (await hub.get(f"/api/v1/admin/tenants/{sw.tenant_id}/commands", headers=admin)).json()
-    assert [c["id"] for c in listed] == [cmd["id"]]
+    assert [c["id"] for c in listed["items"]] == [cmd["id"]]
 
 
 async def test_a_failed_rotation_says_why(hub, admin, bus):
