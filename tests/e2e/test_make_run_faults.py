@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -145,15 +146,24 @@ async def swap_file_allocating(stack: Stack, order_id: str, domain: str) -> bool
     return stack.swap_file_started(order_id) and await stack.status(order_id) == "PROVISIONING"
 
 
+async def under_way(stack: Stack, order_id: str, domain: str) -> bool:
+    return await stack.status(order_id) not in (None, "FULFILLED")
+
+
 Stage = Callable[[Stack, str, str], Awaitable[bool]]
-KILLS: list[tuple[str, Stage]] = [
-    ("hub-api", server_booting),
-    ("dns", dns_propagating),
-    ("provisioner", swap_file_allocating),
-    ("monitor", server_booting),
-    ("postgres", swap_file_allocating),
-    ("nats", dns_propagating),
+# Two waves of orders; the first order of each is watched, and caught at each stage in turn. It cannot get past a
+# stage before the process killed at the one before is back (the hub moves every order on, DNS gates provisioning,
+# and nothing moves without Postgres or NATS), so the next kill lands mid-step too.
+WAVES: list[list[tuple[str, Stage]]] = [
+    [
+        ("hub-api", server_booting),
+        ("dns", dns_propagating),
+        ("provisioner", swap_file_allocating),
+        ("monitor", under_way),
+    ],
+    [("postgres", server_booting), ("nats", dns_propagating)],
 ]
+ORDERS_PER_WAVE = 2
 
 
 @pytest_asyncio.fixture
@@ -208,48 +218,58 @@ async def recovered(run: Run, target: str, old_pid: int) -> None:
 @pytest.mark.timeout(300)  # about 90 s on an idle 2-core machine; more when it is busy
 async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_order_once(stack: Stack):
     run = stack.run
-    caught: list[tuple[str, str, str, datetime]] = []  # (target, order id, domain, when it was killed)
-    for n, (target, stage) in enumerate(KILLS, 1):
-        domain = f"chaos{n}.example.com"
-        order_id = await stack.order(domain)
-
-        async def in_the_middle(order_id: str = order_id, domain: str = domain, stage: Stage = stage) -> bool:
-            return await stage(stack, order_id, domain)
-
-        await eventually(in_the_middle, f"order {n} at {stage.__name__}", timeout=60, every=0.1)
-        killed_at = datetime.now(UTC)
-        pid = kill(run, target)
-        caught.append((target, order_id, domain, killed_at))
-        await recovered(run, target, pid)
+    orders: dict[str, tuple[str, datetime]] = {}  # order id -> (domain, when the first kill hit it under way)
+    kills: list[tuple[str, str, datetime]] = []  # (what was killed, the watched order, when)
+    for w, wave in enumerate(WAVES, 1):
+        placed = []
+        for n in range(1, ORDERS_PER_WAVE + 1):
+            domain = f"chaos{w}-{n}.example.com"
+            placed.append((await stack.order(domain), domain))
+        watched, domain = placed[0]
+        for target, stage in wave:
+            await eventually(
+                partial(stage, stack, watched, domain), f"{domain} {stage.__name__}", timeout=60, every=0.1
+            )
+            killed_at = datetime.now(UTC)
+            pid = kill(run, target)
+            kills.append((target, watched, killed_at))
+            for order_id, order_domain in placed:
+                orders.setdefault(order_id, (order_domain, killed_at))
+            await recovered(run, target, pid)
 
     # Every order gets there, its welcome email sent once (a sent email is never sent again).
-    async def all_fulfilled() -> list[dict[str, Any]] | None:
-        orders = [await stack.get(order_id) for _, order_id, _, _ in caught]
+    async def all_fulfilled() -> dict[str, dict[str, Any]] | None:
+        got = {order_id: await stack.get(order_id) for order_id in orders}
         done = all(
             o is not None and o["status"] == "FULFILLED" and (o["welcome_email"] or {}).get("state") == "sent"
-            for o in orders
+            for o in got.values()
         )
-        return orders if done else None
+        return got if done else None  # type: ignore[return-value]
 
     try:
-        orders = await eventually(all_fulfilled, "every order FULFILLED and its welcome email sent", timeout=90)
+        final = await eventually(all_fulfilled, "every order FULFILLED and its welcome email sent", timeout=90)
     except AssertionError:
-        statuses = [await stack.status(order_id) for _, order_id, _, _ in caught]
-        raise AssertionError(
-            f"orders by kill: {list(zip([c[0] for c in caught], statuses, strict=True))}\n{run.output()[-8000:]}"
-        ) from None
+        statuses = {orders[o][0]: await stack.status(o) for o in orders}
+        raise AssertionError(f"orders: {statuses}\n{run.output()[-8000:]}") from None
+
+    def fulfilled_at(order_id: str) -> datetime:
+        return datetime.fromisoformat(final[order_id]["history"][-1]["at"])
+
+    # Each kill landed while the watched order was under way, and every order was under way at its wave's first.
+    for target, order_id, killed_at in kills:
+        assert fulfilled_at(order_id) > killed_at, (target, final[order_id]["history"])
+    for order_id, (_, first_kill) in orders.items():
+        assert fulfilled_at(order_id) > first_kill, final[order_id]["history"]
 
     hetzner = stack.state("hetzner")
     creates = [a for a in hetzner["actions"] if a["command"] == "create_server"]
-    assert len(creates) == len(caught), creates
+    assert len(creates) == len(orders), creates
     assert not [a for a in hetzner["actions"] if a["command"] == "delete_server"]
-    for (target, order_id, domain, killed_at), order in zip(caught, orders, strict=True):
-        # The kill landed while the order was under way: it was fulfilled afterwards.
-        fulfilled_at = datetime.fromisoformat(order["history"][-1]["at"])
-        assert fulfilled_at > killed_at, (target, order["history"])
-        assert [t["to_status"] for t in order["history"]] == HISTORY, (target, order["history"])
-        assert len(stack.servers_of(order_id)) == 1, target
+    for order_id, (domain, _) in orders.items():
+        order = final[order_id]
+        assert [t["to_status"] for t in order["history"]] == HISTORY, order["history"]
+        assert len(stack.servers_of(order_id)) == 1, domain
         records = sorted((r["type"], r["name"]) for r in stack.records(domain))
-        assert records == sorted((t, n) for t in ("A", "AAAA") for n in (domain, f"*.{domain}")), target
-        assert len(stack.mails_to(f"owner@{domain}")) == 1, target
-        assert order["welcome_email"]["attempts"] == 1, target
+        assert records == sorted((t, n) for t in ("A", "AAAA") for n in (domain, f"*.{domain}")), domain
+        assert len(stack.mails_to(f"owner@{domain}")) == 1, domain
+        assert order["welcome_email"]["attempts"] == 1, domain
