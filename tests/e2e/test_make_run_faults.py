@@ -188,6 +188,8 @@ async def stack() -> AsyncIterator[Stack]:
         out = run.output()
         shutil.rmtree(tmp, ignore_errors=True)
         assert code == 0, out[-4000:]
+        # Ctrl-C did not wait out a grace period for the tenants' long-polls (and cut them off with tracebacks).
+        assert "timeout graceful shutdown exceeded" not in out, out[-4000:]
 
 
 def kill(run: Run, target: str) -> int:
