@@ -171,7 +171,7 @@ async def stack() -> AsyncIterator[Stack]:
     # Short: each sandbox VPS's Docker socket lives under it, and a unix socket path has at most 107 bytes.
     tmp = Path(tempfile.mkdtemp(prefix="lbrun-"))
     env = {
-        **without_servers(),
+        **{k: v for k, v in without_servers().items() if k != "LETSBE_SANDBOX_DIR"},  # the sandbox in the data dir
         **FAST_RECOVERY,
         "LETSBE_SANDBOX": "1",
         "LETSBE_SANDBOX_SLOW_SECONDS": str(SLOW),
@@ -217,11 +217,20 @@ async def recovered(run: Run, target: str, old_pid: int) -> None:
     await eventually(back, f"{target} restarted by letsbe-run and answering again", timeout=90, every=0.1)
 
 
-@pytest.mark.timeout(300)  # about 90 s on an idle 2-core machine; more when it is busy
+# A whole `make run` from start to stop: well under two minutes on an idle 2-core machine, more on a busy one.
+@pytest.mark.timeout(300)
 async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_order_once(stack: Stack):
     run = stack.run
     orders: dict[str, tuple[str, datetime]] = {}  # order id -> (domain, when the first kill hit it under way)
     kills: list[tuple[str, str, datetime]] = []  # (what was killed, the watched order, when)
+
+    async def explained(waiting: Awaitable[Any]) -> Any:
+        try:
+            return await waiting
+        except AssertionError as exc:
+            statuses = {domain: await stack.status(o) for o, (domain, _) in orders.items()}
+            raise AssertionError(f"{exc}\norders: {statuses}\n{run.output()[-8000:]}") from None
+
     for w, wave in enumerate(WAVES, 1):
         placed = []
         for n in range(1, ORDERS_PER_WAVE + 1):
@@ -229,15 +238,14 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
             placed.append((await stack.order(domain), domain))
         watched, domain = placed[0]
         for target, stage in wave:
-            await eventually(
-                partial(stage, stack, watched, domain), f"{domain} {stage.__name__}", timeout=60, every=0.1
-            )
+            caught = partial(stage, stack, watched, domain)
+            await explained(eventually(caught, f"{domain} {stage.__name__}", timeout=60, every=0.1))
             killed_at = datetime.now(UTC)
             pid = kill(run, target)
             kills.append((target, watched, killed_at))
             for order_id, order_domain in placed:
                 orders.setdefault(order_id, (order_domain, killed_at))
-            await recovered(run, target, pid)
+            await explained(recovered(run, target, pid))
 
     # Every order gets there, its welcome email sent once (a sent email is never sent again).
     async def all_fulfilled() -> dict[str, dict[str, Any]] | None:
@@ -248,11 +256,7 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
         )
         return got if done else None  # type: ignore[return-value]
 
-    try:
-        final = await eventually(all_fulfilled, "every order FULFILLED and its welcome email sent", timeout=90)
-    except AssertionError:
-        statuses = {orders[o][0]: await stack.status(o) for o in orders}
-        raise AssertionError(f"orders: {statuses}\n{run.output()[-8000:]}") from None
+    final = await explained(eventually(all_fulfilled, "every order FULFILLED, its welcome email sent", timeout=90))
 
     def fulfilled_at(order_id: str) -> datetime:
         return datetime.fromisoformat(final[order_id]["history"][-1]["at"])
