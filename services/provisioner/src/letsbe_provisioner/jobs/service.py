@@ -114,8 +114,8 @@ class Pipeline:
         self.client_key = client_key
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self.unreleased: set[uuid.UUID] = set()  # jobs whose run ended without releasing its lease
         self.static_secrets = [s.get_secret_value() for s in (settings.hub_token,) if s is not None]
+        self.unreleased: set[uuid.UUID] = set()  # jobs whose run ended without releasing its lease
 
     # --- entry point ----------------------------------------------------------------------------------------------
 
