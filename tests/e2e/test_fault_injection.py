@@ -7,15 +7,7 @@ import httpx
 import pytest
 
 from letsbe_contracts import ProvisioningStepV1, decode
-
-# Short redelivery windows, so a killed worker's message comes back in seconds (production waits longer).
-FAST_RECOVERY = {
-    "LETSBE_HUB_ALLOCATION_ACK_WAIT_SECONDS": "4",
-    "LETSBE_DNS_CONSUMER_ACK_WAIT_SECONDS": "4",
-    "LETSBE_DNS_CONSUMER_BACKOFF_SECONDS": "0.5,1",
-    "LETSBE_PROVISIONER_ACK_WAIT_SECONDS": "4",
-    "LETSBE_PROVISIONER_LEASE_SECONDS": "3",
-}
+from letsbe_sandbox.plane import FAST_RECOVERY
 
 
 @pytest.fixture

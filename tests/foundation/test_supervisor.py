@@ -11,89 +11,14 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from letsbe_platform.devstack import free_port
-from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing.make_run import RUN, Run, eventually, start_run, stop_run, without_servers
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN = [sys.executable, "-m", "letsbe_platform.runner"]
-
-
-async def eventually(check, what: str, timeout: float = 90.0, every: float = 0.25):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if result := await check():
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what}")
-        await asyncio.sleep(every)
-
-
-@dataclass
-class Run:
-    proc: subprocess.Popen[bytes]
-    data_dir: Path
-    log: Path
-    ports: dict[str, int]
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def child_pid(self, module: str) -> int | None:
-        """The pid of the runner's child running ``python -m module``."""
-        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
-        for pid in children:
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if module.encode() in argv:
-                return int(pid)
-        return None
-
-    async def all_ready(self) -> bool:
-        async with httpx.AsyncClient() as client:
-            for port in self.ports.values():
-                try:
-                    if (await client.get(f"http://127.0.0.1:{port}/readyz", timeout=2)).status_code != 200:
-                        return False
-                except httpx.HTTPError:
-                    return False
-        return True
-
-
-def without_servers() -> dict[str, str]:
-    """The environment minus the session's servers: `letsbe-run` then starts its own, as `make run` does."""
-    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-
-
-def start_run(tmp: Path, env: dict[str, str], *args: str) -> Run:
-    ports = {svc.port_env: free_port() for svc in SERVICES}
-    log = tmp / "run.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [*RUN, "--data-dir", str(tmp / "data"), *args],
-            env={**{k: str(v) for k, v in ports.items()}, **env},
-            stdout=out,
-            stderr=out,
-        )
-    return Run(proc, tmp / "data", log, ports)
-
-
-def stop_run(run: Run) -> int:
-    if run.proc.poll() is None:
-        run.proc.send_signal(signal.SIGINT)
-        try:
-            run.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            run.proc.kill()
-            run.proc.wait()
-    return run.proc.returncode
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,11 @@
 """The fakes behave like the providers they stand for across a restart of `make run`, and Hetzner's server types
-are the ones Hetzner publishes."""
+are the ones Hetzner publishes; the sandbox's knobs (a slow boot, a mailbox on disk) do what they say."""
 
 from __future__ import annotations
 
+import contextlib
+import smtplib
+import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +13,7 @@ import httpx
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeCloudflare
 from letsbe_fakes.hetzner import FakeHetzner
+from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
 
 HZ = {"Authorization": "Bearer t"}
@@ -97,3 +101,29 @@ def test_stripe_sessions_and_events_survive_a_restart(tmp_path: Path) -> None:
     second = StripeFake(state_dir=tmp_path)
     assert second.sessions[session]["status"] == "complete"
     assert [e["type"] for e in second.events] == ["checkout.session.completed"]
+
+
+def test_hetzner_actions_run_at_least_action_seconds(tmp_path: Path) -> None:
+    """The sandbox's slow boot (LETSBE_SANDBOX_SLOW_SECONDS): polled at once, the server is still initializing."""
+    fake = FakeHetzner("t")
+    fake.action_seconds = 0.5
+    with LoopbackServer(fake.app) as srv:
+        created = create(srv.url, "a").json()
+        action = f"{srv.url}/v1/actions/{created['action']['id']}"
+        assert httpx.get(action, headers=HZ).json()["action"]["status"] == "running"
+        assert fake.servers[created["server"]["id"]]["status"] == "initializing"
+        deadline = time.monotonic() + 10
+        while httpx.get(action, headers=HZ).json()["action"]["status"] == "running":
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert fake.servers[created["server"]["id"]]["status"] == "running"
+
+
+def test_smtp_keeps_each_accepted_message_in_its_spool(tmp_path: Path) -> None:
+    with FakeSmtp(spool_dir=tmp_path / "mail") as smtp, smtplib.SMTP(smtp.host, smtp.port) as client:
+        client.sendmail("a@example.com", ["b@example.com"], "To: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n")
+        smtp.fail_next(1, code=451)
+        with contextlib.suppress(smtplib.SMTPDataError):
+            client.sendmail("a@example.com", ["c@example.com"], "To: c@example.com\r\n\r\nrefused\r\n")
+    files = list((tmp_path / "mail").glob("*.eml"))
+    assert len(files) == 1 and "Subject: hi" in files[0].read_text()

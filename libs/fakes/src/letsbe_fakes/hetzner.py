@@ -14,7 +14,8 @@ invalid_input/json_error, 401 unauthorized, 404 not_found, 409 uniqueness_error,
 Every response carries ``RateLimit-Limit/Remaining/Reset``; an injected 429 may add ``Retry-After``.
 
 Tests drive it through attributes: ``servers``, ``requests``, ``create_requests`` (``creates``), ``deleted``;
-``action_polls`` (GETs of an action before it finishes), ``fail_create_actions`` (create actions end in error),
+``action_polls`` (GETs of an action before it finishes), ``action_seconds`` (and the least time it runs),
+``fail_create_actions`` (create actions end in error),
 and :meth:`inject` for one-off HTTP failures, optionally *after* the request took effect (a 5xx that lies).
 """
 
@@ -156,6 +157,7 @@ class FakeHetzner:
         self.ipv4_per_server = ipv4_per_server
         self.on_create, self.on_delete = on_create, on_delete
         self.action_polls = action_polls
+        self.action_seconds = 0.0
         self.known_ssh_keys = known_ssh_keys
         self.fail_create_actions = False
         self.servers: dict[int, dict[str, Any]] = {}
@@ -165,6 +167,7 @@ class FakeHetzner:
         self.create_requests: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
         self._pending: dict[int, int] = {}  # action id -> polls left
+        self._due: dict[int, float] = {}  # action id -> monotonic time before which it is still running
         self._on_finish: dict[int, tuple[str, int]] = {}  # action id -> (what, resource id)
         self._injections: list[Injection] = []
         self._ids = itertools.count(1000)
@@ -334,19 +337,23 @@ class FakeHetzner:
         }
         self.actions[action_id] = action
         self._pending[action_id] = self.action_polls
+        if self.action_seconds:
+            self._due[action_id] = time.monotonic() + self.action_seconds
         if on_finish:
             self._on_finish[action_id] = (on_finish, resource_id)
         return action
 
     def _advance(self, action_id: int) -> None:
-        """One poll of a running action; after ``action_polls`` polls it finishes (with its side effects)."""
+        """One poll of a running action; after ``action_polls`` polls and ``action_seconds`` it finishes (with its
+        side effects)."""
         action = self.actions[action_id]
         if action["status"] != "running":
             return
         self._pending[action_id] -= 1
-        if self._pending[action_id] > 0:
+        if self._pending[action_id] > 0 or time.monotonic() < self._due.get(action_id, 0.0):
             action["progress"] = min(90, action["progress"] + 30)
             return
+        self._due.pop(action_id, None)
         what, rid = self._on_finish.pop(action_id, ("", 0))
         if what == "server_running" and self.fail_create_actions:
             action.update(status="error", error={"code": "action_failed", "message": "Action failed"})

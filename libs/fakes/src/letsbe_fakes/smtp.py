@@ -2,7 +2,8 @@
 
 ``with FakeSmtp() as smtp: ... smtp.host, smtp.port``; received mail is in ``smtp.messages`` (parsed
 ``email.message.EmailMessage``) and ``smtp.envelopes`` ((mail_from, rcpt_tos)). ``fail_next(n, code)`` answers
-the next n messages with an SMTP error (4xx transient, 5xx permanent) instead of accepting them.
+the next n messages with an SMTP error (4xx transient, 5xx permanent) instead of accepting them. With ``spool_dir``
+each accepted message is also written there as one ``.eml`` file (the sandbox's mailbox, readable from outside).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
@@ -30,12 +33,17 @@ class _Handler:
             raw = envelope.original_content or envelope.content
             self.fake.messages.append(message_from_bytes(raw, policy=policy.default))  # type: ignore[arg-type]
             self.fake.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos)))
+            if self.fake.spool_dir is not None:
+                name = f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.eml"
+                self.fake.spool_dir.mkdir(parents=True, exist_ok=True)
+                (self.fake.spool_dir / name).write_bytes(raw)
         return "250 Message accepted for delivery"
 
 
 class FakeSmtp:
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None):
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, spool_dir: Path | None = None):
         self.host = host
+        self.spool_dir = spool_dir
         self.port = port or _free_port(host)
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []

@@ -1,5 +1,9 @@
 """Run a service's app with uvicorn: SIGTERM drains consumers and finishes in-flight work (lifespan shutdown).
 
+When shutdown begins, before uvicorn waits (up to the grace period) for the open requests to end, the app's
+``Runtime.stopping`` is set: long-lived requests (the agents' command long-polls) answer then, instead of holding the
+shutdown until the grace period runs out and is cut short.
+
 The HTTP parser is h11 with a cap on the request head (``max_header_bytes``): a larger request line plus headers is
 answered 431 and the connection closed, instead of being buffered whatever its size.
 """
@@ -7,6 +11,7 @@ answered 431 and the connection closed, instead of being buffered whatever its s
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 
 import h11
@@ -81,5 +86,29 @@ def uvicorn_config(
     )
 
 
+class Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, apps: list[ASGIApp]):
+        super().__init__(config)
+        self.apps = apps
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for app in self.apps:
+            rt = getattr(app.state, "runtime", None)
+            if rt is not None:
+                rt.stopping.set()
+        await super().shutdown(sockets)
+
+
+def make_server(app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False) -> Server:
+    apps: list[ASGIApp] = []
+
+    def factory() -> ASGIApp:
+        app = app_factory()
+        apps.append(app)
+        return app
+
+    return Server(uvicorn_config(factory, settings, lean=lean), apps)
+
+
 def serve(app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False) -> None:
-    uvicorn.Server(uvicorn_config(app_factory, settings, lean=lean)).run()
+    make_server(app_factory, settings, lean=lean).run()

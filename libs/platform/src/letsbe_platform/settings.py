@@ -20,6 +20,7 @@ TOOLING_VARIABLES = frozenset(
         "LETSBE_NATS_PORT",
         "LETSBE_SANDBOX_DIR",
         "LETSBE_SANDBOX_SSH_PORT",
+        "LETSBE_SANDBOX_SLOW_SECONDS",
     }
 )
 

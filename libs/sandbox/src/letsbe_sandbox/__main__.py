@@ -1,7 +1,8 @@
 """``python -m letsbe_sandbox``: run the stand-in world until SIGTERM, with its settings in ``<root>/env.json``.
 
 `make run` starts this first when no provider credentials are configured, then starts every service with the
-environment it wrote.
+environment it wrote. ``LETSBE_SANDBOX_SLOW_SECONDS`` makes each slow step of the world take that long
+(letsbe_sandbox.world.Sandbox).
 """
 
 from __future__ import annotations
@@ -26,9 +27,20 @@ def ports_from_env() -> Ports:
     )
 
 
+def slow_from_env() -> float:
+    raw = os.environ.get("LETSBE_SANDBOX_SLOW_SECONDS", "0")
+    try:
+        slow = float(raw)
+    except ValueError:
+        slow = -1.0
+    if not 0 <= slow <= 600:
+        sys.exit(f"LETSBE_SANDBOX_SLOW_SECONDS={raw!r}: expected seconds between 0 and 600")
+    return slow
+
+
 def main() -> None:
     root = Path(os.environ.get("LETSBE_SANDBOX_DIR", ".data/sandbox"))
-    sandbox = Sandbox(root, ports_from_env()).start()
+    sandbox = Sandbox(root, ports_from_env(), slow=slow_from_env()).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

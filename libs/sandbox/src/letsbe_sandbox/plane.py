@@ -15,6 +15,15 @@ from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox.world import Sandbox
 
 FINAL = {"FULFILLED", "CANCELLED", "FAILED"}
+# Short redelivery windows and job leases, so the work of a killed worker comes back in seconds (production waits
+# longer): the fault tests set these on the services they kill.
+FAST_RECOVERY = {
+    "LETSBE_HUB_ALLOCATION_ACK_WAIT_SECONDS": "4",
+    "LETSBE_DNS_CONSUMER_ACK_WAIT_SECONDS": "4",
+    "LETSBE_DNS_CONSUMER_BACKOFF_SECONDS": "0.5,1",
+    "LETSBE_PROVISIONER_ACK_WAIT_SECONDS": "4",
+    "LETSBE_PROVISIONER_LEASE_SECONDS": "3",
+}
 
 
 @dataclass

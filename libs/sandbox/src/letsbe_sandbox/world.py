@@ -97,10 +97,13 @@ def _ssh_key(path: Path) -> asyncssh.SSHKey:
 class Sandbox:
     """Starts the fakes (in threads of this process) and says how each service reaches them."""
 
-    def __init__(self, root: Path, ports: Ports | None = None, *, zones: tuple[str, ...] = ()):
+    def __init__(self, root: Path, ports: Ports | None = None, *, zones: tuple[str, ...] = (), slow: float = 0.0):
+        """``slow``: seconds each slow step of the world takes (a server boots, DNS changes reach the nameservers,
+        provisioning step 2 allocates the swap file), to watch an order walk or to stop a service mid-step."""
         self.root = root.resolve()
         self.ports = ports or Ports()
         self.zones = zones
+        self.slow = slow
         self.material = Material.load_or_create(self.root / "secrets.json")
         self.ssh_port = _stable_port(self.root / "ssh" / "port", os.environ.get("LETSBE_SANDBOX_SSH_PORT"))
         self.client_key = _ssh_key(self.root / "ssh" / "provisioner_key")
@@ -138,6 +141,10 @@ class Sandbox:
             on_delete=self._server_deleted,
         )
         self.netcup = FakeNetcup(refresh_token=m.netcup_refresh_token)
+        if self.slow:
+            self.hetzner.action_seconds = self.slow
+            self.cloudflare.dns_delay(self.slow)
+            self.each_vps(lambda vps: vps.target.hang("fallocate", self.slow))
         self.slack = FakeSlackWebhook()
         self.webhook = WebhookReceiver(m.monitor_webhook_secret)
         self.push = FakePushGateway(token=m.push_token)
@@ -159,7 +166,7 @@ class Sandbox:
             self._servers.append(srv.start())
         self.urls = {name: srv.url for name, srv in servers.items()}
         self.dns = self.cloudflare.dns_server().start()
-        self.smtp = FakeSmtp().start()
+        self.smtp = FakeSmtp(spool_dir=self.root / "mail").start()  # each email also as a file: mail/*.eml
         # Every tenant's nginx as the monitor sees it from outside: a valid certificate for any name (SNI).
         self.tls = FakeTlsEndpoint().start()
         for server in list(self.hetzner.servers.values()):  # a restart: the servers of the last run boot again

@@ -8,6 +8,7 @@ import tomllib
 import uuid
 from typing import Any
 
+import asyncpg
 import asyncssh
 import pytest
 from sqlalchemy import select
@@ -374,3 +375,49 @@ def test_an_acme_ca_bundle_that_is_not_a_certificate_stops_the_provisioner_at_st
         bundle.write_text(content)
     with pytest.raises(ValueError, match=message):
         ProvisionerSettings(acme_ca_bundle_file=bundle)
+
+
+async def test_a_run_cut_off_by_a_database_outage_is_resumed_by_the_same_process_at_once(
+    settings: ProvisionerSettings,
+    sessions: Any,
+    hub: Any,
+    key_file: Any,
+    target: SshTarget,
+    engine: Any,
+    database_url: str,
+    pg_admin_url: str,
+) -> None:
+    # A lease long enough that waiting for it to run out would fail the test: the process still holds it only
+    # because the outage kept it from releasing it.
+    assert settings.secrets_key is not None
+    client = HubClient(hub.url, HUB_TOKEN, timeout=5)
+    pipeline = Pipeline(
+        settings.model_copy(update={"lease_seconds": 120.0}),
+        sessions,
+        client,
+        SecretBox(settings.secrets_key.get_secret_value()),
+        asyncssh.read_private_key(str(key_file)),
+    )
+    db = database_url.rsplit("/", 1)[1].split("?")[0]
+    admin = await asyncpg.connect(pg_admin_url)
+    try:
+        target.hang("fallocate", 1.0)  # step 2 waits for its swap file: the database goes away meanwhile
+        event = dns_ready(target)
+        run = asyncio.create_task(pipeline.on_dns_ready(event))
+        while not target.calls("fallocate"):
+            await asyncio.sleep(0.05)
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        with pytest.raises(Exception):  # noqa: B017 - whichever database error ended the run: the bus retries it
+            await asyncio.wait_for(run, 30)
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+
+        # The redelivered dns-ready, in the same process: the job resumes now, not when its own lease runs out.
+        await asyncio.wait_for(pipeline.on_dns_ready(event), 30)
+    finally:
+        await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+        await admin.close()
+        await client.aclose()
+    assert len(of(await staged_events(engine), ProvisionedV1)) == 1
+    steps = await steps_of(sessions, event.order.order_id)
+    assert all(s.status == StepStatus.SUCCEEDED for s in steps.values())

@@ -117,6 +117,7 @@ class Pipeline:
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.registrations = Wakeups()  # by tenant id: the jobs waiting for their Safety Wrapper to register
         self.static_secrets = [s.get_secret_value() for s in (settings.hub_token,) if s is not None]
+        self.unreleased: set[uuid.UUID] = set()  # jobs whose run ended without releasing its lease
 
     # --- entry point ----------------------------------------------------------------------------------------------
 
@@ -213,7 +214,10 @@ class Pipeline:
                 return "mine", job.id
             if job.id in self.running:
                 return "mine", job.id  # a redelivery while we are at it: wait with it
-            if job.lease_until is None or job.lease_until < _now():
+            # Our own run of it ended while the database was down (lease not released): resume it now rather than
+            # wait for our own lease to run out.
+            if job.id in self.unreleased or job.lease_until is None or job.lease_until < _now():
+                self.unreleased.discard(job.id)
                 log.warning("taking over provisioning job", job_id=str(job.id), previous_owner=job.lease_owner)
                 job.lease_owner, job.lease_until = self.owner, lease
                 return "mine", job.id
@@ -239,11 +243,13 @@ class Pipeline:
         finally:
             renew.cancel()
             await run.close()
-            with contextlib.suppress(Exception):
+            try:
                 async with unit_of_work(self.sessions) as session:
                     await session.execute(
                         update(Job).where(Job.id == job_id, Job.lease_owner == self.owner).values(lease_until=None)
                     )
+            except Exception:
+                self.unreleased.add(job_id)
 
     async def _renew_lease(self, job_id: uuid.UUID) -> None:
         while True:
