@@ -76,6 +76,27 @@ class Vps:
             check=check, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
 
+    def container_pid(self, container: str) -> int:
+        """The host's pid of a container's main process inside this VPS: ``nsenter --net=/proc/<pid>/ns/net`` runs a
+        program of the host's from that container's network position."""
+        inner = int(self.nsenter("docker", "inspect", "-f", "{{.State.Pid}}", container).stdout)
+        for status in Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError, ValueError):
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+                nspids = fields.get("NSpid", "").split()
+                if len(nspids) > 2 and int(nspids[1]) == inner and self._descends(int(nspids[0])):
+                    return int(nspids[0])
+        raise VpsError(f"no process of container {container} (pid {inner} in {self.name}) found on the host")
+
+    def _descends(self, pid: int) -> bool:
+        """True if ``pid`` runs under this VPS's systemd (another VPS's processes have the same inner pids)."""
+        while pid > 1:
+            if pid == self.leader_pid:
+                return True
+            status = Path(f"/proc/{pid}/status").read_text()
+            pid = int(status.split("\nPPid:", 1)[1].split()[0])
+        return False
+
     def save(self) -> None:
         (STATE_DIR / self.name / "state.json").write_text(json.dumps(asdict(self)))
 
