@@ -38,7 +38,7 @@ from pathlib import Path
 from letsbe_testvps.image import CACHE_DIR, host_mirror, recipe_key
 from letsbe_testvps.images import STANDIN_PACKAGES, Hashing, Image, layer_of, standin_layer, standin_rootfs
 
-RECIPE_VERSION = 2  # bump when the build below changes in a way its inputs do not show
+RECIPE_VERSION = 3  # bump when the build below changes in a way its inputs do not show
 AGENTS = {"safety-wrapper": "letsbe-safety-wrapper", "secrets-proxy": "letsbe-secrets-proxy"}
 MODULES = "usr/local/lib/openclaw/node_modules"  # OpenClaw's and Node's, in the image
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # Docker's, before the image's ENV
@@ -268,6 +268,8 @@ def _write_layer(upper: Path, out_dir: Path, trees: dict[str, Path]) -> None:
                 for entry in sorted(dirs) + sorted(names):
                     path = Path(root) / entry
                     arc = str(path.relative_to(upper))
+                    if arc in trees:
+                        continue  # an empty mount point in the upper dir: the tree below brings the directory
                     st = path.lstat()
                     if stat.S_ISCHR(st.st_mode) and st.st_rdev == 0:
                         info = tarfile.TarInfo(str(Path(arc).parent / f".wh.{entry}"))
