@@ -57,7 +57,7 @@ from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline, plan_settings
-from letsbe_provisioner.rendering.plan import AGENTS, AI_IMAGES, Plan, Settings, generate_secrets
+from letsbe_provisioner.rendering.plan import AGENTS, AI_IMAGES, OPENCLAW_CONFIG, Plan, Settings, generate_secrets
 from letsbe_provisioner.steps import STEPS
 from letsbe_testvps import agent_images, images
 from letsbe_testvps.vps import Vps
@@ -205,11 +205,10 @@ print(answer.choices[0].message.content)
 """
 
 
-def docker(vps: Vps, *args: str, stdin: str | None = None) -> str:
-    if stdin is None:
-        return vps.nsenter("docker", *args).stdout
+def docker(vps: Vps, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
     done = subprocess.run(["nsenter", "-t", str(vps.leader_pid), "-a", "docker", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    assert done.returncode == 0, f"docker {' '.join(args[:3])}: {done.stderr[-2000:]}"
     return done.stdout
 
 
@@ -244,6 +243,14 @@ def check_ai_stack(vps: Vps, hub: TenantHub, plan: Plan, tenant_id: uuid.UUID) -
     [upstream] = hub.relay.requests[before:]
     assert upstream["headers"]["authorization"] == f"Bearer {hub.llm_keys[-1]}"
     assert sentinel not in upstream["raw"].decode() + json.dumps(upstream["headers"])
+
+    # OpenClaw itself: one agent turn in its container on its rendered configuration (as in
+    # tests/rendering/test_openclaw.py): its model call goes to the Secrets Proxy by name, on the gate network.
+    before = len(hub.relay.requests)
+    turn = docker(vps, "exec", "letsbe-openclaw", "openclaw", "agent", "exec", "--config", OPENCLAW_CONFIG, "--json",
+                  "say ping", timeout=180)  # fmt: skip
+    assert "pong from the hub's relay" in turn
+    assert len(hub.relay.requests) > before
 
     # A tool call the way OpenClaw's skill makes it (curl, the URL and token from OpenClaw's own environment): the
     # Safety Wrapper runs it against the tool on the tool's network, and the tool answers.
