@@ -1,14 +1,17 @@
-"""Locally built stand-ins for the container images a tenant pulls (Docker Hub and our registry are unreachable).
+"""Locally built images for the containers a tenant pulls (Docker Hub and our registry are unreachable).
 
-One root file system, built once from the cached Debian 12 image plus Debian's nginx, is pushed (as one layer) to a
-registry storage cached next to the image, under every name the rendered compose files use. Each VPS gets Debian's
+One root file system, built once from the cached Debian 12 image plus Debian's nginx, is the stand-ins' one layer
+(and the bottom layer of the real AI images, ``agent_images``). ``publish`` pushes images to a registry storage
+cached next to the image, under every name the rendered compose files use. Each VPS gets Debian's
 ``docker-registry`` serving that storage on the host end of its link; the provisioner's ``registry_mirror`` (Docker
 Hub names) and ``image_registry`` (our AI images) settings point the VPS's dockerd at it, so the steps pull for real:
 
 - ``nginx:*``: Debian's nginx-light (``nginx -g 'daemon off;'``, an ``nginx`` user as the official image has), so
   step 6 and every ``nginx -t`` / reload really run against the rendered configuration;
-- everything else (tool stacks, OpenClaw, Safety Wrapper, Secrets Proxy): a container that only sleeps, so compose,
-  networks, mounts, users and memory limits are real but the application is not.
+- the tools' images: a plain HTTP listener on the tool's own port (``python3 -m http.server``), so networks,
+  published ports, mounts and memory limits are real and a port probe means something, but the application is not;
+  images without a known port (databases, caches) only sleep;
+- the AI stack (Safety Wrapper, Secrets Proxy, OpenClaw): real images, ``agent_images``.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -89,8 +93,31 @@ def compose_images(files: list[_File]) -> list[str]:
     return found
 
 
-def _layer() -> tuple[Path, str, str]:
-    """The stand-in root file system as one gzip layer: (file, its sha256 digest, the uncompressed tar's digest)."""
+@dataclass(frozen=True)
+class Layer:
+    path: Path  # layer.tar.gz
+    digest: str  # of the gzip blob
+    diff_id: str  # of the uncompressed tar
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image to push: its configuration's ``config`` part (Cmd, Env, User, Healthcheck, ...) and its layers."""
+
+    config: dict
+    layers: tuple[Layer, ...]  # bottom first
+    what: str  # what it is, for the test's report
+    built_seconds: float = 0.0  # time spent building it in this process (0: from the cache)
+
+
+def layer_of(directory: Path) -> Layer:
+    """The layer kept in ``directory`` (``layer.tar.gz`` and its digests in ``layer.json``)."""
+    m = json.loads((directory / "layer.json").read_text())
+    return Layer(directory / "layer.tar.gz", m["digest"], m["diff_id"])
+
+
+def standin_layer() -> Layer:
+    """The stand-in root file system as one gzip layer (written once, next to it)."""
     rootfs = standin_rootfs()
     layer = rootfs.parent / "layer.tar.gz"
     meta = rootfs.parent / "layer.json"
@@ -102,7 +129,7 @@ def _layer() -> tuple[Path, str, str]:
                 tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
                 assert tar.stdout is not None
                 diff, blob = hashlib.sha256(), hashlib.sha256()
-                with open(tmp, "wb") as out, gzip.GzipFile(fileobj=_Hashing(out, blob), mode="wb", compresslevel=1,
+                with open(tmp, "wb") as out, gzip.GzipFile(fileobj=Hashing(out, blob), mode="wb", compresslevel=1,
                                                           mtime=0) as gz:  # fmt: skip
                     while chunk := tar.stdout.read(1 << 20):
                         diff.update(chunk)
@@ -113,11 +140,12 @@ def _layer() -> tuple[Path, str, str]:
                 meta.write_text(
                     json.dumps({"digest": "sha256:" + blob.hexdigest(), "diff_id": "sha256:" + diff.hexdigest()})
                 )
-    m = json.loads(meta.read_text())
-    return layer, m["digest"], m["diff_id"]
+    return layer_of(rootfs.parent)
 
 
-class _Hashing:
+class Hashing:
+    """A file object that hashes what is written through it."""
+
     def __init__(self, out: BinaryIO, h: hashlib._Hash):
         self.out, self.h = out, h
 
@@ -129,8 +157,18 @@ class _Hashing:
         self.out.flush()
 
 
-def standin_for(name: str) -> str:
-    return "Debian nginx-light" if _repo(name).rsplit("/", 1)[-1] == "nginx" else "sleeps"
+def standin(name: str, port: int | None = None) -> Image:
+    """The stand-in for image ``name``: Debian's nginx for nginx, else a container that only sleeps or, given the
+    port the application serves on, a plain HTTP listener on it (so that a closed port means unreachable, not
+    "nothing there")."""
+    if _repo(name).rsplit("/", 1)[-1] == "nginx":
+        cmd, what = ["nginx", "-g", "daemon off;"], "Debian nginx-light"
+    elif port is not None:
+        listen = ["python3", "-m", "http.server", "--bind", "0.0.0.0", str(port)]  # noqa: S104 - in its container
+        cmd, what = listen, f"listens on {port}"
+    else:
+        cmd, what = ["sleep", "infinity"], "sleeps"
+    return Image({"Cmd": cmd}, (standin_layer(),), what)
 
 
 def _repo(name: str) -> str:
@@ -142,44 +180,44 @@ def _repo(name: str) -> str:
     return path if "/" in path else f"library/{path}"
 
 
-def publish(names: list[str]) -> list[str]:
-    """Make the registry storage hold a stand-in for every image in ``names``; returns "name (what stands in)"."""
+def publish(wanted: dict[str, Image]) -> list[str]:
+    """Make the registry storage hold every image in ``wanted`` (name -> image); returns "name (what it is)"."""
     REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
     with open(REGISTRY_STORAGE.parent / "registry.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with _registry("127.0.0.1", _free_port()) as url, httpx.Client(base_url=url, timeout=120) as http:
-            layer, digest, diff_id = _layer()
-            mounted_from: str | None = None
-            for name in names:
+        with _registry("127.0.0.1", _free_port()) as url, httpx.Client(base_url=url, timeout=300) as http:
+            pushed: dict[str, str] = {}  # layer digest -> a repository that has it (to mount from)
+            for name, image in wanted.items():
                 repo, tag = _repo(name), name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
-                cmd = ["nginx", "-g", "daemon off;"] if standin_for(name) != "sleeps" else ["sleep", "infinity"]
+                for layer in image.layers:
+                    if http.head(f"/v2/{repo}/blobs/{layer.digest}").status_code != 200:
+                        if layer.digest in pushed:
+                            http.post(f"/v2/{repo}/blobs/uploads/",
+                                      params={"mount": layer.digest, "from": pushed[layer.digest]})  # fmt: skip
+                        if http.head(f"/v2/{repo}/blobs/{layer.digest}").status_code != 200:
+                            with open(layer.path, "rb") as f:
+                                _upload(http, repo, layer.digest, f)
+                    pushed[layer.digest] = repo
                 config = json.dumps({
-                    "architecture": "amd64", "os": "linux", "config": {"Cmd": cmd},
-                    "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                    "history": [{"created_by": f"letsbe-testvps stand-in for {name}"}],
+                    "architecture": "amd64", "os": "linux", "config": image.config,
+                    "rootfs": {"type": "layers", "diff_ids": [layer.diff_id for layer in image.layers]},
+                    "history": [{"created_by": f"letsbe-testvps: {image.what}"}],
                 }).encode()  # fmt: skip
                 config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
-                if http.head(f"/v2/{repo}/blobs/{digest}").status_code != 200:
-                    if mounted_from:
-                        http.post(f"/v2/{repo}/blobs/uploads/", params={"mount": digest, "from": mounted_from})
-                    if http.head(f"/v2/{repo}/blobs/{digest}").status_code != 200:
-                        with open(layer, "rb") as f:
-                            _upload(http, repo, digest, f.read())
-                mounted_from = repo
                 _upload(http, repo, config_digest, config)
                 manifest = json.dumps({
                     "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
                     "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": len(config),
                                "digest": config_digest},
                     "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
-                                "size": layer.stat().st_size, "digest": digest}],
+                                "size": layer.path.stat().st_size, "digest": layer.digest} for layer in image.layers],
                 })  # fmt: skip
                 kind = {"Content-Type": "application/vnd.docker.distribution.manifest.v2+json"}
                 http.put(f"/v2/{repo}/manifests/{tag}", content=manifest, headers=kind).raise_for_status()
-    return [f"{n} ({standin_for(n)})" for n in names]
+    return [f"{n} ({image.what})" for n, image in wanted.items()]
 
 
-def _upload(http: httpx.Client, repo: str, digest: str, data: bytes) -> None:
+def _upload(http: httpx.Client, repo: str, digest: str, data: bytes | BinaryIO) -> None:
     if http.head(f"/v2/{repo}/blobs/{digest}").status_code == 200:
         return
     start = http.post(f"/v2/{repo}/blobs/uploads/")

@@ -1,11 +1,11 @@
 """Boot and power off one real Debian 12 system: systemd-nspawn over an overlay of the cached image.
 
 Each VPS gets a slot N (0..63): machine ``lbvpsN``, link ``ve-lbvpsN`` on the host, the /30 10.213.N.0/30 (host end
-.1, VPS end .2), its own overlay upper dir and Docker dir under /var/tmp/letsbe-testvps/lbvpsN, its own cgroups in
-every v1 controller, and a mirror-only HTTP proxy on the host end. The overlay is mounted inside a private mount
-namespace (``unshare -m``), so it disappears with the nspawn process even if we are killed. ``stop()`` powers it off
-the way systemd does (SIGRTMIN+4 to its PID 1) and removes what is left; ``sweep()`` removes what an earlier run
-left behind (its owner process gone).
+.1, VPS end .2), its own overlay upper dir under /var/tmp/letsbe-testvps/lbvpsN and a tmpfs for Docker, its own
+cgroups in every v1 controller, and a mirror-only HTTP proxy on the host end. Both mounts are made inside a private
+mount namespace (``unshare -m``), so they disappear with the nspawn process even if we are killed. ``stop()`` powers
+it off the way systemd does (SIGRTMIN+4 to its PID 1) and removes what is left; ``sweep()`` removes what an earlier
+run left behind (its owner process gone).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from letsbe_testvps.image import ensure_image, host_mirror
 from letsbe_testvps.images import REGISTRY_PORT, start_registry
 
 STATE_DIR = Path("/run/letsbe-testvps")
-# On a real file system (not tmpfs): overlay upper dirs and /var/lib/docker of each VPS. Root-owned, ours only.
+# On a real file system (not tmpfs): overlay upper dirs of each VPS. Root-owned, ours only.
 WORK_DIR = Path(os.environ.get("LETSBE_TESTVPS_WORK", "/var/tmp/letsbe-testvps"))  # noqa: S108
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 CGROUP_NAME = "letsbe-testvps"
@@ -37,6 +37,10 @@ CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blki
 SLOTS = 64
 PROXY_PORT = 3128
 BOOT_TIMEOUT = 90.0
+# /var/lib/docker of each VPS: a tmpfs in its private mount namespace (Docker's overlay2 cannot sit on the VPS's own
+# overlay root). Pulled images are written to memory and vanish with the VPS: no minutes of extracting and deleting
+# tens of thousands of files (OpenClaw's image alone has 44 000) on a busy disk. A cap, not a reservation.
+DOCKER_TMPFS_SIZE = "8g"
 
 
 class VpsError(RuntimeError):
@@ -75,6 +79,27 @@ class Vps:
             ["nsenter", "-t", str(self.leader_pid), "-a", *cmd],
             check=check, capture_output=True, text=True, timeout=timeout,
         )  # fmt: skip
+
+    def container_pid(self, container: str) -> int:
+        """The host's pid of a container's main process inside this VPS: ``nsenter --net=/proc/<pid>/ns/net`` runs a
+        program of the host's from that container's network position."""
+        inner = int(self.nsenter("docker", "inspect", "-f", "{{.State.Pid}}", container).stdout)
+        for status in Path("/proc").glob("[0-9]*/status"):
+            with contextlib.suppress(OSError, ValueError):
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines() if ":" in line)
+                nspids = fields.get("NSpid", "").split()
+                if len(nspids) > 2 and int(nspids[1]) == inner and self._descends(int(nspids[0])):
+                    return int(nspids[0])
+        raise VpsError(f"no process of container {container} (pid {inner} in {self.name}) found on the host")
+
+    def _descends(self, pid: int) -> bool:
+        """True if ``pid`` runs under this VPS's systemd (another VPS's processes have the same inner pids)."""
+        while pid > 1:
+            if pid == self.leader_pid:
+                return True
+            status = Path(f"/proc/{pid}/status").read_text()
+            pid = int(status.split("\nPPid:", 1)[1].split()[0])
+        return False
 
     def save(self) -> None:
         (STATE_DIR / self.name / "state.json").write_text(json.dumps(asdict(self)))
@@ -165,7 +190,7 @@ def _claim_slot(owner_pid: int) -> tuple[int, str]:
 def _prepare_upper(work: Path, name: str, public_key: str, host_ip: str) -> str:
     """Files this VPS has that the image must not: host keys, root's authorized key, the apt proxy, its name."""
     upper = work / "upper"
-    for d in ("upper", "work", "root", "docker"):
+    for d in ("upper", "work", "root"):
         (work / d).mkdir(parents=True, exist_ok=True)
     for d, mode in (("etc", 0o755), ("etc/ssh", 0o755), ("etc/apt", 0o755), ("etc/apt/apt.conf.d", 0o755),
                     ("root", 0o700), ("root/.ssh", 0o700)):  # fmt: skip
@@ -192,7 +217,8 @@ def _launch_script(name: str, image: Path, work: Path) -> str:
     root = shlex.quote(str(work / "root"))
     inner = (
         f"mount -t overlay overlay -o lowerdir={image},upperdir={work / 'upper'},workdir={work / 'work'} {root} && "
-        f"mkdir -p {root}/var/lib/docker && mount --bind {shlex.quote(str(work / 'docker'))} {root}/var/lib/docker && "
+        f"mkdir -p {root}/var/lib/docker && "
+        f"mount -t tmpfs -o size={DOCKER_TMPFS_SIZE},mode=0710 tmpfs {root}/var/lib/docker && "
         f"exec systemd-nspawn -D {root} -M {name} --boot --register=no --keep-unit --network-veth "
         "--capability=all --system-call-filter='@keyring bpf' --console=read-only --resolv-conf=off "
         "--link-journal=no --timezone=off"

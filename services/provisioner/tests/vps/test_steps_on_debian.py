@@ -5,14 +5,32 @@ outbox), SSH with the host key pinned, apt (through the VPS's mirror-only proxy)
 reload, fail2ban, ufw, Docker, pulling images from a registry, compose, nginx, certbot. The server is handed over
 as root, like a provider's fresh image; steps 4-10 log in as the provisioning user the pipeline set up in step 3.
 The test VPS differs from a provider's VPS in named settings only (``vps_settings_env``); each step says in its output
-when one of them changed what it did, and the table in the terminal summary lists it. Container images are
-locally built stand-ins (letsbe_testvps.images): nginx is Debian's nginx, the tools and agents only sleep.
+when one of them changed what it did, and the table in the terminal summary lists it.
+
+Images (built here: Docker Hub and our registry are unreachable): the AI stack's are real (letsbe_testvps.agent_images:
+the Safety Wrapper and the Secrets Proxy from this workspace on Debian 12's python3.11, OpenClaw from the pinned npm
+release on Node 24, each configured by its Dockerfile's final stage); nginx is Debian's nginx; the tools are
+stand-ins that answer plain HTTP on the tool's own port (letsbe_testvps.images). The agents register with the hub
+stand-in (tenant_hub.py) on the host end of the VPS's link, and the pipeline waits for that registration. Then, from
+OpenClaw's own network position on the VPS: a model call with the official OpenAI client reaches the hub's LLM
+relay through the Secrets Proxy, a tool call through the Safety Wrapper reaches the tool, and no tool port, no Docker
+API and not the hub is reachable, while nginx's position reaches the tools (the control).
+
+What still does not run here: the tools' own applications and their setup scripts (step 9 with ``apps_setup``;
+their images cannot be pulled), the import of the tools' secrets into the Safety Wrapper's store (step 10, same
+setting), the real hub (a stand-in of its tenant API and an OpenAI-compatible fake as its relay), OpenClaw's own
+agent turn (next to its gateway it is killed at the container's memory limit), the wildcard certificate and an
+off-site backup. Known failure (xfail, checked last): OpenClaw's gateway is OOM-killed in its 384 MB container.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,22 +51,26 @@ from letsbe_contracts import (
     ServerTarget,
     Tier,
 )
+from letsbe_fakes import LoopbackServer
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline, plan_settings
-from letsbe_provisioner.rendering.plan import AGENTS, Plan, Settings, generate_secrets
+from letsbe_provisioner.rendering.plan import AGENTS, AI_IMAGES, Plan, Settings, generate_secrets
 from letsbe_provisioner.steps import STEPS
-from letsbe_testvps import images
+from letsbe_testvps import agent_images, images
 from letsbe_testvps.vps import Vps
 
 from ..conftest import HUB_TOKEN, staged_events
+from .tenant_hub import TenantHub
+
+REPO = Path(__file__).resolve().parents[4]
 
 pytestmark = [pytest.mark.vps, pytest.mark.timeout(1200)]
 
-TOOLS = ("uptime_kuma",)  # a stack without a database: a sleeping stand-in cannot pass a database's healthcheck
+TOOLS = ("uptime_kuma",)  # a stack without a database: a stand-in cannot pass a database's healthcheck
 
 
 def vps_settings_env(vps: Vps) -> dict[str, str]:
@@ -59,11 +81,24 @@ def vps_settings_env(vps: Vps) -> dict[str, str]:
         "LETSBE_PROVISIONER_SWAP_MB": "0",  # no swapon inside a container
         "LETSBE_PROVISIONER_DOCKER_SOURCE": "debian",  # download.docker.com is unreachable; Debian's mirror is not
         "LETSBE_PROVISIONER_REGISTRY_MIRROR": f"http://{vps.registry}",  # Docker Hub names: local stand-ins
-        "LETSBE_PROVISIONER_IMAGE_REGISTRY": f"{vps.registry}/letsbe",  # the AI images: local stand-ins
+        "LETSBE_PROVISIONER_IMAGE_REGISTRY": f"{vps.registry}/letsbe",  # the AI images: built here
+        # Their tag: this VPS's name, so that two test runs at once (other checkouts, other code) never pull each
+        # other's images from the shared registry storage.
+        "LETSBE_PROVISIONER_AGENT_IMAGE_TAG": vps.name,
         "LETSBE_PROVISIONER_INSECURE_REGISTRIES": json.dumps([vps.registry]),
         "LETSBE_PROVISIONER_CONTROL_PLANE_IPS": json.dumps([vps.host_ip]),  # never banned by fail2ban
         "LETSBE_PROVISIONER_APPS_SETUP": "false",  # the apps only sleep: nothing to set up inside them
     }
+
+
+@pytest.fixture
+def hub(test_vps: Vps) -> Iterator[TenantHub]:
+    """The hub stand-in where the VPS reaches it, on the host end of its link: the provisioner calls it from here,
+    the agents in the VPS's containers register with it and send model calls to its LLM relay."""
+    standin = TenantHub(HUB_TOKEN)
+    with LoopbackServer(standin.app, host=test_vps.host_ip) as srv:
+        standin.url = srv.url  # type: ignore[attr-defined]
+        yield standin
 
 
 @pytest.fixture
@@ -83,13 +118,14 @@ def provisioner_env(
         "LETSBE_PROVISIONER_SSH_CONNECT_TIMEOUT_SECONDS": "10",
         "LETSBE_PROVISIONER_STEP_TIMEOUT_SECONDS": "600",
         "LETSBE_PROVISIONER_LOG_FLUSH_SECONDS": "0.2",
-        "LETSBE_PROVISIONER_REGISTRATION_TIMEOUT_SECONDS": "10",
-        "LETSBE_PROVISIONER_REGISTRATION_POLL_SECONDS": "0.1",
+        # The real agents start, register with the hub and only then is the tenant provisioned.
+        "LETSBE_PROVISIONER_REGISTRATION_TIMEOUT_SECONDS": "180",
+        "LETSBE_PROVISIONER_REGISTRATION_POLL_SECONDS": "0.5",
         **vps_settings_env(test_vps),
     }
 
 
-def table(steps: dict[int, JobStep], lines: dict[int, list[str]], stand_ins: list[str]) -> str:
+def table(steps: dict[int, JobStep], lines: dict[int, list[str]], pushed: list[str], timings: list[str]) -> str:
     out = [f"{'step':<16} {'status':<10} {'seconds':>7}  skipped / changed by a setting"]
     for s in STEPS:
         row = steps[s.number]
@@ -97,12 +133,157 @@ def table(steps: dict[int, JobStep], lines: dict[int, list[str]], stand_ins: lis
         notes = [line for line in lines.get(s.number, []) if "(setting " in line] or ["-"]
         out.append(f"{s.number:>2} {s.name:<13} {row.status.lower():<10} {secs:>7.1f}  {notes[0]}")
         out += [f"{'':<36}  {n}" for n in notes[1:]]
-    out.append("locally built image stand-ins (pulled from the VPS's registry): " + ", ".join(stand_ins))
+    out.append("locally built images (pulled from the VPS's registry): " + ", ".join(pushed))
+    out += timings
     out.append(
-        "not real: the applications in the containers (stand-ins), the wildcard certificate (step 7 puts "
-        "the self-signed stand-in in place until an agent holds a Hub credential), backups' off-site copy"
+        "not real: the tools' applications and their setup scripts (stand-ins listen on the tools' ports), the hub "
+        "(a stand-in of its tenant API; its LLM relay is an OpenAI-compatible fake), the wildcard certificate (step 7 "
+        "puts the self-signed stand-in in place), backups' off-site copy"
     )
     return "\n".join(out)
+
+
+def plan_of(settings: ProvisionerSettings, server: ServerTarget, key: asyncssh.SSHKey) -> Settings:
+    """The rendering settings the pipeline uses for this server (Pipeline's job: hub URL, image tag, plan_settings)."""
+    return Settings(hub_url=settings.hub_url, agent_image_tag=settings.agent_image_tag,
+                    **plan_settings(settings, server, key))  # fmt: skip
+
+
+def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images.Image]:
+    """Every image the rendered compose files name: the AI stack's real images, stand-ins for the rest (a tool's
+    listens on the tool's own port)."""
+    ports = {st.tool.image: st.tool.container_port for st in plan.stacks}
+    ai = {f"{settings.image_registry}/{name}": name for name in AI_IMAGES}
+    wanted = {}
+    for name in images.compose_images(plan.files()):
+        repo = name.rsplit(":", 1)[0]
+        if repo in ai:
+            agent = ai[repo]
+            wanted[name] = (
+                agent_images.openclaw_image(REPO) if agent == "openclaw" else agent_images.agent_image(REPO, agent)
+            )
+        else:
+            wanted[name] = images.standin(name, ports.get(name))
+    return wanted
+
+
+def eventually(check: Callable[[], Any], what: str, timeout: float = 120, every: float = 1) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(every)
+    return result
+
+
+def in_netns(vps: Vps, container: str, script: str, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``script`` with this test's Python (and its packages: the OpenAI client) in the network namespace of
+    ``container`` on the VPS: what a process in that container can reach, this reaches."""
+    pid = vps.container_pid(container)
+    done = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", sys.executable, "-c", script, *args],
+                          capture_output=True, text=True, timeout=120, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+PROBE = """
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+def probe(target):
+    host, port = target
+    try:
+        socket.create_connection((host, port), timeout=3).close()
+        return "open"
+    except OSError as exc:
+        return type(exc).__name__
+targets = [tuple(t) for t in json.loads(sys.argv[1])]
+with ThreadPoolExecutor(32) as pool:
+    print(json.dumps({f"{h}:{p}": r for (h, p), r in zip(targets, pool.map(probe, targets))}))
+"""
+
+
+def probe(vps: Vps, container: str, targets: list[tuple[str, int]]) -> dict[str, str]:
+    """TCP connect from ``container``'s network position to each (host, port): "open" or why not."""
+    return json.loads(in_netns(vps, container, PROBE, json.dumps(targets)))
+
+
+MODEL_CALL = """
+import os, sys, openai
+llm = openai.OpenAI(base_url=sys.argv[1], max_retries=0, timeout=60)
+answer = llm.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "ping"}])
+print(answer.choices[0].message.content)
+"""
+
+
+def docker(vps: Vps, *args: str, stdin: str | None = None, timeout: float = 60) -> str:
+    done = subprocess.run(["nsenter", "-t", str(vps.leader_pid), "-a", "docker", *args], input=stdin,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    assert done.returncode == 0, f"docker {' '.join(args[:3])}: {done.stderr[-2000:]}"
+    return done.stdout
+
+
+def container_ips(vps: Vps, container: str) -> dict[str, str]:
+    """network name -> the container's address on it"""
+    nets = json.loads(docker(vps, "inspect", "-f", "{{json .NetworkSettings.Networks}}", container))
+    return {name: n["IPAddress"] for name, n in nets.items()}
+
+
+def check_ai_stack(vps: Vps, hub: TenantHub, plan: Plan, tenant_id: uuid.UUID) -> None:
+    """The AI stack as it runs on the VPS: healthy agents registered with the hub, a model call and a tool call from
+    OpenClaw's position, and nothing else reachable from there."""
+    for agent in AGENTS:  # the images' own healthchecks (the Dockerfiles'), run by the VPS's dockerd
+        eventually(lambda agent=agent: docker(vps, "inspect", "-f", "{{.State.Health.Status}}", f"letsbe-{agent}")
+                   .strip() == "healthy", f"letsbe-{agent} to be healthy")  # fmt: skip
+    eventually(lambda: "running" in docker(vps, "inspect", "-f", "{{.State.Status}}", "letsbe-openclaw"),
+               "letsbe-openclaw to run")  # fmt: skip
+    # Both registered themselves with their one-time tokens, and they heartbeat.
+    eventually(lambda: {a for t, a in hub.heartbeats if t == tenant_id} == set(AGENTS), "both agents' heartbeats")
+    assert {a["agent"] for a in hub.tenants[tenant_id]["agents"]} == set(AGENTS)
+
+    sentinel, tools_token = plan.secrets["ai.sentinel_key"], plan.secrets["ai.tools_token"]
+    gate = {c: container_ips(vps, c)["letsbe-ai-gate"] for c in ("letsbe-secrets-proxy", "letsbe-safety-wrapper")}
+
+    # A model call from OpenClaw's position with the official OpenAI client and the sentinel key OpenClaw holds:
+    # the Secrets Proxy swaps in the tenant's relay key and the hub's relay answers.
+    hub.relay.api_key = hub.llm_keys[-1]  # the relay accepts the key the hub issued for this tenant (step 10)
+    before = len(hub.relay.requests)
+    url = f"http://{gate['letsbe-secrets-proxy']}:8100/v1"  # secrets-proxy:8100 in OpenClaw's DNS
+    answer = in_netns(vps, "letsbe-openclaw", MODEL_CALL, url, env={"OPENAI_API_KEY": sentinel, "PATH": "/usr/bin"})
+    assert answer.strip() == "pong from the hub's relay"
+    [upstream] = hub.relay.requests[before:]
+    assert upstream["headers"]["authorization"] == f"Bearer {hub.llm_keys[-1]}"
+    assert sentinel not in upstream["raw"].decode() + json.dumps(upstream["headers"])
+
+    # A tool call the way OpenClaw's skill makes it (curl, the URL and token from OpenClaw's own environment): the
+    # Safety Wrapper runs it against the tool on the tool's network, and the tool answers.
+    call = {"tool": "uptime_kuma", "action": "status_page.get", "args": {"slug": "main"}, "reason": "a test"}
+    skill = (
+        'curl -sS -H "Authorization: Bearer $LETSBE_TOOLS_TOKEN" -H "Content-Type: application/json" '
+        '--data-binary @- "$LETSBE_SAFETY_WRAPPER_URL/api/v1/tools/execute"'
+    )
+    out = docker(vps, "exec", "-i", "letsbe-openclaw", "sh", "-c", skill, stdin=json.dumps(call))
+    outcome = json.loads(out)
+    assert outcome["status"] == "executed", outcome
+    assert outcome["result"]["status_code"] == 404  # the stand-in's answer: it has no such page
+    tool = plan.stacks[0]
+    assert "GET /api/status-page/main" in vps.nsenter("docker", "logs", tool.container).stderr
+    assert tools_token not in out
+
+    # The network: from OpenClaw's position, every tool port, the Docker API and the hub are unreachable; the two
+    # agents are reachable. The same tool ports are open from nginx's position (host network): the control case.
+    vps_addresses = [a.split()[3].split("/")[0] for a in vps.nsenter("ip", "-4", "-o", "addr").stdout.splitlines()]
+    tool_ips = [ip for st in plan.stacks for ip in container_ips(vps, st.container).values()]
+    tool_ports = sorted({p for st in plan.stacks for p in (st.tool.host_port, st.tool.container_port)})
+    blocked = [(a, p) for a in [*vps_addresses, *tool_ips] for p in [*tool_ports, 2375, 2376]]
+    hub_host, hub_port = hub.url.removeprefix("http://").split(":")  # type: ignore[attr-defined]
+    blocked.append((hub_host, int(hub_port)))
+    allowed = [(gate["letsbe-safety-wrapper"], 8200), (gate["letsbe-secrets-proxy"], 8100)]
+    seen = probe(vps, "letsbe-openclaw", blocked + allowed)
+    assert [t for t, r in seen.items() if r == "open"] == [f"{h}:{p}" for h, p in allowed], seen
+    sockets = docker(vps, "exec", "letsbe-openclaw", "sh", "-c", "find / -xdev -name docker.sock; ls /var/run /run")
+    assert "docker.sock" not in sockets
+    from_nginx = probe(vps, "letsbe-nginx", [("127.0.0.1", st.tool.host_port) for st in plan.stacks])
+    assert set(from_nginx.values()) == {"open"}, from_nginx
 
 
 async def test_the_ten_steps_run_for_real_on_debian_12(
@@ -127,13 +308,14 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
         ),
         records=(DnsRecordRef(type="A", name="tenant.example.com", content=test_vps.ip),),
     )  # fmt: skip
-    # Every image the rendered compose files name gets a stand-in in the registry the VPS pulls from.
-    rendered = Plan(
-        event.order,
-        Settings(hub_url=settings.hub_url, **plan_settings(settings, event.server, testvps_key)),
-        generate_secrets(TOOLS),
-    )
-    stand_ins = images.publish(images.compose_images(rendered.files()))
+    # Every image the rendered compose files name, in the registry the VPS pulls from.
+    rendered = Plan(event.order, plan_of(settings, event.server, testvps_key), generate_secrets(TOOLS))
+    started = time.monotonic()
+    wanted = wanted_images(rendered, settings)
+    built = {n: i.built_seconds for n, i in wanted.items() if i.built_seconds}
+    pushed = images.publish(wanted)
+    timings = [f"images: {time.monotonic() - started:.0f}s to build (built now: "
+               f"{', '.join(f'{n} {s:.0f}s' for n, s in built.items()) or 'none, all cached'}) and push"]  # fmt: skip
     client = HubClient(hub.url, HUB_TOKEN, timeout=5)
     pipeline = Pipeline(settings, sessions, client, SecretBox(settings.secrets_key.get_secret_value()), testvps_key)
     try:
@@ -148,7 +330,7 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
         async with sessions() as s:
             job = (await s.execute(select(Job).where(Job.order_id == event.order.order_id))).scalar_one()
             steps = {r.number: r for r in (await s.execute(select(JobStep).where(JobStep.job_id == job.id))).scalars()}
-        testvps_report.append(("provisioning steps on the Debian 12 test VPS", table(steps, lines, stand_ins)))
+        testvps_report.append(("provisioning steps on the Debian 12 test VPS", table(steps, lines, pushed, timings)))
 
     failed = [r for r in steps.values() if r.status != "SUCCEEDED"]
     assert not failed, f"step {failed[0].number} {failed[0].name}: {failed[0].error}"
@@ -167,14 +349,20 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     # nginx (Debian's, in the stand-in image) serves the rendered configuration: plain HTTP redirects to HTTPS.
     assert test_vps.nsenter("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1/").stdout == "301"
 
+    async with sessions() as s:
+        secrets = await ensure_secrets(s, SecretBox(settings.secrets_key.get_secret_value()), job.tenant_id, TOOLS)
+    plan = Plan(event.order, plan_of(settings, event.server, testvps_key), secrets)
+    started = time.monotonic()
+    check_ai_stack(test_vps, hub, plan, job.tenant_id)
+    checked = time.monotonic() - started
+    testvps_report.append(("the AI stack on the Debian 12 test VPS", (
+        f"healthy and registered agents, a model call and a tool call from OpenClaw's position, the network probe: "
+        f"{checked:.0f}s after step 10 ({steps[10].finished_at - steps[10].started_at} with pulling the images)"
+    )))  # fmt: skip
+
     # Every step is safe to run again on the real system (a retry, a resumed job): it succeeds and changes no file
     # (step 10 writes what the hub issues afresh for each run: one-time registration tokens and the Secrets Proxy's
     # LLM relay key in its env file).
-    async with sessions() as s:
-        secrets = await ensure_secrets(s, SecretBox(settings.secrets_key.get_secret_value()), job.tenant_id, TOOLS)
-    plan = Plan(
-        event.order, Settings(hub_url=settings.hub_url, **plan_settings(settings, event.server, testvps_key)), secrets
-    )
     tokens = {agent: f"rt_{agent}_rerun" for agent in AGENTS}
     llm_key = "lbl_rerun_" + "k" * 32
     conn = await ssh.connect(as_user, testvps_key, timeout=10)
@@ -187,9 +375,27 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
 
             script = plan.step_script(step.number, tokens, llm_key)
             code = await ssh.run_script(conn, script, root="", user=as_user.ssh_user, on_line=sink, timeout=600)
-            assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(out[-30:])
+            if step.name == "tls":
+                # The Safety Wrapper has registered (step 10), so now step 7 issues the wildcard by DNS-01, and no
+                # ACME server is reachable from the test VPS: the one step that cannot succeed again here. It fails
+                # at Let's Encrypt, after its files (unchanged) and before touching the certificate in place.
+                assert code != 0 and "acme-v02.api.letsencrypt.org" in "\n".join(out), "\n".join(out[-30:])
+            else:
+                assert code == 0, f"step {step.number} failed when run again:\n" + "\n".join(out[-30:])
             issued = ("registration-token", "/opt/letsbe/ai/secrets-proxy.env")
             wrote = [line for line in out if line.startswith("wrote ") and not line.endswith(issued)]
             assert wrote == [], f"step {step.number} changed files when run again"
     finally:
         conn.close()
+
+    # Last, as the other checks ran meanwhile: OpenClaw's gateway serves on the rendered configuration in its
+    # container (its image's healthcheck). Known: killed at the rendered 384 MB (compose/ai.yml.j2), the gateway and
+    # its healthcheck's node together need more; every other check above passed when this is reported as xfail.
+    try:
+        eventually(lambda: docker(test_vps, "inspect", "-f", "{{.State.Health.Status}}", "letsbe-openclaw").strip()
+                   == "healthy", "letsbe-openclaw's gateway to be healthy", timeout=90)  # fmt: skip
+    except AssertionError as exc:
+        state = json.loads(docker(test_vps, "inspect", "-f", "{{json .State}}", "letsbe-openclaw"))
+        if state["OOMKilled"]:
+            pytest.xfail("OpenClaw's gateway is OOM-killed in its 384 MB container (mem_limit in compose/ai.yml.j2)")
+        raise AssertionError(f"{exc}: {state}") from None
