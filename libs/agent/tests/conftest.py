@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from hub_testing.tenants import admin, hub, hub_settings  # noqa: F401 - fixtures
 from letsbe_fakes.docker_engine import DockerEngineFake
-from letsbe_hub.tenants.testing import admin, hub, hub_settings  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -13,12 +13,12 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from hub_testing.tenants import mint_token
 from letsbe_agent.commands import CommandContext, Outcome
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.usage import UsageLedger
 from letsbe_contracts.enums import AgentKind
-from letsbe_hub.tenants.testing import mint_token
 
 
 class SwitchableTransport(httpx.AsyncBaseTransport):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from hub_testing.orders import eventually
 from letsbe_contracts.events import TenantDecommissionedV1
-from letsbe_hub.orders.testing import eventually
 
 
 async def wait_until(condition, timeout: float = 10.0) -> None:

@@ -8,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from hub_testing.tenants import admin_token, enroll
 from letsbe_contracts.approvals import ApprovalCreate
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.tenants.testing import admin_token, enroll
 from letsbe_safety_wrapper.tools.approvals import HubApprovals
 from letsbe_safety_wrapper.tools.errors import ApprovalMismatch, ApprovalNotFound, ApprovalUsed
 

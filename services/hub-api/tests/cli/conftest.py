@@ -14,16 +14,16 @@ import pytest_asyncio
 from click.testing import Result
 from typer.testing import CliRunner
 
-from letsbe_hub.app import create_app
-from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.cli import app as cli_app
-from letsbe_hub.orders.testing import (  # noqa: F401 - fixtures
+from hub_testing.orders import (  # noqa: F401 - fixtures
     _stripe_server,
     orders_settings,
     serve,
     stripe_fake,
     token,
 )
+from letsbe_hub.app import create_app
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.cli import app as cli_app
 
 LETSBE_HUB = str(Path(sys.executable).parent / "letsbe-hub")
 

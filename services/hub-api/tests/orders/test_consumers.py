@@ -5,6 +5,16 @@ import uuid
 
 from sqlalchemy import text
 
+from hub_testing.orders import (
+    consumer_idle,
+    eventually,
+    insert_order,
+    order_body,
+    order_spec,
+    post_event,
+    published,
+    server_target,
+)
 from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DeadLetteredV1,
@@ -16,16 +26,6 @@ from letsbe_contracts.events import (
     ProvisioningLogV1,
     ProvisioningStepV1,
     ServerAllocatedV1,
-)
-from letsbe_hub.orders.testing import (
-    consumer_idle,
-    eventually,
-    insert_order,
-    order_body,
-    order_spec,
-    post_event,
-    published,
-    server_target,
 )
 
 ORDERS = "/api/v1/admin/orders"

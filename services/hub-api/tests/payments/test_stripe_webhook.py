@@ -8,9 +8,7 @@ import httpx
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
-from letsbe_contracts.enums import OrderStatus
-from letsbe_fakes.stripe import signature_header
-from letsbe_hub.orders.testing import (
+from hub_testing.orders import (
     count,
     eventually,
     insert_order,
@@ -21,6 +19,8 @@ from letsbe_hub.orders.testing import (
     post_event,
     published,
 )
+from letsbe_contracts.enums import OrderStatus
+from letsbe_fakes.stripe import signature_header
 
 ORDERS = "/api/v1/admin/orders"
 WEBHOOK = "/api/v1/public/stripe/webhook"

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
-from letsbe_hub.tenants.testing import Enrolled, enroll
+from hub_testing.tenants import Enrolled, enroll
 
 IMAGE = "registry.letsbe.biz/letsbe/openclaw"
 DIGEST = "sha256:" + "e" * 64

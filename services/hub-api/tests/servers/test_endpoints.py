@@ -9,6 +9,7 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
+from hub_testing.servers import FINGERPRINT, add_servers, hub_settings, order_spec, servers_app, staged, token
 from letsbe_contracts import ServerAllocatedV1
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.netcup import FakeNetcup
@@ -16,7 +17,6 @@ from letsbe_hub.app import create_app
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.servers.allocation import Outcome
 from letsbe_hub.servers.models import InventoryStatus, Server
-from letsbe_hub.servers.testing import FINGERPRINT, add_servers, hub_settings, order_spec, servers_app, staged, token
 
 BASE = "/api/v1/admin/servers"
 

@@ -7,10 +7,10 @@ import uuid
 
 from sqlalchemy import select
 
+from hub_testing.servers import add_servers, order_spec, staged
 from letsbe_contracts import OrderCreatedV1, ProvisionedV1, ServerAllocatedV1
 from letsbe_hub.servers.handlers import ServerWorkers
 from letsbe_hub.servers.models import InventoryStatus, Server
-from letsbe_hub.servers.testing import add_servers, order_spec, staged
 
 
 async def _eventually(check, timeout: float = 15.0):

@@ -4,8 +4,8 @@ import asyncio
 
 from asgi_lifespan import LifespanManager
 
+from hub_testing.tenants import admin, hub, hub_settings, mint_token  # noqa: F401 - fixtures
 from letsbe_agent.runtime import agent_of
-from letsbe_hub.tenants.testing import admin, hub, hub_settings, mint_token  # noqa: F401 - fixtures
 from letsbe_secrets_proxy.app import create_app
 from letsbe_secrets_proxy.config import SecretsProxySettings
 

@@ -34,7 +34,7 @@ from letsbe_platform.web import create_service_app, runtime
 E = TypeVar("E", bound=Event)
 
 FINGERPRINT = "SHA256:" + "Q" * 43
-HETZNER_TOKEN = "hetzner-test-token"  # noqa: S105 - the fake's token
+HETZNER_TOKEN = "hetzner-test-token"
 
 # Waits and polls cut to milliseconds: the behaviour is the same, the suite stays fast.
 FAST = {

@@ -38,7 +38,7 @@ from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import create_service_app, runtime
 
-WEBHOOK_SECRET = "whsec_test_orders"  # noqa: S105 - a test value
+WEBHOOK_SECRET = "whsec_test_orders"
 
 
 # --- external systems on loopback -------------------------------------------------------------------------------
