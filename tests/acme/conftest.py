@@ -24,7 +24,6 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from hub_testing.orders import eventually
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_agent.settings import AgentSettings
 from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier
@@ -33,7 +32,7 @@ from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeAuthoritativeDns, FakeCloudflare
 from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_fakes.tls_endpoint import self_signed
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import eventually, free_port
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_provisioner.rendering.plan import AI_DIR, Plan, Settings, generate_secrets
 

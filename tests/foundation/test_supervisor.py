@@ -17,21 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import eventually, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, "-m", "letsbe_platform.runner"]
-
-
-async def eventually(check, what: str, timeout: float = 90.0, every: float = 0.25):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if result := await check():
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what}")
-        await asyncio.sleep(every)
 
 
 @dataclass
@@ -144,7 +134,7 @@ async def test_killed_service_is_restarted_and_ready_again(embedded: Run):
         new = embedded.child_pid("letsbe_provisioner")
         return new is not None and new != old and await embedded.all_ready()
 
-    await eventually(replaced, "provisioner restarted and every service ready")
+    await eventually(replaced, "provisioner restarted and every service ready", timeout=90)
     out = embedded.output()
     assert "provisioner exited with -9; restarting it in" in out
     assert "provisioner restarted (pid" in out

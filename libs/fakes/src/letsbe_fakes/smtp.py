@@ -8,7 +8,6 @@ the next n messages with an SMTP error (4xx transient, 5xx permanent) instead of
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from email import message_from_bytes, policy
@@ -16,6 +15,8 @@ from email.message import EmailMessage
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from letsbe_platform.testing import free_port
 
 
 class _Handler:
@@ -36,7 +37,7 @@ class _Handler:
 class FakeSmtp:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None):
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self._failures: list[int] = []
@@ -81,9 +82,3 @@ class FakeSmtp:
                 raise TimeoutError(f"{len(self.messages)} of {count} messages after {timeout}s")
             await asyncio.sleep(0.02)
         return list(self.messages)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import asyncssh
 
+from letsbe_platform.testing import free_port
+
 STANDINS = (
     "apt-get", "apt-mark", "dpkg", "systemctl", "service", "docker", "ufw", "certbot", "useradd", "usermod",
     "passwd", "chpasswd", "sshd", "fail2ban-client", "timedatectl", "swapon", "mkswap", "fallocate", "sysctl",
@@ -109,7 +111,7 @@ class SshTarget:
         self.root = Path(root or tempfile.mkdtemp(prefix="letsbe-ssh-target-")).resolve()
         self.user = user
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
         self.client_key = client_key or asyncssh.generate_private_key("ssh-ed25519")
         self.bin = self.root / ".standins" / "bin"
@@ -383,9 +385,3 @@ class SshTarget:
         finally:
             for t in (feeder, outputs, hangup):
                 t.cancel()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

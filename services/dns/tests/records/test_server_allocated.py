@@ -14,8 +14,8 @@ import dns.message
 import pytest
 from sqlalchemy import text
 
-from hub_testing.orders import eventually
 from letsbe_contracts import DnsReadyV1, OrderFailedV1
+from letsbe_platform.testing import eventually
 
 
 async def served(port: int, name: str, rtype: str) -> list[str]:

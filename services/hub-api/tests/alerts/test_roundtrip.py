@@ -1,7 +1,6 @@
 """Monitor → hub → monitor over real NATS: an alert the monitor raises appears in the hub's API, and the operator's
 acknowledgement in the hub reaches the monitor, which stops staff notifications for it."""
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -13,7 +12,7 @@ from letsbe_monitor.alerts.models import Alert as MonitorAlert
 from letsbe_monitor.app import create_app as create_monitor
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import eventually, free_port
 
 from .conftest import alerts_app, token_for
 
@@ -58,17 +57,6 @@ def disk_heartbeat(tid: uuid.UUID, percent: float, at: datetime) -> TenantHeartb
         interval_seconds=60,
         details=details,
     )
-
-
-async def eventually(check, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
 
 
 async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(

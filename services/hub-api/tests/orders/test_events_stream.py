@@ -10,16 +10,7 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest_asyncio
 
-from hub_testing.orders import (
-    eventually,
-    insert_order,
-    order_body,
-    order_spec,
-    orders_app,
-    post_event,
-    serve,
-    server_target,
-)
+from hub_testing.orders import insert_order, order_body, order_spec, orders_app, post_event, serve, server_target
 from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DnsReadyV1,
@@ -32,6 +23,7 @@ from letsbe_contracts.events import (
 from letsbe_hub.orders.sse_client import SseEvent, iter_sse
 from letsbe_hub.orders.state import transition
 from letsbe_platform.db import unit_of_work
+from letsbe_platform.testing import eventually
 
 ORDERS = "/api/v1/admin/orders"
 

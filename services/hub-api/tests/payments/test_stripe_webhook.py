@@ -10,7 +10,6 @@ from sqlalchemy import text
 
 from hub_testing.orders import (
     count,
-    eventually,
     insert_order,
     order_body,
     orders_app,
@@ -21,6 +20,7 @@ from hub_testing.orders import (
 )
 from letsbe_contracts.enums import OrderStatus
 from letsbe_fakes.stripe import signature_header
+from letsbe_platform.testing import eventually
 
 ORDERS = "/api/v1/admin/orders"
 WEBHOOK = "/api/v1/public/stripe/webhook"

@@ -15,11 +15,11 @@ import asyncssh
 import pytest
 import yaml
 
-from hub_testing.orders import eventually
 from letsbe_agent import backups
 from letsbe_contracts import Tier
 from letsbe_contracts.events import BackupStatus
 from letsbe_fakes.ssh_target import SshTarget
+from letsbe_platform.testing import eventually
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.steps import STEPS
 

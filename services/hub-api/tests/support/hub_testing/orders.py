@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -36,6 +35,7 @@ from letsbe_hub.db import SCHEMA
 from letsbe_hub.orders import wiring
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.testing import free_port
 from letsbe_platform.web import create_service_app, runtime
 
 WEBHOOK_SECRET = "whsec_test_orders"
@@ -158,9 +158,7 @@ async def operator(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Run ``app`` on a real loopback HTTP server in this event loop (streaming responses need one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False)
     )
@@ -253,18 +251,6 @@ async def count(sessions: async_sessionmaker[AsyncSession], sql: str, **params: 
 
     async with sessions() as session:
         return int((await session.execute(text(sql), params)).scalar_one())
-
-
-async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll ``await check()`` until it returns something truthy; fail after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {check}")
-        await asyncio.sleep(interval)
 
 
 async def published(bus: Any, subject: str) -> int:
