@@ -7,14 +7,16 @@ from datetime import UTC, datetime
 import httpx
 from asgi_lifespan import LifespanManager
 
+from hub_testing import hub_app
 from letsbe_contracts import HeartbeatDetails, OrderSpec, ProvisionedV1, ServerTarget, TenantHeartbeatV1
+from letsbe_hub.alerts import endpoints, handlers
 from letsbe_monitor.alerts.models import Alert as MonitorAlert
 from letsbe_monitor.app import create_app as create_monitor
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_platform.testing import eventually, free_port
 
-from .conftest import alerts_app, token_for
+from .conftest import token_for
 
 
 def provisioned_event(tid: uuid.UUID) -> ProvisionedV1:
@@ -78,7 +80,7 @@ async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(
     tid = uuid.uuid4()
     async with (
         LifespanManager(create_monitor(monitor_settings)),
-        LifespanManager(alerts_app(settings, workers=True)) as hub,
+        LifespanManager(hub_app(settings, routers=[endpoints.router], workers=handlers.start)) as hub,
     ):
         await bus.publish(provisioned_event(tid), correlation_id=tid)
 

@@ -1,7 +1,7 @@
 """Test fixtures for the orders, payments, catalog and notifications contexts (imported by their conftest.py).
 
-``orders_hub`` runs the hub app with only this context's workers (plus the outbox relay), so tests observe exactly
-what orders do — no allocation worker moving orders behind the test's back.
+``orders_hub`` runs :func:`hub_testing.hub_app` with only this context's workers (plus the outbox relay), so tests
+observe exactly what orders do — no allocation worker moving orders behind the test's back.
 """
 
 from __future__ import annotations
@@ -23,20 +23,17 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub_testing import hub_app
 from letsbe_contracts import OrderSpec, ServerTarget
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
-from letsbe_hub.app import ROUTERS
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
-from letsbe_hub.db import SCHEMA
 from letsbe_hub.orders import wiring
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.testing import free_port
-from letsbe_platform.web import create_service_app, runtime
 
 WEBHOOK_SECRET = "whsec_test_orders"
 
@@ -107,23 +104,6 @@ def hub_settings(
     return orders_settings(database_url, nats_url, bus_namespace, stripe_fake, smtp_server)
 
 
-def orders_app(settings: HubSettings) -> FastAPI:
-    """Every hub route, but only the outbox relay and the orders workers."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings) as rt:
-            app.state.runtime = rt
-            app.state.settings = settings
-            assert rt.bus is not None
-            relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.2)
-            rt.start("outbox-relay", relay.run(), relay.stop)
-            app.state.orders = wiring.start(rt, settings)
-            yield
-
-    return create_service_app(title="hub (orders tests)", version="test", lifespan=lifespan, routers=ROUTERS)
-
-
 @dataclass
 class Hub:
     app: FastAPI
@@ -131,12 +111,12 @@ class Hub:
 
     @property
     def orders(self) -> wiring.OrdersRuntime:
-        return self.app.state.orders
+        return self.app.state.workers
 
 
 @pytest_asyncio.fixture
 async def orders_hub(hub_settings: HubSettings) -> AsyncIterator[Hub]:
-    app = orders_app(hub_settings)
+    app = hub_app(hub_settings, workers=wiring.start)
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
