@@ -8,15 +8,16 @@ import httpx
 from asgi_lifespan import LifespanManager
 
 from hub_testing import hub_app
+from hub_testing.orders import token
+from hub_testing.tenants import fast_hub_settings
 from letsbe_contracts import HeartbeatDetails, OrderSpec, ProvisionedV1, ServerTarget, TenantHeartbeatV1
 from letsbe_hub.alerts import endpoints, handlers
+from letsbe_hub.auth.scopes import Scope
 from letsbe_monitor.alerts.models import Alert as MonitorAlert
 from letsbe_monitor.app import create_app as create_monitor
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_platform.testing import eventually, free_port
-
-from .conftest import token_for
 
 
 def provisioned_event(tid: uuid.UUID) -> ProvisionedV1:
@@ -62,8 +63,9 @@ def disk_heartbeat(tid: uuid.UUID, percent: float, at: datetime) -> TenantHeartb
 
 
 async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(
-    settings, database_url, nats_url, bus_namespace, bus, sessions
+    database_url, nats_url, bus_namespace, bus, sessions
 ):
+    settings = fast_hub_settings(database_url, nats_url, bus_namespace, shutdown_grace_seconds=5)
     monitor_settings = MonitorSettings.model_validate(
         {
             "DATABASE_URL": database_url,
@@ -76,7 +78,7 @@ async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(
             "tls_port": free_port(),
         }
     )
-    headers = await token_for(sessions, "alerts:read", "alerts:write")
+    headers = {"Authorization": f"Bearer {await token(sessions, [Scope.ALERTS_READ, Scope.ALERTS_WRITE], 'ops-alice')}"}
     tid = uuid.uuid4()
     async with (
         LifespanManager(create_monitor(monitor_settings)),
