@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from hub_testing.tenants import admin, hub, hub_settings  # noqa: F401 - fixtures
 from letsbe_fakes.docker_engine import DockerEngineFake
 
 
