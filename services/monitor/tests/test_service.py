@@ -33,9 +33,7 @@ class Collected:
         self.task = asyncio.create_task(self.consumer.run())
 
     async def wait(self, predicate, timeout=10.0):
-        return await eventually(
-            lambda: [e for e in self.events if predicate(e)], "a matching event", timeout=timeout
-        )
+        return await eventually(lambda: [e for e in self.events if predicate(e)], "a matching event", timeout=timeout)
 
     async def close(self):
         self.consumer.stop()
@@ -45,6 +43,7 @@ class Collected:
 async def consumers_ready(bus, *durables, timeout=10.0):
     """Wait until the app's durable consumers exist: heartbeats are consumed from 'new' on, so one published
     before the very first start of the monitor would rightly be skipped."""
+
     async def exist() -> bool:
         try:
             for durable in durables:

@@ -259,5 +259,3 @@ def _self_signed(directory: Path, domain: str) -> None:
     cert, key = self_signed(domain, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     (directory / "fullchain.pem").write_bytes(cert)
     (directory / "privkey.pem").write_bytes(key)
-
-
