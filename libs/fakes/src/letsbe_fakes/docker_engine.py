@@ -30,8 +30,6 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from letsbe_fakes.server import start_in_thread
-
 _PREFIX = re.compile(r"^/v1\.\d+")
 
 
@@ -110,8 +108,14 @@ class DockerEngineFake:
         self._server = uvicorn.Server(
             uvicorn.Config(self.app, uds=str(self.socket_path), log_level="warning", lifespan="off", access_log=False)
         )
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, name="fake-docker", daemon=True)
-        start_in_thread(self._server, self._thread, "fake docker engine")
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("fake docker engine did not start")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:

@@ -31,7 +31,13 @@ class LoopbackServer:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LoopbackServer:
-        start_in_thread(self._server, self._thread, "loopback server")
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise RuntimeError("loopback server did not start")
+            time.sleep(0.01)
         return self
 
     def stop(self) -> None:
@@ -43,14 +49,3 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def start_in_thread(server: uvicorn.Server, thread: threading.Thread, what: str) -> None:
-    """Start ``thread`` (running ``server.run``) and return once the server accepts connections."""
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"{what} did not start")
-        time.sleep(0.01)
