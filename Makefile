@@ -42,7 +42,7 @@ test-fast: install
 	$(BIN)/letsbe-devstack run -- $(BIN)/pytest -m "not vps" $(ARGS)
 
 lint: install
-	$(BIN)/ruff check libs services tests bench deploy
+	$(BIN)/ruff check conftest.py libs services tests bench deploy
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .data .pytest_cache

@@ -330,7 +330,7 @@ def warm_bytecode(cache: Path) -> None:
 
 async def measure(args: argparse.Namespace) -> dict:
     from letsbe_agent import fernet
-    from letsbe_platform.devstack import free_port
+    from letsbe_platform.testing import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="agent-mem-"))
     pycache = Path(tempfile.gettempdir()) / "letsbe-bench-pycache"  # kept between runs: compiling takes a minute

@@ -22,14 +22,15 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "services/hub-api/tests/support"))  # hub_testing: the hub's test support
 
 
 async def run_level(sessions, allocator, orders: int, workers: int) -> dict[str, float]:
     from sqlalchemy import func, select, text
 
+    from hub_testing.servers import add_servers, order_spec
     from letsbe_hub.servers.allocation import Outcome
     from letsbe_hub.servers.models import Server
-    from letsbe_hub.servers.testing import add_servers, order_spec
 
     async with sessions() as s, s.begin():
         await s.execute(text("TRUNCATE hub.servers, hub.inbox, hub.outbox, hub.allocation_holds"))
@@ -72,8 +73,8 @@ async def main(args: argparse.Namespace) -> list[dict[str, float]]:
 
     import asyncpg
 
+    from hub_testing.servers import hub_settings
     from letsbe_hub.servers.allocation import Allocator
-    from letsbe_hub.servers.testing import hub_settings
     from letsbe_platform import migrations
     from letsbe_platform.db import make_engine, make_session_factory, plain_url
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from letsbe_platform.testing import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 BENCH = REPO / "bench"
 ADMIN = "lbh_bench-admin-token-000000000000000000000000"
@@ -41,12 +43,6 @@ START, END = "<!-- agents-heartbeat-bench:start -->", "<!-- agents-heartbeat-ben
 
 sys.path.insert(0, str(BENCH))
 import agents_sim  # noqa: E402
-
-
-def free_port() -> int:
-    from letsbe_platform.devstack import free_port as fp
-
-    return fp()
 
 
 def pin_servers_to_load_core() -> list[str]:

@@ -23,8 +23,8 @@ import httpx
 from letsbe_contracts import OrderCreatedV1, OrderSpec, ProvisioningStepV1
 from letsbe_platform import migrations
 from letsbe_platform.bus import Bus
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import free_port
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports, Sandbox
 

@@ -37,12 +37,12 @@ def serve_upstream() -> None:
     import uvicorn
 
     from letsbe_fakes.openai import FakeOpenAI
-    from letsbe_fakes.server import _free_port
+    from letsbe_platform.testing import free_port
 
     fake = FakeOpenAI()
     fake.record_bodies = False
     fake.reply = "ok"
-    port = _free_port("127.0.0.1")
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(fake.app, host="127.0.0.1", port=port, log_level="warning",
                                            access_log=False, lifespan="off"))
     threading.Thread(target=lambda: (sys.stdin.read(), setattr(server, "should_exit", True)), daemon=True).start()
@@ -86,7 +86,7 @@ async def measure(args: argparse.Namespace) -> dict:
     import psutil
     from cryptography.fernet import Fernet
 
-    from letsbe_platform.devstack import free_port
+    from letsbe_platform.testing import free_port
     from letsbe_secrets_proxy.proxy.redact import Redactor, StreamRedactor
     from letsbe_secrets_proxy.proxy.registry import write_store
     from letsbe_secrets_proxy.proxy.walk import redact_json

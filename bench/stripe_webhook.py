@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "services/hub-api/tests/support"))  # hub_testing: the hub's test support
 
 
 def _pct(values: list[float], p: float) -> float:
@@ -53,10 +54,12 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
     import httpx
     from asgi_lifespan import LifespanManager
 
+    from hub_testing import hub_app
+    from hub_testing.orders import RunningStripe, orders_settings, token
     from letsbe_fakes import LoopbackServer
     from letsbe_fakes.stripe import StripeFake
     from letsbe_hub.auth.scopes import Scope
-    from letsbe_hub.orders.testing import RunningStripe, orders_app, orders_settings, token
+    from letsbe_hub.orders import wiring
     from letsbe_platform import migrations
     from letsbe_platform.db import make_engine, make_session_factory, plain_url
 
@@ -78,7 +81,7 @@ async def main(args: argparse.Namespace) -> dict[str, float]:
             settings = orders_settings(
                 url, os.environ["NATS_URL"], ns, RunningStripe(fake, srv.url), None, stripe_webhook_secret="whsec_bench"
             )
-            app = orders_app(settings)
+            app = hub_app(settings, workers=wiring.start)
             async with (
                 LifespanManager(app) as m,
                 httpx.AsyncClient(transport=httpx.ASGITransport(app=m.app), base_url="http://hub") as client,

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from letsbe_fakes.tls_endpoint import self_signed
+from letsbe_platform.testing import free_port
 
 HUB_CERTS = "/etc/letsencrypt/live/hub.letsbe.biz/"
 SNIPPETS = "/etc/nginx/snippets/"
@@ -32,12 +33,6 @@ def nginx_bin() -> str:
     if not found:
         raise RuntimeError("nginx is missing: `make system-tools` installs Debian's nginx")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

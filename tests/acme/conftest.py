@@ -32,8 +32,7 @@ from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeAuthoritativeDns, FakeCloudflare
 from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_fakes.tls_endpoint import self_signed
-from letsbe_hub.orders.testing import eventually
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import eventually, free_port
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_provisioner.rendering.plan import AI_DIR, Plan, Settings, generate_secrets
 

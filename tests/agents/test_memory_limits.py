@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from letsbe_agent import fernet
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import free_port
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox import memlimit
 from letsbe_sandbox.memlimit import spawn

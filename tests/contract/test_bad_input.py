@@ -12,9 +12,9 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy import text
 
+from hub_testing.orders import order_body
+from hub_testing.tenants import enroll
 from letsbe_contracts.validation import RequestModel
-from letsbe_hub.orders.testing import order_body
-from letsbe_hub.tenants.testing import enroll
 
 SERVICE_APPS = [
     "letsbe_hub.app",

@@ -27,10 +27,10 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import FlakyFailure, Unsatisfiable
 from schemathesis import GenerationMode
 
-from letsbe_hub.tenants.testing import enroll, mint_token
+from hub_testing.tenants import enroll, mint_token
 from letsbe_platform.bus import Bus
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import free_port
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports, Sandbox

@@ -13,8 +13,8 @@ import pytest
 import pytest_asyncio
 
 from letsbe_platform.bus import Bus
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import free_port
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports, Sandbox
 

@@ -17,8 +17,8 @@ import pytest
 import pytest_asyncio
 
 from letsbe_platform.bus import Bus
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import free_port
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports
@@ -46,15 +46,6 @@ def env_file(path: Path) -> dict[str, str]:
     return dict(line.split("=", 1) for line in path.read_text().splitlines() if line and not line.startswith("#"))
 
 
-async def heartbeating(plane, client: httpx.AsyncClient, tenant_id: str) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            agents = (await plane.tenant(client, tenant_id))["agents"]
-            if {a["agent"] for a in agents if a["last_heartbeat_at"]} == {"safety-wrapper", "secrets-proxy"}:
-                return
-            await asyncio.sleep(0.3)
-
-
 async def metered(plane, client: httpx.AsyncClient, tenant_id: str, tokens_in: int, requests: int) -> dict:
     """The hub's count for the tenant, once it has the calls made (it records a call as its answer ends)."""
     async with asyncio.timeout(10):
@@ -74,7 +65,7 @@ async def test_a_provisioned_tenant_serves_a_model_call_and_a_tool_call_with_the
         tenant_id = created["id"]  # a tenant's id is its order's
         await plane.pay(client, created["checkout_session_id"])
         await plane.wait_status(client, tenant_id, "FULFILLED")
-        await heartbeating(plane, client, tenant_id)
+        await plane.heartbeating(client, tenant_id)
 
     # The keys, as the provisioner wrote them on this VPS: one 0600 env file per container.
     vps = world.vps_of_order(tenant_id)

@@ -7,6 +7,7 @@ import httpx
 import pytest
 
 from letsbe_contracts import ProvisioningStepV1, decode
+from letsbe_platform.testing import eventually
 from letsbe_sandbox.plane import FAST_RECOVERY
 
 
@@ -14,15 +15,6 @@ from letsbe_sandbox.plane import FAST_RECOVERY
 def fast_recovery(monkeypatch):
     for k, v in FAST_RECOVERY.items():
         monkeypatch.setenv(k, v)
-
-
-async def until(predicate, timeout: float = 60, what: str = "condition") -> None:
-    try:
-        async with asyncio.timeout(timeout):
-            while not await predicate():
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_killing_each_worker_mid_flow_still_fulfils_once(fast_recovery, plane):
@@ -40,7 +32,7 @@ async def test_killing_each_worker_mid_flow_still_fulfils_once(fast_recovery, pl
         async def hetzner_creating() -> bool:
             return world.hetzner.creates == 1
 
-        await until(hetzner_creating, what="the Hetzner create call")
+        await eventually(hetzner_creating, "the Hetzner create call", timeout=60, every=0.1)
         assert (await plane.get_order(client, order_id))["status"] == "AWAITING_SERVER"
         await plane.restart("hub-api")
 
@@ -52,7 +44,7 @@ async def test_killing_each_worker_mid_flow_still_fulfils_once(fast_recovery, pl
                 return False
             return len(world.cloudflare.records(zone.id)) >= 2
 
-        await until(records_written, what="the DNS records")
+        await eventually(records_written, "the DNS records", timeout=60, every=0.1)
         assert (await plane.get_order(client, order_id))["status"] == "DNS_PENDING"
         await plane.restart("dns")
 
@@ -61,7 +53,7 @@ async def test_killing_each_worker_mid_flow_still_fulfils_once(fast_recovery, pl
             steps = [decode(e) for e in await plane.events(ProvisioningStepV1, order_id)]
             return any(s.step == 5 and s.status == "RUNNING" for s in steps)
 
-        await until(step_5_running, what="step 5 to start")
+        await eventually(step_5_running, "step 5 to start", timeout=60, every=0.1)
         await plane.restart("provisioner")
 
         order = await plane.wait_status(client, order_id, "FULFILLED", timeout=120)

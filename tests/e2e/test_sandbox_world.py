@@ -11,8 +11,8 @@ import httpx
 
 from letsbe_contracts import ProvisioningLogV1, decode, load_catalog
 from letsbe_platform.bus import Bus
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import free_port
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports
 
@@ -35,15 +35,6 @@ async def place(plane: ControlPlane, client: httpx.AsyncClient, tier: str, domai
     return created["id"]
 
 
-async def heartbeating(plane: ControlPlane, client: httpx.AsyncClient, order_id: str) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            agents = (await plane.tenant(client, order_id))["agents"]
-            if {a["agent"] for a in agents if a["last_heartbeat_at"]} == {"safety-wrapper", "secrets-proxy"}:
-                return
-            await asyncio.sleep(0.5)
-
-
 def agent_environ(pid: int) -> dict[str, str]:
     raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     return dict(item.decode().partition("=")[::2] for item in raw if item)
@@ -57,7 +48,7 @@ async def test_five_orders_at_once_one_per_tier_each_on_its_own_overflow_server_
     async with httpx.AsyncClient(timeout=30) as client:
         ids = await asyncio.gather(*(place(plane, client, t, d, tools) for t, d, tools, _ in ORDERS))
         await asyncio.gather(*(plane.wait_status(client, i, "FULFILLED", timeout=240) for i in ids))
-        await asyncio.gather(*(heartbeating(plane, client, i) for i in ids))
+        await asyncio.gather(*(plane.heartbeating(client, i) for i in ids))
 
     assert world.hetzner.creates == len(ORDERS) and world.hetzner.deleted == []
     roots, credentials = set(), set()
@@ -111,8 +102,8 @@ async def test_a_restarted_sandbox_continues_where_it_stopped(
             two = await place(second, client, "lite", "second.example.com", ["uptime_kuma"])
             await second.wait_status(client, two, "FULFILLED", timeout=120)
             # The first tenant's agents came back with the VPS (as containers do after a reboot) and heartbeat.
-            await heartbeating(second, client, one)
-            await heartbeating(second, client, two)
+            await second.heartbeating(client, one)
+            await second.heartbeating(client, two)
         new = second.world.vps_of_order(two)
         assert new.server_id > server_id and new.address != address
         logs += second.logs()

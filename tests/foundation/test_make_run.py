@@ -9,8 +9,8 @@ import sys
 
 import httpx
 
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import free_port
 
 
 async def test_run_starts_every_service_ready_and_stops_cleanly(database_url, nats_url, bus_namespace):

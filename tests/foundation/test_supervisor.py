@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import free_port
 from letsbe_platform.testing.make_run import RUN, Run, eventually, start_run, stop_run, without_servers
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,7 +69,7 @@ async def test_killed_service_is_restarted_and_ready_again(embedded: Run):
         new = embedded.child_pid("letsbe_provisioner")
         return new is not None and new != old and await embedded.all_ready()
 
-    await eventually(replaced, "provisioner restarted and every service ready")
+    await eventually(replaced, "provisioner restarted and every service ready", timeout=90)
     out = embedded.output()
     assert "provisioner exited with -9; restarting it in" in out
     assert "provisioner restarted (pid" in out

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from letsbe_fakes.docker_engine import DockerEngineFake
-from letsbe_hub.tenants.testing import admin, hub, hub_settings  # noqa: F401 - fixtures
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import pytest
 
 from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
 from letsbe_platform.bus import Bus, Delivery, PermanentError
+from letsbe_platform.testing import eventually
 
 
 def order_created() -> OrderCreatedV1:
@@ -40,9 +41,7 @@ async def collect(bus: Bus, subject_event, n: int, timeout: float = 10.0) -> lis
 async def run_until(consumer, condition, timeout: float = 10.0) -> None:
     task = asyncio.create_task(consumer.run())
     try:
-        async with asyncio.timeout(timeout):
-            while not condition():
-                await asyncio.sleep(0.02)
+        await eventually(condition, timeout=timeout, every=0.02)
     finally:
         consumer.stop()
         await asyncio.wait_for(task, 5)

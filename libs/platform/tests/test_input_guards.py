@@ -20,6 +20,7 @@ from letsbe_platform import devstack
 from letsbe_platform.errors import PROBLEM_JSON
 from letsbe_platform.serve import uvicorn_config
 from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.testing import free_port
 from letsbe_platform.web import RuntimeDep, SessionDep, create_service_app, runtime
 
 router = APIRouter(prefix="/g", tags=["g"])
@@ -114,7 +115,7 @@ async def test_while_postgres_is_down_requests_get_503_with_retry_after():
 
 async def test_while_nats_is_down_requests_get_503():
     root = Path(tempfile.mkdtemp(prefix="guards-nats-"))
-    nats = devstack.Nats(root, devstack.free_port(), devstack.free_port())
+    nats = devstack.Nats(root, free_port(), free_port())
     nats.start()
     try:
         async with client(make_app(None, nats.url)) as c:
@@ -134,7 +135,7 @@ async def test_a_value_postgres_refuses_is_400(database_url):
 
 
 async def test_request_headers_over_the_limit_are_431():
-    settings = ServiceSettings.model_validate({"log_json": False, "port": devstack.free_port()})
+    settings = ServiceSettings.model_validate({"log_json": False, "port": free_port()})
     config = uvicorn_config(lambda: make_app(None, None), settings)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

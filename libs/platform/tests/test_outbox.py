@@ -9,6 +9,7 @@ from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec
 from letsbe_platform.bus import Bus
 from letsbe_platform.db import make_metadata, unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event, claim, inbox_table, outbox_table
+from letsbe_platform.testing import eventually
 
 md = make_metadata("hub")
 outbox = outbox_table(md)
@@ -40,6 +41,10 @@ async def unpublished(sessions) -> int:
         ).scalar_one()
 
 
+async def all_published(sessions) -> bool:
+    return await unpublished(sessions) == 0
+
+
 async def test_event_is_not_published_when_the_business_transaction_rolls_back(sessions, database_url, bus):
     class Boom(Exception):
         pass
@@ -67,9 +72,7 @@ async def test_relay_publishes_committed_events_once_and_marks_them_sent(session
     relay = OutboxRelay(database_url, "hub", bus, batch=10)
     task = asyncio.create_task(relay.run())
     try:
-        async with asyncio.timeout(10):
-            while await unpublished(sessions):
-                await asyncio.sleep(0.05)
+        await eventually(lambda: all_published(sessions), "every row published")
     finally:
         relay.stop()
         await task
@@ -123,9 +126,7 @@ async def test_relay_wakes_on_commit_without_waiting_for_the_poll(sessions, data
         await asyncio.sleep(0.3)  # let it settle into waiting
         async with unit_of_work(sessions) as s:
             await add_event(s, outbox, order_created(), correlation_id="wake")
-        async with asyncio.timeout(3):  # far below the 30 s poll
-            while await stream_count(bus) < 1:
-                await asyncio.sleep(0.02)
+        await eventually(lambda: stream_count(bus), "a message on the stream", timeout=3, every=0.02)  # poll: 30 s
     finally:
         relay.stop()
         await task

@@ -30,6 +30,7 @@ from letsbe_dns.config import DnsSettings
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeAuthoritativeDns, FakeCloudflare
 from letsbe_platform.bus import Bus
+from letsbe_platform.testing import eventually
 
 DOMAIN = "example.com"
 FINGERPRINT = "SHA256:" + "A" * 43
@@ -188,10 +189,11 @@ class Events:
     async def wait(
         self, type_: str, correlation_id: str | None = None, n: int = 1, timeout: float = 15.0
     ) -> list[Envelope]:
-        async with asyncio.timeout(timeout):
-            while len(self.of(type_, correlation_id)) < n:
-                await asyncio.sleep(0.02)
-        return self.of(type_, correlation_id)
+        def enough() -> list[Envelope] | None:
+            found = self.of(type_, correlation_id)
+            return found if len(found) >= n else None
+
+        return await eventually(enough, f"{n} {type_} event(s)", timeout=timeout, every=0.02)
 
 
 @pytest_asyncio.fixture

@@ -15,10 +15,10 @@ import httpx
 from asgi_lifespan import LifespanManager
 from fastapi.routing import iter_route_contexts
 
+from hub_testing.orders import token
 from letsbe_hub.app import create_app
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.config import HubSettings
-from letsbe_hub.orders.testing import token
 
 OPS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
 # Tenant routes that may answer an empty body before looking at credentials (they must still refuse it):

@@ -15,7 +15,7 @@ from letsbe_monitor.alerts.models import Alert
 from letsbe_monitor.app import create_app
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import eventually, free_port
 
 from .conftest import details, heartbeat, provisioned
 
@@ -33,13 +33,7 @@ class Collected:
         self.task = asyncio.create_task(self.consumer.run())
 
     async def wait(self, predicate, timeout=10.0):
-        deadline = asyncio.get_running_loop().time() + timeout
-        while asyncio.get_running_loop().time() < deadline:
-            found = [e for e in self.events if predicate(e)]
-            if found:
-                return found
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"no matching event among {self.events}")
+        return await eventually(lambda: [e for e in self.events if predicate(e)], "a matching event", timeout=timeout)
 
     async def close(self):
         self.consumer.stop()
@@ -49,26 +43,24 @@ class Collected:
 async def consumers_ready(bus, *durables, timeout=10.0):
     """Wait until the app's durable consumers exist: heartbeats are consumed from 'new' on, so one published
     before the very first start of the monitor would rightly be skipped."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    for durable in durables:
-        while True:
-            try:
+
+    async def exist() -> bool:
+        try:
+            for durable in durables:
                 await bus.js.consumer_info(bus.stream, durable)
-                break
-            except Exception:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
+        except Exception:
+            return False
+        return True
+
+    await eventually(exist, f"consumers {durables}", timeout=timeout)
 
 
 async def watched(sessions, tenant_id, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while asyncio.get_running_loop().time() < deadline:
+    async def is_watched() -> bool:
         async with sessions() as s:
-            if await s.scalar(select(Tenant.watched).where(Tenant.tenant_id == tenant_id)):
-                return
-        await asyncio.sleep(0.05)
-    raise TimeoutError("the provisioned event was not handled")
+            return bool(await s.scalar(select(Tenant.watched).where(Tenant.tenant_id == tenant_id)))
+
+    await eventually(is_watched, "the provisioned event handled", timeout=timeout)
 
 
 def fast_settings(database_url, nats_url, bus_namespace, **extra) -> MonitorSettings:

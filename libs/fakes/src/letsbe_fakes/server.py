@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from typing import Any
 
 import uvicorn
+
+from letsbe_platform.testing import free_port
 
 
 class LoopbackServer:
@@ -19,7 +20,7 @@ class LoopbackServer:
     def __init__(self, app: Any, *, port: int | None = None, host: str = "127.0.0.1"):
         self.app = app
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self._server = uvicorn.Server(
             uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off", access_log=False)
         )
@@ -48,9 +49,3 @@ class LoopbackServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

@@ -9,7 +9,6 @@ each accepted message is also written there as one ``.eml`` file (the sandbox's 
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 import uuid
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
+
+from letsbe_platform.testing import free_port
 
 
 class _Handler:
@@ -44,7 +45,7 @@ class FakeSmtp:
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, *, spool_dir: Path | None = None):
         self.host = host
         self.spool_dir = spool_dir
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.messages: list[EmailMessage] = []
         self.envelopes: list[tuple[str, list[str]]] = []
         self._failures: list[int] = []
@@ -89,9 +90,3 @@ class FakeSmtp:
                 raise TimeoutError(f"{len(self.messages)} of {count} messages after {timeout}s")
             await asyncio.sleep(0.02)
         return list(self.messages)
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

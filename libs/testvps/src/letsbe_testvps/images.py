@@ -33,6 +33,7 @@ from typing import BinaryIO, Protocol
 
 import httpx
 
+from letsbe_platform.testing import free_port
 from letsbe_testvps.image import CACHE_DIR, ensure_image, host_mirror, recipe_key
 
 STANDIN_PACKAGES = ("nginx-light",)
@@ -185,7 +186,7 @@ def publish(wanted: dict[str, Image]) -> list[str]:
     REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
     with open(REGISTRY_STORAGE.parent / "registry.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with _registry("127.0.0.1", _free_port()) as url, httpx.Client(base_url=url, timeout=300) as http:
+        with _registry("127.0.0.1", free_port()) as url, httpx.Client(base_url=url, timeout=300) as http:
             pushed: dict[str, str] = {}  # layer digest -> a repository that has it (to mount from)
             for name, image in wanted.items():
                 repo, tag = _repo(name), name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"
@@ -225,12 +226,6 @@ def _upload(http: httpx.Client, repo: str, digest: str, data: bytes | BinaryIO) 
     location = start.headers["Location"]  # carries the upload's state in its query: append, do not replace
     http.put(f"{location}{'&' if '?' in location else '?'}digest={digest}", content=data,
              headers={"Content-Type": "application/octet-stream"}).raise_for_status()  # fmt: skip
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_registry(host: str, port: int, log: Path) -> subprocess.Popen[bytes]:

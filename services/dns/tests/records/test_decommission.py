@@ -5,13 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from letsbe_contracts.events import TenantDecommissionedV1
-from letsbe_hub.orders.testing import eventually
-
-
-async def wait_until(condition, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.05)
+from letsbe_platform.testing import eventually
 
 
 async def test_decommission_removes_exactly_the_records_we_created(app, bus, events, cloudflare, kit, engine):
@@ -45,7 +39,7 @@ async def test_decommission_removes_exactly_the_records_we_created(app, bus, eve
     decommissioned = TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain, reason="cancelled")
     for _ in range(2):  # a duplicate is harmless
         await bus.publish(decommissioned, correlation_id=str(tenant_id))
-    await wait_until(lambda: not ours & {r["id"] for r in fake.records(kit.domain)})
+    await eventually(lambda: not ours & {r["id"] for r in fake.records(kit.domain)}, "our records gone")
     await asyncio.sleep(0.3)  # let the duplicate run too
 
     left = {(r["type"], r["name"], r["content"]) for r in fake.records(kit.domain)}
@@ -68,7 +62,7 @@ async def test_decommission_of_a_record_already_gone_is_not_an_error(app, bus, e
     fake.zone(kit.domain).records.pop(wildcard["id"])  # someone deleted it by hand in the dashboard
 
     await bus.publish(TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain), correlation_id=str(tenant_id))
-    await wait_until(lambda: fake.records(kit.domain) == [])
+    await eventually(lambda: fake.records(kit.domain) == [], "the zone empty")
     from sqlalchemy import text
 
     async def live() -> int:

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text
 
 from letsbe_contracts import DnsReadyV1, OrderFailedV1
-from letsbe_hub.orders.testing import eventually
+from letsbe_platform.testing import eventually
 
 
 async def served(port: int, name: str, rtype: str) -> list[str]:

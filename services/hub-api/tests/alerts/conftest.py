@@ -4,42 +4,22 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 
+from hub_testing import hub_app
 from letsbe_contracts import AlertRaisedV1
-from letsbe_hub.alerts import endpoints, handlers
+from letsbe_hub.alerts import endpoints
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
-from letsbe_hub.db import SCHEMA
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.web import create_service_app, runtime
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-
-
-def alerts_app(settings: HubSettings, *, workers: bool = False) -> FastAPI:
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings, bus=workers) as rt:
-            app.state.runtime = rt
-            app.state.settings = settings
-            if workers:
-                assert rt.bus is not None
-                relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.2)
-                rt.start("outbox-relay", relay.run(), relay.stop)
-                handlers.start(rt, settings)
-            yield
-
-    return create_service_app(title="alerts", version="test", lifespan=lifespan, routers=[endpoints.router])
 
 
 @pytest.fixture
@@ -57,7 +37,7 @@ def settings(database_url: str, nats_url: str, bus_namespace: str) -> HubSetting
 
 @pytest.fixture
 async def api(settings: HubSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with LifespanManager(alerts_app(settings)) as manager:
+    async with LifespanManager(hub_app(settings, routers=[endpoints.router])) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
             yield client

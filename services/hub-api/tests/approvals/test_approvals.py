@@ -1,42 +1,22 @@
 """Approvals on the hub: the Safety Wrapper asks, an operator decides, the wrapper uses it once for the exact call.
 Also end to end: the wrapper's real HTTP client against the real hub."""
 
-import hashlib
 import uuid
 
-import httpx
 import pytest
 from sqlalchemy import text
 
-from letsbe_contracts.approvals import ApprovalCreate
+from hub_testing.approvals import ADMIN, approval_body, args_hash, decide
+from hub_testing.tenants import admin_token, enroll
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.tenants.testing import admin_token, enroll
-from letsbe_safety_wrapper.tools.approvals import HubApprovals
-from letsbe_safety_wrapper.tools.errors import ApprovalMismatch, ApprovalNotFound, ApprovalUsed
 
 BASE = "/api/v1/tenant/approvals"
-ADMIN = "/api/v1/admin/approvals"
-
-
-def _hash(s: str) -> str:
-    return hashlib.sha256(s.encode()).hexdigest()
-
-
-def _ask(args_hash: str, **over) -> dict:
-    body = {"tool": "ghost", "action": "posts.delete", "risk_class": "CRITICAL_RED", "args_hash": args_hash,
-            "args_preview": {"id": "42"}, "reasons": ["deletes a post"], "ttl_seconds": 900}
-    return {**body, **over}
-
-
-async def _decide(hub, admin, approval_id, decision="approve"):
-    return await hub.post(f"{ADMIN}/{approval_id}/decision", json={"decision": decision, "note": "ok"},
-                          headers=admin)
 
 
 async def test_request_decide_consume_once(hub, admin):
     wrapper = await enroll(hub, admin)
-    h = _hash("call-1")
-    r = await hub.post(BASE, json=_ask(h), headers=wrapper.headers)
+    h = args_hash("call-1")
+    r = await hub.post(BASE, json=approval_body(h), headers=wrapper.headers)
     assert r.status_code == 201, r.text
     approval = r.json()
     assert approval["status"] == "PENDING" and approval["tenant_id"] == str(wrapper.tenant_id)
@@ -47,7 +27,7 @@ async def test_request_decide_consume_once(hub, admin):
 
     listed = (await hub.get(ADMIN, params={"status": "PENDING"}, headers=admin)).json()["items"]
     assert [a["id"] for a in listed] == [approval["id"]]
-    r = await _decide(hub, admin, approval["id"])
+    r = await decide(hub, admin, approval["id"])
     assert r.status_code == 200 and r.json()["status"] == "APPROVED" and r.json()["decided_by"] == "test-admin"
 
     polled = (await hub.get(f"{BASE}/{approval['id']}", headers=wrapper.headers)).json()
@@ -61,30 +41,30 @@ async def test_request_decide_consume_once(hub, admin):
 
 async def test_an_approval_cannot_be_used_for_a_different_call(hub, admin):
     wrapper = await enroll(hub, admin)
-    approval = (await hub.post(BASE, json=_ask(_hash("a")), headers=wrapper.headers)).json()
-    await _decide(hub, admin, approval["id"])
-    r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": _hash("b")}, headers=wrapper.headers)
+    approval = (await hub.post(BASE, json=approval_body(args_hash("a")), headers=wrapper.headers)).json()
+    await decide(hub, admin, approval["id"])
+    r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": args_hash("b")}, headers=wrapper.headers)
     assert r.status_code == 403 and r.json()["type"].endswith("approval-mismatch")
     # Still usable for the right call afterwards.
-    r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": _hash("a")}, headers=wrapper.headers)
+    r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": args_hash("a")}, headers=wrapper.headers)
     assert r.status_code == 200
 
 
 async def test_the_same_pending_call_gets_the_same_approval(hub, admin):
     wrapper = await enroll(hub, admin)
-    first = await hub.post(BASE, json=_ask(_hash("same")), headers=wrapper.headers)
-    again = await hub.post(BASE, json=_ask(_hash("same")), headers=wrapper.headers)
+    first = await hub.post(BASE, json=approval_body(args_hash("same")), headers=wrapper.headers)
+    again = await hub.post(BASE, json=approval_body(args_hash("same")), headers=wrapper.headers)
     assert (first.status_code, again.status_code) == (201, 200)
     assert first.json()["id"] == again.json()["id"]
-    other = await hub.post(BASE, json=_ask(_hash("other")), headers=wrapper.headers)
+    other = await hub.post(BASE, json=approval_body(args_hash("other")), headers=wrapper.headers)
     assert other.status_code == 201 and other.json()["id"] != first.json()["id"]
 
 
 async def test_expired_approvals_can_be_neither_decided_nor_used(hub, admin, sessions):
     wrapper = await enroll(hub, admin)
-    h = _hash("late")
-    approval = (await hub.post(BASE, json=_ask(h), headers=wrapper.headers)).json()
-    await _decide(hub, admin, approval["id"])
+    h = args_hash("late")
+    approval = (await hub.post(BASE, json=approval_body(h), headers=wrapper.headers)).json()
+    await decide(hub, admin, approval["id"])
     async with sessions() as s, s.begin():
         await s.execute(text("UPDATE hub.approvals SET expires_at = now() - interval '1 second' WHERE id = :id"),
                         {"id": approval["id"]})
@@ -92,33 +72,33 @@ async def test_expired_approvals_can_be_neither_decided_nor_used(hub, admin, ses
     assert r.status_code == 409 and r.json()["type"].endswith("approval-expired")
     assert (await hub.get(f"{BASE}/{approval['id']}", headers=wrapper.headers)).json()["status"] == "EXPIRED"
     # A new request for the same call is possible once the old one expired.
-    again = await hub.post(BASE, json=_ask(h), headers=wrapper.headers)
+    again = await hub.post(BASE, json=approval_body(h), headers=wrapper.headers)
     assert again.status_code == 201 and again.json()["id"] != approval["id"]
 
 
 async def test_a_decision_is_final(hub, admin):
     wrapper = await enroll(hub, admin)
-    approval = (await hub.post(BASE, json=_ask(_hash("x")), headers=wrapper.headers)).json()
-    assert (await _decide(hub, admin, approval["id"], "reject")).json()["status"] == "REJECTED"
-    r = await _decide(hub, admin, approval["id"], "approve")
+    approval = (await hub.post(BASE, json=approval_body(args_hash("x")), headers=wrapper.headers)).json()
+    assert (await decide(hub, admin, approval["id"], "reject")).json()["status"] == "REJECTED"
+    r = await decide(hub, admin, approval["id"], "approve")
     assert r.status_code == 409 and r.json()["status"] == 409 and r.json()["current_status"] == "REJECTED"
-    assert (await _decide(hub, admin, uuid.uuid4())).status_code == 404
+    assert (await decide(hub, admin, uuid.uuid4())).status_code == 404
 
 
 async def test_a_tenant_sees_only_its_own_approvals(hub, admin):
     a = await enroll(hub, admin)
     b = await enroll(hub, admin)
-    approval = (await hub.post(BASE, json=_ask(_hash("mine")), headers=a.headers)).json()
-    await _decide(hub, admin, approval["id"])
+    approval = (await hub.post(BASE, json=approval_body(args_hash("mine")), headers=a.headers)).json()
+    await decide(hub, admin, approval["id"])
     assert (await hub.get(f"{BASE}/{approval['id']}", headers=b.headers)).status_code == 404
-    r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": _hash("mine")}, headers=b.headers)
+    r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": args_hash("mine")}, headers=b.headers)
     assert r.status_code == 404
     assert (await hub.get(f"{BASE}/{approval['id']}", headers=a.headers)).json()["status"] == "APPROVED"
 
 
 async def test_only_the_safety_wrapper_asks(hub, admin):
     proxy = await enroll(hub, admin, agent="secrets-proxy")
-    r = await hub.post(BASE, json=_ask(_hash("p")), headers=proxy.headers)
+    r = await hub.post(BASE, json=approval_body(args_hash("p")), headers=proxy.headers)
     assert r.status_code == 403
 
 
@@ -126,7 +106,7 @@ async def test_only_the_safety_wrapper_asks(hub, admin):
                                  {"tool": "Ghost"}, {"extra": 1}])
 async def test_malformed_requests_are_422(hub, admin, bad):
     wrapper = await enroll(hub, admin)
-    r = await hub.post(BASE, json={**_ask(_hash("m")), **bad}, headers=wrapper.headers)
+    r = await hub.post(BASE, json={**approval_body(args_hash("m")), **bad}, headers=wrapper.headers)
     assert r.status_code == 422
 
 
@@ -134,42 +114,12 @@ async def test_admin_routes_need_their_scopes(hub, admin, sessions):
     reader = {"Authorization": f"Bearer {await admin_token(sessions, [Scope.FLEET_READ])}"}
     nobody = {"Authorization": f"Bearer {await admin_token(sessions, [Scope.ORDERS_READ])}"}
     wrapper = await enroll(hub, admin)
-    approval = (await hub.post(BASE, json=_ask(_hash("s")), headers=wrapper.headers)).json()
+    approval = (await hub.post(BASE, json=approval_body(args_hash("s")), headers=wrapper.headers)).json()
     assert (await hub.get(ADMIN, headers=reader)).status_code == 200
     assert (await hub.get(ADMIN, headers=nobody)).status_code == 403
     assert (await hub.get(ADMIN)).status_code == 401
-    assert (await _decide(hub, reader, approval["id"])).status_code == 403
+    assert (await decide(hub, reader, approval["id"])).status_code == 403
     assert (await hub.get(f"{BASE}/{approval['id']}")).status_code == 401
-
-
-async def test_the_wrappers_client_speaks_to_the_real_hub(hub, admin):
-    """HubApprovals (the Safety Wrapper's client) against these routes: request, poll, consume, refusals."""
-    wrapper = await enroll(hub, admin)
-    client = HubApprovals(hub, str(hub.base_url), lambda: wrapper.api_key)
-    h = _hash("e2e")
-    body = ApprovalCreate(**_ask(h))
-    approval = await client.request(body)
-    assert (await client.request(body)).id == approval.id
-    await _decide(hub, admin, approval.id)
-    assert (await client.get(approval.id)).status.value == "APPROVED"
-    with pytest.raises(ApprovalMismatch):
-        await client.consume(approval.id, _hash("other"))
-    assert (await client.consume(approval.id, h)).status.value == "CONSUMED"
-    with pytest.raises(ApprovalUsed):
-        await client.consume(approval.id, h)
-    with pytest.raises(ApprovalNotFound):
-        await client.get(uuid.uuid4())
-
-
-async def test_the_wrappers_client_without_credentials_says_so(hub):
-    from letsbe_safety_wrapper.tools.errors import HubUnavailable
-
-    client = HubApprovals(hub, str(hub.base_url), lambda: None)
-    with pytest.raises(HubUnavailable, match="not registered"):
-        await client.get(uuid.uuid4())
-    unreachable = HubApprovals(httpx.AsyncClient(), "http://127.0.0.1:9", lambda: "key")
-    with pytest.raises(HubUnavailable, match="could not be reached"):
-        await unreachable.get(uuid.uuid4())
 
 
 async def test_many_requests_on_pooled_connections_all_insert(hub, admin):
@@ -177,7 +127,7 @@ async def test_many_requests_on_pooled_connections_all_insert(hub, admin):
     is a bound parameter then no longer matches the partial unique index, and the sixth request failed with 500."""
     wrapper = await enroll(hub, admin)
     for i in range(30):
-        r = await hub.post(BASE, json=_ask(_hash(f"pooled-{i}")), headers=wrapper.headers)
+        r = await hub.post(BASE, json=approval_body(args_hash(f"pooled-{i}")), headers=wrapper.headers)
         assert r.status_code == 201, (i, r.text)
-    again = await hub.post(BASE, json=_ask(_hash("pooled-0")), headers=wrapper.headers)
+    again = await hub.post(BASE, json=approval_body(args_hash("pooled-0")), headers=wrapper.headers)
     assert again.status_code in (200, 201) and again.json()["id"], again.text

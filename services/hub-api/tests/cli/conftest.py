@@ -14,16 +14,17 @@ import pytest_asyncio
 from click.testing import Result
 from typer.testing import CliRunner
 
-from letsbe_hub.app import create_app
-from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.cli import app as cli_app
-from letsbe_hub.orders.testing import (  # noqa: F401 - fixtures
+from hub_testing.orders import (  # noqa: F401 - fixtures
     _stripe_server,
     orders_settings,
     serve,
     stripe_fake,
     token,
 )
+from letsbe_hub.app import create_app
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.cli import app as cli_app
+from letsbe_platform.testing import free_port
 
 LETSBE_HUB = str(Path(sys.executable).parent / "letsbe-hub")
 
@@ -95,9 +96,4 @@ async def cli(hub_url: str, sessions, tmp_path: Path) -> Cli:
 @pytest.fixture
 def offline(tmp_path: Path) -> Cli:
     """``letsbe-hub`` pointed at a loopback port where nothing listens."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return Cli(f"http://127.0.0.1:{port}", "lbh_whatever", tmp_path)
+    return Cli(f"http://127.0.0.1:{free_port()}", "lbh_whatever", tmp_path)

@@ -13,14 +13,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import typer
 
+from hub_testing.orders import insert_order, token
+from hub_testing.servers import FINGERPRINT
 from letsbe_contracts import AlertRaisedV1, OrderStatus
 from letsbe_contracts.enums import FailureStage
 from letsbe_hub.alerts.handlers import AlertHandlers
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.cli import app as cli_app
 from letsbe_hub.orders.state import transition
-from letsbe_hub.orders.testing import insert_order, token
-from letsbe_hub.servers.testing import FINGERPRINT
 from letsbe_platform.db import unit_of_work
 
 from .conftest import Cli, Ran

@@ -5,7 +5,7 @@ import time
 
 from sqlalchemy import text
 
-from letsbe_hub.tenants.testing import enroll
+from hub_testing.tenants import enroll
 
 DIGEST = "sha256:" + "c" * 64
 

@@ -5,10 +5,10 @@ import uuid
 
 from sqlalchemy import text
 
+from hub_testing.tenants import enroll
 from letsbe_contracts.events import TenantKeyRotationReportedV1
 from letsbe_hub.commands.handlers import ON_ROTATION_REPORTED
-from letsbe_hub.orders.testing import eventually
-from letsbe_hub.tenants.testing import enroll
+from letsbe_platform.testing import eventually
 
 
 async def _rotate(hub, admin, tenant_id, key="tools-token", **extra):

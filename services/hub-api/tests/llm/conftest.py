@@ -1,1 +1,1 @@
-from letsbe_hub.tenants.testing import admin  # noqa: F401 - fixtures
+from hub_testing.tenants import admin  # noqa: F401 - fixtures

@@ -13,10 +13,10 @@ import pytest_asyncio
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
+from hub_testing.tenants import enroll, fast_hub_settings, mint_token
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
 from letsbe_hub.app import create_app
-from letsbe_hub.tenants.testing import enroll, fast_hub_settings, mint_token
 
 PLATFORM_KEY = "sk-platform-provider-key-0123456789abcdef"
 
@@ -131,8 +131,8 @@ async def test_the_secrets_proxy_rotates_its_own_key_and_no_other_agent_can(hub,
 
 
 async def test_issuing_needs_the_enroll_scope_and_a_live_tenant(hub, admin, sessions):
+    from hub_testing.tenants import admin_token
     from letsbe_hub.auth.scopes import Scope
-    from letsbe_hub.tenants.testing import admin_token
 
     tenant, _, _ = await mint_token(hub, admin)
     reader = {"Authorization": f"Bearer {await admin_token(sessions, [Scope.FLEET_READ])}"}

@@ -1,4 +1,4 @@
-from letsbe_hub.orders.testing import (  # noqa: F401 - fixtures
+from hub_testing.orders import (  # noqa: F401 - fixtures
     _stripe_server,
     hub_settings,
     operator,

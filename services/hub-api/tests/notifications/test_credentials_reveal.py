@@ -9,6 +9,7 @@ from alembic.migration import MigrationContext
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
+from hub_testing.orders import insert_order, orders_settings, token
 from letsbe_contracts.enums import OrderStatus
 from letsbe_hub import models  # noqa: F401 - every table on the metadata
 from letsbe_hub.auth.scopes import Scope
@@ -16,7 +17,6 @@ from letsbe_hub.db import Base
 from letsbe_hub.notifications.mailer import WelcomeMailer
 from letsbe_hub.notifications.service import enqueue_welcome
 from letsbe_hub.orders import repository
-from letsbe_hub.orders.testing import insert_order, orders_settings, token
 from letsbe_platform.db import unit_of_work
 
 LINK = re.compile(r"http://hub\.test/api/v1/public/credentials/([A-Za-z0-9_-]+)")

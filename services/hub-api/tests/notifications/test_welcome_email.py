@@ -5,11 +5,11 @@ import asyncio
 import pytest
 from sqlalchemy import text
 
+from hub_testing.orders import count, insert_order, orders_settings
 from letsbe_contracts.enums import OrderStatus
 from letsbe_hub.notifications.mailer import WelcomeMailer
 from letsbe_hub.notifications.service import enqueue_welcome, message_id
 from letsbe_hub.orders import repository
-from letsbe_hub.orders.testing import count, insert_order, orders_settings
 from letsbe_platform.db import unit_of_work
 
 

@@ -5,6 +5,7 @@ import uuid
 
 from sqlalchemy import text
 
+from hub_testing.orders import consumer_idle, insert_order, order_body, order_spec, post_event, published, server_target
 from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DeadLetteredV1,
@@ -17,16 +18,7 @@ from letsbe_contracts.events import (
     ProvisioningStepV1,
     ServerAllocatedV1,
 )
-from letsbe_hub.orders.testing import (
-    consumer_idle,
-    eventually,
-    insert_order,
-    order_body,
-    order_spec,
-    post_event,
-    published,
-    server_target,
-)
+from letsbe_platform.testing import eventually
 
 ORDERS = "/api/v1/admin/orders"
 

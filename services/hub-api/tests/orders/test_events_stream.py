@@ -10,6 +10,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest_asyncio
 
+from hub_testing import hub_app
+from hub_testing.orders import insert_order, order_body, order_spec, post_event, serve, server_target
 from letsbe_contracts.enums import FailureStage, OrderStatus, StepStatus
 from letsbe_contracts.events import (
     DnsReadyV1,
@@ -19,26 +21,18 @@ from letsbe_contracts.events import (
     ProvisioningStepV1,
     ServerAllocatedV1,
 )
+from letsbe_hub.orders import wiring
 from letsbe_hub.orders.sse_client import SseEvent, iter_sse
 from letsbe_hub.orders.state import transition
-from letsbe_hub.orders.testing import (
-    eventually,
-    insert_order,
-    order_body,
-    order_spec,
-    orders_app,
-    post_event,
-    serve,
-    server_target,
-)
 from letsbe_platform.db import unit_of_work
+from letsbe_platform.testing import eventually
 
 ORDERS = "/api/v1/admin/orders"
 
 
 @pytest_asyncio.fixture
 async def served(hub_settings) -> AsyncIterator[str]:
-    async with serve(orders_app(hub_settings)) as url:
+    async with serve(hub_app(hub_settings, workers=wiring.start)) as url:
         yield url
 
 

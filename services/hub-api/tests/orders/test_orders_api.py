@@ -2,9 +2,9 @@
 
 import uuid
 
+from hub_testing.orders import count, insert_order, order_body
 from letsbe_contracts.enums import FailureStage, OrderStatus
 from letsbe_hub.orders.state import transition
-from letsbe_hub.orders.testing import count, insert_order, order_body
 from letsbe_platform.db import unit_of_work
 
 ORDERS = "/api/v1/admin/orders"

@@ -6,11 +6,11 @@ import itertools
 import pytest
 from sqlalchemy import select, text
 
+from hub_testing.orders import count, insert_order
 from letsbe_contracts.enums import FailureStage, OrderStatus
 from letsbe_hub.orders import state
 from letsbe_hub.orders.models import Order, OrderTransition
 from letsbe_hub.orders.state import TRANSITIONS, IllegalTransition, transition
-from letsbe_hub.orders.testing import count, insert_order
 from letsbe_platform.db import unit_of_work
 
 ALL_PAIRS = list(itertools.product(OrderStatus, OrderStatus))

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from letsbe_hub.orders.testing import count, order_body, post_event
+from hub_testing.orders import count, order_body, post_event
 
 WEBHOOK = "/api/v1/public/stripe/webhook"
 

@@ -8,19 +8,20 @@ import httpx
 from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
-from letsbe_contracts.enums import OrderStatus
-from letsbe_fakes.stripe import signature_header
-from letsbe_hub.orders.testing import (
+from hub_testing import hub_app
+from hub_testing.orders import (
     count,
-    eventually,
     insert_order,
     order_body,
-    orders_app,
     orders_settings,
     outbox_drained,
     post_event,
     published,
 )
+from letsbe_contracts.enums import OrderStatus
+from letsbe_fakes.stripe import signature_header
+from letsbe_hub.orders import wiring
+from letsbe_platform.testing import eventually
 
 ORDERS = "/api/v1/admin/orders"
 WEBHOOK = "/api/v1/public/stripe/webhook"
@@ -240,7 +241,7 @@ async def test_without_a_webhook_secret_the_webhook_is_unavailable(
     database_url, nats_url, bus_namespace, stripe_fake, sessions
 ):
     settings = orders_settings(database_url, nats_url, bus_namespace, stripe_fake, None, stripe_webhook_secret=None)
-    app = orders_app(settings)
+    app = hub_app(settings, workers=wiring.start)
     async with (
         LifespanManager(app) as m,
         httpx.AsyncClient(transport=httpx.ASGITransport(m.app), base_url="http://h") as c,

@@ -7,7 +7,8 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
-from letsbe_hub.tenants.testing import Enrolled, enroll
+from hub_testing.tenants import Enrolled, enroll
+from letsbe_platform.testing import eventually
 
 IMAGE = "registry.letsbe.biz/letsbe/openclaw"
 DIGEST = "sha256:" + "e" * 64
@@ -79,14 +80,11 @@ async def _create(hub, admin, **body):
 
 
 async def _wait_status(hub, admin, rid, wanted, timeout=20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
+    async def reached():
         v = (await hub.get(f"/api/v1/admin/rollouts/{rid}", headers=admin)).json()
-        if v["status"] in wanted:
-            return v
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"rollout stayed {v['status']} ({v['reason']})")
-        await asyncio.sleep(0.1)
+        return v if v["status"] in wanted else None
+
+    return await eventually(reached, f"rollout {rid} in {wanted}", timeout=timeout, every=0.1)
 
 
 async def _targets(hub, admin, rid):

@@ -1,4 +1,4 @@
-from letsbe_hub.servers.testing import (  # noqa: F401 - fixtures
+from hub_testing.servers import (  # noqa: F401 - fixtures
     admin,
     allocator,
     api,

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from hub_testing.servers import add_servers, hub_settings, order_spec, staged
 from letsbe_contracts import FailureStage, OrderFailedV1, Provider, ServerAllocatedV1, load_catalog
 from letsbe_fakes.hetzner import SERVER_TYPES
 from letsbe_hub.db import inbox
@@ -18,7 +19,6 @@ from letsbe_hub.providers.factory import build_hetzner, hetzner_config
 from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers.allocation import CONSUMER, Allocator, Outcome, overflow_name
 from letsbe_hub.servers.models import AllocationHold, InventoryStatus, OverflowServer, OverflowStatus, Server
-from letsbe_hub.servers.testing import add_servers, hub_settings, order_spec, staged
 
 
 async def _servers(sessions) -> list[Server]:

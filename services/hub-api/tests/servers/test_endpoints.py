@@ -9,14 +9,16 @@ import pytest
 from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
+from hub_testing import hub_app
+from hub_testing.servers import FINGERPRINT, add_servers, hub_settings, order_spec, staged, token
 from letsbe_contracts import ServerAllocatedV1
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.netcup import FakeNetcup
 from letsbe_hub.app import create_app
 from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.servers import endpoints
 from letsbe_hub.servers.allocation import Outcome
 from letsbe_hub.servers.models import InventoryStatus, Server
-from letsbe_hub.servers.testing import FINGERPRINT, add_servers, hub_settings, order_spec, servers_app, staged, token
 
 BASE = "/api/v1/admin/servers"
 
@@ -178,7 +180,7 @@ ROUTES = [
 
 
 async def test_every_route_wants_a_token_with_its_scope(api, sessions):
-    spec = servers_app(hub_settings("postgresql://x/y")).openapi()["paths"]
+    spec = hub_app(hub_settings("postgresql://x/y"), routers=endpoints.routers).openapi()["paths"]
     assert sum(len(ops) for path, ops in spec.items() if path.startswith("/api/v1/admin/")) == len(ROUTES)
     readers = await token(sessions, Scope.SERVERS_READ)
     others = await token(sessions, Scope.ORDERS_READ, Scope.ORDERS_WRITE)
@@ -200,7 +202,7 @@ async def test_provider_status_and_snapshots_of_a_netcup_server_go_to_the_scp_ap
             netcup_token_url=srv.url + "/realms/scp/protocol/openid-connect/token",
             netcup_refresh_token="netcup-offline-refresh-token",
         )
-        app = servers_app(settings)
+        app = hub_app(settings, routers=endpoints.routers)
         admin = await token(sessions)
         [server] = await add_servers(sessions, 1)
         async with sessions() as s, s.begin():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from hub_testing.servers import add_servers, staged
 from letsbe_contracts.events import ServerMigrationProposedV1
 from letsbe_hub.servers.migrations import propose_migrations
 from letsbe_hub.servers.models import InventoryStatus
-from letsbe_hub.servers.testing import add_servers, staged
 from letsbe_platform.db import unit_of_work
 
 NOV = datetime(2026, 11, 27, tzinfo=UTC)

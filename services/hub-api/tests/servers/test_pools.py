@@ -6,10 +6,10 @@ import asyncio
 
 from sqlalchemy import update
 
+from hub_testing.servers import add_servers, staged
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1, AlertSeverity
 from letsbe_hub.servers.models import InventoryStatus, Server
 from letsbe_hub.servers.pools import RULE, check_pools, pool_views, replenish_list
-from letsbe_hub.servers.testing import add_servers, staged
 from letsbe_platform.db import unit_of_work
 
 

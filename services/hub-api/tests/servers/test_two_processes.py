@@ -14,13 +14,13 @@ from collections import Counter
 
 from sqlalchemy import func, select
 
+from hub_testing.servers import HETZNER_TOKEN, add_servers, order_spec, staged
 from letsbe_contracts import OrderCreatedV1, ServerAllocatedV1
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_hub.db import inbox
 from letsbe_hub.servers.allocation import CONSUMER
 from letsbe_hub.servers.models import AllocationHold, Server
-from letsbe_hub.servers.testing import HETZNER_TOKEN, add_servers, order_spec, staged
 from letsbe_platform.testing.processes import ServiceProcess
 
 POOL, ORDERS = 50, 200

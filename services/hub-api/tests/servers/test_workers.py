@@ -7,20 +7,11 @@ import uuid
 
 from sqlalchemy import select
 
+from hub_testing.servers import add_servers, order_spec, staged
 from letsbe_contracts import OrderCreatedV1, ProvisionedV1, ServerAllocatedV1
 from letsbe_hub.servers.handlers import ServerWorkers
 from letsbe_hub.servers.models import InventoryStatus, Server
-from letsbe_hub.servers.testing import add_servers, order_spec, staged
-
-
-async def _eventually(check, timeout: float = 15.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.05)
+from letsbe_platform.testing import eventually
 
 
 async def test_order_created_on_the_bus_is_allocated_and_provisioned_puts_the_server_in_use(sessions, bus, settings):
@@ -30,7 +21,7 @@ async def test_order_created_on_the_bus_is_allocated_and_provisioned_puts_the_se
     try:
         order = order_spec()
         await bus.publish(OrderCreatedV1(order=order), correlation_id=order.order_id)
-        [(_, allocated)] = await _eventually(lambda: staged(sessions, ServerAllocatedV1))
+        [(_, allocated)] = await eventually(lambda: staged(sessions, ServerAllocatedV1), timeout=15)
         assert allocated.server.server_id == pool.id
 
         provisioned = ProvisionedV1(
@@ -44,7 +35,7 @@ async def test_order_created_on_the_bus_is_allocated_and_provisioned_puts_the_se
                 server = (await s.execute(select(Server))).scalar_one()
                 return server if server.status == InventoryStatus.IN_USE else None
 
-        server = await _eventually(in_use)
+        server = await eventually(in_use, timeout=15)
         assert server.tenant_id == order.order_id
     finally:
         workers.stop()

@@ -1,1 +1,1 @@
-from letsbe_hub.tenants.testing import admin, hub, hub_settings  # noqa: F401 - fixtures
+from hub_testing.tenants import admin, hub, hub_settings  # noqa: F401 - fixtures

@@ -2,9 +2,9 @@
 
 from sqlalchemy import select
 
+from hub_testing.tenants import enroll
 from letsbe_contracts import Envelope
 from letsbe_hub.db import outbox
-from letsbe_hub.tenants.testing import enroll
 from letsbe_platform.db import unit_of_work
 
 
@@ -30,8 +30,8 @@ async def test_decommission_revokes_the_agents_and_emits_the_event_once(hub, adm
 
 
 async def test_decommission_needs_fleet_write_and_an_existing_tenant(hub, admin, sessions):
+    from hub_testing.tenants import admin_token
     from letsbe_hub.auth.scopes import Scope
-    from letsbe_hub.tenants.testing import admin_token
 
     agent = await enroll(hub, admin)
     reader = {"Authorization": f"Bearer {await admin_token(sessions, [Scope.FLEET_READ])}"}

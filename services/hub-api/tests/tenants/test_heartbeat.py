@@ -5,8 +5,8 @@ import uuid
 
 from sqlalchemy import text
 
+from hub_testing.tenants import enroll
 from letsbe_contracts.events import TenantBackupReportedV1, TenantHeartbeatV1
-from letsbe_hub.tenants.testing import enroll
 
 DETAILS = {
     "disk": {"path": "/", "total_bytes": 100, "used_bytes": 50, "percent": 50.0},

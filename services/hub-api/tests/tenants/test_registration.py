@@ -6,9 +6,9 @@ import uuid
 import httpx
 from sqlalchemy import text
 
+from hub_testing.tenants import enroll, mint_token
 from letsbe_contracts import Envelope, decode
 from letsbe_contracts.events import TenantAgentRegisteredV1
-from letsbe_hub.tenants.testing import enroll, mint_token
 
 
 async def _register(client: httpx.AsyncClient, token: str, agent: str = "safety-wrapper") -> httpx.Response:
@@ -77,8 +77,8 @@ async def test_expired_registration_token_is_refused(hub, admin, sessions):
 
 
 async def test_minting_tokens_needs_the_enroll_scope(hub, sessions):
+    from hub_testing.tenants import admin_token
     from letsbe_hub.auth.scopes import Scope
-    from letsbe_hub.tenants.testing import admin_token
 
     reader = {"Authorization": f"Bearer {await admin_token(sessions, [Scope.FLEET_READ])}"}
     tid = uuid.uuid4()
@@ -90,8 +90,8 @@ async def test_minting_tokens_needs_the_enroll_scope(hub, sessions):
 
 
 async def test_tenant_view_shows_registered_agents_to_the_provisioner(hub, admin, sessions):
+    from hub_testing.tenants import admin_token
     from letsbe_hub.auth.scopes import Scope
-    from letsbe_hub.tenants.testing import admin_token
 
     provisioner = {"Authorization": f"Bearer {await admin_token(sessions, [Scope.TENANTS_ENROLL])}"}
     tenant_id, domain, token = await mint_token(hub, provisioner)

@@ -11,18 +11,11 @@ from sqlalchemy import select
 from letsbe_contracts import Envelope, ProvisionedV1, ProvisioningStepV1, StepStatus, decode
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.bus import Bus
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_provisioner.jobs.models import JobStep
 
 from ..conftest import dns_ready
-
-
-async def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await predicate():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 async def stream(bus: Bus, event_cls: type) -> list[Any]:
@@ -58,7 +51,7 @@ async def test_a_killed_provisioner_resumes_at_the_interrupted_step_and_reruns_n
         row = await step(4)
         return row is not None and row.status == StepStatus.RUNNING and bool(target.calls("ufw"))
 
-    await wait_for(mid_step_4, 30, "step 4 to be running")
+    await eventually(mid_step_4, "step 4 running", timeout=30)
     target.clear("ufw")
     first.kill(signal.SIGKILL)
     calls_before = len(target.calls())
@@ -70,7 +63,7 @@ async def test_a_killed_provisioner_resumes_at_the_interrupted_step_and_reruns_n
     async def provisioned() -> bool:
         return bool(await stream(bus, ProvisionedV1))
 
-    await wait_for(provisioned, 45, "provisioned")
+    await eventually(provisioned, "provisioned", timeout=45)
     await asyncio.sleep(0.5)  # anything duplicated would be published by now
 
     assert len(await stream(bus, ProvisionedV1)) == 1

@@ -13,7 +13,7 @@ import pytest
 
 from letsbe_contracts import load_catalog
 from letsbe_provisioner.rendering.plan import SECRET_IMPORT_DIR, Plan
-from tests.rendering.test_render import plan_for
+from provisioner_testing import plan_for
 
 CATALOG = load_catalog()
 TOOLS = [t.name for t in CATALOG.tools if not t.system]

@@ -14,8 +14,7 @@ import pytest
 import yaml
 
 from letsbe_provisioner.rendering.plan import AI_DIR, STATE_DIR, Plan
-
-from .test_render import ALL_TOOLS, TOKENS, plan_for
+from provisioner_testing import ALL_TOOLS, TOKENS, plan_for
 
 HOST = "<host network>"
 SOCKET = "/var/run/docker.sock"

@@ -28,10 +28,9 @@ from starlette.routing import Route
 
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
-from letsbe_platform.devstack import free_port
+from letsbe_platform.testing import free_port
 from letsbe_provisioner.rendering.plan import AI_DIR, OPENCLAW_PORT, OPENCLAW_VERSION, RenderedFile
-
-from .test_render import ALL_TOOLS, TOKENS, plan_for
+from provisioner_testing import ALL_TOOLS, TOKENS, plan_for
 
 REPO = Path(__file__).resolve().parents[4]
 

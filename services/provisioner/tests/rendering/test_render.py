@@ -9,7 +9,6 @@ import shutil
 import subprocess
 import sys
 import tomllib
-import uuid
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,53 +16,16 @@ import pytest
 import yaml
 from jsonschema.validators import validator_for
 
-from letsbe_contracts import AutomationMode, OrderSpec, Region, Tier, load_catalog
-from letsbe_dns.records.plan import MAIL_SRV
+from letsbe_contracts.mail import MAIL_SRV
 from letsbe_fakes.tls_endpoint import self_signed
 from letsbe_provisioner.rendering.plan import (
-    AGENTS,
     NginxPaths,
-    Plan,
     Settings,
     dkim_public_key,
-    generate_secrets,
     memory_split,
 )
 from letsbe_provisioner.steps import STEPS
-
-CATALOG = load_catalog()
-ALL_TOOLS = tuple(t.name for t in CATALOG.selectable)
-TOKENS = {agent: f"rt_{agent}_0123456789abcdef" for agent in AGENTS}
-LLM_KEY = "lbl_tenant-relay-key-0123456789abcdef"
-
-
-def plan_for(
-    tools: tuple[str, ...] = ALL_TOOLS,
-    *,
-    nginx: NginxPaths | None = None,
-    root: str = "",
-    tier: Tier = Tier.ENTERPRISE,
-    preflight_min_cpus: int | None = None,
-) -> Plan:
-    order = OrderSpec(
-        order_id=uuid.uuid4(),
-        domain="example.com",
-        tier=tier,
-        region=Region.EU,
-        tools=tools,
-        automation_mode=AutomationMode.AUTO,
-        customer_email="owner@example.com",
-    )
-    return Plan(
-        order,
-        Settings(
-            hub_url="https://hub.letsbe.test",
-            root=root,
-            nginx=nginx or NginxPaths(),
-            preflight_min_cpus=preflight_min_cpus,
-        ),
-        generate_secrets(tools),
-    )
+from provisioner_testing import ALL_TOOLS, CATALOG, TOKENS, plan_for
 
 
 def compose_schema_validator():
@@ -297,51 +259,3 @@ def _self_signed(directory: Path, domain: str) -> None:
     cert, key = self_signed(domain, dt.datetime.now(dt.UTC) + dt.timedelta(days=1))
     (directory / "fullchain.pem").write_bytes(cert)
     (directory / "privkey.pem").write_bytes(key)
-
-
-def test_each_ai_container_gets_exactly_the_keys_it_uses_and_the_agents_read_them(monkeypatch) -> None:
-    from cryptography.fernet import Fernet
-
-    from letsbe_safety_wrapper.config import SafetyWrapperSettings
-    from letsbe_secrets_proxy.config import SecretsProxySettings
-
-    plan = plan_for(("ghost",))
-    files = {f.path: f for f in plan.step_files(10, TOKENS, LLM_KEY)}
-    env = {
-        name: dict(line.split("=", 1) for line in files[f"/opt/letsbe/ai/{name}.env"].content.splitlines()
-                   if line and not line.startswith("#"))
-        for name in ("openclaw", "safety-wrapper", "secrets-proxy")
-    }  # fmt: skip
-    assert all(files[f"/opt/letsbe/ai/{name}.env"].mode == "0600" for name in env)
-    s = plan.secrets
-    holders = {
-        key: {name for name, values in env.items() if s[key] in values.values()}
-        for key in ("ai.openclaw_gateway_token", "ai.tools_token", "ai.sentinel_key", "ai.secrets_key")
-    }
-    assert holders == {
-        "ai.openclaw_gateway_token": {"openclaw"},
-        "ai.tools_token": {"openclaw", "safety-wrapper"},  # OpenClaw presents it, the Safety Wrapper checks it
-        "ai.sentinel_key": {"openclaw", "secrets-proxy"},
-        "ai.secrets_key": {"safety-wrapper", "secrets-proxy"},  # the tenant secret store both agents read
-    }
-    Fernet(s["ai.secrets_key"].encode())  # a usable key for the store
-    assert {name for name, values in env.items() if LLM_KEY in values.values()} == {"secrets-proxy"}
-    # ...which it presents to the hub's relay, its upstream (compose environment).
-    compose = yaml.safe_load(files["/opt/letsbe/ai/docker-compose.yml"].content)
-    relay = compose["services"]["secrets-proxy"]["environment"]["LETSBE_SP_UPSTREAM_BASE_URL"]
-    assert relay == "https://hub.letsbe.test/api/v1/llm/v1"
-
-    # The agents' own settings pick the values up from their env files (as compose's env_file passes them).
-    for name, settings_class in (("safety-wrapper", SafetyWrapperSettings), ("secrets-proxy", SecretsProxySettings)):
-        with monkeypatch.context() as m:
-            for key, value in env[name].items():
-                m.setenv(key, value)
-            settings = settings_class(log_json=False)
-            assert settings.secrets_key.get_secret_value() == s["ai.secrets_key"]
-            if name == "safety-wrapper":
-                assert settings.tools_token.get_secret_value() == s["ai.tools_token"]
-                assert settings.tool_urls == {"ghost": "http://letsbe-ghost:2368"}
-            else:
-                assert settings.sentinel_key.get_secret_value() == s["ai.sentinel_key"]
-                # The hub's relay key for this tenant: the provider's own key stays on the hub.
-                assert settings.upstream_api_key.get_secret_value() == LLM_KEY

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import hashlib
 import os
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import asyncssh
 import pytest
-import yaml
 
-from letsbe_agent import backups
 from letsbe_contracts import Tier
 from letsbe_contracts.events import BackupStatus
 from letsbe_fakes.ssh_target import SshTarget
-from letsbe_hub.orders.testing import eventually
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.steps import STEPS
+from provisioner_testing import TOKENS, plan_for, shell_env, write_step
 
 from ..conftest import server_target
-from .test_agent_wiring import SETTINGS, mounts, on_host, settings_from
-from .test_render import TOKENS, plan_for
 
 
 def snapshot(root: Path) -> dict[str, str]:
@@ -112,28 +105,15 @@ async def test_preflight_judges_the_server_by_what_the_tools_need_not_by_the_tie
     assert (code == 0) is ok, lines
 
 
-def _shell_env(target: SshTarget, *, standins: bool = True) -> dict[str, str]:
-    path = os.environ["PATH"]
-    return {**os.environ, "PATH": f"{target.bin}:{path}" if standins else path, "TMPDIR": str(target.root / "tmp")}
-
-
-def _write(target: SshTarget, plan: Any, number: int) -> None:
-    for f in plan.step_files(number, TOKENS):
-        p = target.path(f.path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(f.content)
-        p.chmod(int(f.mode, 8))
-
-
 def test_nightly_backup_writes_backup_status_in_the_seeds_shape(target: SshTarget) -> None:
     plan = plan_for(("nextcloud", "ghost", "uptime_kuma"), root=str(target.root))
     for n in (8, 9):
-        _write(target, plan, n)
+        write_step(target, plan, n)
     target.output("docker", "-- a database dump --\n")
     target.fail("docker", match="letsbe-ghost-db", message="Error response from daemon: container is restarting")
     result = subprocess.run(
         [str(target.path("/usr/local/sbin/letsbe-backup"))],
-        env=_shell_env(target),
+        env=shell_env(target),
         capture_output=True,
         text=True,
         check=False,
@@ -152,78 +132,27 @@ def test_nightly_backup_writes_backup_status_in_the_seeds_shape(target: SshTarge
     assert [c[2] for c in dump_cmds] == ["letsbe-ghost-db", "letsbe-nextcloud-db"]
 
 
-async def test_each_agent_sees_the_nightly_backups_lock_while_it_runs_and_reads_its_status(
-    target: SshTarget, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    plan = plan_for(("nextcloud",), root=str(target.root))
-    for n in (8, 9):
-        _write(target, plan, n)
-    rendered = {f.path: f for f in plan.step_files(10, TOKENS)}
-    compose = yaml.safe_load(rendered["/opt/letsbe/ai/docker-compose.yml"].content)
-    seen = []  # (status file, lock file) on this "server", as each agent's settings and mounts resolve them
-    for agent, cls in SETTINGS.items():
-        svc = compose["services"][agent]
-        settings = settings_from(cls, {k: str(v) for k, v in svc["environment"].items()}, monkeypatch)
-        status, lock = (on_host(p, mounts(svc)) for p in (settings.backup_status_path, settings.backup_lock_path))
-        assert status is not None and lock is not None, agent
-        seen.append((target.path(status), target.path(lock)))
-    backup = [str(target.path("/usr/local/sbin/letsbe-backup"))]
-
-    def run_backup() -> subprocess.CompletedProcess[str]:
-        return subprocess.run(backup, env=_shell_env(target), capture_output=True, text=True, check=False)
-
-    target.hang("docker", 60)  # the dump sits in `docker exec`
-    run = subprocess.Popen(backup, env=_shell_env(target), start_new_session=True)
-    try:
-
-        async def held() -> bool:
-            return all(backups.running(lock) for _, lock in seen)
-
-        await eventually(held)
-        second = await asyncio.to_thread(run_backup)
-        assert second.returncode == 1 and "another run holds" in second.stderr, "one run at a time"
-    finally:
-        os.killpg(run.pid, signal.SIGKILL)  # a run killed mid-dump (and its dump) leaves the lock file behind
-        run.wait()
-
-    async def released() -> bool:  # once the killed processes are gone (the kernel drops their flock)
-        return not any(backups.running(lock) for _, lock in seen)
-
-    await eventually(released)
-    assert all(lock.exists() for _, lock in seen), "the dead run left its lock file: it is not a lock by itself"
-
-    target.clear("docker")
-    target.output("docker", "-- a database dump --\n")
-    done = await asyncio.to_thread(run_backup)
-    assert done.returncode == 0, done.stderr
-    for status, lock in seen:
-        report = backups.build_report(status, dt.date.today())
-        assert report.problem is None and report.status is not None
-        assert report.status.databases["nextcloud"].status == "success"
-        assert not backups.running(lock)
-
-
 def test_step_10_gives_the_agents_the_docker_sockets_group_of_this_server(target: SshTarget) -> None:
     plan = plan_for(("nextcloud",), root=str(target.root))
     sock = target.path("/var/run/docker.sock")
     os.chown(sock, 0, 4242)  # this server's docker group
     step10 = plan.step_script(10, TOKENS)
-    done = subprocess.run(["bash", "-c", step10], env=_shell_env(target), capture_output=True, text=True, check=False)
+    done = subprocess.run(["bash", "-c", step10], env=shell_env(target), capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     assert target.path("/opt/letsbe/ai/.env").read_text() == "DOCKER_GID=4242\n"  # compose reads it for group_add
     assert [c[:2] for c in target.calls("docker")] == [["docker", "compose"]]
 
     sock.unlink()  # Docker not running
-    failed = subprocess.run(["bash", "-c", step10], env=_shell_env(target), capture_output=True, text=True, check=False)
+    failed = subprocess.run(["bash", "-c", step10], env=shell_env(target), capture_output=True, text=True, check=False)
     assert failed.returncode == 1 and "no Docker socket at /var/run/docker.sock" in failed.stderr
 
 
 def test_tls_stands_in_self_signed_until_the_agent_has_a_credential(target: SshTarget) -> None:
     """The issuance itself, with the agent's real credential, certbot and pebble: tests/acme."""
     plan = plan_for(("nextcloud",), root=str(target.root))
-    _write(target, plan, 7)
+    write_step(target, plan, 7)
     ensure = str(target.path("/usr/local/sbin/letsbe-tls-ensure"))
-    first = subprocess.run([ensure], env=_shell_env(target), capture_output=True, text=True, check=False)
+    first = subprocess.run([ensure], env=shell_env(target), capture_output=True, text=True, check=False)
     assert first.returncode == 0, first.stderr
     assert "self-signed stand-in" in first.stdout and target.calls("certbot") == []
     cert = subprocess.run(

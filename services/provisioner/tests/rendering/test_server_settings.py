@@ -21,8 +21,7 @@ from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.service import plan_settings
 from letsbe_provisioner.rendering.plan import COMPOSE_SHIM, Plan
 from letsbe_provisioner.steps import STEPS
-
-from .test_render import TOKENS, plan_for
+from provisioner_testing import TOKENS, plan_for
 
 KEY = asyncssh.generate_private_key("ssh-ed25519")
 TEST_VPS = {

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from letsbe_fakes.docker_engine import DockerEngineFake
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
 
 ADMIN = "lbh_test-admin-token-0123456789abcdef"
@@ -35,20 +36,6 @@ def hub_process(service_env, port=None) -> ServiceProcess:
         "LETSBE_HUB_SHUTDOWN_GRACE_SECONDS": "1",
     }
     return ServiceProcess("letsbe_hub", env, port=port, port_env="LETSBE_HUB_PORT")
-
-
-async def _until(fn, timeout=20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        try:
-            result = await fn()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_update_with_rollback_and_results_buffered_across_a_hub_outage(
@@ -86,11 +73,14 @@ async def test_update_with_rollback_and_results_buffered_across_a_hub_outage(
         await sw.wait_ready()
 
         async def registered():
-            view = (await client.get(f"/api/v1/admin/tenants/{tenant_id}")).json()
+            try:
+                view = (await client.get(f"/api/v1/admin/tenants/{tenant_id}")).json()
+            except httpx.HTTPError:
+                return None
             agents = [a for a in view["agents"] if a["last_heartbeat_at"]]
             return view["status"] == "ACTIVE" and agents
 
-        await _until(registered)
+        await eventually(registered, timeout=20, every=0.1)
 
         async def update(digest: str, key: str, min_healthy: float) -> dict:
             params = {
@@ -108,27 +98,30 @@ async def test_update_with_rollback_and_results_buffered_across_a_hub_outage(
             return r.json()
 
         async def status_of(cid, *wanted):
-            v = (await client.get(f"/api/v1/admin/commands/{cid}")).json()
+            try:
+                v = (await client.get(f"/api/v1/admin/commands/{cid}")).json()
+            except httpx.HTTPError:  # the hub is down on purpose for part of this test
+                return None
             return v if v["status"] in wanted else None
 
         # 1. a new image that fails its health check is rolled back, locally, to the previous image
         docker_fake.fail_health(BAD)
         bad = await update(BAD.split("@")[1], "bad", 0.5)
-        v = await _until(lambda: status_of(bad["id"], "ROLLED_BACK", "FAILED", "SUCCEEDED"))
+        v = await eventually(lambda: status_of(bad["id"], "ROLLED_BACK", "FAILED", "SUCCEEDED"), timeout=20, every=0.1)
         assert v["status"] == "ROLLED_BACK", v
         assert "health check" in v["error"]
         assert docker_fake.by_name("openclaw")["Config"]["Image"] == OLD
 
         # 2. the hub goes away while an update runs: the result waits on disk and arrives once it is back
         good = await update(NEW.split("@")[1], "good", 2.0)
-        await _until(lambda: status_of(good["id"], "RUNNING"))
+        await eventually(lambda: status_of(good["id"], "RUNNING"), timeout=20, every=0.1)
         hub.kill()
-        await _until(lambda: _image_is(docker_fake, NEW))
+        await eventually(lambda: _image_is(docker_fake, NEW), timeout=20, every=0.1)
         await asyncio.sleep(2.5)  # healthy long enough: the agent has its result, the hub is still down
         hub2 = hub_process(service_env, port=hub.port).start()
         processes.append(hub2)
         await hub2.wait_ready()
-        v = await _until(lambda: status_of(good["id"], "SUCCEEDED"))
+        v = await eventually(lambda: status_of(good["id"], "SUCCEEDED"), timeout=20, every=0.1)
         assert v["result"]["previous_image"] == OLD
         assert [t["to_status"] for t in v["transitions"]] == ["QUEUED", "DELIVERED", "RUNNING", "SUCCEEDED"]
         assert docker_fake.by_name("openclaw")["Config"]["Image"] == NEW

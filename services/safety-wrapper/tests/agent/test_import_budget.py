@@ -1,7 +1,6 @@
 """The Safety Wrapper as production starts it (``python -m letsbe_safety_wrapper``, registered with a real hub,
 gating tool calls) loads no database, bus, CLI or provider code."""
 
-import asyncio
 import json
 import uuid
 
@@ -9,6 +8,7 @@ import httpx
 from fastapi import FastAPI
 
 from letsbe_fakes import LoopbackServer
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.imports import forbidden, loaded_modules, module_argv
 from letsbe_platform.testing.processes import ServiceProcess
 
@@ -25,13 +25,6 @@ POLICY = {
     }}},
     "escalations": [],
 }
-
-
-async def _until(check, timeout=30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_the_wrapper_process_loads_no_database_bus_or_cli_code(service_env, processes, tmp_path):
@@ -71,7 +64,7 @@ async def test_the_wrapper_process_loads_no_database_bus_or_cli_code(service_env
                 view = (await admin.get(f"/api/v1/admin/tenants/{tenant}")).json()
                 return any(a["agent"] == "safety-wrapper" and a["last_heartbeat_at"] for a in view.get("agents", []))
 
-            await _until(beating)
+            await eventually(beating, "heartbeats", timeout=30, every=0.1)
         async with httpx.AsyncClient(base_url=sw.url, headers={"Authorization": f"Bearer {TOOLS_TOKEN}"}) as client:
             ran = await client.post("/api/v1/tools/execute", json={"tool": "ghost", "action": "posts.list"})
             assert ran.status_code == 200, ran.text

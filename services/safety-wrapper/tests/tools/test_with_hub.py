@@ -1,28 +1,17 @@
 """The Safety Wrapper as a real process, registered with a real hub process: a gated call waits for an operator's
 approval on the hub, runs once, cannot be replayed; the hub's kill-switch command stops every call."""
 
-import asyncio
 import json
 import uuid
 
 import httpx
 
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 
 ADMIN = "lbh_test-admin-token-approvals-0123456789"
 TOOLS_TOKEN = "agent-tools-token-live"
-
-
-async def _until(fn, timeout=20.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await fn()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_gated_call_is_approved_on_the_hub_and_runs_once_then_the_kill_switch_stops_calls(
@@ -58,7 +47,7 @@ async def test_gated_call_is_approved_on_the_hub_and_runs_once_then_the_kill_swi
             view = (await admin.get(f"/api/v1/admin/tenants/{tenant_id}")).json()
             return view.get("status") == "ACTIVE"
 
-        await _until(registered)
+        await eventually(registered, timeout=20, every=0.1)
         async with httpx.AsyncClient(base_url=sw.url, headers={"Authorization": f"Bearer {TOOLS_TOKEN}"},
                                      timeout=10) as agent:
             call = {"tool": "ghost", "action": "posts.delete", "args": {"id": "42"}, "reason": "duplicate post"}
@@ -89,7 +78,7 @@ async def test_gated_call_is_approved_on_the_hub_and_runs_once_then_the_kill_swi
             async def done():
                 return (await admin.get(f"/api/v1/admin/commands/{command_id}")).json()["status"] == "SUCCEEDED"
 
-            await _until(done)
+            await eventually(done, timeout=20, every=0.1)
             r = await agent.post("/api/v1/tools/execute", json={"tool": "ghost", "action": "posts.list"})
             assert r.status_code == 423 and r.json()["reason"] == "operator stop"
             assert len(rec.requests) == 1

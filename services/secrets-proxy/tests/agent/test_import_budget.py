@@ -2,13 +2,13 @@
 proxying a call) loads no database, bus, CLI or provider code, and no FastAPI (it serves its routes on plain
 Starlette; FastAPI is loaded only to describe them in /openapi.json): its container has 64 MB."""
 
-import asyncio
 import uuid
 
 import httpx
 
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.imports import FORBIDDEN_IN_AGENTS, forbidden, loaded_modules, module_argv
 from letsbe_platform.testing.processes import ServiceProcess
 
@@ -16,13 +16,6 @@ ADMIN = "lbh_test-admin-token-0123456789abcdef"
 SENTINEL = "lbsp-sentinel-for-the-budget-test"
 # Not in the proxy either (the Safety Wrapper has them): FastAPI and the OpenTelemetry API it loads at start-up.
 PROXY_ONLY = ("fastapi", "opentelemetry")
-
-
-async def _until(check, timeout=30.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.1)
 
 
 async def test_the_proxy_process_loads_no_database_bus_or_cli_code(service_env, processes, tmp_path):
@@ -53,7 +46,7 @@ async def test_the_proxy_process_loads_no_database_bus_or_cli_code(service_env, 
                 view = (await admin.get(f"/api/v1/admin/tenants/{tenant}")).json()
                 return any(a["agent"] == "secrets-proxy" and a["last_heartbeat_at"] for a in view.get("agents", []))
 
-            await _until(beating)
+            await eventually(beating, "heartbeats", timeout=30, every=0.1)
         async with httpx.AsyncClient(base_url=sp.url, headers={"Authorization": f"Bearer {SENTINEL}"}) as client:
             for stream in (False, True):
                 r = await client.post("/v1/chat/completions", json={

@@ -3,7 +3,7 @@ its data folder, its output, and the pids of what it supervises."""
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -13,23 +13,17 @@ from pathlib import Path
 
 import httpx
 
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import eventually as shared_eventually
+from letsbe_platform.testing import free_port
 
 RUN = [sys.executable, "-m", "letsbe_platform.runner"]
 # The embedded servers' pid files under the data folder (letsbe_platform.devstack).
 SERVER_PID_FILES = {"postgres": "postgres/pgdata/postmaster.pid", "nats": "nats/nats.pid"}
 
 
-async def eventually(check, what: str, timeout: float = 90.0, every: float = 0.25):
-    """Wait until ``await check()`` is truthy and return it; fail with ``what`` after ``timeout`` seconds."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        if result := await check():
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what}")
-        await asyncio.sleep(every)
+# The whole stack's waits are long (Postgres, NATS and four services start): 90 s unless a caller says otherwise.
+eventually = functools.partial(shared_eventually, timeout=90.0, every=0.25)
 
 
 @dataclass

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import tenant_env
+from letsbe_platform.testing import free_port
 
 
 class ServiceProcess:

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials
 
-from letsbe_dns.acme.schemas import AcmeChallenge, AcmeChallengeRecord, AgentPrincipal
+from letsbe_contracts.hub import AgentPrincipal
+from letsbe_dns.acme.schemas import AcmeChallenge, AcmeChallengeRecord
 from letsbe_dns.acme.service import AcmeService
 from letsbe_platform.web import AGENT_CREDENTIAL, problems
 

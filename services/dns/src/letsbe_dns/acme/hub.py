@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 from pydantic import ValidationError
 
+from letsbe_contracts.hub import AgentPrincipal
 from letsbe_dns.acme.errors import AgentNotAuthenticated, HubUnavailable
-from letsbe_dns.acme.schemas import AgentPrincipal
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)

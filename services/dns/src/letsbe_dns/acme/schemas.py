@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import uuid
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, StringConstraints
@@ -29,14 +28,3 @@ class AcmeChallengeRecord(BaseModel):
     content: str
     record_id: str
     visible: bool
-
-
-class AgentPrincipal(BaseModel):
-    """The hub's answer to GET /api/v1/tenant/me (extra fields ignored, so the hub may add some)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    tenant_id: uuid.UUID
-    agent_id: uuid.UUID
-    agent: str
-    domain: DomainName

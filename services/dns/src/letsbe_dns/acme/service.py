@@ -6,8 +6,9 @@ Only the tenant's domain or names below it; several values may coexist at one na
 
 from __future__ import annotations
 
+from letsbe_contracts.hub import AgentPrincipal
 from letsbe_dns.acme.errors import ChallengeNotVisible, CloudflareRefused, NotYourDomain
-from letsbe_dns.acme.schemas import AcmeChallenge, AcmeChallengeRecord, AgentPrincipal
+from letsbe_dns.acme.schemas import AcmeChallenge, AcmeChallengeRecord
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.records import repository
 from letsbe_dns.records.plan import DesiredRecord

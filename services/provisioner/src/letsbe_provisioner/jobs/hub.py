@@ -6,39 +6,15 @@ import uuid
 from typing import Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
+
+from letsbe_contracts.hub import LlmKey, RegistrationToken, TenantStatus
 
 
 class HubError(Exception):
     def __init__(self, message: str, *, transient: bool):
         super().__init__(message)
         self.transient = transient
-
-
-class RegistrationToken(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    token: str
-    expires_at: str | None = None
-
-
-class LlmKey(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    key: str
-
-
-class TenantAgent(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    agent: str
-    registered_at: str | None = None
-
-
-class TenantStatus(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    tenant_id: uuid.UUID
-    agents: list[TenantAgent] = []
-
-    def registered(self, agent: str) -> bool:
-        return any(a.agent == agent and a.registered_at for a in self.agents)
 
 
 class HubClient:

@@ -19,9 +19,8 @@ import jinja2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, load_catalog
+from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, certbot_hooks, load_catalog
 from letsbe_contracts.agent import CREDENTIAL_FILE, LLM_RELAY_PATH
-from letsbe_dns import hooks as dns_hooks
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS, Step
 
@@ -427,8 +426,8 @@ class Plan:
                 self._file("compose/nginx.yml.j2", f"{NGINX_DIR}/docker-compose.yml"),
             ]
         if number == 7:
-            # The DNS-01 hooks are the DNS service's own (letsbe_dns.hooks): it owns that route's wire contract.
-            hooks = dns_hooks.render(
+            # The DNS-01 hooks speak the DNS service's acme-challenge route: one shared contract (letsbe_contracts).
+            hooks = certbot_hooks.render(
                 dns_url=self.settings.acme_url or self.settings.hub_url,
                 credential_file=self.settings.root + AGENT_CREDENTIAL,
             )

@@ -1,8 +1,7 @@
 #!/bin/sh
-# certbot --manual-auth-hook for DNS-01 (wildcard certificates): asks LetsBe's DNS service to publish
-# _acme-challenge.$CERTBOT_DOMAIN with $CERTBOT_VALIDATION, authenticated with this tenant's agent credential.
-# The service answers once the zone's authoritative nameservers serve the record, so no sleep is needed here.
-# Rendered by the provisioner (letsbe_dns.hooks.render); the tenant never holds a Cloudflare token.
+# certbot --manual-cleanup-hook for DNS-01: asks LetsBe's DNS service to remove the _acme-challenge TXT it
+# published for $CERTBOT_DOMAIN with $CERTBOT_VALIDATION (nothing else). Already gone is fine.
+# Rendered by the provisioner (letsbe_contracts.certbot_hooks.render).
 set -eu
 
 DNS_URL='@@LETSBE_DNS_URL@@'
@@ -17,14 +16,13 @@ if ! key=$(jq -er '.api_key | select(type == "string" and length > 0)' "$CREDENT
     "$CREDENTIAL_FILE" >&2
   exit 1
 fi
-# The credential reaches curl as a config on stdin, so it never shows in the process list.
 # On failure the problem+json answer goes to stderr, which certbot shows.
 if ! answer=$(printf 'header = "Authorization: Bearer %s"\n' "$key" | curl --silent --show-error --fail-with-body \
-  --config - --max-time 300 --retry 3 --retry-delay 5 \
+  --config - --max-time 60 --retry 3 --retry-delay 5 \
   --header 'Content-Type: application/json' \
-  --request POST \
+  --request DELETE \
   --data "{\"domain\": \"${CERTBOT_DOMAIN}\", \"validation\": \"${CERTBOT_VALIDATION}\"}" \
   "${DNS_URL}/api/v1/tenant/acme-challenge" 2>&1); then
-  printf 'LetsBe DNS could not publish the challenge for %s: %s\n' "$CERTBOT_DOMAIN" "$answer" >&2
+  printf 'LetsBe DNS could not remove the challenge for %s: %s\n' "$CERTBOT_DOMAIN" "$answer" >&2
   exit 1
 fi

@@ -4,13 +4,13 @@ import asyncio
 
 from asgi_lifespan import LifespanManager
 
+from hub_testing.tenants import mint_token
 from letsbe_agent.runtime import agent_of
-from letsbe_hub.tenants.testing import admin, hub, hub_settings, mint_token  # noqa: F401 - fixtures
 from letsbe_secrets_proxy.app import create_app
 from letsbe_secrets_proxy.config import SecretsProxySettings
 
 
-async def test_secrets_proxy_registers_as_its_own_agent_and_heartbeats(hub, admin, tmp_path):  # noqa: F811
+async def test_secrets_proxy_registers_as_its_own_agent_and_heartbeats(hub, admin, tmp_path):
     tenant_id, _, token = await mint_token(hub, admin)
     settings = SecretsProxySettings.model_validate(
         {

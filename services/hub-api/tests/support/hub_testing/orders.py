@@ -1,7 +1,7 @@
 """Test fixtures for the orders, payments, catalog and notifications contexts (imported by their conftest.py).
 
-``orders_hub`` runs the hub app with only this context's workers (plus the outbox relay), so tests observe exactly
-what orders do — no allocation worker moving orders behind the test's back.
+``orders_hub`` runs :func:`hub_testing.hub_app` with only this context's workers (plus the outbox relay), so tests
+observe exactly what orders do — no allocation worker moving orders behind the test's back.
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -24,21 +23,19 @@ from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub_testing import hub_app
 from letsbe_contracts import OrderSpec, ServerTarget
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
-from letsbe_hub.app import ROUTERS
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import create_token
 from letsbe_hub.config import HubSettings
-from letsbe_hub.db import SCHEMA
 from letsbe_hub.orders import wiring
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import OutboxRelay
-from letsbe_platform.web import create_service_app, runtime
+from letsbe_platform.testing import free_port
 
-WEBHOOK_SECRET = "whsec_test_orders"  # noqa: S105 - a test value
+WEBHOOK_SECRET = "whsec_test_orders"
 
 
 # --- external systems on loopback -------------------------------------------------------------------------------
@@ -107,23 +104,6 @@ def hub_settings(
     return orders_settings(database_url, nats_url, bus_namespace, stripe_fake, smtp_server)
 
 
-def orders_app(settings: HubSettings) -> FastAPI:
-    """Every hub route, but only the outbox relay and the orders workers."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings) as rt:
-            app.state.runtime = rt
-            app.state.settings = settings
-            assert rt.bus is not None
-            relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.2)
-            rt.start("outbox-relay", relay.run(), relay.stop)
-            app.state.orders = wiring.start(rt, settings)
-            yield
-
-    return create_service_app(title="hub (orders tests)", version="test", lifespan=lifespan, routers=ROUTERS)
-
-
 @dataclass
 class Hub:
     app: FastAPI
@@ -131,12 +111,12 @@ class Hub:
 
     @property
     def orders(self) -> wiring.OrdersRuntime:
-        return self.app.state.orders
+        return self.app.state.workers
 
 
 @pytest_asyncio.fixture
 async def orders_hub(hub_settings: HubSettings) -> AsyncIterator[Hub]:
-    app = orders_app(hub_settings)
+    app = hub_app(hub_settings, workers=wiring.start)
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
@@ -158,9 +138,7 @@ async def operator(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]
 @asynccontextmanager
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Run ``app`` on a real loopback HTTP server in this event loop (streaming responses need one)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False)
     )
@@ -253,18 +231,6 @@ async def count(sessions: async_sessionmaker[AsyncSession], sql: str, **params: 
 
     async with sessions() as session:
         return int((await session.execute(text(sql), params)).scalar_one())
-
-
-async def eventually(check: Any, timeout: float = 10.0, interval: float = 0.05) -> Any:
-    """Poll ``await check()`` until it returns something truthy; fail after ``timeout``."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {check}")
-        await asyncio.sleep(interval)
 
 
 async def published(bus: Any, subject: str) -> int:

@@ -1,21 +1,23 @@
 """Monitor → hub → monitor over real NATS: an alert the monitor raises appears in the hub's API, and the operator's
 acknowledgement in the hub reaches the monitor, which stops staff notifications for it."""
 
-import asyncio
 import uuid
 from datetime import UTC, datetime
 
 import httpx
 from asgi_lifespan import LifespanManager
 
+from hub_testing import hub_app
+from hub_testing.orders import token
+from hub_testing.tenants import fast_hub_settings
 from letsbe_contracts import HeartbeatDetails, OrderSpec, ProvisionedV1, ServerTarget, TenantHeartbeatV1
+from letsbe_hub.alerts import endpoints, handlers
+from letsbe_hub.auth.scopes import Scope
 from letsbe_monitor.alerts.models import Alert as MonitorAlert
 from letsbe_monitor.app import create_app as create_monitor
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import Tenant
-from letsbe_platform.devstack import free_port
-
-from .conftest import alerts_app, token_for
+from letsbe_platform.testing import eventually, free_port
 
 
 def provisioned_event(tid: uuid.UUID) -> ProvisionedV1:
@@ -60,20 +62,10 @@ def disk_heartbeat(tid: uuid.UUID, percent: float, at: datetime) -> TenantHeartb
     )
 
 
-async def eventually(check, timeout=10.0):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
 async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(
-    settings, database_url, nats_url, bus_namespace, bus, sessions
+    database_url, nats_url, bus_namespace, bus, sessions
 ):
+    settings = fast_hub_settings(database_url, nats_url, bus_namespace, shutdown_grace_seconds=5)
     monitor_settings = MonitorSettings.model_validate(
         {
             "DATABASE_URL": database_url,
@@ -86,11 +78,11 @@ async def test_an_alert_travels_to_the_hub_and_its_acknowledgement_back(
             "tls_port": free_port(),
         }
     )
-    headers = await token_for(sessions, "alerts:read", "alerts:write")
+    headers = {"Authorization": f"Bearer {await token(sessions, [Scope.ALERTS_READ, Scope.ALERTS_WRITE], 'ops-alice')}"}
     tid = uuid.uuid4()
     async with (
         LifespanManager(create_monitor(monitor_settings)),
-        LifespanManager(alerts_app(settings, workers=True)) as hub,
+        LifespanManager(hub_app(settings, routers=[endpoints.router], workers=handlers.start)) as hub,
     ):
         await bus.publish(provisioned_event(tid), correlation_id=tid)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from letsbe_dns.hooks import render, template
+from letsbe_contracts.certbot_hooks import render, template
 
 
 def test_render_fills_in_the_service_url_and_the_credential_path():

@@ -1,5 +1,8 @@
 """certbot ``--manual-auth-hook`` / ``--manual-cleanup-hook`` scripts for DNS-01, as templates to render.
 
+They are the client side of the DNS service's ``/api/v1/tenant/acme-challenge`` route, so they live here, shared
+by that service and the provisioner that renders them.
+
 The provisioner writes them onto the tenant and runs, for example::
 
     certbot certonly --manual --preferred-challenges dns \\
@@ -29,7 +32,7 @@ def template(kind: str) -> str:
 def render(*, dns_url: str, credential_file: str) -> dict[str, str]:
     """``{"auth": script, "cleanup": script}`` for a tenant.
 
-    ``dns_url``: where the tenant reaches this service's ``/api/v1/tenant/acme-challenge`` (the DNS service,
+    ``dns_url``: where the tenant reaches the DNS service's ``/api/v1/tenant/acme-challenge`` (that service,
     or the hub when it fronts the route). ``credential_file``: the path on the tenant of the Safety Wrapper's
     credential, the JSON file the agent writes when it registers (``api_key`` is read with jq; the key itself
     never goes into the script). Both are checked, since they land in shell.

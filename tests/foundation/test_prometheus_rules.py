@@ -12,7 +12,7 @@ import letsbe_monitor.app  # noqa: F401
 import letsbe_provisioner.app  # noqa: F401
 from letsbe_hub.alerts import health
 
-RULES = Path(__file__).resolve().parents[3] / "deploy" / "prometheus" / "alerts.yml"
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "alerts.yml"
 PROMQL_WORDS = {
     "sum",
     "max",

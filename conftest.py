@@ -1,4 +1,6 @@
-"""Pytest fixtures for real Postgres and NATS (never mocks).
+"""Pytest fixtures for real Postgres and NATS (never mocks), for every test in the repository.
+
+Here at the root, not in ``letsbe_platform``, so that no installed package imports pytest.
 
 ``make test`` exports DATABASE_URL / NATS_URL from ``letsbe-devstack run``; a bare ``pytest`` starts its own
 throwaway servers instead. Every test gets its own database, cloned from a template migrated once per session,

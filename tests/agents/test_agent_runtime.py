@@ -13,12 +13,13 @@ import httpx
 import pytest
 from sqlalchemy import text
 
+from hub_testing.tenants import mint_token
 from letsbe_agent.commands import CommandContext, Outcome
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.usage import UsageLedger
 from letsbe_contracts.enums import AgentKind
-from letsbe_hub.tenants.testing import mint_token
+from letsbe_platform.testing import eventually
 
 
 class SwitchableTransport(httpx.AsyncBaseTransport):
@@ -32,19 +33,6 @@ class SwitchableTransport(httpx.AsyncBaseTransport):
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         return await self.inner.handle_async_request(request)
-
-
-async def eventually(check: Callable, timeout: float = 10.0, every: float = 0.05):
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return result
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(every)
 
 
 @pytest.fixture

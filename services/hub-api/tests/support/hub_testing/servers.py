@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 import pytest_asyncio
 from asgi_lifespan import LifespanManager
-from fastapi import FastAPI
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from hub_testing import hub_app
 from letsbe_contracts import AutomationMode, Envelope, Event, OrderSpec, Region, Tier, decode
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner
@@ -29,12 +28,11 @@ from letsbe_hub.servers import endpoints
 from letsbe_hub.servers.allocation import Allocator
 from letsbe_hub.servers.models import InventoryStatus, Server
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.web import create_service_app, runtime
 
 E = TypeVar("E", bound=Event)
 
 FINGERPRINT = "SHA256:" + "Q" * 43
-HETZNER_TOKEN = "hetzner-test-token"  # noqa: S105 - the fake's token
+HETZNER_TOKEN = "hetzner-test-token"
 
 # Waits and polls cut to milliseconds: the behaviour is the same, the suite stays fast.
 FAST = {
@@ -117,19 +115,6 @@ async def staged(sessions: async_sessionmaker[AsyncSession], kind: type[E]) -> l
     return out
 
 
-def servers_app(settings: HubSettings) -> FastAPI:
-    """Only this context's routers, with the shared problem+json/auth behaviour and a database (no bus, no workers)."""
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with runtime(settings, bus=False) as rt:
-            app.state.runtime = rt
-            app.state.settings = settings
-            yield
-
-    return create_service_app(title="servers", version="test", lifespan=lifespan, routers=endpoints.routers)
-
-
 async def token(sessions: async_sessionmaker[AsyncSession], *scopes: Scope) -> dict[str, str]:
     async with unit_of_work(sessions) as s:
         _, plaintext = await create_token(s, "servers-test", scopes or list(Scope))
@@ -178,7 +163,7 @@ def allocator(sessions: async_sessionmaker[AsyncSession], settings: HubSettings,
 
 @pytest_asyncio.fixture
 async def api(settings: HubSettings) -> AsyncIterator[httpx.AsyncClient]:
-    app = servers_app(settings)
+    app = hub_app(settings, routers=endpoints.routers)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
