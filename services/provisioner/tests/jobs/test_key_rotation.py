@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +18,7 @@ import asyncssh
 import pytest
 from sqlalchemy import select
 
+from letsbe_agent import fernet
 from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.config import ProvisionerSettings
@@ -23,7 +27,6 @@ from letsbe_provisioner.jobs.models import KeyRotation
 from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.secrets import SecretBox, load_secrets
 from letsbe_provisioner.jobs.service import Pipeline
-from letsbe_safety_wrapper.tools.secrets import SecretStore
 
 from ..conftest import HUB_TOKEN, dns_ready, staged_events
 
@@ -149,6 +152,25 @@ async def test_a_rotation_for_a_tenant_that_is_not_provisioned_is_refused_and_ch
     assert failed.status == "FAILED" and "expired" in (failed.error or "")
 
 
+def safety_wrapper_secrets(
+    target: SshTarget, *args: str, key: str, previous: str | None = None, stdin: str = ""
+) -> str:
+    """The Safety Wrapper's own secrets command (its program, with the keys of its env file), as it runs on the
+    tenant: loading the store with a previous key re-encrypts it under the current one."""
+    env = {"PATH": os.environ["PATH"], "LETSBE_SW_SECRETS_PATH": target.path(STORE), "LETSBE_SW_SECRETS_KEY": key}
+    if previous is not None:
+        env["LETSBE_SW_SECRETS_PREVIOUS_KEY"] = previous
+    done = subprocess.run([sys.executable, "-m", "letsbe_safety_wrapper.tools.secrets", *args], input=stdin,
+                          env=env, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def stored(path: Path, key: str) -> dict[str, Any]:
+    """The store's secrets as the file holds them (the format both agents read: a Fernet token of JSON)."""
+    return json.loads(fernet.decrypt(key, path.read_bytes()))["secrets"]
+
+
 async def play_safety_wrapper(target: SshTarget) -> None:
     """What the Safety Wrapper does when compose recreates it: load its store with the keys in its env file."""
     seen = 0
@@ -157,9 +179,10 @@ async def play_safety_wrapper(target: SshTarget) -> None:
         if len(started) > seen:
             seen = len(started)
             env = env_files(target)["safety-wrapper"]
-            SecretStore(
-                target.path(STORE), env["LETSBE_SW_SECRETS_KEY"], env.get("LETSBE_SW_SECRETS_PREVIOUS_KEY")
-            )
+            await asyncio.to_thread(
+                safety_wrapper_secrets, target, "list", key=env["LETSBE_SW_SECRETS_KEY"],
+                previous=env.get("LETSBE_SW_SECRETS_PREVIOUS_KEY"),
+            )  # fmt: skip
         await asyncio.sleep(0.05)
 
 
@@ -168,7 +191,8 @@ async def test_the_secrets_key_moves_the_store_to_the_new_key_and_an_unfinished_
 ) -> None:
     old = env_files(target)["safety-wrapper"]["LETSBE_SW_SECRETS_KEY"]
     store = Path(target.path(STORE))
-    SecretStore(store, old).put("ghost_admin_token", "ghost-admin-0123456789abcdef", ["ghost"])
+    safety_wrapper_secrets(target, "set", "ghost_admin_token", "--tools", "ghost", key=old,
+                           stdin="ghost-admin-0123456789abcdef")  # fmt: skip
 
     # 1. The Safety Wrapper does not come back (nothing here plays it): the rotation fails after its wait, and keeps
     # both keys, so the store (still under the old key) stays readable and nothing is lost.
@@ -181,7 +205,7 @@ async def test_the_secrets_key_moves_the_store_to_the_new_key_and_an_unfinished_
     new = sw["LETSBE_SW_SECRETS_KEY"]
     assert new != old and sw["LETSBE_SW_SECRETS_PREVIOUS_KEY"] == old
     assert env_files(target)["secrets-proxy"]["LETSBE_SP_SECRETS_KEY"] == old  # the proxy reads what the store is
-    assert SecretStore(store, old).get("ghost_admin_token") is not None
+    assert stored(store, old)["ghost_admin_token"]["value"] == "ghost-admin-0123456789abcdef"
     assert ups(target) == [["up", "-d", "--quiet-pull", "--no-deps", "--force-recreate", "safety-wrapper"]]
 
     # 2. The operator asks again; this time the wrapper comes back and re-encrypts the store as it loads it.
@@ -197,9 +221,9 @@ async def test_the_secrets_key_moves_the_store_to_the_new_key_and_an_unfinished_
     env = env_files(target)
     assert env["safety-wrapper"]["LETSBE_SW_SECRETS_KEY"] == env["secrets-proxy"]["LETSBE_SP_SECRETS_KEY"] == new
     assert "LETSBE_SW_SECRETS_PREVIOUS_KEY" not in env["safety-wrapper"]  # the unfinished rotation's key, finished
-    assert SecretStore(store, new).get("ghost_admin_token").value == "ghost-admin-0123456789abcdef"
-    with pytest.raises(ValueError):
-        SecretStore(store, old)
+    assert stored(store, new)["ghost_admin_token"]["value"] == "ghost-admin-0123456789abcdef"
+    with pytest.raises(fernet.InvalidToken):
+        stored(store, old)
     assert ups(target) == [
         ["up", "-d", "--quiet-pull", "--no-deps", "--force-recreate", "safety-wrapper"],
         ["up", "-d", "--quiet-pull", "--no-deps", "--force-recreate", "safety-wrapper", "secrets-proxy"],
