@@ -15,7 +15,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON
-from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.service_config import ServiceConfig
 
 
 class _Connection(h11.Connection):
@@ -60,7 +60,7 @@ class H11WithHeaderLimit(H11Protocol):
 
 
 def uvicorn_config(
-    app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False
+    app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False
 ) -> uvicorn.Config:
     """``lean``: the tenant agents, which live under a small memory limit, run on the standard asyncio loop
     (uvloop costs about 2.5 MB resident, and their request rates do not need it). No service speaks WebSocket,
@@ -81,5 +81,5 @@ def uvicorn_config(
     )
 
 
-def serve(app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False) -> None:
+def serve(app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False) -> None:
     uvicorn.Server(uvicorn_config(app_factory, settings, lean=lean)).run()
