@@ -2,8 +2,8 @@
 environment by a small loader instead of pydantic-settings (about 2 MB less in a 64 MB container).
 
 As pydantic-settings reads them: ``<prefix><field>`` (or the field's alias), names in any case, a dict or list field
-as JSON; constructing a settings class (``model_validate`` too) reads the environment, and the values it is given win over
-it.
+as JSON; constructing a settings class (``model_validate`` too) reads the environment, and the values it is given
+win over it.
 
 An agent refuses to start on a ``LETSBE_`` variable that nothing declares: a misspelt name (a compose file saying
 ``LETSBE_SW_BACKUP_STATUS_FILE`` where the setting is ``backup_status_path``) would otherwise be ignored silently
