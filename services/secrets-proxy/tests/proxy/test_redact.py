@@ -234,7 +234,7 @@ def test_a_secret_with_non_ascii_characters_is_masked_in_its_forms():
 def test_a_large_body_scanned_in_pieces_finds_a_secret_across_every_boundary(r, text):
     # As a request body larger than one piece is scanned: JSON text, the secret wherever the pieces are cut.
     chunk = 512
-    filler = "lorem ipsum dolor sit amet " * 40
+    filler = "lorem ipsum dolor sit amet " * 200  # more than four pieces on either side: scanned in pieces
     body = json.dumps({"messages": [{"role": "user", "content": f"{filler} {text} {filler}"}]}).encode()
     assert r.has_hits(body.decode())
     at = body.index(json.dumps(text)[1:8].encode())

@@ -448,9 +448,10 @@ class Redactor:
         return bool(self._hits(text))
 
     def has_hits_in(self, data: bytes, chunk: int = 64 * 1024) -> bool:
-        """Whether UTF-8 ``data`` holds anything to mask. A large body is scanned as a stream is (``StreamRedactor``:
-        each piece with what the one before held back), so it is never held twice (decoded beside its bytes)."""
-        if len(data) <= chunk:
+        """Whether UTF-8 ``data`` holds anything to mask. A body above four pieces is scanned as a stream is
+        (``StreamRedactor``: each piece with what the one before held back), so it is never held twice (decoded
+        beside its bytes); that is slower (up to a few times, with many escapes), so smaller ones are scanned whole."""
+        if len(data) <= 4 * chunk:
             return self.has_hits(data.decode("utf-8"))
         stream = StreamRedactor(self)
         decoder = codecs.getincrementaldecoder("utf-8")()
