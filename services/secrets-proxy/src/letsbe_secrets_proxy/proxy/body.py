@@ -50,7 +50,7 @@ def object_flags(data: bytes) -> dict[str, Any] | None:
     # What may come next: "value", "key", "colon", "next" (a comma or the close), or "first" (a key, a value or the
     # close, just after an opening bracket).
     expect = "value"
-    key: bytes | None = None  # the member of the top-level object being read
+    key: bytes | None = None  # the name of the top-level member being read (as JSON)
     start = 0  # where its value starts
     found: dict[str, Any] = {}
     pos = 0
@@ -58,8 +58,10 @@ def object_flags(data: bytes) -> dict[str, Any] | None:
         m = _TOKEN.match(data, pos)
         if m is None:
             return None
-        string, punct, _scalar = m.groups()
-        at, pos = m.start(m.lastindex or 0), m.end()
+        # Which kind of token, and where: never the token itself (a 1 MiB string would be copied out).
+        kind, at, pos = m.lastindex, m.start(m.lastindex or 0), m.end()
+        string = kind == 1
+        punct = data[at:pos] if kind == 2 else None
         in_object = bool(stack) and stack[-1] == b"{"
         if expect == "colon":
             if punct != b":":
@@ -89,10 +91,10 @@ def object_flags(data: bytes) -> dict[str, Any] | None:
         if punct == b":":
             return None
         if in_object and expect in ("key", "first"):
-            if string is None:
+            if not string:
                 return None
             if len(stack) == 1:
-                key = string
+                key = data[at:pos]
             expect = "colon"
             continue
         if expect not in ("value", "first"):
