@@ -254,10 +254,15 @@ class ProxyService:
         return raw, (members.get("stream"), members.get("stream_options"))
 
 
+SEND_PIECE = 64 * 1024
+
+
 async def _once(parts: list[bytes]) -> AsyncIterator[bytes]:
-    """Yield the one body and let go of it (a list the caller no longer holds, emptied as it is sent)."""
-    while parts:
-        yield parts.pop()
+    """Yield the one body and let go of it once sent (a list the caller no longer holds, emptied here). In pieces:
+    what the socket does not take at once is copied into the transport's buffer, a piece and not the whole body."""
+    body = parts.pop()
+    for i in range(0, len(body), SEND_PIECE):
+        yield body[i:i + SEND_PIECE] if len(body) > SEND_PIECE else body
 
 
 _STREAM_TOO_LARGE = b"".join(
