@@ -31,7 +31,7 @@ from structlog.contextvars import bound_contextvars
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError
 from letsbe_platform.logging import configure_logging, get_logger
 from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
-from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.service_config import ServiceConfig
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -44,7 +44,7 @@ log = get_logger(__name__)
 class Runtime:
     """Process-wide resources of a service, built in lifespan (never at import) and closed in reverse order."""
 
-    def __init__(self, settings: ServiceSettings):
+    def __init__(self, settings: ServiceConfig):
         self.settings = settings
         self.engine: AsyncEngine | None = None
         self.sessions: async_sessionmaker[AsyncSession] | None = None
@@ -104,7 +104,7 @@ async def _supervised(name: str, coro: Awaitable[None]) -> None:
 
 
 @asynccontextmanager
-async def runtime(settings: ServiceSettings, *, database: bool = True, bus: bool = True) -> AsyncIterator[Runtime]:
+async def runtime(settings: ServiceConfig, *, database: bool = True, bus: bool = True) -> AsyncIterator[Runtime]:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     rt = Runtime(settings)
     try:

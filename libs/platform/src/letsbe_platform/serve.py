@@ -20,7 +20,7 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON
-from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.service_config import ServiceConfig
 
 
 class _Connection(h11.Connection):
@@ -65,7 +65,7 @@ class H11WithHeaderLimit(H11Protocol):
 
 
 def uvicorn_config(
-    app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False
+    app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False
 ) -> uvicorn.Config:
     """``lean``: the tenant agents, which live under a small memory limit, run on the standard asyncio loop
     (uvloop costs about 2.5 MB resident, and their request rates do not need it). No service speaks WebSocket,
@@ -99,7 +99,7 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False) -> Server:
+def make_server(app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False) -> Server:
     apps: list[ASGIApp] = []
 
     def factory() -> ASGIApp:
@@ -110,5 +110,5 @@ def make_server(app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *
     return Server(uvicorn_config(factory, settings, lean=lean), apps)
 
 
-def serve(app_factory: Callable[[], ASGIApp], settings: ServiceSettings, *, lean: bool = False) -> None:
+def serve(app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False) -> None:
     make_server(app_factory, settings, lean=lean).run()

@@ -87,9 +87,9 @@ def default_paths(settings_ref: str) -> dict[str, str]:
     """The agent's file paths that no variable is needed for (its defaults), by the variable that would set them."""
     module, _, name = settings_ref.partition(":")
     cls = getattr(importlib.import_module(module), name)
-    prefix = cls.model_config["env_prefix"]
-    # An unused prefix: the defaults as the agent computes them, whatever this process's environment holds.
-    defaults = cls(_env_prefix="LETSBE_SANDBOX_DEFAULTS_", _env_file=None)
+    prefix = cls.env_prefix
+    # The defaults as the agent computes them, whatever this process's environment holds.
+    defaults = cls(_environ={})
     return {
         f"{prefix}{field}".upper(): str(value)
         for field, value in defaults.model_dump().items()

@@ -1,13 +1,13 @@
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr
-from pydantic_settings import SettingsConfigDict
 
 from letsbe_agent.settings import AgentSettings
 
 
 class SafetyWrapperSettings(AgentSettings):
-    model_config = SettingsConfigDict(env_prefix="LETSBE_SW_", env_file=".env", extra="ignore")
+    env_prefix: ClassVar[str] = "LETSBE_SW_"
 
     service_name: str = "safety-wrapper"
     port: int = Field(default=8200, ge=1, le=65535)

@@ -1,16 +1,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import SettingsConfigDict
 
 from letsbe_agent.settings import AgentSettings
 
 
 class SecretsProxySettings(AgentSettings):
-    model_config = SettingsConfigDict(env_prefix="LETSBE_SP_", env_file=".env", extra="ignore")
+    env_prefix: ClassVar[str] = "LETSBE_SP_"
 
     service_name: str = "secrets-proxy"
     port: int = Field(default=8100, ge=1, le=65535)

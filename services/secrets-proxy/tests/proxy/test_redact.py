@@ -228,3 +228,22 @@ def test_a_secret_with_non_ascii_characters_is_masked_in_its_forms():
                  base64.b64encode(b"u:" + secret.encode()).decode()):
         masked, found = r.redact(text)
         assert found and secret not in masked and quote(secret, safe="") not in masked, text
+
+
+@pytest.mark.parametrize("text", [c[1] for c in CORPUS] + [p[1] for p in PATTERNS])
+def test_a_large_body_scanned_in_pieces_finds_a_secret_across_every_boundary(r, text):
+    # As a request body larger than one piece is scanned: JSON text, the secret wherever the pieces are cut.
+    chunk = 512
+    filler = "lorem ipsum dolor sit amet " * 200  # more than four pieces on either side: scanned in pieces
+    body = json.dumps({"messages": [{"role": "user", "content": f"{filler} {text} {filler}"}]}).encode()
+    assert r.has_hits(body.decode())
+    at = body.index(json.dumps(text)[1:8].encode())
+    hits = [r.has_hits_in(body[shift:], chunk) for shift in range(at - chunk + 1, at + 1, 7)]
+    assert all(hits)
+    assert not r.has_hits_in(json.dumps({"messages": [{"content": filler * 3}]}).encode(), chunk)
+
+
+def test_a_large_body_with_multibyte_text_is_scanned_in_pieces(r):
+    body = json.dumps({"c": "ü€😀 " * 400 + DB + " ü€😀" * 400}, ensure_ascii=False).encode()
+    assert all(r.has_hits_in(body, chunk) for chunk in range(500, 520))
+    assert not r.has_hits_in(json.dumps({"c": "ü€😀 " * 800}, ensure_ascii=False).encode(), 511)

@@ -20,6 +20,8 @@ FORBIDDEN_IN_AGENTS = (
     "sqlalchemy", "asyncpg", "nats", "rich", "typer", "jinja2", "asyncssh", "stripe", "cloudflare",
     # Replaced in the agents by the standard library (about 8 MB and 1 MB resident): keep it that way.
     "cryptography", "psutil",
+    # The agents read their settings with letsbe_agent.settings (about 2 MB less).
+    "pydantic_settings", "dotenv",
 )
 
 

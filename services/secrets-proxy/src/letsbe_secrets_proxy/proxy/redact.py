@@ -20,6 +20,7 @@ two different keys apart without learning either.
 from __future__ import annotations
 
 import base64
+import codecs
 import hashlib
 import hmac
 import json
@@ -390,11 +391,9 @@ class Redactor:
 
     # --- finding -------------------------------------------------------------------------------------------
 
-    def _raw_hits(self, text: str, data: bytes | None = None) -> list[_Hit]:
+    def _raw_hits(self, text: str) -> list[_Hit]:
         # Both automata run over UTF-8 bytes (fast, SIMD prefilter); offsets are mapped back to characters.
-        # ``data``: those bytes when the caller has them already (a request body as it came), not encoded again.
-        if data is None:
-            data = text.encode("utf-8", "surrogatepass")
+        data = text.encode("utf-8", "surrogatepass")
         found = self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
         anchors = _ANCHOR_AC.find_matches_as_indexes(data, overlapping=True)
         if not found and not anchors:
@@ -416,10 +415,10 @@ class Redactor:
                 hits.append(_Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
         return hits
 
-    def _hits(self, text: str, view: View | bool | None = True, data: bytes | None = None) -> list[_Hit]:
+    def _hits(self, text: str, view: View | bool | None = True) -> list[_Hit]:
         """Hits in the text as it is and in its decoded view (mapped back to the original spans).
         ``view``: True to decode here, or a view already made (None: there is nothing to decode)."""
-        hits = self._raw_hits(text, data)
+        hits = self._raw_hits(text)
         if view is True:
             view = decoded_view(text)
         if view:
@@ -445,9 +444,23 @@ class Redactor:
         return hits
 
 
-    def has_hits(self, text: str, data: bytes | None = None) -> bool:
-        """``data``: ``text`` as UTF-8 if the caller holds it (a 1 MiB body is then not encoded a second time)."""
-        return bool(self._hits(text, data=data))
+    def has_hits(self, text: str) -> bool:
+        return bool(self._hits(text))
+
+    def has_hits_in(self, data: bytes, chunk: int = 64 * 1024) -> bool:
+        """Whether UTF-8 ``data`` holds anything to mask. A body above four pieces is scanned as a stream is
+        (``StreamRedactor``: each piece with what the one before held back), so it is never held twice (decoded
+        beside its bytes); that is slower (up to a few times, with many escapes), so smaller ones are scanned whole."""
+        if len(data) <= 4 * chunk:
+            return self.has_hits(data.decode("utf-8"))
+        stream = StreamRedactor(self)
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        for i in range(0, len(data), chunk):
+            stream.feed(decoder.decode(data[i:i + chunk], final=i + chunk >= len(data)))
+            if stream.findings:
+                return True
+        stream.flush()
+        return bool(stream.findings)
 
     def placeholder(self, hit: _Hit) -> str:
         if hit.kind == REGISTRY_CLASS:

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from letsbe_platform.logging import get_logger
+from letsbe_secrets_proxy.proxy.body import object_flags
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import (
     BadRequestBody,
@@ -105,26 +106,20 @@ class ProxyService:
 
     async def _send(self, api: str, path: str, request: Request) -> tuple[httpx.Response, bool, bool, Redactor]:
         """Redact the request and send it; the upstream's answer comes back unread (streamed)."""
-        text, body = await self._read_json(request)
+        data, flags = await self._read_json(request)
         redactor = self.registry.current()
         started = time.perf_counter()
-        # Fast path: one scan of the body (its decoded view undoes JSON's escapes, \\uXXXX included). Clean (the
-        # usual case) → the bytes go out as they came. A 1 MiB body is held at most twice at once: the parsed body
-        # is put aside for the scan (parsed again only when something is masked) and the text for what is sent.
-        flags = (body.get("stream"), body.get("stream_options"))
-        del body
-        data = text.encode()  # the body's bytes as they came (UTF-8 decodes and encodes back exactly)
-        clean_raw = not redactor.has_hits(text, data)
-        if clean_raw:
-            del text
+        # Fast path: one scan of the body as it came (its decoded view undoes JSON's escapes, \\uXXXX included).
+        # Clean (the usual case) → the bytes go out as they came. A 1 MiB body is held once: only the two members
+        # needed here were parsed, and the scan decodes a piece at a time. Parsed whole only when something is masked.
+        findings: list[Finding] = []
+        if not redactor.has_hits_in(data):
             body = clean = None
-            findings: list[Finding] = []
             content: bytes | None = data
-        else:
             del data
-            body = json.loads(text)
-            del text
-            findings = []
+        else:
+            body = json.loads(data.decode("utf-8"))
+            del data
             clean = redact_json(body, redactor, findings)
             content = None
         url = self.base_url + path
@@ -235,7 +230,8 @@ class ProxyService:
         _count(findings, "response")
         return JSONResponse(clean, status_code=resp.status_code, headers=headers)
 
-    async def _read_json(self, request: Request) -> tuple[str, dict[str, Any]]:
+    async def _read_json(self, request: Request) -> tuple[bytes, tuple[Any, Any]]:
+        """The body as it came, and its ``stream`` and ``stream_options`` members."""
         # A BytesIO hands its buffer over as the bytes object (no copy): the body is held once, plus at most an
         # eighth while it grows, where chunks joined at the end would be held twice.
         buffer, size = io.BytesIO(), 0
@@ -246,21 +242,27 @@ class ProxyService:
             buffer.write(chunk)
         raw = buffer.getvalue()
         del buffer
-        try:
-            text = raw.decode("utf-8")
-            del raw  # the text is sent as it came (encoded again), the bytes are not kept beside it
-            body = json.loads(text)
-        except ValueError as exc:  # UnicodeDecodeError is a ValueError too
-            raise BadRequestBody("The body is not valid UTF-8 JSON.") from exc
-        if not isinstance(body, dict):
-            raise BadRequestBody("The body must be a JSON object.")
-        return text, body
+        members = object_flags(raw)
+        if members is None:  # not plainly a JSON object: json.loads says what it is
+            try:
+                body = json.loads(raw.decode("utf-8"))
+            except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError too
+                raise BadRequestBody("The body is not valid UTF-8 JSON.") from exc
+            if not isinstance(body, dict):
+                raise BadRequestBody("The body must be a JSON object.")
+            members = body
+        return raw, (members.get("stream"), members.get("stream_options"))
+
+
+SEND_PIECE = 64 * 1024
 
 
 async def _once(parts: list[bytes]) -> AsyncIterator[bytes]:
-    """Yield the one body and let go of it (a list the caller no longer holds, emptied as it is sent)."""
-    while parts:
-        yield parts.pop()
+    """Yield the one body and let go of it once sent (a list the caller no longer holds, emptied here). In pieces:
+    what the socket does not take at once is copied into the transport's buffer, a piece and not the whole body."""
+    body = parts.pop()
+    for i in range(0, len(body), SEND_PIECE):
+        yield body[i:i + SEND_PIECE] if len(body) > SEND_PIECE else body
 
 
 _STREAM_TOO_LARGE = b"".join(
