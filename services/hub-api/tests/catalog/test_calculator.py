@@ -10,8 +10,8 @@ from letsbe_platform.errors import Unprocessable
 def test_the_smallest_tier_that_fits_is_recommended_with_the_headroom_left():
     s = size(["nextcloud", "chatwoot", "odoo"])
     assert s.tools_ram_mb == 768 + 1024 + 1280  # each tool's stack: the app plus its database/redis
-    assert s.overhead_ram_mb == LETSBE_OVERHEAD_MB == 640
-    assert s.total_ram_mb == 768 + 1024 + 1280 + 640
+    assert s.overhead_ram_mb == LETSBE_OVERHEAD_MB == 1536
+    assert s.total_ram_mb == 768 + 1024 + 1280 + 1536
     assert s.disk_gb == 10 + 5 + 10
     assert s.recommended_tier == "lite"
     assert s.fit("lite").ram_headroom_mb == 8192 - s.total_ram_mb
@@ -19,7 +19,7 @@ def test_the_smallest_tier_that_fits_is_recommended_with_the_headroom_left():
 
 
 def test_no_tools_still_needs_the_overhead_and_duplicates_count_once():
-    assert size([]).total_ram_mb == 640
+    assert size([]).total_ram_mb == 1536
     assert size(["ghost", "ghost"]).tools == ("ghost",)
 
 
@@ -47,7 +47,7 @@ def test_unknown_and_system_tools_are_refused_by_name():
 
 async def test_the_public_endpoints_need_no_token(orders_hub):
     tools = (await orders_hub.client.get("/api/v1/public/tools")).json()
-    assert tools["overhead_ram_mb"] == 640
+    assert tools["overhead_ram_mb"] == 1536
     names = [t["name"] for t in tools["tools"]]
     assert "nextcloud" in names and "certbot" not in names
     assert [t["tier"] for t in tools["tiers"]] == ["lite", "build", "scale", "enterprise"]
@@ -55,7 +55,7 @@ async def test_the_public_endpoints_need_no_token(orders_hub):
     r = await orders_hub.client.post("/api/v1/public/calculate", json={"tools": ["nextcloud", "ghost"]})
     assert r.status_code == 200
     body = r.json()
-    assert body["total_ram_mb"] == 768 + 384 + 640
+    assert body["total_ram_mb"] == 768 + 384 + 1536
     assert body["recommended_tier"] == "lite" and body["ram_headroom_mb"] == 8192 - body["total_ram_mb"]
     assert len(body["tiers"]) == 4
 

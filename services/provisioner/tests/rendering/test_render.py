@@ -87,7 +87,7 @@ def test_the_ai_stack_has_the_seeds_ports_and_memory() -> None:
     assert "network_mode" not in svc["openclaw"] and "ports" not in svc["openclaw"]
     assert svc["safety-wrapper"]["ports"] == ["127.0.0.1:8200:8200"]
     assert svc["secrets-proxy"]["ports"] == ["127.0.0.1:8100:8100"]
-    assert [svc[n]["mem_limit"] for n in ("openclaw", "safety-wrapper", "secrets-proxy")] == ["384m", "128m", "64m"]
+    assert [svc[n]["mem_limit"] for n in ("openclaw", "safety-wrapper", "secrets-proxy")] == ["1280m", "128m", "64m"]
     assert svc["safety-wrapper"]["environment"]["LETSBE_SW_REGISTRATION_TOKEN_FILE"] == (
         "/var/lib/letsbe/safety-wrapper/registration-token"
     )

@@ -70,8 +70,8 @@ async def test_every_step_can_run_twice_and_the_second_run_changes_nothing(targe
             {"os_release": 'PRETTY_NAME="Ubuntu 24.04 LTS"\nID=ubuntu\nVERSION_ID="24.04"\n'},
             "this server runs Ubuntu 24.04 LTS; LetsBe needs Debian 12",
         ),
-        # nextcloud: 768 MB stack + 640 MB LetsBe overhead; 20 GB base + twice its 10 GB; at least 2 CPUs.
-        ({"mem_mb": 1024}, "1024 MB RAM, the selected tools need 1408 MB"),
+        # nextcloud: 768 MB stack + 1536 MB LetsBe overhead; 20 GB base + twice its 10 GB; at least 2 CPUs.
+        ({"mem_mb": 1024}, "1024 MB RAM, the selected tools need 2304 MB"),
         ({"cpus": 1}, "1 CPUs, the selected tools need 2"),
         ({"disk_gb": 30}, "30 GB disk, the selected tools need 40 GB"),
     ],

@@ -49,7 +49,7 @@ def validate_tools(names: Iterable[str], catalog: Catalog | None = None) -> tupl
 
 
 def size(names: Iterable[str], catalog: Catalog | None = None) -> Sizing:
-    """RAM is each tool's stack budget (app + its database/redis) plus the 640 MB LetsBe overhead (§5.2)."""
+    """RAM is each tool's stack budget (app + its database/redis) plus the LetsBe overhead (LETSBE_OVERHEAD_MB)."""
     catalog = catalog or load_catalog()
     tools = validate_tools(names, catalog)
     tools_ram = sum(catalog.tool(n).stack_ram_mb for n in tools)
