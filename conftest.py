@@ -73,35 +73,102 @@ def nats_url(servers: dict[str, str]) -> str:
     return servers["nats_url"]
 
 
+class DatabasePool:
+    """Clones of the migrated template, made ahead and dropped behind the tests by one background task.
+
+    A clone costs about 100 ms of Postgres work and a drop about 20 ms; done here they overlap with the tests'
+    own waiting instead of adding to every test's set-up and tear-down. Each test still gets a database nobody
+    else ever used (cheaper than truncating: emptying the ~50 tables costs as much as a clone).
+    """
+
+    READY = 2  # clones kept ready: enough to cover a test's set-up, few enough to waste nothing at the end
+
+    def __init__(self, admin_url: str, template: str):
+        self.admin_url, self.template = admin_url, template
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._to_drop: list[str] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._failure: BaseException | None = None
+        self._task = asyncio.create_task(self._run(), name="test-database-pool")
+
+    async def take(self) -> str:
+        self._wake.set()
+        while True:
+            if self._failure is not None:
+                raise RuntimeError("could not clone the template database") from self._failure
+            try:
+                return await asyncio.wait_for(self._ready.get(), timeout=1)
+            except TimeoutError:
+                continue
+
+    def give_back(self, name: str) -> None:
+        self._to_drop.append(name)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            while True:
+                self._wake.clear()
+                if self._to_drop:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{self._to_drop.pop(0)}" WITH (FORCE)')
+                elif not self._closing and self._ready.qsize() < self.READY:
+                    name = f"t_{uuid.uuid4().hex[:16]}"
+                    await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+                    self._ready.put_nowait(name)
+                elif self._closing:
+                    return
+                else:
+                    await self._wake.wait()
+        except BaseException as e:
+            self._failure = e
+            raise
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        while not self._ready.empty():
+            self._to_drop.append(self._ready.get_nowait())
+        self._closing = True
+        self._wake.set()
+        await self._task
+
+
+def _template_name() -> str:
+    # One template per pytest-xdist worker: CREATE DATABASE … TEMPLATE refuses while another session uses it.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return f"{TEMPLATE_DB}_{worker}" if worker else TEMPLATE_DB
+
+
 @pytest_asyncio.fixture(scope="session")
 async def template_database(servers: dict[str, str]) -> str:
     """A database with every service's migrations applied; each test's database is a copy of it."""
+    name = _template_name()
     conn = await asyncpg.connect(servers["admin_url"])
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    url = _with_db(servers["admin_url"], TEMPLATE_DB)
+    url = _with_db(servers["admin_url"], name)
     await migrations.upgrade_async(url)
     return url
 
 
+@pytest_asyncio.fixture(scope="session")
+async def database_pool(servers: dict[str, str], template_database: str) -> AsyncIterator[DatabasePool]:
+    pool = DatabasePool(servers["admin_url"], template_database.rsplit("/", 1)[1])
+    yield pool
+    await pool.close()
+
+
 @pytest_asyncio.fixture
-async def database_url(servers: dict[str, str], template_database: str) -> AsyncIterator[str]:
+async def database_url(servers: dict[str, str], database_pool: DatabasePool) -> AsyncIterator[str]:
     """A fresh, fully migrated database for this test only (dropped afterwards)."""
-    name = f"t_{uuid.uuid4().hex[:16]}"
-    conn = await asyncpg.connect(servers["admin_url"])
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE_DB}"')
-    finally:
-        await conn.close()
+    name = await database_pool.take()
     yield _with_db(servers["admin_url"], name)
-    conn = await asyncpg.connect(servers["admin_url"])
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    database_pool.give_back(name)
 
 
 @pytest_asyncio.fixture
