@@ -3,6 +3,6 @@
 Tests and the sandbox mode of ``make run`` use these same fakes; there is no second copy anywhere.
 """
 
-from letsbe_fakes.server import LoopbackServer
+from letsbe_fakes.server import LoopbackServer, QuickServer
 
-__all__ = ["LoopbackServer"]
+__all__ = ["LoopbackServer", "QuickServer"]

@@ -30,6 +30,8 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from letsbe_fakes.server import QuickServer
+
 _PREFIX = re.compile(r"^/v1\.\d+")
 
 
@@ -105,7 +107,7 @@ class DockerEngineFake:
     def start(self) -> DockerEngineFake:
         self.socket_path.parent.mkdir(parents=True, exist_ok=True)
         self.socket_path.unlink(missing_ok=True)
-        self._server = uvicorn.Server(
+        self._server = QuickServer(
             uvicorn.Config(self.app, uds=str(self.socket_path), log_level="warning", lifespan="off", access_log=False)
         )
         self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -120,7 +122,7 @@ class DockerEngineFake:
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.should_exit = True
+            self._server.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
         self.socket_path.unlink(missing_ok=True)

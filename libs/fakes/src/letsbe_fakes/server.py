@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import socket
 import threading
 import time
 from typing import Any
@@ -9,6 +12,44 @@ from typing import Any
 import uvicorn
 
 from letsbe_platform.testing import free_port
+
+
+class QuickServer(uvicorn.Server):
+    """uvicorn's server without its fixed waits: uvicorn looks at ``should_exit`` every 0.1 s and then gives open
+    connections a flat 0.1 s, so every fake stopped after a test cost about 0.2 s of nothing. Call ``stop()``
+    (from any thread) instead of setting ``should_exit``."""
+
+    _wake: asyncio.Event | None = None
+    _loop: asyncio.AbstractEventLoop | None = None
+
+    async def main_loop(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        while not await self.on_tick(0):  # tick 0: refresh the Date header; True once should_exit is set
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=1)
+
+    def stop(self) -> None:
+        self.should_exit = True
+        if self._loop is not None and self._wake is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is already closed: nothing to wake
+                self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()
+        # In-flight responses finish (bounded, as a graceful shutdown), polled finely instead of in 0.1 s steps.
+        deadline = time.monotonic() + (self.config.timeout_graceful_shutdown or 10)
+        while (self.server_state.connections or self.server_state.tasks) and time.monotonic() < deadline:  # noqa: ASYNC110 - uvicorn signals neither
+            await asyncio.sleep(0.005)
+        for task in self.server_state.tasks:
+            task.cancel()
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 class LoopbackServer:
@@ -21,7 +62,7 @@ class LoopbackServer:
         self.app = app
         self.host = host
         self.port = port or free_port(host)
-        self._server = uvicorn.Server(
+        self._server = QuickServer(
             uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off", access_log=False)
         )
         self._thread = threading.Thread(target=self._server.run, name=f"fake-{self.port}", daemon=True)
@@ -41,7 +82,7 @@ class LoopbackServer:
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
+        self._server.stop()
         self._thread.join(timeout=10)
 
     def __enter__(self) -> LoopbackServer:

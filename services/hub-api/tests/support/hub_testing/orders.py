@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from hub_testing import hub_app
 from letsbe_contracts import OrderSpec, ServerTarget
-from letsbe_fakes import LoopbackServer
+from letsbe_fakes import LoopbackServer, QuickServer
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
 from letsbe_hub.auth.scopes import Scope
@@ -139,7 +139,7 @@ async def operator(sessions: async_sessionmaker[AsyncSession]) -> dict[str, str]
 async def serve(app: FastAPI) -> AsyncIterator[str]:
     """Run ``app`` on a real loopback HTTP server in this event loop (streaming responses need one)."""
     port = free_port()
-    server = uvicorn.Server(
+    server = QuickServer(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_config=None, access_log=False)
     )
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
@@ -155,7 +155,7 @@ async def serve(app: FastAPI) -> AsyncIterator[str]:
             raise TimeoutError("hub did not start")
         yield f"http://127.0.0.1:{port}"
     finally:
-        server.should_exit = True
+        server.stop()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=15)
 
