@@ -245,23 +245,41 @@ class Consumer:
                 pass
 
     async def _loop(self, sub: JetStreamContext.PullSubscription) -> None:
-        while not self._stopping.is_set():
-            try:
-                # One message per pull: a pull for N lingers on the server until N arrive or it expires, which
-                # would hold a lone event back for the whole timeout. Parallelism comes from `concurrency`.
-                msgs = await sub.fetch(1, timeout=1.0)
-            except NatsTimeoutError:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # connection hiccup: nats-py reconnects by itself; try again shortly
-                if self._stopping.is_set():
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            while not self._stopping.is_set():
+                msgs = await self._fetch(sub, stopping)
+                if msgs is None:
                     return
-                log.warning("fetch failed", consumer=self.durable, error=repr(exc))
-                await asyncio.sleep(0.5)
-                continue
-            for msg in msgs:
-                await self.handle(msg)
+                for msg in msgs:
+                    await self.handle(msg)
+        finally:
+            stopping.cancel()
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription, stopping: asyncio.Future[Any]) -> list[Msg] | None:
+        """The next message (or none in time); None once stopping. An idle consumer asked to stop returns at once
+        instead of when its open pull expires: a shutdown (and every test's) does not wait out the pull."""
+        # One message per pull: a pull for N lingers on the server until N arrive or it expires, which
+        # would hold a lone event back for the whole timeout. Parallelism comes from `concurrency`.
+        fetch = asyncio.ensure_future(sub.fetch(1, timeout=1.0))
+        try:
+            await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            fetch.cancel()  # a no-op once it is done
+        try:
+            return await fetch
+        except NatsTimeoutError:
+            return []
+        except asyncio.CancelledError:
+            if fetch.cancelled() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                return None  # our own cancellation of the idle pull: stopping
+            raise
+        except Exception as exc:  # connection hiccup: nats-py reconnects by itself; try again shortly
+            if self._stopping.is_set():
+                return None
+            log.warning("fetch failed", consumer=self.durable, error=repr(exc))
+            await asyncio.sleep(0.5)
+            return []
 
     async def handle(self, msg: Msg) -> None:
         """Every log line while handling (the handler's too) carries the consumer, the event and its chain's
