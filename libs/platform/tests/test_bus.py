@@ -79,6 +79,27 @@ async def test_handler_receives_validated_model_and_message_is_acked(bus: Bus):
     assert info.num_ack_pending == 0 and info.num_pending == 0
 
 
+async def test_a_stopped_consumer_finishes_the_message_in_hand_and_does_not_wait_out_its_idle_pulls(bus: Bus):
+    in_hand, release, done = asyncio.Event(), asyncio.Event(), []
+
+    async def handle(event: OrderCreatedV1, delivery: Delivery) -> None:
+        in_hand.set()
+        await release.wait()
+        done.append(event)
+
+    await bus.publish(order_created(), correlation_id="order-4")
+    consumer = bus.consumer("test-stop", OrderCreatedV1, handle, concurrency=8)
+    task = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(in_hand.wait(), 10)
+    consumer.stop()
+    release.set()
+    # The seven idle loops have just opened 1 s pulls: stopping must not wait for those to expire.
+    await asyncio.wait_for(task, 0.5)
+    assert len(done) == 1
+    info = await bus.js.consumer_info(bus.stream, "test-stop")
+    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+
 async def test_malformed_message_is_dead_lettered_with_its_error_and_the_consumer_goes_on(bus: Bus):
     handled: list[OrderCreatedV1] = []
 
