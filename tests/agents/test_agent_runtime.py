@@ -355,5 +355,5 @@ async def test_rotating_a_credential_the_agent_does_not_hold_fails_and_keeps_its
     assert "holds no 'llm-key' credential" in view["error"]
     assert agent.credential.api_key == old_key
     r = await hub.post(f"/api/v1/admin/tenants/{tenant_id}/commands", headers=admin,
-                       json={"type": "rotate-credential", "params": {"credential": "tools-token"}})
+                       json={"type": "rotate-credential", "params": {"credential": "root-password"}})
     assert r.status_code == 422  # not a credential the hub knows
