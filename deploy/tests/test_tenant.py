@@ -8,6 +8,8 @@ from pathlib import Path
 
 import yaml
 
+from letsbe_contracts import LETSBE_OVERHEAD_MB
+
 TEMPLATES = Path("services/provisioner/src/letsbe_provisioner/templates")
 
 
@@ -35,9 +37,9 @@ def test_every_rendered_compose_file_matches_the_compose_specification(rendered_
 def test_ai_stack_has_the_seed_ports_and_memory_budgets(rendered_tenant):
     ai = stack(rendered_tenant, "ai")
     limits = {name: memory_mb(s["mem_limit"]) for name, s in ai.items()}
-    assert limits == {"openclaw": 384, "safety-wrapper": 128, "secrets-proxy": 64}  # seed §5.2 (OpenClaw + Chromium)
+    assert limits == {"openclaw": 1280, "safety-wrapper": 128, "secrets-proxy": 64}  # OpenClaw as measured + Chromium
     nginx = memory_mb(stack(rendered_tenant, "nginx")["nginx"]["mem_limit"])
-    assert sum(limits.values()) + nginx == 640  # the seed's LetsBe overhead per tenant (§5.1)
+    assert sum(limits.values()) + nginx == LETSBE_OVERHEAD_MB  # what the calculator and preflight count per tenant
     assert ai["safety-wrapper"]["ports"] == ["127.0.0.1:8200:8200"]
     assert ai["secrets-proxy"]["ports"] == ["127.0.0.1:8100:8100"]
     # OpenClaw: internal AI gate network only, nothing published (services/provisioner/tests/rendering/test_networks.py)

@@ -25,7 +25,7 @@ ORDERS = [
     ("build", "build.example.com", ["nextcloud", "ghost"], "cx32"),  # 1792 MB, 46 GB: cx22 has 40 GB
     ("build", "build2.example.com", ["listmonk"], "cx22"),
     ("scale", "scale.example.com", ["nextcloud", "chatwoot", "odoo", "keycloak", "ghost"], "cx32"),  # 4608 MB, 80 GB
-    ("enterprise", "enterprise.example.com", ALL_TOOLS, "cpx31"),  # 7040 MB, 118 GB: cx32 has 80 GB disk
+    ("enterprise", "enterprise.example.com", ALL_TOOLS, "cpx31"),  # 7936 MB, 118 GB: cx32 has 80 GB disk
 ]
 
 

@@ -87,9 +87,9 @@ def test_resource_registry_follows_the_seed(tool, expected):
     assert (t.ram_mb, t.disk_gb, t.requires_db, t.requires_redis) == expected
 
 
-def test_overhead_is_the_seeds_640_mb_and_tiers_match_section_5_1():
+def test_overhead_is_the_seeds_with_openclaw_as_measured_and_tiers_match_section_5_1():
     cat = load_catalog()
-    assert sum(c.ram_mb for c in cat.overhead) == LETSBE_OVERHEAD_MB == 640
+    assert sum(c.ram_mb for c in cat.overhead) == LETSBE_OVERHEAD_MB == 1536
     assert [(t.tier, t.ram_mb // 1024, t.cpu) for t in cat.tiers] == [
         (Tier.LITE, 8, 4),
         (Tier.BUILD, 16, 8),
@@ -119,7 +119,7 @@ def _raw() -> dict:
         lambda c: c["tools"][1].update(host_port=8200),  # collides with the Safety Wrapper
         lambda c: c["tools"][0].update(stack_ram_mb=1),  # stack smaller than the app
         lambda c: c["tools"][0].update(ram_mb=-5),
-        lambda c: c["overhead"][0].update(ram_mb=1),  # overhead no longer 640
+        lambda c: c["overhead"][0].update(ram_mb=1),  # overhead no longer LETSBE_OVERHEAD_MB
         lambda c: c["tools"][0].update(subdomain=None),  # a customer tool without a subdomain
         lambda c: c["tools"][0].update(colour="blue"),  # unknown field
     ],

@@ -89,8 +89,8 @@ async def test_an_auto_order_meeting_an_empty_pool_gets_a_hetzner_server_with_it
 
     assert fake.creates == 1
     body = fake.create_requests[0]
-    # nextcloud needs 2 CPUs, 1408 MB, 40 GB: Ashburn sells no cx22, so the cheapest that fits is a cpx11.
-    assert body["server_type"] == "cpx11" and body["location"] == "ash"
+    # nextcloud needs 2 CPUs, 2304 MB, 40 GB: Ashburn sells no cx22 and a cpx11 has 2 GB, so the cheapest is a cpx21.
+    assert body["server_type"] == "cpx21" and body["location"] == "ash"
     assert body["name"] == overflow_name(order.order_id, 1)
     assert body["labels"]["letsbe-order"] == str(order.order_id)
     assert 'name: "letsbe"' in body["user_data"]
@@ -228,8 +228,8 @@ async def test_a_stuck_overflow_attempt_is_cleaned_up_by_the_sweep(sessions, set
 @pytest.mark.parametrize(
     ("region", "tools", "expected"),
     [
-        ("eu", ("nextcloud",), "cx22"),  # 2 CPUs, 1408 MB, 40 GB: the smallest Intel type
-        # every tool: 7040 MB and 118 GB; cx32 has the RAM but 80 GB disk, cx42 costs more than cpx31
+        ("eu", ("nextcloud",), "cx22"),  # 2 CPUs, 2304 MB, 40 GB: the smallest Intel type
+        # every tool: 7936 MB and 118 GB; cx32 has the RAM but 80 GB disk, cx42 costs more than cpx31
         ("eu", tuple(t.name for t in load_catalog().selectable), "cpx31"),
         ("us", tuple(t.name for t in load_catalog().selectable), "cpx31"),
     ],
@@ -262,4 +262,4 @@ async def test_no_candidate_type_big_enough_fails_the_order_for_good_without_cre
     assert fake.creates == 0
     [(_, failed)] = await staged(sessions, OrderFailedV1)
     assert not failed.retryable
-    assert "no server type of cx22 in nbg1 has 2 CPUs, 7040 MB RAM and 118 GB disk" in failed.reason
+    assert "no server type of cx22 in nbg1 has 2 CPUs, 7936 MB RAM and 118 GB disk" in failed.reason
