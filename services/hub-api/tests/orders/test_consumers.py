@@ -188,4 +188,6 @@ async def test_provisioning_steps_and_log_lines_are_stored_once_in_order(orders_
     await eventually(lambda: consumer_idle(bus, "hub-on-provisioning-step"))
     async with sessions() as s:
         rows = (await s.execute(text("SELECT kind, payload FROM hub.provisioning_progress ORDER BY id"))).all()
-    assert [(k, p.get("seq")) for k, p in rows] == [("step", None), *[("log", i) for i in range(5)]]
+    # Steps and log lines come through two consumers: their interleaving is not fixed; each is stored once, in order.
+    assert [p.get("step") for k, p in rows if k == "step"] == [2]
+    assert [p.get("seq") for k, p in rows if k == "log"] == list(range(5))
