@@ -127,6 +127,30 @@ async def test_crash_loop_stops_everything_with_the_last_lines_of_its_log(
     assert "stopping everything" in out
 
 
+async def test_sandbox_refusing_its_settings_stops_the_run_with_its_reason(
+    tmp_path: Path, database_url: str, nats_url: str, bus_namespace: str
+):
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "NATS_URL": nats_url,
+        "LETSBE_BUS_NAMESPACE": bus_namespace,
+        "LETSBE_SANDBOX_SLOW_SECONDS": "soon",
+    }
+    run = start_run(tmp_path, env)
+    try:
+        # Well inside the 60 s the run gives a sandbox to become ready: it must not wait for that.
+        code = run.proc.wait(timeout=45)
+    finally:
+        stop_run(run)
+    out = run.output()
+    assert code == 1, out[-4000:]
+    assert "sandbox exited with 1 before it was ready" in out
+    assert "LETSBE_SANDBOX_SLOW_SECONDS='soon': expected seconds between 0 and 600" in out
+    assert "stopping everything" in out
+    assert "Traceback" not in out
+
+
 PYPROJECTS = [ROOT / "pyproject.toml", *ROOT.glob("libs/*/pyproject.toml"), *ROOT.glob("services/*/pyproject.toml")]
 SCRIPTS = sorted(
     name for p in PYPROJECTS for name in tomllib.loads(p.read_text()).get("project", {}).get("scripts", {})

@@ -86,7 +86,8 @@ def port(svc: Service, env: dict[str, str] | None = None) -> int:
     return int((env or os.environ).get(svc.port_env, svc.port))
 
 
-async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: asyncio.Queue[str] | None) -> None:
+async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: asyncio.Queue[str | None] | None) -> None:
+    """Copy the child's output with its prefix; ``seen`` gets each line, then ``None`` when the output ends."""
     name = child.name
     prefix = f"\x1b[{color}m{name:>15} |\x1b[0m " if sys.stdout.isatty() else f"{name:>15} | "
     while line := await stream.readline():
@@ -96,6 +97,8 @@ async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: as
         child.tail.append(text.rstrip("\n"))
         if seen is not None:
             seen.put_nowait(text.strip())
+    if seen is not None:
+        seen.put_nowait(None)
 
 
 async def _wait_ready(url: str, timeout: float = 60) -> bool:
@@ -161,7 +164,7 @@ class Supervisor:
     def procs(self) -> dict[str, asyncio.subprocess.Process]:
         return {name: c.proc for name, c in self.children.items() if c.proc is not None}
 
-    async def spawn(self, child: Child, seen: asyncio.Queue[str] | None = None) -> Child:
+    async def spawn(self, child: Child, seen: asyncio.Queue[str | None] | None = None) -> Child:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -287,11 +290,14 @@ def _tail(path: Path, lines: int = TAIL_LINES) -> list[str]:
 async def _start_sandbox(sup: Supervisor, env: dict[str, str]) -> dict[str, dict[str, str]]:
     root = Path(env.setdefault("LETSBE_SANDBOX_DIR", str(Path(".data/sandbox").resolve())))  # noqa: ASYNC240 - once, at start
     (root / "env.json").unlink(missing_ok=True)
-    seen: asyncio.Queue[str] = asyncio.Queue()
-    await sup.spawn(Child("sandbox", "letsbe_sandbox", env), seen)
+    seen: asyncio.Queue[str | None] = asyncio.Queue()
+    child = await sup.spawn(Child("sandbox", "letsbe_sandbox", env), seen)
     async with asyncio.timeout(60):
         while (line := await seen.get()) != "sandbox ready":
-            del line
+            if line is None:  # it exited before it was ready (a bad setting): say why now, not after the timeout
+                assert child.proc is not None
+                code = await child.proc.wait()
+                raise CrashLoop("sandbox", f"sandbox exited with {code} before it was ready", child.tail)
     world = json.loads((root / "env.json").read_text())
     return world["env"]
 
@@ -320,6 +326,15 @@ async def _announce(env: dict[str, str], sandbox: bool) -> None:
             flush=True,
         )
     print("Press Ctrl-C to stop.\n", flush=True)
+
+
+def _report_crash(exc: CrashLoop) -> int:
+    say(str(exc))
+    if exc.tail:
+        say(f"last {len(exc.tail)} lines of {exc.name}'s log:")
+        for line in exc.tail:
+            print(f"{exc.name:>15} | {line}", file=sys.stderr)
+    return 1
 
 
 async def _supervise(
@@ -354,16 +369,14 @@ async def _supervise(
         announce.cancel()
         for task in done:
             if task is not stopper and isinstance(exc := task.exception(), CrashLoop):
-                say(str(exc))
-                if exc.tail:
-                    say(f"last {len(exc.tail)} lines of {exc.name}'s log:")
-                    for line in exc.tail:
-                        print(f"{exc.name:>15} | {line}", file=sys.stderr)
-                code = 1
+                code = _report_crash(exc)
             elif task is not stopper and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]
         if code:
             say("stopping everything")
+    except CrashLoop as exc:  # while starting up
+        code = _report_crash(exc)
+        say("stopping everything")
     finally:
         sup.stopping.set()
         for task in watchers:
