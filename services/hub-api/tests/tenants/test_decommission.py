@@ -41,3 +41,26 @@ async def test_decommission_needs_fleet_write_and_an_existing_tenant(hub, admin,
     missing = await hub.post("/api/v1/admin/tenants/00000000-0000-0000-0000-000000000000/decommission", headers=admin)
     assert missing.status_code == 404
     assert (await hub.get("/api/v1/tenant/me", headers=agent.headers)).status_code == 200  # nothing changed
+
+
+async def test_a_decommissioned_tenant_takes_no_commands_not_even_a_key_rotation(hub, admin, sessions):
+    agent = await enroll(hub, admin)
+    await hub.post(f"/api/v1/admin/tenants/{agent.tenant_id}/decommission", headers=admin, json={"reason": "gone"})
+    commands = f"/api/v1/admin/tenants/{agent.tenant_id}/commands"
+    for body in (
+        {"type": "rotate-credential", "params": {"credential": "tools-token"}},
+        {"type": "restart", "params": {"containers": ["nextcloud"]}},
+    ):
+        refused = await hub.post(commands, headers=admin, json=body)
+        assert refused.status_code == 409, refused.text
+        assert refused.headers["content-type"] == "application/problem+json"
+        assert refused.json()["type"].endswith("tenant-decommissioned")
+    async with unit_of_work(sessions) as s:
+        staged = (
+            await s.execute(
+                select(outbox.c.envelope).where(outbox.c.subject == "letsbe.tenant.key.rotation.requested.v1")
+            )
+        ).all()
+    assert staged == []  # the provisioner was never asked to re-issue a key
+    listed = await hub.get(commands, headers=admin)
+    assert listed.status_code == 200 and listed.json()["items"] == []

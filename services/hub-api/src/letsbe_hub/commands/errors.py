@@ -7,3 +7,7 @@ class CommandNotFound(NotFound):
 
 class CommandStateConflict(Conflict):
     type, title = "command-state-conflict", "Command is in another state"
+
+
+class TenantDecommissioned(Conflict):
+    type, title = "tenant-decommissioned", "The tenant is decommissioned"

@@ -30,7 +30,7 @@ from letsbe_contracts.agent import (
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
 from letsbe_hub.commands import repository as repo
-from letsbe_hub.commands.errors import CommandNotFound, CommandStateConflict
+from letsbe_hub.commands.errors import CommandNotFound, CommandStateConflict, TenantDecommissioned
 from letsbe_hub.commands.models import Command
 from letsbe_hub.commands.schemas import CommandView, TransitionView
 from letsbe_hub.db import outbox
@@ -108,8 +108,11 @@ async def enqueue(
     rollout_id: uuid.UUID | None = None,
 ) -> tuple[Command, bool]:
     """Queue a command; returns (command, created). The same idempotency key returns the first command."""
-    if await tenants_repo.get_tenant(session, tenant_id) is None:
+    tenant = await tenants_repo.get_tenant(session, tenant_id)
+    if tenant is None:
         raise TenantNotFound("No tenant with that id.")
+    if tenant.status == "DECOMMISSIONED":  # no agent will ever pull it, and its keys must not be re-issued
+        raise TenantDecommissioned(f"Tenant {tenant_id} is decommissioned: it takes no commands.")
     params = validate_params(command_type, params)
     on_provisioner = runs_on_provisioner(command_type, params)
     if on_provisioner and agent is not None:
