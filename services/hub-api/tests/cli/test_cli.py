@@ -23,7 +23,7 @@ from letsbe_hub.cli import app as cli_app
 from letsbe_hub.orders.state import transition
 from letsbe_platform.db import unit_of_work
 
-from .conftest import Cli, Ran
+from .conftest import LETSBE_HUB, Cli, Ran
 
 IMAGE = "registry.letsbe.biz/letsbe/openclaw"
 DIGEST = "sha256:" + "e" * 64
@@ -194,15 +194,24 @@ async def test_watch_follows_an_order_live_and_exits_with_its_outcome(cli: Cli, 
             s, oid, OrderStatus.FAILED, actor="hub-on-order-failed", reason="pool empty", stage=FailureStage.ALLOCATION
         )
         await transition(s, oid, OrderStatus.AWAITING_SERVER, actor="operator:jane", reason="retry #1")
-    watcher = asyncio.create_task(cli("orders", "watch", str(oid)))
-    await asyncio.sleep(1.0)
-    assert not watcher.done()  # the past FAILED did not stop it: the order is running again
-    assert (await cli("orders", "cancel", str(oid), "--reason", "no longer wanted")).code == 0
-    r = await asyncio.wait_for(watcher, 60)  # a CLI process starts slowly on a loaded machine
-    assert r.code == 2, r
-    lines = r.stdout.strip().splitlines()
-    assert "AWAITING_SERVER → FAILED" in lines[0] and "pool empty" in lines[0]
-    assert "FAILED → AWAITING_SERVER" in lines[1]
+    # The installed command in its own process, read line by line: the replayed history arrives first, and the
+    # past FAILED in it must not stop the watch (the order is running again); the cancel then reaches it live.
+    watcher = await asyncio.create_subprocess_exec(
+        LETSBE_HUB, "orders", "watch", str(oid), env={**os.environ, **cli.env()}, stdout=asyncio.subprocess.PIPE
+    )
+    assert watcher.stdout is not None
+    try:
+        lines = [(await asyncio.wait_for(watcher.stdout.readline(), 60)).decode().strip() for _ in range(2)]
+        assert "AWAITING_SERVER → FAILED" in lines[0] and "pool empty" in lines[0]
+        assert "FAILED → AWAITING_SERVER" in lines[1]
+        assert (await cli("orders", "cancel", str(oid), "--reason", "no longer wanted")).code == 0
+        rest, _ = await asyncio.wait_for(watcher.communicate(), 60)  # a CLI process starts slowly when loaded
+    finally:
+        if watcher.returncode is None:
+            watcher.kill()
+            await watcher.wait()
+    assert watcher.returncode == 2, rest  # not 1: the replayed FAILED did not stop it
+    lines += rest.decode().strip().splitlines()
     assert "AWAITING_SERVER → CANCELLED" in lines[2] and "operator:ops-jane: no longer wanted" in lines[2]
     assert lines[-1] == "order is CANCELLED: stream ended"
 
