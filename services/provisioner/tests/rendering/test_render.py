@@ -78,6 +78,12 @@ def test_every_catalog_tool_renders_a_valid_compose_project_within_its_memory_bu
         assert sum(x for x in memory_split(tool) if x) == tool.stack_ram_mb
 
 
+@pytest.mark.parametrize("tools", [ALL_TOOLS, *((t,) for t in ALL_TOOLS)], ids=lambda t: "+".join(t)[:40])
+def test_preflight_asks_for_exactly_the_memory_the_rendered_limits_add_up_to(tools: tuple[str, ...]) -> None:
+    plan = plan_for(tools)
+    assert plan.needs.ram_mb == plan.budget_mb
+
+
 def test_the_ai_stack_has_the_seeds_ports_and_memory() -> None:
     doc = yaml.safe_load(
         {f.path: f for f in plan_for(("nextcloud",)).files(TOKENS)}["/opt/letsbe/ai/docker-compose.yml"].content

@@ -54,6 +54,7 @@ AI_GATE_NETWORK = "letsbe-ai-gate"
 def tool_network(project: str) -> str:
     return f"letsbe-tool-{project}"
 
+
 MIN_DB_MB, REDIS_MB = 128, 64
 HEREDOC_END = "LETSBE_EOF_9c4e1"  # never appears in rendered content (checked)
 
@@ -234,9 +235,13 @@ def generate_secret(kind: SecretKind) -> str:
     if kind == "password":
         # 192 random bits, then one of each class so every tool's password rules accept it.
         pick = pysecrets.choice
-        return pysecrets.token_urlsafe(24) + pick(string.ascii_uppercase) + pick(string.ascii_lowercase) + pick(
-            string.digits
-        ) + pick("-_.")
+        return (
+            pysecrets.token_urlsafe(24)
+            + pick(string.ascii_uppercase)
+            + pick(string.ascii_lowercase)
+            + pick(string.digits)
+            + pick("-_.")
+        )
     return pysecrets.token_urlsafe(32)
 
 
@@ -304,9 +309,8 @@ class Plan:
     @property
     def needs(self) -> ServerNeeds:
         """What preflight demands of the server: what the order's tools need, not the tier's nominal size."""
-        needs = self.catalog.needs(self.order.tools, min_cpus=self.settings.preflight_min_cpus)
-        assert needs.ram_mb == self.budget_mb  # one memory rule for the limits and for the server
-        return needs
+        # The catalog's memory rule must equal the rendered limits' sum (budget_mb): test_render checks both agree.
+        return self.catalog.needs(self.order.tools, min_cpus=self.settings.preflight_min_cpus)
 
     def _stack(self, tool: Tool) -> ToolStack:
         prof = profile(tool.name)
@@ -498,8 +502,10 @@ class Plan:
                 **previous,
                 # Where each tool answers on its own network (not a secret; here to keep routing in one file).
                 "LETSBE_SW_TOOL_URLS": json.dumps(
-                    {st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
-                     for st in self.stacks},
+                    {
+                        st.name: f"{st.profile.upstream_scheme}://{st.container}:{st.tool.container_port}"
+                        for st in self.stacks
+                    },
                     separators=(",", ":"),
                 ),
             },
