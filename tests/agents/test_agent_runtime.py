@@ -168,6 +168,19 @@ async def test_a_redelivered_command_is_acknowledged_not_run_again(hub, admin, a
     assert runs == [uuid.UUID(cmd["id"])]
 
 
+async def test_a_result_with_terminal_escapes_and_nul_reaches_the_hub_printable(hub, admin, agents, agent_settings):
+    async def noisy(ctx: CommandContext) -> Outcome:
+        return Outcome.failed("exit 1: \x1b[31mERROR\x1b[0m\x00", log=["ok\tdone\r\n", "\x07bell"], **{"k\x1b": 1})
+
+    tenant_id, agent = await _enrolled(hub, admin, agents, agent_settings())
+    agent.commands.register("noisy", noisy)
+    cmd = await _command(hub, admin, tenant_id, "noisy")
+    await eventually(lambda: _status_is(hub, admin, cmd["id"], "FAILED"))
+    shown = (await hub.get(f"/api/v1/admin/commands/{cmd['id']}", headers=admin)).json()
+    assert shown["error"] == "exit 1: \ufffd[31mERROR\ufffd[0m\ufffd"
+    assert shown["result"] == {"log": ["ok\tdone\r\n", "\ufffdbell"], "k\ufffd": 1}
+
+
 async def _status_is(hub, admin, command_id, wanted):
     return await _status(hub, admin, command_id) == wanted
 
@@ -354,6 +367,9 @@ async def test_rotating_a_credential_the_agent_does_not_hold_fails_and_keeps_its
     view = (await hub.get(f"/api/v1/admin/commands/{cmd['id']}", headers=admin)).json()
     assert "holds no 'llm-key' credential" in view["error"]
     assert agent.credential.api_key == old_key
-    r = await hub.post(f"/api/v1/admin/tenants/{tenant_id}/commands", headers=admin,
-                       json={"type": "rotate-credential", "params": {"credential": "root-password"}})
+    r = await hub.post(
+        f"/api/v1/admin/tenants/{tenant_id}/commands",
+        headers=admin,
+        json={"type": "rotate-credential", "params": {"credential": "root-password"}},
+    )
     assert r.status_code == 422  # not a credential the hub knows

@@ -23,6 +23,7 @@ from pydantic import BaseModel
 
 from letsbe_agent.journal import CommandJournal
 from letsbe_contracts.agent import CommandOut
+from letsbe_contracts.validation import CONTROL_CHARACTERS
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,20 @@ class Outcome:
         return cls("ROLLED_BACK", result, error[:4000])
 
     def wire(self) -> dict[str, Any]:
-        return {"status": self.status, "result": self.result, "error": self.error}
+        return {"status": self.status, "result": printable(self.result), "error": printable(self.error)}
+
+
+def printable(value: Any) -> Any:
+    """``value`` with every control character in its text (keys too, at any depth) replaced by U+FFFD: the hub
+    refuses them in anything it is sent, and a tool's output with a terminal colour code or a NUL would turn the
+    whole result into a 422 (the command would then time out instead of reporting)."""
+    if isinstance(value, str):
+        return CONTROL_CHARACTERS.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {printable(k): printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(v) for v in value]
+    return value
 
 
 @dataclass
