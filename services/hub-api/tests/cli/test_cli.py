@@ -114,10 +114,22 @@ async def test_tokens_are_minted_and_revoked_through_the_api(cli: Cli):
     assert (await viewer("orders", "list")).code == 0
     one_line_error(await viewer("tokens", "create", "--name", "x", "--scope", "orders:read"), 3, "403", "tokens:admin")
 
+    r = await cli("tokens", "list", "--json")  # what exists, who used it: never a value
+    listed = {t["name"]: t for t in json.loads(r.stdout)["items"]}
+    assert {"grafana", "viewer", "ops-jane"} <= set(listed)
+    assert listed["viewer"]["last_used_at"] is not None and listed["grafana"]["last_used_at"] is None
+    assert created["token"] not in r.stdout and "token_hash" not in r.stdout and "lbh_" not in r.stdout
+    one_line_error(await viewer("tokens", "list"), 3, "403", "tokens:admin")
+
     r = await cli("tokens", "revoke", created["id"])
     assert r.code == 0 and "revoked" in r.stdout
     one_line_error(await viewer("orders", "list"), 3, "401")
     one_line_error(await cli("tokens", "revoke", created["id"]), 3, "404")
+    r = await cli("tokens", "list", "--status", "revoked", "--json")
+    assert [t["id"] for t in json.loads(r.stdout)["items"]] == [created["id"]]
+    r = await cli("tokens", "show", created["id"], "--json")
+    assert json.loads(r.stdout)["revoked_at"] is not None and created["token"] not in r.stdout
+    one_line_error(await cli("tokens", "show", str(uuid.uuid4())), 3, "404")
 
 
 async def test_bootstrap_token_mints_the_first_token_in_the_database_once(hub_url, database_url, tmp_path):

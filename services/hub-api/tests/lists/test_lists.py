@@ -21,6 +21,8 @@ from letsbe_hub.alerts.models import AlertRecord
 from letsbe_hub.app import create_app
 from letsbe_hub.approvals import repository as approvals_repo
 from letsbe_hub.approvals.models import ApprovalRow
+from letsbe_hub.auth import service as tokens_service
+from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.commands import repository as commands_repo
 from letsbe_hub.commands.models import Command
 from letsbe_hub.orders import repository as orders_repo
@@ -165,6 +167,11 @@ def _proposal(i: int, **kw: Any) -> MigrationProposal:
     return MigrationProposal(**{"id": uuid.uuid4(), **values} | kw)
 
 
+def _token(i: int, **kw: Any) -> ApiToken:
+    values = {"name": f"token-{i}", "token_hash": uuid.uuid4().hex * 2, "scopes": ["orders:read"]}
+    return ApiToken(**{"id": uuid.uuid4(), **values} | kw)
+
+
 @dataclass(frozen=True)
 class Listed:
     path: str
@@ -183,6 +190,7 @@ LISTS = {
     "held": Listed("/api/v1/admin/servers/held", _hold, servers_repo.HOLDS_KEYSET, "order_id"),
     "migrations": Listed("/api/v1/admin/servers/migrations", _proposal, servers_repo.PROPOSALS_KEYSET, "id"),
     "approvals": Listed("/api/v1/admin/approvals", _approval, approvals_repo.KEYSET, "id"),
+    "tokens": Listed("/api/v1/admin/tokens", _token, tokens_service.KEYSET, "id"),
     "rollouts": Listed("/api/v1/admin/rollouts", _rollout, rollouts_repo.KEYSET, "id"),
     "rollout-targets": Listed(
         f"/api/v1/admin/rollouts/{ROLLOUT}/targets", _target, rollouts_repo.TARGETS_KEYSET, "tenant_id"

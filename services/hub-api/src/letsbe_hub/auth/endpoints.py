@@ -1,14 +1,16 @@
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from letsbe_contracts.validation import RequestModel
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.auth.service import create_token, revoke_token
+from letsbe_hub.auth.service import create_token, get_token, list_tokens, revoke_token
 from letsbe_platform.errors import NotFound
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import SessionDep
 
 router = APIRouter(prefix="/api/v1/admin/tokens", tags=["tokens"])
@@ -25,6 +27,40 @@ class TokenCreated(BaseModel):
     scopes: list[str]
     created_at: datetime
     token: str = Field(description="Shown once. Store it now: the hub keeps only its hash.")
+
+
+class Token(BaseModel):
+    """A token as listed: never its value (the hub keeps only a hash of it)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    id: uuid.UUID
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+@router.get("", name="list")
+async def list_(
+    session: SessionDep,
+    _: Authorized(Scope.TOKENS_ADMIN),
+    status: Literal["active", "revoked", "all"] = "active",
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[Token]:
+    """Newest first; page with ``next_cursor``. Who can reach the API, to review and revoke."""
+    revoked = None if status == "all" else status == "revoked"
+    rows, next_cursor = await list_tokens(session, revoked=revoked, limit=limit, cursor=cursor)
+    return Page(items=[Token.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/{token_id}", name="get")
+async def get(token_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.TOKENS_ADMIN)) -> Token:
+    row = await get_token(session, token_id)
+    if row is None:
+        raise NotFound("No token with that id.")
+    return Token.model_validate(row)
 
 
 @router.post("", name="create", status_code=status.HTTP_201_CREATED)

@@ -7,14 +7,17 @@ import secrets
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.auth.scopes import Scope
+from letsbe_platform.pagination import Keyset
 
 TOKEN_PREFIX = "lbh_"  # noqa: S105 - a prefix, not a secret
+LAST_USED_RESOLUTION = timedelta(minutes=5)  # how exactly a token's last_used_at is kept
 
 
 def hash_token(token: str) -> str:
@@ -54,7 +57,28 @@ async def authenticate(session: AsyncSession, plaintext: str) -> Principal | Non
     ).scalar_one_or_none()
     if row is None:
         return None
+    now = datetime.now(UTC)
+    if row.last_used_at is None or row.last_used_at < now - LAST_USED_RESOLUTION:
+        # Coarse on purpose: one write per token per few minutes, not one per request.
+        await session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
     return Principal(token_id=row.id, name=row.name, scopes=frozenset(row.scopes))
+
+
+KEYSET = Keyset("tokens", ApiToken.created_at, ApiToken.id)
+
+
+async def list_tokens(
+    session: AsyncSession, *, revoked: bool | None, limit: int, cursor: str | None
+) -> tuple[list[ApiToken], str | None]:
+    """Newest first; ``revoked`` True/False keeps only revoked/active ones."""
+    stmt = select(ApiToken)
+    if revoked is not None:
+        stmt = stmt.where(ApiToken.revoked_at.is_not(None) if revoked else ApiToken.revoked_at.is_(None))
+    return await KEYSET.fetch(session, stmt, limit=limit, cursor=cursor)
+
+
+async def get_token(session: AsyncSession, token_id: uuid.UUID) -> ApiToken | None:
+    return await session.get(ApiToken, token_id)
 
 
 async def revoke_token(session: AsyncSession, token_id: uuid.UUID) -> bool:

@@ -7,9 +7,36 @@ from typing import Annotated
 import typer
 
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.cli.api import Hub, api_command
+from letsbe_hub.cli.api import AllPages, CursorOpt, Hub, Limit, api_command, show_list
 
-app = typer.Typer(help="Operator API tokens: mint and revoke.", no_args_is_help=True)
+app = typer.Typer(help="Operator API tokens: mint, review and revoke.", no_args_is_help=True)
+
+COLUMNS = [
+    ("ID", "id"),
+    ("NAME", "name"),
+    ("SCOPES", lambda t: ",".join(t["scopes"])),
+    ("CREATED", "created_at"),
+    ("LAST_USED", "last_used_at"),
+    ("REVOKED", "revoked_at"),
+]
+
+
+@api_command(app, "list")
+def list_tokens(
+    hub: Hub,
+    status: Annotated[str, typer.Option(help="active, revoked or all.")] = "active",
+    limit: Limit = None,
+    cursor: CursorOpt = None,
+    all_pages: AllPages = False,
+) -> None:
+    """Tokens, newest first, never their values (tokens:admin). LAST_USED is kept to about 5 minutes."""
+    show_list(hub, "/api/v1/admin/tokens", {"status": status}, COLUMNS, limit=limit, cursor=cursor, all_pages=all_pages)
+
+
+@api_command(app, "show")
+def show(hub: Hub, token_id: Annotated[str, typer.Argument(help="The token's id.")]) -> None:
+    """One token, without its value (tokens:admin)."""
+    hub.emit(hub.get(f"/api/v1/admin/tokens/{token_id}"))
 
 
 @api_command(app, "create")
