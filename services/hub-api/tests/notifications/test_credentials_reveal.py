@@ -4,8 +4,6 @@ import re
 import uuid
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from cryptography.fernet import Fernet
 from sqlalchemy import text
 
@@ -13,7 +11,6 @@ from hub_testing.orders import insert_order, orders_settings, token
 from letsbe_contracts.enums import OrderStatus
 from letsbe_hub import models  # noqa: F401 - every table on the metadata
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.db import Base
 from letsbe_hub.notifications.mailer import WelcomeMailer
 from letsbe_hub.notifications.service import enqueue_welcome
 from letsbe_hub.orders import repository
@@ -152,22 +149,3 @@ async def test_only_the_provisioner_may_hand_over_logins_and_bad_bodies_store_no
         assert r.status_code == 422 and CREDS[0]["password"] not in r.text
     async with sessions() as s:
         assert (await s.execute(text("SELECT count(*) FROM hub.credential_reveals"))).scalar_one() == 0
-
-
-async def test_the_credentials_table_matches_its_model(engine):
-    def diff(conn):
-        ctx = MigrationContext.configure(
-            conn,
-            opts={
-                "include_schemas": True,
-                "compare_type": True,
-                "include_object": lambda obj, name, type_, reflected, compare_to: (
-                    (name if type_ == "table" else getattr(getattr(obj, "table", None), "name", None))
-                    == "credential_reveals"
-                ),
-            },
-        )
-        return compare_metadata(ctx, Base.metadata)
-
-    async with engine.connect() as conn:
-        assert await conn.run_sync(diff) == []
