@@ -1,4 +1,4 @@
-"""Issue 10's fault run: every worker on the order's path is killed (-9) once mid-flow and restarted, and the
+"""The order path's fault run: every worker on the order's path is killed (-9) once mid-flow and restarted, and the
 order still reaches FULFILLED with no duplicate side effect: one Hetzner server, one DNS record set, one email."""
 
 import asyncio

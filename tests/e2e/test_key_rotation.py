@@ -1,4 +1,4 @@
-"""Issue 15: an operator rotates a provisioned tenant's AI-stack keys with one action (``letsbe-hub tenants
+"""An operator rotates a provisioned tenant's AI-stack keys with one action (``letsbe-hub tenants
 rotate-key``, a client of the hub's commands route). The hub hands the command to the provisioner, which stores a new
 value, re-renders the env files of exactly the containers that use it on the sandbox VPS over SSH and recreates
 exactly those; the sandbox runs the agents from the rendered files, so what answers afterwards is what was rendered.

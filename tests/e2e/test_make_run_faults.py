@@ -1,4 +1,4 @@
-"""`make run` under fire (issue 16): the real `letsbe-run`, in sandbox mode with its own Postgres and NATS, takes
+"""`make run` under fire: the real `letsbe-run`, in sandbox mode with its own Postgres and NATS, takes
 orders that customers pay through the Stripe fake. Each of the four services, then Postgres, then NATS is killed
 with SIGKILL while an order is caught in the middle of a step. The supervisor restarts what died, and every order
 still reaches FULFILLED with each outside effect exactly once: one Hetzner server, one DNS record set, one welcome

@@ -1,4 +1,4 @@
-"""Issue 10: a paid order walks from Stripe's webhook to a heartbeating tenant, across real processes."""
+"""A paid order walks from Stripe's webhook to a heartbeating tenant, across real processes."""
 
 import asyncio
 import json

@@ -1,4 +1,4 @@
-"""Issue 14: the sandbox behaves like the real thing. Every order gets its own Hetzner server of the type that fits
+"""The sandbox behaves like the real thing. Every order gets its own Hetzner server of the type that fits
 its tools, its own VPS of that size and its own agents started from the files the provisioner rendered; a restart
 of the whole sandbox continues where it stopped."""
 

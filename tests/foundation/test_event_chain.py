@@ -1,4 +1,4 @@
-"""Issue 2's first end-to-end test: hub outbox → JetStream → a consumer in another process → its outbox → JetStream,
+"""The event chain end to end: hub outbox → JetStream → a consumer in another process → its outbox → JetStream,
 with that process killed (-9) mid-stream and restarted. Nothing lost, nothing handled twice."""
 
 import asyncio

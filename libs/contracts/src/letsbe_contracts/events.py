@@ -405,7 +405,7 @@ class DeadLetteredV1(Event):
 ORDER_STATUSES_FINAL = frozenset({OrderStatus.FULFILLED, OrderStatus.CANCELLED})
 
 
-# --- tenant reports (issue 7): staged through the hub's outbox, so none is lost ---------------------------------
+# --- tenant reports: staged through the hub's outbox, so none is lost ---------------------------------
 
 
 @register
@@ -446,7 +446,7 @@ class TenantUsageReportedV1(Event):
     lines: tuple[UsageTotals, ...]
 
 
-# --- operator actions on alerts (issue 8): the hub's admin API tells the monitor, which routes notifications ---
+# --- operator actions on alerts: the hub's admin API tells the monitor, which routes notifications ---
 
 
 @register
@@ -477,7 +477,7 @@ class AlertSilencedV1(Event):
     silenced_at: AwareDatetime
 
 
-# --- order lifecycle (issue 3): every state-machine transition, for the SSE stream and anyone who follows orders ---
+# --- order lifecycle: every state-machine transition, for the SSE stream and anyone who follows orders ---
 
 
 @register
@@ -496,7 +496,7 @@ class OrderStatusChangedV1(Event):
     failed_stage: FailureStage | None = None  # set when to_status is FAILED
 
 
-# --- tenant removal (issue 5): services release what they hold for the tenant (the DNS service: its records) ---
+# --- tenant removal: services release what they hold for the tenant (the DNS service: its records) ---
 
 
 @register
@@ -512,7 +512,7 @@ class TenantDecommissionedV1(Event):
     reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
-# --- server pool (issue 4): the monthly check finds overflow tenants that could move to a Netcup pool server ---
+# --- server pool: the monthly check finds overflow tenants that could move to a Netcup pool server ---
 
 
 @register
@@ -537,7 +537,7 @@ class ServerMigrationProposedV1(Event):
     monthly_saving_eur: Annotated[float, Field(ge=0)]
 
 
-# --- tenant key rotation (issue 15): the hub hands a rotate-credential command for an AI-stack key to the provisioner,
+# --- tenant key rotation: the hub hands a rotate-credential command for an AI-stack key to the provisioner,
 # which reports back how it went (the hub moves the command along; the command is the tenant's audit record) ---
 
 

@@ -6,7 +6,7 @@ from letsbe_hub.servers.config import ServerSettings
 from letsbe_platform.settings import ServiceSettings
 
 
-class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's knobs (servers/config.py)
+class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: the pool's and overflow's (servers/config.py)
     model_config = SettingsConfigDict(env_prefix="LETSBE_HUB_", env_file=".env", extra="ignore")
 
     service_name: str = "hub-api"
@@ -14,7 +14,7 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     # Creates (once) an admin token with every scope from this value, for the first operator and for scripts.
     bootstrap_admin_token: SecretStr | None = None
 
-    # --- orders, payments and the welcome email (issue 3) -----------------------------------------------------
+    # --- orders, payments and the welcome email --------------------------------------------------------------
     stripe_secret_key: SecretStr | None = None  # unset: orders are created without a checkout session
     stripe_webhook_secret: SecretStr | None = None  # unset: the webhook answers 503
     stripe_api_base: str = "https://api.stripe.com"
@@ -38,7 +38,7 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     public_url: str = "https://hub.letsbe.biz"
     sse_ping_seconds: float = Field(default=15, gt=0)
 
-    # --- tenants, agents, commands and rollouts (issue 7) -------------------------------------------------------
+    # --- tenants, agents, commands and rollouts ----------------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)
     # The interval handed to agents stretches so the whole fleet stays under this many heartbeats per second.
     heartbeat_max_per_second: float = Field(default=2000, gt=0)
@@ -48,7 +48,7 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     command_sweep_seconds: float = Field(default=5, gt=0)
     rollout_tick_seconds: float = Field(default=5, gt=0)
 
-    # --- the LLM relay (issue 15): tenants' Secrets Proxies reach the provider through the hub ------------------
+    # --- the LLM relay: tenants' Secrets Proxies reach the provider through the hub ------------------
     # The platform's provider account. Only the hub holds this key; each tenant gets its own relay key (llm/).
     llm_upstream_base_url: str = "https://api.openai.com/v1"
     llm_upstream_api_key: SecretStr | None = None  # unset: the relay answers 503

@@ -1,4 +1,4 @@
-"""Done-when of issue 4: 200 order-created events, 50 pool servers, two hub processes with several fetchers each.
+"""Allocation under contention: 200 order-created events, 50 pool servers, two hub processes with several fetchers each.
 
 Exactly 50 orders get pool servers and none is double-booked; the other 150 go to Hetzner overflow (AUTO) or wait
 for an operator (MANUAL); the fake Hetzner API sees exactly as many creates as AUTO overflow orders.
