@@ -1,6 +1,7 @@
 """GET /api/v1/admin/orders/{id}/events: history first, then the live tail, resumable, ending at a final state."""
 
 import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -21,11 +22,13 @@ from letsbe_contracts.events import (
     ProvisioningStepV1,
     ServerAllocatedV1,
 )
+from letsbe_hub.app import create_app
 from letsbe_hub.orders import wiring
 from letsbe_hub.orders.sse_client import SseEvent, iter_sse
 from letsbe_hub.orders.state import transition
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.testing import eventually
+from letsbe_platform.serve import make_server
+from letsbe_platform.testing import eventually, free_port
 
 ORDERS = "/api/v1/admin/orders"
 
@@ -67,8 +70,6 @@ async def stream(url: str, headers: dict, order_id: str, last_event_id: str | No
         assert r.status_code == 200, await r.aread()
         assert r.headers["content-type"].startswith("text/event-stream")
         yield Stream(r)
-
-
 
 
 def _kinds(events: list[SseEvent]) -> list[str]:
@@ -206,3 +207,29 @@ async def test_a_change_committed_by_another_replica_reaches_the_stream_at_once_
         received = time.monotonic()
         assert _kinds([event]) == ["status:FAILED"]
         assert received - await committed < 2.0
+
+
+async def test_an_open_stream_ends_when_the_hub_shuts_down_not_when_its_grace_period_does(
+    hub_settings, operator, sessions
+):
+    settings = hub_settings.model_copy(update={"port": free_port(), "shutdown_grace_seconds": 30})
+    server = make_server(lambda: create_app(settings), settings)  # as `letsbe-hub-api` runs in production
+    task = asyncio.create_task(server.serve())
+    oid = await insert_order(sessions, status=OrderStatus.PROVISIONING)
+    try:
+        await eventually(lambda: server.started or task.done(), "the hub is serving", timeout=30)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}", headers=operator) as c:
+            async with c.stream("GET", f"{ORDERS}/{oid}/events", timeout=60) as r:
+                assert r.status_code == 200
+                server.should_exit = True  # what SIGTERM does
+                asked = time.monotonic()
+                # The connection is cut (a client resumes with Last-Event-ID, on another replica if there is one).
+                with contextlib.suppress(httpx.RemoteProtocolError):
+                    async for _ in r.aiter_lines():
+                        pass
+            await asyncio.wait_for(task, 60)
+        assert time.monotonic() - asked < 10, "the shutdown waited out its grace period for an open stream"
+    finally:
+        server.should_exit = True
+        if not task.done():
+            await asyncio.wait_for(task, 60)
