@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -37,9 +36,6 @@ LETSBE_HUB = str(Path(sys.executable).parent / "letsbe-hub")
 async def plane(sandbox_root: Path, service_env: dict[str, str], bus: Bus) -> AsyncIterator[ControlPlane]:
     """The sandbox plane, given time to start on a loaded machine (four services import at once)."""
     cp = control_plane(sandbox_root, Ports(*(free_port() for _ in range(4))), service_env, bus)
-    # Its VPS somewhere in 127.0.0.0/8 other than 127.0.0.2, where other sandboxes on this machine put their first
-    # server's agents (8200/8100 on one address can be bound once).
-    cp.world.hetzner._next_ip = random.randrange(2**16, 2**23)
     try:
         await cp.start(*(s.name for s in SERVICES), ready_timeout=240)
         yield cp

@@ -145,12 +145,14 @@ class FakeHetzner:
         action_polls: int = 1,
         known_ssh_keys: set[str] | None = None,
         ipv4_per_server: bool = False,
+        first_ipv4: int = 2,
         state_dir: Path | None = None,
         on_create: Callable[[dict[str, Any]], None] | None = None,
         on_delete: Callable[[dict[str, Any]], None] | None = None,
     ):
-        """``ipv4_per_server``: every server gets its own loopback address 127.0.0.N (N > 1) instead of
-        ``server_ipv4``. ``state_dir``: servers, images, actions and the id counters survive a restart.
+        """``ipv4_per_server``: every server gets its own loopback address instead of ``server_ipv4``: 127.0.0.N
+        from N = ``first_ipv4`` up (127.0.0.2, …; a larger ``first_ipv4`` reaches into 127.x.y.z).
+        ``state_dir``: servers, images, actions and the id counters survive a restart.
         ``on_create``/``on_delete``: told about each server created/deleted (the sandbox starts its VPS)."""
         self.token = token
         self.server_ipv4 = server_ipv4
@@ -171,7 +173,7 @@ class FakeHetzner:
         self._on_finish: dict[int, tuple[str, int]] = {}  # action id -> (what, resource id)
         self._injections: list[Injection] = []
         self._ids = itertools.count(1000)
-        self._next_ip = 2  # 127.0.0.1 is the machine itself
+        self._next_ip = first_ipv4  # 127.0.0.1 is the machine itself
         self._lock = threading.Lock()
         self._state = StateFile(state_dir / "hetzner.json") if state_dir else None
         if self._state is not None:

@@ -60,8 +60,8 @@ SANDBOX_BANNER = """
   ############################################################################
   #  SANDBOX MODE: no provider credentials are configured, so Stripe,        #
   #  Cloudflare, Hetzner and Netcup are loopback fakes, each Hetzner server  #
-  #  is a loopback SSH "VPS" on its own 127.0.0.N, and each tenant's agents   #
-  #  run here from its rendered compose file. Nothing is charged or real.     #
+  #  is a loopback SSH "VPS" on its own 127.B.x.y, and each tenant's agents  #
+  #  run here from its rendered compose file. Nothing is charged or real.    #
   ############################################################################
 """
 
@@ -313,7 +313,7 @@ async def _announce(env: dict[str, str], sandbox: bool) -> None:
     if sandbox:
         vps_dir = Path(env["LETSBE_SANDBOX_DIR"]) / "vps"
         print(
-            f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.0.0.N\n"
+            f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.B.x.y\n"
             f"                  (ports 8200/8100 there; logs in {vps_dir}/<address>/var/log/letsbe/)"
         )
         token_file = Path(env["LETSBE_SANDBOX_DIR"]) / "admin-token"

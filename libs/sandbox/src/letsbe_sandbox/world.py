@@ -106,6 +106,7 @@ class Sandbox:
         self.slow = slow
         self.material = Material.load_or_create(self.root / "secrets.json")
         self.ssh_port = _stable_port(self.root / "ssh" / "port", os.environ.get("LETSBE_SANDBOX_SSH_PORT"))
+        self.first_vps_ipv4 = _stable_address_block(self.root / "ssh" / "address-block")
         self.client_key = _ssh_key(self.root / "ssh" / "provisioner_key")
         self.client_key_path = self.root / "ssh" / "provisioner_key"
         self.vpses: dict[str, Vps] = {}  # by address
@@ -136,6 +137,7 @@ class Sandbox:
         self.hetzner = FakeHetzner(
             token=m.hetzner_token,
             ipv4_per_server=True,
+            first_ipv4=self.first_vps_ipv4,
             state_dir=state,
             on_create=self._server_created,
             on_delete=self._server_deleted,
@@ -328,12 +330,23 @@ class Sandbox:
                 "dns": f"udp://127.0.0.1:{self.dns.port}",
                 "smtp": f"127.0.0.1:{self.smtp.port}",
                 "tls": f"127.0.0.1:{self.tls.port}",
-                "vps": f"ssh://letsbe@127.0.0.N:{self.ssh_port} (one per Hetzner server)",
+                "vps": f"ssh://letsbe@127.B.x.y:{self.ssh_port} (one per Hetzner server; B is this sandbox's own)",
                 "vps_roots": str(self.root / "vps"),
             },
             "hub_url": self.hub_url,
             "admin_token_file": str(self.root / "admin-token"),
         }
+
+
+def _stable_address_block(path: Path) -> int:
+    """Where this sandbox's VPS addresses start: 127.B.0.2 for a B chosen once per sandbox and kept, so two
+    sandboxes on one machine (two checkouts, parallel tests) do not both bind their agents' ports on 127.0.0.2."""
+    if path.exists():
+        return int(path.read_text())
+    first = (secrets.randbelow(254) + 1) << 16 | 2
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{first}\n")
+    return first
 
 
 def _stable_port(path: Path, wanted: str | None) -> int:
