@@ -89,7 +89,7 @@ def _decode(kind: type, value: Any) -> Any:
         return SecretStr(value.get_secret_value())
     if isinstance(value, kind):
         return value
-    raise NotImplementedError
+    raise ValueError(f"Expected `{kind.__name__}`, got `{type(value).__name__}`")
 
 
 def _options(annotation: Any) -> tuple[Any, ...]:
@@ -220,8 +220,10 @@ class AgentSettings:
         return {name: getattr(self, name) for name in self.model_fields}
 
     def model_copy(self: S, *, update: Mapping[str, Any] | None = None) -> S:
-        """A copy with ``update`` validated (unlike pydantic's, which takes the values as they are)."""
-        return type(self)({}, **{**self.model_dump(), **(update or {})})
+        """A copy with ``update`` taken as it is (as pydantic's: not validated)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update({**self.__dict__, **(update or {})})
+        return copy
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.model_dump().items())})"
@@ -246,7 +248,8 @@ AgentSettings.model_fields = _fields(AgentSettings)
 
 def field_variables(cls: type[AgentSettings]) -> dict[str, tuple[str, ...]]:
     """Field name → the environment variables it is read from (upper case: names match in any case)."""
-    return {name: tuple(a.upper() for a in cls.aliases.get(name, (f"{cls.env_prefix}{name}",))) for name in cls.model_fields}
+    return {name: tuple(a.upper() for a in cls.aliases.get(name, (f"{cls.env_prefix}{name}",)))
+            for name in cls.model_fields}
 
 
 def declared_variables(cls: type[AgentSettings]) -> frozenset[str]:
