@@ -10,10 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
-
-from letsbe_contracts.agent import BackupReport
-from letsbe_contracts.events import BackupStatus
+from letsbe_agent.wire import BackupReport, BackupStatus, checked, parse
 
 
 def running(lock: Path) -> bool:
@@ -42,14 +39,14 @@ def read_status(path: Path) -> tuple[BackupStatus | None, str | None]:
     except OSError as exc:
         return None, f"{path} is unreadable: {exc.strerror}"
     try:
-        return BackupStatus.model_validate(json.loads(raw)), None
-    except (ValueError, ValidationError) as exc:
+        return parse(BackupStatus, json.loads(raw)), None
+    except ValueError as exc:  # msgspec.ValidationError is one
         return None, f"{path} is not a valid backup status: {str(exc)[:500]}"
 
 
 def build_report(path: Path, today: date, now: datetime | None = None) -> BackupReport:
     status, problem = read_status(path)
-    return BackupReport(report_date=today, checked_at=now or datetime.now(UTC), status=status, problem=problem)
+    return checked(BackupReport(report_date=today, checked_at=now or datetime.now(UTC), status=status, problem=problem))
 
 
 def next_check(now: datetime, at: time, tz: str) -> datetime:

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from letsbe_contracts.agent import (
+from letsbe_agent.wire import (
     CommandAckResponse,
     CommandOut,
     CommandsResponse,
@@ -18,6 +18,9 @@ from letsbe_contracts.agent import (
     RegisterRequest,
     RegisterResponse,
     RotatedCredential,
+    checked,
+    dump,
+    parse,
 )
 
 
@@ -94,26 +97,24 @@ class HubClient:
 
     async def register(self, body: RegisterRequest) -> RegisterResponse:
         self.api_key = None
-        data = await self.request("POST", "/api/v1/tenant/register", json=body.model_dump(mode="json"))
-        return RegisterResponse.model_validate(data)
+        data = await self.request("POST", "/api/v1/tenant/register", json=dump(checked(body)))
+        return parse(RegisterResponse, data)
 
     async def heartbeat(self, body: HeartbeatRequest) -> HeartbeatResponse:
         data = await self.request(
-            "POST", "/api/v1/tenant/heartbeat", json=body.model_dump(mode="json", exclude_none=True)
+            "POST", "/api/v1/tenant/heartbeat", json=dump(checked(body), exclude_none=True)
         )
-        return HeartbeatResponse.model_validate(data)
+        return parse(HeartbeatResponse, data)
 
     async def pull(self, wait: int) -> list[CommandOut]:
         data = await self.request("GET", f"/api/v1/tenant/commands?wait={wait}", timeout=wait + 15.0)
-        return CommandsResponse.model_validate(data).commands
+        return parse(CommandsResponse, data).commands
 
     async def ack(self, command_id: uuid.UUID) -> CommandAckResponse:
-        return CommandAckResponse.model_validate(
-            await self.request("POST", f"/api/v1/tenant/commands/{command_id}/ack")
-        )
+        return parse(CommandAckResponse, await self.request("POST", f"/api/v1/tenant/commands/{command_id}/ack"))
 
     async def rotate(self) -> RotatedCredential:
-        return RotatedCredential.model_validate(await self.request("POST", "/api/v1/tenant/credentials/rotate"))
+        return parse(RotatedCredential, await self.request("POST", "/api/v1/tenant/credentials/rotate"))
 
 
 def _body(r: httpx.Response) -> Any:

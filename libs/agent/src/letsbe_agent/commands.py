@@ -6,11 +6,11 @@
 
     runtime.commands.register("kill-switch", kill_switch)
 
-A handler gets the command (``ctx.command``, params validated by the model given at registration, as
-``ctx.params``), can keep data in the journal while it runs (``ctx.record(...)``, survives a restart), and returns
-an :class:`Outcome`. An exception is a FAILED outcome; running past the command's deadline is TIMED_OUT.
-An optional ``recover`` function is called for a command that was running when the agent stopped (instead of
-running it again); without one such a command is reported FAILED.
+A handler gets the command (``ctx.command``, params validated by the type given at registration, a
+``letsbe_agent.wire`` struct or a pydantic model, as ``ctx.params``), can keep data in the journal while it runs
+(``ctx.record(...)``, survives a restart), and returns an :class:`Outcome`. An exception is a FAILED outcome;
+running past the command's deadline is TIMED_OUT. An optional ``recover`` function is called for a command that
+was running when the agent stopped (instead of running it again); without one such a command is reported FAILED.
 """
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from letsbe_agent.journal import CommandJournal
-from letsbe_contracts.agent import CommandOut
-from letsbe_contracts.validation import CONTROL_CHARACTERS
+from letsbe_agent.wire import CONTROL_CHARACTERS, CommandOut
 
 
 @dataclass(frozen=True)
@@ -79,7 +76,7 @@ Handler = Callable[[CommandContext], Awaitable[Outcome]]
 @dataclass(frozen=True)
 class Registration:
     handler: Handler
-    params: type[BaseModel] | None
+    params: type | None  # a letsbe_agent.wire struct, or a pydantic model (the Safety Wrapper's own commands)
     recover: Handler | None
 
 
@@ -92,7 +89,7 @@ class CommandRegistry:
         command_type: str,
         handler: Handler,
         *,
-        params: type[BaseModel] | None = None,
+        params: type | None = None,
         recover: Handler | None = None,
     ) -> None:
         if command_type in self._handlers:

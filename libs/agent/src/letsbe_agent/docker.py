@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from letsbe_agent.client import tls_context
-from letsbe_contracts.events import ContainerState
+from letsbe_agent.wire import ContainerState
 
 
 class DockerError(Exception):

@@ -28,7 +28,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from prometheus_client import Counter, Gauge
-from pydantic import ValidationError
 
 from letsbe_agent import backups
 from letsbe_agent.backoff import Backoff, jittered
@@ -42,15 +41,19 @@ from letsbe_agent.journal import CommandJournal
 from letsbe_agent.settings import AgentSettings
 from letsbe_agent.update import ConfigSync, Updater
 from letsbe_agent.usage import UsageLedger
-from letsbe_contracts.agent import (
-    CREDENTIAL_FILE,
+from letsbe_agent.wire import (
     CommandOut,
+    DiskUsage,
+    HeartbeatDetails,
     HeartbeatRequest,
+    MemoryUsage,
     RegisterRequest,
     RotateCredentialParams,
+    dump,
+    parse,
 )
 from letsbe_contracts.enums import AgentKind
-from letsbe_contracts.events import DiskUsage, HeartbeatDetails, MemoryUsage
+from letsbe_contracts.protocol import CREDENTIAL_FILE
 from letsbe_platform.asgi import Runtime
 from letsbe_platform.logging import get_logger
 
@@ -374,7 +377,7 @@ class AgentRuntime:
 
     async def _execute(self, command: CommandOut) -> None:
         log_ = log.bind(command_id=str(command.id), type=command.type)
-        if not self.journal.begin(command.id, command.model_dump(mode="json")):
+        if not self.journal.begin(command.id, dump(command)):
             # A redelivery (the ack's answer was lost, or the hub resent it): acknowledge, never run it again.
             entry = self.journal.get(command.id) or {}
             log_.info("redelivered command acknowledged, not re-run", state=entry.get("state"))
@@ -408,8 +411,8 @@ class AgentRuntime:
         if reg is None:
             return Outcome.failed(f"this agent ({self.kind.value}) has no handler for '{command.type}'")
         try:
-            params = reg.params.model_validate(command.params) if reg.params else command.params
-        except ValidationError as exc:
+            params = _validated(reg.params, command.params)
+        except ValueError as exc:  # pydantic's and msgspec's ValidationError are ValueErrors
             return Outcome.failed(f"invalid parameters: {str(exc)[:1000]}")
         ctx = CommandContext(command=command, params=params, journal=self.journal, data=dict(data))
         fn = reg.recover if recovering else reg.handler
@@ -439,7 +442,7 @@ class AgentRuntime:
 
     async def _recover_interrupted(self) -> None:
         for command_id, entry in self.journal.interrupted():
-            command = CommandOut.model_validate(entry["command"])
+            command = parse(CommandOut, entry["command"])
             log.warning("finishing a command interrupted by a restart", command_id=str(command_id), type=command.type)
             outcome = await self._run_handler(command, entry.get("data", {}), recovering=True)
             self._finish(command, outcome)
@@ -474,7 +477,7 @@ class AgentRuntime:
             if today is not None and done != today.isoformat():
                 report = backups.build_report(s.backup_status_path, today, now)
                 self.buffer.put(
-                    "backup", today.isoformat(), "/api/v1/tenant/backup-reports", report.model_dump(mode="json")
+                    "backup", today.isoformat(), "/api/v1/tenant/backup-reports", dump(report)
                 )
                 write_json(self._schedule_path, {"backup_report_date": today.isoformat()})
                 log.info("backup status read", report_date=today.isoformat(), problem=report.problem)
@@ -524,6 +527,15 @@ def _memory() -> MemoryUsage:
     total, available = fields["MemTotal"], fields["MemAvailable"]
     return MemoryUsage(total_bytes=total, available_bytes=available,
                        percent=round(100 * (total - available) / (total or 1), 1))
+
+
+def _validated(kind: type | None, params: dict[str, Any]) -> Any:
+    """A command's params as its handler declared them: a letsbe_agent.wire struct, a pydantic model (the Safety
+    Wrapper's own commands) or, with none, the dict."""
+    if kind is None:
+        return params
+    validate = getattr(kind, "model_validate", None)
+    return validate(params) if validate is not None else parse(kind, params)
 
 
 def _hostname() -> str:

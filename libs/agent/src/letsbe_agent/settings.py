@@ -1,9 +1,15 @@
 """Settings every agent has (each agent's own settings class extends this with its env prefix), read from the
-environment by a small loader instead of pydantic-settings (about 2 MB less in a 64 MB container).
+environment and validated without pydantic (pydantic, pydantic-settings and the models cost the Secrets Proxy about
+12 MB of its 64 MB container).
 
-As pydantic-settings reads them: ``<prefix><field>`` (or the field's alias), names in any case, a dict or list field
-as JSON; constructing a settings class (``model_validate`` too) reads the environment, and the values it is given
-win over it.
+A settings class declares its fields as annotations with defaults; constraints go in the annotation
+(``Annotated[int, Meta(ge=1, le=65535)]``, msgspec's), a cross-field rule in ``_check``. Each value is converted
+and validated by msgspec (leniently, as pydantic-settings does: ``"8100"`` is an int, ``"yes"`` a bool, a text a
+``Path`` or a ``SecretStr``); a bad one raises :class:`SettingsError` naming the field.
+
+As pydantic-settings reads them: ``<prefix><field>`` (or the field's ``aliases``), names in any case, a dict or list
+field as JSON; constructing a settings class (``model_validate`` too) reads the environment, and the values it is
+given win over it.
 
 An agent refuses to start on a ``LETSBE_`` variable that nothing declares: a misspelt name (a compose file saying
 ``LETSBE_SW_BACKUP_STATUS_FILE`` where the setting is ``backup_status_path``) would otherwise be ignored silently
@@ -18,30 +24,232 @@ import sys
 import types
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import time
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+import msgspec
+from msgspec import Meta
 
-from letsbe_platform.service_config import TOOLING_VARIABLES, ServiceConfig
+from letsbe_platform.tooling import TOOLING_VARIABLES
 
 # Each agent's own prefix. A variable under another agent's prefix is that agent's (it checks its own environment).
 AGENT_PREFIXES = ("LETSBE_SW_", "LETSBE_SP_")
+# What pydantic reads as a bool from text.
+_TRUE = frozenset({"1", "on", "t", "true", "y", "yes"})
+_FALSE = frozenset({"0", "off", "f", "false", "n", "no"})
+
+
+class SecretStr:
+    """A secret setting: its value only through ``get_secret_value()``, never in a repr, a log line or an error."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def get_secret_value(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "SecretStr('**********')"
+
+    def __str__(self) -> str:
+        return "**********"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SecretStr) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class SettingsError(ValueError):
+    """Invalid settings: ``errors`` is [(field, message)], without the values (they may be secrets)."""
+
+    def __init__(self, cls_name: str, errors: list[tuple[str, str]]):
+        super().__init__(f"{cls_name}: " + "; ".join(f"{f}: {m}" for f, m in errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    annotation: Any
+    default: Any
+
+
+def _decode(kind: type, value: Any) -> Any:
+    """msgspec's hook for the types it does not know."""
+    if kind is Path and isinstance(value, str | os.PathLike):
+        return Path(value)
+    if kind is SecretStr and isinstance(value, str):
+        return SecretStr(value)
+    if kind is SecretStr and hasattr(value, "get_secret_value"):  # a pydantic SecretStr, from a test
+        return SecretStr(value.get_secret_value())
+    if isinstance(value, kind):
+        return value
+    raise ValueError(f"Expected `{kind.__name__}`, got `{type(value).__name__}`")
+
+
+def _options(annotation: Any) -> tuple[Any, ...]:
+    """The members of ``X | Y`` (of ``Annotated[X | Y, …]`` too), else the annotation itself."""
+    if typing.get_origin(annotation) is Annotated:
+        annotation = typing.get_args(annotation)[0]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _convert(annotation: Any, value: Any) -> Any:
+    options = _options(annotation)
+    if isinstance(value, str):  # what msgspec's lax mode reads otherwise
+        if bool in options and value.strip().lower() in _TRUE | _FALSE:
+            value = value.strip().lower() in _TRUE
+        elif time in options:
+            try:
+                value = time.fromisoformat(value)
+            except ValueError:
+                pass
+    return msgspec.convert(value, annotation, strict=False, dec_hook=_decode)
+
+
+def _is_json(annotation: Any) -> bool:
+    """A field whose variable holds JSON (a dict, list, set or tuple), as pydantic-settings treats it."""
+    return any((typing.get_origin(o) or o) in (dict, list, set, tuple, frozenset) for o in _options(annotation))
+
+
+class AgentSettings:
+    """The settings every agent has; subclasses add theirs (and an ``env_prefix``)."""
+
+    env_prefix: ClassVar[str] = ""
+    # Field name → the environment variables it is read from instead of ``<prefix><field>``.
+    aliases: ClassVar[dict[str, tuple[str, ...]]] = {
+        "database_url": ("DATABASE_URL",),
+        "nats_url": ("NATS_URL",),
+        "bus_namespace": ("LETSBE_BUS_NAMESPACE",),
+        "bus_replicas": ("LETSBE_BUS_REPLICAS",),
+        "sandbox": ("LETSBE_SANDBOX",),
+    }
+    model_fields: ClassVar[dict[str, FieldInfo]] = {}
+
+    # --- what every service has (as letsbe_platform.service_config.ServiceConfig: a test keeps the two the same) ---
+    service_name: str = "letsbe"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8000
+    log_level: str = "INFO"
+    log_json: bool = True
+    database_url: str | None = None
+    nats_url: str | None = None
+    bus_namespace: Annotated[str, Meta(pattern=r"^[a-z][a-z0-9_]{0,30}$")] = "letsbe"
+    bus_replicas: Annotated[int, Meta(ge=1, le=5)] = 1
+    sandbox: bool = False
+    shutdown_grace_seconds: Annotated[float, Meta(ge=0)] = 20.0
+    max_body_bytes: Annotated[int, Meta(ge=1024)] = 1024 * 1024
+    max_header_bytes: Annotated[int, Meta(ge=4096)] = 32 * 1024
+
+    # --- the agent runtime ---
+    # Unset: the agent serves its local API only and never talks to a hub (development, unit tests of its routes).
+    hub_url: str | None = None
+    hub_timeout_seconds: Annotated[float, Meta(gt=0)] = 10
+    # The credential, the command journal, unsent reports. Default: /var/lib/letsbe/<service_name>/agent.
+    state_dir: Path | None = None  # always set after validation
+    # The one-time token the provisioner leaves on the tenant: from the environment or from a file.
+    registration_token: SecretStr | None = None
+    registration_token_file: Path | None = None
+    # Until the hub says otherwise (every heartbeat answer carries the interval to use).
+    heartbeat_interval_seconds: Annotated[float, Meta(gt=0)] = 60
+    heartbeat_jitter: Annotated[float, Meta(ge=0, le=0.5)] = 0.1  # ± this fraction of the interval
+    heartbeat_details_every_seconds: Annotated[float, Meta(gt=0)] = 300  # the heavy part at least this often
+    backoff_base_seconds: Annotated[float, Meta(gt=0)] = 1
+    backoff_max_seconds: Annotated[float, Meta(gt=0)] = 60
+    long_poll: bool = True
+    long_poll_seconds: Annotated[int, Meta(ge=1, le=30)] = 25
+    docker_socket: Path = Path("/var/run/docker.sock")
+    docker_api_version: Annotated[str, Meta(pattern=r"^v1\.\d+$")] = "v1.43"
+    disk_path: str = "/"
+    update_poll_seconds: Annotated[float, Meta(gt=0)] = 1.0
+    # Backups (seed §8.3): letsbe-backup writes the status file, and holds an flock on the lock file while it runs.
+    report_backups: bool = False
+    backup_status_path: Path = Path("/var/lib/letsbe/backup/backup-status.json")
+    backup_lock_path: Path = Path("/var/lib/letsbe/backup/backup.lock")
+    backup_check_at: time = time(6, 0)
+    backup_check_timezone: str = "UTC"
+    # Token usage: the Secrets Proxy records into this ledger; the agent that reports usage sends it hourly.
+    usage_ledger_path: Path | None = Path("/var/lib/letsbe/shared/usage.sqlite3")
+    report_usage: bool = False
+    usage_report_every_seconds: Annotated[float, Meta(gt=0)] = 300
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.model_fields = _fields(cls)
+
+    def __init__(self, _environ: Mapping[str, str] | None = None, **values: Any) -> None:
+        """``_environ``: read instead of the process's environment (``{}``: the defaults and ``values`` only).
+        Values for names that are no field are ignored (tests and the sandbox pass what they have)."""
+        given = {**environment_values(type(self), _environ), **values}
+        errors = []
+        for name, field in type(self).model_fields.items():
+            try:
+                value = _convert(field.annotation, given[name] if name in given else field.default)
+            except msgspec.ValidationError as exc:
+                errors.append((name, str(exc).removesuffix(" - at `$`")))
+                continue
+            object.__setattr__(self, name, value)
+        if not errors:
+            try:
+                self._check()
+            except ValueError as exc:
+                errors.append(("settings", str(exc)))
+        if errors:
+            raise SettingsError(type(self).__name__, errors)
+
+    def _check(self) -> None:
+        """Rules across fields, and defaults that depend on others; ValueError says what is wrong."""
+        if self.state_dir is None:
+            self.state_dir = Path("/var/lib/letsbe") / self.service_name / "agent"
+        self.log_level = self.log_level.upper()
+        if self.log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+            raise ValueError("log_level must be DEBUG, INFO, WARNING or ERROR")
+
+    @classmethod
+    def model_validate(cls: type[S], data: Mapping[str, Any]) -> S:
+        return cls(**data)
+
+    def model_dump(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields}
+
+    def model_copy(self: S, *, update: Mapping[str, Any] | None = None) -> S:
+        """A copy with ``update`` taken as it is (as pydantic's: not validated)."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update({**self.__dict__, **(update or {})})
+        return copy
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.model_dump().items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.model_dump() == other.model_dump()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+S = TypeVar("S", bound=AgentSettings)
+
+
+def _fields(cls: type[AgentSettings]) -> dict[str, FieldInfo]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    return {name: FieldInfo(hint, getattr(cls, name)) for name, hint in hints.items()
+            if typing.get_origin(hint) is not ClassVar and not name.startswith("_")}
+
+
+AgentSettings.model_fields = _fields(AgentSettings)
 
 
 def field_variables(cls: type[AgentSettings]) -> dict[str, tuple[str, ...]]:
     """Field name → the environment variables it is read from (upper case: names match in any case)."""
-    out = {}
-    for name, field in cls.model_fields.items():
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            out[name] = tuple(str(a).upper() for a in alias.choices)
-        elif isinstance(alias, str):
-            out[name] = (alias.upper(),)
-        else:
-            out[name] = (f"{cls.env_prefix}{name}".upper(),)
-    return out
+    return {name: tuple(a.upper() for a in cls.aliases.get(name, (f"{cls.env_prefix}{name}",)))
+            for name in cls.model_fields}
 
 
 def declared_variables(cls: type[AgentSettings]) -> frozenset[str]:
@@ -59,17 +267,6 @@ def unknown_variables(cls: type[AgentSettings], environ: Mapping[str, str]) -> l
         for name in environ
         if name.upper().startswith("LETSBE_") and name.upper() not in declared and not name.upper().startswith(others)
     )
-
-
-def _is_json(annotation: Any) -> bool:
-    """A field whose variable holds JSON (a dict, list, set or model), as pydantic-settings treats it."""
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else (
-        annotation,)
-    for option in options:
-        kind = typing.get_origin(option) or option
-        if kind in (dict, list, set, tuple, frozenset) or (isinstance(kind, type) and issubclass(kind, BaseModel)):
-            return True
-    return False
 
 
 def environment_values(cls: type[AgentSettings], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -91,9 +288,6 @@ def environment_values(cls: type[AgentSettings], environ: Mapping[str, str] | No
     return out
 
 
-S = TypeVar("S", bound="AgentSettings")
-
-
 def load_settings(cls: type[S]) -> S:
     """How an agent starts (its ``__main__``): its settings from its environment, or exit 1 with one line that names
     what is wrong. Only here, not in every construction: other code builds settings objects in processes whose
@@ -107,60 +301,9 @@ def load_settings(cls: type[S]) -> S:
         )
     try:
         return cls()
-    except ValidationError as exc:
+    except SettingsError as exc:
         # Never the input values: they hold secrets.
         variables = field_variables(cls)
-
-        def where(loc: tuple[Any, ...]) -> str:
-            path = ".".join(map(str, loc)) or "settings"
-            return f"{variables[loc[0]][0]} ({path})" if loc and loc[0] in variables else path
-
-        problems = "; ".join(f"{where(tuple(e['loc']))}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(f"{variables[f][0]} ({f})" + f": {m}" if f in variables else f"{f}: {m}"
+                             for f, m in exc.errors)
         sys.exit(f"error: {cls.__name__}: invalid settings: {problems}")
-
-
-class AgentSettings(ServiceConfig):
-    # Unknown LETSBE_ variables are refused by load_settings, not here (tests and the sandbox pass what they have).
-    model_config = ConfigDict(extra="ignore", validate_default=True, populate_by_name=True)
-    env_prefix: ClassVar[str] = ""
-
-    def __init__(self, _environ: Mapping[str, str] | None = None, **values: Any) -> None:
-        """``_environ``: read instead of the process's environment (``{}``: the defaults and ``values`` only)."""
-        super().__init__(**{**environment_values(type(self), _environ), **values})
-
-    # Unset: the agent serves its local API only and never talks to a hub (development, unit tests of its routes).
-    hub_url: str | None = None
-    hub_timeout_seconds: float = Field(default=10, gt=0)
-    # The credential, the command journal, unsent reports. Default: /var/lib/letsbe/<service_name>/agent.
-    state_dir: Path | None = None  # always set after validation
-    # The one-time token the provisioner leaves on the tenant: from the environment or from a file.
-    registration_token: SecretStr | None = None
-    registration_token_file: Path | None = None
-    # Until the hub says otherwise (every heartbeat answer carries the interval to use).
-    heartbeat_interval_seconds: float = Field(default=60, gt=0)
-    heartbeat_jitter: float = Field(default=0.1, ge=0, le=0.5)  # ± this fraction of the interval
-    heartbeat_details_every_seconds: float = Field(default=300, gt=0)  # the heavy part at least this often
-    backoff_base_seconds: float = Field(default=1, gt=0)
-    backoff_max_seconds: float = Field(default=60, gt=0)
-    long_poll: bool = True
-    long_poll_seconds: int = Field(default=25, ge=1, le=30)
-    docker_socket: Path = Path("/var/run/docker.sock")
-    docker_api_version: str = Field(default="v1.43", pattern=r"^v1\.\d+$")
-    disk_path: str = "/"
-    update_poll_seconds: float = Field(default=1.0, gt=0)
-    # Backups (seed §8.3): letsbe-backup writes the status file, and holds an flock on the lock file while it runs.
-    report_backups: bool = False
-    backup_status_path: Path = Path("/var/lib/letsbe/backup/backup-status.json")
-    backup_lock_path: Path = Path("/var/lib/letsbe/backup/backup.lock")
-    backup_check_at: time = time(6, 0)
-    backup_check_timezone: str = "UTC"
-    # Token usage: the Secrets Proxy records into this ledger; the agent that reports usage sends it hourly.
-    usage_ledger_path: Path | None = Path("/var/lib/letsbe/shared/usage.sqlite3")
-    report_usage: bool = False
-    usage_report_every_seconds: float = Field(default=300, gt=0)
-
-    @model_validator(mode="after")
-    def _default_state_dir(self) -> AgentSettings:
-        if self.state_dir is None:
-            self.state_dir = Path("/var/lib/letsbe") / self.service_name / "agent"
-        return self

@@ -18,7 +18,7 @@ from typing import Any
 from letsbe_agent.commands import CommandContext, CommandRegistry, Outcome
 from letsbe_agent.docker import DockerClient, DockerError, _health, create_body
 from letsbe_agent.files import read_json, write_json
-from letsbe_contracts.agent import ConfigSyncParams, RestartParams, UpdateParams
+from letsbe_agent.wire import ConfigSyncParams, RestartParams, UpdateParams
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)

@@ -15,14 +15,8 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstrai
 
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import BackupStatus, HeartbeatDetails
+from letsbe_contracts.protocol import CREDENTIAL_FILE, LLM_RELAY_PATH  # noqa: F401  (re-exported)
 from letsbe_contracts.validation import RequestModel
-
-# The agent keeps its hub credential in <state dir>/CREDENTIAL_FILE: JSON {"agent_id", "tenant_id", "api_key"}, 0600.
-# The tenant's certbot DNS-01 hooks read "api_key" from the Safety Wrapper's copy (letsbe_provisioner's
-# AGENT_CREDENTIAL), so this name is part of the contract between the agent and what the provisioner renders.
-CREDENTIAL_FILE = "credential.json"
-# The hub's OpenAI-compatible LLM relay (a tenant's Secrets Proxy sends /chat/completions, /responses under it).
-LLM_RELAY_PATH = "/api/v1/llm/v1"
 
 Version = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._+-]+$")]
 Hostname = Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.-]+$")]

@@ -31,12 +31,12 @@ from structlog.contextvars import bound_contextvars
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON, DomainError
 from letsbe_platform.logging import configure_logging, get_logger
 from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQUEST_SECONDS
-from letsbe_platform.service_config import ServiceConfig
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # only annotations: ServiceConfig is a pydantic model, which the tenant agents do without
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
     from letsbe_platform.bus import Bus
+    from letsbe_platform.service_config import ServiceConfig
 
 log = get_logger(__name__)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import h11
 import uvicorn
@@ -20,7 +21,9 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON
-from letsbe_platform.service_config import ServiceConfig
+
+if TYPE_CHECKING:  # only annotations: the tenant agents' settings are no pydantic model
+    from letsbe_platform.service_config import ServiceConfig
 
 
 class _Connection(h11.Connection):

@@ -1,16 +1,16 @@
 from pathlib import Path
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
-from pydantic import Field, SecretStr
+from msgspec import Meta
 
-from letsbe_agent.settings import AgentSettings
+from letsbe_agent.settings import AgentSettings, SecretStr
 
 
 class SafetyWrapperSettings(AgentSettings):
     env_prefix: ClassVar[str] = "LETSBE_SW_"
 
     service_name: str = "safety-wrapper"
-    port: int = Field(default=8200, ge=1, le=65535)
+    port: Annotated[int, Meta(ge=1, le=65535)] = 8200
     # The agent runtime (letsbe_agent.AgentSettings: hub_url, state_dir, …): this agent also reports backups
     # (daily, from backup-status.json) and the token usage the Secrets Proxy records in the shared ledger.
     report_backups: bool = True
@@ -32,6 +32,6 @@ class SafetyWrapperSettings(AgentSettings):
     # Per tool, the base URL that wins over tool_host + port: in a container, each tool answers on its own network
     # (e.g. {"ghost": "http://letsbe-ghost:2368"}, rendered by the provisioner).
     tool_urls: dict[str, str] = {}
-    tool_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    tool_timeout_seconds: Annotated[float, Meta(gt=0, le=600)] = 30.0
     # A larger tool-call body is refused with 413 before it is held in memory (the container's limit is 128 MB).
-    max_request_bytes: int = Field(default=1024 * 1024, gt=0)
+    max_request_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024

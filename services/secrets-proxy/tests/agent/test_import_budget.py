@@ -1,6 +1,7 @@
 """The Secrets Proxy as production starts it (``python -m letsbe_secrets_proxy``, registered with a real hub,
-proxying a call) loads no database, bus, CLI or provider code, and no FastAPI (it serves its routes on plain
-Starlette; FastAPI is loaded only to describe them in /openapi.json): its container has 64 MB."""
+proxying a call) loads no database, bus, CLI or provider code, no FastAPI (it serves its routes on plain
+Starlette; FastAPI is loaded only to describe them in /openapi.json) and no pydantic (its settings and the agent
+protocol's bodies are validated with msgspec: letsbe_agent.settings, letsbe_agent.wire): its container has 64 MB."""
 
 import uuid
 
@@ -14,8 +15,9 @@ from letsbe_platform.testing.processes import ServiceProcess
 
 ADMIN = "lbh_test-admin-token-0123456789abcdef"
 SENTINEL = "lbsp-sentinel-for-the-budget-test"
-# Not in the proxy either (the Safety Wrapper has them): FastAPI and the OpenTelemetry API it loads at start-up.
-PROXY_ONLY = ("fastapi", "opentelemetry")
+# Not in the proxy either (the Safety Wrapper has them): FastAPI and the OpenTelemetry API it loads at start-up,
+# pydantic (about 13 MB with the contract models).
+PROXY_ONLY = ("fastapi", "opentelemetry", "pydantic", "pydantic_core")
 
 
 async def test_the_proxy_process_loads_no_database_bus_or_cli_code(service_env, processes, tmp_path):

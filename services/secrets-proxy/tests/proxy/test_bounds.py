@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from pydantic import ValidationError
 
+from letsbe_agent.settings import SettingsError
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
 
@@ -88,5 +88,5 @@ async def test_concurrent_bodies_beyond_the_budget_wait_and_all_get_through(anot
 
 
 def test_settings_refuse_a_budget_smaller_than_one_body():
-    with pytest.raises(ValidationError):
+    with pytest.raises(SettingsError, match="body_budget_bytes must be at least max_request_bytes"):
         SecretsProxySettings(max_request_bytes=2 * CAP, body_budget_bytes=CAP)

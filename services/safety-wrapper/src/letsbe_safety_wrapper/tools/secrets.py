@@ -3,8 +3,8 @@
 The agent never holds a secret: it writes ``SECRET_REF(name)`` and the wrapper puts the value in only at
 execution, only if the secret is bound to the tool being called, and scrubs values out of whatever it returns.
 
-File format (shared with the Secrets Proxy's registry, so both can read one file with one key): a Fernet token
-whose plaintext is ``{"version": 1, "secrets": {"<name>": {"value": "...", "tools": ["nextcloud", ...]}}}``.
+File format: ``letsbe_agent.secret_store`` (shared with the Secrets Proxy's registry, so both read one file with
+one key).
 
 CLI (the value is read from stdin, never from argv, so it stays out of shell history and ``ps``)::
 
@@ -16,22 +16,18 @@ CLI (the value is read from stdin, never from argv, so it stays out of shell his
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import os
 import re
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from letsbe_agent import fernet
+from letsbe_agent import fernet, secret_store
 from letsbe_safety_wrapper.tools.errors import SecretNotBound, UnknownSecret
 
 SECRET_REF = re.compile(r"SECRET_REF\(([A-Za-z0-9_.-]{1,64})\)")
-NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME = re.compile(secret_store.NAME_PATTERN)
 
 
 @dataclass(frozen=True)
@@ -77,24 +73,9 @@ class SecretStore:
             self._secrets, self._mtime = {}, None
             return
         mtime = self.path.stat().st_mtime
-        token = self.path.read_bytes()
-        rekey = False
-        try:
-            plain = fernet.decrypt(self._key, token)
-        except fernet.InvalidToken as exc:
-            if self._previous_key is None:
-                raise ValueError(f"{self.path}: cannot decrypt the secret store (wrong key or damaged file)") from exc
-            try:
-                plain = fernet.decrypt(self._previous_key, token)
-            except fernet.InvalidToken:
-                raise ValueError(
-                    f"{self.path}: cannot decrypt the secret store with the key or the previous key"
-                ) from exc
-            rekey = True
-        doc = json.loads(plain)
+        stored, rekey = secret_store.read(self.path, self._key, self._previous_key)
         self._secrets = {
-            name: Secret(name=name, value=entry["value"], tools=frozenset(entry.get("tools", [])))
-            for name, entry in doc.get("secrets", {}).items()
+            name: Secret(name=name, value=entry.value, tools=frozenset(entry.tools)) for name, entry in stored.items()
         }
         self._mtime = mtime
         if rekey:
@@ -132,26 +113,10 @@ class SecretStore:
         return found
 
     def _write(self) -> None:
-        doc = {
-            "version": 1,
-            "secrets": {s.name: {"value": s.value, "tools": sorted(s.tools)} for s in self._secrets.values()},
-        }
-        token = fernet.encrypt(self._key, json.dumps(doc).encode())
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".secrets-")
-        try:
-            try:
-                os.fchmod(fd, 0o600)
-                os.write(fd, token)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path.parent)  # the rename itself survives a power cut
+        secret_store.write(
+            self.path, self._key,
+            {s.name: secret_store.StoredSecret(s.value, tuple(s.tools)) for s in self._secrets.values()},
+        )
         self._mtime = self.path.stat().st_mtime
 
     # --- use -----------------------------------------------------------------------------------------------
@@ -192,14 +157,6 @@ class SecretStore:
             return text
 
         return _map_strings(value, sub)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _strings(value: Any) -> Iterable[str]:

@@ -1,19 +1,18 @@
 """The tenant's secret registry: the values the proxy must never let reach the model.
 
-It reads the tenant's encrypted secret store — the same file and Fernet key the Safety Wrapper uses (a Fernet
-token of ``{"version": 1, "secrets": {"<name>": {"value": "...", "tools": [...]}}}``) — and adds the proxy's own
+It reads the tenant's encrypted secret store — the same file and Fernet key the Safety Wrapper uses
+(``letsbe_agent.secret_store``) — and adds the proxy's own
 secrets (the real upstream key, the agent's sentinel). The file is re-read when it changes, checked at most once a
 second, and the redactor rebuilt.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from letsbe_agent import fernet, memory
+from letsbe_agent import memory, secret_store
 from letsbe_platform.logging import get_logger
 from letsbe_secrets_proxy.proxy.redact import Action, Redactor
 
@@ -21,22 +20,12 @@ log = get_logger(__name__)
 
 
 def read_store(path: Path, key: str) -> dict[str, str]:
-    try:
-        plain = fernet.decrypt(key, path.read_bytes())
-    except fernet.InvalidToken as exc:
-        raise ValueError(f"{path}: cannot decrypt the secret store (wrong key or damaged file)") from exc
-    doc = json.loads(plain)
-    return {name: str(entry["value"]) for name, entry in doc.get("secrets", {}).items()}
+    return {name: entry.value for name, entry in secret_store.read(path, key)[0].items()}
 
 
 def write_store(path: Path, key: str, secrets: Mapping[str, str]) -> None:
     """For tests and the benchmark (the Safety Wrapper's CLI is how operators write it)."""
-    doc = {"version": 1, "secrets": {n: {"value": v, "tools": []} for n, v in secrets.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(fernet.encrypt(key, json.dumps(doc).encode()))
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    secret_store.write(path, key, secret_store.values(secrets))
 
 
 class Registry:
