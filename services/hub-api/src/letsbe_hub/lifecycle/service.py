@@ -138,8 +138,10 @@ def snapshot_name(tenant_id: uuid.UUID, day: date) -> str:
 
 
 async def plan_snapshots(session: AsyncSession, now: datetime) -> int:
-    """Create today's snapshot job of every active tenant with a server (once: the key is unique)."""
-    day = now.astimezone(UTC).date()
+    """Give every active tenant with a server its next snapshot job: at its slot today, or tomorrow once today's
+    slot has passed (so a hub that starts late does not fire every missed slot at once). Once per tenant and day:
+    the key is unique, so replicas planning at the same time make one job."""
+    today = now.astimezone(UTC).date()
     rows = (
         await session.execute(
             select(Tenant.id, Server.id)
@@ -147,9 +149,13 @@ async def plan_snapshots(session: AsyncSession, now: datetime) -> int:
             .where(Tenant.status == "ACTIVE", Server.status.in_(("IN_USE", "RESERVED")))
         )
     ).all()
-    have = await repo.existing_keys(session, [snapshot_key(t, day) for t, _ in rows])
-    created = 0
+    wanted = []
     for tenant_id, server_id in rows:
+        day = today if slot_of(tenant_id, today) > now else today + timedelta(days=1)
+        wanted.append((tenant_id, server_id, day))
+    have = await repo.existing_keys(session, [snapshot_key(t, d) for t, _, d in wanted])
+    created = 0
+    for tenant_id, server_id, day in wanted:
         key = snapshot_key(tenant_id, day)
         if key in have:
             continue
