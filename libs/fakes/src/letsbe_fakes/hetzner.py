@@ -599,6 +599,12 @@ class FakeHetzner:
 
         return await self._guard(request, create)
 
+    def _advance_images(self) -> None:
+        """An image becomes available when its action finishes, whether or not anyone polls the action."""
+        for aid, (what, _rid) in list(self._on_finish.items()):
+            if what == "image_available":
+                self._advance(aid)
+
     async def _list_images(self, request: Request) -> Response:
         async def list_images() -> tuple[int, dict[str, Any]]:
             q = request.query_params
@@ -609,6 +615,7 @@ class FakeHetzner:
             if page < 1 or not 1 <= per_page <= 50:
                 raise HetznerError(400, "invalid_input", "page must be >= 1 and per_page between 1 and 50")
             with self._lock:
+                self._advance_images()
                 images = sorted(self.images.values(), key=lambda i: i["id"])
             if types := q.getlist("type"):
                 images = [i for i in images if i["type"] in types]
@@ -634,6 +641,7 @@ class FakeHetzner:
             with self._lock:
                 if iid not in self.images:
                     raise HetznerError(404, "not_found", f"image with ID '{iid}' not found")
+                self._advance_images()
                 return 200, {"image": self.images[iid]}
 
         async def delete() -> tuple[int, dict[str, Any]]:

@@ -242,7 +242,7 @@ async def test_a_failed_snapshot_raises_an_alert_and_the_next_success_resolves_i
     api, admin, sessions, runner, fake_hetzner
 ):
     fake, _ = fake_hetzner
-    tenant_id, server = await tenant_on_hetzner(api, admin, sessions, runner)
+    tenant_id, _server = await tenant_on_hetzner(api, admin, sessions, runner)
     midnight = datetime(2030, 2, 1, tzinfo=UTC)
     runner.clock.now = midnight
     async with unit_of_work(sessions) as s:
