@@ -263,3 +263,32 @@ async def test_a_failed_snapshot_raises_an_alert_and_the_next_success_resolves_i
     assert await drain(runner) == 1
     resolved = [e for _, e in await staged(sessions, AlertResolvedV1)]
     assert [e.alert_id for e in resolved] == [alerts[0].alert_id]
+
+
+async def test_a_netcup_pool_server_is_drained_not_deleted(api, admin, sessions, runner):
+    agent = await enroll(api, admin)
+    async with unit_of_work(sessions) as s:
+        server = Server(
+            provider="netcup",
+            provider_ref="4711",
+            name="v2202512345",
+            tier="build",
+            region="eu",
+            ipv4="127.0.0.1",
+            host_key_fingerprint="SHA256:" + "Q" * 43,
+            status="IN_USE",
+            order_id=agent.tenant_id,
+            tenant_id=agent.tenant_id,
+        )
+        s.add(server)
+    # The tenant row does not name its server here: the job finds the one held for the tenant's order.
+    r = await api.post(f"/api/v1/admin/tenants/{agent.tenant_id}/decommission", headers=admin)
+    job_id = r.json()["decommission_job_id"]
+    assert (await api.post(f"/api/v1/admin/lifecycle/jobs/{job_id}/run-now", headers=admin)).status_code == 200
+    runner.clock.now = datetime.now(UTC) + timedelta(seconds=1)
+    assert await drain(runner) == 1
+    got = await job(api, admin, job_id)
+    assert got["status"] == "SUCCEEDED" and got["server_id"] == str(server.id)
+    assert "drained" in got["history"][-1]["reason"]
+    async with sessions() as s:
+        assert (await s.get(Server, server.id)).status == "DRAINING"  # out of the pool until wiped and checked

@@ -1,4 +1,4 @@
-"""Admin API of the lifecycle jobs: list, get (with history), retry a failed one."""
+"""Admin API of lifecycle jobs: list, get (with history), follow (SSE), run a waiting one now, retry a failed one."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from sse_starlette import EventSourceResponse
 
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
@@ -14,8 +15,9 @@ from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.schemas import JobRetry, JobTransitionView, LifecycleJobView
+from letsbe_hub.lifecycle.stream import ListenerDep, job_events
 from letsbe_platform.errors import Conflict, NotFound
-from letsbe_platform.web import SessionDep, problems
+from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
 
 router = APIRouter(prefix="/api/v1/admin/lifecycle", tags=["lifecycle"])
 
@@ -63,6 +65,45 @@ async def get_job(job_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FL
         for t in await repo.history(session, job_id)
     ]
     return view(job, history)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    name="job_events",
+    summary="Server-Sent Events: the job's transitions so far, then live ones, until it is done",
+    response_class=EventSourceResponse,
+    responses=problems(404),
+)
+async def events(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    request: Request,
+    listener: ListenerDep,
+    _: Authorized(Scope.FLEET_READ),
+    last_event_id: LastEventId = None,
+    after: After | None = None,
+) -> EventSourceResponse:
+    if await repo.get(session, job_id) is None:
+        raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
+    sessions = request.app.state.runtime.sessions
+    stream = job_events(sessions, listener, job_id, after_id=sse_cursor(last_event_id, after))
+    ping = request.app.state.settings.sse_ping_seconds
+    return EventSourceResponse(stream, ping=ping, headers={"X-Accel-Buffering": "no"})
+
+
+@router.post("/jobs/{job_id}/run-now", name="run_job_now", responses=problems(404, 409))
+async def run_now(job_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_WRITE)) -> LifecycleJobView:
+    """Make a waiting job due now: end a decommission's export window early (the customer asked for deletion), or
+    take a tenant's scheduled snapshot at once."""
+    job = await repo.get(session, job_id)
+    if job is None:
+        raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
+    if job.finished_at is not None or job.status == state.FAILED:
+        raise Conflict(f"The job is {job.status}: nothing to run (a FAILED job is retried).", job_id=str(job_id))
+    await repo.make_due(session, job_id, datetime.now(UTC))
+    job = await repo.get(session, job_id)
+    assert job is not None
+    return view(job)
 
 
 @router.post("/jobs/{job_id}/retry", name="retry_job", responses=problems(404, 409))

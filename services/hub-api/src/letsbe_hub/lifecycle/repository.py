@@ -66,6 +66,13 @@ async def release(
     )
 
 
+async def make_due(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> None:
+    """Not a status change: the job's next step simply runs now instead of later."""
+    await session.execute(
+        update(LifecycleJob).where(LifecycleJob.id == job_id, LifecycleJob.due_at > now).values(due_at=now)
+    )
+
+
 async def get(session: AsyncSession, job_id: uuid.UUID) -> LifecycleJob | None:
     return await session.get(LifecycleJob, job_id, populate_existing=True)
 

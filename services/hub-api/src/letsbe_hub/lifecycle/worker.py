@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from letsbe_contracts import Provider
 from letsbe_hub.config import HubSettings
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import service, state
+from letsbe_hub.lifecycle import service, state, stream
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, SNAPSHOT, SUCCEEDED
 from letsbe_hub.providers.base import ServerProvider
@@ -238,6 +238,8 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
                 await p.aclose()
 
     rt.start("lifecycle-jobs", run_jobs(), runner.stop)
+    if settings.database_url:
+        stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:
         stopping = asyncio.Event()
 
