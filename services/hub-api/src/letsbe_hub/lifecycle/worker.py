@@ -174,7 +174,7 @@ class JobRunner:
             log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
         elif job.kind == SNAPSHOT:
             if job.status == "SCHEDULED":
-                job = await self._advance(job, "CREATING", "the tenant's slot of the day came")
+                job = await self._advance(job, "CREATING", "the snapshot came due")
             server = await self._server(job)
             provider = self._provider(server)
             if server is None or provider is None:
