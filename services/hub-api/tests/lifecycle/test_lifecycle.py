@@ -7,6 +7,7 @@ credentials at once (they can no longer act through the hub) and keeps the serve
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -292,3 +293,35 @@ async def test_a_netcup_pool_server_is_drained_not_deleted(api, admin, sessions,
     assert "drained" in got["history"][-1]["reason"]
     async with sessions() as s:
         assert (await s.get(Server, server.id)).status == "DRAINING"  # out of the pool until wiped and checked
+
+
+async def test_two_runners_share_the_due_jobs_without_doing_one_twice(api, admin, sessions, settings, fake_hetzner):
+    fake, _ = fake_hetzner
+    runners = [JobRunner(sessions, settings, build_providers(settings)) for _ in range(2)]
+    try:
+        servers = [(await tenant_on_hetzner(api, admin, sessions, runners[0]))[1] for _ in range(6)]
+        now = datetime.now(UTC)
+        async with unit_of_work(sessions) as s:
+            for server in servers:
+                await service.state.create(
+                    s,
+                    kind="snapshot",
+                    key=service.snapshot_key(server.id, now.date()),
+                    tenant_id=server.tenant_id,
+                    server_id=server.id,
+                    due_at=now,
+                    actor="test",
+                    data={"day": now.date().isoformat(), "name": service.snapshot_name(server.id, now.date())},
+                )
+
+        async def work(r: JobRunner) -> int:
+            return await drain(r)
+
+        done = await asyncio.gather(*(work(r) for r in runners))
+        assert sum(done) == 6
+        assert sum(1 for m, p in fake.requests if m == "POST" and p.endswith("/create_image")) == 6
+        assert len(fake.images) == 6
+    finally:
+        for r in runners:
+            for p in r.providers.values():
+                await p.aclose()

@@ -100,7 +100,11 @@ class JobRunner:
         except service.Wait as wait:
             await self._release(job, self.clock() + timedelta(seconds=self.settings.provider_poll_seconds))
             log.info("lifecycle job waits", job_id=str(job.id), why=str(wait))
-        except (ProviderError, RuntimeError, OSError) as exc:
+        except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
+            log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
+        except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
+            if not isinstance(exc, ProviderError | OSError):
+                log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
         finally:
             keeper.cancel()
