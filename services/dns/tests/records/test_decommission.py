@@ -84,3 +84,22 @@ async def test_decommission_of_a_record_already_gone_is_not_an_error(app, bus, e
         while await live():
             await asyncio.sleep(0.05)
     assert not events.of("dead-lettered")
+
+
+async def test_a_second_apply_keeps_the_customers_content_for_the_restore(app, bus, events, cloudflare, kit, engine):
+    """The tenant moves to another server (a second server-allocated with a new address): we replace our own content
+    in the customer's apex record again, and decommission still restores what the customer had, not our first IP."""
+    fake = cloudflare.fake
+    customer_root = fake.add_record(kit.domain, "A", kit.domain, "192.0.2.44")
+    first = kit.server_allocated("ghost")
+    tenant_id = first.order.order_id
+    await bus.publish(first, correlation_id=str(tenant_id))
+    await events.wait("dns-ready", str(tenant_id))
+    moved = first.model_copy(update={"server": kit.server_target("127.0.0.11")})
+    await bus.publish(moved, correlation_id=str(tenant_id))
+    await eventually(lambda: fake.zone(kit.domain).records[customer_root["id"]]["content"] == "127.0.0.11", "moved")
+
+    await bus.publish(TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain), correlation_id=str(tenant_id))
+    await eventually(
+        lambda: fake.zone(kit.domain).records[customer_root["id"]]["content"] == "192.0.2.44", "the customer's A back"
+    )
