@@ -325,3 +325,23 @@ async def test_two_runners_share_the_due_jobs_without_doing_one_twice(api, admin
         for r in runners:
             for p in r.providers.values():
                 await p.aclose()
+
+
+async def test_a_planned_snapshot_of_a_released_server_is_cancelled_not_failed(
+    api, admin, sessions, runner, fake_hetzner
+):
+    fake, _ = fake_hetzner
+    tenant_id, _server = await tenant_on_hetzner(api, admin, sessions, runner)
+    midnight = datetime(2030, 3, 1, tzinfo=UTC)
+    async with unit_of_work(sessions) as s:
+        assert await service.plan_snapshots(s, midnight) == 1
+    r = await api.post(f"/api/v1/admin/tenants/{tenant_id}/decommission", headers=admin)
+    assert await api.post(f"/api/v1/admin/lifecycle/jobs/{r.json()['decommission_job_id']}/run-now", headers=admin)
+    runner.clock.now = datetime.now(UTC) + timedelta(seconds=1)
+    assert await drain(runner) == 1  # the server is deleted
+    runner.clock.now = service.slot_of(tenant_id, midnight.date())
+    assert await drain(runner) == 1
+    snaps = (await api.get(f"/api/v1/admin/lifecycle/jobs?tenant_id={tenant_id}&kind=snapshot", headers=admin)).json()
+    assert [j["status"] for j in snaps] == ["CANCELLED"]
+    assert not any(p.endswith("/create_image") for _, p in fake.requests)
+    assert not await staged(sessions, AlertRaisedV1)

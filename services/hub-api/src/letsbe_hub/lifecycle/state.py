@@ -23,11 +23,12 @@ from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.outbox import add_event
 
 DECOMMISSION, SNAPSHOT = "decommission", "snapshot"
-FAILED, SUCCEEDED = "FAILED", "SUCCEEDED"
+FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 
 # decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service);
 # the server stays (data kept) until the export window ends, then it is deleted (Hetzner) or drained (Netcup).
-# snapshot: one per tenant and day; PRUNED once three newer ones succeeded (its provider image is deleted).
+# snapshot: one per tenant and day; PRUNED once three newer ones succeeded (its provider image is deleted);
+# CANCELLED when its server left service before the snapshot was taken (a decommissioned tenant).
 TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
     DECOMMISSION: {
         "EXPORT_WINDOW": frozenset({"RELEASING_SERVER", FAILED}),
@@ -36,16 +37,17 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         SUCCEEDED: frozenset(),
     },
     SNAPSHOT: {
-        "SCHEDULED": frozenset({"CREATING", FAILED}),
-        "CREATING": frozenset({SUCCEEDED, FAILED}),
+        "SCHEDULED": frozenset({"CREATING", FAILED, CANCELLED}),
+        "CREATING": frozenset({SUCCEEDED, FAILED, CANCELLED}),
         SUCCEEDED: frozenset({"PRUNED"}),
         FAILED: frozenset({"CREATING", "PRUNED"}),
         "PRUNED": frozenset(),
+        CANCELLED: frozenset(),
     },
 }
 FIRST: dict[str, str] = {DECOMMISSION: "EXPORT_WINDOW", SNAPSHOT: "SCHEDULED"}
 # Where a worker has nothing more to do (FAILED waits for an operator's retry).
-IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED"})
+IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED", CANCELLED})
 
 STREAM_CHANNEL = "hub_lifecycle_stream"  # NOTIFY payload: the job id (the SSE stream re-reads the database)
 
@@ -156,7 +158,7 @@ async def transition(
     if to_status in IDLE:
         values.setdefault("lease_owner", None)
         values.setdefault("lease_until", None)
-    if to_status in (SUCCEEDED, "PRUNED"):
+    if to_status in (SUCCEEDED, "PRUNED", CANCELLED):
         values.setdefault("finished_at", text("now()"))
     if to_status == FAILED:
         values.setdefault("failed_from", from_status)

@@ -3,7 +3,7 @@
 The same mechanism as the orders' stream (``letsbe_hub.orders.stream``): the database is the source of truth, read
 from the cursor (``Last-Event-ID`` = a transition id) in id order; a NOTIFY on the jobs' channel, sent by
 ``lifecycle.state`` at commit, only says when to read again. The stream ends when the job has nothing left to do
-(SUCCEEDED, PRUNED); it stays open on FAILED, where an operator's retry continues the same job.
+(SUCCEEDED, PRUNED, CANCELLED); it stays open on FAILED, where an operator's retry continues the same job.
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle.state import STREAM_CHANNEL, SUCCEEDED
+from letsbe_hub.lifecycle.state import CANCELLED, STREAM_CHANNEL, SUCCEEDED
 from letsbe_hub.orders.stream import OrderStreamListener
 from letsbe_platform.web import Runtime
 
 BATCH = 500
-DONE = frozenset({SUCCEEDED, "PRUNED"})
+DONE = frozenset({SUCCEEDED, "PRUNED", CANCELLED})
 
 _LISTENERS: weakref.WeakKeyDictionary[Runtime, OrderStreamListener] = weakref.WeakKeyDictionary()
 

@@ -180,6 +180,9 @@ class JobRunner:
             if job.status == "SCHEDULED":
                 job = await self._advance(job, "CREATING", "the snapshot came due")
             server = await self._server(job)
+            if server is not None and server.status not in ("IN_USE", "RESERVED"):
+                await self._advance(job, state.CANCELLED, f"the server is {server.status}: nothing to snapshot")
+                return
             provider = self._provider(server)
             if server is None or provider is None:
                 raise RuntimeError("the tenant's server or its provider is not available")
