@@ -36,52 +36,28 @@ class FakeOpenAI:
         self.usage = (11, 7)  # (input tokens, output tokens)
         self.chunk_delay = 0.0
         self.record_bodies = True  # the benchmark turns this off
-        self.app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                Route("/v1/responses", self._responses, methods=["POST"]),
-                Route("/v1/models", self._models, methods=["GET"]),
-            ]
-        )
+        self.app = Starlette(routes=[
+            Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/v1/responses", self._responses, methods=["POST"]),
+            Route("/v1/models", self._models, methods=["GET"]),
+        ])
 
     # --- helpers -------------------------------------------------------------------------------------------
 
     async def _authorized(self, request: Request) -> tuple[dict[str, Any] | None, Response | None]:
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
-            return None, JSONResponse(
-                {
-                    "error": {
-                        "message": "Incorrect API key provided.",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": "invalid_api_key",
-                    }
-                },
-                status_code=401,
-            )
+            return None, JSONResponse({"error": {"message": "Incorrect API key provided.", "type":
+                                                 "invalid_request_error", "param": None, "code": "invalid_api_key"}},
+                                      status_code=401)
         raw = await request.body()
         try:
             body = json.loads(raw)
         except ValueError:
-            return None, JSONResponse(
-                {
-                    "error": {
-                        "message": "We could not parse the JSON body of your request.",
-                        "type": "invalid_request_error",
-                        "param": None,
-                        "code": None,
-                    }
-                },
-                status_code=400,
-            )
-        self.requests.append(
-            {
-                "path": request.url.path,
-                "headers": dict(request.headers),
-                "body": body if self.record_bodies else None,
-                "raw": raw if self.record_bodies else b"",
-            }
-        )
+            return None, JSONResponse({"error": {"message": "We could not parse the JSON body of your request.",
+                                                 "type": "invalid_request_error", "param": None, "code": None}},
+                                      status_code=400)
+        self.requests.append({"path": request.url.path, "headers": dict(request.headers),
+                              "body": body if self.record_bodies else None, "raw": raw if self.record_bodies else b""})
         return body, None
 
     def _pieces(self) -> list[str]:
@@ -110,65 +86,30 @@ class FakeOpenAI:
         assert body is not None
         cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         model = body.get("model") or self.model
-        usage = {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1], "total_tokens": sum(self.usage)}
+        usage = {"prompt_tokens": self.usage[0], "completion_tokens": self.usage[1],
+                 "total_tokens": sum(self.usage)}
         if not body.get("stream"):
             message: dict[str, Any] = {"role": "assistant", "content": self.reply, "refusal": None}
             if self.tool_call:
                 message["content"] = None
-                message["tool_calls"] = [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": self.tool_call[0], "arguments": self.tool_call[1]},
-                    }
-                ]
-            return JSONResponse(
-                {
-                    "id": cid,
-                    "object": "chat.completion",
-                    "created": created,
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": message,
-                            "logprobs": None,
-                            "finish_reason": "tool_calls" if self.tool_call else "stop",
-                        }
-                    ],
-                    "usage": usage,
-                }
-            )
+                message["tool_calls"] = [{"id": "call_1", "type": "function",
+                                          "function": {"name": self.tool_call[0], "arguments": self.tool_call[1]}}]
+            return JSONResponse({
+                "id": cid, "object": "chat.completion", "created": created, "model": model,
+                "choices": [{"index": 0, "message": message, "logprobs": None,
+                             "finish_reason": "tool_calls" if self.tool_call else "stop"}],
+                "usage": usage,
+            })
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
-            return {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
+            return {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
         events: list[tuple[str | None, Any]] = [(None, chunk({"role": "assistant", "content": ""}))]
         if self.tool_call:
             name, args = self.tool_call
-            events.append(
-                (
-                    None,
-                    chunk(
-                        {
-                            "tool_calls": [
-                                {
-                                    "index": 0,
-                                    "id": "call_1",
-                                    "type": "function",
-                                    "function": {"name": name, "arguments": ""},
-                                }
-                            ]
-                        }
-                    ),
-                )
-            )
+            events.append((None, chunk({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                                        "function": {"name": name, "arguments": ""}}]})))
             for piece in self.tool_call_chunks or [args]:
                 events.append((None, chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})))
             events.append((None, chunk({}, "tool_calls")))
@@ -176,19 +117,8 @@ class FakeOpenAI:
             events.extend((None, chunk({"content": p})) for p in self._pieces())
             events.append((None, chunk({}, "stop")))
         if (body.get("stream_options") or {}).get("include_usage"):
-            events.append(
-                (
-                    None,
-                    {
-                        "id": cid,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": model,
-                        "choices": [],
-                        "usage": usage,
-                    },
-                )
-            )
+            events.append((None, {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                                  "choices": [], "usage": usage}))
         events.append((None, "[DONE]"))
         return StreamingResponse(self._sse(events), media_type="text/event-stream")
 
@@ -203,90 +133,36 @@ class FakeOpenAI:
         model = body.get("model") or self.model
         usage = {"input_tokens": self.usage[0], "output_tokens": self.usage[1], "total_tokens": sum(self.usage)}
         text = "".join(self._pieces())
-        item = {
-            "type": "message",
-            "id": mid,
-            "status": "completed",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": text, "annotations": []}],
-        }
-        response = {
-            "id": rid,
-            "object": "response",
-            "created_at": created,
-            "status": "completed",
-            "model": model,
-            "output": [item],
-            "usage": usage,
-        }
+        item = {"type": "message", "id": mid, "status": "completed", "role": "assistant",
+                "content": [{"type": "output_text", "text": text, "annotations": []}]}
+        response = {"id": rid, "object": "response", "created_at": created, "status": "completed", "model": model,
+                    "output": [item], "usage": usage}
         if not body.get("stream"):
             return JSONResponse(response)
         seq = iter(range(1_000_000))
         in_progress = {**response, "status": "in_progress", "output": [], "usage": None}
         events: list[tuple[str | None, Any]] = [
             ("response.created", {"type": "response.created", "sequence_number": next(seq), "response": in_progress}),
-            (
-                "response.output_item.added",
-                {
-                    "type": "response.output_item.added",
-                    "sequence_number": next(seq),
-                    "output_index": 0,
-                    "item": {**item, "status": "in_progress", "content": []},
-                },
-            ),
-            (
-                "response.content_part.added",
-                {
-                    "type": "response.content_part.added",
-                    "sequence_number": next(seq),
-                    "item_id": mid,
-                    "output_index": 0,
-                    "content_index": 0,
-                    "part": {"type": "output_text", "text": "", "annotations": []},
-                },
-            ),
+            ("response.output_item.added", {"type": "response.output_item.added", "sequence_number": next(seq),
+                                            "output_index": 0, "item": {**item, "status": "in_progress",
+                                                                        "content": []}}),
+            ("response.content_part.added", {"type": "response.content_part.added", "sequence_number": next(seq),
+                                             "item_id": mid, "output_index": 0, "content_index": 0,
+                                             "part": {"type": "output_text", "text": "", "annotations": []}}),
         ]
         for piece in self._pieces():
-            events.append(
-                (
-                    "response.output_text.delta",
-                    {
-                        "type": "response.output_text.delta",
-                        "sequence_number": next(seq),
-                        "item_id": mid,
-                        "output_index": 0,
-                        "content_index": 0,
-                        "delta": piece,
-                    },
-                )
-            )
+            events.append(("response.output_text.delta", {
+                "type": "response.output_text.delta", "sequence_number": next(seq), "item_id": mid,
+                "output_index": 0, "content_index": 0, "delta": piece}))
         events += [
-            (
-                "response.output_text.done",
-                {
-                    "type": "response.output_text.done",
-                    "sequence_number": next(seq),
-                    "item_id": mid,
-                    "output_index": 0,
-                    "content_index": 0,
-                    "text": text,
-                },
-            ),
-            (
-                "response.content_part.done",
-                {
-                    "type": "response.content_part.done",
-                    "sequence_number": next(seq),
-                    "item_id": mid,
-                    "output_index": 0,
-                    "content_index": 0,
-                    "part": item["content"][0],
-                },
-            ),
-            (
-                "response.output_item.done",
-                {"type": "response.output_item.done", "sequence_number": next(seq), "output_index": 0, "item": item},
-            ),
-            ("response.completed", {"type": "response.completed", "sequence_number": next(seq), "response": response}),
+            ("response.output_text.done", {"type": "response.output_text.done", "sequence_number": next(seq),
+                                           "item_id": mid, "output_index": 0, "content_index": 0, "text": text}),
+            ("response.content_part.done", {"type": "response.content_part.done", "sequence_number": next(seq),
+                                            "item_id": mid, "output_index": 0, "content_index": 0,
+                                            "part": item["content"][0]}),
+            ("response.output_item.done", {"type": "response.output_item.done", "sequence_number": next(seq),
+                                           "output_index": 0, "item": item}),
+            ("response.completed", {"type": "response.completed", "sequence_number": next(seq),
+                                    "response": response}),
         ]
         return StreamingResponse(self._sse(events), media_type="text/event-stream")

@@ -43,14 +43,8 @@ def upgrade() -> None:
     )
     op.create_index("ix_approvals_tenant_id", "approvals", ["tenant_id"], schema="hub")
     op.create_index("ix_approvals_status_requested", "approvals", ["status", "requested_at"], schema="hub")
-    op.create_index(
-        "uq_approvals_pending_call",
-        "approvals",
-        ["tenant_id", "args_hash"],
-        unique=True,
-        postgresql_where=sa.text("status = 'PENDING'"),
-        schema="hub",
-    )
+    op.create_index("uq_approvals_pending_call", "approvals", ["tenant_id", "args_hash"], unique=True,
+                    postgresql_where=sa.text("status = 'PENDING'"), schema="hub")
 
 
 def downgrade() -> None:

@@ -66,10 +66,8 @@ async def test_expired_approvals_can_be_neither_decided_nor_used(hub, admin, ses
     approval = (await hub.post(BASE, json=approval_body(h), headers=wrapper.headers)).json()
     await decide(hub, admin, approval["id"])
     async with sessions() as s, s.begin():
-        await s.execute(
-            text("UPDATE hub.approvals SET expires_at = now() - interval '1 second' WHERE id = :id"),
-            {"id": approval["id"]},
-        )
+        await s.execute(text("UPDATE hub.approvals SET expires_at = now() - interval '1 second' WHERE id = :id"),
+                        {"id": approval["id"]})
     r = await hub.post(f"{BASE}/{approval['id']}/consume", json={"args_hash": h}, headers=wrapper.headers)
     assert r.status_code == 409 and r.json()["type"].endswith("approval-expired")
     assert (await hub.get(f"{BASE}/{approval['id']}", headers=wrapper.headers)).json()["status"] == "EXPIRED"
@@ -104,9 +102,8 @@ async def test_only_the_safety_wrapper_asks(hub, admin):
     assert r.status_code == 403
 
 
-@pytest.mark.parametrize(
-    "bad", [{"args_hash": "short"}, {"ttl_seconds": 5}, {"risk_class": "PURPLE"}, {"tool": "Ghost"}, {"extra": 1}]
-)
+@pytest.mark.parametrize("bad", [{"args_hash": "short"}, {"ttl_seconds": 5}, {"risk_class": "PURPLE"},
+                                 {"tool": "Ghost"}, {"extra": 1}])
 async def test_malformed_requests_are_422(hub, admin, bad):
     wrapper = await enroll(hub, admin)
     r = await hub.post(BASE, json={**approval_body(args_hash("m")), **bad}, headers=wrapper.headers)

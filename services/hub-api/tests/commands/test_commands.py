@@ -97,10 +97,7 @@ async def test_results_are_idempotent_and_a_different_outcome_later_is_a_conflic
     view = (await hub.get(f"/api/v1/admin/commands/{cmd['id']}", headers=admin)).json()
     assert view["status"] == "SUCCEEDED" and view["result"] == {"restarted": ["ghost"]}
     assert [(t["from_status"], t["to_status"]) for t in view["transitions"]] == [
-        (None, "QUEUED"),
-        ("QUEUED", "DELIVERED"),
-        ("DELIVERED", "RUNNING"),
-        ("RUNNING", "SUCCEEDED"),
+        (None, "QUEUED"), ("QUEUED", "DELIVERED"), ("DELIVERED", "RUNNING"), ("RUNNING", "SUCCEEDED")
     ]
 
 

@@ -36,9 +36,7 @@ async def test_a_key_rotation_is_handed_to_the_provisioner_once_and_no_agent_pul
     assert request.event_id == uuid.UUID(cmd["id"])  # one request per command, whatever the retries
     payload = request.envelope["payload"]
     assert (payload["key"], payload["tenant_id"], payload["requested_by"]) == (
-        "tools-token",
-        str(sw.tenant_id),
-        "token:test-admin",
+        "tools-token", str(sw.tenant_id), "token:test-admin"
     )
     assert (await hub.get("/api/v1/tenant/commands", headers=sw.headers)).json() == {"commands": []}
 

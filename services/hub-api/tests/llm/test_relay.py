@@ -31,12 +31,8 @@ def upstream() -> Iterator[tuple[FakeOpenAI, str]]:
 @pytest_asyncio.fixture
 async def hub(database_url, nats_url, bus_namespace, upstream) -> AsyncIterator[httpx.AsyncClient]:
     settings = fast_hub_settings(
-        database_url,
-        nats_url,
-        bus_namespace,
-        llm_upstream_base_url=upstream[1] + "/v1",
-        llm_upstream_api_key=PLATFORM_KEY,
-        llm_key_grace_seconds=60,
+        database_url, nats_url, bus_namespace,
+        llm_upstream_base_url=upstream[1] + "/v1", llm_upstream_api_key=PLATFORM_KEY, llm_key_grace_seconds=60,
     )
     app = create_app(settings)
     async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
@@ -47,12 +43,8 @@ async def hub(database_url, nats_url, bus_namespace, upstream) -> AsyncIterator[
 
 def _client(hub: httpx.AsyncClient, key: str) -> openai.AsyncOpenAI:
     """The official client, talking to the in-process hub."""
-    return openai.AsyncOpenAI(
-        base_url="http://hub/api/v1/llm/v1",
-        api_key=key,
-        max_retries=0,
-        http_client=httpx.AsyncClient(transport=hub._transport),
-    )
+    return openai.AsyncOpenAI(base_url="http://hub/api/v1/llm/v1", api_key=key, max_retries=0,
+                              http_client=httpx.AsyncClient(transport=hub._transport))
 
 
 async def _issue(hub: httpx.AsyncClient, admin: dict[str, str], tenant_id: uuid.UUID) -> dict:
@@ -79,16 +71,12 @@ async def test_each_tenant_calls_with_its_own_key_and_is_metered_for_its_own_cal
 
     fake.usage = (30, 5)
     answer = await _client(hub, key_a).chat.completions.create(
-        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
-    )
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
     assert answer.choices[0].message.content == fake.reply
     fake.usage = (100, 40)
     stream = await _client(hub, key_a).chat.completions.create(
-        model="gpt-4o-mini",
-        messages=[{"role": "user", "content": "hi"}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=True,
+        stream_options={"include_usage": True})
     text_ = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text_ == fake.reply
     fake.usage = (7, 3)
@@ -124,11 +112,8 @@ async def test_a_new_key_replaces_the_old_one_after_the_grace_period(hub, admin,
     new = await _issue(hub, admin, tenant)
     assert new["previous_valid_until"] is not None
     for key in (old["key"], new["key"]):  # both work during the grace period
-        r = await hub.post(
-            "/api/v1/llm/v1/chat/completions",
-            headers={"Authorization": f"Bearer {key}"},
-            json={"model": "gpt-4o-mini", "messages": []},
-        )
+        r = await hub.post("/api/v1/llm/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                           json={"model": "gpt-4o-mini", "messages": []})
         assert r.status_code == 200, r.text
     async with sessions() as s, s.begin():
         await s.execute(text("UPDATE hub.llm_keys SET valid_until = now() WHERE valid_until IS NOT NULL"))

@@ -23,6 +23,8 @@ from letsbe_platform.testing import eventually
 ORDERS = "/api/v1/admin/orders"
 
 
+
+
 async def _paid_order(hub, operator, stripe) -> dict:
     order = (await hub.client.post(ORDERS, json=order_body(), headers=operator)).json()
     await post_event(hub.client, stripe.fake, stripe.fake.complete(order["checkout_session_id"]))

@@ -69,6 +69,8 @@ async def stream(url: str, headers: dict, order_id: str, last_event_id: str | No
         yield Stream(r)
 
 
+
+
 def _kinds(events: list[SseEvent]) -> list[str]:
     out = []
     for e in events:

@@ -85,7 +85,7 @@ async def test_listing_filters_and_pages(api, admin, sessions):
     await add_servers(sessions, 2, region="us", status=InventoryStatus.IN_USE)
     page = (await api.get(BASE, params={"region": "eu", "limit": 2}, headers=admin)).json()
     assert len(page["items"]) == 2 and page["next_cursor"]
-    rest = await api.get(BASE, params={"region": "eu", "limit": 2, "cursor": page["next_cursor"]}, headers=admin)
+    rest = (await api.get(BASE, params={"region": "eu", "limit": 2, "cursor": page["next_cursor"]}, headers=admin))
     assert len(rest.json()["items"]) == 1 and rest.json()["next_cursor"] is None
     in_use = (await api.get(BASE, params={"status": "IN_USE"}, headers=admin)).json()
     assert len(in_use["items"]) == 2 and {i["region"] for i in in_use["items"]} == {"us"}

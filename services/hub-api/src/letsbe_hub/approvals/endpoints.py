@@ -24,15 +24,10 @@ tenant_router = APIRouter(prefix="/api/v1/tenant/approvals", tags=["tenant-appro
 admin_router = APIRouter(prefix="/api/v1/admin/approvals", tags=["approvals"])
 
 
-@tenant_router.post(
-    "",
-    name="request",
-    status_code=status.HTTP_201_CREATED,
-    responses={200: {"model": Approval, "description": "The same call is already pending"}},
-)
-async def request_approval(
-    body: ApprovalCreate, agent: CurrentAgent, session: SessionDep, response: Response
-) -> Approval:
+@tenant_router.post("", name="request", status_code=status.HTTP_201_CREATED,
+                    responses={200: {"model": Approval, "description": "The same call is already pending"}})
+async def request_approval(body: ApprovalCreate, agent: CurrentAgent, session: SessionDep,
+                           response: Response) -> Approval:
     approval, created = await service.request(session, agent, body)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -45,9 +40,8 @@ async def get_approval(approval_id: uuid.UUID, agent: CurrentAgent, session: Ses
 
 
 @tenant_router.post("/{approval_id}/consume", name="consume")
-async def consume_approval(
-    approval_id: uuid.UUID, body: ApprovalConsume, agent: CurrentAgent, session: SessionDep
-) -> Approval:
+async def consume_approval(approval_id: uuid.UUID, body: ApprovalConsume, agent: CurrentAgent,
+                           session: SessionDep) -> Approval:
     """APPROVED → CONSUMED, once, for exactly the call it was granted for."""
     return await service.consume(session, agent, approval_id, body.args_hash)
 
@@ -86,9 +80,8 @@ async def get_admin(approval_id: uuid.UUID, session: SessionDep, _: Authorized(S
 
 
 @admin_router.post("/{approval_id}/decision", name="decide")
-async def decide(
-    approval_id: uuid.UUID, body: ApprovalDecision, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)
-) -> Approval:
+async def decide(approval_id: uuid.UUID, body: ApprovalDecision, session: SessionDep,
+                 principal: Authorized(Scope.FLEET_WRITE)) -> Approval:
     return await service.decide(session, approval_id, body.decision == "approve", principal.name, body.note)
 
 

@@ -15,13 +15,8 @@ class ApprovalRow(Base):
     __tablename__ = "approvals"
     __table_args__ = (
         # One open request per exact call and tenant: a repeated gated call gets the same approval back.
-        Index(
-            "uq_approvals_pending_call",
-            "tenant_id",
-            "args_hash",
-            unique=True,
-            postgresql_where=text("status = 'PENDING'"),
-        ),
+        Index("uq_approvals_pending_call", "tenant_id", "args_hash", unique=True,
+              postgresql_where=text("status = 'PENDING'")),
         Index("ix_approvals_status_requested", "status", "requested_at"),
     )
 

@@ -17,13 +17,8 @@ from letsbe_platform.pagination import Keyset
 OPEN = ("PENDING", "APPROVED")
 
 
-async def expire_due(
-    session: AsyncSession,
-    *,
-    approval_id: uuid.UUID | None = None,
-    tenant_id: uuid.UUID | None = None,
-    args_hash: str | None = None,
-) -> None:
+async def expire_due(session: AsyncSession, *, approval_id: uuid.UUID | None = None,
+                     tenant_id: uuid.UUID | None = None, args_hash: str | None = None) -> None:
     """Mark open approvals past their expiry EXPIRED (lazily, on the rows about to be read or written)."""
     stmt = update(ApprovalRow).where(ApprovalRow.status.in_(OPEN), ApprovalRow.expires_at <= func.now())
     if approval_id is not None:
@@ -49,9 +44,8 @@ async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> Appro
 
 
 async def pending_for(session: AsyncSession, tenant_id: uuid.UUID, args_hash: str) -> ApprovalRow | None:
-    stmt = select(ApprovalRow).where(
-        ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == args_hash, ApprovalRow.status == "PENDING"
-    )
+    stmt = select(ApprovalRow).where(ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == args_hash,
+                                     ApprovalRow.status == "PENDING")
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -62,9 +56,8 @@ async def get(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUI
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
-async def decide(
-    session: AsyncSession, approval_id: uuid.UUID, status: str, by: str, note: str | None
-) -> ApprovalRow | None:
+async def decide(session: AsyncSession, approval_id: uuid.UUID, status: str, by: str,
+                 note: str | None) -> ApprovalRow | None:
     stmt = (
         update(ApprovalRow)
         .where(ApprovalRow.id == approval_id, ApprovalRow.status == "PENDING", ApprovalRow.expires_at > func.now())
@@ -74,18 +67,12 @@ async def decide(
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
-async def consume(
-    session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUID, args_hash: str
-) -> ApprovalRow | None:
+async def consume(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUID,
+                  args_hash: str) -> ApprovalRow | None:
     stmt = (
         update(ApprovalRow)
-        .where(
-            ApprovalRow.id == approval_id,
-            ApprovalRow.tenant_id == tenant_id,
-            ApprovalRow.status == "APPROVED",
-            ApprovalRow.args_hash == args_hash,
-            ApprovalRow.expires_at > func.now(),
-        )
+        .where(ApprovalRow.id == approval_id, ApprovalRow.tenant_id == tenant_id, ApprovalRow.status == "APPROVED",
+               ApprovalRow.args_hash == args_hash, ApprovalRow.expires_at > func.now())
         .values(status="CONSUMED", consumed_at=func.now())
         .returning(ApprovalRow)
     )

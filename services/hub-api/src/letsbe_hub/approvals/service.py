@@ -29,20 +29,10 @@ log = get_logger(__name__)
 
 def view(row: ApprovalRow) -> Approval:
     return Approval(
-        id=row.id,
-        tenant_id=row.tenant_id,
-        tool=row.tool,
-        action=row.action,
-        risk_class=row.risk_class,
-        args_hash=row.args_hash,
-        args_preview=row.args_preview,
-        reasons=list(row.reasons),
-        status=ApprovalStatus(row.status),
-        requested_at=row.requested_at,
-        expires_at=row.expires_at,
-        decided_at=row.decided_at,
-        decided_by=row.decided_by,
-        decision_note=row.decision_note,
+        id=row.id, tenant_id=row.tenant_id, tool=row.tool, action=row.action, risk_class=row.risk_class,
+        args_hash=row.args_hash, args_preview=row.args_preview, reasons=list(row.reasons),
+        status=ApprovalStatus(row.status), requested_at=row.requested_at, expires_at=row.expires_at,
+        decided_at=row.decided_at, decided_by=row.decided_by, decision_note=row.decision_note,
         consumed_at=row.consumed_at,
     )
 
@@ -56,29 +46,14 @@ async def request(session: AsyncSession, agent: AgentPrincipal, body: ApprovalCr
     """The approval for this call: a new PENDING one (True), or the one already pending (False)."""
     _require_wrapper(agent)
     await repo.expire_due(session, tenant_id=agent.tenant_id, args_hash=body.args_hash)
-    row = await repo.insert_pending(
-        session,
-        {
-            "tenant_id": agent.tenant_id,
-            "agent_id": agent.agent_id,
-            "tool": body.tool,
-            "action": body.action,
-            "risk_class": body.risk_class,
-            "args_hash": body.args_hash,
-            "args_preview": body.args_preview,
-            "reasons": body.reasons,
-            "expires_at": datetime.now(UTC) + timedelta(seconds=body.ttl_seconds),
-        },
-    )
+    row = await repo.insert_pending(session, {
+        "tenant_id": agent.tenant_id, "agent_id": agent.agent_id, "tool": body.tool, "action": body.action,
+        "risk_class": body.risk_class, "args_hash": body.args_hash, "args_preview": body.args_preview,
+        "reasons": body.reasons, "expires_at": datetime.now(UTC) + timedelta(seconds=body.ttl_seconds),
+    })
     if row is not None:
-        log.info(
-            "approval requested",
-            tenant_id=str(agent.tenant_id),
-            approval_id=str(row.id),
-            tool=body.tool,
-            action=body.action,
-            risk_class=body.risk_class,
-        )
+        log.info("approval requested", tenant_id=str(agent.tenant_id), approval_id=str(row.id), tool=body.tool,
+                 action=body.action, risk_class=body.risk_class)
         return view(row), True
     existing = await repo.pending_for(session, agent.tenant_id, body.args_hash)
     assert existing is not None  # the conflict that stopped the insert is this row
@@ -113,13 +88,13 @@ async def consume(session: AsyncSession, agent: AgentPrincipal, approval_id: uui
     raise ApprovalNotApproved(f"The approval is {current.status}, not APPROVED.", current_status=current.status)
 
 
-async def decide(session: AsyncSession, approval_id: uuid.UUID, approve: bool, by: str, note: str | None) -> Approval:
+async def decide(session: AsyncSession, approval_id: uuid.UUID, approve: bool, by: str,
+                 note: str | None) -> Approval:
     await repo.expire_due(session, approval_id=approval_id)
     row = await repo.decide(session, approval_id, "APPROVED" if approve else "REJECTED", by, note)
     if row is not None:
-        log.info(
-            "approval decided", tenant_id=str(row.tenant_id), approval_id=str(approval_id), status=row.status, by=by
-        )
+        log.info("approval decided", tenant_id=str(row.tenant_id), approval_id=str(approval_id),
+                 status=row.status, by=by)
         return view(row)
     current = await repo.get(session, approval_id)
     if current is None:

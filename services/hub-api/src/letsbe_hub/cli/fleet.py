@@ -159,13 +159,8 @@ def rotate_key(
             raise CliError(f"command {command['id']} is still {command['status']} after {timeout:g}s", EXIT_NO_ANSWER)
         time.sleep(1)
         command = hub.get(f"/api/v1/admin/commands/{command['id']}")
-    hub.emit(
-        command,
-        lambda c: (
-            f"{c['id']}  rotate {key}  {c['status']}  (by {c['created_by']})"
-            + (f": {c['error']}" if c.get("error") else "")
-        ),
-    )
+    hub.emit(command, lambda c: f"{c['id']}  rotate {key}  {c['status']}  (by {c['created_by']})" + (
+        f": {c['error']}" if c.get("error") else ""))
     if wait and command["status"] != "SUCCEEDED":
         raise typer.Exit(1)
 

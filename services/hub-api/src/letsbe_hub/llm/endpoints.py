@@ -42,9 +42,8 @@ async def relay_lifespan(app: FastAPI) -> AsyncIterator[None]:
     timeout = httpx.Timeout(settings.llm_upstream_timeout_seconds, connect=10)
     async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
         key = settings.llm_upstream_api_key
-        relay = app.state.llm_relay = Relay(
-            client, settings.llm_upstream_base_url, key.get_secret_value() if key else None, meter
-        )
+        relay = app.state.llm_relay = Relay(client, settings.llm_upstream_base_url,
+                                            key.get_secret_value() if key else None, meter)
         try:
             yield
         finally:
@@ -57,9 +56,8 @@ agent_router = APIRouter(prefix="/api/v1/tenant", tags=["llm"])
 _bearer = HTTPBearer(scheme_name="tenantLlmKey", auto_error=False, description="The tenant's LLM relay key (lbl_…)")
 
 
-async def _tenant(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> uuid.UUID:
+async def _tenant(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> uuid.UUID:
     if credentials is None or not credentials.credentials:
         raise Unauthorized("Send the tenant's relay key as 'Authorization: Bearer <key>'.")
     async with unit_of_work(request.app.state.runtime.sessions) as session:  # short: the call may stream minutes

@@ -53,8 +53,7 @@ async def _detail(session: SessionDep, order: Order) -> OrderDetail:
     name="create",
     status_code=status.HTTP_201_CREATED,
     responses=problems(502),  # Stripe refused the checkout session
-    summary="Create an order (PENDING_PAYMENT)",
-)
+    summary="Create an order (PENDING_PAYMENT)")
 async def create(body: OrderCreate, session: SessionDep, rt: OrdersRuntimeDep, principal: OrderWrite) -> OrderDetail:
     order = await service.create_order(
         session, body, actor=f"operator:{principal.name}", gateway=rt.gateway, settings=rt.settings
