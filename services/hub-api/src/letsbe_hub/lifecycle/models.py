@@ -48,9 +48,10 @@ class LifecycleJob(Base):
 
 class LifecycleJobTransition(Base):
     __tablename__ = "lifecycle_job_transitions"
+    __table_args__ = (Index("ix_lifecycle_job_transitions_job_id", "job_id"),)
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    job_id: Mapped[uuid.UUID] = mapped_column(index=True)
+    job_id: Mapped[uuid.UUID] = mapped_column()
     from_status: Mapped[str | None] = mapped_column(String(30))
     to_status: Mapped[str] = mapped_column(String(30))
     actor: Mapped[str] = mapped_column(String(120))
