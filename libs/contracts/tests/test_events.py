@@ -30,6 +30,7 @@ from letsbe_contracts.events import (
     AlertSilencedV1,
     BackupStatus,
     HeartbeatDetails,
+    LifecycleJobChangedV1,
     MailReadyV1,
     OrderStatusChangedV1,
     ServerMigrationProposedV1,
@@ -152,6 +153,14 @@ SAMPLES = [
         order_id=ORDER.order_id, from_status="DNS_PENDING", to_status="FAILED", actor="dns", failed_stage="DNS"
     ),
     TenantDecommissionedV1(tenant_id=ORDER.order_id, domain="example.com"),
+    LifecycleJobChangedV1(
+        job_id=uuid.uuid4(),
+        kind="decommission",
+        tenant_id=ORDER.order_id,
+        from_status=None,
+        to_status="EXPORT_WINDOW",
+        actor="operator",
+    ),
     ServerMigrationProposedV1(
         proposal_id=uuid.uuid4(),
         period="2026-12",

@@ -512,6 +512,26 @@ class TenantDecommissionedV1(Event):
     reason: Annotated[str, StringConstraints(max_length=2000)] | None = None
 
 
+# --- tenant lifecycle jobs: decommission, daily snapshots ---
+
+
+@register
+class LifecycleJobChangedV1(Event):
+    """One transition of a hub lifecycle job (``kind``: decommission | snapshot); ``from_status`` None = created."""
+
+    TYPE: ClassVar[str] = "lifecycle-job-changed"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.lifecycle.job.changed.v1"
+
+    job_id: uuid.UUID
+    kind: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z-]{1,19}$")]
+    tenant_id: uuid.UUID
+    from_status: Annotated[str, StringConstraints(max_length=30)] | None
+    to_status: Annotated[str, StringConstraints(min_length=1, max_length=30)]
+    actor: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+    reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
 # --- server pool: the monthly check finds overflow tenants that could move to a Netcup pool server ---
 
 

@@ -7,13 +7,17 @@ Endpoints (under ``/v1``, ``Authorization: Bearer <token>``):
   GET    /servers/{id}                     {server}
   DELETE /servers/{id}                     200 {action}
   POST   /servers/{id}/actions/create_image 201 {image, action}
+  GET    /images?type=&label_selector=&page=&per_page=   {images, meta.pagination}
+  GET    /images/{id}                      {image}
+  DELETE /images/{id}                      204 (no body)
   GET    /actions/{id}                     {action}   (status running → success | error)
 
 Errors use Hetzner's envelope ``{"error": {"code", "message", "details"}}`` with its status codes (400
 invalid_input/json_error, 401 unauthorized, 404 not_found, 409 uniqueness_error, 429 rate_limit_exceeded, 5xx).
 Every response carries ``RateLimit-Limit/Remaining/Reset``; an injected 429 may add ``Retry-After``.
 
-Tests drive it through attributes: ``servers``, ``requests``, ``create_requests`` (``creates``), ``deleted``;
+Tests drive it through attributes: ``servers``, ``requests``, ``create_requests`` (``creates``), ``deleted``,
+``images``, ``deleted_images``;
 ``action_polls`` (GETs of an action before it finishes), ``action_seconds`` (and the least time it runs),
 ``fail_create_actions`` (create actions end in error),
 and :meth:`inject` for one-off HTTP failures, optionally *after* the request took effect (a 5xx that lies).
@@ -168,6 +172,7 @@ class FakeHetzner:
         self.requests: list[tuple[str, str]] = []
         self.create_requests: list[dict[str, Any]] = []
         self.deleted: list[dict[str, Any]] = []
+        self.deleted_images: list[dict[str, Any]] = []
         self._pending: dict[int, int] = {}  # action id -> polls left
         self._due: dict[int, float] = {}  # action id -> monotonic time before which it is still running
         self._on_finish: dict[int, tuple[str, int]] = {}  # action id -> (what, resource id)
@@ -184,6 +189,8 @@ class FakeHetzner:
                 Route("/v1/servers", self._servers, methods=["GET", "POST"]),
                 Route("/v1/servers/{id:int}", self._server, methods=["GET", "DELETE"]),
                 Route("/v1/servers/{id:int}/actions/create_image", self._create_image, methods=["POST"]),
+                Route("/v1/images", self._list_images, methods=["GET"]),
+                Route("/v1/images/{id:int}", self._image, methods=["GET", "DELETE"]),
                 Route("/v1/actions/{id:int}", self._action, methods=["GET"]),
             ]
         )
@@ -314,6 +321,8 @@ class FakeHetzner:
             return self._error(exc.status, exc.code, exc.message, exc.details)
         if inj is not None:
             return self._error(inj.status, inj.code, inj.message, retry_after=inj.retry_after)
+        if status == 204:
+            return Response(status_code=204, headers=self._headers())
         return JSONResponse(body, status_code=status, headers=self._headers())
 
     async def _json(self, request: Request) -> dict[str, Any]:
@@ -591,6 +600,61 @@ class FakeHetzner:
             return 201, {"image": image, "action": action}
 
         return await self._guard(request, create)
+
+    def _advance_images(self) -> None:
+        """An image becomes available when its action finishes, whether or not anyone polls the action."""
+        for aid, (what, _rid) in list(self._on_finish.items()):
+            if what == "image_available":
+                self._advance(aid)
+
+    async def _list_images(self, request: Request) -> Response:
+        async def list_images() -> tuple[int, dict[str, Any]]:
+            q = request.query_params
+            try:
+                page, per_page = int(q.get("page", "1")), int(q.get("per_page", "25"))
+            except ValueError:
+                raise HetznerError(400, "invalid_input", "page and per_page must be integers") from None
+            if page < 1 or not 1 <= per_page <= 50:
+                raise HetznerError(400, "invalid_input", "page must be >= 1 and per_page between 1 and 50")
+            with self._lock:
+                self._advance_images()
+                images = sorted(self.images.values(), key=lambda i: i["id"])
+            if types := q.getlist("type"):
+                images = [i for i in images if i["type"] in types]
+            if selector := q.get("label_selector"):
+                images = [i for i in images if _matches(selector, i["labels"])]
+            total, last = len(images), max(1, -(-len(images) // per_page))
+            pagination = {
+                "page": page,
+                "per_page": per_page,
+                "previous_page": page - 1 if page > 1 else None,
+                "next_page": page + 1 if page < last else None,
+                "last_page": last,
+                "total_entries": total,
+            }
+            return 200, {"images": images[(page - 1) * per_page : page * per_page], "meta": {"pagination": pagination}}
+
+        return await self._guard(request, list_images)
+
+    async def _image(self, request: Request) -> Response:
+        iid = request.path_params["id"]
+
+        async def get() -> tuple[int, dict[str, Any]]:
+            with self._lock:
+                if iid not in self.images:
+                    raise HetznerError(404, "not_found", f"image with ID '{iid}' not found")
+                self._advance_images()
+                return 200, {"image": self.images[iid]}
+
+        async def delete() -> tuple[int, dict[str, Any]]:
+            with self._lock:
+                image = self.images.pop(iid, None)
+                if image is None:
+                    raise HetznerError(404, "not_found", f"image with ID '{iid}' not found")
+                self.deleted_images.append(image)
+            return 204, {}
+
+        return await self._guard(request, get if request.method == "GET" else delete)
 
     async def _action(self, request: Request) -> Response:
         aid = request.path_params["id"]

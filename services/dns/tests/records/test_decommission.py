@@ -1,4 +1,5 @@
-"""tenant-decommissioned → the records this service created are deleted, and nothing else in the zone."""
+"""tenant-decommissioned → the records this service created are deleted, the customer's records we had replaced
+(apex A, SPF) get their previous content back, and nothing else in the zone changes."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from letsbe_contracts.events import TenantDecommissionedV1
 from letsbe_platform.testing import eventually
 
 
-async def test_decommission_removes_exactly_the_records_we_created(app, bus, events, cloudflare, kit, engine):
+async def test_decommission_removes_our_records_and_restores_the_customers(app, bus, events, cloudflare, kit, engine):
     fake = cloudflare.fake
     # The customer's own records, before LetsBe: an unrelated TXT, a record of another host, and a root A we
     # will correct (so it is tracked, but not as ours).
     fake.add_record(kit.domain, "TXT", kit.domain, "google-site-verification=abc123")
     fake.add_record(kit.domain, "A", f"shop.{kit.domain}", "192.0.2.80")
     customer_root = fake.add_record(kit.domain, "A", kit.domain, "192.0.2.44")
+    # The customer's SPF (their old mail provider): our mail records replace it while the tenant lives.
+    customer_spf = fake.add_record(kit.domain, "TXT", kit.domain, '"v=spf1 include:_spf.google.com ~all"')
     # Another tenant's challenge record in the same zone (e.g. a sibling subdomain tenant).
     other = fake.add_record(kit.domain, "TXT", f"_acme-challenge.other.{kit.domain}", "x" * 43)
 
@@ -27,7 +30,7 @@ async def test_decommission_removes_exactly_the_records_we_created(app, bus, eve
     before = {r["id"] for r in fake.records(kit.domain)}
     ours = (
         before
-        - {customer_root["id"], other["id"]}
+        - {customer_root["id"], customer_spf["id"], other["id"]}
         - {
             r["id"]
             for r in fake.records(kit.domain)
@@ -35,6 +38,12 @@ async def test_decommission_removes_exactly_the_records_we_created(app, bus, eve
         }
     )
     assert len(ours) > 10  # wildcard + the mail records
+    replaced = {
+        (r["type"], r["content"])
+        for r in fake.records(kit.domain)
+        if r["id"] in {customer_root["id"], customer_spf["id"]}
+    }
+    assert ("TXT", '"v=spf1 mx ra=postmaster -all"') in replaced or ("TXT", "v=spf1 mx ra=postmaster -all") in replaced
 
     decommissioned = TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain, reason="cancelled")
     for _ in range(2):  # a duplicate is harmless
@@ -46,7 +55,8 @@ async def test_decommission_removes_exactly_the_records_we_created(app, bus, eve
     assert left == {
         ("TXT", "example.com", "google-site-verification=abc123"),
         ("A", "shop.example.com", "192.0.2.80"),
-        ("A", "example.com", "127.0.0.10"),  # the customer's record, corrected by us, stays
+        ("A", "example.com", "192.0.2.44"),  # the customer's records we had replaced: their content is back
+        ("TXT", "example.com", '"v=spf1 include:_spf.google.com ~all"'),
         ("TXT", "_acme-challenge.other.example.com", "x" * 43),
     }
     assert fake.count("DELETE", "/dns_records/") == len(ours)
@@ -74,3 +84,22 @@ async def test_decommission_of_a_record_already_gone_is_not_an_error(app, bus, e
         while await live():
             await asyncio.sleep(0.05)
     assert not events.of("dead-lettered")
+
+
+async def test_a_second_apply_keeps_the_customers_content_for_the_restore(app, bus, events, cloudflare, kit, engine):
+    """The tenant moves to another server (a second server-allocated with a new address): we replace our own content
+    in the customer's apex record again, and decommission still restores what the customer had, not our first IP."""
+    fake = cloudflare.fake
+    customer_root = fake.add_record(kit.domain, "A", kit.domain, "192.0.2.44")
+    first = kit.server_allocated("ghost")
+    tenant_id = first.order.order_id
+    await bus.publish(first, correlation_id=str(tenant_id))
+    await events.wait("dns-ready", str(tenant_id))
+    moved = first.model_copy(update={"server": kit.server_target("127.0.0.11")})
+    await bus.publish(moved, correlation_id=str(tenant_id))
+    await eventually(lambda: fake.zone(kit.domain).records[customer_root["id"]]["content"] == "127.0.0.11", "moved")
+
+    await bus.publish(TenantDecommissionedV1(tenant_id=tenant_id, domain=kit.domain), correlation_id=str(tenant_id))
+    await eventually(
+        lambda: fake.zone(kit.domain).records[customer_root["id"]]["content"] == "192.0.2.44", "the customer's A back"
+    )

@@ -20,6 +20,8 @@ from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
 from letsbe_hub.credentials import endpoints as credentials
 from letsbe_hub.db import SCHEMA
+from letsbe_hub.lifecycle import endpoints as lifecycle
+from letsbe_hub.lifecycle import worker as lifecycle_workers
 from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
@@ -48,6 +50,7 @@ ROUTERS = [
     *servers.routers,
     alerts.router,
     *llm.routers,
+    *lifecycle.routers,
 ]
 
 
@@ -62,6 +65,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
     server_workers.start(rt, settings)  # allocation worker, pool and migration checks
     alert_workers.start(rt, settings)  # alert store consumers, hub self-check gauges
+    lifecycle_workers.start(rt, settings)  # decommission and snapshot jobs, the daily snapshot planner
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

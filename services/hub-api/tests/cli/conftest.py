@@ -82,6 +82,7 @@ async def hub_url(database_url, nats_url, bus_namespace, stripe_fake) -> AsyncIt
         heartbeat_interval_seconds=1,
         command_sweep_seconds=0.5,
         rollout_tick_seconds=0.2,
+        lifecycle_poll_seconds=0.2,
     )
     async with serve(create_app(settings)) as url:
         yield url

@@ -375,6 +375,19 @@ async def test_tenants_commands_and_approvals(cli: Cli):
     one_line_error(await cli("tenants", "revoke-agent", tenant, agent), 3, "404")
     assert (await cli("tenants", "decommission", tenant)).stdout.strip() == f"{tenant}  DECOMMISSIONED"
 
+    # The decommission job waits for the export window; an operator can end it early and follow it to the end.
+    jobs = json.loads((await cli("lifecycle", "jobs", "--tenant", tenant, "--json")).stdout)
+    assert [(j["kind"], j["status"]) for j in jobs] == [("decommission", "EXPORT_WINDOW")]
+    job = jobs[0]["job_id"]
+    assert "EXPORT_WINDOW" in (await cli("lifecycle", "show", job)).stdout
+    assert (await cli("lifecycle", "run-now", job)).stdout.strip() == f"{job}  due now"
+    followed = await cli("lifecycle", "follow", job)
+    assert followed.code == 0, followed.stderr
+    seen = [json.loads(line) for line in followed.stdout.splitlines()]
+    assert [e.get("to") for e in seen[:-1]] == ["EXPORT_WINDOW", "RELEASING_SERVER", "SUCCEEDED"]
+    assert seen[-1] == {"job_id": job, "status": "SUCCEEDED"}
+    one_line_error(await cli("lifecycle", "run-now", job), 3, "409")
+
 
 async def test_rollouts_record_the_token_name(cli: Cli):
     tenants = [(await enroll(cli, f"r{i}.tenant.test"))[0] for i in range(3)]

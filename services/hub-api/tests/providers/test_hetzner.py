@@ -166,6 +166,23 @@ async def test_status_and_snapshot_go_through_the_api(fake, hetzner):
     assert f.images[int(snap.snapshot_ref)]["description"] == "before-migration"
 
 
+async def test_snapshots_of_a_server_are_listed_and_deleted_and_survive_the_server(fake, hetzner):
+    f, _ = fake
+    a = await hetzner.allocate_server(Tier.BUILD, Region.EU, key="snap-a")
+    b = await hetzner.allocate_server(Tier.BUILD, Region.EU, key="snap-b")
+    first = await hetzner.create_snapshot(a.provider_ref, name="day-1")
+    await hetzner.create_snapshot(a.provider_ref, name="day-2")
+    await hetzner.create_snapshot(b.provider_ref, name="other-server")
+    listed = await hetzner.list_snapshots(a.provider_ref)
+    assert [(s.name, s.ready) for s in listed] == [("day-1", True), ("day-2", True)]
+    await hetzner.delete_snapshot(first)
+    await hetzner.delete_snapshot(first)  # Hetzner answers 404 now: not an error
+    assert [s.name for s in await hetzner.list_snapshots(a.provider_ref)] == ["day-2"]
+    assert [i["description"] for i in f.deleted_images] == ["day-1"]
+    await hetzner.deallocate_server(a.provider_ref)  # images outlive their server, as on Hetzner
+    assert [s.name for s in await hetzner.list_snapshots(a.provider_ref)] == ["day-2"]
+
+
 def test_retry_after_accepts_seconds_and_http_dates():
     assert parse_retry_after("7") == 7.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0

@@ -85,6 +85,17 @@ async def test_snapshot_waits_for_the_task_and_returns_the_snapshot(fake, netcup
     assert f.servers[4242]["serverLiveInfo"]["state"] == "RUNNING"
 
 
+async def test_snapshots_are_listed_oldest_first_and_deleted_once(fake, netcup):
+    f, _ = fake
+    for name in ("letsbe-a", "letsbe-b"):
+        await netcup.create_snapshot("4242", name=name)
+    listed = await netcup.list_snapshots("4242")
+    assert [s.name for s in listed] == ["letsbe-a", "letsbe-b"]
+    await netcup.delete_snapshot(listed[0])
+    await netcup.delete_snapshot(listed[0])  # gone already: not an error
+    assert list(f.snapshots[4242]) == ["letsbe-b"]
+
+
 async def test_a_failed_snapshot_task_raises_action_failed(fake, netcup):
     f, _ = fake
     f.fail_snapshot_tasks = True

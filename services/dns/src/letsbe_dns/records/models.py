@@ -31,8 +31,12 @@ class ManagedRecord(Base):
     priority: Mapped[int | None] = mapped_column(Integer)
     purpose: Mapped[str] = mapped_column(String(60), nullable=False)  # root, wildcard, tool:files, mail-mx, acme…
     # True: this service created the record, so decommission deletes it. False: it was there before (the
-    # customer's) and we only corrected its content; decommission leaves it.
+    # customer's) and we only corrected its content; decommission restores ``previous_content`` in it.
     created: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    # The customer's content before we replaced it (their apex A, their SPF): decommission puts it back.
+    previous_content: Mapped[str | None] = mapped_column(Text)
+    previous_priority: Mapped[int | None] = mapped_column(Integer)
+    restored_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, server_default=func.now())
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

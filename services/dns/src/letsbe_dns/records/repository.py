@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,8 +25,11 @@ async def track(
     priority: int | None,
     purpose: str,
     created: bool,
+    previous_content: str | None = None,
+    previous_priority: int | None = None,
 ) -> None:
-    """Insert or refresh the row of one Cloudflare record. ``created`` only ever goes from False to True."""
+    """Insert or refresh the row of one Cloudflare record. ``created`` only ever goes from False to True; the
+    first ``previous_content`` recorded (the customer's own) is kept, never overwritten by our later content."""
     table = ManagedRecord.__table__
     stmt = insert(table).values(
         id=uuid.uuid4(),
@@ -41,7 +44,10 @@ async def track(
         priority=priority,
         purpose=purpose,
         created=created,
+        previous_content=previous_content,
+        previous_priority=previous_priority,
     )
+    first_previous = table.c.previous_content.is_(None)
     stmt = stmt.on_conflict_do_update(
         index_elements=["zone_id", "record_id"],
         set_={
@@ -49,6 +55,11 @@ async def track(
             "priority": stmt.excluded.priority,
             "name": stmt.excluded.name,
             "created": table.c.created | stmt.excluded.created,
+            "previous_content": case((first_previous, stmt.excluded.previous_content), else_=table.c.previous_content),
+            "previous_priority": case(
+                (first_previous, stmt.excluded.previous_priority), else_=table.c.previous_priority
+            ),
+            "restored_at": None,
             "updated_at": func.now(),
             "deleted_at": None,
         },
@@ -75,6 +86,28 @@ async def live_created(session: AsyncSession, tenant_id: uuid.UUID) -> list[Mana
         .order_by(ManagedRecord.created_at, ManagedRecord.name)
     )
     return list(rows.scalars())
+
+
+async def live_replaced(session: AsyncSession, tenant_id: uuid.UUID) -> list[ManagedRecord]:
+    """The customer's records whose content we replaced for the tenant and have not put back yet."""
+    rows = await session.execute(
+        select(ManagedRecord)
+        .where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.created.is_(False),
+            ManagedRecord.previous_content.is_not(None),
+            ManagedRecord.restored_at.is_(None),
+            ManagedRecord.deleted_at.is_(None),
+        )
+        .order_by(ManagedRecord.created_at, ManagedRecord.name)
+    )
+    return list(rows.scalars())
+
+
+async def mark_restored(session: AsyncSession, row_id: uuid.UUID) -> None:
+    await session.execute(
+        update(ManagedRecord).where(ManagedRecord.id == row_id).values(restored_at=func.now(), updated_at=func.now())
+    )
 
 
 async def live_challenges(session: AsyncSession, tenant_id: uuid.UUID, name: str, content: str) -> list[ManagedRecord]:

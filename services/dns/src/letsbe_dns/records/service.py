@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Catalog, DnsRecordRef, OrderSpec, ServerTarget
 from letsbe_contracts.events import MailReadyV1
-from letsbe_dns.cloudflare import CloudflareError, DnsProvider, Record, RecordSpec, Zone
+from letsbe_dns.cloudflare import RECORD_MISSING_CODE, CloudflareError, DnsProvider, Record, RecordSpec, Zone
 from letsbe_dns.config import DnsSettings
 from letsbe_dns.records import repository
 from letsbe_dns.records.plan import WILDCARD, DesiredRecord, mail_plan, plan
@@ -159,7 +159,28 @@ class RecordsService:
         if exact is not None:
             record, outcome = exact, "unchanged"
         elif slot:
-            record, outcome = await self.provider.update_record(zone.id, slot[0].id, spec), "updated"
+            replaced = slot[0]
+            if replaced.comment != ownership_comment(tenant_id):
+                # Write down the customer's content before replacing it (a crash after the edit keeps it).
+                async with unit_of_work(self.sessions) as session:
+                    if not await repository.created_by_us(session, zone.id, replaced.id):
+                        await repository.track(
+                            session,
+                            tenant_id=tenant_id,
+                            domain=domain,
+                            zone_id=zone.id,
+                            zone_name=zone.name,
+                            record_id=replaced.id,
+                            type=d.type,
+                            name=d.name,
+                            content=replaced.content,
+                            priority=replaced.priority,
+                            purpose=d.purpose,
+                            created=False,
+                            previous_content=replaced.content,
+                            previous_priority=replaced.priority,
+                        )
+            record, outcome = await self.provider.update_record(zone.id, replaced.id, spec), "updated"
         else:
             try:
                 record = await self.provider.create_record(zone.id, spec, comment=ownership_comment(tenant_id))
@@ -195,7 +216,29 @@ class RecordsService:
         return Applied(desired=d, record=record, outcome=outcome, created=ours)
 
     async def decommission(self, tenant_id: uuid.UUID) -> int:
-        """Delete every record this service created for the tenant (and nothing else). Returns how many."""
+        """Delete every record this service created for the tenant (and nothing else), and put the customer's
+        previous content back into the records of theirs we had replaced (apex A, SPF). Returns how many were
+        deleted."""
+        async with unit_of_work(self.sessions) as session:
+            replaced = await repository.live_replaced(session, tenant_id)
+        for row in replaced:
+            assert row.previous_content is not None
+            spec = RecordSpec(
+                type=row.type,
+                name=row.name,
+                content=row.previous_content,
+                priority=row.previous_priority,
+                ttl=self.settings.record_ttl,
+            )
+            try:
+                await self.provider.update_record(row.zone_id, row.record_id, spec)
+            except CloudflareError as exc:
+                if exc.status != 404 and RECORD_MISSING_CODE not in exc.codes:
+                    raise
+                log.info("replaced record gone; nothing to restore", name=row.name, record_id=row.record_id)
+            async with unit_of_work(self.sessions) as session:
+                await repository.mark_restored(session, row.id)
+            log.info("customer record restored", type=row.type, name=row.name, record_id=row.record_id)
         async with unit_of_work(self.sessions) as session:
             rows = await repository.live_created(session, tenant_id)
         deleted = 0

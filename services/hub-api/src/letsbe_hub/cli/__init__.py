@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from letsbe_hub.cli import alerts, fleet, orders, servers, tokens
+from letsbe_hub.cli import alerts, fleet, lifecycle, orders, servers, tokens
 from letsbe_hub.cli.api import api_command
 from letsbe_hub.cli.bootstrap import bootstrap_token
 
@@ -33,6 +33,7 @@ app.add_typer(fleet.tenants, name="tenants")
 app.add_typer(fleet.commands, name="commands")
 app.add_typer(fleet.rollouts, name="rollouts")
 app.add_typer(fleet.approvals, name="approvals")
+app.add_typer(lifecycle.app, name="lifecycle")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(tokens.app, name="tokens")
 api_command(app, "health")(alerts.health)

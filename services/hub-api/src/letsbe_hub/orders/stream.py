@@ -38,8 +38,9 @@ OPEN_STREAMS = Gauge("hub_order_event_streams_open", "SSE order streams open in 
 class OrderStreamListener:
     """One LISTEN connection per hub process, fanned out to the SSE streams of this process by order id."""
 
-    def __init__(self, database_url: str):
+    def __init__(self, database_url: str, channel: str = STREAM_CHANNEL):
         self.database_url = plain_url(database_url)
+        self.channel = channel  # the lifecycle jobs' stream uses the same listener on its own channel
         self._subscribers: dict[str, set[asyncio.Event]] = defaultdict(set)
         self._stopping = asyncio.Event()
 
@@ -75,7 +76,7 @@ class OrderStreamListener:
             try:
                 conn = await asyncpg.connect(self.database_url)
                 conn.add_termination_listener(lambda _c, lost=lost: lost.set())
-                await conn.add_listener(STREAM_CHANNEL, self._notify)
+                await conn.add_listener(self.channel, self._notify)
                 self._wake_all()  # anything committed while we were not listening is read now
                 backoff = 0.2
                 stop = asyncio.create_task(self._stopping.wait())

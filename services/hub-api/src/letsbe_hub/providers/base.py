@@ -53,6 +53,7 @@ class SnapshotResult:
     snapshot_ref: str
     name: str
     created_at: datetime | None = None
+    ready: bool = True  # False while the provider is still writing it
 
 
 @runtime_checkable
@@ -78,5 +79,13 @@ class ServerProvider(Protocol):
     async def get_server_status(self, server_id: str) -> ServerStatus: ...
 
     async def create_snapshot(self, server_id: str, *, name: str) -> SnapshotResult: ...
+
+    async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
+        """The snapshots of this server we took (any state), oldest first; ``name`` is what we named them."""
+        ...
+
+    async def delete_snapshot(self, snapshot: SnapshotResult) -> None:
+        """Delete one snapshot; one that is already gone is not an error."""
+        ...
 
     async def aclose(self) -> None: ...

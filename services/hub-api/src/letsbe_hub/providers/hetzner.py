@@ -179,6 +179,38 @@ class HetznerProvider:
             created_at=_time(image.get("created")),
         )
 
+    async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
+        sid, found, page = _id(server_id), [], 1
+        while page is not None:
+            body = (
+                await self.http.request(
+                    "GET",
+                    "/images",
+                    params={"type": "snapshot", "label_selector": "managed-by=letsbe", "page": page, "per_page": 50},
+                )
+            ).json()
+            for image in body["images"]:
+                if (image.get("created_from") or {}).get("id") == sid:
+                    found.append(
+                        SnapshotResult(
+                            provider=self.name,
+                            provider_ref=str(sid),
+                            snapshot_ref=str(image["id"]),
+                            name=image.get("description") or "",
+                            created_at=_time(image.get("created")),
+                            ready=image.get("status") == "available",
+                        )
+                    )
+            page = ((body.get("meta") or {}).get("pagination") or {}).get("next_page")
+        return sorted(found, key=lambda s: int(s.snapshot_ref))
+
+    async def delete_snapshot(self, snapshot: SnapshotResult) -> None:
+        try:
+            await self.http.request("DELETE", f"/images/{int(snapshot.snapshot_ref)}")
+        except ProviderNotFound:
+            return
+        log.info("hetzner snapshot deleted", image_id=snapshot.snapshot_ref, name=snapshot.name)
+
     # --- Hetzner specifics ---------------------------------------------------------------------------------------
 
     async def cheapest_type(self, needs: ServerNeeds, region: Region) -> str:

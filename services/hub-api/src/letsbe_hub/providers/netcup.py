@@ -32,6 +32,7 @@ from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, 
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
     ProviderAuthError,
+    ProviderNotFound,
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
@@ -204,6 +205,31 @@ class NetcupProvider:
             name=snap.get("name", name),
             created_at=_time(snap.get("creationTime")),
         )
+
+    async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
+        sid = _id(server_id)
+        snaps = (await self.http.request("GET", f"/api/v1/servers/{sid}/snapshots")).json()
+        found = [
+            SnapshotResult(
+                provider=self.name,
+                provider_ref=str(sid),
+                snapshot_ref=str(s.get("uuid") or s["name"]),
+                name=s["name"],
+                created_at=_time(s.get("creationTime")),
+            )
+            for s in snaps
+        ]
+        return sorted(found, key=lambda s: (s.created_at.timestamp() if s.created_at else 0.0, s.name))
+
+    async def delete_snapshot(self, snapshot: SnapshotResult) -> None:
+        """SCP names snapshots per server: the name is the handle."""
+        sid = _id(snapshot.provider_ref)
+        try:
+            task = (await self.http.request("DELETE", f"/api/v1/servers/{sid}/snapshots/{snapshot.name}")).json()
+        except ProviderNotFound:
+            return
+        await self.wait_task(task["uuid"])
+        log.info("netcup snapshot deleted", server_id=str(sid), name=snapshot.name)
 
     async def wait_task(self, uuid: str, *, heartbeat: Heartbeat | None = None) -> dict[str, Any]:
         result: dict[str, Any] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
@@ -170,10 +171,22 @@ async def revoke_agent(
 
 @admin_router.post("/{tenant_id}/decommission", name="decommission")
 async def decommission_tenant(
-    tenant_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_WRITE), body: TenantDecommission | None = None
+    tenant_id: uuid.UUID,
+    session: SessionDep,
+    request: Request,
+    principal: Authorized(Scope.FLEET_WRITE),
+    body: TenantDecommission | None = None,
 ) -> TenantView:
-    """Remove a tenant: revoke its agents and tell every service to release what it holds (idempotent)."""
-    return await service.decommission(session, tenant_id, (body or TenantDecommission()).reason)
+    """Remove a tenant: revoke its agents, tell every service to release what it holds, and start its
+    decommission job (the server is deleted after the export window; see ``decommission_job_id``). Idempotent."""
+    window = timedelta(hours=request.app.state.settings.decommission_export_window_hours)
+    return await service.decommission(
+        session,
+        tenant_id,
+        (body or TenantDecommission()).reason,
+        actor=f"token:{principal.name}",
+        export_window=window,
+    )
 
 
 routers = [agent_router, admin_router]

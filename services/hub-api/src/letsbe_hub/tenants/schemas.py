@@ -69,6 +69,8 @@ class TenantView(BaseModel):
     agents: list[AgentView]
     components: list[ComponentView] = []
     last_backup: BackupView | None = None
+    # The tenant's decommission job (GET /api/v1/admin/lifecycle/jobs/{id}): export window, server deletion.
+    decommission_job_id: uuid.UUID | None = None
 
 
 class TenantUpdate(RequestModel):

@@ -24,6 +24,8 @@ from letsbe_contracts.events import (
 from letsbe_hub.auth.service import hash_token as hash_secret
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
+from letsbe_hub.lifecycle import service as lifecycle
+from letsbe_hub.lifecycle.config import LifecycleSettings
 from letsbe_hub.llm import repository as llm_repo
 from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.auth import AgentPrincipal
@@ -139,13 +141,27 @@ async def rotate_credential(session: AsyncSession, agent: AgentPrincipal, settin
 DECOMMISSIONED = "DECOMMISSIONED"
 
 
-async def decommission(session: AsyncSession, tenant_id: uuid.UUID, reason: str) -> TenantView:
-    """Remove a tenant: its agents lose their credentials and every service releases what it holds for it (the DNS
-    service deletes the records it created). Asking twice changes nothing more: the event id is derived from the
-    tenant, so the outbox stages it once."""
+async def decommission(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    reason: str,
+    *,
+    actor: str = "operator",
+    export_window: timedelta | None = None,
+) -> TenantView:
+    """Remove a tenant: its agents lose their credentials, every service releases what it holds for it (the DNS
+    service deletes the records it created and puts back the customer's records it had replaced), and the
+    tenant's decommission job keeps the server for the export window (default: the setting's default), then
+    deletes it, which stops the provider's bill (``letsbe_hub.lifecycle``). Asking twice changes nothing more: the
+    event id is derived from the tenant, so the outbox stages it once, and the job's key is the tenant."""
     tenant = await repo.get_tenant(session, tenant_id, lock=True)
     if tenant is None:
         raise TenantNotFound()
+    if export_window is None:
+        export_window = timedelta(hours=LifecycleSettings().decommission_export_window_hours)
+    await lifecycle.request_decommission(
+        session, tenant, reason=reason, actor=actor, export_window=export_window, now=datetime.now(UTC)
+    )
     if tenant.status != DECOMMISSIONED:
         await repo.revoke_active_agents(session, tenant_id)
         await llm_repo.revoke_keys(session, tenant_id, datetime.now(UTC))  # no more LLM spend on its account
@@ -175,6 +191,7 @@ async def tenant_view(session: AsyncSession, tenant_id: uuid.UUID) -> TenantView
     agents = await repo.agents_of(session, tenant_id)
     components = await repo.components_of(session, tenant_id)
     backup = await repo.latest_backup(session, tenant_id)
+    job = await lifecycle.decommission_job_id(session, tenant_id)
     return TenantView(
         tenant_id=tenant.id,
         order_id=tenant.order_id,
@@ -195,6 +212,7 @@ async def tenant_view(session: AsyncSession, tenant_id: uuid.UUID) -> TenantView
         )
         if backup
         else None,
+        decommission_job_id=job,
     )
 
 

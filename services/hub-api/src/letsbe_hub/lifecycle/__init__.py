@@ -1,0 +1,1 @@
+"""Tenant lifecycle jobs (decommission, daily snapshots): resumable state machines run by leased workers."""

@@ -1,0 +1,132 @@
+"""Admin API of lifecycle jobs: list, get (with history), follow (SSE), run a waiting one now, retry a failed one."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from sse_starlette import EventSourceResponse
+
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.lifecycle import repository as repo
+from letsbe_hub.lifecycle import state
+from letsbe_hub.lifecycle.models import LifecycleJob
+from letsbe_hub.lifecycle.schemas import JobRetry, JobTransitionView, LifecycleJobView
+from letsbe_hub.lifecycle.stream import ListenerDep, job_events
+from letsbe_platform.errors import Conflict, NotFound
+from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
+
+router = APIRouter(prefix="/api/v1/admin/lifecycle", tags=["lifecycle"])
+
+
+def view(job: LifecycleJob, history: list[JobTransitionView] | None = None) -> LifecycleJobView:
+    return LifecycleJobView(
+        job_id=job.id,
+        kind=job.kind,  # type: ignore[arg-type]
+        key=job.key,
+        tenant_id=job.tenant_id,
+        server_id=job.server_id,
+        status=job.status,
+        due_at=job.due_at,
+        attempts=job.attempts,
+        last_error=job.last_error,
+        leased_by=job.lease_owner,
+        data=job.data,
+        requested_by=job.requested_by,
+        reason=job.reason,
+        created_at=job.created_at,
+        finished_at=job.finished_at,
+        history=history or [],
+    )
+
+
+@router.get("/jobs", name="list_jobs")
+async def list_jobs(
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    tenant_id: uuid.UUID | None = None,
+    kind: Literal["decommission", "snapshot"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[LifecycleJobView]:
+    """Newest first; filter by tenant and kind."""
+    return [view(j) for j in await repo.list_jobs(session, tenant_id=tenant_id, kind=kind, limit=limit)]
+
+
+@router.get("/jobs/{job_id}", name="get_job", responses=problems(404))
+async def get_job(job_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)) -> LifecycleJobView:
+    job = await repo.get(session, job_id)
+    if job is None:
+        raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
+    history = [
+        JobTransitionView(from_status=t.from_status, to_status=t.to_status, actor=t.actor, reason=t.reason, at=t.at)
+        for t in await repo.history(session, job_id)
+    ]
+    return view(job, history)
+
+
+@router.get(
+    "/jobs/{job_id}/events",
+    name="job_events",
+    summary="Server-Sent Events: the job's transitions so far, then live ones, until it is done",
+    response_class=EventSourceResponse,
+    responses=problems(404),
+)
+async def events(
+    job_id: uuid.UUID,
+    session: SessionDep,
+    request: Request,
+    listener: ListenerDep,
+    _: Authorized(Scope.FLEET_READ),
+    last_event_id: LastEventId = None,
+    after: After | None = None,
+) -> EventSourceResponse:
+    if await repo.get(session, job_id) is None:
+        raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
+    sessions = request.app.state.runtime.sessions
+    stream = job_events(sessions, listener, job_id, after_id=sse_cursor(last_event_id, after))
+    ping = request.app.state.settings.sse_ping_seconds
+    return EventSourceResponse(stream, ping=ping, headers={"X-Accel-Buffering": "no"})
+
+
+@router.post("/jobs/{job_id}/run-now", name="run_job_now", responses=problems(404, 409))
+async def run_now(job_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_WRITE)) -> LifecycleJobView:
+    """Make a waiting job due now: end a decommission's export window early (the customer asked for deletion), or
+    take a tenant's scheduled snapshot at once."""
+    job = await repo.get(session, job_id)
+    if job is None:
+        raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
+    if job.finished_at is not None or job.status == state.FAILED:
+        raise Conflict(f"The job is {job.status}: nothing to run (a FAILED job is retried).", job_id=str(job_id))
+    await repo.make_due(session, job_id, datetime.now(UTC))
+    job = await repo.get(session, job_id)
+    assert job is not None
+    return view(job)
+
+
+@router.post("/jobs/{job_id}/retry", name="retry_job", responses=problems(404, 409))
+async def retry_job(
+    job_id: uuid.UUID, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE), body: JobRetry | None = None
+) -> LifecycleJobView:
+    """A FAILED job resumes at the step that failed, now (its attempts start again)."""
+    job = await repo.get(session, job_id)
+    if job is None:
+        raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
+    if job.status != state.FAILED or not job.failed_from:
+        raise Conflict(f"Only a FAILED job can be retried; this one is {job.status}.", job_id=str(job_id))
+    job = await state.transition(
+        session,
+        job_id,
+        job.failed_from,
+        actor=f"token:{principal.name}",
+        reason=(body or JobRetry()).reason,
+        expected=state.FAILED,
+        attempts=0,
+        due_at=datetime.now(UTC),
+    )
+    return view(job)
+
+
+routers = [router]
