@@ -65,7 +65,7 @@ async def _get(session: AsyncSession, order_id: uuid.UUID) -> Order:
 # --- creation and checkout --------------------------------------------------------------------------------------
 
 
-def _checkout_request(order: Order, settings: HubSettings) -> CheckoutRequest:
+def _checkout_request(order: Order, settings: HubSettings, price_id: str | None = None) -> CheckoutRequest:
     def url(template: str) -> str:
         return template.replace("{order_id}", str(order.id))
 
@@ -78,6 +78,7 @@ def _checkout_request(order: Order, settings: HubSettings) -> CheckoutRequest:
         success_url=url(settings.checkout_success_url),
         cancel_url=url(settings.checkout_cancel_url),
         domain=order.domain,
+        price_id=price_id,
     )
 
 
@@ -88,9 +89,11 @@ async def create_order(
     actor: str,
     gateway: PaymentGateway | None,
     settings: HubSettings,
+    price_id: str | None = None,
 ) -> Order:
     """Validate against the catalog, open a Stripe Checkout Session (if payments are configured), store PENDING_PAYMENT.
 
+    With ``price_id`` (a recurring Price) the session is a subscription's; without, it charges ``amount_cents`` once.
     Stripe is called before anything is written: if it fails, the caller gets a 502 and nothing exists.
     """
     sizing = size(body.tools)
@@ -127,7 +130,7 @@ async def create_order(
     )
     if gateway is not None:
         checkout = await gateway.create_checkout(
-            _checkout_request(order, settings), idempotency_key=f"order-{order.id}-checkout"
+            _checkout_request(order, settings, price_id), idempotency_key=f"order-{order.id}-checkout"
         )
         order.checkout_session_id, order.checkout_url = checkout.id, checkout.url
     try:

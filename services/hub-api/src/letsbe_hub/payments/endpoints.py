@@ -74,7 +74,7 @@ async def stripe_webhook(
             if not await claim_event(session, event):
                 outcome = "duplicate"
             else:
-                outcome = await process(session, event)
+                outcome = await process(session, event, request.app.state.settings)
         log.info("stripe event", stripe_event_id=event.id, type=event.type, outcome=outcome)
         return WebhookAck(event_id=event.id, outcome=outcome)
     finally:

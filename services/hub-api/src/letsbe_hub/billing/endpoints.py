@@ -1,0 +1,62 @@
+"""The website's order route: no admin token, abuse-limited, answers a Stripe Checkout Session in subscription mode."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, status
+
+from letsbe_hub.billing import abuse, service
+from letsbe_hub.billing.schemas import PublicOrderCreate, PublicOrderOut
+from letsbe_hub.billing.wiring import BillingRuntimeDep
+from letsbe_hub.billing.worker import utc_now
+from letsbe_hub.config import HubSettings
+from letsbe_hub.payments.errors import PaymentsNotConfigured
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.web import SessionDep, problems
+
+router = APIRouter(prefix="/api/v1/public/orders", tags=["public"])
+
+
+async def rate_limited(request: Request) -> None:
+    """Count this attempt for the client's address before the payload is validated (an invalid one counts too),
+    committed on its own so a refused request still counts."""
+    settings: HubSettings = request.app.state.settings
+    client = abuse.client_address(
+        request.client.host if request.client else None,
+        request.headers.getlist("x-forwarded-for"),
+        settings.trusted_proxies,
+    )
+    async with unit_of_work(request.app.state.runtime.sessions) as session:
+        await abuse.hit(
+            session,
+            f"public-order:{client}",
+            limit=settings.public_order_rate_limit,
+            window_seconds=settings.public_order_rate_window_seconds,
+            now=utc_now(),
+        )
+
+
+RateLimited = Annotated[None, Depends(rate_limited)]
+
+
+@router.post(
+    "",
+    name="order",
+    status_code=status.HTTP_201_CREATED,
+    responses=problems(409, 422, 429, 502, 503),
+    summary="Order a server from the website: answers the Stripe Checkout Session (monthly subscription) to pay",
+)
+async def create_public_order(
+    _: RateLimited, body: PublicOrderCreate, session: SessionDep, rt: BillingRuntimeDep
+) -> PublicOrderOut:
+    if rt.gateway is None:
+        raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_SECRET_KEY to take orders from the website.")
+    order = await service.place_order(session, body, gateway=rt.gateway, prices=rt.prices, settings=rt.prices.settings)
+    assert order.checkout_session_id is not None
+    return PublicOrderOut(
+        order_id=order.id,
+        status=order.status,
+        checkout_session_id=order.checkout_session_id,
+        checkout_url=order.checkout_url,
+    )
