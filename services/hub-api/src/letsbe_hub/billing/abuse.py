@@ -52,9 +52,11 @@ def client_address(peer: str | None, forwarded_for: list[str], trusted_proxies: 
         address = _parse(hops.pop())  # the hop the trusted proxy saw; a garbled one ends the walk
     if address is None:
         return "unknown"
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is None:
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
         return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return str(address.ipv4_mapped or address)
+    return str(address)
 
 
 async def hit(session: AsyncSession, key: str, *, limit: int, window_seconds: int, now: datetime) -> None:
