@@ -70,7 +70,8 @@ class BillingMailer:
         self.settings = settings
         self.batch = batch
 
-    async def send_due(self, now: datetime) -> int:
+    async def send_due(self) -> int:
+        """Claim due emails, send each, record the result. Uses the database's clock: a mail's lease is real time."""
         if not self.settings.smtp_host:
             return 0  # queued until SMTP is configured
         async with unit_of_work(self.sessions) as session:
@@ -78,8 +79,8 @@ class BillingMailer:
                 select(E.id)
                 .where(
                     or_(
-                        and_(E.state == "pending", E.next_attempt_at <= now),
-                        and_(E.state == "sending", E.claimed_at < now - LEASE),
+                        and_(E.state == "pending", E.next_attempt_at <= func.now()),
+                        and_(E.state == "sending", E.claimed_at < func.now() - LEASE),
                     )
                 )
                 .order_by(E.created_at)

@@ -396,19 +396,20 @@ async def on_subscription_updated(
         await orders.flag(session, sub.order_id, f"subscription {obj.id} moved to unknown price {price.id}")
         return sub.order_id, "unknown-price-flagged"
     tier, _region = found
-    if tier.value == sub.tier and price.id == sub.price_id:
+    before = sub.tier
+    if tier.value == before and price.id == sub.price_id:
         return sub.order_id, "unchanged"
     await session.execute(
         update(Subscription)
         .where(Subscription.order_id == sub.order_id)
         .values(tier=tier.value, price_id=price.id, updated_at=func.now())
     )
-    if tier.value == sub.tier:
+    if tier.value == before:
         return sub.order_id, "price-recorded"
     await orders.flag(
         session,
         sub.order_id,
-        f"the customer changed the plan from {sub.tier} to {tier.value} in the Stripe Billing Portal "
+        f"the customer changed the plan from {before} to {tier.value} in the Stripe Billing Portal "
         f"(price {price.id}): resize the server to {tier.value}",
     )
     return sub.order_id, "tier-change-flagged"

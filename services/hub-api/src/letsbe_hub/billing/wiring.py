@@ -43,6 +43,12 @@ def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
     return billing_rt
 
 
+def kick(rt: Runtime) -> None:
+    billing_rt = _RUNTIMES.get(rt)
+    if billing_rt is not None:
+        billing_rt.worker.kick()
+
+
 def get_billing_runtime(request: Request) -> BillingRuntime:
     return _RUNTIMES[request.app.state.runtime]
 

@@ -37,9 +37,15 @@ class BillingWorker:
         self.clock = clock
         self.mailer = BillingMailer(sessions, settings)
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Look for work now (after a billing event committed: its email goes out without waiting for the tick)."""
+        self._wake.set()
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
 
     async def tick(self) -> dict[str, int]:
         now = self.clock()
@@ -55,11 +61,12 @@ class BillingWorker:
                 done[name] += 1
         async with unit_of_work(self.sessions) as session:
             await abuse.prune(session, now - timedelta(days=1))
-        done["emails"] = await self.mailer.send_due(now)
+        done["emails"] = await self.mailer.send_due()
         return done
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            self._wake.clear()
             try:
                 done = await self.tick()
                 if any(done.values()):
@@ -70,6 +77,6 @@ class BillingWorker:
             except Exception as exc:  # the database was unreachable: nothing half-done, try again next tick
                 log.warning("billing tick failed", error=repr(exc))
             try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.billing_tick_seconds)
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.billing_tick_seconds)
             except TimeoutError:
                 pass
