@@ -46,7 +46,7 @@ ROUTERS = [
     rollouts.router,
     orders.router,
     payments.router,
-    billing.router,
+    *billing.routers,
     catalog.router,
     *servers.routers,
     alerts.router,

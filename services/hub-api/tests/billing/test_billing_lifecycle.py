@@ -119,6 +119,8 @@ async def test_failed_payment_dunning_suspension_then_payment_resumes_the_tenant
     row = await _row(sessions, order_id)
     assert row["state"] == "ACTIVE" and row["grace_until"] is None and row["suspended_at"] is None
     assert row["paid_through"] == datetime.fromtimestamp(failed["data"]["object"]["period_end"], UTC)
+    seen = (await billing_hub.client.get(f"/api/v1/admin/orders/{order_id}/subscription", headers=admin)).json()
+    assert seen["state"] == "ACTIVE" and seen["suspensions"] == 1 and seen["stripe_subscription_id"] == sub_id
     assert await _pull(billing_hub, agent) == [("resume", {"reason": f"invoice {paid['data']['object']['id']} paid"})]
     mails = await smtp_server.await_messages(4)
     assert mails[3]["Subject"] == "Your LetsBe server is running again"

@@ -178,7 +178,7 @@ async def test_the_rate_limit_per_address_is_shared_by_replicas_and_believes_onl
             client(b.app, "10.1.2.3") as proxy,
         ):
             # Bad requests count too: three attempts over two replicas use up the address's allowance.
-            assert (await direct_a.post(ROUTE, json=body(tools=["nope"]))).status_code == 422
+            assert (await direct_a.post(ROUTE, json=body(tier="huge"))).status_code == 422
             assert (await direct_b.post(ROUTE, json=body())).status_code == 201
             assert (await direct_a.post(ROUTE, json=body())).status_code == 201
             refused = await direct_b.post(ROUTE, json=body())

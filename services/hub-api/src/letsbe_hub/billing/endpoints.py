@@ -1,21 +1,28 @@
-"""The website's order route: no admin token, abuse-limited, answers a Stripe Checkout Session in subscription mode."""
+"""The website's order route (no token, abuse-limited, answers a Stripe Checkout Session in subscription mode) and
+the operator's view of an order's subscription."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, status
 
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.billing import abuse, service
-from letsbe_hub.billing.schemas import PublicOrderCreate, PublicOrderOut
+from letsbe_hub.billing.schemas import PublicOrderCreate, PublicOrderOut, SubscriptionOut
 from letsbe_hub.billing.wiring import BillingRuntimeDep
 from letsbe_hub.billing.worker import utc_now
 from letsbe_hub.config import HubSettings
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_platform.db import unit_of_work
+from letsbe_platform.errors import NotFound
 from letsbe_platform.web import SessionDep, problems
 
 router = APIRouter(prefix="/api/v1/public/orders", tags=["public"])
+admin_router = APIRouter(prefix="/api/v1/admin/orders", tags=["orders"])
+routers = [router, admin_router]
 
 
 async def rate_limited(request: Request) -> None:
@@ -60,3 +67,15 @@ async def create_public_order(
         checkout_session_id=order.checkout_session_id,
         checkout_url=order.checkout_url,
     )
+
+
+@admin_router.get(
+    "/{order_id}/subscription", name="subscription", summary="The order's Stripe subscription and dunning state"
+)
+async def get_subscription(
+    order_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.ORDERS_READ)
+) -> SubscriptionOut:
+    sub = await service.subscription_of(session, order_id)
+    if sub is None:
+        raise NotFound("This order has no subscription (an operator's one-time order, or not paid yet).")
+    return SubscriptionOut.model_validate(sub)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -45,6 +46,29 @@ class PublicOrderOut(BaseModel):
     status: OrderStatus
     checkout_session_id: str
     checkout_url: str | None
+
+
+class SubscriptionOut(BaseModel):
+    """What an operator sees of an order's subscription (the customer is the email plus the Stripe customer)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    order_id: uuid.UUID
+    state: str
+    tier: Tier
+    region: Region
+    customer_email: str
+    stripe_customer_id: str | None
+    stripe_subscription_id: str
+    price_id: str | None
+    paid_through: datetime | None
+    past_due_since: datetime | None
+    grace_until: datetime | None
+    suspensions: int
+    suspended_at: datetime | None
+    cancelled_at: datetime | None
+    decommission_at: datetime | None
+    decommissioned_at: datetime | None
 
 
 # --- Stripe objects (validated where used; everything else ignored) ----------------------------------------------

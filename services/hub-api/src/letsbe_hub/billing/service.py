@@ -89,6 +89,10 @@ async def place_order(
     )
 
 
+async def subscription_of(session: AsyncSession, order_id: uuid.UUID) -> Subscription | None:
+    return await _by_order(session, order_id)
+
+
 async def portal_url(session: AsyncSession, order_id: uuid.UUID, gateway: PaymentGateway, return_url: str) -> str:
     """A Stripe Billing Portal session for the customer of this order (plan changes, card, cancellation)."""
     sub = await _by_order(session, order_id)
