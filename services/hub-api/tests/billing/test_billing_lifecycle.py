@@ -184,9 +184,14 @@ async def test_redelivered_billing_events_do_nothing_twice(
 
     assert await count(sessions, "SELECT count(*) FROM hub.commands WHERE tenant_id = :t", t=order_id) == 2
     assert [t for t, _ in await _pull(billing_hub, agent)] == ["suspend", "resume"]
-    await _worker(sessions, hub_settings, at).tick()  # sends what is queued
-    assert await count(sessions, "SELECT count(*) FROM hub.billing_emails WHERE state = 'sent'") == 4
-    await eventually(lambda: len(smtp_server.messages) == 4, "payment failed, paused, running again, ended")
+    assert await count(sessions, "SELECT count(*) FROM hub.billing_emails") == 4
+    await _worker(sessions, hub_settings, at).tick()  # sends what the hub's own worker has not sent yet
+
+    async def all_sent():
+        return await count(sessions, "SELECT count(*) FROM hub.billing_emails WHERE state = 'sent'") == 4
+
+    await eventually(all_sent, "payment failed, paused, running again, ended: each sent once")
+    assert len(smtp_server.messages) == 4
     assert (await _row(sessions, order_id))["state"] == "CANCELLED"
 
 
@@ -211,3 +216,17 @@ async def test_a_plan_change_in_the_billing_portal_records_the_tier_and_alerts_a
     # The same change delivered again (a new event id, as Stripe's retries of other updates) changes nothing.
     again = stripe_fake.fake.event("customer.subscription.updated", updated["data"]["object"])
     assert (await post_event(billing_hub.client, stripe_fake.fake, again)).json()["outcome"] == "unchanged"
+
+
+async def test_a_failure_delivered_after_the_same_invoice_was_paid_changes_nothing(
+    billing_hub, stripe_fake, sessions, smtp_server
+):
+    order_id, sub_id = await _subscribed(billing_hub, stripe_fake)
+    failed = stripe_fake.fake.renew(sub_id, fail=True)
+    paid = stripe_fake.fake.pay_invoice(failed["data"]["object"]["id"])
+    assert (await post_event(billing_hub.client, stripe_fake.fake, paid)).json()["outcome"] == "renewed"
+    late = await post_event(billing_hub.client, stripe_fake.fake, failed)  # Stripe does not promise the order
+    assert late.json()["outcome"] == "ignored-stale"
+    row = await _row(sessions, order_id)
+    assert row["state"] == "ACTIVE" and row["grace_until"] is None
+    assert await count(sessions, "SELECT count(*) FROM hub.billing_emails") == 0
