@@ -200,8 +200,13 @@ async def test_a_plan_change_in_the_billing_portal_records_the_tier_and_alerts_a
 ):
     order_id, sub_id = await _subscribed(billing_hub, stripe_fake)
     customer = (await _row(sessions, order_id))["stripe_customer_id"]
-    portal = await billing_hub.billing.gateway.create_portal_session(customer, "https://letsbe.biz/account")
-    assert portal.startswith("https://billing.stripe.com/p/session/")
+    r = await billing_hub.client.post(f"/api/v1/admin/orders/{order_id}/billing-portal", headers=operator)
+    assert r.status_code == 200, r.text
+    assert r.json()["url"].startswith("https://billing.stripe.com/p/session/")
+    [portal] = stripe_fake.fake.portal_sessions.values()
+    assert portal["customer"] == customer and portal["return_url"] == "https://letsbe.biz/account"
+    unknown = await billing_hub.client.post(f"/api/v1/admin/orders/{uuid.uuid4()}/billing-portal", headers=operator)
+    assert unknown.status_code == 404
 
     scale = next(p for p in stripe_fake.fake.prices.values() if p["lookup_key"] == "letsbe_scale_eu_monthly_eur")
     updated = stripe_fake.fake.change_price(sub_id, scale["id"])

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request, status
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.billing import abuse, service
-from letsbe_hub.billing.schemas import PublicOrderCreate, PublicOrderOut, SubscriptionOut
+from letsbe_hub.billing.schemas import PortalOut, PublicOrderCreate, PublicOrderOut, SubscriptionOut
 from letsbe_hub.billing.wiring import BillingRuntimeDep
 from letsbe_hub.billing.worker import utc_now
 from letsbe_hub.config import HubSettings
@@ -79,3 +79,18 @@ async def get_subscription(
     if sub is None:
         raise NotFound("This order has no subscription (an operator's one-time order, or not paid yet).")
     return SubscriptionOut.model_validate(sub)
+
+
+@admin_router.post(
+    "/{order_id}/billing-portal",
+    name="billing-portal",
+    responses=problems(409, 502, 503),
+    summary="A Stripe Billing Portal link for the order's customer (plan, card, invoices, cancellation)",
+)
+async def billing_portal(
+    order_id: uuid.UUID, session: SessionDep, rt: BillingRuntimeDep, _: Authorized(Scope.ORDERS_WRITE)
+) -> PortalOut:
+    if rt.gateway is None:
+        raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_SECRET_KEY to use the Billing Portal.")
+    settings = rt.prices.settings
+    return PortalOut(url=await service.portal_url(session, order_id, rt.gateway, settings.billing_portal_return_url))

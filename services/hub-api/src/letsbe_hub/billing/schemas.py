@@ -71,6 +71,10 @@ class SubscriptionOut(BaseModel):
     decommissioned_at: datetime | None
 
 
+class PortalOut(BaseModel):
+    url: str
+
+
 # --- Stripe objects (validated where used; everything else ignored) ----------------------------------------------
 
 

@@ -37,7 +37,7 @@ from letsbe_hub.payments.gateway import PaymentGateway
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants import service as tenants
 from letsbe_hub.tenants.errors import TenantNotFound
-from letsbe_platform.errors import Conflict
+from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -97,6 +97,8 @@ async def portal_url(session: AsyncSession, order_id: uuid.UUID, gateway: Paymen
     """A Stripe Billing Portal session for the customer of this order (plan changes, card, cancellation)."""
     sub = await _by_order(session, order_id)
     if sub is None or sub.stripe_customer_id is None:
+        if await orders_repo.get(session, order_id) is None:
+            raise NotFound("No order with that id.", order_id=str(order_id))
         raise Conflict("This order has no Stripe subscription (yet).")
     return await gateway.create_portal_session(sub.stripe_customer_id, return_url)
 
