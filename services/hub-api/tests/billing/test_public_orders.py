@@ -210,3 +210,15 @@ async def test_the_rate_limit_per_address_is_shared_by_replicas_and_believes_onl
 )
 def test_client_address(peer, forwarded, trusted, expected):
     assert client_address(peer, forwarded, trusted) == expected
+
+
+async def test_an_operators_new_checkout_for_a_website_order_is_a_subscription_again(
+    billing_hub, stripe_fake, operator
+):
+    r = await billing_hub.client.post(ROUTE, json=body())
+    first = stripe_fake.fake.sessions[r.json()["checkout_session_id"]]
+    again = await billing_hub.client.post(f"/api/v1/admin/orders/{r.json()['order_id']}/checkout", headers=operator)
+    assert again.status_code == 201, again.text
+    second = stripe_fake.fake.sessions[again.json()["checkout_session_id"]]
+    assert second["id"] != first["id"]
+    assert second["mode"] == "subscription" and second["_price"] == first["_price"]

@@ -6,11 +6,14 @@ import asyncio
 
 from letsbe_contracts.enums import Region, Tier
 from letsbe_hub.config import HubSettings
+from letsbe_hub.orders.models import Order
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.payments.gateway import PaymentGateway, PriceSpec
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
+
+WEBSITE = "website"  # the creator of orders from the public route: each is a subscription
 
 
 def lookup_key(tier: str, region: str, currency: str) -> str:
@@ -54,6 +57,12 @@ class PriceBook:
                 )
                 log.info("stripe price ready", tier=tier.value, region=region.value, price_id=self._ids[key])
         return self._ids[key]
+
+    async def price_for_order(self, order: Order) -> str | None:
+        """The Price of a website (subscription) order; None for an operator's one-time order."""
+        if order.created_by != WEBSITE:
+            return None
+        return await self.price_for(Tier(order.tier), Region(order.region))
 
     def tier_of(self, price_id: str, price_lookup_key: str | None) -> tuple[Tier, Region] | None:
         found = tier_of_lookup_key(price_lookup_key)

@@ -26,7 +26,7 @@ from letsbe_contracts.enums import OrderStatus
 from letsbe_hub.billing import emails
 from letsbe_hub.billing.abuse import refuse_disposable
 from letsbe_hub.billing.models import Subscription
-from letsbe_hub.billing.prices import PriceBook, tier_of_lookup_key
+from letsbe_hub.billing.prices import WEBSITE, PriceBook, tier_of_lookup_key
 from letsbe_hub.billing.schemas import InvoiceObj, PublicOrderCreate, SubscriptionObj
 from letsbe_hub.commands import service as commands
 from letsbe_hub.config import HubSettings
@@ -85,7 +85,7 @@ async def place_order(
         raise Conflict(f"{body.domain} already has a live order.", order_id=str(existing))
     price_id = await prices.price_for(body.tier, body.region)
     return await orders.create_order(
-        session, body.as_order(), actor="website", gateway=gateway, settings=settings, price_id=price_id
+        session, body.as_order(), actor=WEBSITE, gateway=gateway, settings=settings, price_id=price_id
     )
 
 

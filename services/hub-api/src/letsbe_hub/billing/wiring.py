@@ -29,8 +29,10 @@ _RUNTIMES: weakref.WeakKeyDictionary[Runtime, BillingRuntime] = weakref.WeakKeyD
 
 def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
     assert rt.sessions is not None
-    gateway = orders_wiring._RUNTIMES[rt].gateway
+    orders_rt = orders_wiring._RUNTIMES[rt]
+    gateway = orders_rt.gateway
     prices = PriceBook(gateway, settings)
+    orders_rt.price_for = prices.price_for_order  # an operator's new checkout for a website order stays monthly
     worker = BillingWorker(rt.sessions, settings)
 
     async def run() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -142,16 +143,23 @@ async def create_order(
 
 
 async def new_checkout(
-    session: AsyncSession, order_id: uuid.UUID, *, gateway: PaymentGateway | None, settings: HubSettings
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    gateway: PaymentGateway | None,
+    settings: HubSettings,
+    price_for: Callable[[Order], Awaitable[str | None]] | None = None,
 ) -> Order:
-    """A fresh Checkout Session for an unpaid order (the first one expired or was lost)."""
+    """A fresh Checkout Session for an unpaid order (the first one expired or was lost). ``price_for`` names the
+    recurring Price of a subscription order (billing's), so its new session is a subscription's again."""
     if gateway is None:
         raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_SECRET_KEY to take payments.")
     order = await _get(session, order_id)
     if order.status != S.PENDING_PAYMENT:
         raise IllegalTransition(f"Only an unpaid order gets a checkout session; this one is {order.status}.")
+    price_id = await price_for(order) if price_for is not None else None
     checkout = await gateway.create_checkout(
-        _checkout_request(order, settings), idempotency_key=f"order-{order.id}-checkout-{uuid.uuid4()}"
+        _checkout_request(order, settings, price_id), idempotency_key=f"order-{order.id}-checkout-{uuid.uuid4()}"
     )
     await repo.set_fields(session, order.id, checkout_session_id=checkout.id, checkout_url=checkout.url)
     return await _get(session, order.id)
