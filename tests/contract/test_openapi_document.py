@@ -31,6 +31,7 @@ PUBLIC = {
     ("get", "/api/v1/public/tools"),
     ("post", "/api/v1/public/calculate"),
     ("post", "/api/v1/public/stripe/webhook"),
+    ("post", "/api/v1/public/orders"),  # the website's order form: abuse-limited, no token
     ("post", "/api/v1/tenant/register"),
 }
 # The credential each service's non-public operations take, by path prefix.

@@ -184,6 +184,17 @@ class RestartParams(_Request):
     timeout_seconds: Annotated[int, Field(ge=0, le=300)] = 10
 
 
+class SuspendParams(_Request):
+    """suspend (billing: the subscription is unpaid past its grace): the tenant's tool containers stop and the tool
+    gate's kill switch engages; volumes and data stay. resume undoes both. Both are idempotent."""
+
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class ResumeParams(_Request):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)] | None = None
+
+
 class ConfigSyncParams(_Request):
     version: Annotated[int, Field(ge=1)]
     config: dict[str, Any]

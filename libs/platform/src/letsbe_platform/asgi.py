@@ -145,6 +145,8 @@ def problem_response(status: int, body: dict[str, Any], headers: dict[str, str] 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
     headers = {"WWW-Authenticate": "Bearer"} if exc.status_code == 401 else None
+    if exc.status_code in (429, 503) and isinstance(exc.extra.get("retry_after_seconds"), int):
+        headers = {"Retry-After": str(exc.extra["retry_after_seconds"])}
     return problem_response(exc.status_code, exc.problem(request.url.path), headers)
 
 

@@ -14,6 +14,8 @@ from letsbe_hub.approvals import endpoints as approvals
 from letsbe_hub.auth import endpoints as tokens
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import ensure_token
+from letsbe_hub.billing import endpoints as billing
+from letsbe_hub.billing import wiring as billing_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
@@ -46,6 +48,7 @@ ROUTERS = [
     rollouts.router,
     orders.router,
     payments.router,
+    *billing.routers,
     catalog.router,
     *servers.routers,
     alerts.router,
@@ -63,6 +66,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     command_workers.start(rt, settings)
     rollout_engine.start(rt, settings)
     orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
+    billing_wiring.start(rt, settings)  # Stripe Prices, dunning/suspension/decommission worker, billing emails
     server_workers.start(rt, settings)  # allocation worker, pool and migration checks
     alert_workers.start(rt, settings)  # alert store consumers, hub self-check gauges
     lifecycle_workers.start(rt, settings)  # decommission and snapshot jobs, the daily snapshot planner

@@ -39,6 +39,24 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins
     public_url: str = "https://hub.letsbe.biz"
     sse_ping_seconds: float = Field(default=15, gt=0)
 
+    # --- self-serve subscriptions and billing (billing/) -------------------------------------------------------
+    # Stripe Price per "tier:region" (e.g. "build:eu": "price_..."). Any missing pair is found by its lookup_key
+    # (letsbe_<tier>_<region>_monthly_<currency>) or created at start-up with tier_prices_cents as a monthly price.
+    stripe_price_ids: dict[str, str] = {}
+    billing_portal_return_url: str = "https://letsbe.biz/account"
+    # Dunning: after the first failed renewal the tenant keeps running this long, then its tools are suspended.
+    billing_grace_seconds: int = Field(default=7 * 24 * 3600, ge=0)
+    # After the subscription ends the customer has this long to export their data, then the tenant is decommissioned.
+    billing_export_window_seconds: int = Field(default=30 * 24 * 3600, ge=0)
+    billing_tick_seconds: float = Field(default=60, gt=0)  # how often the billing worker looks for due steps
+    # Abuse limits of the public order route: attempts per client address (an IPv6 /64) per window, shared by
+    # every hub replica (Postgres). X-Forwarded-For is believed only from these proxies (addresses or CIDRs).
+    public_order_rate_limit: int = Field(default=10, ge=1)
+    public_order_rate_window_seconds: int = Field(default=3600, ge=1)
+    trusted_proxies: list[str] = []  # e.g. the hub's nginx: ["172.20.0.0/16"]
+    # Refused on top of the maintained list of the disposable-email-domains package (and their subdomains).
+    disposable_email_domains: list[str] = []
+
     # --- tenants, agents, commands and rollouts ----------------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)
     # The interval handed to agents stretches so the whole fleet stays under this many heartbeats per second.

@@ -24,7 +24,9 @@ from letsbe_contracts.agent import (
     CommandStatus,
     ConfigSyncParams,
     RestartParams,
+    ResumeParams,
     RotateCredentialParams,
+    SuspendParams,
     UpdateParams,
 )
 from letsbe_contracts.enums import AgentKind
@@ -59,6 +61,8 @@ PARAMS: dict[str, type[BaseModel]] = {
     "restart": RestartParams,
     "config-sync": ConfigSyncParams,
     "rotate-credential": RotateCredentialParams,
+    "suspend": SuspendParams,  # billing: unpaid past the grace period (billing.service)
+    "resume": ResumeParams,
 }
 # rotate-credential of the tenant's AI-stack keys runs on the provisioner, which generated, keeps and renders them: the
 # hub hands it the command through the outbox (TenantKeyRotationRequestedV1) and moves the command along as the

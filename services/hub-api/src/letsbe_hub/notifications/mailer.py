@@ -44,6 +44,19 @@ WELCOME_EMAILS = Counter("hub_welcome_emails_total", "Welcome email send attempt
 W = WelcomeEmail
 
 
+async def smtp_send(message: EmailMessage, s: HubSettings) -> None:
+    """Hand one message to the configured SMTP server (raises aiosmtplib's errors; callers classify them)."""
+    await aiosmtplib.send(
+        message,
+        hostname=s.smtp_host,
+        port=s.smtp_port,
+        username=s.smtp_username,
+        password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+        start_tls=s.smtp_starttls,
+        timeout=s.smtp_timeout_seconds,
+    )
+
+
 class WelcomeMailer:
     def __init__(
         self,
@@ -125,15 +138,7 @@ class WelcomeMailer:
         async with unit_of_work(self.sessions) as session:
             link = await credentials.mint_link(session, row.order_id, s)
         try:
-            await aiosmtplib.send(
-                compose(row, s.mail_from, credentials_link=link),
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                start_tls=s.smtp_starttls,
-                timeout=s.smtp_timeout_seconds,
-            )
+            await smtp_send(compose(row, s.mail_from, credentials_link=link), s)
         except aiosmtplib.SMTPResponseException as exc:
             permanent = 500 <= exc.code < 600
             await self._record_failure(row, f"SMTP {exc.code}: {exc.message}", permanent=permanent)

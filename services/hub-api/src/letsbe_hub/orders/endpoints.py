@@ -134,7 +134,9 @@ async def release(order_id: uuid.UUID, session: SessionDep, principal: OrderWrit
     summary="A new Stripe Checkout Session for an unpaid order",
 )
 async def checkout(order_id: uuid.UUID, session: SessionDep, rt: OrdersRuntimeDep, _: OrderWrite) -> CheckoutOut:
-    order = await service.new_checkout(session, order_id, gateway=rt.gateway, settings=rt.settings)
+    order = await service.new_checkout(
+        session, order_id, gateway=rt.gateway, settings=rt.settings, price_for=rt.price_for
+    )
     assert order.checkout_session_id is not None
     return CheckoutOut(
         order_id=order.id, checkout_session_id=order.checkout_session_id, checkout_url=order.checkout_url

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 
 from sqlalchemy import func
 from sqlalchemy.exc import IntegrityError
@@ -65,7 +66,7 @@ async def _get(session: AsyncSession, order_id: uuid.UUID) -> Order:
 # --- creation and checkout --------------------------------------------------------------------------------------
 
 
-def _checkout_request(order: Order, settings: HubSettings) -> CheckoutRequest:
+def _checkout_request(order: Order, settings: HubSettings, price_id: str | None = None) -> CheckoutRequest:
     def url(template: str) -> str:
         return template.replace("{order_id}", str(order.id))
 
@@ -78,6 +79,7 @@ def _checkout_request(order: Order, settings: HubSettings) -> CheckoutRequest:
         success_url=url(settings.checkout_success_url),
         cancel_url=url(settings.checkout_cancel_url),
         domain=order.domain,
+        price_id=price_id,
     )
 
 
@@ -88,9 +90,11 @@ async def create_order(
     actor: str,
     gateway: PaymentGateway | None,
     settings: HubSettings,
+    price_id: str | None = None,
 ) -> Order:
     """Validate against the catalog, open a Stripe Checkout Session (if payments are configured), store PENDING_PAYMENT.
 
+    With ``price_id`` (a recurring Price) the session is a subscription's; without, it charges ``amount_cents`` once.
     Stripe is called before anything is written: if it fails, the caller gets a 502 and nothing exists.
     """
     sizing = size(body.tools)
@@ -127,7 +131,7 @@ async def create_order(
     )
     if gateway is not None:
         checkout = await gateway.create_checkout(
-            _checkout_request(order, settings), idempotency_key=f"order-{order.id}-checkout"
+            _checkout_request(order, settings, price_id), idempotency_key=f"order-{order.id}-checkout"
         )
         order.checkout_session_id, order.checkout_url = checkout.id, checkout.url
     try:
@@ -139,16 +143,23 @@ async def create_order(
 
 
 async def new_checkout(
-    session: AsyncSession, order_id: uuid.UUID, *, gateway: PaymentGateway | None, settings: HubSettings
+    session: AsyncSession,
+    order_id: uuid.UUID,
+    *,
+    gateway: PaymentGateway | None,
+    settings: HubSettings,
+    price_for: Callable[[Order], Awaitable[str | None]] | None = None,
 ) -> Order:
-    """A fresh Checkout Session for an unpaid order (the first one expired or was lost)."""
+    """A fresh Checkout Session for an unpaid order (the first one expired or was lost). ``price_for`` names the
+    recurring Price of a subscription order (billing's), so its new session is a subscription's again."""
     if gateway is None:
         raise PaymentsNotConfigured("Set LETSBE_HUB_STRIPE_SECRET_KEY to take payments.")
     order = await _get(session, order_id)
     if order.status != S.PENDING_PAYMENT:
         raise IllegalTransition(f"Only an unpaid order gets a checkout session; this one is {order.status}.")
+    price_id = await price_for(order) if price_for is not None else None
     checkout = await gateway.create_checkout(
-        _checkout_request(order, settings), idempotency_key=f"order-{order.id}-checkout-{uuid.uuid4()}"
+        _checkout_request(order, settings, price_id), idempotency_key=f"order-{order.id}-checkout-{uuid.uuid4()}"
     )
     await repo.set_fields(session, order.id, checkout_session_id=checkout.id, checkout_url=checkout.url)
     return await _get(session, order.id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -26,6 +27,7 @@ from letsbe_contracts.events import (
 from letsbe_hub.config import HubSettings
 from letsbe_hub.notifications.mailer import WelcomeMailer
 from letsbe_hub.orders.handlers import OrderHandlers
+from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.stream import OrderStreamListener
 from letsbe_hub.payments.gateway import PaymentGateway, StripeGateway
 from letsbe_platform.web import Runtime
@@ -39,6 +41,8 @@ class OrdersRuntime:
     listener: OrderStreamListener
     mailer: WelcomeMailer | None
     handlers: OrderHandlers
+    # The recurring Price of a subscription order, set by the billing context when it starts (None: one-time).
+    price_for: Callable[[Order], Awaitable[str | None]] | None = None
 
 
 _RUNTIMES: weakref.WeakKeyDictionary[Runtime, OrdersRuntime] = weakref.WeakKeyDictionary()

@@ -10,8 +10,9 @@ from fastapi import APIRouter, Header, Request
 from prometheus_client import Histogram
 from pydantic import BaseModel
 
+from letsbe_hub.billing import wiring as billing_wiring
 from letsbe_hub.payments.errors import InvalidWebhook, PaymentsNotConfigured
-from letsbe_hub.payments.service import HANDLED_TYPES, claim_event, parse_event, process
+from letsbe_hub.payments.service import BILLING_TYPES, HANDLED_TYPES, claim_event, parse_event, process
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 
@@ -74,8 +75,10 @@ async def stripe_webhook(
             if not await claim_event(session, event):
                 outcome = "duplicate"
             else:
-                outcome = await process(session, event)
+                outcome = await process(session, event, request.app.state.settings)
         log.info("stripe event", stripe_event_id=event.id, type=event.type, outcome=outcome)
+        if event.type in BILLING_TYPES and outcome != "duplicate":
+            billing_wiring.kick(request.app.state.runtime)  # its emails go out now
         return WebhookAck(event_id=event.id, outcome=outcome)
     finally:
         STRIPE_WEBHOOK_SECONDS.labels(event_type, outcome).observe(time.perf_counter() - started)

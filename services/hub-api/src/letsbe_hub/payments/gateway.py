@@ -33,6 +33,8 @@ class CheckoutRequest:
     success_url: str
     cancel_url: str
     domain: str
+    # A recurring Stripe Price: the session runs in ``subscription`` mode and charges it monthly.
+    price_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -42,8 +44,20 @@ class CheckoutSession:
     status: str | None
 
 
+@dataclass(frozen=True)
+class PriceSpec:
+    lookup_key: str
+    product_name: str
+    unit_amount: int
+    currency: str
+
+
 class PaymentGateway(Protocol):
     async def create_checkout(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession: ...
+
+    async def ensure_price(self, spec: PriceSpec) -> str: ...
+
+    async def create_portal_session(self, customer_id: str, return_url: str) -> str: ...
 
     async def aclose(self) -> None: ...
 
@@ -61,6 +75,25 @@ class StripeGateway:
 
     async def create_checkout(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession:
         order_ref = str(request.order_id)
+        if request.price_id is not None:
+            return await self._call(
+                "checkout.create",
+                self._client.v1.checkout.sessions.create_async,
+                {
+                    "mode": "subscription",
+                    "client_reference_id": order_ref,
+                    "customer_email": request.customer_email,
+                    "success_url": request.success_url,
+                    "cancel_url": request.cancel_url,
+                    "line_items": [{"price": request.price_id, "quantity": 1}],
+                    "metadata": {"order_id": order_ref, "domain": request.domain},
+                    # Copied onto the Subscription, so its invoices and its end find the order too.
+                    "subscription_data": {"metadata": {"order_id": order_ref, "domain": request.domain}},
+                },
+                idempotency_key,
+                lambda s: CheckoutSession(id=s.id, url=s.url, status=s.status),
+                order_id=order_ref,
+            )
         params: dict[str, Any] = {
             "mode": "payment",
             "client_reference_id": order_ref,
@@ -102,6 +135,85 @@ class StripeGateway:
             ) from None
         STRIPE_CALL_SECONDS.labels("checkout.create", "ok").observe(time.perf_counter() - started)
         return CheckoutSession(id=session.id, url=session.url, status=session.status)
+
+    async def ensure_price(self, spec: PriceSpec) -> str:
+        """The id of the active monthly Price under ``spec.lookup_key``, created (with its Product) if there is none
+        or if its amount or currency changed (the new one takes the lookup key over). Idempotency keys derived from
+        the spec make replicas starting together create one Price, not one each."""
+        found = await self._call(
+            "prices.list",
+            self._client.v1.prices.list_async,
+            {"lookup_keys": [spec.lookup_key], "active": True, "limit": 1},
+            None,
+            lambda page: page.data[0] if page.data else None,
+        )
+        if found is not None and found.unit_amount == spec.unit_amount and found.currency == spec.currency:
+            return found.id
+        tag = f"{spec.lookup_key}-{spec.unit_amount}-{spec.currency}"
+        product = await self._call(
+            "products.create",
+            self._client.v1.products.create_async,
+            {"name": spec.product_name, "metadata": {"lookup_key": spec.lookup_key}},
+            f"product-{tag}",
+            lambda p: p.id,
+        )
+        return await self._call(
+            "prices.create",
+            self._client.v1.prices.create_async,
+            {
+                "product": product,
+                "currency": spec.currency,
+                "unit_amount": spec.unit_amount,
+                "recurring": {"interval": "month"},
+                "lookup_key": spec.lookup_key,
+                "transfer_lookup_key": True,
+                "metadata": {"lookup_key": spec.lookup_key},
+            },
+            f"price-{tag}",
+            lambda p: p.id,
+        )
+
+    async def create_portal_session(self, customer_id: str, return_url: str) -> str:
+        """A Stripe Billing Portal link for the customer (change plan, card, cancel); returns its url."""
+        return await self._call(
+            "billing_portal.create",
+            self._client.v1.billing_portal.sessions.create_async,
+            {"customer": customer_id, "return_url": return_url},
+            None,
+            lambda s: s.url,
+        )
+
+    async def _call(
+        self,
+        operation: str,
+        method: Any,
+        params: dict[str, Any],
+        idempotency_key: str | None,
+        result: Any,
+        **log_context: Any,
+    ) -> Any:
+        started = time.perf_counter()
+        try:
+            answer = await method(
+                params=params, options={"idempotency_key": idempotency_key} if idempotency_key else {}
+            )
+        except stripe.StripeError as exc:
+            STRIPE_CALL_SECONDS.labels(operation, "error").observe(time.perf_counter() - started)
+            log.warning(
+                "stripe refused a request",
+                operation=operation,
+                http_status=exc.http_status,
+                stripe_code=exc.code,
+                error_type=type(exc).__name__,
+                **log_context,
+            )
+            raise PaymentProviderError(
+                "Stripe refused or could not be reached; nothing was saved, try again.",
+                provider_status=exc.http_status,
+                provider_code=exc.code,
+            ) from None
+        STRIPE_CALL_SECONDS.labels(operation, "ok").observe(time.perf_counter() - started)
+        return result(answer)
 
     async def aclose(self) -> None:
         await self._http.close_async()

@@ -18,6 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.enums import OrderStatus as S
 from letsbe_contracts.validation import RequestModel
+from letsbe_hub.billing import service as billing
+from letsbe_hub.billing.schemas import InvoiceObj, SubscriptionObj
+from letsbe_hub.config import HubSettings
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders import state
@@ -26,6 +29,12 @@ from letsbe_hub.payments.errors import InvalidWebhook
 from letsbe_hub.payments.models import StripeEvent
 
 ACTOR = "stripe"
+BILLING_TYPES = (
+    "invoice.paid",
+    "invoice.payment_failed",
+    "customer.subscription.deleted",
+    "customer.subscription.updated",
+)
 HANDLED_TYPES = (
     "checkout.session.completed",
     "checkout.session.async_payment_succeeded",
@@ -33,6 +42,7 @@ HANDLED_TYPES = (
     "checkout.session.expired",
     "payment_intent.payment_failed",
     "charge.refunded",
+    *BILLING_TYPES,
 )
 
 
@@ -71,6 +81,9 @@ class CheckoutSessionObj(_Obj):
     metadata: dict[str, str] | None = None
     payment_status: str | None = None
     payment_intent: str | None = None
+    mode: str | None = None
+    customer: StripeId | None = None
+    subscription: StripeId | None = None
 
 
 class PaymentErrorObj(_Obj):
@@ -142,11 +155,23 @@ async def claim_event(session: AsyncSession, event: StripeEventIn) -> bool:
     return (await session.execute(stmt)).scalar_one_or_none() is not None
 
 
-async def process(session: AsyncSession, event: StripeEventIn) -> str:
+async def process(session: AsyncSession, event: StripeEventIn, settings: HubSettings) -> str:
     """Apply one (already verified, first-seen) event; returns the outcome that is stored with the event id."""
     order: Order | None = None
+    order_id: uuid.UUID | None = None
     outcome = "ignored"
-    if event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+    at = datetime.fromtimestamp(event.created, UTC)
+    if event.type == "invoice.paid":
+        order_id, outcome = await billing.on_invoice_paid(session, _obj(InvoiceObj, event), settings)
+    elif event.type == "invoice.payment_failed":
+        inv = _obj(InvoiceObj, event)
+        order_id, outcome = await billing.on_invoice_payment_failed(session, inv, settings, at=at)
+    elif event.type == "customer.subscription.deleted":
+        obj = _obj(SubscriptionObj, event)
+        order_id, outcome = await billing.on_subscription_deleted(session, obj, settings, at=at)
+    elif event.type == "customer.subscription.updated":
+        order_id, outcome = await billing.on_subscription_updated(session, _obj(SubscriptionObj, event), settings)
+    elif event.type in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
         cs = _obj(CheckoutSessionObj, event)
         order = await _find(session, cs.metadata, cs.client_reference_id, checkout_session_id=cs.id)
         if order is None:
@@ -154,6 +179,10 @@ async def process(session: AsyncSession, event: StripeEventIn) -> str:
         elif cs.payment_status not in ("paid", "no_payment_required"):
             outcome = "awaiting-async-payment"  # completed, but the money comes later (async_payment_succeeded)
         else:
+            if cs.mode == "subscription" and cs.subscription:
+                await billing.on_checkout_completed(
+                    session, order, subscription_id=cs.subscription, customer_id=cs.customer
+                )
             outcome = await orders.confirm_payment(
                 session, order, actor=ACTOR, checkout_session_id=cs.id, payment_intent_id=cs.payment_intent
             )
@@ -216,7 +245,7 @@ async def process(session: AsyncSession, event: StripeEventIn) -> str:
     await session.execute(
         update(StripeEvent)
         .where(StripeEvent.event_id == event.id)
-        .values(outcome=outcome, order_id=order.id if order else None)
+        .values(outcome=outcome, order_id=order.id if order else order_id)
     )
     return outcome
 

@@ -38,7 +38,7 @@ async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
                                      lambda: agent.credential.api_key if agent.credential else None)
         app.state.tools = build_tool_service(settings, client, approvals=approvals)
         if agent is not None:
-            commands.register(agent.commands, app.state.tools)
+            commands.register(agent.commands, app.state.tools, agent.docker)
         yield
 
 

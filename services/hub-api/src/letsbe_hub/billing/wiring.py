@@ -1,0 +1,62 @@
+"""Billing's resources and worker, built when the app starts (after the orders context, whose Stripe client it uses)."""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from letsbe_hub.billing.prices import PriceBook
+from letsbe_hub.billing.worker import BillingWorker
+from letsbe_hub.config import HubSettings
+from letsbe_hub.orders import wiring as orders_wiring
+from letsbe_hub.payments.errors import PaymentsNotConfigured
+from letsbe_hub.payments.gateway import PaymentGateway
+from letsbe_platform.web import Runtime
+
+
+@dataclass
+class BillingRuntime:
+    gateway: PaymentGateway | None
+    prices: PriceBook
+    worker: BillingWorker
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[Runtime, BillingRuntime] = weakref.WeakKeyDictionary()
+
+
+def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
+    assert rt.sessions is not None
+    orders_rt = orders_wiring._RUNTIMES[rt]
+    gateway = orders_rt.gateway
+    prices = PriceBook(gateway, settings)
+    orders_rt.price_for = prices.price_for_order  # an operator's new checkout for a website order stays monthly
+    worker = BillingWorker(rt.sessions, settings)
+
+    async def run() -> None:
+        if gateway is not None:
+            await prices.warm()  # the Prices exist before the first customer asks (a replica's own cache)
+        await worker.run()
+
+    rt.start("billing-worker", run(), worker.stop)
+    billing_rt = BillingRuntime(gateway, prices, worker)
+    _RUNTIMES[rt] = billing_rt
+    return billing_rt
+
+
+def kick(rt: Runtime) -> None:
+    billing_rt = _RUNTIMES.get(rt)
+    if billing_rt is not None:
+        billing_rt.worker.kick()
+
+
+def get_billing_runtime(request: Request) -> BillingRuntime:
+    billing_rt = _RUNTIMES.get(request.app.state.runtime)
+    if billing_rt is None:  # an app built without the billing worker (one context's tests)
+        raise PaymentsNotConfigured("Billing is not running in this process.")
+    return billing_rt
+
+
+BillingRuntimeDep = Annotated[BillingRuntime, Depends(get_billing_runtime)]

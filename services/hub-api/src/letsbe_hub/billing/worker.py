@@ -1,0 +1,82 @@
+"""The billing worker: grace periods that ended → suspension, export windows that ended → decommission, billing
+emails, old rate counters. Safe with several hub replicas: each due row is taken with ``FOR UPDATE SKIP LOCKED`` in
+its own transaction, so two replicas never act on the same row. The clock is injectable (tests call :meth:`tick`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from letsbe_hub.billing import abuse, service
+from letsbe_hub.billing.emails import BillingMailer
+from letsbe_hub.config import HubSettings
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
+
+log = get_logger(__name__)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class BillingWorker:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: HubSettings,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+    ):
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock
+        self.mailer = BillingMailer(sessions, settings)
+        self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()
+
+    def kick(self) -> None:
+        """Look for work now (after a billing event committed: its email goes out without waiting for the tick)."""
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def tick(self) -> dict[str, int]:
+        now = self.clock()
+        done = {"suspended": 0, "decommissioned": 0}
+        for name, step in (
+            ("suspended", lambda s: service.suspend_due(s, self.settings, now)),
+            ("decommissioned", lambda s: service.decommission_due(s, now)),
+        ):
+            while True:  # one row per transaction: a failure stops at that row, the rest is committed
+                async with unit_of_work(self.sessions) as session:
+                    if await step(session) is None:
+                        break
+                done[name] += 1
+        async with unit_of_work(self.sessions) as session:
+            await abuse.prune(session, now - timedelta(days=1))
+        done["emails"] = await self.mailer.send_due()
+        return done
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                done = await self.tick()
+                if any(done.values()):
+                    log.info("billing tick", **done)
+                BACKGROUND_TASK_LAST_SUCCESS.labels("billing-worker").set_to_current_time()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the database was unreachable: nothing half-done, try again next tick
+                log.warning("billing tick failed", error=repr(exc))
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.billing_tick_seconds)
+            except TimeoutError:
+                pass
