@@ -158,8 +158,13 @@ async def test_cancellation_decommissions_the_tenant_after_the_export_window(
     end = ended + timedelta(seconds=EXPORT_WINDOW + 1)
     results = await asyncio.gather(*(_worker(sessions, hub_settings, end).tick() for _ in range(2)))
     assert sorted(r["decommissioned"] for r in results) == [0, 1]
-    assert (await billing_hub.client.get(tenant, headers=admin)).json()["status"] == "DECOMMISSIONED"
+    shown = (await billing_hub.client.get(tenant, headers=admin)).json()
+    assert shown["status"] == "DECOMMISSIONED"
     assert (await _row(sessions, order_id))["state"] == "DECOMMISSIONED"
+    # The export window was the subscription's: the server's release is due now, not after a second window.
+    job = await billing_hub.client.get(f"/api/v1/admin/lifecycle/jobs/{shown['decommission_job_id']}", headers=admin)
+    assert job.json()["requested_by"] == "billing"
+    assert datetime.fromisoformat(job.json()["due_at"]) <= datetime.now(UTC)
     assert (
         await count(sessions, "SELECT count(*) FROM hub.outbox WHERE subject = 'letsbe.tenant.decommissioned.v1'") == 1
     )

@@ -483,7 +483,10 @@ async def decommission_due(session: AsyncSession, now: datetime) -> uuid.UUID | 
         return None
     await transition(session, sub, "DECOMMISSIONED", reason="export window over", decommissioned_at=now)
     try:
-        await tenants.decommission(session, sub.order_id, "subscription ended; export window over")
+        # The customer's export window was this subscription's (the tenant kept running): the server goes now.
+        await tenants.decommission(
+            session, sub.order_id, "subscription ended; export window over", actor="billing", export_window=timedelta(0)
+        )
     except TenantNotFound:
         await orders.flag(session, sub.order_id, "subscription ended but no tenant was found to decommission")
     return sub.order_id
