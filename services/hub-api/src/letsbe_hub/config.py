@@ -38,6 +38,11 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     public_url: str = "https://hub.letsbe.biz"
     sse_ping_seconds: float = Field(default=15, gt=0)
 
+    # --- the operators' web console (issue 18) -------------------------------------------------------------------
+    # Fernet key the operators' TOTP secrets are kept under (they are read back to check a code). Unset: operator
+    # accounts can be neither created nor used.
+    operator_totp_key: SecretStr | None = None
+
     # --- tenants, agents, commands and rollouts (issue 7) -------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)
     # The interval handed to agents stretches so the whole fleet stays under this many heartbeats per second.

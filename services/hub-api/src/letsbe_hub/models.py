@@ -7,6 +7,7 @@ from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
 from letsbe_hub.credentials.models import CredentialReveal  # noqa: F401
 from letsbe_hub.llm.models import LlmKey, LlmUsage  # noqa: F401
 from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401
+from letsbe_hub.operators.models import Operator  # noqa: F401
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress  # noqa: F401
 from letsbe_hub.payments.models import StripeEvent  # noqa: F401
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
