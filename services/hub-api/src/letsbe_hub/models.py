@@ -22,5 +22,6 @@ from letsbe_hub.tenants.models import (  # noqa: F401
     TenantComponent,
     UsageReportRow,
 )
+from letsbe_hub.web.sessions import WebSession  # noqa: F401
 
 __all__ = ["ApiToken"]
