@@ -18,6 +18,7 @@ from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
+from letsbe_hub.console import endpoints as console
 from letsbe_hub.credentials import endpoints as credentials
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.llm import endpoints as llm
@@ -48,6 +49,7 @@ ROUTERS = [
     *servers.routers,
     alerts.router,
     *llm.routers,
+    console.router,  # the operators' web console (HTML)
 ]
 
 

@@ -21,7 +21,6 @@ from letsbe_contracts.events import DomainSuffix
 from letsbe_hub.alerts import health
 from letsbe_hub.alerts import repository as alerts_repo
 from letsbe_hub.alerts import service as alerts
-from letsbe_hub.alerts.models import OPEN
 from letsbe_hub.alerts.schemas import AcknowledgeRequest, Alert, SilenceRequest
 from letsbe_hub.approvals import repository as approvals_repo
 from letsbe_hub.approvals import service as approvals
@@ -51,8 +50,9 @@ from letsbe_hub.rollouts import repository as rollouts_repo
 from letsbe_hub.rollouts import service as rollouts
 from letsbe_hub.rollouts.endpoints import rollout_events
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES, RolloutAbort, RolloutCreate, StageSpec
-from letsbe_hub.servers import pools, service as servers
+from letsbe_hub.servers import pools
 from letsbe_hub.servers import repository as servers_repo
+from letsbe_hub.servers import service as servers
 from letsbe_hub.servers.models import AllocationHold, HoldStatus
 from letsbe_hub.servers.schemas import AssignServer
 from letsbe_hub.tenants import repository as tenants_repo
@@ -90,7 +90,7 @@ def _parse(model: type, data: dict[str, Any]) -> Any:
 @router.get("/", name="console.overview")
 async def overview(request: Request, session: SessionDep, rt: RuntimeDep, op: Operator) -> Response:
     settings = request.app.state.settings
-    return await render(request, "console/overview.html", op, nav="overview", title="Overview",
+    return render(request, "console/overview.html", op, nav="overview", title="Overview",
                         health=await health.summary(rt, session),
                         orders=await queries.orders_by_status(session) if Scope.ORDERS_READ in op.scopes else {},
                         provisioning=await queries.provisioning(session) if Scope.ORDERS_READ in op.scopes else [],
@@ -132,7 +132,7 @@ async def order_list(
     rows, next_cursor = ([], None) if message else await orders_repo.list_orders(
         session, orders_repo.OrderFilters(**filters), limit=PAGE, cursor=cursor)
     params = {k: v for k, v in {"q": q, "status": status.value if status else ""}.items() if v}
-    return await render(request, "console/orders.html", op, nav="orders", title="Orders", items=rows,
+    return render(request, "console/orders.html", op, nav="orders", title="Orders", items=rows,
                         next_cursor=next_cursor, params=params, q=q, status_filter=status.value if status else "",
                         statuses=[s.value for s in OrderStatus], message=message)
 
@@ -145,7 +145,7 @@ async def order_page(request: Request, order_id: uuid.UUID, session: SessionDep,
         raise NotFound("No order with that id.")
     rows = await orders_repo.stream_rows(session, order_id, 0, LOG_ROWS)
     hold = await session.get(AllocationHold, order_id)
-    return await render(request, "console/order.html", op, nav="orders", title=order.domain, order=order,
+    return render(request, "console/order.html", op, nav="orders", title=order.domain, order=order,
                         history=[TransitionOut.model_validate(t) for t in await orders_repo.history(session, order_id)],
                         rows=rows, last_id=rows[-1].id if rows else 0, hold=hold,
                         final=OrderStatus(order.status) in FINAL, can_write=Scope.ORDERS_WRITE in op.scopes)
@@ -202,7 +202,7 @@ async def alert_list(
     rows, next_cursor = await queries.alerts(session, view, severity=severity, limit=PAGE, cursor=cursor)
     open_counts = await alerts_repo.open_by_severity(session)
     params = {k: v for k, v in {"view": view, "severity": severity or ""}.items() if v}
-    return await render(request, "console/alerts.html", op, nav="alerts", title="Alerts",
+    return render(request, "console/alerts.html", op, nav="alerts", title="Alerts",
                         items=[Alert.model_validate(r) for r in rows], next_cursor=next_cursor, params=params,
                         view=view, soft=open_counts.get("soft", 0), now=datetime.now(UTC),
                         can_write=Scope.ALERTS_WRITE in op.scopes)
@@ -261,7 +261,7 @@ async def approval_list(
     await approvals_repo.expire_due(session)
     rows, next_cursor = await approvals_repo.listing(session, status=[status.value], tenant_id=None, limit=PAGE,
                                                      cursor=cursor)
-    return await render(request, "console/approvals.html", op, nav="approvals", title="Approvals",
+    return render(request, "console/approvals.html", op, nav="approvals", title="Approvals",
                         items=[approvals.view(r) for r in rows], next_cursor=next_cursor,
                         params={"status": status.value}, status_filter=status.value,
                         can_write=Scope.FLEET_WRITE in op.scopes)
@@ -315,7 +315,7 @@ async def rollout_list(request: Request, session: SessionDep, op: Operator, curs
     require(op, Scope.FLEET_READ)
     rows, next_cursor = await rollouts_repo.list_rollouts(session, status=(), component=None, limit=PAGE,
                                                           cursor=cursor)
-    return await render(request, "console/rollouts.html", op, nav="rollouts", title="Rollouts",
+    return render(request, "console/rollouts.html", op, nav="rollouts", title="Rollouts",
                         items=[await rollouts.view(session, r.id) for r in rows], next_cursor=next_cursor, params={},
                         can_write=Scope.FLEET_WRITE in op.scopes, 
                         default_stages=_stage_lines(DEFAULT_STAGES), message=message, form=form or {},
@@ -344,7 +344,7 @@ async def rollout_page(request: Request, rollout_id: uuid.UUID, session: Session
     require(op, Scope.FLEET_READ)
     view = await rollouts.view(session, rollout_id)
     events = await rollouts_repo.events_after(session, rollout_id, 0, limit=1000)
-    return await render(request, "console/rollout.html", op, nav="rollouts", title=f"Rollout {view.component}",
+    return render(request, "console/rollout.html", op, nav="rollouts", title=f"Rollout {view.component}",
                         r=view, events=events, last_id=events[-1].id if events else 0,
                         can_write=Scope.FLEET_WRITE in op.scopes)
 
@@ -405,7 +405,7 @@ async def tenant_list(
             message = "Give a domain, e.g. example.com (its subdomains are found too)."
     page = None if message else await tenants.list_tenants(
         session, tenants_repo.TenantFilters(domain_suffix=suffix), limit=PAGE, cursor=cursor)
-    return await render(request, "console/tenants.html", op, nav="fleet", title="Fleet",
+    return render(request, "console/tenants.html", op, nav="fleet", title="Fleet",
                         items=page.items if page else [], next_cursor=page.next_cursor if page else None,
                         params={"domain": domain} if domain else {}, domain=domain, message=message, age=_age)
 
@@ -417,7 +417,7 @@ async def tenant_page(request: Request, tenant_id: uuid.UUID, session: SessionDe
     commands_page, _ = await commands_repo.list_for_tenant(session, tenant_id, status=[], limit=20, cursor=None)
     alert_rows, _ = await alerts_repo.list_alerts(session, status=None, severity=[], tenant_id=tenant_id, rule=None,
                                                   limit=20, cursor=None)
-    return await render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view,
+    return render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view,
                         commands=[commands.view(c) for c in commands_page],
                         alerts=[Alert.model_validate(a) for a in alert_rows], age=_age,
                         command_types=sorted(set(commands.PARAMS) - {"update"}),  # updates go through rollouts
@@ -471,6 +471,6 @@ async def server_list(request: Request, session: SessionDep, op: Operator, curso
     rows, next_cursor = await servers_repo.list_servers(session, status=[], tier=None, region=None, provider=None,
                                                         limit=PAGE, cursor=cursor)
     held, _ = await servers_repo.list_holds(session, HoldStatus.HELD.value, limit=PAGE, cursor=None)
-    return await render(request, "console/servers.html", op, nav="servers", title="Servers",
+    return render(request, "console/servers.html", op, nav="servers", title="Servers",
                         pools=await pools.pool_views(session), held=[servers.hold_out(h) for h in held],
                         items=[servers.to_out(s) for s in rows], next_cursor=next_cursor, params={})

@@ -46,10 +46,12 @@ async def provisioning(session: AsyncSession, limit: int = 20) -> list[InProgres
         .distinct(ProvisioningProgress.order_id)
     )
     steps = {r.order_id: r for r in (await session.execute(last)).all()}
-    return [
-        InProgress(o, steps[o.id].step if o.id in steps else None, (steps[o.id].payload or {}).get("name") if o.id in steps else None)
-        for o in orders
-    ]
+    out = []
+    for o in orders:
+        last_step = steps.get(o.id)
+        out.append(InProgress(o, last_step.step, (last_step.payload or {}).get("name")) if last_step
+                   else InProgress(o, None, None))
+    return out
 
 
 @dataclass(frozen=True)
