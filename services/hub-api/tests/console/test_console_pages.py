@@ -73,9 +73,11 @@ async def signed_in(client: httpx.AsyncClient, account: Account) -> str:
 
 async def test_pages_need_a_session_and_sign_in_needs_password_and_code(client, jane):
     r = await client.get("/console/orders?status=FAILED")
-    assert r.status_code == 303 and r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Forders%3Fstatus%3DFAILED"
+    assert r.status_code == 303
+    assert r.headers["location"] == "/console/sign-in?next=%2Fconsole%2Forders%3Fstatus%3DFAILED"
     page = await client.get(r.headers["location"])
-    assert page.status_code == 200 and 'name="code"' in page.text and 'value="/console/orders?status=FAILED"' in page.text
+    assert page.status_code == 200 and 'name="code"' in page.text
+    assert 'value="/console/orders?status=FAILED"' in page.text
 
     wrong = await client.post("/console/sign-in", headers=ORIGIN,
                               data={"name": "jane", "password": jane.password, "code": "000000"})
