@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pyotp
+import pytest
 import pytest_asyncio
 from selenium.webdriver.common.by import By
 
@@ -74,6 +75,7 @@ def submit(form) -> None:
     form.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
 
 
+@pytest.mark.timeout(420)  # the whole plane and Chromium on two cores
 async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
     plane, browser: Browser, sessions  # noqa: F811 - the fixture imported above
 ):

@@ -221,11 +221,14 @@ async def test_actions_record_the_operator_as_the_actor(client, jane, sessions, 
     assert decided["status"] == "APPROVED" and decided["decided_by"] == "operator:jane"
 
     alert_id = await raise_alert(sessions, "heartbeat.stale", "no heartbeat")
-    r = await client.post(f"/console/alerts/{alert_id}/silence", data={"hours": "4", "csrf_token": token},
-                          headers=ORIGIN)
+    r = await client.post(f"/console/alerts/{alert_id}/silence",
+                          data={"hours": "4", "reason": "planned maintenance", "csrf_token": token}, headers=ORIGIN)
     assert r.status_code == 303
     silenced = await alert(sessions, alert_id)
     assert silenced.silenced_by == "operator:jane" and silenced.silenced_until > datetime.now(UTC) + timedelta(hours=3)
+    assert silenced.silence_note == "planned maintenance"
+    page = await client.get("/console/alerts?view=silenced")
+    assert "planned maintenance" in page.text and "operator:jane" in page.text
     bad = await client.post(f"/console/alerts/{alert_id}/silence", data={"hours": "9999", "csrf_token": token},
                             headers=ORIGIN)
     assert bad.status_code == 422 and "30 days" in bad.text

@@ -8,6 +8,7 @@ once.
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -26,8 +27,15 @@ from letsbe_platform.errors import DomainError, Forbidden
 from letsbe_platform.web import SessionDep
 
 _limiter = ClientLimiter()
+
+def pretty(value: Any) -> str:
+    """JSON for people (a call's preview, a command's result): indented, non-ASCII kept; escaped as any text."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
 # Template variables a page may leave out (the environment is strict: any other missing name is a bug).
-DEFAULTS: dict[str, Any] = {"nav": None, "message": None, "back": None, "name": None, "csrf_token": ""}
+DEFAULTS: dict[str, Any] = {"nav": None, "message": None, "back": None, "name": None, "csrf_token": "",
+                            "pretty": pretty}
 
 
 class ConsoleRoute(APIRoute):

@@ -241,7 +241,8 @@ async def alert_action(request: Request, alert_id: uuid.UUID, action: str, sessi
         except ValueError:
             raise Unprocessable("hours: a number of hours") from None
         until = datetime.now(UTC) + timedelta(hours=hours)
-        await alerts.silence(session, alert_id, _parse(SilenceRequest, {"until": until}).until, op.actor)
+        body = _parse(SilenceRequest, {"until": until, "note": form.get("reason") or None})
+        await alerts.silence(session, alert_id, body.until, op.actor, body.note)
     elif action == "unsilence":
         await alerts.silence(session, alert_id, None, op.actor)
     else:
