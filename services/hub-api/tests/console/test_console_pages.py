@@ -247,7 +247,7 @@ async def test_sign_out_ends_the_session(client, jane, sessions):
 
 
 async def test_every_page_renders(client, jane, sessions, admin):
-    await signed_in(client, jane)
+    token = await signed_in(client, jane)
     r = await client.post("/api/v1/admin/orders", headers=admin, json=order_body(domain="pages.example.com"))
     order_id = r.json()["id"]
     for path in ["/console/", "/console/orders", "/console/orders?q=example.com", "/console/orders?q=a@b.example",
@@ -258,6 +258,14 @@ async def test_every_page_renders(client, jane, sessions, admin):
         assert page.status_code == 200, (path, page.text[-3000:])
     assert (await client.get(f"/console/orders/{uuid.uuid4()}")).status_code == 404
     assert (await client.get("/console/orders?status=NOPE")).status_code == 422
+    # a refused rollout start shows the form again, filled in, with what is wrong; nothing is started
+    form = {"component": "openclaw", "image": "registry.letsbe.biz/letsbe/openclaw", "digest": "sha256:nope",
+            "version": "2.0.0", "stages": "all 100 0", "csrf_token": token}
+    r = await client.post("/console/rollouts", data=form, headers=ORIGIN)
+    assert r.status_code == 422 and "digest" in r.text and 'value="registry.letsbe.biz/letsbe/openclaw"' in r.text
+    r = await client.post("/console/rollouts", data={**form, "stages": "all x"}, headers=ORIGIN)
+    assert r.status_code == 422 and "stages line 1" in r.text
+    assert (await client.get("/api/v1/admin/rollouts", headers=admin)).json()["items"] == []
 
 
 # --- helpers ---------------------------------------------------------------------------------------------------------

@@ -311,8 +311,13 @@ def _parse_stages(text: str) -> list[dict[str, Any]]:
 
 
 @router.get("/rollouts", name="console.rollouts")
-async def rollout_list(request: Request, session: SessionDep, op: Operator, cursor: Cursor = None,
-                       message: str | None = None, form: dict[str, Any] | None = None) -> Response:
+async def rollout_list(request: Request, session: SessionDep, op: Operator, cursor: Cursor = None) -> Response:
+    return await _rollouts_page(request, session, op, cursor)
+
+
+async def _rollouts_page(request: Request, session: SessionDep, op: Operator, cursor: str | None,
+                         message: str | None = None, form: dict[str, Any] | None = None) -> Response:
+    """The list, and the start form (filled in again, with what is wrong, after a refused start)."""
     require(op, Scope.FLEET_READ)
     rows, next_cursor = await rollouts_repo.list_rollouts(session, status=(), component=None, limit=PAGE,
                                                           cursor=cursor)
@@ -336,7 +341,7 @@ async def rollout_start(request: Request, session: SessionDep, op: Operator) -> 
         view = await rollouts.create(session, body, actor=op.actor)
     except (Unprocessable, Conflict) as exc:  # the form again, filled in, with what is wrong
         await session.rollback()
-        return await rollout_list(request, session, op, message=exc.detail, form=form)
+        return await _rollouts_page(request, session, op, None, message=exc.detail, form=form)
     return _see(f"/console/rollouts/{view.id}")
 
 
