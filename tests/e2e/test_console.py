@@ -111,7 +111,6 @@ async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
         assert any("FULFILLED" in row for row in history) and any("stripe" in row for row in history)
         assert not await asyncio.to_thread(b.console_errors)  # no CSP violation, no script error
         await asyncio.to_thread(b.screenshot, "console-order")
-        await plane.heartbeating(client, order_id)
 
         # Overview, orders and the tenant's page.
         def tour() -> None:
@@ -121,7 +120,7 @@ async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
             b.get(f"{hub}/console/orders")
             b.screenshot("console-orders")
             b.get(f"{hub}/console/tenants/{order_id}")
-            b.wait_for(lambda: "safety-wrapper" in b.text, what="the tenant's agents")
+            b.wait_for(lambda: "safety-wrapper" in b.text, what="the tenant's agents", timeout=60)
             b.screenshot("console-tenant")
             b.get(f"{hub}/console/servers")
             b.screenshot("console-servers")
@@ -141,9 +140,13 @@ async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
             alert_id = form.get_attribute("action").split("/")[-2]
             form.find_element(By.NAME, "note").send_keys("pool order placed with Netcup")
             submit(form)
-            b.get(f"{hub}/console/alerts?view=acknowledged")
-            b.wait_for(lambda: "acknowledged by operator:ops-anna" in b.find(f"#alert-{alert_id}").text,
-                       what="the acknowledgement under the operator's name")
+            b.wait_for(lambda: b.url.endswith(f"#alert-{alert_id}"), what="the alerts page again after the form")
+
+            def acknowledged() -> bool:
+                b.get(f"{hub}/console/alerts?view=acknowledged")
+                return "acknowledged by operator:ops-anna" in b.find(f"#alert-{alert_id}").text
+
+            b.wait_for(acknowledged, what="the acknowledgement under the operator's name")
             return alert_id
 
         alert_id = await asyncio.to_thread(acknowledge)
@@ -166,9 +169,13 @@ async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
             b.screenshot("console-approvals")
             card.find_element(By.NAME, "note").send_keys("customer asked for it")
             card.find_element(By.CSS_SELECTOR, "button[value=approve]").click()
-            b.get(f"{hub}/console/approvals?status=APPROVED")
-            b.wait_for(lambda: "approved by operator:ops-anna" in b.find(f"#approval-{pending.id}").text,
-                       what="the approval under the operator's name")
+            b.wait_for(lambda: not b.find_all(f"#approval-{pending.id}"), what="the queue without it")
+
+            def approved() -> bool:
+                b.get(f"{hub}/console/approvals?status=APPROVED")
+                return "approved by operator:ops-anna" in b.find(f"#approval-{pending.id}").text
+
+            b.wait_for(approved, what="the approval under the operator's name")
 
         await asyncio.to_thread(approve)
         r = await client.get(f"{hub}/api/v1/admin/approvals/{pending.id}", headers=plane.headers)

@@ -339,8 +339,7 @@ async def rollout_start(request: Request, session: SessionDep, op: Operator) -> 
             "concurrency": form.get("concurrency") or 10, "rollback_on_abort": form.get("rollback_on_abort") == "true",
         })
         view = await rollouts.create(session, body, actor=op.actor)
-    except (Unprocessable, Conflict) as exc:  # the form again, filled in, with what is wrong
-        await session.rollback()
+    except (Unprocessable, Conflict) as exc:  # the form again, filled in, with what is wrong (create wrote nothing)
         return await _rollouts_page(request, session, op, None, message=exc.detail, form=form)
     return _see(f"/console/rollouts/{view.id}")
 
