@@ -119,8 +119,12 @@ async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
             b.screenshot("console-overview")
             b.get(f"{hub}/console/orders")
             b.screenshot("console-orders")
-            b.get(f"{hub}/console/tenants/{order_id}")
-            b.wait_for(lambda: "safety-wrapper" in b.text, what="the tenant's agents", timeout=60)
+            def agents_shown() -> bool:
+                b.get(f"{hub}/console/tenants/{order_id}")
+                return "safety-wrapper" in b.text and "secrets-proxy" in b.text
+
+            b.wait_for(agents_shown, what="the tenant's two agents (they register once step 10 started them)",
+                       timeout=60)
             b.screenshot("console-tenant")
             b.get(f"{hub}/console/servers")
             b.screenshot("console-servers")
