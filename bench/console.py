@@ -177,6 +177,9 @@ async def main() -> None:
         *[f"| {n} | {m:.1f} ms | {p:.1f} ms | {x:.1f} ms | {'yes' if p < TARGET_MS else '**no**'} |"
           for n, m, p, x in rows],
         "",
+        "The rollouts page (an empty list here) is the floor of any page: session and account lookups, the layout. "
+        "A run on a shared machine carries its load in every figure: compare against that floor.",
+        "",
     ]
     text = "\n".join(table)
     print(text)
