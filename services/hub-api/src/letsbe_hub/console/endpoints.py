@@ -43,7 +43,6 @@ from letsbe_hub.console.auth import (
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders.schemas import OrderCancel, OrderRetry, TransitionOut
-from letsbe_hub.orders.state import FINAL
 from letsbe_hub.orders.stream import order_events
 from letsbe_hub.orders.wiring import OrdersRuntimeDep
 from letsbe_hub.rollouts import repository as rollouts_repo
@@ -148,7 +147,7 @@ async def order_page(request: Request, order_id: uuid.UUID, session: SessionDep,
     return render(request, "console/order.html", op, nav="orders", title=order.domain, order=order,
                         history=[TransitionOut.model_validate(t) for t in await orders_repo.history(session, order_id)],
                         rows=rows, last_id=rows[-1].id if rows else 0, hold=hold,
-                        final=OrderStatus(order.status) in FINAL, can_write=Scope.ORDERS_WRITE in op.scopes)
+                        can_write=Scope.ORDERS_WRITE in op.scopes)
 
 
 @router.get("/orders/{order_id}/events", name="console.order_events")
