@@ -9,6 +9,7 @@
 #   npm     provisioner tests install the pinned OpenClaw and a Node 24 from the npm registry (scripts/ensure-openclaw.sh)
 #   debootstrap, systemd-container, docker-registry
 #           the Debian 12 test VPS (libs/testvps): its image, systemd-nspawn, the registry of image stand-ins
+#   chromium, chromium-driver  the portal's and console's pages are tested in headless Chromium (Selenium)
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
@@ -24,6 +25,8 @@ command -v amtool >/dev/null 2>&1 || needed+=(prometheus-alertmanager)
 [ -x /usr/sbin/debootstrap ] || needed+=(debootstrap)
 command -v systemd-nspawn >/dev/null 2>&1 || needed+=(systemd-container)
 command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
+[ -x /usr/bin/chromium ] || needed+=(chromium)
+[ -x /usr/bin/chromedriver ] || needed+=(chromium-driver)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2

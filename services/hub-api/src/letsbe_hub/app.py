@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from letsbe_hub import __version__
+from letsbe_hub import __version__, web
 from letsbe_hub.alerts import endpoints as alerts
 from letsbe_hub.alerts import handlers as alert_workers
 from letsbe_hub.approvals import endpoints as approvals
@@ -20,6 +20,7 @@ from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
+from letsbe_hub.console import endpoints as console
 from letsbe_hub.credentials import endpoints as credentials
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.lifecycle import endpoints as lifecycle
@@ -54,6 +55,7 @@ ROUTERS = [
     alerts.router,
     *llm.routers,
     *lifecycle.routers,
+    console.router,  # the operators' web console (HTML)
 ]
 
 
@@ -89,7 +91,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             start_workers(rt, settings)
             yield
 
-    return create_service_app(
+    app = create_service_app(
         title="LetsBe Hub API",
         version=__version__,
         description="Orders, payments, servers, tenants, agents, rollouts and alerts of the LetsBe control plane.",
@@ -98,3 +100,5 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         middleware=[(HeartbeatFastPath, {})],  # agents' heartbeats answered before routing
         body_limits=dict.fromkeys(llm.RELAY_PATHS, settings.llm_max_request_bytes),
     )
+    web.install(app)  # security headers, HTML error pages and static files of the portal and the console
+    return app

@@ -57,6 +57,11 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins
     # Refused on top of the maintained list of the disposable-email-domains package (and their subdomains).
     disposable_email_domains: list[str] = []
 
+    # --- the operators' web console ----------------------------------------------------------------------------
+    # Fernet key the operators' TOTP secrets are kept under (they are read back to check a code). Unset: operator
+    # accounts can be neither created nor used.
+    operator_totp_key: SecretStr | None = None
+
     # --- tenants, agents, commands and rollouts ----------------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)
     # The interval handed to agents stretches so the whole fleet stays under this many heartbeats per second.
@@ -75,3 +80,10 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins
     # How long a tenant's previous relay key keeps working after a new one is issued (its proxy switches over).
     llm_key_grace_seconds: int = Field(default=3600, ge=0)
     llm_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
+
+    # --- the web foundation (issue 17): browser sessions of customers (portal) and operators (console) ----------
+    # A session ends after this long without a request, and in any case this long after sign-in.
+    web_session_idle_seconds: int = Field(default=2 * 3600, ge=60, le=30 * 24 * 3600)
+    web_session_lifetime_seconds: int = Field(default=7 * 24 * 3600, ge=300, le=90 * 24 * 3600)
+    # False drops the cookies' Secure flag, and only for a plain-http request to a loopback address (local dev).
+    web_cookie_secure: bool = True

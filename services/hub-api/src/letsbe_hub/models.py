@@ -9,6 +9,7 @@ from letsbe_hub.credentials.models import CredentialReveal  # noqa: F401
 from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition  # noqa: F401
 from letsbe_hub.llm.models import LlmKey, LlmUsage  # noqa: F401
 from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401
+from letsbe_hub.operators.models import Operator  # noqa: F401
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress  # noqa: F401
 from letsbe_hub.payments.models import StripeEvent  # noqa: F401
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
@@ -23,5 +24,6 @@ from letsbe_hub.tenants.models import (  # noqa: F401
     TenantComponent,
     UsageReportRow,
 )
+from letsbe_hub.web.sessions import WebSession  # noqa: F401
 
 __all__ = ["ApiToken"]

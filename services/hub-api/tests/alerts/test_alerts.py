@@ -120,10 +120,11 @@ async def test_silence_until_a_time_and_lift_it(sessions, api, writer):
     assert await staged(sessions, "alert-silenced") == []  # a refused request changes nothing
 
     until = (datetime.now(UTC) + timedelta(hours=4)).replace(microsecond=0)
-    r = await api.post(url, json={"until": until.isoformat()}, headers=writer)
+    r = await api.post(url, json={"until": until.isoformat(), "note": "planned maintenance"}, headers=writer)
     assert r.status_code == 200 and datetime.fromisoformat(r.json()["silenced_until"]) == until
+    assert r.json()["silence_note"] == "planned maintenance"
     r = await api.delete(url, headers=writer)
-    assert r.status_code == 200 and r.json()["silenced_until"] is None
+    assert r.status_code == 200 and r.json()["silenced_until"] is None and r.json()["silence_note"] is None
     sent = [e.payload["silenced_until"] for e in await staged(sessions, "alert-silenced")]
     assert [datetime.fromisoformat(sent[0]), sent[1]] == [until, None]
 

@@ -70,7 +70,7 @@ async def silence_alert(
     alert_id: uuid.UUID, body: SilenceRequest, session: SessionDep, principal: Authorized(Scope.ALERTS_WRITE)
 ) -> Alert:
     """No notifications at all for this alert's tenant and rule until ``until`` (later alerts of it included)."""
-    return Alert.model_validate(await service.silence(session, alert_id, body.until, principal.name))
+    return Alert.model_validate(await service.silence(session, alert_id, body.until, principal.name, body.note))
 
 
 @router.delete("/alerts/{alert_id}/silence", name="unsilence")

@@ -32,6 +32,7 @@ class AlertRecord(Base):
     ack_note: Mapped[str | None] = mapped_column(String(2000))
     silenced_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     silenced_by: Mapped[str | None] = mapped_column(String(120))
+    silence_note: Mapped[str | None] = mapped_column(String(2000))  # why, in the operator's words
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

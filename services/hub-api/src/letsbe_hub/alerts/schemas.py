@@ -33,6 +33,7 @@ class Alert(BaseModel):
     ack_note: str | None
     silenced_until: datetime | None
     silenced_by: str | None
+    silence_note: str | None = None
 
 
 class AcknowledgeRequest(RequestModel):
@@ -47,6 +48,7 @@ class SilenceRequest(RequestModel):
     until: AwareDatetime = Field(
         description="No notifications for this alert's tenant and rule until then (≤ 30 days)."
     )
+    note: Annotated[str, StringConstraints(strip_whitespace=True, max_length=2000)] | None = None
 
     @field_validator("until")
     @classmethod

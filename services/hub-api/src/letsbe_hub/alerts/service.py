@@ -47,11 +47,15 @@ async def acknowledge(session: AsyncSession, alert_id: uuid.UUID, by: str, note:
     return alert
 
 
-async def silence(session: AsyncSession, alert_id: uuid.UUID, until: datetime | None, by: str) -> AlertRecord:
-    """Silence (``until``) or lift the silence (None) of the alert's tenant and rule."""
+async def silence(
+    session: AsyncSession, alert_id: uuid.UUID, until: datetime | None, by: str, note: str | None = None
+) -> AlertRecord:
+    """Silence (``until``, with an optional ``note`` saying why) or lift the silence (None) of the alert's tenant and
+    rule."""
     alert = await _get(session, alert_id)
     now = datetime.now(UTC)
     alert.silenced_until, alert.silenced_by, alert.updated_at = until, (by if until else None), now
+    alert.silence_note = note if until else None
     await add_event(
         session,
         outbox,

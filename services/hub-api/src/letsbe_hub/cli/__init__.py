@@ -1,14 +1,14 @@
 """``letsbe-hub``: the operator's command line, a client of the hub's HTTP API.
 
-Every command but ``bootstrap-token`` calls the API with the operator's token, so the token's scopes decide what
-it may do and the hub records the token's name as the actor.
+Every command but ``bootstrap-token`` and ``operators create`` calls the API with the operator's token, so the
+token's scopes decide what it may do and the hub records the token's name as the actor.
 """
 
 from __future__ import annotations
 
 import typer
 
-from letsbe_hub.cli import alerts, fleet, lifecycle, orders, servers, tokens
+from letsbe_hub.cli import alerts, fleet, lifecycle, operators, orders, servers, tokens
 from letsbe_hub.cli.api import api_command
 from letsbe_hub.cli.bootstrap import bootstrap_token
 
@@ -36,6 +36,7 @@ app.add_typer(fleet.approvals, name="approvals")
 app.add_typer(lifecycle.app, name="lifecycle")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(tokens.app, name="tokens")
+app.add_typer(operators.app, name="operators")
 api_command(app, "health")(alerts.health)
 app.command("bootstrap-token")(bootstrap_token)
 

@@ -1,4 +1,5 @@
-"""``letsbe-hub bootstrap-token``: the one command that writes to the database instead of calling the API.
+"""``letsbe-hub bootstrap-token``: a command that writes to the database instead of calling the API (as does
+``operators create``, the other root of authority).
 
 It mints the first operator token on the hub host (where DATABASE_URL is), when no token can mint one yet;
 every other operator action goes through the API with a token, so its scopes apply and its name is recorded.
@@ -9,12 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.cli.api import EXIT_HUB_ERROR, EXIT_NO_ANSWER, CliError, run
+
+T = TypeVar("T")
 
 
 def bootstrap_token(
@@ -35,12 +39,29 @@ def bootstrap_token(
 
 
 async def _mint(name: str, scopes: list[Scope], force: bool) -> str:
+    from letsbe_hub.auth.service import create_token, has_active_admin_token
+
+    async def mint(session, _settings) -> str:
+        if not force and await has_active_admin_token(session):
+            raise CliError(
+                "an unrevoked tokens:admin token exists: mint more with `letsbe-hub tokens create` "
+                "(or --force if every such token is lost)",
+                EXIT_HUB_ERROR,
+            )
+        _, plaintext = await create_token(session, name, scopes)
+        return plaintext
+
+    return await on_hub_database(mint)
+
+
+async def on_hub_database(work: Callable[[Any, Any], Awaitable[T]]) -> T:
+    """``work(session, settings)`` in one transaction on the hub's database (DATABASE_URL), logs on stderr."""
     # Imported here: every other command runs without the database layer.
     from sqlalchemy.exc import DBAPIError, OperationalError
 
-    from letsbe_hub.auth.service import create_token, has_active_admin_token
     from letsbe_hub.config import HubSettings
     from letsbe_platform.db import make_engine, make_session_factory, unit_of_work
+    from letsbe_platform.errors import DomainError
     from letsbe_platform.logging import configure_logging
 
     settings = HubSettings()
@@ -49,20 +70,15 @@ async def _mint(name: str, scopes: list[Scope], force: bool) -> str:
             "DATABASE_URL is not set (run this on the hub host, where the hub's database is)", EXIT_NO_ANSWER
         )
     configure_logging(settings.service_name, "WARNING", settings.log_json)
-    for handler in logging.getLogger().handlers:  # stdout carries the token only
+    for handler in logging.getLogger().handlers:  # stdout carries the secret only
         if isinstance(handler, logging.StreamHandler):
             handler.setStream(sys.stderr)
     engine = make_engine(settings.database_url, pool_size=1)
     try:
         async with unit_of_work(make_session_factory(engine)) as session:
-            if not force and await has_active_admin_token(session):
-                raise CliError(
-                    "an unrevoked tokens:admin token exists: mint more with `letsbe-hub tokens create` "
-                    "(or --force if every such token is lost)",
-                    EXIT_HUB_ERROR,
-                )
-            _, plaintext = await create_token(session, name, scopes)
-            return plaintext
+            return await work(session, settings)
+    except DomainError as exc:
+        raise CliError(exc.detail, EXIT_HUB_ERROR) from exc
     except (OSError, OperationalError, DBAPIError) as exc:
         raise CliError(f"cannot use the hub's database: {str(exc).splitlines()[0][:300]}", EXIT_NO_ANSWER) from exc
     finally:

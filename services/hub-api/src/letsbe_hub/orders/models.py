@@ -76,6 +76,8 @@ class Order(Base):
         Index("uq_orders_domain_live", "domain", unique=True, postgresql_where=text("status <> 'CANCELLED'")),
         Index("ix_orders_created_at_id", "created_at", "id"),
         Index("ix_orders_status", "status"),
+        # Search by customer email (case-insensitive: the list filters on lower(customer_email)).
+        Index("ix_orders_customer_email_lower", func.lower(customer_email)),
         CheckConstraint(f"status IN ({', '.join(repr(s.value) for s in OrderStatus)})", name="status"),
     )
 

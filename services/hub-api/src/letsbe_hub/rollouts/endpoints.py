@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, status
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette.sse import EventSourceResponse
 
 from letsbe_contracts.agent import ComponentName
@@ -111,27 +112,29 @@ async def events(
     """Server-sent events: every rollout event (``event: rollout-event``) followed by a fresh ``rollout`` snapshot;
     the stream ends after the rollout has finished. Reconnect with ``Last-Event-ID`` (or ``?after=``)."""
     sessions = request.app.state.runtime.sessions
-    last = sse_cursor(last_event_id, after)
     async with unit_of_work(sessions) as session:
         await service.view(session, rollout_id)  # 404 before the stream starts
+    return EventSourceResponse(rollout_events(sessions, rollout_id, sse_cursor(last_event_id, after)), ping=15)
 
-    async def stream() -> AsyncIterator[dict]:
-        nonlocal last
-        while True:
-            async with unit_of_work(sessions) as session:
-                new = await repo.events_after(session, rollout_id, last)
-                snapshot = await service.view(session, rollout_id) if new or last == 0 else None
-            for e in new:
-                last = e.id
-                payload = RolloutEventView(id=e.id, kind=e.kind, message=e.message, data=e.data, at=e.at)
-                yield {"event": "rollout-event", "id": str(e.id), "data": payload.model_dump_json()}
-            if snapshot is not None:
-                yield {"event": "rollout", "data": snapshot.model_dump_json()}
-                if snapshot.status in ("COMPLETED", "ABORTED"):
-                    yield {"event": "end", "data": json.dumps({"status": snapshot.status})}
-                    return
-            if last == 0:
-                last = -1  # snapshot sent once even without events
-            await asyncio.sleep(0.5)
 
-    return EventSourceResponse(stream(), ping=15)
+async def rollout_events(
+    sessions: async_sessionmaker[AsyncSession], rollout_id: uuid.UUID, last: int
+) -> AsyncIterator[dict]:
+    """The rollout's events after ``last``, each followed by a fresh snapshot, until it has finished (also the
+    console's stream)."""
+    while True:
+        async with unit_of_work(sessions) as session:
+            new = await repo.events_after(session, rollout_id, last)
+            snapshot = await service.view(session, rollout_id) if new or last == 0 else None
+        for e in new:
+            last = e.id
+            payload = RolloutEventView(id=e.id, kind=e.kind, message=e.message, data=e.data, at=e.at)
+            yield {"event": "rollout-event", "id": str(e.id), "data": payload.model_dump_json()}
+        if snapshot is not None:
+            yield {"event": "rollout", "data": snapshot.model_dump_json()}
+            if snapshot.status in ("COMPLETED", "ABORTED"):
+                yield {"event": "end", "data": json.dumps({"status": snapshot.status})}
+                return
+        if last == 0:
+            last = -1  # snapshot sent once even without events
+        await asyncio.sleep(0.5)

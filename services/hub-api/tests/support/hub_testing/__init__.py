@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
+from letsbe_hub import web
 from letsbe_hub.app import ROUTERS
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
@@ -44,4 +45,6 @@ def hub_app(
                 app.state.workers = workers(rt, settings)
             yield
 
-    return create_service_app(title="hub (tests)", version="test", lifespan=lifespan, routers=list(routers))
+    app = create_service_app(title="hub (tests)", version="test", lifespan=lifespan, routers=list(routers))
+    web.install(app)
+    return app

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,3 +105,43 @@ async def enroll(
     assert r.status_code == 201, r.text
     body = r.json()
     return Enrolled(tenant_id=tenant_id, agent_id=uuid.UUID(body["agent_id"]), api_key=body["api_key"], domain=domain)
+
+
+class FakeFleet:
+    """Agents that heartbeat and answer update commands through the tenant API, as ``outcome(tenant)`` says."""
+
+    def __init__(self, hub, agents: list[Enrolled], outcome: Callable[[uuid.UUID], dict]):
+        self.hub, self.agents, self.outcome = hub, agents, outcome
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.updated: list[uuid.UUID] = []
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+
+    async def _agent(self, a: Enrolled) -> None:
+        seq = 0
+        while not self._stop.is_set():
+            seq += 1
+            r = await self.hub.post(
+                "/api/v1/tenant/heartbeat", json={"seq": seq, "version": "1.0.0"}, headers=a.headers
+            )
+            for c in r.json()["commands"]:
+                self.in_flight += 1
+                self.max_in_flight = max(self.max_in_flight, self.in_flight)
+                await self.hub.post(f"/api/v1/tenant/commands/{c['id']}/ack", headers=a.headers)
+                await asyncio.sleep(0.1)
+                body = self.outcome(a.tenant_id)
+                if body is not None:
+                    await self.hub.post(f"/api/v1/tenant/commands/{c['id']}/result", json=body, headers=a.headers)
+                    self.updated.append(a.tenant_id)
+                self.in_flight -= 1
+            await asyncio.sleep(0.1)
+
+    def __enter__(self):
+        self._tasks = [asyncio.create_task(self._agent(a)) for a in self.agents]
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()

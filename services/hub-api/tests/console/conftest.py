@@ -1,0 +1,1 @@
+from hub_testing.tenants import admin  # noqa: F401 - fixtures

@@ -1,0 +1,105 @@
+"""A real headless browser for the web pages: Debian's Chromium driven by Selenium through chromedriver.
+
+``browser`` (module scope: one Chromium per test module, it takes a second or two to start) yields a
+:class:`Browser`; ``browser.screenshot("portal-orders")`` saves ``docs/screenshots/portal-orders.png``.
+Selenium's calls block, so async tests run them in a thread (``await asyncio.to_thread(browser.get, url)``) while
+the hub serves on the test's event loop.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webelement import WebElement
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+SCREENSHOTS = Path(__file__).resolve().parents[5] / "docs" / "screenshots"
+T = TypeVar("T")
+
+
+class Browser:
+    def __init__(self, driver: webdriver.Chrome):
+        self.driver = driver
+
+    def get(self, url: str) -> None:
+        self.driver.get(url)
+
+    @property
+    def url(self) -> str:
+        return self.driver.current_url
+
+    @property
+    def text(self) -> str:
+        return self.driver.find_element(By.TAG_NAME, "body").text
+
+    def find(self, css: str) -> WebElement:
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def find_all(self, css: str) -> list[WebElement]:
+        return self.driver.find_elements(By.CSS_SELECTOR, css)
+
+    def wait_for(self, check: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
+        """Poll ``check`` (in the browser's thread) until it returns something truthy."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            try:
+                value = check()
+                if value:
+                    return value
+            except WebDriverException as exc:  # the element is not there yet
+                last = exc
+            time.sleep(0.1)
+        page = f"{self.url}\n{self.text[-2000:]}"
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}; page: {page}") from last
+
+    def cookies(self) -> list[dict[str, Any]]:
+        return self.driver.get_cookies()
+
+    def console_errors(self) -> list[str]:
+        """Messages the page logged at SEVERE (CSP violations, script errors)."""
+        return [e["message"] for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"]
+
+    def screenshot(self, name: str, *, full_page: bool = True) -> Path:
+        """Save the page as ``docs/screenshots/<name>.png`` (the whole page's height, up to 4000 px)."""
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        if full_page:
+            height = self.driver.execute_script("return document.documentElement.scrollHeight")
+            self.driver.set_window_size(1280, min(max(int(height), 600), 4000))
+        path = SCREENSHOTS / f"{name}.png"
+        self.driver.save_screenshot(str(path))
+        self.driver.set_window_size(1280, 900)
+        return path
+
+
+def start_browser() -> Browser:
+    if not (Path(CHROMIUM).exists() and shutil.which(CHROMEDRIVER)):
+        raise RuntimeError("Chromium is missing: scripts/ensure-system-tools.sh installs chromium and chromium-driver")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+        options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+    driver.set_page_load_timeout(30)
+    return Browser(driver)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    b = start_browser()
+    try:
+        yield b
+    finally:
+        b.driver.quit()
