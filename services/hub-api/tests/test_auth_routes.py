@@ -4,6 +4,8 @@
                      and never 401/403 with a token holding every scope;
 - /api/v1/tenant/* : agent-authenticated, 401 without credentials (enrolment trades a one-time token instead);
 - /api/v1/llm/*    : the LLM relay, authenticated with the tenant's relay key: checked as a tenant route;
+- /console/*       : the operators' web console: without a valid session cookie every page and action answers a
+                     303 to the sign-in page (which, with its form's POST, is open);
 - /api/v1/public/* and the ops routes: open.
 A new route outside these families fails here until it is classified, so nobody adds an unguarded route by accident.
 """
@@ -26,6 +28,7 @@ OPS = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/oauth
 # the heartbeat (the hub's hottest route) authenticates inside its handler, after FastAPI parsed the body.
 # Their own tests cover their 401s. Add a route here only for such a reason.
 TENANT_BODY_FIRST = {("POST", "/api/v1/tenant/register"), ("POST", "/api/v1/tenant/heartbeat")}
+CONSOLE_OPEN = {("GET", "/console/sign-in"), ("POST", "/console/sign-in")}
 
 
 def family(path: str) -> str | None:
@@ -33,6 +36,8 @@ def family(path: str) -> str | None:
         return "ops"
     if path.startswith("/api/v1/llm/"):
         return "tenant"  # the relay: the tenant's relay key, 401 without it
+    if path == "/console" or path.startswith("/console/"):
+        return "console"
     for prefix in ("admin", "tenant", "public"):
         if path.startswith(f"/api/v1/{prefix}/") or path == f"/api/v1/{prefix}":
             return prefix
@@ -96,6 +101,15 @@ async def test_every_route_is_guarded_as_its_family_requires(database_url, nats_
                         problems.append(f"{where} without credentials and an empty body: {status}")
                 elif status != 401:
                     problems.append(f"{where} without agent credentials: {status}, expected 401")
+            elif kind == "console":
+                if (method, template) in CONSOLE_OPEN:
+                    continue
+                for label, cookies in (("no session", {}), ("an unknown session", {"letsbe_console_session": "x"})):
+                    client.cookies = cookies
+                    r = await client.request(method, path)
+                    client.cookies = {}
+                    if r.status_code != 303 or not r.headers["location"].startswith("/console/sign-in"):
+                        problems.append(f"{where} with {label}: {r.status_code} {r.headers.get('location')}")
             else:  # public and ops are open
                 status = await call(method, path)
                 if status in (401, 403):

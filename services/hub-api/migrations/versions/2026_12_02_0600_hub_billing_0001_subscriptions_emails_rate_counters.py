@@ -45,7 +45,7 @@ def upgrade() -> None:
         schema="hub",
     )
     op.create_index(
-        "ix_billing_subscriptions_stripe_customer_id", "billing_subscriptions", ["stripe_customer_id"], schema="hub"
+        "ix_hub_billing_subscriptions_stripe_customer_id", "billing_subscriptions", ["stripe_customer_id"], schema="hub"
     )
     op.create_index(
         "ix_billing_subscriptions_due",
@@ -72,7 +72,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("message_id", name="uq_billing_emails_message_id"),
         schema="hub",
     )
-    op.create_index("ix_billing_emails_order_id", "billing_emails", ["order_id"], schema="hub")
+    op.create_index("ix_hub_billing_emails_order_id", "billing_emails", ["order_id"], schema="hub")
     op.create_table(
         "rate_counters",
         sa.Column("key", sa.String(200), primary_key=True),

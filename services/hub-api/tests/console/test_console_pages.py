@@ -97,7 +97,8 @@ async def test_pages_need_a_session_and_sign_in_needs_password_and_code(client, 
 
 
 async def test_next_never_leaves_the_console(client, sessions):
-    for target in ["https://evil.example/", "//evil.example/console/", "/console/\\\\evil", "/api/v1/admin/orders"]:
+    for target in ["https://evil.example/", "//evil.example/console/", "/console/\\\\evil", "/api/v1/admin/orders",
+                   "/console/\r\nSet-Cookie: x=1", "/console/\tx", "/console/\u2028x"]:
         account = await make_operator(sessions, f"op{uuid.uuid4().hex[:8]}")
         r = await client.post("/console/sign-in", headers=ORIGIN, data={
             "name": account.name, "password": account.password, "code": account.code(), "next": target})

@@ -9,6 +9,7 @@ once.
 from __future__ import annotations
 
 import json
+import re
 import urllib.parse
 from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
@@ -101,9 +102,12 @@ def render(request: Request, template: str, op: SignedIn | None, *, status_code:
 # --- sign-in and sign-out --------------------------------------------------------------------------------------------
 
 
+SAFE_NEXT = re.compile(r"/console/[A-Za-z0-9/_.~?=&%+-]*")  # printable URL characters only: no header tricks
+
+
 def _next(target: str | None) -> str:
     """Only a console path on this host (no open redirect to //evil.example)."""
-    if target and target.startswith("/console/") and "//" not in target and "\\" not in target:
+    if target and SAFE_NEXT.fullmatch(target) and "//" not in target:
         return target
     return "/console/"
 
