@@ -233,7 +233,8 @@ class Supervisor:
                 self.pumps.append(asyncio.create_task(self._report_ready(child.name, child.ready_url)))
 
     async def _report_ready(self, name: str, url: str) -> None:
-        if await _wait_ready(url):
+        # Long: a restarted copy imports everything again, which takes minutes on a busy small machine.
+        if await _wait_ready(url, timeout=600):
             say(f"{name} is ready again")
 
     async def watch_exit(self, child: Child) -> None:
