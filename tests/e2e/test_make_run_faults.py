@@ -427,9 +427,10 @@ async def scaled_out_faults(stack: Stack) -> None:
 
     await eventually(beat_since_recovery, "both agents heartbeating after the faults", timeout=30)
     raised = await alerts(stack)
-    assert not [
+    stale = [
         a for a in raised if a["rule"] == "heartbeat.stale" and datetime.fromisoformat(a["first_seen"]) > killed_at
     ]
+    assert not stale, (f"first tenant {first}, orders {list(orders)}, killed at {killed_at}", stale)
     # No alert fired twice: one alert per rule, tenant and summary (the pool checks ran under one lease).
     keys = [(a["rule"], a["tenant_id"], a["summary"]) for a in raised]
     assert len(keys) == len(set(keys)), raised
