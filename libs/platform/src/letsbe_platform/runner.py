@@ -177,6 +177,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.children: dict[str, Child] = {}
         self.pumps: list[asyncio.Task[None]] = []
+        self.reports: list[asyncio.Task[None]] = []  # "X is ready again" waits: cancelled, not awaited, at stop
         self.stopping = asyncio.Event()
 
     @property
@@ -230,7 +231,7 @@ class Supervisor:
             await self.spawn(child)
             say(f"{child.name} restarted (pid {child.proc.pid})")
             if child.ready_url:
-                self.pumps.append(asyncio.create_task(self._report_ready(child.name, child.ready_url)))
+                self.reports.append(asyncio.create_task(self._report_ready(child.name, child.ready_url)))
 
     async def _report_ready(self, name: str, url: str) -> None:
         # Long: a restarted copy imports everything again, which takes minutes on a busy small machine.
@@ -246,6 +247,8 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         self.stopping.set()
+        for report in self.reports:
+            report.cancel()
         # Services first (they drain their consumers and may still call a fake), the sandbox world last.
         services = [p for name, p in self.procs.items() if name != "sandbox"]
         world = [p for name, p in self.procs.items() if name == "sandbox"]
@@ -259,7 +262,7 @@ class Supervisor:
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
-        await asyncio.gather(*self.pumps, return_exceptions=True)
+        await asyncio.gather(*self.pumps, *self.reports, return_exceptions=True)
 
 
 async def keep_servers_running(
