@@ -6,6 +6,8 @@ email, and an order history without a repeated transition."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -166,8 +168,9 @@ WAVES: list[list[tuple[str, Stage]]] = [
 ORDERS_PER_WAVE = 2
 
 
-@pytest_asyncio.fixture
-async def stack() -> AsyncIterator[Stack]:
+@contextlib.asynccontextmanager
+async def make_run(start_timeout: float = 120, **extra_env: str) -> AsyncIterator[Stack]:
+    """`letsbe-run` in sandbox mode with its own Postgres and NATS (``extra_env``: e.g. replicas, a NATS cluster)."""
     # Short: each sandbox VPS's Docker socket lives under it, and a unix socket path has at most 107 bytes.
     tmp = Path(tempfile.mkdtemp(prefix="lbrun-"))
     env = {
@@ -177,11 +180,12 @@ async def stack() -> AsyncIterator[Stack]:
         "LETSBE_SANDBOX_SLOW_SECONDS": str(SLOW),
         "LETSBE_PG_PORT": str(free_port()),
         "LETSBE_NATS_PORT": str(free_port()),
+        **extra_env,
     }
     run = start_run(tmp, env)
     try:
         async with httpx.AsyncClient(timeout=10) as client:
-            await eventually(run.all_ready, "every service of letsbe-run ready", timeout=120)
+            await eventually(run.all_ready, "every service of letsbe-run ready", timeout=start_timeout)
             yield Stack(run, client)
     finally:
         code = stop_run(run)
@@ -192,29 +196,46 @@ async def stack() -> AsyncIterator[Stack]:
         assert "timeout graceful shutdown exceeded" not in out, out[-4000:]
 
 
+@pytest_asyncio.fixture
+async def stack() -> AsyncIterator[Stack]:
+    async with make_run() as running:
+        yield running
+
+
+def is_server(target: str) -> bool:
+    """``postgres`` or a NATS node (``nats``, ``nats-2``, …); anything else is a service (``dns``, ``dns-2``, …)."""
+    return target == "postgres" or target.split("-")[0] == "nats"
+
+
+def service_pid(run: Run, target: str) -> int | None:
+    """The pid of a service's process: ``hub-api`` is its first replica, ``hub-api-2`` its second."""
+    name, _, replica = target.rpartition("-") if target[-1].isdigit() else (target, "", "1")
+    return run.child_pid(MODULES[name], int(replica))
+
+
 def kill(run: Run, target: str) -> int:
-    pid = run.server_pid(target) if target in ("postgres", "nats") else run.child_pid(MODULES[target])
+    pid = run.server_pid(target) if is_server(target) else service_pid(run, target)
     assert pid is not None, f"no {target} process"
     os.kill(pid, signal.SIGKILL)
     return pid
 
 
-async def recovered(run: Run, target: str, old_pid: int) -> None:
+async def recovered(run: Run, target: str, old_pid: int, timeout: float = 90) -> None:
     """The supervisor says it restarted ``target``, a new process runs it, and the services answer again."""
-    if target in ("postgres", "nats"):
+    if is_server(target):
         said = (f"embedded {target} is not running; starting it again", f"embedded {target} is running again")
         new_pid = lambda: run.server_pid(target)  # noqa: E731
         answering = run.all_ready
     else:
         said = (f"{target} exited with -9; restarting it in", f"{target} is ready again")
-        new_pid = lambda: run.child_pid(MODULES[target])  # noqa: E731
-        answering = lambda: run.ready(target)  # noqa: E731
+        new_pid = lambda: service_pid(run, target)  # noqa: E731
+        answering = run.all_ready
 
     async def back() -> bool:
         pid = new_pid()
         return all(s in run.output() for s in said) and pid not in (None, old_pid) and await answering()
 
-    await eventually(back, f"{target} restarted by letsbe-run and answering again", timeout=90, every=0.1)
+    await eventually(back, f"{target} restarted by letsbe-run and answering again", timeout=timeout, every=0.1)
 
 
 # A whole `make run` from start to stop: well under two minutes on an idle 2-core machine, more on a busy one.
@@ -247,16 +268,7 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
                 orders.setdefault(order_id, (order_domain, killed_at))
             await explained(recovered(run, target, pid))
 
-    # Every order gets there, its welcome email sent once (a sent email is never sent again).
-    async def all_fulfilled() -> dict[str, dict[str, Any]] | None:
-        got = {order_id: await stack.get(order_id) for order_id in orders}
-        done = all(
-            o is not None and o["status"] == "FULFILLED" and (o["welcome_email"] or {}).get("state") == "sent"
-            for o in got.values()
-        )
-        return got if done else None  # type: ignore[return-value]
-
-    final = await explained(eventually(all_fulfilled, "every order FULFILLED, its welcome email sent", timeout=90))
+    final = await explained(every_order_fulfilled(stack, {o: d for o, (d, _) in orders.items()}))
 
     def fulfilled_at(order_id: str) -> datetime:
         return datetime.fromisoformat(final[order_id]["history"][-1]["at"])
@@ -267,11 +279,25 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
     for order_id, (_, first_kill) in orders.items():
         assert fulfilled_at(order_id) > first_kill, final[order_id]["history"]
 
+
+async def every_order_fulfilled(stack: Stack, orders: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """Every order (id -> domain) reaches FULFILLED with each outside effect exactly once: one Hetzner server, one
+    DNS record set, one welcome email, a history without a repeated transition. Returns the orders."""
+
+    async def all_fulfilled() -> dict[str, dict[str, Any]] | None:
+        got = {order_id: await stack.get(order_id) for order_id in orders}
+        done = all(
+            o is not None and o["status"] == "FULFILLED" and (o["welcome_email"] or {}).get("state") == "sent"
+            for o in got.values()
+        )
+        return got if done else None  # type: ignore[return-value]
+
+    final = await eventually(all_fulfilled, "every order FULFILLED, its welcome email sent", timeout=90)
     hetzner = stack.state("hetzner")
     creates = [a for a in hetzner["actions"] if a["command"] == "create_server"]
     assert len(creates) == len(orders), creates
     assert not [a for a in hetzner["actions"] if a["command"] == "delete_server"]
-    for order_id, (domain, _) in orders.items():
+    for order_id, domain in orders.items():
         order = final[order_id]
         assert [t["to_status"] for t in order["history"]] == HISTORY, order["history"]
         assert len(stack.servers_of(order_id)) == 1, domain
@@ -279,3 +305,132 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
         assert records == sorted((t, n) for t in ("A", "AAAA") for n in (domain, f"*.{domain}")), domain
         assert len(stack.mails_to(f"owner@{domain}")) == 1, domain
         assert order["welcome_email"]["attempts"] == 1, domain
+    return final
+
+
+# --- the same stack scaled out: two replicas of every service on a 3-node JetStream cluster (R3 streams) --------------
+
+REPO = "registry.letsbe.biz/letsbe/openclaw"
+OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+
+
+@pytest_asyncio.fixture
+async def cluster() -> AsyncIterator[Stack]:
+    # Eight service processes, three NATS nodes, Postgres and the sandbox: on a busy 2-core machine they take a while.
+    scaled = {"LETSBE_REPLICAS": "2", "LETSBE_NATS_CLUSTER": "3", "LETSBE_HUB_ROLLOUT_TICK_SECONDS": "0.5"}
+    async with make_run(start_timeout=240, **scaled) as running:
+        yield running
+
+
+async def run_openclaw(stack: Stack, order_id: str) -> None:
+    """What the AI stack leaves on a tenant's server: an openclaw container, on its VPS's Docker Engine."""
+    address = stack.servers_of(order_id)[0]["public_net"]["ipv4"]["ip"]
+    socket = stack.sandbox / "vps" / address / "var/run/docker.sock"
+    transport = httpx.AsyncHTTPTransport(uds=str(socket))
+    async with httpx.AsyncClient(transport=transport, base_url="http://docker", timeout=10) as docker:
+        assert (await docker.post("/images/create", params={"fromImage": f"{REPO}@{OLD}"})).status_code == 200
+        created = await docker.post("/containers/create", params={"name": "openclaw"}, json={"Image": f"{REPO}@{OLD}"})
+        assert created.status_code == 201, created.text
+        assert (await docker.post("/containers/openclaw/start")).status_code in (204, 304)
+
+
+async def heartbeats(stack: Stack, order_id: str) -> dict[str, datetime]:
+    """When the hub last recorded a heartbeat of each of the tenant's agents."""
+    r = await stack.client.get(f"{stack.hub}/api/v1/admin/tenants/{order_id}", headers=stack.headers)
+    if r.status_code != 200:
+        return {}
+    return {
+        a["agent"]: datetime.fromisoformat(a["last_heartbeat_at"]) for a in r.json()["agents"] if a["last_heartbeat_at"]
+    }
+
+
+async def alerts(stack: Stack) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 200, **({"cursor": cursor} if cursor else {})}
+        page = (await stack.client.get(f"{stack.hub}/api/v1/admin/alerts", headers=stack.headers, params=params)).json()
+        items += page["items"]
+        if not (cursor := page.get("next_cursor")):
+            return items
+
+
+@pytest.mark.timeout(600)
+async def test_a_scaled_out_make_run_loses_nothing_when_a_nats_node_and_a_replica_of_each_service_die(cluster: Stack):
+    try:
+        await scaled_out_faults(cluster)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{cluster.run.output()[-12000:]}") from None
+
+
+async def scaled_out_faults(stack: Stack) -> None:
+    run = stack.run
+    first = await stack.order("scale0.example.com")
+    await eventually(partial(under_way, stack, first, ""), "the first order under way")
+    # The first tenant heartbeats and takes a rollout while the next orders walk.
+    await eventually(partial(swap_file_allocating, stack, first, ""), "the first order provisioning", timeout=60)
+    orders = {first: "scale0.example.com"}
+    for n in (1, 2):
+        orders[await stack.order(f"scale{n}.example.com")] = f"scale{n}.example.com"
+
+    async def first_fulfilled() -> bool:
+        return await stack.status(first) == "FULFILLED"
+
+    await eventually(first_fulfilled, "the first order FULFILLED", timeout=60)
+
+    async def beating() -> bool:
+        return len(await heartbeats(stack, first)) == 2  # safety-wrapper and secrets-proxy
+
+    await eventually(beating, "the first tenant's two agents heartbeating", timeout=60)
+    await run_openclaw(stack, first)
+    rollout = {
+        "component": "openclaw",
+        "image": REPO,
+        "digest": NEW,
+        "version": "2.0.0",
+        "min_healthy_seconds": 2,
+        "deadline_seconds": 120,
+        "stages": [{"name": "all", "percent": 100}],
+    }
+    r = await stack.client.post(f"{stack.hub}/api/v1/admin/rollouts", json=rollout, headers=stack.headers)
+    assert r.status_code == 201, r.text
+    rollout_id = r.json()["id"]
+    assert r.json()["status"] == "RUNNING", r.json()
+    statuses = [await stack.status(o) for o in orders]
+    assert any(s != "FULFILLED" for s in statuses), f"the later orders must still be under way: {statuses}"
+
+    # A NATS node, then one replica of each service, each SIGKILLed and started again by the supervisor.
+    killed_at = datetime.now(UTC)
+    # A restarted process takes long to import on a busy 2-core machine: the waits are generous, never fixed.
+    await recovered(run, "nats", kill(run, "nats"), timeout=180)
+    pids = {target: kill(run, target) for target in (f"{s.name}-2" for s in SERVICES)}
+    await asyncio.gather(*(recovered(run, target, pid, timeout=240) for target, pid in pids.items()))
+    recovered_at = datetime.now(UTC)
+
+    # Every order FULFILLED exactly once, each outside effect once.
+    await every_order_fulfilled(stack, orders)
+
+    # The rollout finishes: the update command's result reached the hub.
+    async def finished() -> dict[str, Any] | None:
+        v = (await stack.client.get(f"{stack.hub}/api/v1/admin/rollouts/{rollout_id}", headers=stack.headers)).json()
+        return v if v["status"] in ("COMPLETED", "ABORTED", "PAUSED") else None
+
+    done = await eventually(finished, "the rollout finished", timeout=90)
+    assert done["status"] == "COMPLETED", done
+    page = await stack.client.get(f"{stack.hub}/api/v1/admin/rollouts/{rollout_id}/targets", headers=stack.headers)
+    assert [t["status"] for t in page.json()["items"]] == ["SUCCEEDED"], page.json()
+
+    # Heartbeats went on being recorded through the faults, and no tenant was judged silent.
+    async def beat_since_recovery() -> bool:
+        seen = await heartbeats(stack, first)
+        return len(seen) == 2 and all(at > recovered_at for at in seen.values())
+
+    await eventually(beat_since_recovery, "both agents heartbeating after the faults", timeout=30)
+    raised = await alerts(stack)
+    stale = [
+        a for a in raised if a["rule"] == "heartbeat.stale" and datetime.fromisoformat(a["first_seen"]) > killed_at
+    ]
+    assert not stale, (f"first tenant {first}, orders {list(orders)}, killed at {killed_at}", stale)
+    # No alert fired twice: one alert per rule, tenant and summary (the pool checks ran under one lease).
+    keys = [(a["rule"], a["tenant_id"], a["summary"]) for a in raised]
+    assert len(keys) == len(set(keys)), raised

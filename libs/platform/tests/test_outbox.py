@@ -147,7 +147,7 @@ async def test_a_commit_notified_while_the_relay_reads_is_published_without_wait
             if self.reads == 1:  # nothing to send yet; an event commits before this read "returns"
                 async with unit_of_work(sessions) as s:
                     await add_event(s, outbox, order_created(), correlation_id="during-read")
-                while not self._wake.is_set():  # its NOTIFY has reached the relay
+                while not self.worker._wake.is_set():  # its NOTIFY has reached the relay
                     await asyncio.sleep(0.01)
                 notified.set()
             return sent

@@ -37,6 +37,7 @@ if TYPE_CHECKING:  # only annotations: ServiceConfig is a pydantic model, which 
 
     from letsbe_platform.bus import Bus
     from letsbe_platform.service_config import ServiceConfig
+    from letsbe_platform.workers import Job, Periodic
 
 log = get_logger(__name__)
 
@@ -56,6 +57,16 @@ class Runtime:
         """Run a background worker (consumer, relay, sweep). ``stop`` asks it to finish its current work and return."""
         task = asyncio.create_task(_supervised(name, coro), name=name)
         self._tasks.append((name, task, stop))
+
+    def every(self, name: str, seconds: float, job: Job, *, leased: bool = False) -> Periodic:
+        """Run ``job`` every ``seconds`` (a :class:`letsbe_platform.workers.Periodic`); ``leased``: in exactly one
+        replica at a time, by a Postgres lease named ``name``."""
+        from letsbe_platform.workers import Lease, Periodic
+
+        lease = Lease(self.settings.database_url or "", name) if leased else None
+        worker = Periodic(name, job, seconds, lease=lease)
+        self.start(name, worker.run(), worker.stop)
+        return worker
 
     async def ready(self) -> dict[str, str]:
         checks: dict[str, str] = {}

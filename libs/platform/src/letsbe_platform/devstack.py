@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import fcntl
 import importlib.util
+import json
 import os
 import pwd
 import shutil
@@ -216,11 +217,20 @@ class Postgres:
             )
 
 
+CLUSTER_NAME = "letsbe"
+
+
 @dataclass
 class Nats:
+    """One nats-server with JetStream. With ``cluster_port`` it is a node of a cluster whose nodes listen for routes
+    on ``routes`` (every node's cluster port, its own included), each with its own ``name``."""
+
     data_dir: Path
     port: int
     monitor_port: int
+    name: str = "letsbe-dev"
+    cluster_port: int | None = None
+    routes: tuple[int, ...] = ()
     _proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -249,7 +259,8 @@ class Nats:
                 "-P",
                 str(self.pid_file),
                 "--name",
-                "letsbe-dev",
+                self.name,
+                *self._cluster_args(),
             ],
             stdout=log,
             stderr=log,
@@ -267,6 +278,21 @@ class Nats:
             time.sleep(0.1)
         raise RuntimeError("nats-server did not become healthy")
 
+    def _cluster_args(self) -> list[str]:
+        if self.cluster_port is None:
+            return []
+        return [
+            "--cluster_name",
+            CLUSTER_NAME,
+            "--cluster",
+            f"nats://127.0.0.1:{self.cluster_port}",
+            "--routes",
+            ",".join(f"nats://127.0.0.1:{p}" for p in self.routes if p != self.cluster_port),
+        ]
+
+    def pid(self) -> int | None:
+        return self._proc.pid if self.alive() else None
+
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -282,15 +308,57 @@ class Nats:
         self._proc = None
 
 
+def nats_nodes(root: Path, port: int, nodes: int = 1) -> list[Nats]:
+    """One node (``root/nats``), or a cluster of ``nodes`` (``root/nats``, ``root/nats-2``, …): the first listens
+    for clients on ``port``, the others on free ports; each routes to the others on loopback."""
+    if nodes == 1:
+        return [Nats(root / "nats", port, free_port())]
+    routes = tuple(free_port() for _ in range(nodes))
+    return [
+        Nats(
+            root / ("nats" if i == 0 else f"nats-{i + 1}"),
+            port if i == 0 else free_port(),
+            free_port(),
+            name=f"letsbe-{i + 1}",
+            cluster_port=routes[i],
+            routes=routes,
+        )
+        for i in range(nodes)
+    ]
+
+
+def wait_for_meta_leader(nodes: list[Nats], timeout: float = 30) -> None:
+    """A JetStream cluster takes streams only once its nodes have elected a meta leader."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(f"http://127.0.0.1:{nodes[0].monitor_port}/jsz", timeout=1) as r:
+                meta = json.loads(r.read()).get("meta_cluster") or {}
+            if meta.get("leader") and meta.get("cluster_size", 0) >= len(nodes):
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"the {len(nodes)}-node NATS cluster elected no JetStream leader in {timeout}s")
+
+
 @dataclass
 class Stack:
     postgres: Postgres
-    nats: Nats
+    nodes: list[Nats]
+
+    @property
+    def nats(self) -> Nats:
+        """The first NATS node (the only one unless this is a cluster)."""
+        return self.nodes[0]
+
+    @property
+    def nats_url(self) -> str:
+        """Every node's URL, comma-separated: a client that loses one node reconnects to another."""
+        return ",".join(n.url for n in self.nodes)
 
     def env(self) -> dict[str, str]:
         return {
             "DATABASE_URL": self.postgres.url,
-            "NATS_URL": self.nats.url,
+            "NATS_URL": self.nats_url,
             "LETSBE_PG_ADMIN_URL": self.postgres.admin_url,
             "LETSBE_PG_BIN_DIR": str(pg_bin_dir()),
         }
@@ -298,21 +366,29 @@ class Stack:
 
 @contextlib.contextmanager
 def running(
-    root: Path, *, pg_port: int | None = None, nats_port: int | None = None, fast: bool = False
+    root: Path,
+    *,
+    pg_port: int | None = None,
+    nats_port: int | None = None,
+    fast: bool = False,
+    nats_cluster: int = 1,
 ) -> Iterator[Stack]:
+    """Postgres and NATS (``nats_cluster`` nodes of a JetStream cluster on loopback when more than one)."""
     stack = Stack(
         Postgres(root / "postgres", pg_port or free_port(), fast=fast),
-        Nats(root / "nats", nats_port or free_port(), free_port()),
+        nats_nodes(root, nats_port or free_port(), nats_cluster),
     )
     # Stop only what this call started: a failed start (e.g. the data dir is another stack's) must not stop the
     # servers that were already running there.
     stack.postgres.start()
     try:
-        stack.nats.start()
-        try:
+        with contextlib.ExitStack() as started:
+            for node in stack.nodes:
+                node.start()
+                started.callback(node.stop)
+            if nats_cluster > 1:
+                wait_for_meta_leader(stack.nodes)
             yield stack
-        finally:
-            stack.nats.stop()
     finally:
         stack.postgres.stop()
 

@@ -24,3 +24,4 @@ DB_POOL_SIZE = Gauge("db_pool_size", "Database connection pool size")
 BACKGROUND_TASK_LAST_SUCCESS = Gauge(
     "background_task_last_success_timestamp_seconds", "When a periodic job last completed", ["task"]
 )
+LEASE_HELD = Gauge("lease_held", "1 while this process holds the named lease (exactly one replica acts)", ["lease"])

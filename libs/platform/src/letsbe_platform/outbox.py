@@ -25,7 +25,7 @@ from letsbe_platform.bus import Bus
 from letsbe_platform.db import plain_url
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
-from letsbe_platform.waiting import wait_or_wake
+from letsbe_platform.workers import Periodic
 
 log = get_logger(__name__)
 
@@ -92,54 +92,50 @@ async def claim(session: AsyncSession, table: Table, consumer: str, event_id: uu
 
 
 class OutboxRelay:
-    """Publishes a schema's outbox to JetStream. Safe to run in several replicas (SKIP LOCKED)."""
+    """Publishes a schema's outbox to JetStream, woken by the NOTIFY each commit sends (and every ``poll_seconds``).
+
+    Replica-safe by construction: every replica relays, each batch is taken ``FOR UPDATE SKIP LOCKED``, and a row
+    published twice (a relay killed before marking it) has the same ``Nats-Msg-Id``.
+    """
 
     def __init__(self, database_url: str, schema: str, bus: Bus, *, batch: int = 200, poll_seconds: float = 1.0):
         self.database_url = plain_url(database_url)
         self.schema = schema
         self.bus = bus
         self.batch = batch
-        self.poll_seconds = poll_seconds
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._listener: asyncpg.Connection | None = None
+        # A fault leaves the rows unsent; the next round (after poll_seconds) reconnects and sends them.
+        self.worker = Periodic(f"outbox-relay-{schema}", self.relay_once, poll_seconds)
         OUTBOX_RELAY_ERRORS.labels(schema=schema)  # at 0 from start-up, so the first fault is an increase
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
+        self.worker.stop()
 
     async def run(self) -> None:
-        listener: asyncpg.Connection | None = None
-        conn: asyncpg.Connection | None = None
-        backoff = 0.2
-        while not self._stopping.is_set():
-            try:
-                if conn is None or conn.is_closed():
-                    conn = await asyncpg.connect(self.database_url)
-                if listener is None or listener.is_closed():
-                    listener = await asyncpg.connect(self.database_url)
-                    await listener.add_listener(notify_channel(self.schema), lambda *_: self._wake.set())
-                # Cleared before reading: a commit whose NOTIFY arrives while we read ends the next wait at once.
-                self._wake.clear()
-                sent = await self.publish_pending(conn)
-                backoff = 0.2
-                if sent:
-                    continue  # there may be more
-                await wait_or_wake(self._wake, self.poll_seconds)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # keep relaying after any transient fault: nothing is lost, rows stay unsent
-                OUTBOX_RELAY_ERRORS.labels(schema=self.schema).inc()
-                log.warning("outbox relay error", schema=self.schema, error=repr(exc))
-                for c in (conn, listener):
-                    if c is not None and not c.is_closed():
-                        c.terminate()
-                conn = listener = None
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-        for c in (conn, listener):
-            if c is not None and not c.is_closed():
-                await c.close()
+        try:
+            await self.worker.run()
+        finally:
+            for c in (self._conn, self._listener):
+                if c is not None and not c.is_closed():
+                    await c.close()
+
+    async def relay_once(self) -> int:
+        """Publish one batch (connecting first if need be); returns how many rows were sent."""
+        try:
+            if self._conn is None or self._conn.is_closed():
+                self._conn = await asyncpg.connect(self.database_url)
+            if self._listener is None or self._listener.is_closed():
+                self._listener = await asyncpg.connect(self.database_url)
+                await self._listener.add_listener(notify_channel(self.schema), lambda *_: self.worker.kick())
+            return await self.publish_pending(self._conn)
+        except Exception:
+            OUTBOX_RELAY_ERRORS.labels(schema=self.schema).inc()
+            for c in (self._conn, self._listener):
+                if c is not None and not c.is_closed():
+                    c.terminate()
+            self._conn = self._listener = None
+            raise
 
     async def publish_pending(self, conn: asyncpg.Connection) -> int:
         """Publish one batch; returns how many rows were sent."""

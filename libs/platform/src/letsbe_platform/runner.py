@@ -82,8 +82,30 @@ def sandbox_wanted(env: dict[str, str]) -> bool:
     return not any(env.get(k) for k in PROVIDER_CREDENTIALS)
 
 
-def port(svc: Service, env: dict[str, str] | None = None) -> int:
-    return int((env or os.environ).get(svc.port_env, svc.port))
+def port(svc: Service, env: dict[str, str] | None = None, replica: int = 1) -> int:
+    """Replica 1 listens on ``svc.port_env`` (default ``svc.port``); replica n on ``<port_env>_<n>``, by default
+    100·(n-1) above replica 1's port."""
+    env = env if env is not None else dict(os.environ)
+    first = int(env.get(svc.port_env, svc.port))
+    return first if replica == 1 else int(env.get(f"{svc.port_env}_{replica}", first + 100 * (replica - 1)))
+
+
+def replica_name(svc: Service, replica: int) -> str:
+    return svc.name if replica == 1 else f"{svc.name}-{replica}"
+
+
+MAX_REPLICAS = 8
+
+
+def scale(env: dict[str, str]) -> tuple[int, int]:
+    """``LETSBE_REPLICAS`` (processes per service) and ``LETSBE_NATS_CLUSTER`` (embedded NATS nodes), both 1 by
+    default. A cluster makes the streams R3 (``LETSBE_BUS_REPLICAS``) unless that is set."""
+    replicas, nodes = int(env.get("LETSBE_REPLICAS") or 1), int(env.get("LETSBE_NATS_CLUSTER") or 1)
+    if not 1 <= replicas <= MAX_REPLICAS:
+        raise ValueError(f"LETSBE_REPLICAS must be 1..{MAX_REPLICAS}, not {replicas}")
+    if nodes not in (1, 3, 5):
+        raise ValueError(f"LETSBE_NATS_CLUSTER must be 1, 3 or 5 (a quorum needs an odd count), not {nodes}")
+    return replicas, nodes
 
 
 async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: asyncio.Queue[str | None] | None) -> None:
@@ -158,6 +180,7 @@ class Supervisor:
         self.policy = policy or RestartPolicy()
         self.children: dict[str, Child] = {}
         self.pumps: list[asyncio.Task[None]] = []
+        self.reports: list[asyncio.Task[None]] = []  # "X is ready again" waits: cancelled, not awaited, at stop
         self.stopping = asyncio.Event()
 
     @property
@@ -211,10 +234,11 @@ class Supervisor:
             await self.spawn(child)
             say(f"{child.name} restarted (pid {child.proc.pid})")
             if child.ready_url:
-                self.pumps.append(asyncio.create_task(self._report_ready(child.name, child.ready_url)))
+                self.reports.append(asyncio.create_task(self._report_ready(child.name, child.ready_url)))
 
     async def _report_ready(self, name: str, url: str) -> None:
-        if await _wait_ready(url):
+        # Long: a restarted copy imports everything again, which takes minutes on a busy small machine.
+        if await _wait_ready(url, timeout=600):
             say(f"{name} is ready again")
 
     async def watch_exit(self, child: Child) -> None:
@@ -226,6 +250,8 @@ class Supervisor:
 
     async def stop_all(self) -> None:
         self.stopping.set()
+        for report in self.reports:
+            report.cancel()
         # Services first (they drain their consumers and may still call a fake), the sandbox world last.
         services = [p for name, p in self.procs.items() if name != "sandbox"]
         world = [p for name, p in self.procs.items() if name == "sandbox"]
@@ -239,7 +265,7 @@ class Supervisor:
                 if proc.returncode is None:
                     proc.kill()
                     await proc.wait()
-        await asyncio.gather(*self.pumps, return_exceptions=True)
+        await asyncio.gather(*self.pumps, *self.reports, return_exceptions=True)
 
 
 async def keep_servers_running(
@@ -249,9 +275,9 @@ async def keep_servers_running(
 
     The services reconnect by themselves (connection pool pre-ping, NATS client reconnect) and go ready again.
     """
-    servers = {
+    servers: dict[str, tuple[devstack.Postgres | devstack.Nats, Path]] = {
         "postgres": (stack.postgres, stack.postgres.data_dir / "postgres.log"),
-        "nats": (stack.nats, stack.nats.data_dir / "nats.log"),
+        **{node.data_dir.name: (node, node.data_dir / "nats.log") for node in stack.nodes},  # nats, nats-2, …
     }
     restarts: dict[str, deque[float]] = {name: deque() for name in servers}
     loop = asyncio.get_running_loop()
@@ -302,14 +328,15 @@ async def _start_sandbox(sup: Supervisor, env: dict[str, str]) -> dict[str, dict
     return world["env"]
 
 
-async def _announce(env: dict[str, str], sandbox: bool) -> None:
-    ready = await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port(s, env)}") for s in SERVICES))
+async def _announce(env: dict[str, str], sandbox: bool, replicas: int = 1) -> None:
+    every = [(svc, n) for svc in SERVICES for n in range(1, replicas + 1)]
+    ready = await asyncio.gather(*(_wait_ready(f"http://127.0.0.1:{port(s, env, n)}") for s, n in every))
     if sandbox:
         print(SANDBOX_BANNER, flush=True)
     print("LetsBe control plane is up:", flush=True)
-    for svc, ok in zip(SERVICES, ready, strict=True):
+    for (svc, n), ok in zip(every, ready, strict=True):
         state = "ready" if ok else "NOT READY (see its log lines)"
-        print(f"  {svc.name:<15} http://127.0.0.1:{port(svc, env)}  (/docs, /readyz, /metrics)  {state}")
+        print(f"  {replica_name(svc, n):<15} http://127.0.0.1:{port(svc, env, n)}  (/docs, /readyz, /metrics)  {state}")
     if sandbox:
         vps_dir = Path(env["LETSBE_SANDBOX_DIR"]) / "vps"
         print(
@@ -338,7 +365,11 @@ def _report_crash(exc: CrashLoop) -> int:
 
 
 async def _supervise(
-    env: dict[str, str], sandbox: bool, policy: RestartPolicy, stack: devstack.Stack | None = None
+    env: dict[str, str],
+    sandbox: bool,
+    policy: RestartPolicy,
+    stack: devstack.Stack | None = None,
+    replicas: int = 1,
 ) -> int:
     sup = Supervisor(policy)
     stop = asyncio.Event()
@@ -352,18 +383,19 @@ async def _supervise(
         if sandbox:
             watchers.append(asyncio.create_task(sup.watch_exit(sup.children["sandbox"])))
         for svc in SERVICES:
-            svc_port = port(svc, env)
-            child = Child(
-                svc.name,
-                svc.module,
-                {**env, **per_service.get(svc.name, {}), svc.port_env: str(svc_port)},
-                ready_url=f"http://127.0.0.1:{svc_port}",
-            )
-            await sup.spawn(child)
-            watchers.append(asyncio.create_task(sup.keep_running(child)))
+            for n in range(1, replicas + 1):  # replicas share the database and the durable consumers
+                svc_port = port(svc, env, n)
+                child = Child(
+                    replica_name(svc, n),
+                    svc.module,
+                    {**env, **per_service.get(svc.name, {}), svc.port_env: str(svc_port)},
+                    ready_url=f"http://127.0.0.1:{svc_port}",
+                )
+                await sup.spawn(child)
+                watchers.append(asyncio.create_task(sup.keep_running(child)))
         if stack is not None:
             watchers.append(asyncio.create_task(keep_servers_running(stack, policy, sup.stopping)))
-        announce = asyncio.create_task(_announce(env, sandbox))
+        announce = asyncio.create_task(_announce(env, sandbox, replicas))
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([*watchers, stopper], return_when=asyncio.FIRST_COMPLETED)
         announce.cancel()
@@ -395,7 +427,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             "or NATS that dies is restarted with backoff; a crash loop stops everything. Only one letsbe-run may "
             "use a data folder at a time."
         ),
-        epilog="Ports: LETSBE_PG_PORT (54329), LETSBE_NATS_PORT (4229), LETSBE_<SERVICE>_PORT. Ctrl-C stops it all.",
+        epilog="Ports: LETSBE_PG_PORT (54329), LETSBE_NATS_PORT (4229), LETSBE_<SERVICE>_PORT. "
+        "Scale: LETSBE_REPLICAS=2 "
+        "runs two processes of each service (the second on LETSBE_<SERVICE>_PORT_2, default 100 above), "
+        "LETSBE_NATS_CLUSTER=3 a 3-node JetStream cluster with R3 streams (docs/scaling.md). Ctrl-C stops it all.",
     )
     parser.add_argument(
         "--data-dir",
@@ -423,6 +458,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     env = dict(os.environ)
+    try:
+        replicas, nodes = scale(env)
+    except ValueError as exc:
+        print(f"letsbe-run: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if nodes > 1:
+        env.setdefault("LETSBE_BUS_REPLICAS", "3")
     sandbox = sandbox_wanted(env)
     policy = RestartPolicy(limit=args.max_restarts, window=args.restart_window)
     root = args.data_dir.resolve()
@@ -439,19 +481,21 @@ def main(argv: Sequence[str] | None = None) -> None:
         env.setdefault("LETSBE_SANDBOX_DIR", str(root / "sandbox"))
         servers = None
         if not (env.get("DATABASE_URL") and env.get("NATS_URL")):
-            print(f"starting embedded Postgres 16 and NATS JetStream (data in {root})", flush=True)
+            cluster = f" ({nodes}-node cluster)" if nodes > 1 else ""
+            print(f"starting embedded Postgres 16 and NATS JetStream{cluster} (data in {root})", flush=True)
             servers = stack.enter_context(
                 devstack.running(
                     root,
                     pg_port=int(env.get("LETSBE_PG_PORT", 54329)),
                     nats_port=int(env.get("LETSBE_NATS_PORT", 4229)),
+                    nats_cluster=nodes,
                 )
             )
-            env.update(DATABASE_URL=servers.postgres.url, NATS_URL=servers.nats.url)
-            print(f"  postgres  {servers.postgres.url}\n  nats      {servers.nats.url}", flush=True)
+            env.update(DATABASE_URL=servers.postgres.url, NATS_URL=servers.nats_url)
+            print(f"  postgres  {servers.postgres.url}\n  nats      {servers.nats_url}", flush=True)
         print("applying migrations", flush=True)
         migrations.upgrade(env["DATABASE_URL"])
-        code = asyncio.run(_supervise(env, sandbox, policy, servers))
+        code = asyncio.run(_supervise(env, sandbox, policy, servers, replicas))
     sys.exit(code)
 
 

@@ -37,11 +37,11 @@ def start_workers(rt: Runtime, settings: MonitorSettings, http: httpx.AsyncClien
         rt.start(consumer.durable, consumer.run(), consumer.stop)
 
     sweep = Sweep(rt.sessions, engine, settings, clock)
-    rt.start("sweep", sweep.run(), sweep.stop)
+    rt.every("monitor-sweep", settings.sweep_interval_seconds, sweep.run_round, leased=True)
     tls = TlsChecker(rt.sessions, engine, settings, clock)
-    rt.start("tls-checker", tls.run(), tls.stop)
+    rt.every("monitor-tls-check", settings.tls_poll_seconds, tls.once)
     deliveries = DeliveryWorker(rt.sessions, settings, build_channels(settings, http), clock)
-    rt.start("deliveries", deliveries.run(), deliveries.stop)
+    rt.every("monitor-deliveries", settings.delivery_poll_seconds, deliveries.once)
 
 
 def create_app(settings: MonitorSettings | None = None, *, clock: Clock = utcnow) -> FastAPI:

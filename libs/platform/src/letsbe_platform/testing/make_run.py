@@ -13,13 +13,14 @@ from pathlib import Path
 
 import httpx
 
-from letsbe_platform.runner import SERVICES
+from letsbe_platform.runner import SERVICES, port
 from letsbe_platform.testing import eventually as shared_eventually
 from letsbe_platform.testing import free_port
 
 RUN = [sys.executable, "-m", "letsbe_platform.runner"]
-# The embedded servers' pid files under the data folder (letsbe_platform.devstack).
-SERVER_PID_FILES = {"postgres": "postgres/pgdata/postmaster.pid", "nats": "nats/nats.pid"}
+# The embedded servers' pid files under the data folder (letsbe_platform.devstack): postgres, and each NATS node
+# (nats, nats-2, … in a cluster).
+POSTGRES_PID_FILE = "postgres/pgdata/postmaster.pid"
 
 
 # The whole stack's waits are long (Postgres, NATS and four services start): 90 s unless a caller says otherwise.
@@ -32,42 +33,54 @@ class Run:
     data_dir: Path
     log: Path
     ports: dict[str, int]
+    replicas: int = 1
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
 
-    def child_pid(self, module: str) -> int | None:
-        """The pid of the runner's child running ``python -m module``."""
+    def child_pid(self, module: str, replica: int = 1) -> int | None:
+        """The pid of the runner's child running ``python -m module`` (its ``replica``-th process)."""
+        svc = next((s for s in SERVICES if s.module == module), None)
+        listen = f"{svc.port_env}={port(svc, self.env, replica)}".encode() if svc else None
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()
         for pid in children:
             try:
                 argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if module.encode() in argv:
+            if module.encode() in argv and (listen is None or listen in environ):
                 return int(pid)
         return None
 
+    @property
+    def env(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.ports.items()}
+
     def server_pid(self, server: str) -> int | None:
-        """The pid of the embedded ``postgres`` or ``nats`` (from its pid file), None while it has none."""
+        """The pid of the embedded ``postgres`` or NATS node (``nats``, ``nats-2``, …) from its pid file, None while
+        it has none."""
+        pid_file = POSTGRES_PID_FILE if server == "postgres" else f"{server}/nats.pid"
         try:
-            return int((self.data_dir / SERVER_PID_FILES[server]).read_text().split()[0])
+            return int((self.data_dir / pid_file).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
 
-    def url(self, service: str) -> str:
+    def url(self, service: str, replica: int = 1) -> str:
         svc = next(s for s in SERVICES if s.name == service)
-        return f"http://127.0.0.1:{self.ports[svc.port_env]}"
+        return f"http://127.0.0.1:{port(svc, self.env, replica)}"
 
-    async def ready(self, *services: str) -> bool:
-        """Every one of ``services`` (default: all) answers /readyz with 200."""
+    async def ready(self, *services: str, replica: int | None = None) -> bool:
+        """Every replica (or the given one) of each of ``services`` (default: all) answers /readyz with 200."""
+        replicas = [replica] if replica else range(1, self.replicas + 1)
         async with httpx.AsyncClient() as client:
             for name in services or [s.name for s in SERVICES]:
-                try:
-                    if (await client.get(self.url(name) + "/readyz", timeout=2)).status_code != 200:
+                for n in replicas:
+                    try:
+                        if (await client.get(self.url(name, n) + "/readyz", timeout=2)).status_code != 200:
+                            return False
+                    except httpx.HTTPError:
                         return False
-                except httpx.HTTPError:
-                    return False
         return True
 
     async def all_ready(self) -> bool:
@@ -80,7 +93,11 @@ def without_servers() -> dict[str, str]:
 
 
 def start_run(tmp: Path, env: dict[str, str], *args: str) -> Run:
-    ports = {svc.port_env: free_port() for svc in SERVICES}
+    """``letsbe-run`` on free ports (every replica's, with ``LETSBE_REPLICAS`` in ``env``)."""
+    replicas = int(env.get("LETSBE_REPLICAS") or 1)
+    ports = {
+        svc.port_env + ("" if n == 1 else f"_{n}"): free_port() for svc in SERVICES for n in range(1, replicas + 1)
+    }
     log = tmp / "run.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
@@ -89,7 +106,7 @@ def start_run(tmp: Path, env: dict[str, str], *args: str) -> Run:
             stdout=out,
             stderr=out,
         )
-    return Run(proc, tmp / "data", log, ports)
+    return Run(proc, tmp / "data", log, ports, replicas)
 
 
 def stop_run(run: Run) -> int:

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
 from letsbe_hub.alerts import repository as repo
-from letsbe_hub.alerts.health import SelfCheck
+from letsbe_hub.alerts.health import SELF_CHECK_SECONDS, self_check
 from letsbe_hub.config import HubSettings
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
@@ -51,5 +53,4 @@ def start(rt: Runtime, settings: HubSettings) -> None:
         rt.bus.consumer(ON_RESOLVED, AlertResolvedV1, handlers.on_resolved, backoff=(0.5, 1, 2, 5, 10, 30)),
     ):
         rt.start(consumer.durable, consumer.run(), consumer.stop)
-    check = SelfCheck(rt)
-    rt.start("hub-self-check", check.run(), check.stop)
+    rt.every("hub-self-check", SELF_CHECK_SECONDS, partial(self_check, rt))

@@ -7,7 +7,6 @@ their own contexts, exported on /metrics; deploy/prometheus/alerts.yml has the r
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import time
 from datetime import UTC, datetime
@@ -128,28 +127,12 @@ async def summary(rt: Runtime, session: AsyncSession) -> Health:
     )
 
 
-class SelfCheck:
-    """Keeps the gauges fresh between scrapes, so Prometheus alerts even when nobody opens the summary."""
+async def self_check(rt: Runtime) -> None:
+    """Keeps the gauges fresh between scrapes, so Prometheus alerts even when nobody opens the summary.
 
-    def __init__(self, rt: Runtime, every: float = SELF_CHECK_SECONDS):
-        self.rt = rt
-        self.every = every
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        assert self.rt.sessions is not None
-        while not self._stopping.is_set():
-            try:
-                disk()
-                async with self.rt.sessions() as session:
-                    await outbox_backlog(session)
-                BACKGROUND_TASK_LAST_SUCCESS.labels("hub-self-check").set_to_current_time()
-            except Exception:
-                log.exception("hub self-check failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.every)
-            except TimeoutError:
-                pass
+    Runs in every replica (each keeps its own process's gauges); it only reads, so replicas cannot conflict.
+    """
+    assert rt.sessions is not None
+    disk()
+    async with rt.sessions() as session:
+        await outbox_backlog(session)

@@ -1,4 +1,8 @@
-"""Background work of the commands context: the long-poll waker and the deadline sweep."""
+"""Background work of the commands context: the long-poll waker and the deadline sweep.
+
+Replica safety: the waker is per process (each replica wakes its own long-polls, from a NOTIFY every replica
+hears); the sweep is idempotent by construction (compare-and-set); the rotation-report consumer by JetStream's
+exclusivity plus the inbox claim."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import asyncio
 import uuid
 import weakref
 from collections import defaultdict
+from functools import partial
 
 import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -17,7 +22,6 @@ from letsbe_hub.commands.repository import NOTIFY_CHANNEL
 from letsbe_hub.config import HubSettings
 from letsbe_platform.db import plain_url, unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from letsbe_platform.web import Runtime
 
 log = get_logger(__name__)
@@ -77,29 +81,13 @@ class Waker:
                     await conn.close()
 
 
-class DeadlineSweep:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], every: float):
-        self.sessions = sessions
-        self.every = every
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                async with unit_of_work(self.sessions) as session:
-                    n = await service.sweep(session)
-                if n:
-                    log.info("commands timed out", count=n)
-                BACKGROUND_TASK_LAST_SUCCESS.labels("command-deadline-sweep").set_to_current_time()
-            except Exception as exc:
-                log.warning("command sweep failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.every)
-            except TimeoutError:
-                pass
+async def sweep_deadlines(sessions: async_sessionmaker[AsyncSession]) -> None:
+    """Time out commands past their deadline. Runs in every replica: each timeout is a compare-and-set transition,
+    so two replicas sweeping the same command time it out once."""
+    async with unit_of_work(sessions) as session:
+        n = await service.sweep(session)
+    if n:
+        log.info("commands timed out", count=n)
 
 
 _wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
@@ -110,8 +98,7 @@ def start(rt: Runtime, settings: HubSettings) -> None:
     waker = Waker(settings.database_url or "")
     _wakers[rt] = waker
     rt.start("command-waker", waker.run(), waker.stop)
-    sweep = DeadlineSweep(rt.sessions, settings.command_sweep_seconds)
-    rt.start("command-deadline-sweep", sweep.run(), sweep.stop)
+    rt.every("command-deadline-sweep", settings.command_sweep_seconds, partial(sweep_deadlines, rt.sessions))
     if rt.bus is not None:
         handler = rotation_report_handler(rt.sessions)
         reports = rt.bus.consumer(ON_ROTATION_REPORTED, TenantKeyRotationReportedV1, handler)

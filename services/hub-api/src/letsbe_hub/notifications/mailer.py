@@ -18,7 +18,6 @@ permanent one (5xx) marks it ``failed`` for an operator to see on the order.
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -35,7 +34,6 @@ from letsbe_hub.credentials import service as credentials
 from letsbe_hub.notifications.models import WelcomeEmail
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 
@@ -58,6 +56,11 @@ async def smtp_send(message: EmailMessage, s: HubSettings) -> None:
 
 
 class WelcomeMailer:
+    """Sends due welcome emails (run by a ``letsbe_platform.workers.Periodic``, kicked when an order is fulfilled).
+
+    Replica-safe by construction: rows are claimed ``FOR UPDATE SKIP LOCKED`` (step 2 above), so every hub replica
+    runs it and no two send the same email."""
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -72,32 +75,6 @@ class WelcomeMailer:
         self.poll_seconds = poll_seconds
         self.lease = timedelta(seconds=lease_seconds)
         self.batch = batch
-        self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
-
-    def kick(self) -> None:
-        """Look for work now (called after a commit that enqueued an email)."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                if await self.send_due():
-                    continue
-                BACKGROUND_TASK_LAST_SUCCESS.labels("welcome-mailer").set_to_current_time()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database was unreachable: rows stay as they are, try again later
-                log.warning("welcome mailer pass failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.poll_seconds)
-            except TimeoutError:
-                pass
 
     async def send_due(self) -> int:
         """Claim due emails, send each, record the result. Returns how many were attempted."""

@@ -57,10 +57,11 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
     listener = OrderStreamListener(settings.database_url)
     rt.start("order-stream-listener", listener.run(), listener.stop)
     mailer: WelcomeMailer | None = None
+    kick_mailer: Callable[[], None] = lambda: None  # noqa: E731
     if settings.smtp_host:
         mailer = WelcomeMailer(rt.sessions, settings)
-        rt.start("welcome-mailer", mailer.run(), mailer.stop)
-    handlers = OrderHandlers(rt.sessions, settings, on_fulfilled=mailer.kick if mailer else lambda: None)
+        kick_mailer = rt.every("welcome-mailer", mailer.poll_seconds, mailer.send_due).kick
+    handlers = OrderHandlers(rt.sessions, settings, on_fulfilled=kick_mailer)
     consumers = [
         rt.bus.consumer("hub-on-server-allocated", ServerAllocatedV1, handlers.on_server_allocated),
         rt.bus.consumer("hub-on-dns-ready", DnsReadyV1, handlers.on_dns_ready),

@@ -4,12 +4,15 @@
 - ``hub-servers-on-provisioned``: a provisioned tenant's server goes RESERVED → IN_USE.
 - ``server-pool-check``: below-minimum alerts + cleanup of stuck overflow attempts, every ``pool_check_seconds``.
 - ``server-migration-check``: Hetzner → Netcup proposals, every ``migration_check_seconds`` (one per tenant a month).
+
+Replica safety: the two consumers by JetStream's exclusivity (a durable shared by every replica hands each message
+to one of them; the inbox claim absorbs a redelivery); the two checks by a lease (one replica at a time: two would
+raise the same alert or propose the same migration twice in a round, and clean up the same stuck attempt).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -23,9 +26,9 @@ from letsbe_hub.servers.config import ServerSettings
 from letsbe_platform.bus import Bus, Consumer, Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from letsbe_platform.outbox import claim
 from letsbe_platform.web import Runtime
+from letsbe_platform.workers import Job
 
 log = get_logger(__name__)
 
@@ -77,41 +80,17 @@ class ServerWorkers:
 
         await self._consume(self.bus.consumer(ON_PROVISIONED, ProvisionedV1, handle))
 
-    async def run_pool_check(self) -> None:
-        hetzner = build_hetzner(self.settings)
-        allocator = Allocator(self.sessions, self.settings, hetzner)
-
+    def pool_check(self, allocator: Allocator) -> Job:
         async def job() -> None:
             async with unit_of_work(self.sessions) as s:
                 await pools.check_pools(s)
             await allocator.sweep_stale()
 
-        try:
-            await self._every("server-pool-check", self.settings.pool_check_seconds, job)
-        finally:
-            if hetzner is not None:
-                await hetzner.aclose()
+        return job
 
-    async def run_migration_check(self) -> None:
-        async def job() -> None:
-            async with unit_of_work(self.sessions) as s:
-                await migrations.propose_migrations(s)
-
-        await self._every("server-migration-check", self.settings.migration_check_seconds, job)
-
-    async def _every(self, name: str, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
-        while not self._stopping.is_set():
-            try:
-                await job()
-                BACKGROUND_TASK_LAST_SUCCESS.labels(name).set_to_current_time()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the next round tries again; the error is logged, not swallowed silently
-                log.exception("periodic job failed", task=name)
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
-            except TimeoutError:
-                pass
+    async def migration_check(self) -> None:
+        async with unit_of_work(self.sessions) as s:
+            await migrations.propose_migrations(s)
 
 
 def start(rt: Runtime, settings: ServerSettings) -> None:
@@ -119,5 +98,15 @@ def start(rt: Runtime, settings: ServerSettings) -> None:
     workers = ServerWorkers(rt.sessions, rt.bus, settings)
     rt.start(CONSUMER, workers.run_allocation(), workers.stop)
     rt.start(ON_PROVISIONED, workers.run_on_provisioned(), workers.stop)
-    rt.start("server-pool-check", workers.run_pool_check(), workers.stop)
-    rt.start("server-migration-check", workers.run_migration_check(), workers.stop)
+    hetzner = build_hetzner(settings)
+    if hetzner is not None:
+        closed = asyncio.Event()
+
+        async def close_when_stopped() -> None:
+            await closed.wait()
+            await hetzner.aclose()
+
+        rt.start("pool-check-hetzner-client", close_when_stopped(), closed.set)
+    allocator = Allocator(rt.sessions, settings, hetzner)
+    rt.every("server-pool-check", settings.pool_check_seconds, workers.pool_check(allocator), leased=True)
+    rt.every("server-migration-check", settings.migration_check_seconds, workers.migration_check, leased=True)

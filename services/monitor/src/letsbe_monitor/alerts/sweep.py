@@ -19,7 +19,6 @@ Postgres advisory lock keeps replicas from sweeping at the same time.
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -37,7 +36,6 @@ from letsbe_monitor.metrics import SWEEP_SECONDS, TENANTS_OFFLINE, TENANTS_WATCH
 from letsbe_monitor.tenants.models import OFFLINE, ONLINE, Tenant
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 
@@ -57,6 +55,14 @@ class SweepResult:
 
 
 class Sweep:
+    """Liveness, backup and expiry judgement over every tenant (run by a ``letsbe_platform.workers.Periodic``).
+
+    Replica-safe by a lease: one replica holds the ``monitor-sweep`` lease and runs the rounds; each round also takes
+    a transaction-level advisory lock (``SWEEP_LOCK_KEY``) in the same transaction as its writes, the fencing that
+    keeps a holder cut off from Postgres and its successor from judging at once (its transaction and its lock die
+    together).
+    """
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -69,23 +75,10 @@ class Sweep:
         self.settings = settings
         self.clock = clock
         self.started_at = clock()
-        self._stopping = asyncio.Event()
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                with SWEEP_SECONDS.time():
-                    await self.once()
-                BACKGROUND_TASK_LAST_SUCCESS.labels("monitor-sweep").set_to_current_time()
-            except Exception:  # keep sweeping: the next run sees the same rows again
-                log.exception("sweep failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.sweep_interval_seconds)
-            except TimeoutError:
-                pass
+    async def run_round(self) -> None:
+        with SWEEP_SECONDS.time():
+            await self.once()
 
     async def once(self) -> SweepResult:
         now = self.clock()

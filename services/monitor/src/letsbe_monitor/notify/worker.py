@@ -28,12 +28,16 @@ from letsbe_monitor.notify.models import FAILED, PENDING, RESOLVED, SENDING, SEN
 from letsbe_monitor.notify.routing import STAFF_CHANNELS
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 
 
 class DeliveryWorker:
+    """Sends due notification deliveries (run by a ``letsbe_platform.workers.Periodic``).
+
+    Replica-safe by construction: a round leases its rows (``FOR UPDATE SKIP LOCKED``, then ``SENDING`` with a
+    ``locked_until``), so every monitor replica runs it and no two send the same delivery."""
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -45,25 +49,6 @@ class DeliveryWorker:
         self.settings = settings
         self.channels = channels
         self.clock = clock
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            handled = 0
-            try:
-                handled = await self.once()
-                BACKGROUND_TASK_LAST_SUCCESS.labels("monitor-deliveries").set_to_current_time()
-            except Exception:
-                log.exception("delivery round failed")
-            if handled:
-                continue
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.delivery_poll_seconds)
-            except TimeoutError:
-                pass
 
     async def once(self) -> int:
         """Send one batch of due deliveries; returns how many were taken."""

@@ -25,7 +25,6 @@ from letsbe_monitor.tenants.service import lock_tenant, tls_hosts
 from letsbe_monitor.tls.probe import TlsProbeError, served_not_after
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 
@@ -38,6 +37,11 @@ class TenantTls:
 
 
 class TlsChecker:
+    """Checks the certificates of due tenants (run by a ``letsbe_platform.workers.Periodic``).
+
+    Replica-safe by construction: a round claims its tenants ``FOR UPDATE SKIP LOCKED`` and stamps
+    ``tls_checked_at``, so replicas share the work and never check the same tenant in the same period."""
+
     def __init__(
         self,
         sessions: async_sessionmaker[AsyncSession],
@@ -50,23 +54,6 @@ class TlsChecker:
         self.settings = settings
         self.clock = clock
         self._limit = asyncio.Semaphore(settings.tls_concurrency)
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                while await self.once() and not self._stopping.is_set():
-                    pass
-                BACKGROUND_TASK_LAST_SUCCESS.labels("monitor-tls-check").set_to_current_time()
-            except Exception:
-                log.exception("tls check failed")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.tls_poll_seconds)
-            except TimeoutError:
-                pass
 
     async def once(self) -> int:
         """Check one batch of due tenants; returns how many were checked."""
