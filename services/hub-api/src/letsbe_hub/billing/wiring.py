@@ -15,6 +15,7 @@ from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.payments.gateway import PaymentGateway
 from letsbe_platform.web import Runtime
+from letsbe_platform.workers import Periodic
 
 
 @dataclass
@@ -22,6 +23,7 @@ class BillingRuntime:
     gateway: PaymentGateway | None
     prices: PriceBook
     worker: BillingWorker
+    periodic: Periodic  # kicked after a billing event commits: its email goes out without waiting for the tick
 
 
 _RUNTIMES: weakref.WeakKeyDictionary[Runtime, BillingRuntime] = weakref.WeakKeyDictionary()
@@ -34,14 +36,18 @@ def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
     prices = PriceBook(gateway, settings)
     orders_rt.price_for = prices.price_for_order  # an operator's new checkout for a website order stays monthly
     worker = BillingWorker(rt.sessions, settings)
+    warmed = False
 
-    async def run() -> None:
-        if gateway is not None:
+    async def round() -> bool:
+        nonlocal warmed
+        if gateway is not None and not warmed:
             await prices.warm()  # the Prices exist before the first customer asks (a replica's own cache)
-        await worker.run()
+            warmed = True
+        return await worker.round()
 
-    rt.start("billing-worker", run(), worker.stop)
-    billing_rt = BillingRuntime(gateway, prices, worker)
+    # Idempotent by construction: each due row is taken with FOR UPDATE SKIP LOCKED (billing/worker.py).
+    periodic = rt.every("billing-worker", settings.billing_tick_seconds, round)
+    billing_rt = BillingRuntime(gateway, prices, worker, periodic)
     _RUNTIMES[rt] = billing_rt
     return billing_rt
 
@@ -49,7 +55,7 @@ def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
 def kick(rt: Runtime) -> None:
     billing_rt = _RUNTIMES.get(rt)
     if billing_rt is not None:
-        billing_rt.worker.kick()
+        billing_rt.periodic.kick()
 
 
 def get_billing_runtime(request: Request) -> BillingRuntime:

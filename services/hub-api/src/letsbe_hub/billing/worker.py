@@ -4,7 +4,6 @@ its own transaction, so two replicas never act on the same row. The clock is inj
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +14,6 @@ from letsbe_hub.billing.emails import BillingMailer
 from letsbe_hub.config import HubSettings
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 
 log = get_logger(__name__)
 
@@ -36,16 +34,6 @@ class BillingWorker:
         self.settings = settings
         self.clock = clock
         self.mailer = BillingMailer(sessions, settings)
-        self._stopping = asyncio.Event()
-        self._wake = asyncio.Event()
-
-    def kick(self) -> None:
-        """Look for work now (after a billing event committed: its email goes out without waiting for the tick)."""
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
 
     async def tick(self) -> dict[str, int]:
         now = self.clock()
@@ -64,19 +52,9 @@ class BillingWorker:
         done["emails"] = await self.mailer.send_due()
         return done
 
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            self._wake.clear()
-            try:
-                done = await self.tick()
-                if any(done.values()):
-                    log.info("billing tick", **done)
-                BACKGROUND_TASK_LAST_SUCCESS.labels("billing-worker").set_to_current_time()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the database was unreachable: nothing half-done, try again next tick
-                log.warning("billing tick failed", error=repr(exc))
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.billing_tick_seconds)
-            except TimeoutError:
-                pass
+    async def round(self) -> bool:
+        """One periodic round (letsbe_platform.workers.Periodic); True if it did something (look again at once)."""
+        done = await self.tick()
+        if any(done.values()):
+            log.info("billing tick", **done)
+        return any(done.values())

@@ -13,7 +13,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -30,8 +30,8 @@ from letsbe_hub.providers.factory import build
 from letsbe_hub.servers.models import Server
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.metrics import BACKGROUND_TASK_LAST_SUCCESS
 from letsbe_platform.web import Runtime
+from letsbe_platform.workers import Periodic
 
 log = get_logger(__name__)
 
@@ -68,23 +68,6 @@ class JobRunner:
         self.clock = clock
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.lease = timedelta(seconds=settings.lifecycle_lease_seconds)
-        self._stopping = asyncio.Event()
-
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                while not self._stopping.is_set() and await self.run_once():
-                    pass
-                BACKGROUND_TASK_LAST_SUCCESS.labels("lifecycle-jobs").set_to_current_time()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # the next round tries again; the error is logged, not swallowed silently
-                log.exception("lifecycle runner round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), timeout=self.settings.lifecycle_poll_seconds)
 
     async def run_once(self) -> bool:
         """Claim one due job and run its current step; False when nothing was due."""
@@ -219,43 +202,31 @@ class JobRunner:
         return len(old)
 
 
-async def every(name: str, seconds: float, job: Callable[[], Awaitable[object]], stopping: asyncio.Event) -> None:
-    while not stopping.is_set():
-        try:
-            await job()
-            BACKGROUND_TASK_LAST_SUCCESS.labels(name).set_to_current_time()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("periodic job failed", task=name)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=seconds)
-
-
 def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRunner:
+    """Jobs: any number of replicas, each claims a due job with ``FOR UPDATE SKIP LOCKED`` and a lease row (idempotent
+    by construction). The snapshot planner: idempotent by construction too (one job per tenant and day, by key)."""
     assert rt.sessions is not None
     sessions = rt.sessions
     runner = JobRunner(sessions, settings, build_providers(settings), clock=clock)
+    jobs = Periodic("lifecycle-jobs", runner.run_once, settings.lifecycle_poll_seconds)
 
     async def run_jobs() -> None:
         try:
-            await runner.run()
+            await jobs.run()
         finally:
             for p in runner.providers.values():
                 await p.aclose()
 
-    rt.start("lifecycle-jobs", run_jobs(), runner.stop)
+    rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:
-        stopping = asyncio.Event()
 
         async def plan() -> None:
             async with unit_of_work(sessions) as s:
                 await service.plan_snapshots(s, clock())
 
-        planner = every("snapshot-planner", settings.snapshot_schedule_seconds, plan, stopping)
-        rt.start("snapshot-planner", planner, stopping.set)
+        rt.every("snapshot-planner", settings.snapshot_schedule_seconds, plan)
     return runner
 
 
@@ -268,6 +239,6 @@ async def main() -> None:  # pragma: no cover - run by the crash tests as a sepa
     sessions = make_session_factory(engine)
     runner = JobRunner(sessions, settings, build_providers(settings))
     try:
-        await runner.run()
+        await Periodic("lifecycle-jobs", runner.run_once, settings.lifecycle_poll_seconds).run()
     finally:
         await engine.dispose()
