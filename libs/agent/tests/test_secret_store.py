@@ -25,6 +25,8 @@ def test_a_store_under_the_previous_key_is_read_and_flagged(tmp_path):
     assert secret_store.read(path, new, old) == ({"a": StoredSecret("value-a")}, True)
     with pytest.raises(ValueError, match="wrong key"):
         secret_store.read(path, new)
+    assert secret_store.opens_with(path.read_bytes(), old) and not secret_store.opens_with(path.read_bytes(), new)
+    assert not secret_store.opens_with(b"not a token", old)
 
 
 @pytest.mark.parametrize(("doc", "why"), [

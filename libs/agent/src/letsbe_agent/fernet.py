@@ -45,7 +45,13 @@ def encrypt(key: str | bytes, data: bytes) -> bytes:
 
 
 def decrypt(key: str | bytes, token: bytes | str) -> bytes:
-    signing, enc = _keys(key)
+    body = verify(key, token)
+    return _aes_cbc(_keys(key)[1], body[9:_HEADER], body[_HEADER:], encrypt=False)
+
+
+def verify(key: str | bytes, token: bytes | str) -> bytes:
+    """The token's signed body if its MAC verifies under ``key`` (nothing decrypted), else InvalidToken."""
+    signing, _ = _keys(key)
     try:
         raw = base64.urlsafe_b64decode(token)
     except (binascii.Error, ValueError) as exc:
@@ -55,7 +61,7 @@ def decrypt(key: str | bytes, token: bytes | str) -> bytes:
         raise InvalidToken("not a Fernet token")
     if not hmac.compare_digest(hmac.new(signing, body, hashlib.sha256).digest(), mac):
         raise InvalidToken("the token does not match the key")
-    return _aes_cbc(enc, body[9:_HEADER], body[_HEADER:], encrypt=False)
+    return body
 
 
 def _keys(key: str | bytes) -> tuple[bytes, bytes]:

@@ -1,5 +1,6 @@
-"""The tenant's secret store file, as both agents read it: the Safety Wrapper writes it (its CLI, key rotation), the
-Secrets Proxy reads it (the values it must keep from the model). One file, one Fernet key (``ai.secrets_key``).
+"""The tenant's secret store file: the Safety Wrapper writes it (its CLI, key rotation), the Secrets Proxy reads it
+(the values it must keep from the model), the provisioner checks which key opens it while it rotates that key. One
+file, one Fernet key (``ai.secrets_key``).
 
 A Fernet token whose plaintext is ``{"version": 1, "secrets": {"<name>": {"value": "...", "tools": ["ghost"]}}}``.
 What is read is validated (a store that is not this shape is refused with a ValueError that names the path and what
@@ -63,6 +64,16 @@ def read(path: Path, key: str, previous_key: str | None = None) -> tuple[dict[st
         except fernet.InvalidToken:
             raise ValueError(f"{path}: cannot decrypt the secret store with the key or the previous key") from exc
     return decode(plain, path), True
+
+
+def opens_with(token: bytes | str, key: str) -> bool:
+    """Whether ``key`` opens the store's ciphertext ``token``: its MAC only, nothing is decrypted (the provisioner
+    checks a tenant's store this way, over SSH, while it rotates the key)."""
+    try:
+        fernet.verify(key, token)
+    except fernet.InvalidToken:
+        return False
+    return True
 
 
 def write(path: Path, key: str, secrets: Mapping[str, StoredSecret]) -> None:

@@ -15,7 +15,7 @@ The secrets key also encrypts the tenant's secret store, which must never be lef
    store it re-encrypts it under the new key by an atomic replace (``SecretStore``), so a crash leaves a store one
    of the two keys opens, and the next load finishes;
 2. the provisioner waits until the store's Fernet MAC verifies under the new key (it reads the ciphertext over
-   SSH and checks the MAC only; nothing is decrypted here);
+   SSH and checks the MAC only, ``letsbe_agent.secret_store.opens_with``; nothing is decrypted here);
 3. the previous key is dropped, and both agents are recreated with the new key alone.
 
 An unfinished secrets-key rotation (a failure between 1 and 3) is finished by the next one, which keeps its keys.
@@ -32,10 +32,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import asyncssh
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_agent import secret_store
 from letsbe_contracts import DnsReadyV1, ServerTarget
 from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
 from letsbe_platform.bus import Delivery
@@ -360,11 +360,8 @@ class RotationRun:
             token = "".join(out).strip()
             if token == NO_STORE:
                 return
-            try:
-                Fernet(key.encode()).extract_timestamp(token.encode())
+            if secret_store.opens_with(token, key):
                 return
-            except InvalidToken:
-                pass
             if asyncio.get_running_loop().time() >= deadline:
                 raise RotationFailed(
                     f"the Safety Wrapper did not re-encrypt the secret store under the new key within "
