@@ -24,6 +24,7 @@ from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.payments import endpoints as payments
+from letsbe_hub.relay import endpoints as relay
 from letsbe_hub.rollouts import endpoints as rollouts
 from letsbe_hub.rollouts import engine as rollout_engine
 from letsbe_hub.servers import endpoints as servers
@@ -48,6 +49,7 @@ ROUTERS = [
     *servers.routers,
     alerts.router,
     *llm.routers,
+    *relay.routers,
 ]
 
 
