@@ -43,7 +43,10 @@ class ChatRelay:
         self.url = ("wss://" + base[len("https://"):] if base.startswith("https://")
                     else "ws://" + base.removeprefix("http://")) + RELAY_PATH
         self.state_path: Path = settings.state_dir / "relay.json"
-        self.after: int | None = (read_json(self.state_path) or {}).get("after")
+        # Without a saved position (the first start): everything the hub holds for this tenant, so a message sent
+        # before the relay first connected is answered too. (A lost state directory means the hub's retained
+        # messages, relay_retention_seconds, are answered again.)
+        self.after: int = int((read_json(self.state_path) or {}).get("after", 0))
         self.max_bytes = 64 * 1024  # until the hub's ready frame says
         self._stopping = asyncio.Event()
         token = settings.chat_token.get_secret_value() if settings.chat_token else None
@@ -59,9 +62,10 @@ class ChatRelay:
         backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
         try:
             while not self._stopping.is_set():
-                await self.agent.registered.wait()
                 credential = self.agent.credential
-                assert credential is not None
+                if credential is None:  # not registered (yet, or again): the agent runtime sees to that
+                    await self._pause(0.5)
+                    continue
                 try:
                     async with connect(
                         self.url, additional_headers={"Authorization": f"Bearer {credential.api_key}"},
@@ -74,12 +78,15 @@ class ChatRelay:
                     delay = backoff.next_delay()
                     log.info("chat relay disconnected; reconnecting", error=repr(exc)[:200], status=status,
                              retry_in=round(delay, 2))
-                    try:
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-                    except TimeoutError:
-                        pass
+                    await self._pause(delay)
         finally:
             await self.chat.aclose()
+
+    async def _pause(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        except TimeoutError:
+            pass
 
     async def _session(self, ws: ClientConnection, backoff: Backoff) -> None:
         await ws.send(json.dumps({"type": "hello", "after": self.after}))
@@ -113,7 +120,7 @@ class ChatRelay:
     async def _answer(self, ws: ClientConnection, message: dict[str, Any],
                       waiting: collections.deque[dict[str, Any]]) -> None:
         seq = int(message["id"])
-        if self.after is not None and seq <= self.after:
+        if seq <= self.after:
             return
         text = await self._ask(str(message.get("text", "")))
         answer_id = f"answer-{seq}"
@@ -129,6 +136,7 @@ class ChatRelay:
         self.after = seq
         write_json(self.state_path, {"after": seq})
         await ws.send(json.dumps({"type": "ack", "id": seq}))
+        log.info("customer message answered", id=seq)
 
     async def _ask(self, text: str) -> str:
         """The AI agent's answer to one customer message (an OpenAI-style chat completion)."""
