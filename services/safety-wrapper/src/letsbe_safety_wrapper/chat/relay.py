@@ -34,6 +34,12 @@ RELAY_PATH = "/api/v1/tenant/relay/ws"
 UNAVAILABLE = "Your assistant cannot answer right now. Please try again in a moment."
 
 
+def chat_request(text: str, model: str = "openclaw") -> dict[str, Any]:
+    """One customer message for OpenClaw's gateway. ``model`` names the agent ("openclaw": the default one); the same
+    ``user`` every time keeps the conversation in one agent session (the gateway derives it from ``user``)."""
+    return {"model": model, "messages": [{"role": "user", "content": text}], "user": "letsbe-customer"}
+
+
 class ChatRelay:
     def __init__(self, settings: SafetyWrapperSettings, agent: AgentRuntime):
         assert settings.hub_url and settings.chat_url and settings.state_dir
@@ -140,10 +146,8 @@ class ChatRelay:
 
     async def _ask(self, text: str) -> str:
         """The AI agent's answer to one customer message (an OpenAI-style chat completion)."""
-        body = {"model": self.settings.chat_model, "messages": [{"role": "user", "content": text}],
-                "user": "letsbe-customer"}
         try:
-            r = await self.chat.post(self.settings.chat_url or "", json=body)
+            r = await self.chat.post(self.settings.chat_url or "", json=chat_request(text, self.settings.chat_model))
             r.raise_for_status()
             return str(r.json()["choices"][0]["message"]["content"] or "")
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
