@@ -261,6 +261,7 @@ def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str,
         yield url, keys
 
 
+@pytest.mark.timeout(480)  # the gateway's start and one agent turn: minutes on a busy machine
 def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(openclaw: OpenClaw, tmp_path: Path):
     """What the Safety Wrapper's chat relay sends (letsbe_safety_wrapper.chat.relay.chat_request, to the rendered
     LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
