@@ -175,11 +175,11 @@ class RelayConnection:
                     await self._error("invalid-frame", "hello is only the first frame")
                     self.close(INVALID_FRAME, "second hello")
                     return
-        except WebSocketDisconnect:
-            self.close(1000, "")
-        except (NatsError, TimeoutError) as exc:
+        except (NatsError, TimeoutError) as exc:  # before OSError, which TimeoutError is
             self.log.warning("relay could not store a message", error=repr(exc))
             self.close(INTERNAL, "messages are unavailable, reconnect")
+        except (WebSocketDisconnect, OSError):  # OSError: uvicorn's ClientDisconnected on a send
+            self.close(1000, "")
 
     async def _store(self, frame: Send) -> None:
         data = RelayedMessage(client_id=frame.id, text=frame.text, reply_to=frame.reply_to,
@@ -231,7 +231,13 @@ class RelayConnection:
                     self.close(SLOW_CONSUMER, f"{limit} messages not acknowledged in time")
                     return
             self.paused.clear()
-            self.sub = await self.broker.follow(self.peer.tenant_id, self.outbound, self.last_queued, self._deliver)
+            try:
+                self.sub = await self.broker.follow(self.peer.tenant_id, self.outbound, self.last_queued,
+                                                    self._deliver)
+            except (NatsError, TimeoutError) as exc:
+                self.log.warning("relay could not follow the conversation again", error=repr(exc))
+                self.close(INTERNAL, "messages are unavailable, reconnect")
+                return
 
     async def _write(self) -> None:
         try:
@@ -239,5 +245,5 @@ class RelayConnection:
                 seq, frame = await self.queue.get()
                 self.unacked.append(seq)
                 await self._send(frame)
-        except (WebSocketDisconnect, RuntimeError):
+        except (WebSocketDisconnect, OSError, RuntimeError):  # the peer is gone
             self.close(1000, "")
