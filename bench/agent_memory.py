@@ -61,7 +61,7 @@ POLICY = {
 def serve_world() -> None:
     """Child mode: the stand-in hub, the fake OpenAI upstream and a tool, each a loopback server; prints their
     ports and serves until stdin closes."""
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
     from fastapi.responses import JSONResponse
 
     from letsbe_fakes import LoopbackServer
@@ -93,7 +93,36 @@ def serve_world() -> None:
 
     @hub.get("/beats")
     async def get_beats() -> dict:
-        return beats
+        return beats | {"chat answers": chat["answers"]}
+
+    chat = {"answers": 0, "seq": 0}
+
+    @hub.websocket("/api/v1/tenant/relay/ws")
+    async def relay(ws: WebSocket) -> None:
+        """The chat relay's hub end: a 4 KB customer message, and the next one as soon as the last is acked."""
+        await ws.accept()
+        hello = await ws.receive_json()
+        await ws.send_json({"type": "ready", "tenant_id": str(uuid.uuid4()), "after": hello.get("after"),
+                            "max_message_bytes": 65536, "max_unacked": 256})
+        text = "How many posts did I publish this week, and which got the most comments? " * 55
+
+        async def customer_says() -> None:
+            chat["seq"] += 1
+            await ws.send_json({"type": "message", "id": chat["seq"], "text": text, "reply_to": None,
+                                "sent_at": datetime.now(UTC).isoformat()})
+
+        await customer_says()
+        try:
+            while True:
+                frame = await ws.receive_json()
+                if frame["type"] == "message":
+                    chat["seq"] += 1
+                    chat["answers"] += 1
+                    await ws.send_json({"type": "accepted", "id": frame["id"], "seq": chat["seq"]})
+                elif frame["type"] == "ack":
+                    await customer_says()
+        except WebSocketDisconnect:
+            pass
 
     @hub.post("/api/v1/tenant/approvals", status_code=201)
     async def approval(request: Request) -> dict:
@@ -228,7 +257,10 @@ def agent_env(kind: str, port: int, home: Path, world: dict, store: Path, key: s
     else:
         env |= {"LETSBE_SW_TOOLS_TOKEN": TOOLS_TOKEN, "LETSBE_SW_TOOLS_POLICY_PATH": str(policy),
                 "LETSBE_SW_TOOLS_DIR": str(home / "tools"),
-                "LETSBE_SW_TOOL_PORTS": json.dumps({"ghost": world["tool"]})}
+                "LETSBE_SW_TOOL_PORTS": json.dumps({"ghost": world["tool"]}),
+                # The chat relay: the stand-in hub sends customer messages, the fake model stands in for OpenClaw.
+                "LETSBE_SW_CHAT_URL": f"http://127.0.0.1:{world['upstream']}/v1/chat/completions",
+                "LETSBE_SW_CHAT_TOKEN": world["api_key"]}
     return env
 
 
@@ -405,10 +437,15 @@ async def measure(args: argparse.Namespace) -> dict:
             agent_env("safety-wrapper", port, tmp / "sw", world, tmp / "secrets.enc", key, policy, pycache), port,
             lambda c, u, w, until: gate_load(c, u, sw_headers, w, until), args.seconds, hub, "safety-wrapper",
             limit_mb=LIMITS_MB["safety-wrapper"] if args.limits else 0))
+        import httpx
+
+        async with httpx.AsyncClient() as client:
+            chat_answers = (await client.get(hub + "/beats")).json()["chat answers"]
     finally:
         world_proc.stdin.close()
         world_proc.wait(15)
     return {"rows": rows, "seconds": args.seconds, "cap_bytes": args.cap_bytes, "limits": args.limits,
+            "chat_answers": chat_answers,
             "loadavg": [round(x, 2) for x in os.getloadavg()]}
 
 
@@ -419,7 +456,8 @@ SETUP = (
     "Load: 4 clients; the proxy: 64 KB chat bodies (clean, and "
     "with 10 secrets in them) and streamed answers, then 4 bodies at the 1 MiB cap at once; the gate: allowed tool "
     "calls with unique arguments and 64 KB answers, gated calls asking the hub for approval, one call repeated into "
-    "the loop limit."
+    "the loop limit; meanwhile the Safety Wrapper's chat relay answers 4 KB customer messages from the stand-in hub "
+    "over its WebSocket, one after the other (each through the fake model, standing in for OpenClaw's chat API)."
 )
 
 
@@ -486,7 +524,8 @@ def report(r: dict) -> str:
                      f"| {a['peak_mb'] / floor['peak_mb']:.2f}x | {vs_lean} | {target} |")
     lines += [
         "",
-        f"Requests served: proxy {sum(sp['results'])}; gate {sum(_codes(sw).values())} by status {_codes(sw)}. "
+        f"Requests served: proxy {sum(sp['results'])}; gate {sum(_codes(sw).values())} by status {_codes(sw)}; "
+        f"chat messages the relay answered: {r['chat_answers']}. "
         f"Bodies at the proxy's cap ({r['cap_bytes'] // 1024} KB, 4 at once): {sp['cap_codes']}; one byte over: "
         f"{sp['over_cap']} ({sp['over_cap_type']}).",
         "<!-- agent-memory-bench:end -->",

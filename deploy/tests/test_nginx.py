@@ -160,9 +160,9 @@ def test_hub_config_declares_the_rate_limits_sse_and_websocket_locations(kit):
     assert re.search(sse_pattern, "/api/v1/admin/orders/4f1c/events")  # GET /api/v1/admin/orders/{id}/events
     assert not re.search(sse_pattern, "/api/v1/admin/orders/4f1c")  # the rest of the admin API stays buffered
 
-    ws = location(server, "/api/v1/customer/ws")
-    assert ["Upgrade", "$http_upgrade"] in directives(ws, "proxy_set_header")
-    assert ["Connection", "$connection_upgrade"] in directives(ws, "proxy_set_header")
+    for ws in (location(server, "/api/v1/customer/ws"), location(server, "=", "/api/v1/tenant/relay/ws")):
+        assert ["Upgrade", "$http_upgrade"] in directives(ws, "proxy_set_header")
+        assert ["Connection", "$connection_upgrade"] in directives(ws, "proxy_set_header")
 
     headers = {args[0] for args in directives(server, "add_header")}
     assert {"Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options", "Referrer-Policy"} <= headers

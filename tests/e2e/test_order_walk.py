@@ -1,11 +1,13 @@
 """A paid order walks from Stripe's webhook to a heartbeating tenant, across real processes."""
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
 
 import httpx
+from websockets.asyncio.client import connect
 
 from letsbe_contracts import (
     AlertRaisedV1,
@@ -16,6 +18,7 @@ from letsbe_contracts import (
     TenantHeartbeatV1,
     decode,
 )
+from letsbe_sandbox import openclaw
 
 WALK = [
     "PENDING_PAYMENT",
@@ -96,6 +99,27 @@ async def test_paid_order_reaches_fulfilled_and_its_tenant_heartbeats(plane):
         # ... and the hub passes them on to the monitor as tenant-heartbeat events.
         beats = [decode(e) for e in await plane.events(TenantHeartbeatV1)]
         assert {b.agent for b in beats if str(b.tenant_id) == order_id} == {"safety-wrapper", "secrets-proxy"}, beats
+
+        # The customer chats with the tenant's agent through the hub's relay: the Safety Wrapper the provisioner
+        # rendered holds the tenant's end, and the sandbox's stand-in for OpenClaw's gateway answers.
+        r = await client.post(f"{plane.hub}/api/v1/admin/tenants/{order_id}/customer-app-tokens",
+                              headers=plane.headers, json={"label": "phone"})
+        assert r.status_code == 201, r.text
+        auth = {"Authorization": f"Bearer {r.json()['token']}"}
+        url = plane.hub.replace("http://", "ws://") + "/api/v1/customer/ws"
+        async with connect(url, additional_headers=auth) as ws:
+            await ws.send(json.dumps({"type": "hello", "after": 0}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            await ws.send(json.dumps({"type": "message", "id": "q1", "text": "is my shop up?"}))
+            frames = [json.loads(await asyncio.wait_for(ws.recv(), 60)) for _ in range(2)]
+        accepted, answer = sorted(frames, key=lambda f: f["type"])
+        assert (accepted["type"], answer["type"]) == ("accepted", "message")
+        assert answer["reply_to"] == accepted["seq"] and answer["text"] == openclaw.answer("is my shop up?")
+        async with connect(url, additional_headers=auth) as ws:  # resumed after the answer: nothing again
+            await ws.send(json.dumps({"type": "hello", "after": answer["id"]}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            with contextlib.suppress(TimeoutError):
+                assert json.loads(await asyncio.wait_for(ws.recv(), 2)) is None, "a message came twice"
 
 
 async def test_stopping_the_safety_wrapper_raises_the_offline_alert(plane):

@@ -46,8 +46,8 @@ def test_the_agents_get_the_rendered_environment_with_paths_on_their_own_vps(tmp
     root = tmp_path / ADDRESS
     render(root, agent_heartbeat_seconds=5, agent_backoff_max_seconds=2)
     specs = {s.service: s for s in RenderedAgents(root, ADDRESS).specs()}
-    assert set(specs) == {"safety-wrapper", "secrets-proxy"}
-    sw, sp = specs["safety-wrapper"], specs["secrets-proxy"]
+    assert set(specs) == {"safety-wrapper", "secrets-proxy", "openclaw"}
+    sw, sp, claw = specs["safety-wrapper"], specs["secrets-proxy"], specs["openclaw"]
     assert sw.argv[1:] == ("-m", "letsbe_safety_wrapper") and sp.argv[1:] == ("-m", "letsbe_secrets_proxy")
     # The provisioner's values, as rendered: heartbeat and backoff are its settings, not the sandbox's.
     assert sw.env["LETSBE_SW_HEARTBEAT_INTERVAL_SECONDS"] == "5" and sp.env["LETSBE_SP_BACKOFF_MAX_SECONDS"] == "2"
@@ -68,6 +68,12 @@ def test_the_agents_get_the_rendered_environment_with_paths_on_their_own_vps(tmp
     assert sp.env["LETSBE_SP_UPSTREAM_BASE_URL"] == "http://127.0.0.1:3847/api/v1/llm/v1"
     assert sw.env["LETSBE_SANDBOX"] == sp.env["LETSBE_SANDBOX"] == "1"
     assert (sw.mem_limit_mb, sp.mem_limit_mb) == (128, 64)  # from the service's mem_limit
+    # OpenClaw's gateway is a stand-in on the rendered gateway port, with the rendered token; the Safety Wrapper's
+    # chat relay finds it under its container name, which resolves to the VPS's address.
+    assert claw.argv[1:] == ("-m", "letsbe_sandbox.openclaw") and claw.port == 18789
+    assert (claw.env["LETSBE_SANDBOX_OPENCLAW_HOST"], claw.env["LETSBE_SANDBOX_OPENCLAW_PORT"]) == (ADDRESS, "18789")
+    assert sw.env["LETSBE_SW_CHAT_URL"] == f"http://{ADDRESS}:18789/v1/chat/completions"
+    assert sw.env["LETSBE_SW_CHAT_TOKEN"] == claw.env["OPENCLAW_GATEWAY_TOKEN"]
 
 
 @pytest.mark.parametrize(

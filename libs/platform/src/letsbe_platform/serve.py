@@ -68,11 +68,13 @@ class H11WithHeaderLimit(H11Protocol):
 
 
 def uvicorn_config(
-    app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False
+    app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False,
+    ws_max_bytes: int | None = None,
 ) -> uvicorn.Config:
     """``lean``: the tenant agents, which live under a small memory limit, run on the standard asyncio loop
-    (uvloop costs about 2.5 MB resident, and their request rates do not need it). No service speaks WebSocket,
-    so uvicorn never loads a WebSocket implementation (about 2 MB)."""
+    (uvloop costs about 2.5 MB resident, and their request rates do not need it). ``ws_max_bytes``: the service
+    serves WebSocket routes (the hub's chat relay), with websockets' Sans-I/O protocol; a larger message is refused
+    with close code 1009 before it is held. Without it uvicorn loads no WebSocket implementation (about 2 MB)."""
     return uvicorn.Config(
         app_factory,
         factory=True,
@@ -84,7 +86,8 @@ def uvicorn_config(
         lifespan="on",
         http=H11WithHeaderLimit,
         h11_max_incomplete_event_size=settings.max_header_bytes,
-        ws="none",
+        ws="websockets-sansio" if ws_max_bytes else "none",
+        ws_max_size=ws_max_bytes or 16 * 1024 * 1024,
         loop="asyncio" if lean else "auto",
     )
 
@@ -102,7 +105,9 @@ class Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def make_server(app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False) -> Server:
+def make_server(
+    app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False, ws_max_bytes: int | None = None
+) -> Server:
     apps: list[ASGIApp] = []
 
     def factory() -> ASGIApp:
@@ -110,8 +115,10 @@ def make_server(app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, 
         apps.append(app)
         return app
 
-    return Server(uvicorn_config(factory, settings, lean=lean), apps)
+    return Server(uvicorn_config(factory, settings, lean=lean, ws_max_bytes=ws_max_bytes), apps)
 
 
-def serve(app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False) -> None:
-    make_server(app_factory, settings, lean=lean).run()
+def serve(
+    app_factory: Callable[[], ASGIApp], settings: ServiceConfig, *, lean: bool = False, ws_max_bytes: int | None = None
+) -> None:
+    make_server(app_factory, settings, lean=lean, ws_max_bytes=ws_max_bytes).run()

@@ -9,12 +9,17 @@ The sandbox plays dockerd for the AI stack: when step 10 runs ``docker compose â
 rendered ``/opt/letsbe/ai/docker-compose.yml`` start as local processes, each with exactly the environment of its
 compose service (``env_file`` + ``environment``), its volumes mapped onto the VPS root (an environment value that
 names a mounted container path is rewritten to the mapped path), its published port bound on the VPS's own address.
-A name or path in the rendered files that does not fit fails the tenant here, as it would fail on a real server.
+OpenClaw has no image the sandbox can run: a stand-in for its gateway's chat API (``letsbe_sandbox.openclaw``) runs
+instead, with the rendered ``openclaw.env`` and on the rendered gateway port, so the chat relay gets answers. The
+project's container names (``letsbe-openclaw``) resolve to the VPS's address, as Docker's DNS resolves them on the
+project's networks. A name or path in the rendered files that does not fit fails the tenant here, as it would fail
+on a real server.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -31,10 +36,12 @@ from letsbe_fakes.docker_engine import DockerEngineFake
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.logging import get_logger
 from letsbe_sandbox import memlimit
+from letsbe_sandbox.openclaw import HOST_VAR, PORT_VAR
 
 log = get_logger(__name__)
 
 AI_COMPOSE = "/opt/letsbe/ai/docker-compose.yml"
+OPENCLAW_SERVICE, OPENCLAW_CONFIG = "openclaw", "openclaw.json"
 # The compose services the sandbox can run: the module that is their image's entrypoint, and its settings class.
 AGENT_MODULES = {
     "safety-wrapper": ("letsbe_safety_wrapper", "letsbe_safety_wrapper.config:SafetyWrapperSettings"),
@@ -128,9 +135,11 @@ class RenderedAgents:
             mounts.append((target.rstrip("/") or "/", host))
         return sorted(mounts, key=lambda m: len(m[0]), reverse=True)  # the longest container path wins
 
-    def _map(self, name: str, key: str, value: str, mounts: list[tuple[str, Path]]) -> str:
+    def _map(self, name: str, key: str, value: str, mounts: list[tuple[str, Path]], hosts: set[str]) -> str:
         if value == "0.0.0.0":  # noqa: S104 - the container's own interfaces are the VPS's address here
             return self.address
+        for host in hosts:  # a URL to another container of the project: that container is on this address
+            value = value.replace(f"://{host}:", f"://{self.address}:")
         if not value.startswith("/"):
             return value
         for target, host in mounts:
@@ -154,21 +163,19 @@ class RenderedAgents:
         if not self.compose.exists():
             raise TenantError(f"{AI_COMPOSE} was not rendered on this VPS")
         doc = yaml.safe_load(self.compose.read_text())
+        services = doc.get("services") or {}
+        hosts = {str(svc["container_name"]) for svc in services.values() if svc.get("container_name")}
         out = []
-        for name, svc in (doc.get("services") or {}).items():
+        for name, svc in services.items():
+            if name == OPENCLAW_SERVICE:
+                out.append(self._openclaw(svc))
+                continue
             if name not in AGENT_MODULES:
-                continue  # OpenClaw: no image the sandbox can run
+                continue
             module, settings_ref = AGENT_MODULES[name]
-            env: dict[str, str] = {}
-            env_files = svc.get("env_file") or []
-            for f in [env_files] if isinstance(env_files, str) else env_files:
-                env.update(_env_file(self.compose.parent / str(f)))
-            environment = svc.get("environment") or {}
-            if isinstance(environment, list):
-                environment = dict(str(e).partition("=")[::2] for e in environment)
-            env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
+            env = self._environment(svc)
             mounts = self._mounts(name, svc)
-            env = {k: self._map(name, k, v, mounts) for k, v in env.items()}
+            env = {k: self._map(name, k, v, mounts, hosts) for k, v in env.items()}
             # A path the agent uses by default is a path inside its container: under a volume it is that volume's
             # file, else it lives in the container's own layer (private to it, lost when it is recreated). Never
             # a path of this machine, and never a file another tenant's agent sees.
@@ -176,7 +183,7 @@ class RenderedAgents:
             for key, path in default_paths(settings_ref).items():
                 if key not in env:
                     try:
-                        env[key] = self._map(name, key, path, mounts)
+                        env[key] = self._map(name, key, path, mounts, hosts)
                     except TenantError:
                         env[key] = str(layer / path.lstrip("/"))
             env.update(SANDBOX_ENV)
@@ -190,9 +197,33 @@ class RenderedAgents:
                     port=self._port(name, svc),
                 )
             )
-        if not out:
+        if not any(spec.service in AGENT_MODULES for spec in out):
             raise TenantError(f"{AI_COMPOSE} has none of the agent services {sorted(AGENT_MODULES)}")
         return out
+
+    def _environment(self, svc: dict[str, Any]) -> dict[str, str]:
+        """A compose service's environment: its ``env_file``s, then its ``environment``."""
+        env: dict[str, str] = {}
+        env_files = svc.get("env_file") or []
+        for f in [env_files] if isinstance(env_files, str) else env_files:
+            env.update(_env_file(self.compose.parent / str(f)))
+        environment = svc.get("environment") or {}
+        if isinstance(environment, list):
+            environment = dict(str(e).partition("=")[::2] for e in environment)
+        env.update({str(k): "" if v is None else str(v) for k, v in environment.items()})
+        return env
+
+    def _openclaw(self, svc: dict[str, Any]) -> AgentSpec:
+        """The gateway stand-in, with OpenClaw's rendered environment, on the port of the rendered openclaw.json."""
+        path = self.compose.parent / OPENCLAW_CONFIG
+        try:  # JSON5 as rendered: JSON with whole-line // comments
+            text = "\n".join(line for line in path.read_text().splitlines() if not line.strip().startswith("//"))
+            port = int(json.loads(text)["gateway"]["port"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise TenantError(f"{OPENCLAW_CONFIG}: no readable gateway port ({exc})") from exc
+        env = self._environment(svc) | SANDBOX_ENV | {HOST_VAR: self.address, PORT_VAR: str(port)}
+        return AgentSpec(service=OPENCLAW_SERVICE, argv=(sys.executable, "-m", "letsbe_sandbox.openclaw"), env=env,
+                         mem_limit_mb=mem_limit_mb(svc.get("mem_limit")), address=self.address, port=port)
 
 
 class Vps:

@@ -29,6 +29,7 @@ from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.payments import endpoints as payments
+from letsbe_hub.relay import endpoints as relay
 from letsbe_hub.rollouts import endpoints as rollouts
 from letsbe_hub.rollouts import engine as rollout_engine
 from letsbe_hub.servers import endpoints as servers
@@ -56,6 +57,7 @@ ROUTERS = [
     *llm.routers,
     *lifecycle.routers,
     console.router,  # the operators' web console (HTML)
+    *relay.routers,
 ]
 
 

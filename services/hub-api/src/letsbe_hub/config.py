@@ -81,9 +81,25 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins
     llm_key_grace_seconds: int = Field(default=3600, ge=0)
     llm_max_request_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)
 
-    # --- the web foundation (issue 17): browser sessions of customers (portal) and operators (console) ----------
+    # --- the web foundation: browser sessions of customers (portal) and operators (console) --------------------
     # A session ends after this long without a request, and in any case this long after sign-in.
     web_session_idle_seconds: int = Field(default=2 * 3600, ge=60, le=30 * 24 * 3600)
     web_session_lifetime_seconds: int = Field(default=7 * 24 * 3600, ge=300, le=90 * 24 * 3600)
     # False drops the cookies' Secure flag, and only for a plain-http request to a loopback address (local dev).
     web_cookie_secure: bool = True
+
+    # --- the chat relay: customers' apps <-> their tenant's AI agent, through NATS JetStream (relay/) ------------
+    # One WebSocket message (a frame's JSON) larger than this is refused with close code 1009.
+    relay_max_message_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # Flow control per connection: at most this many messages sent (or queued) and not acknowledged; the hub stops
+    # reading the conversation while the window is full. Full for this long: a slow consumer, closed with 4408 (it
+    # resumes from its last acknowledged id when it reconnects).
+    relay_max_unacked: int = Field(default=256, ge=1, le=100_000)
+    relay_slow_consumer_seconds: float = Field(default=30, gt=0)
+    # How long the hub keeps relayed messages for resuming (per tenant and direction, at most the count as well).
+    relay_retention_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    relay_retained_per_tenant: int = Field(default=10_000, ge=10)
+    # The first frame (hello) must come within this many seconds, or the connection is closed with 4400.
+    relay_hello_timeout_seconds: float = Field(default=10, gt=0)
+    # Browsers send Origin: a WebSocket from a page on another origin is refused (403). Apps send none.
+    relay_allowed_origins: list[str] = ["https://letsbe.biz", "https://app.letsbe.biz", "https://hub.letsbe.biz"]

@@ -12,6 +12,7 @@ from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401
 from letsbe_hub.operators.models import Operator  # noqa: F401
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress  # noqa: F401
 from letsbe_hub.payments.models import StripeEvent  # noqa: F401
+from letsbe_hub.relay.models import CustomerAppToken  # noqa: F401
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
 from letsbe_hub.servers.models import AllocationHold, MigrationProposal, OverflowServer, PoolPolicy, Server  # noqa: F401
 from letsbe_hub.tenants.models import (  # noqa: F401

@@ -306,6 +306,18 @@ async def enroll(cli: Cli, domain: str) -> tuple[str, str, str]:
     return tenant, answer.json()["agent_id"], answer.json()["api_key"]
 
 
+async def test_customer_app_tokens_are_printed_once_and_revoked(cli: Cli):
+    tenant, _, _ = await enroll(cli, "chat.tenant.test")
+    r = await cli("tenants", "app-token", tenant, "--label", "phone")
+    assert r.code == 0 and r.stdout.strip().startswith("lbc_"), r.stderr
+    issued = json.loads((await cli("tenants", "app-token", tenant, "--json")).stdout)
+    assert issued["tenant_id"] == tenant and issued["label"] == "app"
+    r = await cli("tenants", "revoke-app-token", tenant, issued["id"])
+    assert r.code == 0 and r.stdout.strip() == f"app token {issued['id']} revoked"
+    one_line_error(await cli("tenants", "revoke-app-token", tenant, issued["id"]), 3, "404")
+    one_line_error(await cli("tenants", "app-token", str(uuid.uuid4())), 3, "404")
+
+
 async def test_tenants_commands_and_approvals(cli: Cli):
     tenant, agent, key = await enroll(cli, "one.tenant.test")
     await enroll(cli, "two.tenant.test")

@@ -10,6 +10,7 @@ with the installer's message: they are not skipped, because a configuration nobo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -30,6 +31,7 @@ from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
 from letsbe_platform.testing import free_port
 from letsbe_provisioner.rendering.plan import AI_DIR, OPENCLAW_PORT, OPENCLAW_VERSION, RenderedFile
+from letsbe_safety_wrapper.chat.relay import chat_request
 from provisioner_testing import ALL_TOOLS, TOKENS, plan_for
 
 REPO = Path(__file__).resolve().parents[4]
@@ -224,14 +226,12 @@ def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skil
     assert "Your latest post is Hello from Ghost." in turn.stdout
 
 
-@pytest.fixture
-def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """The real gateway on the rendered configuration and openclaw.env, bound to loopback for the test (the
-    rendered ``bind: lan`` is the container's own interface on the internal AI gate network)."""
-    files, config = rendered_ai(tmp_path)
-    keys = env_file(files["openclaw.env"])
+@contextlib.contextmanager
+def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict[str, str]) -> Iterator[str]:
+    """The real gateway on ``config`` and openclaw.env's ``keys``, bound to loopback for the test (the rendered
+    ``bind: lan`` is the container's own interface on the internal AI gate network); its URL."""
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     port = free_port()
     proc = subprocess.Popen(
         [str(openclaw.node), str(openclaw.cli), "gateway", "run", "--bind", "loopback", "--port", str(port)],
@@ -242,7 +242,7 @@ def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str,
         url = f"http://127.0.0.1:{port}"
         _eventually(lambda: _status(url + "/healthz") == 200, what="the gateway answers /healthz",
                     alive=lambda: proc.poll() is None, log=tmp_path / "gateway.log")  # fmt: skip
-        yield url, keys
+        yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -250,6 +250,39 @@ def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str,
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@pytest.fixture
+def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The real gateway on the rendered configuration and openclaw.env."""
+    files, config = rendered_ai(tmp_path)
+    keys = env_file(files["openclaw.env"])
+    with running_gateway(openclaw, tmp_path, config, keys) as url:
+        yield url, keys
+
+
+@pytest.mark.timeout(480)  # the gateway's start and one agent turn: minutes on a busy machine
+def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(openclaw: OpenClaw, tmp_path: Path):
+    """What the Safety Wrapper's chat relay sends (letsbe_safety_wrapper.chat.relay.chat_request, to the rendered
+    LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
+    configuration; the model behind it is a stand-in on loopback."""
+    files, _ = rendered_ai(tmp_path, ("ghost",))
+    keys = env_file(files["openclaw.env"])
+    sw = env_file(files["safety-wrapper.env"])
+    assert sw["LETSBE_SW_CHAT_TOKEN"] == keys["OPENCLAW_GATEWAY_TOKEN"]
+    assert f"LETSBE_SW_CHAT_URL: \"http://letsbe-openclaw:{OPENCLAW_PORT}/v1/chat/completions\"" in files[
+        "docker-compose.yml"].content
+    model = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])
+    model.reply = "Hello from your assistant."
+    with LoopbackServer(model.app) as sp:
+        config = tmp_path / "openclaw-loopback.json"
+        config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
+        with running_gateway(openclaw, tmp_path, config, keys) as url:
+            r = httpx.post(url + "/v1/chat/completions", json=chat_request("hello, who are you?"),
+                           headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"}, timeout=240)
+    assert r.status_code == 200, r.text[-2000:] + (tmp_path / "gateway.log").read_text()[-3000:]
+    assert "Hello from your assistant." in r.json()["choices"][0]["message"]["content"]
+    assert any("hello, who are you?" in json.dumps(q["body"]) for q in model.requests)
 
 
 def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway):

@@ -19,7 +19,12 @@ ROUTERS: list = [tools.router]
 
 def start_workers(rt: Runtime, settings: SafetyWrapperSettings) -> None:
     """Background work of the agent (registration, heartbeats, command pulls) is wired here."""
-    start_agent(rt, settings, AgentKind.SAFETY_WRAPPER, __version__)  # letsbe_agent.runtime.agent_of(rt) finds it
+    agent = start_agent(rt, settings, AgentKind.SAFETY_WRAPPER, __version__)  # letsbe_agent.runtime.agent_of(rt)
+    if agent is not None and settings.chat_url:
+        from letsbe_safety_wrapper.chat.relay import ChatRelay  # only when used: websockets is 2 MB resident
+
+        relay = ChatRelay(settings, agent)
+        rt.start("chat-relay", relay.run(), relay.stop)
 
 
 def create_app(settings: SafetyWrapperSettings | None = None) -> FastAPI:

@@ -35,3 +35,11 @@ class SafetyWrapperSettings(AgentSettings):
     tool_timeout_seconds: Annotated[float, Meta(gt=0, le=600)] = 30.0
     # A larger tool-call body is refused with 413 before it is held in memory (the container's limit is 128 MB).
     max_request_bytes: Annotated[int, Meta(gt=0)] = 1024 * 1024
+
+    # --- chat relay (chat/): customers' messages from the hub to the AI agent, its answers back ---
+    # The AI agent's chat API: OpenClaw's gateway, OpenAI Chat Completions (rendered by the provisioner). Unset: the
+    # Safety Wrapper does not open the relay.
+    chat_url: str | None = None
+    chat_token: SecretStr | None = None  # the gateway's token
+    chat_model: str = "openclaw"
+    chat_timeout_seconds: Annotated[float, Meta(gt=0)] = 300.0

@@ -1,5 +1,5 @@
 """The Safety Wrapper as production starts it (``python -m letsbe_safety_wrapper``, registered with a real hub,
-gating tool calls) loads no database, bus, CLI or provider code."""
+its chat relay connected, gating tool calls) loads no database, bus, CLI or provider code."""
 
 import json
 import uuid
@@ -56,6 +56,8 @@ async def test_the_wrapper_process_loads_no_database_bus_or_cli_code(service_env
                 "LETSBE_SW_BACKUP_STATUS_PATH": str(tmp_path / "backup-status.json"),
                 "LETSBE_SW_TOOLS_TOKEN": TOOLS_TOKEN, "LETSBE_SW_TOOLS_POLICY_PATH": str(tmp_path / "policy.json"),
                 "LETSBE_SW_TOOL_PORTS": json.dumps({"ghost": tool_server.port}),
+                # The chat relay connects to the hub (its answers would go to this address: nothing is asked here).
+                "LETSBE_SW_CHAT_URL": f"{tool_server.url}/v1/chat/completions",
             }, port_env="LETSBE_SW_PORT", argv=module_argv("letsbe_safety_wrapper", dump)).start()
             processes.append(sw)
             await sw.wait_ready()
@@ -73,4 +75,5 @@ async def test_the_wrapper_process_loads_no_database_bus_or_cli_code(service_env
             assert gated.status_code == 202, gated.text  # an approval asked of the hub
         modules = await loaded_modules(sw.proc.pid, dump)
     assert "letsbe_safety_wrapper.tools.service" in modules  # it is the wrapper that answered
+    assert "letsbe_safety_wrapper.chat.relay" in modules  # with its chat relay running
     assert forbidden(modules) == []

@@ -26,7 +26,7 @@ from letsbe_hub.cli.api import (
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
 
 tenants = typer.Typer(
-    help="Tenants: list, inspect, staging, agents, registration tokens, decommission.", no_args_is_help=True
+    help="Tenants: list, inspect, staging, agents, registration and app tokens, decommission.", no_args_is_help=True
 )
 commands = typer.Typer(help="Commands to one tenant's agent: queue, list, inspect, cancel.", no_args_is_help=True)
 rollouts = typer.Typer(
@@ -120,6 +120,24 @@ def registration_token(
         f"/api/v1/admin/tenants/{tenant_id}/registration-tokens", body | ({"server_id": server_id} if server_id else {})
     )
     hub.emit(answer, lambda t: t["token"])
+
+
+@api_command(tenants, "app-token")
+def app_token(
+    hub: Hub,
+    tenant_id: TenantId,
+    label: Annotated[str, typer.Option(help="Which app or device it is for.")] = "app",
+) -> None:
+    """A customer app token for the chat relay to this tenant (fleet:write); printed once, the hub keeps a hash."""
+    answer = hub.post(f"/api/v1/admin/tenants/{tenant_id}/customer-app-tokens", {"label": label})
+    hub.emit(answer, lambda t: t["token"])
+
+
+@api_command(tenants, "revoke-app-token")
+def revoke_app_token(hub: Hub, tenant_id: TenantId, token_id: Annotated[str, typer.Argument()]) -> None:
+    """The customer app token stops opening relay connections (fleet:write)."""
+    hub.call("DELETE", f"/api/v1/admin/tenants/{tenant_id}/customer-app-tokens/{token_id}")
+    hub.emit({"token_id": token_id, "revoked": True}, lambda _: f"app token {token_id} revoked")
 
 
 @api_command(tenants, "decommission")

@@ -499,6 +499,7 @@ class Plan:
             "safety-wrapper": {
                 "LETSBE_SW_TOOLS_TOKEN": sec["ai.tools_token"],
                 "LETSBE_SW_SECRETS_KEY": sec["ai.secrets_key"],
+                "LETSBE_SW_CHAT_TOKEN": sec["ai.openclaw_gateway_token"],  # the chat relay's calls to OpenClaw
                 **previous,
                 # Where each tool answers on its own network (not a secret; here to keep routing in one file).
                 "LETSBE_SW_TOOL_URLS": json.dumps(

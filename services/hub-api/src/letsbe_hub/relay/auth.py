@@ -1,0 +1,73 @@
+"""Who is on the other end of a relay WebSocket. Refusals happen before the handshake is accepted, so the client
+gets HTTP 403 and nothing of the relay (docs/api.md, "Chat relay").
+
+``customer_for_websocket`` is the one place a customer connection is authenticated: today a customer app token
+(``Authorization: Bearer lbc_…``); a browser's session cookie is checked here too once customer sessions exist. A
+browser always sends ``Origin``: a page on an origin outside ``relay_allowed_origins`` is refused whatever it
+carries (a cookie would otherwise be sent by any site that opens the socket).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, WebSocket, WebSocketException, status
+
+from letsbe_contracts.enums import AgentKind
+from letsbe_hub.auth.service import hash_token
+from letsbe_hub.relay import service
+from letsbe_hub.tenants import repository as tenants_repo
+from letsbe_platform.db import unit_of_work
+
+REFUSED = status.WS_1008_POLICY_VIOLATION  # before accept: the client sees HTTP 403
+
+
+@dataclass(frozen=True)
+class RelayPeer:
+    """One end of the relay: which tenant's conversation it is in, and who it is (for logs)."""
+
+    tenant_id: uuid.UUID
+    who: str
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+    return value.strip() or None if scheme.lower() == "bearer" else None
+
+
+def check_origin(websocket: WebSocket) -> None:
+    origin = websocket.headers.get("origin")
+    if origin is not None and origin.rstrip("/") not in {
+        o.rstrip("/") for o in websocket.app.state.settings.relay_allowed_origins
+    }:
+        raise WebSocketException(REFUSED, "origin not allowed")
+
+
+async def customer_for_websocket(websocket: WebSocket) -> RelayPeer:
+    check_origin(websocket)
+    token = _bearer(websocket)
+    if token is None:
+        raise WebSocketException(REFUSED, "send the app token as 'Authorization: Bearer <token>'")
+    async with unit_of_work(websocket.app.state.runtime.sessions) as session:
+        tenant_id = await service.tenant_of_app_token(session, token)
+    if tenant_id is None:
+        raise WebSocketException(REFUSED, "unknown or revoked app token")
+    return RelayPeer(tenant_id=tenant_id, who="customer-app")
+
+
+async def agent_for_websocket(websocket: WebSocket) -> RelayPeer:
+    """The tenant's Safety Wrapper, with its agent API key (the one it heartbeats with)."""
+    key = _bearer(websocket)
+    if key is None:
+        raise WebSocketException(REFUSED, "send the agent API key as 'Authorization: Bearer <key>'")
+    async with unit_of_work(websocket.app.state.runtime.sessions) as session:
+        found = await tenants_repo.find_credential(session, hash_token(key))
+    if found is None or found[0].kind != AgentKind.SAFETY_WRAPPER.value:
+        raise WebSocketException(REFUSED, "unknown or revoked agent key, or not the tenant's Safety Wrapper")
+    return RelayPeer(tenant_id=found[0].tenant_id, who=f"agent:{found[0].id}")
+
+
+CustomerPeer = Annotated[RelayPeer, Depends(customer_for_websocket)]
+AgentPeer = Annotated[RelayPeer, Depends(agent_for_websocket)]
