@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.auth.models import ApiToken
@@ -44,9 +45,10 @@ async def create_token(session: AsyncSession, name: str, scopes: Iterable[Scope 
 
 async def ensure_token(session: AsyncSession, name: str, plaintext: str, scopes: Iterable[Scope | str]) -> None:
     """Idempotent bootstrap from configuration: the same plaintext maps to the same single row."""
-    digest = hash_token(plaintext)
-    if (await session.execute(select(ApiToken.id).where(ApiToken.token_hash == digest))).first() is None:
-        session.add(ApiToken(name=name, token_hash=digest, scopes=sorted({Scope(s).value for s in scopes})))
+    # INSERT … ON CONFLICT: replicas starting at the same moment all succeed, and one row is written.
+    values = {"id": uuid.uuid4(), "name": name, "token_hash": hash_token(plaintext)}
+    stmt = insert(ApiToken).values(**values, scopes=sorted({Scope(s).value for s in scopes}))
+    await session.execute(stmt.on_conflict_do_nothing(index_elements=[ApiToken.token_hash]))
 
 
 async def authenticate(session: AsyncSession, plaintext: str) -> Principal | None:
