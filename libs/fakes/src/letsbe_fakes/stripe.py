@@ -121,6 +121,9 @@ class StripeFake:
     sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Customers and their invoices (GET /v1/customers?email=, GET /v1/invoices?customer=), added by add_invoice.
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Sessions, events and what belongs to them survive a restart (letsbe_fakes.state); None: in memory only.
     state_dir: Path | None = None
 
@@ -158,10 +161,43 @@ class StripeFake:
         with self._lock:
             self.sessions.clear()
             self.events.clear()
+            self.customers.clear()
+            self.invoices.clear()
             self.requests.clear()
             self._idempotency.clear()
             self._failures.clear()
             self._intent_metadata.clear()
+
+    def add_invoice(
+        self, email: str, amount_cents: int, *, status: str = "paid", currency: str = "eur", description: str = ""
+    ) -> dict[str, Any]:
+        """An invoice of the customer with this email (the customer is created on first use), as Stripe lists it."""
+        with self._lock:
+            customer = next((c for c in self.customers.values() if c["email"] == email), None)
+            if customer is None:
+                customer = {"id": _id("cus"), "object": "customer", "email": email, "created": int(time.time())}
+                self.customers[customer["id"]] = customer
+            number = f"LB-{len(self.invoices) + 1:04d}"
+            iid = _id("in")
+            invoice = {
+                "id": iid,
+                "object": "invoice",
+                "customer": customer["id"],
+                "customer_email": email,
+                "number": number,
+                "status": status,
+                "currency": currency,
+                "amount_due": amount_cents,
+                "amount_paid": amount_cents if status == "paid" else 0,
+                "total": amount_cents,
+                "description": description or None,
+                "created": int(time.time()) + len(self.invoices),  # distinct, increasing: newest first sorts
+                "hosted_invoice_url": f"https://invoice.stripe.com/i/{iid}",
+                "invoice_pdf": f"https://pay.stripe.com/invoice/{iid}/pdf",
+                "livemode": False,
+            }
+            self.invoices[iid] = invoice
+            return invoice
 
     def fail_next(self, times: int = 1, status: int = 500, message: str = "An unknown error occurred") -> None:
         with self._lock:
@@ -414,6 +450,23 @@ class StripeFake:
             if response.status_code == 200 and self.webhook_url:
                 await self._deliver_async(self.event("checkout.session.expired", json.loads(response.body)))
             return response
+
+        def page(items: list[dict[str, Any]], url: str, limit: str | None) -> dict[str, Any]:
+            n = min(max(int(limit or 10), 1), 100)
+            return {"object": "list", "url": url, "has_more": len(items) > n, "data": items[:n]}
+
+        @app.get("/v1/customers")
+        async def list_customers(request: Request) -> JSONResponse:
+            q = request.query_params
+            found = [c for c in self.customers.values() if q.get("email") in (None, c["email"])]
+            return JSONResponse(page(found, "/v1/customers", q.get("limit")))
+
+        @app.get("/v1/invoices")
+        async def list_invoices(request: Request) -> JSONResponse:
+            q = request.query_params
+            found = [i for i in self.invoices.values() if q.get("customer") in (None, i["customer"])]
+            found.sort(key=lambda i: i["created"], reverse=True)
+            return JSONResponse(page(found, "/v1/invoices", q.get("limit")))
 
         @app.post("/_fake/checkout/sessions/{session_id}/complete")
         async def complete_session(session_id: str) -> JSONResponse:

@@ -252,6 +252,8 @@ class Sandbox:
                 # The tools' admin logins until revealed (any Fernet key the sandbox keeps across restarts).
                 "LETSBE_HUB_CREDENTIALS_KEY": m.provisioner_secrets_key,
                 "LETSBE_HUB_PUBLIC_URL": f"http://127.0.0.1:{p.hub}",
+                # The portal over plain http on loopback: its cookies go without Secure (only there, see web.sessions).
+                "LETSBE_HUB_WEB_COOKIE_SECURE": "0",
                 "LETSBE_HUB_STRIPE_SECRET_KEY": m.stripe_key,
                 "LETSBE_HUB_STRIPE_WEBHOOK_SECRET": m.stripe_webhook_secret,
                 "LETSBE_HUB_STRIPE_API_BASE": u["stripe"],

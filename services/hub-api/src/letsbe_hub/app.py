@@ -19,6 +19,8 @@ from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
 from letsbe_hub.credentials import endpoints as credentials
+from letsbe_hub.customers import endpoints as customers
+from letsbe_hub.customers import portal
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
@@ -48,6 +50,8 @@ ROUTERS = [
     *servers.routers,
     alerts.router,
     *llm.routers,
+    customers.router,
+    *portal.routers,
 ]
 
 

@@ -63,3 +63,17 @@ class HubSettings(ServiceSettings, ServerSettings):  # ServerSettings: issue 4's
     web_session_lifetime_seconds: int = Field(default=7 * 24 * 3600, ge=300, le=90 * 24 * 3600)
     # False drops the cookies' Secure flag, and only for a plain-http request to a loopback address (local dev).
     web_cookie_secure: bool = True
+
+    # --- customer accounts and the portal (issue 17) --------------------------------------------------------------
+    # The emailed sign-in link: works once, for this long. Per email, at most this many links an hour (more
+    # requests get the same answer and no email); per client address and hub process, this many requests a minute.
+    sign_in_link_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    sign_in_links_per_email_per_hour: int = Field(default=5, ge=1, le=100)
+    sign_in_requests_per_ip_per_minute: int = Field(default=10, ge=1, le=10_000)
+    # The LLM tokens (in + out, metered by the relay) included per calendar month in each tier.
+    tier_monthly_tokens: dict[Tier, int] = {
+        Tier.LITE: 2_000_000,
+        Tier.BUILD: 5_000_000,
+        Tier.SCALE: 15_000_000,
+        Tier.ENTERPRISE: 50_000_000,
+    }

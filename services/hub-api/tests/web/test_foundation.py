@@ -181,9 +181,7 @@ async def test_token_accepted_from_header_referer_or_form(client: httpx.AsyncCli
     token = await signed_in(client)
     r = await client.post("/api/v1/customer/_test/write", headers={**ORIGIN, "X-CSRF-Token": token})
     assert r.status_code == 200
-    r = await client.post(
-        "/portal/_test/form", data={"csrf_token": token}, headers={"Referer": "https://hub/portal/x"}
-    )
+    r = await client.post("/portal/_test/form", data={"csrf_token": token}, headers={"Referer": "https://hub/portal/x"})
     assert r.status_code == 200 and r.text == "done"
 
 

@@ -125,15 +125,7 @@ class WelcomeMailer:
         async with unit_of_work(self.sessions) as session:
             link = await credentials.mint_link(session, row.order_id, s)
         try:
-            await aiosmtplib.send(
-                compose(row, s.mail_from, credentials_link=link),
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password.get_secret_value() if s.smtp_password else None,
-                start_tls=s.smtp_starttls,
-                timeout=s.smtp_timeout_seconds,
-            )
+            await send_email(compose(row, s.mail_from, credentials_link=link), s)
         except aiosmtplib.SMTPResponseException as exc:
             permanent = 500 <= exc.code < 600
             await self._record_failure(row, f"SMTP {exc.code}: {exc.message}", permanent=permanent)
@@ -164,6 +156,20 @@ class WelcomeMailer:
             )
         WELCOME_EMAILS.labels("failed" if permanent else "retry").inc()
         log.warning("welcome email not sent", order_id=str(row.order_id), error=error[:300], permanent=permanent)
+
+
+async def send_email(message: EmailMessage, settings: HubSettings) -> None:
+    """One message through the configured SMTP server (raises aiosmtplib's errors; callers decide on retries)."""
+    s = settings
+    await aiosmtplib.send(
+        message,
+        hostname=s.smtp_host,
+        port=s.smtp_port,
+        username=s.smtp_username,
+        password=s.smtp_password.get_secret_value() if s.smtp_password else None,
+        start_tls=s.smtp_starttls,
+        timeout=s.smtp_timeout_seconds,
+    )
 
 
 def compose(row: WelcomeEmail, mail_from: str, *, credentials_link: str | None = None) -> EmailMessage:
