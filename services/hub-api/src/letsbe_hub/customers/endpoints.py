@@ -97,7 +97,14 @@ async def me(customer: CurrentCustomer, web: CustomerSession) -> Me:
     return Me(email=customer.email, csrf_token=csrf_token(web), session_expires_at=web.expires_at)
 
 
-@router.post("/sign-out", name="sign_out", status_code=status.HTTP_204_NO_CONTENT, summary="End this session")
+# 403: a POST without this session's CSRF token, or from another site.
+@router.post(
+    "/sign-out",
+    name="sign_out",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(403),
+    summary="End this session",
+)
 async def sign_out(request: Request, session: SessionDep, _: CustomerWriting, web: CustomerSession) -> Response:
     await sessions.revoke_session(session, web.id)
     response = Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -109,6 +116,7 @@ async def sign_out(request: Request, session: SessionDep, _: CustomerWriting, we
     "/sign-out-everywhere",
     name="sign_out_everywhere",
     status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(403),
     summary="End every session of this customer, on every device",
 )
 async def sign_out_everywhere(request: Request, session: SessionDep, customer: CustomerWriting) -> Response:
@@ -154,6 +162,7 @@ async def events(
 @router.post(
     "/orders/{order_id}/credentials/reveal",
     name="reveal_credentials",
+    responses=problems(403),
     summary="The tools' admin logins, once: afterwards (and for anyone else) 404",
 )
 async def reveal_credentials(
