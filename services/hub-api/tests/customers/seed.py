@@ -79,7 +79,7 @@ async def fulfilled_order(
                         {
                             "tool": "nextcloud",
                             "title": "Nextcloud",
-                            "url": f"https://cloud.{order.domain}",
+                            "url": "https://cloud.shop.test",
                             "login": "admin",
                             "password": "correct-horse-battery",
                         }
