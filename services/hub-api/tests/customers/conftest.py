@@ -7,6 +7,7 @@ from asgi_lifespan import LifespanManager
 from cryptography.fernet import Fernet
 
 from hub_testing import hub_app
+from hub_testing.browser import browser  # noqa: F401 - fixture (one Chromium per module)
 from hub_testing.orders import (  # noqa: F401 - fixtures
     RunningStripe,
     _stripe_server,

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from hub_testing import hub_app
-from hub_testing.browser import Browser, browser  # noqa: F401 - fixture
+from hub_testing.browser import Browser
 from hub_testing.customers import emailed_link, path_of
 from hub_testing.orders import insert_order, serve
 from letsbe_hub.config import HubSettings
