@@ -194,6 +194,11 @@ async def test_html_routes_answer_pages_redirects_and_escape(client: httpx.Async
     r = await client.post("/portal/_test/form", data={"csrf_token": "bad"}, headers=ORIGIN)
     assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
     assert "Cross-site request refused" in r.text
+    for path in ("/portal/nothing-here", "/portal/_test/page/more"):  # unknown pages are pages too
+        r = await client.get(path)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+    r = await client.get("/api/v1/customer/nothing-here")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
 
 
 async def test_security_headers_on_web_routes_only(client: httpx.AsyncClient) -> None:
