@@ -18,6 +18,8 @@
   function setStatus(value) {
     status.textContent = value;
     status.className = "status " + value;
+    const pay = document.getElementById("pay");
+    if (pay && value !== "PENDING_PAYMENT") pay.remove(); // paid (or cancelled): nothing to pay any more
   }
 
   const source = new EventSource(log.dataset.events);
