@@ -33,7 +33,7 @@ from letsbe_hub.orders.wiring import OrdersRuntimeDep
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.web import sessions
 from letsbe_hub.web.csrf import csrf_token
-from letsbe_hub.web.ratelimit import RateLimiter
+from letsbe_hub.web.ratelimit import RateLimiter, client_address
 from letsbe_hub.web.sessions import CUSTOMER, CustomerSession
 from letsbe_platform.errors import TooManyRequests
 from letsbe_platform.logging import get_logger
@@ -69,8 +69,7 @@ async def _mail_link(to: str, link: str, settings: HubSettings) -> None:
 
 async def start_sign_in(request: Request, session: SessionDep, email: str, background: BackgroundTasks) -> None:
     """Shared by the API and the portal's form: the same outcome whatever the email, except the per-address 429."""
-    client = request.client.host if request.client else "unknown"
-    if not _limiter(request).allow(client):
+    if not _limiter(request).allow(client_address(request)):
         raise TooManyRequests("Too many sign-in requests from this address; wait a minute.")
     settings: HubSettings = request.app.state.settings
     link = await service.request_sign_in(session, email, settings)

@@ -6,10 +6,30 @@ emails (the per-email limit in the database holds across replicas). Memory is bo
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import deque
 
+from starlette.requests import Request
+
 MAX_KEYS = 50_000
+
+
+def client_address(request: Request) -> str:
+    """The browser's address. Behind the hub's nginx (the peer is a loopback or private address) that is nginx's
+    ``X-Real-IP``; a peer on a public address is the client itself, and its header is ignored."""
+    peer = request.client.host if request.client else ""
+    try:
+        internal = ipaddress.ip_address(peer).is_private  # loopback counts as private
+    except ValueError:
+        return peer or "unknown"
+    real = request.headers.get("x-real-ip", "").strip()
+    if internal and real:
+        try:
+            return str(ipaddress.ip_address(real))
+        except ValueError:
+            pass
+    return peer
 
 
 class RateLimiter:
