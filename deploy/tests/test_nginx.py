@@ -152,12 +152,13 @@ def test_hub_config_declares_the_rate_limits_sse_and_websocket_locations(kit):
     assert directives(location(server, "/api/v1/tenant/"), "limit_req") == [["zone=tenant_api", "burst=50", "nodelay"]]
 
     assert directives(location(server, "=", "/api/v1/public/stripe/webhook"), "limit_req") == []
-    sse_pattern = "^/api/v1/admin/orders/[^/]+/events$"
+    sse_pattern = "^/api/v1/(admin|customer)/orders/[^/]+/events$"
     sse = location(server, "~", sse_pattern)
     assert directives(sse, "proxy_buffering") == [["off"]]
     assert directives(sse, "proxy_cache") == [["off"]]
     assert directives(sse, "proxy_read_timeout") == [["3600s"]]
     assert re.search(sse_pattern, "/api/v1/admin/orders/4f1c/events")  # GET /api/v1/admin/orders/{id}/events
+    assert re.search(sse_pattern, "/api/v1/customer/orders/4f1c/events")  # the portal's live progress
     assert not re.search(sse_pattern, "/api/v1/admin/orders/4f1c")  # the rest of the admin API stays buffered
 
     for ws in (location(server, "/api/v1/customer/ws"), location(server, "=", "/api/v1/tenant/relay/ws")):
@@ -323,9 +324,10 @@ def test_stripe_webhooks_are_not_held_to_the_public_limit(served_hub):
     assert codes == [200] * 60
 
 
-def test_sse_events_reach_the_client_while_the_stream_is_open(served_hub):
+@pytest.mark.parametrize("api", ["admin", "customer"])
+def test_sse_events_reach_the_client_while_the_stream_is_open(served_hub, api):
     hub = served_hub.client(timeout=5)
-    with hub, hub.stream("GET", "/api/v1/admin/orders/4f1c/events") as response:
+    with hub, hub.stream("GET", f"/api/v1/{api}/orders/4f1c/events") as response:
         assert response.status_code == 200
         lines = response.iter_lines()
         # A buffering proxy would hold this back until the stream ends, which it does only after the go below.

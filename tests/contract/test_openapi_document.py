@@ -33,6 +33,7 @@ PUBLIC = {
     ("post", "/api/v1/public/stripe/webhook"),
     ("post", "/api/v1/public/orders"),  # the website's order form: abuse-limited, no token
     ("post", "/api/v1/tenant/register"),
+    ("post", "/api/v1/customer/sign-in"),  # asks for an emailed link: the same answer for any email
 }
 # The credential each service's non-public operations take, by path prefix.
 SCHEMES = {
@@ -40,6 +41,7 @@ SCHEMES = {
         "/api/v1/admin/": "operatorToken",
         "/api/v1/tenant/": "agentCredential",
         "/api/v1/llm/": "tenantLlmKey",
+        "/api/v1/customer/": "customerSession",
     },
     "dns": {"/api/v1/tenant/": "agentCredential"},
     "safety-wrapper": {"/api/v1/tools": "toolsToken"},
@@ -58,10 +60,12 @@ def _operations(doc: dict[str, Any]):
             yield method, path, operation
 
 
-def test_the_hub_has_three_schemes_operator_token_agent_credential_and_relay_key():
+def test_the_hub_has_three_bearer_schemes_and_the_customer_session_cookie():
     doc = importlib.import_module("letsbe_hub.app").create_app().openapi()
     schemes = doc["components"]["securitySchemes"]
-    assert set(schemes) == {"operatorToken", "agentCredential", "tenantLlmKey"}
+    assert set(schemes) == {"operatorToken", "agentCredential", "tenantLlmKey", "customerSession"}
+    cookie = schemes.pop("customerSession")
+    assert cookie == {"type": "apiKey", "in": "cookie", "name": "letsbe_customer_session"}
     assert all(s == {**s, "type": "http", "scheme": "bearer"} for s in schemes.values())
 
 

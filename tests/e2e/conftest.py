@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from hub_testing.browser import browser  # noqa: F401 - fixture: one headless Chromium per module
 from letsbe_platform.bus import Bus
 from letsbe_platform.runner import SERVICES
 from letsbe_platform.testing import free_port

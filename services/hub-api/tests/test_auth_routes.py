@@ -6,6 +6,8 @@
 - /api/v1/llm/*    : the LLM relay, authenticated with the tenant's relay key: checked as a tenant route;
 - /console/*       : the operators' web console: without a valid session cookie every page and action answers a
                      303 to the sign-in page (which, with its form's POST, is open);
+- /api/v1/customer/*: the customer's session cookie, 401 without it (asking for a sign-in link is open);
+- /portal/*         : the customer's pages, a redirect to the sign-in page without a session (its pages are open);
 - /api/v1/public/* and the ops routes: open.
 A new route outside these families fails here until it is classified, so nobody adds an unguarded route by accident.
 """
@@ -38,6 +40,14 @@ def family(path: str) -> str | None:
         return "tenant"  # the relay: the tenant's relay key, 401 without it
     if path == "/console" or path.startswith("/console/"):
         return "console"
+    if path == "/api/v1/customer/sign-in" or path.startswith("/portal/sign-in"):
+        return "public"  # asking for and using an emailed sign-in link
+    if path.startswith("/api/v1/customer/"):
+        return "customer"
+    if path in ("/portal", "/portal/"):
+        return "public"  # a redirect to the orders page
+    if path.startswith("/portal/"):
+        return "portal"
     for prefix in ("admin", "tenant", "public"):
         if path.startswith(f"/api/v1/{prefix}/") or path == f"/api/v1/{prefix}":
             return prefix
@@ -76,7 +86,9 @@ async def test_every_route_is_guarded_as_its_family_requires(database_url, nats_
 
         async def call(method: str, path: str, headers: dict[str, str] | None = None) -> int:
             body = {"json": {}} if method in ("POST", "PUT", "PATCH") else {}
-            return (await client.request(method, path, headers=headers or {}, **body)).status_code
+            # Same-origin, as a page of the hub would send it: the web routes' CSRF check is not what is tested here.
+            same_origin = {"Origin": "http://hub"}
+            return (await client.request(method, path, headers={**same_origin, **(headers or {})}, **body)).status_code
 
         for method, template in table:
             path, kind, where = concrete(template), family(template), f"{method} {template}"
@@ -110,6 +122,14 @@ async def test_every_route_is_guarded_as_its_family_requires(database_url, nats_
                     client.cookies = {}
                     if r.status_code != 303 or not r.headers["location"].startswith("/console/sign-in"):
                         problems.append(f"{where} with {label}: {r.status_code} {r.headers.get('location')}")
+            elif kind == "customer":
+                status = await call(method, path)
+                if status != 401:
+                    problems.append(f"{where} without a session: {status}, expected 401")
+            elif kind == "portal":
+                r = await client.request(method, path, headers={"Origin": "http://hub"})
+                if r.status_code != 303 or r.headers.get("location") != "/portal/sign-in":
+                    problems.append(f"{where} without a session: {r.status_code}, expected a redirect to sign in")
             else:  # public and ops are open
                 status = await call(method, path)
                 if status in (401, 403):

@@ -123,6 +123,11 @@ def _no_such(kind: str, object_id: str, param: str = "id") -> _StripeError:
     )
 
 
+def _subscription_of(invoice: dict[str, Any]) -> str | None:
+    """The subscription an invoice bills (Stripe's 2025 shape: ``parent.subscription_details``), None for one-offs."""
+    return ((invoice.get("parent") or {}).get("subscription_details") or {}).get("subscription")
+
+
 def _list(url: str, data: list[dict[str, Any]]) -> dict[str, Any]:
     return {"object": "list", "data": data, "has_more": False, "url": url}
 
@@ -150,6 +155,9 @@ class StripeFake:
     portal_sessions: dict[str, dict[str, Any]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     requests: list[RecordedRequest] = field(default_factory=list)
+    # Customers and their invoices (GET /v1/customers?email=, GET /v1/invoices?customer=), added by add_invoice.
+    customers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    invoices: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Sessions, events and what belongs to them survive a restart (letsbe_fakes.state); None: in memory only.
     state_dir: Path | None = None
 
@@ -193,10 +201,44 @@ class StripeFake:
             for name in _BILLING_TABLES:
                 getattr(self, name).clear()
             self.events.clear()
+            self.customers.clear()
+            self.invoices.clear()
             self.requests.clear()
             self._idempotency.clear()
             self._failures.clear()
             self._intent_metadata.clear()
+
+    def add_invoice(
+        self, email: str, amount_cents: int, *, status: str = "paid", currency: str = "eur", description: str = ""
+    ) -> dict[str, Any]:
+        """An invoice of the customer with this email (the customer is created on first use), as Stripe lists it."""
+        with self._lock:
+            customer = next((c for c in self.customers.values() if c["email"] == email), None)
+            if customer is None:
+                customer = {"id": _id("cus"), "object": "customer", "email": email, "created": int(time.time())}
+                self.customers[customer["id"]] = customer
+            number = f"LB-{len(self.invoices) + 1:04d}"
+            iid = _id("in")
+            invoice = {
+                "id": iid,
+                "object": "invoice",
+                "customer": customer["id"],
+                "customer_email": email,
+                "number": number,
+                "status": status,
+                "currency": currency,
+                "amount_due": amount_cents,
+                "amount_paid": amount_cents if status == "paid" else 0,
+                "total": amount_cents,
+                "description": description or None,
+                "created": int(time.time()) + len(self.invoices),  # distinct, increasing: newest first sorts
+                "hosted_invoice_url": f"https://invoice.stripe.com/i/{iid}",
+                "invoice_pdf": f"https://pay.stripe.com/invoice/{iid}/pdf",
+                "livemode": False,
+                "parent": None,  # a one-off invoice: no subscription
+            }
+            self.invoices[iid] = invoice
+            return invoice
 
     def fail_next(self, times: int = 1, status: int = 500, message: str = "An unknown error occurred") -> None:
         with self._lock:
@@ -752,6 +794,14 @@ class StripeFake:
         async def create_customer(request: Request) -> JSONResponse:
             return await handle(request, self._new_customer)
 
+        @app.get("/v1/customers")
+        async def list_customers(request: Request) -> JSONResponse:
+            def op(p: dict[str, Any]) -> dict[str, Any]:
+                rows = [c for c in self.customers.values() if p.get("email") in (None, c.get("email"))]
+                return _list("/v1/customers", rows[: int(p.get("limit", 10))])
+
+            return await handle(request, op)
+
         @app.get("/v1/customers/{customer_id}")
         async def get_customer(customer_id: str, request: Request) -> JSONResponse:
             def op(_p: dict[str, Any]) -> dict[str, Any]:
@@ -794,10 +844,7 @@ class StripeFake:
                     i
                     for i in self.invoices.values()
                     if (not p.get("customer") or i["customer"] == p["customer"])
-                    and (
-                        not p.get("subscription")
-                        or i["parent"]["subscription_details"]["subscription"] == p["subscription"]
-                    )
+                    and (not p.get("subscription") or _subscription_of(i) == p["subscription"])
                 ]
                 rows.sort(key=lambda i: i["created"], reverse=True)
                 return _list("/v1/invoices", rows[: int(p.get("limit", 10))])

@@ -253,9 +253,10 @@ class Sandbox:
                 "LETSBE_HUB_BOOTSTRAP_ADMIN_TOKEN": m.admin_token,
                 # The tools' admin logins until revealed (any Fernet key the sandbox keeps across restarts).
                 "LETSBE_HUB_CREDENTIALS_KEY": m.provisioner_secrets_key,
-                # The console's operator accounts keep their TOTP secrets under this key; the console is served over
-                # plain http on loopback here, so its session cookie goes without the Secure flag.
+                # The console's operator accounts keep their TOTP secrets under this key.
                 "LETSBE_HUB_OPERATOR_TOTP_KEY": m.provisioner_secrets_key,
+                # The portal and the console over plain http on loopback: their session cookies go without the
+                # Secure flag (only there, see letsbe_hub.web.sessions).
                 "LETSBE_HUB_WEB_COOKIE_SECURE": "false",
                 "LETSBE_HUB_PUBLIC_URL": f"http://127.0.0.1:{p.hub}",
                 "LETSBE_HUB_STRIPE_SECRET_KEY": m.stripe_key,

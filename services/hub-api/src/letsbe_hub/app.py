@@ -22,6 +22,8 @@ from letsbe_hub.commands import workers as command_workers
 from letsbe_hub.config import HubSettings
 from letsbe_hub.console import endpoints as console
 from letsbe_hub.credentials import endpoints as credentials
+from letsbe_hub.customers import endpoints as customers
+from letsbe_hub.customers import portal
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.lifecycle import endpoints as lifecycle
 from letsbe_hub.lifecycle import worker as lifecycle_workers
@@ -58,6 +60,8 @@ ROUTERS = [
     *lifecycle.routers,
     console.router,  # the operators' web console (HTML)
     *relay.routers,
+    customers.router,
+    *portal.routers,
 ]
 
 

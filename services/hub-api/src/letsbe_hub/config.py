@@ -103,3 +103,17 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins
     relay_hello_timeout_seconds: float = Field(default=10, gt=0)
     # Browsers send Origin: a WebSocket from a page on another origin is refused (403). Apps send none.
     relay_allowed_origins: list[str] = ["https://letsbe.biz", "https://app.letsbe.biz", "https://hub.letsbe.biz"]
+
+    # --- customer accounts and the portal -------------------------------------------------------------------------
+    # The emailed sign-in link: works once, for this long. Per email, at most this many links an hour (more
+    # requests get the same answer and no email); per client address and hub process, this many requests a minute.
+    sign_in_link_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    sign_in_links_per_email_per_hour: int = Field(default=5, ge=1, le=100)
+    sign_in_requests_per_ip_per_minute: int = Field(default=10, ge=1, le=10_000)
+    # The LLM tokens (in + out, metered by the relay) included per calendar month in each tier.
+    tier_monthly_tokens: dict[Tier, int] = {
+        Tier.LITE: 2_000_000,
+        Tier.BUILD: 5_000_000,
+        Tier.SCALE: 15_000_000,
+        Tier.ENTERPRISE: 50_000_000,
+    }

@@ -6,6 +6,7 @@ from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.billing.models import BillingEmail, RateCounter, Subscription  # noqa: F401
 from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
 from letsbe_hub.credentials.models import CredentialReveal  # noqa: F401
+from letsbe_hub.customers.models import Customer, SignInLink  # noqa: F401
 from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition  # noqa: F401
 from letsbe_hub.llm.models import LlmKey, LlmUsage  # noqa: F401
 from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401

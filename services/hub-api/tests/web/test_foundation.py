@@ -181,9 +181,7 @@ async def test_token_accepted_from_header_referer_or_form(client: httpx.AsyncCli
     token = await signed_in(client)
     r = await client.post("/api/v1/customer/_test/write", headers={**ORIGIN, "X-CSRF-Token": token})
     assert r.status_code == 200
-    r = await client.post(
-        "/portal/_test/form", data={"csrf_token": token}, headers={"Referer": "https://hub/portal/x"}
-    )
+    r = await client.post("/portal/_test/form", data={"csrf_token": token}, headers={"Referer": "https://hub/portal/x"})
     assert r.status_code == 200 and r.text == "done"
 
 
@@ -196,6 +194,11 @@ async def test_html_routes_answer_pages_redirects_and_escape(client: httpx.Async
     r = await client.post("/portal/_test/form", data={"csrf_token": "bad"}, headers=ORIGIN)
     assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
     assert "Cross-site request refused" in r.text
+    for path in ("/portal/nothing-here", "/portal/_test/page/more"):  # unknown pages are pages too
+        r = await client.get(path)
+        assert r.status_code == 404 and r.headers["content-type"].startswith("text/html"), path
+    r = await client.get("/api/v1/customer/nothing-here")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
 
 
 async def test_security_headers_on_web_routes_only(client: httpx.AsyncClient) -> None:
@@ -212,3 +215,23 @@ async def test_security_headers_on_web_routes_only(client: httpx.AsyncClient) ->
     r = await client.get("/static/web.css")
     assert r.status_code == 200 and "cache-control" not in r.headers and r.headers["x-frame-options"] == "DENY"
     assert "content-security-policy" not in (await client.get("/healthz")).headers
+
+
+@pytest.mark.parametrize(
+    ("peer", "real_ip", "expected"),
+    [
+        ("10.0.0.5", "203.0.113.7", "203.0.113.7"),  # through the hub's nginx
+        ("127.0.0.1", "2001:db8::1", "2001:db8::1"),
+        ("10.0.0.5", "not-an-address", "10.0.0.5"),
+        ("10.0.0.5", None, "10.0.0.5"),
+        ("93.184.216.34", "203.0.113.7", "93.184.216.34"),  # a public peer cannot pick its own key
+    ],
+)
+def test_the_rate_limit_key_is_the_browsers_address(peer: str, real_ip: str | None, expected: str) -> None:
+    from starlette.requests import Request as StarletteRequest
+
+    from letsbe_hub.web.ratelimit import client_address
+
+    headers = [(b"x-real-ip", real_ip.encode())] if real_ip else []
+    request = StarletteRequest({"type": "http", "client": (peer, 1234), "headers": headers})
+    assert client_address(request) == expected

@@ -78,10 +78,30 @@ async def check(session: AsyncSession, token: str) -> None:
     await _live(session, token, lock=False)
 
 
-async def reveal(session: AsyncSession, token: str, settings: HubSettings) -> tuple[uuid.UUID, list[ToolCredential]]:
-    """(order id, logins), once: the row is locked, then its ciphertext dropped in this transaction."""
-    row = await _live(session, token, lock=True)
+async def waiting(session: AsyncSession, order_id: uuid.UUID) -> bool:
+    """Whether this order's logins are still waiting to be seen."""
+    stmt = select(R.order_id).where(R.order_id == order_id, R.revealed_at.is_(None), R.ciphertext.is_not(None))
+    return (await session.execute(stmt)).scalar_one_or_none() is not None
+
+
+async def reveal_for_order(session: AsyncSession, order_id: uuid.UUID, settings: HubSettings) -> list[ToolCredential]:
+    """The signed-in customer's reveal (the portal): the same once-only rule as the link, keyed by their order."""
+    stmt = select(R).where(R.order_id == order_id, R.revealed_at.is_(None), R.ciphertext.is_not(None))
+    row = (await session.execute(stmt.with_for_update())).scalar_one_or_none()
+    if row is None:
+        raise NotFound("These logins were already shown once, or are not ready yet.")
+    return _open(row, settings)
+
+
+def _open(row: R, settings: HubSettings) -> list[ToolCredential]:
+    """Decrypt and drop the ciphertext in this transaction: whoever commits first is the only one to see them."""
     assert row.ciphertext is not None
     creds = json.loads(_fernet(settings).decrypt(row.ciphertext))
     row.ciphertext, row.revealed_at = None, datetime.now(UTC)
-    return row.order_id, [ToolCredential.model_validate(c) for c in creds]
+    return [ToolCredential.model_validate(c) for c in creds]
+
+
+async def reveal(session: AsyncSession, token: str, settings: HubSettings) -> tuple[uuid.UUID, list[ToolCredential]]:
+    """(order id, logins), once: the row is locked, then its ciphertext dropped in this transaction."""
+    row = await _live(session, token, lock=True)
+    return row.order_id, _open(row, settings)

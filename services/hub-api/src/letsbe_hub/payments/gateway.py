@@ -51,6 +51,17 @@ class PriceSpec:
     unit_amount: int
     currency: str
 
+class Invoice:
+    id: str
+    number: str | None
+    status: str | None
+    amount_due: int
+    amount_paid: int
+    currency: str
+    created: int  # unix seconds
+    hosted_invoice_url: str | None
+    invoice_pdf: str | None
+
 
 class PaymentGateway(Protocol):
     async def create_checkout(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession: ...
@@ -59,7 +70,23 @@ class PaymentGateway(Protocol):
 
     async def create_portal_session(self, customer_id: str, return_url: str) -> str: ...
 
+    async def list_invoices(self, email: str, *, limit: int = 24) -> list[Invoice]: ...
+
     async def aclose(self) -> None: ...
+
+
+def _invoice(i: dict[str, Any]) -> Invoice:
+    return Invoice(
+        id=i["id"],
+        number=i.get("number"),
+        status=i.get("status"),
+        amount_due=i.get("amount_due") or 0,
+        amount_paid=i.get("amount_paid") or 0,
+        currency=i.get("currency") or "",
+        created=i.get("created") or 0,
+        hosted_invoice_url=i.get("hosted_invoice_url"),
+        invoice_pdf=i.get("invoice_pdf"),
+    )
 
 
 class StripeGateway:
@@ -214,6 +241,24 @@ class StripeGateway:
             ) from None
         STRIPE_CALL_SECONDS.labels(operation, "ok").observe(time.perf_counter() - started)
         return result(answer)
+
+    async def list_invoices(self, email: str, *, limit: int = 24) -> list[Invoice]:
+        """The invoices of every Stripe customer with this email, newest first (empty if Stripe knows none)."""
+        started = time.perf_counter()
+        try:
+            customers = await self._client.v1.customers.list_async(params={"email": email, "limit": 10})
+            found: list[Invoice] = []
+            for customer in customers.data:
+                page = await self._client.v1.invoices.list_async(params={"customer": customer.id, "limit": limit})
+                found += [_invoice(i.to_dict()) for i in page.data]
+        except stripe.StripeError as exc:
+            STRIPE_CALL_SECONDS.labels("invoices.list", "error").observe(time.perf_counter() - started)
+            log.warning("stripe did not list invoices", http_status=exc.http_status, error_type=type(exc).__name__)
+            raise PaymentProviderError(
+                "Stripe did not answer with the invoices; try again.", provider_status=exc.http_status
+            ) from None
+        STRIPE_CALL_SECONDS.labels("invoices.list", "ok").observe(time.perf_counter() - started)
+        return sorted(found, key=lambda i: i.created, reverse=True)[:limit]
 
     async def aclose(self) -> None:
         await self._http.close_async()

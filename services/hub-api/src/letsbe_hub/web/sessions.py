@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Request, Response, Security
+from fastapi.security import APIKeyCookie
 from sqlalchemy import DateTime, Index, String, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
@@ -195,7 +196,10 @@ def session_dependency(kind: SessionKind):
     if kind.name in _DEPENDENCIES:
         return _DEPENDENCIES[kind.name]
 
-    async def current(request: Request, session: SessionDep) -> WebSession:
+    # Named in the OpenAPI as this kind's security scheme; the cookie is read below (with its length bound).
+    scheme = APIKeyCookie(name=kind.cookie, scheme_name=f"{kind.name}Session", auto_error=False)
+
+    async def current(request: Request, session: SessionDep, _cookie: str | None = Security(scheme)) -> WebSession:
         token = request.cookies.get(kind.cookie)
         settings: HubSettings = request.app.state.settings
         row = await resolve_session(session, kind, token, settings) if token and len(token) <= 100 else None

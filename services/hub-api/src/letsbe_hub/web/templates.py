@@ -12,13 +12,16 @@ from typing import Any
 
 import jinja2
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from letsbe_hub.web.headers import STATIC_PREFIX
 from letsbe_hub.web.sessions import SignInRequired
-from letsbe_platform.asgi import _domain_error
+from letsbe_platform.asgi import _domain_error, _http_error
 from letsbe_platform.errors import DomainError
+from letsbe_platform.web import _validation_error
 
 HERE = Path(__file__).parent
 STATIC_DIR = HERE / "static"
@@ -53,6 +56,23 @@ async def _error(request: Request, exc: Exception) -> Response:
     return render(request, "error.html", {"title": exc.title, "detail": exc.detail}, status_code=exc.status_code)
 
 
+async def _other_error(request: Request, exc: Exception) -> Response:
+    """A bad path parameter or an unknown page under an HTML prefix: a page too (the API keeps problem+json)."""
+    if not is_html_route(request.url.path):
+        handler = _validation_error if isinstance(exc, RequestValidationError) else _http_error
+        return await handler(request, exc)
+    if isinstance(exc, RequestValidationError):
+        return render(
+            request, "error.html", {"title": "Not found", "detail": "There is no such page."}, status_code=404
+        )
+    assert isinstance(exc, StarletteHTTPException)
+    title = "Not found" if exc.status_code == 404 else "Error"
+    detail = "There is no such page." if exc.status_code == 404 else str(exc.detail)
+    return render(request, "error.html", {"title": title, "detail": detail}, status_code=exc.status_code)
+
+
 def install(app: FastAPI) -> None:
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR), name="static")
     app.add_exception_handler(DomainError, _error)
+    app.add_exception_handler(RequestValidationError, _other_error)
+    app.add_exception_handler(StarletteHTTPException, _other_error)

@@ -8,6 +8,7 @@ the hub serves on the test's event loop.
 
 from __future__ import annotations
 
+import base64
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -71,14 +72,18 @@ class Browser:
         return [e["message"] for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"]
 
     def screenshot(self, name: str, *, full_page: bool = True) -> Path:
-        """Save the page as ``docs/screenshots/<name>.png`` (the whole page's height, up to 4000 px)."""
+        """Save the page as ``docs/screenshots/<name>.png``: the whole page (up to 4000 px high), or the window."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        if full_page:
-            height = self.driver.execute_script("return document.documentElement.scrollHeight")
-            self.driver.set_window_size(1280, min(max(int(height), 600), 4000))
         path = SCREENSHOTS / f"{name}.png"
-        self.driver.save_screenshot(str(path))
-        self.driver.set_window_size(1280, 900)
+        if not full_page:
+            self.driver.save_screenshot(str(path))
+            return path
+        size = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": size["width"], "height": min(size["height"], 4000), "scale": 1}
+        shot = self.driver.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip}
+        )
+        path.write_bytes(base64.b64decode(shot["data"]))
         return path
 
 
@@ -87,8 +92,15 @@ def start_browser() -> Browser:
         raise RuntimeError("Chromium is missing: scripts/ensure-system-tools.sh installs chromium and chromium-driver")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1280,900", "--no-first-run", "--disable-extensions"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1280,900",
+        "--no-first-run",
+        "--disable-extensions",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
