@@ -1,10 +1,11 @@
 """Who is on the other end of a relay WebSocket. Refusals happen before the handshake is accepted, so the client
 gets HTTP 403 and nothing of the relay (docs/api.md, "Chat relay").
 
-``customer_for_websocket`` is the one place a customer connection is authenticated: today a customer app token
-(``Authorization: Bearer lbc_…``); a browser's session cookie is checked here too once customer sessions exist. A
-browser always sends ``Origin``: a page on an origin outside ``relay_allowed_origins`` is refused whatever it
-carries (a cookie would otherwise be sent by any site that opens the socket).
+``customer_for_websocket`` is the one place a customer connection is authenticated: a customer app token
+(``Authorization: Bearer lbc_…``, for one tenant), or the browser's portal session (the ``letsbe_customer_session``
+cookie) with ``?tenant_id=`` naming one of the customer's own tenants. A browser always sends ``Origin``: a page on an
+origin outside ``relay_allowed_origins`` is refused whatever it carries (a cookie would otherwise be sent by any site
+that opens the socket), and a session cookie without an ``Origin`` is refused too.
 """
 
 from __future__ import annotations
@@ -17,9 +18,12 @@ from fastapi import Depends, WebSocket, WebSocketException, status
 
 from letsbe_contracts.enums import AgentKind
 from letsbe_hub.auth.service import hash_token
+from letsbe_hub.customers import service as customers
 from letsbe_hub.relay import service
 from letsbe_hub.tenants import repository as tenants_repo
+from letsbe_hub.web.sessions import CUSTOMER, resolve_session
 from letsbe_platform.db import unit_of_work
+from letsbe_platform.errors import NotFound
 
 REFUSED = status.WS_1008_POLICY_VIOLATION  # before accept: the client sees HTTP 403
 
@@ -48,6 +52,9 @@ def check_origin(websocket: WebSocket) -> None:
 async def customer_for_websocket(websocket: WebSocket) -> RelayPeer:
     check_origin(websocket)
     token = _bearer(websocket)
+    cookie = websocket.cookies.get(CUSTOMER.cookie)
+    if token is None and cookie:
+        return await _customer_by_session(websocket, cookie)
     if token is None:
         raise WebSocketException(REFUSED, "send the app token as 'Authorization: Bearer <token>'")
     async with unit_of_work(websocket.app.state.runtime.sessions) as session:
@@ -55,6 +62,29 @@ async def customer_for_websocket(websocket: WebSocket) -> RelayPeer:
     if tenant_id is None:
         raise WebSocketException(REFUSED, "unknown or revoked app token")
     return RelayPeer(tenant_id=tenant_id, who="customer-app")
+
+
+async def _customer_by_session(websocket: WebSocket, cookie: str) -> RelayPeer:
+    if "origin" not in websocket.headers:
+        raise WebSocketException(REFUSED, "a session cookie is accepted only from a page (with its Origin)")
+    try:
+        tenant_id = uuid.UUID(websocket.query_params.get("tenant_id", ""))
+    except ValueError:
+        raise WebSocketException(REFUSED, "name the tenant: ?tenant_id=<one of your tenants>") from None
+    async with unit_of_work(websocket.app.state.runtime.sessions) as session:
+        live = (
+            await resolve_session(session, CUSTOMER, cookie, websocket.app.state.settings)
+            if len(cookie) <= 100
+            else None
+        )
+        if live is None:
+            raise WebSocketException(REFUSED, "sign in first: the session is missing, expired or signed out")
+        try:
+            customer = await customers.get_customer(session, live.principal_id)
+            await customers.tenant_of(session, customer, tenant_id)
+        except NotFound:  # not theirs, or no such tenant: the same refusal either way
+            raise WebSocketException(REFUSED, "no such tenant among yours") from None
+    return RelayPeer(tenant_id=tenant_id, who=f"customer:{customer.id}")
 
 
 async def agent_for_websocket(websocket: WebSocket) -> RelayPeer:
