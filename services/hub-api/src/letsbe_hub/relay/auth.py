@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from fastapi import Depends, WebSocket, WebSocketException, status
 
@@ -42,10 +43,12 @@ def _bearer(websocket: WebSocket) -> str | None:
 
 
 def check_origin(websocket: WebSocket) -> None:
+    """A page's Origin must be one of ``relay_allowed_origins`` or the hub's own (its portal, at ``public_url``)."""
     origin = websocket.headers.get("origin")
-    if origin is not None and origin.rstrip("/") not in {
-        o.rstrip("/") for o in websocket.app.state.settings.relay_allowed_origins
-    }:
+    settings = websocket.app.state.settings
+    own = urlsplit(settings.public_url)
+    allowed = {o.rstrip("/") for o in settings.relay_allowed_origins} | {f"{own.scheme}://{own.netloc}"}
+    if origin is not None and origin.rstrip("/") not in allowed:
         raise WebSocketException(REFUSED, "origin not allowed")
 
 
