@@ -51,6 +51,8 @@ class PriceSpec:
     unit_amount: int
     currency: str
 
+
+@dataclass(frozen=True)
 class Invoice:
     id: str
     number: str | None
