@@ -60,7 +60,7 @@ ROUTERS = [
     *lifecycle.routers,
     console.router,  # the operators' web console (HTML)
     *relay.routers,
-    customers.router,
+    *customers.routers,
     *portal.routers,
 ]
 

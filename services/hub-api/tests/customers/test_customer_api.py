@@ -12,11 +12,13 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import select, update
 
 from hub_testing.customers import emailed_link, path_of, sign_in, sign_in_links
-from hub_testing.orders import insert_order, sse_events
+from hub_testing.orders import insert_order, sse_events, token
+from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.customers.models import SignInLink
 from letsbe_hub.web.sessions import CUSTOMER, WebSession
 from letsbe_platform.db import unit_of_work
 
+from .conftest import client_of
 from .seed import fulfilled_order
 
 ALICE, BOB = "alice@shop.test", "bob@other.test"
@@ -224,6 +226,10 @@ OTHERS = [
 ]
 
 
+# Covered by test_push_devices_are_registered_once_listed_and_forgotten_only_by_their_owner.
+PUSH_DEVICE_ROUTES = [("DELETE", f"{API}/push-devices/{{device_id}}")]
+
+
 async def test_the_table_covers_every_customer_route_with_an_id(customer_app) -> None:
     with_ids = {
         (m, re.sub(r"\{(order|tenant)_id\}", r"{\1}", ctx.path))
@@ -234,7 +240,7 @@ async def test_the_table_covers_every_customer_route_with_an_id(customer_app) ->
         and ctx.path.startswith((API, "/portal"))
         and not ctx.path.startswith("/portal/sign-in")
     }
-    assert with_ids == set(OTHERS)
+    assert with_ids == set(OTHERS) | set(PUSH_DEVICE_ROUTES)
 
 
 @pytest.mark.parametrize(("method", "path"), OTHERS)
@@ -274,3 +280,45 @@ async def test_every_customer_route_needs_a_session(customer_app, alice: httpx.A
                 method, ctx.path.replace("{order_id}", str(oid)).replace("{tenant_id}", str(oid)), headers=ORIGIN
             )
             assert r.status_code == 401, (method, ctx.path, r.status_code)
+
+
+async def test_push_devices_are_registered_once_listed_and_forgotten_only_by_their_owner(
+    customer_app, alice: httpx.AsyncClient, bob: httpx.AsyncClient, sessions, smtp_server, hub_settings
+) -> None:
+    tenant_id = await fulfilled_order(sessions, hub_settings, ALICE)
+    await insert_order(sessions, customer_email=BOB)
+    a, b = await sign_in(alice, smtp_server, ALICE), await sign_in(bob, smtp_server, BOB)
+    url, device = f"{API}/push-devices", {"platform": "apns", "token": "f0" * 32, "label": "Alice's iPhone"}
+    assert (await alice.post(url, json=device, headers=ORIGIN)).status_code == 403  # no CSRF token
+    first = await alice.post(url, json=device, headers={**ORIGIN, "X-CSRF-Token": a})
+    again = await alice.post(url, json=device, headers={**ORIGIN, "X-CSRF-Token": a})
+    assert first.status_code == again.status_code == 201, first.text
+    assert again.json()["device_id"] == first.json()["device_id"]  # the same device, once
+    assert first.json()["token_tail"] == "f0f0f0" and device["token"] not in first.text
+    for bad in (
+        {**device, "platform": "sms"},
+        {**device, "token": "has a space in it"},
+        {**device, "token": "short"},
+        {**device, "token": "x" * 4097},
+        {**device, "colour": "blue"},
+        {"platform": "fcm"},
+    ):
+        r = await alice.post(url, json=bad, headers={**ORIGIN, "X-CSRF-Token": a})
+        assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", bad
+    assert [d["device_id"] for d in (await alice.get(url)).json()] == [first.json()["device_id"]]
+    assert (await bob.get(url)).json() == []
+
+    mine = f"{url}/{first.json()['device_id']}"
+    assert (await bob.delete(mine, headers={**ORIGIN, "X-CSRF-Token": b})).status_code == 404
+    assert (await bob.delete(f"{url}/{uuid.uuid4()}", headers={**ORIGIN, "X-CSRF-Token": b})).status_code == 404
+
+    # The push gateway's address book for the tenant: its customer's devices, tokens in full (fleet:read).
+    async with client_of(customer_app) as ops:
+        admin = {"Authorization": f"Bearer {await token(sessions, [Scope.FLEET_READ])}"}
+        book = f"/api/v1/admin/tenants/{tenant_id}/push-devices"
+        assert (await ops.get(book)).status_code == 401
+        listed = (await ops.get(book, headers=admin)).json()
+        assert [(d["platform"], d["token"]) for d in listed["items"]] == [("apns", device["token"])]
+        assert (await alice.delete(mine, headers={**ORIGIN, "X-CSRF-Token": a})).status_code == 204
+        assert (await ops.get(book, headers=admin)).json()["items"] == []
+    assert (await alice.get(url)).json() == []

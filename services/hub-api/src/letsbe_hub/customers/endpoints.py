@@ -13,18 +13,24 @@ import aiosmtplib
 from fastapi import APIRouter, BackgroundTasks, Request, Response, status
 from sse_starlette import EventSourceResponse
 
+from letsbe_hub.auth.dependencies import Authorized
+from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.config import HubSettings
 from letsbe_hub.credentials import service as credentials
 from letsbe_hub.credentials.schemas import CredentialsOut
 from letsbe_hub.customers import service
 from letsbe_hub.customers.dependencies import CurrentCustomer, CustomerWriting
+from letsbe_hub.customers.models import PushDevice
 from letsbe_hub.customers.schemas import (
     CustomerOrder,
     CustomerTenant,
     InvoiceOut,
     Me,
+    PushDeviceCreate,
+    PushDeviceOut,
     SignInAccepted,
     SignInRequest,
+    TenantPushDevice,
     TokenUsage,
 )
 from letsbe_hub.notifications.mailer import smtp_send
@@ -37,6 +43,7 @@ from letsbe_hub.web.ratelimit import RateLimiter, client_address
 from letsbe_hub.web.sessions import CUSTOMER, CustomerSession
 from letsbe_platform.errors import TooManyRequests
 from letsbe_platform.logging import get_logger
+from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
 
 log = get_logger(__name__)
@@ -220,3 +227,58 @@ async def invoices_of(rt, email: str) -> list[InvoiceOut]:
 @router.get("/invoices", name="invoices", responses=problems(502), summary="The customer's invoices (from Stripe)")
 async def invoices(rt: OrdersRuntimeDep, customer: CurrentCustomer) -> list[InvoiceOut]:
     return await invoices_of(rt, customer.email)
+
+
+# --- push devices -------------------------------------------------------------------------------------------------
+
+
+def _device(d: PushDevice) -> PushDeviceOut:
+    return PushDeviceOut.model_validate({**d.__dict__, "token_tail": d.token[-6:]})
+
+
+@router.post(
+    "/push-devices",
+    name="push_device_register",
+    status_code=status.HTTP_201_CREATED,
+    summary="Register this app's device for alert push notifications (the same token again: the same device)",
+)
+async def register_push_device(body: PushDeviceCreate, session: SessionDep, customer: CustomerWriting) -> PushDeviceOut:
+    return _device(await service.register_push_device(session, customer, body))
+
+
+@router.get("/push-devices", name="push_devices", summary="The customer's devices that take push notifications")
+async def push_devices(session: SessionDep, customer: CurrentCustomer) -> list[PushDeviceOut]:
+    return [_device(d) for d in await service.push_devices_of(session, customer)]
+
+
+@router.delete(
+    "/push-devices/{device_id}",
+    name="push_device_forget",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=problems(404),
+    summary="Stop push notifications to a device",
+)
+async def forget_push_device(device_id: uuid.UUID, session: SessionDep, customer: CustomerWriting) -> None:
+    await service.forget_push_device(session, customer, device_id)
+
+
+admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["customer"])
+
+
+@admin_router.get(
+    "/{tenant_id}/push-devices",
+    name="tenant_push_devices",
+    summary="The devices to push a tenant's alerts to: its customers' (for the push gateway)",
+)
+async def tenant_push_devices(
+    tenant_id: uuid.UUID,
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    limit: Limit = DEFAULT_LIMIT,
+    cursor: Cursor = None,
+) -> Page[TenantPushDevice]:
+    rows, next_cursor = await service.push_devices_of_tenant(session, tenant_id, limit=limit, cursor=cursor)
+    return Page(items=[TenantPushDevice.model_validate(r) for r in rows], next_cursor=next_cursor)
+
+
+routers = [router, admin_router]

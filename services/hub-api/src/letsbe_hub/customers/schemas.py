@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from letsbe_contracts.validation import RequestModel
 from letsbe_hub.orders.schemas import Email
@@ -98,3 +99,37 @@ class InvoiceOut(BaseModel):
     created_at: datetime
     url: str | None
     pdf_url: str | None
+
+
+PushPlatform = Literal["apns", "fcm", "webpush"]
+
+
+class PushDeviceCreate(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
+    platform: PushPlatform
+    # What the push service addresses the device by (an APNs device token, an FCM registration token, a Web Push
+    # subscription's endpoint): visible ASCII, no spaces.
+    token: Annotated[str, Field(min_length=8, max_length=4096, pattern=r"^[\x21-\x7e]+$")]
+    label: Annotated[str, Field(min_length=1, max_length=80)] | None = None
+
+
+class PushDeviceOut(BaseModel):
+    """A registered device as its customer sees it: the token only by its last characters."""
+
+    model_config = ConfigDict(from_attributes=True)
+    device_id: uuid.UUID = Field(validation_alias="id")
+    platform: PushPlatform
+    token_tail: str
+    label: str | None
+    created_at: datetime
+
+
+class TenantPushDevice(BaseModel):
+    """A device to push a tenant's alert to (the push gateway reads these: the token in full)."""
+
+    model_config = ConfigDict(from_attributes=True)
+    device_id: uuid.UUID = Field(validation_alias="id")
+    platform: PushPlatform
+    token: str
+    created_at: datetime

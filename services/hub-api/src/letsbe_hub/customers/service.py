@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,12 +26,13 @@ from letsbe_contracts import load_catalog
 from letsbe_contracts.enums import Tier
 from letsbe_hub.config import HubSettings
 from letsbe_hub.credentials import service as credentials
-from letsbe_hub.customers.models import Customer, SignInLink
+from letsbe_hub.customers.models import Customer, PushDevice, SignInLink
 from letsbe_hub.customers.schemas import (
     AgentHealth,
     CustomerOrder,
     CustomerTenant,
     LastBackup,
+    PushDeviceCreate,
     TokenUsage,
     ToolLink,
 )
@@ -40,6 +41,7 @@ from letsbe_hub.orders.models import Order
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.models import Tenant
 from letsbe_platform.errors import NotFound
+from letsbe_platform.pagination import Keyset
 
 TOKEN_BYTES = 32
 SIGN_IN_ANSWER = "If an account exists for this email, a sign-in link is on its way. It works once, for a few minutes."
@@ -272,3 +274,44 @@ async def token_usage(
         percent_used=round(100 * used / allowance, 1) if allowance else 0.0,
         requests=sum(r.requests for r in rows),
     )
+
+
+# --- push devices (§9.2: the customer's app is told about medium and hard alerts) -------------------------------
+
+PUSH_DEVICES = Keyset("tenant-push-devices", PushDevice.created_at, PushDevice.id)
+
+
+async def register_push_device(session: AsyncSession, customer: Customer, body: PushDeviceCreate) -> PushDevice:
+    """The device, registered to this customer; the same token again is the same device (moved here if another
+    account had it: a device belongs to whoever signed in on it last)."""
+    values = {"customer_id": customer.id, "platform": body.platform, "label": body.label}
+    stmt = insert(PushDevice).values(id=uuid.uuid4(), token=body.token, token_hash=_hash(body.token), **values)
+    stmt = stmt.on_conflict_do_update(index_elements=[PushDevice.token_hash], set_=values).returning(PushDevice)
+    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one()
+
+
+async def push_devices_of(session: AsyncSession, customer: Customer) -> list[PushDevice]:
+    stmt = (
+        select(PushDevice).where(PushDevice.customer_id == customer.id).order_by(PushDevice.created_at, PushDevice.id)
+    )
+    return list((await session.execute(stmt.limit(100))).scalars())
+
+
+async def forget_push_device(session: AsyncSession, customer: Customer, device_id: uuid.UUID) -> None:
+    stmt = delete(PushDevice).where(PushDevice.id == device_id, PushDevice.customer_id == customer.id)
+    if (await session.execute(stmt.returning(PushDevice.id))).first() is None:
+        raise NotFound("No device with that id.")
+
+
+async def push_devices_of_tenant(
+    session: AsyncSession, tenant_id: uuid.UUID, *, limit: int, cursor: str | None
+) -> tuple[list[PushDevice], str | None]:
+    """The devices of every customer whose order the tenant serves (the push gateway's address book)."""
+    owners = (
+        select(Customer.id)
+        .join(Order, func.lower(Order.customer_email) == Customer.email)
+        .join(Tenant, Tenant.order_id == Order.id)
+        .where(Tenant.id == tenant_id)
+    )
+    stmt = select(PushDevice).where(PushDevice.customer_id.in_(owners))
+    return await PUSH_DEVICES.fetch(session, stmt, limit=limit, cursor=cursor)
