@@ -7,7 +7,7 @@ pages; a cursor the list did not hand out is a 400 problem; ``limit`` is bounded
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,6 +25,8 @@ from letsbe_hub.auth import service as tokens_service
 from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.commands import repository as commands_repo
 from letsbe_hub.commands.models import Command
+from letsbe_hub.customers import service as customers_service
+from letsbe_hub.customers.models import Customer, PushDevice
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders.models import Order
 from letsbe_hub.rollouts import repository as rollouts_repo
@@ -37,8 +39,9 @@ from letsbe_hub.tenants.models import Tenant
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.pagination import DEFAULT_LIMIT, MAX_LIMIT, Keyset
 
-# Rows of every list belong to these two (the commands and targets lists are per tenant and per rollout).
+# Rows of every list belong to these (the commands, push-device and target lists are per tenant and per rollout).
 TENANT = uuid.UUID("00000000-0000-4000-8000-00000000000a")
+CUSTOMER = uuid.UUID("00000000-0000-4000-8000-00000000000c")
 ROLLOUT = uuid.UUID("00000000-0000-4000-8000-00000000000b")
 LATER = datetime.now(UTC) + timedelta(days=1)
 
@@ -172,6 +175,22 @@ def _token(i: int, **kw: Any) -> ApiToken:
     return ApiToken(**{"id": uuid.uuid4(), **values} | kw)
 
 
+def _push_device(i: int, **kw: Any) -> PushDevice:
+    token = f"device-token-{uuid.uuid4().hex}"
+    values = {"customer_id": CUSTOMER, "platform": "fcm", "token": token, "token_hash": uuid.uuid4().hex * 2}
+    return PushDevice(**{"id": uuid.uuid4(), **values} | kw)
+
+
+async def _rollout_row(sessions) -> None:
+    await add(sessions, _rollout(0, id=ROLLOUT))
+
+
+async def _tenant_with_its_customer(sessions) -> None:
+    """TENANT serves an order of CUSTOMER's (push devices are listed per tenant, through its customers)."""
+    await add(sessions, Customer(id=CUSTOMER, email="owner@acme.test"), _order(0, id=TENANT))
+    await add(sessions, Tenant(id=TENANT, order_id=TENANT, domain="t.acme.test", tier="build", region="eu"))
+
+
 @dataclass(frozen=True)
 class Listed:
     path: str
@@ -179,6 +198,7 @@ class Listed:
     keyset: Keyset
     id_field: str  # the item field that names the row
     params: tuple[tuple[str, str], ...] = ()  # only this test's rows (the hub raises pool alerts of its own)
+    setup: Callable[[Any], Awaitable[None]] | None = None  # rows the listed ones hang off
 
 
 LISTS = {
@@ -193,7 +213,18 @@ LISTS = {
     "tokens": Listed("/api/v1/admin/tokens", _token, tokens_service.KEYSET, "id"),
     "rollouts": Listed("/api/v1/admin/rollouts", _rollout, rollouts_repo.KEYSET, "id"),
     "rollout-targets": Listed(
-        f"/api/v1/admin/rollouts/{ROLLOUT}/targets", _target, rollouts_repo.TARGETS_KEYSET, "tenant_id"
+        f"/api/v1/admin/rollouts/{ROLLOUT}/targets",
+        _target,
+        rollouts_repo.TARGETS_KEYSET,
+        "tenant_id",
+        setup=_rollout_row,
+    ),
+    "push-devices": Listed(
+        f"/api/v1/admin/tenants/{TENANT}/push-devices",
+        _push_device,
+        customers_service.PUSH_DEVICES,
+        "device_id",
+        setup=_tenant_with_its_customer,
     ),
 }
 
@@ -227,8 +258,8 @@ def test_every_list_route_of_the_hub_is_covered_here():
 @pytest.mark.parametrize("name", list(LISTS))
 async def test_paging_hands_out_each_row_once_in_order_while_rows_are_added(hub, admin, sessions, name):
     listed = LISTS[name]
-    if name == "rollout-targets":
-        await add(sessions, _rollout(0, id=ROLLOUT))
+    if listed.setup is not None:
+        await listed.setup(sessions)
     originals = await add(sessions, *(listed.make(i) for i in range(7)))
     added = 0
     seen: list[str] = []
@@ -260,8 +291,8 @@ async def test_paging_hands_out_each_row_once_in_order_while_rows_are_added(hub,
 @pytest.mark.parametrize("name", list(LISTS))
 async def test_a_cursor_the_list_did_not_hand_out_is_a_400_problem(hub, admin, sessions, name):
     listed = LISTS[name]
-    if name == "rollout-targets":
-        await add(sessions, _rollout(0, id=ROLLOUT))
+    if listed.setup is not None:
+        await listed.setup(sessions)
     other = LISTS["tenants" if name != "tenants" else "orders"]
     foreign = other.keyset.encode(_stamped(other))  # the same key types, another list
     good = listed.keyset.encode(_stamped(listed))
