@@ -31,6 +31,19 @@ from letsbe_platform.testing.processes import ServiceProcess
 TEMPLATE_DB = "letsbe_template"
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n N``; ``--dist loadgroup`` is in the pytest options): a module's tests stay on one
+    worker, so a module fixture starts once; the tests that boot the Debian test VPS form one group that goes
+    first: it mostly waits on the VPS, so the other worker runs everything else beside it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    vps = {id(i) for i in items if "test_vps" in getattr(i, "fixturenames", ()) or i.get_closest_marker("vps")}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("vps" if id(item) in vps else item.nodeid.split("::", 1)[0]))
+    items.sort(key=lambda i: id(i) not in vps)  # stable: the VPS group first, the rest in collection order
+
+
 @pytest.fixture(scope="session")
 def servers() -> Iterator[dict[str, str]]:
     """URLs of the real servers for this session: from the environment, or started here."""
