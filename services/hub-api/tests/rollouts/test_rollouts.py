@@ -7,11 +7,19 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import text
 
-from hub_testing.tenants import Enrolled, enroll
+from hub_testing.tenants import Enrolled, enroll, fast_hub_settings
 from letsbe_platform.testing import eventually
 
 IMAGE = "registry.letsbe.biz/letsbe/openclaw"
 DIGEST = "sha256:" + "e" * 64
+
+
+@pytest.fixture
+def hub_settings(database_url, nats_url, bus_namespace):
+    # After a soak the rollout pauses if an updated tenant missed 3 heartbeat intervals. The fake agents beat every
+    # 0.1 s, but on a busy machine their loop can stall for seconds: an interval no stall reaches keeps the outcome
+    # about the updates, not about the scheduler.
+    return fast_hub_settings(database_url, nats_url, bus_namespace, heartbeat_interval_seconds=3600)
 
 
 def stages(soak=0, **overrides):
@@ -27,7 +35,7 @@ def stages(soak=0, **overrides):
 
 
 class FakeFleet:
-    """Agents that heartbeat and answer update commands through the tenant API, as ``outcome(tenant)`` says."""
+    """Agents that answer update commands through the tenant API, as ``outcome(tenant)`` says."""
 
     def __init__(self, hub, agents: list[Enrolled], outcome: Callable[[uuid.UUID], dict]):
         self.hub, self.agents, self.outcome = hub, agents, outcome
@@ -38,12 +46,13 @@ class FakeFleet:
         self._tasks: list[asyncio.Task] = []
 
     async def _agent(self, a: Enrolled) -> None:
-        seq = 0
+        # One heartbeat (the soak wants updated tenants alive), then a long-poll that the hub answers as soon as a
+        # command is queued: nine agents polling every 0.1 s kept the hub's event loop busy and made a rollout on a
+        # loaded machine crawl.
+        r = await self.hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1.0.0"}, headers=a.headers)
+        assert r.status_code == 200, r.text
         while not self._stop.is_set():
-            seq += 1
-            r = await self.hub.post(
-                "/api/v1/tenant/heartbeat", json={"seq": seq, "version": "1.0.0"}, headers=a.headers
-            )
+            r = await self.hub.get("/api/v1/tenant/commands", params={"wait": 5}, headers=a.headers, timeout=30)
             for c in r.json()["commands"]:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -54,7 +63,6 @@ class FakeFleet:
                     await self.hub.post(f"/api/v1/tenant/commands/{c['id']}/result", json=body, headers=a.headers)
                     self.updated.append(a.tenant_id)
                 self.in_flight -= 1
-            await asyncio.sleep(0.1)
 
     def __enter__(self):
         self._tasks = [asyncio.create_task(self._agent(a)) for a in self.agents]
@@ -80,11 +88,16 @@ async def _create(hub, admin, **body):
 
 
 async def _wait_status(hub, admin, rid, wanted, timeout=20.0):
-    async def reached():
-        v = (await hub.get(f"/api/v1/admin/rollouts/{rid}", headers=admin)).json()
-        return v if v["status"] in wanted else None
+    last = {}
 
-    return await eventually(reached, f"rollout {rid} in {wanted}", timeout=timeout, every=0.1)
+    async def reached():
+        last.update((await hub.get(f"/api/v1/admin/rollouts/{rid}", headers=admin)).json())
+        return dict(last) if last["status"] in wanted else None
+
+    try:
+        return await eventually(reached, f"rollout {rid} in {wanted}", timeout=timeout, every=0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {last}") from None
 
 
 async def _targets(hub, admin, rid):
@@ -210,7 +223,12 @@ async def test_no_result_is_inconclusive_pauses_and_resume_tries_again(hub, admi
 
     with FakeFleet(hub, agents, outcome):
         rid = (await _create(hub, admin)).json()["id"]
-        await asyncio.sleep(1)
+
+        async def running():
+            async with sessions() as s:
+                return await s.scalar(text("SELECT count(*) FROM hub.commands WHERE status = 'RUNNING'"))
+
+        await eventually(running, "the staging tenant's agent runs the update")
         async with sessions() as s, s.begin():  # the deadline passes without a result
             await s.execute(
                 text("UPDATE hub.commands SET deadline_at = now() - interval '1 second' WHERE status = 'RUNNING'")
