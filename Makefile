@@ -32,12 +32,18 @@ system-tools:
 run: install
 	$(BIN)/letsbe-run
 
+## TEST_WORKERS: pytest-xdist processes for `make test`, sharing the run's Postgres and NATS (every test has its own
+## database and bus namespace, every worker its own template). A module's tests stay on one worker; the test VPS
+## ones form one group that starts first (conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
+
 ## test: the whole suite against real Postgres and NATS started for this run and stopped afterwards
 test: install system-tools
-	$(BIN)/letsbe-devstack run -- $(BIN)/pytest $(ARGS)
+	$(BIN)/letsbe-devstack run -- $(BIN)/pytest -n $(TEST_WORKERS) $(ARGS)
 
 ## test-fast: a subset while developing, e.g. make test-fast ARGS="services/dns -x"; leaves out the tests that
-## boot the Debian 12 test VPS (marker vps) unless ARGS says otherwise (ARGS="-m vps" runs only them)
+## boot the Debian 12 test VPS (marker vps) unless ARGS says otherwise (ARGS="-m vps" runs only them); one
+## process unless ARGS has e.g. "-n 2"
 test-fast: install
 	$(BIN)/letsbe-devstack run -- $(BIN)/pytest -m "not vps" $(ARGS)
 

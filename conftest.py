@@ -9,10 +9,14 @@ and its own bus namespace (stream + subjects), so tests never see each other's r
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import functools
+import gc
 import os
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
@@ -29,6 +33,47 @@ from letsbe_platform.db import make_engine, make_session_factory, plain_url
 from letsbe_platform.testing.processes import ServiceProcess
 
 TEMPLATE_DB = "letsbe_template"
+
+
+def _parse_without_reentry(parse):  # type: ignore[no-untyped-def]
+    """``ast.parse`` that no garbage-collector finalizer and no other thread can enter while it runs.
+
+    CPython 3.11 keeps the AST constructor's recursion depth in interpreter-wide state. When a collection during one
+    parse runs a finalizer that parses too (an unretrieved asyncio task's ``__del__`` logs its traceback, and 3.11's
+    traceback module parses source lines for its ``^^^`` markers), the outer parse ends with ``SystemError: AST
+    constructor recursion depth mismatch``. pytest parses source to show a failure, so one failed test then crashed
+    the whole run (an xdist worker, or the one process) instead of being reported.
+    """
+    lock = threading.RLock()
+
+    @functools.wraps(parse)
+    def guarded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        with lock:
+            collecting = gc.isenabled()
+            gc.disable()
+            try:
+                return parse(*args, **kwargs)
+            finally:
+                if collecting:
+                    gc.enable()
+
+    return guarded
+
+
+ast.parse = _parse_without_reentry(ast.parse)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (``-n N``; ``--dist loadgroup`` is in the pytest options): a module's tests stay on one
+    worker, so a module fixture starts once; the tests that boot the Debian test VPS form one group that goes
+    first: it mostly waits on the VPS, so the other worker runs everything else beside it."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    vps = {id(i) for i in items if "test_vps" in getattr(i, "fixturenames", ()) or i.get_closest_marker("vps")}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group("vps" if id(item) in vps else item.nodeid.split("::", 1)[0]))
+    items.sort(key=lambda i: id(i) not in vps)  # stable: the VPS group first, the rest in collection order
 
 
 @pytest.fixture(scope="session")

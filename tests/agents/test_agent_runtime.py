@@ -13,7 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import text
 
-from hub_testing.tenants import mint_token
+from hub_testing.tenants import fast_hub_settings, mint_token
 from letsbe_agent.commands import CommandContext, Outcome
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_agent.settings import AgentSettings
@@ -33,6 +33,13 @@ class SwitchableTransport(httpx.AsyncBaseTransport):
         if self.down:
             raise httpx.ConnectError("connection refused", request=request)
         return await self.inner.handle_async_request(request)
+
+
+@pytest.fixture
+def hub_settings(database_url, nats_url, bus_namespace):
+    # A redelivery here is made by moving delivered_at back; an ack that a busy machine delays by a second must not
+    # make one more.
+    return fast_hub_settings(database_url, nats_url, bus_namespace, command_redeliver_seconds=3600)
 
 
 @pytest.fixture

@@ -75,8 +75,12 @@ async def test_handler_receives_validated_model_and_message_is_acked(bus: Bus):
     event, delivery = seen[0]
     assert event == sent and isinstance(event, OrderCreatedV1)
     assert delivery.event_id == env.id and delivery.correlation_id == "order-1" and delivery.num_delivered == 1
-    info = await bus.js.consumer_info(bus.stream, "test-on-order-created")
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+    async def acked() -> bool:  # the server applies an ack after it arrives: seen soon, not necessarily at once
+        info = await bus.js.consumer_info(bus.stream, "test-on-order-created")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(acked, "the message acked")
 
 
 async def test_a_stopped_consumer_finishes_the_message_in_hand_and_does_not_wait_out_its_idle_pulls(bus: Bus):

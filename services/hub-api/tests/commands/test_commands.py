@@ -3,11 +3,18 @@
 import asyncio
 import time
 
+import pytest
 from sqlalchemy import text
 
-from hub_testing.tenants import enroll
+from hub_testing.tenants import enroll, fast_hub_settings
 
 DIGEST = "sha256:" + "c" * 64
+
+
+@pytest.fixture
+def hub_settings(database_url, nats_url, bus_namespace):
+    # Redelivery is shown by moving delivered_at back, not by waiting: an interval no slow heartbeat reaches.
+    return fast_hub_settings(database_url, nats_url, bus_namespace, command_redeliver_seconds=3600)
 
 
 async def _queue(hub, admin, tenant_id, type_="restart", params=None, **extra):
@@ -49,18 +56,26 @@ async def test_commands_go_to_the_agent_that_runs_them(hub, admin):
     assert [c["id"] for c in (await _beat(hub, sp, 1))["commands"]] == [update_sw["id"]]
 
 
-async def test_heartbeat_carries_pending_commands_and_an_unacked_one_is_delivered_again(hub, admin):
+async def _delivered_long_ago(sessions, command_id):
+    """As if the redelivery interval had passed since the command was delivered (no waiting for the clock)."""
+    async with sessions() as s, s.begin():
+        await s.execute(
+            text("UPDATE hub.commands SET delivered_at = now() - interval '1 day' WHERE id = :i"), {"i": command_id}
+        )
+
+
+async def test_heartbeat_carries_pending_commands_and_an_unacked_one_is_delivered_again(hub, admin, sessions):
     a = await enroll(hub, admin)
     cmd = (await _queue(hub, admin, a.tenant_id)).json()
     first = await _beat(hub, a, 1)
     assert [c["id"] for c in first["commands"]] == [cmd["id"]]
     assert first["commands"][0]["params"] == {"containers": ["ghost"], "timeout_seconds": 10}
     assert (await _beat(hub, a, 2))["commands"] == []  # delivered, waiting for the ack
-    await asyncio.sleep(1.1)  # command_redeliver_seconds in the test settings
+    await _delivered_long_ago(sessions, cmd["id"])
     assert [c["id"] for c in (await _beat(hub, a, 3))["commands"]] == [cmd["id"]]
     ack = await hub.post(f"/api/v1/tenant/commands/{cmd['id']}/ack", headers=a.headers)
     assert ack.json() == {"run": True, "status": "RUNNING"}
-    await asyncio.sleep(1.1)
+    await _delivered_long_ago(sessions, cmd["id"])
     assert (await _beat(hub, a, 4))["commands"] == []  # running: never redelivered
 
 

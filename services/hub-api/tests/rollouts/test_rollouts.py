@@ -1,15 +1,21 @@
 """Fleet rollouts: cohorts, gates, soak, approval, abort, never downgrade (agents answer over the real API)."""
 
-import asyncio
-
 import pytest
 from sqlalchemy import text
 
-from hub_testing.tenants import FakeFleet, enroll
+from hub_testing.tenants import FakeFleet, enroll, fast_hub_settings
 from letsbe_platform.testing import eventually
 
 IMAGE = "registry.letsbe.biz/letsbe/openclaw"
 DIGEST = "sha256:" + "e" * 64
+
+
+@pytest.fixture
+def hub_settings(database_url, nats_url, bus_namespace):
+    # After a soak the rollout pauses if an updated tenant missed 3 heartbeat intervals. The fake agents beat every
+    # 0.1 s, but on a busy machine their loop can stall for seconds: an interval no stall reaches keeps the outcome
+    # about the updates, not about the scheduler.
+    return fast_hub_settings(database_url, nats_url, bus_namespace, heartbeat_interval_seconds=3600)
 
 
 def stages(soak=0, **overrides):
@@ -38,11 +44,16 @@ async def _create(hub, admin, **body):
 
 
 async def _wait_status(hub, admin, rid, wanted, timeout=20.0):
-    async def reached():
-        v = (await hub.get(f"/api/v1/admin/rollouts/{rid}", headers=admin)).json()
-        return v if v["status"] in wanted else None
+    last = {}
 
-    return await eventually(reached, f"rollout {rid} in {wanted}", timeout=timeout, every=0.1)
+    async def reached():
+        last.update((await hub.get(f"/api/v1/admin/rollouts/{rid}", headers=admin)).json())
+        return dict(last) if last["status"] in wanted else None
+
+    try:
+        return await eventually(reached, f"rollout {rid} in {wanted}", timeout=timeout, every=0.1)
+    except AssertionError as e:
+        raise AssertionError(f"{e}; last seen: {last}") from None
 
 
 async def _targets(hub, admin, rid):
@@ -168,7 +179,12 @@ async def test_no_result_is_inconclusive_pauses_and_resume_tries_again(hub, admi
 
     with FakeFleet(hub, agents, outcome):
         rid = (await _create(hub, admin)).json()["id"]
-        await asyncio.sleep(1)
+
+        async def running():
+            async with sessions() as s:
+                return await s.scalar(text("SELECT count(*) FROM hub.commands WHERE status = 'RUNNING'"))
+
+        await eventually(running, "the staging tenant's agent runs the update")
         async with sessions() as s, s.begin():  # the deadline passes without a result
             await s.execute(
                 text("UPDATE hub.commands SET deadline_at = now() - interval '1 second' WHERE status = 'RUNNING'")

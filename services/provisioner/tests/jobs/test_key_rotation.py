@@ -196,6 +196,7 @@ async def test_the_secrets_key_moves_the_store_to_the_new_key_and_an_unfinished_
 
     # 1. The Safety Wrapper does not come back (nothing here plays it): the rotation fails after its wait, and keeps
     # both keys, so the store (still under the old key) stays readable and nothing is lost.
+    rekey_timeout = pipeline.settings.rekey_timeout_seconds
     monkeypatch.setattr(pipeline.settings, "rekey_timeout_seconds", 0.5)
     first = request(tenant, "secrets-key")
     await Rotator(pipeline).on_requested(first)
@@ -208,7 +209,9 @@ async def test_the_secrets_key_moves_the_store_to_the_new_key_and_an_unfinished_
     assert stored(store, old)["ghost_admin_token"]["value"] == "ghost-admin-0123456789abcdef"
     assert ups(target) == [["up", "-d", "--quiet-pull", "--no-deps", "--force-recreate", "safety-wrapper"]]
 
-    # 2. The operator asks again; this time the wrapper comes back and re-encrypts the store as it loads it.
+    # 2. The operator asks again; this time the wrapper comes back and re-encrypts the store as it loads it (the
+    # usual wait: the wrapper's loading runs a real process, which a busy machine can hold up for seconds).
+    monkeypatch.setattr(pipeline.settings, "rekey_timeout_seconds", rekey_timeout)
     target.clear_calls()
     wrapper = asyncio.create_task(play_safety_wrapper(target))
     second = request(tenant, "secrets-key")

@@ -108,7 +108,7 @@ async def enroll(
 
 
 class FakeFleet:
-    """Agents that heartbeat and answer update commands through the tenant API, as ``outcome(tenant)`` says."""
+    """Agents that answer update commands through the tenant API, as ``outcome(tenant)`` says."""
 
     def __init__(self, hub, agents: list[Enrolled], outcome: Callable[[uuid.UUID], dict]):
         self.hub, self.agents, self.outcome = hub, agents, outcome
@@ -119,12 +119,13 @@ class FakeFleet:
         self._tasks: list[asyncio.Task] = []
 
     async def _agent(self, a: Enrolled) -> None:
-        seq = 0
+        # One heartbeat (the soak wants updated tenants alive), then a long-poll that the hub answers as soon as a
+        # command is queued: nine agents polling every 0.1 s kept the hub's event loop busy and made a rollout on a
+        # loaded machine crawl.
+        r = await self.hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1.0.0"}, headers=a.headers)
+        assert r.status_code == 200, r.text
         while not self._stop.is_set():
-            seq += 1
-            r = await self.hub.post(
-                "/api/v1/tenant/heartbeat", json={"seq": seq, "version": "1.0.0"}, headers=a.headers
-            )
+            r = await self.hub.get("/api/v1/tenant/commands", params={"wait": 5}, headers=a.headers, timeout=30)
             for c in r.json()["commands"]:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
@@ -135,7 +136,6 @@ class FakeFleet:
                     await self.hub.post(f"/api/v1/tenant/commands/{c['id']}/result", json=body, headers=a.headers)
                     self.updated.append(a.tenant_id)
                 self.in_flight -= 1
-            await asyncio.sleep(0.1)
 
     def __enter__(self):
         self._tasks = [asyncio.create_task(self._agent(a)) for a in self.agents]
