@@ -119,13 +119,17 @@ class FakeFleet:
         self._tasks: list[asyncio.Task] = []
 
     async def _agent(self, a: Enrolled) -> None:
-        # One heartbeat (the soak wants updated tenants alive), then a long-poll that the hub answers as soon as a
-        # command is queued: nine agents polling every 0.1 s kept the hub's event loop busy and made a rollout on a
-        # loaded machine crawl.
-        r = await self.hub.post("/api/v1/tenant/heartbeat", json={"seq": 1, "version": "1.0.0"}, headers=a.headers)
-        assert r.status_code == 200, r.text
+        # A heartbeat, then a long-poll for commands of up to a second that the hub answers as soon as one is
+        # queued, in turn: alive for the soak (whatever the heartbeat interval), without the nine agents polling
+        # every 0.1 s that kept the hub's event loop busy and made a rollout on a loaded machine crawl.
+        seq = 0
         while not self._stop.is_set():
-            r = await self.hub.get("/api/v1/tenant/commands", params={"wait": 5}, headers=a.headers, timeout=30)
+            seq += 1
+            r = await self.hub.post(
+                "/api/v1/tenant/heartbeat", json={"seq": seq, "version": "1.0.0"}, headers=a.headers
+            )
+            assert r.status_code == 200, r.text
+            r = await self.hub.get("/api/v1/tenant/commands", params={"wait": 1}, headers=a.headers, timeout=30)
             for c in r.json()["commands"]:
                 self.in_flight += 1
                 self.max_in_flight = max(self.max_in_flight, self.in_flight)
