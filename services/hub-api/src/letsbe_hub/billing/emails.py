@@ -13,13 +13,13 @@ from email.utils import format_datetime, parseaddr
 
 import aiosmtplib
 from prometheus_client import Counter
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_hub.billing.models import BillingEmail
 from letsbe_hub.config import HubSettings
-from letsbe_hub.notifications.mailer import smtp_send
+from letsbe_hub.notifications.mailer import claim_due, smtp_send
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 
@@ -75,31 +75,7 @@ class BillingMailer:
         if not self.settings.smtp_host:
             return 0  # queued until SMTP is configured
         async with unit_of_work(self.sessions) as session:
-            due = (
-                select(E.id)
-                .where(
-                    or_(
-                        and_(E.state == "pending", E.next_attempt_at <= func.now()),
-                        and_(E.state == "sending", E.claimed_at < func.now() - LEASE),
-                    )
-                )
-                .order_by(E.created_at)
-                .limit(self.batch)
-                .with_for_update(skip_locked=True)
-            )
-            rows = (
-                (
-                    await session.execute(
-                        update(E)
-                        .where(E.id.in_(due.scalar_subquery()))
-                        .values(state="sending", attempts=E.attempts + 1, claimed_at=func.now())
-                        .returning(E)
-                        .execution_options(synchronize_session=False)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            rows = await claim_due(session, E, E.id, LEASE, self.batch)
         for row in rows:
             await self._deliver(row)
         return len(rows)

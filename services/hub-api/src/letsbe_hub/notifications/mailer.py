@@ -22,6 +22,7 @@ import ssl
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime
+from typing import Any
 
 import aiosmtplib
 from prometheus_client import Counter
@@ -40,6 +41,33 @@ log = get_logger(__name__)
 WELCOME_EMAILS = Counter("hub_welcome_emails_total", "Welcome email send attempts by outcome", ["outcome"])
 
 W = WelcomeEmail
+
+
+async def claim_due(session: AsyncSession, table: Any, key: Any, lease: timedelta, batch: int) -> list[Any]:
+    """The mail queues' claim (welcome and billing emails): up to ``batch`` rows due now (pending and past their
+    ``next_attempt_at``, or stuck in ``sending`` beyond ``lease``: a sender that died), oldest first, marked
+    ``sending`` with one more attempt. ``FOR UPDATE SKIP LOCKED``: replicas never claim the same row; the database's
+    clock decides, so a lease is real time whatever the sender's clock says."""
+    due = (
+        select(key)
+        .where(
+            or_(
+                and_(table.state == "pending", table.next_attempt_at <= func.now()),
+                and_(table.state == "sending", table.claimed_at < func.now() - lease),
+            )
+        )
+        .order_by(table.created_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+    claimed = (
+        update(table)
+        .where(key.in_(due.scalar_subquery()))
+        .values(state="sending", attempts=table.attempts + 1, claimed_at=func.now())
+        .returning(table)
+        .execution_options(synchronize_session=False)
+    )
+    return list((await session.execute(claimed)).scalars().all())
 
 
 async def smtp_send(message: EmailMessage, s: HubSettings) -> None:
@@ -79,31 +107,7 @@ class WelcomeMailer:
     async def send_due(self) -> int:
         """Claim due emails, send each, record the result. Returns how many were attempted."""
         async with unit_of_work(self.sessions) as session:
-            due = (
-                select(W.order_id)
-                .where(
-                    or_(
-                        and_(W.state == "pending", W.next_attempt_at <= func.now()),
-                        and_(W.state == "sending", W.claimed_at < func.now() - self.lease),
-                    )
-                )
-                .order_by(W.created_at)
-                .limit(self.batch)
-                .with_for_update(skip_locked=True)
-            )
-            rows = (
-                (
-                    await session.execute(
-                        update(W)
-                        .where(W.order_id.in_(due.scalar_subquery()))
-                        .values(state="sending", attempts=W.attempts + 1, claimed_at=func.now())
-                        .returning(W)
-                        .execution_options(synchronize_session=False)
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            rows = await claim_due(session, W, W.order_id, self.lease, self.batch)
         for row in rows:
             await self._deliver(row)
         return len(rows)
