@@ -142,7 +142,8 @@ def test_each_ai_container_gets_exactly_the_keys_it_uses_and_the_agents_read_the
         for key in ("ai.openclaw_gateway_token", "ai.tools_token", "ai.sentinel_key", "ai.secrets_key")
     }
     assert holders == {
-        "ai.openclaw_gateway_token": {"openclaw"},
+        # OpenClaw checks it; the Safety Wrapper's chat relay presents it to reach OpenClaw's chat API.
+        "ai.openclaw_gateway_token": {"openclaw", "safety-wrapper"},
         "ai.tools_token": {"openclaw", "safety-wrapper"},  # OpenClaw presents it, the Safety Wrapper checks it
         "ai.sentinel_key": {"openclaw", "secrets-proxy"},
         "ai.secrets_key": {"safety-wrapper", "secrets-proxy"},  # the tenant secret store both agents read

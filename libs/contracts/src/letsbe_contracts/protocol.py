@@ -7,3 +7,11 @@ agents read them too, and keep pydantic out of their memory."""
 CREDENTIAL_FILE = "credential.json"
 # The hub's OpenAI-compatible LLM relay (a tenant's Secrets Proxy sends /chat/completions, /responses under it).
 LLM_RELAY_PATH = "/api/v1/llm/v1"
+
+
+def openclaw_chat_request(text: str, model: str = "openclaw") -> dict[str, object]:
+    """One customer message as the Safety Wrapper's chat relay sends it to OpenClaw's gateway (OpenAI Chat
+    Completions, at the LETSBE_SW_CHAT_URL the provisioner renders). ``model`` names the agent ("openclaw": the
+    default one); the same ``user`` every time keeps the conversation in one agent session (the gateway derives it
+    from ``user``)."""
+    return {"model": model, "messages": [{"role": "user", "content": text}], "user": "letsbe-customer"}

@@ -27,11 +27,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from letsbe_contracts.protocol import openclaw_chat_request
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
 from letsbe_platform.testing import free_port
 from letsbe_provisioner.rendering.plan import AI_DIR, OPENCLAW_PORT, OPENCLAW_VERSION, RenderedFile
-from letsbe_safety_wrapper.chat.relay import chat_request
 from provisioner_testing import ALL_TOOLS, TOKENS, plan_for
 
 REPO = Path(__file__).resolve().parents[4]
@@ -263,7 +263,7 @@ def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str,
 
 @pytest.mark.timeout(480)  # the gateway's start and one agent turn: minutes on a busy machine
 def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(openclaw: OpenClaw, tmp_path: Path):
-    """What the Safety Wrapper's chat relay sends (letsbe_safety_wrapper.chat.relay.chat_request, to the rendered
+    """What the Safety Wrapper's chat relay sends (letsbe_contracts.protocol.openclaw_chat_request, to the rendered
     LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
     configuration; the model behind it is a stand-in on loopback."""
     files, _ = rendered_ai(tmp_path, ("ghost",))
@@ -278,7 +278,7 @@ def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(openclaw: OpenC
         config = tmp_path / "openclaw-loopback.json"
         config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
         with running_gateway(openclaw, tmp_path, config, keys) as url:
-            r = httpx.post(url + "/v1/chat/completions", json=chat_request("hello, who are you?"),
+            r = httpx.post(url + "/v1/chat/completions", json=openclaw_chat_request("hello, who are you?"),
                            headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"}, timeout=240)
     assert r.status_code == 200, r.text[-2000:] + (tmp_path / "gateway.log").read_text()[-3000:]
     assert "Hello from your assistant." in r.json()["choices"][0]["message"]["content"]

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from letsbe_contracts.validation import RequestModel
+
 # A sender's own id for a message: the same id sent again (after a reconnect) is the same message, relayed once.
 ClientId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 RelayId = Annotated[int, Field(ge=0)]
@@ -61,6 +63,6 @@ class IssuedAppToken(BaseModel):
     created_at: datetime
 
 
-class AppTokenCreate(BaseModel):
+class AppTokenCreate(RequestModel):
     model_config = ConfigDict(extra="forbid")
     label: str = Field(default="app", min_length=1, max_length=100, description="Which app or device it is for.")

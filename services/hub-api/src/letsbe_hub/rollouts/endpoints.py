@@ -112,9 +112,10 @@ async def events(
     """Server-sent events: every rollout event (``event: rollout-event``) followed by a fresh ``rollout`` snapshot;
     the stream ends after the rollout has finished. Reconnect with ``Last-Event-ID`` (or ``?after=``)."""
     sessions = request.app.state.runtime.sessions
+    cursor = sse_cursor(last_event_id, after)  # a bad Last-Event-ID is a 422 whatever the id names
     async with unit_of_work(sessions) as session:
         await service.view(session, rollout_id)  # 404 before the stream starts
-    return EventSourceResponse(rollout_events(sessions, rollout_id, sse_cursor(last_event_id, after)), ping=15)
+    return EventSourceResponse(rollout_events(sessions, rollout_id, cursor), ping=15)
 
 
 async def rollout_events(

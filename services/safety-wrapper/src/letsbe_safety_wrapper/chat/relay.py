@@ -25,6 +25,7 @@ from letsbe_agent.backoff import Backoff
 from letsbe_agent.client import tls_context
 from letsbe_agent.files import read_json, write_json
 from letsbe_agent.runtime import AgentRuntime
+from letsbe_contracts.protocol import openclaw_chat_request
 from letsbe_platform.logging import get_logger
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
 
@@ -34,20 +35,17 @@ RELAY_PATH = "/api/v1/tenant/relay/ws"
 UNAVAILABLE = "Your assistant cannot answer right now. Please try again in a moment."
 
 
-def chat_request(text: str, model: str = "openclaw") -> dict[str, Any]:
-    """One customer message for OpenClaw's gateway. ``model`` names the agent ("openclaw": the default one); the same
-    ``user`` every time keeps the conversation in one agent session (the gateway derives it from ``user``)."""
-    return {"model": model, "messages": [{"role": "user", "content": text}], "user": "letsbe-customer"}
-
-
 class ChatRelay:
     def __init__(self, settings: SafetyWrapperSettings, agent: AgentRuntime):
         assert settings.hub_url and settings.chat_url and settings.state_dir
         self.settings = settings
         self.agent = agent
         base = settings.hub_url.rstrip("/")
-        self.url = ("wss://" + base[len("https://"):] if base.startswith("https://")
-                    else "ws://" + base.removeprefix("http://")) + RELAY_PATH
+        self.url = (
+            "wss://" + base[len("https://") :]
+            if base.startswith("https://")
+            else "ws://" + base.removeprefix("http://")
+        ) + RELAY_PATH
         self.state_path: Path = settings.state_dir / "relay.json"
         # Without a saved position (the first start): everything the hub holds for this tenant, so a message sent
         # before the relay first connected is answered too. (A lost state directory means the hub's retained
@@ -57,7 +55,8 @@ class ChatRelay:
         self._stopping = asyncio.Event()
         token = settings.chat_token.get_secret_value() if settings.chat_token else None
         self.chat = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.chat_timeout_seconds, connect=10), verify=tls_context(),
+            timeout=httpx.Timeout(settings.chat_timeout_seconds, connect=10),
+            verify=tls_context(),
             headers={"Authorization": f"Bearer {token}"} if token else {},
         )
 
@@ -74,16 +73,22 @@ class ChatRelay:
                     continue
                 try:
                     async with connect(
-                        self.url, additional_headers={"Authorization": f"Bearer {credential.api_key}"},
+                        self.url,
+                        additional_headers={"Authorization": f"Bearer {credential.api_key}"},
                         ssl=tls_context() if self.url.startswith("wss://") else None,
-                        max_size=1024 * 1024, open_timeout=self.settings.hub_timeout_seconds,
+                        max_size=1024 * 1024,
+                        open_timeout=self.settings.hub_timeout_seconds,
                     ) as ws:
                         await self._session(ws, backoff)
                 except (OSError, TimeoutError, ConnectionClosed, InvalidHandshake) as exc:
                     status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
                     delay = backoff.next_delay()
-                    log.info("chat relay disconnected; reconnecting", error=repr(exc)[:200], status=status,
-                             retry_in=round(delay, 2))
+                    log.info(
+                        "chat relay disconnected; reconnecting",
+                        error=repr(exc)[:200],
+                        status=status,
+                        retry_in=round(delay, 2),
+                    )
                     await self._pause(delay)
         finally:
             await self.chat.aclose()
@@ -123,8 +128,9 @@ class ChatRelay:
         finally:
             stop.cancel()
 
-    async def _answer(self, ws: ClientConnection, message: dict[str, Any],
-                      waiting: collections.deque[dict[str, Any]]) -> None:
+    async def _answer(
+        self, ws: ClientConnection, message: dict[str, Any], waiting: collections.deque[dict[str, Any]]
+    ) -> None:
         seq = int(message["id"])
         if seq <= self.after:
             return
@@ -147,7 +153,9 @@ class ChatRelay:
     async def _ask(self, text: str) -> str:
         """The AI agent's answer to one customer message (an OpenAI-style chat completion)."""
         try:
-            r = await self.chat.post(self.settings.chat_url or "", json=chat_request(text, self.settings.chat_model))
+            r = await self.chat.post(
+                self.settings.chat_url or "", json=openclaw_chat_request(text, self.settings.chat_model)
+            )
             r.raise_for_status()
             return str(r.json()["choices"][0]["message"]["content"] or "")
         except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
