@@ -169,8 +169,8 @@ async def main() -> None:
         f"Run: `.venv/bin/letsbe-devstack run -- .venv/bin/python bench/console.py --write` ({args.orders:,} orders, "
         f"{args.tenants:,} tenants with 2 agents each, 2,000 alerts, 500 pending approvals; {args.requests} requests "
         f"per page one after another, through the ASGI app with the hub's workers running; 2 cores, Python "
-        f"{platform.python_version()}, embedded Postgres 16; 1-minute load average {load:.1f} at the end, other "
-        f"test suites sharing the machine). Target: p95 under {TARGET_MS:.0f} ms.",
+        f"{platform.python_version()}, embedded Postgres 16; 1-minute load average {load:.1f} at the end). "
+        f"Target: p95 under {TARGET_MS:.0f} ms.",
         "",
         "| page | median | p95 | max | p95 under 200 ms |",
         "|---|---|---|---|---|",

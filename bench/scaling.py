@@ -216,7 +216,7 @@ def write(r: dict) -> None:
     base = r["rounds"][0]["rps"]
     lines = [
         START,
-        f"Measured by `bench/scaling.py` on {r['cores']} cores, shared with other work (1-minute load average "
+        f"Measured by `bench/scaling.py` on {r['cores']} cores (1-minute load average "
         f"{r['load_before'][0]} before the run, per round below): {r['agents']:,} seeded agents, {r['connections']} "
         f"wrk connections in all, split over the loaded processes, {r['seconds']} s per round, nothing pinned. "
         "CPU is in cores (2.0 = the whole machine), sampled during each round.",
