@@ -186,7 +186,9 @@ async def main() -> None:
     if args.write:
         doc = REPO / "docs" / "benchmarks.md"
         current = doc.read_text()
-        current = re.sub(re.escape(MARK) + r".*?(?=\n<!-- |\n## |\Z)", "", current, flags=re.S).rstrip() + "\n\n"
+        # The earlier run's section: the marker, its heading, and everything up to the next section.
+        earlier = re.escape(MARK) + r"\n## [^\n]*\n.*?(?=\n<!-- |\n## |\Z)"
+        current = re.sub(earlier, "", current, flags=re.S).rstrip() + "\n\n"
         doc.write_text(current + text)
 
 
