@@ -7,13 +7,33 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import random
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+# Under pytest-xdist each worker (and the processes its tests start, which inherit PYTEST_XDIST_WORKER) takes ports
+# from a block of its own below the kernel's ephemeral range (32768-60999 on Linux): a port one worker chose cannot
+# be handed to another worker's process in the moment before it is bound, as a port from bind(0) can.
+_WORKER_BLOCK, _FIRST_BLOCK = 2000, 12000
+_cursor = random.randrange(_WORKER_BLOCK)
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port nobody listens on at ``host`` right now."""
+    global _cursor
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit():
+        first = _FIRST_BLOCK + (int(worker[2:]) % 8) * _WORKER_BLOCK
+        for _ in range(_WORKER_BLOCK):
+            _cursor = (_cursor + 1) % _WORKER_BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, first + _cursor))
+                except OSError:
+                    continue
+                return first + _cursor
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

@@ -30,6 +30,9 @@ class ServiceProcess:
         self.module = module
         self.argv = argv or [sys.executable, "-m", module]
         self.port = port or free_port()
+        # A port we chose ourselves can be taken between choosing and binding (another xdist worker's process):
+        # then the process is started again on another one (see wait_ready).
+        self._port_env = port_env if port is None else None
         # A tenant agent inherits no control-plane settings (it has none on a tenant, and refuses unknown LETSBE_ ones).
         inherited = tenant_env(dict(os.environ)) if tenant_side else os.environ
         self.env = {**inherited, **env}
@@ -52,6 +55,9 @@ class ServiceProcess:
         async with httpx.AsyncClient() as client:
             while asyncio.get_running_loop().time() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
+                    if self._port_env and "address already in use" in self.logs():
+                        self._restart_on_another_port()
+                        continue
                     raise RuntimeError(f"{self.module} exited with {self.proc.returncode}:\n{self.logs()[-4000:]}")
                 try:
                     r = await client.get(self.url + "/readyz", timeout=1.0)
@@ -61,6 +67,13 @@ class ServiceProcess:
                     pass
                 await asyncio.sleep(0.1)
         raise TimeoutError(f"{self.module} not ready after {timeout}s:\n{self.logs()[-4000:]}")
+
+    def _restart_on_another_port(self) -> None:
+        assert self._port_env is not None
+        self.port = free_port()
+        self.env[self._port_env] = str(self.port)
+        self.log_path.write_bytes(b"")  # the refused start's lines are not this process's
+        self.start()
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
