@@ -307,7 +307,11 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
         _wait(lambda: _routed_via(ip, link), f"a route to {ip} via {link}", 10)
         _wait(lambda: _ssh_banner(ip, 22), f"sshd on {name} ({ip}:22)", BOOT_TIMEOUT, 0.2)
         state = vps.nsenter("systemctl", "is-system-running", "--wait", check=False, timeout=BOOT_TIMEOUT).stdout
-        log(f"{name} booted: {ip}, systemd {state.strip()}, host key {fingerprint}")
+        failed = ""
+        if state.strip() != "running":  # name what failed: a degraded boot is otherwise a guess
+            units = vps.nsenter("systemctl", "--failed", "--plain", "--no-legend", check=False, timeout=30).stdout
+            failed = f" (failed: {' '.join(line.split()[0] for line in units.splitlines() if line.strip())})"
+        log(f"{name} booted: {ip}, systemd {state.strip()}{failed}, host key {fingerprint}")
         return vps
     except BaseException:
         _stop(name, nspawn_pid, leader, proxy_pid, registry_pid)
