@@ -52,6 +52,7 @@ class Machine:
     conflict: type[Conflict] = IllegalTransition
     id_field: str = "id"  # the problem document's member naming the row (order_id, job_id, …)
     column: str = "status"
+    reason_column: str | None = None  # a column of the row that keeps the last move's reason, if any
 
     def allowed(self, from_status: Any, to_status: Any) -> bool:
         return to_status in self.transitions.get(from_status, frozenset())
@@ -96,9 +97,12 @@ async def transition(
     the updated row (the session's object, refreshed). ``history`` are the history row's other columns."""
     if machine.column in values:
         raise ValueError(f"{machine.column} is set by transition() itself")
+    if machine.reason_column is not None:
+        values[machine.reason_column] = reason
     if expected is None:
         expected = await current(session, machine, ident)
     if machine.allowed(expected, to):
+        await session.flush()  # the caller's pending changes first: RETURNING below overwrites the session's object
         col = getattr(machine.model, machine.column)
         stmt = (
             update(machine.model)
