@@ -119,6 +119,17 @@ async def transition(
     raise await _refusal(session, machine, ident, expected, to)
 
 
+async def try_transition(
+    session: AsyncSession, machine: Machine, ident: Any, expected: Any | None, to: Any, **kwargs: Any
+) -> Any | None:
+    """:func:`transition`, but None instead of the machine's conflict or NotFound: for callers to whom "someone
+    else moved it already" or "no such row" is an answer, not an error."""
+    try:
+        return await transition(session, machine, ident, expected, to, **kwargs)
+    except (machine.conflict, NotFound):
+        return None
+
+
 async def created(
     session: AsyncSession, machine: Machine, row: Any, *, actor: str, reason: str | None = None, **history: Any
 ) -> None:

@@ -186,14 +186,9 @@ async def transition(
     session: AsyncSession, command: Command, to: CommandStatus, *, actor: str, reason: str | None = None, **fields: Any
 ) -> Command | None:
     """Compare-and-set from the command's current status; None if it moved meanwhile or the move is not allowed."""
-    if not MACHINE.allowed(command.status, to):
-        return None
-    try:
-        return await state.transition(
-            session, MACHINE, command.id, command.status, to, actor=actor, reason=reason, **fields
-        )
-    except CommandStateConflict:
-        return None
+    return await state.try_transition(
+        session, MACHINE, command.id, command.status, to, actor=actor, reason=reason, **fields
+    )
 
 
 # --- agent side -----------------------------------------------------------------------------------------------
