@@ -6,7 +6,7 @@ A machine names the mapped model whose status column it guards, its states (a ``
 advance the same row. In the same transaction it records the move in the machine's history table (when it has
 one) and runs its ``on_change`` hook (an outbox event, a NOTIFY, a metric), so either everything happens or nothing
 does. A move the table does not allow, or one that lost the race, raises the machine's :class:`Conflict` subclass
-(409) and changes nothing. ``tests/test_status_writes.py`` fails if any other code writes a status column.
+(409) and changes nothing. ``tests/foundation/test_status_writes.py`` fails if any other code writes a status column.
 """
 
 from __future__ import annotations

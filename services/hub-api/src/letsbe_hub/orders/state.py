@@ -143,8 +143,9 @@ MACHINE = state.Machine(
 
 
 async def record_creation(session: AsyncSession, order: Order, *, actor: str) -> Order:
-    """Insert a new order in its first state (PENDING_PAYMENT) with its first history row."""
-    order.status = S.PENDING_PAYMENT  # status-write-ok: a new row's first state, recorded just below
+    """Insert a new order (built in its first state, PENDING_PAYMENT) with its first history row."""
+    if order.status != HAPPY_PATH[0]:
+        raise ValueError("a new order starts in PENDING_PAYMENT")
     session.add(order)
     await session.flush()
     await lock_stream(session, order.id)
