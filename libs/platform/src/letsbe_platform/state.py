@@ -119,6 +119,13 @@ async def transition(
     raise await _refusal(session, machine, ident, expected, to)
 
 
+async def move(session: AsyncSession, machine: Machine, row: Any, to: Any, **kwargs: Any) -> Any:
+    """:func:`transition` of a row the caller holds (usually locked): from the status it was read in."""
+    ident = inspect(row).identity
+    expected = getattr(row, machine.column)
+    return await transition(session, machine, ident[0] if len(ident) == 1 else ident, expected, to, **kwargs)
+
+
 async def try_transition(
     session: AsyncSession, machine: Machine, ident: Any, expected: Any | None, to: Any, **kwargs: Any
 ) -> Any | None:

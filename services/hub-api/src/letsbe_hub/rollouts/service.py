@@ -197,25 +197,12 @@ async def _locked(session: AsyncSession, rollout_id: uuid.UUID) -> Rollout:
 
 
 async def _move(session: AsyncSession, r: Rollout, to: R, reason: str | None = None, **values: Any) -> None:
-    finished = {"finished_at": func.now()} if to in FINAL else {}
-    await state.transition(
-        session,
-        ROLLOUT,
-        r.id,
-        r.status,
-        to,
-        actor="rollout",
-        reason=reason,
-        updated_at=func.now(),
-        **finished,
-        **values,
-    )
+    values |= {"updated_at": func.now()} | ({"finished_at": func.now()} if to in FINAL else {})
+    await state.move(session, ROLLOUT, r, to, actor="rollout", reason=reason, **values)
 
 
 async def _move_target(session: AsyncSession, t: RolloutTarget, to: T, **values: Any) -> None:
-    await state.transition(
-        session, TARGET, (t.rollout_id, t.tenant_id), t.status, to, actor="rollout", updated_at=func.now(), **values
-    )
+    await state.move(session, TARGET, t, to, actor="rollout", updated_at=func.now(), **values)
 
 
 async def pause(session: AsyncSession, rollout_id: uuid.UUID, *, actor: str) -> RolloutView:

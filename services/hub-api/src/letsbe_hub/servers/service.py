@@ -48,7 +48,7 @@ def target(server: Server) -> ServerTarget:
 async def reserve(session: AsyncSession, server: Server, order_id: uuid.UUID) -> None:
     """Hand the (locked) server to the order. tenant_id == order_id (one tenant per order)."""
     values = {"order_id": order_id, "tenant_id": order_id, "reserved_at": datetime.now(UTC)}
-    await state.transition(session, SERVER, server.id, server.status, InventoryStatus.RESERVED, actor="hub", **values)
+    await state.move(session, SERVER, server, InventoryStatus.RESERVED, actor="hub", **values)
 
 
 async def emit_allocated(session: AsyncSession, order: OrderSpec, server: Server, *, cause: uuid.UUID) -> None:
@@ -161,7 +161,7 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
     if status is InventoryStatus.RESERVED:
         raise ServerConflict(f"Server {server_id} is reserved for order {server.order_id}; retire it once in use.")
     if status is InventoryStatus.IN_USE:
-        return await state.transition(session, SERVER, server.id, status, InventoryStatus.DRAINING, actor="operator")
+        return await state.move(session, SERVER, server, InventoryStatus.DRAINING, actor="operator")
     if server.provider == Provider.HETZNER:
         if provider is None:
             raise ProviderNotConfigured("Retiring a Hetzner server deletes it there; no Hetzner token is configured.")
@@ -169,9 +169,7 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
             await provider.deallocate_server(server.provider_ref)
         except ProviderError as exc:
             raise ProviderCallFailed(str(exc)) from exc
-    await state.transition(
-        session, SERVER, server.id, status, InventoryStatus.RETIRED, actor="operator", retired_at=datetime.now(UTC)
-    )
+    await state.move(session, SERVER, server, InventoryStatus.RETIRED, actor="operator", retired_at=datetime.now(UTC))
     log.info("server retired", server_id=str(server.id), provider=server.provider)
     return server
 

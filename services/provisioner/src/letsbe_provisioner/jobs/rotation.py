@@ -229,7 +229,7 @@ class Rotator:
                 return
             to = RotationStatus.FAILED if error else RotationStatus.SUCCEEDED
             done = {"error": error, "finished_at": _now(), "lease_until": None, "output_tail": "\n".join(work.tail)}
-            row = await state.transition(session, ROTATION, row.command_id, row.status, to, actor=self.p.owner, **done)
+            row = await state.move(session, ROTATION, row, to, actor=self.p.owner, **done)
             await self._report(session, row)
         if error:
             log.error("key rotation failed", tenant_id=str(event.tenant_id), key=event.key, error=error)

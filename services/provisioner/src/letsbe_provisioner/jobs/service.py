@@ -204,23 +204,12 @@ class Pipeline:
                 # A retry (or a redelivery) of dns-ready: resume at the failed step, with the target it carries now.
                 failed = await session.get(JobStep, (job.id, job.failed_step or 1))
                 if failed is not None and failed.status == StepStatus.FAILED:
-                    await state.transition(
-                        session, STEP, (job.id, failed.number), failed.status, StepStatus.PENDING, actor=self.owner
-                    )
-                await state.transition(
-                    session,
-                    JOB,
-                    job.id,
-                    job.status,
-                    JobStatus.RUNNING,
-                    actor=self.owner,
-                    run=job.run + 1,
-                    error=None,
-                    failed_step=None,
-                    spec=event.model_dump(mode="json"),
-                    lease_owner=self.owner,
-                    lease_until=lease,
-                    finished_at=None,
+                    await state.move(session, STEP, failed, StepStatus.PENDING, actor=self.owner)
+                resumed = {"run": job.run + 1, "error": None, "failed_step": None, "finished_at": None}
+                lease_to_me = {"lease_owner": self.owner, "lease_until": lease}
+                spec = event.model_dump(mode="json")
+                await state.move(
+                    session, JOB, job, JobStatus.RUNNING, actor=self.owner, spec=spec, **resumed, **lease_to_me
                 )
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info(
@@ -280,17 +269,8 @@ class Pipeline:
                 log.warning("lease renewal failed", job_id=str(job_id), error=repr(exc))
 
     async def _fail_job(self, session: AsyncSession, job: Job, step: int, reason: str, *, retryable: bool) -> None:
-        await state.transition(
-            session,
-            JOB,
-            job.id,
-            job.status,
-            JobStatus.FAILED,
-            actor=self.owner,
-            error=reason,
-            failed_step=step,
-            finished_at=_now(),
-        )
+        failed = {"error": reason, "failed_step": step, "finished_at": _now()}
+        await state.move(session, JOB, job, JobStatus.FAILED, actor=self.owner, **failed)
         await add_event(
             session,
             outbox,
@@ -481,16 +461,8 @@ class JobRun:
         async with unit_of_work(self.p.sessions) as session:
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             assert row is not None
-            row = await self._move_step(
-                session,
-                row,
-                StepStatus.RUNNING,
-                attempt=row.attempt + 1,
-                started_at=_now(),
-                finished_at=None,
-                exit_code=None,
-                error=None,
-            )
+            fresh = {"attempt": row.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
+            row = await self._move_step(session, row, StepStatus.RUNNING, error=None, **fresh)
             step.status, step.attempt = row.status, row.attempt
             return row.attempt
 
@@ -512,15 +484,8 @@ class JobRun:
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert row is not None and job is not None
-            row = await self._move_step(
-                session,
-                row,
-                StepStatus.FAILED,
-                exit_code=exit_code,
-                finished_at=_now(),
-                error=error[:4000],
-                output_tail=sink.tail_text(),
-            )
+            outcome = {"exit_code": exit_code, "finished_at": _now(), "output_tail": sink.tail_text()}
+            row = await self._move_step(session, row, StepStatus.FAILED, error=error[:4000], **outcome)
             await self.p._fail_job(
                 session, job, step.number, f"step {step.number} {step.name} failed: {error}", retryable=retryable
             )
@@ -528,8 +493,7 @@ class JobRun:
 
     async def _move_step(self, session: AsyncSession, row: JobStep, to: StepStatus, **values: Any) -> JobStep:
         """The step's next state, and its provisioning-step event in the same transaction."""
-        ident = (row.job_id, row.number)
-        row = await state.transition(session, STEP, ident, row.status, to, actor=self.p.owner, **values)
+        row = await state.move(session, STEP, row, to, actor=self.p.owner, **values)
         await self._step_event(session, row)
         return row
 
@@ -559,15 +523,8 @@ class JobRun:
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert job is not None
             if job.status == JobStatus.RUNNING:
-                job = await state.transition(
-                    session,
-                    JOB,
-                    job.id,
-                    job.status,
-                    JobStatus.AWAITING_REGISTRATION,
-                    actor=self.p.owner,
-                    steps_done_at=_now(),
-                )
+                to = JobStatus.AWAITING_REGISTRATION
+                job = await state.move(session, JOB, job, to, actor=self.p.owner, steps_done_at=_now())
             deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
         last_error = ""
 
@@ -613,9 +570,7 @@ class JobRun:
             assert job is not None
             if job.status == JobStatus.SUCCEEDED:
                 return
-            job = await state.transition(
-                session, JOB, job.id, job.status, JobStatus.SUCCEEDED, actor=self.p.owner, finished_at=_now()
-            )
+            job = await state.move(session, JOB, job, JobStatus.SUCCEEDED, actor=self.p.owner, finished_at=_now())
             await add_event(
                 session,
                 outbox,
