@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.enums import AlertSeverity
@@ -24,8 +24,9 @@ from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import DECOMMISSION, SNAPSHOT
 from letsbe_hub.providers.base import ServerProvider, SnapshotResult
 from letsbe_hub.providers.errors import ProviderNotFound
-from letsbe_hub.servers.models import InventoryStatus, Server
+from letsbe_hub.servers.models import SERVER, InventoryStatus, Server
 from letsbe_hub.tenants.models import Tenant
+from letsbe_platform import state as platform_state
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
 
@@ -103,10 +104,10 @@ async def finish_release(
     session: AsyncSession, job: LifecycleJob, owner: str, outcome: str, server_status: str, now: datetime
 ) -> None:
     if job.server_id is not None and server_status:
-        values: dict[str, Any] = {"status": server_status, "updated_at": now}
-        if server_status == InventoryStatus.RETIRED.value:
-            values["retired_at"] = now
-        await session.execute(update(Server).where(Server.id == job.server_id).values(**values))
+        retired = {"retired_at": now} if server_status == InventoryStatus.RETIRED else {}
+        await platform_state.try_transition(
+            session, SERVER, job.server_id, None, server_status, actor="lifecycle-worker", updated_at=now, **retired
+        )
     await state.transition(
         session,
         job.id,

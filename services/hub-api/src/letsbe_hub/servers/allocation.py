@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -44,9 +45,10 @@ from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.config import ServerSettings
-from letsbe_hub.servers.models import OverflowStatus
+from letsbe_hub.servers.models import OVERFLOW, InventoryStatus, OverflowServer, OverflowStatus
 from letsbe_hub.servers.reachability import wait_for_host_key
 from letsbe_hub.servers.service import emit_allocated, reserve
+from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -54,6 +56,7 @@ from letsbe_platform.outbox import add_event, claim
 from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
+CREATING, FAILING = OverflowStatus.CREATING, OverflowStatus.FAILING
 
 CONSUMER = "hub-allocate-on-order-created"
 ALLOCATIONS = Counter("hub_server_allocations_total", "Outcomes of the allocation worker", ["outcome"])
@@ -147,7 +150,7 @@ class Allocator:
             if server is not None:
                 if not await claim(s, inbox, CONSUMER, event_id):
                     return Outcome.DUPLICATE, None  # a parallel delivery won; the row lock ends with this tx
-                reserve(server, order.order_id)
+                await reserve(s, server, order.order_id)
                 if order.automation_mode is AutomationMode.MANUAL:  # it may have been held by an earlier event
                     await repo.resolve_hold(s, order.order_id, server.id, "allocation-worker")
                 await emit_allocated(s, order, server, cause=event_id)
@@ -184,12 +187,9 @@ class Allocator:
                     retryable=True,
                 )
             else:  # a retry after a failed attempt (or a released server): a fresh name, a fresh server
-                intent.event_id, intent.attempt, intent.name = event_id, n, name
-                intent.status, intent.hetzner_id, intent.server_id, intent.error = (
-                    OverflowStatus.CREATING.value,
-                    None,
-                    None,
-                    None,
+                fresh = {"event_id": event_id, "attempt": n, "name": name, "hetzner_id": None, "server_id": None}
+                await state.transition(
+                    s, OVERFLOW, order.order_id, intent.status, CREATING, actor=CONSUMER, error=None, **fresh
                 )
             return Outcome.OVERFLOW, _Attempt(name, OverflowStatus.CREATING.value)
 
@@ -228,12 +228,12 @@ class Allocator:
         except ProviderError as exc:
             log.warning("overflow server failed", order_id=str(order.order_id), name=attempt.name, error=str(exc))
             async with unit_of_work(self.sessions) as s:
-                moved = await repo.set_overflow(
+                moved = await _move_overflow(
                     s,
                     order.order_id,
                     attempt.name,
-                    [OverflowStatus.CREATING],
-                    status=OverflowStatus.FAILING.value,
+                    CREATING,
+                    FAILING,
                     error=str(exc)[:4000],
                     retryable=exc.retryable,
                 )
@@ -259,10 +259,12 @@ class Allocator:
                 ssh_port=cfg.server_ssh_port,
                 ssh_user=cfg.server_ssh_user,
                 host_key_fingerprint=fingerprint,
-                status="AVAILABLE",
+                status=InventoryStatus.AVAILABLE,
             )
-            reserve(server, order.order_id)
-            intent.status, intent.server_id = OverflowStatus.READY.value, server.id
+            await reserve(s, server, order.order_id)
+            await state.transition(
+                s, OVERFLOW, order.order_id, CREATING, OverflowStatus.READY, actor=CONSUMER, server_id=server.id
+            )
             await emit_allocated(s, order, server, cause=event_id)
         return Outcome.OVERFLOW
 
@@ -274,9 +276,7 @@ class Allocator:
         async with unit_of_work(self.sessions) as s:
             if not await claim(s, inbox, CONSUMER, event_id):
                 return Outcome.DUPLICATE
-            if not await repo.set_overflow(
-                s, order.order_id, name, [OverflowStatus.FAILING], status=OverflowStatus.FAILED.value
-            ):
+            if not await _move_overflow(s, order.order_id, name, FAILING, OverflowStatus.FAILED):
                 return Outcome.DUPLICATE
             await self._emit_failed(s, order, event_id, f"Hetzner overflow server: {reason}", retryable=retryable)
         return Outcome.FAILED
@@ -307,25 +307,20 @@ class Allocator:
         cleaned = 0
         async with unit_of_work(self.sessions) as s:
             stale = [
-                (r.order_id, r.name)
+                (r.order_id, r.name, r.status)
                 for r in await repo.stale_overflows(
                     s, [OverflowStatus.CREATING.value, OverflowStatus.FAILING.value], cutoff
                 )
             ]
-        for order_id, name in stale:
+        for order_id, name, status in stale:
             try:
                 await self.hetzner.delete_by_name(name)
             except ProviderError as exc:
                 log.warning("stale overflow cleanup failed", order_id=str(order_id), name=name, error=str(exc))
                 continue
             async with unit_of_work(self.sessions) as s:
-                if await repo.set_overflow(
-                    s,
-                    order_id,
-                    name,
-                    [OverflowStatus.CREATING, OverflowStatus.FAILING],
-                    status=OverflowStatus.FAILED.value,
-                    error="stale attempt cleaned up",
+                if await _move_overflow(
+                    s, order_id, name, status, OverflowStatus.FAILED, error="stale attempt cleaned up"
                 ):
                     cleaned += 1
                     reason = f"Hetzner overflow attempt {name} made no progress and was cleaned up"
@@ -337,3 +332,14 @@ class Allocator:
                         event_id=uuid.uuid5(order_id, f"stale:{name}"),
                     )
         return cleaned
+
+
+async def _move_overflow(
+    s: AsyncSession, order_id: uuid.UUID, name: str, expected: str, to: str, **values: Any
+) -> bool:
+    """Compare-and-set on (order, attempt name, status): False if another worker moved the attempt on."""
+    where = (OverflowServer.name == name,)
+    return (
+        await state.try_transition(s, OVERFLOW, order_id, expected, to, actor=CONSUMER, where=where, **values)
+        is not None
+    )

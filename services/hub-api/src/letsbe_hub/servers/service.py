@@ -22,9 +22,10 @@ from letsbe_hub.servers.errors import (
     ServerConflict,
     ServerNotFound,
 )
-from letsbe_hub.servers.models import AllocationHold, HoldStatus, InventoryStatus, Server
+from letsbe_hub.servers.models import SERVER, AllocationHold, HoldStatus, InventoryStatus, Server
 from letsbe_hub.servers.reachability import read_host_key
 from letsbe_hub.servers.schemas import HeldOrderOut, ServerCreate, ServerOut
+from letsbe_platform import state
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
 
@@ -44,12 +45,10 @@ def target(server: Server) -> ServerTarget:
     )
 
 
-def reserve(server: Server, order_id: uuid.UUID) -> None:
+async def reserve(session: AsyncSession, server: Server, order_id: uuid.UUID) -> None:
     """Hand the (locked) server to the order. tenant_id == order_id (one tenant per order)."""
-    server.status = InventoryStatus.RESERVED.value
-    server.order_id = order_id
-    server.tenant_id = order_id
-    server.reserved_at = datetime.now(UTC)
+    values = {"order_id": order_id, "tenant_id": order_id, "reserved_at": datetime.now(UTC)}
+    await state.move(session, SERVER, server, InventoryStatus.RESERVED, actor="hub", **values)
 
 
 async def emit_allocated(session: AsyncSession, order: OrderSpec, server: Server, *, cause: uuid.UUID) -> None:
@@ -162,8 +161,7 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
     if status is InventoryStatus.RESERVED:
         raise ServerConflict(f"Server {server_id} is reserved for order {server.order_id}; retire it once in use.")
     if status is InventoryStatus.IN_USE:
-        server.status = InventoryStatus.DRAINING.value
-        return server
+        return await state.move(session, SERVER, server, InventoryStatus.DRAINING, actor="operator")
     if server.provider == Provider.HETZNER:
         if provider is None:
             raise ProviderNotConfigured("Retiring a Hetzner server deletes it there; no Hetzner token is configured.")
@@ -171,8 +169,7 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
             await provider.deallocate_server(server.provider_ref)
         except ProviderError as exc:
             raise ProviderCallFailed(str(exc)) from exc
-    server.status = InventoryStatus.RETIRED.value
-    server.retired_at = datetime.now(UTC)
+    await state.move(session, SERVER, server, InventoryStatus.RETIRED, actor="operator", retired_at=datetime.now(UTC))
     log.info("server retired", server_id=str(server.id), provider=server.provider)
     return server
 
@@ -202,7 +199,7 @@ async def assign_held(session: AsyncSession, order_id: uuid.UUID, server_id: uui
         if server is None:
             raise NoServerAvailable(f"No AVAILABLE {hold.tier} server in the {hold.region} pool.")
     order = OrderSpec.model_validate(hold.order_spec)
-    reserve(server, order.order_id)
+    await reserve(session, server, order.order_id)
     await repo.resolve_hold(session, order.order_id, server.id, by)
     await emit_allocated(session, order, server, cause=uuid.uuid5(order.order_id, f"assign:{server.id}"))
     await session.flush()

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_agent import secret_store
 from letsbe_contracts import DnsReadyV1, ServerTarget
 from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
+from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -45,7 +46,7 @@ from letsbe_platform.outbox import add_event
 from letsbe_provisioner.db import outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubError
-from letsbe_provisioner.jobs.models import Job, JobStatus, KeyRotation, RotationStatus
+from letsbe_provisioner.jobs.models import ROTATION, Job, JobStatus, KeyRotation, RotationStatus
 from letsbe_provisioner.jobs.redact import Redactor
 from letsbe_provisioner.jobs.secrets import drop_secret, load_secrets, store_secrets
 from letsbe_provisioner.jobs.service import EX_TEMPFAIL, TAIL_LINES, TRANSIENT_OUTPUT, Pipeline, build_plan
@@ -133,16 +134,6 @@ class Rotator:
                 log.warning("taking over key rotation", command_id=str(row.command_id), previous=row.lease_owner)
                 row.lease_owner, row.lease_until, row.attempt = self.p.owner, lease, row.attempt + 1
                 return "mine"
-            row = KeyRotation(
-                command_id=event.command_id,
-                tenant_id=event.tenant_id,
-                key=event.key,
-                requested_by=event.requested_by,
-                status=RotationStatus.RUNNING,
-                attempt=1,
-                lease_owner=self.p.owner,
-                lease_until=lease,
-            )
             refusal = None
             if event.expires_at <= _now():
                 refusal = "the command expired before the provisioner could start it"
@@ -152,9 +143,20 @@ class Rotator:
                 refusal = f"the tenant is not provisioned yet (its job is {job.status}); rotate once it is"
             if refusal is None and await self._other_running(session, event):
                 return "busy"
+            row = KeyRotation(
+                command_id=event.command_id,
+                tenant_id=event.tenant_id,
+                key=event.key,
+                requested_by=event.requested_by,
+                status=RotationStatus.FAILED if refusal else RotationStatus.RUNNING,  # refused: born finished
+                attempt=1,
+                lease_owner=self.p.owner,
+                lease_until=None if refusal else lease,
+                error=refusal,
+                finished_at=_now() if refusal else None,
+            )
             session.add(row)
             if refusal is not None:
-                row.status, row.error, row.finished_at, row.lease_until = RotationStatus.FAILED, refusal, _now(), None
                 await session.flush()
                 await self._report(session, row)
                 log.warning("key rotation refused", tenant_id=str(event.tenant_id), key=event.key, reason=refusal)
@@ -225,9 +227,9 @@ class Rotator:
             assert row is not None
             if row.status != RotationStatus.RUNNING:
                 return
-            row.status = RotationStatus.FAILED if error else RotationStatus.SUCCEEDED
-            row.error, row.finished_at, row.lease_until = error, _now(), None
-            row.output_tail = "\n".join(work.tail)
+            to = RotationStatus.FAILED if error else RotationStatus.SUCCEEDED
+            done = {"error": error, "finished_at": _now(), "lease_until": None, "output_tail": "\n".join(work.tail)}
+            row = await state.move(session, ROTATION, row, to, actor=self.p.owner, **done)
             await self._report(session, row)
         if error:
             log.error("key rotation failed", tenant_id=str(event.tenant_id), key=event.key, error=error)

@@ -45,6 +45,7 @@ from letsbe_contracts import (
     load_catalog,
 )
 from letsbe_contracts.events import MailReadyV1, TenantAgentRegisteredV1
+from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -55,7 +56,7 @@ from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA, outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubClient, HubError
-from letsbe_provisioner.jobs.models import Job, JobStatus, JobStep
+from letsbe_provisioner.jobs.models import JOB, STEP, Job, JobStatus, JobStep
 from letsbe_provisioner.jobs.redact import Redactor
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.rendering.plan import AGENTS, Plan, Settings
@@ -203,10 +204,13 @@ class Pipeline:
                 # A retry (or a redelivery) of dns-ready: resume at the failed step, with the target it carries now.
                 failed = await session.get(JobStep, (job.id, job.failed_step or 1))
                 if failed is not None and failed.status == StepStatus.FAILED:
-                    failed.status = StepStatus.PENDING
-                job.status, job.run, job.error, job.failed_step = JobStatus.RUNNING, job.run + 1, None, None
-                job.spec = event.model_dump(mode="json")
-                job.lease_owner, job.lease_until, job.finished_at = self.owner, lease, None
+                    await state.move(session, STEP, failed, StepStatus.PENDING, actor=self.owner)
+                resumed = {"run": job.run + 1, "error": None, "failed_step": None, "finished_at": None}
+                lease_to_me = {"lease_owner": self.owner, "lease_until": lease}
+                spec = event.model_dump(mode="json")
+                await state.move(
+                    session, JOB, job, JobStatus.RUNNING, actor=self.owner, spec=spec, **resumed, **lease_to_me
+                )
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info(
                     "resuming failed provisioning job", order_id=str(order.order_id), job_id=str(job.id), run=job.run
@@ -265,7 +269,8 @@ class Pipeline:
                 log.warning("lease renewal failed", job_id=str(job_id), error=repr(exc))
 
     async def _fail_job(self, session: AsyncSession, job: Job, step: int, reason: str, *, retryable: bool) -> None:
-        job.status, job.error, job.failed_step, job.finished_at = JobStatus.FAILED, reason, step, _now()
+        failed = {"error": reason, "failed_step": step, "finished_at": _now()}
+        await state.move(session, JOB, job, JobStatus.FAILED, actor=self.owner, **failed)
         await add_event(
             session,
             outbox,
@@ -456,9 +461,8 @@ class JobRun:
         async with unit_of_work(self.p.sessions) as session:
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             assert row is not None
-            row.status, row.attempt, row.started_at = StepStatus.RUNNING, row.attempt + 1, _now()
-            row.finished_at = row.exit_code = row.error = None
-            await self._step_event(session, row)
+            fresh = {"attempt": row.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
+            row = await self._move_step(session, row, StepStatus.RUNNING, error=None, **fresh)
             step.status, step.attempt = row.status, row.attempt
             return row.attempt
 
@@ -467,9 +471,9 @@ class JobRun:
             await sink.flush_in(session)  # the step's last lines precede its SUCCEEDED event
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             assert row is not None
-            row.status, row.exit_code, row.finished_at = StepStatus.SUCCEEDED, 0, _now()
-            row.output_tail = sink.tail_text()
-            await self._step_event(session, row)
+            row = await self._move_step(
+                session, row, StepStatus.SUCCEEDED, exit_code=0, finished_at=_now(), output_tail=sink.tail_text()
+            )
             step.status = row.status
 
     async def _mark_failed(
@@ -480,13 +484,18 @@ class JobRun:
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert row is not None and job is not None
-            row.status, row.exit_code, row.finished_at = StepStatus.FAILED, exit_code, _now()
-            row.error, row.output_tail = error[:4000], sink.tail_text()
-            await self._step_event(session, row)
+            outcome = {"exit_code": exit_code, "finished_at": _now(), "output_tail": sink.tail_text()}
+            row = await self._move_step(session, row, StepStatus.FAILED, error=error[:4000], **outcome)
             await self.p._fail_job(
                 session, job, step.number, f"step {step.number} {step.name} failed: {error}", retryable=retryable
             )
             step.status = row.status
+
+    async def _move_step(self, session: AsyncSession, row: JobStep, to: StepStatus, **values: Any) -> JobStep:
+        """The step's next state, and its provisioning-step event in the same transaction."""
+        row = await state.move(session, STEP, row, to, actor=self.p.owner, **values)
+        await self._step_event(session, row)
+        return row
 
     async def _step_event(self, session: AsyncSession, row: JobStep) -> None:
         await add_event(
@@ -514,7 +523,8 @@ class JobRun:
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert job is not None
             if job.status == JobStatus.RUNNING:
-                job.status, job.steps_done_at = JobStatus.AWAITING_REGISTRATION, _now()
+                to = JobStatus.AWAITING_REGISTRATION
+                job = await state.move(session, JOB, job, to, actor=self.p.owner, steps_done_at=_now())
             deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
         last_error = ""
 
@@ -560,7 +570,7 @@ class JobRun:
             assert job is not None
             if job.status == JobStatus.SUCCEEDED:
                 return
-            job.status, job.finished_at = JobStatus.SUCCEEDED, _now()
+            job = await state.move(session, JOB, job, JobStatus.SUCCEEDED, actor=self.p.owner, finished_at=_now())
             await add_event(
                 session,
                 outbox,
