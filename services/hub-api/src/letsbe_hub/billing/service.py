@@ -30,6 +30,7 @@ from letsbe_hub.billing.prices import WEBSITE, PriceBook, tier_of_lookup_key
 from letsbe_hub.billing.schemas import InvoiceObj, PublicOrderCreate, SubscriptionObj
 from letsbe_hub.commands import service as commands
 from letsbe_hub.config import HubSettings
+from letsbe_hub.lifecycle.tenants import decommission
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders.models import Order
@@ -484,7 +485,7 @@ async def decommission_due(session: AsyncSession, now: datetime) -> uuid.UUID | 
     await transition(session, sub, "DECOMMISSIONED", reason="export window over", decommissioned_at=now)
     try:
         # The customer's export window was this subscription's (the tenant kept running): the server goes now.
-        await tenants.decommission(
+        await decommission(
             session, sub.order_id, "subscription ended; export window over", actor="billing", export_window=timedelta(0)
         )
     except TenantNotFound:

@@ -38,12 +38,12 @@ from letsbe_contracts import (
     Provider,
     load_catalog,
 )
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.db import inbox, outbox
 from letsbe_hub.providers.base import Heartbeat
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers import repository as repo
-from letsbe_hub.servers.config import ServerSettings
 from letsbe_hub.servers.models import OverflowStatus
 from letsbe_hub.servers.reachability import wait_for_host_key
 from letsbe_hub.servers.service import emit_allocated, reserve
