@@ -7,7 +7,7 @@ States (one table, one compare-and-set function, as orders.state):
       └────────────invoice.paid───────────┴──────────invoice.paid───────────┘  (SUSPENDED → ACTIVE also resumes)
     any of those ──customer.subscription.deleted──▶ CANCELLED ──export window over (worker)──▶ DECOMMISSIONED
 
-Every event handler runs inside the webhook's transaction, after the event id was claimed (payments.service), and
+Every event handler runs inside the webhook's transaction, after the event id was claimed (webhooks.service), and
 checks the current state instead of assuming order: a stale ``payment_failed`` after a later ``paid`` for a newer
 period changes nothing. Side effects (emails, agent commands) have ids derived from their cause, so they happen once.
 """
