@@ -69,3 +69,13 @@ def test_the_walk_sees_what_it_must(tmp_path):
         "orders <-> payments: orders imports payments at orders/service.py:1; payments imports orders at payments.py:2"
     ]
 
+
+def test_allocation_knows_providers_only_by_their_protocol():
+    """The allocation worker asks a ``ServerAllocator`` for servers; which provider that is (Hetzner) is wiring."""
+    path = HUB / "servers" / "allocation.py"
+    imported = {
+        node.module
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("letsbe_hub.providers")
+    }
+    assert imported <= {"letsbe_hub.providers.base", "letsbe_hub.providers.errors"}, imported

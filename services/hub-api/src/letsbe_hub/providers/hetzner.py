@@ -98,7 +98,7 @@ class HetznerProvider:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # --- ServerProvider ------------------------------------------------------------------------------------------
+    # --- ServerAllocator ------------------------------------------------------------------------------------------
 
     async def allocate_server(
         self,
@@ -235,9 +235,9 @@ class HetznerProvider:
         servers = (await self.http.request("GET", "/servers", params={"name": name})).json()["servers"]
         return servers[0] if servers else None
 
-    async def delete_by_name(self, name: str) -> bool:
-        """Delete the server called ``name`` if there is one; True if one was deleted."""
-        server = await self.find_server(name)
+    async def deallocate_key(self, key: str) -> bool:
+        """Delete the server allocated under ``key`` (its name) if there is one; True if one was deleted."""
+        server = await self.find_server(key)
         if server is None:
             return False
         await self.deallocate_server(str(server["id"]))
