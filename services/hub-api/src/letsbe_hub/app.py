@@ -19,6 +19,7 @@ from letsbe_hub.billing import wiring as billing_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
+from letsbe_hub.commands.fastpath import HeartbeatFastPath
 from letsbe_hub.config import HubSettings
 from letsbe_hub.console import endpoints as console
 from letsbe_hub.credentials import endpoints as credentials
@@ -30,7 +31,6 @@ from letsbe_hub.lifecycle import worker as lifecycle_workers
 from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
-from letsbe_hub.payments import endpoints as payments
 from letsbe_hub.relay import endpoints as relay
 from letsbe_hub.rollouts import endpoints as rollouts
 from letsbe_hub.rollouts import engine as rollout_engine
@@ -38,7 +38,7 @@ from letsbe_hub.servers import endpoints as servers
 from letsbe_hub.servers import handlers as server_workers
 from letsbe_hub.tenants import endpoints as tenants
 from letsbe_hub.tenants import heartbeat as tenant_heartbeats
-from letsbe_hub.tenants.fastpath import HeartbeatFastPath
+from letsbe_hub.webhooks import endpoints as webhooks
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
@@ -51,7 +51,7 @@ ROUTERS = [
     *commands.routers,
     rollouts.router,
     orders.router,
-    payments.router,
+    webhooks.router,
     *billing.routers,
     catalog.router,
     *servers.routers,

@@ -12,7 +12,6 @@ from letsbe_hub.llm.models import LlmKey, LlmUsage  # noqa: F401
 from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401
 from letsbe_hub.operators.models import Operator  # noqa: F401
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress  # noqa: F401
-from letsbe_hub.payments.models import StripeEvent  # noqa: F401
 from letsbe_hub.relay.models import CustomerAppToken  # noqa: F401
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
 from letsbe_hub.servers.models import AllocationHold, MigrationProposal, OverflowServer, PoolPolicy, Server  # noqa: F401
@@ -27,5 +26,6 @@ from letsbe_hub.tenants.models import (  # noqa: F401
     UsageReportRow,
 )
 from letsbe_hub.web.sessions import WebSession  # noqa: F401
+from letsbe_hub.webhooks.models import StripeEvent  # noqa: F401
 
 __all__ = ["ApiToken"]

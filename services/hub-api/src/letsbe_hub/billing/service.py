@@ -7,7 +7,7 @@ States (one table, one compare-and-set function, as orders.state):
       └────────────invoice.paid───────────┴──────────invoice.paid───────────┘  (SUSPENDED → ACTIVE also resumes)
     any of those ──customer.subscription.deleted──▶ CANCELLED ──export window over (worker)──▶ DECOMMISSIONED
 
-Every event handler runs inside the webhook's transaction, after the event id was claimed (payments.service), and
+Every event handler runs inside the webhook's transaction, after the event id was claimed (webhooks.service), and
 checks the current state instead of assuming order: a stale ``payment_failed`` after a later ``paid`` for a newer
 period changes nothing. Side effects (emails, agent commands) have ids derived from their cause, so they happen once.
 """
@@ -30,6 +30,7 @@ from letsbe_hub.billing.prices import WEBSITE, PriceBook, tier_of_lookup_key
 from letsbe_hub.billing.schemas import InvoiceObj, PublicOrderCreate, SubscriptionObj
 from letsbe_hub.commands import service as commands
 from letsbe_hub.config import HubSettings
+from letsbe_hub.lifecycle.tenants import decommission
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders.models import Order
@@ -484,7 +485,7 @@ async def decommission_due(session: AsyncSession, now: datetime) -> uuid.UUID | 
     await transition(session, sub, "DECOMMISSIONED", reason="export window over", decommissioned_at=now)
     try:
         # The customer's export window was this subscription's (the tenant kept running): the server goes now.
-        await tenants.decommission(
+        await decommission(
             session, sub.order_id, "subscription ended; export window over", actor="billing", export_window=timedelta(0)
         )
     except TenantNotFound:

@@ -40,6 +40,7 @@ from letsbe_hub.console.auth import (
     sign_in_submit,
     sign_out,
 )
+from letsbe_hub.lifecycle.tenants import decommission
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders.schemas import OrderCancel, OrderRetry, TransitionOut
@@ -436,7 +437,7 @@ async def tenant_decommission(request: Request, tenant_id: uuid.UUID, session: S
     if form.get("confirm", "").strip().lower() != view.domain:
         raise Unprocessable(f"Type the tenant's domain ({view.domain}) to confirm.")
     body = _parse(TenantDecommission, {"reason": f"{form.get('reason') or 'decommissioned'} ({op.actor})"})
-    await tenants.decommission(session, tenant_id, body.reason)
+    await decommission(session, tenant_id, body.reason)
     return _see(f"/console/tenants/{tenant_id}")
 
 

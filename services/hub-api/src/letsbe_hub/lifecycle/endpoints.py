@@ -12,7 +12,7 @@ from sse_starlette import EventSourceResponse
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import state
+from letsbe_hub.lifecycle import state, tenants
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.schemas import JobRetry, JobTransitionView, LifecycleJobView
 from letsbe_hub.lifecycle.stream import ListenerDep, job_events
@@ -129,4 +129,4 @@ async def retry_job(
     return view(job)
 
 
-routers = [router]
+routers = [router, tenants.router]  # tenants: one tenant's admin view and its decommission

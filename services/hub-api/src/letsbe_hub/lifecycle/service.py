@@ -22,7 +22,7 @@ from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import DECOMMISSION, SNAPSHOT
-from letsbe_hub.providers.base import ServerProvider, SnapshotResult
+from letsbe_hub.providers.base import ServerAllocator, ServerProvider, SnapshotResult
 from letsbe_hub.providers.errors import ProviderNotFound
 from letsbe_hub.servers.models import SERVER, InventoryStatus, Server
 from letsbe_hub.tenants.models import Tenant
@@ -90,7 +90,7 @@ async def release_server(server: Server | None, provider: ServerProvider | None)
         # A pool server is ours for its 12-month term: it must be wiped and pass a fresh preflight before another
         # tenant gets it. Until that is automated it leaves the pool as DRAINING for an operator.
         return f"netcup server {server.provider_ref} drained: wipe, reinstall and preflight it", "DRAINING"
-    if provider is None:
+    if not isinstance(provider, ServerAllocator):  # None: not configured
         raise RuntimeError(f"no {server.provider} provider is configured")
     try:
         await provider.get_server_status(server.provider_ref)

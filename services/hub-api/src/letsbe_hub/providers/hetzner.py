@@ -14,6 +14,7 @@ from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
 from letsbe_contracts import Provider, Region, ServerNeeds, Tier, load_catalog
+from letsbe_hub.config import DEFAULT_SERVER_TYPES
 from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
@@ -30,11 +31,6 @@ from letsbe_platform.waiting import Backoff, poll_until
 log = get_logger(__name__)
 
 NAME = Provider.HETZNER.value
-# The types overflow may order (x86: the tenant images are amd64), cheapest first among those that fit the order.
-DEFAULT_SERVER_TYPES = (
-    "cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cpx41", "cpx51",
-    "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63",
-)  # fmt: skip
 # EU → Nuremberg (next to Netcup's EU site); US → Ashburn, VA (next to Netcup's Manassas site).
 DEFAULT_LOCATIONS: Mapping[Region, str] = {Region.EU: "nbg1", Region.US: "ash"}
 
@@ -102,7 +98,7 @@ class HetznerProvider:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # --- ServerProvider ------------------------------------------------------------------------------------------
+    # --- ServerAllocator ------------------------------------------------------------------------------------------
 
     async def allocate_server(
         self,
@@ -239,9 +235,9 @@ class HetznerProvider:
         servers = (await self.http.request("GET", "/servers", params={"name": name})).json()["servers"]
         return servers[0] if servers else None
 
-    async def delete_by_name(self, name: str) -> bool:
-        """Delete the server called ``name`` if there is one; True if one was deleted."""
-        server = await self.find_server(name)
+    async def deallocate_key(self, key: str) -> bool:
+        """Delete the server allocated under ``key`` (its name) if there is one; True if one was deleted."""
+        server = await self.find_server(key)
         if server is None:
             return False
         await self.deallocate_server(str(server["id"]))

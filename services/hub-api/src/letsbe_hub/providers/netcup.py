@@ -12,23 +12,22 @@ authentication guide:
   ``GET /api/v1/tasks/{uuid}`` until ``state`` is FINISHED (ERROR/CANCELED/ROLLBACK end it badly);
 - errors are ``{"code": "...", "message": "..."}`` (ResponseError / NotFoundError).
 
-Netcup servers are bought on 12-month contracts in the customer control panel, not created by API: allocation and
-deallocation raise :class:`ProviderUnsupported`; the Hub's pool inventory is where Netcup servers are handed out.
+Netcup servers are bought on 12-month contracts in the customer control panel, not created by API: Netcup is a
+``ServerProvider`` and not a ``ServerAllocator``; the Hub's pool inventory is where Netcup servers are handed out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from letsbe_contracts import Provider, Region, Tier
-from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
+from letsbe_contracts import Provider
+from letsbe_hub.providers.base import Heartbeat, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
     ProviderAuthError,
@@ -36,7 +35,6 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
-    ProviderUnsupported,
 )
 from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
 from letsbe_platform.logging import get_logger
@@ -156,22 +154,6 @@ class NetcupProvider:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-    async def allocate_server(
-        self,
-        tier: Tier,
-        region: Region,
-        *,
-        key: str,
-        labels: Mapping[str, str] | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> ServerAllocation:
-        raise ProviderUnsupported(
-            NAME, "Netcup servers are ordered on contract in the CCP; register them in the pool instead"
-        )
-
-    async def deallocate_server(self, server_id: str) -> None:
-        raise ProviderUnsupported(NAME, "Netcup contracts are cancelled in the CCP, not by API")
 
     async def get_server_status(self, server_id: str) -> ServerStatus:
         server = (

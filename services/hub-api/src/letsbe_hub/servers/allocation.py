@@ -36,15 +36,13 @@ from letsbe_contracts import (
     OrderCreatedV1,
     OrderFailedV1,
     OrderSpec,
-    Provider,
     load_catalog,
 )
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.db import inbox, outbox
-from letsbe_hub.providers.base import Heartbeat
+from letsbe_hub.providers.base import Heartbeat, ServerAllocator
 from letsbe_hub.providers.errors import ProviderError
-from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers import repository as repo
-from letsbe_hub.servers.config import ServerSettings
 from letsbe_hub.servers.models import OVERFLOW, InventoryStatus, OverflowServer, OverflowStatus
 from letsbe_hub.servers.reachability import wait_for_host_key
 from letsbe_hub.servers.service import emit_allocated, reserve
@@ -106,11 +104,11 @@ class Allocator:
         self,
         sessions: async_sessionmaker[AsyncSession],
         settings: ServerSettings,
-        hetzner: HetznerProvider | None,
+        overflow: ServerAllocator | None,
     ):
         self.sessions = sessions
         self.settings = settings
-        self.hetzner = hetzner
+        self.overflow = overflow  # Hetzner Cloud when configured: any provider that allocates by API
 
     async def on_order_created(self, event: OrderCreatedV1, delivery: Delivery) -> None:
         await self.allocate(event.order, delivery.event_id, heartbeat=throttled(delivery.in_progress))
@@ -163,7 +161,7 @@ class Allocator:
                     s, order.order_id, order.tier.value, order.region.value, order.model_dump(mode="json"), reason
                 )
                 return Outcome.HELD, None
-            if self.hetzner is None:
+            if self.overflow is None:
                 if not await claim(s, inbox, CONSUMER, event_id):
                     return Outcome.DUPLICATE, None
                 reason = (
@@ -198,14 +196,14 @@ class Allocator:
     async def _overflow(
         self, order: OrderSpec, event_id: uuid.UUID, attempt: _Attempt, heartbeat: Heartbeat | None
     ) -> Outcome:
-        assert self.hetzner is not None
+        assert self.overflow is not None
         if attempt.status == OverflowStatus.FAILING:
             return await self._give_up(
                 order, event_id, attempt.name, attempt.error or "allocation failed", attempt.retryable
             )
         cfg = self.settings
         try:
-            created = await self.hetzner.allocate_server(
+            created = await self.overflow.allocate_server(
                 order.tier,
                 order.region,
                 key=attempt.name,
@@ -222,7 +220,7 @@ class Allocator:
                 cfg.server_ssh_port,
                 timeout=cfg.ssh_ready_timeout_seconds,
                 backoff=Backoff(cfg.provider_poll_first_seconds, cfg.ssh_probe_seconds),
-                provider=Provider.HETZNER.value,
+                provider=created.provider.value,
                 heartbeat=heartbeat,
             )
         except ProviderError as exc:
@@ -249,7 +247,7 @@ class Allocator:
                 return Outcome.DUPLICATE  # another delivery of this order finished (or failed) the attempt
             server = await repo.add_server(
                 s,
-                provider=Provider.HETZNER.value,
+                provider=created.provider.value,
                 provider_ref=created.provider_ref,
                 name=created.name,
                 tier=order.tier.value,
@@ -270,8 +268,8 @@ class Allocator:
 
     async def _give_up(self, order: OrderSpec, event_id: uuid.UUID, name: str, reason: str, retryable: bool) -> Outcome:
         """Delete what this attempt created, then fail the order. A failing delete raises: redelivery retries it."""
-        assert self.hetzner is not None
-        if await self.hetzner.delete_by_name(name):
+        assert self.overflow is not None
+        if await self.overflow.deallocate_key(name):
             log.info("deleted the overflow server of a failed attempt", order_id=str(order.order_id), name=name)
         async with unit_of_work(self.sessions) as s:
             if not await claim(s, inbox, CONSUMER, event_id):
@@ -301,7 +299,7 @@ class Allocator:
 
         The order is failed (again, harmlessly, if its dead-lettered event already did); a retry starts a new attempt.
         """
-        if self.hetzner is None:
+        if self.overflow is None:
             return 0
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.settings.overflow_stale_seconds)
         cleaned = 0
@@ -314,7 +312,7 @@ class Allocator:
             ]
         for order_id, name, status in stale:
             try:
-                await self.hetzner.delete_by_name(name)
+                await self.overflow.deallocate_key(name)
             except ProviderError as exc:
                 log.warning("stale overflow cleanup failed", order_id=str(order_id), name=name, error=str(exc))
                 continue

@@ -12,12 +12,12 @@ from fastapi import APIRouter, Query, Request, status
 from letsbe_contracts import Provider, Region, Tier
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.providers import factory
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.servers import costs, migrations, pools, service
 from letsbe_hub.servers import repository as repo
-from letsbe_hub.servers.config import ServerSettings
 from letsbe_hub.servers.errors import ProviderCallFailed, ProviderNotConfigured
 from letsbe_hub.servers.models import HoldStatus, InventoryStatus, MigrationProposal
 from letsbe_hub.servers.schemas import (

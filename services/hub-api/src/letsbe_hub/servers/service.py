@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import OrderSpec, Provider, ServerAllocatedV1, ServerTarget
 from letsbe_hub.db import outbox
-from letsbe_hub.providers.base import ServerProvider
+from letsbe_hub.providers.base import ServerAllocator
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.errors import (
@@ -149,7 +149,7 @@ async def get_server(session: AsyncSession, server_id: uuid.UUID) -> Server:
     return server
 
 
-async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: ServerProvider | None) -> Server:
+async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: ServerAllocator | None) -> Server:
     """AVAILABLE/DRAINING → RETIRED (a Hetzner server is deleted there first, so it stops costing money);
     IN_USE → DRAINING (its tenant has to move first); RESERVED → 409 (an order is being set up on it)."""
     server = await repo.lock_server(session, server_id)
