@@ -105,7 +105,9 @@ def hold_out(hold: AllocationHold) -> HeldOrderOut:
 # --- inventory -------------------------------------------------------------------------------------------------------
 
 
-async def register_server(session: AsyncSession, body: ServerCreate, *, probe_timeout: float = 10.0) -> Server:
+async def register_server(
+    session: AsyncSession, body: ServerCreate, *, by: str | None = None, probe_timeout: float = 10.0
+) -> Server:
     if await repo.find_server(session, body.provider.value, body.provider_ref) is not None:
         raise ServerConflict(f"{body.provider.value} server {body.provider_ref} is already registered.")
     fingerprint = body.host_key_fingerprint
@@ -139,6 +141,7 @@ async def register_server(session: AsyncSession, body: ServerCreate, *, probe_ti
         provider=server.provider,
         tier=server.tier,
         region=server.region,
+        by=by,
     )
     return server
 
@@ -150,7 +153,9 @@ async def get_server(session: AsyncSession, server_id: uuid.UUID) -> Server:
     return server
 
 
-async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: ServerProvider | None) -> Server:
+async def retire_server(
+    session: AsyncSession, server_id: uuid.UUID, provider: ServerProvider | None, *, by: str | None = None
+) -> Server:
     """AVAILABLE/DRAINING → RETIRED (a Hetzner server is deleted there first, so it stops costing money);
     IN_USE → DRAINING (its tenant has to move first); RESERVED → 409 (an order is being set up on it)."""
     server = await repo.lock_server(session, server_id)
@@ -163,6 +168,7 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
         raise ServerConflict(f"Server {server_id} is reserved for order {server.order_id}; retire it once in use.")
     if status is InventoryStatus.IN_USE:
         server.status = InventoryStatus.DRAINING.value
+        log.info("server draining before retirement", server_id=str(server.id), by=by)
         return server
     if server.provider == Provider.HETZNER:
         if provider is None:
@@ -173,7 +179,7 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
             raise ProviderCallFailed(str(exc)) from exc
     server.status = InventoryStatus.RETIRED.value
     server.retired_at = datetime.now(UTC)
-    log.info("server retired", server_id=str(server.id), provider=server.provider)
+    log.info("server retired", server_id=str(server.id), provider=server.provider, by=by)
     return server
 
 
