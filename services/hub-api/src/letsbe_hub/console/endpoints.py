@@ -30,7 +30,7 @@ from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.commands import repository as commands_repo
 from letsbe_hub.commands import service as commands
 from letsbe_hub.commands.schemas import CommandCreate
-from letsbe_hub.console import queries
+from letsbe_hub.console import dns, queries
 from letsbe_hub.console.auth import (
     ConsoleRoute,
     Operator,
@@ -397,6 +397,15 @@ def _age(at: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, step in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2)):
+        if n >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} B"
+
+
 @router.get("/tenants", name="console.tenants")
 async def tenant_list(
     request: Request, session: SessionDep, op: Operator,
@@ -411,9 +420,12 @@ async def tenant_list(
             message = "Give a domain, e.g. example.com (its subdomains are found too)."
     page = None if message else await tenants.list_tenants(
         session, tenants_repo.TenantFilters(domain_suffix=suffix), limit=PAGE, cursor=cursor)
-    return render(request, "console/tenants.html", op, nav="fleet", title="Fleet",
-                        items=page.items if page else [], next_cursor=page.next_cursor if page else None,
-                        params={"domain": domain} if domain else {}, domain=domain, message=message, age=_age)
+    items = page.items if page else []
+    return render(request, "console/tenants.html", op, nav="fleet", title="Fleet", items=items,
+                  facts=await queries.fleet_facts(session, [t.tenant_id for t in items]),
+                  allowance={t.value: n for t, n in request.app.state.settings.tier_monthly_tokens.items()},
+                  next_cursor=page.next_cursor if page else None, params={"domain": domain} if domain else {},
+                  domain=domain, message=message, age=_age, size=_size)
 
 
 @router.get("/tenants/{tenant_id}", name="console.tenant")
@@ -423,7 +435,8 @@ async def tenant_page(request: Request, tenant_id: uuid.UUID, session: SessionDe
     commands_page, _ = await commands_repo.list_for_tenant(session, tenant_id, status=[], limit=20, cursor=None)
     alert_rows, _ = await alerts_repo.list_alerts(session, status=None, severity=[], tenant_id=tenant_id, rule=None,
                                                   limit=20, cursor=None)
-    return render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view,
+    dns_records = await dns.tenant_records(request.app.state.settings, tenant_id)
+    return render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view, dns=dns_records,
                         commands=[commands.view(c) for c in commands_page],
                         alerts=[Alert.model_validate(a) for a in alert_rows], age=_age,
                         command_types=sorted(set(commands.PARAMS) - {"update"}),  # updates go through rollouts
