@@ -21,7 +21,7 @@ from letsbe_platform.web import SessionDep
 router = APIRouter(tags=["records"])
 
 READ_TOKEN = HTTPBearer(
-    scheme_name="readToken", auto_error=False, description="The read token (LETSBE_DNS_READ_TOKEN) the hub holds."
+    scheme_name="dnsReadToken", auto_error=False, description="The read token (LETSBE_DNS_READ_TOKEN) the hub holds."
 )
 
 
