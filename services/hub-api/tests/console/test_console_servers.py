@@ -42,6 +42,7 @@ async def test_register_a_pool_server_then_retire_it_with_its_name_typed(client,
     [server] = await servers_in(sessions)
     assert r.headers["location"] == f"/console/servers/{server.id}?registered=1"
     assert server.status == "AVAILABLE" and server.host_key_fingerprint == FINGERPRINT and server.name == XSS
+    assert server.registered_by == "operator:jane"
     for path in [r.headers["location"], "/console/servers", "/console/servers?status=AVAILABLE"]:
         page = await client.get(path)
         assert page.status_code == 200 and FINGERPRINT in page.text, path
@@ -57,7 +58,7 @@ async def test_register_a_pool_server_then_retire_it_with_its_name_typed(client,
                           headers=ORIGIN)
     assert r.status_code == 303 and r.headers["location"] == f"/console/servers/{server.id}"
     [retired] = await servers_in(sessions)
-    assert retired.status == "RETIRED" and retired.retired_at is not None
+    assert retired.status == "RETIRED" and retired.retired_at is not None and retired.retired_by == "operator:jane"
     page = await client.get(r.headers["location"])
     assert "RETIRED" in page.text and 'action="/console/servers/' not in page.text  # nothing left to retire
 
@@ -148,6 +149,9 @@ async def test_pool_minimums_are_set_and_validated(client, jane, sessions):  # n
         r = await client.post("/console/servers/pools", data={**form, **bad}, headers=ORIGIN)
         assert r.status_code == 422 and "text/html" in r.headers["content-type"], bad
     assert await policy(sessions, "scale", "us") == (3, 5)
+    async with sessions() as s:
+        set_by = await s.scalar(select(PoolPolicy.updated_by).where(PoolPolicy.tier == "scale"))
+    assert set_by == "operator:jane" and "operator:jane" in (await client.get("/console/servers")).text
 
 
 async def test_costs_and_the_migration_check_run_from_the_page(client, jane, sessions):  # noqa: F811

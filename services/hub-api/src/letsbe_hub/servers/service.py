@@ -84,6 +84,8 @@ def to_out(server: Server) -> ServerOut:
         created_at=server.created_at,
         reserved_at=server.reserved_at,
         retired_at=server.retired_at,
+        registered_by=server.registered_by,
+        retired_by=server.retired_by,
     )
 
 
@@ -133,6 +135,7 @@ async def register_server(
         host_key_fingerprint=fingerprint,
         status=InventoryStatus.AVAILABLE.value,
         contract_end=body.contract_end,
+        registered_by=by,
     )
     await session.refresh(server)
     log.info(
@@ -168,6 +171,7 @@ async def retire_server(
         raise ServerConflict(f"Server {server_id} is reserved for order {server.order_id}; retire it once in use.")
     if status is InventoryStatus.IN_USE:
         server.status = InventoryStatus.DRAINING.value
+        server.retired_by = by  # who asked: it is retired once its tenant has moved
         log.info("server draining before retirement", server_id=str(server.id), by=by)
         return server
     if server.provider == Provider.HETZNER:
@@ -179,6 +183,7 @@ async def retire_server(
             raise ProviderCallFailed(str(exc)) from exc
     server.status = InventoryStatus.RETIRED.value
     server.retired_at = datetime.now(UTC)
+    server.retired_by = by or server.retired_by
     log.info("server retired", server_id=str(server.id), provider=server.provider, by=by)
     return server
 
