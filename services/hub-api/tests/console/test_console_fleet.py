@@ -123,3 +123,5 @@ async def test_the_fleet_list_shows_disk_memory_tokens_and_backups(console, jane
     assert "2026-12-01: no backup-status.json" in row
     other = page.text.split(f'/console/tenants/{quiet.tenant_id}"')[1].split("</tr>")[0]
     assert "none reported" in other and "0 (0 %" in other
+    tenant = await console.get(f"/console/tenants/{agent.tenant_id}")
+    assert "95 % of 80.0 GB used" in tenant.text and "1,250,000 of 5,000,000 included" in tenant.text
