@@ -439,11 +439,10 @@ async def tenant_page(request: Request, tenant_id: uuid.UUID, session: SessionDe
     facts = (await queries.fleet_facts(session, [tenant_id]))[tenant_id]
     allowance = request.app.state.settings.tier_monthly_tokens.get(view.tier, 0)  # StrEnum keys: the value finds it
     return render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view, dns=dns_records,
-                  f=facts, allowance=allowance, size=_size,
-                        commands=[commands.view(c) for c in commands_page],
-                        alerts=[Alert.model_validate(a) for a in alert_rows], age=_age,
-                        command_types=sorted(set(commands.PARAMS) - {"update"}),  # updates go through rollouts
-                        can_write=Scope.FLEET_WRITE in op.scopes)
+                  f=facts, allowance=allowance, size=_size, commands=[commands.view(c) for c in commands_page],
+                  alerts=[Alert.model_validate(a) for a in alert_rows], age=_age,
+                  command_types=sorted(set(commands.PARAMS) - {"update"}),  # updates go through rollouts
+                  can_write=Scope.FLEET_WRITE in op.scopes)
 
 
 @router.post("/tenants/{tenant_id}/decommission", name="console.tenant_decommission")
