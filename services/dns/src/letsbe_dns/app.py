@@ -17,6 +17,7 @@ from letsbe_dns.acme.service import AcmeService
 from letsbe_dns.cloudflare import CloudflareDns
 from letsbe_dns.config import DnsSettings
 from letsbe_dns.db import SCHEMA
+from letsbe_dns.records.endpoints import router as records_router
 from letsbe_dns.records.handlers import (
     ON_MAIL_READY,
     ON_SERVER_ALLOCATED,
@@ -30,7 +31,7 @@ from letsbe_dns.verify import Verifier
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
-ROUTERS: list = [acme_router]
+ROUTERS: list = [acme_router, records_router]
 
 
 def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -> None:

@@ -137,6 +137,11 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):
     # Fernet key the operators' TOTP secrets are kept under (they are read back to check a code). Unset: operator
     # accounts can be neither created nor used.
     operator_totp_key: SecretStr | None = None
+    # A tenant's DNS records come from the DNS service (GET /api/v1/admin/records) with its read token; unset token:
+    # the tenant page says they cannot be shown.
+    dns_url: str = "http://127.0.0.1:3851"
+    dns_read_token: SecretStr | None = None
+    dns_timeout_seconds: float = Field(default=3, gt=0)
 
     # --- tenants, agents, commands and rollouts ----------------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)

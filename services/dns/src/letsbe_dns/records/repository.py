@@ -132,3 +132,18 @@ async def mark_deleted(session: AsyncSession, row_id: uuid.UUID) -> None:
 async def lock_domain(session: AsyncSession, domain: str) -> None:
     """Serialise work on one domain across workers and replicas until the caller's transaction ends."""
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"letsbe-dns:{domain}"})
+
+
+async def live_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, limit: int) -> list[ManagedRecord]:
+    """What is in the tenant's zone on our account now: records we created, customer records we replaced."""
+    rows = await session.execute(
+        select(ManagedRecord)
+        .where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.deleted_at.is_(None),
+            ManagedRecord.restored_at.is_(None),
+        )
+        .order_by(ManagedRecord.name, ManagedRecord.type, ManagedRecord.content)
+        .limit(limit)
+    )
+    return list(rows.scalars())

@@ -96,6 +96,9 @@ class Server(Base):
     )
     reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who registered and who retired it (an API token's name, or operator:<name> from the console).
+    registered_by: Mapped[str | None] = mapped_column(String(200))
+    retired_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class PoolPolicy(Base):
@@ -113,6 +116,7 @@ class PoolPolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    updated_by: Mapped[str | None] = mapped_column(String(200))  # who set the sizes last (None: the defaults)
 
 
 class AllocationHold(Base):

@@ -239,14 +239,12 @@ async def list_pools(session: AsyncSession, *, lock: bool = False) -> Sequence[P
 
 
 async def upsert_pool(
-    session: AsyncSession, tier: str, region: str, min_available: int, target_available: int
+    session: AsyncSession, tier: str, region: str, min_available: int, target_available: int, by: str | None = None
 ) -> PoolPolicy:
-    stmt = insert(PoolPolicy).values(
-        tier=tier, region=region, min_available=min_available, target_available=target_available
-    )
+    sizes = {"min_available": min_available, "target_available": target_available, "updated_by": by}
+    stmt = insert(PoolPolicy).values(tier=tier, region=region, **sizes)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["tier", "region"],
-        set_={"min_available": min_available, "target_available": target_available, "updated_at": func.now()},
+        index_elements=["tier", "region"], set_={**sizes, "updated_at": func.now()}
     ).returning(PoolPolicy)
     row = (await session.execute(stmt)).scalar_one()
     await session.refresh(row)

@@ -83,6 +83,8 @@ def to_out(server: Server) -> ServerOut:
         created_at=server.created_at,
         reserved_at=server.reserved_at,
         retired_at=server.retired_at,
+        registered_by=server.registered_by,
+        retired_by=server.retired_by,
     )
 
 
@@ -104,7 +106,9 @@ def hold_out(hold: AllocationHold) -> HeldOrderOut:
 # --- inventory -------------------------------------------------------------------------------------------------------
 
 
-async def register_server(session: AsyncSession, body: ServerCreate, *, probe_timeout: float = 10.0) -> Server:
+async def register_server(
+    session: AsyncSession, body: ServerCreate, *, by: str | None = None, probe_timeout: float = 10.0
+) -> Server:
     if await repo.find_server(session, body.provider.value, body.provider_ref) is not None:
         raise ServerConflict(f"{body.provider.value} server {body.provider_ref} is already registered.")
     fingerprint = body.host_key_fingerprint
@@ -130,6 +134,7 @@ async def register_server(session: AsyncSession, body: ServerCreate, *, probe_ti
         host_key_fingerprint=fingerprint,
         status=InventoryStatus.AVAILABLE.value,
         contract_end=body.contract_end,
+        registered_by=by,
     )
     await session.refresh(server)
     log.info(
@@ -138,6 +143,7 @@ async def register_server(session: AsyncSession, body: ServerCreate, *, probe_ti
         provider=server.provider,
         tier=server.tier,
         region=server.region,
+        by=by,
     )
     return server
 
@@ -149,7 +155,9 @@ async def get_server(session: AsyncSession, server_id: uuid.UUID) -> Server:
     return server
 
 
-async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: ServerAllocator | None) -> Server:
+async def retire_server(
+    session: AsyncSession, server_id: uuid.UUID, provider: ServerAllocator | None, *, by: str | None = None
+) -> Server:
     """AVAILABLE/DRAINING → RETIRED (a Hetzner server is deleted there first, so it stops costing money);
     IN_USE → DRAINING (its tenant has to move first); RESERVED → 409 (an order is being set up on it)."""
     server = await repo.lock_server(session, server_id)
@@ -161,7 +169,11 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
     if status is InventoryStatus.RESERVED:
         raise ServerConflict(f"Server {server_id} is reserved for order {server.order_id}; retire it once in use.")
     if status is InventoryStatus.IN_USE:
-        return await state.move(session, SERVER, server, InventoryStatus.DRAINING, actor="operator")
+        log.info("server draining before retirement", server_id=str(server.id), by=by)
+        # who asked is kept: it is retired once its tenant has moved
+        return await state.move(
+            session, SERVER, server, InventoryStatus.DRAINING, actor=by or "operator", retired_by=by
+        )
     if server.provider == Provider.HETZNER:
         if provider is None:
             raise ProviderNotConfigured("Retiring a Hetzner server deletes it there; no Hetzner token is configured.")
@@ -169,8 +181,16 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
             await provider.deallocate_server(server.provider_ref)
         except ProviderError as exc:
             raise ProviderCallFailed(str(exc)) from exc
-    await state.move(session, SERVER, server, InventoryStatus.RETIRED, actor="operator", retired_at=datetime.now(UTC))
-    log.info("server retired", server_id=str(server.id), provider=server.provider)
+    await state.move(
+        session,
+        SERVER,
+        server,
+        InventoryStatus.RETIRED,
+        actor=by or "operator",
+        retired_at=datetime.now(UTC),
+        retired_by=by or server.retired_by,
+    )
+    log.info("server retired", server_id=str(server.id), provider=server.provider, by=by)
     return server
 
 
