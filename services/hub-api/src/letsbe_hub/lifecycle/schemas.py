@@ -19,7 +19,7 @@ class JobTransitionView(BaseModel):
 
 class LifecycleJobView(BaseModel):
     job_id: uuid.UUID
-    kind: Literal["decommission", "snapshot"]
+    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate"]
     key: str
     tenant_id: uuid.UUID
     server_id: uuid.UUID | None
