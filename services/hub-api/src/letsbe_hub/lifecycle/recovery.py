@@ -80,9 +80,12 @@ async def start_restore(
     now: datetime,
 ) -> tuple[LifecycleJob, bool]:
     tenant = await _tenant(session, tenant_id)
+    if tool is not None and tool not in (await order_of(session, tenant_id)).tools:
+        raise Conflict(f"The tenant has no tool {tool}.", tenant_id=str(tenant_id), tool=tool)
     server_id = server_id or tenant.server_id
-    if server_id is None or await session.get(Server, server_id) is None:
-        raise Conflict("The tenant has no server to restore on.", tenant_id=str(tenant_id))
+    server = await session.get(Server, server_id) if server_id else None
+    if server is None or server.tenant_id != tenant_id or server.status == InventoryStatus.RETIRED.value:
+        raise Conflict("That is not a server of this tenant to restore on.", tenant_id=str(tenant_id))
     await _no_other_job(session, tenant_id, RESTORE)
     # One job per request: an operator's second restore of the same set is a new job (a new effect).
     return await state.create(
@@ -136,9 +139,7 @@ async def start_migration(
     target_server = await session.get(Server, proposal.to_server_id, with_for_update=True)
     if target_server is None or target_server.status != InventoryStatus.AVAILABLE.value:
         raise Conflict("The proposal's Netcup server is no longer AVAILABLE.", proposal_id=str(proposal_id))
-    target_server.status = InventoryStatus.RESERVED.value
-    target_server.tenant_id = target_server.order_id = proposal.tenant_id
-    target_server.reserved_at = now
+    _reserve_second(target_server, proposal.tenant_id, now)
     return await state.create(
         session,
         kind=MIGRATE,
@@ -309,7 +310,7 @@ async def order_of(session: AsyncSession, tenant_id: uuid.UUID) -> OrderSpec:
     tenant = await session.get(Tenant, tenant_id)
     order = await session.get(Order, tenant.order_id) if tenant else None
     if order is None:
-        raise RuntimeError(f"tenant {tenant_id} has no order")
+        raise Conflict("The tenant has no order (its tools are unknown).", tenant_id=str(tenant_id))
     return spec(order)
 
 
@@ -337,9 +338,7 @@ async def claim_pool_server(session: AsyncSession, job: LifecycleJob, now: datet
     server = (await session.execute(stmt)).scalar_one_or_none()
     if server is None:
         raise OperationFailed(f"no AVAILABLE {tenant.tier}/{tenant.region} pool server to recover onto")
-    server.status = InventoryStatus.RESERVED.value
-    server.tenant_id = server.order_id = tenant.id
-    server.reserved_at = now
+    _reserve_second(server, tenant.id, now)
     await session.execute(
         text("UPDATE hub.lifecycle_jobs SET data = data || CAST(:v AS jsonb) WHERE id = :id"),
         {"v": _json({"target_server_id": str(server.id)}), "id": job.id},
@@ -347,11 +346,27 @@ async def claim_pool_server(session: AsyncSession, job: LifecycleJob, now: datet
     return server
 
 
+def _reserve_second(server: Server, tenant_id: uuid.UUID, now: datetime) -> None:
+    """The tenant's second server while it moves: its order stays on the old one (one held server per order) until
+    the DNS switch hands the order over (``move_tenant``)."""
+    server.status = InventoryStatus.RESERVED.value
+    server.tenant_id = tenant_id
+    server.reserved_at = now
+
+
 async def move_tenant(session: AsyncSession, job: LifecycleJob, new_server: Server, now: datetime) -> None:
-    """After the DNS switch the tenant lives on the new server (the old one waits for its release)."""
+    """After the DNS switch the tenant (and its order) live on the new server; the old one, still the tenant's,
+    waits for its release."""
+    tenant = await session.get(Tenant, job.tenant_id)
+    assert tenant is not None
     await session.execute(update(Tenant).where(Tenant.id == job.tenant_id).values(server_id=new_server.id))
     await session.execute(
-        update(Server).where(Server.id == new_server.id).values(status=InventoryStatus.IN_USE.value, updated_at=now)
+        update(Server).where(Server.order_id == tenant.order_id, Server.id != new_server.id).values(order_id=None)
+    )
+    await session.execute(
+        update(Server)
+        .where(Server.id == new_server.id)
+        .values(status=InventoryStatus.IN_USE.value, order_id=tenant.order_id, updated_at=now)
     )
 
 
