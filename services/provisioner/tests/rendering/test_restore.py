@@ -14,6 +14,7 @@ dump or load.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,7 +99,9 @@ def test_rows_written_before_the_backup_are_there_after_a_restore_on_a_new_serve
             sql(new_pg, "postgres", "CREATE DATABASE nextcloud")  # what the new tool stack starts with
             sql(new_pg, "nextcloud", "CREATE TABLE files (id int PRIMARY KEY, name text)")
 
+            started = time.monotonic()
             restored = run(new, "/usr/local/sbin/letsbe-restore", "--set", "latest", "--id", "job1")
+            took = time.monotonic() - started
             assert restored.returncode == 0, restored.stderr
             assert "copying backup set" in restored.stdout and "restored nextcloud from" in restored.stdout
             assert sql(new_pg, "nextcloud", "SELECT count(*), max(name) FROM files") == "500|file 99"
@@ -118,6 +121,7 @@ def test_rows_written_before_the_backup_are_there_after_a_restore_on_a_new_serve
             log = new.path("/var/lib/letsbe/restore/restores.log").read_text().splitlines()
             assert [line.split()[0] for line in log] == ["job1", "manual"]
 
+            print(f"letsbe-restore on the new server (off-site copy + load): {took:.1f}s")
             missing = run(new, "/usr/local/sbin/letsbe-restore", "--set", "2020-01-01")
             assert missing.returncode == 1 and "no backup set 2020-01-01" in missing.stderr
         finally:
