@@ -263,3 +263,25 @@ async def test_a_worker_killed_mid_job_still_ends_with_one_restore_one_dns_switc
         assert done.data["downtime_seconds"] is not None and done.data["downtime_seconds"] >= 0
         assert requests[1].action == "backup" and requests[1].stop_tools and requests[1].server.server_id == lost.id
     print(f"{kind}: {took:.1f}s in the sandbox, with a worker killed in the old server's deletion")
+
+
+async def test_the_migration_policy_starts_each_proposal_of_the_month_once(sessions, runner):
+    tenant_id, source = await tenant_on_hetzner(sessions, runner.providers["hetzner"])
+    (netcup,) = await add_servers(sessions, 1)
+    now = datetime.now(UTC)
+    async with unit_of_work(sessions) as s:
+        s.add(
+            MigrationProposal(
+                id=uuid.uuid4(), period=now.strftime("%Y-%m"), tenant_id=tenant_id, from_server_id=source.id,
+                to_server_id=netcup.id, tier="build", region="eu", monthly_saving_eur=Decimal("12.50"),
+            )
+        )  # fmt: skip
+    for expected in (1, 0):  # planned again (another replica, the next tick): nothing new
+        async with unit_of_work(sessions) as s:
+            assert await recovery.start_proposed_migrations(s, now) == expected
+    async with sessions() as s:
+        assert (await s.get(Server, netcup.id)).status == "RESERVED"
+        from sqlalchemy import select
+
+        jobs = (await s.execute(select(LifecycleJob).where(LifecycleJob.tenant_id == tenant_id))).scalars().all()
+    assert [(j.kind, j.status, j.requested_by) for j in jobs] == [("migrate", "PROVISIONING", "migration-policy")]

@@ -4,8 +4,9 @@ What happens on a tenant's server is one *tenant operation* (provision, backup, 
 provisioner over SSH, or the DNS switch done by the DNS service. A step asks for its operation with an outbox event
 whose id is the operation id (``uuid5(job, action:attempt)``), records that it asked (in the job's data), and waits;
 the owner reports back (``TenantOperationReportedV1``) and ``record_report`` puts the outcome in the job's data and
-makes the job due. A worker killed at any point resumes the step, asks again with the *same* operation id (the
-outbox keeps one row per id, the owner runs an id once), so each effect happens once: one restore, one DNS switch.
+makes the job due. The request and its record commit together, so a worker killed at any point resumes the step
+and finds the operation it asked for (never a second one; the owner also runs an id once): each effect happens
+once, one restore, one DNS switch.
 A FAILED report or a timeout counts as a failed attempt; the next attempt is a new operation id.
 
 Servers: a recovery takes an AVAILABLE pool server of the tenant's tier and region (a Netcup one first); a
@@ -37,6 +38,7 @@ from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.outbox import add_event
 
 NS = uuid.UUID("6f1d8f2e-4a8b-4d3e-9c57-2b9e0c7f4a10")
+MOVED = frozenset({"ROLLBACK_WINDOW", "RELEASING_OLD"})
 
 
 class OperationFailed(Exception):
@@ -179,6 +181,8 @@ async def _no_other_job(session: AsyncSession, tenant_id: uuid.UUID, kind: str) 
     """Restore, recovery and migration each rewrite the tenant's data: one of them at a time."""
     for other in (RESTORE, RECOVER, MIGRATE):
         job = await _running(session, tenant_id, other)
+        if job is not None and job.status in MOVED:
+            continue  # the tenant is on its new server already; only the old one waits for its release
         if job is not None and not (other == kind == RECOVER):
             raise Conflict(
                 f"A {other} job of this tenant is not finished ({job.status}).",
@@ -233,8 +237,7 @@ async def operation(
         if now - datetime.fromisoformat(op["requested_at"]) > timeout:
             await _set_op(session, job.id, action, {"status": "FAILED", "detail": "not reported in time"})
             return "failed", f"{action}: no report within {timeout.total_seconds():g}s"
-        await _request(session, job, action, int(op["attempt"]), order, server, **args)  # same id: no new effect
-        return "wait", f"{action} {op['id']} is under way"
+        return "wait", f"{action} {op['id']} is under way"  # asked for in the transaction that recorded it
     if op is not None and not op.get("retried"):
         await _set_op(session, job.id, action, {"retried": True})
         return "failed", f"{action} failed: {op.get('detail') or 'no detail'}"
