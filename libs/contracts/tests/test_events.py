@@ -39,6 +39,8 @@ from letsbe_contracts.events import (
     TenantDecommissionedV1,
     TenantKeyRotationReportedV1,
     TenantKeyRotationRequestedV1,
+    TenantOperationReportedV1,
+    TenantOperationRequestedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
@@ -153,6 +155,14 @@ SAMPLES = [
         order_id=ORDER.order_id, from_status="DNS_PENDING", to_status="FAILED", actor="dns", failed_stage="DNS"
     ),
     TenantDecommissionedV1(tenant_id=ORDER.order_id, domain="example.com"),
+    TenantOperationRequestedV1(
+        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=ORDER.order_id, action="restore", order=ORDER,
+        server=SERVER, backup_set="2026-12-01", tool="nextcloud",
+    ),
+    TenantOperationReportedV1(
+        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=ORDER.order_id, action="switch-dns",
+        status="SUCCEEDED", started_at=NOW, finished_at=NOW, detail="2 record(s) point at 203.0.113.7",
+    ),
     LifecycleJobChangedV1(
         job_id=uuid.uuid4(),
         kind="decommission",

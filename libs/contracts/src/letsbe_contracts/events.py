@@ -590,3 +590,43 @@ class TenantKeyRotationReportedV1(Event):
     status: Literal["RUNNING", "SUCCEEDED", "FAILED"]
     recreated: tuple[Annotated[str, StringConstraints(max_length=60)], ...] = ()  # the containers recreated
     error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+# --- tenant operations of the hub's restore, recovery and migration jobs: the hub asks for one effect on one server
+# (the provisioner: provision, backup, restore, verify over SSH; the DNS service: switch the records), the service
+# that owns it reports back. ``operation_id`` is the idempotency key: a repeated request is the same operation ---
+
+TenantOperationAction = Literal["provision", "backup", "restore", "verify", "switch-dns"]
+
+
+@register
+class TenantOperationRequestedV1(Event):
+    TYPE: ClassVar[str] = "tenant-operation-requested"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.operation.requested.v1"
+
+    operation_id: uuid.UUID
+    job_id: uuid.UUID  # the hub's lifecycle job
+    tenant_id: uuid.UUID
+    action: TenantOperationAction
+    order: OrderSpec
+    server: ServerTarget  # where it happens (switch-dns: the address the records move to)
+    backup_set: Annotated[str, StringConstraints(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")] | None = None
+    tool: ToolName | None = None  # restore: one tool; None: every tool
+    stop_tools: bool = False  # backup: stop the tools first, and leave them stopped (a migration's source)
+
+
+@register
+class TenantOperationReportedV1(Event):
+    TYPE: ClassVar[str] = "tenant-operation-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.operation.reported.v1"
+
+    operation_id: uuid.UUID
+    job_id: uuid.UUID
+    tenant_id: uuid.UUID
+    action: TenantOperationAction
+    status: Literal["RUNNING", "SUCCEEDED", "FAILED"]
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    detail: Annotated[str, StringConstraints(max_length=4000)] | None = None  # e.g. the set restored, or the error

@@ -9,7 +9,7 @@ import httpx
 from fastapi import FastAPI
 
 from letsbe_contracts import ServerAllocatedV1, load_catalog
-from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1
+from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1, TenantOperationRequestedV1
 from letsbe_dns import __version__
 from letsbe_dns.acme.endpoints import router as acme_router
 from letsbe_dns.acme.hub import HubAgents
@@ -20,8 +20,10 @@ from letsbe_dns.db import SCHEMA
 from letsbe_dns.records.endpoints import router as records_router
 from letsbe_dns.records.handlers import (
     ON_MAIL_READY,
+    ON_OPERATION_REQUESTED,
     ON_SERVER_ALLOCATED,
     ON_TENANT_DECOMMISSIONED,
+    DnsSwitchHandler,
     MailReadyHandler,
     ServerAllocatedHandler,
     TenantDecommissionedHandler,
@@ -66,6 +68,15 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         ack_wait=settings.consumer_ack_wait_seconds,
     )
     rt.start(ON_MAIL_READY, mail_ready.run(), mail_ready.stop)
+    switches = rt.bus.consumer(
+        ON_OPERATION_REQUESTED,
+        TenantOperationRequestedV1,
+        DnsSwitchHandler(records, rt.sessions),
+        max_deliver=settings.consumer_max_deliver,
+        backoff=settings.consumer_backoff_seconds,
+        ack_wait=settings.consumer_ack_wait_seconds,
+    )
+    rt.start(ON_OPERATION_REQUESTED, switches.run(), switches.stop)
 
 
 def create_app(settings: DnsSettings | None = None) -> FastAPI:

@@ -77,7 +77,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     billing_wiring.start(rt, settings)  # Stripe Prices, dunning/suspension/decommission worker, billing emails
     server_workers.start(rt, settings)  # allocation worker, pool and migration checks
     alert_workers.start(rt, settings)  # alert store consumers, hub self-check gauges
-    lifecycle_workers.start(rt, settings)  # decommission and snapshot jobs, the daily snapshot planner
+    lifecycle_workers.start(rt, settings)  # lifecycle jobs, the snapshot planner, the migration policy
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

@@ -75,6 +75,13 @@ class LifecycleSettings(BaseModel):
     snapshots_enabled: bool = True
     snapshots_keep: int = Field(default=3, ge=1, le=30)
     snapshot_schedule_seconds: float = Field(default=300, gt=0)  # how often the day's snapshot jobs are planned
+    # Migration Hetzner -> Netcup: the source server is kept this long after the DNS switch (to switch back), then
+    # deleted. With migrations_auto, each monthly proposal starts its migration job without an operator.
+    migration_rollback_window_hours: float = Field(default=72, ge=0)
+    migrations_auto: bool = False
+    # How long a restore, recovery or migration waits for one tenant operation (provision, backup, restore, verify,
+    # DNS switch) to be reported before that attempt counts as failed.
+    tenant_operation_timeout_seconds: float = Field(default=3600, gt=0)
     # The job runner: how often it looks for due jobs, how long a claimed job's lease lasts (renewed while it
     # runs; a killed worker's job is picked up after it lapses), and retries of a failing step.
     lifecycle_poll_seconds: float = Field(default=5, gt=0)

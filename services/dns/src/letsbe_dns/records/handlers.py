@@ -1,16 +1,23 @@
 """Event handlers of the records context: server-allocated → records + dns-ready (or order-failed);
-mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created."""
+mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created;
+tenant-operation-requested (switch-dns) → the records moved to a tenant's new server, reported."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from prometheus_client import Counter
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllocatedV1
-from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1
+from letsbe_contracts.events import (
+    MailReadyV1,
+    TenantDecommissionedV1,
+    TenantOperationReportedV1,
+    TenantOperationRequestedV1,
+)
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.db import inbox, outbox
 from letsbe_dns.records.service import RecordsService
@@ -141,3 +148,44 @@ class TenantDecommissionedHandler:
         async with unit_of_work(self.sessions) as session:
             await claim(session, inbox, ON_TENANT_DECOMMISSIONED, delivery.event_id)
         log.info("tenant records removed", tenant_id=str(event.tenant_id), deleted=deleted)
+
+
+ON_OPERATION_REQUESTED = "dns-on-tenant-operation-requested"
+
+
+class DnsSwitchHandler:
+    """The hub's restore/recovery/migration jobs ask for ``switch-dns``: the tenant's records move to the new
+    server's address (the same records and checks as for a new order), then the switch is reported. Upserts, so a
+    redelivery before the inbox claim writes the same records again; other actions are the provisioner's."""
+
+    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
+        self.service = service
+        self.sessions = sessions
+
+    async def __call__(self, event: TenantOperationRequestedV1, delivery: Delivery) -> None:
+        if event.action != "switch-dns":
+            return
+        async with unit_of_work(self.sessions) as session:
+            if await already_handled(session, ON_OPERATION_REQUESTED, delivery.event_id):
+                return
+        started = datetime.now(UTC)
+        status, detail = "SUCCEEDED", None
+        try:
+            outcome = await self.service.apply(event.order, event.server, heartbeat=delivery.in_progress)
+            detail = f"{len(outcome.applied)} record(s) point at {event.server.ipv4}"
+        except CloudflareError as exc:
+            if exc.retryable:
+                raise
+            status, detail = "FAILED", f"cloudflare refused: {exc.message}"[:4000]
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, ON_OPERATION_REQUESTED, delivery.event_id):
+                return
+            report = TenantOperationReportedV1(
+                operation_id=event.operation_id, job_id=event.job_id, tenant_id=event.tenant_id, action=event.action,
+                status=status, started_at=started, finished_at=datetime.now(UTC), detail=detail,
+            )  # fmt: skip
+            await add_event(
+                session, outbox, report, correlation_id=str(event.tenant_id),
+                event_id=uuid.uuid5(event.operation_id, "reported"),
+            )  # fmt: skip
+        log.info("dns switched", tenant_id=str(event.tenant_id), server=str(event.server.ipv4), status=status)

@@ -101,7 +101,15 @@ async def release_server(server: Server | None, provider: ServerProvider | None)
 
 
 async def finish_release(
-    session: AsyncSession, job: LifecycleJob, owner: str, outcome: str, server_status: str, now: datetime
+    session: AsyncSession,
+    job: LifecycleJob,
+    owner: str,
+    outcome: str,
+    server_status: str,
+    now: datetime,
+    *,
+    expected: str = "RELEASING_SERVER",
+    data: dict[str, Any] | None = None,
 ) -> None:
     if job.server_id is not None and server_status:
         retired = {"retired_at": now} if server_status == InventoryStatus.RETIRED else {}
@@ -114,9 +122,9 @@ async def finish_release(
         state.SUCCEEDED,
         actor="lifecycle-worker",
         reason=outcome,
-        expected="RELEASING_SERVER",
+        expected=expected,
         lease_owner=owner,
-        data={**job.data, "server_outcome": outcome},
+        data=data if data is not None else {**job.data, "server_outcome": outcome},
     )
 
 

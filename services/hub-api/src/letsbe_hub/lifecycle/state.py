@@ -25,6 +25,7 @@ from letsbe_platform.errors import NotFound
 from letsbe_platform.outbox import add_event
 
 DECOMMISSION, SNAPSHOT = "decommission", "snapshot"
+RESTORE, RECOVER, MIGRATE = "restore", "recover", "migrate"
 FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 
 # decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service);
@@ -46,8 +47,48 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         "PRUNED": frozenset(),
         CANCELLED: frozenset(),
     },
+    # restore: one backup set (one tool or all) loaded on the tenant's server (or another one, given).
+    RESTORE: {
+        "RESTORING": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset({"RESTORING"}),
+        SUCCEEDED: frozenset(),
+    },
+    # recover ("the VPS is completely lost"): a new server, provisioned, the latest backup (off-site) restored on
+    # it, the tenant's DNS moved to it, then the lost server deleted (Hetzner) or drained (Netcup).
+    RECOVER: {
+        "ALLOCATING": frozenset({"PROVISIONING", FAILED}),
+        "PROVISIONING": frozenset({"RESTORING", FAILED}),
+        "RESTORING": frozenset({"SWITCHING_DNS", FAILED}),
+        "SWITCHING_DNS": frozenset({"RELEASING_OLD", FAILED}),
+        "RELEASING_OLD": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset({"ALLOCATING", "PROVISIONING", "RESTORING", "SWITCHING_DNS", "RELEASING_OLD"}),
+        SUCCEEDED: frozenset(),
+    },
+    # migrate (Hetzner -> a Netcup pool server, from a monthly proposal): the target provisioned while the source
+    # still serves; then the source's tools stopped and backed up (consistent), restored on the target, checked,
+    # DNS switched (downtime ends), the source kept for the rollback window, then deleted.
+    MIGRATE: {
+        "PROVISIONING": frozenset({"BACKING_UP", FAILED}),
+        "BACKING_UP": frozenset({"RESTORING", FAILED}),
+        "RESTORING": frozenset({"VERIFYING", FAILED}),
+        "VERIFYING": frozenset({"SWITCHING_DNS", FAILED}),
+        "SWITCHING_DNS": frozenset({"ROLLBACK_WINDOW", FAILED}),
+        "ROLLBACK_WINDOW": frozenset({"RELEASING_OLD", FAILED}),
+        "RELEASING_OLD": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset(
+            {"PROVISIONING", "BACKING_UP", "RESTORING", "VERIFYING", "SWITCHING_DNS"}
+            | {"ROLLBACK_WINDOW", "RELEASING_OLD"}
+        ),
+        SUCCEEDED: frozenset(),
+    },
 }
-FIRST: dict[str, str] = {DECOMMISSION: "EXPORT_WINDOW", SNAPSHOT: "SCHEDULED"}
+FIRST: dict[str, str] = {
+    DECOMMISSION: "EXPORT_WINDOW",
+    SNAPSHOT: "SCHEDULED",
+    RESTORE: "RESTORING",
+    RECOVER: "ALLOCATING",
+    MIGRATE: "PROVISIONING",
+}
 # Where a worker has nothing more to do (FAILED waits for an operator's retry).
 IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED", CANCELLED})
 

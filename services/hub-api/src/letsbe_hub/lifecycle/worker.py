@@ -19,11 +19,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Provider
+from letsbe_contracts.events import TenantOperationReportedV1
 from letsbe_hub.config import HubSettings
+from letsbe_hub.lifecycle import handlers, recovery, service, state, stream
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import service, state, stream
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, SNAPSHOT, SUCCEEDED
+from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, RESTORE, SNAPSHOT, SUCCEEDED
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
@@ -86,7 +87,7 @@ class JobRunner:
         except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
             log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
         except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
-            if not isinstance(exc, ProviderError | OSError):
+            if not isinstance(exc, ProviderError | OSError | recovery.OperationFailed):
                 log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
         finally:
@@ -144,8 +145,12 @@ class JobRunner:
         async with self.sessions() as s:
             return await s.get(Server, job.server_id)
 
-    async def _advance(self, job: LifecycleJob, to: str, reason: str | None = None) -> LifecycleJob:
+    async def _advance(
+        self, job: LifecycleJob, to: str, reason: str | None = None, data_update: dict | None = None
+    ) -> LifecycleJob:
         async with unit_of_work(self.sessions) as s:
+            if data_update is not None or job.kind in (RESTORE, RECOVER, MIGRATE):
+                return await self._advance_in(s, job, to, reason or "", data_update)
             return await state.transition(
                 s, job.id, to, actor=ACTOR, reason=reason, expected=job.status, lease_owner=self.owner, attempts=0
             )
@@ -185,6 +190,121 @@ class JobRunner:
             log.info("snapshot taken", tenant_id=str(job.tenant_id), snapshot=snap.snapshot_ref)
             await self.prune(job.tenant_id)
 
+        elif job.kind in (RESTORE, RECOVER, MIGRATE):
+            # Step by step until a step waits, or the next one is due later (the migration's rollback window).
+            while job.finished_at is None and job.status != FAILED and job.due_at <= self.clock():
+                job = await self._recovery_step(job)
+
+    # --- restore, recovery, migration (letsbe_hub.lifecycle.recovery) ---------------------------------------------
+
+    async def _operation(self, job: LifecycleJob, action: str, server_id: str | uuid.UUID, **args: object) -> dict:
+        """The job's tenant operation once it SUCCEEDED; until then Wait (asked for / under way) or a failed try."""
+        timeout = timedelta(seconds=self.settings.tenant_operation_timeout_seconds)
+        async with unit_of_work(self.sessions) as s:
+            fresh = await repo.get(s, job.id)
+            server = await s.get(Server, uuid.UUID(str(server_id)))
+            assert fresh is not None and server is not None
+            order = await recovery.order_of(s, job.tenant_id)
+            outcome, value = await recovery.operation(
+                s, fresh, action, order, server, now=self.clock(), timeout=timeout, **args
+            )
+        if outcome == "wait":
+            raise service.Wait(value)
+        if outcome == "failed":
+            raise recovery.OperationFailed(value)
+        return value
+
+    async def _recovery_step(self, job: LifecycleJob) -> LifecycleJob:
+        """Run the job's current step; returns the job in its next state (or raises Wait / a failed attempt)."""
+        st, data = job.status, job.data
+        target = data.get("target_server_id")
+        if st == "ALLOCATING":
+            async with unit_of_work(self.sessions) as s:
+                fresh = await repo.get(s, job.id)
+                assert fresh is not None
+                server = await recovery.claim_pool_server(s, fresh, self.clock())
+                reason = f"{server.provider} server {server.name} ({server.ipv4}) reserved"
+                return await state.transition(
+                    s, job.id, "PROVISIONING", actor=ACTOR, reason=reason, expected=st, lease_owner=self.owner,
+                    attempts=0,
+                )  # fmt: skip
+        if st == "PROVISIONING":
+            await self._operation(job, "provision", target)
+            return await self._advance(job, "RESTORING" if job.kind == RECOVER else "BACKING_UP", "provisioned")
+        if st == "BACKING_UP":  # migration: the source's tools stop here (downtime starts) and stay stopped
+            op = await self._operation(job, "backup", job.server_id or "", stop_tools=True)
+            backup_set = op.get("detail") or "latest"
+            stopped = op.get("started_at") or op.get("requested_at")
+            return await self._advance(
+                job, "RESTORING", f"tools stopped, consistent backup {backup_set} taken",
+                data_update={"backup_set": backup_set, "tools_stopped_at": stopped},
+            )  # fmt: skip
+        if st == "RESTORING":
+            args = {"backup_set": data.get("backup_set") or "latest"}
+            if data.get("tool"):
+                args["tool"] = data["tool"]
+            op = await self._operation(job, "restore", target, **args)
+            what = f"{data.get('tool') or 'every tool'} restored from {op.get('detail') or args['backup_set']}"
+            nxt = {RESTORE: SUCCEEDED, RECOVER: "SWITCHING_DNS", MIGRATE: "VERIFYING"}[job.kind]
+            return await self._advance(job, nxt, what)
+        if st == "VERIFYING":
+            await self._operation(job, "verify", target)
+            return await self._advance(job, "SWITCHING_DNS", "every tool answers on the new server")
+        if st == "SWITCHING_DNS":
+            op = await self._operation(job, "switch-dns", target)
+            now = self.clock()
+            switched = op.get("finished_at") or now.isoformat()
+            downtime = recovery.duration(data.get("tools_stopped_at"), switched)
+            async with unit_of_work(self.sessions) as s:
+                server = await s.get(Server, uuid.UUID(target))
+                assert server is not None
+                await recovery.move_tenant(s, job, server, now)
+                extra: dict[str, object] = {"dns_switched_at": switched}
+                reason = f"DNS points at {server.ipv4}"
+                if job.kind == MIGRATE:
+                    extra["downtime_seconds"] = downtime
+                    reason += f"; downtime {downtime}s (tools stopped to DNS switched)"
+                    window = timedelta(hours=self.settings.migration_rollback_window_hours)
+                    return await self._advance_in(s, job, "ROLLBACK_WINDOW", reason, extra, due_at=now + window)
+                return await self._advance_in(s, job, "RELEASING_OLD", reason, extra)
+        if st == "ROLLBACK_WINDOW":
+            return await self._advance(job, "RELEASING_OLD", "the rollback window ended")
+        if st == "RELEASING_OLD":
+            server = await self._server(job)
+            outcome, server_status = await service.release_server(server, self._provider(server))
+            now = self.clock()
+            took = recovery.duration(job.created_at.isoformat(), now.isoformat())
+            async with unit_of_work(self.sessions) as s:
+                data = {**job.data, "old_server_outcome": outcome, "duration_seconds": took}
+                await service.finish_release(
+                    s, job, self.owner, f"{outcome}; {job.kind} took {took}s", server_status, now,
+                    expected="RELEASING_OLD", data=data,
+                )  # fmt: skip
+                fresh = await repo.get(s, job.id)
+            assert fresh is not None
+            return fresh
+        raise RuntimeError(f"a {job.kind} job has no step for {st}")
+
+    async def _advance_in(
+        self,
+        s: AsyncSession,
+        job: LifecycleJob,
+        to: str,
+        reason: str,
+        data_update: dict | None = None,
+        **fields: object,
+    ) -> LifecycleJob:
+        fresh = await repo.get(s, job.id)
+        assert fresh is not None
+        data = {**fresh.data, **(data_update or {})}
+        if to == SUCCEEDED and job.kind != DECOMMISSION:
+            data["duration_seconds"] = recovery.duration(job.created_at.isoformat(), self.clock().isoformat())
+            reason += f" in {data['duration_seconds']}s"
+        return await state.transition(
+            s, job.id, to, actor=ACTOR, reason=reason, expected=job.status, lease_owner=self.owner, attempts=0,
+            data=data, **fields,
+        )  # fmt: skip
+
     async def prune(self, tenant_id: uuid.UUID) -> int:
         """Delete the tenant's snapshots beyond the newest ``snapshots_keep`` (only after a new one succeeded)."""
         async with self.sessions() as s:
@@ -218,6 +338,11 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
                 await p.aclose()
 
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
+    if rt.bus is not None:
+        reports = rt.bus.consumer(
+            handlers.ON_OPERATION_REPORTED, TenantOperationReportedV1, handlers.operation_report_handler(sessions)
+        )
+        rt.start(handlers.ON_OPERATION_REPORTED, reports.run(), reports.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:
@@ -227,6 +352,13 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
                 await service.plan_snapshots(s, clock())
 
         rt.every("snapshot-planner", settings.snapshot_schedule_seconds, plan)
+    if settings.migrations_auto:
+
+        async def migrate() -> None:
+            async with unit_of_work(sessions) as s:
+                await recovery.start_proposed_migrations(s, clock())
+
+        rt.every("migration-policy", settings.snapshot_schedule_seconds, migrate)
     return runner
 
 

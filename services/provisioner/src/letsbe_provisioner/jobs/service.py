@@ -198,8 +198,20 @@ class Pipeline:
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info("provisioning job created", order_id=str(order.order_id), job_id=str(job.id))
                 return "mine", job.id
-            if job.status == JobStatus.SUCCEEDED:
+            if job.status == JobStatus.SUCCEEDED and self._same_server(job, event):
                 return "done", job.id
+            if job.status == JobStatus.SUCCEEDED:
+                # The tenant moves to another server (a lost server's recovery, a migration): all ten steps run
+                # there, with the tenant's stored secrets.
+                steps = (await session.execute(select(JobStep).where(JobStep.job_id == job.id))).scalars()
+                for step in steps:
+                    step.status, step.exit_code, step.error = StepStatus.PENDING, None, None
+                job.status, job.run, job.error, job.failed_step = JobStatus.RUNNING, job.run + 1, None, None
+                job.spec = event.model_dump(mode="json")
+                job.lease_owner, job.lease_until, job.finished_at, job.steps_done_at = self.owner, lease, None, None
+                await ensure_secrets(session, self.box, job.tenant_id, order.tools)
+                log.info("provisioning the tenant on another server", job_id=str(job.id), server=str(event.server.ipv4))
+                return "mine", job.id
             if job.status == JobStatus.FAILED:
                 # A retry (or a redelivery) of dns-ready: resume at the failed step, with the target it carries now.
                 failed = await session.get(JobStep, (job.id, job.failed_step or 1))
@@ -226,6 +238,10 @@ class Pipeline:
                 job.lease_owner, job.lease_until = self.owner, lease
                 return "mine", job.id
             return "busy", job.id
+
+    @staticmethod
+    def _same_server(job: Job, event: DnsReadyV1) -> bool:
+        return DnsReadyV1.model_validate(job.spec).server.server_id == event.server.server_id
 
     # --- one run of a job -----------------------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ BACKUP_DIR = "/var/backups/letsbe"
 COMPOSE_SHIM = "/usr/local/lib/docker/cli-plugins/docker-compose"  # `docker compose` on Debian's Docker
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agents
 BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flock on it while it runs
+RESTORE_SCRIPT = "/usr/local/sbin/letsbe-restore"  # loads a backup set back (the hub's restore jobs run it over SSH)
 USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
 DOCKER_SOCKET = "/var/run/docker.sock"
 SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the wrapper writes it, the proxy reads
@@ -451,6 +452,7 @@ class Plan:
         if number == 8:
             return [
                 self._file("backup/backup.sh.j2", "/usr/local/sbin/letsbe-backup", "0755"),
+                self._file("backup/restore.sh.j2", RESTORE_SCRIPT, "0755"),
                 self._file("backup/cron.j2", "/etc/cron.d/letsbe-backup"),
             ]
         if number == 9:
