@@ -31,9 +31,10 @@ from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import MIGRATE, RECOVER, RESTORE
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec
-from letsbe_hub.servers.models import InventoryStatus, MigrationProposal, Server
+from letsbe_hub.servers.models import SERVER, InventoryStatus, MigrationProposal, Server
 from letsbe_hub.servers.service import target
 from letsbe_hub.tenants.models import BackupReportRow, Tenant
+from letsbe_platform import state as platform_state
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.outbox import add_event
 
@@ -141,7 +142,7 @@ async def start_migration(
     target_server = await session.get(Server, proposal.to_server_id, with_for_update=True)
     if target_server is None or target_server.status != InventoryStatus.AVAILABLE.value:
         raise Conflict("The proposal's Netcup server is no longer AVAILABLE.", proposal_id=str(proposal_id))
-    _reserve_second(target_server, proposal.tenant_id, now)
+    await _reserve_second(session, target_server, proposal.tenant_id, now)
     return await state.create(
         session,
         kind=MIGRATE,
@@ -341,7 +342,7 @@ async def claim_pool_server(session: AsyncSession, job: LifecycleJob, now: datet
     server = (await session.execute(stmt)).scalar_one_or_none()
     if server is None:
         raise OperationFailed(f"no AVAILABLE {tenant.tier}/{tenant.region} pool server to recover onto")
-    _reserve_second(server, tenant.id, now)
+    await _reserve_second(session, server, tenant.id, now)
     await session.execute(
         text("UPDATE hub.lifecycle_jobs SET data = data || CAST(:v AS jsonb) WHERE id = :id"),
         {"v": _json({"target_server_id": str(server.id)}), "id": job.id},
@@ -349,12 +350,18 @@ async def claim_pool_server(session: AsyncSession, job: LifecycleJob, now: datet
     return server
 
 
-def _reserve_second(server: Server, tenant_id: uuid.UUID, now: datetime) -> None:
+async def _reserve_second(session: AsyncSession, server: Server, tenant_id: uuid.UUID, now: datetime) -> None:
     """The tenant's second server while it moves: its order stays on the old one (one held server per order) until
     the DNS switch hands the order over (``move_tenant``)."""
-    server.status = InventoryStatus.RESERVED.value
-    server.tenant_id = tenant_id
-    server.reserved_at = now
+    await platform_state.move(
+        session,
+        SERVER,
+        server,
+        InventoryStatus.RESERVED,
+        actor="lifecycle-worker",
+        tenant_id=tenant_id,
+        reserved_at=now,
+    )
 
 
 async def move_tenant(session: AsyncSession, job: LifecycleJob, new_server: Server, now: datetime) -> None:
@@ -366,10 +373,15 @@ async def move_tenant(session: AsyncSession, job: LifecycleJob, new_server: Serv
     await session.execute(
         update(Server).where(Server.order_id == tenant.order_id, Server.id != new_server.id).values(order_id=None)
     )
-    await session.execute(
-        update(Server)
-        .where(Server.id == new_server.id)
-        .values(status=InventoryStatus.IN_USE.value, order_id=tenant.order_id, updated_at=now)
+    await platform_state.transition(
+        session,
+        SERVER,
+        new_server.id,
+        InventoryStatus.RESERVED,
+        InventoryStatus.IN_USE,
+        actor="lifecycle-worker",
+        order_id=tenant.order_id,
+        updated_at=now,
     )
 
 

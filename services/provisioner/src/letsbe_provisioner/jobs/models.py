@@ -105,6 +105,7 @@ JOB = Machine(
         J.RUNNING: frozenset({J.AWAITING_REGISTRATION, J.FAILED}),
         J.AWAITING_REGISTRATION: frozenset({J.SUCCEEDED, J.FAILED}),
         J.FAILED: frozenset({J.RUNNING}),  # a retry resumes at the failed step
+        J.SUCCEEDED: frozenset({J.RUNNING}),  # the tenant moves to another server: all ten steps run there
     },
     id_field="job_id",
 )
@@ -114,7 +115,8 @@ STEP = Machine(
     transitions={
         St.PENDING: frozenset({St.RUNNING}),
         St.RUNNING: frozenset({St.RUNNING, St.SUCCEEDED, St.FAILED}),  # RUNNING again: the next attempt
-        St.SUCCEEDED: frozenset({St.FAILED}),  # step 10, when the Safety Wrapper never registers after it
+        # FAILED: step 10, when the Safety Wrapper never registers after it; PENDING: the tenant moves to another server
+        St.SUCCEEDED: frozenset({St.FAILED, St.PENDING}),
         St.FAILED: frozenset({St.PENDING}),
     },
     id_field="step",

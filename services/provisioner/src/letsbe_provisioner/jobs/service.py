@@ -203,12 +203,19 @@ class Pipeline:
             if job.status == JobStatus.SUCCEEDED:
                 # The tenant moves to another server (a lost server's recovery, a migration): all ten steps run
                 # there, with the tenant's stored secrets.
-                steps = (await session.execute(select(JobStep).where(JobStep.job_id == job.id))).scalars()
-                for step in steps:
-                    step.status, step.exit_code, step.error = StepStatus.PENDING, None, None
-                job.status, job.run, job.error, job.failed_step = JobStatus.RUNNING, job.run + 1, None, None
-                job.spec = event.model_dump(mode="json")
-                job.lease_owner, job.lease_until, job.finished_at, job.steps_done_at = self.owner, lease, None, None
+                steps = (await session.execute(select(JobStep).where(JobStep.job_id == job.id))).scalars().all()
+                for step in (s for s in steps if s.status != StepStatus.PENDING):
+                    await state.move(
+                        session, STEP, step, StepStatus.PENDING, actor=self.owner, exit_code=None, error=None
+                    )
+                moved = {"run": job.run + 1, "error": None, "failed_step": None, "spec": event.model_dump(mode="json")}
+                lease_to_me = {
+                    "lease_owner": self.owner,
+                    "lease_until": lease,
+                    "finished_at": None,
+                    "steps_done_at": None,
+                }
+                await state.move(session, JOB, job, JobStatus.RUNNING, actor=self.owner, **moved, **lease_to_me)
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info("provisioning the tenant on another server", job_id=str(job.id), server=str(event.server.ipv4))
                 return "mine", job.id
