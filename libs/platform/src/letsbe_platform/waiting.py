@@ -40,6 +40,10 @@ class Backoff:
     def constant(cls, interval: float) -> Backoff:
         return cls(interval, interval)
 
+    def nth(self, n: int) -> float:
+        """The ``n``-th delay (from 1): what a retry waits after ``n`` failed attempts."""
+        return min(self.first * self.factor ** min(n - 1, 64), self.cap)
+
     def delays(self) -> Iterator[float]:
         delay = min(self.first, self.cap)
         while True:
