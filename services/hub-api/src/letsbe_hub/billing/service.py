@@ -432,18 +432,17 @@ def _configured_tier(settings: HubSettings, price_id: str) -> Any:
 # --- time-based steps (the worker) --------------------------------------------------------------------------------
 
 
+async def _claim_due(session: AsyncSession, state: str, due: Any, now: datetime) -> Subscription | None:
+    """The subscription in ``state`` due longest ago, locked (skipping rows another replica holds)."""
+    stmt = select(Subscription).where(Subscription.state == state, due <= now).order_by(due).limit(1)
+    return (
+        await session.execute(stmt.with_for_update(skip_locked=True).execution_options(populate_existing=True))
+    ).scalar()
+
+
 async def suspend_due(session: AsyncSession, settings: HubSettings, now: datetime) -> uuid.UUID | None:
     """Suspend one subscription whose grace ended (skipping rows another replica holds); None when none is due."""
-    sub = (
-        await session.execute(
-            select(Subscription)
-            .where(Subscription.state == "PAST_DUE", Subscription.grace_until <= now)
-            .order_by(Subscription.grace_until)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar()
+    sub = await _claim_due(session, "PAST_DUE", Subscription.grace_until, now)
     if sub is None:
         return None
     number = sub.suspensions + 1
@@ -470,16 +469,7 @@ async def suspend_due(session: AsyncSession, settings: HubSettings, now: datetim
 
 async def decommission_due(session: AsyncSession, now: datetime) -> uuid.UUID | None:
     """Decommission one cancelled subscription whose export window ended, through the tenants' decommission."""
-    sub = (
-        await session.execute(
-            select(Subscription)
-            .where(Subscription.state == "CANCELLED", Subscription.decommission_at <= now)
-            .order_by(Subscription.decommission_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar()
+    sub = await _claim_due(session, "CANCELLED", Subscription.decommission_at, now)
     if sub is None:
         return None
     await transition(session, sub, "DECOMMISSIONED", reason="export window over", decommissioned_at=now)

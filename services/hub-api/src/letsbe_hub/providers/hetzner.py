@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
@@ -24,13 +24,14 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderTimeout,
 )
-from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, numeric_id, parse_time
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
 NAME = Provider.HETZNER.value
+_id = partial(numeric_id, NAME, "Hetzner")
 # EU → Nuremberg (next to Netcup's EU site); US → Ashburn, VA (next to Netcup's Manassas site).
 DEFAULT_LOCATIONS: Mapping[Region, str] = {Region.EU: "nbg1", Region.US: "ash"}
 
@@ -172,7 +173,7 @@ class HetznerProvider:
             provider_ref=str(server_id),
             snapshot_ref=str(image["id"]),
             name=name,
-            created_at=_time(image.get("created")),
+            created_at=parse_time(image.get("created")),
         )
 
     async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
@@ -193,7 +194,7 @@ class HetznerProvider:
                             provider_ref=str(sid),
                             snapshot_ref=str(image["id"]),
                             name=image.get("description") or "",
-                            created_at=_time(image.get("created")),
+                            created_at=parse_time(image.get("created")),
                             ready=image.get("status") == "available",
                         )
                     )
@@ -326,18 +327,3 @@ class HetznerProvider:
             ipv6=IPv6Address(ipv6) if ipv6 else None,
             labels=server.get("labels") or {},
         )
-
-
-def _id(server_id: str) -> int:
-    if not str(server_id).isdigit():
-        raise ProviderRejected(NAME, f"not a Hetzner server id: {server_id!r}")
-    return int(server_id)
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
@@ -32,17 +32,17 @@ from letsbe_hub.providers.errors import (
     ProviderActionFailed,
     ProviderAuthError,
     ProviderNotFound,
-    ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
-from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, numeric_id, parse_time
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
 NAME = Provider.NETCUP.value
+_id = partial(numeric_id, NAME, "Netcup SCP")
 
 _STATES = {
     "RUNNING": ServerState.RUNNING,
@@ -185,7 +185,7 @@ class NetcupProvider:
             provider_ref=str(sid),
             snapshot_ref=str(snap.get("uuid") or name),
             name=snap.get("name", name),
-            created_at=_time(snap.get("creationTime")),
+            created_at=parse_time(snap.get("creationTime")),
         )
 
     async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
@@ -197,7 +197,7 @@ class NetcupProvider:
                 provider_ref=str(sid),
                 snapshot_ref=str(s.get("uuid") or s["name"]),
                 name=s["name"],
-                created_at=_time(s.get("creationTime")),
+                created_at=parse_time(s.get("creationTime")),
             )
             for s in snaps
         ]
@@ -233,18 +233,3 @@ class NetcupProvider:
         ):
             raise ProviderTimeout(NAME, f"task {uuid} not finished after {self.config.task_timeout}s")
         return result
-
-
-def _id(server_id: str) -> int:
-    if not str(server_id).isdigit():
-        raise ProviderRejected(NAME, f"not a Netcup SCP server id: {server_id!r}")
-    return int(server_id)
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

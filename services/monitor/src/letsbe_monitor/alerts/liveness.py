@@ -59,10 +59,8 @@ Rule = Callable[[Round], Awaitable[bool]]  # True: the round is decided
 async def startup_grace(r: Round) -> bool:
     """Just started (the consumer may still be catching up on queued heartbeats): old last_seen values prove
     nothing yet, neither about tenants nor about the pipeline."""
-    if r.now < r.started_at + timedelta(seconds=r.settings.startup_grace):
-        r.result.in_grace = True
-        return True
-    return False
+    r.result.in_grace = r.now < r.started_at + timedelta(seconds=r.settings.startup_grace)
+    return r.result.in_grace
 
 
 async def ingest_stalled(r: Round) -> bool:
@@ -98,10 +96,8 @@ async def ingest_flowing_again(r: Round) -> bool:
 
 async def fresh_window(r: Round) -> bool:
     """Nobody is declared offline before the fresh window has passed."""
-    if r.state.grace_until is not None and r.now < r.state.grace_until:
-        r.result.in_grace = True
-        return True
-    return False
+    r.result.in_grace = r.state.grace_until is not None and r.now < r.state.grace_until
+    return r.result.in_grace
 
 
 async def mass_offline(r: Round) -> bool:

@@ -29,7 +29,6 @@ import contextlib
 import shlex
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import asyncssh
 from sqlalchemy import select, update
@@ -49,7 +48,15 @@ from letsbe_provisioner.jobs.hub import HubError
 from letsbe_provisioner.jobs.models import ROTATION, Job, JobStatus, KeyRotation, RotationStatus
 from letsbe_provisioner.jobs.redact import Redactor
 from letsbe_provisioner.jobs.secrets import drop_secret, load_secrets, store_secrets
-from letsbe_provisioner.jobs.service import EX_TEMPFAIL, TAIL_LINES, TRANSIENT_OUTPUT, Pipeline, build_plan
+from letsbe_provisioner.jobs.service import (
+    EX_TEMPFAIL,
+    TAIL_LINES,
+    TRANSIENT_OUTPUT,
+    Claim,
+    Pipeline,
+    build_plan,
+    run_claimed,
+)
 from letsbe_provisioner.rendering.plan import (
     PREVIOUS_SECRETS_KEY,
     ROTATED_KEYS,
@@ -86,36 +93,16 @@ class Rotator:
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def on_requested(self, event: TenantKeyRotationRequestedV1, delivery: Delivery | None = None) -> None:
-        keepalive = asyncio.create_task(self.p._keep_in_progress(delivery))
-        try:
-            while True:
-                decision = await self._claim(event)
-                if decision == "done":
-                    return
-                if decision == "busy":  # another rotation of this tenant runs: one at a time per tenant
-                    await asyncio.sleep(min(self.settings.lease_seconds / 2, 2.0))
-                    continue
-                task = self.running.get(event.command_id)
-                owner = task is None
-                if task is None:
-                    task = asyncio.create_task(self._run(event), name=f"rotation-{event.command_id}")
-                    self.running[event.command_id] = task
-                    task.add_done_callback(lambda _t, c=event.command_id: self.running.pop(c, None))
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if owner:  # shutting down: the lease runs out and the redelivered request resumes it
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await asyncio.wait_for(task, 5)
-                    raise
-                return
-        finally:
-            keepalive.cancel()
+        async def claim() -> tuple[Claim, uuid.UUID]:
+            return await self._claim(event), event.command_id
+
+        busy = min(self.settings.lease_seconds / 2, 2.0)  # another rotation of this tenant runs: one at a time
+        keepalive = self.p._keep_in_progress(delivery)
+        await run_claimed(claim, lambda _: self._run(event), self.running, keepalive, busy, name="rotation")
 
     # --- claim: the new value and the row, in one transaction -------------------------------------------------------
 
-    async def _claim(self, event: TenantKeyRotationRequestedV1) -> Literal["mine", "busy", "done"]:
+    async def _claim(self, event: TenantKeyRotationRequestedV1) -> Claim:
         async with unit_of_work(self.p.sessions) as session:
             # The tenant's job row, locked: claims of one tenant's rotations happen one after the other.
             job = (

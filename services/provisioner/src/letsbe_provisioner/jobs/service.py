@@ -23,8 +23,9 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncssh
 from prometheus_client import Counter, Histogram
@@ -64,6 +65,9 @@ from letsbe_provisioner.steps import STEPS
 
 log = get_logger(__name__)
 
+Claim = Literal["mine", "busy", "done"]  # what claiming leased work found (see run_claimed)
+K = TypeVar("K")
+
 JOBS_FINISHED = Counter("provisioner_jobs_finished_total", "Provisioning jobs that ended", ["outcome"])
 for _outcome in ("provisioned", "failed"):  # at 0 from start-up: an alert rule's increase() sees the first one
     JOBS_FINISHED.labels(_outcome)
@@ -98,6 +102,47 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def run_claimed(
+    claim: Callable[[], Awaitable[tuple[Claim, K]]],
+    run: Callable[[K], Coroutine[Any, Any, None]],
+    running: dict[K, asyncio.Task[None]],
+    keepalive: Coroutine[Any, Any, None],
+    busy_seconds: float,
+    *,
+    name: str,
+) -> None:
+    """The one loop of a message that starts leased work: ``claim`` it (done: nothing left; busy: another process
+    holds the lease, claim again after ``busy_seconds``; mine: run it), run it as a task of this process (a
+    redelivery while it runs waits on the same task) and keep the message in progress meanwhile. On shutdown only
+    the call that started the task stops it: the lease is released and the next process resumes the work."""
+    keeping = asyncio.create_task(keepalive)
+    try:
+        while True:
+            decision, key = await claim()
+            if decision == "done":
+                return
+            if decision == "busy":
+                await asyncio.sleep(busy_seconds)
+                continue
+            task = running.get(key)
+            owner = task is None
+            if task is None:
+                task = asyncio.create_task(run(key), name=f"{name}-{key}")
+                running[key] = task
+                task.add_done_callback(lambda _t, k=key: running.pop(k, None))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if owner:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(task, 5)
+                raise
+            return
+    finally:
+        keeping.cancel()
+
+
 class Pipeline:
     """Runs dns-ready events into provisioned (or order-failed). One instance per process."""
 
@@ -127,32 +172,11 @@ class Pipeline:
         self.registrations.notify(event.tenant_id)
 
     async def on_dns_ready(self, event: DnsReadyV1, delivery: Delivery | None = None) -> None:
-        keepalive = asyncio.create_task(self._keep_in_progress(delivery))
-        try:
-            while True:
-                decision, job_id = await self._claim(event)
-                if decision == "done":
-                    return
-                if decision == "busy":  # another live process runs it: hold the message until it ends or dies
-                    await asyncio.sleep(min(self.settings.lease_seconds / 2, 5.0))
-                    continue
-                task = self.running.get(job_id)
-                owner = task is None
-                if task is None:
-                    task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
-                    self.running[job_id] = task
-                    task.add_done_callback(lambda _t, j=job_id: self.running.pop(j, None))
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if owner:  # shutting down: stop the job cleanly (lease released; the next process resumes it)
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await asyncio.wait_for(task, 5)
-                    raise
-                return
-        finally:
-            keepalive.cancel()
+        # Another live process runs it: hold the message until it ends or dies.
+        busy = min(self.settings.lease_seconds / 2, 5.0)
+        await run_claimed(
+            lambda: self._claim(event), self._run, self.running, self._keep_in_progress(delivery), busy, name="job"
+        )
 
     async def _keep_in_progress(self, delivery: Delivery | None) -> None:
         if delivery is None:
@@ -162,7 +186,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await delivery.in_progress()
 
-    async def _claim(self, event: DnsReadyV1) -> tuple[Literal["mine", "busy", "done"], uuid.UUID]:
+    async def _claim(self, event: DnsReadyV1) -> tuple[Claim, uuid.UUID]:
         """Create the job, resume a failed one, or take over one whose owner died; in one transaction."""
         order = event.order
         async with unit_of_work(self.sessions) as session:
