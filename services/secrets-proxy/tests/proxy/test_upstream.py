@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ssl
 from collections.abc import AsyncIterator
 
 import pytest
 
+from letsbe_fakes.tls_endpoint import self_signed
 from letsbe_secrets_proxy.proxy.upstream import UpstreamClient, UpstreamError
 
 
@@ -110,3 +113,25 @@ async def test_an_answer_that_never_comes_times_out():
         with pytest.raises(UpstreamError, match="TimeoutError"):
             await client.post(f"http://127.0.0.1:{port}/v1/x", {}, b"{}")
         await client.aclose()
+
+
+async def test_https_is_verified_against_the_trusted_certificates(tmp_path):
+    cert, key = self_signed("localhost", dt.datetime.now(dt.UTC) + dt.timedelta(days=1), also=("127.0.0.1",))
+    (tmp_path / "cert.pem").write_bytes(cert)
+    (tmp_path / "key.pem").write_bytes(key)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    s = Server()
+    srv = await asyncio.start_server(s.handle, "127.0.0.1", 0, ssl=served)
+    url = f"https://localhost:{srv.sockets[0].getsockname()[1]}/v1/chat/completions"
+    async with srv:
+        trusting = ssl.create_default_context(cafile=tmp_path / "cert.pem")
+        client = UpstreamClient(timeout=5, ssl_context=trusting)
+        assert await _call(client, url) == b'{"ok": true}'
+        await client.aclose()
+        # The system's trust store does not know this certificate: refused, nothing sent.
+        client = UpstreamClient(timeout=5, ssl_context=ssl.create_default_context())
+        with pytest.raises(UpstreamError, match="SSLCertVerificationError"):
+            await client.post(url, {}, b"{}")
+        await client.aclose()
+    assert len(s.bodies) == 1
