@@ -258,6 +258,7 @@ class Vps:
         self.agents_started_at: float | None = None  # wall clock of the last start (the benchmark's stages)
         self.error: str | None = None
         self._ups = 0
+        self._calls_seen: tuple[int, int] | None = None  # the call log's size and mtime at the last poll
 
     def start(self) -> Vps:
         self.target.start()
@@ -280,7 +281,7 @@ class Vps:
         project = str(self.path(AI_COMPOSE).parent)
         return [
             [a for a in argv[argv.index("up") + 1 :] if not a.startswith("-")]
-            for argv in self.target.calls("docker")
+            for argv in self.target.calls("docker", containing="compose")
             if "compose" in argv and "up" in argv and project in argv
         ]
 
@@ -288,6 +289,16 @@ class Vps:
         """Start (or recreate) the agents after each ``docker compose up`` of the AI stack: those it names (as
         ``up --no-deps SERVICE…`` recreates only them), or all. After a restart of the sandbox the recorded ups are
         seen again: the agents come back, as containers do after a reboot."""
+        # Every SSH command's end polls every VPS: one whose call log is unchanged is not read again (parsing every
+        # VPS's whole log each time held the GIL of the process serving the SSH commands).
+        try:
+            stat = (self.target.ctl / "calls.log").stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            seen = None
+        if seen is not None and seen == self._calls_seen:
+            return
+        self._calls_seen = seen
         ups = self._compose_ups()
         if len(ups) > self._ups:
             new, self._ups = ups[self._ups :], len(ups)
