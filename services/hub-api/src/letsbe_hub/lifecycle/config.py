@@ -4,9 +4,12 @@ from pydantic import BaseModel, Field
 
 
 class LifecycleSettings(BaseModel):
-    # Decommission: the server and its data stay this long after the request, for the customer's export; then
-    # the Hetzner server is deleted (a Netcup pool server is drained for a wipe).
+    # Decommission: a final backup and the agents stopped on the server first (the provisioner's SSH path), then the
+    # server and its data stay this long for the customer's export; then the Hetzner server is deleted (a Netcup
+    # pool server is wiped, reinstalled with netcup_reinstall_image and preflighted before it rejoins the pool).
     decommission_export_window_hours: float = Field(default=14 * 24, ge=0)
+    # A server task (final backup, stopping the agents) not reported by then is asked for again.
+    decommission_task_timeout_seconds: float = Field(default=3600, gt=0)
     # Daily VPS snapshots (seed §8.1: daily, staggered, 3 rolling).
     snapshots_enabled: bool = True
     snapshots_keep: int = Field(default=3, ge=1, le=30)

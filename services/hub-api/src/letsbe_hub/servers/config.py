@@ -28,6 +28,10 @@ class ServerSettings(BaseModel):
     netcup_api_url: str = "https://www.servercontrolpanel.de/scp-core"
     netcup_token_url: str = "https://www.servercontrolpanel.de/realms/scp/protocol/openid-connect/token"  # noqa: S105
     netcup_refresh_token: SecretStr | None = None  # an offline refresh token (device-code flow, done once by ops)
+    # A pool server back from a decommissioned tenant is wiped and reinstalled with this image flavour (its alias,
+    # name or image name at netcup), with these SSH keys of the SCP user (ids at netcup) for the provisioner.
+    netcup_reinstall_image: str = Field(default="Debian 12", min_length=1, max_length=100)
+    netcup_ssh_key_ids: list[int] = []
     # --- every provider call ---
     provider_timeout_seconds: float = Field(default=15, gt=0)
     provider_retry_attempts: int = Field(default=4, ge=1, le=10)
