@@ -532,6 +532,14 @@ class Plan:
             "rotate/ai-keys.sh.j2", **self._ctx(step=step, files=files, eof=HEREDOC_END, containers=containers)
         )
 
+    def server_task_script(self, task: str, task_id: str) -> str:
+        """A decommission's task on the server (``final-backup`` or ``stop-agents``); its last line is
+        ``LETSBE-RESULT <json>``, what the provisioner reports."""
+        step = Step(8, "backups", f"Decommission: {task}") if task == "final-backup" else Step(10, "ai-stack", task)
+        return render_template(
+            f"decommission/{task}.sh.j2", **self._ctx(step=step, files=[], eof=HEREDOC_END, task_id=task_id)
+        )
+
     def files(self, tokens: dict[str, str] | None = None, llm_key: str | None = None) -> list[RenderedFile]:
         """Every file the pipeline writes, in step order."""
         return [f for step in STEPS for f in self.step_files(step.number, tokens, llm_key)]
