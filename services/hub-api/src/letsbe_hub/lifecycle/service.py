@@ -194,8 +194,12 @@ async def release_server(server: Server | None, provider: ServerProvider | None)
 
 async def start_reinstall(session: AsyncSession, job: LifecycleJob, owner: str, now: datetime) -> None:
     """Write down that the reinstall is about to be asked for, before asking: a worker killed right after the POST
-    then looks for the install it started (``NetcupProvider.reinstall_task_since``) instead of starting another."""
+    then looks for the install it started (``NetcupProvider.reinstall_task_since``) instead of starting another.
+    The server is DRAINING from here until its preflight passed: out of the pool, nobody's to hand out."""
     await repo.set_data_key(session, job.id, "reinstall", {"requested_at": now.isoformat()}, owner=owner)
+    await session.execute(
+        update(Server).where(Server.id == job.server_id).values(status=InventoryStatus.DRAINING.value, updated_at=now)
+    )
 
 
 async def reinstall(

@@ -208,6 +208,9 @@ class JobRunner:
             if job.status in service.SERVER_TASKS:
                 job = await self._server_task(job)
             elif job.status == "EXPORT_WINDOW":
+                if job.due_at > self.clock():  # just entered: the lease goes back until the window ends
+                    await self._release(job, job.due_at)
+                    return
                 netcup = server is not None and server.provider == Provider.NETCUP.value
                 to = "REINSTALLING" if netcup else "RELEASING_SERVER"
                 job = await self._advance(job, to, "the export window ended")
@@ -245,9 +248,8 @@ class JobRunner:
             )
             return await self._advance(job, "STOPPING_AGENTS", reason)
         until = datetime.fromisoformat(job.data["export_until"])
-        return await self._advance(
-            job, "EXPORT_WINDOW", f"agents stopped; the data is kept until {until.isoformat()}", due_at=until
-        )
+        reason = f"agents stopped; the data is kept until {until.isoformat()}"
+        return await self._advance(job, "EXPORT_WINDOW", reason, due_at=until)
 
     async def _reinstall(self, job: LifecycleJob, server: Server | None) -> LifecycleJob:
         provider = self._provider(server)
