@@ -13,9 +13,13 @@ import pytest
 from letsbe_platform.testing import eventually
 from letsbe_sandbox.plane import FAST_RECOVERY
 
+from . import test_key_rotation
 from .test_key_rotation import heartbeating
 
 DOMAIN = "farewell.example.com"
+
+
+plane = test_key_rotation.plane  # the plane given time to start on a loaded machine
 
 
 @pytest.fixture

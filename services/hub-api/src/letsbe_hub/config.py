@@ -2,12 +2,13 @@ from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from letsbe_contracts.enums import Tier
+from letsbe_hub.backups.config import BackupSettings
 from letsbe_hub.lifecycle.config import LifecycleSettings
 from letsbe_hub.servers.config import ServerSettings
 from letsbe_platform.settings import ServiceSettings
 
 
-class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins: servers/, lifecycle/ config.py
+class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings, BackupSettings):  # mixins: <context>/config.py
     model_config = SettingsConfigDict(env_prefix="LETSBE_HUB_", env_file=".env", extra="ignore")
 
     service_name: str = "hub-api"
