@@ -47,7 +47,11 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
         zone = world.cloudflare.zone(DOMAIN)
         assert world.cloudflare.records(zone.id, name=DOMAIN)
         server_ref = next(iter(world.hetzner.servers))
-        dumps_before = len([c for c in vps.target.calls("docker") if c[1:2] == ["exec"]])
+        before = len(vps.target.calls("docker"))
+
+        def dumps() -> list[int]:  # where in the docker calls since the request the database was dumped
+            calls = vps.target.calls("docker")[before:]
+            return [i for i, c in enumerate(calls) if c[1:3] == ["exec", "letsbe-ghost-db"]]
         vps.target.output("docker", "-- a database dump --\n")
         vps.target.hang("docker", 4.0)  # the dump takes 4 s: time to kill the hub while the backup runs
 
@@ -60,10 +64,7 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
             return got.json()
 
         # 1. The hub dies while the provisioner runs the final backup on the server.
-        def dumping() -> bool:
-            return any(c[1:2] == ["exec"] for c in vps.target.calls("docker")[dumps_before:])
-
-        await eventually(dumping, "the final backup's dump", timeout=120, every=0.1)
+        await eventually(lambda: bool(dumps()), "the final backup's dump", timeout=120, every=0.1)
         assert (await job())["status"] == "FINAL_BACKUP"
         assert vps.agents, "the agents run until the final backup was reported"
         await plane.restart("hub-api")
@@ -72,6 +73,7 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
             return (await job())["status"] == "EXPORT_WINDOW"
 
         await eventually(in_export_window, "the backup reported and the agents stopped", timeout=180, every=0.3)
+        await eventually(lambda: not vps.agents, "the agents' processes stopped", timeout=30, every=0.2)
         vps.target.clear("docker")
 
         # 2. The operator ends the export window early; the hub dies while Hetzner deletes the server.
@@ -95,11 +97,11 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
     kept = json.loads((finals[0] / "backup-status.json").read_text())
     assert kept["databases"]["ghost"]["status"] == "success"
     assert done["data"]["final-backup"]["result"] == kept
-    dumps = [c for c in vps.target.calls("docker")[dumps_before:] if c[1:2] == ["exec"]]
-    assert len(dumps) == 1, dumps
-    # The agents were stopped after the backup, once.
-    stops = [c for c in vps.target.calls("docker") if "compose" in c and "stop" in c]
-    assert len(stops) == 1 and stops[0][-2:] == ["safety-wrapper", "secrets-proxy"]
+    [dumped] = dumps()
+    # The agents were stopped after the backup, once, and no longer run.
+    calls = vps.target.calls("docker")[before:]
+    stops = [i for i, c in enumerate(calls) if "compose" in c and "stop" in c]
+    assert len(stops) == 1 and stops[0] > dumped and calls[stops[0]][-2:] == ["safety-wrapper", "secrets-proxy"]
     # One server delete, and the tenant's DNS records are gone.
     assert [d["id"] for d in world.hetzner.deleted] == [server_ref]
     assert sum(1 for m, _ in world.hetzner.requests if m == "DELETE") == 1
