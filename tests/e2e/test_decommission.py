@@ -73,7 +73,7 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
             return (await job())["status"] == "EXPORT_WINDOW"
 
         await eventually(in_export_window, "the backup reported and the agents stopped", timeout=180, every=0.3)
-        await eventually(lambda: not vps.agents, "the agents' processes stopped", timeout=30, every=0.2)
+        await eventually(lambda: not vps.agents, "the AI agent and the agents stopped", timeout=30, every=0.2)
         vps.target.clear("docker")
 
         # 2. The operator ends the export window early; the hub dies while Hetzner deletes the server.
@@ -101,7 +101,8 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
     # The agents were stopped after the backup, once, and no longer run.
     calls = vps.target.calls("docker")[before:]
     stops = [i for i, c in enumerate(calls) if "compose" in c and "stop" in c]
-    assert len(stops) == 1 and stops[0] > dumped and calls[stops[0]][-2:] == ["safety-wrapper", "secrets-proxy"]
+    assert len(stops) == 1 and stops[0] > dumped
+    assert calls[stops[0]][-3:] == ["openclaw", "safety-wrapper", "secrets-proxy"]
     # One server delete, and the tenant's DNS records are gone.
     assert [d["id"] for d in world.hetzner.deleted] == [server_ref]
     assert sum(1 for m, _ in world.hetzner.requests if m == "DELETE") == 1

@@ -1,6 +1,7 @@
 """A decommission's server tasks on a provisioned tenant, against a real SSH server on loopback (recording stand-ins
 for docker), real Postgres: the final backup runs the tenant's own letsbe-backup once per task id (a repeat reports
-the kept run), a failed dump is reported as a failure with the status, and stopping the agents stops exactly them."""
+the kept run), a failed dump is reported as a failure with the status, and stopping the agents stops the AI stack's
+three (OpenClaw, the Safety Wrapper, the Secrets Proxy) and not the tools."""
 
 from __future__ import annotations
 
@@ -102,15 +103,16 @@ async def test_a_failed_dump_fails_the_final_backup_with_its_status_and_keeps_no
     assert [r.status for r in await reports(engine, event.task_id)] == ["FAILED", "SUCCEEDED"]
 
 
-async def test_stopping_the_agents_stops_exactly_the_two_agents(
+async def test_stopping_the_agents_stops_the_ai_agent_and_both_letsbe_agents(
     pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any
 ) -> None:
     event = request(tenant, "stop-agents")
     await ServerTasks(pipeline).on_requested(event)
     [report] = await reports(engine, event.task_id)
-    assert report.status == "SUCCEEDED" and report.result == {"stopped": ["safety-wrapper", "secrets-proxy"]}
+    stopped = ["openclaw", "safety-wrapper", "secrets-proxy"]
+    assert report.status == "SUCCEEDED" and report.result == {"stopped": stopped}
     stops = [c[c.index("stop") :] for c in target.calls("docker") if "compose" in c]
-    assert stops == [["stop", "safety-wrapper", "secrets-proxy"]]
+    assert stops == [["stop", *stopped]]
 
 
 async def test_a_tenant_never_provisioned_here_has_nothing_to_back_up(pipeline: Pipeline, engine: Any) -> None:

@@ -560,7 +560,8 @@ class Plan:
         ``LETSBE-RESULT <json>``, what the provisioner reports."""
         step = Step(8, "backups", f"Decommission: {task}") if task == "final-backup" else Step(10, "ai-stack", task)
         return render_template(
-            f"decommission/{task}.sh.j2", **self._ctx(step=step, files=[], eof=HEREDOC_END, task_id=task_id)
+            f"decommission/{task}.sh.j2",
+            **self._ctx(step=step, files=[], eof=HEREDOC_END, task_id=task_id, services=AI_IMAGES),
         )
 
     def files(self, tokens: dict[str, str] | None = None, llm_key: str | None = None) -> list[RenderedFile]:
