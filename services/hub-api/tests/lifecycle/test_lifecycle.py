@@ -299,6 +299,17 @@ async def test_a_report_nobody_asked_for_changes_nothing(api, admin, sessions, r
     assert await drain(runner) == 0
 
 
+async def test_a_late_repeat_of_a_report_does_not_end_the_export_window(api, admin, sessions, runner):
+    tenant_id, _server = await tenant_on_hetzner(api, admin, sessions, runner)
+    job_id = await through_the_server_tasks(api, admin, sessions, runner, tenant_id)
+    before = await job(api, admin, job_id)
+    for task in ("final-backup", "stop-agents"):  # e.g. the answers to asks that were overdue
+        assert await provisioner_reports(sessions, runner, tenant_id, task) is False
+    after = await job(api, admin, job_id)
+    assert after["status"] == "EXPORT_WINDOW" and after["due_at"] == before["due_at"]
+    assert await drain(runner) == 0
+
+
 async def test_a_server_task_report_overdue_is_asked_for_again(api, admin, sessions, runner, settings):
     tenant_id, _server = await tenant_on_hetzner(api, admin, sessions, runner)
     await api.post(f"/api/v1/admin/tenants/{tenant_id}/decommission", headers=admin)

@@ -139,7 +139,8 @@ async def clear_server_task(session: AsyncSession, job: LifecycleJob, task: str,
 
 async def server_task_reported(session: AsyncSession, event: TenantServerTaskReportedV1, now: datetime) -> bool:
     """The provisioner's report lands in its job (``data[task]``) and makes the job due; a report nobody asked for
-    (another task id, a job gone) changes nothing. Returns whether it landed."""
+    (another task id, a job gone) or one arriving after the job left that task's state (a repeat: it would end the
+    export window early) changes nothing. Returns whether it landed."""
     job = (
         await session.execute(
             select(LifecycleJob).where(LifecycleJob.key == decommission_key(event.tenant_id)).with_for_update()
@@ -147,6 +148,9 @@ async def server_task_reported(session: AsyncSession, event: TenantServerTaskRep
     ).scalar_one_or_none()
     if job is None or (job.data.get(event.task) or {}).get("task_id") != str(event.task_id):
         log.warning("server task report without its request", tenant_id=str(event.tenant_id), task=event.task)
+        return False
+    if SERVER_TASKS.get(job.status) != event.task:  # a late repeat (the job moved on): it must not make it due
+        log.info("server task report after its step", tenant_id=str(event.tenant_id), task=event.task)
         return False
     entry = {
         **job.data[event.task],

@@ -283,14 +283,15 @@ class NetcupProvider:
         return str(task["uuid"])
 
     async def reinstall_task_since(self, server_id: str, since: datetime) -> str | None:
-        """The uuid of an image install on this server started at or after ``since`` (one we may have started
-        before a crash), so a resumed job never installs twice."""
+        """The uuid of an image install on this server started at or after ``since`` and not failed (one we may
+        have started before a crash), so a resumed job never installs twice."""
         sid = _id(server_id)
         for task in (await self.http.request("GET", "/api/v1/tasks")).json():
             started = _time(task.get("startedAt"))
             if (
                 task.get("serverId") == sid
                 and task.get("name") == "Install image"
+                and task.get("state") not in _TASK_FAILED  # a failed install is tried again, not waited for
                 and started is not None
                 and started >= since.replace(microsecond=0)
             ):
