@@ -41,6 +41,8 @@ from letsbe_contracts.events import (
     TenantKeyRotationRequestedV1,
     TenantOperationReportedV1,
     TenantOperationRequestedV1,
+    TenantServerTaskReportedV1,
+    TenantServerTaskRequestedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
@@ -82,8 +84,21 @@ SAMPLES = [
         command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="tools-token", requested_by="token:alice", expires_at=NOW
     ),
     TenantKeyRotationReportedV1(
-        command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="secrets-key", status="SUCCEEDED",
+        command_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        key="secrets-key",
+        status="SUCCEEDED",
         recreated=("safety-wrapper", "secrets-proxy"),
+    ),
+    TenantServerTaskRequestedV1(
+        task_id=uuid.uuid4(), tenant_id=ORDER.order_id, task="final-backup", requested_by="lifecycle-worker"
+    ),
+    TenantServerTaskReportedV1(
+        task_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        task="final-backup",
+        status="SUCCEEDED",
+        result={"last_run": "2026-12-02T08:00:00Z", "databases": {}, "remote_sync": {"status": "skipped"}},
     ),
     ServerAllocatedV1(order=ORDER, server=SERVER),
     DnsReadyV1(

@@ -532,6 +532,41 @@ class LifecycleJobChangedV1(Event):
     reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
+# --- decommission: work on the tenant's server that only the provisioner can do (it holds the SSH key). The hub's
+# lifecycle job asks, the provisioner runs it over SSH and reports; ``task_id`` is the idempotency key on the server ---
+
+
+@register
+class TenantServerTaskRequestedV1(Event):
+    """The decommission job asks for ``task`` on the tenant's server: ``final-backup`` (one last run of the tenant's
+    backup, kept apart from the rotation) or ``stop-agents`` (the Safety Wrapper and Secrets Proxy stopped)."""
+
+    TYPE: ClassVar[str] = "tenant-server-task-requested"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.server.task.requested.v1"
+
+    task_id: uuid.UUID  # the same for every retry of one job's task: the server runs it once
+    tenant_id: uuid.UUID
+    task: Literal["final-backup", "stop-agents"]
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+
+
+@register
+class TenantServerTaskReportedV1(Event):
+    """How a server task went. ``result``: for a final backup, the backup status JSON the script wrote (seed §8.3)."""
+
+    TYPE: ClassVar[str] = "tenant-server-task-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.server.task.reported.v1"
+
+    task_id: uuid.UUID
+    tenant_id: uuid.UUID
+    task: Literal["final-backup", "stop-agents"]
+    status: Literal["SUCCEEDED", "FAILED"]
+    result: dict[str, Any] | None = None
+    error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
 # --- server pool: the monthly check finds overflow tenants that could move to a Netcup pool server ---
 
 

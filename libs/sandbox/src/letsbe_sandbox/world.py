@@ -144,7 +144,9 @@ class Sandbox:
             on_create=self._server_created,
             on_delete=self._server_deleted,
         )
-        self.netcup = FakeNetcup(refresh_token=m.netcup_refresh_token)
+        self.netcup = FakeNetcup(
+            refresh_token=m.netcup_refresh_token, state_dir=state, install_seconds=self.slow or 1.0
+        )
         if self.slow:
             self.hetzner.action_seconds = self.slow
             self.cloudflare.dns_delay(self.slow)

@@ -14,6 +14,7 @@ from letsbe_hub.approvals import endpoints as approvals
 from letsbe_hub.auth import endpoints as tokens
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import ensure_token
+from letsbe_hub.backups import endpoints as backups
 from letsbe_hub.billing import endpoints as billing
 from letsbe_hub.billing import wiring as billing_wiring
 from letsbe_hub.catalog import endpoints as catalog
@@ -58,6 +59,7 @@ ROUTERS = [
     alerts.router,
     *llm.routers,
     *lifecycle.routers,
+    *backups.routers,
     console.router,  # the operators' web console (HTML)
     *relay.routers,
     *customers.routers,

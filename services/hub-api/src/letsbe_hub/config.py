@@ -35,6 +35,10 @@ class ServerSettings(BaseModel):
     netcup_api_url: str = "https://www.servercontrolpanel.de/scp-core"
     netcup_token_url: str = "https://www.servercontrolpanel.de/realms/scp/protocol/openid-connect/token"  # noqa: S105
     netcup_refresh_token: SecretStr | None = None  # an offline refresh token (device-code flow, done once by ops)
+    # A pool server back from a decommissioned tenant is wiped and reinstalled with this image flavour (its alias,
+    # name or image name at netcup), with these SSH keys of the SCP user (ids at netcup) for the provisioner.
+    netcup_reinstall_image: str = Field(default="Debian 12", min_length=1, max_length=100)
+    netcup_ssh_key_ids: list[int] = []
     # --- every provider call ---
     provider_timeout_seconds: float = Field(default=15, gt=0)
     provider_retry_attempts: int = Field(default=4, ge=1, le=10)
@@ -68,9 +72,12 @@ class ServerSettings(BaseModel):
 class LifecycleSettings(BaseModel):
     """The lifecycle jobs' knobs: decommission, daily snapshots, the job runner."""
 
-    # Decommission: the server and its data stay this long after the request, for the customer's export; then
-    # the Hetzner server is deleted (a Netcup pool server is drained for a wipe).
+    # Decommission: a final backup and the agents stopped on the server first (the provisioner's SSH path), then the
+    # server and its data stay this long for the customer's export; then the Hetzner server is deleted (a Netcup
+    # pool server is wiped, reinstalled with netcup_reinstall_image and preflighted before it rejoins the pool).
     decommission_export_window_hours: float = Field(default=14 * 24, ge=0)
+    # A server task (final backup, stopping the agents) not reported by then is asked for again.
+    decommission_task_timeout_seconds: float = Field(default=3600, gt=0)
     # Daily VPS snapshots (seed §8.1: daily, staggered, 3 rolling).
     snapshots_enabled: bool = True
     snapshots_keep: int = Field(default=3, ge=1, le=30)
@@ -90,7 +97,19 @@ class LifecycleSettings(BaseModel):
     lifecycle_retry_seconds: float = Field(default=60, gt=0)  # doubled per failed attempt, capped at 1 h
 
 
-class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):
+class BackupSettings(BaseModel):
+    """The tenants' off-site backups: an S3-compatible store. Each tenant gets its own prefix in the bucket and its
+    own encryption key (rclone crypt), issued by the hub when the tenant is provisioned. Unset endpoint: no off-site
+    copies (the monitor raises backup.offsite for every tenant)."""
+
+    offsite_s3_endpoint: str | None = None
+    offsite_s3_region: str = Field(default="eu-central-1", min_length=1, max_length=40)
+    offsite_s3_bucket: str = Field(default="letsbe-tenant-backups", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    offsite_s3_access_key_id: str | None = None
+    offsite_s3_secret_access_key: SecretStr | None = None
+
+
+class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings, BackupSettings):
     model_config = SettingsConfigDict(env_prefix="LETSBE_HUB_", env_file=".env", extra="ignore")
 
     service_name: str = "hub-api"

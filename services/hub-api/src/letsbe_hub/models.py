@@ -3,6 +3,7 @@
 from letsbe_hub.alerts.models import AlertRecord  # noqa: F401
 from letsbe_hub.approvals.models import ApprovalRow  # noqa: F401
 from letsbe_hub.auth.models import ApiToken
+from letsbe_hub.backups.models import BackupTarget  # noqa: F401
 from letsbe_hub.billing.models import BillingEmail, RateCounter, Subscription  # noqa: F401
 from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
 from letsbe_hub.credentials.models import CredentialReveal  # noqa: F401

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition
@@ -71,6 +73,19 @@ async def make_due(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> N
     await session.execute(
         update(LifecycleJob).where(LifecycleJob.id == job_id, LifecycleJob.due_at > now).values(due_at=now)
     )
+
+
+async def set_data_key(
+    session: AsyncSession, job_id: uuid.UUID, key: str, value: Any, *, owner: str | None = None
+) -> bool:
+    """Set one key of the job's ``data`` in SQL (``data || {key: value}``), so writers of other keys are not undone;
+    with ``owner``, only while that worker holds the lease. Not a status change."""
+    stmt = update(LifecycleJob).where(LifecycleJob.id == job_id)
+    if owner is not None:
+        stmt = stmt.where(LifecycleJob.lease_owner == owner)
+    patch = bindparam("patch", {key: value}, type_=JSONB)
+    done = await session.execute(stmt.values(data=LifecycleJob.data.op("||")(patch)).returning(LifecycleJob.id))
+    return done.scalar_one_or_none() is not None
 
 
 async def get(session: AsyncSession, job_id: uuid.UUID) -> LifecycleJob | None:

@@ -28,15 +28,24 @@ DECOMMISSION, SNAPSHOT = "decommission", "snapshot"
 RESTORE, RECOVER, MIGRATE = "restore", "recover", "migrate"
 FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 
-# decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service);
-# the server stays (data kept) until the export window ends, then it is deleted (Hetzner) or drained (Netcup).
+# decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service). On its
+# server the provisioner takes a final backup (reported before anything else happens), then stops the agents; the
+# server stays (data kept) until the export window ends, then a Hetzner server is deleted, a Netcup pool server is
+# wiped and reinstalled through the provider and returns to the pool only after a fresh preflight. A tenant without
+# a server starts in EXPORT_WINDOW (nothing to back up or stop).
 # snapshot: one per tenant and day; PRUNED once three newer ones succeeded (its provider image is deleted);
 # CANCELLED when its server left service before the snapshot was taken (a decommissioned tenant).
 TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
     DECOMMISSION: {
-        "EXPORT_WINDOW": frozenset({"RELEASING_SERVER", FAILED}),
+        "FINAL_BACKUP": frozenset({"STOPPING_AGENTS", FAILED}),
+        "STOPPING_AGENTS": frozenset({"EXPORT_WINDOW", FAILED}),
+        "EXPORT_WINDOW": frozenset({"RELEASING_SERVER", "REINSTALLING", FAILED}),
         "RELEASING_SERVER": frozenset({SUCCEEDED, FAILED}),
-        FAILED: frozenset({"EXPORT_WINDOW", "RELEASING_SERVER"}),
+        "REINSTALLING": frozenset({"PREFLIGHT", FAILED}),
+        "PREFLIGHT": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset(
+            {"FINAL_BACKUP", "STOPPING_AGENTS", "EXPORT_WINDOW", "RELEASING_SERVER", "REINSTALLING", "PREFLIGHT"}
+        ),
         SUCCEEDED: frozenset(),
     },
     SNAPSHOT: {
@@ -83,7 +92,7 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
     },
 }
 FIRST: dict[str, str] = {
-    DECOMMISSION: "EXPORT_WINDOW",
+    DECOMMISSION: "FINAL_BACKUP",
     SNAPSHOT: "SCHEDULED",
     RESTORE: "RESTORING",
     RECOVER: "ALLOCATING",
@@ -147,11 +156,15 @@ async def create(
     actor: str,
     reason: str | None = None,
     data: dict[str, Any] | None = None,
+    status: str | None = None,
 ) -> tuple[LifecycleJob, bool]:
-    """Insert the job in its kind's first state, once per ``key``: (job, created)."""
+    """Insert the job in its kind's first state (or ``status``, a state of its table where a job may begin when
+    the first steps have nothing to do), once per ``key``: (job, created)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    status = FIRST[kind]
+    status = status or FIRST[kind]
+    if status not in TRANSITIONS[kind] or status in IDLE:
+        raise ValueError(f"a {kind} job cannot begin in {status}")
     row = (
         await session.execute(
             pg_insert(LifecycleJob)

@@ -15,11 +15,12 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Provider
-from letsbe_contracts.events import TenantOperationReportedV1
+from letsbe_contracts.events import TenantOperationReportedV1, TenantServerTaskReportedV1
 from letsbe_hub.config import HubSettings
 from letsbe_hub.lifecycle import handlers, recovery, service, state, stream
 from letsbe_hub.lifecycle import repository as repo
@@ -28,9 +29,11 @@ from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, R
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
+from letsbe_hub.providers.netcup import NetcupProvider
 from letsbe_hub.servers.models import Server
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff
 from letsbe_platform.web import Runtime
 from letsbe_platform.workers import Periodic
 
@@ -82,12 +85,13 @@ class JobRunner:
         try:
             await self._step(job)
         except service.Wait as wait:
-            await self._release(job, self.clock() + timedelta(seconds=self.settings.provider_poll_seconds))
+            seconds = wait.seconds if wait.seconds is not None else self.settings.provider_poll_seconds
+            await self._release(job, self.clock() + timedelta(seconds=seconds))
             log.info("lifecycle job waits", job_id=str(job.id), why=str(wait))
         except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
             log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
         except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
-            if not isinstance(exc, ProviderError | OSError | recovery.OperationFailed):
+            if not isinstance(exc, ProviderError | OSError | recovery.OperationFailed | service.ServerTaskFailed):
                 log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
         finally:
@@ -113,6 +117,11 @@ class JobRunner:
         async with self.sessions() as s:
             job = await repo.get(s, job.id) or job  # its status may have moved on within this step
         attempts = job.attempts + 1
+        task = service.SERVER_TASKS.get(job.status)
+        if task is not None and (job.data.get(task) or {}).get("status") == FAILED:
+            async with unit_of_work(self.sessions) as s:  # the next attempt asks the server again
+                await service.clear_server_task(s, job, task, self.owner)
+            job = await self._reload(job)
         if attempts < self.settings.lifecycle_max_attempts:
             delay = min(self.settings.lifecycle_retry_seconds * 2 ** (attempts - 1), 3600)
             await self._release(job, now + timedelta(seconds=delay), attempts=attempts, last_error=error)
@@ -146,24 +155,30 @@ class JobRunner:
             return await s.get(Server, job.server_id)
 
     async def _advance(
-        self, job: LifecycleJob, to: str, reason: str | None = None, data_update: dict | None = None
+        self, job: LifecycleJob, to: str, reason: str | None = None, data_update: dict | None = None, **fields: Any
     ) -> LifecycleJob:
         async with unit_of_work(self.sessions) as s:
             if data_update is not None or job.kind in (RESTORE, RECOVER, MIGRATE):
-                return await self._advance_in(s, job, to, reason or "", data_update)
+                return await self._advance_in(s, job, to, reason or "", data_update, **fields)
             return await state.transition(
-                s, job.id, to, actor=ACTOR, reason=reason, expected=job.status, lease_owner=self.owner, attempts=0
+                s,
+                job.id,
+                to,
+                actor=ACTOR,
+                reason=reason,
+                expected=job.status,
+                lease_owner=self.owner,
+                attempts=0,
+                **fields,
             )
+
+    async def _reload(self, job: LifecycleJob) -> LifecycleJob:
+        async with self.sessions() as s:
+            return await repo.get(s, job.id) or job
 
     async def _step(self, job: LifecycleJob) -> None:
         if job.kind == DECOMMISSION:
-            if job.status == "EXPORT_WINDOW":
-                job = await self._advance(job, "RELEASING_SERVER", "the export window ended")
-            server = await self._server(job)
-            outcome, server_status = await service.release_server(server, self._provider(server))
-            async with unit_of_work(self.sessions) as s:
-                await service.finish_release(s, job, self.owner, outcome, server_status, self.clock())
-            log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
+            await self._decommission(job)
         elif job.kind == SNAPSHOT:
             if job.status == "SCHEDULED":
                 job = await self._advance(job, "CREATING", "the snapshot came due")
@@ -305,6 +320,96 @@ class JobRunner:
             data=data, **fields,
         )  # fmt: skip
 
+    async def _decommission(self, job: LifecycleJob) -> None:
+        """One step of a decommission: each state's work, then the next state, until the job waits or is done."""
+        server = await self._server(job)
+        while True:
+            if job.status in service.SERVER_TASKS:
+                job = await self._server_task(job)
+            elif job.status == "EXPORT_WINDOW":
+                if job.due_at > self.clock():  # just entered: the lease goes back until the window ends
+                    await self._release(job, job.due_at)
+                    return
+                netcup = server is not None and server.provider == Provider.NETCUP.value
+                to = "REINSTALLING" if netcup else "RELEASING_SERVER"
+                job = await self._advance(job, to, "the export window ended")
+            elif job.status == "RELEASING_SERVER":
+                outcome, server_status = await service.release_server(server, self._provider(server))
+                async with unit_of_work(self.sessions) as s:
+                    await service.finish_release(s, job, self.owner, outcome, server_status, self.clock())
+                log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
+                return
+            elif job.status == "REINSTALLING":
+                job = await self._reinstall(job, server)
+            elif job.status == "PREFLIGHT":
+                await self._preflight(job, server)
+                return
+            else:
+                return
+
+    async def _server_task(self, job: LifecycleJob) -> LifecycleJob:
+        """Ask the provisioner for the state's server task, wait for its report, then move on (a failed report is a
+        failed attempt: asked again later, the job fails after the last one)."""
+        task = service.SERVER_TASKS[job.status]
+        timeout = timedelta(seconds=self.settings.decommission_task_timeout_seconds)
+        async with unit_of_work(self.sessions) as s:
+            entry = await service.server_task_outcome(s, job, task, owner=self.owner, now=self.clock(), timeout=timeout)
+        if entry is None:  # the report makes the job due at once; until then look again now and then
+            raise service.Wait(f"waiting for the {task} report", seconds=min(timeout.total_seconds(), 300))
+        if entry["status"] == FAILED:
+            raise service.ServerTaskFailed(f"{task} failed on the server: {entry.get('error') or 'no reason given'}")
+        if task == "final-backup":
+            result = entry.get("result") or {}
+            reason = (
+                f"final backup taken at {result.get('last_run', '?')} (off-site: "
+                + str((result.get("remote_sync") or {}).get("status", "?"))
+                + ")"
+            )
+            return await self._advance(job, "STOPPING_AGENTS", reason)
+        until = datetime.fromisoformat(job.data["export_until"])
+        reason = f"agents stopped; the data is kept until {until.isoformat()}"
+        return await self._advance(job, "EXPORT_WINDOW", reason, due_at=until)
+
+    async def _reinstall(self, job: LifecycleJob, server: Server | None) -> LifecycleJob:
+        provider = self._provider(server)
+        if server is None or not isinstance(provider, NetcupProvider):
+            raise RuntimeError("the pool server or the netcup provider is not available")
+
+        async def mark() -> None:
+            async with unit_of_work(self.sessions) as s:
+                await service.start_reinstall(s, job, self.owner, self.clock())
+
+        task = await service.reinstall(
+            job,
+            server,
+            provider,
+            image=self.settings.netcup_reinstall_image,
+            ssh_key_ids=self.settings.netcup_ssh_key_ids,
+            mark=mark,
+        )
+        job = await self._reload(job)
+        log.info("pool server reinstalled", server_id=str(server.id), task=task)
+        return await self._advance(
+            job,
+            "PREFLIGHT",
+            f"netcup server {server.provider_ref} wiped and reinstalled ({self.settings.netcup_reinstall_image})",
+            data={**job.data, "reinstall": {**(job.data.get("reinstall") or {}), "task": task}},
+        )
+
+    async def _preflight(self, job: LifecycleJob, server: Server | None) -> None:
+        provider = self._provider(server)
+        if server is None or provider is None:
+            raise RuntimeError("the pool server or its provider is not available")
+        fingerprint = await service.preflight(
+            server,
+            provider,
+            timeout=self.settings.ssh_ready_timeout_seconds,
+            backoff=Backoff(self.settings.provider_poll_first_seconds, self.settings.ssh_probe_seconds),
+        )
+        async with unit_of_work(self.sessions) as s:
+            await service.return_to_pool(s, job, self.owner, fingerprint, self.clock())
+        log.info("pool server back in the pool", server_id=str(server.id), fingerprint=fingerprint)
+
     async def prune(self, tenant_id: uuid.UUID) -> int:
         """Delete the tenant's snapshots beyond the newest ``snapshots_keep`` (only after a new one succeeded)."""
         async with self.sessions() as s:
@@ -343,6 +448,10 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
             handlers.ON_OPERATION_REPORTED, TenantOperationReportedV1, handlers.operation_report_handler(sessions)
         )
         rt.start(handlers.ON_OPERATION_REPORTED, reports.run(), reports.stop)
+        tasks = rt.bus.consumer(
+            handlers.ON_SERVER_TASK_REPORTED, TenantServerTaskReportedV1, handlers.server_task_report_handler(sessions)
+        )
+        rt.start(handlers.ON_SERVER_TASK_REPORTED, tasks.run(), tasks.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:

@@ -10,6 +10,9 @@ authentication guide:
 - ``GET /api/v1/servers/{serverId}?loadServerLiveInfo=true`` → ``serverLiveInfo.state`` (RUNNING, SHUTOFF, ...);
 - ``POST /api/v1/servers/{serverId}/snapshots`` ``{name, description, onlineSnapshot}`` → 202 + TaskInfo;
   ``GET /api/v1/tasks/{uuid}`` until ``state`` is FINISHED (ERROR/CANCELED/ROLLBACK end it badly);
+- ``GET /api/v1/servers/{serverId}/imageflavours`` → the installable images; ``POST /api/v1/servers/{serverId}/image``
+  ``{imageFlavourId, hostname, sshKeyIds, …}`` (ServerImageSetup) → 202 + TaskInfo: the disk is wiped and the image
+  installed (a pool server's way back into the pool); ``GET /api/v1/tasks`` lists the user's tasks;
 - errors are ``{"code": "...", "message": "..."}`` (ResponseError / NotFoundError).
 
 Netcup servers are bought on 12-month contracts in the customer control panel, not created by API: Netcup is a
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -32,6 +36,7 @@ from letsbe_hub.providers.errors import (
     ProviderActionFailed,
     ProviderAuthError,
     ProviderNotFound,
+    ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
 )
@@ -233,3 +238,47 @@ class NetcupProvider:
         ):
             raise ProviderTimeout(NAME, f"task {uuid} not finished after {self.config.task_timeout}s")
         return result
+
+    # --- wipe and reinstall (a pool server back from a tenant) --------------------------------------------------------
+
+    async def image_flavour_id(self, server_id: str, image: str) -> int:
+        """The id of the image flavour whose alias, name or image name is ``image`` (e.g. "Debian 12")."""
+        flavours = (await self.http.request("GET", f"/api/v1/servers/{_id(server_id)}/imageflavours")).json()
+        for f in flavours:
+            names = {f.get("alias"), f.get("name"), (f.get("image") or {}).get("name")}
+            if image in names:
+                return int(f["id"])
+        offered = ", ".join(str(f.get("alias") or f.get("name")) for f in flavours)
+        raise ProviderRejected(NAME, f"no image flavour {image!r} for server {server_id} (offered: {offered})")
+
+    async def start_reinstall(self, server_id: str, *, image: str, hostname: str | None, ssh_key_ids: list[int]) -> str:
+        """Wipe the server's disk and install ``image`` with our SSH keys; returns the task's uuid (not waited for)."""
+        sid = _id(server_id)
+        body: dict[str, Any] = {
+            "imageFlavourId": await self.image_flavour_id(server_id, image),
+            "rootPartitionFullDiskSize": True,
+            "sshKeyIds": ssh_key_ids,
+            "emailToExecutingUser": False,
+        }
+        if hostname:
+            body["hostname"] = hostname
+        task = (await self.http.request("POST", f"/api/v1/servers/{sid}/image", json=body)).json()
+        log.info("netcup reinstall started", server_id=str(sid), task=task["uuid"], image=image)
+        return str(task["uuid"])
+
+    async def reinstall_task_since(self, server_id: str, since: datetime) -> str | None:
+        """The uuid of an image install on this server started at or after ``since`` and not failed (one we may
+        have started before a crash), so a resumed job never installs twice."""
+        sid = _id(server_id)
+        for task in (await self.http.request("GET", "/api/v1/tasks")).json():
+            started = parse_time(task.get("startedAt"))
+            if (
+                task.get("serverId") == sid
+                and task.get("name") == "Install image"
+                and task.get("state") not in _TASK_FAILED  # a failed install is tried again, not waited for
+                and started is not None
+                and started >= since.replace(microsecond=0)
+            ):
+                return str(task["uuid"])
+        return None
+

@@ -191,7 +191,8 @@ SERVER = Machine(
         Inv.AVAILABLE: frozenset({Inv.RESERVED, Inv.DRAINING, Inv.RETIRED}),
         Inv.RESERVED: frozenset({Inv.IN_USE, Inv.DRAINING, Inv.RETIRED}),
         Inv.IN_USE: frozenset({Inv.DRAINING, Inv.RETIRED}),
-        Inv.DRAINING: frozenset({Inv.RETIRED}),
+        # AVAILABLE: a Netcup pool server wiped, reinstalled and preflighted after its tenant's decommission
+        Inv.DRAINING: frozenset({Inv.RETIRED, Inv.AVAILABLE}),
     },
     id_field="server_id",
 )

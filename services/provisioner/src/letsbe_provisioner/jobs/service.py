@@ -433,6 +433,8 @@ class JobRun:
             transient, exit_code, error = False, None, ""
             try:
                 tokens, llm_key = await self._issued() if step.number == 10 else (None, None)
+                if step.number == 8:
+                    await self._offsite()
                 script = self.plan.step_script(step.number, tokens, llm_key)
                 target = ssh.step_target(self.server, step.number, self.plan.settings.ssh_user)
                 if self.conn is not None and self.conn_user != target.ssh_user:
@@ -478,6 +480,13 @@ class JobRun:
             await sink.note(f"attempt {attempt} failed ({error.splitlines()[0][:300]}); retrying in {delay:g}s")
             await asyncio.sleep(delay)
         return False  # pragma: no cover - the loop always returns
+
+    async def _offsite(self) -> None:
+        """Step 8 renders the tenant's off-site backup target, which the hub issues (once per tenant)."""
+        target = await self.p.hub.backup_target(self.tenant_id)
+        if target is not None:
+            self.redact.add(target.secret_access_key, target.crypt_password, target.crypt_salt)
+        self.plan.offsite = target
 
     async def _issued(self) -> tuple[dict[str, str], str]:
         """What the hub issues for step 10: fresh one-time registration tokens for the agents (a re-run asks again;
