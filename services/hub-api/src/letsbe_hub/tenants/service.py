@@ -30,7 +30,7 @@ from letsbe_hub.llm import repository as llm_repo
 from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import BadRegistrationToken, TenantMismatch, TenantNotFound
-from letsbe_hub.tenants.models import Agent
+from letsbe_hub.tenants.models import Agent, TenantState
 from letsbe_hub.tenants.schemas import (
     AgentView,
     BackupView,
@@ -105,7 +105,7 @@ async def register(session: AsyncSession, body: RegisterRequest, settings: HubSe
     await repo.add_agent(session, agent, hash_secret(api_key))
     await repo.mark_token_used_by(session, token_id, agent.id)
     if body.agent is AgentKind.SAFETY_WRAPPER and tenant.status == "PENDING":
-        await repo.set_tenant_status(session, tenant_id, "ACTIVE")
+        await repo.set_tenant_status(session, tenant, TenantState.ACTIVE)
     await repo.upsert_component(session, tenant_id, body.agent.value, version=body.version, digest=None)
     # Committed with the registration: the provisioner waiting for this agent hears it at once (it polls as well).
     await add_event(
@@ -138,7 +138,7 @@ async def rotate_credential(session: AsyncSession, agent: AgentPrincipal, settin
     return RotatedCredential(api_key=api_key, previous_valid_until=valid_until)
 
 
-DECOMMISSIONED = "DECOMMISSIONED"
+DECOMMISSIONED = TenantState.DECOMMISSIONED
 
 
 async def decommission(
@@ -165,7 +165,7 @@ async def decommission(
     if tenant.status != DECOMMISSIONED:
         await repo.revoke_active_agents(session, tenant_id)
         await llm_repo.revoke_keys(session, tenant_id, datetime.now(UTC))  # no more LLM spend on its account
-        await repo.set_tenant_status(session, tenant_id, DECOMMISSIONED)
+        await repo.set_tenant_status(session, tenant, TenantState.DECOMMISSIONED)
         await add_event(
             session,
             outbox,
