@@ -13,9 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 NOT_YET = {
-    "services/hub-api/src/letsbe_hub/alerts/repository.py",
     "services/hub-api/src/letsbe_hub/approvals/repository.py",
-    "services/hub-api/src/letsbe_hub/tenants/repository.py",
     "services/monitor/src/letsbe_monitor/alerts/repository.py",
     "services/monitor/src/letsbe_monitor/notify/worker.py",
 }

@@ -38,6 +38,7 @@ from letsbe_hub.payments.gateway import PaymentGateway
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants import service as tenants
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_platform import state
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
 
@@ -111,20 +112,23 @@ class IllegalBillingTransition(Conflict):
     type, title = "illegal-billing-transition", "Illegal billing transition"
 
 
+# No history table: the Stripe events that cause the moves are kept in stripe_events, the dated columns (suspended_at,
+# cancelled_at, …) say when, and every move is logged.
+MACHINE = state.Machine(
+    noun="subscription",
+    model=Subscription,
+    transitions=ALLOWED,
+    conflict=IllegalBillingTransition,
+    id_field="order_id",
+    column="state",
+)
+
+
 async def transition(session: AsyncSession, sub: Subscription, to: str, *, reason: str, **fields: Any) -> Subscription:
     """Compare-and-set from the state the caller read under the row lock; nothing else writes ``state``."""
-    if to not in ALLOWED.get(sub.state, frozenset()):
-        raise IllegalBillingTransition(f"A subscription cannot go from {sub.state} to {to}.")
-    row = (
-        await session.execute(
-            update(Subscription)
-            .where(Subscription.order_id == sub.order_id, Subscription.state == sub.state)
-            .values(state=to, updated_at=func.now(), **fields)
-            .returning(Subscription)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    log.info("billing state", order_id=str(sub.order_id), from_state=sub.state, to_state=to, reason=reason)
+    before = sub.state
+    row = await state.move(session, MACHINE, sub, to, actor=ACTOR, reason=reason, updated_at=func.now(), **fields)
+    log.info("billing state", order_id=str(sub.order_id), from_state=before, to_state=to, reason=reason)
     return row
 
 

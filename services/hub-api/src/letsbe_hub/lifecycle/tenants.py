@@ -62,7 +62,7 @@ async def decommission(
     if tenant.status != tenants.DECOMMISSIONED:
         await repo.revoke_active_agents(session, tenant_id)
         await llm_repo.revoke_keys(session, tenant_id, datetime.now(UTC))  # no more LLM spend on its account
-        await repo.set_tenant_status(session, tenant_id, tenants.DECOMMISSIONED)
+        await repo.set_tenant_status(session, tenant, tenants.DECOMMISSIONED)
         await add_event(
             session,
             outbox,

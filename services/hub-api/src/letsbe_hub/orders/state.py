@@ -78,10 +78,6 @@ class IllegalTransition(state.IllegalTransition):
     type, title = "illegal-transition", "Illegal order transition"
 
 
-def allowed(from_status: S, to_status: S) -> bool:
-    return to_status in TRANSITIONS[from_status]
-
-
 # What this transaction already did per order (lock taken, listeners notified): once per transaction is enough.
 _DONE: weakref.WeakKeyDictionary[SessionTransaction, set[tuple[str, uuid.UUID]]] = weakref.WeakKeyDictionary()
 

@@ -26,7 +26,7 @@ from letsbe_hub.db import outbox
 from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import BadRegistrationToken, TenantMismatch, TenantNotFound
-from letsbe_hub.tenants.models import Agent
+from letsbe_hub.tenants.models import Agent, TenantState
 from letsbe_hub.tenants.schemas import (
     AgentView,
     BackupView,
@@ -101,7 +101,7 @@ async def register(session: AsyncSession, body: RegisterRequest, settings: HubSe
     await repo.add_agent(session, agent, hash_secret(api_key))
     await repo.mark_token_used_by(session, token_id, agent.id)
     if body.agent is AgentKind.SAFETY_WRAPPER and tenant.status == "PENDING":
-        await repo.set_tenant_status(session, tenant_id, "ACTIVE")
+        await repo.set_tenant_status(session, tenant, TenantState.ACTIVE)
     await repo.upsert_component(session, tenant_id, body.agent.value, version=body.version, digest=None)
     # Committed with the registration: the provisioner waiting for this agent hears it at once (it polls as well).
     await add_event(
@@ -134,7 +134,7 @@ async def rotate_credential(session: AsyncSession, agent: AgentPrincipal, settin
     return RotatedCredential(api_key=api_key, previous_valid_until=valid_until)
 
 
-DECOMMISSIONED = "DECOMMISSIONED"
+DECOMMISSIONED = TenantState.DECOMMISSIONED
 
 
 async def revoke_agent(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
