@@ -39,7 +39,8 @@ def run(directory: str, workers: int, junit: Path) -> dict:
     started = time.monotonic()
     proc = subprocess.run([*cmd, directory], cwd=ROOT, capture_output=True, text=True)
     seconds = time.monotonic() - started
-    tests = failed = 0
+    tests = 0
+    failed: list[str] = []
     durations: dict[str, float] = defaultdict(float)
     if junit.exists():
         for case in ET.parse(junit).iter("testcase"):  # noqa: S314 (our own pytest wrote it)
@@ -48,10 +49,17 @@ def run(directory: str, workers: int, junit: Path) -> dict:
             if case.find("skipped") is None:
                 tests += 1
             if case.find("failure") is not None or case.find("error") is not None:
-                failed += 1
+                failed.append(name)
     summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
-    return {"dir": directory, "seconds": round(seconds, 1), "tests": tests, "failed": failed,
-            "summary": summary, "durations": durations, "rc": proc.returncode}
+    return {
+        "dir": directory,
+        "seconds": round(seconds, 1),
+        "tests": tests,
+        "failed": failed,
+        "summary": summary,
+        "durations": durations,
+        "rc": proc.returncode,
+    }
 
 
 def main() -> None:
@@ -72,16 +80,22 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for i, d in enumerate(args.dirs or directories()):
                 r = run(d, args.workers, Path(tmp) / f"{i}.xml")
-                print(f"{r['seconds']:8.1f} s  {r['tests']:5d} tests  {r['failed']:3d} failed  {d}  ({r['summary']})",
-                      flush=True)
+                print(
+                    f"{r['seconds']:8.1f} s  {r['tests']:5d} tests  {len(r['failed']):3d} failed  {d}  ({r['summary']})"
+                )
+                for name in r["failed"]:
+                    print(f"           failed: {name}")
+                sys.stdout.flush()
                 results.append(r)
     finally:
         if stress:
             os.killpg(stress.pid, signal.SIGTERM)
             stress.wait()
     total = sum(r["seconds"] for r in results)
-    print(f"{total:8.1f} s  {sum(r['tests'] for r in results):5d} tests  "
-          f"{sum(r['failed'] for r in results):3d} failed  in all")
+    print(
+        f"{total:8.1f} s  {sum(r['tests'] for r in results):5d} tests  "
+        f"{sum(len(r['failed']) for r in results):3d} failed  in all"
+    )
     slow = sorted(((t, n) for r in results for n, t in r["durations"].items()), reverse=True)[: args.slowest]
     print("\nslowest tests (set-up + call + tear-down):")
     for t, n in slow:
