@@ -14,7 +14,6 @@ import ast
 import asyncio
 import functools
 import gc
-import json
 import os
 import shutil
 import tempfile
@@ -120,12 +119,17 @@ def nats_url(servers: dict[str, str]) -> str:
     return servers["nats_url"]
 
 
-# Every table of the migrated schemas, the tables the migrations seed (their rows as JSON), and a fingerprint of the
-# catalog: a test that created, dropped or altered anything changes it, and its database is dropped, not reused.
+# Every table of the migrated schemas, the foreign keys between them, and a fingerprint of the catalog: a test that
+# created, dropped or altered anything changes it, and its database is dropped, not reused.
 _TABLES = """
     SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
     WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema')
       AND n.nspname NOT LIKE 'pg_toast%' ORDER BY 1
+"""
+_REFERENCES = """
+    SELECT format('%I.%I', fn.nspname, f.relname), format('%I.%I', rn.nspname, r.relname) FROM pg_constraint k
+    JOIN pg_class r ON r.oid = k.conrelid JOIN pg_namespace rn ON rn.oid = r.relnamespace
+    JOIN pg_class f ON f.oid = k.confrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace WHERE k.contype = 'f'
 """
 _CATALOG = """
     SELECT md5(string_agg(x, ',' ORDER BY x)) FROM (
@@ -140,24 +144,37 @@ _CATALOG = """
             WHERE setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
     ) catalog
 """
+_SEQUENCES = (
+    "SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false) FROM pg_sequences"
+    " WHERE last_value IS NOT NULL"
+)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 class _Template:
-    """What a database cloned from the template holds before a test touches it."""
+    """What a database cloned from the template holds before a test touches it: no rows but the ones the migrations
+    seed (kept here as JSON), every sequence at its start."""
 
-    def __init__(self, tables: list[str], seeds: dict[str, str], catalog: str):
-        self.tables, self.seeds, self.catalog = tables, seeds, catalog
-        # One round trip names every table that differs from the template: any row where none was, other rows where
-        # the migrations seeded some.
-        self.changed = " UNION ALL ".join(
+    def __init__(self, tables: list[str], seeds: dict[str, str], references: list[tuple[str, str]], catalog: str):
+        self.seeds, self.catalog = seeds, catalog
+        self.referenced_by: dict[str, set[str]] = {}
+        for table, referencing in references:
+            self.referenced_by.setdefault(table, set()).add(referencing)
+        # One round trip: the catalog's fingerprint and every table that differs from the template (any row where
+        # none was, other rows where the migrations seeded some).
+        changed = " UNION ALL ".join(
             f"SELECT '{t}' WHERE "  # noqa: S608 - names read from the catalog
             + (
-                f"(SELECT json_agg(r ORDER BY r::text)::text FROM {t} r) IS DISTINCT FROM $1::json->>'{t}'"  # noqa: S608
+                f"(SELECT json_agg(r ORDER BY r::text)::text FROM {t} r) IS DISTINCT FROM {_literal(seeds[t])}"  # noqa: S608
                 if t in seeds
                 else f"EXISTS (SELECT FROM {t})"
             )
             for t in tables
         )
+        self.check = f"SELECT ({_CATALOG}) AS catalog, ARRAY({changed}) AS changed"
 
     @classmethod
     async def read(cls, conn: asyncpg.Connection) -> _Template:
@@ -167,27 +184,33 @@ class _Template:
             rows = await conn.fetchval(f"SELECT json_agg(r ORDER BY r::text)::text FROM {t} r")  # noqa: S608
             if rows is not None:
                 seeds[t] = rows
-        return cls(tables, seeds, await conn.fetchval(_CATALOG))
+        references = [(r[0], r[1]) for r in await conn.fetch(_REFERENCES)]
+        return cls(tables, seeds, references, await conn.fetchval(_CATALOG))
 
     async def reset(self, conn: asyncpg.Connection) -> bool:
         """Bring a used copy back to the template's content; False when its schema changed (drop it instead)."""
-        if await conn.fetchval(_CATALOG) != self.catalog:
+        found = await conn.fetchrow(self.check)
+        if found["catalog"] != self.catalog:
             return False
-        async with conn.transaction():
-            changed = await self._changed(conn)
-            if changed:
-                await conn.execute(f"TRUNCATE {', '.join(changed)} CASCADE")
-                for t in await self._changed(conn):  # now only seeded tables, the cascade's included
-                    rows = f"SELECT * FROM json_populate_recordset(NULL::{t}, $1)"  # noqa: S608
-                    await conn.execute(f"INSERT INTO {t} OVERRIDING SYSTEM VALUE {rows}", self.seeds[t])
-            await conn.execute(
-                "SELECT setval(format('%I.%I', schemaname, sequencename), start_value, false) FROM pg_sequences"
-                " WHERE last_value IS NOT NULL"
-            )
+        emptied = self._with_referencing(set(found["changed"]))
+        script = [f"TRUNCATE {', '.join(sorted(emptied))}"] if emptied else []
+        script += [
+            f"INSERT INTO {t} OVERRIDING SYSTEM VALUE SELECT * FROM json_populate_recordset(NULL::{t}, "  # noqa: S608
+            f"{_literal(self.seeds[t])})"
+            for t in sorted(emptied & self.seeds.keys())
+        ]
+        await conn.execute(";\n".join([*script, _SEQUENCES]))  # one round trip, one transaction
         return True
 
-    async def _changed(self, conn: asyncpg.Connection) -> list[str]:
-        return [r[0] for r in await conn.fetch(self.changed, *([json.dumps(self.seeds)] if self.seeds else []))]
+    def _with_referencing(self, tables: set[str]) -> set[str]:
+        """``tables`` and every table whose foreign keys reach them: what TRUNCATE empties (or refuses without)."""
+        todo, out = list(tables), set()
+        while todo:
+            t = todo.pop()
+            if t not in out:
+                out.add(t)
+                todo += self.referenced_by.get(t, ())
+        return out
 
 
 class DatabasePool:
