@@ -102,8 +102,12 @@ async def test_a_stopped_consumer_finishes_the_message_in_hand_and_does_not_wait
     # The seven idle loops have just opened 1 s pulls: stopping must not wait for those to expire.
     await asyncio.wait_for(task, 0.5)
     assert len(done) == 1
-    info = await bus.js.consumer_info(bus.stream, "test-stop")
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+    async def acked() -> bool:  # the server applies the ack after it arrives: seen soon, not necessarily at once
+        info = await bus.js.consumer_info(bus.stream, "test-stop")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(acked, "the message in hand acked")
 
 
 async def test_malformed_message_is_dead_lettered_with_its_error_and_the_consumer_goes_on(bus: Bus):

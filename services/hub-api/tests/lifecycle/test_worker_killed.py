@@ -23,6 +23,7 @@ from letsbe_hub.lifecycle.worker import JobRunner, build_providers
 from letsbe_hub.servers.models import Server
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.testing import eventually
+from letsbe_platform.testing.processes import READY_TIMEOUT
 
 LEASE = 2.0
 
@@ -116,7 +117,8 @@ async def test_a_worker_killed_mid_step_leaves_exactly_one_effect(kind, database
 
         proc = worker_process(database_url, url)
         try:
-            await eventually(lambda: len(started) == 1, "the worker's provider call", timeout=30)
+            # Its start (imports) comes first: as long as a service's start may take.
+            await eventually(lambda: len(started) == 1, "the worker's provider call", timeout=READY_TIMEOUT)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
