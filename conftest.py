@@ -294,6 +294,8 @@ class DatabasePool:
         try:
             if await self.content.reset(conn):
                 return fresh
+        except asyncpg.PostgresError:  # whatever a test left that a reset cannot undo: a clone replaces it
+            pass
         finally:
             await conn.close()
         self._to_drop.append(fresh)

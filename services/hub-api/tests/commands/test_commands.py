@@ -154,13 +154,13 @@ async def test_overdue_commands_time_out(hub, admin, sessions):
 
 async def test_long_poll_returns_as_soon_as_a_command_is_queued(hub, admin):
     a = await enroll(hub, admin)
-    started = time.monotonic()
     poll = asyncio.create_task(hub.get("/api/v1/tenant/commands?wait=10", headers=a.headers, timeout=20))
     await asyncio.sleep(0.5)
     cmd = (await _queue(hub, admin, a.tenant_id)).json()
+    queued = time.monotonic()  # from here: how long queueing took on a loaded machine is not the poll's doing
     r = await poll
     assert [c["id"] for c in r.json()["commands"]] == [cmd["id"]]
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - queued < 3  # woken, not found by the next look 5 s on
 
 
 async def test_long_poll_without_commands_waits_and_returns_empty(hub, admin):
