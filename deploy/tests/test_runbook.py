@@ -88,17 +88,21 @@ def test_compose_commands_name_services_of_the_hub_stack():
             assert all(a in services for a in args), " ".join(words)
 
 
-def test_tenant_compose_commands_name_services_of_a_rendered_tool_stack(rendered_tenant):
+def test_tenant_commands_name_scripts_options_and_services_the_provisioner_renders(rendered_tenant):
+    """What the runbook has ops run on a tenant by hand: each `letsbe-backup` / `letsbe-restore` is a script the
+    provisioner renders, with options that script reads; each `docker compose` names services of a tool's stack."""
+    scripts = [shlex.split(m) for m in re.findall(r"`(letsbe-(?:backup|restore)(?: [^`]*)?)`", RUNBOOK)]
+    assert any(words[0] == "letsbe-restore" and len(words) > 1 for words in scripts)
+    for words in scripts:
+        script = rendered_tenant / "usr/local/sbin" / words[0]
+        assert script.is_file(), f"{words[0]} is not rendered for a tenant"
+        text = script.read_text()
+        for option in (w for w in words[1:] if w.startswith("--")):
+            assert option in text, f"{words[0]} knows no {option}"
     stack = yaml.safe_load((rendered_tenant / "opt/letsbe/stacks/nextcloud/docker-compose.yml").read_text())
-    found = commands(tenant=True)
-    assert found
-    for words in found:
+    for words in commands(tenant=True):
         sub, _, args = parse(words)
         assert sub in ("stop", "start") and all(a in stack["services"] for a in args), " ".join(words)
-    assert (
-        "container_name: letsbe-nextcloud-db"
-        in (rendered_tenant / "opt/letsbe/stacks/nextcloud/docker-compose.yml").read_text()
-    )  # the runbook's `docker exec letsbe-$T-db`
 
 
 def test_backup_and_restore_jobs_get_only_options_and_settings_the_scripts_know():
