@@ -17,3 +17,5 @@ class LifecycleSettings(BaseModel):
     lifecycle_lease_seconds: float = Field(default=120, gt=0)
     lifecycle_max_attempts: int = Field(default=5, ge=1)
     lifecycle_retry_seconds: float = Field(default=60, gt=0)  # doubled per failed attempt, capped at 1 h
+    # A tool-change phase (DNS record, final backup, stack) not reported within this time is asked for again.
+    tool_change_phase_timeout_seconds: float = Field(default=900, gt=0)

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from letsbe_contracts.validation import RequestModel
 
@@ -19,7 +19,7 @@ class JobTransitionView(BaseModel):
 
 class LifecycleJobView(BaseModel):
     job_id: uuid.UUID
-    kind: Literal["decommission", "snapshot"]
+    kind: Literal["decommission", "snapshot", "tool-change"]
     key: str
     tenant_id: uuid.UUID
     server_id: uuid.UUID | None
@@ -38,3 +38,22 @@ class LifecycleJobView(BaseModel):
 
 class JobRetry(RequestModel):
     reason: str = Field(default="retried by an operator", min_length=1, max_length=2000)
+
+
+ToolNameField = Annotated[str, StringConstraints(min_length=1, max_length=41)]  # the catalog decides (422 if unknown)
+
+
+class ToolAdd(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool: ToolNameField
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
+class AgentToolChange(RequestModel):
+    """The IT agent's call through the Safety Wrapper (policy tool ``letsbe``), after an operator approved it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["add", "remove"]
+    tool: ToolNameField

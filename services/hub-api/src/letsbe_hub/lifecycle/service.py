@@ -36,7 +36,12 @@ DAY = 86400
 
 
 class Wait(Exception):
-    """The step's effect is under way at the provider: come back in a moment (not a failed attempt)."""
+    """The step's effect is under way at the provider: come back in a moment (not a failed attempt), or at
+    ``until`` when the step knows when to look again."""
+
+    def __init__(self, message: str, *, until: datetime | None = None):
+        super().__init__(message)
+        self.until = until
 
 
 # --- decommission ---------------------------------------------------------------------------------------------------

@@ -22,11 +22,14 @@ from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.outbox import add_event
 
-DECOMMISSION, SNAPSHOT = "decommission", "snapshot"
+DECOMMISSION, SNAPSHOT, TOOL_CHANGE = "decommission", "snapshot", "tool-change"
 FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 
 # decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service);
 # the server stays (data kept) until the export window ends, then it is deleted (Hetzner) or drained (Netcup).
+# tool-change: one tool added to or removed from a live tenant (letsbe_hub.lifecycle.tools). Each phase is asked of
+# the service that owns it (DNS service, provisioner) and left on its report; the order of phases depends on the
+# action: add = DNS, STACK; remove = FINAL_BACKUP, STACK, DNS. A retry of a FAILED job resumes at its phase.
 # snapshot: one per tenant and day; PRUNED once three newer ones succeeded (its provider image is deleted);
 # CANCELLED when its server left service before the snapshot was taken (a decommissioned tenant).
 TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
@@ -44,8 +47,16 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         "PRUNED": frozenset(),
         CANCELLED: frozenset(),
     },
+    TOOL_CHANGE: {
+        "REQUESTED": frozenset({"DNS", "FINAL_BACKUP", FAILED}),
+        "FINAL_BACKUP": frozenset({"STACK", FAILED}),
+        "DNS": frozenset({"STACK", SUCCEEDED, FAILED}),
+        "STACK": frozenset({"DNS", SUCCEEDED, FAILED}),
+        FAILED: frozenset({"REQUESTED", "DNS", "FINAL_BACKUP", "STACK"}),
+        SUCCEEDED: frozenset(),
+    },
 }
-FIRST: dict[str, str] = {DECOMMISSION: "EXPORT_WINDOW", SNAPSHOT: "SCHEDULED"}
+FIRST: dict[str, str] = {DECOMMISSION: "EXPORT_WINDOW", SNAPSHOT: "SCHEDULED", TOOL_CHANGE: "REQUESTED"}
 # Where a worker has nothing more to do (FAILED waits for an operator's retry).
 IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED", CANCELLED})
 

@@ -19,11 +19,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Provider
+from letsbe_contracts.events import TenantToolChangeReportedV1
 from letsbe_hub.config import HubSettings
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import service, state, stream
+from letsbe_hub.lifecycle import service, state, stream, tools
+from letsbe_hub.lifecycle.handlers import ON_TOOL_CHANGE_REPORTED, tool_change_report_handler
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, SNAPSHOT, SUCCEEDED
+from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, SNAPSHOT, SUCCEEDED, TOOL_CHANGE
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
@@ -81,12 +83,13 @@ class JobRunner:
         try:
             await self._step(job)
         except service.Wait as wait:
-            await self._release(job, self.clock() + timedelta(seconds=self.settings.provider_poll_seconds))
+            poll = timedelta(seconds=self.settings.provider_poll_seconds)
+            await self._release(job, wait.until or self.clock() + poll)
             log.info("lifecycle job waits", job_id=str(job.id), why=str(wait))
         except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
             log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
         except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
-            if not isinstance(exc, ProviderError | OSError):
+            if not isinstance(exc, ProviderError | OSError | tools.PhaseFailed):
                 log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
         finally:
@@ -159,6 +162,8 @@ class JobRunner:
             async with unit_of_work(self.sessions) as s:
                 await service.finish_release(s, job, self.owner, outcome, server_status, self.clock())
             log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
+        elif job.kind == TOOL_CHANGE:
+            await tools.step(self, job)
         elif job.kind == SNAPSHOT:
             if job.status == "SCHEDULED":
                 job = await self._advance(job, "CREATING", "the snapshot came due")
@@ -218,6 +223,11 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
                 await p.aclose()
 
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
+    if rt.bus is not None:
+        reports = rt.bus.consumer(
+            ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, tool_change_report_handler(sessions)
+        )
+        rt.start(ON_TOOL_CHANGE_REPORTED, reports.run(), reports.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:
