@@ -231,7 +231,7 @@ async def _merge(session: AsyncSession, job_id: uuid.UUID, section: str, phase: 
             "UPDATE hub.lifecycle_jobs SET data = jsonb_set(data, CAST(:path AS text[]), CAST(:value AS jsonb), true) "
             "WHERE id = :id"
         ),
-        {"path": "{" + section + "," + phase + "}", "value": json.dumps(value), "id": job_id},
+        {"path": [section, phase], "value": json.dumps(value), "id": job_id},
     )
 
 
