@@ -10,7 +10,7 @@ import asyncssh
 from fastapi import FastAPI
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import TenantAgentRegisteredV1, TenantKeyRotationRequestedV1
+from letsbe_contracts.events import TenantAgentRegisteredV1, TenantKeyRotationRequestedV1, TenantToolChangeRequestedV1
 from letsbe_platform.bus import E
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import OutboxRelay
@@ -18,11 +18,19 @@ from letsbe_platform.web import Runtime, create_service_app, runtime
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA
-from letsbe_provisioner.jobs.handlers import DURABLE, ROTATION_DURABLE, dns_ready_handler, key_rotation_handler
+from letsbe_provisioner.jobs.handlers import (
+    DURABLE,
+    ROTATION_DURABLE,
+    TOOL_CHANGE_DURABLE,
+    dns_ready_handler,
+    key_rotation_handler,
+    tool_change_handler,
+)
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
+from letsbe_provisioner.jobs.tools import ToolChanger
 
 ROUTERS: list = []
 log = get_logger(__name__)
@@ -65,6 +73,14 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         ack_wait=settings.ack_wait_seconds,
     )
     rt.start(ROTATION_DURABLE, rotations.run(), rotations.stop)
+    tool_changes = rt.bus.consumer(
+        TOOL_CHANGE_DURABLE,
+        TenantToolChangeRequestedV1,
+        tool_change_handler(ToolChanger(pipeline)),
+        concurrency=settings.max_concurrent_jobs,
+        ack_wait=settings.ack_wait_seconds,
+    )
+    rt.start(TOOL_CHANGE_DURABLE, tool_changes.run(), tool_changes.stop)
     return pipeline
 
 

@@ -132,3 +132,17 @@ async def mark_deleted(session: AsyncSession, row_id: uuid.UUID) -> None:
 async def lock_domain(session: AsyncSession, domain: str) -> None:
     """Serialise work on one domain across workers and replicas until the caller's transaction ends."""
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"letsbe-dns:{domain}"})
+
+
+async def live_by_purpose(session: AsyncSession, tenant_id: uuid.UUID, purpose: str) -> list[ManagedRecord]:
+    """The tenant's records of one purpose (``wildcard``, ``tool:<name>``, …) that are not deleted."""
+    rows = await session.execute(
+        select(ManagedRecord)
+        .where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.purpose == purpose,
+            ManagedRecord.deleted_at.is_(None),
+        )
+        .order_by(ManagedRecord.created_at, ManagedRecord.name)
+    )
+    return list(rows.scalars())
