@@ -76,8 +76,8 @@ async def live_tenant(api, admin, sessions, tools_: list[str], tier: str = "lite
     await insert_order(sessions, "FULFILLED", id=agent.tenant_id, tier=tier, tools=tools_, domain=agent.domain)
     async with unit_of_work(sessions) as s:
         server = Server(
-            provider="hetzner", provider_ref=str(agent.tenant_id.int % 10**9), name="t", tier=tier, region="eu", ipv4="127.0.0.9",
-            host_key_fingerprint="SHA256:" + "Q" * 43, status="IN_USE", order_id=agent.tenant_id,
+            provider="hetzner", provider_ref=str(agent.tenant_id.int % 10**9), name="t", tier=tier, region="eu",
+            ipv4="127.0.0.9", host_key_fingerprint="SHA256:" + "Q" * 43, status="IN_USE", order_id=agent.tenant_id,
             tenant_id=agent.tenant_id,
         )  # fmt: skip
         s.add(server)
@@ -208,7 +208,7 @@ async def test_adding_a_tool_walks_dns_then_stack_and_changes_the_tool_list_only
     assert await tools_of(sessions, agent.tenant_id) == ["ghost"]  # not before the job succeeds
 
     assert not await report(sessions, job_id, "DNS", 1)  # a late repeat of DNS's report changes nothing
-    assert await report(sessions, job_id, "STACK", 1)
+    assert await report(sessions, job_id, "STACK", 1, changes=("wrote /opt/letsbe/stacks/umami/docker-compose.yml",))
     await step(runner)
     done = await get_job(sessions, job_id)
     assert done.status == "SUCCEEDED" and done.finished_at is not None
@@ -216,6 +216,7 @@ async def test_adding_a_tool_walks_dns_then_stack_and_changes_the_tool_list_only
     history = (await api.get(f"/api/v1/admin/lifecycle/jobs/{job_id}", headers=admin)).json()["history"]
     assert [h["to_status"] for h in history] == ["REQUESTED", "DNS", "STACK", "SUCCEEDED"]
     assert "A umami.example: created" in history[2]["reason"]
+    assert "umami added" in history[3]["reason"] and "stacks/umami/docker-compose.yml" in history[3]["reason"]
 
 
 async def test_removing_a_tool_backs_it_up_first_and_a_failed_phase_is_asked_again(api, admin, sessions, runner):

@@ -272,7 +272,7 @@ def next_phase(job: LifecycleJob) -> str:
     return phases[i + 1] if i + 1 < len(phases) else SUCCEEDED
 
 
-async def finish(session: AsyncSession, job: LifecycleJob, owner: str) -> LifecycleJob:
+async def finish(session: AsyncSession, job: LifecycleJob, owner: str, report: dict[str, Any]) -> LifecycleJob:
     """The last phase reported success: the tenant's tool list changes with the job's SUCCEEDED, in one transaction."""
     order = await session.get(Order, job.tenant_id, with_for_update=True)
     assert order is not None
@@ -283,7 +283,7 @@ async def finish(session: AsyncSession, job: LifecycleJob, owner: str) -> Lifecy
         job.id,
         SUCCEEDED,
         actor=ACTOR,
-        reason=f"{tool} {'added' if action == 'add' else 'removed'}",
+        reason=f"{tool} {'added' if action == 'add' else 'removed'}; {_summary(job.status, report)}",
         expected=job.status,
         lease_owner=owner,
         attempts=0,
@@ -333,7 +333,7 @@ async def step(runner: Any, job: LifecycleJob) -> None:
         to = next_phase(job)
         async with unit_of_work(runner.sessions) as s:
             if to == SUCCEEDED:
-                await finish(s, job, owner)
+                await finish(s, job, owner, report)
                 log.info("tool change done", tenant_id=str(job.tenant_id), job_id=str(job.id), tool=job.data["tool"])
                 return
             job = await state.transition(
