@@ -132,6 +132,7 @@ async def asks(sessions, job_id) -> list[tuple[str, int]]:
         ("POST", "tools", {"tool": "certbot"}, 422, "unprocessable"),  # infrastructure, not a selectable tool
         ("POST", "tools", {}, 422, None),
         ("POST", "tools", {"tool": "umami", "extra": 1}, 422, None),
+        ("POST", "tools", {"tool": "stalwart"}, 409, "mail-tool-fixed"),
         ("DELETE", "tools/umami", None, 409, "tool-absent"),
         ("DELETE", "tools/no_such_tool", None, 422, "unprocessable"),
     ],

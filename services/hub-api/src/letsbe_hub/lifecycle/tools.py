@@ -55,6 +55,7 @@ PHASES: dict[str, tuple[str, ...]] = {"add": ("DNS", "STACK"), "remove": ("FINAL
 # The IT agent's calls, as the Safety Wrapper's policy names them (tool "letsbe"): the approval is bound to these.
 AGENT_TOOL, AGENT_ACTIONS = "letsbe", {"add": "tools.add", "remove": "tools.remove"}
 ACTOR = "lifecycle-worker"
+MAIL_TOOL = "stalwart"  # its DNS records come with mail-ready (letsbe_dns.records.plan.mail_plan)
 EPOCH = "1970-01-01T00:00:00+00:00"  # an ask "made" then is overdue: the next step asks again
 
 
@@ -82,6 +83,10 @@ class ApprovalMissing(Conflict):
     type, title = "approval-missing", "No consumed approval for this call"
 
 
+class MailToolFixed(Conflict):
+    type, title = "mail-tool-fixed", "The mail server is not added or removed on a live tenant"
+
+
 class PhaseFailed(Exception):
     """The owning service reported the phase failed: a failed attempt of the job (asked again after a backoff)."""
 
@@ -106,8 +111,14 @@ def check_budget(tier: str, tools: list[str] | tuple[str, ...], catalog: Catalog
 
 def tools_after(current: list[str], action: Action, tool: str) -> list[str]:
     """The tenant's tool list once the change is done; refuses an unknown tool (422), a tool already there (add) or
-    not there (remove) (409)."""
+    not there (remove), and the mail server (409)."""
     validate_tools([tool])
+    if tool == MAIL_TOOL:
+        raise MailToolFixed(
+            "The mail server is set up with the order: its mail records (MX, SPF, DKIM, DMARC) and the domain's "
+            "existing mail are not moved by a tool change.",
+            tool=tool,
+        )
     if action == "add":
         if tool in current:
             raise ToolAlreadyPresent(f"The tenant already runs {tool}.", tool=tool, tools=current)
