@@ -11,7 +11,8 @@ import typer
 from letsbe_hub.cli.api import Hub, api_command, follow, table
 
 app = typer.Typer(
-    help="Lifecycle jobs (decommission, daily snapshots): list, inspect, follow, run now, retry.", no_args_is_help=True
+    help="Lifecycle jobs (decommission, daily snapshots, tool changes): list, inspect, follow, run now, retry.",
+    no_args_is_help=True,
 )
 
 JobId = Annotated[str, typer.Argument(help="The job's id (a tenant's decommission_job_id, or from `jobs`).")]
@@ -30,7 +31,7 @@ COLUMNS = [
 def jobs(
     hub: Hub,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
-    kind: Annotated[str | None, typer.Option(help="decommission or snapshot.")] = None,
+    kind: Annotated[str | None, typer.Option(help="decommission, snapshot or tool-change.")] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
 ) -> None:
     """Newest first."""
