@@ -39,6 +39,8 @@ from letsbe_contracts.events import (
     TenantDecommissionedV1,
     TenantKeyRotationReportedV1,
     TenantKeyRotationRequestedV1,
+    TenantToolChangeReportedV1,
+    TenantToolChangeRequestedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
@@ -82,6 +84,14 @@ SAMPLES = [
     TenantKeyRotationReportedV1(
         command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="secrets-key", status="SUCCEEDED",
         recreated=("safety-wrapper", "secrets-proxy"),
+    ),
+    TenantToolChangeRequestedV1(
+        job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="STACK", action="add", tool="umami", attempt=1,
+        order=ORDER, server=SERVER,
+    ),
+    TenantToolChangeReportedV1(
+        job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="FINAL_BACKUP", attempt=2, status="SUCCEEDED",
+        changes=("kept: the final backup of Ghost in /var/backups/letsbe/final/ghost/…",),
     ),
     ServerAllocatedV1(order=ORDER, server=SERVER),
     DnsReadyV1(
