@@ -14,7 +14,7 @@ from letsbe_provisioner.rendering.plan import Plan, generate_secrets
 from provisioner_testing import TOKENS, plan_for
 
 from ..conftest import server_target
-from .test_scripts_on_target import run
+from .test_scripts_on_target import run, snapshot
 
 BACKUP = final_backup_dir("ghost", "job-1")  # type: ignore[arg-type]
 
@@ -35,18 +35,6 @@ async def provisioned(target: SshTarget):
         assert code == 0, "\n".join(lines)
     yield plan, conn
     conn.close()
-
-
-def snapshot(root) -> dict[str, str]:
-    """Every file under the target's root by its path there (the stand-ins' own files left out)."""
-    import hashlib
-
-    out = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if p.is_file() and ".standins" not in rel.parts and "tmp" not in rel.parts:
-            out[str(rel)] = hashlib.sha256(p.read_bytes()).hexdigest()
-    return out
 
 
 def changed(before: dict[str, str], after: dict[str, str]) -> set[str]:
