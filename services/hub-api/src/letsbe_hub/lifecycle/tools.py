@@ -41,7 +41,6 @@ from letsbe_hub.lifecycle.state import SUCCEEDED, TOOL_CHANGE
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec as order_spec
 from letsbe_hub.servers.models import Server
-from letsbe_hub.servers.service import target
 from letsbe_hub.tenants.models import Tenant
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Conflict, NotFound
@@ -248,6 +247,10 @@ async def _merge(session: AsyncSession, job_id: uuid.UUID, section: str, phase: 
 
 async def ask(session: AsyncSession, job: LifecycleJob, owner: str, now: datetime) -> int:
     """Stage the request of the job's current phase (attempt n+1), recording the ask in the same transaction."""
+    # Imported here: servers.service brings asyncssh (its reachability check), which the lifecycle worker process
+    # would otherwise load at start-up for nothing.
+    from letsbe_hub.servers.service import target
+
     phase = job.status
     attempt = int(job.data.get("asked", {}).get(phase, {}).get("attempt", 0)) + 1
     order = await session.get(Order, job.tenant_id)
