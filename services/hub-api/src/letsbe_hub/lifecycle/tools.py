@@ -20,12 +20,11 @@ the transaction that moves the job to SUCCEEDED, and only then.
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import Catalog
@@ -34,6 +33,7 @@ from letsbe_contracts.events import TenantToolChangeReportedV1, TenantToolChange
 from letsbe_hub.approvals.models import ApprovalRow
 from letsbe_hub.catalog.service import size, validate_tools
 from letsbe_hub.db import outbox
+from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.service import Wait
@@ -234,17 +234,6 @@ def _report(job: LifecycleJob, phase: str) -> dict[str, Any] | None:
     return report
 
 
-async def _merge(session: AsyncSession, job_id: uuid.UUID, section: str, phase: str, value: dict[str, Any]) -> None:
-    """``data[section][phase] = value`` in place (the worker and the report handler write different sections)."""
-    await session.execute(
-        text(
-            "UPDATE hub.lifecycle_jobs SET data = jsonb_set(data, CAST(:path AS text[]), CAST(:value AS jsonb), true) "
-            "WHERE id = :id"
-        ),
-        {"path": [section, phase], "value": json.dumps(value), "id": job_id},
-    )
-
-
 async def ask(session: AsyncSession, job: LifecycleJob, owner: str, now: datetime) -> int:
     """Stage the request of the job's current phase (attempt n+1), recording the ask in the same transaction."""
     # Imported here: servers.service brings asyncssh (its reachability check), which the lifecycle worker process
@@ -274,7 +263,7 @@ async def ask(session: AsyncSession, job: LifecycleJob, owner: str, now: datetim
         correlation_id=job.tenant_id,
         event_id=uuid.uuid5(job.id, f"{phase}:{attempt}"),
     )
-    await _merge(session, job.id, "asked", phase, {"attempt": attempt, "at": now.isoformat(), "by": owner})
+    await repo.set_data(session, job.id, "asked", phase, {"attempt": attempt, "at": now.isoformat(), "by": owner})
     return attempt
 
 
@@ -322,10 +311,8 @@ async def on_report(session: AsyncSession, event: TenantToolChangeReportedV1, no
     if job.status != event.phase:
         return False
     report = {"attempt": event.attempt, "status": event.status, "changes": list(event.changes), "error": event.error}
-    await _merge(session, job.id, "reports", event.phase, report)
-    await session.execute(
-        text("UPDATE hub.lifecycle_jobs SET due_at = :now WHERE id = :id AND due_at > :now"), {"now": now, "id": job.id}
-    )
+    await repo.set_data(session, job.id, "reports", event.phase, report)
+    await repo.make_due(session, job.id, now)
     log.info(
         "tool-change phase reported",
         tenant_id=str(job.tenant_id),
@@ -357,8 +344,8 @@ async def step(runner: Any, job: LifecycleJob) -> None:
         report = None
     if report is not None:  # FAILED: this attempt is spent; the next one asks again
         async with unit_of_work(runner.sessions) as s:
-            await _merge(s, job.id, "reports", job.status, {"attempt": 0, "failed": report})
-            await _merge(s, job.id, "asked", job.status, {**job.data["asked"][job.status], "at": EPOCH})
+            await repo.set_data(s, job.id, "reports", job.status, {"attempt": 0, "failed": report})
+            await repo.set_data(s, job.id, "asked", job.status, {**job.data["asked"][job.status], "at": EPOCH})
         raise PhaseFailed(f"{job.status}: {report.get('error') or 'failed'}")
     timeout = timedelta(seconds=runner.settings.tool_change_phase_timeout_seconds)
     if overdue(job, now, timeout):
