@@ -4,11 +4,11 @@
     .venv/bin/letsbe-devstack run -- .venv/bin/python bench/console.py [--write] [--orders 100000] [--tenants 10000]
 
 Seeds the hub's schema with SQL (orders in every state with a transition each, tenants with two agents each,
-alerts, approvals, servers; one order with a full provisioning log of 1,000 lines), starts the whole hub in this
-process (its workers too) and signs an operator in through the sign-in form. Then each page is fetched
-``--requests`` times, one after another, through the app (httpx's ASGI transport: no network, the page's whole
-server time: session, account, queries, template). Reported per page: median, p95 and max. With --write the table
-goes into docs/benchmarks.md.
+alerts, approvals, servers, agents' disk/memory, LLM usage and backup reports; one order with a full provisioning
+log of 1,000 lines), starts the whole hub in this process (its workers too) and signs an operator in through the
+sign-in form. Then each page is fetched ``--requests`` times, one after another, through the app (httpx's ASGI
+transport: no network, the page's whole server time: session, account, queries, template). Reported per page:
+median, p95 and max. With --write the table goes into docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MARK = "<!-- console-bench -->"
 
 SEED = [
     "TRUNCATE hub.orders, hub.order_transitions, hub.provisioning_progress, hub.tenants, hub.agents, hub.alerts, "
-    "hub.approvals, hub.servers CASCADE",
+    "hub.approvals, hub.servers, hub.agent_details, hub.llm_usage, hub.backup_reports CASCADE",
     # Orders over the last year, in every state (most FULFILLED, as in a running business); domains under a few
     # parent domains so a suffix search finds many.
     """INSERT INTO hub.orders (id, customer_name, customer_email, domain, tier, region, tools, automation_mode,
@@ -59,6 +59,30 @@ SEED = [
        SELECT gen_random_uuid(), id, id, 'ghost', 'posts.delete', 'CRITICAL_RED', md5(id::text) || md5(domain),
               '{"id": "42"}', '{"deletes a post"}', 'PENDING', now() + interval '1 day'
        FROM hub.tenants LIMIT 500""",
+    # What the fleet list shows per tenant: the Safety Wrapper's latest disk/memory, LLM tokens metered every hour
+    # of the month so far (up to 12 models' worth of rows a day), a backup report for each of the last 30 days.
+    """INSERT INTO hub.agent_details (agent_id, tenant_id, details, updated_at)
+       SELECT id, tenant_id, jsonb_build_object(
+                'disk', jsonb_build_object('path', '/', 'total_bytes', 85899345920, 'used_bytes', 42949672960,
+                                           'percent', 50.0),
+                'memory', jsonb_build_object('total_bytes', 8589934592, 'available_bytes', 4294967296,
+                                             'percent', 50.0)), now()
+       FROM hub.agents WHERE kind = 'safety-wrapper'""",
+    """INSERT INTO hub.llm_usage (tenant_id, hour, model, tokens_in, tokens_out, requests)
+       SELECT t.id, date_trunc('hour', now()) - h * interval '1 hour', 'gpt-4o', 1000, 250, 3
+       FROM hub.tenants t CROSS JOIN generate_series(0, 47) AS h""",
+    """INSERT INTO hub.backup_reports (tenant_id, report_date, agent_id, checked_at, status, problem)
+       SELECT t.id, current_date - d, t.id, now(), NULL, NULL
+       FROM hub.tenants t CROSS JOIN generate_series(0, 29) AS d""",
+    # The inventory: one server per tenant plus a spare pool.
+    """INSERT INTO hub.servers (id, provider, provider_ref, name, tier, region, ipv4, ssh_port, ssh_user,
+                               host_key_fingerprint, status, order_id, tenant_id)
+       SELECT gen_random_uuid(), 'netcup', 'nc' || row_number() OVER (), 'netcup-' || row_number() OVER (), 'build',
+              'eu', '192.0.2.1', 22, 'letsbe', 'SHA256:' || repeat('Q', 43), 'IN_USE', id, id FROM hub.tenants""",
+    """INSERT INTO hub.servers (id, provider, provider_ref, name, tier, region, ipv4, ssh_port, ssh_user,
+                               host_key_fingerprint, status)
+       SELECT gen_random_uuid(), 'netcup', 'spare' || i, 'spare-' || i, 'build', 'eu', '192.0.2.2', 22, 'letsbe',
+              'SHA256:' || repeat('Q', 43), 'AVAILABLE' FROM generate_series(1, 20) AS i""",
 ]
 
 
@@ -130,6 +154,7 @@ async def main() -> None:
     totp = pyotp.TOTP(urllib.parse.parse_qs(urllib.parse.urlparse(created.provisioning_uri).query)["secret"][0])
     async with sessions() as s:
         tenant_id = (await s.execute(text("SELECT id FROM hub.tenants LIMIT 1"))).scalar()
+        server_id = (await s.execute(text("SELECT id FROM hub.servers LIMIT 1"))).scalar()
     await engine.dispose()
 
     app = create_app(settings)
@@ -147,6 +172,9 @@ async def main() -> None:
         "fleet, domain search": "/console/tenants?domain=example7.com",
         "tenant": f"/console/tenants/{tenant_id}",
         "servers": "/console/servers",
+        "servers, state AVAILABLE": "/console/servers?status=AVAILABLE",
+        "server": f"/console/servers/{server_id}",
+        "costs and migrations": "/console/servers/costs",
     }
     rows = []
     async with LifespanManager(app, startup_timeout=60):
@@ -167,7 +195,8 @@ async def main() -> None:
         "## Console: page latency with 10,000 tenants and 100,000 orders (`bench/console.py`)",
         "",
         f"Run: `.venv/bin/letsbe-devstack run -- .venv/bin/python bench/console.py --write` ({args.orders:,} orders, "
-        f"{args.tenants:,} tenants with 2 agents each, 2,000 alerts, 500 pending approvals; {args.requests} requests "
+        f"{args.tenants:,} tenants with 2 agents each, their disk/memory, 48 hours of LLM usage and 30 backup reports "
+        f"each, a server each and 20 spare, 2,000 alerts, 500 pending approvals; {args.requests} requests "
         f"per page one after another, through the ASGI app with the hub's workers running; 2 cores, Python "
         f"{platform.python_version()}, embedded Postgres 16; 1-minute load average {load:.1f} at the end). "
         f"Target: p95 under {TARGET_MS:.0f} ms.",

@@ -43,7 +43,7 @@ SCHEMES = {
         "/api/v1/llm/": "tenantLlmKey",
         "/api/v1/customer/": "customerSession",
     },
-    "dns": {"/api/v1/tenant/": "agentCredential"},
+    "dns": {"/api/v1/tenant/": "agentCredential", "/api/v1/admin/": "dnsReadToken"},
     "safety-wrapper": {"/api/v1/tools": "toolsToken"},
     "secrets-proxy": {"/v1/": "sentinelKey"},
 }

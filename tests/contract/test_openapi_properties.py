@@ -94,7 +94,7 @@ def _credentials(plane: ControlPlane, agent_key: str) -> dict[str, Any]:
     m = plane.world.material
     return {
         "hub-api": lambda path: agent_key if path.startswith("/api/v1/tenant/") else m.admin_token,
-        "dns": lambda path: agent_key,
+        "dns": lambda path: m.dns_read_token if path.startswith("/api/v1/admin/") else agent_key,
         "provisioner": lambda path: m.admin_token,
         "monitor": lambda path: m.admin_token,
         "safety-wrapper": lambda path: TENANT_KEYS["tools_token"],

@@ -125,9 +125,14 @@ async def test_operator_signs_in_watches_an_order_acks_an_alert_and_approves(
 
             b.wait_for(agents_shown, what="the tenant's two agents (they register once step 10 started them)",
                        timeout=60)
+            # Its DNS records, read from the DNS service (which owns them) through its read API.
+            records = b.find("#dns").text
+            assert "console.example.com" in records and "*.console.example.com" in records, records
             b.screenshot("console-tenant")
-            b.get(f"{hub}/console/servers")
-            b.screenshot("console-servers")
+            b.get(f"{hub}/console/tenants")
+            b.wait_for(lambda: "% of" in b.find("#fleet tbody tr td:nth-child(6)").text,
+                       what="the tenant's disk (from its heartbeats) in the fleet list")
+            b.screenshot("console-fleet")
 
         await asyncio.to_thread(tour)
 

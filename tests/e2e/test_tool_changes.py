@@ -110,7 +110,10 @@ async def test_a_tool_added_with_the_provisioner_killed_and_another_removed_chan
         compose = vps.path("/opt/letsbe/stacks/listmonk/docker-compose.yml")
 
         async def stack_being_started() -> bool:
-            return compose.exists() and (await job_of(plane, client, add_id))["status"] == "STACK"
+            # Its `docker compose up` has begun (and hangs): every file of the stack is written by then. The compose
+            # file alone is not enough: the files after it (the vhost) may not be written yet when it appears.
+            ups = [a for a in vps.target.calls("docker") if "compose" in a and "listmonk" in a and "up" in a]
+            return bool(ups) and (await job_of(plane, client, add_id))["status"] == "STACK"
 
         await eventually(stack_being_started, "the listmonk stack being started", timeout=180, every=0.1)
         assert (await plane.get_order(client, tenant_id))["tools"] == ["nextcloud", "ghost"]

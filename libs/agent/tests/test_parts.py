@@ -8,19 +8,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from letsbe_agent.backoff import Backoff, jittered
 from letsbe_agent.buffer import DiskBuffer
 from letsbe_agent.credentials import Credential, CredentialStore
 from letsbe_agent.usage import UsageLedger
+from letsbe_platform.waiting import FullJitter, jittered
 
 
 def test_backoff_is_full_jitter_under_a_growing_capped_ceiling_and_resets():
-    b = Backoff(base=1, cap=8, rng=random.Random(7))
+    b = FullJitter(base=1, cap=8, rng=random.Random(7))
     for attempt in range(10):
         ceiling = min(8, 2**attempt)
         assert 0 <= b.next_delay() <= ceiling
     # over many draws the delays spread over the whole range, not around one value
-    draws = [Backoff(1, 8, random.Random(i)).next_delay() for i in range(200)]
+    draws = [FullJitter(1, 8, random.Random(i)).next_delay() for i in range(200)]
     assert min(draws) < 0.1 and max(draws) > 0.9
     b.reset()
     assert b.next_delay() <= 1

@@ -39,6 +39,10 @@ from letsbe_contracts.events import (
     TenantDecommissionedV1,
     TenantKeyRotationReportedV1,
     TenantKeyRotationRequestedV1,
+    TenantOperationReportedV1,
+    TenantOperationRequestedV1,
+    TenantServerTaskReportedV1,
+    TenantServerTaskRequestedV1,
     TenantToolChangeReportedV1,
     TenantToolChangeRequestedV1,
     TenantUsageReportedV1,
@@ -82,7 +86,10 @@ SAMPLES = [
         command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="tools-token", requested_by="token:alice", expires_at=NOW
     ),
     TenantKeyRotationReportedV1(
-        command_id=uuid.uuid4(), tenant_id=ORDER.order_id, key="secrets-key", status="SUCCEEDED",
+        command_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        key="secrets-key",
+        status="SUCCEEDED",
         recreated=("safety-wrapper", "secrets-proxy"),
     ),
     TenantToolChangeRequestedV1(
@@ -92,6 +99,16 @@ SAMPLES = [
     TenantToolChangeReportedV1(
         job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="FINAL_BACKUP", attempt=2, status="SUCCEEDED",
         changes=("kept: the final backup of Ghost in /var/backups/letsbe/final/ghost/…",),
+    ),
+    TenantServerTaskRequestedV1(
+        task_id=uuid.uuid4(), tenant_id=ORDER.order_id, task="final-backup", requested_by="lifecycle-worker"
+    ),
+    TenantServerTaskReportedV1(
+        task_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        task="final-backup",
+        status="SUCCEEDED",
+        result={"last_run": "2026-12-02T08:00:00Z", "databases": {}, "remote_sync": {"status": "skipped"}},
     ),
     ServerAllocatedV1(order=ORDER, server=SERVER),
     DnsReadyV1(
@@ -163,6 +180,14 @@ SAMPLES = [
         order_id=ORDER.order_id, from_status="DNS_PENDING", to_status="FAILED", actor="dns", failed_stage="DNS"
     ),
     TenantDecommissionedV1(tenant_id=ORDER.order_id, domain="example.com"),
+    TenantOperationRequestedV1(
+        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=ORDER.order_id, action="restore", order=ORDER,
+        server=SERVER, backup_set="2026-12-01", tool="nextcloud",
+    ),
+    TenantOperationReportedV1(
+        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=ORDER.order_id, action="switch-dns",
+        status="SUCCEEDED", started_at=NOW, finished_at=NOW, detail="2 record(s) point at 203.0.113.7",
+    ),
     LifecycleJobChangedV1(
         job_id=uuid.uuid4(),
         kind="decommission",

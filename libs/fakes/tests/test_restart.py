@@ -13,6 +13,7 @@ import httpx
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.cloudflare import FakeCloudflare
 from letsbe_fakes.hetzner import FakeHetzner
+from letsbe_fakes.netcup import FakeNetcup
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.stripe import StripeFake
 
@@ -127,3 +128,58 @@ def test_smtp_keeps_each_accepted_message_in_its_spool(tmp_path: Path) -> None:
             client.sendmail("a@example.com", ["c@example.com"], "To: c@example.com\r\n\r\nrefused\r\n")
     files = list((tmp_path / "mail").glob("*.eml"))
     assert len(files) == 1 and "Subject: hi" in files[0].read_text()
+
+
+def netcup_token(url: str) -> dict[str, str]:
+    form = {"client_id": "scp", "grant_type": "refresh_token", "refresh_token": "netcup-offline-refresh-token"}
+    access = httpx.post(url + "/realms/scp/protocol/openid-connect/token", data=form).json()["access_token"]
+    return {"Authorization": f"Bearer {access}"}
+
+
+def test_a_netcup_reinstall_runs_for_its_time_and_finishes_after_a_restart(tmp_path: Path) -> None:
+    """An install takes a while at netcup (the server is SHUTOFF meanwhile) and a sandbox restarted in the middle
+    neither loses nor restarts it: it finishes when its time is up, once."""
+    first = FakeNetcup(install_seconds=1.0, state_dir=tmp_path)
+    first.add_server(4711)
+    with LoopbackServer(first.app) as srv:
+        h = netcup_token(srv.url)
+        api = srv.url + "/scp-core/api/v1"
+        flavours = httpx.get(f"{api}/servers/4711/imageflavours", headers=h).json()
+        debian = next(f["id"] for f in flavours if f["alias"] == "Debian 12")
+        task = httpx.post(f"{api}/servers/4711/image", headers=h, json={"imageFlavourId": debian, "sshKeyIds": [7]})
+        assert task.status_code == 202 and task.json()["state"] == "RUNNING", task.text
+        again = httpx.post(f"{api}/servers/4711/image", headers=h, json={"imageFlavourId": debian})
+        assert again.status_code == 400  # one install at a time
+        state = httpx.get(f"{api}/servers/4711", headers=h).json()["serverLiveInfo"]["state"]
+        assert state == "SHUTOFF"
+    second = FakeNetcup(install_seconds=1.0, state_dir=tmp_path)
+    with LoopbackServer(second.app) as srv:
+        h = netcup_token(srv.url)
+        api = srv.url + "/scp-core/api/v1"
+        uuid = task.json()["uuid"]
+        assert [t["uuid"] for t in httpx.get(f"{api}/tasks", headers=h).json()] == [uuid]
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{api}/tasks/{uuid}", headers=h).json()["state"] != "FINISHED":
+            assert time.monotonic() < deadline, "the install never finished"
+            time.sleep(0.1)
+        assert httpx.get(f"{api}/servers/4711", headers=h).json()["serverLiveInfo"]["state"] == "RUNNING"
+    assert len(second.installs) == 1 and second.installs[0]["setup"]["sshKeyIds"] == [7]
+
+
+def test_a_netcup_install_with_bad_input_is_refused_and_changes_nothing() -> None:
+    fake = FakeNetcup()
+    fake.add_server(4711)
+    with LoopbackServer(fake.app) as srv:
+        h = netcup_token(srv.url)
+        url = srv.url + "/scp-core/api/v1/servers/4711/image"
+        for body, status in (
+            ({}, 422),
+            ({"imageFlavourId": "12"}, 422),
+            ({"imageFlavourId": 12, "hostname": "not a host"}, 422),
+            ({"imageFlavourId": 12, "sshKeyIds": ["x"]}, 422),
+            ({"imageFlavourId": 999}, 400),
+        ):
+            assert httpx.post(url, headers=h, json=body).status_code == status, body
+        unknown = httpx.post(srv.url + "/scp-core/api/v1/servers/1/image", headers=h, json={"imageFlavourId": 12})
+        assert unknown.status_code == 404
+    assert fake.installs == [] and fake.servers[4711]["serverLiveInfo"]["state"] == "RUNNING"

@@ -4,10 +4,12 @@ import asyncio
 import uuid
 
 import pytest
+from sqlalchemy import make_url, text
 
 from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
 from letsbe_platform.bus import Bus, Delivery, PermanentError
-from letsbe_platform.testing import eventually
+from letsbe_platform.db import make_engine
+from letsbe_platform.testing import eventually, free_port
 
 
 def order_created() -> OrderCreatedV1:
@@ -100,8 +102,12 @@ async def test_a_stopped_consumer_finishes_the_message_in_hand_and_does_not_wait
     # The seven idle loops have just opened 1 s pulls: stopping must not wait for those to expire.
     await asyncio.wait_for(task, 0.5)
     assert len(done) == 1
-    info = await bus.js.consumer_info(bus.stream, "test-stop")
-    assert info.num_ack_pending == 0 and info.num_pending == 0
+
+    async def acked() -> bool:  # the server applies the ack after it arrives: seen soon, not necessarily at once
+        info = await bus.js.consumer_info(bus.stream, "test-stop")
+        return info.num_ack_pending == 0 and info.num_pending == 0
+
+    await eventually(acked, "the message in hand acked")
 
 
 async def test_malformed_message_is_dead_lettered_with_its_error_and_the_consumer_goes_on(bus: Bus):
@@ -188,3 +194,51 @@ async def test_every_listener_hears_each_event_as_it_is_published_and_garbage_is
             await sub.unsubscribe()
     finally:
         await other.close()
+
+
+async def _forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except OSError:
+        pass
+    finally:
+        writer.close()
+
+
+async def test_a_handler_cut_off_by_a_postgres_outage_runs_again_as_soon_as_postgres_answers(
+    bus: Bus, database_url: str
+):
+    """Postgres restarting is not the event's fault: the same delivery is held and run again when Postgres
+    answers, without spending the event's attempts or waiting out the backoff (a minute here)."""
+    real = make_url(database_url)
+    port = free_port()  # Postgres "restarting": nothing listens here until the test opens the way to the real one
+    engine = make_engine(real.set(port=port).render_as_string(hide_password=False), pool_size=1)
+    attempts: list[int] = []
+    handled = asyncio.Event()
+
+    async def handle(event: OrderCreatedV1, delivery: Delivery) -> None:
+        attempts.append(delivery.num_delivered)
+        async with engine.connect() as connection:
+            assert await connection.scalar(text("SELECT 1")) == 1
+        handled.set()
+
+    async def to_postgres(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(real.host, real.port)
+        await asyncio.gather(_forward(reader, up_writer), _forward(up_reader, writer))
+
+    await bus.publish(order_created(), correlation_id="order-outage")
+    consumer = bus.consumer("test-outage", OrderCreatedV1, handle, max_deliver=2, backoff=(60.0,))
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: len(attempts) >= 3, "the handler failing while Postgres is unreachable", every=0.02)
+        async with await asyncio.start_server(to_postgres, "127.0.0.1", port):
+            await eventually(handled.is_set, "the handler run again once Postgres answers", timeout=10, every=0.02)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+        await engine.dispose()
+    assert set(attempts) == {1}  # one delivery throughout: never nak'ed, so never dead-lettered
+    info = await bus.js.consumer_info(bus.stream, "test-outage")
+    assert info.num_redelivered == 0 and info.num_ack_pending == 0

@@ -21,6 +21,12 @@ def test_backoff_doubles_from_the_first_wait_up_to_the_cap():
         Backoff(0, 1)
 
 
+def test_a_retry_after_n_failed_attempts_waits_the_nth_delay():
+    retry = Backoff(30, 3600)
+    assert [retry.nth(n) for n in (1, 2, 3, 7, 8, 1000)] == [30, 60, 120, 1920, 3600, 3600]
+    assert [retry.nth(n) for n in range(1, 10)] == list(itertools.islice(retry.delays(), 9))
+
+
 async def test_poll_until_checks_again_after_each_backoff_until_true():
     answers = iter([False, False, False, True])
     calls = 0

@@ -36,6 +36,9 @@ class HubStandIn:
         self.polls = 0
         self.tenants: dict[uuid.UUID, dict[str, Any]] = {}
         self.credentials: dict[uuid.UUID, list[dict[str, Any]]] = {}
+        # The off-site storage the hub hands out (endpoint, region, bucket, keys); None: not configured (409).
+        self.offsite: dict[str, str] | None = None
+        self.backup_targets: dict[uuid.UUID, dict[str, str]] = {}
         self.app = FastAPI()
 
         def check(authorization: str | None) -> None:
@@ -72,6 +75,23 @@ class HubStandIn:
                 raise HTTPException(404, "no such tenant")
             self.llm_keys.append("lbl_" + secrets.token_urlsafe(24))
             return {"key": self.llm_keys[-1], "previous_valid_until": None}
+
+        @self.app.post("/api/v1/admin/tenants/{tenant_id}/backup-target")
+        async def backup_target(
+            tenant_id: uuid.UUID, authorization: str | None = Header(default=None)
+        ) -> dict[str, Any]:
+            check(authorization)
+            if self.offsite is None:
+                raise HTTPException(409, "no off-site storage configured")
+            return self.backup_targets.setdefault(
+                tenant_id,
+                {
+                    **self.offsite,
+                    "prefix": f"tenants/{tenant_id}",
+                    "crypt_password": secrets.token_urlsafe(24),
+                    "crypt_salt": secrets.token_urlsafe(24),
+                },
+            )
 
         @self.app.get("/api/v1/admin/tenants/{tenant_id}")
         async def get_tenant(tenant_id: uuid.UUID, authorization: str | None = Header(default=None)) -> dict[str, Any]:

@@ -30,7 +30,6 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from letsbe_agent import backups
-from letsbe_agent.backoff import Backoff, jittered
 from letsbe_agent.buffer import DiskBuffer
 from letsbe_agent.client import HubClient, HubUnavailable, ReEnrolRequired, RegistrationRefused, Rejected
 from letsbe_agent.commands import CommandContext, CommandRegistry, Outcome, Registration
@@ -56,6 +55,7 @@ from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.protocol import CREDENTIAL_FILE
 from letsbe_platform.asgi import Runtime
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import FullJitter, jittered
 
 log = get_logger(__name__)
 
@@ -191,7 +191,7 @@ class AgentRuntime:
         return token
 
     async def _ensure_credential(self) -> Credential | None:
-        backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
+        backoff = FullJitter(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
         waiting_logged = False
         while not self._stopping.is_set():
             cred = self.credentials.load()
@@ -268,7 +268,7 @@ class AgentRuntime:
             await asyncio.gather(*tasks, stop, return_exceptions=True)
 
     async def _heartbeat_loop(self) -> None:
-        backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
+        backoff = FullJitter(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
         await self._sleep(jittered(min(self.interval, 1.0), 0.5))  # a fleet that starts together does not beat together
         while not self._stopping.is_set():
             try:
@@ -303,7 +303,7 @@ class AgentRuntime:
         await self.flush()
 
     async def _long_poll_loop(self) -> None:
-        backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
+        backoff = FullJitter(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
         while not self._stopping.is_set():
             try:
                 commands = await self.client.pull(self.settings.long_poll_seconds)
@@ -487,7 +487,7 @@ class AgentRuntime:
 
     async def _usage_loop(self) -> None:
         assert self.ledger is not None
-        backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
+        backoff = FullJitter(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
         while not self._stopping.is_set():
             try:
                 await self.report_usage()

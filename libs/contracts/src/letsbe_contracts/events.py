@@ -532,6 +532,41 @@ class LifecycleJobChangedV1(Event):
     reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
+# --- decommission: work on the tenant's server that only the provisioner can do (it holds the SSH key). The hub's
+# lifecycle job asks, the provisioner runs it over SSH and reports; ``task_id`` is the idempotency key on the server ---
+
+
+@register
+class TenantServerTaskRequestedV1(Event):
+    """The decommission job asks for ``task`` on the tenant's server: ``final-backup`` (one last run of the tenant's
+    backup, kept apart from the rotation) or ``stop-agents`` (the Safety Wrapper and Secrets Proxy stopped)."""
+
+    TYPE: ClassVar[str] = "tenant-server-task-requested"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.server.task.requested.v1"
+
+    task_id: uuid.UUID  # the same for every retry of one job's task: the server runs it once
+    tenant_id: uuid.UUID
+    task: Literal["final-backup", "stop-agents"]
+    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
+
+
+@register
+class TenantServerTaskReportedV1(Event):
+    """How a server task went. ``result``: for a final backup, the backup status JSON the script wrote (seed §8.3)."""
+
+    TYPE: ClassVar[str] = "tenant-server-task-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.server.task.reported.v1"
+
+    task_id: uuid.UUID
+    tenant_id: uuid.UUID
+    task: Literal["final-backup", "stop-agents"]
+    status: Literal["SUCCEEDED", "FAILED"]
+    result: dict[str, Any] | None = None
+    error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
 # --- server pool: the monthly check finds overflow tenants that could move to a Netcup pool server ---
 
 
@@ -634,3 +669,43 @@ class TenantToolChangeReportedV1(Event):
     status: Literal["SUCCEEDED", "FAILED"]
     changes: tuple[Annotated[str, StringConstraints(max_length=300)], ...] = ()
     error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
+# --- tenant operations of the hub's restore, recovery and migration jobs: the hub asks for one effect on one server
+# (the provisioner: provision, backup, restore, verify over SSH; the DNS service: switch the records), the service
+# that owns it reports back. ``operation_id`` is the idempotency key: a repeated request is the same operation ---
+
+TenantOperationAction = Literal["provision", "backup", "restore", "verify", "switch-dns"]
+
+
+@register
+class TenantOperationRequestedV1(Event):
+    TYPE: ClassVar[str] = "tenant-operation-requested"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.operation.requested.v1"
+
+    operation_id: uuid.UUID
+    job_id: uuid.UUID  # the hub's lifecycle job
+    tenant_id: uuid.UUID
+    action: TenantOperationAction
+    order: OrderSpec
+    server: ServerTarget  # where it happens (switch-dns: the address the records move to)
+    backup_set: Annotated[str, StringConstraints(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")] | None = None
+    tool: ToolName | None = None  # restore: one tool; None: every tool
+    stop_tools: bool = False  # backup: stop the tools first, and leave them stopped (a migration's source)
+
+
+@register
+class TenantOperationReportedV1(Event):
+    TYPE: ClassVar[str] = "tenant-operation-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.operation.reported.v1"
+
+    operation_id: uuid.UUID
+    job_id: uuid.UUID
+    tenant_id: uuid.UUID
+    action: TenantOperationAction
+    status: Literal["RUNNING", "SUCCEEDED", "FAILED"]
+    started_at: AwareDatetime | None = None
+    finished_at: AwareDatetime | None = None
+    detail: Annotated[str, StringConstraints(max_length=4000)] | None = None  # e.g. the set restored, or the error

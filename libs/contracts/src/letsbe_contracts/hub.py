@@ -51,3 +51,18 @@ class TenantStatus(BaseModel):
 
     def registered(self, agent: str) -> bool:
         return any(a.agent == agent and a.registered_at for a in self.agents)
+
+
+class BackupTarget(BaseModel):
+    """POST /api/v1/admin/tenants/{id}/backup-target (read by the provisioner): an S3-compatible bucket prefix, and
+    the tenant's own key its copies are encrypted with (rclone crypt)."""
+
+    model_config = ConfigDict(extra="ignore")
+    endpoint: str
+    region: str
+    bucket: str
+    prefix: str
+    access_key_id: str
+    secret_access_key: str
+    crypt_password: str
+    crypt_salt: str

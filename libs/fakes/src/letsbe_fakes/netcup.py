@@ -1,4 +1,4 @@
-"""A loopback fake of netcup's Server Control Panel (SCP) REST API: server status and snapshots.
+"""A loopback fake of netcup's Server Control Panel (SCP) REST API: server status, snapshots and OS reinstalls.
 
 Modelled on netcup's published OpenAPI spec ("SCP (Server Control Panel) REST API", served by SCP itself at
 ``/scp-core/api/v1/openapi``) and its authentication guide:
@@ -14,12 +14,21 @@ Modelled on netcup's published OpenAPI spec ("SCP (Server Control Panel) REST AP
        → 202 TaskInfo
   GET  /scp-core/api/v1/servers/{serverId}/snapshots/{name}     Snapshot
   DELETE /scp-core/api/v1/servers/{serverId}/snapshots/{name}   202 TaskInfo
+  GET  /scp-core/api/v1/servers/{serverId}/imageflavours        [ImageFlavour {id, name, alias, text, image}]
+  POST /scp-core/api/v1/servers/{serverId}/image                ServerImageSetup {imageFlavourId (required),
+       hostname, sshKeyIds, customScript, …} → 202 TaskInfo; the disk is wiped, the server is SHUTOFF while the
+       image installs (``install_seconds`` of wall time), then RUNNING again; 422 ValidationError on bad input
+  GET  /scp-core/api/v1/tasks                                   [TaskInfo] of the user, newest first
   GET  /scp-core/api/v1/tasks/{uuid}                            TaskInfo (state PENDING/RUNNING → FINISHED/ERROR)
 
 Errors are ResponseError / NotFoundError ``{"code", "message"}`` (404 server not found, 503 "Node is in maintenance
-mode"). Not documented, so chosen here: the body of a 401 (missing/expired bearer) — ``{"code": "unauthorized",
-"message": ...}``; the code for a snapshot name already in use (400 ``server.snapshot.create.error.name``); and
+mode"). Not documented, so chosen here: TaskInfo's ``serverId`` (the server a task acts on); the body of a 401
+(missing/expired bearer) — ``{"code": "unauthorized", "message": ...}``; the code for a snapshot name already in use
+(400 ``server.snapshot.create.error.name``); and
 429 with ``Retry-After``, which only :meth:`inject` produces (SCP documents 429 for failover routing only).
+
+``state_dir``: servers, snapshots, tasks and installs survive a restart (the sandbox of ``make run``), and a
+reinstall that was running when the fake stopped finishes on time after it starts again, as netcup's would.
 """
 
 from __future__ import annotations
@@ -29,8 +38,10 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -39,8 +50,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from letsbe_fakes.state import StateFile, saving_after_each_request
+
 API = "/scp-core/api"
 TOKEN_PATH = "/realms/scp/protocol/openid-connect/token"  # noqa: S105 - a URL path
+INSTALL_TASK = "Install image"
+IMAGE_FLAVOURS = [
+    {"id": 12, "name": "debian-12-minimal", "alias": "Debian 12", "text": "Debian 12 (Bookworm) minimal",
+     "image": {"id": 3, "name": "Debian 12"}},
+    {"id": 13, "name": "debian-13-minimal", "alias": "Debian 13", "text": "Debian 13 (Trixie) minimal",
+     "image": {"id": 4, "name": "Debian 13"}},
+    {"id": 21, "name": "ubuntu-2404-minimal", "alias": "Ubuntu 24.04", "text": "Ubuntu 24.04 LTS minimal",
+     "image": {"id": 7, "name": "Ubuntu 24.04"}},
+]  # fmt: skip
+_HOSTNAME = re.compile(r"^(?=.{1,255}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
 
 
 def _now() -> str:
@@ -70,7 +93,12 @@ class FakeNetcup:
         *,
         task_polls: int = 1,
         access_token_seconds: int = 300,
+        install_seconds: float = 0.0,
+        state_dir: Path | None = None,
+        on_reinstall: Callable[[dict[str, Any]], None] | None = None,
     ):
+        """``install_seconds``: how long an OS install runs (wall time); ``on_reinstall``: told about each install
+        that finished, with the server (the sandbox gives its VPS a new disk and host key)."""
         self.refresh_tokens = {refresh_token}
         self.task_polls = task_polls
         self.access_token_seconds = access_token_seconds
@@ -80,6 +108,10 @@ class FakeNetcup:
         self.requests: list[tuple[str, str]] = []
         self.token_requests = 0
         self.fail_snapshot_tasks = False
+        self.install_seconds = install_seconds
+        self.on_reinstall = on_reinstall
+        self.installs: list[dict[str, Any]] = []  # every accepted ServerImageSetup, with its server and task
+        self._installing: dict[str, float] = {}  # install task uuid -> wall time it finishes
         self._access: dict[str, float] = {}  # access token -> expiry (monotonic)
         self._pending: dict[str, tuple[int, Any]] = {}  # task uuid -> (polls left, on finish)
         self._injections: list[_Injection] = []
@@ -92,9 +124,44 @@ class FakeNetcup:
                 Route(f"{API}/v1/servers/{{sid:int}}", self._get_server, methods=["GET"]),
                 Route(f"{API}/v1/servers/{{sid:int}}/snapshots", self._snapshots, methods=["GET", "POST"]),
                 Route(f"{API}/v1/servers/{{sid:int}}/snapshots/{{name}}", self._snapshot, methods=["GET", "DELETE"]),
+                Route(f"{API}/v1/servers/{{sid:int}}/imageflavours", self._image_flavours, methods=["GET"]),
+                Route(f"{API}/v1/servers/{{sid:int}}/image", self._install, methods=["POST"]),
+                Route(f"{API}/v1/tasks", self._list_tasks, methods=["GET"]),
                 Route(f"{API}/v1/tasks/{{uuid}}", self._task, methods=["GET"]),
             ]
         )
+        self._state = StateFile(state_dir / "netcup.json") if state_dir else None
+        if self._state is not None:
+            self._restore(self._state.load())
+            self.app = saving_after_each_request(self.app, self.save_state)
+
+    # --- state across restarts ----------------------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        assert self._state is not None
+        with self._lock:
+            data = {
+                "servers": list(self.servers.values()),
+                "snapshots": {str(k): v for k, v in self.snapshots.items()},
+                "tasks": list(self.tasks.values()),
+                "installs": self.installs,
+                "installing": self._installing,
+            }
+            self._state.save(data)
+
+    def _restore(self, data: dict[str, Any] | None) -> None:
+        if not data:
+            return
+        self.servers = {int(s["id"]): s for s in data["servers"]}
+        self.snapshots = {int(k): v for k, v in data["snapshots"].items()}
+        self.tasks = {t["uuid"]: t for t in data["tasks"]}
+        self.installs = list(data["installs"])
+        self._installing = {k: float(v) for k, v in data["installing"].items()}
+        # Snapshot tasks that were polled for are gone with the process: they end as netcup ends an interrupted task.
+        for task in self.tasks.values():
+            if task["state"] == "RUNNING" and task["uuid"] not in self._installing:
+                aborted = {"code": "task.error", "message": "Aborted."}
+                task.update(state="ERROR", finishedAt=_now(), responseError=aborted)
 
     # --- test controls --------------------------------------------------------------------------------------------
 
@@ -378,6 +445,7 @@ class FakeNetcup:
                 task = self.tasks.get(task_id)
                 if task is None:
                     raise ScpError(404, "task.not.found", f"Entity Task with id {task_id} not found.")
+                self._advance_install(task)
                 if task_id in self._pending:
                     left, on_finish = self._pending[task_id]
                     left -= 1
@@ -395,3 +463,74 @@ class FakeNetcup:
                 return 200, task
 
         return await self._guard(request, get)
+
+    # --- OS reinstall ---------------------------------------------------------------------------------------------
+
+    async def _image_flavours(self, request: Request) -> Response:
+        async def run() -> tuple[int, Any]:
+            with self._lock:
+                self._server_or_404(request.path_params["sid"])
+            return 200, IMAGE_FLAVOURS
+
+        return await self._guard(request, run)
+
+    async def _install(self, request: Request) -> Response:
+        sid = request.path_params["sid"]
+
+        async def run() -> tuple[int, Any]:
+            try:
+                body = await request.json()
+            except ValueError:
+                raise ScpError(400, "request.body.invalid", "Request body is not valid JSON.") from None
+            if not isinstance(body, dict):
+                raise ScpError(422, "validation.error", "body: must be a ServerImageSetup object")
+            flavour = body.get("imageFlavourId")
+            if not isinstance(flavour, int) or isinstance(flavour, bool):
+                raise ScpError(422, "validation.error", "imageFlavourId: must not be null")
+            hostname = body.get("hostname")
+            if hostname is not None and (not isinstance(hostname, str) or not _HOSTNAME.match(hostname)):
+                raise ScpError(422, "validation.error", "hostname: must match the hostname pattern")
+            keys = body.get("sshKeyIds", [])
+            if not isinstance(keys, list) or not all(isinstance(k, int) and not isinstance(k, bool) for k in keys):
+                raise ScpError(422, "validation.error", "sshKeyIds: must be a list of integers")
+            with self._lock:
+                server = self._server_or_404(sid)
+                if not any(f["id"] == flavour for f in IMAGE_FLAVOURS):
+                    raise ScpError(400, "server.image.flavour.not.found", f"Image flavour {flavour} not found.")
+                if any(self.tasks[t]["serverId"] == sid for t in self._installing):
+                    raise ScpError(400, "server.task.running", "Another task is running on this server.")
+                server["serverLiveInfo"]["state"] = "SHUTOFF"  # the disk is being wiped
+                task = self._new_task(INSTALL_TASK, sid, None)
+                del self._pending[task["uuid"]]  # an install runs for wall time, not for a number of polls
+                self._installing[task["uuid"]] = time.time() + self.install_seconds
+                self.installs.append({"serverId": sid, "task": task["uuid"], "setup": body, "at": _now()})
+            return 202, task
+
+        return await self._guard(request, run)
+
+    async def _list_tasks(self, request: Request) -> Response:
+        async def run() -> tuple[int, Any]:
+            with self._lock:
+                for task in self.tasks.values():
+                    self._advance_install(task)
+                return 200, sorted(self.tasks.values(), key=lambda t: t["startedAt"], reverse=True)
+
+        return await self._guard(request, run)
+
+    def _advance_install(self, task: dict[str, Any]) -> None:
+        """An install task finishes once its time is up (checked whenever it is looked at); called under the lock."""
+        finish_at = self._installing.get(task["uuid"])
+        if finish_at is None:
+            return
+        if time.time() < finish_at:
+            total = max(self.install_seconds, 0.001)
+            task["taskProgress"]["progressInPercent"] = round(min(99.0, 100 * (1 - (finish_at - time.time()) / total)))
+            return
+        del self._installing[task["uuid"]]
+        server = self.servers[task["serverId"]]
+        server["serverLiveInfo"]["state"] = "RUNNING"
+        server["serverLiveInfo"]["uptimeInSeconds"] = 0
+        task.update(state="FINISHED", finishedAt=_now())
+        task["taskProgress"]["progressInPercent"] = 100.0
+        if self.on_reinstall is not None:
+            self.on_reinstall(server)

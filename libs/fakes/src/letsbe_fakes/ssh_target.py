@@ -147,13 +147,16 @@ class SshTarget:
         path.chmod(0o600)
         return path
 
-    def calls(self, name: str | None = None) -> list[list[str]]:
-        """Every stand-in call so far, in order, as argv lists (optionally only those of one command)."""
+    def calls(self, name: str | None = None, containing: str | None = None) -> list[list[str]]:
+        """Every stand-in call so far, in order, as argv lists (optionally only those of one command, or only the
+        lines holding ``containing``: the rest are not parsed)."""
         log = self.ctl / "calls.log"
         if not log.exists():
             return []
         out = []
         for line in log.read_text().splitlines():
+            if containing is not None and containing not in line:
+                continue
             try:
                 argv = shlex.split(line)
             except ValueError:

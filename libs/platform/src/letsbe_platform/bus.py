@@ -29,10 +29,13 @@ from letsbe_contracts import DeadLetteredV1, Envelope, Event, decode
 from letsbe_contracts.events import SUBJECT_ROOT
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import EVENT_HANDLING_SECONDS, EVENTS_DEAD_LETTERED
+from letsbe_platform.outages import infrastructure_down
 
 log = get_logger(__name__)
 
 DEFAULT_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+# A handler that failed because Postgres or NATS is down runs again after these pauses (doubling), for this long.
+OUTAGE_FIRST_PAUSE, OUTAGE_MAX_PAUSE, OUTAGE_PATIENCE = 0.1, 2.0, 300.0
 
 
 class PermanentError(Exception):
@@ -311,7 +314,7 @@ class Consumer:
             return
         delivery = Delivery(envelope=envelope, subject=msg.subject, num_delivered=deliveries, msg=msg)
         try:
-            await self.handler(event, delivery)
+            await self._handle_through_outages(event, delivery)
             await msg.ack()
         except PermanentError as exc:
             outcome = "dead-lettered"
@@ -338,6 +341,27 @@ class Consumer:
                 await _quietly(msg.nak(delay=delay))
         finally:
             EVENT_HANDLING_SECONDS.labels(self.durable, outcome).observe(time.perf_counter() - started)
+
+    async def _handle_through_outages(self, event: Event, delivery: Delivery) -> None:
+        """Run the handler; while it fails because Postgres or NATS is down, hold the message (in progress) and run
+        it again as soon as they answer. An outage of our own infrastructure is not the event's fault: it must not
+        spend the event's attempts nor push its retry out to the backoff's minutes (a Postgres restart would
+        otherwise delay or dead-letter every event handled meanwhile). Past ``OUTAGE_PATIENCE`` seconds it is an
+        ordinary failure again."""
+        waited, pause = 0.0, OUTAGE_FIRST_PAUSE
+        while True:
+            try:
+                return await self.handler(event, delivery)
+            except Exception as exc:
+                down = infrastructure_down(exc)
+                if down is None or waited >= OUTAGE_PATIENCE or self._stopping.is_set():
+                    raise
+                if waited == 0:
+                    log.warning("event handler waits for an outage", consumer=self.durable, dependency=down)
+            await _quietly(delivery.in_progress())  # fails while NATS is the one down; redelivery is then harmless
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, OUTAGE_MAX_PAUSE)
 
     async def _dead_letter(self, msg: Msg, error: str, deliveries: int, envelope: Envelope | None = None) -> None:
         EVENTS_DEAD_LETTERED.labels(self.durable).inc()

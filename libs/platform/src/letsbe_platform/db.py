@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -49,16 +49,30 @@ def plain_url(url: str) -> str:
     return "postgresql://" + async_url(url)[len("postgresql+asyncpg://") :]
 
 
+class PostgresUnreachable(ConnectionError):
+    """Connecting to Postgres failed at the socket (down, restarting, not yet listening). asyncpg raises a bare
+    ``OSError`` there, which says nothing about what was being reached; this one does."""
+
+
 def make_engine(
     url: str, *, pool_size: int = 10, max_overflow: int = 10, application_name: str = "letsbe"
 ) -> AsyncEngine:
-    return create_async_engine(
+    engine = create_async_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
+
+    @event.listens_for(engine.sync_engine, "do_connect")
+    def _connect(dialect, connection_record, cargs, cparams):  # type: ignore[no-untyped-def]
+        try:
+            return dialect.connect(*cargs, **cparams)
+        except OSError as exc:
+            raise PostgresUnreachable(f"Postgres is unreachable: {exc}") from exc
+
+    return engine
 
 
 def make_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

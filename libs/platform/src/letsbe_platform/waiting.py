@@ -5,12 +5,17 @@ serves, is seen after a few milliseconds, and one that takes minutes costs a req
 Where the awaited thing can tell us (an agent registered, a row committed), its notification sets a
 :class:`Wakeups` event and the wait ends at once; the poll stays as the fallback, so a lost notification costs at
 most one poll interval, never a stuck wait.
+
+Reconnecting to something that went away (the agents to the hub) uses the same delays with full jitter
+(:class:`FullJitter`), so a fleet that lost the hub at the same moment does not come back in one wave. Standard
+library only: the tenant agents import this module too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
@@ -35,12 +40,39 @@ class Backoff:
     def constant(cls, interval: float) -> Backoff:
         return cls(interval, interval)
 
+    def nth(self, n: int) -> float:
+        """The ``n``-th delay (from 1): what a retry waits after ``n`` failed attempts."""
+        return min(self.first * self.factor ** min(n - 1, 64), self.cap)
+
     def delays(self) -> Iterator[float]:
         delay = min(self.first, self.cap)
         while True:
             yield delay
             delay = min(delay * self.factor, self.cap)
 
+
+
+class FullJitter:
+    """Exponential backoff with full jitter: a random delay in [0, the next ``Backoff(base, cap)`` delay], growing
+    from attempt to attempt; :meth:`reset` after a success starts again from ``base``."""
+
+    def __init__(self, base: float, cap: float, rng: random.Random | None = None):
+        self.backoff = Backoff(base, cap)
+        self._ceilings = self.backoff.delays()
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        return self._rng.uniform(0, next(self._ceilings))
+
+    def reset(self) -> None:
+        self._ceilings = self.backoff.delays()
+
+
+def jittered(interval: float, fraction: float, rng: random.Random | None = None) -> float:
+    """``interval`` ± ``fraction`` of it, at random (never below 50 ms): a fleet started together does not beat
+    together."""
+    r = rng or random
+    return max(0.05, interval * (1 + r.uniform(-fraction, fraction)))
 
 async def poll_until(
     check: Callable[[], Awaitable[bool]],

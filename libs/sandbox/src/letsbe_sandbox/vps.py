@@ -19,6 +19,7 @@ on a real server.
 from __future__ import annotations
 
 import importlib
+import itertools
 import json
 import re
 import subprocess
@@ -258,6 +259,7 @@ class Vps:
         self.agents_started_at: float | None = None  # wall clock of the last start (the benchmark's stages)
         self.error: str | None = None
         self._ups = 0
+        self._calls_seen: tuple[int, int] | None = None  # the call log's size and mtime at the last poll
 
     def start(self) -> Vps:
         self.target.start()
@@ -275,24 +277,43 @@ class Vps:
     def log_path(self, service: str) -> Path:
         return self.path(f"/var/log/letsbe/{service}.log")
 
-    def _compose_ups(self) -> list[list[str]]:
-        """The services named by each ``docker compose … up`` of the AI stack so far ([] names none: all)."""
+    def _compose_calls(self) -> list[tuple[str, list[str]]]:
+        """Each ``docker compose … up|stop`` of the AI stack so far, in order: the verb and the services it names
+        ([] names none: all)."""
         project = str(self.path(AI_COMPOSE).parent)
-        return [
-            [a for a in argv[argv.index("up") + 1 :] if not a.startswith("-")]
-            for argv in self.target.calls("docker")
-            if "compose" in argv and "up" in argv and project in argv
-        ]
+        out = []
+        for argv in self.target.calls("docker", containing="compose"):
+            if "compose" not in argv or project not in argv:
+                continue
+            verb = next((a for a in argv if a in ("up", "stop")), None)
+            if verb is not None:
+                out.append((verb, [a for a in argv[argv.index(verb) + 1 :] if not a.startswith("-")]))
+        return out
 
     def poll(self) -> None:
         """Start (or recreate) the agents after each ``docker compose up`` of the AI stack: those it names (as
-        ``up --no-deps SERVICE…`` recreates only them), or all. After a restart of the sandbox the recorded ups are
-        seen again: the agents come back, as containers do after a reboot."""
-        ups = self._compose_ups()
-        if len(ups) > self._ups:
-            new, self._ups = ups[self._ups :], len(ups)
-            named = set().union(*new) if all(new) else None
-            self.start_agents(None if named is None or not self.agents else named)
+        ``up --no-deps SERVICE…`` recreates only them), or all; stop those a ``docker compose stop`` names (a
+        decommission). After a restart of the sandbox the recorded calls are seen again, in order: the agents come
+        back as containers do after a reboot, and stopped ones stay stopped."""
+        # Every SSH command's end polls every VPS: one whose call log is unchanged is not read again (parsing every
+        # VPS's whole log each time held the GIL of the process serving the SSH commands).
+        try:
+            stat = (self.target.ctl / "calls.log").stat()
+            seen = (stat.st_size, stat.st_mtime_ns)
+        except FileNotFoundError:
+            seen = None
+        if seen is not None and seen == self._calls_seen:
+            return
+        self._calls_seen = seen
+        calls = self._compose_calls()
+        new, self._ups = calls[self._ups :], len(calls)
+        for verb, group in itertools.groupby(new, key=lambda c: c[0]):  # e.g. the ups replayed after a restart
+            run = [named for _, named in group]
+            names = set().union(*run) if all(run) else None
+            if verb == "up":
+                self.start_agents(None if names is None or not self.agents else names)
+            else:
+                self.stop_agents(names)
 
     def start_agents(self, only: set[str] | None = None) -> None:
         """(Re)start every agent of the rendered compose file, or only the ``only`` services among them."""

@@ -59,6 +59,7 @@ class Material:
     monitor_webhook_secret: str
     push_token: str
     llm_upstream_key: str
+    dns_read_token: str
 
     @classmethod
     def load_or_create(cls, path: Path) -> Material:
@@ -74,6 +75,7 @@ class Material:
             "monitor_webhook_secret": secrets.token_urlsafe(24),
             "push_token": secrets.token_urlsafe(24),
             "llm_upstream_key": "sk-sandbox-upstream-" + secrets.token_urlsafe(24),
+            "dns_read_token": "dns-read-sandbox-" + secrets.token_urlsafe(24),
         }
         stored = json.loads(path.read_text()) if path.exists() else {}
         values = {k: stored.get(k, v) for k, v in fresh.items()}
@@ -142,7 +144,9 @@ class Sandbox:
             on_create=self._server_created,
             on_delete=self._server_deleted,
         )
-        self.netcup = FakeNetcup(refresh_token=m.netcup_refresh_token)
+        self.netcup = FakeNetcup(
+            refresh_token=m.netcup_refresh_token, state_dir=state, install_seconds=self.slow or 1.0
+        )
         if self.slow:
             self.hetzner.action_seconds = self.slow
             self.cloudflare.dns_delay(self.slow)
@@ -281,6 +285,9 @@ class Sandbox:
                 # Proxies reach the relay with the per-tenant keys the hub issues at step 10.
                 "LETSBE_HUB_LLM_UPSTREAM_BASE_URL": u["llm"] + "/v1",
                 "LETSBE_HUB_LLM_UPSTREAM_API_KEY": m.llm_upstream_key,
+                # The console reads tenants' DNS records from the DNS service.
+                "LETSBE_HUB_DNS_URL": dns_url,
+                "LETSBE_HUB_DNS_READ_TOKEN": m.dns_read_token,
             },
             "provisioner": {
                 **common,
@@ -307,6 +314,7 @@ class Sandbox:
                 "LETSBE_DNS_VERIFY_INTERVAL_SECONDS": "0.2",
                 "LETSBE_DNS_VERIFY_TIMEOUT_SECONDS": "20",
                 "LETSBE_DNS_HUB_URL": self.hub_url,
+                "LETSBE_DNS_READ_TOKEN": m.dns_read_token,
             },
             "monitor": {
                 **common,

@@ -9,7 +9,12 @@ import httpx
 from fastapi import FastAPI
 
 from letsbe_contracts import ServerAllocatedV1, load_catalog
-from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1, TenantToolChangeRequestedV1
+from letsbe_contracts.events import (
+    MailReadyV1,
+    TenantDecommissionedV1,
+    TenantOperationRequestedV1,
+    TenantToolChangeRequestedV1,
+)
 from letsbe_dns import __version__
 from letsbe_dns.acme.endpoints import router as acme_router
 from letsbe_dns.acme.hub import HubAgents
@@ -17,11 +22,14 @@ from letsbe_dns.acme.service import AcmeService
 from letsbe_dns.cloudflare import CloudflareDns
 from letsbe_dns.config import DnsSettings
 from letsbe_dns.db import SCHEMA
+from letsbe_dns.records.endpoints import router as records_router
 from letsbe_dns.records.handlers import (
     ON_MAIL_READY,
+    ON_OPERATION_REQUESTED,
     ON_SERVER_ALLOCATED,
     ON_TENANT_DECOMMISSIONED,
     ON_TOOL_CHANGE,
+    DnsSwitchHandler,
     MailReadyHandler,
     ServerAllocatedHandler,
     TenantDecommissionedHandler,
@@ -32,7 +40,7 @@ from letsbe_dns.verify import Verifier
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
-ROUTERS: list = [acme_router]
+ROUTERS: list = [acme_router, records_router]
 
 
 def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -> None:
@@ -76,6 +84,15 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         ack_wait=settings.consumer_ack_wait_seconds,
     )
     rt.start(ON_TOOL_CHANGE, tool_changes.run(), tool_changes.stop)
+    switches = rt.bus.consumer(
+        ON_OPERATION_REQUESTED,
+        TenantOperationRequestedV1,
+        DnsSwitchHandler(records, rt.sessions),
+        max_deliver=settings.consumer_max_deliver,
+        backoff=settings.consumer_backoff_seconds,
+        ack_wait=settings.consumer_ack_wait_seconds,
+    )
+    rt.start(ON_OPERATION_REQUESTED, switches.run(), switches.stop)
 
 
 def create_app(settings: DnsSettings | None = None) -> FastAPI:

@@ -41,6 +41,8 @@ class DnsSettings(ServiceSettings):
     hub_url: str = "http://127.0.0.1:3847"
     hub_timeout_seconds: float = Field(default=5.0, gt=0)
     acme_visible_timeout_seconds: float = Field(default=120.0, gt=0)
+    # The hub reads a tenant's records with this bearer (GET /api/v1/admin/records); unset: that route answers 503.
+    read_token: SecretStr | None = None
 
     @field_validator("consumer_backoff_seconds", mode="before")
     @classmethod

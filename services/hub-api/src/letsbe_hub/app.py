@@ -14,11 +14,13 @@ from letsbe_hub.approvals import endpoints as approvals
 from letsbe_hub.auth import endpoints as tokens
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.auth.service import ensure_token
+from letsbe_hub.backups import endpoints as backups
 from letsbe_hub.billing import endpoints as billing
 from letsbe_hub.billing import wiring as billing_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
 from letsbe_hub.commands import workers as command_workers
+from letsbe_hub.commands.fastpath import HeartbeatFastPath
 from letsbe_hub.config import HubSettings
 from letsbe_hub.console import endpoints as console
 from letsbe_hub.credentials import endpoints as credentials
@@ -30,7 +32,6 @@ from letsbe_hub.lifecycle import worker as lifecycle_workers
 from letsbe_hub.llm import endpoints as llm
 from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
-from letsbe_hub.payments import endpoints as payments
 from letsbe_hub.relay import endpoints as relay
 from letsbe_hub.rollouts import endpoints as rollouts
 from letsbe_hub.rollouts import engine as rollout_engine
@@ -38,7 +39,7 @@ from letsbe_hub.servers import endpoints as servers
 from letsbe_hub.servers import handlers as server_workers
 from letsbe_hub.tenants import endpoints as tenants
 from letsbe_hub.tenants import heartbeat as tenant_heartbeats
-from letsbe_hub.tenants.fastpath import HeartbeatFastPath
+from letsbe_hub.webhooks import endpoints as webhooks
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
@@ -51,13 +52,14 @@ ROUTERS = [
     *commands.routers,
     rollouts.router,
     orders.router,
-    payments.router,
+    webhooks.router,
     *billing.routers,
     catalog.router,
     *servers.routers,
     alerts.router,
     *llm.routers,
     *lifecycle.routers,
+    *backups.routers,
     console.router,  # the operators' web console (HTML)
     *relay.routers,
     *customers.routers,
@@ -77,7 +79,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     billing_wiring.start(rt, settings)  # Stripe Prices, dunning/suspension/decommission worker, billing emails
     server_workers.start(rt, settings)  # allocation worker, pool and migration checks
     alert_workers.start(rt, settings)  # alert store consumers, hub self-check gauges
-    lifecycle_workers.start(rt, settings)  # decommission and snapshot jobs, the daily snapshot planner
+    lifecycle_workers.start(rt, settings)  # lifecycle jobs, the snapshot planner, the migration policy
 
 
 def create_app(settings: HubSettings | None = None) -> FastAPI:

@@ -1,13 +1,118 @@
-from pydantic import Field, SecretStr
+"""The hub's settings: one class, env prefix ``LETSBE_HUB_``. The servers' and lifecycle knobs are mixins of their own.
+
+A leaf: every context reads its settings from here, and this module imports no context.
+"""
+
+import re
+
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from letsbe_contracts import Region
 from letsbe_contracts.enums import Tier
-from letsbe_hub.lifecycle.config import LifecycleSettings
-from letsbe_hub.servers.config import ServerSettings
 from letsbe_platform.settings import ServiceSettings
 
+# The Hetzner types overflow may order (x86: the tenant images are amd64), cheapest first among those that fit.
+DEFAULT_SERVER_TYPES = (
+    "cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cpx41", "cpx51",
+    "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63",
+)  # fmt: skip
+_PUBLIC_KEY = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/=]+( [^\n\r]{0,200})?$")
 
-class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins: servers/, lifecycle/ config.py
+
+class ServerSettings(BaseModel):
+    """The servers context's knobs: providers, the servers we hand to the provisioner, its workers."""
+
+    # --- Hetzner Cloud overflow (seed §6.2) ---
+    hetzner_api_url: str = "https://api.hetzner.cloud/v1"
+    hetzner_api_token: SecretStr | None = None  # unset: no overflow; AUTO orders meeting an empty pool fail (retryable)
+    hetzner_ssh_keys: list[str] = []  # names or ids of SSH keys in the Hetzner project
+    hetzner_image: str = "debian-12"
+    hetzner_locations: dict[Region, str] = {Region.EU: "nbg1", Region.US: "ash"}
+    # Overflow orders the cheapest of these that has what the order's tools need (docs/provisioning.md).
+    hetzner_server_types: list[str] = Field(default_factory=lambda: list(DEFAULT_SERVER_TYPES), min_length=1)
+    # --- Netcup SCP (status and snapshots of pool servers) ---
+    netcup_api_url: str = "https://www.servercontrolpanel.de/scp-core"
+    netcup_token_url: str = "https://www.servercontrolpanel.de/realms/scp/protocol/openid-connect/token"  # noqa: S105
+    netcup_refresh_token: SecretStr | None = None  # an offline refresh token (device-code flow, done once by ops)
+    # A pool server back from a decommissioned tenant is wiped and reinstalled with this image flavour (its alias,
+    # name or image name at netcup), with these SSH keys of the SCP user (ids at netcup) for the provisioner.
+    netcup_reinstall_image: str = Field(default="Debian 12", min_length=1, max_length=100)
+    netcup_ssh_key_ids: list[int] = []
+    # --- every provider call ---
+    provider_timeout_seconds: float = Field(default=15, gt=0)
+    provider_retry_attempts: int = Field(default=4, ge=1, le=10)
+    provider_backoff_seconds: float = Field(default=0.5, ge=0)
+    # Polling a Hetzner action, a Netcup task or a new server's SSH: the first wait, doubled up to
+    # provider_poll_seconds (ssh_probe_seconds for SSH). 1 s as Hetzner's clients start; the sandbox a few ms.
+    provider_poll_first_seconds: float = Field(default=1.0, gt=0)
+    provider_poll_seconds: float = Field(default=2.0, gt=0)  # Hetzner actions / Netcup tasks
+    provider_action_timeout_seconds: float = Field(default=600, gt=0)
+    # --- the servers we hand to the provisioner ---
+    server_ssh_user: str = Field(default="letsbe", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    server_ssh_public_key: str | None = None  # cloud-init authorises it for server_ssh_user on overflow servers
+    server_ssh_port: int = Field(default=22, ge=1, le=65535)  # probed on new overflow servers, passed on in events
+    ssh_ready_timeout_seconds: float = Field(default=600, gt=0)
+    ssh_probe_seconds: float = Field(default=5.0, gt=0)
+    # --- workers ---
+    allocation_concurrency: int = Field(default=4, ge=1, le=64)
+    allocation_ack_wait_seconds: float = Field(default=60, gt=0)
+    pool_check_seconds: float = Field(default=60, gt=0)
+    migration_check_seconds: float = Field(default=24 * 3600, gt=0)  # proposals are per month; the check runs daily
+    overflow_stale_seconds: float = Field(default=3600, gt=0)  # an intent stuck this long is cleaned up
+
+    @field_validator("server_ssh_public_key")
+    @classmethod
+    def _one_public_key(cls, v: str | None) -> str | None:
+        if v is not None and not _PUBLIC_KEY.match(v.strip()):
+            raise ValueError("server_ssh_public_key must be one OpenSSH public key line")
+        return v.strip() if v else v
+
+
+class LifecycleSettings(BaseModel):
+    """The lifecycle jobs' knobs: decommission, daily snapshots, restore/recovery/migration, tool changes, the job
+    runner."""
+
+    # Decommission: a final backup and the agents stopped on the server first (the provisioner's SSH path), then the
+    # server and its data stay this long for the customer's export; then the Hetzner server is deleted (a Netcup
+    # pool server is wiped, reinstalled with netcup_reinstall_image and preflighted before it rejoins the pool).
+    decommission_export_window_hours: float = Field(default=14 * 24, ge=0)
+    # A server task (final backup, stopping the agents) not reported by then is asked for again.
+    decommission_task_timeout_seconds: float = Field(default=3600, gt=0)
+    # Daily VPS snapshots (seed §8.1: daily, staggered, 3 rolling).
+    snapshots_enabled: bool = True
+    snapshots_keep: int = Field(default=3, ge=1, le=30)
+    snapshot_schedule_seconds: float = Field(default=300, gt=0)  # how often the day's snapshot jobs are planned
+    # Migration Hetzner -> Netcup: the source server is kept this long after the DNS switch (to switch back), then
+    # deleted. With migrations_auto, each monthly proposal starts its migration job without an operator.
+    migration_rollback_window_hours: float = Field(default=72, ge=0)
+    migrations_auto: bool = False
+    # How long a restore, recovery or migration waits for one tenant operation (provision, backup, restore, verify,
+    # DNS switch) to be reported before that attempt counts as failed.
+    tenant_operation_timeout_seconds: float = Field(default=3600, gt=0)
+    # A tool-change phase (DNS record, final backup, stack) not reported within this time is asked for again.
+    tool_change_phase_timeout_seconds: float = Field(default=900, gt=0)
+    # The job runner: how often it looks for due jobs, how long a claimed job's lease lasts (renewed while it
+    # runs; a killed worker's job is picked up after it lapses), and retries of a failing step.
+    lifecycle_poll_seconds: float = Field(default=5, gt=0)
+    lifecycle_lease_seconds: float = Field(default=120, gt=0)
+    lifecycle_max_attempts: int = Field(default=5, ge=1)
+    lifecycle_retry_seconds: float = Field(default=60, gt=0)  # doubled per failed attempt, capped at 1 h
+
+
+class BackupSettings(BaseModel):
+    """The tenants' off-site backups: an S3-compatible store. Each tenant gets its own prefix in the bucket and its
+    own encryption key (rclone crypt), issued by the hub when the tenant is provisioned. Unset endpoint: no off-site
+    copies (the monitor raises backup.offsite for every tenant)."""
+
+    offsite_s3_endpoint: str | None = None
+    offsite_s3_region: str = Field(default="eu-central-1", min_length=1, max_length=40)
+    offsite_s3_bucket: str = Field(default="letsbe-tenant-backups", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    offsite_s3_access_key_id: str | None = None
+    offsite_s3_secret_access_key: SecretStr | None = None
+
+
+class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings, BackupSettings):
     model_config = SettingsConfigDict(env_prefix="LETSBE_HUB_", env_file=".env", extra="ignore")
 
     service_name: str = "hub-api"
@@ -61,6 +166,11 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings):  # mixins
     # Fernet key the operators' TOTP secrets are kept under (they are read back to check a code). Unset: operator
     # accounts can be neither created nor used.
     operator_totp_key: SecretStr | None = None
+    # A tenant's DNS records come from the DNS service (GET /api/v1/admin/records) with its read token; unset token:
+    # the tenant page says they cannot be shown.
+    dns_url: str = "http://127.0.0.1:3851"
+    dns_read_token: SecretStr | None = None
+    dns_timeout_seconds: float = Field(default=3, gt=0)
 
     # --- tenants, agents, commands and rollouts ----------------------------------------------------------------
     heartbeat_interval_seconds: int = Field(default=60, ge=1, le=3600)

@@ -3,6 +3,7 @@
 from letsbe_hub.alerts.models import AlertRecord  # noqa: F401
 from letsbe_hub.approvals.models import ApprovalRow  # noqa: F401
 from letsbe_hub.auth.models import ApiToken
+from letsbe_hub.backups.models import BackupTarget  # noqa: F401
 from letsbe_hub.billing.models import BillingEmail, RateCounter, Subscription  # noqa: F401
 from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
 from letsbe_hub.credentials.models import CredentialReveal  # noqa: F401
@@ -12,7 +13,6 @@ from letsbe_hub.llm.models import LlmKey, LlmUsage  # noqa: F401
 from letsbe_hub.notifications.models import WelcomeEmail  # noqa: F401
 from letsbe_hub.operators.models import Operator  # noqa: F401
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress  # noqa: F401
-from letsbe_hub.payments.models import StripeEvent  # noqa: F401
 from letsbe_hub.relay.models import CustomerAppToken  # noqa: F401
 from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget  # noqa: F401
 from letsbe_hub.servers.models import AllocationHold, MigrationProposal, OverflowServer, PoolPolicy, Server  # noqa: F401
@@ -27,5 +27,6 @@ from letsbe_hub.tenants.models import (  # noqa: F401
     UsageReportRow,
 )
 from letsbe_hub.web.sessions import WebSession  # noqa: F401
+from letsbe_hub.webhooks.models import StripeEvent  # noqa: F401
 
 __all__ = ["ApiToken"]

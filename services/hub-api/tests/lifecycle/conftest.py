@@ -1,1 +1,1 @@
-from hub_testing.servers import fake_hetzner  # noqa: F401 - fixtures
+from hub_testing.servers import fake_hetzner, ssh_target  # noqa: F401 - fixtures

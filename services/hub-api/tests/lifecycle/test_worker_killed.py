@@ -1,5 +1,6 @@
 """A lifecycle worker killed with SIGKILL in the middle of a provider call: the next worker takes the job over once
-the dead one's lease lapses, and the effect still happens exactly once (one snapshot, one server deleted)."""
+the dead one's lease lapses, and the effect still happens exactly once (one snapshot, one server deleted, one
+reinstall of a Netcup pool server followed by its preflight)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import pytest
 from hub_testing.servers import HETZNER_TOKEN, hub_settings
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner
+from letsbe_fakes.netcup import FakeNetcup
+from letsbe_fakes.ssh_target import SshTarget
 from letsbe_hub.lifecycle import service, state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.worker import JobRunner, build_providers
 from letsbe_hub.servers.models import Server
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.testing import eventually
+from letsbe_platform.testing.processes import READY_TIMEOUT
 
 LEASE = 2.0
 
@@ -32,8 +36,9 @@ def slow_hetzner():
         yield fake, srv.url + "/v1"
 
 
-def worker_process(database_url: str, hetzner_url: str) -> subprocess.Popen[bytes]:
+def worker_process(database_url: str, hetzner_url: str, **extra: str) -> subprocess.Popen[bytes]:
     env = {
+        **{f"LETSBE_HUB_{k.upper()}": v for k, v in extra.items()},
         **os.environ,
         "DATABASE_URL": database_url,
         "LETSBE_HUB_HETZNER_API_URL": hetzner_url,
@@ -106,12 +111,14 @@ async def test_a_worker_killed_mid_step_leaves_exactly_one_effect(kind, database
                     server_id=server.id,
                     due_at=now - timedelta(seconds=1),  # the export window is over
                     actor="test",
+                    status="EXPORT_WINDOW",
                 )
         started = fake.images if kind == "snapshot" else fake.deleted
 
         proc = worker_process(database_url, url)
         try:
-            await eventually(lambda: len(started) == 1, "the worker's provider call", timeout=30)
+            # Its start (imports) comes first: as long as a service's start may take.
+            await eventually(lambda: len(started) == 1, "the worker's provider call", timeout=READY_TIMEOUT)
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait(timeout=10)
@@ -138,3 +145,68 @@ async def test_a_worker_killed_mid_step_leaves_exactly_one_effect(kind, database
     finally:
         for p in runner.providers.values():
             await p.aclose()
+
+
+NETCUP_TOKEN = "netcup-offline-refresh-token"
+
+
+async def test_a_worker_killed_mid_reinstall_leaves_one_reinstall_then_the_preflight_returns_the_server(
+    database_url, sessions, slow_hetzner, ssh_target: SshTarget
+):
+    _, hetzner_url = slow_hetzner
+    fake = FakeNetcup(NETCUP_TOKEN, install_seconds=4.0)  # the install runs 4 s: time to kill the worker in it
+    fake.add_server(4711, ipv4=ssh_target.host)
+    with LoopbackServer(fake.app) as srv:
+        netcup = {
+            "netcup_api_url": srv.url + "/scp-core",
+            "netcup_token_url": srv.url + "/realms/scp/protocol/openid-connect/token",
+            "netcup_refresh_token": NETCUP_TOKEN,
+        }
+        settings = hub_settings(
+            database_url, lifecycle_lease_seconds=LEASE, provider_action_timeout_seconds=30, **netcup
+        )
+        runner = JobRunner(sessions, settings, build_providers(settings))
+        try:
+            async with unit_of_work(sessions) as s:
+                server = Server(
+                    provider="netcup", provider_ref="4711", name="v2202512345", tier="build", region="eu",
+                    ipv4=ssh_target.host, ssh_port=ssh_target.port, host_key_fingerprint="SHA256:" + "Q" * 43,
+                    status="IN_USE",
+                )  # fmt: skip
+                s.add(server)
+                await s.flush()
+                job, _ = await state.create(
+                    s,
+                    kind=state.DECOMMISSION,
+                    key=service.decommission_key(server.id),
+                    tenant_id=server.id,
+                    server_id=server.id,
+                    due_at=datetime.now(UTC) - timedelta(seconds=1),  # the backup and the window are behind it
+                    actor="test",
+                    status="EXPORT_WINDOW",
+                    data={"export_until": datetime.now(UTC).isoformat()},
+                )
+            proc = worker_process(database_url, hetzner_url, provider_poll_seconds="0.05", **netcup)
+            try:
+                await eventually(lambda: len(fake.installs) == 1, "the worker's reinstall call", timeout=30)
+            finally:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+            killed = await job_of(sessions, job.id)
+            assert killed.status == "REINSTALLING" and killed.lease_owner is not None
+
+            async def finished() -> bool:
+                await runner.run_once()
+                return (await job_of(sessions, job.id)).status == state.SUCCEEDED
+
+            await eventually(finished, "the job finished by the second worker", timeout=60, every=0.2)
+            assert len(fake.installs) == 1
+            assert sum(1 for m, p in fake.requests if m == "POST" and p.endswith("/image")) == 1
+            done = await job_of(sessions, job.id)
+            assert done.data["reinstall"]["task"] == fake.installs[0]["task"]
+            async with sessions() as s:
+                back = await s.get(Server, server.id)
+            assert back.status == "AVAILABLE" and back.host_key_fingerprint == ssh_target.fingerprint
+        finally:
+            for p in runner.providers.values():
+                await p.aclose()

@@ -18,6 +18,7 @@ from letsbe_hub.providers import (
     ProviderAuthError,
     ProviderRejected,
     ProviderUnavailable,
+    ServerAllocator,
     ServerProvider,
     ServerState,
 )
@@ -58,7 +59,7 @@ async def test_allocate_creates_the_catalog_type_in_the_region_and_returns_a_run
     f, _ = fake
     alloc = await hetzner.allocate_server(Tier.BUILD, Region.US, key="letsbe-order-1", labels={"letsbe-order": "1"})
 
-    assert isinstance(hetzner, ServerProvider)
+    assert isinstance(hetzner, ServerProvider) and isinstance(hetzner, ServerAllocator)
     assert alloc.provider is Provider.HETZNER
     assert alloc.ipv4 == IPv4Address("127.0.0.1")
     assert isinstance(alloc.ipv6, IPv6Address) and str(alloc.ipv6).endswith("::1")
@@ -145,7 +146,7 @@ async def test_deallocate_deletes_the_server_and_a_missing_one_is_fine(fake, het
     await hetzner.deallocate_server(alloc.provider_ref)
     assert f.servers == {} and len(f.deleted) == 1
     await hetzner.deallocate_server(alloc.provider_ref)  # already gone: no error
-    assert await hetzner.delete_by_name("letsbe-gone") is False
+    assert await hetzner.deallocate_key("letsbe-gone") is False
 
 
 async def test_listing_follows_pagination_to_the_last_page(fake, hetzner):

@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 
-from letsbe_contracts import Region, Tier
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.netcup import FakeNetcup
 from letsbe_hub.providers import (
@@ -15,7 +14,7 @@ from letsbe_hub.providers import (
     ProviderAuthError,
     ProviderNotFound,
     ProviderUnavailable,
-    ProviderUnsupported,
+    ServerAllocator,
     ServerProvider,
     ServerState,
 )
@@ -116,7 +115,6 @@ async def test_maintenance_503_is_retried_and_unknown_servers_are_not_found(fake
 
 
 async def test_netcup_servers_are_not_created_or_deleted_by_api(netcup):
-    with pytest.raises(ProviderUnsupported):
-        await netcup.allocate_server(Tier.BUILD, Region.EU, key="x")
-    with pytest.raises(ProviderUnsupported):
-        await netcup.deallocate_server("4242")
+    """Netcup servers are bought on contract: the client is a provider (status, snapshots) but no allocator."""
+    assert isinstance(netcup, ServerProvider)
+    assert not isinstance(netcup, ServerAllocator)

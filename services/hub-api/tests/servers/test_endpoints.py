@@ -41,7 +41,7 @@ async def test_registering_a_pool_server_makes_it_available(api, admin):
     assert r.status_code == 201, r.text
     server = r.json()
     assert (server["status"], server["provider"], server["billing"]) == ("AVAILABLE", "netcup", "12-month contract")
-    assert server["contract_end"] == "2027-11-30"
+    assert server["contract_end"] == "2027-11-30" and server["registered_by"] == "servers-test"  # the token's name
     got = await api.get(f"{BASE}/{server['id']}", headers=admin)
     assert got.json() == server
 
@@ -97,7 +97,7 @@ async def test_retiring_follows_the_servers_state(api, admin, sessions):
     [in_use] = await add_servers(sessions, 1, status=InventoryStatus.IN_USE, order_id=uuid.uuid4())
     [reserved] = await add_servers(sessions, 1, status=InventoryStatus.RESERVED, order_id=uuid.uuid4())
     r = await api.post(f"{BASE}/{available.id}/retire", headers=admin)
-    assert r.json()["status"] == "RETIRED" and r.json()["retired_at"]
+    assert r.json()["status"] == "RETIRED" and r.json()["retired_at"] and r.json()["retired_by"] == "servers-test"
     assert (await api.post(f"{BASE}/{in_use.id}/retire", headers=admin)).json()["status"] == "DRAINING"
     r = await api.post(f"{BASE}/{reserved.id}/retire", headers=admin)
     assert r.status_code == 409

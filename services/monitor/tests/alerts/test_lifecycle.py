@@ -97,7 +97,7 @@ async def test_nothing_is_alerted_before_the_tenant_is_provisioned_or_from_other
     assert [a.rule for a in await monitor.alerts()] == ["disk.usage"]
 
 
-def backup_report(tid, last_run, failed=()):
+def backup_report(tid, last_run, failed=(), remote="success"):
     dbs = {"ghost": "success", "nextcloud": "success", "chatwoot": "success"}
     dbs.update({name: "failed" for name in failed})
     return TenantBackupReportedV1.model_validate(
@@ -114,10 +114,29 @@ def backup_report(tid, last_run, failed=()):
                     n: {"status": st, **({"error": "connection refused"} if st == "failed" else {})}
                     for n, st in dbs.items()
                 },
-                "remote_sync": {"status": "success"},
+                "remote_sync": {"status": remote},
             },
         }
     )
+
+
+async def test_a_tenant_whose_backups_stop_reaching_off_site_is_alerted_until_a_copy_lands(monitor, clock):
+    tid = await monitor.provision()
+
+    async def report(event):
+        async with unit_of_work(monitor.sessions) as s:
+            await tenants.record_backup_report(s, monitor.engine, monitor.settings, event, clock())
+
+    run = T0 - timedelta(hours=4)
+    await report(backup_report(tid, run, remote="skipped"))  # provisioned without an off-site target
+    [alert] = await monitor.alerts("backup.offsite")
+    assert alert.severity == "medium" and "no off-site copy" in alert.summary
+    await report(backup_report(tid, run + timedelta(days=1)))
+    assert await monitor.alerts(open_only=True) == []
+    for day in (2, 3, 4):  # the copy fails day after day: stale once the last one is over 48 h old
+        clock.advance(86400)
+        await report(backup_report(tid, run + timedelta(days=day), remote="failed"))
+    assert "backup.offsite" in {a.rule for a in await monitor.alerts(open_only=True)}
 
 
 async def test_backup_failures_count_runs_not_reports(monitor, clock):

@@ -6,7 +6,13 @@ from datetime import timedelta
 import pytest
 
 from letsbe_contracts.events import BackupStatus, ContainerState
-from letsbe_monitor.alerts.rules import evaluate_backup, evaluate_containers, evaluate_details, evaluate_tls
+from letsbe_monitor.alerts.rules import (
+    evaluate_backup,
+    evaluate_containers,
+    evaluate_details,
+    evaluate_tls,
+    offsite_staleness,
+)
 from letsbe_monitor.config import MonitorSettings
 
 from ..conftest import T0, details
@@ -90,6 +96,23 @@ def test_backup_rules_follow_section_8_3(statuses, remote, age, expected):
 def test_a_backup_run_reported_again_is_not_a_new_failure():
     got = by_rule(evaluate_backup(TID, backup({"ghost": "failed", "x": "success"}), S, T0, new_run=False))
     assert set(got) == {"backup.stale"}
+
+
+@pytest.mark.parametrize(
+    ("remote", "age", "last_offsite_hours", "firing"),
+    [
+        ("success", 4, 4, False),  # this run's copy is off-site
+        ("skipped", 4, None, True),  # no off-site target: the copy is missing, at once
+        ("skipped", 4, 10, True),  # a target that went away
+        ("failed", 4, 24, False),  # one failed copy is backup.failed; the one before is recent enough
+        ("failed", 4, 48.5, True),  # no copy for over 48 h: stale
+        ("failed", 4, None, True),  # never copied off-site
+    ],
+)
+def test_the_off_site_copy_alerts_when_missing_or_stale(remote, age, last_offsite_hours, firing):
+    offsite_at = None if last_offsite_hours is None else T0 - timedelta(hours=last_offsite_hours)
+    obs = offsite_staleness(TID, backup({"ghost": "success"}, remote, age), offsite_at, S, T0)
+    assert (obs.rule, obs.firing) == ("backup.offsite", firing)
 
 
 @pytest.mark.parametrize(("days", "firing"), [(14.0, False), (13.99, True), (1, True), (-2, True), (60, False)])

@@ -52,6 +52,8 @@ class ProvisionerSettings(ServiceSettings):
     registration_poll_seconds: float = Field(default=5.0, gt=0)
     # A secrets-key rotation waits this long for the Safety Wrapper to move the tenant's store to the new key.
     rekey_timeout_seconds: float = Field(default=300.0, gt=0)
+    # A restore/migration's check: how long each restored tool may take to answer HTTP again.
+    verify_seconds: int = Field(default=120, ge=1)
     agent_image_tag: str = "latest"
     agent_heartbeat_seconds: float = Field(default=60, gt=0)  # rendered into the agents' environment
     agent_backoff_max_seconds: float = Field(default=60, gt=0)

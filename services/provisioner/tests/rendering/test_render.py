@@ -182,6 +182,10 @@ def test_rendered_scripts_pass_shellcheck(tmp_path: Path) -> None:
             p = tmp_path / f.path.strip("/").replace("/", "_")
             p.write_text(f.content)
             scripts.append(p)
+    for task in ("final-backup", "stop-agents"):  # a decommission's tasks on the server
+        p = tmp_path / f"{task}.sh"
+        p.write_text(plan.server_task_script(task, "0d5f4a9e-8c1b-4f5e-9a3d-2b7c6e1f0a94"))
+        scripts.append(p)
     result = subprocess.run(
         [str(shellcheck), "-S", "warning", *map(str, scripts)], capture_output=True, text=True, check=False
     )

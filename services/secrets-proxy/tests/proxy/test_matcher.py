@@ -35,6 +35,16 @@ def test_a_form_hidden_behind_an_overlapping_prefix_is_found():
     assert len(secret) > PREFIX
 
 
+def test_found_in_pieces_finds_a_form_across_every_piece_boundary():
+    secret = b"zzzzzzzz-real-secret"
+    fast = FormMatcher([secret, b"qzzzzzzzz-other"])
+    for at in range(0, 40):
+        text = b"x" * at + secret + b"y" * 30
+        assert fast.found_in(text, piece=16), at
+    assert not fast.found_in(b"x" * 100 + secret[:-1] + b"y" * 100, piece=16)
+    assert not fast.found_in(b"", piece=16)
+
+
 def test_memory_for_1000_secrets_stays_small():
     """1,000 secrets (~7,700 encoded forms), built in a fresh interpreter: the resident peak while the redactor
     is built (the registry rebuilds it whenever the store changes). With a full automaton it was 17.8 MB (7.5 MB

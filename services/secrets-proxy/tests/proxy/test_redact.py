@@ -243,6 +243,16 @@ def test_a_large_body_scanned_in_pieces_finds_a_secret_across_every_boundary(r, 
     assert not r.has_hits_in(json.dumps({"messages": [{"content": filler * 3}]}).encode(), chunk)
 
 
+@pytest.mark.parametrize("text", [c[1] for c in CORPUS] + [p[1] for p in PATTERNS])
+def test_a_body_scanned_whole_finds_every_kind_of_secret(r, text):
+    # Up to four pieces a body is scanned whole: registered forms first (stopping at one), then patterns and the
+    # decoded view; each kind must still be found there.
+    filler = "lorem ipsum dolor sit amet " * 40
+    body = json.dumps({"messages": [{"role": "user", "content": f"{filler} {text} {filler}"}]}).encode()
+    assert r.has_hits_in(body)
+    assert not r.has_hits_in(json.dumps({"messages": [{"content": filler * 3}]}).encode())
+
+
 def test_a_large_body_with_multibyte_text_is_scanned_in_pieces(r):
     body = json.dumps({"c": "ü€😀 " * 400 + DB + " ü€😀" * 400}, ensure_ascii=False).encode()
     assert all(r.has_hits_in(body, chunk) for chunk in range(500, 520))

@@ -15,6 +15,11 @@ import httpx
 from letsbe_platform.runner import tenant_env
 from letsbe_platform.testing import free_port
 
+# A start is mostly imports: a few seconds on an idle machine, several times that beside a CPU-heavy process. The
+# wait ends as soon as /readyz answers, and a start that fails ends it at once (the process exits); this bound only
+# has to outlast a slow start.
+READY_TIMEOUT = 90.0
+
 
 class ServiceProcess:
     def __init__(
@@ -50,7 +55,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
-    async def wait_ready(self, timeout: float = 30.0) -> ServiceProcess:
+    async def wait_ready(self, timeout: float = READY_TIMEOUT) -> ServiceProcess:
         deadline = asyncio.get_running_loop().time() + timeout
         async with httpx.AsyncClient() as client:
             while asyncio.get_running_loop().time() < deadline:

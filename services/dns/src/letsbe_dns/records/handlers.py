@@ -1,9 +1,12 @@
 """Event handlers of the records context: server-allocated → records + dns-ready (or order-failed);
-mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created."""
+mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created;
+tenant-operation-requested (switch-dns) → the records moved to a tenant's new server, reported;
+tenant-tool-change-requested (phase DNS) → a tool's subdomain record added or removed, reported."""
 
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from prometheus_client import Counter
 from sqlalchemy import select
@@ -13,6 +16,8 @@ from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllo
 from letsbe_contracts.events import (
     MailReadyV1,
     TenantDecommissionedV1,
+    TenantOperationReportedV1,
+    TenantOperationRequestedV1,
     TenantToolChangeReportedV1,
     TenantToolChangeRequestedV1,
 )
@@ -31,6 +36,7 @@ ON_SERVER_ALLOCATED = "dns-on-server-allocated"
 ON_TENANT_DECOMMISSIONED = "dns-on-tenant-decommissioned"
 ON_MAIL_READY = "dns-on-mail-ready"
 ON_TOOL_CHANGE = "dns-on-tool-change-requested"
+ON_OPERATION_REQUESTED = "dns-on-tenant-operation-requested"
 
 DNS_FAILURES = Counter("dns_order_failures_total", "Orders failed at the DNS stage, by reason", ["reason"])
 
@@ -196,3 +202,41 @@ class ToolChangeHandler:
             )
         log.info("tool-change dns phase", tenant_id=str(event.tenant_id), tool=event.tool, action=event.action,
                  status=status, changes=changes)  # fmt: skip
+
+
+class DnsSwitchHandler:
+    """The hub's restore/recovery/migration jobs ask for ``switch-dns``: the tenant's records move to the new
+    server's address (the same records and checks as for a new order), then the switch is reported. Upserts, so a
+    redelivery before the inbox claim writes the same records again; other actions are the provisioner's."""
+
+    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
+        self.service = service
+        self.sessions = sessions
+
+    async def __call__(self, event: TenantOperationRequestedV1, delivery: Delivery) -> None:
+        if event.action != "switch-dns":
+            return
+        async with unit_of_work(self.sessions) as session:
+            if await already_handled(session, ON_OPERATION_REQUESTED, delivery.event_id):
+                return
+        started = datetime.now(UTC)
+        status, detail = "SUCCEEDED", None
+        try:
+            outcome = await self.service.apply(event.order, event.server, heartbeat=delivery.in_progress)
+            detail = f"{len(outcome.applied)} record(s) point at {event.server.ipv4}"
+        except CloudflareError as exc:
+            if exc.retryable:
+                raise
+            status, detail = "FAILED", f"cloudflare refused: {exc.message}"[:4000]
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, ON_OPERATION_REQUESTED, delivery.event_id):
+                return
+            report = TenantOperationReportedV1(
+                operation_id=event.operation_id, job_id=event.job_id, tenant_id=event.tenant_id, action=event.action,
+                status=status, started_at=started, finished_at=datetime.now(UTC), detail=detail,
+            )  # fmt: skip
+            await add_event(
+                session, outbox, report, correlation_id=str(event.tenant_id),
+                event_id=uuid.uuid5(event.operation_id, "reported"),
+            )  # fmt: skip
+        log.info("dns switched", tenant_id=str(event.tenant_id), server=str(event.server.ipv4), status=status)

@@ -146,3 +146,18 @@ async def live_by_purpose(session: AsyncSession, tenant_id: uuid.UUID, purpose: 
         .order_by(ManagedRecord.created_at, ManagedRecord.name)
     )
     return list(rows.scalars())
+
+
+async def live_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, limit: int) -> list[ManagedRecord]:
+    """What is in the tenant's zone on our account now: records we created, customer records we replaced."""
+    rows = await session.execute(
+        select(ManagedRecord)
+        .where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.deleted_at.is_(None),
+            ManagedRecord.restored_at.is_(None),
+        )
+        .order_by(ManagedRecord.name, ManagedRecord.type, ManagedRecord.content)
+        .limit(limit)
+    )
+    return list(rows.scalars())

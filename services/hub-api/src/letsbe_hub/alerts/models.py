@@ -1,12 +1,20 @@
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, DateTime, Double, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
+from letsbe_platform.state import Machine
 
-OPEN, RESOLVED = "open", "resolved"
+
+class AlertStatus(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"  # for good: a later alert-raised of the same id changes nothing
+
+
+OPEN, RESOLVED = AlertStatus.OPEN, AlertStatus.RESOLVED
 
 
 class AlertRecord(Base):
@@ -42,3 +50,7 @@ class AlertRecord(Base):
         Index("ix_alerts_status_last_seen", "status", "last_seen", "alert_id"),
         Index("ix_alerts_tenant_id", "tenant_id"),
     )
+
+
+# No history table: the row keeps first_seen, last_seen and resolved_at, and the monitor keeps the alert's events.
+ALERT = Machine(noun="alert", model=AlertRecord, transitions={OPEN: frozenset({RESOLVED})}, id_field="alert_id")

@@ -5,12 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
-from letsbe_hub.alerts.models import OPEN, RESOLVED, AlertRecord
+from letsbe_hub.alerts.models import ALERT, OPEN, RESOLVED, AlertRecord
+from letsbe_platform import state
 from letsbe_platform.pagination import Keyset
 
 
@@ -51,13 +52,8 @@ async def upsert_raised(session: AsyncSession, event: AlertRaisedV1) -> bool:
 
 async def mark_resolved(session: AsyncSession, event: AlertResolvedV1) -> bool | None:
     """True: resolved now; False: it already was; None: the hub has not seen this alert raised yet."""
-    result = await session.execute(
-        update(AlertRecord)
-        .where(AlertRecord.alert_id == event.alert_id, AlertRecord.status == OPEN)
-        .values(status=RESOLVED, resolved_at=event.resolved_at, resolved_summary=event.summary, updated_at=func.now())
-        .returning(AlertRecord.alert_id)
-    )
-    if result.first() is not None:
+    resolved = {"resolved_at": event.resolved_at, "resolved_summary": event.summary, "updated_at": func.now()}
+    if await state.try_transition(session, ALERT, event.alert_id, OPEN, RESOLVED, actor="monitor", **resolved):
         return True
     exists = await session.scalar(select(AlertRecord.alert_id).where(AlertRecord.alert_id == event.alert_id))
     return False if exists is not None else None

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_hub.billing.models import BillingEmail
 from letsbe_hub.config import HubSettings
-from letsbe_hub.notifications.mailer import claim_due, smtp_send
+from letsbe_hub.notifications.mailer import RETRY, claim_due, smtp_send
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 
@@ -99,7 +99,7 @@ class BillingMailer:
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             state, error = "pending", f"{type(exc).__name__}: {exc}"
         if state == "pending":
-            delay = timedelta(seconds=min(3600, 30 * 2 ** min(row.attempts - 1, 7)))
+            delay = timedelta(seconds=RETRY.nth(row.attempts))
         async with unit_of_work(self.sessions) as session:
             await session.execute(
                 update(E)

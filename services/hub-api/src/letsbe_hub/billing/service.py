@@ -7,7 +7,7 @@ States (one table, one compare-and-set function, as orders.state):
       └────────────invoice.paid───────────┴──────────invoice.paid───────────┘  (SUSPENDED → ACTIVE also resumes)
     any of those ──customer.subscription.deleted──▶ CANCELLED ──export window over (worker)──▶ DECOMMISSIONED
 
-Every event handler runs inside the webhook's transaction, after the event id was claimed (payments.service), and
+Every event handler runs inside the webhook's transaction, after the event id was claimed (webhooks.service), and
 checks the current state instead of assuming order: a stale ``payment_failed`` after a later ``paid`` for a newer
 period changes nothing. Side effects (emails, agent commands) have ids derived from their cause, so they happen once.
 """
@@ -30,6 +30,7 @@ from letsbe_hub.billing.prices import WEBSITE, PriceBook, tier_of_lookup_key
 from letsbe_hub.billing.schemas import InvoiceObj, PublicOrderCreate, SubscriptionObj
 from letsbe_hub.commands import service as commands
 from letsbe_hub.config import HubSettings
+from letsbe_hub.lifecycle.tenants import decommission
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders.models import Order
@@ -37,6 +38,7 @@ from letsbe_hub.payments.gateway import PaymentGateway
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants import service as tenants
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_platform import state
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
 
@@ -110,20 +112,23 @@ class IllegalBillingTransition(Conflict):
     type, title = "illegal-billing-transition", "Illegal billing transition"
 
 
+# No history table: the Stripe events that cause the moves are kept in stripe_events, the dated columns (suspended_at,
+# cancelled_at, …) say when, and every move is logged.
+MACHINE = state.Machine(
+    noun="subscription",
+    model=Subscription,
+    transitions=ALLOWED,
+    conflict=IllegalBillingTransition,
+    id_field="order_id",
+    column="state",
+)
+
+
 async def transition(session: AsyncSession, sub: Subscription, to: str, *, reason: str, **fields: Any) -> Subscription:
     """Compare-and-set from the state the caller read under the row lock; nothing else writes ``state``."""
-    if to not in ALLOWED.get(sub.state, frozenset()):
-        raise IllegalBillingTransition(f"A subscription cannot go from {sub.state} to {to}.")
-    row = (
-        await session.execute(
-            update(Subscription)
-            .where(Subscription.order_id == sub.order_id, Subscription.state == sub.state)
-            .values(state=to, updated_at=func.now(), **fields)
-            .returning(Subscription)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one()
-    log.info("billing state", order_id=str(sub.order_id), from_state=sub.state, to_state=to, reason=reason)
+    before = sub.state
+    row = await state.move(session, MACHINE, sub, to, actor=ACTOR, reason=reason, updated_at=func.now(), **fields)
+    log.info("billing state", order_id=str(sub.order_id), from_state=before, to_state=to, reason=reason)
     return row
 
 
@@ -431,18 +436,17 @@ def _configured_tier(settings: HubSettings, price_id: str) -> Any:
 # --- time-based steps (the worker) --------------------------------------------------------------------------------
 
 
+async def _claim_due(session: AsyncSession, state: str, due: Any, now: datetime) -> Subscription | None:
+    """The subscription in ``state`` due longest ago, locked (skipping rows another replica holds)."""
+    stmt = select(Subscription).where(Subscription.state == state, due <= now).order_by(due).limit(1)
+    return (
+        await session.execute(stmt.with_for_update(skip_locked=True).execution_options(populate_existing=True))
+    ).scalar()
+
+
 async def suspend_due(session: AsyncSession, settings: HubSettings, now: datetime) -> uuid.UUID | None:
     """Suspend one subscription whose grace ended (skipping rows another replica holds); None when none is due."""
-    sub = (
-        await session.execute(
-            select(Subscription)
-            .where(Subscription.state == "PAST_DUE", Subscription.grace_until <= now)
-            .order_by(Subscription.grace_until)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar()
+    sub = await _claim_due(session, "PAST_DUE", Subscription.grace_until, now)
     if sub is None:
         return None
     number = sub.suspensions + 1
@@ -469,22 +473,13 @@ async def suspend_due(session: AsyncSession, settings: HubSettings, now: datetim
 
 async def decommission_due(session: AsyncSession, now: datetime) -> uuid.UUID | None:
     """Decommission one cancelled subscription whose export window ended, through the tenants' decommission."""
-    sub = (
-        await session.execute(
-            select(Subscription)
-            .where(Subscription.state == "CANCELLED", Subscription.decommission_at <= now)
-            .order_by(Subscription.decommission_at)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar()
+    sub = await _claim_due(session, "CANCELLED", Subscription.decommission_at, now)
     if sub is None:
         return None
     await transition(session, sub, "DECOMMISSIONED", reason="export window over", decommissioned_at=now)
     try:
         # The customer's export window was this subscription's (the tenant kept running): the server goes now.
-        await tenants.decommission(
+        await decommission(
             session, sub.order_id, "subscription ended; export window over", actor="billing", export_window=timedelta(0)
         )
     except TenantNotFound:

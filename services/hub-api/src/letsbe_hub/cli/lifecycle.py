@@ -1,4 +1,5 @@
-"""``letsbe-hub lifecycle …``: decommission and snapshot jobs (scopes fleet:read / fleet:write)."""
+"""``letsbe-hub lifecycle …``: decommission, snapshot, restore, recovery and migration jobs (scopes fleet:read /
+fleet:write)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import typer
 from letsbe_hub.cli.api import Hub, api_command, follow, table
 
 app = typer.Typer(
-    help="Lifecycle jobs (decommission, daily snapshots, tool changes): list, inspect, follow, run now, retry.",
+    help="Lifecycle jobs (decommission, snapshots, restore, recovery of a lost server, migration, tool changes): "
+    "list, inspect, follow, run now, retry; start a restore, a recovery, a migration.",
     no_args_is_help=True,
 )
 
@@ -31,7 +33,9 @@ COLUMNS = [
 def jobs(
     hub: Hub,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
-    kind: Annotated[str | None, typer.Option(help="decommission, snapshot or tool-change.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="decommission, snapshot, restore, recover, migrate or tool-change.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
 ) -> None:
     """Newest first."""
@@ -72,12 +76,79 @@ def retry(
     hub.emit(answer, lambda j: f"{j['job_id']}  {j['status']}")
 
 
-@api_command(app, "follow")
-def follow_job(hub: Hub, job_id: JobId) -> None:
-    """Print the job's transitions as they happen (JSON lines) until it is done."""
-
+def _follow(hub: Hub, job_id: str) -> int:
     async def on_event(kind: str, _id: str | None, data: Any) -> int | None:
         typer.echo(json.dumps(data))
         return 0 if kind == "end" else None
 
-    raise typer.Exit(asyncio.run(follow(hub, f"/api/v1/admin/lifecycle/jobs/{job_id}/events", on_event)))
+    return asyncio.run(follow(hub, f"/api/v1/admin/lifecycle/jobs/{job_id}/events", on_event))
+
+
+@api_command(app, "follow")
+def follow_job(hub: Hub, job_id: JobId) -> None:
+    """Print the job's transitions as they happen (JSON lines) until it is done."""
+    raise typer.Exit(_follow(hub, job_id))
+
+
+TenantId = Annotated[str, typer.Argument(help="The tenant's id.")]
+Follow = Annotated[bool, typer.Option("--follow", help="Then print its transitions until it is done.")]
+
+
+def _started(hub: Hub, answer: Any, then_follow: bool) -> None:
+    hub.emit(answer, lambda j: f"{j['job_id']}  {j['kind']}  {j['status']}")
+    if then_follow:
+        raise typer.Exit(_follow(hub, answer["job_id"]))
+
+
+@api_command(app, "backups")
+def backups(hub: Hub, tenant_id: TenantId, limit: Annotated[int, typer.Option(min=1, max=60)] = 14) -> None:
+    """The tenant's nightly backup sets as its Safety Wrapper reported them, newest first."""
+    rows = hub.get(f"/api/v1/admin/lifecycle/tenants/{tenant_id}/backups", limit=limit)
+    columns = [
+        ("SET", "backup_set"),
+        ("CHECKED", "checked_at"),
+        ("DATABASES", lambda b: ", ".join(
+            f"{t}:{d.get('status')}" for t, d in ((b.get("status") or {}).get("databases") or {}).items()
+        ) or "-"),
+        ("OFF-SITE", lambda b: ((b.get("status") or {}).get("remote_sync") or {}).get("status", "-")),
+        ("PROBLEM", lambda b: (b.get("problem") or "-")[:60]),
+    ]  # fmt: skip
+    hub.emit(rows, lambda r: table(r["items"], columns))
+
+
+@api_command(app, "restore")
+def restore(
+    hub: Hub,
+    tenant_id: TenantId,
+    backup_set: Annotated[str, typer.Option("--set", help="YYYY-MM-DD (from `backups`) or latest.")] = "latest",
+    tool: Annotated[str | None, typer.Option(help="Only this tool (default: every tool).")] = None,
+    server: Annotated[str | None, typer.Option(help="Another server of the tenant's (default: its own).")] = None,
+    reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+    then_follow: Follow = False,
+) -> None:
+    """Restore the tenant's tools (or one) from a backup set."""
+    body: dict[str, Any] = {"backup_set": backup_set, "tool": tool, "server_id": server, "reason": reason}
+    answer = hub.post(f"/api/v1/admin/lifecycle/tenants/{tenant_id}/restore", {k: v for k, v in body.items() if v})
+    _started(hub, answer, then_follow)
+
+
+@api_command(app, "recover")
+def recover(
+    hub: Hub,
+    tenant_id: TenantId,
+    reason: Annotated[str, typer.Option(help="Why.")] = "the tenant's server is lost",
+    then_follow: Follow = False,
+) -> None:
+    """The VPS is completely lost: a pool server is taken and provisioned, the latest (off-site) backup restored,
+    DNS switched to it, the lost server deleted. Asking again while it runs answers the same job."""
+    _started(hub, hub.post(f"/api/v1/admin/lifecycle/tenants/{tenant_id}/recover", {"reason": reason}), then_follow)
+
+
+@api_command(app, "migrate")
+def migrate(
+    hub: Hub,
+    proposal_id: Annotated[str, typer.Argument(help="A migration proposal's id (`servers migrations`).")],
+    then_follow: Follow = False,
+) -> None:
+    """Carry out a Hetzner -> Netcup migration proposal (once per proposal)."""
+    _started(hub, hub.post(f"/api/v1/admin/lifecycle/migrations/{proposal_id}/start"), then_follow)

@@ -1,4 +1,5 @@
-"""HTTP of the commands context: agents pull/ack/report; operators queue, read and cancel."""
+"""HTTP of the commands context: agents heartbeat (and get their commands), pull/ack/report; operators queue, read
+and cancel."""
 
 from __future__ import annotations
 
@@ -7,21 +8,31 @@ import uuid
 from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi.security import HTTPAuthorizationCredentials
 
-from letsbe_contracts.agent import CommandAckResponse, CommandResultRequest, CommandsResponse, CommandStatus
+from letsbe_contracts.agent import (
+    CommandAckResponse,
+    CommandResultRequest,
+    CommandsResponse,
+    CommandStatus,
+    HeartbeatRequest,
+    HeartbeatResponse,
+)
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.commands import fastpath, service
 from letsbe_hub.commands import repository as repo
-from letsbe_hub.commands import service
 from letsbe_hub.commands.schemas import CommandCreate, CommandView
 from letsbe_hub.commands.workers import waker_of
-from letsbe_hub.tenants.auth import CurrentAgent
+from letsbe_hub.tenants.auth import CurrentAgent, _bearer, bearer_key
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import SessionDep
 
 agent_router = APIRouter(prefix="/api/v1/tenant/commands", tags=["tenant"])
+# The heartbeat hands the agent its waiting commands, so it is answered here (liveness itself: tenants.heartbeat).
+heartbeat_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
 admin_router = APIRouter(prefix="/api/v1/admin", tags=["commands"])
 
 LONG_POLL_MAX_SECONDS = 30
@@ -113,4 +124,19 @@ async def cancel_command(
     return await service.cancel(session, command_id, actor=f"token:{principal.name}")
 
 
-routers = [agent_router, admin_router]
+@heartbeat_router.post("/heartbeat", name="heartbeat", response_model=HeartbeatResponse)
+async def heartbeat(
+    body: HeartbeatRequest,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Response:
+    """Liveness every time, the heavy part when it changed, and the commands waiting for this agent.
+
+    In the hub app this is answered by ``fastpath.HeartbeatFastPath`` before routing (same logic, same errors)."""
+    answer = await fastpath.process(
+        request.app.state.runtime, request.app.state.settings, body, bearer_key(credentials)
+    )
+    return Response(answer.model_dump_json(), media_type="application/json")
+
+
+routers = [heartbeat_router, agent_router, admin_router]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,10 +11,12 @@ from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts.agent import CommandStatus
 from letsbe_hub.commands.models import Command, CommandTransition
 from letsbe_platform.pagination import Keyset
 
 NOTIFY_CHANNEL = "hub_commands"
+OPEN = (CommandStatus.QUEUED, CommandStatus.DELIVERED)
 
 
 async def insert_command(session: AsyncSession, values: dict[str, Any]) -> Command | None:
@@ -45,55 +47,38 @@ async def notify(session: AsyncSession, tenant_id: uuid.UUID) -> None:
     await session.execute(text("SELECT pg_notify(:ch, :tid)"), {"ch": NOTIFY_CHANNEL, "tid": str(tenant_id)})
 
 
-async def claim_for_delivery(
+async def due_for_delivery(
     session: AsyncSession, tenant_id: uuid.UUID, agent_kind: str, redeliver_after: timedelta, limit: int
 ) -> list[Command]:
-    """Open commands for this agent: queued ones, and delivered ones nobody acknowledged in time (redelivery)."""
+    """Open commands for this agent, oldest first, locked: queued ones, and delivered ones nobody acknowledged in
+    time (redelivery)."""
     now = func.now()
-    pick = (
-        select(Command.id)
+    stmt = (
+        select(Command)
         .where(
             Command.tenant_id == tenant_id,
             Command.agent_kind == agent_kind,
-            Command.status.in_(("QUEUED", "DELIVERED")),
+            Command.status.in_(OPEN),
             Command.expires_at > now,
-            or_(Command.status == "QUEUED", Command.delivered_at < now - redeliver_after),
+            or_(Command.status == CommandStatus.QUEUED, Command.delivered_at < now - redeliver_after),
         )
         .order_by(Command.created_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    ids = [r[0] for r in (await session.execute(pick)).all()]
-    if not ids:
-        return []
+    return list((await session.execute(stmt)).scalars())
+
+
+async def redeliver(session: AsyncSession, command: Command) -> None:
+    """Delivered again (its status stays DELIVERED)."""
     stmt = (
         update(Command)
-        .where(Command.id.in_(ids))
-        .values(status="DELIVERED", delivered_at=now, deliveries=Command.deliveries + 1)
+        .where(Command.id == command.id)
+        .values(delivered_at=func.now(), deliveries=Command.deliveries + 1)
         .returning(Command)
+        .execution_options(synchronize_session=False, populate_existing=True)
     )
-    rows = list((await session.execute(stmt)).scalars())
-    return sorted(rows, key=lambda c: c.created_at)
-
-
-async def cas_status(
-    session: AsyncSession, command_id: uuid.UUID, expected: Iterable[str], to: str, **fields: Any
-) -> Command | None:
-    stmt = (
-        update(Command)
-        .where(Command.id == command_id, Command.status.in_(tuple(expected)))
-        .values(status=to, **fields)
-        .returning(Command)
-    )
-    return (await session.execute(stmt)).scalar_one_or_none()
-
-
-async def add_transition(
-    session: AsyncSession, command_id: uuid.UUID, from_status: str | None, to: str, actor: str, reason: str | None
-) -> None:
-    session.add(
-        CommandTransition(command_id=command_id, from_status=from_status, to_status=to, actor=actor, reason=reason)
-    )
+    await session.execute(stmt)
 
 
 async def transitions_of(session: AsyncSession, command_id: uuid.UUID) -> list[CommandTransition]:
@@ -119,8 +104,8 @@ async def overdue(session: AsyncSession, now: datetime, limit: int = 500) -> lis
         select(Command)
         .where(
             or_(
-                and_(Command.status == "RUNNING", Command.deadline_at < now),
-                and_(Command.status.in_(("QUEUED", "DELIVERED")), Command.expires_at < now),
+                and_(Command.status == CommandStatus.RUNNING, Command.deadline_at < now),
+                and_(Command.status.in_(OPEN), Command.expires_at < now),
             )
         )
         .limit(limit)
@@ -130,5 +115,5 @@ async def overdue(session: AsyncSession, now: datetime, limit: int = 500) -> lis
 
 
 async def open_for_rollout(session: AsyncSession, rollout_id: uuid.UUID) -> list[Command]:
-    stmt = select(Command).where(Command.rollout_id == rollout_id, Command.status.in_(("QUEUED", "DELIVERED")))
+    stmt = select(Command).where(Command.rollout_id == rollout_id, Command.status.in_(OPEN))
     return list((await session.execute(stmt)).scalars())

@@ -1,8 +1,8 @@
 """Commands for agents: QUEUED → DELIVERED → RUNNING → SUCCEEDED / FAILED / TIMED_OUT / ROLLED_BACK / CANCELLED.
 
-Transitions are the table below, applied by compare-and-set in :func:`transition` (nothing else writes the status
-column) and recorded in ``command_transitions``. Every agent-facing function takes the agent's principal and only
-ever matches commands of that agent's tenant and kind: a command of another tenant is "not found".
+Transitions are the table below, a ``letsbe_platform.state`` machine applied in :func:`transition` (nothing else
+writes the status column) and recorded in ``command_transitions``. Every agent-facing function takes the agent's
+principal and only ever matches commands of that agent's tenant and kind: a command of another tenant is "not found".
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from prometheus_client import Counter
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.agent import (
@@ -33,12 +34,13 @@ from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
 from letsbe_hub.commands import repository as repo
 from letsbe_hub.commands.errors import CommandNotFound, CommandStateConflict, TenantDecommissioned
-from letsbe_hub.commands.models import Command
+from letsbe_hub.commands.models import Command, CommandTransition
 from letsbe_hub.commands.schemas import CommandView, TransitionView
 from letsbe_hub.db import outbox
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_platform import state
 from letsbe_platform.errors import Unprocessable
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
@@ -143,7 +145,7 @@ async def enqueue(
         existing = await repo.by_key(session, tenant_id, key)
         assert existing is not None
         return existing, False
-    await repo.add_transition(session, row.id, None, S.QUEUED, actor, None)
+    await state.created(session, MACHINE, row, actor=actor)
     if on_provisioner:
         await add_event(
             session,
@@ -163,19 +165,30 @@ async def enqueue(
     return row, True
 
 
+async def _on_change(session: AsyncSession, change: state.Change) -> None:
+    if change.to_status in TERMINAL_COMMAND_STATUSES:
+        COMMANDS_FINISHED.labels(change.row.type, change.to_status).inc()
+
+
+MACHINE = state.Machine(
+    noun="command",
+    model=Command,
+    transitions=ALLOWED,
+    history=CommandTransition,
+    history_key="command_id",
+    on_change=_on_change,
+    conflict=CommandStateConflict,
+    id_field="command_id",
+)
+
+
 async def transition(
     session: AsyncSession, command: Command, to: CommandStatus, *, actor: str, reason: str | None = None, **fields: Any
 ) -> Command | None:
     """Compare-and-set from the command's current status; None if it moved meanwhile or the move is not allowed."""
-    before = command.status  # read first: the UPDATE … RETURNING refreshes this same ORM object
-    if to not in ALLOWED.get(before, frozenset()):
-        return None
-    updated = await repo.cas_status(session, command.id, (before,), to.value, **fields)
-    if updated is not None:
-        await repo.add_transition(session, command.id, before, to, actor, reason)
-        if to in TERMINAL_COMMAND_STATUSES:
-            COMMANDS_FINISHED.labels(command.type, to.value).inc()
-    return updated
+    return await state.try_transition(
+        session, MACHINE, command.id, command.status, to, actor=actor, reason=reason, **fields
+    )
 
 
 # --- agent side -----------------------------------------------------------------------------------------------
@@ -196,10 +209,13 @@ def to_wire(c: Command) -> CommandOut:
 async def pull(
     session: AsyncSession, agent: AgentPrincipal, *, redeliver_after: timedelta, limit: int = 10
 ) -> list[CommandOut]:
-    rows = await repo.claim_for_delivery(session, agent.tenant_id, agent.kind.value, redeliver_after, limit)
+    rows = await repo.due_for_delivery(session, agent.tenant_id, agent.kind.value, redeliver_after, limit)
     for c in rows:
-        if c.deliveries == 1:
-            await repo.add_transition(session, c.id, S.QUEUED, S.DELIVERED, f"agent:{agent.agent_id}", None)
+        if c.status == S.QUEUED:
+            delivered = {"delivered_at": func.now(), "deliveries": Command.deliveries + 1}
+            await transition(session, c, S.DELIVERED, actor=f"agent:{agent.agent_id}", **delivered)
+        else:
+            await repo.redeliver(session, c)
     return [to_wire(c) for c in rows]
 
 

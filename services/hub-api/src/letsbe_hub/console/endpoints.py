@@ -15,6 +15,7 @@ from fastapi.responses import RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
 from sse_starlette import EventSourceResponse
 
+from letsbe_contracts import Provider, Region, Tier
 from letsbe_contracts.approvals import ApprovalStatus
 from letsbe_contracts.enums import OrderStatus
 from letsbe_contracts.events import DomainSuffix
@@ -29,7 +30,7 @@ from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.commands import repository as commands_repo
 from letsbe_hub.commands import service as commands
 from letsbe_hub.commands.schemas import CommandCreate
-from letsbe_hub.console import queries
+from letsbe_hub.console import dns, queries
 from letsbe_hub.console.auth import (
     ConsoleRoute,
     Operator,
@@ -40,6 +41,7 @@ from letsbe_hub.console.auth import (
     sign_in_submit,
     sign_out,
 )
+from letsbe_hub.lifecycle.tenants import decommission
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders.schemas import OrderCancel, OrderRetry, TransitionOut
@@ -49,11 +51,12 @@ from letsbe_hub.rollouts import repository as rollouts_repo
 from letsbe_hub.rollouts import service as rollouts
 from letsbe_hub.rollouts.endpoints import rollout_events
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES, RolloutAbort, RolloutCreate, StageSpec
-from letsbe_hub.servers import pools
+from letsbe_hub.servers import costs, migrations, pools
+from letsbe_hub.servers import endpoints as servers_api
 from letsbe_hub.servers import repository as servers_repo
 from letsbe_hub.servers import service as servers
-from letsbe_hub.servers.models import AllocationHold, HoldStatus
-from letsbe_hub.servers.schemas import AssignServer
+from letsbe_hub.servers.models import AllocationHold, HoldStatus, InventoryStatus
+from letsbe_hub.servers.schemas import AssignServer, PoolUpdate, ServerCreate
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants import service as tenants
 from letsbe_hub.tenants.schemas import TenantDecommission
@@ -395,6 +398,15 @@ def _age(at: datetime | None) -> str:
     return f"{seconds} s ago"
 
 
+def _size(n: int | None) -> str:
+    if n is None:
+        return "?"
+    for unit, step in (("TB", 1024**4), ("GB", 1024**3), ("MB", 1024**2)):
+        if n >= step:
+            return f"{n / step:.1f} {unit}"
+    return f"{n} B"
+
+
 @router.get("/tenants", name="console.tenants")
 async def tenant_list(
     request: Request, session: SessionDep, op: Operator,
@@ -409,9 +421,12 @@ async def tenant_list(
             message = "Give a domain, e.g. example.com (its subdomains are found too)."
     page = None if message else await tenants.list_tenants(
         session, tenants_repo.TenantFilters(domain_suffix=suffix), limit=PAGE, cursor=cursor)
-    return render(request, "console/tenants.html", op, nav="fleet", title="Fleet",
-                        items=page.items if page else [], next_cursor=page.next_cursor if page else None,
-                        params={"domain": domain} if domain else {}, domain=domain, message=message, age=_age)
+    items = page.items if page else []
+    return render(request, "console/tenants.html", op, nav="fleet", title="Fleet", items=items,
+                  facts=await queries.fleet_facts(session, [t.tenant_id for t in items]),
+                  allowance={t.value: n for t, n in request.app.state.settings.tier_monthly_tokens.items()},
+                  next_cursor=page.next_cursor if page else None, params={"domain": domain} if domain else {},
+                  domain=domain, message=message, age=_age, size=_size)
 
 
 @router.get("/tenants/{tenant_id}", name="console.tenant")
@@ -421,11 +436,14 @@ async def tenant_page(request: Request, tenant_id: uuid.UUID, session: SessionDe
     commands_page, _ = await commands_repo.list_for_tenant(session, tenant_id, status=[], limit=20, cursor=None)
     alert_rows, _ = await alerts_repo.list_alerts(session, status=None, severity=[], tenant_id=tenant_id, rule=None,
                                                   limit=20, cursor=None)
-    return render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view,
-                        commands=[commands.view(c) for c in commands_page],
-                        alerts=[Alert.model_validate(a) for a in alert_rows], age=_age,
-                        command_types=sorted(set(commands.PARAMS) - {"update"}),  # updates go through rollouts
-                        can_write=Scope.FLEET_WRITE in op.scopes)
+    dns_records = await dns.tenant_records(request.app.state.settings, tenant_id)
+    facts = (await queries.fleet_facts(session, [tenant_id]))[tenant_id]
+    allowance = request.app.state.settings.tier_monthly_tokens.get(view.tier, 0)  # StrEnum keys: the value finds it
+    return render(request, "console/tenant.html", op, nav="fleet", title=view.domain, t=view, dns=dns_records,
+                  f=facts, allowance=allowance, size=_size, commands=[commands.view(c) for c in commands_page],
+                  alerts=[Alert.model_validate(a) for a in alert_rows], age=_age,
+                  command_types=sorted(set(commands.PARAMS) - {"update"}),  # updates go through rollouts
+                  can_write=Scope.FLEET_WRITE in op.scopes)
 
 
 @router.post("/tenants/{tenant_id}/decommission", name="console.tenant_decommission")
@@ -436,7 +454,7 @@ async def tenant_decommission(request: Request, tenant_id: uuid.UUID, session: S
     if form.get("confirm", "").strip().lower() != view.domain:
         raise Unprocessable(f"Type the tenant's domain ({view.domain}) to confirm.")
     body = _parse(TenantDecommission, {"reason": f"{form.get('reason') or 'decommissioned'} ({op.actor})"})
-    await tenants.decommission(session, tenant_id, body.reason)
+    await decommission(session, tenant_id, body.reason)
     return _see(f"/console/tenants/{tenant_id}")
 
 
@@ -469,12 +487,102 @@ async def command_send(request: Request, tenant_id: uuid.UUID, session: SessionD
 # --- pool and servers ------------------------------------------------------------------------------------------------
 
 
+SERVER_FIELDS = ("provider", "provider_ref", "name", "tier", "region", "ipv4", "ipv6", "ssh_port", "ssh_user",
+                 "host_key_fingerprint", "contract_end")
+
+
 @router.get("/servers", name="console.servers")
-async def server_list(request: Request, session: SessionDep, op: Operator, cursor: Cursor = None) -> Response:
+async def server_list(
+    request: Request, session: SessionDep, op: Operator,
+    status: InventoryStatus | None = Query(default=None), cursor: Cursor = None,
+) -> Response:
+    return await _servers_page(request, session, op, status, cursor)
+
+
+async def _servers_page(request: Request, session: SessionDep, op: Operator, status: InventoryStatus | None,
+                        cursor: str | None, message: str | None = None, form: dict[str, Any] | None = None,
+                        status_code: int = 200) -> Response:
+    """Pools against their minimum, held orders, servers by state, and the register form (filled in again, with
+    what is wrong, after a refused registration)."""
     require(op, Scope.SERVERS_READ)
-    rows, next_cursor = await servers_repo.list_servers(session, status=[], tier=None, region=None, provider=None,
-                                                        limit=PAGE, cursor=cursor)
+    rows, next_cursor = await servers_repo.list_servers(session, status=[status.value] if status else [], tier=None,
+                                                        region=None, provider=None, limit=PAGE, cursor=cursor)
     held, _ = await servers_repo.list_holds(session, HoldStatus.HELD.value, limit=PAGE, cursor=None)
     return render(request, "console/servers.html", op, nav="servers", title="Servers",
-                        pools=await pools.pool_views(session), held=[servers.hold_out(h) for h in held],
-                        items=[servers.to_out(s) for s in rows], next_cursor=next_cursor, params={})
+                  pools=await pools.pool_views(session), held=[servers.hold_out(h) for h in held],
+                  items=[servers.to_out(s) for s in rows], next_cursor=next_cursor,
+                  params={"status": status.value} if status else {}, status_filter=status.value if status else "",
+                  statuses=[s.value for s in InventoryStatus], tiers=[t.value for t in Tier],
+                  regions=[r.value for r in Region], providers=[p.value for p in Provider],
+                  can_write=Scope.SERVERS_WRITE in op.scopes, message=message, form=form or {},
+                  status_code=status_code)
+
+
+@router.post("/servers", name="console.server_register")
+async def server_register(request: Request, session: SessionDep, op: Operator) -> Response:
+    """Register a pool server; without a fingerprint the hub reads the host key from the server now (pinned)."""
+    require(op, Scope.SERVERS_WRITE)
+    form = await form_of(request)
+    try:
+        body = _parse(ServerCreate, {k: v.strip() for k in SERVER_FIELDS if (v := form.get(k, "")).strip()})
+        server = await servers.register_server(session, body, by=op.actor)
+    except (Unprocessable, Conflict) as exc:  # the form again, filled in, with what is wrong (nothing registered)
+        return await _servers_page(request, session, op, None, None, message=exc.detail, form=form,
+                                   status_code=exc.status_code)
+    return _see(f"/console/servers/{server.id}?registered=1")
+
+
+class PoolForm(PoolUpdate):
+    """The API's pool update, with the pool it is for (the form names it; the API's path does)."""
+
+    tier: Tier
+    region: Region
+
+
+@router.post("/servers/pools", name="console.pool_set")
+async def pool_set(request: Request, session: SessionDep, op: Operator) -> Response:
+    require(op, Scope.SERVERS_WRITE)
+    form = await form_of(request)
+    body = _parse(PoolForm, {k: form.get(k) for k in ("tier", "region", "min_available", "target_available")})
+    await pools.set_pool(session, body.tier, body.region, body.min_available, body.target_available, by=op.actor)
+    return _see("/console/servers")
+
+
+@router.get("/servers/costs", name="console.server_costs")
+async def server_costs(request: Request, session: SessionDep, op: Operator, cursor: Cursor = None) -> Response:
+    """The inventory's monthly cost, and the Hetzner → Netcup migrations proposed (newest first)."""
+    require(op, Scope.SERVERS_READ)
+    rows, next_cursor = await servers_repo.list_proposals(session, None, limit=PAGE, cursor=cursor)
+    return render(request, "console/costs.html", op, nav="servers", title="Costs and migrations",
+                  costs=await costs.cost_view(session), proposals=[servers_api.proposal_out(p) for p in rows],
+                  next_cursor=next_cursor, params={}, period=migrations.period_of_now(),
+                  can_write=Scope.SERVERS_WRITE in op.scopes)
+
+
+@router.post("/servers/migrations/check", name="console.migration_check")
+async def migration_check(request: Request, session: SessionDep, op: Operator) -> Response:
+    require(op, Scope.SERVERS_WRITE)
+    await form_of(request)
+    await migrations.propose_migrations(session)
+    return _see("/console/servers/costs#migrations")
+
+
+@router.get("/servers/{server_id}", name="console.server")
+async def server_page(request: Request, server_id: uuid.UUID, session: SessionDep, op: Operator,
+                      registered: bool = False) -> Response:
+    require(op, Scope.SERVERS_READ)
+    server = servers.to_out(await servers.get_server(session, server_id))
+    return render(request, "console/server.html", op, nav="servers", title=server.name, s=server,
+                  registered=registered, can_write=Scope.SERVERS_WRITE in op.scopes)
+
+
+@router.post("/servers/{server_id}/retire", name="console.server_retire")
+async def server_retire(request: Request, server_id: uuid.UUID, session: SessionDep, op: Operator) -> Response:
+    """Typed confirmation: the server's name. IN_USE servers go DRAINING first (the service's rule)."""
+    require(op, Scope.SERVERS_WRITE)
+    form = await form_of(request)
+    server = await servers.get_server(session, server_id)
+    if form.get("confirm", "").strip() != server.name:
+        raise Unprocessable(f"Type the server's name ({server.name}) to confirm.")
+    await servers_api.retire_server(request, session, server_id, by=op.actor)
+    return _see(f"/console/servers/{server_id}")

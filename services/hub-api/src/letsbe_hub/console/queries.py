@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from sqlalchemy import case, func, or_, select
+from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.enums import OrderStatus
 from letsbe_hub.alerts.models import OPEN, RESOLVED, AlertRecord
 from letsbe_hub.alerts.repository import KEYSET as ALERTS_KEYSET
+from letsbe_hub.llm.models import LlmUsage
 from letsbe_hub.orders.models import Order, ProvisioningProgress
-from letsbe_hub.tenants.models import Agent
+from letsbe_hub.tenants.models import Agent, AgentDetails, BackupReportRow
 
 IN_PROGRESS = [OrderStatus.PROVISIONING.value]
 
@@ -107,3 +110,58 @@ async def unacknowledged_by_severity(session: AsyncSession) -> dict[str, int]:
     counts = {"hard": 0, "medium": 0, "soft": 0}
     counts.update(dict((await session.execute(stmt)).all()))
     return counts
+
+
+@dataclass(frozen=True)
+class FleetFacts:
+    """What the fleet list shows of one tenant beyond its row: the agents' latest disk and memory, the LLM tokens
+    the relay metered this month, the last backup report."""
+
+    disk: dict | None = None  # DiskUsage as the heartbeat carried it
+    memory: dict | None = None  # MemoryUsage
+    tokens_this_month: int = 0
+    backup_date: date | None = None
+    backup_problem: str | None = None
+
+
+async def fleet_facts(
+    session: AsyncSession, tenant_ids: list[uuid.UUID], now: datetime | None = None
+) -> dict[uuid.UUID, FleetFacts]:
+    """For one page of tenants: three reads, each by the tenant id index of its table."""
+    if not tenant_ids:
+        return {}
+    month = (now or datetime.now(UTC)).astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    details = {
+        r.tenant_id: r
+        for r in await session.execute(
+            select(AgentDetails.tenant_id, AgentDetails.details["disk"].label("disk"),
+                   AgentDetails.details["memory"].label("memory"))
+            .where(AgentDetails.tenant_id.in_(tenant_ids))
+            .order_by(AgentDetails.tenant_id, AgentDetails.updated_at.desc())
+            .ext(distinct_on(AgentDetails.tenant_id))
+        )
+    }
+    tokens = dict(
+        (await session.execute(
+            select(LlmUsage.tenant_id, func.sum(LlmUsage.tokens_in + LlmUsage.tokens_out))
+            .where(LlmUsage.tenant_id.in_(tenant_ids), LlmUsage.hour >= month)
+            .group_by(LlmUsage.tenant_id)
+        )).all()
+    )
+    backups = {
+        r.tenant_id: r
+        for r in await session.execute(
+            select(BackupReportRow.tenant_id, BackupReportRow.report_date, BackupReportRow.problem)
+            .where(BackupReportRow.tenant_id.in_(tenant_ids))
+            .order_by(BackupReportRow.tenant_id, BackupReportRow.report_date.desc())
+            .ext(distinct_on(BackupReportRow.tenant_id))
+        )
+    }
+    out = {}
+    for t in tenant_ids:
+        d, b = details.get(t), backups.get(t)
+        out[t] = FleetFacts(
+            disk=d.disk if d else None, memory=d.memory if d else None, tokens_this_month=int(tokens.get(t) or 0),
+            backup_date=b.report_date if b else None, backup_problem=b.problem if b else None,
+        )
+    return out

@@ -1,1 +1,2 @@
-"""Tenant lifecycle jobs (decommission, daily snapshots): resumable state machines run by leased workers."""
+"""Tenant lifecycle jobs (decommission, daily snapshots, restore, recovery of a lost server, migration Hetzner ->
+Netcup): resumable state machines run by leased workers."""

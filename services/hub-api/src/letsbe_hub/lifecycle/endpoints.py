@@ -6,17 +6,27 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from sse_starlette import EventSourceResponse
 
 from letsbe_contracts.enums import AgentKind
 from letsbe_hub.approvals.errors import WrongAgent
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.lifecycle import recovery, state, tenants, tools
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import state, tools
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.schemas import AgentToolChange, JobRetry, JobTransitionView, LifecycleJobView, ToolAdd
+from letsbe_hub.lifecycle.schemas import (
+    AgentToolChange,
+    BackupSets,
+    BackupSetView,
+    JobRetry,
+    JobTransitionView,
+    LifecycleJobView,
+    RecoverCreate,
+    RestoreCreate,
+    ToolAdd,
+)
 from letsbe_hub.lifecycle.stream import ListenerDep, job_events
 from letsbe_hub.tenants.auth import CurrentAgent
 from letsbe_platform.errors import Conflict, NotFound
@@ -51,7 +61,7 @@ async def list_jobs(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
     tenant_id: uuid.UUID | None = None,
-    kind: Literal["decommission", "snapshot", "tool-change"] | None = None,
+    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate", "tool-change"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[LifecycleJobView]:
     """Newest first; filter by tenant and kind."""
@@ -132,6 +142,96 @@ async def retry_job(
     return view(job)
 
 
+# --- restore, recovery, migration ----------------------------------------------------------------------------------
+
+
+def _created(response: Response, created: bool) -> None:
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+
+
+@router.get("/tenants/{tenant_id}/backups", name="list_backups", responses=problems(404, 409))
+async def list_backups(
+    tenant_id: uuid.UUID,
+    session: SessionDep,
+    _: Authorized(Scope.FLEET_READ),
+    limit: Annotated[int, Query(ge=1, le=60)] = 14,
+) -> BackupSets:
+    """The tenant's nightly backup sets as its Safety Wrapper reported them, newest first (7 daily + 4 weekly are
+    kept on the server; ``backup_set`` is what a restore names)."""
+    rows = await recovery.backups(session, tenant_id, limit)
+    return BackupSets(
+        items=[
+            BackupSetView(
+                backup_set=r.report_date.isoformat(), checked_at=r.checked_at, status=r.status, problem=r.problem
+            )
+            for r in rows
+        ]
+    )
+
+
+@router.post("/tenants/{tenant_id}/restore", name="start_restore", status_code=201, responses=problems(404, 409))
+async def start_restore(
+    tenant_id: uuid.UUID, body: RestoreCreate, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)
+) -> LifecycleJobView:
+    """Restore one tool (or every tool) of the tenant from a backup set, on its server or on another one of its
+    servers. Follow it with ``GET /jobs/{job_id}/events``."""
+    job, _ = await recovery.start_restore(
+        session,
+        tenant_id,
+        backup_set=body.backup_set,
+        tool=body.tool,
+        server_id=body.server_id,
+        actor=f"token:{principal.name}",
+        reason=body.reason,
+        now=datetime.now(UTC),
+    )
+    return view(job)
+
+
+@router.post(
+    "/tenants/{tenant_id}/recover",
+    name="start_recovery",
+    status_code=201,
+    responses={200: {"description": "A recovery of this tenant already runs: that job"}, **problems(404, 409)},
+)
+async def start_recovery(
+    tenant_id: uuid.UUID,
+    response: Response,
+    session: SessionDep,
+    principal: Authorized(Scope.FLEET_WRITE),
+    body: RecoverCreate | None = None,
+) -> LifecycleJobView:
+    """ "The VPS is completely lost": a pool server is taken, provisioned, the latest backup restored on it (from the
+    off-site copy), the tenant's DNS switched to it, and the lost server deleted; the job's history says how long
+    each step took."""
+    job, created = await recovery.start_recovery(
+        session, tenant_id, actor=f"token:{principal.name}", reason=(body or RecoverCreate()).reason,
+        now=datetime.now(UTC),
+    )  # fmt: skip
+    _created(response, created)
+    return view(job)
+
+
+@router.post(
+    "/migrations/{proposal_id}/start",
+    name="start_migration",
+    status_code=201,
+    responses={200: {"description": "The proposal's migration already exists: that job"}, **problems(404, 409)},
+)
+async def start_migration(
+    proposal_id: uuid.UUID,
+    response: Response,
+    session: SessionDep,
+    principal: Authorized(Scope.FLEET_WRITE),
+) -> LifecycleJobView:
+    """Carry out a monthly migration proposal (Hetzner -> Netcup); once per proposal."""
+    job, created = await recovery.start_migration(
+        session, proposal_id, actor=f"token:{principal.name}", now=datetime.now(UTC)
+    )
+    _created(response, created)
+    return view(job)
+
+
 # --- tools on a live tenant (letsbe_hub.lifecycle.tools) -------------------------------------------------------------
 
 tools_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["lifecycle"])
@@ -189,4 +289,5 @@ async def agent_tool_change(body: AgentToolChange, agent: CurrentAgent, session:
     return view(job)
 
 
-routers = [router, tools_router, agent_tools_router]
+# tenants: one tenant's admin view and its decommission
+routers = [router, tenants.router, tools_router, agent_tools_router]

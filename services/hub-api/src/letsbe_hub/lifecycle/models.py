@@ -16,17 +16,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
 
+KINDS_SQL = "'decommission', 'snapshot', 'restore', 'recover', 'migrate', 'tool-change'"
+
 
 class LifecycleJob(Base):
     __tablename__ = "lifecycle_jobs"
     __table_args__ = (
         Index("ix_lifecycle_jobs_runnable", "due_at", postgresql_where=text("finished_at IS NULL")),
         Index("ix_lifecycle_jobs_tenant", "tenant_id", "kind", "created_at"),
-        CheckConstraint("kind IN ('decommission', 'snapshot', 'tool-change')", name="kind"),
+        CheckConstraint(f"kind IN ({KINDS_SQL})", name="kind"),
     )
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
-    kind: Mapped[str] = mapped_column(String(20))  # decommission | snapshot | tool-change
+    kind: Mapped[str] = mapped_column(String(20))  # letsbe_hub.lifecycle.state.TRANSITIONS
     key: Mapped[str] = mapped_column(String(200), unique=True)
     tenant_id: Mapped[uuid.UUID] = mapped_column()
     server_id: Mapped[uuid.UUID | None] = mapped_column()  # hub.servers row the job acts on

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, func, literal, select, update
+from sqlalchemy import Text, bindparam, func, literal, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -85,6 +85,19 @@ async def set_data(session: AsyncSession, job_id: uuid.UUID, section: str, key: 
             data=func.jsonb_set(LifecycleJob.data, literal([section, key], ARRAY(Text)), literal(value, JSONB), True)
         )
     )
+
+
+async def set_data_key(
+    session: AsyncSession, job_id: uuid.UUID, key: str, value: Any, *, owner: str | None = None
+) -> bool:
+    """Set one key of the job's ``data`` in SQL (``data || {key: value}``), so writers of other keys are not undone;
+    with ``owner``, only while that worker holds the lease. Not a status change."""
+    stmt = update(LifecycleJob).where(LifecycleJob.id == job_id)
+    if owner is not None:
+        stmt = stmt.where(LifecycleJob.lease_owner == owner)
+    patch = bindparam("patch", {key: value}, type_=JSONB)
+    done = await session.execute(stmt.values(data=LifecycleJob.data.op("||")(patch)).returning(LifecycleJob.id))
+    return done.scalar_one_or_none() is not None
 
 
 async def get(session: AsyncSession, job_id: uuid.UUID) -> LifecycleJob | None:

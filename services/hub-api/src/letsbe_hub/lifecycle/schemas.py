@@ -6,7 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from letsbe_contracts.events import ToolName
 from letsbe_contracts.validation import RequestModel
+
+BackupSetName = Annotated[str, StringConstraints(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")]
 
 
 class JobTransitionView(BaseModel):
@@ -19,7 +22,7 @@ class JobTransitionView(BaseModel):
 
 class LifecycleJobView(BaseModel):
     job_id: uuid.UUID
-    kind: Literal["decommission", "snapshot", "tool-change"]
+    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate", "tool-change"]
     key: str
     tenant_id: uuid.UUID
     server_id: uuid.UUID | None
@@ -38,6 +41,30 @@ class LifecycleJobView(BaseModel):
 
 class JobRetry(RequestModel):
     reason: str = Field(default="retried by an operator", min_length=1, max_length=2000)
+
+
+class BackupSetView(BaseModel):
+    """One night's backup set as the tenant's Safety Wrapper reported it (``backup_set`` names it for a restore)."""
+
+    backup_set: str
+    checked_at: datetime
+    status: dict[str, Any] | None  # backup-status.json as read: databases, remote_sync, …
+    problem: str | None
+
+
+class BackupSets(BaseModel):
+    items: list[BackupSetView]
+
+
+class RestoreCreate(RequestModel):
+    backup_set: BackupSetName = "latest"
+    tool: ToolName | None = None  # None: every tool of the tenant
+    server_id: uuid.UUID | None = None  # another server of the tenant's (default: its current one)
+    reason: str | None = Field(default=None, max_length=2000)
+
+
+class RecoverCreate(RequestModel):
+    reason: str | None = Field(default=None, max_length=2000)
 
 
 ToolNameField = Annotated[str, StringConstraints(min_length=1, max_length=41)]  # the catalog decides (422 if unknown)

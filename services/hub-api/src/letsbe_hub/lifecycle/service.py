@@ -1,8 +1,10 @@
 """The rules of the lifecycle jobs: what each step does, and how the day's snapshots are planned.
 
-Every step is safe to run again after a crash at any point, because it first asks the provider whether its effect
-already happened: a decommission deletes the server unless the provider says it is gone (404), a snapshot is
-created only when the server has none of that job's name yet (the name is derived from the job's key).
+Every step is safe to run again after a crash at any point, because it first asks whoever holds the effect whether
+it already happened: a decommission deletes the server unless the provider says it is gone (404), reinstalls a
+Netcup server unless an install it started is found at netcup, asks the provisioner for a final backup under a task
+id derived from the job (the server runs one task id once); a snapshot is created only when the server has none of
+that job's name yet (the name is derived from the job's key).
 """
 
 from __future__ import annotations
@@ -12,36 +14,50 @@ import uuid
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.enums import AlertSeverity
-from letsbe_contracts.events import AlertRaisedV1, AlertResolvedV1
+from letsbe_contracts.events import (
+    AlertRaisedV1,
+    AlertResolvedV1,
+    TenantServerTaskReportedV1,
+    TenantServerTaskRequestedV1,
+)
 from letsbe_hub.db import outbox
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import DECOMMISSION, SNAPSHOT
-from letsbe_hub.providers.base import ServerProvider, SnapshotResult
+from letsbe_hub.providers.base import ServerAllocator, ServerProvider, ServerState, SnapshotResult
 from letsbe_hub.providers.errors import ProviderNotFound
-from letsbe_hub.servers.models import InventoryStatus, Server
+from letsbe_hub.providers.netcup import NetcupProvider
+from letsbe_hub.servers.models import SERVER, InventoryStatus, Server
+from letsbe_hub.servers.reachability import wait_for_host_key
 from letsbe_hub.tenants.models import Tenant
+from letsbe_platform import state as platform_state
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
+from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
 
 SNAPSHOT_FAILED_RULE = "snapshot.failed"
 DAY = 86400
+ACTOR = "lifecycle-worker"
 
 
 class Wait(Exception):
-    """The step's effect is under way at the provider: come back in a moment (not a failed attempt), or at
-    ``until`` when the step knows when to look again."""
+    """The step's effect is under way at the provider (or a report is awaited): come back in a moment (not a failed
+    attempt), or in ``seconds`` when the step knows when to look again."""
 
-    def __init__(self, message: str, *, until: datetime | None = None):
-        super().__init__(message)
-        self.until = until
+    def __init__(self, why: str, seconds: float | None = None):
+        super().__init__(why)
+        self.seconds = seconds  # None: the provider poll interval
+
+
+class ServerTaskFailed(Exception):
+    """The provisioner reported a server task as failed: a failed attempt of the step (it is asked again)."""
 
 
 # --- decommission ---------------------------------------------------------------------------------------------------
@@ -60,20 +76,95 @@ async def request_decommission(
     export_window: timedelta,
     now: datetime,
 ) -> LifecycleJob:
-    """The decommission job of the tenant (one per tenant): its server is released once the window ends."""
+    """The decommission job of the tenant (one per tenant): a final backup and the agents stopped at once, then its
+    server is released once the window ends. Without a server it only waits for the window."""
     server_id = tenant.server_id or await _held_server(session, tenant)
+    export_until = now + export_window
     job, _ = await state.create(
         session,
         kind=DECOMMISSION,
         key=decommission_key(tenant.id),
         tenant_id=tenant.id,
         server_id=server_id,
-        due_at=now + export_window,
+        due_at=now if server_id else export_until,
         actor=actor,
         reason=reason,
-        data={"export_until": (now + export_window).isoformat()},
+        data={"export_until": export_until.isoformat()},
+        status=None if server_id else "EXPORT_WINDOW",
     )
     return job
+
+
+# The decommission states whose work the provisioner does on the server, and what it is called there.
+SERVER_TASKS = {"FINAL_BACKUP": "final-backup", "STOPPING_AGENTS": "stop-agents"}
+
+
+def server_task_id(job_id: uuid.UUID, task: str) -> uuid.UUID:
+    """The same for every request of one job's task: the server runs it once, a repeat only reports it again."""
+    return uuid.uuid5(job_id, f"server-task:{task}")
+
+
+async def server_task_outcome(
+    session: AsyncSession, job: LifecycleJob, task: str, *, owner: str, now: datetime, timeout: timedelta
+) -> dict[str, Any] | None:
+    """The provisioner's report of the job's ``task`` (``data[task]``), or None while it runs. Asks for it when it
+    was not asked for yet, or its report is overdue (the request event of each ask is new; the task id is not)."""
+    entry: dict[str, Any] = job.data.get(task) or {}
+    if entry.get("status") in (state.SUCCEEDED, state.FAILED):
+        return entry
+    asked = entry.get("requested_at")
+    if asked is not None and now - datetime.fromisoformat(asked) < timeout:
+        return None
+    ask = int(entry.get("asked", 0)) + 1
+    task_id = server_task_id(job.id, task)
+    await add_event(
+        session,
+        outbox,
+        TenantServerTaskRequestedV1(task_id=task_id, tenant_id=job.tenant_id, task=task, requested_by=ACTOR),  # type: ignore[arg-type]
+        correlation_id=job.tenant_id,
+        event_id=uuid.uuid5(task_id, f"ask:{ask}"),
+    )
+    await repo.set_data_key(
+        session, job.id, task, {"task_id": str(task_id), "asked": ask, "requested_at": now.isoformat()}, owner=owner
+    )
+    log.info("server task requested", tenant_id=str(job.tenant_id), task=task, ask=ask)
+    return None
+
+
+async def clear_server_task(session: AsyncSession, job: LifecycleJob, task: str, owner: str) -> None:
+    """After a failed report: the next attempt asks again (the server may run the same task id again)."""
+    entry = dict(job.data.get(task) or {})
+    await repo.set_data_key(
+        session, job.id, task, {"task_id": entry.get("task_id"), "asked": entry.get("asked", 0)}, owner=owner
+    )
+
+
+async def server_task_reported(session: AsyncSession, event: TenantServerTaskReportedV1, now: datetime) -> bool:
+    """The provisioner's report lands in its job (``data[task]``) and makes the job due; a report nobody asked for
+    (another task id, a job gone) or one arriving after the job left that task's state (a repeat: it would end the
+    export window early) changes nothing. Returns whether it landed."""
+    job = (
+        await session.execute(
+            select(LifecycleJob).where(LifecycleJob.key == decommission_key(event.tenant_id)).with_for_update()
+        )
+    ).scalar_one_or_none()
+    if job is None or (job.data.get(event.task) or {}).get("task_id") != str(event.task_id):
+        log.warning("server task report without its request", tenant_id=str(event.tenant_id), task=event.task)
+        return False
+    if SERVER_TASKS.get(job.status) != event.task:  # a late repeat (the job moved on): it must not make it due
+        log.info("server task report after its step", tenant_id=str(event.tenant_id), task=event.task)
+        return False
+    entry = {
+        **job.data[event.task],
+        "status": event.status,
+        "result": event.result,
+        "error": event.error,
+        "reported_at": now.isoformat(),
+    }
+    await repo.set_data_key(session, job.id, event.task, entry)
+    await repo.make_due(session, job.id, now)
+    log.info("server task reported", tenant_id=str(event.tenant_id), task=event.task, status=event.status)
+    return True
 
 
 async def _held_server(session: AsyncSession, tenant: Tenant) -> uuid.UUID | None:
@@ -94,7 +185,7 @@ async def release_server(server: Server | None, provider: ServerProvider | None)
         # A pool server is ours for its 12-month term: it must be wiped and pass a fresh preflight before another
         # tenant gets it. Until that is automated it leaves the pool as DRAINING for an operator.
         return f"netcup server {server.provider_ref} drained: wipe, reinstall and preflight it", "DRAINING"
-    if provider is None:
+    if not isinstance(provider, ServerAllocator):  # None: not configured
         raise RuntimeError(f"no {server.provider} provider is configured")
     try:
         await provider.get_server_status(server.provider_ref)
@@ -104,23 +195,98 @@ async def release_server(server: Server | None, provider: ServerProvider | None)
     return f"{server.provider} server {server.provider_ref} deleted", InventoryStatus.RETIRED.value
 
 
+# --- a Netcup pool server: wiped and reinstalled, then preflighted before it rejoins the pool ------------------------
+
+
+async def start_reinstall(session: AsyncSession, job: LifecycleJob, owner: str, now: datetime) -> None:
+    """Write down that the reinstall is about to be asked for, before asking: a worker killed right after the POST
+    then looks for the install it started (``NetcupProvider.reinstall_task_since``) instead of starting another.
+    The server is DRAINING from here until its preflight passed: out of the pool, nobody's to hand out."""
+    await repo.set_data_key(session, job.id, "reinstall", {"requested_at": now.isoformat()}, owner=owner)
+    await platform_state.try_transition(
+        session, SERVER, job.server_id, None, InventoryStatus.DRAINING, actor="lifecycle-worker", updated_at=now
+    )
+
+
+async def reinstall(
+    job: LifecycleJob, server: Server, provider: NetcupProvider, *, image: str, ssh_key_ids: list[int], mark: Any
+) -> str:
+    """The install task of this job on the server: found again, or started now (``mark`` commits the intent first).
+    Waits until netcup finished it; returns its uuid."""
+    entry = job.data.get("reinstall") or {}
+    task = entry.get("task")
+    if task is None and "requested_at" in entry:
+        task = await provider.reinstall_task_since(server.provider_ref, datetime.fromisoformat(entry["requested_at"]))
+    if task is None:
+        await mark()
+        task = await provider.start_reinstall(server.provider_ref, image=image, hostname=None, ssh_key_ids=ssh_key_ids)
+    await provider.wait_task(task)
+    return task
+
+
+async def preflight(server: Server, provider: ServerProvider, *, timeout: float, backoff: Backoff) -> str:
+    """A fresh preflight of a reinstalled server: running at the provider and answering SSH. Returns the new host
+    key's fingerprint (a new install has a new key: the old pin would refuse every later SSH session)."""
+    status = await provider.get_server_status(server.provider_ref)
+    if status.state is not ServerState.RUNNING:
+        raise Wait(f"{server.provider} server {server.provider_ref} is {status.provider_state}, not running yet")
+    return await wait_for_host_key(
+        server.ipv4, server.ssh_port, timeout=timeout, backoff=backoff, provider=server.provider
+    )
+
+
+async def return_to_pool(session: AsyncSession, job: LifecycleJob, owner: str, fingerprint: str, now: datetime) -> None:
+    """The preflighted server is AVAILABLE again, nobody's, its new host key pinned; the job is done."""
+    await platform_state.transition(
+        session,
+        SERVER,
+        job.server_id,
+        InventoryStatus.DRAINING,
+        InventoryStatus.AVAILABLE,
+        actor="lifecycle-worker",
+        order_id=None,
+        tenant_id=None,
+        reserved_at=None,
+        host_key_fingerprint=fingerprint,
+        updated_at=now,
+    )
+    await state.transition(
+        session,
+        job.id,
+        state.SUCCEEDED,
+        actor=ACTOR,
+        reason=f"reinstalled and preflighted (SSH answers, host key {fingerprint}): back in the pool",
+        expected="PREFLIGHT",
+        lease_owner=owner,
+        data={**job.data, "host_key_fingerprint": fingerprint},
+    )
+
+
 async def finish_release(
-    session: AsyncSession, job: LifecycleJob, owner: str, outcome: str, server_status: str, now: datetime
+    session: AsyncSession,
+    job: LifecycleJob,
+    owner: str,
+    outcome: str,
+    server_status: str,
+    now: datetime,
+    *,
+    expected: str = "RELEASING_SERVER",
+    data: dict[str, Any] | None = None,
 ) -> None:
     if job.server_id is not None and server_status:
-        values: dict[str, Any] = {"status": server_status, "updated_at": now}
-        if server_status == InventoryStatus.RETIRED.value:
-            values["retired_at"] = now
-        await session.execute(update(Server).where(Server.id == job.server_id).values(**values))
+        retired = {"retired_at": now} if server_status == InventoryStatus.RETIRED else {}
+        await platform_state.try_transition(
+            session, SERVER, job.server_id, None, server_status, actor="lifecycle-worker", updated_at=now, **retired
+        )
     await state.transition(
         session,
         job.id,
         state.SUCCEEDED,
         actor="lifecycle-worker",
         reason=outcome,
-        expected="RELEASING_SERVER",
+        expected=expected,
         lease_owner=owner,
-        data={**job.data, "server_outcome": outcome},
+        data=data if data is not None else {**job.data, "server_outcome": outcome},
     )
 
 

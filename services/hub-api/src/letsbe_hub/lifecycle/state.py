@@ -1,42 +1,51 @@
 """The lifecycle jobs' state machines: one transition table per kind, one function that applies them.
 
-The same rules as the orders' machine (``letsbe_hub.orders.state``): ``transition`` is a compare-and-set
-(``UPDATE … WHERE id = :id AND status = :expected [AND lease_owner = :me] RETURNING``) that records the history
-row, stages a ``lifecycle-job-changed`` event in the outbox and wakes the job's SSE listeners, all in the caller's
-transaction. Nothing else writes ``status``.
+Each kind's table is a ``letsbe_platform.state`` machine: ``transition`` is its compare-and-set (``… AND
+lease_owner = :me`` with a lease) that records the history row in ``lifecycle_job_transitions``, stages a
+``lifecycle-job-changed`` event in the outbox and wakes the job's SSE listeners, all in the caller's transaction.
+Nothing else writes ``status``.
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.events import LifecycleJobChangedV1
 from letsbe_hub.db import outbox
 from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition
-from letsbe_platform.errors import Conflict, NotFound
+from letsbe_platform import state
+from letsbe_platform.errors import NotFound
 from letsbe_platform.outbox import add_event
 
 DECOMMISSION, SNAPSHOT, TOOL_CHANGE = "decommission", "snapshot", "tool-change"
+RESTORE, RECOVER, MIGRATE = "restore", "recover", "migrate"
 FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 
-# decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service);
-# the server stays (data kept) until the export window ends, then it is deleted (Hetzner) or drained (Netcup).
-# tool-change: one tool added to or removed from a live tenant (letsbe_hub.lifecycle.tools). Each phase is asked of
-# the service that owns it (DNS service, provisioner) and left on its report; the order of phases depends on the
-# action: add = DNS, STACK; remove = FINAL_BACKUP, STACK, DNS. A retry of a FAILED job resumes at its phase.
+# decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service). On its
+# server the provisioner takes a final backup (reported before anything else happens), then stops the agents; the
+# server stays (data kept) until the export window ends, then a Hetzner server is deleted, a Netcup pool server is
+# wiped and reinstalled through the provider and returns to the pool only after a fresh preflight. A tenant without
+# a server starts in EXPORT_WINDOW (nothing to back up or stop).
 # snapshot: one per tenant and day; PRUNED once three newer ones succeeded (its provider image is deleted);
 # CANCELLED when its server left service before the snapshot was taken (a decommissioned tenant).
 TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
     DECOMMISSION: {
-        "EXPORT_WINDOW": frozenset({"RELEASING_SERVER", FAILED}),
+        "FINAL_BACKUP": frozenset({"STOPPING_AGENTS", FAILED}),
+        "STOPPING_AGENTS": frozenset({"EXPORT_WINDOW", FAILED}),
+        "EXPORT_WINDOW": frozenset({"RELEASING_SERVER", "REINSTALLING", FAILED}),
         "RELEASING_SERVER": frozenset({SUCCEEDED, FAILED}),
-        FAILED: frozenset({"EXPORT_WINDOW", "RELEASING_SERVER"}),
+        "REINSTALLING": frozenset({"PREFLIGHT", FAILED}),
+        "PREFLIGHT": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset(
+            {"FINAL_BACKUP", "STOPPING_AGENTS", "EXPORT_WINDOW", "RELEASING_SERVER", "REINSTALLING", "PREFLIGHT"}
+        ),
         SUCCEEDED: frozenset(),
     },
     SNAPSHOT: {
@@ -47,6 +56,43 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         "PRUNED": frozenset(),
         CANCELLED: frozenset(),
     },
+    # restore: one backup set (one tool or all) loaded on the tenant's server (or another one, given).
+    RESTORE: {
+        "RESTORING": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset({"RESTORING"}),
+        SUCCEEDED: frozenset(),
+    },
+    # recover ("the VPS is completely lost"): a new server, provisioned, the latest backup (off-site) restored on
+    # it, the tenant's DNS moved to it, then the lost server deleted (Hetzner) or drained (Netcup).
+    RECOVER: {
+        "ALLOCATING": frozenset({"PROVISIONING", FAILED}),
+        "PROVISIONING": frozenset({"RESTORING", FAILED}),
+        "RESTORING": frozenset({"SWITCHING_DNS", FAILED}),
+        "SWITCHING_DNS": frozenset({"RELEASING_OLD", FAILED}),
+        "RELEASING_OLD": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset({"ALLOCATING", "PROVISIONING", "RESTORING", "SWITCHING_DNS", "RELEASING_OLD"}),
+        SUCCEEDED: frozenset(),
+    },
+    # migrate (Hetzner -> a Netcup pool server, from a monthly proposal): the target provisioned while the source
+    # still serves; then the source's tools stopped and backed up (consistent), restored on the target, checked,
+    # DNS switched (downtime ends), the source kept for the rollback window, then deleted.
+    MIGRATE: {
+        "PROVISIONING": frozenset({"BACKING_UP", FAILED}),
+        "BACKING_UP": frozenset({"RESTORING", FAILED}),
+        "RESTORING": frozenset({"VERIFYING", FAILED}),
+        "VERIFYING": frozenset({"SWITCHING_DNS", FAILED}),
+        "SWITCHING_DNS": frozenset({"ROLLBACK_WINDOW", FAILED}),
+        "ROLLBACK_WINDOW": frozenset({"RELEASING_OLD", FAILED}),
+        "RELEASING_OLD": frozenset({SUCCEEDED, FAILED}),
+        FAILED: frozenset(
+            {"PROVISIONING", "BACKING_UP", "RESTORING", "VERIFYING", "SWITCHING_DNS"}
+            | {"ROLLBACK_WINDOW", "RELEASING_OLD"}
+        ),
+        SUCCEEDED: frozenset(),
+    },
+    # tool-change: one tool added to or removed from a live tenant (letsbe_hub.lifecycle.tools). Each phase is asked of
+    # the service that owns it (DNS service, provisioner) and left on its report; the order of phases depends on the
+    # action: add = DNS, STACK; remove = FINAL_BACKUP, STACK, DNS. A retry of a FAILED job resumes at its phase.
     TOOL_CHANGE: {
         "REQUESTED": frozenset({"DNS", "FINAL_BACKUP", FAILED}),
         "FINAL_BACKUP": frozenset({"STACK", FAILED}),
@@ -56,7 +102,14 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         SUCCEEDED: frozenset(),
     },
 }
-FIRST: dict[str, str] = {DECOMMISSION: "EXPORT_WINDOW", SNAPSHOT: "SCHEDULED", TOOL_CHANGE: "REQUESTED"}
+FIRST: dict[str, str] = {
+    DECOMMISSION: "FINAL_BACKUP",
+    SNAPSHOT: "SCHEDULED",
+    RESTORE: "RESTORING",
+    RECOVER: "ALLOCATING",
+    MIGRATE: "PROVISIONING",
+    TOOL_CHANGE: "REQUESTED",
+}
 # Where a worker has nothing more to do (FAILED waits for an operator's retry).
 IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED", CANCELLED})
 
@@ -65,18 +118,12 @@ STREAM_CHANNEL = "hub_lifecycle_stream"  # NOTIFY payload: the job id (the SSE s
 JOB_TRANSITIONS = Counter("hub_lifecycle_job_transitions_total", "Lifecycle job transitions", ["kind", "to"])
 
 
-class IllegalJobTransition(Conflict):
+class IllegalJobTransition(state.IllegalTransition):
     type, title = "illegal-job-transition", "Illegal lifecycle job transition"
 
 
-async def _record(
-    session: AsyncSession, job: LifecycleJob, from_status: str | None, to_status: str, actor: str, reason: str | None
-) -> None:
-    await session.execute(
-        insert(LifecycleJobTransition).values(
-            job_id=job.id, from_status=from_status, to_status=to_status, actor=actor, reason=reason
-        )
-    )
+async def _on_change(session: AsyncSession, change: state.Change) -> None:
+    job = change.row
     await add_event(
         session,
         outbox,
@@ -84,15 +131,30 @@ async def _record(
             job_id=job.id,
             kind=job.kind,
             tenant_id=job.tenant_id,
-            from_status=from_status,
-            to_status=to_status,
-            actor=actor,
-            reason=reason[:4000] if reason else None,
+            from_status=change.from_status,
+            to_status=change.to_status,
+            actor=change.actor,
+            reason=change.reason[:4000] if change.reason else None,
         ),
         correlation_id=job.tenant_id,
     )
     await session.execute(text("SELECT pg_notify(:ch, :id)"), {"ch": STREAM_CHANNEL, "id": str(job.id)})
-    JOB_TRANSITIONS.labels(job.kind, to_status).inc()
+    JOB_TRANSITIONS.labels(job.kind, change.to_status).inc()
+
+
+@functools.cache
+def machine(kind: str) -> state.Machine:
+    """The machine of one kind of job (its table in TRANSITIONS)."""
+    return state.Machine(
+        noun=f"{kind} job",
+        model=LifecycleJob,
+        transitions=TRANSITIONS[kind],
+        history=LifecycleJobTransition,
+        history_key="job_id",
+        on_change=_on_change,
+        conflict=IllegalJobTransition,
+        id_field="job_id",
+    )
 
 
 async def create(
@@ -106,11 +168,15 @@ async def create(
     actor: str,
     reason: str | None = None,
     data: dict[str, Any] | None = None,
+    status: str | None = None,
 ) -> tuple[LifecycleJob, bool]:
-    """Insert the job in its kind's first state, once per ``key``: (job, created)."""
+    """Insert the job in its kind's first state (or ``status``, a state of its table where a job may begin when
+    the first steps have nothing to do), once per ``key``: (job, created)."""
     from sqlalchemy.dialects.postgresql import insert as pg_insert
 
-    status = FIRST[kind]
+    status = status or FIRST[kind]
+    if status not in TRANSITIONS[kind] or status in IDLE:
+        raise ValueError(f"a {kind} job cannot begin in {status}")
     row = (
         await session.execute(
             pg_insert(LifecycleJob)
@@ -133,7 +199,7 @@ async def create(
     if row is None:
         existing = (await session.execute(select(LifecycleJob).where(LifecycleJob.key == key))).scalar_one()
         return existing, False
-    await _record(session, row, None, status, actor, reason)
+    await state.created(session, machine(kind), row, actor=actor, reason=reason)
     return row, True
 
 
@@ -150,22 +216,13 @@ async def transition(
 ) -> LifecycleJob:
     """Move the job to ``to_status`` if its kind's table allows it from its current (or ``expected``) state and,
     with ``lease_owner``, only while that worker still holds the lease. Raises IllegalJobTransition (409)."""
-    if "status" in fields:
-        raise ValueError("status is set by transition() itself")
-    job = (await session.execute(select(LifecycleJob).where(LifecycleJob.id == job_id))).scalar_one_or_none()
-    if job is None:
+    found = (
+        await session.execute(select(LifecycleJob.kind, LifecycleJob.status).where(LifecycleJob.id == job_id))
+    ).one_or_none()
+    if found is None:
         raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
-    table = TRANSITIONS[job.kind]
-    from_status = expected or job.status
-    if to_status not in table[from_status] or job.status != from_status:
-        raise IllegalJobTransition(
-            f"A {job.kind} job in {job.status} cannot move to {to_status}.",
-            job_id=str(job_id),
-            current_status=job.status,
-            requested_status=to_status,
-            allowed=sorted(table[job.status]),
-        )
-    values: dict[str, Any] = {"status": to_status, "updated_at": text("now()"), **fields}
+    kind, from_status = found[0], expected or found[1]
+    values: dict[str, Any] = {"updated_at": text("now()"), **fields}
     if to_status in IDLE:
         values.setdefault("lease_owner", None)
         values.setdefault("lease_until", None)
@@ -173,17 +230,7 @@ async def transition(
         values.setdefault("finished_at", text("now()"))
     if to_status == FAILED:
         values.setdefault("failed_from", from_status)
-    stmt = update(LifecycleJob).where(LifecycleJob.id == job_id, LifecycleJob.status == from_status)
-    if lease_owner is not None:
-        stmt = stmt.where(LifecycleJob.lease_owner == lease_owner)
-    row = (
-        await session.execute(stmt.values(**values).returning(LifecycleJob).execution_options(populate_existing=True))
-    ).scalar_one_or_none()
-    if row is None:
-        raise IllegalJobTransition(
-            f"The job changed concurrently; it is no longer in {from_status} under this worker's lease.",
-            job_id=str(job_id),
-            requested_status=to_status,
-        )
-    await _record(session, row, from_status, to_status, actor, reason)
-    return row
+    lease = (LifecycleJob.lease_owner == lease_owner,) if lease_owner is not None else ()
+    return await state.transition(
+        session, machine(kind), job_id, from_status, to_status, actor=actor, reason=reason, where=lease, **values
+    )

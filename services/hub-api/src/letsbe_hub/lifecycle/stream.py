@@ -22,33 +22,33 @@ from sse_starlette import ServerSentEvent
 
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle.state import CANCELLED, STREAM_CHANNEL, SUCCEEDED
-from letsbe_hub.orders.stream import OrderStreamListener
+from letsbe_platform.listen import Listener
 from letsbe_platform.web import Runtime
 
 BATCH = 500
 DONE = frozenset({SUCCEEDED, "PRUNED", CANCELLED})
 
-_LISTENERS: weakref.WeakKeyDictionary[Runtime, OrderStreamListener] = weakref.WeakKeyDictionary()
+_LISTENERS: weakref.WeakKeyDictionary[Runtime, Listener] = weakref.WeakKeyDictionary()
 
 
-def start_listener(rt: Runtime, database_url: str) -> OrderStreamListener:
-    listener = OrderStreamListener(database_url, channel=STREAM_CHANNEL)
+def start_listener(rt: Runtime, database_url: str) -> Listener:
+    listener = Listener(database_url, STREAM_CHANNEL)
     rt.start("lifecycle-stream-listener", listener.run(), listener.stop)
     _LISTENERS[rt] = listener
     return listener
 
 
-def _listener(request: Request) -> OrderStreamListener | None:
+def _listener(request: Request) -> Listener | None:
     """None where no listener runs (an app without workers): the stream then polls."""
     return _LISTENERS.get(request.app.state.runtime)
 
 
-ListenerDep = Annotated[OrderStreamListener | None, Depends(_listener)]
+ListenerDep = Annotated[Listener | None, Depends(_listener)]
 
 
 async def job_events(
     sessions: async_sessionmaker[AsyncSession],
-    listener: OrderStreamListener | None,
+    listener: Listener | None,
     job_id: uuid.UUID,
     *,
     after_id: int = 0,

@@ -352,9 +352,9 @@ async def step(runner: Any, job: LifecycleJob) -> None:
         async with unit_of_work(runner.sessions) as s:
             attempt = await ask(s, job, owner, now)
         log.info("tool-change phase asked", job_id=str(job.id), phase=job.status, attempt=attempt)
-        raise Wait(f"{job.status} asked (attempt {attempt})", until=now + timeout)
+        raise Wait(f"{job.status} asked (attempt {attempt})", timeout.total_seconds())
     asked_at = datetime.fromisoformat(job.data["asked"][job.status]["at"])
-    raise Wait(f"waiting for the {job.status} report", until=asked_at + timeout)
+    raise Wait(f"waiting for the {job.status} report", max(0.0, (asked_at + timeout - now).total_seconds()))
 
 
 def _summary(phase: str, report: dict[str, Any]) -> str:

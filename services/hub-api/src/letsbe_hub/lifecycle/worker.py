@@ -15,23 +15,25 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Provider
-from letsbe_contracts.events import TenantToolChangeReportedV1
+from letsbe_contracts.events import TenantOperationReportedV1, TenantServerTaskReportedV1, TenantToolChangeReportedV1
 from letsbe_hub.config import HubSettings
+from letsbe_hub.lifecycle import handlers, recovery, service, state, stream, tools
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import service, state, stream, tools
-from letsbe_hub.lifecycle.handlers import ON_TOOL_CHANGE_REPORTED, tool_change_report_handler
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, SNAPSHOT, SUCCEEDED, TOOL_CHANGE
+from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, RESTORE, SNAPSHOT, SUCCEEDED, TOOL_CHANGE
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
+from letsbe_hub.providers.netcup import NetcupProvider
 from letsbe_hub.servers.models import Server
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff
 from letsbe_platform.web import Runtime
 from letsbe_platform.workers import Periodic
 
@@ -83,13 +85,14 @@ class JobRunner:
         try:
             await self._step(job)
         except service.Wait as wait:
-            poll = timedelta(seconds=self.settings.provider_poll_seconds)
-            await self._release(job, wait.until or self.clock() + poll)
+            seconds = wait.seconds if wait.seconds is not None else self.settings.provider_poll_seconds
+            await self._release(job, self.clock() + timedelta(seconds=seconds))
             log.info("lifecycle job waits", job_id=str(job.id), why=str(wait))
         except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
             log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
         except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
-            if not isinstance(exc, ProviderError | OSError | tools.PhaseFailed):
+            expected = ProviderError | OSError | recovery.OperationFailed | service.ServerTaskFailed | tools.PhaseFailed
+            if not isinstance(exc, expected):
                 log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
         finally:
@@ -115,6 +118,11 @@ class JobRunner:
         async with self.sessions() as s:
             job = await repo.get(s, job.id) or job  # its status may have moved on within this step
         attempts = job.attempts + 1
+        task = service.SERVER_TASKS.get(job.status)
+        if task is not None and (job.data.get(task) or {}).get("status") == FAILED:
+            async with unit_of_work(self.sessions) as s:  # the next attempt asks the server again
+                await service.clear_server_task(s, job, task, self.owner)
+            job = await self._reload(job)
         if attempts < self.settings.lifecycle_max_attempts:
             delay = min(self.settings.lifecycle_retry_seconds * 2 ** (attempts - 1), 3600)
             await self._release(job, now + timedelta(seconds=delay), attempts=attempts, last_error=error)
@@ -147,21 +155,31 @@ class JobRunner:
         async with self.sessions() as s:
             return await s.get(Server, job.server_id)
 
-    async def _advance(self, job: LifecycleJob, to: str, reason: str | None = None) -> LifecycleJob:
+    async def _advance(
+        self, job: LifecycleJob, to: str, reason: str | None = None, data_update: dict | None = None, **fields: Any
+    ) -> LifecycleJob:
         async with unit_of_work(self.sessions) as s:
+            if data_update is not None or job.kind in (RESTORE, RECOVER, MIGRATE):
+                return await self._advance_in(s, job, to, reason or "", data_update, **fields)
             return await state.transition(
-                s, job.id, to, actor=ACTOR, reason=reason, expected=job.status, lease_owner=self.owner, attempts=0
+                s,
+                job.id,
+                to,
+                actor=ACTOR,
+                reason=reason,
+                expected=job.status,
+                lease_owner=self.owner,
+                attempts=0,
+                **fields,
             )
+
+    async def _reload(self, job: LifecycleJob) -> LifecycleJob:
+        async with self.sessions() as s:
+            return await repo.get(s, job.id) or job
 
     async def _step(self, job: LifecycleJob) -> None:
         if job.kind == DECOMMISSION:
-            if job.status == "EXPORT_WINDOW":
-                job = await self._advance(job, "RELEASING_SERVER", "the export window ended")
-            server = await self._server(job)
-            outcome, server_status = await service.release_server(server, self._provider(server))
-            async with unit_of_work(self.sessions) as s:
-                await service.finish_release(s, job, self.owner, outcome, server_status, self.clock())
-            log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
+            await self._decommission(job)
         elif job.kind == TOOL_CHANGE:
             await tools.step(self, job)
         elif job.kind == SNAPSHOT:
@@ -189,6 +207,211 @@ class JobRunner:
                 await service.resolve_snapshot_alerts(s, job.tenant_id, self.clock())
             log.info("snapshot taken", tenant_id=str(job.tenant_id), snapshot=snap.snapshot_ref)
             await self.prune(job.tenant_id)
+
+        elif job.kind in (RESTORE, RECOVER, MIGRATE):
+            # Step by step until a step waits, or the next one is due later (the migration's rollback window).
+            while job.finished_at is None and job.status != FAILED and job.due_at <= self.clock():
+                job = await self._recovery_step(job)
+
+    # --- restore, recovery, migration (letsbe_hub.lifecycle.recovery) ---------------------------------------------
+
+    async def _operation(self, job: LifecycleJob, action: str, server_id: str | uuid.UUID, **args: object) -> dict:
+        """The job's tenant operation once it SUCCEEDED; until then Wait (asked for / under way) or a failed try."""
+        timeout = timedelta(seconds=self.settings.tenant_operation_timeout_seconds)
+        async with unit_of_work(self.sessions) as s:
+            fresh = await repo.get(s, job.id)
+            server = await s.get(Server, uuid.UUID(str(server_id)))
+            assert fresh is not None and server is not None
+            order = await recovery.order_of(s, job.tenant_id)
+            outcome, value = await recovery.operation(
+                s, fresh, action, order, server, now=self.clock(), timeout=timeout, **args
+            )
+        if outcome == "wait":
+            raise service.Wait(value)
+        if outcome == "failed":
+            raise recovery.OperationFailed(value)
+        return value
+
+    async def _recovery_step(self, job: LifecycleJob) -> LifecycleJob:
+        """Run the job's current step; returns the job in its next state (or raises Wait / a failed attempt)."""
+        st, data = job.status, job.data
+        target = data.get("target_server_id")
+        if st == "ALLOCATING":
+            async with unit_of_work(self.sessions) as s:
+                fresh = await repo.get(s, job.id)
+                assert fresh is not None
+                server = await recovery.claim_pool_server(s, fresh, self.clock())
+                reason = f"{server.provider} server {server.name} ({server.ipv4}) reserved"
+                return await state.transition(
+                    s, job.id, "PROVISIONING", actor=ACTOR, reason=reason, expected=st, lease_owner=self.owner,
+                    attempts=0,
+                )  # fmt: skip
+        if st == "PROVISIONING":
+            await self._operation(job, "provision", target)
+            return await self._advance(job, "RESTORING" if job.kind == RECOVER else "BACKING_UP", "provisioned")
+        if st == "BACKING_UP":  # migration: the source's tools stop here (downtime starts) and stay stopped
+            op = await self._operation(job, "backup", job.server_id or "", stop_tools=True)
+            backup_set = op.get("detail") or "latest"
+            stopped = op.get("started_at") or op.get("requested_at")
+            return await self._advance(
+                job, "RESTORING", f"tools stopped, consistent backup {backup_set} taken",
+                data_update={"backup_set": backup_set, "tools_stopped_at": stopped},
+            )  # fmt: skip
+        if st == "RESTORING":
+            args = {"backup_set": data.get("backup_set") or "latest"}
+            if data.get("tool"):
+                args["tool"] = data["tool"]
+            op = await self._operation(job, "restore", target, **args)
+            what = f"{data.get('tool') or 'every tool'} restored from {op.get('detail') or args['backup_set']}"
+            nxt = {RESTORE: SUCCEEDED, RECOVER: "SWITCHING_DNS", MIGRATE: "VERIFYING"}[job.kind]
+            return await self._advance(job, nxt, what)
+        if st == "VERIFYING":
+            await self._operation(job, "verify", target)
+            return await self._advance(job, "SWITCHING_DNS", "every tool answers on the new server")
+        if st == "SWITCHING_DNS":
+            op = await self._operation(job, "switch-dns", target)
+            now = self.clock()
+            switched = op.get("finished_at") or now.isoformat()
+            downtime = recovery.duration(data.get("tools_stopped_at"), switched)
+            async with unit_of_work(self.sessions) as s:
+                server = await s.get(Server, uuid.UUID(target))
+                assert server is not None
+                await recovery.move_tenant(s, job, server, now)
+                extra: dict[str, object] = {"dns_switched_at": switched}
+                reason = f"DNS points at {server.ipv4}"
+                if job.kind == MIGRATE:
+                    extra["downtime_seconds"] = downtime
+                    reason += f"; downtime {downtime}s (tools stopped to DNS switched)"
+                    window = timedelta(hours=self.settings.migration_rollback_window_hours)
+                    return await self._advance_in(s, job, "ROLLBACK_WINDOW", reason, extra, due_at=now + window)
+                return await self._advance_in(s, job, "RELEASING_OLD", reason, extra)
+        if st == "ROLLBACK_WINDOW":
+            return await self._advance(job, "RELEASING_OLD", "the rollback window ended")
+        if st == "RELEASING_OLD":
+            server = await self._server(job)
+            outcome, server_status = await service.release_server(server, self._provider(server))
+            now = self.clock()
+            took = recovery.duration(job.created_at.isoformat(), now.isoformat())
+            async with unit_of_work(self.sessions) as s:
+                data = {**job.data, "old_server_outcome": outcome, "duration_seconds": took}
+                await service.finish_release(
+                    s, job, self.owner, f"{outcome}; {job.kind} took {took}s", server_status, now,
+                    expected="RELEASING_OLD", data=data,
+                )  # fmt: skip
+                fresh = await repo.get(s, job.id)
+            assert fresh is not None
+            return fresh
+        raise RuntimeError(f"a {job.kind} job has no step for {st}")
+
+    async def _advance_in(
+        self,
+        s: AsyncSession,
+        job: LifecycleJob,
+        to: str,
+        reason: str,
+        data_update: dict | None = None,
+        **fields: object,
+    ) -> LifecycleJob:
+        fresh = await repo.get(s, job.id)
+        assert fresh is not None
+        data = {**fresh.data, **(data_update or {})}
+        if to == SUCCEEDED and job.kind != DECOMMISSION:
+            data["duration_seconds"] = recovery.duration(job.created_at.isoformat(), self.clock().isoformat())
+            reason += f" in {data['duration_seconds']}s"
+        return await state.transition(
+            s, job.id, to, actor=ACTOR, reason=reason, expected=job.status, lease_owner=self.owner, attempts=0,
+            data=data, **fields,
+        )  # fmt: skip
+
+    async def _decommission(self, job: LifecycleJob) -> None:
+        """One step of a decommission: each state's work, then the next state, until the job waits or is done."""
+        server = await self._server(job)
+        while True:
+            if job.status in service.SERVER_TASKS:
+                job = await self._server_task(job)
+            elif job.status == "EXPORT_WINDOW":
+                if job.due_at > self.clock():  # just entered: the lease goes back until the window ends
+                    await self._release(job, job.due_at)
+                    return
+                netcup = server is not None and server.provider == Provider.NETCUP.value
+                to = "REINSTALLING" if netcup else "RELEASING_SERVER"
+                job = await self._advance(job, to, "the export window ended")
+            elif job.status == "RELEASING_SERVER":
+                outcome, server_status = await service.release_server(server, self._provider(server))
+                async with unit_of_work(self.sessions) as s:
+                    await service.finish_release(s, job, self.owner, outcome, server_status, self.clock())
+                log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
+                return
+            elif job.status == "REINSTALLING":
+                job = await self._reinstall(job, server)
+            elif job.status == "PREFLIGHT":
+                await self._preflight(job, server)
+                return
+            else:
+                return
+
+    async def _server_task(self, job: LifecycleJob) -> LifecycleJob:
+        """Ask the provisioner for the state's server task, wait for its report, then move on (a failed report is a
+        failed attempt: asked again later, the job fails after the last one)."""
+        task = service.SERVER_TASKS[job.status]
+        timeout = timedelta(seconds=self.settings.decommission_task_timeout_seconds)
+        async with unit_of_work(self.sessions) as s:
+            entry = await service.server_task_outcome(s, job, task, owner=self.owner, now=self.clock(), timeout=timeout)
+        if entry is None:  # the report makes the job due at once; until then look again now and then
+            raise service.Wait(f"waiting for the {task} report", seconds=min(timeout.total_seconds(), 300))
+        if entry["status"] == FAILED:
+            raise service.ServerTaskFailed(f"{task} failed on the server: {entry.get('error') or 'no reason given'}")
+        if task == "final-backup":
+            result = entry.get("result") or {}
+            reason = (
+                f"final backup taken at {result.get('last_run', '?')} (off-site: "
+                + str((result.get("remote_sync") or {}).get("status", "?"))
+                + ")"
+            )
+            return await self._advance(job, "STOPPING_AGENTS", reason)
+        until = datetime.fromisoformat(job.data["export_until"])
+        reason = f"agents stopped; the data is kept until {until.isoformat()}"
+        return await self._advance(job, "EXPORT_WINDOW", reason, due_at=until)
+
+    async def _reinstall(self, job: LifecycleJob, server: Server | None) -> LifecycleJob:
+        provider = self._provider(server)
+        if server is None or not isinstance(provider, NetcupProvider):
+            raise RuntimeError("the pool server or the netcup provider is not available")
+
+        async def mark() -> None:
+            async with unit_of_work(self.sessions) as s:
+                await service.start_reinstall(s, job, self.owner, self.clock())
+
+        task = await service.reinstall(
+            job,
+            server,
+            provider,
+            image=self.settings.netcup_reinstall_image,
+            ssh_key_ids=self.settings.netcup_ssh_key_ids,
+            mark=mark,
+        )
+        job = await self._reload(job)
+        log.info("pool server reinstalled", server_id=str(server.id), task=task)
+        return await self._advance(
+            job,
+            "PREFLIGHT",
+            f"netcup server {server.provider_ref} wiped and reinstalled ({self.settings.netcup_reinstall_image})",
+            data={**job.data, "reinstall": {**(job.data.get("reinstall") or {}), "task": task}},
+        )
+
+    async def _preflight(self, job: LifecycleJob, server: Server | None) -> None:
+        provider = self._provider(server)
+        if server is None or provider is None:
+            raise RuntimeError("the pool server or its provider is not available")
+        fingerprint = await service.preflight(
+            server,
+            provider,
+            timeout=self.settings.ssh_ready_timeout_seconds,
+            backoff=Backoff(self.settings.provider_poll_first_seconds, self.settings.ssh_probe_seconds),
+        )
+        async with unit_of_work(self.sessions) as s:
+            await service.return_to_pool(s, job, self.owner, fingerprint, self.clock())
+        log.info("pool server back in the pool", server_id=str(server.id), fingerprint=fingerprint)
 
     async def prune(self, tenant_id: uuid.UUID) -> int:
         """Delete the tenant's snapshots beyond the newest ``snapshots_keep`` (only after a new one succeeded)."""
@@ -225,9 +448,17 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
     if rt.bus is not None:
         reports = rt.bus.consumer(
-            ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, tool_change_report_handler(sessions)
+            handlers.ON_OPERATION_REPORTED, TenantOperationReportedV1, handlers.operation_report_handler(sessions)
         )
-        rt.start(ON_TOOL_CHANGE_REPORTED, reports.run(), reports.stop)
+        rt.start(handlers.ON_OPERATION_REPORTED, reports.run(), reports.stop)
+        tasks = rt.bus.consumer(
+            handlers.ON_SERVER_TASK_REPORTED, TenantServerTaskReportedV1, handlers.server_task_report_handler(sessions)
+        )
+        rt.start(handlers.ON_SERVER_TASK_REPORTED, tasks.run(), tasks.stop)
+        changes = rt.bus.consumer(
+            handlers.ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, handlers.tool_change_report_handler(sessions)
+        )
+        rt.start(handlers.ON_TOOL_CHANGE_REPORTED, changes.run(), changes.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:
@@ -237,6 +468,13 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
                 await service.plan_snapshots(s, clock())
 
         rt.every("snapshot-planner", settings.snapshot_schedule_seconds, plan)
+    if settings.migrations_auto:
+
+        async def migrate() -> None:
+            async with unit_of_work(sessions) as s:
+                await recovery.start_proposed_migrations(s, clock())
+
+        rt.every("migration-policy", settings.snapshot_schedule_seconds, migrate)
     return runner
 
 

@@ -35,8 +35,11 @@ from letsbe_hub.credentials import service as credentials
 from letsbe_hub.notifications.models import WelcomeEmail
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
+
+RETRY = Backoff(30, 3600)  # a failed send is tried again after 30 s, 1 min, … at most every hour
 
 WELCOME_EMAILS = Counter("hub_welcome_emails_total", "Welcome email send attempts by outcome", ["outcome"])
 
@@ -137,7 +140,7 @@ class WelcomeMailer:
         log.info("welcome email sent", order_id=str(row.order_id), attempt=row.attempts)
 
     async def _record_failure(self, row: WelcomeEmail, error: str, *, permanent: bool) -> None:
-        delay = timedelta(seconds=min(3600, 30 * 2 ** min(row.attempts - 1, 7)))
+        delay = timedelta(seconds=RETRY.nth(row.attempts))
         async with unit_of_work(self.sessions) as session:
             await session.execute(
                 update(W)

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from email.utils import parseaddr
+from typing import Protocol
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.notifications.models import WelcomeEmail
-from letsbe_hub.orders.models import Order
+
+
+class Recipient(Protocol):
+    """What the welcome email reads of a fulfilled order (an ``orders.models.Order``; orders sit above this)."""
+
+    id: uuid.UUID
+    customer_email: str
+    customer_name: str
+    domain: str
+    tools: Sequence[str]
 
 
 def message_id(order_id: uuid.UUID, mail_from: str) -> str:
@@ -19,7 +30,7 @@ def message_id(order_id: uuid.UUID, mail_from: str) -> str:
     return f"<welcome.{order_id}@{domain}>"
 
 
-async def enqueue_welcome(session: AsyncSession, order: Order, *, mail_from: str) -> bool:
+async def enqueue_welcome(session: AsyncSession, order: Recipient, *, mail_from: str) -> bool:
     """True if queued now; False if this order's welcome email was queued before."""
     stmt = (
         insert(WelcomeEmail)

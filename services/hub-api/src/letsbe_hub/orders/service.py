@@ -125,6 +125,7 @@ async def create_order(
         amount_cents=settings.tier_prices_cents[body.tier],
         currency=settings.stripe_currency,
         created_by=actor,
+        status=HAPPY_PATH[0],
         retry_count=0,
         amount_refunded_cents=0,
         payment_failures=0,

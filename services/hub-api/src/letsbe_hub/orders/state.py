@@ -1,7 +1,7 @@
 """The order state machine: one transition table, one function that applies it. Nothing else writes ``status``.
 
-``transition`` is a compare-and-set (``UPDATE … WHERE id = :id AND status = :expected RETURNING``), so two
-workers can never both advance the same order; it records the transition in ``order_transitions``, stages an
+``transition`` applies ``MACHINE`` through ``letsbe_platform.state`` (a compare-and-set, so two workers can never
+both advance the same order); its history is ``order_transitions``, and each move stages an
 ``order-status-changed`` event in the outbox and wakes the order's SSE listeners — all in the caller's
 transaction, so either everything happens or nothing does.
 """
@@ -13,7 +13,7 @@ import weakref
 from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import SessionTransaction
 
@@ -22,7 +22,7 @@ from letsbe_contracts.enums import OrderStatus as S
 from letsbe_contracts.events import OrderStatusChangedV1
 from letsbe_hub.db import outbox
 from letsbe_hub.orders.models import Order, OrderTransition
-from letsbe_platform.errors import Conflict, NotFound
+from letsbe_platform import state
 from letsbe_platform.outbox import add_event
 
 # The happy path, in order. Each active state may also fail or be cancelled.
@@ -74,12 +74,8 @@ ORDER_TRANSITIONS = Counter("hub_order_transitions_total", "Order state-machine 
 _FAILURE_FIELDS = ("failed_stage", "failure_reason", "failure_retryable")
 
 
-class IllegalTransition(Conflict):
+class IllegalTransition(state.IllegalTransition):
     type, title = "illegal-transition", "Illegal order transition"
-
-
-def allowed(from_status: S, to_status: S) -> bool:
-    return to_status in TRANSITIONS[from_status]
 
 
 # What this transaction already did per order (lock taken, listeners notified): once per transaction is enough.
@@ -111,49 +107,45 @@ async def notify_stream(session: AsyncSession, order_id: uuid.UUID) -> None:
         await session.execute(text("SELECT pg_notify(:ch, :id)"), {"ch": STREAM_CHANNEL, "id": str(order_id)})
 
 
-async def _record(
-    session: AsyncSession,
-    order_id: uuid.UUID,
-    from_status: S | None,
-    to_status: S,
-    actor: str,
-    reason: str | None,
-    stage: FailureStage | None,
-) -> None:
-    await session.execute(
-        insert(OrderTransition).values(
-            order_id=order_id,
-            from_status=from_status,
-            to_status=to_status,
-            actor=actor,
-            reason=reason,
-            failed_stage=stage,
-        )
-    )
+async def _on_change(session: AsyncSession, change: state.Change) -> None:
+    order_id, stage = change.row.id, change.extra.get("failed_stage")
     await add_event(
         session,
         outbox,
         OrderStatusChangedV1(
             order_id=order_id,
-            from_status=from_status,
-            to_status=to_status,
-            actor=actor,
-            reason=reason[:4000] if reason else None,
+            from_status=change.from_status,
+            to_status=change.to_status,
+            actor=change.actor,
+            reason=change.reason[:4000] if change.reason else None,
             failed_stage=stage,
         ),
         correlation_id=order_id,
     )
     await notify_stream(session, order_id)
-    ORDER_TRANSITIONS.labels(from_status or "NEW", to_status).inc()
+    ORDER_TRANSITIONS.labels(change.from_status or "NEW", change.to_status).inc()
+
+
+MACHINE = state.Machine(
+    noun="order",
+    model=Order,
+    transitions=TRANSITIONS,
+    history=OrderTransition,
+    history_key="order_id",
+    on_change=_on_change,
+    conflict=IllegalTransition,
+    id_field="order_id",
+)
 
 
 async def record_creation(session: AsyncSession, order: Order, *, actor: str) -> Order:
-    """Insert a new order in its first state (PENDING_PAYMENT) with its first history row."""
-    order.status = S.PENDING_PAYMENT
+    """Insert a new order (built in its first state, PENDING_PAYMENT) with its first history row."""
+    if order.status != HAPPY_PATH[0]:
+        raise ValueError("a new order starts in PENDING_PAYMENT")
     session.add(order)
     await session.flush()
     await lock_stream(session, order.id)
-    await _record(session, order.id, None, S.PENDING_PAYMENT, actor, "order created", None)
+    await state.created(session, MACHINE, order, actor=actor, reason="order created", failed_stage=None)
     return order
 
 
@@ -174,42 +166,24 @@ async def transition(
     Raises :class:`IllegalTransition` (409) and changes nothing otherwise. ``fields`` are other order columns to
     set in the same UPDATE (e.g. the server target that came with the event causing the transition).
     """
-    if "status" in fields or any(f in fields for f in _FAILURE_FIELDS):
-        raise ValueError("status and failure fields are set by transition() itself")
+    if any(f in fields for f in _FAILURE_FIELDS):
+        raise ValueError("failure fields are set by transition() itself")
     if (to_status is S.FAILED) != (stage is not None):
         raise ValueError("a stage is given exactly when moving to FAILED")
     await lock_stream(session, order_id)
-    current = (await session.execute(select(Order.status).where(Order.id == order_id))).scalar_one_or_none()
-    if current is None:
-        raise NotFound("No order with that id.", order_id=str(order_id))
-    from_status = S(expected or current)
-    if not allowed(from_status, to_status) or S(current) != from_status:
-        raise IllegalTransition(
-            f"An order in {current} cannot move to {to_status}.",
-            order_id=str(order_id),
-            current_status=str(current),
-            requested_status=str(to_status),
-            allowed=sorted(TRANSITIONS[S(current)]),
-        )
-    values: dict[str, Any] = {"status": to_status, "updated_at": func.now(), **fields}
+    values: dict[str, Any] = {"updated_at": func.now(), **fields}
     if to_status is S.FAILED:
         values.update(failed_stage=stage, failure_reason=reason, failure_retryable=retryable)
     else:
         values.update(dict.fromkeys(_FAILURE_FIELDS))
-    row = (
-        await session.execute(
-            update(Order)
-            .where(Order.id == order_id, Order.status == from_status)
-            .values(**values)
-            .returning(Order)
-            .execution_options(populate_existing=True)
-        )
-    ).scalar_one_or_none()
-    if row is None:  # someone moved it between our read and our write: nothing changed, say so
-        raise IllegalTransition(
-            f"The order changed concurrently; it is no longer in {from_status}.",
-            order_id=str(order_id),
-            requested_status=str(to_status),
-        )
-    await _record(session, order_id, from_status, to_status, actor, reason, stage)
-    return row
+    return await state.transition(
+        session,
+        MACHINE,
+        order_id,
+        expected,
+        to_status,
+        actor=actor,
+        reason=reason,
+        history={"failed_stage": stage},
+        **values,
+    )

@@ -28,8 +28,9 @@ from letsbe_hub.config import HubSettings
 from letsbe_hub.notifications.mailer import WelcomeMailer
 from letsbe_hub.orders.handlers import OrderHandlers
 from letsbe_hub.orders.models import Order
-from letsbe_hub.orders.stream import OrderStreamListener
+from letsbe_hub.orders.state import STREAM_CHANNEL
 from letsbe_hub.payments.gateway import PaymentGateway, StripeGateway
+from letsbe_platform.listen import Listener
 from letsbe_platform.web import Runtime
 
 
@@ -38,7 +39,7 @@ class OrdersRuntime:
     settings: HubSettings
     sessions: async_sessionmaker[AsyncSession]
     gateway: PaymentGateway | None
-    listener: OrderStreamListener
+    listener: Listener
     mailer: WelcomeMailer | None
     handlers: OrderHandlers
     # The recurring Price of a subscription order, set by the billing context when it starts (None: one-time).
@@ -54,7 +55,7 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
     if settings.stripe_secret_key is not None:
         gateway = StripeGateway(settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base)
         rt.start("stripe-client", *_closing(gateway))
-    listener = OrderStreamListener(settings.database_url)
+    listener = Listener(settings.database_url, STREAM_CHANNEL)
     rt.start("order-stream-listener", listener.run(), listener.stop)
     mailer: WelcomeMailer | None = None
     kick_mailer: Callable[[], None] = lambda: None  # noqa: E731

@@ -9,9 +9,3 @@ class PaymentProviderError(DomainError):
 
 class PaymentsNotConfigured(DomainError):
     status_code, type, title = 503, "payments-not-configured", "Payments are not configured"
-
-
-class InvalidWebhook(DomainError):
-    """A bad signature, a stale timestamp or a payload that is not a Stripe event: 400, nothing written."""
-
-    status_code, type, title = 400, "invalid-webhook", "Invalid webhook"

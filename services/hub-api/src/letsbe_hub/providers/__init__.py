@@ -1,7 +1,9 @@
-"""Server providers behind one protocol (seed §6.3): Hetzner Cloud for overflow, Netcup SCP for the pool."""
+"""Server providers behind two protocols (seed §6.3): every provider is a ServerProvider (Netcup SCP for the pool);
+Hetzner Cloud, which creates overflow servers, is a ServerAllocator too."""
 
 from letsbe_hub.providers.base import (
     ServerAllocation,
+    ServerAllocator,
     ServerProvider,
     ServerState,
     ServerStatus,
@@ -17,7 +19,6 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
-    ProviderUnsupported,
 )
 
 __all__ = [
@@ -30,8 +31,8 @@ __all__ = [
     "ProviderRejected",
     "ProviderTimeout",
     "ProviderUnavailable",
-    "ProviderUnsupported",
     "ServerAllocation",
+    "ServerAllocator",
     "ServerProvider",
     "ServerState",
     "ServerStatus",

@@ -1,4 +1,6 @@
-"""The provider abstraction of seed §6.3: the Hub asks any provider for the same four things."""
+"""The provider abstraction of seed §6.3, in two parts: what every provider does (a server's status, its
+snapshots), and what only a provider that creates servers by API does (Hetzner: allocate, deallocate). Netcup
+servers are bought on contract and handed out from the Hub's pool inventory, so Netcup is only a ServerProvider."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol, runtime_checkable
 
-from letsbe_contracts import Provider, Region, Tier
+from letsbe_contracts import Provider, Region, ServerNeeds, Tier
 
 Heartbeat = Callable[[], Awaitable[None]]
 
@@ -58,23 +60,9 @@ class SnapshotResult:
 
 @runtime_checkable
 class ServerProvider(Protocol):
+    """What the Hub asks of every provider about a server it already has."""
+
     name: Provider
-
-    async def allocate_server(
-        self,
-        tier: Tier,
-        region: Region,
-        *,
-        key: str,
-        labels: Mapping[str, str] | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> ServerAllocation:
-        """Create a running server, idempotently: calling again with the same ``key`` finds the first one."""
-        ...
-
-    async def deallocate_server(self, server_id: str) -> None:
-        """Give the server back; a server that is already gone is not an error."""
-        ...
 
     async def get_server_status(self, server_id: str) -> ServerStatus: ...
 
@@ -89,3 +77,30 @@ class ServerProvider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class ServerAllocator(ServerProvider, Protocol):
+    """A provider that creates and deletes servers by API (overflow). The ``key`` of an allocation is its
+    idempotency key: the same key finds the same server again, after a crash or a redelivery."""
+
+    async def allocate_server(
+        self,
+        tier: Tier,
+        region: Region,
+        *,
+        key: str,
+        labels: Mapping[str, str] | None = None,
+        heartbeat: Heartbeat | None = None,
+        needs: ServerNeeds | None = None,
+    ) -> ServerAllocation:
+        """Create a running server, idempotently. ``needs``: the cheapest configured type that has them."""
+        ...
+
+    async def deallocate_server(self, server_id: str) -> None:
+        """Give the server back; a server that is already gone is not an error."""
+        ...
+
+    async def deallocate_key(self, key: str) -> bool:
+        """Give back the server allocated under ``key`` if there is one (a failed or stale attempt); True if so."""
+        ...

@@ -52,7 +52,3 @@ class ProviderTimeout(ProviderError):
     """We gave up waiting for an action, a state or SSH within the configured time."""
 
     retryable = True
-
-
-class ProviderUnsupported(ProviderError):
-    """The provider cannot do this by API (e.g. Netcup servers are ordered by contract, not created)."""

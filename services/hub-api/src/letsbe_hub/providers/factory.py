@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from letsbe_contracts import Provider
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.providers.base import ServerProvider
+from letsbe_hub.providers.cloud_init import render_cloud_init
 from letsbe_hub.providers.hetzner import HetznerConfig, HetznerProvider
 from letsbe_hub.providers.http import RetryPolicy
 from letsbe_hub.providers.netcup import NetcupConfig, NetcupProvider
-from letsbe_hub.servers.cloud_init import render_cloud_init
-from letsbe_hub.servers.config import ServerSettings
 
 
 def retry_policy(settings: ServerSettings) -> RetryPolicy:

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from functools import partial
 from ipaddress import IPv4Address, IPv6Address, IPv6Network
 from typing import Any
 
 from letsbe_contracts import Provider, Region, ServerNeeds, Tier, load_catalog
+from letsbe_hub.config import DEFAULT_SERVER_TYPES
 from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
@@ -23,18 +24,14 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderTimeout,
 )
-from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, numeric_id, parse_time
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
 NAME = Provider.HETZNER.value
-# The types overflow may order (x86: the tenant images are amd64), cheapest first among those that fit the order.
-DEFAULT_SERVER_TYPES = (
-    "cx22", "cx32", "cx42", "cx52", "cpx11", "cpx21", "cpx31", "cpx41", "cpx51",
-    "ccx13", "ccx23", "ccx33", "ccx43", "ccx53", "ccx63",
-)  # fmt: skip
+_id = partial(numeric_id, NAME, "Hetzner")
 # EU → Nuremberg (next to Netcup's EU site); US → Ashburn, VA (next to Netcup's Manassas site).
 DEFAULT_LOCATIONS: Mapping[Region, str] = {Region.EU: "nbg1", Region.US: "ash"}
 
@@ -102,7 +99,7 @@ class HetznerProvider:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    # --- ServerProvider ------------------------------------------------------------------------------------------
+    # --- ServerAllocator ------------------------------------------------------------------------------------------
 
     async def allocate_server(
         self,
@@ -176,7 +173,7 @@ class HetznerProvider:
             provider_ref=str(server_id),
             snapshot_ref=str(image["id"]),
             name=name,
-            created_at=_time(image.get("created")),
+            created_at=parse_time(image.get("created")),
         )
 
     async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
@@ -197,7 +194,7 @@ class HetznerProvider:
                             provider_ref=str(sid),
                             snapshot_ref=str(image["id"]),
                             name=image.get("description") or "",
-                            created_at=_time(image.get("created")),
+                            created_at=parse_time(image.get("created")),
                             ready=image.get("status") == "available",
                         )
                     )
@@ -239,9 +236,9 @@ class HetznerProvider:
         servers = (await self.http.request("GET", "/servers", params={"name": name})).json()["servers"]
         return servers[0] if servers else None
 
-    async def delete_by_name(self, name: str) -> bool:
-        """Delete the server called ``name`` if there is one; True if one was deleted."""
-        server = await self.find_server(name)
+    async def deallocate_key(self, key: str) -> bool:
+        """Delete the server allocated under ``key`` (its name) if there is one; True if one was deleted."""
+        server = await self.find_server(key)
         if server is None:
             return False
         await self.deallocate_server(str(server["id"]))
@@ -330,18 +327,3 @@ class HetznerProvider:
             ipv6=IPv6Address(ipv6) if ipv6 else None,
             labels=server.get("labels") or {},
         )
-
-
-def _id(server_id: str) -> int:
-    if not str(server_id).isdigit():
-        raise ProviderRejected(NAME, f"not a Hetzner server id: {server_id!r}")
-    return int(server_id)
-
-
-def _time(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None

@@ -185,3 +185,20 @@ class ProviderHTTP:
         else:
             kind = ProviderRejected
         return kind(self.provider, text[:1000], status=status, code=code)
+
+
+def numeric_id(provider: str, label: str, server_id: str) -> int:
+    """A provider's numeric server id (``label``: how the error names the provider), else ProviderRejected."""
+    if not str(server_id).isdigit():
+        raise ProviderRejected(provider, f"not a {label} server id: {server_id!r}")
+    return int(server_id)
+
+
+def parse_time(value: str | None) -> datetime | None:
+    """An ISO 8601 time from a provider ("Z" included); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None

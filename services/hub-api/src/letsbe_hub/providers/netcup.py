@@ -10,25 +10,28 @@ authentication guide:
 - ``GET /api/v1/servers/{serverId}?loadServerLiveInfo=true`` → ``serverLiveInfo.state`` (RUNNING, SHUTOFF, ...);
 - ``POST /api/v1/servers/{serverId}/snapshots`` ``{name, description, onlineSnapshot}`` → 202 + TaskInfo;
   ``GET /api/v1/tasks/{uuid}`` until ``state`` is FINISHED (ERROR/CANCELED/ROLLBACK end it badly);
+- ``GET /api/v1/servers/{serverId}/imageflavours`` → the installable images; ``POST /api/v1/servers/{serverId}/image``
+  ``{imageFlavourId, hostname, sshKeyIds, …}`` (ServerImageSetup) → 202 + TaskInfo: the disk is wiped and the image
+  installed (a pool server's way back into the pool); ``GET /api/v1/tasks`` lists the user's tasks;
 - errors are ``{"code": "...", "message": "..."}`` (ResponseError / NotFoundError).
 
-Netcup servers are bought on 12-month contracts in the customer control panel, not created by API: allocation and
-deallocation raise :class:`ProviderUnsupported`; the Hub's pool inventory is where Netcup servers are handed out.
+Netcup servers are bought on 12-month contracts in the customer control panel, not created by API: Netcup is a
+``ServerProvider`` and not a ``ServerAllocator``; the Hub's pool inventory is where Netcup servers are handed out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import httpx
 
-from letsbe_contracts import Provider, Region, Tier
-from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerState, ServerStatus, SnapshotResult
+from letsbe_contracts import Provider
+from letsbe_hub.providers.base import Heartbeat, ServerState, ServerStatus, SnapshotResult
 from letsbe_hub.providers.errors import (
     ProviderActionFailed,
     ProviderAuthError,
@@ -36,15 +39,15 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderTimeout,
     ProviderUnavailable,
-    ProviderUnsupported,
 )
-from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy
+from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, numeric_id, parse_time
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff, poll_until
 
 log = get_logger(__name__)
 
 NAME = Provider.NETCUP.value
+_id = partial(numeric_id, NAME, "Netcup SCP")
 
 _STATES = {
     "RUNNING": ServerState.RUNNING,
@@ -157,22 +160,6 @@ class NetcupProvider:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def allocate_server(
-        self,
-        tier: Tier,
-        region: Region,
-        *,
-        key: str,
-        labels: Mapping[str, str] | None = None,
-        heartbeat: Heartbeat | None = None,
-    ) -> ServerAllocation:
-        raise ProviderUnsupported(
-            NAME, "Netcup servers are ordered on contract in the CCP; register them in the pool instead"
-        )
-
-    async def deallocate_server(self, server_id: str) -> None:
-        raise ProviderUnsupported(NAME, "Netcup contracts are cancelled in the CCP, not by API")
-
     async def get_server_status(self, server_id: str) -> ServerStatus:
         server = (
             await self.http.request("GET", f"/api/v1/servers/{_id(server_id)}", params={"loadServerLiveInfo": "true"})
@@ -203,7 +190,7 @@ class NetcupProvider:
             provider_ref=str(sid),
             snapshot_ref=str(snap.get("uuid") or name),
             name=snap.get("name", name),
-            created_at=_time(snap.get("creationTime")),
+            created_at=parse_time(snap.get("creationTime")),
         )
 
     async def list_snapshots(self, server_id: str) -> list[SnapshotResult]:
@@ -215,7 +202,7 @@ class NetcupProvider:
                 provider_ref=str(sid),
                 snapshot_ref=str(s.get("uuid") or s["name"]),
                 name=s["name"],
-                created_at=_time(s.get("creationTime")),
+                created_at=parse_time(s.get("creationTime")),
             )
             for s in snaps
         ]
@@ -252,17 +239,46 @@ class NetcupProvider:
             raise ProviderTimeout(NAME, f"task {uuid} not finished after {self.config.task_timeout}s")
         return result
 
+    # --- wipe and reinstall (a pool server back from a tenant) --------------------------------------------------------
 
-def _id(server_id: str) -> int:
-    if not str(server_id).isdigit():
-        raise ProviderRejected(NAME, f"not a Netcup SCP server id: {server_id!r}")
-    return int(server_id)
+    async def image_flavour_id(self, server_id: str, image: str) -> int:
+        """The id of the image flavour whose alias, name or image name is ``image`` (e.g. "Debian 12")."""
+        flavours = (await self.http.request("GET", f"/api/v1/servers/{_id(server_id)}/imageflavours")).json()
+        for f in flavours:
+            names = {f.get("alias"), f.get("name"), (f.get("image") or {}).get("name")}
+            if image in names:
+                return int(f["id"])
+        offered = ", ".join(str(f.get("alias") or f.get("name")) for f in flavours)
+        raise ProviderRejected(NAME, f"no image flavour {image!r} for server {server_id} (offered: {offered})")
 
+    async def start_reinstall(self, server_id: str, *, image: str, hostname: str | None, ssh_key_ids: list[int]) -> str:
+        """Wipe the server's disk and install ``image`` with our SSH keys; returns the task's uuid (not waited for)."""
+        sid = _id(server_id)
+        body: dict[str, Any] = {
+            "imageFlavourId": await self.image_flavour_id(server_id, image),
+            "rootPartitionFullDiskSize": True,
+            "sshKeyIds": ssh_key_ids,
+            "emailToExecutingUser": False,
+        }
+        if hostname:
+            body["hostname"] = hostname
+        task = (await self.http.request("POST", f"/api/v1/servers/{sid}/image", json=body)).json()
+        log.info("netcup reinstall started", server_id=str(sid), task=task["uuid"], image=image)
+        return str(task["uuid"])
 
-def _time(value: str | None) -> datetime | None:
-    if not value:
+    async def reinstall_task_since(self, server_id: str, since: datetime) -> str | None:
+        """The uuid of an image install on this server started at or after ``since`` and not failed (one we may
+        have started before a crash), so a resumed job never installs twice."""
+        sid = _id(server_id)
+        for task in (await self.http.request("GET", "/api/v1/tasks")).json():
+            started = parse_time(task.get("startedAt"))
+            if (
+                task.get("serverId") == sid
+                and task.get("name") == "Install image"
+                and task.get("state") not in _TASK_FAILED  # a failed install is tried again, not waited for
+                and started is not None
+                and started >= since.replace(microsecond=0)
+            ):
+                return str(task["uuid"])
         return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+

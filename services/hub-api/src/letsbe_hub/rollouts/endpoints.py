@@ -17,12 +17,12 @@ from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.rollouts import repository as repo
 from letsbe_hub.rollouts import service
+from letsbe_hub.rollouts.models import RolloutStatus
 from letsbe_hub.rollouts.schemas import (
     MAX_STAGES,
     RolloutAbort,
     RolloutCreate,
     RolloutEventView,
-    RolloutStatus,
     RolloutView,
     TargetView,
 )

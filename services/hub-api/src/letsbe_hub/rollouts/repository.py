@@ -11,11 +11,10 @@ from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.commands.models import Command
-from letsbe_hub.rollouts.models import Rollout, RolloutEvent, RolloutTarget
+from letsbe_hub.rollouts.models import ACTIVE, Rollout, RolloutEvent, RolloutTarget
 from letsbe_hub.tenants.models import Agent, Tenant, TenantComponent
 from letsbe_platform.pagination import Keyset
 
-ACTIVE = ("RUNNING", "PAUSED", "AWAITING_APPROVAL")
 ROLLOUT_EVENTS = Counter(
     "hub_rollout_events_total", "Rollout events (created, promoted, paused, aborted, ...)", ["kind"]
 )
@@ -103,6 +102,7 @@ async def counts(session: AsyncSession, rollout_id: uuid.UUID) -> dict[tuple[int
 
 
 async def set_target(session: AsyncSession, rollout_id: uuid.UUID, tenant_id: uuid.UUID, **values: Any) -> None:
+    """Columns other than its status (which only the TARGET machine writes)."""
     await session.execute(
         update(RolloutTarget)
         .where(RolloutTarget.rollout_id == rollout_id, RolloutTarget.tenant_id == tenant_id)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -10,7 +10,6 @@ from letsbe_contracts.agent import ComponentName, ImageDigest, ImageRepo, Versio
 from letsbe_contracts.validation import RequestModel
 
 MAX_STAGES = 10
-RolloutStatus = Literal["RUNNING", "PAUSED", "AWAITING_APPROVAL", "COMPLETED", "ABORTED"]
 
 
 class StageSpec(RequestModel):

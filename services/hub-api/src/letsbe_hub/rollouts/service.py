@@ -16,18 +16,23 @@ from __future__ import annotations
 
 import math
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
+from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.agent import CommandStatus
 from letsbe_hub.commands import service as commands
 from letsbe_hub.commands.repository import open_for_rollout
+from letsbe_hub.rollouts import gates
 from letsbe_hub.rollouts import repository as repo
-from letsbe_hub.rollouts.models import Rollout, RolloutTarget
+from letsbe_hub.rollouts.models import ACTIVE, FINAL, ROLLOUT, TARGET, Rollout, RolloutTarget
+from letsbe_hub.rollouts.models import RolloutStatus as R
+from letsbe_hub.rollouts.models import TargetStatus as T
 from letsbe_hub.rollouts.schemas import RolloutAbort, RolloutCreate, RolloutView, StageSpec, StageView, TargetView
+from letsbe_platform import state
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
 from letsbe_platform.pagination import Page
@@ -35,11 +40,6 @@ from letsbe_platform.pagination import Page
 log = get_logger(__name__)
 
 NOT_IN_ANY_STAGE = -1  # already at or above the version when the rollout was created
-DONE = {"SUCCEEDED", "FAILED", "ROLLED_BACK", "ROLLBACK_FAILED", "TIMED_OUT", "CANCELLED", "SKIPPED", "REVERTED"}
-FAILURES = {"FAILED", "ROLLED_BACK", "ROLLBACK_FAILED"}
-INCONCLUSIVE = {"TIMED_OUT", "CANCELLED"}
-# Liveness during the soak: a target whose agent has not been heard from for this many intervals is suspect.
-MISSED_BEATS = 3
 
 
 class RolloutNotFound(NotFound):
@@ -95,7 +95,7 @@ async def create(session: AsyncSession, body: RolloutCreate, *, actor: str) -> R
         image=body.image,
         digest=body.digest,
         version=body.version,
-        status="RUNNING",
+        status=R.RUNNING,
         stages=[s.model_dump() for s in body.stages],
         stage_index=0,
         stage_started_at=datetime.now(UTC),
@@ -107,7 +107,7 @@ async def create(session: AsyncSession, body: RolloutCreate, *, actor: str) -> R
     )
     session.add(r)
     for position, (stage, t) in enumerate(assignment):
-        session.add(RolloutTarget(rollout_id=r.id, tenant_id=t.id, stage=stage, position=position, status="PENDING"))
+        session.add(RolloutTarget(rollout_id=r.id, tenant_id=t.id, stage=stage, position=position, status=T.PENDING))
     for t in skipped:
         session.add(
             RolloutTarget(
@@ -115,7 +115,7 @@ async def create(session: AsyncSession, body: RolloutCreate, *, actor: str) -> R
                 tenant_id=t.id,
                 stage=NOT_IN_ANY_STAGE,
                 position=0,
-                status="SKIPPED",
+                status=T.SKIPPED,
                 detail=f"already on {current[t.id].version}",
             )
         )
@@ -196,19 +196,20 @@ async def _locked(session: AsyncSession, rollout_id: uuid.UUID) -> Rollout:
     return r
 
 
-def _set(r: Rollout, status: str, reason: str | None = None) -> None:
-    r.status = status
-    r.reason = reason
-    r.updated_at = datetime.now(UTC)
-    if status in ("COMPLETED", "ABORTED"):
-        r.finished_at = r.updated_at
+async def _move(session: AsyncSession, r: Rollout, to: R, reason: str | None = None, **values: Any) -> None:
+    values |= {"updated_at": func.now()} | ({"finished_at": func.now()} if to in FINAL else {})
+    await state.move(session, ROLLOUT, r, to, actor="rollout", reason=reason, **values)
+
+
+async def _move_target(session: AsyncSession, t: RolloutTarget, to: T, **values: Any) -> None:
+    await state.move(session, TARGET, t, to, actor="rollout", updated_at=func.now(), **values)
 
 
 async def pause(session: AsyncSession, rollout_id: uuid.UUID, *, actor: str) -> RolloutView:
     r = await _locked(session, rollout_id)
-    if r.status != "RUNNING":
+    if r.status != R.RUNNING:
         raise RolloutConflict(f"A {r.status} rollout cannot be paused.")
-    _set(r, "PAUSED", f"paused by {actor}")
+    await _move(session, r, R.PAUSED, f"paused by {actor}")
     await repo.add_event(session, r.id, "paused", r.reason or "")
     return await view(session, r.id)
 
@@ -216,35 +217,30 @@ async def pause(session: AsyncSession, rollout_id: uuid.UUID, *, actor: str) -> 
 async def resume(session: AsyncSession, rollout_id: uuid.UUID, *, actor: str) -> RolloutView:
     """Running again; the current stage's inconclusive targets (no result) are tried once more."""
     r = await _locked(session, rollout_id)
-    if r.status != "PAUSED":
+    if r.status != R.PAUSED:
         raise RolloutConflict(f"A {r.status} rollout cannot be resumed.")
     retried = 0
     for t in await repo.targets(session, r.id, r.stage_index):
-        if t.status in INCONCLUSIVE:
-            await repo.set_target(
-                session, r.id, t.tenant_id, status="PENDING", command_id=None, detail="retry after resume"
-            )
+        if t.status in gates.INCONCLUSIVE:
+            await _move_target(session, t, T.PENDING, command_id=None, detail="retry after resume")
             retried += 1
-    r.soak_started_at = None
-    _set(r, "RUNNING")
+    await _move(session, r, R.RUNNING, soak_started_at=None)
     await repo.add_event(session, r.id, "resumed", f"resumed by {actor}", {"retried": retried})
     return await view(session, r.id)
 
 
 async def approve(session: AsyncSession, rollout_id: uuid.UUID, *, actor: str) -> RolloutView:
     r = await _locked(session, rollout_id)
-    if r.status != "AWAITING_APPROVAL":
+    if r.status != R.AWAITING_APPROVAL:
         raise RolloutConflict(f"A {r.status} rollout is not waiting for an approval.")
-    r.approved_by = actor
-    r.stage_started_at = datetime.now(UTC)
-    _set(r, "RUNNING")
+    await _move(session, r, R.RUNNING, approved_by=actor, stage_started_at=datetime.now(UTC))
     await repo.add_event(session, r.id, "approved", f"stage {_stages(r)[r.stage_index].name} approved by {actor}")
     return await view(session, r.id)
 
 
 async def abort(session: AsyncSession, rollout_id: uuid.UUID, body: RolloutAbort, *, actor: str) -> RolloutView:
     r = await _locked(session, rollout_id)
-    if r.status not in repo.ACTIVE:
+    if r.status not in ACTIVE:
         raise RolloutConflict(f"A {r.status} rollout cannot be aborted.")
     await _abort(
         session,
@@ -265,11 +261,11 @@ async def _abort(session: AsyncSession, r: Rollout, reason: str, *, rollback: bo
             cancelled += 1
     reverted = 0
     for t in await repo.targets(session, r.id):
-        if t.status in ("PENDING", "DISPATCHED") and t.stage >= 0:
-            await repo.set_target(session, r.id, t.tenant_id, status="CANCELLED", detail=reason[:500])
-        elif rollback and t.stage == r.stage_index and t.status == "SUCCEEDED" and not t.previous_digest:
+        if t.status in (T.PENDING, T.DISPATCHED) and t.stage >= 0:
+            await _move_target(session, t, T.CANCELLED, detail=reason[:500])
+        elif rollback and t.stage == r.stage_index and t.status == T.SUCCEEDED and not t.previous_digest:
             await repo.set_target(session, r.id, t.tenant_id, detail="not reverted: its previous digest is unknown")
-        elif rollback and t.stage == r.stage_index and t.status == "SUCCEEDED":
+        elif rollback and t.stage == r.stage_index and t.status == T.SUCCEEDED:
             cmd, _ = await commands.enqueue(
                 session,
                 tenant_id=t.tenant_id,
@@ -287,9 +283,9 @@ async def _abort(session: AsyncSession, r: Rollout, reason: str, *, rollback: bo
                 deadline_seconds=int(r.deadline_seconds) + 120,
                 rollout_id=None,  # a revert is not part of the rollout's own accounting
             )
-            await repo.set_target(session, r.id, t.tenant_id, status="REVERTED", detail=f"revert command {cmd.id}")
+            await _move_target(session, t, T.REVERTED, detail=f"revert command {cmd.id}")
             reverted += 1
-    _set(r, "ABORTED", reason)
+    await _move(session, r, R.ABORTED, reason)
     await repo.add_event(session, r.id, "aborted", reason, {"cancelled_commands": cancelled, "reverted": reverted})
     log.warning("rollout aborted", rollout_id=str(r.id), reason=reason, cancelled=cancelled, reverted=reverted)
 
@@ -297,94 +293,69 @@ async def _abort(session: AsyncSession, r: Rollout, reason: str, *, rollback: bo
 # --- the engine's step -----------------------------------------------------------------------------------------
 
 
-def _target_status(c: Any) -> tuple[str, str | None] | None:
+def _target_status(c: Any) -> tuple[T, str | None] | None:
     """What a finished command means for its target; None while it is not finished."""
     if c.status == CommandStatus.SUCCEEDED:
-        return "SUCCEEDED", None
-    if c.status == CommandStatus.ROLLED_BACK:
-        return "ROLLED_BACK", c.error
+        return T.SUCCEEDED, None
     if c.status == CommandStatus.FAILED:
-        return ("ROLLBACK_FAILED" if (c.result or {}).get("rollback_failed") else "FAILED"), c.error
-    if c.status in (CommandStatus.TIMED_OUT, CommandStatus.CANCELLED):
-        return str(c.status), c.error
+        return (T.ROLLBACK_FAILED if (c.result or {}).get("rollback_failed") else T.FAILED), c.error
+    if c.status in (CommandStatus.ROLLED_BACK, CommandStatus.TIMED_OUT, CommandStatus.CANCELLED):
+        return T(c.status), c.error
     return None
 
 
 async def tick(session: AsyncSession, rollout_id: uuid.UUID, *, heartbeat_interval: float) -> None:
+    """Record the results of finished updates, then apply what the first gate that decides says (gates.RULES)."""
     r = await repo.get(session, rollout_id, lock=True, skip_locked=True)
-    if r is None or r.status not in ("RUNNING", "PAUSED"):
+    if r is None or r.status not in (R.RUNNING, R.PAUSED):
         return  # another replica has it, or nothing to do (AWAITING_APPROVAL waits for a person)
     stages = _stages(r)
-    stage = stages[r.stage_index]
     targets = await repo.targets(session, r.id, r.stage_index)
-    # 1. results of dispatched updates
-    cmds = await repo.commands_by_id(
-        session, [t.command_id for t in targets if t.status == "DISPATCHED" and t.command_id]
-    )
-    for t in targets:
-        if t.status == "DISPATCHED" and t.command_id in cmds:
-            outcome = _target_status(cmds[t.command_id])
-            if outcome is not None:
-                t.status, t.detail = outcome[0], (outcome[1] or None) and outcome[1][:1000]
-                await repo.set_target(session, r.id, t.tenant_id, status=t.status, detail=t.detail)
-                await repo.add_event(
-                    session,
-                    r.id,
-                    "target",
-                    f"{t.tenant_id}: {t.status}",
-                    {"tenant_id": str(t.tenant_id), "status": t.status},
-                )
-    size = len(targets)
-    failed = [t for t in targets if t.status in FAILURES]
-    # 2. the hard limits apply at once, not only at the end of the stage
-    if any(t.status == "ROLLBACK_FAILED" for t in targets):
-        await _abort(session, r, f"stage {stage.name}: a rollback failed on a tenant", rollback=r.rollback_on_abort)
-        return
-    if size and len(failed) / size > stage.max_failure_ratio:
-        await _abort(
-            session,
-            r,
-            f"stage {stage.name}: {len(failed)} of {size} updates failed (limit {stage.max_failure_ratio:.0%})",
-            rollback=r.rollback_on_abort,
-        )
-        return
-    if r.status == "PAUSED":
-        return
-    # 3. dispatch within the concurrency bound
-    in_flight = sum(1 for t in targets if t.status == "DISPATCHED")
-    pending = [t for t in targets if t.status == "PENDING"]
-    if pending and in_flight < r.concurrency:
-        await _send_update_commands(session, r, pending[: r.concurrency - in_flight])
-        return
-    if pending or in_flight:
-        return
-    # 4. the stage is done: gate, soak, promote
-    now = datetime.now(UTC)
-    if r.soak_started_at is None:
-        unknown = [t for t in targets if t.status in INCONCLUSIVE]
-        if unknown:
-            _set(r, "PAUSED", f"stage {stage.name}: {len(unknown)} of {size} tenants gave no result (inconclusive)")
-            await repo.add_event(session, r.id, "paused", r.reason or "")
-            return
-        r.soak_started_at = now
-        await repo.add_event(session, r.id, "soaking", f"stage {stage.name} passed; soaking {stage.soak_seconds}s")
-        return
-    if now - r.soak_started_at < timedelta(seconds=stage.soak_seconds):
-        return
-    updated = [t.tenant_id for t in targets if t.status == "SUCCEEDED"]
+    await _collect_results(session, r, targets)
     # the updated component itself if it is an agent, else the Safety Wrapper that watches the tenant
     watcher = r.component if r.component in ("safety-wrapper", "secrets-proxy") else "safety-wrapper"
-    seen = await repo.last_heartbeats(session, updated, watcher)
-    silent = [
-        tid
-        for tid in updated
-        if seen.get(tid) is None or now - seen[tid] > timedelta(seconds=MISSED_BEATS * heartbeat_interval)
-    ]
-    if silent:
-        _set(r, "PAUSED", f"stage {stage.name}: {len(silent)} updated tenants stopped heartbeating during the soak")
-        await repo.add_event(session, r.id, "paused", r.reason or "", {"silent": [str(s) for s in silent]})
-        return
-    await _promote(session, r, stages, now)
+    now = datetime.now(UTC)
+    action = await gates.decide(
+        gates.Tick(
+            status=R(r.status),
+            stage=stages[r.stage_index],
+            targets=targets,
+            concurrency=r.concurrency,
+            soak_started_at=r.soak_started_at,
+            now=now,
+            heartbeat_interval=heartbeat_interval,
+            last_seen=lambda tenants: repo.last_heartbeats(session, tenants, watcher),
+        )
+    )
+    match action:
+        case gates.Abort(reason):
+            await _abort(session, r, reason, rollback=r.rollback_on_abort)
+        case gates.Pause(reason, data):
+            await _move(session, r, R.PAUSED, reason)
+            await repo.add_event(session, r.id, "paused", reason, data)
+        case gates.Dispatch(batch):
+            await _send_update_commands(session, r, batch)
+        case gates.StartSoak(message):
+            r.soak_started_at = now
+            await repo.add_event(session, r.id, "soaking", message)
+        case gates.Promote():
+            await _promote(session, r, stages, now)
+
+
+async def _collect_results(session: AsyncSession, r: Rollout, targets: list[RolloutTarget]) -> None:
+    dispatched = [t for t in targets if t.status == T.DISPATCHED and t.command_id]
+    cmds = await repo.commands_by_id(session, [t.command_id for t in dispatched if t.command_id])
+    for t in dispatched:
+        outcome = _target_status(cmds[t.command_id]) if t.command_id in cmds else None
+        if outcome is not None:
+            await _move_target(session, t, outcome[0], detail=(outcome[1] or None) and outcome[1][:1000])
+            await repo.add_event(
+                session,
+                r.id,
+                "target",
+                f"{t.tenant_id}: {t.status}",
+                {"tenant_id": str(t.tenant_id), "status": t.status},
+            )
 
 
 async def _send_update_commands(session: AsyncSession, r: Rollout, batch: list[RolloutTarget]) -> None:
@@ -392,7 +363,7 @@ async def _send_update_commands(session: AsyncSession, r: Rollout, batch: list[R
     for t in batch:
         have = current.get(t.tenant_id)
         if have is not None and not newer(r.version, have.version):
-            await repo.set_target(session, r.id, t.tenant_id, status="SKIPPED", detail=f"already on {have.version}")
+            await _move_target(session, t, T.SKIPPED, detail=f"already on {have.version}")
             continue
         attempt = "" if t.detail != "retry after resume" else f":{uuid.uuid4().hex[:8]}"
         cmd, _ = await commands.enqueue(
@@ -412,11 +383,10 @@ async def _send_update_commands(session: AsyncSession, r: Rollout, batch: list[R
             deadline_seconds=int(r.deadline_seconds) + 120,
             rollout_id=r.id,
         )
-        await repo.set_target(
+        await _move_target(
             session,
-            r.id,
-            t.tenant_id,
-            status="DISPATCHED",
+            t,
+            T.DISPATCHED,
             command_id=cmd.id,
             previous_digest=have.digest if have else None,
             previous_version=have.version if have else None,
@@ -433,13 +403,15 @@ async def _promote(session: AsyncSession, r: Rollout, stages: list[StageSpec], n
         r.stage_index += 1  # an empty stage (small fleet): nothing to do there
     if r.stage_index >= len(stages):
         r.stage_index = len(stages) - 1
-        _set(r, "COMPLETED")
+        await _move(session, r, R.COMPLETED, None)
         await repo.add_event(session, r.id, "completed", f"stage {done} passed; rollout complete")
         log.info("rollout completed", rollout_id=str(r.id))
         return
     nxt = stages[r.stage_index]
     if nxt.requires_approval:
-        _set(r, "AWAITING_APPROVAL", f"stage {done} passed; stage {nxt.name} needs an operator's approval")
+        await _move(
+            session, r, R.AWAITING_APPROVAL, f"stage {done} passed; stage {nxt.name} needs an operator's approval"
+        )
         await repo.add_event(session, r.id, "awaiting-approval", r.reason or "")
         return
     r.updated_at = now

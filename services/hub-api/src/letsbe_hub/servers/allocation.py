@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -35,18 +36,17 @@ from letsbe_contracts import (
     OrderCreatedV1,
     OrderFailedV1,
     OrderSpec,
-    Provider,
     load_catalog,
 )
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.db import inbox, outbox
-from letsbe_hub.providers.base import Heartbeat
+from letsbe_hub.providers.base import Heartbeat, ServerAllocator
 from letsbe_hub.providers.errors import ProviderError
-from letsbe_hub.providers.hetzner import HetznerProvider
 from letsbe_hub.servers import repository as repo
-from letsbe_hub.servers.config import ServerSettings
-from letsbe_hub.servers.models import OverflowStatus
+from letsbe_hub.servers.models import OVERFLOW, InventoryStatus, OverflowServer, OverflowStatus
 from letsbe_hub.servers.reachability import wait_for_host_key
 from letsbe_hub.servers.service import emit_allocated, reserve
+from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -54,6 +54,7 @@ from letsbe_platform.outbox import add_event, claim
 from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
+CREATING, FAILING = OverflowStatus.CREATING, OverflowStatus.FAILING
 
 CONSUMER = "hub-allocate-on-order-created"
 ALLOCATIONS = Counter("hub_server_allocations_total", "Outcomes of the allocation worker", ["outcome"])
@@ -103,11 +104,11 @@ class Allocator:
         self,
         sessions: async_sessionmaker[AsyncSession],
         settings: ServerSettings,
-        hetzner: HetznerProvider | None,
+        overflow: ServerAllocator | None,
     ):
         self.sessions = sessions
         self.settings = settings
-        self.hetzner = hetzner
+        self.overflow = overflow  # Hetzner Cloud when configured: any provider that allocates by API
 
     async def on_order_created(self, event: OrderCreatedV1, delivery: Delivery) -> None:
         await self.allocate(event.order, delivery.event_id, heartbeat=throttled(delivery.in_progress))
@@ -147,7 +148,7 @@ class Allocator:
             if server is not None:
                 if not await claim(s, inbox, CONSUMER, event_id):
                     return Outcome.DUPLICATE, None  # a parallel delivery won; the row lock ends with this tx
-                reserve(server, order.order_id)
+                await reserve(s, server, order.order_id)
                 if order.automation_mode is AutomationMode.MANUAL:  # it may have been held by an earlier event
                     await repo.resolve_hold(s, order.order_id, server.id, "allocation-worker")
                 await emit_allocated(s, order, server, cause=event_id)
@@ -160,7 +161,7 @@ class Allocator:
                     s, order.order_id, order.tier.value, order.region.value, order.model_dump(mode="json"), reason
                 )
                 return Outcome.HELD, None
-            if self.hetzner is None:
+            if self.overflow is None:
                 if not await claim(s, inbox, CONSUMER, event_id):
                     return Outcome.DUPLICATE, None
                 reason = (
@@ -184,12 +185,9 @@ class Allocator:
                     retryable=True,
                 )
             else:  # a retry after a failed attempt (or a released server): a fresh name, a fresh server
-                intent.event_id, intent.attempt, intent.name = event_id, n, name
-                intent.status, intent.hetzner_id, intent.server_id, intent.error = (
-                    OverflowStatus.CREATING.value,
-                    None,
-                    None,
-                    None,
+                fresh = {"event_id": event_id, "attempt": n, "name": name, "hetzner_id": None, "server_id": None}
+                await state.transition(
+                    s, OVERFLOW, order.order_id, intent.status, CREATING, actor=CONSUMER, error=None, **fresh
                 )
             return Outcome.OVERFLOW, _Attempt(name, OverflowStatus.CREATING.value)
 
@@ -198,14 +196,14 @@ class Allocator:
     async def _overflow(
         self, order: OrderSpec, event_id: uuid.UUID, attempt: _Attempt, heartbeat: Heartbeat | None
     ) -> Outcome:
-        assert self.hetzner is not None
+        assert self.overflow is not None
         if attempt.status == OverflowStatus.FAILING:
             return await self._give_up(
                 order, event_id, attempt.name, attempt.error or "allocation failed", attempt.retryable
             )
         cfg = self.settings
         try:
-            created = await self.hetzner.allocate_server(
+            created = await self.overflow.allocate_server(
                 order.tier,
                 order.region,
                 key=attempt.name,
@@ -222,18 +220,18 @@ class Allocator:
                 cfg.server_ssh_port,
                 timeout=cfg.ssh_ready_timeout_seconds,
                 backoff=Backoff(cfg.provider_poll_first_seconds, cfg.ssh_probe_seconds),
-                provider=Provider.HETZNER.value,
+                provider=created.provider.value,
                 heartbeat=heartbeat,
             )
         except ProviderError as exc:
             log.warning("overflow server failed", order_id=str(order.order_id), name=attempt.name, error=str(exc))
             async with unit_of_work(self.sessions) as s:
-                moved = await repo.set_overflow(
+                moved = await _move_overflow(
                     s,
                     order.order_id,
                     attempt.name,
-                    [OverflowStatus.CREATING],
-                    status=OverflowStatus.FAILING.value,
+                    CREATING,
+                    FAILING,
                     error=str(exc)[:4000],
                     retryable=exc.retryable,
                 )
@@ -249,7 +247,7 @@ class Allocator:
                 return Outcome.DUPLICATE  # another delivery of this order finished (or failed) the attempt
             server = await repo.add_server(
                 s,
-                provider=Provider.HETZNER.value,
+                provider=created.provider.value,
                 provider_ref=created.provider_ref,
                 name=created.name,
                 tier=order.tier.value,
@@ -259,24 +257,24 @@ class Allocator:
                 ssh_port=cfg.server_ssh_port,
                 ssh_user=cfg.server_ssh_user,
                 host_key_fingerprint=fingerprint,
-                status="AVAILABLE",
+                status=InventoryStatus.AVAILABLE,
             )
-            reserve(server, order.order_id)
-            intent.status, intent.server_id = OverflowStatus.READY.value, server.id
+            await reserve(s, server, order.order_id)
+            await state.transition(
+                s, OVERFLOW, order.order_id, CREATING, OverflowStatus.READY, actor=CONSUMER, server_id=server.id
+            )
             await emit_allocated(s, order, server, cause=event_id)
         return Outcome.OVERFLOW
 
     async def _give_up(self, order: OrderSpec, event_id: uuid.UUID, name: str, reason: str, retryable: bool) -> Outcome:
         """Delete what this attempt created, then fail the order. A failing delete raises: redelivery retries it."""
-        assert self.hetzner is not None
-        if await self.hetzner.delete_by_name(name):
+        assert self.overflow is not None
+        if await self.overflow.deallocate_key(name):
             log.info("deleted the overflow server of a failed attempt", order_id=str(order.order_id), name=name)
         async with unit_of_work(self.sessions) as s:
             if not await claim(s, inbox, CONSUMER, event_id):
                 return Outcome.DUPLICATE
-            if not await repo.set_overflow(
-                s, order.order_id, name, [OverflowStatus.FAILING], status=OverflowStatus.FAILED.value
-            ):
+            if not await _move_overflow(s, order.order_id, name, FAILING, OverflowStatus.FAILED):
                 return Outcome.DUPLICATE
             await self._emit_failed(s, order, event_id, f"Hetzner overflow server: {reason}", retryable=retryable)
         return Outcome.FAILED
@@ -301,31 +299,26 @@ class Allocator:
 
         The order is failed (again, harmlessly, if its dead-lettered event already did); a retry starts a new attempt.
         """
-        if self.hetzner is None:
+        if self.overflow is None:
             return 0
         cutoff = (now or datetime.now(UTC)) - timedelta(seconds=self.settings.overflow_stale_seconds)
         cleaned = 0
         async with unit_of_work(self.sessions) as s:
             stale = [
-                (r.order_id, r.name)
+                (r.order_id, r.name, r.status)
                 for r in await repo.stale_overflows(
                     s, [OverflowStatus.CREATING.value, OverflowStatus.FAILING.value], cutoff
                 )
             ]
-        for order_id, name in stale:
+        for order_id, name, status in stale:
             try:
-                await self.hetzner.delete_by_name(name)
+                await self.overflow.deallocate_key(name)
             except ProviderError as exc:
                 log.warning("stale overflow cleanup failed", order_id=str(order_id), name=name, error=str(exc))
                 continue
             async with unit_of_work(self.sessions) as s:
-                if await repo.set_overflow(
-                    s,
-                    order_id,
-                    name,
-                    [OverflowStatus.CREATING, OverflowStatus.FAILING],
-                    status=OverflowStatus.FAILED.value,
-                    error="stale attempt cleaned up",
+                if await _move_overflow(
+                    s, order_id, name, status, OverflowStatus.FAILED, error="stale attempt cleaned up"
                 ):
                     cleaned += 1
                     reason = f"Hetzner overflow attempt {name} made no progress and was cleaned up"
@@ -337,3 +330,14 @@ class Allocator:
                         event_id=uuid.uuid5(order_id, f"stale:{name}"),
                     )
         return cleaned
+
+
+async def _move_overflow(
+    s: AsyncSession, order_id: uuid.UUID, name: str, expected: str, to: str, **values: Any
+) -> bool:
+    """Compare-and-set on (order, attempt name, status): False if another worker moved the attempt on."""
+    where = (OverflowServer.name == name,)
+    return (
+        await state.try_transition(s, OVERFLOW, order_id, expected, to, actor=CONSUMER, where=where, **values)
+        is not None
+    )

@@ -12,14 +12,14 @@ from fastapi import APIRouter, Query, Request, status
 from letsbe_contracts import Provider, Region, Tier
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.providers import factory
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.servers import costs, migrations, pools, service
 from letsbe_hub.servers import repository as repo
-from letsbe_hub.servers.config import ServerSettings
 from letsbe_hub.servers.errors import ProviderCallFailed, ProviderNotConfigured
-from letsbe_hub.servers.models import HoldStatus, InventoryStatus, MigrationProposal
+from letsbe_hub.servers.models import HoldStatus, InventoryStatus, MigrationProposal, Server
 from letsbe_hub.servers.schemas import (
     Assigned,
     AssignServer,
@@ -63,7 +63,7 @@ async def _provider(
             await client.aclose()
 
 
-def _proposal_out(p: MigrationProposal) -> MigrationProposalOut:
+def proposal_out(p: MigrationProposal) -> MigrationProposalOut:
     return MigrationProposalOut(
         id=p.id,
         period=p.period,
@@ -81,8 +81,8 @@ def _proposal_out(p: MigrationProposal) -> MigrationProposalOut:
 
 
 @router.post("", name="register", status_code=status.HTTP_201_CREATED, summary="Register a pool server")
-async def register(body: ServerCreate, session: SessionDep, _: Write) -> ServerOut:
-    return service.to_out(await service.register_server(session, body))
+async def register(body: ServerCreate, session: SessionDep, principal: Write) -> ServerOut:
+    return service.to_out(await service.register_server(session, body, by=principal.name))
 
 
 @router.get("", name="list", summary="List servers, oldest first, filtered")
@@ -140,13 +140,13 @@ async def list_migrations(
     cursor: Cursor = None,
 ) -> Page[MigrationProposalOut]:
     rows, next_cursor = await repo.list_proposals(session, period, limit=limit, cursor=cursor)
-    return Page(items=[_proposal_out(p) for p in rows], next_cursor=next_cursor)
+    return Page(items=[proposal_out(p) for p in rows], next_cursor=next_cursor)
 
 
 @router.post("/migrations/check", name="check_migrations", summary="Run the monthly migration check now")
 async def check_migrations(session: SessionDep, _: Write) -> MigrationCheckResult:
     new = await migrations.propose_migrations(session)
-    return MigrationCheckResult(period=migrations.period_of_now(), proposed=[_proposal_out(p) for p in new])
+    return MigrationCheckResult(period=migrations.period_of_now(), proposed=[proposal_out(p) for p in new])
 
 
 @router.get("/{server_id}", name="get", summary="One server")
@@ -160,12 +160,17 @@ async def get(server_id: uuid.UUID, session: SessionDep, _: Read) -> ServerOut:
     responses=problems(502),
     summary="Retire a server (IN_USE ones go DRAINING first)",
 )
-async def retire(server_id: uuid.UUID, request: Request, session: SessionDep, _: Write) -> ServerOut:
+async def retire(server_id: uuid.UUID, request: Request, session: SessionDep, principal: Write) -> ServerOut:
+    return service.to_out(await retire_server(request, session, server_id, by=principal.name))
+
+
+async def retire_server(request: Request, session: SessionDep, server_id: uuid.UUID, *, by: str) -> Server:
+    """Retire with the provider client the server needs (the API route and the console's action)."""
     server = await service.get_server(session, server_id)
     if server.provider != Provider.HETZNER:  # Netcup contracts are cancelled by hand: nothing to call
-        return service.to_out(await service.retire_server(session, server_id, None))
+        return await service.retire_server(session, server_id, None, by=by)
     async with _provider(request, Provider.HETZNER, required=False) as client:
-        return service.to_out(await service.retire_server(session, server_id, client))
+        return await service.retire_server(session, server_id, client, by=by)
 
 
 @router.get(
@@ -240,5 +245,5 @@ async def check(session: SessionDep, _: Write) -> PoolCheckResult:
 
 
 @pools_router.put("/{tier}/{region}", name="set", summary="Set a pool's minimum and target")
-async def set_pool(tier: Tier, region: Region, body: PoolUpdate, session: SessionDep, _: Write) -> PoolOut:
-    return await pools.set_pool(session, tier, region, body.min_available, body.target_available)
+async def set_pool(tier: Tier, region: Region, body: PoolUpdate, session: SessionDep, principal: Write) -> PoolOut:
+    return await pools.set_pool(session, tier, region, body.min_available, body.target_available, by=principal.name)

@@ -17,12 +17,12 @@ import asyncio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import OrderCreatedV1, ProvisionedV1
+from letsbe_hub.config import ServerSettings
 from letsbe_hub.db import inbox
 from letsbe_hub.providers.factory import build_hetzner
 from letsbe_hub.servers import migrations, pools
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.allocation import CONSUMER, Allocator
-from letsbe_hub.servers.config import ServerSettings
 from letsbe_platform.bus import Bus, Consumer, Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger

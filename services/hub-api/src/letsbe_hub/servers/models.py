@@ -27,6 +27,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
+from letsbe_platform.state import Machine
 
 
 class InventoryStatus(StrEnum):
@@ -95,6 +96,9 @@ class Server(Base):
     )
     reserved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Who registered and who retired it (an API token's name, or operator:<name> from the console).
+    registered_by: Mapped[str | None] = mapped_column(String(200))
+    retired_by: Mapped[str | None] = mapped_column(String(200))
 
 
 class PoolPolicy(Base):
@@ -112,6 +116,7 @@ class PoolPolicy(Base):
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
     )
+    updated_by: Mapped[str | None] = mapped_column(String(200))  # who set the sizes last (None: the defaults)
 
 
 class AllocationHold(Base):
@@ -172,3 +177,39 @@ class MigrationProposal(Base):
     region: Mapped[str] = mapped_column(String(10))
     monthly_saving_eur: Mapped[Decimal] = mapped_column(Numeric(10, 2))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# The status machines of this context. None has a history table: a server's moves are recorded where operators
+# already look (the order's transitions for reserve and in use, the decommission job's history for drain and
+# retire, the log line of an operator's retire), a hold's in its own assigned_at/assigned_by, an overflow
+# attempt's in the order's failure events.
+Inv, Ovf = InventoryStatus, OverflowStatus
+SERVER = Machine(
+    noun="server",
+    model=Server,
+    transitions={
+        Inv.AVAILABLE: frozenset({Inv.RESERVED, Inv.DRAINING, Inv.RETIRED}),
+        Inv.RESERVED: frozenset({Inv.IN_USE, Inv.DRAINING, Inv.RETIRED}),
+        Inv.IN_USE: frozenset({Inv.DRAINING, Inv.RETIRED}),
+        # AVAILABLE: a Netcup pool server wiped, reinstalled and preflighted after its tenant's decommission
+        Inv.DRAINING: frozenset({Inv.RETIRED, Inv.AVAILABLE}),
+    },
+    id_field="server_id",
+)
+HOLD = Machine(
+    noun="allocation hold",
+    model=AllocationHold,
+    transitions={HoldStatus.HELD: frozenset({HoldStatus.ASSIGNED})},
+    id_field="order_id",
+)
+OVERFLOW = Machine(
+    noun="overflow attempt",
+    model=OverflowServer,
+    transitions={
+        Ovf.CREATING: frozenset({Ovf.READY, Ovf.FAILING, Ovf.FAILED}),
+        Ovf.FAILING: frozenset({Ovf.FAILED}),
+        Ovf.READY: frozenset({Ovf.CREATING}),  # its server was released: a retry starts a new attempt
+        Ovf.FAILED: frozenset({Ovf.CREATING}),
+    },
+    id_field="order_id",
+)

@@ -54,15 +54,25 @@ async def pool_views(session: AsyncSession) -> list[PoolOut]:
                 below_minimum=available < minimum,
                 alert_open=bool(policy and policy.alert_id),
                 below_minimum_since=policy.below_minimum_since if policy else None,
+                updated_by=policy.updated_by if policy else None,
             )
         )
     return out
 
 
 async def set_pool(
-    session: AsyncSession, tier: Tier, region: Region, min_available: int, target_available: int
+    session: AsyncSession,
+    tier: Tier,
+    region: Region,
+    min_available: int,
+    target_available: int,
+    *,
+    by: str | None = None,
 ) -> PoolOut:
-    await repo.upsert_pool(session, tier.value, region.value, min_available, target_available)
+    await repo.upsert_pool(session, tier.value, region.value, min_available, target_available, by)
+    log.info(
+        "pool policy set", tier=tier.value, region=region.value, minimum=min_available, target=target_available, by=by
+    )
     return next(p for p in await pool_views(session) if (p.tier, p.region) == (tier, region))
 
 

@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_hub.db import inbox
 from letsbe_hub.servers.models import (
     HELD_STATUSES,
+    HOLD,
+    SERVER,
     AllocationHold,
     HoldStatus,
     InventoryStatus,
@@ -22,6 +24,7 @@ from letsbe_hub.servers.models import (
     PoolPolicy,
     Server,
 )
+from letsbe_platform import state
 from letsbe_platform.pagination import Keyset
 
 # --- inventory -----------------------------------------------------------------------------------------------------
@@ -107,13 +110,10 @@ async def counts_by_pool(session: AsyncSession) -> dict[tuple[str, str], dict[st
 
 
 async def mark_in_use(session: AsyncSession, server_id: uuid.UUID, tenant_id: uuid.UUID) -> bool:
-    result = await session.execute(
-        update(Server)
-        .where(Server.id == server_id, Server.status == InventoryStatus.RESERVED)
-        .values(status=InventoryStatus.IN_USE.value, tenant_id=tenant_id)
-        .returning(Server.id)
+    moved = await state.try_transition(
+        session, SERVER, server_id, InventoryStatus.RESERVED, InventoryStatus.IN_USE, actor="hub", tenant_id=tenant_id
     )
-    return result.first() is not None
+    return moved is not None
 
 
 async def servers_by(session: AsyncSession, provider: str, statuses: Sequence[InventoryStatus]) -> Sequence[Server]:
@@ -163,10 +163,17 @@ async def lock_hold(session: AsyncSession, order_id: uuid.UUID) -> AllocationHol
 
 
 async def resolve_hold(session: AsyncSession, order_id: uuid.UUID, server_id: uuid.UUID, by: str) -> None:
-    await session.execute(
-        update(AllocationHold)
-        .where(AllocationHold.order_id == order_id, AllocationHold.status == HoldStatus.HELD)
-        .values(status=HoldStatus.ASSIGNED.value, server_id=server_id, assigned_at=func.now(), assigned_by=by)
+    """HELD → ASSIGNED; nothing when the order was never held."""
+    await state.try_transition(
+        session,
+        HOLD,
+        order_id,
+        HoldStatus.HELD,
+        HoldStatus.ASSIGNED,
+        actor=by,
+        server_id=server_id,
+        assigned_at=func.now(),
+        assigned_by=by,
     )
 
 
@@ -197,7 +204,8 @@ async def add_overflow(session: AsyncSession, **values: Any) -> OverflowServer:
 async def set_overflow(
     session: AsyncSession, order_id: uuid.UUID, name: str, expected: Sequence[str], **values: Any
 ) -> bool:
-    """Compare-and-set on (order, attempt name, status): False if another worker moved the attempt on."""
+    """Columns other than the status, compare-and-set on (order, attempt name, status): False if another worker
+    moved the attempt on."""
     result = await session.execute(
         update(OverflowServer)
         .where(OverflowServer.order_id == order_id, OverflowServer.name == name, OverflowServer.status.in_(expected))
@@ -231,14 +239,12 @@ async def list_pools(session: AsyncSession, *, lock: bool = False) -> Sequence[P
 
 
 async def upsert_pool(
-    session: AsyncSession, tier: str, region: str, min_available: int, target_available: int
+    session: AsyncSession, tier: str, region: str, min_available: int, target_available: int, by: str | None = None
 ) -> PoolPolicy:
-    stmt = insert(PoolPolicy).values(
-        tier=tier, region=region, min_available=min_available, target_available=target_available
-    )
+    sizes = {"min_available": min_available, "target_available": target_available, "updated_by": by}
+    stmt = insert(PoolPolicy).values(tier=tier, region=region, **sizes)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["tier", "region"],
-        set_={"min_available": min_available, "target_available": target_available, "updated_at": func.now()},
+        index_elements=["tier", "region"], set_={**sizes, "updated_at": func.now()}
     ).returning(PoolPolicy)
     row = (await session.execute(stmt)).scalar_one()
     await session.refresh(row)

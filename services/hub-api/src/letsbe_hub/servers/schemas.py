@@ -59,6 +59,8 @@ class ServerOut(BaseModel):
     created_at: datetime
     reserved_at: datetime | None
     retired_at: datetime | None
+    registered_by: str | None = None
+    retired_by: str | None = None
 
 
 class HeldOrderOut(BaseModel):
@@ -97,6 +99,7 @@ class PoolOut(BaseModel):
     below_minimum: bool
     alert_open: bool
     below_minimum_since: datetime | None
+    updated_by: str | None = Field(default=None, description="Who set the sizes last (None: the defaults)")
 
 
 class PoolUpdate(_In):

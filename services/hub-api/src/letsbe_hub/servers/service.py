@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import OrderSpec, Provider, ServerAllocatedV1, ServerTarget
 from letsbe_hub.db import outbox
-from letsbe_hub.providers.base import ServerProvider
+from letsbe_hub.providers.base import ServerAllocator
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.errors import (
@@ -22,9 +22,10 @@ from letsbe_hub.servers.errors import (
     ServerConflict,
     ServerNotFound,
 )
-from letsbe_hub.servers.models import AllocationHold, HoldStatus, InventoryStatus, Server
+from letsbe_hub.servers.models import SERVER, AllocationHold, HoldStatus, InventoryStatus, Server
 from letsbe_hub.servers.reachability import read_host_key
 from letsbe_hub.servers.schemas import HeldOrderOut, ServerCreate, ServerOut
+from letsbe_platform import state
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
 
@@ -44,12 +45,10 @@ def target(server: Server) -> ServerTarget:
     )
 
 
-def reserve(server: Server, order_id: uuid.UUID) -> None:
+async def reserve(session: AsyncSession, server: Server, order_id: uuid.UUID) -> None:
     """Hand the (locked) server to the order. tenant_id == order_id (one tenant per order)."""
-    server.status = InventoryStatus.RESERVED.value
-    server.order_id = order_id
-    server.tenant_id = order_id
-    server.reserved_at = datetime.now(UTC)
+    values = {"order_id": order_id, "tenant_id": order_id, "reserved_at": datetime.now(UTC)}
+    await state.move(session, SERVER, server, InventoryStatus.RESERVED, actor="hub", **values)
 
 
 async def emit_allocated(session: AsyncSession, order: OrderSpec, server: Server, *, cause: uuid.UUID) -> None:
@@ -84,6 +83,8 @@ def to_out(server: Server) -> ServerOut:
         created_at=server.created_at,
         reserved_at=server.reserved_at,
         retired_at=server.retired_at,
+        registered_by=server.registered_by,
+        retired_by=server.retired_by,
     )
 
 
@@ -105,7 +106,9 @@ def hold_out(hold: AllocationHold) -> HeldOrderOut:
 # --- inventory -------------------------------------------------------------------------------------------------------
 
 
-async def register_server(session: AsyncSession, body: ServerCreate, *, probe_timeout: float = 10.0) -> Server:
+async def register_server(
+    session: AsyncSession, body: ServerCreate, *, by: str | None = None, probe_timeout: float = 10.0
+) -> Server:
     if await repo.find_server(session, body.provider.value, body.provider_ref) is not None:
         raise ServerConflict(f"{body.provider.value} server {body.provider_ref} is already registered.")
     fingerprint = body.host_key_fingerprint
@@ -131,6 +134,7 @@ async def register_server(session: AsyncSession, body: ServerCreate, *, probe_ti
         host_key_fingerprint=fingerprint,
         status=InventoryStatus.AVAILABLE.value,
         contract_end=body.contract_end,
+        registered_by=by,
     )
     await session.refresh(server)
     log.info(
@@ -139,6 +143,7 @@ async def register_server(session: AsyncSession, body: ServerCreate, *, probe_ti
         provider=server.provider,
         tier=server.tier,
         region=server.region,
+        by=by,
     )
     return server
 
@@ -150,7 +155,9 @@ async def get_server(session: AsyncSession, server_id: uuid.UUID) -> Server:
     return server
 
 
-async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: ServerProvider | None) -> Server:
+async def retire_server(
+    session: AsyncSession, server_id: uuid.UUID, provider: ServerAllocator | None, *, by: str | None = None
+) -> Server:
     """AVAILABLE/DRAINING → RETIRED (a Hetzner server is deleted there first, so it stops costing money);
     IN_USE → DRAINING (its tenant has to move first); RESERVED → 409 (an order is being set up on it)."""
     server = await repo.lock_server(session, server_id)
@@ -162,8 +169,11 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
     if status is InventoryStatus.RESERVED:
         raise ServerConflict(f"Server {server_id} is reserved for order {server.order_id}; retire it once in use.")
     if status is InventoryStatus.IN_USE:
-        server.status = InventoryStatus.DRAINING.value
-        return server
+        log.info("server draining before retirement", server_id=str(server.id), by=by)
+        # who asked is kept: it is retired once its tenant has moved
+        return await state.move(
+            session, SERVER, server, InventoryStatus.DRAINING, actor=by or "operator", retired_by=by
+        )
     if server.provider == Provider.HETZNER:
         if provider is None:
             raise ProviderNotConfigured("Retiring a Hetzner server deletes it there; no Hetzner token is configured.")
@@ -171,9 +181,16 @@ async def retire_server(session: AsyncSession, server_id: uuid.UUID, provider: S
             await provider.deallocate_server(server.provider_ref)
         except ProviderError as exc:
             raise ProviderCallFailed(str(exc)) from exc
-    server.status = InventoryStatus.RETIRED.value
-    server.retired_at = datetime.now(UTC)
-    log.info("server retired", server_id=str(server.id), provider=server.provider)
+    await state.move(
+        session,
+        SERVER,
+        server,
+        InventoryStatus.RETIRED,
+        actor=by or "operator",
+        retired_at=datetime.now(UTC),
+        retired_by=by or server.retired_by,
+    )
+    log.info("server retired", server_id=str(server.id), provider=server.provider, by=by)
     return server
 
 
@@ -202,7 +219,7 @@ async def assign_held(session: AsyncSession, order_id: uuid.UUID, server_id: uui
         if server is None:
             raise NoServerAvailable(f"No AVAILABLE {hold.tier} server in the {hold.region} pool.")
     order = OrderSpec.model_validate(hold.order_spec)
-    reserve(server, order.order_id)
+    await reserve(session, server, order.order_id)
     await repo.resolve_hold(session, order.order_id, server.id, by)
     await emit_allocated(session, order, server, cause=uuid.uuid5(order.order_id, f"assign:{server.id}"))
     await session.flush()

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
-from fastapi.security import HTTPAuthorizationCredentials
+from fastapi import APIRouter, Query, Request, status
 
 from letsbe_contracts.agent import (
     Accepted,
     AgentIdentity,
     BackupReport,
-    HeartbeatRequest,
-    HeartbeatResponse,
     RegisterRequest,
     RegisterResponse,
     RotatedCredential,
@@ -23,16 +19,14 @@ from letsbe_contracts.agent import (
 from letsbe_contracts.events import DomainName, DomainSuffix
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.tenants import fastpath, service
 from letsbe_hub.tenants import repository as repo
-from letsbe_hub.tenants.auth import CurrentAgent, _bearer, any_scope, bearer_key
+from letsbe_hub.tenants import service
+from letsbe_hub.tenants.auth import CurrentAgent
 from letsbe_hub.tenants.schemas import (
     AgentDetailsView,
     RegistrationTokenCreate,
     RegistrationTokenCreated,
-    TenantDecommission,
     TenantStatus,
-    TenantUpdate,
     TenantView,
 )
 from letsbe_platform.errors import NotFound
@@ -40,7 +34,7 @@ from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import SessionDep, problems
 
 agent_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant"])
-admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])
+admin_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["tenants"])  # one tenant's view: lifecycle.tenants
 
 
 # --- the agent API -------------------------------------------------------------------------------------------
@@ -61,21 +55,6 @@ async def register(body: RegisterRequest, request: Request, session: SessionDep)
 async def me(agent: CurrentAgent) -> AgentIdentity:
     """Who this credential is (the DNS service authenticates ACME hooks by forwarding to this route)."""
     return AgentIdentity(tenant_id=agent.tenant_id, agent_id=agent.agent_id, agent=agent.kind, domain=agent.domain)
-
-
-@agent_router.post("/heartbeat", name="heartbeat", response_model=HeartbeatResponse)
-async def heartbeat(
-    body: HeartbeatRequest,
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Response:
-    """Liveness every time, the heavy part when it changed, and the commands waiting for this agent.
-
-    In the hub app this is answered by ``fastpath.HeartbeatFastPath`` before routing (same logic, same errors)."""
-    answer = await fastpath.process(
-        request.app.state.runtime, request.app.state.settings, body, bearer_key(credentials)
-    )
-    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 @agent_router.post("/backup-reports", name="backup_report")
@@ -131,21 +110,6 @@ async def list_tenants(
     return await service.list_tenants(session, filters, limit=limit, cursor=cursor)
 
 
-@admin_router.get("/{tenant_id}", name="get")
-async def get_tenant(
-    tenant_id: uuid.UUID, session: SessionDep, _: any_scope(Scope.FLEET_READ, Scope.TENANTS_ENROLL)
-) -> TenantView:
-    return await service.tenant_view(session, tenant_id)
-
-
-@admin_router.patch("/{tenant_id}", name="update")
-async def update_tenant(
-    tenant_id: uuid.UUID, body: TenantUpdate, session: SessionDep, _: Authorized(Scope.FLEET_WRITE)
-) -> TenantView:
-    """Mark a tenant as a staging tenant (rollouts start there)."""
-    return await service.set_staging(session, tenant_id, body.staging)
-
-
 @admin_router.get("/{tenant_id}/agents/{agent_id}/details", name="agent_details")
 async def agent_details(
     tenant_id: uuid.UUID, agent_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FLEET_READ)
@@ -167,26 +131,6 @@ async def revoke_agent(
     """Revoke an agent and all its credentials; it is told to re-enrol (which needs a new registration token)."""
     if not await service.revoke_agent(session, tenant_id, agent_id):
         raise NotFound("No active agent with that id on this tenant.")
-
-
-@admin_router.post("/{tenant_id}/decommission", name="decommission")
-async def decommission_tenant(
-    tenant_id: uuid.UUID,
-    session: SessionDep,
-    request: Request,
-    principal: Authorized(Scope.FLEET_WRITE),
-    body: TenantDecommission | None = None,
-) -> TenantView:
-    """Remove a tenant: revoke its agents, tell every service to release what it holds, and start its
-    decommission job (the server is deleted after the export window; see ``decommission_job_id``). Idempotent."""
-    window = timedelta(hours=request.app.state.settings.decommission_export_window_hours)
-    return await service.decommission(
-        session,
-        tenant_id,
-        (body or TenantDecommission()).reason,
-        actor=f"token:{principal.name}",
-        export_window=window,
-    )
 
 
 routers = [agent_router, admin_router]

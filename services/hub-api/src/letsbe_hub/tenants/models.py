@@ -2,6 +2,7 @@
 
 import uuid
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Date, DateTime, Index, Integer, String, Text, func, text
@@ -9,6 +10,13 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
+from letsbe_platform.state import Machine
+
+
+class TenantState(StrEnum):
+    PENDING = "PENDING"  # until its Safety Wrapper registers
+    ACTIVE = "ACTIVE"
+    DECOMMISSIONED = "DECOMMISSIONED"
 
 
 class Tenant(Base):
@@ -22,7 +30,7 @@ class Tenant(Base):
     tier: Mapped[str] = mapped_column(String(20))
     region: Mapped[str] = mapped_column(String(10))
     server_id: Mapped[uuid.UUID | None] = mapped_column()
-    status: Mapped[str] = mapped_column(String(20), default="PENDING")  # PENDING until the safety-wrapper registers
+    status: Mapped[str] = mapped_column(String(20), default=TenantState.PENDING)
     staging: Mapped[bool] = mapped_column(Boolean, default=False)  # a rollout's first stage runs here
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now(), index=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
@@ -127,3 +135,16 @@ class UsageReportRow(Base):
     tokens_in: Mapped[int] = mapped_column(BigInteger)
     tokens_out: Mapped[int] = mapped_column(BigInteger)
     received_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+
+
+# No history table: the tenant-decommissioned event and the decommission job's history record the end, the first
+# agent registration (tenant_agent_registered event, agents.created_at) the start.
+TENANT = Machine(
+    noun="tenant",
+    model=Tenant,
+    transitions={
+        TenantState.PENDING: frozenset({TenantState.ACTIVE, TenantState.DECOMMISSIONED}),
+        TenantState.ACTIVE: frozenset({TenantState.DECOMMISSIONED}),
+    },
+    id_field="tenant_id",
+)

@@ -13,6 +13,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.tenants.models import (
+    TENANT,
     Agent,
     AgentCredential,
     AgentDetails,
@@ -20,8 +21,10 @@ from letsbe_hub.tenants.models import (
     RegistrationToken,
     Tenant,
     TenantComponent,
+    TenantState,
     UsageReportRow,
 )
+from letsbe_platform import state
 from letsbe_platform.pagination import Keyset
 
 
@@ -131,8 +134,9 @@ async def add_agent(session: AsyncSession, agent: Agent, key_hash: str) -> None:
     await session.flush()
 
 
-async def set_tenant_status(session: AsyncSession, tenant_id: uuid.UUID, status: str) -> None:
-    await session.execute(update(Tenant).where(Tenant.id == tenant_id).values(status=status, updated_at=func.now()))
+async def set_tenant_status(session: AsyncSession, tenant: Tenant, status: TenantState) -> None:
+    """From the status the caller read; nothing when another transaction moved it meanwhile."""
+    await state.try_transition(session, TENANT, tenant.id, tenant.status, status, actor="hub", updated_at=func.now())
 
 
 async def set_tenant_staging(session: AsyncSession, tenant_id: uuid.UUID, staging: bool) -> None:

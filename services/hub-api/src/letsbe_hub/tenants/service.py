@@ -17,20 +17,16 @@ from letsbe_contracts.events import (
     HeartbeatDetails,
     TenantAgentRegisteredV1,
     TenantBackupReportedV1,
-    TenantDecommissionedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
 from letsbe_hub.auth.service import hash_token as hash_secret
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import outbox
-from letsbe_hub.lifecycle import service as lifecycle
-from letsbe_hub.lifecycle.config import LifecycleSettings
-from letsbe_hub.llm import repository as llm_repo
 from letsbe_hub.tenants import repository as repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import BadRegistrationToken, TenantMismatch, TenantNotFound
-from letsbe_hub.tenants.models import Agent
+from letsbe_hub.tenants.models import Agent, TenantState
 from letsbe_hub.tenants.schemas import (
     AgentView,
     BackupView,
@@ -105,7 +101,7 @@ async def register(session: AsyncSession, body: RegisterRequest, settings: HubSe
     await repo.add_agent(session, agent, hash_secret(api_key))
     await repo.mark_token_used_by(session, token_id, agent.id)
     if body.agent is AgentKind.SAFETY_WRAPPER and tenant.status == "PENDING":
-        await repo.set_tenant_status(session, tenant_id, "ACTIVE")
+        await repo.set_tenant_status(session, tenant, TenantState.ACTIVE)
     await repo.upsert_component(session, tenant_id, body.agent.value, version=body.version, digest=None)
     # Committed with the registration: the provisioner waiting for this agent hears it at once (it polls as well).
     await add_event(
@@ -138,43 +134,7 @@ async def rotate_credential(session: AsyncSession, agent: AgentPrincipal, settin
     return RotatedCredential(api_key=api_key, previous_valid_until=valid_until)
 
 
-DECOMMISSIONED = "DECOMMISSIONED"
-
-
-async def decommission(
-    session: AsyncSession,
-    tenant_id: uuid.UUID,
-    reason: str,
-    *,
-    actor: str = "operator",
-    export_window: timedelta | None = None,
-) -> TenantView:
-    """Remove a tenant: its agents lose their credentials, every service releases what it holds for it (the DNS
-    service deletes the records it created and puts back the customer's records it had replaced), and the
-    tenant's decommission job keeps the server for the export window (default: the setting's default), then
-    deletes it, which stops the provider's bill (``letsbe_hub.lifecycle``). Asking twice changes nothing more: the
-    event id is derived from the tenant, so the outbox stages it once, and the job's key is the tenant."""
-    tenant = await repo.get_tenant(session, tenant_id, lock=True)
-    if tenant is None:
-        raise TenantNotFound()
-    if export_window is None:
-        export_window = timedelta(hours=LifecycleSettings().decommission_export_window_hours)
-    await lifecycle.request_decommission(
-        session, tenant, reason=reason, actor=actor, export_window=export_window, now=datetime.now(UTC)
-    )
-    if tenant.status != DECOMMISSIONED:
-        await repo.revoke_active_agents(session, tenant_id)
-        await llm_repo.revoke_keys(session, tenant_id, datetime.now(UTC))  # no more LLM spend on its account
-        await repo.set_tenant_status(session, tenant_id, DECOMMISSIONED)
-        await add_event(
-            session,
-            outbox,
-            TenantDecommissionedV1(tenant_id=tenant_id, domain=tenant.domain, reason=reason),
-            correlation_id=tenant_id,
-            event_id=uuid.uuid5(tenant_id, "tenant-decommissioned"),
-        )
-        log.info("tenant decommissioned", tenant_id=str(tenant_id), reason=reason)
-    return await tenant_view(session, tenant_id)
+DECOMMISSIONED = TenantState.DECOMMISSIONED
 
 
 async def revoke_agent(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uuid.UUID) -> bool:
@@ -185,13 +145,13 @@ async def revoke_agent(session: AsyncSession, tenant_id: uuid.UUID, agent_id: uu
 
 
 async def tenant_view(session: AsyncSession, tenant_id: uuid.UUID) -> TenantView:
+    """Without its decommission job: ``lifecycle.tenants.tenant_view`` adds it (lifecycle sits above tenants)."""
     tenant = await repo.get_tenant(session, tenant_id)
     if tenant is None:
         raise TenantNotFound("No tenant with that id.")
     agents = await repo.agents_of(session, tenant_id)
     components = await repo.components_of(session, tenant_id)
     backup = await repo.latest_backup(session, tenant_id)
-    job = await lifecycle.decommission_job_id(session, tenant_id)
     return TenantView(
         tenant_id=tenant.id,
         order_id=tenant.order_id,
@@ -212,7 +172,6 @@ async def tenant_view(session: AsyncSession, tenant_id: uuid.UUID) -> TenantView
         )
         if backup
         else None,
-        decommission_job_id=job,
     )
 
 
@@ -242,11 +201,10 @@ async def list_tenants(
     return Page(items=items, next_cursor=next_cursor)
 
 
-async def set_staging(session: AsyncSession, tenant_id: uuid.UUID, staging: bool) -> TenantView:
+async def set_staging(session: AsyncSession, tenant_id: uuid.UUID, staging: bool) -> None:
     if await repo.get_tenant(session, tenant_id) is None:
         raise TenantNotFound("No tenant with that id.")
     await repo.set_tenant_staging(session, tenant_id, staging)
-    return await tenant_view(session, tenant_id)
 
 
 def _agent_view(a: Agent) -> AgentView:

@@ -119,6 +119,25 @@ def evaluate_backup(
     return obs
 
 
+def offsite_staleness(
+    tenant_id: uuid.UUID, status: BackupStatus, offsite_at: datetime | None, settings: MonitorSettings, now: datetime
+) -> Observation:
+    """The off-site copy: missing when the latest run copied nothing off-site (no target), stale when the last run
+    that did is older than the threshold (48 h). A failed copy of one run is backup.failed; this one is the age."""
+    hours = settings.rule("backup.offsite").threshold or 48
+    if status.remote_sync.status == "skipped":
+        return Observation(
+            tenant_id, "backup.offsite", True, f"The backup run at {status.last_run.isoformat()} has no off-site copy"
+        )
+    if offsite_at is None or (now - offsite_at).total_seconds() / 3600 > hours:
+        since = f"since {offsite_at.isoformat()}" if offsite_at else "ever"
+        return Observation(
+            tenant_id, "backup.offsite", True, f"No off-site copy succeeded {since} (threshold {hours:g} h)",
+            threshold=hours,
+        )  # fmt: skip
+    return Observation(tenant_id, "backup.offsite", False, f"Off-site copy of the run at {offsite_at.isoformat()}")
+
+
 def backup_staleness(
     tenant_id: uuid.UUID,
     last_run: datetime | None,

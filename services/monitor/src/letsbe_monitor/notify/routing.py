@@ -71,6 +71,7 @@ TITLES = {
     "backup.failed": "A backup failed",
     "backup.all_failed": "All backups failed",
     "backup.stale": "Backups are stale",
+    "backup.offsite": "The off-site backup copy is missing or stale",
     "container.crash": "A container crashed",
     "container.oom": "A container ran out of memory",
     "tls.expiry": "TLS certificate expires soon",

@@ -28,6 +28,7 @@ from letsbe_monitor.notify.models import FAILED, PENDING, RESOLVED, SENDING, SEN
 from letsbe_monitor.notify.routing import STAFF_CHANNELS
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
 
@@ -194,7 +195,7 @@ class DeliveryWorker:
     def backoff(self, attempts: int, retry_after: float | None = None) -> float:
         """Exponential, capped, with jitter so a recovering receiver is not hit by every retry at once."""
         s = self.settings
-        delay = min(s.delivery_backoff_base_seconds * 2 ** (attempts - 1), s.delivery_backoff_max_seconds)
+        delay = Backoff(s.delivery_backoff_base_seconds, s.delivery_backoff_max_seconds).nth(attempts)
         delay = delay * random.uniform(0.5, 1.0)
         if retry_after is not None:
             delay = max(delay, min(retry_after, s.delivery_backoff_max_seconds))

@@ -39,6 +39,7 @@ class Tenant(Base):
     details_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     container_restarts: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     backup_last_run: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    backup_offsite_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # last run copied off-site
     tls_checked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     tls_not_after: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     tls_error: Mapped[str | None] = mapped_column(Text)

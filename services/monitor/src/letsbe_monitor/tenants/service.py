@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import AgentKind, ProvisionedV1, TenantHeartbeatV1, Tier, load_catalog
 from letsbe_contracts.events import BackupStatus, TenantBackupReportedV1, TenantUsageReportedV1
-from letsbe_monitor.alerts.rules import evaluate_backup, evaluate_details
+from letsbe_monitor.alerts.rules import evaluate_backup, evaluate_details, offsite_staleness
 from letsbe_monitor.alerts.service import AlertEngine, Applied, Observation
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.tenants.models import OFFLINE, ONLINE, Tenant, TokenPoolFired, UsageReport
@@ -91,7 +91,12 @@ def _backup(tenant: Tenant, status: BackupStatus, settings: MonitorSettings, now
     new_run = tenant.backup_last_run is None or status.last_run > tenant.backup_last_run
     if new_run:
         tenant.backup_last_run = status.last_run
-    return evaluate_backup(tenant.tenant_id, status, settings, now, new_run=new_run)
+    if status.remote_sync.status == "success" and (
+        tenant.backup_offsite_at is None or status.last_run > tenant.backup_offsite_at
+    ):
+        tenant.backup_offsite_at = status.last_run
+    obs = evaluate_backup(tenant.tenant_id, status, settings, now, new_run=new_run)
+    return [*obs, offsite_staleness(tenant.tenant_id, status, tenant.backup_offsite_at, settings, now)]
 
 
 async def record_backup_report(

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
-from letsbe_contracts.hub import LlmKey, RegistrationToken, TenantStatus
+from letsbe_contracts.hub import BackupTarget, LlmKey, RegistrationToken, TenantStatus
 
 
 class HubError(Exception):
@@ -54,6 +54,20 @@ class HubClient:
             return LlmKey.model_validate(data)
         except ValidationError as exc:
             raise HubError(f"unexpected llm-key answer: {exc.errors()[0]['msg']}", transient=False) from exc
+
+    async def backup_target(self, tenant_id: uuid.UUID) -> BackupTarget | None:
+        """The tenant's off-site backup target (the same one each time); None when the hub has no off-site storage
+        configured (409)."""
+        try:
+            data = await self._call("POST", f"/api/v1/admin/tenants/{tenant_id}/backup-target")
+        except HubError as exc:
+            if "409" in str(exc):
+                return None
+            raise
+        try:
+            return BackupTarget.model_validate(data)
+        except ValidationError as exc:
+            raise HubError(f"unexpected backup-target answer: {exc.errors()[0]['msg']}", transient=False) from exc
 
     async def tenant(self, tenant_id: uuid.UUID) -> TenantStatus | None:
         try:

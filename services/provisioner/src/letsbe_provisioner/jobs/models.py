@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, func
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 from sqlalchemy.orm import Mapped, mapped_column
 
+from letsbe_contracts.enums import StepStatus
+from letsbe_platform.state import Machine
 from letsbe_provisioner.db import Base
 
 
-class JobStatus:
+class JobStatus(StrEnum):
     RUNNING = "RUNNING"
     AWAITING_REGISTRATION = "AWAITING_REGISTRATION"  # all ten steps done; waiting for the Safety Wrapper
     SUCCEEDED = "SUCCEEDED"
@@ -66,7 +69,7 @@ class TenantSecret(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
 
-class RotationStatus:
+class RotationStatus(StrEnum):
     RUNNING = "RUNNING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
@@ -90,3 +93,37 @@ class KeyRotation(Base):
     lease_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# No history tables: every move is already published (provisioning-step, order-failed, provisioned and
+# key-rotation-reported events, staged with the move), and the hub keeps them in the order's stream.
+J, St, Rot = JobStatus, StepStatus, RotationStatus
+JOB = Machine(
+    noun="provisioning job",
+    model=Job,
+    transitions={
+        J.RUNNING: frozenset({J.AWAITING_REGISTRATION, J.FAILED}),
+        J.AWAITING_REGISTRATION: frozenset({J.SUCCEEDED, J.FAILED}),
+        J.FAILED: frozenset({J.RUNNING}),  # a retry resumes at the failed step
+        J.SUCCEEDED: frozenset({J.RUNNING}),  # the tenant moves to another server: all ten steps run there
+    },
+    id_field="job_id",
+)
+STEP = Machine(
+    noun="provisioning step",
+    model=JobStep,
+    transitions={
+        St.PENDING: frozenset({St.RUNNING}),
+        St.RUNNING: frozenset({St.RUNNING, St.SUCCEEDED, St.FAILED}),  # RUNNING again: the next attempt
+        # FAILED: step 10, when the Safety Wrapper never registers after it; PENDING: the tenant moves to another server
+        St.SUCCEEDED: frozenset({St.FAILED, St.PENDING}),
+        St.FAILED: frozenset({St.PENDING}),
+    },
+    id_field="step",
+)
+ROTATION = Machine(
+    noun="key rotation",
+    model=KeyRotation,
+    transitions={Rot.RUNNING: frozenset({Rot.SUCCEEDED, Rot.FAILED})},
+    id_field="command_id",
+)

@@ -29,7 +29,6 @@ import contextlib
 import shlex
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Literal
 
 import asyncssh
 from sqlalchemy import select, update
@@ -38,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_agent import secret_store
 from letsbe_contracts import DnsReadyV1, ServerTarget
 from letsbe_contracts.events import TenantKeyRotationReportedV1, TenantKeyRotationRequestedV1
+from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -45,10 +45,18 @@ from letsbe_platform.outbox import add_event
 from letsbe_provisioner.db import outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubError
-from letsbe_provisioner.jobs.models import Job, JobStatus, KeyRotation, RotationStatus
+from letsbe_provisioner.jobs.models import ROTATION, Job, JobStatus, KeyRotation, RotationStatus
 from letsbe_provisioner.jobs.redact import Redactor
 from letsbe_provisioner.jobs.secrets import drop_secret, load_secrets, store_secrets
-from letsbe_provisioner.jobs.service import EX_TEMPFAIL, TAIL_LINES, TRANSIENT_OUTPUT, Pipeline, build_plan
+from letsbe_provisioner.jobs.service import (
+    EX_TEMPFAIL,
+    TAIL_LINES,
+    TRANSIENT_OUTPUT,
+    Claim,
+    Pipeline,
+    build_plan,
+    run_claimed,
+)
 from letsbe_provisioner.rendering.plan import (
     PREVIOUS_SECRETS_KEY,
     ROTATED_KEYS,
@@ -85,36 +93,16 @@ class Rotator:
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
 
     async def on_requested(self, event: TenantKeyRotationRequestedV1, delivery: Delivery | None = None) -> None:
-        keepalive = asyncio.create_task(self.p._keep_in_progress(delivery))
-        try:
-            while True:
-                decision = await self._claim(event)
-                if decision == "done":
-                    return
-                if decision == "busy":  # another rotation of this tenant runs: one at a time per tenant
-                    await asyncio.sleep(min(self.settings.lease_seconds / 2, 2.0))
-                    continue
-                task = self.running.get(event.command_id)
-                owner = task is None
-                if task is None:
-                    task = asyncio.create_task(self._run(event), name=f"rotation-{event.command_id}")
-                    self.running[event.command_id] = task
-                    task.add_done_callback(lambda _t, c=event.command_id: self.running.pop(c, None))
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if owner:  # shutting down: the lease runs out and the redelivered request resumes it
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await asyncio.wait_for(task, 5)
-                    raise
-                return
-        finally:
-            keepalive.cancel()
+        async def claim() -> tuple[Claim, uuid.UUID]:
+            return await self._claim(event), event.command_id
+
+        busy = min(self.settings.lease_seconds / 2, 2.0)  # another rotation of this tenant runs: one at a time
+        keepalive = self.p._keep_in_progress(delivery)
+        await run_claimed(claim, lambda _: self._run(event), self.running, keepalive, busy, name="rotation")
 
     # --- claim: the new value and the row, in one transaction -------------------------------------------------------
 
-    async def _claim(self, event: TenantKeyRotationRequestedV1) -> Literal["mine", "busy", "done"]:
+    async def _claim(self, event: TenantKeyRotationRequestedV1) -> Claim:
         async with unit_of_work(self.p.sessions) as session:
             # The tenant's job row, locked: claims of one tenant's rotations happen one after the other.
             job = (
@@ -133,16 +121,6 @@ class Rotator:
                 log.warning("taking over key rotation", command_id=str(row.command_id), previous=row.lease_owner)
                 row.lease_owner, row.lease_until, row.attempt = self.p.owner, lease, row.attempt + 1
                 return "mine"
-            row = KeyRotation(
-                command_id=event.command_id,
-                tenant_id=event.tenant_id,
-                key=event.key,
-                requested_by=event.requested_by,
-                status=RotationStatus.RUNNING,
-                attempt=1,
-                lease_owner=self.p.owner,
-                lease_until=lease,
-            )
             refusal = None
             if event.expires_at <= _now():
                 refusal = "the command expired before the provisioner could start it"
@@ -152,9 +130,20 @@ class Rotator:
                 refusal = f"the tenant is not provisioned yet (its job is {job.status}); rotate once it is"
             if refusal is None and await self._other_running(session, event):
                 return "busy"
+            row = KeyRotation(
+                command_id=event.command_id,
+                tenant_id=event.tenant_id,
+                key=event.key,
+                requested_by=event.requested_by,
+                status=RotationStatus.FAILED if refusal else RotationStatus.RUNNING,  # refused: born finished
+                attempt=1,
+                lease_owner=self.p.owner,
+                lease_until=None if refusal else lease,
+                error=refusal,
+                finished_at=_now() if refusal else None,
+            )
             session.add(row)
             if refusal is not None:
-                row.status, row.error, row.finished_at, row.lease_until = RotationStatus.FAILED, refusal, _now(), None
                 await session.flush()
                 await self._report(session, row)
                 log.warning("key rotation refused", tenant_id=str(event.tenant_id), key=event.key, reason=refusal)
@@ -225,9 +214,9 @@ class Rotator:
             assert row is not None
             if row.status != RotationStatus.RUNNING:
                 return
-            row.status = RotationStatus.FAILED if error else RotationStatus.SUCCEEDED
-            row.error, row.finished_at, row.lease_until = error, _now(), None
-            row.output_tail = "\n".join(work.tail)
+            to = RotationStatus.FAILED if error else RotationStatus.SUCCEEDED
+            done = {"error": error, "finished_at": _now(), "lease_until": None, "output_tail": "\n".join(work.tail)}
+            row = await state.move(session, ROTATION, row, to, actor=self.p.owner, **done)
             await self._report(session, row)
         if error:
             log.error("key rotation failed", tenant_id=str(event.tenant_id), key=event.key, error=error)

@@ -23,8 +23,9 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import asyncssh
 from prometheus_client import Counter, Histogram
@@ -45,6 +46,7 @@ from letsbe_contracts import (
     load_catalog,
 )
 from letsbe_contracts.events import MailReadyV1, TenantAgentRegisteredV1
+from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -55,13 +57,16 @@ from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA, outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubClient, HubError
-from letsbe_provisioner.jobs.models import Job, JobStatus, JobStep
+from letsbe_provisioner.jobs.models import JOB, STEP, Job, JobStatus, JobStep
 from letsbe_provisioner.jobs.redact import Redactor
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.rendering.plan import AGENTS, Plan, Settings
 from letsbe_provisioner.steps import STEPS
 
 log = get_logger(__name__)
+
+Claim = Literal["mine", "busy", "done"]  # what claiming leased work found (see run_claimed)
+K = TypeVar("K")
 
 JOBS_FINISHED = Counter("provisioner_jobs_finished_total", "Provisioning jobs that ended", ["outcome"])
 for _outcome in ("provisioned", "failed"):  # at 0 from start-up: an alert rule's increase() sees the first one
@@ -97,6 +102,47 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+async def run_claimed(
+    claim: Callable[[], Awaitable[tuple[Claim, K]]],
+    run: Callable[[K], Coroutine[Any, Any, None]],
+    running: dict[K, asyncio.Task[None]],
+    keepalive: Coroutine[Any, Any, None],
+    busy_seconds: float,
+    *,
+    name: str,
+) -> None:
+    """The one loop of a message that starts leased work: ``claim`` it (done: nothing left; busy: another process
+    holds the lease, claim again after ``busy_seconds``; mine: run it), run it as a task of this process (a
+    redelivery while it runs waits on the same task) and keep the message in progress meanwhile. On shutdown only
+    the call that started the task stops it: the lease is released and the next process resumes the work."""
+    keeping = asyncio.create_task(keepalive)
+    try:
+        while True:
+            decision, key = await claim()
+            if decision == "done":
+                return
+            if decision == "busy":
+                await asyncio.sleep(busy_seconds)
+                continue
+            task = running.get(key)
+            owner = task is None
+            if task is None:
+                task = asyncio.create_task(run(key), name=f"{name}-{key}")
+                running[key] = task
+                task.add_done_callback(lambda _t, k=key: running.pop(k, None))
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if owner:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await asyncio.wait_for(task, 5)
+                raise
+            return
+    finally:
+        keeping.cancel()
+
+
 class Pipeline:
     """Runs dns-ready events into provisioned (or order-failed). One instance per process."""
 
@@ -126,32 +172,11 @@ class Pipeline:
         self.registrations.notify(event.tenant_id)
 
     async def on_dns_ready(self, event: DnsReadyV1, delivery: Delivery | None = None) -> None:
-        keepalive = asyncio.create_task(self._keep_in_progress(delivery))
-        try:
-            while True:
-                decision, job_id = await self._claim(event)
-                if decision == "done":
-                    return
-                if decision == "busy":  # another live process runs it: hold the message until it ends or dies
-                    await asyncio.sleep(min(self.settings.lease_seconds / 2, 5.0))
-                    continue
-                task = self.running.get(job_id)
-                owner = task is None
-                if task is None:
-                    task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
-                    self.running[job_id] = task
-                    task.add_done_callback(lambda _t, j=job_id: self.running.pop(j, None))
-                try:
-                    await asyncio.shield(task)
-                except asyncio.CancelledError:
-                    if owner:  # shutting down: stop the job cleanly (lease released; the next process resumes it)
-                        task.cancel()
-                        with contextlib.suppress(BaseException):
-                            await asyncio.wait_for(task, 5)
-                    raise
-                return
-        finally:
-            keepalive.cancel()
+        # Another live process runs it: hold the message until it ends or dies.
+        busy = min(self.settings.lease_seconds / 2, 5.0)
+        await run_claimed(
+            lambda: self._claim(event), self._run, self.running, self._keep_in_progress(delivery), busy, name="job"
+        )
 
     async def _keep_in_progress(self, delivery: Delivery | None) -> None:
         if delivery is None:
@@ -161,7 +186,7 @@ class Pipeline:
             with contextlib.suppress(Exception):
                 await delivery.in_progress()
 
-    async def _claim(self, event: DnsReadyV1) -> tuple[Literal["mine", "busy", "done"], uuid.UUID]:
+    async def _claim(self, event: DnsReadyV1) -> tuple[Claim, uuid.UUID]:
         """Create the job, resume a failed one, or take over one whose owner died; in one transaction."""
         order = event.order
         async with unit_of_work(self.sessions) as session:
@@ -197,16 +222,38 @@ class Pipeline:
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info("provisioning job created", order_id=str(order.order_id), job_id=str(job.id))
                 return "mine", job.id
-            if job.status == JobStatus.SUCCEEDED:
+            if job.status == JobStatus.SUCCEEDED and self._same_server(job, event):
                 return "done", job.id
+            if job.status == JobStatus.SUCCEEDED:
+                # The tenant moves to another server (a lost server's recovery, a migration): all ten steps run
+                # there, with the tenant's stored secrets.
+                steps = (await session.execute(select(JobStep).where(JobStep.job_id == job.id))).scalars().all()
+                for step in (s for s in steps if s.status != StepStatus.PENDING):
+                    await state.move(
+                        session, STEP, step, StepStatus.PENDING, actor=self.owner, exit_code=None, error=None
+                    )
+                moved = {"run": job.run + 1, "error": None, "failed_step": None, "spec": event.model_dump(mode="json")}
+                lease_to_me = {
+                    "lease_owner": self.owner,
+                    "lease_until": lease,
+                    "finished_at": None,
+                    "steps_done_at": None,
+                }
+                await state.move(session, JOB, job, JobStatus.RUNNING, actor=self.owner, **moved, **lease_to_me)
+                await ensure_secrets(session, self.box, job.tenant_id, order.tools)
+                log.info("provisioning the tenant on another server", job_id=str(job.id), server=str(event.server.ipv4))
+                return "mine", job.id
             if job.status == JobStatus.FAILED:
                 # A retry (or a redelivery) of dns-ready: resume at the failed step, with the target it carries now.
                 failed = await session.get(JobStep, (job.id, job.failed_step or 1))
                 if failed is not None and failed.status == StepStatus.FAILED:
-                    failed.status = StepStatus.PENDING
-                job.status, job.run, job.error, job.failed_step = JobStatus.RUNNING, job.run + 1, None, None
-                job.spec = event.model_dump(mode="json")
-                job.lease_owner, job.lease_until, job.finished_at = self.owner, lease, None
+                    await state.move(session, STEP, failed, StepStatus.PENDING, actor=self.owner)
+                resumed = {"run": job.run + 1, "error": None, "failed_step": None, "finished_at": None}
+                lease_to_me = {"lease_owner": self.owner, "lease_until": lease}
+                spec = event.model_dump(mode="json")
+                await state.move(
+                    session, JOB, job, JobStatus.RUNNING, actor=self.owner, spec=spec, **resumed, **lease_to_me
+                )
                 await ensure_secrets(session, self.box, job.tenant_id, order.tools)
                 log.info(
                     "resuming failed provisioning job", order_id=str(order.order_id), job_id=str(job.id), run=job.run
@@ -222,6 +269,10 @@ class Pipeline:
                 job.lease_owner, job.lease_until = self.owner, lease
                 return "mine", job.id
             return "busy", job.id
+
+    @staticmethod
+    def _same_server(job: Job, event: DnsReadyV1) -> bool:
+        return DnsReadyV1.model_validate(job.spec).server.server_id == event.server.server_id
 
     # --- one run of a job -----------------------------------------------------------------------------------------
 
@@ -265,7 +316,8 @@ class Pipeline:
                 log.warning("lease renewal failed", job_id=str(job_id), error=repr(exc))
 
     async def _fail_job(self, session: AsyncSession, job: Job, step: int, reason: str, *, retryable: bool) -> None:
-        job.status, job.error, job.failed_step, job.finished_at = JobStatus.FAILED, reason, step, _now()
+        failed = {"error": reason, "failed_step": step, "finished_at": _now()}
+        await state.move(session, JOB, job, JobStatus.FAILED, actor=self.owner, **failed)
         await add_event(
             session,
             outbox,
@@ -381,6 +433,8 @@ class JobRun:
             transient, exit_code, error = False, None, ""
             try:
                 tokens, llm_key = await self._issued() if step.number == 10 else (None, None)
+                if step.number == 8:
+                    await self._offsite()
                 script = self.plan.step_script(step.number, tokens, llm_key)
                 target = ssh.step_target(self.server, step.number, self.plan.settings.ssh_user)
                 if self.conn is not None and self.conn_user != target.ssh_user:
@@ -427,6 +481,13 @@ class JobRun:
             await asyncio.sleep(delay)
         return False  # pragma: no cover - the loop always returns
 
+    async def _offsite(self) -> None:
+        """Step 8 renders the tenant's off-site backup target, which the hub issues (once per tenant)."""
+        target = await self.p.hub.backup_target(self.tenant_id)
+        if target is not None:
+            self.redact.add(target.secret_access_key, target.crypt_password, target.crypt_salt)
+        self.plan.offsite = target
+
     async def _issued(self) -> tuple[dict[str, str], str]:
         """What the hub issues for step 10: fresh one-time registration tokens for the agents (a re-run asks again;
         unused ones just expire), then the tenant's LLM relay key (a re-run gets a new one; the previous one ends
@@ -456,9 +517,8 @@ class JobRun:
         async with unit_of_work(self.p.sessions) as session:
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             assert row is not None
-            row.status, row.attempt, row.started_at = StepStatus.RUNNING, row.attempt + 1, _now()
-            row.finished_at = row.exit_code = row.error = None
-            await self._step_event(session, row)
+            fresh = {"attempt": row.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
+            row = await self._move_step(session, row, StepStatus.RUNNING, error=None, **fresh)
             step.status, step.attempt = row.status, row.attempt
             return row.attempt
 
@@ -467,9 +527,9 @@ class JobRun:
             await sink.flush_in(session)  # the step's last lines precede its SUCCEEDED event
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             assert row is not None
-            row.status, row.exit_code, row.finished_at = StepStatus.SUCCEEDED, 0, _now()
-            row.output_tail = sink.tail_text()
-            await self._step_event(session, row)
+            row = await self._move_step(
+                session, row, StepStatus.SUCCEEDED, exit_code=0, finished_at=_now(), output_tail=sink.tail_text()
+            )
             step.status = row.status
 
     async def _mark_failed(
@@ -480,13 +540,18 @@ class JobRun:
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert row is not None and job is not None
-            row.status, row.exit_code, row.finished_at = StepStatus.FAILED, exit_code, _now()
-            row.error, row.output_tail = error[:4000], sink.tail_text()
-            await self._step_event(session, row)
+            outcome = {"exit_code": exit_code, "finished_at": _now(), "output_tail": sink.tail_text()}
+            row = await self._move_step(session, row, StepStatus.FAILED, error=error[:4000], **outcome)
             await self.p._fail_job(
                 session, job, step.number, f"step {step.number} {step.name} failed: {error}", retryable=retryable
             )
             step.status = row.status
+
+    async def _move_step(self, session: AsyncSession, row: JobStep, to: StepStatus, **values: Any) -> JobStep:
+        """The step's next state, and its provisioning-step event in the same transaction."""
+        row = await state.move(session, STEP, row, to, actor=self.p.owner, **values)
+        await self._step_event(session, row)
+        return row
 
     async def _step_event(self, session: AsyncSession, row: JobStep) -> None:
         await add_event(
@@ -514,7 +579,8 @@ class JobRun:
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert job is not None
             if job.status == JobStatus.RUNNING:
-                job.status, job.steps_done_at = JobStatus.AWAITING_REGISTRATION, _now()
+                to = JobStatus.AWAITING_REGISTRATION
+                job = await state.move(session, JOB, job, to, actor=self.p.owner, steps_done_at=_now())
             deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
         last_error = ""
 
@@ -560,7 +626,7 @@ class JobRun:
             assert job is not None
             if job.status == JobStatus.SUCCEEDED:
                 return
-            job.status, job.finished_at = JobStatus.SUCCEEDED, _now()
+            job = await state.move(session, JOB, job, JobStatus.SUCCEEDED, actor=self.p.owner, finished_at=_now())
             await add_event(
                 session,
                 outbox,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import secrets as pysecrets
 import shlex
 import string
@@ -18,9 +19,11 @@ from functools import cache
 import jinja2
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from letsbe_contracts import LETSBE_OVERHEAD_MB, Catalog, OrderSpec, ServerNeeds, Tool, certbot_hooks, load_catalog
 from letsbe_contracts.agent import CREDENTIAL_FILE, LLM_RELAY_PATH
+from letsbe_contracts.hub import BackupTarget
 from letsbe_provisioner.rendering.profiles import Profile, SecretKind, profile
 from letsbe_provisioner.steps import BY_NUMBER, STEPS, Step
 
@@ -69,7 +72,14 @@ BACKUP_DIR = "/var/backups/letsbe"
 FINAL_BACKUP_DIR = f"{BACKUP_DIR}/final"  # <tool>/<job id>: a removed tool's data, outside the nightly rotation
 COMPOSE_SHIM = "/usr/local/lib/docker/cli-plugins/docker-compose"  # `docker compose` on Debian's Docker
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agents
+RCLONE_CONF = "/etc/letsbe/rclone.conf"  # letsbe-backup copies off-site when this and BACKUP_REMOTE exist
+BACKUP_REMOTE = "/etc/letsbe/backup-remote"
+OFFSITE_REMOTE = "letsbe-offsite"  # the crypt remote over the tenant's prefix (its own key): what is copied off-site
+# rclone keeps passwords in its config "obscured": AES-CTR under this fixed, published key (rclone's
+# fs/config/obscure), a reversible encoding, not protection; the file's 0600 mode is what protects it.
+_RCLONE_OBSCURE_KEY = bytes.fromhex("9c935b48730a554d6bfd7c63c886a92bd390198eb8128afbf4de162b8b95f638")
 BACKUP_LOCK = "/var/lib/letsbe/backup/backup.lock"  # letsbe-backup holds an flock on it while it runs
+RESTORE_SCRIPT = "/usr/local/sbin/letsbe-restore"  # loads a backup set back (the hub's restore jobs run it over SSH)
 USAGE_LEDGER = "/var/lib/letsbe/shared/usage.sqlite3"  # the Secrets Proxy records into it, the Safety Wrapper reports
 DOCKER_SOCKET = "/var/run/docker.sock"
 SECRET_STORE = "/var/lib/letsbe/secrets/secrets.enc"  # noqa: S105 - a path; the wrapper writes it, the proxy reads
@@ -278,6 +288,13 @@ def _yaml_quote(value: object) -> str:
     return json.dumps(str(value))
 
 
+def rclone_obscure(plain: str) -> str:
+    """``rclone obscure``: what rclone.conf holds for a password."""
+    iv = os.urandom(16)
+    enc = Cipher(algorithms.AES(_RCLONE_OBSCURE_KEY), modes.CTR(iv)).encryptor()
+    return base64.urlsafe_b64encode(iv + enc.update(plain.encode()) + enc.finalize()).rstrip(b"=").decode()
+
+
 def render_template(name: str, **context: object) -> str:
     return _env().get_template(name).render(**context)
 
@@ -293,6 +310,8 @@ class Plan:
         if missing:
             raise ValueError(f"secrets missing for: {', '.join(missing)}")
         self.secrets = secrets
+        # The tenant's off-site backup target, as the hub issued it (set before step 8 is rendered; None: no copy).
+        self.offsite: BackupTarget | None = None
         self.tier = self.catalog.tier(order.tier)
         self.stacks = [
             self._stack(self.catalog.tool(name)) for name in order.tools if not self.catalog.tool(name).system
@@ -450,10 +469,16 @@ class Plan:
                 files.append(self._file("tls/certbot-ca.conf.j2", CERTBOT_CA_DROPIN))
             return files
         if number == 8:
-            return [
+            files = [
                 self._file("backup/backup.sh.j2", "/usr/local/sbin/letsbe-backup", "0755"),
+                self._file("backup/restore.sh.j2", RESTORE_SCRIPT, "0755"),
                 self._file("backup/cron.j2", "/etc/cron.d/letsbe-backup"),
             ]
+            if self.offsite is not None:
+                obscured = {k: rclone_obscure(getattr(self.offsite, k)) for k in ("crypt_password", "crypt_salt")}
+                files.append(self._file("backup/rclone.conf.j2", RCLONE_CONF, "0600", t=self.offsite, o=obscured))
+                files.append(RenderedFile(BACKUP_REMOTE, f"{OFFSITE_REMOTE}:\n", "0600"))
+            return files
         if number == 9:
             return [f for st in self.stacks for f in self.stack_files(st)]
         if number == 10:
@@ -583,6 +608,15 @@ class Plan:
         step = Step(10, "ai-stack", f"Rotate the {key}: re-render {', '.join(containers)} and recreate them")
         return render_template(
             "rotate/ai-keys.sh.j2", **self._ctx(step=step, files=files, eof=HEREDOC_END, containers=containers)
+        )
+
+    def server_task_script(self, task: str, task_id: str) -> str:
+        """A decommission's task on the server (``final-backup`` or ``stop-agents``); its last line is
+        ``LETSBE-RESULT <json>``, what the provisioner reports."""
+        step = Step(8, "backups", f"Decommission: {task}") if task == "final-backup" else Step(10, "ai-stack", task)
+        return render_template(
+            f"decommission/{task}.sh.j2",
+            **self._ctx(step=step, files=[], eof=HEREDOC_END, task_id=task_id, services=AI_IMAGES),
         )
 
     def files(self, tokens: dict[str, str] | None = None, llm_key: str | None = None) -> list[RenderedFile]:

@@ -21,12 +21,12 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from letsbe_agent.backoff import Backoff
 from letsbe_agent.client import tls_context
 from letsbe_agent.files import read_json, write_json
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_contracts.protocol import openclaw_chat_request
 from letsbe_platform.logging import get_logger
+from letsbe_platform.waiting import FullJitter
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
 
 log = get_logger(__name__)
@@ -64,7 +64,7 @@ class ChatRelay:
         self._stopping.set()
 
     async def run(self) -> None:
-        backoff = Backoff(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
+        backoff = FullJitter(self.settings.backoff_base_seconds, self.settings.backoff_max_seconds)
         try:
             while not self._stopping.is_set():
                 credential = self.agent.credential
@@ -99,7 +99,7 @@ class ChatRelay:
         except TimeoutError:
             pass
 
-    async def _session(self, ws: ClientConnection, backoff: Backoff) -> None:
+    async def _session(self, ws: ClientConnection, backoff: FullJitter) -> None:
         await ws.send(json.dumps({"type": "hello", "after": self.after}))
         ready = json.loads(await ws.recv())
         if ready.get("type") != "ready":

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from urllib.parse import urlsplit
 
-import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -22,11 +21,12 @@ from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.service import ProxyService
+from letsbe_secrets_proxy.proxy.upstream import UpstreamClient
 from letsbe_secrets_proxy.proxy.upstream_key import current_key
 from letsbe_secrets_proxy.proxy.usage import UsageRecorder
 
 
-def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage: UsageRecorder | None = None,
+def build_proxy(settings: SecretsProxySettings, client: UpstreamClient, usage: UsageRecorder | None = None,
                 ) -> ProxyService:
     upstream_host = urlsplit(settings.upstream_base_url).hostname or ""
     key_host = settings.upstream_key_host or upstream_host
@@ -57,21 +57,20 @@ def build_proxy(settings: SecretsProxySettings, client: httpx.AsyncClient, usage
 async def proxy_lifespan(app: Starlette) -> AsyncIterator[None]:
     """Runs inside the app's lifespan (app.py), so settings are already there."""
     settings = app.state.settings
-    timeout = httpx.Timeout(settings.upstream_timeout_seconds, connect=10)
-    limits = httpx.Limits(max_connections=100, max_keepalive_connections=20)
     ledger = UsageLedger(settings.usage_ledger_path) if settings.usage_ledger_path else None
     recorder = UsageRecorder(ledger)
     flusher = asyncio.create_task(recorder.run(), name="usage-recorder")
-    async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False,
-                                 verify=tls_context()) as client:
-        app.state.proxy = build_proxy(settings, client, recorder)
-        try:
-            yield
-        finally:
-            recorder.stop()
-            await flusher  # the last batch is written before the ledger closes
-            if ledger is not None:
-                ledger.close()
+    client = UpstreamClient(timeout=settings.upstream_timeout_seconds, connect_timeout=10, max_connections=100,
+                            max_idle=20, ssl_context=tls_context())
+    app.state.proxy = build_proxy(settings, client, recorder)
+    try:
+        yield
+    finally:
+        await client.aclose()
+        recorder.stop()
+        await flusher  # the last batch is written before the ledger closes
+        if ledger is not None:
+            ledger.close()
 
 
 def _proxy(request: Request) -> ProxyService:

@@ -33,9 +33,17 @@ class FormMatcher:
                 prefixes.append(forms[i][:PREFIX])
                 self._first.append(pos)
         self._first.append(len(order))
+        self.longest = max(map(len, forms), default=0)
         self._prefixes = ac.BytesAhoCorasick(prefixes, implementation=ac.Implementation.ContiguousNFA)
 
-    def find_matches_as_indexes(self, data: bytes) -> list[tuple[int, int, int]]:
+    def found_in(self, data: bytes, piece: int = 16 * 1024) -> bool:
+        """Whether any form occurs in ``data``, looked for a piece at a time (each overlapping the next by a form
+        less one byte, so none is cut in two): a hit near the start ends the search without scanning the rest."""
+        view = memoryview(data)
+        return any(self.find_matches_as_indexes(view[i: i + piece + self.longest - 1])
+                   for i in range(0, len(data), piece))
+
+    def find_matches_as_indexes(self, data: bytes | memoryview) -> list[tuple[int, int, int]]:
         """``(form index, start, end)`` of the leftmost-longest, non-overlapping matches (what an Aho-Corasick
         automaton with ``MatchKind.LeftmostLongest`` reports)."""
         hits = []

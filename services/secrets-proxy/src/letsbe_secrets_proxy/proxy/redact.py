@@ -391,10 +391,11 @@ class Redactor:
 
     # --- finding -------------------------------------------------------------------------------------------
 
-    def _raw_hits(self, text: str) -> list[_Hit]:
+    def _raw_hits(self, text: str, forms: bool = True) -> list[_Hit]:
         # Both automata run over UTF-8 bytes (fast, SIMD prefilter); offsets are mapped back to characters.
+        # ``forms=False``: the registered secrets' forms were looked for already (has_hits_in), only the patterns.
         data = text.encode("utf-8", "surrogatepass")
-        found = self._automaton.find_matches_as_indexes(data) if self._automaton is not None else []
+        found = self._automaton.find_matches_as_indexes(data) if forms and self._automaton is not None else []
         anchors = _ANCHOR_AC.find_matches_as_indexes(data, overlapping=True)
         if not found and not anchors:
             return []
@@ -415,10 +416,10 @@ class Redactor:
                 hits.append(_Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
         return hits
 
-    def _hits(self, text: str, view: View | bool | None = True) -> list[_Hit]:
+    def _hits(self, text: str, view: View | bool | None = True, forms: bool = True) -> list[_Hit]:
         """Hits in the text as it is and in its decoded view (mapped back to the original spans).
         ``view``: True to decode here, or a view already made (None: there is nothing to decode)."""
-        hits = self._raw_hits(text)
+        hits = self._raw_hits(text, forms)
         if view is True:
             view = decoded_view(text)
         if view:
@@ -452,7 +453,11 @@ class Redactor:
         (``StreamRedactor``: each piece with what the one before held back), so it is never held twice (decoded
         beside its bytes); that is slower (up to a few times, with many escapes), so smaller ones are scanned whole."""
         if len(data) <= 4 * chunk:
-            return self.has_hits(data.decode("utf-8"))
+            # A registered secret as it was registered (what a masked body usually holds) ends the scan where it is
+            # found; only a body without one pays for the patterns and the decoded view, once.
+            if self._automaton is not None and self._automaton.found_in(data):
+                return True
+            return bool(self._hits(data.decode("utf-8"), forms=self._automaton is None))
         stream = StreamRedactor(self)
         decoder = codecs.getincrementaldecoder("utf-8")()
         for i in range(0, len(data), chunk):

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
 from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -33,6 +32,7 @@ from letsbe_secrets_proxy.proxy.errors import (
 from letsbe_secrets_proxy.proxy.redact import Finding, Redactor
 from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.stream import SSERewriter
+from letsbe_secrets_proxy.proxy.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 from letsbe_secrets_proxy.proxy.usage import UsageRecorder
 from letsbe_secrets_proxy.proxy.walk import drop_token_views, redact_json
 
@@ -52,7 +52,7 @@ _FORWARD_HEADERS = ("openai-beta", "openai-organization", "openai-project", "ide
 
 
 class ProxyService:
-    def __init__(self, client: httpx.AsyncClient, base_url: str, api_key: str | None, key_host: str,
+    def __init__(self, client: UpstreamClient, base_url: str, api_key: str | None, key_host: str,
                  registry: Registry, usage: UsageRecorder, max_body_bytes: int,
                  max_response_bytes: int | None = None, budget: ByteBudget | None = None):
         self.client = client
@@ -104,7 +104,7 @@ class ProxyService:
         finally:
             await resp.aclose()
 
-    async def _send(self, api: str, path: str, request: Request) -> tuple[httpx.Response, bool, bool, Redactor]:
+    async def _send(self, api: str, path: str, request: Request) -> tuple[UpstreamResponse, bool, bool, Redactor]:
         """Redact the request and send it; the upstream's answer comes back unread (streamed)."""
         data, flags = await self._read_json(request)
         redactor = self.registry.current()
@@ -163,17 +163,13 @@ class ProxyService:
         if content is None:
             content = json.dumps(clean).encode()
         del clean
-        # Handed over as a stream that lets go of the body once it is sent: the response (and its request) live on
-        # after the budget is released, and must not keep a 1 MiB body with them.
-        egress_headers["content-length"] = str(len(content))
-        upstream = self.client.build_request("POST", url, content=_once([content]), headers=egress_headers)
-        del content
+        # The body is let go of once the answer's headers are in (the answer lives on after the budget is released).
         try:
-            return await self.client.send(upstream, stream=True), streaming, strip_usage, redactor
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"The LLM provider did not answer ({type(exc).__name__}).") from exc
+            return await self.client.post(url, egress_headers, content), streaming, strip_usage, redactor
+        except UpstreamError as exc:
+            raise UpstreamUnavailable(f"The LLM provider did not answer ({exc.reason}).") from exc
 
-    async def _read_answer(self, resp: httpx.Response, declared: int | None) -> bytes:
+    async def _read_answer(self, resp: UpstreamResponse, declared: int | None) -> bytes:
         """A non-streamed answer is redacted whole: read it only up to the cap."""
         too_large = UpstreamTooLarge(f"The provider's answer is larger than {self.max_response_bytes} bytes; "
                                      "ask for a streamed answer (stream: true) instead.")
@@ -186,11 +182,11 @@ class ProxyService:
                 if size > self.max_response_bytes:
                     raise too_large
                 chunks.append(chunk)
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"The LLM provider's answer broke off ({type(exc).__name__}).") from exc
+        except UpstreamError as exc:
+            raise UpstreamUnavailable(f"The LLM provider's answer broke off ({exc.reason}).") from exc
         return b"".join(chunks)
 
-    async def _relay(self, resp: httpx.Response, rewriter: SSERewriter) -> AsyncIterator[bytes]:
+    async def _relay(self, resp: UpstreamResponse, rewriter: SSERewriter) -> AsyncIterator[bytes]:
         try:
             async for chunk in resp.aiter_bytes():
                 out = rewriter.feed(chunk)
@@ -209,7 +205,7 @@ class ProxyService:
             await resp.aclose()
             _count(rewriter.findings, "response")
 
-    def _whole(self, api: str, resp: httpx.Response, raw: bytes, headers: dict[str, str]) -> Response:
+    def _whole(self, api: str, resp: UpstreamResponse, raw: bytes, headers: dict[str, str]) -> Response:
         redactor = self.registry.current()
         findings: list[Finding] = []
         media_type = _header(redactor, resp.headers.get("content-type", "application/json"), findings)
@@ -254,17 +250,6 @@ class ProxyService:
         return raw, (members.get("stream"), members.get("stream_options"))
 
 
-SEND_PIECE = 64 * 1024
-
-
-async def _once(parts: list[bytes]) -> AsyncIterator[bytes]:
-    """Yield the one body and let go of it once sent (a list the caller no longer holds, emptied here). In pieces:
-    what the socket does not take at once is copied into the transport's buffer, a piece and not the whole body."""
-    body = parts.pop()
-    for i in range(0, len(body), SEND_PIECE):
-        yield body[i:i + SEND_PIECE] if len(body) > SEND_PIECE else body
-
-
 _STREAM_TOO_LARGE = b"".join(
     f"{line}\n".encode() for line in (
         "event: error",
@@ -275,7 +260,7 @@ _STREAM_TOO_LARGE = b"".join(
 )
 
 
-def _content_length(message: Request | httpx.Response) -> int | None:
+def _content_length(message: Request | UpstreamResponse) -> int | None:
     value = message.headers.get("content-length")
     return int(value) if value and value.isdigit() else None
 
@@ -286,7 +271,7 @@ def _header(redactor: Redactor, value: str, findings: list[Finding]) -> str:
     return masked
 
 
-def _pass_headers(resp: httpx.Response, redactor: Redactor) -> dict[str, str]:
+def _pass_headers(resp: UpstreamResponse, redactor: Redactor) -> dict[str, str]:
     findings: list[Finding] = []
     out = {k: _header(redactor, v, findings) for k, v in resp.headers.items()
            if k.lower() in _PASS_HEADERS or k.lower().startswith(_PASS_HEADER_PREFIXES)}

@@ -11,8 +11,9 @@ from prometheus_client import Histogram
 from pydantic import BaseModel
 
 from letsbe_hub.billing import wiring as billing_wiring
-from letsbe_hub.payments.errors import InvalidWebhook, PaymentsNotConfigured
-from letsbe_hub.payments.service import BILLING_TYPES, HANDLED_TYPES, claim_event, parse_event, process
+from letsbe_hub.payments.errors import PaymentsNotConfigured
+from letsbe_hub.webhooks.errors import InvalidWebhook
+from letsbe_hub.webhooks.service import BILLING_TYPES, HANDLED_TYPES, claim_event, parse_event, process
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 

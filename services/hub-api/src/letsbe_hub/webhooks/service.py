@@ -1,4 +1,4 @@
-"""Stripe webhook events → order changes. One transaction per event; each event id is handled once.
+"""Stripe webhook events → order and subscription changes. One transaction per event; each event id is handled once.
 
 Out-of-order delivery is normal for Stripe, so every handler checks the order's current state instead of
 assuming the previous event arrived: an ``expired`` after ``completed`` does nothing, a refund of a fulfilled
@@ -25,8 +25,8 @@ from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.orders import service as orders
 from letsbe_hub.orders import state
 from letsbe_hub.orders.models import Order
-from letsbe_hub.payments.errors import InvalidWebhook
-from letsbe_hub.payments.models import StripeEvent
+from letsbe_hub.webhooks.errors import InvalidWebhook
+from letsbe_hub.webhooks.models import StripeEvent
 
 ACTOR = "stripe"
 BILLING_TYPES = (

@@ -1,0 +1,1 @@
+"""Off-site backup targets of the tenants."""
