@@ -43,6 +43,8 @@ from letsbe_contracts.events import (
     TenantOperationRequestedV1,
     TenantServerTaskReportedV1,
     TenantServerTaskRequestedV1,
+    TenantToolChangeReportedV1,
+    TenantToolChangeRequestedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
@@ -89,6 +91,14 @@ SAMPLES = [
         key="secrets-key",
         status="SUCCEEDED",
         recreated=("safety-wrapper", "secrets-proxy"),
+    ),
+    TenantToolChangeRequestedV1(
+        job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="STACK", action="add", tool="umami", attempt=1,
+        order=ORDER, server=SERVER,
+    ),
+    TenantToolChangeReportedV1(
+        job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="FINAL_BACKUP", attempt=2, status="SUCCEEDED",
+        changes=("kept: the final backup of Ghost in /var/backups/letsbe/final/ghost/…",),
     ),
     TenantServerTaskRequestedV1(
         task_id=uuid.uuid4(), tenant_id=ORDER.order_id, task="final-backup", requested_by="lifecycle-worker"

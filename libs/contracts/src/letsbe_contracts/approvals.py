@@ -7,6 +7,8 @@ wrote them, with ``SECRET_REF(name)`` placeholders, never secret values). It exp
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -15,6 +17,18 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from letsbe_contracts.validation import RequestModel
+
+
+def canonical_json(value: Any) -> str:
+    """One spelling per value: sorted keys, no whitespace, no NaN. Approvals are bound to its hash."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def call_hash(tool: str, action: str, args: dict[str, Any]) -> str:
+    """The hash an approval is bound to: the Safety Wrapper computes it, and the hub checks it where the approved
+    call reaches the hub itself (a tool added or removed by the IT agent)."""
+    return hashlib.sha256(canonical_json({"tool": tool, "action": action, "args": args}).encode()).hexdigest()
+
 
 ArgsHash = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 ToolName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{1,40}$")]

@@ -627,6 +627,50 @@ class TenantKeyRotationReportedV1(Event):
     error: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
+# --- tools on a live tenant: the hub's tool-change job asks the DNS service and the provisioner for one phase each,
+# and each reports how it went; the job moves on only on a report of the phase it is in ---
+
+ToolChangePhase = Literal["DNS", "FINAL_BACKUP", "STACK"]
+
+
+@register
+class TenantToolChangeRequestedV1(Event):
+    """One phase of a tool-change job: ``DNS`` is the DNS service's (the tool's subdomain record where the zone has
+    no wildcard), ``FINAL_BACKUP`` and ``STACK`` the provisioner's (the tool's data kept; its stack, vhost, backup
+    config and the Safety Wrapper's routes rendered and run). ``order`` carries the tools as they are after the
+    change. Asked again (a new ``attempt``) when no report came in time: every phase is idempotent."""
+
+    TYPE: ClassVar[str] = "tenant-tool-change-requested"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.tool.change.requested.v1"
+
+    job_id: uuid.UUID
+    tenant_id: uuid.UUID
+    phase: ToolChangePhase
+    action: Literal["add", "remove"]
+    tool: ToolName
+    attempt: Annotated[int, Field(ge=1)]
+    order: OrderSpec
+    server: ServerTarget
+
+
+@register
+class TenantToolChangeReportedV1(Event):
+    """How one phase of a tool-change job went; ``changes`` names what it changed (files, records, stacks)."""
+
+    TYPE: ClassVar[str] = "tenant-tool-change-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.tool.change.reported.v1"
+
+    job_id: uuid.UUID
+    tenant_id: uuid.UUID
+    phase: ToolChangePhase
+    attempt: Annotated[int, Field(ge=1)]
+    status: Literal["SUCCEEDED", "FAILED"]
+    changes: tuple[Annotated[str, StringConstraints(max_length=300)], ...] = ()
+    error: Annotated[str, StringConstraints(max_length=4000)] | None = None
+
+
 # --- tenant operations of the hub's restore, recovery and migration jobs: the hub asks for one effect on one server
 # (the provisioner: provision, backup, restore, verify over SSH; the DNS service: switch the records), the service
 # that owns it reports back. ``operation_id`` is the idempotency key: a repeated request is the same operation ---

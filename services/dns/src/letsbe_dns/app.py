@@ -9,7 +9,12 @@ import httpx
 from fastapi import FastAPI
 
 from letsbe_contracts import ServerAllocatedV1, load_catalog
-from letsbe_contracts.events import MailReadyV1, TenantDecommissionedV1, TenantOperationRequestedV1
+from letsbe_contracts.events import (
+    MailReadyV1,
+    TenantDecommissionedV1,
+    TenantOperationRequestedV1,
+    TenantToolChangeRequestedV1,
+)
 from letsbe_dns import __version__
 from letsbe_dns.acme.endpoints import router as acme_router
 from letsbe_dns.acme.hub import HubAgents
@@ -23,10 +28,12 @@ from letsbe_dns.records.handlers import (
     ON_OPERATION_REQUESTED,
     ON_SERVER_ALLOCATED,
     ON_TENANT_DECOMMISSIONED,
+    ON_TOOL_CHANGE,
     DnsSwitchHandler,
     MailReadyHandler,
     ServerAllocatedHandler,
     TenantDecommissionedHandler,
+    ToolChangeHandler,
 )
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import Verifier
@@ -68,6 +75,15 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         ack_wait=settings.consumer_ack_wait_seconds,
     )
     rt.start(ON_MAIL_READY, mail_ready.run(), mail_ready.stop)
+    tool_changes = rt.bus.consumer(
+        ON_TOOL_CHANGE,
+        TenantToolChangeRequestedV1,
+        ToolChangeHandler(records, rt.sessions),
+        max_deliver=settings.consumer_max_deliver,
+        backoff=settings.consumer_backoff_seconds,
+        ack_wait=settings.consumer_ack_wait_seconds,
+    )
+    rt.start(ON_TOOL_CHANGE, tool_changes.run(), tool_changes.stop)
     switches = rt.bus.consumer(
         ON_OPERATION_REQUESTED,
         TenantOperationRequestedV1,

@@ -70,7 +70,8 @@ class ServerSettings(BaseModel):
 
 
 class LifecycleSettings(BaseModel):
-    """The lifecycle jobs' knobs: decommission, daily snapshots, the job runner."""
+    """The lifecycle jobs' knobs: decommission, daily snapshots, restore/recovery/migration, tool changes, the job
+    runner."""
 
     # Decommission: a final backup and the agents stopped on the server first (the provisioner's SSH path), then the
     # server and its data stay this long for the customer's export; then the Hetzner server is deleted (a Netcup
@@ -89,6 +90,8 @@ class LifecycleSettings(BaseModel):
     # How long a restore, recovery or migration waits for one tenant operation (provision, backup, restore, verify,
     # DNS switch) to be reported before that attempt counts as failed.
     tenant_operation_timeout_seconds: float = Field(default=3600, gt=0)
+    # A tool-change phase (DNS record, final backup, stack) not reported within this time is asked for again.
+    tool_change_phase_timeout_seconds: float = Field(default=900, gt=0)
     # The job runner: how often it looks for due jobs, how long a claimed job's lease lasts (renewed while it
     # runs; a killed worker's job is picked up after it lapses), and retries of a failing step.
     lifecycle_poll_seconds: float = Field(default=5, gt=0)

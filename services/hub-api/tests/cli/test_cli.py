@@ -306,6 +306,33 @@ async def enroll(cli: Cli, domain: str) -> tuple[str, str, str]:
     return tenant, answer.json()["agent_id"], answer.json()["api_key"]
 
 
+async def test_tools_are_added_and_removed_as_jobs_and_refusals_are_one_line(cli: Cli, sessions):
+    from sqlalchemy import update
+
+    from letsbe_hub.servers.models import Server
+    from letsbe_hub.tenants.models import Tenant
+
+    tenant, _, _ = await enroll(cli, "tools.tenant.test")
+    await insert_order(
+        sessions, "FULFILLED", id=uuid.UUID(tenant), tier="build", tools=["ghost"], domain="tools.tenant.test"
+    )
+    async with unit_of_work(sessions) as s:
+        server = Server(provider="hetzner", provider_ref="cli-tools", name="t", tier="build", region="eu",
+                        ipv4="127.0.0.9", host_key_fingerprint=FINGERPRINT, status="IN_USE")  # fmt: skip
+        s.add(server)
+        await s.flush()
+        await s.execute(update(Tenant).where(Tenant.id == uuid.UUID(tenant)).values(server_id=server.id))
+
+    one_line_error(await cli("tenants", "add-tool", tenant, "no_such_tool"), 3, "422", "no_such_tool")
+    one_line_error(await cli("tenants", "remove-tool", tenant, "umami", "--no-wait"), 3, "409")
+    r = await cli("tenants", "add-tool", tenant, "umami", "--no-wait", "--reason", "analytics", "--json")
+    assert r.code == 0, r.stderr
+    job = json.loads(r.stdout)
+    assert job["kind"] == "tool-change" and job["data"]["tools_after"] == ["ghost", "umami"]
+    assert job["requested_by"] == "token:ops-jane" and job["reason"] == "analytics"
+    one_line_error(await cli("tenants", "remove-tool", tenant, "ghost", "--no-wait"), 3, "409", "unfinished")
+
+
 async def test_customer_app_tokens_are_printed_once_and_revoked(cli: Cli):
     tenant, _, _ = await enroll(cli, "chat.tenant.test")
     r = await cli("tenants", "app-token", tenant, "--label", "phone")

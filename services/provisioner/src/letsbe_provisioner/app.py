@@ -15,6 +15,7 @@ from letsbe_contracts.events import (
     TenantKeyRotationRequestedV1,
     TenantOperationRequestedV1,
     TenantServerTaskRequestedV1,
+    TenantToolChangeRequestedV1,
 )
 from letsbe_platform.bus import E
 from letsbe_platform.logging import get_logger
@@ -27,9 +28,11 @@ from letsbe_provisioner.jobs.handlers import (
     DURABLE,
     ROTATION_DURABLE,
     SERVER_TASK_DURABLE,
+    TOOL_CHANGE_DURABLE,
     dns_ready_handler,
     key_rotation_handler,
     server_task_handler,
+    tool_change_handler,
 )
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.operations import DURABLE as OPERATIONS_DURABLE
@@ -38,6 +41,7 @@ from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.server_tasks import ServerTasks
 from letsbe_provisioner.jobs.service import Pipeline
+from letsbe_provisioner.jobs.tools import ToolChanger
 
 ROUTERS: list = []
 log = get_logger(__name__)
@@ -96,6 +100,14 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         ack_wait=settings.ack_wait_seconds,
     )
     rt.start(SERVER_TASK_DURABLE, server_tasks.run(), server_tasks.stop)
+    tool_changes = rt.bus.consumer(
+        TOOL_CHANGE_DURABLE,
+        TenantToolChangeRequestedV1,
+        tool_change_handler(ToolChanger(pipeline)),
+        concurrency=settings.max_concurrent_jobs,
+        ack_wait=settings.ack_wait_seconds,
+    )
+    rt.start(TOOL_CHANGE_DURABLE, tool_changes.run(), tool_changes.stop)
     return pipeline
 
 

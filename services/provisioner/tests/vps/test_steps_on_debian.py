@@ -59,6 +59,7 @@ from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline, plan_settings
+from letsbe_provisioner.jobs.tools import final_backup_dir
 from letsbe_provisioner.rendering.plan import AGENTS, AI_IMAGES, Plan, Settings, generate_secrets
 from letsbe_provisioner.steps import STEPS
 from letsbe_testvps import agent_images, images
@@ -397,3 +398,44 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     except AssertionError as exc:
         state = json.loads(docker(test_vps, "inspect", "-f", "{{json .State}}", "letsbe-openclaw"))
         raise AssertionError(f"{exc}: {state}") from None
+
+    # A tool removed from the live tenant and added back, with the scripts the hub's tool-change job has the
+    # provisioner run: the final backup archives the tool's real Docker volume, the Safety Wrapper leaves the tool's
+    # network before the stack (and its network) goes, and the tool comes back behind its vhost. (The sandbox
+    # end-to-end test, tests/e2e/test_tool_changes.py, runs the whole job with the hub and the DNS service.)
+    tool = TOOLS[0]
+    st = plan.stack(tool)
+    without = Plan(event.order.model_copy(update={"tools": ()}), plan.settings, secrets)
+    backup = final_backup_dir(tool, uuid.uuid4())
+    started = time.monotonic()
+    conn = await ssh.connect(as_user, testvps_key, timeout=10)
+    try:
+
+        async def run(script: str) -> list[str]:
+            out: list[str] = []
+
+            async def sink(stream: str, line: str) -> None:
+                out.append(line)
+
+            code = await ssh.run_script(conn, script, root="", user=as_user.ssh_user, on_line=sink, timeout=300)
+            assert code == 0, "\n".join(out[-30:])
+            return out
+
+        archived = await run(plan.final_backup_script(tool, backup))
+        assert [line for line in archived if line.startswith("archived the volume")], archived
+        await run(without.agent_routes_script())
+        await run(plan.tool_remove_script(tool, backup))
+        assert st.container not in test_vps.nsenter("docker", "ps", "-a", "--format", "{{.Names}}").stdout.split()
+        vhost = f"/opt/letsbe/nginx/conf.d/{st.tool.subdomain}.conf"
+        assert test_vps.nsenter("test", "-e", vhost, check=False).returncode != 0, "the vhost is still there"
+        listing = test_vps.nsenter("tar", "-tzf", f"{backup}/volume-app-data.tar.gz").stdout
+        assert listing.strip(), "the volume's archive is empty"
+
+        await run(plan.tool_add_script(tool))
+        await run(plan.agent_routes_script(added=tool))
+        eventually(lambda: probe(test_vps, "letsbe-nginx", [("127.0.0.1", st.tool.host_port)]) ==
+                   {f"127.0.0.1:{st.tool.host_port}": "open"}, f"{tool} back behind nginx", timeout=120)  # fmt: skip
+    finally:
+        conn.close()
+    testvps_report.append(("a tool removed (with its final backup) and added back on the test VPS",
+                           f"{time.monotonic() - started:.0f}s"))  # fmt: skip

@@ -1,6 +1,7 @@
 """Event handlers of the records context: server-allocated → records + dns-ready (or order-failed);
 mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created;
-tenant-operation-requested (switch-dns) → the records moved to a tenant's new server, reported."""
+tenant-operation-requested (switch-dns) → the records moved to a tenant's new server, reported;
+tenant-tool-change-requested (phase DNS) → a tool's subdomain record added or removed, reported."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from letsbe_contracts.events import (
     TenantDecommissionedV1,
     TenantOperationReportedV1,
     TenantOperationRequestedV1,
+    TenantToolChangeReportedV1,
+    TenantToolChangeRequestedV1,
 )
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.db import inbox, outbox
@@ -32,6 +35,8 @@ log = get_logger(__name__)
 ON_SERVER_ALLOCATED = "dns-on-server-allocated"
 ON_TENANT_DECOMMISSIONED = "dns-on-tenant-decommissioned"
 ON_MAIL_READY = "dns-on-mail-ready"
+ON_TOOL_CHANGE = "dns-on-tool-change-requested"
+ON_OPERATION_REQUESTED = "dns-on-tenant-operation-requested"
 
 DNS_FAILURES = Counter("dns_order_failures_total", "Orders failed at the DNS stage, by reason", ["reason"])
 
@@ -150,7 +155,53 @@ class TenantDecommissionedHandler:
         log.info("tenant records removed", tenant_id=str(event.tenant_id), deleted=deleted)
 
 
-ON_OPERATION_REQUESTED = "dns-on-tenant-operation-requested"
+class ToolChangeHandler:
+    """The DNS phase of the hub's tool-change job (the provisioner's phases are acked here unread). Cloudflare's
+    refusal is reported as a failed phase (the hub's job retries or fails visibly); anything else retries with the
+    consumer's backoff. The report and the inbox claim commit together."""
+
+    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
+        self.service = service
+        self.sessions = sessions
+
+    async def __call__(self, event: TenantToolChangeRequestedV1, delivery: Delivery) -> None:
+        if event.phase != "DNS":
+            return
+        async with unit_of_work(self.sessions) as session:
+            if await already_handled(session, ON_TOOL_CHANGE, delivery.event_id):
+                return
+        changes: list[str] = []
+        error = None
+        try:
+            changes = await self.service.change_tool(
+                event.order, event.server, event.action, event.tool, heartbeat=delivery.in_progress
+            )
+        except CloudflareError as exc:
+            if exc.retryable:
+                raise  # nak with backoff; past max_deliver a dead letter, and the hub's job asks again later
+            DNS_FAILURES.labels("tool-cloudflare").inc()
+            error = f"cloudflare refused: {exc.message}"
+        status = "FAILED" if error else "SUCCEEDED"
+        async with unit_of_work(self.sessions) as session:
+            if not await claim(session, inbox, ON_TOOL_CHANGE, delivery.event_id):
+                return
+            await add_event(
+                session,
+                outbox,
+                TenantToolChangeReportedV1(
+                    job_id=event.job_id,
+                    tenant_id=event.tenant_id,
+                    phase="DNS",
+                    attempt=event.attempt,
+                    status=status,
+                    changes=tuple(c[:300] for c in changes),
+                    error=error[:4000] if error else None,
+                ),
+                correlation_id=str(event.tenant_id),
+                event_id=uuid.uuid5(delivery.event_id, f"reported:{status}"),
+            )
+        log.info("tool-change dns phase", tenant_id=str(event.tenant_id), tool=event.tool, action=event.action,
+                 status=status, changes=changes)  # fmt: skip
 
 
 class DnsSwitchHandler:

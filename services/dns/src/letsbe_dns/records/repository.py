@@ -134,6 +134,20 @@ async def lock_domain(session: AsyncSession, domain: str) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"letsbe-dns:{domain}"})
 
 
+async def live_by_purpose(session: AsyncSession, tenant_id: uuid.UUID, purpose: str) -> list[ManagedRecord]:
+    """The tenant's records of one purpose (``wildcard``, ``tool:<name>``, …) that are not deleted."""
+    rows = await session.execute(
+        select(ManagedRecord)
+        .where(
+            ManagedRecord.tenant_id == tenant_id,
+            ManagedRecord.purpose == purpose,
+            ManagedRecord.deleted_at.is_(None),
+        )
+        .order_by(ManagedRecord.created_at, ManagedRecord.name)
+    )
+    return list(rows.scalars())
+
+
 async def live_for_tenant(session: AsyncSession, tenant_id: uuid.UUID, limit: int) -> list[ManagedRecord]:
     """What is in the tenant's zone on our account now: records we created, customer records we replaced."""
     rows = await session.execute(

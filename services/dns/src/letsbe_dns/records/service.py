@@ -215,6 +215,38 @@ class RecordsService:
             log.info("record " + outcome, type=d.type, name=d.name, content=d.content, record_id=record.id)
         return Applied(desired=d, record=record, outcome=outcome, created=ours)
 
+    async def change_tool(
+        self, order: OrderSpec, server: ServerTarget, action: str, tool: str, *, heartbeat: Heartbeat = _no_heartbeat
+    ) -> list[str]:
+        """A tool added to or removed from a live tenant: its subdomain's own records where the tenant has per-tool
+        records (its zone refused the wildcard); where the tenant's wildcard answers for the subdomain, nothing
+        changes. Idempotent like ``apply`` (add) and ``decommission`` (remove). Returns what it did, for the report."""
+        tenant_id, purpose = order.order_id, f"tool:{tool}"
+        async with unit_of_work(self.sessions) as session:
+            wildcard = await repository.live_by_purpose(session, tenant_id, WILDCARD)
+        if wildcard:
+            return [f"{wildcard[0].name} answers for the tool's subdomain: no record to change"]
+        if action == "add":
+            desired = [d for d in plan(order, server, self.catalog, wildcard=False) if d.purpose == purpose]
+            async with self.domain_lock(order.domain):
+                zone = await self.provider.find_zone(order.domain, order.cloudflare_zone_id)
+                applied = []
+                for d in desired:
+                    applied.append(await self.upsert(zone, d, tenant_id, order.domain))
+                    await heartbeat()
+                await self.verifier.wait_visible(zone, [a.expected() for a in applied], heartbeat=heartbeat)
+            return [f"{a.desired.type} {a.desired.name} {a.outcome}" for a in applied]
+        async with unit_of_work(self.sessions) as session:
+            rows = [r for r in await repository.live_by_purpose(session, tenant_id, purpose) if r.created]
+        done = []
+        for row in rows:
+            existed = await self.provider.delete_record(row.zone_id, row.record_id)
+            async with unit_of_work(self.sessions) as session:
+                await repository.mark_deleted(session, row.id)
+            log.info("record deleted", type=row.type, name=row.name, record_id=row.record_id, existed=existed)
+            done.append(f"{row.type} {row.name} deleted" + ("" if existed else " (it was gone already)"))
+        return done
+
     async def decommission(self, tenant_id: uuid.UUID) -> int:
         """Delete every record this service created for the tenant (and nothing else), and put the customer's
         previous content back into the records of theirs we had replaced (apex A, SPF). Returns how many were

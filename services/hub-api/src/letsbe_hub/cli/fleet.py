@@ -26,7 +26,8 @@ from letsbe_hub.cli.api import (
 from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
 
 tenants = typer.Typer(
-    help="Tenants: list, inspect, staging, agents, registration and app tokens, decommission.", no_args_is_help=True
+    help="Tenants: list, inspect, staging, agents, registration and app tokens, tools, decommission.",
+    no_args_is_help=True,
 )
 commands = typer.Typer(help="Commands to one tenant's agent: queue, list, inspect, cancel.", no_args_is_help=True)
 rollouts = typer.Typer(
@@ -181,6 +182,50 @@ def rotate_key(
         f": {c['error']}" if c.get("error") else ""))
     if wait and command["status"] != "SUCCEEDED":
         raise typer.Exit(1)
+
+
+ToolArg = Annotated[str, typer.Argument(help="A catalog tool name (`letsbe-hub catalog` lists them).")]
+WaitOpt = Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the job is done; exit 1 if it failed.")]
+TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait.")]
+FINAL_JOB_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def _follow_tool_change(hub: Hub, job: dict[str, Any], wait: bool, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while wait and job["status"] not in FINAL_JOB_STATUSES:
+        if time.monotonic() >= deadline:
+            raise CliError(f"job {job['job_id']} is still {job['status']} after {timeout:g}s", EXIT_NO_ANSWER)
+        time.sleep(1)
+        job = hub.get(f"/api/v1/admin/lifecycle/jobs/{job['job_id']}")
+    d = job["data"]
+    hub.emit(job, lambda j: f"{j['job_id']}  {d['action']} {d['tool']}  {j['status']}" + (
+        f": {j['last_error']}" if j["status"] == "FAILED" and j.get("last_error") else ""))  # fmt: skip
+    if wait and job["status"] != "SUCCEEDED":
+        raise typer.Exit(1)
+
+
+@api_command(tenants, "add-tool")
+def add_tool(
+    hub: Hub,
+    tenant_id: TenantId,
+    tool: ToolArg,
+    reason: Annotated[str | None, typer.Option(help="Why (kept in the job's history).")] = None,
+    wait: WaitOpt = True,
+    timeout: TimeoutOpt = 900,
+) -> None:
+    """Add a tool to a live tenant: its DNS record, stack, vhost, backup config and the Safety Wrapper's routes, as
+    a resumable job; refused when the tools would not fit the tier's memory (fleet:write)."""
+    body: dict[str, Any] = {"tool": tool}
+    if reason:
+        body["reason"] = reason
+    _follow_tool_change(hub, hub.post(f"/api/v1/admin/tenants/{tenant_id}/tools", body), wait, timeout)
+
+
+@api_command(tenants, "remove-tool")
+def remove_tool(hub: Hub, tenant_id: TenantId, tool: ToolArg, wait: WaitOpt = True, timeout: TimeoutOpt = 900) -> None:
+    """Remove a tool from a live tenant, keeping a final backup of its data on the server first
+    (/var/backups/letsbe/final/<tool>/<job id>) (fleet:write)."""
+    _follow_tool_change(hub, hub.call("DELETE", f"/api/v1/admin/tenants/{tenant_id}/tools/{tool}"), wait, timeout)
 
 
 # --- commands -------------------------------------------------------------------------------------------------------

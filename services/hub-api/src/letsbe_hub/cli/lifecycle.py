@@ -12,8 +12,8 @@ import typer
 from letsbe_hub.cli.api import Hub, api_command, follow, table
 
 app = typer.Typer(
-    help="Lifecycle jobs (decommission, snapshots, restore, recovery of a lost server, migration): list, inspect, "
-    "follow, run now, retry; start a restore, a recovery, a migration.",
+    help="Lifecycle jobs (decommission, snapshots, restore, recovery of a lost server, migration, tool changes): "
+    "list, inspect, follow, run now, retry; start a restore, a recovery, a migration.",
     no_args_is_help=True,
 )
 
@@ -33,7 +33,9 @@ COLUMNS = [
 def jobs(
     hub: Hub,
     tenant: Annotated[str | None, typer.Option(help="Only this tenant's jobs.")] = None,
-    kind: Annotated[str | None, typer.Option(help="decommission, snapshot, restore, recover or migrate.")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="decommission, snapshot, restore, recover, migrate or tool-change.")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 100,
 ) -> None:
     """Newest first."""

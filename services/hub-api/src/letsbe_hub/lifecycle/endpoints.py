@@ -6,15 +6,18 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Query, Request, Response, status
+from fastapi import APIRouter, Path, Query, Request, Response, status
 from sse_starlette import EventSourceResponse
 
+from letsbe_contracts.enums import AgentKind
+from letsbe_hub.approvals.errors import WrongAgent
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.lifecycle import recovery, state, tenants
+from letsbe_hub.lifecycle import recovery, state, tenants, tools
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.schemas import (
+    AgentToolChange,
     BackupSets,
     BackupSetView,
     JobRetry,
@@ -22,8 +25,10 @@ from letsbe_hub.lifecycle.schemas import (
     LifecycleJobView,
     RecoverCreate,
     RestoreCreate,
+    ToolAdd,
 )
 from letsbe_hub.lifecycle.stream import ListenerDep, job_events
+from letsbe_hub.tenants.auth import CurrentAgent
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
 
@@ -56,7 +61,7 @@ async def list_jobs(
     session: SessionDep,
     _: Authorized(Scope.FLEET_READ),
     tenant_id: uuid.UUID | None = None,
-    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate"] | None = None,
+    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate", "tool-change"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[LifecycleJobView]:
     """Newest first; filter by tenant and kind."""
@@ -227,4 +232,62 @@ async def start_migration(
     return view(job)
 
 
-routers = [router, tenants.router]  # tenants: one tenant's admin view and its decommission
+# --- tools on a live tenant (letsbe_hub.lifecycle.tools) -------------------------------------------------------------
+
+tools_router = APIRouter(prefix="/api/v1/admin/tenants", tags=["lifecycle"])
+agent_tools_router = APIRouter(prefix="/api/v1/tenant", tags=["tenant-tools"])
+TOOL_PROBLEMS = problems(404, 409, 422)
+
+
+@tools_router.post("/{tenant_id}/tools", name="add_tool", status_code=status.HTTP_202_ACCEPTED, responses=TOOL_PROBLEMS)
+async def add_tool(
+    tenant_id: uuid.UUID, body: ToolAdd, session: SessionDep, principal: Authorized(Scope.FLEET_WRITE)
+) -> LifecycleJobView:
+    """Add a catalog tool to a live tenant: a ``tool-change`` job (DNS record, stack, vhost, backup config, the Safety
+    Wrapper's routes). 409 when the tenant has it already, another tool change is unfinished, or the tools would
+    not fit the tier's memory budget; 422 for a tool the catalog does not know. The tenant's tool list changes
+    when the job succeeds."""
+    job = await tools.request_change(
+        session, tenant_id, "add", body.tool, actor=f"token:{principal.name}", now=datetime.now(UTC), reason=body.reason
+    )
+    return view(job)
+
+
+@tools_router.delete(
+    "/{tenant_id}/tools/{tool}", name="remove_tool", status_code=status.HTTP_202_ACCEPTED, responses=TOOL_PROBLEMS
+)
+async def remove_tool(
+    tenant_id: uuid.UUID,
+    tool: Annotated[str, Path(min_length=1, max_length=41)],
+    session: SessionDep,
+    principal: Authorized(Scope.FLEET_WRITE),
+) -> LifecycleJobView:
+    """Remove a tool from a live tenant: a ``tool-change`` job that first keeps a final backup of the tool's data on
+    the server (``/var/backups/letsbe/final/<tool>/<job id>``), then takes its stack, vhost, backup config and
+    record away."""
+    job = await tools.request_change(
+        session, tenant_id, "remove", tool, actor=f"token:{principal.name}", now=datetime.now(UTC)
+    )
+    return view(job)
+
+
+@agent_tools_router.post(
+    "/tool-changes", name="agent_tool_change", status_code=status.HTTP_202_ACCEPTED, responses=TOOL_PROBLEMS
+)
+async def agent_tool_change(body: AgentToolChange, agent: CurrentAgent, session: SessionDep) -> LifecycleJobView:
+    """The tenant's IT agent adds or removes a tool through its Safety Wrapper: only with an operator's approval of
+    exactly this call (``letsbe`` / ``tools.add`` or ``tools.remove``, args ``{"tool": …}``), which the wrapper has
+    consumed; one approval makes one job."""
+    if agent.kind is not AgentKind.SAFETY_WRAPPER:
+        raise WrongAgent("Only the tenant's Safety Wrapper changes its tools.")
+    tools.validate_tools([body.tool])
+    approval_id = await tools.approved_agent_call(session, agent.tenant_id, body.action, body.tool)
+    job = await tools.request_change(
+        session, agent.tenant_id, body.action, body.tool, actor=f"agent:{agent.agent_id}", now=datetime.now(UTC),
+        reason=f"{body.action} {body.tool} (IT agent, approval {approval_id})", approval_id=approval_id,
+    )  # fmt: skip
+    return view(job)
+
+
+# tenants: one tenant's admin view and its decommission
+routers = [router, tenants.router, tools_router, agent_tools_router]

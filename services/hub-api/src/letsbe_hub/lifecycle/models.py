@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
 
-KINDS_SQL = "'decommission', 'snapshot', 'restore', 'recover', 'migrate'"
+KINDS_SQL = "'decommission', 'snapshot', 'restore', 'recover', 'migrate', 'tool-change'"
 
 
 class LifecycleJob(Base):

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from letsbe_contracts.events import ToolName
 from letsbe_contracts.validation import RequestModel
@@ -22,7 +22,7 @@ class JobTransitionView(BaseModel):
 
 class LifecycleJobView(BaseModel):
     job_id: uuid.UUID
-    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate"]
+    kind: Literal["decommission", "snapshot", "restore", "recover", "migrate", "tool-change"]
     key: str
     tenant_id: uuid.UUID
     server_id: uuid.UUID | None
@@ -65,3 +65,22 @@ class RestoreCreate(RequestModel):
 
 class RecoverCreate(RequestModel):
     reason: str | None = Field(default=None, max_length=2000)
+
+
+ToolNameField = Annotated[str, StringConstraints(min_length=1, max_length=41)]  # the catalog decides (422 if unknown)
+
+
+class ToolAdd(RequestModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tool: ToolNameField
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=2000)] | None = None
+
+
+class AgentToolChange(RequestModel):
+    """The IT agent's call through the Safety Wrapper (policy tool ``letsbe``), after an operator approved it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["add", "remove"]
+    tool: ToolNameField

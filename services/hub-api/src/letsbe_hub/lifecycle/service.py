@@ -48,7 +48,8 @@ ACTOR = "lifecycle-worker"
 
 
 class Wait(Exception):
-    """The step's effect is under way at the provider: come back in a moment (not a failed attempt)."""
+    """The step's effect is under way at the provider (or a report is awaited): come back in a moment (not a failed
+    attempt), or in ``seconds`` when the step knows when to look again."""
 
     def __init__(self, why: str, seconds: float | None = None):
         super().__init__(why)

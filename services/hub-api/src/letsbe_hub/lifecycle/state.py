@@ -24,7 +24,7 @@ from letsbe_platform import state
 from letsbe_platform.errors import NotFound
 from letsbe_platform.outbox import add_event
 
-DECOMMISSION, SNAPSHOT = "decommission", "snapshot"
+DECOMMISSION, SNAPSHOT, TOOL_CHANGE = "decommission", "snapshot", "tool-change"
 RESTORE, RECOVER, MIGRATE = "restore", "recover", "migrate"
 FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 
@@ -90,6 +90,17 @@ TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
         ),
         SUCCEEDED: frozenset(),
     },
+    # tool-change: one tool added to or removed from a live tenant (letsbe_hub.lifecycle.tools). Each phase is asked of
+    # the service that owns it (DNS service, provisioner) and left on its report; the order of phases depends on the
+    # action: add = DNS, STACK; remove = FINAL_BACKUP, STACK, DNS. A retry of a FAILED job resumes at its phase.
+    TOOL_CHANGE: {
+        "REQUESTED": frozenset({"DNS", "FINAL_BACKUP", FAILED}),
+        "FINAL_BACKUP": frozenset({"STACK", FAILED}),
+        "DNS": frozenset({"STACK", SUCCEEDED, FAILED}),
+        "STACK": frozenset({"DNS", SUCCEEDED, FAILED}),
+        FAILED: frozenset({"REQUESTED", "DNS", "FINAL_BACKUP", "STACK"}),
+        SUCCEEDED: frozenset(),
+    },
 }
 FIRST: dict[str, str] = {
     DECOMMISSION: "FINAL_BACKUP",
@@ -97,6 +108,7 @@ FIRST: dict[str, str] = {
     RESTORE: "RESTORING",
     RECOVER: "ALLOCATING",
     MIGRATE: "PROVISIONING",
+    TOOL_CHANGE: "REQUESTED",
 }
 # Where a worker has nothing more to do (FAILED waits for an operator's retry).
 IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED", CANCELLED})

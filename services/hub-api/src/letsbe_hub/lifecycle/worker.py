@@ -20,12 +20,12 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Provider
-from letsbe_contracts.events import TenantOperationReportedV1, TenantServerTaskReportedV1
+from letsbe_contracts.events import TenantOperationReportedV1, TenantServerTaskReportedV1, TenantToolChangeReportedV1
 from letsbe_hub.config import HubSettings
-from letsbe_hub.lifecycle import handlers, recovery, service, state, stream
+from letsbe_hub.lifecycle import handlers, recovery, service, state, stream, tools
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, RESTORE, SNAPSHOT, SUCCEEDED
+from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, RESTORE, SNAPSHOT, SUCCEEDED, TOOL_CHANGE
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
@@ -91,7 +91,8 @@ class JobRunner:
         except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
             log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
         except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
-            if not isinstance(exc, ProviderError | OSError | recovery.OperationFailed | service.ServerTaskFailed):
+            expected = ProviderError | OSError | recovery.OperationFailed | service.ServerTaskFailed | tools.PhaseFailed
+            if not isinstance(exc, expected):
                 log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
         finally:
@@ -179,6 +180,8 @@ class JobRunner:
     async def _step(self, job: LifecycleJob) -> None:
         if job.kind == DECOMMISSION:
             await self._decommission(job)
+        elif job.kind == TOOL_CHANGE:
+            await tools.step(self, job)
         elif job.kind == SNAPSHOT:
             if job.status == "SCHEDULED":
                 job = await self._advance(job, "CREATING", "the snapshot came due")
@@ -452,6 +455,10 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
             handlers.ON_SERVER_TASK_REPORTED, TenantServerTaskReportedV1, handlers.server_task_report_handler(sessions)
         )
         rt.start(handlers.ON_SERVER_TASK_REPORTED, tasks.run(), tasks.stop)
+        changes = rt.bus.consumer(
+            handlers.ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, handlers.tool_change_report_handler(sessions)
+        )
+        rt.start(handlers.ON_TOOL_CHANGE_REPORTED, changes.run(), changes.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:

@@ -7,11 +7,16 @@ job (after a crash) or a failed one (an operator's retry), and do nothing for a 
 from __future__ import annotations
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import TenantKeyRotationRequestedV1, TenantServerTaskRequestedV1
+from letsbe_contracts.events import (
+    TenantKeyRotationRequestedV1,
+    TenantServerTaskRequestedV1,
+    TenantToolChangeRequestedV1,
+)
 from letsbe_platform.bus import Delivery, Handler
 from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.server_tasks import ServerTasks
 from letsbe_provisioner.jobs.service import Pipeline
+from letsbe_provisioner.jobs.tools import ToolChanger
 
 DURABLE = "provisioner-on-dns-ready"
 # Key rotations (rotate-credential for the tenant's AI-stack keys): the rotation row is the idempotency key, as the
@@ -19,6 +24,9 @@ DURABLE = "provisioner-on-dns-ready"
 ROTATION_DURABLE = "provisioner-on-key-rotation-requested"
 # A decommission's final backup and stopping the agents: the task id is the idempotency key on the server.
 SERVER_TASK_DURABLE = "provisioner-on-server-task-requested"
+# Tool changes on a live tenant (the hub's tool-change job): every phase is idempotent on the server, so a redelivery
+# runs it to the same end and reports again (same event id).
+TOOL_CHANGE_DURABLE = "provisioner-on-tool-change-requested"
 
 
 def dns_ready_handler(pipeline: Pipeline) -> Handler:
@@ -40,3 +48,10 @@ def server_task_handler(tasks: ServerTasks) -> Handler:
         await tasks.on_requested(event, delivery)
 
     return on_server_task_requested
+
+
+def tool_change_handler(changer: ToolChanger) -> Handler:
+    async def on_tool_change_requested(event: TenantToolChangeRequestedV1, delivery: Delivery) -> None:
+        await changer.on_requested(event, delivery)
+
+    return on_tool_change_requested

@@ -69,6 +69,7 @@ TLS_DIR = "/etc/letsbe/tls"
 ACME_DIR = "/etc/letsbe/acme"
 STATE_DIR = "/var/lib/letsbe"
 BACKUP_DIR = "/var/backups/letsbe"
+FINAL_BACKUP_DIR = f"{BACKUP_DIR}/final"  # <tool>/<job id>: a removed tool's data, outside the nightly rotation
 COMPOSE_SHIM = "/usr/local/lib/docker/cli-plugins/docker-compose"  # `docker compose` on Debian's Docker
 BACKUP_STATUS = "/var/lib/letsbe/backup/backup-status.json"  # its own directory: mounted read-only into the agents
 RCLONE_CONF = "/etc/letsbe/rclone.conf"  # letsbe-backup copies off-site when this and BACKUP_REMOTE exist
@@ -479,25 +480,7 @@ class Plan:
                 files.append(RenderedFile(BACKUP_REMOTE, f"{OFFSITE_REMOTE}:\n", "0600"))
             return files
         if number == 9:
-            files = []
-            for st in self.stacks:
-                files.append(self._file("compose/tool.yml.j2", f"{st.dir}/docker-compose.yml", st=st))
-                files.append(self._file("compose/env.j2", f"{st.dir}/app.env", "0600", env=st.env))
-                if st.db:
-                    files.append(self._file("compose/env.j2", f"{st.dir}/db.env", "0600", env=st.db.env))
-                if st.redis_env:
-                    files.append(self._file("compose/env.j2", f"{st.dir}/redis.env", "0600", env=st.redis_env))
-                for name in st.profile.config_files:
-                    files.append(self._file(f"{st.name}/{name}.j2", f"{st.dir}/etc/{name}", "0600", st=st))
-                files.append(self._file("backup/backup.conf.j2", f"{st.dir}/backup.conf", st=st))
-                if st.profile.public:
-                    files.append(
-                        self._file("nginx/vhost.conf.j2", f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf", st=st)
-                    )
-                for name, value in st.agent_secrets.items():
-                    # One line (heredoc); the Safety Wrapper's CLI drops the newline.
-                    files.append(RenderedFile(f"{SECRET_IMPORT_DIR}/{st.name}/{name}", value + "\n", "0600"))
-            return files
+            return [f for st in self.stacks for f in self.stack_files(st)]
         if number == 10:
             files = [
                 self._file("compose/ai.yml.j2", f"{AI_DIR}/docker-compose.yml"),
@@ -508,6 +491,76 @@ class Plan:
                 files.append(RenderedFile(f"{agent_dir(agent)}/registration-token", token + "\n", "0600", "1001:1001"))
             return files
         return []
+
+    def stack_files(self, st: ToolStack) -> list[RenderedFile]:
+        """One tool's part of step 9: its stack, env files, config, backup config, vhost and agent secrets."""
+        files = [
+            self._file("compose/tool.yml.j2", f"{st.dir}/docker-compose.yml", st=st),
+            self._file("compose/env.j2", f"{st.dir}/app.env", "0600", env=st.env),
+        ]
+        if st.db:
+            files.append(self._file("compose/env.j2", f"{st.dir}/db.env", "0600", env=st.db.env))
+        if st.redis_env:
+            files.append(self._file("compose/env.j2", f"{st.dir}/redis.env", "0600", env=st.redis_env))
+        for name in st.profile.config_files:
+            files.append(self._file(f"{st.name}/{name}.j2", f"{st.dir}/etc/{name}", "0600", st=st))
+        files.append(self._file("backup/backup.conf.j2", f"{st.dir}/backup.conf", st=st))
+        if st.profile.public:
+            files.append(self._file("nginx/vhost.conf.j2", self.vhost_path(st), st=st))
+        for name, value in st.agent_secrets.items():
+            # One line (heredoc); the Safety Wrapper's CLI drops the newline.
+            files.append(RenderedFile(f"{SECRET_IMPORT_DIR}/{st.name}/{name}", value + "\n", "0600"))
+        return files
+
+    @staticmethod
+    def vhost_path(st: ToolStack) -> str:
+        return f"{NGINX_DIR}/conf.d/{st.tool.subdomain}.conf"
+
+    def stack(self, tool: str) -> ToolStack:
+        st = next((st for st in self.stacks if st.name == tool), None)
+        if st is None:
+            raise KeyError(f"{tool} is not among this tenant's tool stacks")
+        return st
+
+    # --- one tool added to or removed from a live tenant (the hub's tool-change job) -----------------------------
+
+    def tool_add_script(self, tool: str) -> str:
+        """Step 9 for one tool only: its files, its stack started (and set up), nginx reloaded with its vhost."""
+        st = self.stack(tool)
+        files = self.stack_files(st)
+        self._check_heredocs(files)
+        return render_template(
+            "steps/09-tool-stacks.sh.j2", **self._ctx(step=BY_NUMBER[9], files=files, eof=HEREDOC_END, stacks=[st])
+        )
+
+    def agent_routes_script(self, added: str | None = None) -> str:
+        """The part of step 10 that follows the tool list: the AI stack's compose file (the Safety Wrapper's tool
+        networks) and the Safety Wrapper's env file (its tool URLs); the Safety Wrapper alone is recreated, and only
+        when one of them changed. With ``added``, that tool's agent secrets go into the wrapper's store."""
+        files = [
+            self._file("compose/ai.yml.j2", f"{AI_DIR}/docker-compose.yml"),
+            *self.ai_env_files(None, ("safety-wrapper",)),
+        ]
+        self._check_heredocs(files)
+        step = Step(10, "ai-stack", "The Safety Wrapper's routes to the tenant's tools")
+        return render_template(
+            "tools/agent-routes.sh.j2", **self._ctx(step=step, files=files, eof=HEREDOC_END, added=added)
+        )
+
+    def final_backup_script(self, tool: str, dest: str) -> str:
+        """A tool's data kept in ``dest`` before it is removed: its database dump, its volumes, its stack files."""
+        step = Step(9, "tool-stacks", f"Final backup of {tool} before it is removed")
+        ctx = self._ctx(step=step, files=[], eof=HEREDOC_END, st=self.stack(tool), dest=dest)
+        return render_template("tools/final-backup.sh.j2", **ctx)
+
+    def tool_remove_script(self, tool: str, backup: str) -> str:
+        """A tool taken away (only once its final backup is in ``backup``): vhost, stack with its volumes, files."""
+        st = self.stack(tool)
+        step = Step(9, "tool-stacks", f"Remove {tool}")
+        return render_template(
+            "tools/remove.sh.j2",
+            **self._ctx(step=step, files=[], eof=HEREDOC_END, st=st, backup=backup, vhost=self.vhost_path(st)),
+        )
 
     def ai_env_files(self, llm_key: str | None, containers: tuple[str, ...] = AI_IMAGES) -> list[RenderedFile]:
         """One 0600 env file per AI container (``containers`` of them), each with only the keys that container uses.
@@ -574,9 +627,13 @@ class Plan:
         """The bash script of step ``number``: prelude, the step's files as heredocs, then its commands."""
         step = BY_NUMBER[number]
         files = self.step_files(number, tokens, llm_key)
-        for f in files:
-            if HEREDOC_END in f.content:
-                raise ValueError(f"{f.path}: content contains the heredoc delimiter")
+        self._check_heredocs(files)
         return render_template(
             f"steps/{number:02d}-{step.name}.sh.j2", **self._ctx(step=step, files=files, eof=HEREDOC_END)
         )
+
+    @staticmethod
+    def _check_heredocs(files: list[RenderedFile]) -> None:
+        for f in files:
+            if HEREDOC_END in f.content:
+                raise ValueError(f"{f.path}: content contains the heredoc delimiter")

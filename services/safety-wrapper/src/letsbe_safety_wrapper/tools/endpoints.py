@@ -32,11 +32,14 @@ async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with httpx.AsyncClient(timeout=settings.tool_timeout_seconds, follow_redirects=False,
                                  verify=tls_context()) as client:
         approvals = getattr(app.state, "tool_approvals", None)
-        if approvals is None and agent is not None and settings.hub_url:
+        hub_key = None
+        if agent is not None and settings.hub_url:
             # The agent's current credential, read per call: re-enrolment or rotation needs no restart here.
-            approvals = HubApprovals(client, settings.hub_url,
-                                     lambda: agent.credential.api_key if agent.credential else None)
-        app.state.tools = build_tool_service(settings, client, approvals=approvals)
+            def hub_key() -> str | None:
+                return agent.credential.api_key if agent.credential else None
+        if approvals is None and hub_key is not None:
+            approvals = HubApprovals(client, settings.hub_url, hub_key)
+        app.state.tools = build_tool_service(settings, client, approvals=approvals, hub_key=hub_key)
         if agent is not None:
             commands.register(agent.commands, app.state.tools, agent.docker)
         yield

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -97,3 +98,38 @@ def _fill_path(template: str, args: dict[str, Any]) -> tuple[str, dict[str, Any]
         return quote(value, safe="/")
 
     return _PLACEHOLDER.sub(fill, template), rest
+
+
+class HubExecutor:
+    """The calls the hub itself carries out for the tenant (policy tool ``letsbe``: ``tools.add``, ``tools.remove``):
+    a POST to the hub's tenant API with the agent's credential. The hub checks again that a person approved exactly
+    this call and that the wrapper consumed the approval, then answers with the job it started (202) or a problem."""
+
+    ACTIONS = {"tools.add": "add", "tools.remove": "remove"}
+
+    def __init__(self, client: httpx.AsyncClient, hub_url: str, api_key: Callable[[], str | None]):
+        self._client = client
+        self._url = hub_url.rstrip("/") + "/api/v1/tenant/tool-changes"
+        self._api_key = api_key
+
+    async def run(self, tool: str, action: str, spec: ActionSpec, args: dict[str, Any],
+                  headers: dict[str, str]) -> ToolResult:
+        if tool != "letsbe" or action not in self.ACTIONS:
+            raise NoExecutor(f"The hub carries out no {tool}.{action}.")
+        if set(args) != {"tool"} or not isinstance(args["tool"], str):
+            raise NoExecutor(f"{tool}.{action} takes exactly one argument: the catalog tool's name, as 'tool'.")
+        key = self._api_key()
+        if not key:
+            raise ToolUnavailable("This agent is not registered with the hub yet.")
+        try:
+            resp = await self._client.post(self._url, json={"action": self.ACTIONS[action], "tool": args["tool"]},
+                                           headers={"Authorization": f"Bearer {key}"})
+        except httpx.HTTPError as exc:
+            raise ToolUnavailable(f"The hub did not answer ({type(exc).__name__}).") from exc
+        raw = resp.content[:MAX_RESULT_BYTES]
+        try:
+            body: Any = resp.json()
+        except ValueError:
+            body = raw.decode("utf-8", errors="replace")
+        return ToolResult(resp.status_code, body, resp.headers.get("content-type"), len(raw),
+                          hashlib.sha256(raw).hexdigest())

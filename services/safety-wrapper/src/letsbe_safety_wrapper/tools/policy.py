@@ -17,7 +17,6 @@ policy that says otherwise).
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import math
 import re
@@ -31,6 +30,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+# The canonical form and hash approvals are bound to: shared with the hub, which checks approved calls to itself.
+from letsbe_contracts.approvals import call_hash, canonical_json  # noqa: F401 - re-exported
 
 
 class RiskClass(StrEnum):
@@ -172,15 +174,6 @@ class PolicyDocument(_Strict):
 
 
 # --- canonical form and hashing ------------------------------------------------------------------------------
-
-
-def canonical_json(value: Any) -> str:
-    """One spelling per value: sorted keys, no whitespace, no NaN. Approvals are bound to its hash."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def call_hash(tool: str, action: str, args: dict[str, Any]) -> str:
-    return hashlib.sha256(canonical_json({"tool": tool, "action": action, "args": args}).encode()).hexdigest()
 
 
 # --- the classifier ------------------------------------------------------------------------------------------
