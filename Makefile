@@ -37,9 +37,10 @@ run: install
 ## ones form one group that starts first (conftest.py). TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 
-## test: the whole suite against real Postgres and NATS started for this run and stopped afterwards
+## test: the whole suite against real Postgres and NATS started for this run and stopped afterwards (it lists its
+## 30 slowest tests: where the time goes)
 test: install system-tools
-	$(BIN)/letsbe-devstack run -- $(BIN)/pytest -n $(TEST_WORKERS) $(ARGS)
+	$(BIN)/letsbe-devstack run -- $(BIN)/pytest -n $(TEST_WORKERS) --durations=30 $(ARGS)
 
 ## test-fast: a subset while developing, e.g. make test-fast ARGS="services/dns -x"; leaves out the tests that
 ## boot the Debian 12 test VPS (marker vps) unless ARGS says otherwise (ARGS="-m vps" runs only them); one
