@@ -309,8 +309,15 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
         state = vps.nsenter("systemctl", "is-system-running", "--wait", check=False, timeout=BOOT_TIMEOUT).stdout
         failed = ""
         if state.strip() != "running":  # name what failed: a degraded boot is otherwise a guess
-            units = vps.nsenter("systemctl", "--failed", "--plain", "--no-legend", check=False, timeout=30).stdout
-            failed = f" (failed: {' '.join(line.split()[0] for line in units.splitlines() if line.strip())})"
+            listed = vps.nsenter("systemctl", "--failed", "--plain", "--no-legend", check=False, timeout=30).stdout
+            units = [line.split()[0] for line in listed.splitlines() if line.strip()]
+            said = [
+                vps.nsenter("journalctl", "-b", "-u", u, "-n", "6", "-o", "cat", "--no-pager", check=False, timeout=30)
+                .stdout.strip()
+                .replace("\n", " | ")
+                for u in units
+            ]  # and what each said: the unit's name alone did not explain a failure seen once in a while
+            failed = f" (failed: {'; '.join(f'{u}: {s}' for u, s in zip(units, said, strict=True))})"
         log(f"{name} booted: {ip}, systemd {state.strip()}{failed}, host key {fingerprint}")
         return vps
     except BaseException:
