@@ -37,6 +37,7 @@ CONTROLLERS = ("cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "blki
 SLOTS = 64
 PROXY_PORT = 3128
 BOOT_TIMEOUT = 90.0
+INIT = "/usr/local/sbin/letsbe-testvps-init"
 # /var/lib/docker of each VPS: a tmpfs in its private mount namespace (Docker's overlay2 cannot sit on the VPS's own
 # overlay root). Pulled images are written to memory and vanish with the VPS: no minutes of extracting and deleting
 # tens of thousands of files (OpenClaw's image alone has 44 000) on a busy disk. A cap, not a reservation.
@@ -193,7 +194,8 @@ def _prepare_upper(work: Path, name: str, public_key: str, host_ip: str) -> str:
     for d in ("upper", "work", "root"):
         (work / d).mkdir(parents=True, exist_ok=True)
     for d, mode in (("etc", 0o755), ("etc/ssh", 0o755), ("etc/apt", 0o755), ("etc/apt/apt.conf.d", 0o755),
-                    ("root", 0o700), ("root/.ssh", 0o700)):  # fmt: skip
+                    ("root", 0o700), ("root/.ssh", 0o700), ("usr", 0o755), ("usr/local", 0o755),
+                    ("usr/local/sbin", 0o755)):  # fmt: skip
         (upper / d).mkdir(mode=mode, exist_ok=True)
         os.chmod(upper / d, mode)
     key = upper / "etc/ssh/ssh_host_ed25519_key"
@@ -209,6 +211,17 @@ def _prepare_upper(work: Path, name: str, public_key: str, host_ip: str) -> str:
         f"127.0.0.1\tlocalhost\n127.0.1.1\t{name}\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     )
     (upper / "etc/resolv.conf").write_text("# letsbe-testvps: no resolver (no network but the apt proxy)\n")
+    init = upper / INIT.lstrip("/")
+    # nspawn mounts the v1 controllers read-only and dockerd inside needs to make its own cgroups. Remounting them
+    # from the host while systemd booted was the one thing racing its first units (in CI, now and then one of them
+    # failed with no output and the VPS booted "degraded"); done here, before systemd starts, nothing races it.
+    controllers = " ".join(CONTROLLERS[:-1])
+    init.write_text(
+        "#!/bin/sh\n# letsbe-testvps: PID 1 until systemd (see vps.py)\n"
+        f"for c in {controllers}; do [ -d /sys/fs/cgroup/$c ] && mount -o remount,bind,rw /sys/fs/cgroup/$c; done\n"
+        'exec /lib/systemd/systemd "$@"\n'
+    )
+    os.chmod(init, 0o755)  # noqa: S103 - PID 1's executable, as /sbin's are
     return asyncssh.read_public_key(str(key) + ".pub").get_fingerprint("sha256")
 
 
@@ -219,10 +232,10 @@ def _launch_script(name: str, image: Path, work: Path) -> str:
         f"mount -t overlay overlay -o lowerdir={image},upperdir={work / 'upper'},workdir={work / 'work'} {root} && "
         f"mkdir -p {root}/var/lib/docker && "
         f"mount -t tmpfs -o size={DOCKER_TMPFS_SIZE},mode=0710 tmpfs {root}/var/lib/docker && "
-        f"exec systemd-nspawn -D {root} -M {name} --boot --register=no --keep-unit --network-veth "
+        f"exec systemd-nspawn -D {root} -M {name} --kill-signal=SIGRTMIN+3 --register=no --keep-unit --network-veth "
         "--capability=all --system-call-filter='@keyring bpf' --console=read-only --resolv-conf=off "
-        "--link-journal=no --timezone=off"
-    )
+        f"--link-journal=no --timezone=off {INIT}"
+    )  # as --boot would, but with our PID 1 first (INIT)
     return (
         f'for f in {procs}; do echo $$ >"$f"; done\nexec unshare -m --propagation private sh -c {shlex.quote(inner)}\n'
     )
@@ -283,11 +296,6 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
             return _leader(nspawn_pid) if Path(f"/sys/class/net/{link}").exists() else None
 
         leader = _wait(started, f"{name} to start", 30)
-        # nspawn mounts the v1 controllers read-only; dockerd inside needs to make its own cgroups.
-        for c in CONTROLLERS[:-1]:
-            _run(
-                "nsenter", "-t", str(leader), "-m", "mount", "-o", "remount,bind,rw", f"/sys/fs/cgroup/{c}", check=False
-            )
         _run("ip", "addr", "add", f"{host_ip}/30", "dev", link)
         _run("ip", "link", "set", link, "up")
         _run("nsenter", "-t", str(leader), "-n", "ip", "addr", "add", f"{ip}/30", "dev", "host0")
@@ -311,12 +319,12 @@ def boot(public_key: str, *, owner_pid: int | None = None, log=print) -> Vps:
         if state.strip() != "running":  # name what failed: a degraded boot is otherwise a guess
             listed = vps.nsenter("systemctl", "--failed", "--plain", "--no-legend", check=False, timeout=30).stdout
             units = [line.split()[0] for line in listed.splitlines() if line.strip()]
+            why = (("systemctl", "show", "-p", "Result", "-p", "ExecMainStatus"),
+                   ("journalctl", "-b", "-n", "6", "-o", "cat", "--no-pager", "-u"))  # fmt: skip
             said = [
-                vps.nsenter("journalctl", "-b", "-u", u, "-n", "6", "-o", "cat", "--no-pager", check=False, timeout=30)
-                .stdout.strip()
-                .replace("\n", " | ")
+                " | ".join(vps.nsenter(*c, u, check=False, timeout=30).stdout.strip().replace("\n", " | ") for c in why)
                 for u in units
-            ]  # and what each said: the unit's name alone did not explain a failure seen once in a while
+            ]  # and why each failed: the unit's name alone did not explain a failure seen once in a while
             failed = f" (failed: {'; '.join(f'{u}: {s}' for u, s in zip(units, said, strict=True))})"
         log(f"{name} booted: {ip}, systemd {state.strip()}{failed}, host key {fingerprint}")
         return vps
