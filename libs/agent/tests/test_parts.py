@@ -50,6 +50,17 @@ def test_usage_ledger_shared_by_two_processes_seals_each_hour_once(tmp_path):
         proxy.record(-1, 0, "m1")
 
 
+def test_usage_ledger_counts_a_summed_batch_as_the_calls_in_it(tmp_path):
+    ledger = UsageLedger(tmp_path / "usage.sqlite3")
+    hour = datetime(2026, 11, 27, 9, tzinfo=UTC)
+    ledger.record(30, 10, "m1", at=hour, requests=3)
+    ledger.record(1, 1, "m1", at=hour + timedelta(minutes=5))
+    reports = ledger.pending(hour + timedelta(hours=1))
+    assert [(ln.tokens_in, ln.tokens_out, ln.requests) for r in reports for ln in r.lines] == [(31, 11, 4)]
+    with pytest.raises(ValueError):
+        ledger.record(1, 1, "m1", requests=0)
+
+
 def test_disk_buffer_keeps_order_and_replaces_by_key(tmp_path):
     buf = DiskBuffer(tmp_path / "outbox")
     buf.put("result", "a", "/x/a", {"n": 1})

@@ -73,16 +73,20 @@ class UsageLedger:
     def close(self) -> None:
         self._db.close()
 
-    def record(self, tokens_in: int, tokens_out: int, model: str, at: datetime | None = None) -> None:
-        if tokens_in < 0 or tokens_out < 0:
-            raise ValueError("token counts are never negative")
+    def record(
+        self, tokens_in: int, tokens_out: int, model: str, at: datetime | None = None, requests: int = 1
+    ) -> None:
+        """``requests`` calls of ``model`` in the hour of ``at`` that used these tokens together (a batch summed
+        by the caller is one synchronous commit instead of one per call)."""
+        if tokens_in < 0 or tokens_out < 0 or requests < 1:
+            raise ValueError("token counts are never negative, and a record is at least one call")
         hour = hour_of(at or datetime.now(UTC)).isoformat()
         with self._lock:
             self._db.execute(
-                "INSERT INTO open_usage (hour, model, tokens_in, tokens_out, requests) VALUES (?, ?, ?, ?, 1) "
+                "INSERT INTO open_usage (hour, model, tokens_in, tokens_out, requests) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (hour, model) DO UPDATE SET tokens_in = tokens_in + excluded.tokens_in, "
-                "tokens_out = tokens_out + excluded.tokens_out, requests = requests + 1",
-                (hour, model[:120], tokens_in, tokens_out),
+                "tokens_out = tokens_out + excluded.tokens_out, requests = requests + excluded.requests",
+                (hour, model[:120], tokens_in, tokens_out, requests),
             )
 
     def pending(self, now: datetime | None = None) -> list[PendingReport]:

@@ -101,6 +101,8 @@ ENCODINGS: list[tuple[str, Callable[[str], str], Callable[[str], str]]] = [
      partial(unicodedata.normalize, "NFKC")),
     ("zero-width characters between every character", lambda s: "\u200b".join(s), _visible),
     ("soft hyphens and a BOM", lambda s: "\ufeff" + "\u00ad".join(s), _visible),
+    ("zero-width characters, json nested 2 deep", lambda s: _json_deep("\u200b".join(s), 2),
+     lambda t: _visible(_json_undeep(t, 2))),
     ("full-width %-escapes", lambda s: "".join(f"％{b:02X}" for b in s.encode()), lambda t: unquote(
         unicodedata.normalize("NFKC", t))),
 ]

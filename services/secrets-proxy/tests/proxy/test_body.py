@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from letsbe_secrets_proxy.proxy.body import object_flags
+from letsbe_secrets_proxy.proxy.body import PARSE_BELOW, object_flags
 
 BIG = "x" * 100_000
 VALID = [
@@ -27,21 +27,29 @@ INVALID = [
 ]
 
 
+# Every body through both ways: parsed (a small body) and tokenized (a large one).
+WAYS = pytest.mark.parametrize("parse_below", [PARSE_BELOW, 0], ids=["parsed", "tokenized"])
+
+
+@WAYS
 @pytest.mark.parametrize("text", VALID)
-def test_an_object_gives_the_members_json_loads_gives(text):
+def test_an_object_gives_the_members_json_loads_gives(text, parse_below):
     body = json.loads(text)
-    assert object_flags(text.encode()) == {k: body[k] for k in ("stream", "stream_options") if k in body}
+    assert object_flags(text.encode(), parse_below) == {k: body[k] for k in ("stream", "stream_options") if k in body}
 
 
+@WAYS
 @pytest.mark.parametrize("text", INVALID)
-def test_anything_else_is_left_to_json_loads(text):
-    assert object_flags(text.encode()) is None
+def test_anything_else_is_left_to_json_loads(text, parse_below):
+    assert object_flags(text.encode(), parse_below) is None
     try:
         assert not isinstance(json.loads(text), dict)
     except ValueError:
         pass
 
 
-def test_invalid_utf8_and_deep_nesting_are_left_to_json_loads():
-    assert object_flags(b'{"a": "\xff"}') is None
-    assert object_flags(b'{"a": ' + b"[" * 600 + b"]" * 600 + b"}") is None
+@WAYS
+def test_invalid_utf8_and_deep_nesting_are_left_to_json_loads(parse_below):
+    assert object_flags(b'{"a": "\xff"}', parse_below) is None
+    assert object_flags(b'{"a": ' + b"[" * 600 + b"]" * 600 + b"}", 0) is None
+    assert object_flags(b'{"a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}") is None

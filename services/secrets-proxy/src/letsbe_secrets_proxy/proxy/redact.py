@@ -109,7 +109,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class _Hit:
+class Hit:
     start: int
     end: int
     kind: str
@@ -172,7 +172,11 @@ def _decode_token(token: str) -> str | None:
     if not tail:
         return "\\" if len(token) > 1 else None
     if tail[0] == "u":
-        return chr(int(tail[1:], 16))
+        # At depth k a \\u escape has 2**(k-1) backslashes and a literal backslash 2**k: what the lowest set bit
+        # of the run's length leaves are literal backslashes (one each once decoded), kept before the character.
+        run = len(token) - len(tail)
+        escape = run & -run
+        return "\\" * ((run - escape) // (2 * escape)) + chr(int(tail[1:], 16))
     return _JSON_ESCAPES.get(tail, tail)
 
 
@@ -311,9 +315,51 @@ class View:
         return merged
 
 
-def decoded_view(text: str) -> View | None:
-    """``text`` with every layer of %-, entity-, JSON- and form-encoding undone, or None if there is none."""
+# A JSON document's own escapes, read exactly as a parser reads them (a surrogate pair is one character).
+_JSON_STRING_ESCAPE = re.compile(
+    r"\\(?:u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|u([0-9a-fA-F]{4})|([\"\\/bfnrt]))")
+
+
+def _decode_json_strings(text: str) -> tuple[str, _Layer] | None:
+    """The text of a JSON document with its strings' escapes undone, as a parser reads them. The rule of
+    ``_decode_once`` (a run of backslashes is one escape, at any depth) has to guess how deep a run goes (``\\\\\\"``
+    is a quote two levels down, or a backslash and a quote one level down); the document's own level is known, so
+    the rounds that follow see each string as ``redact`` sees it once ``json.loads`` has read it."""
+    out: list[str] = []
+    spans: list[tuple[int, int, int, int]] = []
+    pos = opos = 0
+    at = text.find("\\")  # str.find runs at memchr speed, a regex scan of the whole text would not
+    while at >= 0:
+        m = _JSON_STRING_ESCAPE.match(text, at)
+        if m is None:  # not a JSON escape (the document is not valid JSON): left as it is
+            at = text.find("\\", at + 1)
+            continue
+        at = text.find("\\", m.end())
+        hi, lo, code, char = m.groups()
+        if hi is not None:
+            rep = chr(0x10000 + ((int(hi, 16) - 0xD800) << 10) + int(lo, 16) - 0xDC00)
+        else:
+            rep = chr(int(code, 16)) if code is not None else _JSON_ESCAPES.get(char, char)
+        s, e = m.span()
+        out.append(text[pos:s])
+        opos += s - pos
+        out.append(rep)
+        spans.append((opos, opos + 1, s, e))
+        opos += 1
+        pos = e
+    if not spans:
+        return None
+    out.append(text[pos:])
+    return "".join(out), _Layer(spans)
+
+
+def decoded_view(text: str, json_document: bool = False) -> View | None:
+    """``text`` with every layer of %-, entity-, JSON- and form-encoding undone, or None if there is none.
+    ``json_document``: ``text`` is a JSON document, whose own escapes are undone first, exactly."""
     layers: list[_Layer] = []
+    if json_document and (once := _decode_json_strings(text)) is not None:
+        text = once[0]
+        layers.append(once[1])
     for _ in range(DECODE_ROUNDS):
         if not any(m in text for m in _TRIGGERS) and text.isascii():
             break
@@ -391,7 +437,7 @@ class Redactor:
 
     # --- finding -------------------------------------------------------------------------------------------
 
-    def _raw_hits(self, text: str, forms: bool = True) -> list[_Hit]:
+    def _raw_hits(self, text: str, forms: bool = True) -> list[Hit]:
         # Both automata run over UTF-8 bytes (fast, SIMD prefilter); offsets are mapped back to characters.
         # ``forms=False``: the registered secrets' forms were looked for already (has_hits_in), only the patterns.
         data = text.encode("utf-8", "surrogatepass")
@@ -400,10 +446,10 @@ class Redactor:
         if not found and not anchors:
             return []
         to_char = _offsets(data, text, [o for _, s, e in found for o in (s, e)] + [s for _, s, _ in anchors])
-        hits: list[_Hit] = []
+        hits: list[Hit] = []
         for idx, s, e in found:
             start, end = to_char[s], to_char[e]
-            hits.append(_Hit(start, end, REGISTRY_CLASS, self._names[idx], text[start:end], start))
+            hits.append(Hit(start, end, REGISTRY_CLASS, self._names[idx], text[start:end], start))
         tried: set[tuple[str, int]] = set()
         for idx, s, _ in anchors:
             p, pos = _ANCHORS[idx][1], to_char[s]
@@ -413,10 +459,10 @@ class Redactor:
             m = p.regex.match(text, pos)
             if m is not None:
                 s0, e0 = m.span(p.group)
-                hits.append(_Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
+                hits.append(Hit(s0, e0, p.kind, None, m.group(p.group), m.start()))
         return hits
 
-    def _hits(self, text: str, view: View | bool | None = True, forms: bool = True) -> list[_Hit]:
+    def _hits(self, text: str, view: View | bool | None = True, forms: bool = True) -> list[Hit]:
         """Hits in the text as it is and in its decoded view (mapped back to the original spans).
         ``view``: True to decode here, or a view already made (None: there is nothing to decode)."""
         hits = self._raw_hits(text, forms)
@@ -444,6 +490,10 @@ class Redactor:
             hits = kept
         return hits
 
+    def hits_in_json(self, text: str) -> list[Hit]:
+        """The hits in the text of a JSON document (sorted, not overlapping), its strings read as a parser reads
+        them, then decoded as ``redact`` decodes each of them."""
+        return self._hits(text, decoded_view(text, json_document=True))
 
     def has_hits(self, text: str) -> bool:
         return bool(self._hits(text))
@@ -467,7 +517,7 @@ class Redactor:
         stream.flush()
         return bool(stream.findings)
 
-    def placeholder(self, hit: _Hit) -> str:
+    def placeholder(self, hit: Hit) -> str:
         if hit.kind == REGISTRY_CLASS:
             return f"SECRET_REF({hit.name})"
         tag = hmac.new(self._key, hit.value.encode(), hashlib.sha256).hexdigest()[:8]
@@ -480,12 +530,12 @@ class Redactor:
         hits = self._hits(text)
         if not hits:
             return text, []
-        return self._apply(text, hits, len(text))[0], [self._finding(h) for h in hits]
+        return self._apply(text, hits, len(text))[0], [self.finding(h) for h in hits]
 
-    def _finding(self, hit: _Hit) -> Finding:
+    def finding(self, hit: Hit) -> Finding:
         return Finding(hit.kind, hit.name, self.policy.get(hit.kind, "mask"))
 
-    def _apply(self, text: str, hits: Iterable[_Hit], upto: int) -> tuple[str, int]:
+    def _apply(self, text: str, hits: Iterable[Hit], upto: int) -> tuple[str, int]:
         """Mask the hits that start before ``upto``; return the masked text up to the end of the last of them
         (or ``upto``) and that position."""
         out, pos = [], 0
@@ -549,7 +599,7 @@ class StreamRedactor:
             self.pending = buf
             return ""
         out, cut = self.r._apply(buf, hits, cut)
-        self.findings.extend(self.r._finding(h) for h in hits if h.start < cut)
+        self.findings.extend(self.r.finding(h) for h in hits if h.start < cut)
         self.pending = buf[cut:]
         return out
 

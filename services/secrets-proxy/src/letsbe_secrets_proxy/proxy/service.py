@@ -34,7 +34,7 @@ from letsbe_secrets_proxy.proxy.registry import Registry
 from letsbe_secrets_proxy.proxy.stream import SSERewriter
 from letsbe_secrets_proxy.proxy.upstream import UpstreamClient, UpstreamError, UpstreamResponse
 from letsbe_secrets_proxy.proxy.usage import UsageRecorder
-from letsbe_secrets_proxy.proxy.walk import drop_token_views, redact_json
+from letsbe_secrets_proxy.proxy.walk import drop_token_views, redact_in_place, redact_json
 
 log = get_logger(__name__)
 
@@ -109,19 +109,19 @@ class ProxyService:
         data, flags = await self._read_json(request)
         redactor = self.registry.current()
         started = time.perf_counter()
-        # Fast path: one scan of the body as it came (its decoded view undoes JSON's escapes, \\uXXXX included).
-        # Clean (the usual case) → the bytes go out as they came. A 1 MiB body is held once: only the two members
-        # needed here were parsed, and the scan decodes a piece at a time. Parsed whole only when something is masked.
+        # Fast path: one scan of the body as it came (its decoded view undoes JSON's escapes, \\uXXXX included),
+        # and what it finds masked where it stands (walk.redact_in_place); the rest of the bytes go out as they came.
+        # A 1 MiB body is held once: only the two members needed here were parsed, and the scan decodes a piece at a
+        # time. Parsed whole only when a secret cannot be masked in place.
         findings: list[Finding] = []
-        if not redactor.has_hits_in(data):
-            body = clean = None
-            content: bytes | None = data
-            del data
-        else:
+        body = clean = None
+        content = redact_in_place(data, redactor, findings)
+        if content is None:
             body = json.loads(data.decode("utf-8"))
             del data
             clean = redact_json(body, redactor, findings)
-            content = None
+        else:
+            del data
         url = self.base_url + path
         header_findings: list[Finding] = []
         egress_headers = self._egress_headers(url, request, redactor, header_findings)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
-from letsbe_agent.usage import UsageLedger
+from letsbe_agent.usage import UsageLedger, hour_of
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -43,11 +43,24 @@ class UsageRecorder:
             self._queue[:0] = batch  # what was not written (the batch is emptied as it is written) goes back
 
     def _write(self, batch: list[tuple[str, int, int, datetime]]) -> None:
+        """One commit per model and hour, not one per call: a commit is synchronous (an fsync), and hundreds of them
+        a second kept this thread and the one serving requests taking the interpreter from each other."""
         assert self.ledger is not None
-        while batch:
-            model, tokens_in, tokens_out, at = batch[0]
-            self.ledger.record(tokens_in=tokens_in, tokens_out=tokens_out, model=model, at=at)
-            batch.pop(0)
+        groups: dict[tuple[str, datetime], list[tuple[str, int, int, datetime]]] = {}
+        for entry in batch:
+            groups.setdefault((entry[0], hour_of(entry[3])), []).append(entry)
+        pending = list(groups.items())
+        while pending:
+            (model, hour), entries = pending[0]
+            self.ledger.record(
+                tokens_in=sum(e[1] for e in entries),
+                tokens_out=sum(e[2] for e in entries),
+                model=model,
+                at=hour,
+                requests=len(entries),
+            )
+            pending.pop(0)
+            batch[:] = [e for _, rest in pending for e in rest]
 
     async def run(self) -> None:
         while not self._stop.is_set():
