@@ -102,7 +102,7 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
     assert len(finals) == 1 and (finals[0] / "ghost.mysql.gz").exists()
     kept = json.loads((finals[0] / "backup-status.json").read_text())
     assert kept["databases"]["ghost"]["status"] == "success"
-    assert done["data"]["final-backup"]["result"] == kept
+    assert done["data"]["tasks"]["final-backup"]["result"] == kept
     [dumped] = dumps()
     # The agents were stopped after the backup, once, and no longer run.
     calls = vps.target.calls("docker")[before:]

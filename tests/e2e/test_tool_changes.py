@@ -37,7 +37,7 @@ def fast_recovery(monkeypatch):
     for k, v in {
         **FAST_RECOVERY,
         "LETSBE_HUB_LIFECYCLE_POLL_SECONDS": "0.3",
-        "LETSBE_HUB_TOOL_CHANGE_PHASE_TIMEOUT_SECONDS": "60",
+        "LETSBE_HUB_TENANT_TASK_TIMEOUT_SECONDS": "60",
     }.items():
         monkeypatch.setenv(k, v)
 

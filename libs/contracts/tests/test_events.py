@@ -39,12 +39,8 @@ from letsbe_contracts.events import (
     TenantDecommissionedV1,
     TenantKeyRotationReportedV1,
     TenantKeyRotationRequestedV1,
-    TenantOperationReportedV1,
-    TenantOperationRequestedV1,
-    TenantServerTaskReportedV1,
-    TenantServerTaskRequestedV1,
-    TenantToolChangeReportedV1,
-    TenantToolChangeRequestedV1,
+    TenantTaskReportedV1,
+    TenantTaskRequestedV1,
     TenantUsageReportedV1,
     UsageTotals,
 )
@@ -92,23 +88,47 @@ SAMPLES = [
         status="SUCCEEDED",
         recreated=("safety-wrapper", "secrets-proxy"),
     ),
-    TenantToolChangeRequestedV1(
-        job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="STACK", action="add", tool="umami", attempt=1,
-        order=ORDER, server=SERVER,
-    ),
-    TenantToolChangeReportedV1(
-        job_id=uuid.uuid4(), tenant_id=ORDER.order_id, phase="FINAL_BACKUP", attempt=2, status="SUCCEEDED",
-        changes=("kept: the final backup of Ghost in /var/backups/letsbe/final/ghost/…",),
-    ),
-    TenantServerTaskRequestedV1(
-        task_id=uuid.uuid4(), tenant_id=ORDER.order_id, task="final-backup", requested_by="lifecycle-worker"
-    ),
-    TenantServerTaskReportedV1(
-        task_id=uuid.uuid4(),
+    TenantTaskRequestedV1(
+        request_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
         tenant_id=ORDER.order_id,
-        task="final-backup",
+        attempt=1,
+        task={"kind": "tool-stack", "action": "add", "tool": "umami", "order": ORDER, "server": SERVER},
+    ),
+    TenantTaskRequestedV1(
+        request_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        attempt=2,
+        task={"kind": "restore", "order": ORDER, "server": SERVER, "backup_set": "2026-12-01", "tool": "nextcloud"},
+    ),
+    TenantTaskRequestedV1(
+        request_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        attempt=1,
+        task={"kind": "final-backup"},
+    ),
+    TenantTaskReportedV1(
+        request_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        kind="final-backup",
+        attempt=1,
         status="SUCCEEDED",
+        started_at=NOW,
+        finished_at=NOW,
         result={"last_run": "2026-12-02T08:00:00Z", "databases": {}, "remote_sync": {"status": "skipped"}},
+    ),
+    TenantTaskReportedV1(
+        request_id=uuid.uuid4(),
+        job_id=uuid.uuid4(),
+        tenant_id=ORDER.order_id,
+        kind="tool-backup",
+        attempt=2,
+        status="FAILED",
+        changes=("kept: the final backup of Ghost in /var/backups/letsbe/final/ghost/…",),
+        detail="exit code 1: dump failed",
     ),
     ServerAllocatedV1(order=ORDER, server=SERVER),
     DnsReadyV1(
@@ -180,14 +200,6 @@ SAMPLES = [
         order_id=ORDER.order_id, from_status="DNS_PENDING", to_status="FAILED", actor="dns", failed_stage="DNS"
     ),
     TenantDecommissionedV1(tenant_id=ORDER.order_id, domain="example.com"),
-    TenantOperationRequestedV1(
-        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=ORDER.order_id, action="restore", order=ORDER,
-        server=SERVER, backup_set="2026-12-01", tool="nextcloud",
-    ),
-    TenantOperationReportedV1(
-        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=ORDER.order_id, action="switch-dns",
-        status="SUCCEEDED", started_at=NOW, finished_at=NOW, detail="2 record(s) point at 203.0.113.7",
-    ),
     LifecycleJobChangedV1(
         job_id=uuid.uuid4(),
         kind="decommission",
@@ -258,6 +270,23 @@ def test_unknown_fields_are_rejected_not_dropped():
     payload["order"]["surprise"] = 1
     with pytest.raises(ValidationError):
         OrderCreatedV1.model_validate(payload)
+
+
+@pytest.mark.parametrize(
+    "task",
+    [
+        {"kind": "final-backup", "tool": "ghost"},  # a field of another kind's payload
+        {"kind": "restore", "order": ORDER.model_dump(), "server": SERVER.model_dump(), "backup_set": "yesterday"},
+        {"kind": "tool-stack", "action": "upgrade", "tool": "ghost", "order": ORDER.model_dump(),
+         "server": SERVER.model_dump()},
+        {"kind": "tool-dns", "action": "add", "tool": "ghost"},  # its order and server missing
+        {"kind": "reboot"},
+    ],
+)  # fmt: skip
+def test_a_tenant_task_is_checked_against_the_payload_of_its_kind(task):
+    asked = {"request_id": str(uuid.uuid4()), "job_id": str(uuid.uuid4()), "tenant_id": str(ORDER.order_id)}
+    with pytest.raises(ValidationError):
+        TenantTaskRequestedV1.model_validate({**asked, "attempt": 1, "task": task})
 
 
 def test_events_are_immutable():

@@ -532,41 +532,6 @@ class LifecycleJobChangedV1(Event):
     reason: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
-# --- decommission: work on the tenant's server that only the provisioner can do (it holds the SSH key). The hub's
-# lifecycle job asks, the provisioner runs it over SSH and reports; ``task_id`` is the idempotency key on the server ---
-
-
-@register
-class TenantServerTaskRequestedV1(Event):
-    """The decommission job asks for ``task`` on the tenant's server: ``final-backup`` (one last run of the tenant's
-    backup, kept apart from the rotation) or ``stop-agents`` (the Safety Wrapper and Secrets Proxy stopped)."""
-
-    TYPE: ClassVar[str] = "tenant-server-task-requested"
-    VERSION: ClassVar[int] = 1
-    SUBJECT: ClassVar[str] = "letsbe.tenant.server.task.requested.v1"
-
-    task_id: uuid.UUID  # the same for every retry of one job's task: the server runs it once
-    tenant_id: uuid.UUID
-    task: Literal["final-backup", "stop-agents"]
-    requested_by: Annotated[str, StringConstraints(min_length=1, max_length=120)]
-
-
-@register
-class TenantServerTaskReportedV1(Event):
-    """How a server task went. ``result``: for a final backup, the backup status JSON the script wrote (seed §8.3)."""
-
-    TYPE: ClassVar[str] = "tenant-server-task-reported"
-    VERSION: ClassVar[int] = 1
-    SUBJECT: ClassVar[str] = "letsbe.tenant.server.task.reported.v1"
-
-    task_id: uuid.UUID
-    tenant_id: uuid.UUID
-    task: Literal["final-backup", "stop-agents"]
-    status: Literal["SUCCEEDED", "FAILED"]
-    result: dict[str, Any] | None = None
-    error: Annotated[str, StringConstraints(max_length=4000)] | None = None
-
-
 # --- server pool: the monthly check finds overflow tenants that could move to a Netcup pool server ---
 
 
@@ -627,85 +592,81 @@ class TenantKeyRotationReportedV1(Event):
     error: Annotated[str, StringConstraints(max_length=4000)] | None = None
 
 
-# --- tools on a live tenant: the hub's tool-change job asks the DNS service and the provisioner for one phase each,
-# and each reports how it went; the job moves on only on a report of the phase it is in ---
+# --- work on a live tenant's server for the hub's lifecycle jobs: one exchange. A job asks for one task (``kind``
+# and its payload) of the service that owns it — the provisioner over SSH, the DNS service for records — which
+# reports back. Each ask is a new ``request_id`` (the envelope's id too); the hub acts on the report of its latest ---
 
-ToolChangePhase = Literal["DNS", "FINAL_BACKUP", "STACK"]
+
+class DecommissionTask(Model):
+    """A decommission's: ``final-backup`` (one last run of the tenant's backup, kept apart from the rotation, taken
+    once per job) or ``stop-agents`` (the AI agent, the Safety Wrapper and the Secrets Proxy stopped)."""
+
+    kind: Literal["final-backup", "stop-agents"]
 
 
-@register
-class TenantToolChangeRequestedV1(Event):
-    """One phase of a tool-change job: ``DNS`` is the DNS service's (the tool's subdomain record where the zone has
-    no wildcard), ``FINAL_BACKUP`` and ``STACK`` the provisioner's (the tool's data kept; its stack, vhost, backup
-    config and the Safety Wrapper's routes rendered and run). ``order`` carries the tools as they are after the
-    change. Asked again (a new ``attempt``) when no report came in time: every phase is idempotent."""
+class ServerOperation(Model):
+    """A restore's, recovery's or migration's, on ``server``: ``provision`` the tenant there, ``backup`` (with
+    ``stop_tools`` the tools stop first and stay stopped: a migration's source), ``restore`` a ``backup_set`` (one
+    ``tool``, or every tool), ``verify`` that every tool answers; ``switch-dns`` (the DNS service's) moves the
+    tenant's records to ``server``."""
 
-    TYPE: ClassVar[str] = "tenant-tool-change-requested"
-    VERSION: ClassVar[int] = 1
-    SUBJECT: ClassVar[str] = "letsbe.tenant.tool.change.requested.v1"
+    kind: Literal["provision", "backup", "restore", "verify", "switch-dns"]
+    order: OrderSpec
+    server: ServerTarget
+    backup_set: Annotated[str, StringConstraints(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")] | None = None
+    tool: ToolName | None = None
+    stop_tools: bool = False
 
-    job_id: uuid.UUID
-    tenant_id: uuid.UUID
-    phase: ToolChangePhase
+
+class ToolChangeTask(Model):
+    """A tool-change job's phase: ``tool-dns`` (the DNS service's: the tool's subdomain record where the zone has no
+    wildcard), ``tool-backup`` (the tool's data kept) and ``tool-stack`` (its stack, vhost, backup config and the
+    Safety Wrapper's routes rendered and run). ``order`` carries the tools as they are after the change."""
+
+    kind: Literal["tool-dns", "tool-backup", "tool-stack"]
     action: Literal["add", "remove"]
     tool: ToolName
-    attempt: Annotated[int, Field(ge=1)]
     order: OrderSpec
     server: ServerTarget
 
 
-@register
-class TenantToolChangeReportedV1(Event):
-    """How one phase of a tool-change job went; ``changes`` names what it changed (files, records, stacks)."""
-
-    TYPE: ClassVar[str] = "tenant-tool-change-reported"
-    VERSION: ClassVar[int] = 1
-    SUBJECT: ClassVar[str] = "letsbe.tenant.tool.change.reported.v1"
-
-    job_id: uuid.UUID
-    tenant_id: uuid.UUID
-    phase: ToolChangePhase
-    attempt: Annotated[int, Field(ge=1)]
-    status: Literal["SUCCEEDED", "FAILED"]
-    changes: tuple[Annotated[str, StringConstraints(max_length=300)], ...] = ()
-    error: Annotated[str, StringConstraints(max_length=4000)] | None = None
-
-
-# --- tenant operations of the hub's restore, recovery and migration jobs: the hub asks for one effect on one server
-# (the provisioner: provision, backup, restore, verify over SSH; the DNS service: switch the records), the service
-# that owns it reports back. ``operation_id`` is the idempotency key: a repeated request is the same operation ---
-
-TenantOperationAction = Literal["provision", "backup", "restore", "verify", "switch-dns"]
+TenantTask = Annotated[DecommissionTask | ServerOperation | ToolChangeTask, Field(discriminator="kind")]
+TenantTaskKind = Literal[
+    "final-backup", "stop-agents", "provision", "backup", "restore", "verify", "switch-dns", "tool-dns", "tool-backup",
+    "tool-stack",
+]  # fmt: skip
 
 
 @register
-class TenantOperationRequestedV1(Event):
-    TYPE: ClassVar[str] = "tenant-operation-requested"
+class TenantTaskRequestedV1(Event):
+    TYPE: ClassVar[str] = "tenant-task-requested"
     VERSION: ClassVar[int] = 1
-    SUBJECT: ClassVar[str] = "letsbe.tenant.operation.requested.v1"
+    SUBJECT: ClassVar[str] = "letsbe.tenant.task.requested.v1"
 
-    operation_id: uuid.UUID
+    request_id: uuid.UUID  # this ask: what its owner does once (a repeat of the event only reports again)
     job_id: uuid.UUID  # the hub's lifecycle job
     tenant_id: uuid.UUID
-    action: TenantOperationAction
-    order: OrderSpec
-    server: ServerTarget  # where it happens (switch-dns: the address the records move to)
-    backup_set: Annotated[str, StringConstraints(pattern=r"^(latest|\d{4}-\d{2}-\d{2})$")] | None = None
-    tool: ToolName | None = None  # restore: one tool; None: every tool
-    stop_tools: bool = False  # backup: stop the tools first, and leave them stopped (a migration's source)
+    attempt: Annotated[int, Field(ge=1)]  # the job's nth ask of this kind
+    task: TenantTask
 
 
 @register
-class TenantOperationReportedV1(Event):
-    TYPE: ClassVar[str] = "tenant-operation-reported"
-    VERSION: ClassVar[int] = 1
-    SUBJECT: ClassVar[str] = "letsbe.tenant.operation.reported.v1"
+class TenantTaskReportedV1(Event):
+    """How a task went: ``detail`` what it did (e.g. the backup set) or why it failed, ``changes`` what it changed
+    (files, records, stacks), ``result`` a final backup's status JSON (seed §8.3) or the agents stopped."""
 
-    operation_id: uuid.UUID
+    TYPE: ClassVar[str] = "tenant-task-reported"
+    VERSION: ClassVar[int] = 1
+    SUBJECT: ClassVar[str] = "letsbe.tenant.task.reported.v1"
+
+    request_id: uuid.UUID
     job_id: uuid.UUID
     tenant_id: uuid.UUID
-    action: TenantOperationAction
-    status: Literal["RUNNING", "SUCCEEDED", "FAILED"]
+    kind: TenantTaskKind
+    attempt: Annotated[int, Field(ge=1)]
+    status: Literal["SUCCEEDED", "FAILED"]
     started_at: AwareDatetime | None = None
     finished_at: AwareDatetime | None = None
-    detail: Annotated[str, StringConstraints(max_length=4000)] | None = None  # e.g. the set restored, or the error
+    detail: Annotated[str, StringConstraints(max_length=4000)] | None = None
+    changes: tuple[Annotated[str, StringConstraints(max_length=300)], ...] = ()
+    result: dict[str, Any] | None = None

@@ -12,8 +12,7 @@ from letsbe_contracts import ServerAllocatedV1, load_catalog
 from letsbe_contracts.events import (
     MailReadyV1,
     TenantDecommissionedV1,
-    TenantOperationRequestedV1,
-    TenantToolChangeRequestedV1,
+    TenantTaskRequestedV1,
 )
 from letsbe_dns import __version__
 from letsbe_dns.acme.endpoints import router as acme_router
@@ -25,15 +24,13 @@ from letsbe_dns.db import SCHEMA
 from letsbe_dns.records.endpoints import router as records_router
 from letsbe_dns.records.handlers import (
     ON_MAIL_READY,
-    ON_OPERATION_REQUESTED,
     ON_SERVER_ALLOCATED,
+    ON_TASK_REQUESTED,
     ON_TENANT_DECOMMISSIONED,
-    ON_TOOL_CHANGE,
-    DnsSwitchHandler,
     MailReadyHandler,
     ServerAllocatedHandler,
     TenantDecommissionedHandler,
-    ToolChangeHandler,
+    TenantTaskHandler,
 )
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import Verifier
@@ -75,24 +72,15 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
         ack_wait=settings.consumer_ack_wait_seconds,
     )
     rt.start(ON_MAIL_READY, mail_ready.run(), mail_ready.stop)
-    tool_changes = rt.bus.consumer(
-        ON_TOOL_CHANGE,
-        TenantToolChangeRequestedV1,
-        ToolChangeHandler(records, rt.sessions),
+    tasks = rt.bus.consumer(
+        ON_TASK_REQUESTED,
+        TenantTaskRequestedV1,
+        TenantTaskHandler(records, rt.sessions),
         max_deliver=settings.consumer_max_deliver,
         backoff=settings.consumer_backoff_seconds,
         ack_wait=settings.consumer_ack_wait_seconds,
     )
-    rt.start(ON_TOOL_CHANGE, tool_changes.run(), tool_changes.stop)
-    switches = rt.bus.consumer(
-        ON_OPERATION_REQUESTED,
-        TenantOperationRequestedV1,
-        DnsSwitchHandler(records, rt.sessions),
-        max_deliver=settings.consumer_max_deliver,
-        backoff=settings.consumer_backoff_seconds,
-        ack_wait=settings.consumer_ack_wait_seconds,
-    )
-    rt.start(ON_OPERATION_REQUESTED, switches.run(), switches.stop)
+    rt.start(ON_TASK_REQUESTED, tasks.run(), tasks.stop)
 
 
 def create_app(settings: DnsSettings | None = None) -> FastAPI:

@@ -1,5 +1,5 @@
-"""switch-dns (a hub restore/recovery/migration job's last tenant operation): the tenant's records move to its new
-server's address, verified on the authoritative DNS, and the switch is reported to the hub once per operation."""
+"""switch-dns (a hub restore/recovery/migration job's last tenant task): the tenant's records move to its new
+server's address, verified on the authoritative DNS, and the switch is reported to the hub once per request."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import uuid
 import dns.asyncquery
 import dns.message
 
-from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRequestedV1
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 
 
 async def served(port: int, name: str, rtype: str) -> list[str]:
@@ -22,21 +22,22 @@ async def test_switch_dns_moves_the_records_to_the_new_server_and_reports_once(a
     await bus.publish(allocated, correlation_id=tenant)
     await events.wait("dns-ready", tenant)
 
-    switch = TenantOperationRequestedV1(
-        operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=allocated.order.order_id, action="switch-dns",
-        order=allocated.order, server=kit.server_target("127.0.0.20"),
+    switch = TenantTaskRequestedV1(
+        request_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=allocated.order.order_id, attempt=1,
+        task={"kind": "switch-dns", "order": allocated.order, "server": kit.server_target("127.0.0.20")},
     )  # fmt: skip
-    for _ in range(2):  # the job asked again (a worker killed before it saw the report): the same operation id
-        await bus.publish(switch, correlation_id=tenant, event_id=switch.operation_id)
-    await bus.publish(switch.model_copy(update={"action": "restore"}), correlation_id=tenant)  # not DNS's
+    for _ in range(2):  # the same request delivered twice (the outbox relay retried): done and reported once
+        await bus.publish(switch, correlation_id=tenant, event_id=switch.request_id)
+    restore = switch.task.model_copy(update={"kind": "restore"})
+    await bus.publish(switch.model_copy(update={"request_id": uuid.uuid4(), "task": restore}), correlation_id=tenant)
 
-    (report,) = await events.wait("tenant-operation-reported", tenant)
-    done = TenantOperationReportedV1.model_validate(report.payload)
-    assert (done.operation_id, done.status, done.action) == (switch.operation_id, "SUCCEEDED", "switch-dns")
+    (report,) = await events.wait("tenant-task-reported", tenant)
+    done = TenantTaskReportedV1.model_validate(report.payload)
+    assert (done.request_id, done.status, done.kind) == (switch.request_id, "SUCCEEDED", "switch-dns")
     assert "point at 127.0.0.20" in (done.detail or "")
     assert [(r["name"], r["content"]) for r in cloudflare.fake.records(kit.domain)] == [
         ("*.example.com", "127.0.0.20"),
         ("example.com", "127.0.0.20"),
     ]
     assert await served(cloudflare.dns.port, "example.com", "A") == ["127.0.0.20"]
-    assert len(events.of("tenant-operation-reported", tenant)) == 1
+    assert len(events.of("tenant-task-reported", tenant)) == 1

@@ -77,8 +77,6 @@ class LifecycleSettings(BaseModel):
     # server and its data stay this long for the customer's export; then the Hetzner server is deleted (a Netcup
     # pool server is wiped, reinstalled with netcup_reinstall_image and preflighted before it rejoins the pool).
     decommission_export_window_hours: float = Field(default=14 * 24, ge=0)
-    # A server task (final backup, stopping the agents) not reported by then is asked for again.
-    decommission_task_timeout_seconds: float = Field(default=3600, gt=0)
     # Daily VPS snapshots (seed §8.1: daily, staggered, 3 rolling).
     snapshots_enabled: bool = True
     snapshots_keep: int = Field(default=3, ge=1, le=30)
@@ -87,11 +85,10 @@ class LifecycleSettings(BaseModel):
     # deleted. With migrations_auto, each monthly proposal starts its migration job without an operator.
     migration_rollback_window_hours: float = Field(default=72, ge=0)
     migrations_auto: bool = False
-    # How long a restore, recovery or migration waits for one tenant operation (provision, backup, restore, verify,
-    # DNS switch) to be reported before that attempt counts as failed.
-    tenant_operation_timeout_seconds: float = Field(default=3600, gt=0)
-    # A tool-change phase (DNS record, final backup, stack) not reported within this time is asked for again.
-    tool_change_phase_timeout_seconds: float = Field(default=900, gt=0)
+    # A task a job asked of the provisioner or the DNS service (a final backup, a restore, a tool-change phase, …)
+    # not reported within this time is asked again, and the step's attempt counts as failed. It replaces
+    # decommission_task_, tenant_operation_ and tool_change_phase_timeout_seconds (no longer read).
+    tenant_task_timeout_seconds: float = Field(default=3600, gt=0)
     # The job runner: how often it looks for due jobs, how long a claimed job's lease lasts (renewed while it
     # runs; a killed worker's job is picked up after it lapses), and retries of a failing step.
     lifecycle_poll_seconds: float = Field(default=5, gt=0)

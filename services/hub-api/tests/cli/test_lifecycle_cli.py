@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 from hub_testing.orders import insert_order
 from hub_testing.servers import add_servers, staged
-from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRequestedV1
-from letsbe_hub.lifecycle import recovery
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
+from letsbe_hub.lifecycle import exchange
 from letsbe_hub.servers.models import InventoryStatus, Server
 from letsbe_hub.tenants.models import Tenant
 from letsbe_platform.db import unit_of_work
@@ -24,18 +24,19 @@ from .conftest import Cli
 async def answer_operations(sessions, stop: asyncio.Event) -> list[str]:
     done: dict[uuid.UUID, str] = {}
     while not stop.is_set():
-        for _, req in await staged(sessions, TenantOperationRequestedV1):
-            if req.operation_id in done:
+        for _, req in await staged(sessions, TenantTaskRequestedV1):
+            if req.request_id in done:
                 continue
-            done[req.operation_id] = req.action
+            done[req.request_id] = req.task.kind
             now = datetime.now(UTC)
             async with unit_of_work(sessions) as s:
-                await recovery.record_report(
+                await exchange.on_report(
                     s,
-                    TenantOperationReportedV1(
-                        operation_id=req.operation_id, job_id=req.job_id, tenant_id=req.tenant_id,
-                        action=req.action, status="SUCCEEDED", started_at=now, finished_at=now,
+                    TenantTaskReportedV1(
+                        request_id=req.request_id, job_id=req.job_id, tenant_id=req.tenant_id, kind=req.task.kind,
+                        attempt=req.attempt, status="SUCCEEDED", started_at=now, finished_at=now,
                     ),
+                    now,
                 )  # fmt: skip
         await asyncio.sleep(0.05)
     return list(done.values())

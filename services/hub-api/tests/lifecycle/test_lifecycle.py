@@ -26,15 +26,15 @@ from letsbe_contracts.events import (
     AlertRaisedV1,
     AlertResolvedV1,
     LifecycleJobChangedV1,
-    TenantServerTaskReportedV1,
-    TenantServerTaskRequestedV1,
+    TenantTaskReportedV1,
+    TenantTaskRequestedV1,
 )
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.netcup import FakeNetcup
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_hub.lifecycle import endpoints as lifecycle_endpoints
-from letsbe_hub.lifecycle import service, state
+from letsbe_hub.lifecycle import exchange, service, state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.worker import JobRunner, build_providers
 from letsbe_hub.servers.models import Server
@@ -138,10 +138,14 @@ async def admin(sessions):
     return await token(sessions)
 
 
-async def requests(sessions, tenant_id, task: str) -> list[TenantServerTaskRequestedV1]:
-    return [
-        e for _, e in await staged(sessions, TenantServerTaskRequestedV1) if (e.tenant_id, e.task) == (tenant_id, task)
-    ]
+async def requests(sessions, tenant_id, task: str) -> list[TenantTaskRequestedV1]:
+    asked = await staged(sessions, TenantTaskRequestedV1)
+    return [e for _, e in asked if (e.tenant_id, e.task.kind) == (tenant_id, task)]
+
+
+async def deliver(sessions, runner, event: TenantTaskReportedV1) -> bool:
+    async with unit_of_work(sessions) as s:
+        return await exchange.on_report(s, event, runner.clock.now)
 
 
 async def provisioner_reports(
@@ -150,16 +154,17 @@ async def provisioner_reports(
     """What the provisioner sends back for the last request of ``task`` (services/provisioner: server_tasks)."""
     asked = (await requests(sessions, tenant_id, task))[-1]
     default = {"last_run": "2030-01-01T00:00:00Z", "databases": {}, "remote_sync": {"status": "success"}}
-    event = TenantServerTaskReportedV1(
-        task_id=asked.task_id,
+    event = TenantTaskReportedV1(
+        request_id=asked.request_id,
+        job_id=asked.job_id,
         tenant_id=tenant_id,
-        task=task,
+        kind=task,
+        attempt=asked.attempt,
         status=status,
         result=result if result is not None else default,
         **extra,
     )
-    async with unit_of_work(sessions) as s:
-        return await service.server_task_reported(s, event, runner.clock.now)
+    return await deliver(sessions, runner, event)
 
 
 async def through_the_server_tasks(api, admin, sessions, runner, tenant_id) -> str:
@@ -239,7 +244,7 @@ async def test_a_tenant_without_a_server_only_waits_for_the_export_window(api, a
     r = await api.post(f"/api/v1/admin/tenants/{agent.tenant_id}/decommission", headers=admin)
     got = await job(api, admin, r.json()["decommission_job_id"])
     assert got["status"] == "EXPORT_WINDOW" and got["server_id"] is None
-    assert await staged(sessions, TenantServerTaskRequestedV1) == []
+    assert await staged(sessions, TenantTaskRequestedV1) == []
 
 
 async def test_a_failed_final_backup_is_asked_again_then_fails_the_job_and_a_retry_asks_once_more(
@@ -250,15 +255,16 @@ async def test_a_failed_final_backup_is_asked_again_then_fails_the_job_and_a_ret
     job_id = r.json()["decommission_job_id"]
     runner.clock.now = datetime.now(UTC)
     assert await drain(runner) == 1
-    assert await provisioner_reports(sessions, runner, tenant_id, "final-backup", "FAILED", error="ghost: dump failed")
+    assert await provisioner_reports(sessions, runner, tenant_id, "final-backup", "FAILED", detail="ghost: dump failed")
     assert await drain(runner) == 1  # a failed attempt: asked again after the retry delay
     first = await job(api, admin, job_id)
     assert first["status"] == "FINAL_BACKUP" and first["attempts"] == 1 and "ghost: dump failed" in first["last_error"]
     runner.clock.now += timedelta(seconds=1.5)
     assert await drain(runner) == 1
     asked = await requests(sessions, tenant_id, "final-backup")
-    assert len(asked) == 2 and asked[0].task_id == asked[1].task_id  # the same task: the server runs it once
-    assert await provisioner_reports(sessions, runner, tenant_id, "final-backup", "FAILED", error="still failing")
+    # The same job's final backup: the provisioner keys it by the job, so the server takes it once.
+    assert len(asked) == 2 and asked[0].job_id == asked[1].job_id and asked[0].request_id != asked[1].request_id
+    assert await provisioner_reports(sessions, runner, tenant_id, "final-backup", "FAILED", detail="still failing")
     assert await drain(runner) == 1
     failed = await job(api, admin, job_id)
     assert failed["status"] == "FAILED" and failed["history"][-1]["from_status"] == "FINAL_BACKUP"
@@ -280,21 +286,19 @@ async def test_a_report_nobody_asked_for_changes_nothing(api, admin, sessions, r
     runner.clock.now = datetime.now(UTC)
     assert await drain(runner) == 1
     before = await job(api, admin, r.json()["decommission_job_id"])
+    [asked] = await requests(sessions, tenant_id, "final-backup")
+    report = TenantTaskReportedV1(
+        request_id=asked.request_id, job_id=asked.job_id, tenant_id=tenant_id, kind="final-backup", attempt=1,
+        status="SUCCEEDED",
+    )  # fmt: skip
     stray = [
-        TenantServerTaskReportedV1(task_id=uuid.uuid4(), tenant_id=tenant_id, task="final-backup", status="SUCCEEDED"),
-        TenantServerTaskReportedV1(
-            task_id=uuid.uuid4(), tenant_id=uuid.uuid4(), task="final-backup", status="SUCCEEDED"
-        ),
-        TenantServerTaskReportedV1(  # a stop reported before it was asked for (the backup is still running)
-            task_id=(await requests(sessions, tenant_id, "final-backup"))[0].task_id,
-            tenant_id=tenant_id,
-            task="stop-agents",
-            status="SUCCEEDED",
-        ),
+        report.model_copy(update={"request_id": uuid.uuid4()}),  # not the request asked for
+        report.model_copy(update={"tenant_id": uuid.uuid4()}),  # another tenant's
+        report.model_copy(update={"job_id": uuid.uuid4()}),  # no such job
+        report.model_copy(update={"kind": "stop-agents"}),  # a stop reported before it was asked for
     ]
     for event in stray:
-        async with unit_of_work(sessions) as s:
-            assert await service.server_task_reported(s, event, runner.clock.now) is False
+        assert await deliver(sessions, runner, event) is False
     assert await job(api, admin, r.json()["decommission_job_id"]) == before
     assert await drain(runner) == 0
 
@@ -315,10 +319,10 @@ async def test_a_server_task_report_overdue_is_asked_for_again(api, admin, sessi
     await api.post(f"/api/v1/admin/tenants/{tenant_id}/decommission", headers=admin)
     runner.clock.now = datetime.now(UTC)
     assert await drain(runner) == 1
-    runner.clock.now += timedelta(seconds=settings.decommission_task_timeout_seconds + 1)
+    runner.clock.now += timedelta(seconds=settings.tenant_task_timeout_seconds + 1)
     assert await drain(runner) == 1
     asked = await requests(sessions, tenant_id, "final-backup")
-    assert len(asked) == 2 and len({a.task_id for a in asked}) == 1
+    assert len(asked) == 2 and len({a.job_id for a in asked}) == 1 and [a.attempt for a in asked] == [1, 2]
 
 
 @pytest.mark.parametrize(

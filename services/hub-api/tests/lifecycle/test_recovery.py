@@ -2,10 +2,10 @@
 Postgres, the Hetzner fake over HTTP, a lifecycle worker process killed with SIGKILL in the middle.
 
 What stands in: the tenant side. The jobs ask the provisioner (provision, backup, restore, verify over SSH) and the
-DNS service (the switch) by ``TenantOperationRequestedV1`` events; here ``TenantSide`` reads those requests from
-the hub's outbox and reports each *operation id* done once, as those services do (the restore script itself, with
+DNS service (the switch) by ``TenantTaskRequestedV1`` events; here ``TenantSide`` reads those requests from
+the hub's outbox and reports each *request id* done once, as those services do (the restore script itself, with
 real data, runs in services/provisioner/tests/rendering/test_restore.py). So "exactly one restore, one DNS
-switch" is checked as: one operation id asked for per effect, however often the worker (re)asked, and the server
+switch" is checked as: one request id asked for per effect, however often the worker (re)asked, and the server
 deleted once at the (fake) provider.
 """
 
@@ -29,11 +29,11 @@ from hub_testing import hub_app
 from hub_testing.orders import insert_order
 from hub_testing.servers import FINGERPRINT, HETZNER_TOKEN, add_servers, hub_settings, staged, token
 from letsbe_contracts import Region, Tier
-from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRequestedV1
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_hub.lifecycle import endpoints as lifecycle_endpoints
-from letsbe_hub.lifecycle import recovery, state
+from letsbe_hub.lifecycle import exchange, recovery, state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.worker import JobRunner, build_providers
 from letsbe_hub.servers.models import MigrationProposal, Server
@@ -45,33 +45,34 @@ LEASE = 2.0
 
 
 class TenantSide:
-    """The provisioner's and the DNS service's part: each requested operation id is done once and reported."""
+    """The provisioner's and the DNS service's part: each requested id is done once and reported."""
 
     def __init__(self, sessions):
         self.sessions = sessions
-        self.done: dict[uuid.UUID, TenantOperationRequestedV1] = {}
+        self.done: dict[uuid.UUID, TenantTaskRequestedV1] = {}
 
     async def answer(self) -> int:
         n = 0
-        for _, req in await staged(self.sessions, TenantOperationRequestedV1):
-            if req.operation_id in self.done:
+        for _, req in await staged(self.sessions, TenantTaskRequestedV1):
+            if req.request_id in self.done:
                 continue
-            self.done[req.operation_id] = req
+            self.done[req.request_id] = req
             now = datetime.now(UTC)
-            detail = date.today().isoformat() if req.action in ("backup", "restore") else None
+            detail = date.today().isoformat() if req.task.kind in ("backup", "restore") else None
             async with unit_of_work(self.sessions) as s:
-                await recovery.record_report(
+                await exchange.on_report(
                     s,
-                    TenantOperationReportedV1(
-                        operation_id=req.operation_id, job_id=req.job_id, tenant_id=req.tenant_id,
-                        action=req.action, status="SUCCEEDED", started_at=now, finished_at=now, detail=detail,
+                    TenantTaskReportedV1(
+                        request_id=req.request_id, job_id=req.job_id, tenant_id=req.tenant_id, kind=req.task.kind,
+                        attempt=req.attempt, status="SUCCEEDED", started_at=now, finished_at=now, detail=detail,
                     ),
+                    now,
                 )  # fmt: skip
             n += 1
         return n
 
     def actions(self) -> list[str]:
-        return [r.action for r in self.done.values()]
+        return [r.task.kind for r in self.done.values()]
 
 
 async def tenant_on_hetzner(sessions, provider) -> tuple[uuid.UUID, Server]:
@@ -159,8 +160,8 @@ async def test_a_restore_asks_once_for_the_chosen_set_and_follows_its_report(ses
         side = TenantSide(sessions)
         await runner.run_once()
         await runner.run_once()  # asked again while under way: the same operation
-        requests = [e for _, e in await staged(sessions, TenantOperationRequestedV1)]
-        assert [(e.action, e.backup_set, e.tool, e.server.server_id) for e in requests] == [
+        requests = [e.task for _, e in await staged(sessions, TenantTaskRequestedV1)]
+        assert [(e.kind, e.backup_set, e.tool, e.server.server_id) for e in requests] == [
             ("restore", "2026-12-01", "nextcloud", server.id)
         ]
         assert await side.answer() == 1
@@ -244,9 +245,9 @@ async def test_a_worker_killed_mid_job_still_ends_with_one_restore_one_dns_switc
         "provision", "backup", "restore", "verify", "switch-dns"
     ]  # fmt: skip
     assert side.actions() == want, "each operation asked for once (one id), whatever the worker repeated"
-    requests = [e for _, e in await staged(sessions, TenantOperationRequestedV1)]
+    requests = [e.task for _, e in await staged(sessions, TenantTaskRequestedV1)]
     assert len(requests) == len(want)
-    assert {e.server.server_id for e in requests if e.action != "backup"} == {pool.id}
+    assert {e.server.server_id for e in requests if e.kind != "backup"} == {pool.id}
     assert [d["id"] for d in fake.deleted] == [int(lost.provider_ref)], "the old server deleted once"
     assert sum(1 for m, _ in fake.requests if m == "DELETE") == 1
     async with sessions() as s:
@@ -261,7 +262,7 @@ async def test_a_worker_killed_mid_job_still_ends_with_one_restore_one_dns_switc
     assert done.data["duration_seconds"] is not None
     if kind == "migrate":
         assert done.data["downtime_seconds"] is not None and done.data["downtime_seconds"] >= 0
-        assert requests[1].action == "backup" and requests[1].stop_tools and requests[1].server.server_id == lost.id
+        assert requests[1].kind == "backup" and requests[1].stop_tools and requests[1].server.server_id == lost.id
     print(f"{kind}: {took:.1f}s in the sandbox, with a worker killed in the old server's deletion")
 
 

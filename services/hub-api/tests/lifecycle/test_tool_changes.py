@@ -23,10 +23,10 @@ from hub_testing.servers import hub_settings, staged, token
 from hub_testing.tenants import enroll
 from letsbe_contracts import load_catalog
 from letsbe_contracts.approvals import call_hash
-from letsbe_contracts.events import TenantToolChangeReportedV1, TenantToolChangeRequestedV1
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_hub.approvals import endpoints as approval_endpoints
 from letsbe_hub.lifecycle import endpoints as lifecycle_endpoints
-from letsbe_hub.lifecycle import tools
+from letsbe_hub.lifecycle import exchange, tools
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.worker import JobRunner
 from letsbe_hub.orders.models import Order
@@ -47,7 +47,7 @@ class Clock:
 @pytest.fixture
 def settings(database_url: str):
     return hub_settings(
-        database_url, lifecycle_retry_seconds=1, lifecycle_max_attempts=2, tool_change_phase_timeout_seconds=60
+        database_url, lifecycle_retry_seconds=1, lifecycle_max_attempts=2, tenant_task_timeout_seconds=60
     )
 
 
@@ -102,13 +102,15 @@ async def get_job(sessions, job_id) -> LifecycleJob:
 
 
 async def report(sessions, job_id, phase: str, attempt: int, status: str = "SUCCEEDED", **kw: Any) -> bool:
-    """A phase's report as the bus delivers it to the hub's handler."""
+    """A phase's report (of its ``attempt``-th ask) as the bus delivers it to the hub's handler."""
     job = await get_job(sessions, job_id)
-    event = TenantToolChangeReportedV1(
-        job_id=job.id, tenant_id=job.tenant_id, phase=phase, attempt=attempt, status=status, **kw
-    )
+    kind = tools.TASKS[phase]
+    event = TenantTaskReportedV1(
+        request_id=exchange.request_id(job.id, kind, attempt), job_id=job.id, tenant_id=job.tenant_id, kind=kind,
+        attempt=attempt, status=status, **kw,
+    )  # fmt: skip
     async with unit_of_work(sessions) as s:
-        return await tools.on_report(s, event, datetime.now(UTC))
+        return await exchange.on_report(s, event, datetime.now(UTC))
 
 
 async def step(runner: JobRunner) -> None:
@@ -118,7 +120,9 @@ async def step(runner: JobRunner) -> None:
 
 
 async def asks(sessions, job_id) -> list[tuple[str, int]]:
-    return [(e.phase, e.attempt) for _, e in await staged(sessions, TenantToolChangeRequestedV1) if e.job_id == job_id]
+    phases = {kind: phase for phase, kind in tools.TASKS.items()}
+    asked = await staged(sessions, TenantTaskRequestedV1)
+    return [(phases[e.task.kind], e.attempt) for _, e in asked if e.job_id == job_id]
 
 
 # --- the checks --------------------------------------------------------------------------------------------------
@@ -195,9 +199,10 @@ async def test_adding_a_tool_walks_dns_then_stack_and_changes_the_tool_list_only
 
     await step(runner)
     assert (await get_job(sessions, job_id)).status == "DNS"
-    [asked] = [ev for _, ev in await staged(sessions, TenantToolChangeRequestedV1)]
-    assert asked.order.tools == ("ghost", "umami") and asked.action == "add" and asked.tool == "umami"
-    assert str(asked.server.ipv4) == "127.0.0.9"
+    [asked] = [ev for _, ev in await staged(sessions, TenantTaskRequestedV1)]
+    task = asked.task
+    assert task.kind == "tool-dns" and task.order.tools == ("ghost", "umami") and task.action == "add"
+    assert task.tool == "umami" and str(task.server.ipv4) == "127.0.0.9"
     await step(runner)  # no report yet: nothing is asked again before the timeout
     assert await asks(sessions, asked.job_id) == [("DNS", 1)]
 
@@ -228,7 +233,7 @@ async def test_removing_a_tool_backs_it_up_first_and_a_failed_phase_is_asked_aga
     await step(runner)
     assert (await get_job(sessions, job_id)).status == "FINAL_BACKUP"
 
-    assert await report(sessions, job_id, "FINAL_BACKUP", 1, status="FAILED", error="ssh: connection refused")
+    assert await report(sessions, job_id, "FINAL_BACKUP", 1, status="FAILED", detail="ssh: connection refused")
     await step(runner)  # a failed attempt: retried after the backoff, asking again with a new attempt number
     failed = await get_job(sessions, job_id)
     assert failed.status == "FINAL_BACKUP" and failed.attempts == 1 and "connection refused" in failed.last_error
@@ -237,7 +242,7 @@ async def test_removing_a_tool_backs_it_up_first_and_a_failed_phase_is_asked_aga
         pass
     assert await asks(sessions, job_id) == [("FINAL_BACKUP", 1), ("FINAL_BACKUP", 2)]
     assert not await report(sessions, job_id, "STACK", 2)
-    assert await report(sessions, job_id, "FINAL_BACKUP", 1)  # the failed attempt's report again: not acted on
+    assert not await report(sessions, job_id, "FINAL_BACKUP", 1)  # the failed attempt's report again: not acted on
     await step(runner)
     assert (await get_job(sessions, job_id)).status == "FINAL_BACKUP"
 
@@ -256,7 +261,7 @@ async def test_a_phase_that_keeps_failing_fails_the_job_and_a_retry_resumes_ther
     job_id = uuid.UUID(r.json()["job_id"])
     await step(runner)
     for attempt in (1, 2):  # lifecycle_max_attempts=2
-        assert await report(sessions, job_id, "DNS", attempt, status="FAILED", error="zone not found")
+        assert await report(sessions, job_id, "DNS", attempt, status="FAILED", detail="zone not found")
         for _ in range(2):  # the failed attempt, then (after the backoff) the next ask
             runner.clock.now += timedelta(seconds=30)
             while await runner.run_once():

@@ -13,9 +13,7 @@ from letsbe_contracts import DnsReadyV1
 from letsbe_contracts.events import (
     TenantAgentRegisteredV1,
     TenantKeyRotationRequestedV1,
-    TenantOperationRequestedV1,
-    TenantServerTaskRequestedV1,
-    TenantToolChangeRequestedV1,
+    TenantTaskRequestedV1,
 )
 from letsbe_platform.bus import E
 from letsbe_platform.logging import get_logger
@@ -24,24 +22,18 @@ from letsbe_platform.web import Runtime, create_service_app, runtime
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.db import SCHEMA
+from letsbe_provisioner.jobs import tasks
 from letsbe_provisioner.jobs.handlers import (
     DURABLE,
     ROTATION_DURABLE,
-    SERVER_TASK_DURABLE,
-    TOOL_CHANGE_DURABLE,
     dns_ready_handler,
     key_rotation_handler,
-    server_task_handler,
-    tool_change_handler,
+    tenant_tasks,
 )
 from letsbe_provisioner.jobs.hub import HubClient
-from letsbe_provisioner.jobs.operations import DURABLE as OPERATIONS_DURABLE
-from letsbe_provisioner.jobs.operations import Operations
 from letsbe_provisioner.jobs.rotation import Rotator
 from letsbe_provisioner.jobs.secrets import SecretBox
-from letsbe_provisioner.jobs.server_tasks import ServerTasks
 from letsbe_provisioner.jobs.service import Pipeline
-from letsbe_provisioner.jobs.tools import ToolChanger
 
 ROUTERS: list = []
 log = get_logger(__name__)
@@ -84,30 +76,14 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         ack_wait=settings.ack_wait_seconds,
     )
     rt.start(ROTATION_DURABLE, rotations.run(), rotations.stop)
-    operations = rt.bus.consumer(
-        OPERATIONS_DURABLE,
-        TenantOperationRequestedV1,
-        Operations(pipeline).on_requested,
+    requested = rt.bus.consumer(
+        tasks.DURABLE,
+        TenantTaskRequestedV1,
+        tenant_tasks(pipeline).on_requested,
         concurrency=settings.max_concurrent_jobs,
         ack_wait=settings.ack_wait_seconds,
     )
-    rt.start(OPERATIONS_DURABLE, operations.run(), operations.stop)
-    server_tasks = rt.bus.consumer(
-        SERVER_TASK_DURABLE,
-        TenantServerTaskRequestedV1,
-        server_task_handler(ServerTasks(pipeline)),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(SERVER_TASK_DURABLE, server_tasks.run(), server_tasks.stop)
-    tool_changes = rt.bus.consumer(
-        TOOL_CHANGE_DURABLE,
-        TenantToolChangeRequestedV1,
-        tool_change_handler(ToolChanger(pipeline)),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(TOOL_CHANGE_DURABLE, tool_changes.run(), tool_changes.stop)
+    rt.start(tasks.DURABLE, requested.run(), requested.stop)
     return pipeline
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import subprocess
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,16 +16,17 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from letsbe_contracts.events import TenantServerTaskReportedV1, TenantServerTaskRequestedV1
+from letsbe_contracts.events import TenantTaskReportedV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.testing import free_port
 from letsbe_provisioner.config import ProvisionerSettings
+from letsbe_provisioner.jobs.handlers import tenant_tasks
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.secrets import SecretBox
-from letsbe_provisioner.jobs.server_tasks import ServerTasks
 from letsbe_provisioner.jobs.service import Pipeline
 
 from ..conftest import HUB_TOKEN, dns_ready, staged_events
+from .test_server_tasks import request
 
 BUCKET = "letsbe-tenant-backups"
 DUMP = "-- a database dump --\n"
@@ -71,12 +71,10 @@ async def test_the_backup_is_copied_off_site_encrypted_under_the_tenants_prefix(
     target.output("docker", DUMP)
     (target.bin / "rclone").unlink()  # the real rclone from here on
 
-    task = TenantServerTaskRequestedV1(
-        task_id=uuid.uuid4(), tenant_id=tenant_id, task="final-backup", requested_by="lifecycle-worker"
-    )
-    await ServerTasks(pipeline).on_requested(task)
-    [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantServerTaskReportedV1)]
-    assert report.status == "SUCCEEDED", (report.error, report.result)
+    task = request(tenant_id, "final-backup")
+    await tenant_tasks(pipeline).on_requested(task)
+    [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
+    assert report.status == "SUCCEEDED", (report.detail, report.result)
     assert report.result is not None and report.result["remote_sync"]["status"] == "success", report.result
 
     keys = [o["Key"] for o in boto3.client(
@@ -90,8 +88,8 @@ async def test_the_backup_is_copied_off_site_encrypted_under_the_tenants_prefix(
     listing = await asyncio.to_thread(
         subprocess.run, [*rclone, "lsf", "-R", "letsbe-offsite:"], capture_output=True, text=True, check=True
     )
-    assert f"final/{task.task_id}/nextcloud.postgres.gz" in listing.stdout.split()
-    path = f"letsbe-offsite:final/{task.task_id}/nextcloud.postgres.gz"
+    assert f"final/{task.job_id}/nextcloud.postgres.gz" in listing.stdout.split()
+    path = f"letsbe-offsite:final/{task.job_id}/nextcloud.postgres.gz"
     copied = await asyncio.to_thread(subprocess.run, [*rclone, "cat", path], capture_output=True, check=True)
     assert gzip.decompress(copied.stdout).decode() == DUMP
 
@@ -103,9 +101,6 @@ async def test_without_off_site_storage_the_backup_says_its_copy_was_skipped(
     await pipeline.on_dns_ready(event)
     assert not target.path("/etc/letsbe/rclone.conf").exists()
     target.output("docker", DUMP)
-    task = TenantServerTaskRequestedV1(
-        task_id=uuid.uuid4(), tenant_id=event.order.order_id, task="final-backup", requested_by="lifecycle-worker"
-    )
-    await ServerTasks(pipeline).on_requested(task)
-    [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantServerTaskReportedV1)]
+    await tenant_tasks(pipeline).on_requested(request(event.order.order_id, "final-backup"))
+    [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
     assert report.status == "SUCCEEDED" and report.result["remote_sync"] == {"status": "skipped"}

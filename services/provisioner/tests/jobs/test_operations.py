@@ -12,12 +12,12 @@ from typing import Any
 import asyncssh
 import pytest
 
-from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRequestedV1
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.bus import Delivery
 from letsbe_provisioner.config import ProvisionerSettings
+from letsbe_provisioner.jobs.handlers import tenant_tasks
 from letsbe_provisioner.jobs.hub import HubClient
-from letsbe_provisioner.jobs.operations import Operations
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
 
@@ -35,12 +35,12 @@ async def pipeline(settings: ProvisionerSettings, sessions: Any, hub: Any, key_f
     await client.aclose()
 
 
-def delivery(event: TenantOperationRequestedV1) -> Delivery:
+def delivery(event: TenantTaskRequestedV1) -> Delivery:
     class _Msg:
         async def in_progress(self) -> None:
             return None
 
-    env = event.envelope(correlation_id=event.tenant_id, event_id=event.operation_id)
+    env = event.envelope(correlation_id=event.tenant_id, event_id=event.request_id)
     return Delivery(envelope=env, subject="x", num_delivered=1, msg=_Msg())  # type: ignore[arg-type]
 
 
@@ -49,13 +49,13 @@ async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report
 ) -> None:
     first = dns_ready(target, tools=("nextcloud",))
     await pipeline.on_dns_ready(first)
-    ops = Operations(pipeline)
+    ops = tenant_tasks(pipeline)
     new_server = server_target(target)  # another server (the same loopback machine, a new server id)
 
-    def request(action: str, **kw: Any) -> TenantOperationRequestedV1:
-        return TenantOperationRequestedV1(
-            operation_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=first.order.order_id, action=action,
-            order=first.order, server=new_server, **kw,
+    def request(kind: str, **kw: Any) -> TenantTaskRequestedV1:
+        return TenantTaskRequestedV1(
+            request_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=first.order.order_id, attempt=1,
+            task={"kind": kind, "order": first.order, "server": new_server, **kw},
         )  # fmt: skip
 
     useradds = len(target.calls("useradd"))
@@ -73,15 +73,15 @@ async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report
     for _ in range(2):  # redelivered after the report: handled once
         await ops.on_requested(restore, delivery(restore))
     log = target.path("/var/lib/letsbe/restore/restores.log").read_text().splitlines()
-    assert [line.split()[0] for line in log] == [restore.operation_id.hex]
+    assert [line.split()[0] for line in log] == [restore.request_id.hex]
 
     target.output("curl", "200")
     verify = request("verify")
     await ops.on_requested(verify, delivery(verify))
     await ops.on_requested(request("switch-dns"), None)  # the DNS service's: nothing here
 
-    reports = [e for _, e in await staged_events(engine) if isinstance(e, TenantOperationReportedV1)]
-    assert [(r.action, r.status) for r in reports] == [
+    reports = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
+    assert [(r.kind, r.status) for r in reports] == [
         ("provision", "SUCCEEDED"), ("backup", "SUCCEEDED"), ("restore", "SUCCEEDED"), ("verify", "SUCCEEDED"),
     ], [r.detail for r in reports]  # fmt: skip
     assert reports[1].detail == datetime.now(UTC).date().isoformat(), "the backup names its set"
@@ -91,5 +91,5 @@ async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report
     pipeline.settings.verify_seconds = 1
     broken = request("verify")
     await ops.on_requested(broken, delivery(broken))
-    (failed,) = [e for _, e in await staged_events(engine) if getattr(e, "operation_id", None) == broken.operation_id]
+    (failed,) = [e for _, e in await staged_events(engine) if getattr(e, "request_id", None) == broken.request_id]
     assert failed.status == "FAILED" and "nextcloud does not answer" in (failed.detail or "")

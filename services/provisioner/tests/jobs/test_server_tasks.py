@@ -1,5 +1,5 @@
 """A decommission's server tasks on a provisioned tenant, against a real SSH server on loopback (recording stand-ins
-for docker), real Postgres: the final backup runs the tenant's own letsbe-backup once per task id (a repeat reports
+for docker), real Postgres: the final backup runs the tenant's own letsbe-backup once per job (a repeat reports
 the kept run), a failed dump is reported as a failure with the status, and stopping the agents stops the AI stack's
 three (OpenClaw, the Safety Wrapper, the Secrets Proxy) and not the tools."""
 
@@ -12,12 +12,12 @@ from typing import Any
 import asyncssh
 import pytest
 
-from letsbe_contracts.events import TenantServerTaskReportedV1, TenantServerTaskRequestedV1
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.config import ProvisionerSettings
+from letsbe_provisioner.jobs.handlers import tenant_tasks
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.secrets import SecretBox
-from letsbe_provisioner.jobs.server_tasks import ServerTasks
 from letsbe_provisioner.jobs.service import Pipeline
 
 from ..conftest import HUB_TOKEN, dns_ready, staged_events
@@ -48,16 +48,15 @@ async def tenant(pipeline: Pipeline, target: SshTarget) -> uuid.UUID:
     return event.order.order_id
 
 
-def request(tenant_id: uuid.UUID, task: str, task_id: uuid.UUID | None = None) -> TenantServerTaskRequestedV1:
-    return TenantServerTaskRequestedV1(
-        task_id=task_id or uuid.uuid4(), tenant_id=tenant_id, task=task, requested_by="lifecycle-worker"
+def request(tenant_id: uuid.UUID, task: str, job_id: uuid.UUID | None = None) -> TenantTaskRequestedV1:
+    """An ask of the hub's decommission job ``job_id`` (a new one by default)."""
+    return TenantTaskRequestedV1(
+        request_id=uuid.uuid4(), job_id=job_id or uuid.uuid4(), tenant_id=tenant_id, attempt=1, task={"kind": task}
     )  # type: ignore[arg-type]
 
 
-async def reports(engine: Any, task_id: uuid.UUID) -> list[TenantServerTaskReportedV1]:
-    return [
-        e for _, e in await staged_events(engine) if isinstance(e, TenantServerTaskReportedV1) and e.task_id == task_id
-    ]
+async def reports(engine: Any, job_id: uuid.UUID) -> list[TenantTaskReportedV1]:
+    return [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1) and e.job_id == job_id]
 
 
 def dumps(target: SshTarget) -> list[list[str]]:
@@ -68,12 +67,12 @@ async def test_the_final_backup_runs_once_per_task_and_a_repeat_reports_the_kept
     pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any
 ) -> None:
     event = request(tenant, "final-backup")
-    await ServerTasks(pipeline).on_requested(event)
-    [report] = await reports(engine, event.task_id)
-    assert report.status == "SUCCEEDED", report.error
+    await tenant_tasks(pipeline).on_requested(event)
+    [report] = await reports(engine, event.job_id)
+    assert report.status == "SUCCEEDED", report.detail
     assert report.result is not None and set(report.result["databases"]) == {"nextcloud", "ghost"}
     assert all(d["status"] == "success" for d in report.result["databases"].values())
-    kept = target.path(f"{FINAL}/{event.task_id}")
+    kept = target.path(f"{FINAL}/{event.job_id}")
     assert sorted(p.name for p in kept.glob("*.gz")) == ["ghost.mysql.gz", "nextcloud.postgres.gz"]
     assert json.loads((kept / "backup-status.json").read_text()) == report.result
     assert not target.path("/var/backups/letsbe/daily").exists() or not any(
@@ -81,9 +80,9 @@ async def test_the_final_backup_runs_once_per_task_and_a_repeat_reports_the_kept
     ), "the final set stays out of the nightly rotation"
     assert len(dumps(target)) == 2
 
-    # Asked again (the same task id): the kept run is reported (the same report), nothing is dumped again.
-    await ServerTasks(pipeline).on_requested(request(tenant, "final-backup", event.task_id))
-    assert [r.result for r in await reports(engine, event.task_id)] == [report.result]
+    # Asked again (the same job): the kept run is reported (the same result), nothing is dumped again.
+    await tenant_tasks(pipeline).on_requested(request(tenant, "final-backup", event.job_id))
+    assert [r.result for r in await reports(engine, event.job_id)] == [report.result, report.result]
     assert len(dumps(target)) == 2 and len(list(target.path(FINAL).iterdir())) == 1
 
 
@@ -92,23 +91,23 @@ async def test_a_failed_dump_fails_the_final_backup_with_its_status_and_keeps_no
 ) -> None:
     target.fail("docker", match="letsbe-ghost-db", message="Error response from daemon: container is restarting")
     event = request(tenant, "final-backup")
-    await ServerTasks(pipeline).on_requested(event)
-    [report] = await reports(engine, event.task_id)
-    assert report.status == "FAILED" and "final backup failed" in (report.error or "")
+    await tenant_tasks(pipeline).on_requested(event)
+    [report] = await reports(engine, event.job_id)
+    assert report.status == "FAILED" and "final backup failed" in (report.detail or "")
     assert report.result is not None and report.result["databases"]["ghost"]["status"] == "failed"
-    assert not target.path(f"{FINAL}/{event.task_id}/backup-status.json").exists()
+    assert not target.path(f"{FINAL}/{event.job_id}/backup-status.json").exists()
 
-    target.clear("docker")  # the retry of the same task takes the backup
-    await ServerTasks(pipeline).on_requested(request(tenant, "final-backup", event.task_id))
-    assert [r.status for r in await reports(engine, event.task_id)] == ["FAILED", "SUCCEEDED"]
+    target.clear("docker")  # the job's retry takes the backup
+    await tenant_tasks(pipeline).on_requested(request(tenant, "final-backup", event.job_id))
+    assert [r.status for r in await reports(engine, event.job_id)] == ["FAILED", "SUCCEEDED"]
 
 
 async def test_stopping_the_agents_stops_the_ai_agent_and_both_letsbe_agents(
     pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any
 ) -> None:
     event = request(tenant, "stop-agents")
-    await ServerTasks(pipeline).on_requested(event)
-    [report] = await reports(engine, event.task_id)
+    await tenant_tasks(pipeline).on_requested(event)
+    [report] = await reports(engine, event.job_id)
     stopped = ["openclaw", "safety-wrapper", "secrets-proxy"]
     assert report.status == "SUCCEEDED" and report.result == {"stopped": stopped}
     stops = [c[c.index("stop") :] for c in target.calls("docker") if "compose" in c]
@@ -117,6 +116,6 @@ async def test_stopping_the_agents_stops_the_ai_agent_and_both_letsbe_agents(
 
 async def test_a_tenant_never_provisioned_here_has_nothing_to_back_up(pipeline: Pipeline, engine: Any) -> None:
     event = request(uuid.uuid4(), "final-backup")
-    await ServerTasks(pipeline).on_requested(event)
-    [report] = await reports(engine, event.task_id)
+    await tenant_tasks(pipeline).on_requested(event)
+    [report] = await reports(engine, event.job_id)
     assert report.status == "SUCCEEDED" and "never provisioned" in report.result["skipped"]

@@ -1,7 +1,7 @@
 """Event handlers of the records context: server-allocated → records + dns-ready (or order-failed);
 mail-ready → the mail records (MX, SPF, DKIM, DMARC, …); tenant-decommissioned → delete the records we created;
-tenant-operation-requested (switch-dns) → the records moved to a tenant's new server, reported;
-tenant-tool-change-requested (phase DNS) → a tool's subdomain record added or removed, reported."""
+tenant-task-requested (switch-dns, tool-dns) → the records moved to a tenant's new server, or a tool's subdomain
+record added or removed, reported."""
 
 from __future__ import annotations
 
@@ -16,10 +16,9 @@ from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllo
 from letsbe_contracts.events import (
     MailReadyV1,
     TenantDecommissionedV1,
-    TenantOperationReportedV1,
-    TenantOperationRequestedV1,
-    TenantToolChangeReportedV1,
-    TenantToolChangeRequestedV1,
+    TenantTaskReportedV1,
+    TenantTaskRequestedV1,
+    ToolChangeTask,
 )
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.db import inbox, outbox
@@ -35,8 +34,7 @@ log = get_logger(__name__)
 ON_SERVER_ALLOCATED = "dns-on-server-allocated"
 ON_TENANT_DECOMMISSIONED = "dns-on-tenant-decommissioned"
 ON_MAIL_READY = "dns-on-mail-ready"
-ON_TOOL_CHANGE = "dns-on-tool-change-requested"
-ON_OPERATION_REQUESTED = "dns-on-tenant-operation-requested"
+ON_TASK_REQUESTED = "dns-on-tenant-task-requested"
 
 DNS_FAILURES = Counter("dns_order_failures_total", "Orders failed at the DNS stage, by reason", ["reason"])
 
@@ -155,88 +153,50 @@ class TenantDecommissionedHandler:
         log.info("tenant records removed", tenant_id=str(event.tenant_id), deleted=deleted)
 
 
-class ToolChangeHandler:
-    """The DNS phase of the hub's tool-change job (the provisioner's phases are acked here unread). Cloudflare's
-    refusal is reported as a failed phase (the hub's job retries or fails visibly); anything else retries with the
-    consumer's backoff. The report and the inbox claim commit together."""
+class TenantTaskHandler:
+    """The hub's tenant tasks that are the DNS service's (the provisioner's are acked here unread): ``switch-dns``
+    moves the tenant's records to its new server's address (the same records and checks as for a new order),
+    ``tool-dns`` adds or removes a tool's subdomain record. Upserts, so a redelivery before the inbox claim writes the
+    same records again. Cloudflare's refusal is reported as FAILED (the hub's job retries or fails visibly); anything
+    else retries with the consumer's backoff. The report and the inbox claim commit together."""
 
     def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
         self.service = service
         self.sessions = sessions
 
-    async def __call__(self, event: TenantToolChangeRequestedV1, delivery: Delivery) -> None:
-        if event.phase != "DNS":
+    async def __call__(self, event: TenantTaskRequestedV1, delivery: Delivery) -> None:
+        task = event.task
+        if task.kind not in ("switch-dns", "tool-dns"):
             return
         async with unit_of_work(self.sessions) as session:
-            if await already_handled(session, ON_TOOL_CHANGE, delivery.event_id):
+            if await already_handled(session, ON_TASK_REQUESTED, delivery.event_id):
                 return
-        changes: list[str] = []
-        error = None
+        started = datetime.now(UTC)
+        status, detail, changes = "SUCCEEDED", None, []
         try:
-            changes = await self.service.change_tool(
-                event.order, event.server, event.action, event.tool, heartbeat=delivery.in_progress
-            )
+            if isinstance(task, ToolChangeTask):
+                changes = await self.service.change_tool(
+                    task.order, task.server, task.action, task.tool, heartbeat=delivery.in_progress
+                )
+            else:
+                outcome = await self.service.apply(task.order, task.server, heartbeat=delivery.in_progress)
+                detail = f"{len(outcome.applied)} record(s) point at {task.server.ipv4}"
         except CloudflareError as exc:
             if exc.retryable:
                 raise  # nak with backoff; past max_deliver a dead letter, and the hub's job asks again later
-            DNS_FAILURES.labels("tool-cloudflare").inc()
-            error = f"cloudflare refused: {exc.message}"
-        status = "FAILED" if error else "SUCCEEDED"
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, ON_TOOL_CHANGE, delivery.event_id):
-                return
-            await add_event(
-                session,
-                outbox,
-                TenantToolChangeReportedV1(
-                    job_id=event.job_id,
-                    tenant_id=event.tenant_id,
-                    phase="DNS",
-                    attempt=event.attempt,
-                    status=status,
-                    changes=tuple(c[:300] for c in changes),
-                    error=error[:4000] if error else None,
-                ),
-                correlation_id=str(event.tenant_id),
-                event_id=uuid.uuid5(delivery.event_id, f"reported:{status}"),
-            )
-        log.info("tool-change dns phase", tenant_id=str(event.tenant_id), tool=event.tool, action=event.action,
-                 status=status, changes=changes)  # fmt: skip
-
-
-class DnsSwitchHandler:
-    """The hub's restore/recovery/migration jobs ask for ``switch-dns``: the tenant's records move to the new
-    server's address (the same records and checks as for a new order), then the switch is reported. Upserts, so a
-    redelivery before the inbox claim writes the same records again; other actions are the provisioner's."""
-
-    def __init__(self, service: RecordsService, sessions: async_sessionmaker[AsyncSession]):
-        self.service = service
-        self.sessions = sessions
-
-    async def __call__(self, event: TenantOperationRequestedV1, delivery: Delivery) -> None:
-        if event.action != "switch-dns":
-            return
-        async with unit_of_work(self.sessions) as session:
-            if await already_handled(session, ON_OPERATION_REQUESTED, delivery.event_id):
-                return
-        started = datetime.now(UTC)
-        status, detail = "SUCCEEDED", None
-        try:
-            outcome = await self.service.apply(event.order, event.server, heartbeat=delivery.in_progress)
-            detail = f"{len(outcome.applied)} record(s) point at {event.server.ipv4}"
-        except CloudflareError as exc:
-            if exc.retryable:
-                raise
+            DNS_FAILURES.labels(f"{task.kind}-cloudflare").inc()
             status, detail = "FAILED", f"cloudflare refused: {exc.message}"[:4000]
         async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, ON_OPERATION_REQUESTED, delivery.event_id):
+            if not await claim(session, inbox, ON_TASK_REQUESTED, delivery.event_id):
                 return
-            report = TenantOperationReportedV1(
-                operation_id=event.operation_id, job_id=event.job_id, tenant_id=event.tenant_id, action=event.action,
-                status=status, started_at=started, finished_at=datetime.now(UTC), detail=detail,
+            report = TenantTaskReportedV1(
+                request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=task.kind,
+                attempt=event.attempt, status=status, started_at=started, finished_at=datetime.now(UTC),
+                detail=detail, changes=tuple(c[:300] for c in changes),
             )  # fmt: skip
             await add_event(
                 session, outbox, report, correlation_id=str(event.tenant_id),
-                event_id=uuid.uuid5(event.operation_id, "reported"),
+                event_id=uuid.uuid5(event.request_id, "reported"),
             )  # fmt: skip
-        log.info("dns switched", tenant_id=str(event.tenant_id), server=str(event.server.ipv4), status=status)
+        log.info("tenant task", tenant_id=str(event.tenant_id), kind=task.kind, status=status, detail=detail,
+                 changes=changes)  # fmt: skip

@@ -1,13 +1,9 @@
 """Restore, recovery of a lost server, and migration Hetzner -> Netcup: the steps of those lifecycle jobs.
 
-What happens on a tenant's server is one *tenant operation* (provision, backup, restore, verify) done by the
-provisioner over SSH, or the DNS switch done by the DNS service. A step asks for its operation with an outbox event
-whose id is the operation id (``uuid5(job, action:attempt)``), records that it asked (in the job's data), and waits;
-the owner reports back (``TenantOperationReportedV1``) and ``record_report`` puts the outcome in the job's data and
-makes the job due. The request and its record commit together, so a worker killed at any point resumes the step
-and finds the operation it asked for (never a second one; the owner also runs an id once): each effect happens
-once, one restore, one DNS switch.
-A FAILED report or a timeout counts as a failed attempt; the next attempt is a new operation id.
+What happens on a tenant's server is one task of the lifecycle exchange (``letsbe_hub.lifecycle.exchange``):
+provision, backup, restore, verify (the provisioner, over SSH) or switch-dns (the DNS service). The ask and its
+record commit together and the owner runs a request id once, so a worker killed at any point resumes the step
+without a second effect: one restore, one DNS switch.
 
 Servers: a recovery takes an AVAILABLE pool server of the tenant's tier and region (a Netcup one first); a
 migration takes the proposal's Netcup server. The old server is deleted through its provider (Hetzner) or drained
@@ -17,15 +13,15 @@ migration takes the proposal's Netcup server. The old server is deleted through 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import OrderSpec
-from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRequestedV1
-from letsbe_hub.db import outbox
+from letsbe_contracts.events import ServerOperation
+from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import MIGRATE, RECOVER, RESTORE
@@ -36,15 +32,12 @@ from letsbe_hub.servers.service import target
 from letsbe_hub.tenants.models import BackupReportRow, Tenant
 from letsbe_platform import state as platform_state
 from letsbe_platform.errors import Conflict, NotFound
-from letsbe_platform.outbox import add_event
 
-NS = uuid.UUID("6f1d8f2e-4a8b-4d3e-9c57-2b9e0c7f4a10")
 MOVED = frozenset({"ROLLBACK_WINDOW", "RELEASING_OLD"})
 
 
 class OperationFailed(Exception):
-    """The owner reported the operation FAILED, it was not reported in time, or no server is free: a failed attempt
-    of the step (retried with the runner's backoff)."""
+    """No server is free to recover onto: a failed attempt of the step (retried with the runner's backoff)."""
 
 
 # --- starting jobs ---------------------------------------------------------------------------------------------------
@@ -192,119 +185,13 @@ async def _no_other_job(session: AsyncSession, tenant_id: uuid.UUID, kind: str) 
             )
 
 
-# --- tenant operations -------------------------------------------------------------------------------------------
-
-
-def _op(job: LifecycleJob, action: str) -> dict[str, Any] | None:
-    return (job.data.get("ops") or {}).get(action)
-
-
-async def _set_op(session: AsyncSession, job_id: uuid.UUID, action: str, value: dict[str, Any]) -> None:
-    """Merge into data.ops.<action> in SQL: a report and a worker never overwrite each other's keys."""
-    await session.execute(
-        text(
-            "UPDATE hub.lifecycle_jobs SET data = jsonb_set(jsonb_set(data, '{ops}', coalesce(data->'ops', '{}')),"
-            " ARRAY['ops', :action], coalesce(data->'ops'->:action, '{}') || CAST(:value AS jsonb)),"
-            " updated_at = now() WHERE id = :id"
-        ),
-        {"action": action, "value": _json(value), "id": job_id},
-    )
-
-
-def _json(value: dict[str, Any]) -> str:
-    import json
-
-    return json.dumps(value, default=str)
-
-
 async def operation(
-    session: AsyncSession,
-    job: LifecycleJob,
-    action: str,
-    order: OrderSpec,
-    server: Server,
-    *,
-    now: datetime,
-    timeout: timedelta,
-    **args: Any,
-) -> tuple[str, Any]:
-    """Where the job's ``action`` stands: ("done", its report) once SUCCEEDED; else it is asked for (once per
-    attempt) and ("wait", why); ("failed", why) once for a FAILED report or none within ``timeout``, after which
-    the next call asks again with a new operation id. The caller commits, then waits or fails the attempt."""
-    op = _op(job, action)
-    if op is not None and op.get("status") == "SUCCEEDED":
-        return "done", op
-    if op is not None and op.get("status") == "REQUESTED":
-        if now - datetime.fromisoformat(op["requested_at"]) > timeout:
-            await _set_op(session, job.id, action, {"status": "FAILED", "detail": "not reported in time"})
-            return "failed", f"{action}: no report within {timeout.total_seconds():g}s"
-        return "wait", f"{action} {op['id']} is under way"  # asked for in the transaction that recorded it
-    if op is not None and not op.get("retried"):
-        await _set_op(session, job.id, action, {"retried": True})
-        return "failed", f"{action} failed: {op.get('detail') or 'no detail'}"
-    attempt = int(op["attempt"]) + 1 if op else 1
-    op_id = await _request(session, job, action, attempt, order, server, **args)
-    await _set_op(
-        session,
-        job.id,
-        action,
-        {"id": str(op_id), "attempt": attempt, "status": "REQUESTED", "requested_at": now.isoformat(),
-         "server_id": str(server.id), "retried": False, "detail": None},
-    )  # fmt: skip
-    return "wait", f"{action} {op_id} asked for"
-
-
-def operation_id(job_id: uuid.UUID, action: str, attempt: int) -> uuid.UUID:
-    return uuid.uuid5(NS, f"{job_id}:{action}:{attempt}")
-
-
-async def _request(
-    session: AsyncSession,
-    job: LifecycleJob,
-    action: str,
-    attempt: int,
-    order: OrderSpec,
-    server: Server,
-    **args: Any,
-) -> uuid.UUID:
-    op_id = operation_id(job.id, action, attempt)
-    await add_event(
-        session,
-        outbox,
-        TenantOperationRequestedV1(
-            operation_id=op_id,
-            job_id=job.id,
-            tenant_id=job.tenant_id,
-            action=action,  # type: ignore[arg-type]
-            order=order,
-            server=target(server),
-            **args,
-        ),
-        correlation_id=job.tenant_id,
-        event_id=op_id,
-    )
-    return op_id
-
-
-async def record_report(session: AsyncSession, event: TenantOperationReportedV1) -> bool:
-    """The owner's report: into the job's data (only for the operation the job asked for last), job due now."""
-    job = await session.get(LifecycleJob, event.job_id, with_for_update=True)
-    if job is None:
-        return False
-    op = _op(job, event.action)
-    if op is None or op.get("id") != str(event.operation_id) or op.get("status") in ("SUCCEEDED", "FAILED"):
-        return False  # an earlier attempt's late report, or a redelivery
-    value: dict[str, Any] = {"status": "REQUESTED" if event.status == "RUNNING" else event.status}
-    value.update({k: v for k, v in (("started_at", event.started_at), ("finished_at", event.finished_at)) if v})
-    if event.detail:
-        value["detail"] = event.detail
-    await _set_op(session, job.id, event.action, value)
-    await session.execute(
-        update(LifecycleJob)
-        .where(LifecycleJob.id == job.id, LifecycleJob.finished_at.is_(None))
-        .values(due_at=func.now())
-    )
-    return True
+    session: AsyncSession, job: LifecycleJob, kind: Any, server_id: object, **args: Any
+) -> ServerOperation:
+    """The job's ``kind`` operation on a server, with the tenant's order (its tools)."""
+    server = await session.get(Server, uuid.UUID(str(server_id)))
+    assert server is not None
+    return ServerOperation(kind=kind, order=await order_of(session, job.tenant_id), server=target(server), **args)
 
 
 # --- what each step needs -----------------------------------------------------------------------------------------
@@ -343,10 +230,7 @@ async def claim_pool_server(session: AsyncSession, job: LifecycleJob, now: datet
     if server is None:
         raise OperationFailed(f"no AVAILABLE {tenant.tier}/{tenant.region} pool server to recover onto")
     await _reserve_second(session, server, tenant.id, now)
-    await session.execute(
-        text("UPDATE hub.lifecycle_jobs SET data = data || CAST(:v AS jsonb) WHERE id = :id"),
-        {"v": _json({"target_server_id": str(server.id)}), "id": job.id},
-    )
+    await repo.set_data_key(session, job.id, "target_server_id", str(server.id))
     return server
 
 

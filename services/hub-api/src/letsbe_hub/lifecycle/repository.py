@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Text, bindparam, func, literal, select, update
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition
@@ -72,18 +72,6 @@ async def make_due(session: AsyncSession, job_id: uuid.UUID, now: datetime) -> N
     """Not a status change: the job's next step simply runs now instead of later."""
     await session.execute(
         update(LifecycleJob).where(LifecycleJob.id == job_id, LifecycleJob.due_at > now).values(due_at=now)
-    )
-
-
-async def set_data(session: AsyncSession, job_id: uuid.UUID, section: str, key: str, value: dict[str, Any]) -> None:
-    """``data[section][key] = value`` in place, leaving the rest of ``data`` as it is in the database (a tool-change
-    job's worker and its report handler write different sections at the same time)."""
-    await session.execute(
-        update(LifecycleJob)
-        .where(LifecycleJob.id == job_id)
-        .values(
-            data=func.jsonb_set(LifecycleJob.data, literal([section, key], ARRAY(Text)), literal(value, JSONB), True)
-        )
     )
 
 

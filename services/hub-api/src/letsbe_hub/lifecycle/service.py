@@ -2,8 +2,8 @@
 
 Every step is safe to run again after a crash at any point, because it first asks whoever holds the effect whether
 it already happened: a decommission deletes the server unless the provider says it is gone (404), reinstalls a
-Netcup server unless an install it started is found at netcup, asks the provisioner for a final backup under a task
-id derived from the job (the server runs one task id once); a snapshot is created only when the server has none of
+Netcup server unless an install it started is found at netcup, asks the provisioner for the job's final backup
+(the server takes one per job); a snapshot is created only when the server has none of
 that job's name yet (the name is derived from the job's key).
 """
 
@@ -18,12 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.enums import AlertSeverity
-from letsbe_contracts.events import (
-    AlertRaisedV1,
-    AlertResolvedV1,
-    TenantServerTaskReportedV1,
-    TenantServerTaskRequestedV1,
-)
+from letsbe_contracts.events import AlertRaisedV1, AlertResolvedV1
 from letsbe_hub.db import outbox
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
@@ -54,10 +49,6 @@ class Wait(Exception):
     def __init__(self, why: str, seconds: float | None = None):
         super().__init__(why)
         self.seconds = seconds  # None: the provider poll interval
-
-
-class ServerTaskFailed(Exception):
-    """The provisioner reported a server task as failed: a failed attempt of the step (it is asked again)."""
 
 
 # --- decommission ---------------------------------------------------------------------------------------------------
@@ -97,74 +88,6 @@ async def request_decommission(
 
 # The decommission states whose work the provisioner does on the server, and what it is called there.
 SERVER_TASKS = {"FINAL_BACKUP": "final-backup", "STOPPING_AGENTS": "stop-agents"}
-
-
-def server_task_id(job_id: uuid.UUID, task: str) -> uuid.UUID:
-    """The same for every request of one job's task: the server runs it once, a repeat only reports it again."""
-    return uuid.uuid5(job_id, f"server-task:{task}")
-
-
-async def server_task_outcome(
-    session: AsyncSession, job: LifecycleJob, task: str, *, owner: str, now: datetime, timeout: timedelta
-) -> dict[str, Any] | None:
-    """The provisioner's report of the job's ``task`` (``data[task]``), or None while it runs. Asks for it when it
-    was not asked for yet, or its report is overdue (the request event of each ask is new; the task id is not)."""
-    entry: dict[str, Any] = job.data.get(task) or {}
-    if entry.get("status") in (state.SUCCEEDED, state.FAILED):
-        return entry
-    asked = entry.get("requested_at")
-    if asked is not None and now - datetime.fromisoformat(asked) < timeout:
-        return None
-    ask = int(entry.get("asked", 0)) + 1
-    task_id = server_task_id(job.id, task)
-    await add_event(
-        session,
-        outbox,
-        TenantServerTaskRequestedV1(task_id=task_id, tenant_id=job.tenant_id, task=task, requested_by=ACTOR),  # type: ignore[arg-type]
-        correlation_id=job.tenant_id,
-        event_id=uuid.uuid5(task_id, f"ask:{ask}"),
-    )
-    await repo.set_data_key(
-        session, job.id, task, {"task_id": str(task_id), "asked": ask, "requested_at": now.isoformat()}, owner=owner
-    )
-    log.info("server task requested", tenant_id=str(job.tenant_id), task=task, ask=ask)
-    return None
-
-
-async def clear_server_task(session: AsyncSession, job: LifecycleJob, task: str, owner: str) -> None:
-    """After a failed report: the next attempt asks again (the server may run the same task id again)."""
-    entry = dict(job.data.get(task) or {})
-    await repo.set_data_key(
-        session, job.id, task, {"task_id": entry.get("task_id"), "asked": entry.get("asked", 0)}, owner=owner
-    )
-
-
-async def server_task_reported(session: AsyncSession, event: TenantServerTaskReportedV1, now: datetime) -> bool:
-    """The provisioner's report lands in its job (``data[task]``) and makes the job due; a report nobody asked for
-    (another task id, a job gone) or one arriving after the job left that task's state (a repeat: it would end the
-    export window early) changes nothing. Returns whether it landed."""
-    job = (
-        await session.execute(
-            select(LifecycleJob).where(LifecycleJob.key == decommission_key(event.tenant_id)).with_for_update()
-        )
-    ).scalar_one_or_none()
-    if job is None or (job.data.get(event.task) or {}).get("task_id") != str(event.task_id):
-        log.warning("server task report without its request", tenant_id=str(event.tenant_id), task=event.task)
-        return False
-    if SERVER_TASKS.get(job.status) != event.task:  # a late repeat (the job moved on): it must not make it due
-        log.info("server task report after its step", tenant_id=str(event.tenant_id), task=event.task)
-        return False
-    entry = {
-        **job.data[event.task],
-        "status": event.status,
-        "result": event.result,
-        "error": event.error,
-        "reported_at": now.isoformat(),
-    }
-    await repo.set_data_key(session, job.id, event.task, entry)
-    await repo.make_due(session, job.id, now)
-    log.info("server task reported", tenant_id=str(event.tenant_id), task=event.task, status=event.status)
-    return True
 
 
 async def _held_server(session: AsyncSession, tenant: Tenant) -> uuid.UUID | None:

@@ -6,22 +6,23 @@ tenant's IT agent through its Safety Wrapper once an operator approved the exact
 it is absent for an add and present for a remove, the tenant is live with no other tool change unfinished, and with
 the tool the tenant's stacks still fit its tier's memory budget (the calculator's rule: ``catalog.service.size``).
 
-The job's phases are each asked of the service that owns the effect (``TenantToolChangeRequestedV1``, staged in the
-outbox with the transition that records the ask) and left on that service's report (``…ReportedV1``):
+The job's phases are each a task asked of the service that owns the effect and left on its report
+(``letsbe_hub.lifecycle.exchange``):
 
 - add: DNS (the tool's subdomain record where the zone has no wildcard) → STACK (its stack, vhost, backup config,
   the Safety Wrapper's routes to it);
 - remove: FINAL_BACKUP (its database dump and files kept on the server) → STACK (all of it taken away) → DNS.
 
-A report that does not come in time is asked for again (a new ``attempt``); each phase is idempotent where it runs,
-so a worker killed anywhere leaves one effect. The order's tool list (what the hub says the tenant runs) changes in
+Each phase is idempotent where it runs, so an ask repeated (its report late) or a worker killed anywhere leaves one
+effect. The order's tool list (what the hub says the tenant runs) changes in
 the transaction that moves the job to SUCCEEDED, and only then.
 """
 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 from sqlalchemy import func, select
@@ -29,14 +30,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import Catalog
 from letsbe_contracts.approvals import call_hash
-from letsbe_contracts.events import TenantToolChangeReportedV1, TenantToolChangeRequestedV1
+from letsbe_contracts.events import ToolChangeTask
 from letsbe_hub.approvals.models import ApprovalRow
 from letsbe_hub.catalog.service import size, validate_tools
-from letsbe_hub.db import outbox
-from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle import state
+from letsbe_hub.lifecycle import exchange, state
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.service import Wait
 from letsbe_hub.lifecycle.state import SUCCEEDED, TOOL_CHANGE
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec as order_spec
@@ -45,17 +43,16 @@ from letsbe_hub.tenants.models import Tenant
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event
 
 log = get_logger(__name__)
 
 Action = Literal["add", "remove"]
 PHASES: dict[str, tuple[str, ...]] = {"add": ("DNS", "STACK"), "remove": ("FINAL_BACKUP", "STACK", "DNS")}
+TASKS = {"DNS": "tool-dns", "FINAL_BACKUP": "tool-backup", "STACK": "tool-stack"}  # each phase's task
 # The IT agent's calls, as the Safety Wrapper's policy names them (tool "letsbe"): the approval is bound to these.
 AGENT_TOOL, AGENT_ACTIONS = "letsbe", {"add": "tools.add", "remove": "tools.remove"}
 ACTOR = "lifecycle-worker"
 MAIL_TOOL = "stalwart"  # its DNS records come with mail-ready (letsbe_dns.records.plan.mail_plan)
-EPOCH = "1970-01-01T00:00:00+00:00"  # an ask "made" then is overdue: the next step asks again
 
 
 class ToolAlreadyPresent(Conflict):
@@ -84,10 +81,6 @@ class ApprovalMissing(Conflict):
 
 class MailToolFixed(Conflict):
     type, title = "mail-tool-fixed", "The mail server is not added or removed on a live tenant"
-
-
-class PhaseFailed(Exception):
-    """The owning service reported the phase failed: a failed attempt of the job (asked again after a backoff)."""
 
 
 # --- the request ----------------------------------------------------------------------------------------------------
@@ -188,8 +181,6 @@ async def request_change(
             "tools_before": list(order.tools),
             "tools_after": after,
             "approval_id": str(approval_id) if approval_id else None,
-            "asked": {},
-            "reports": {},
         },
     )
     log.info("tool change requested", tenant_id=str(tenant_id), job_id=str(job.id), action=action, tool=tool)
@@ -225,46 +216,20 @@ async def approved_agent_call(session: AsyncSession, tenant_id: uuid.UUID, actio
 # --- the worker's step ----------------------------------------------------------------------------------------------
 
 
-def _report(job: LifecycleJob, phase: str) -> dict[str, Any] | None:
-    """The report of the phase's latest ask, if it came."""
-    asked = job.data.get("asked", {}).get(phase)
-    report = job.data.get("reports", {}).get(phase)
-    if asked is None or report is None or report.get("attempt") != asked.get("attempt"):
-        return None
-    return report
-
-
-async def ask(session: AsyncSession, job: LifecycleJob, owner: str, now: datetime) -> int:
-    """Stage the request of the job's current phase (attempt n+1), recording the ask in the same transaction."""
+async def _task(session: AsyncSession, job: LifecycleJob) -> ToolChangeTask:
+    """The task of the job's current phase: the tool, and the tenant's order with its tools after the change."""
     # Imported here: servers.service brings asyncssh (its reachability check), which the lifecycle worker process
     # would otherwise load at start-up for nothing.
     from letsbe_hub.servers.service import target
 
-    phase = job.status
-    attempt = int(job.data.get("asked", {}).get(phase, {}).get("attempt", 0)) + 1
     order = await session.get(Order, job.tenant_id)
     server = await session.get(Server, job.server_id) if job.server_id else None
     if order is None or server is None:
         raise RuntimeError("the tenant's order or server row is gone")
     spec = order_spec(order).model_copy(update={"tools": tuple(job.data["tools_after"])})
-    await add_event(
-        session,
-        outbox,
-        TenantToolChangeRequestedV1(
-            job_id=job.id,
-            tenant_id=job.tenant_id,
-            phase=phase,  # type: ignore[arg-type]
-            action=job.data["action"],
-            tool=job.data["tool"],
-            attempt=attempt,
-            order=spec,
-            server=target(server),
-        ),
-        correlation_id=job.tenant_id,
-        event_id=uuid.uuid5(job.id, f"{phase}:{attempt}"),
-    )
-    await repo.set_data(session, job.id, "asked", phase, {"attempt": attempt, "at": now.isoformat(), "by": owner})
-    return attempt
+    return ToolChangeTask(
+        kind=TASKS[job.status], action=job.data["action"], tool=job.data["tool"], order=spec, server=target(server)
+    )  # type: ignore[arg-type]
 
 
 def next_phase(job: LifecycleJob) -> str:
@@ -293,44 +258,14 @@ async def finish(session: AsyncSession, job: LifecycleJob, owner: str, report: d
     )
 
 
-def overdue(job: LifecycleJob, now: datetime, timeout: timedelta) -> bool:
-    asked = job.data.get("asked", {}).get(job.status)
-    return asked is None or datetime.fromisoformat(asked["at"]) + timeout <= now
-
-
-# --- reports in -----------------------------------------------------------------------------------------------------
-
-
-async def on_report(session: AsyncSession, event: TenantToolChangeReportedV1, now: datetime) -> bool:
-    """Keep a phase's report on its job and make the job due; a report of another phase or job state is late (a
-    repeat of one already acted on) and is dropped. True when kept."""
-    job = await session.get(LifecycleJob, event.job_id, with_for_update=True, populate_existing=True)
-    if job is None or job.kind != TOOL_CHANGE or job.tenant_id != event.tenant_id:
-        log.warning("tool-change report for no such job", job_id=str(event.job_id))
-        return False
-    if job.status != event.phase:
-        return False
-    report = {"attempt": event.attempt, "status": event.status, "changes": list(event.changes), "error": event.error}
-    await repo.set_data(session, job.id, "reports", event.phase, report)
-    await repo.make_due(session, job.id, now)
-    log.info(
-        "tool-change phase reported",
-        tenant_id=str(job.tenant_id),
-        job_id=str(job.id),
-        phase=event.phase,
-        status=event.status,
-    )
-    return True
-
-
 async def step(runner: Any, job: LifecycleJob) -> None:
-    """The worker's step for a tool-change job (``runner``: the JobRunner holding the lease). Raises Wait with the
-    time to look again, or PhaseFailed (a failed attempt)."""
-    owner, now = runner.owner, runner.clock()
+    """The worker's step for a tool-change job (``runner``: the JobRunner holding the lease): each phase in turn, on
+    once its task is reported done. Raises Wait, or TaskFailed (a failed attempt)."""
+    owner = runner.owner
     if job.status == "REQUESTED":
         job = await runner._advance(job, next_phase(job), f"{job.data['action']} {job.data['tool']}")
-    report = _report(job, job.status)
-    if report is not None and report["status"] == SUCCEEDED:
+    while True:
+        report = await exchange.outcome(runner, job, TASKS[job.status], partial(_task, job=job))
         to = next_phase(job)
         async with unit_of_work(runner.sessions) as s:
             if to == SUCCEEDED:
@@ -341,20 +276,6 @@ async def step(runner: Any, job: LifecycleJob) -> None:
                 s, job.id, to, actor=ACTOR, reason=_summary(job.status, report), expected=job.status,
                 lease_owner=owner, attempts=0,
             )  # fmt: skip
-        report = None
-    if report is not None:  # FAILED: this attempt is spent; the next one asks again
-        async with unit_of_work(runner.sessions) as s:
-            await repo.set_data(s, job.id, "reports", job.status, {"attempt": 0, "failed": report})
-            await repo.set_data(s, job.id, "asked", job.status, {**job.data["asked"][job.status], "at": EPOCH})
-        raise PhaseFailed(f"{job.status}: {report.get('error') or 'failed'}")
-    timeout = timedelta(seconds=runner.settings.tool_change_phase_timeout_seconds)
-    if overdue(job, now, timeout):
-        async with unit_of_work(runner.sessions) as s:
-            attempt = await ask(s, job, owner, now)
-        log.info("tool-change phase asked", job_id=str(job.id), phase=job.status, attempt=attempt)
-        raise Wait(f"{job.status} asked (attempt {attempt})", timeout.total_seconds())
-    asked_at = datetime.fromisoformat(job.data["asked"][job.status]["at"])
-    raise Wait(f"waiting for the {job.status} report", max(0.0, (asked_at + timeout - now).total_seconds()))
 
 
 def _summary(phase: str, report: dict[str, Any]) -> str:

@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import Provider
-from letsbe_contracts.events import TenantOperationReportedV1, TenantServerTaskReportedV1, TenantToolChangeReportedV1
+from letsbe_contracts.events import DecommissionTask, TenantTaskReportedV1
 from letsbe_hub.config import HubSettings
-from letsbe_hub.lifecycle import handlers, recovery, service, state, stream, tools
+from letsbe_hub.lifecycle import exchange, handlers, recovery, service, state, stream, tools
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, RESTORE, SNAPSHOT, SUCCEEDED, TOOL_CHANGE
@@ -91,7 +91,7 @@ class JobRunner:
         except state.IllegalJobTransition as exc:  # our lease lapsed and another worker moved the job on
             log.warning("lifecycle job taken over by another worker", job_id=str(job.id), detail=str(exc))
         except Exception as exc:  # a provider error, or anything unexpected: a failed attempt, retried later
-            expected = ProviderError | OSError | recovery.OperationFailed | service.ServerTaskFailed | tools.PhaseFailed
+            expected = ProviderError | OSError | recovery.OperationFailed | exchange.TaskFailed
             if not isinstance(exc, expected):
                 log.exception("lifecycle step raised", job_id=str(job.id))
             await self._failed_attempt(job, f"{type(exc).__name__}: {exc}"[:2000])
@@ -118,11 +118,6 @@ class JobRunner:
         async with self.sessions() as s:
             job = await repo.get(s, job.id) or job  # its status may have moved on within this step
         attempts = job.attempts + 1
-        task = service.SERVER_TASKS.get(job.status)
-        if task is not None and (job.data.get(task) or {}).get("status") == FAILED:
-            async with unit_of_work(self.sessions) as s:  # the next attempt asks the server again
-                await service.clear_server_task(s, job, task, self.owner)
-            job = await self._reload(job)
         if attempts < self.settings.lifecycle_max_attempts:
             delay = min(self.settings.lifecycle_retry_seconds * 2 ** (attempts - 1), 3600)
             await self._release(job, now + timedelta(seconds=delay), attempts=attempts, last_error=error)
@@ -215,22 +210,9 @@ class JobRunner:
 
     # --- restore, recovery, migration (letsbe_hub.lifecycle.recovery) ---------------------------------------------
 
-    async def _operation(self, job: LifecycleJob, action: str, server_id: str | uuid.UUID, **args: object) -> dict:
-        """The job's tenant operation once it SUCCEEDED; until then Wait (asked for / under way) or a failed try."""
-        timeout = timedelta(seconds=self.settings.tenant_operation_timeout_seconds)
-        async with unit_of_work(self.sessions) as s:
-            fresh = await repo.get(s, job.id)
-            server = await s.get(Server, uuid.UUID(str(server_id)))
-            assert fresh is not None and server is not None
-            order = await recovery.order_of(s, job.tenant_id)
-            outcome, value = await recovery.operation(
-                s, fresh, action, order, server, now=self.clock(), timeout=timeout, **args
-            )
-        if outcome == "wait":
-            raise service.Wait(value)
-        if outcome == "failed":
-            raise recovery.OperationFailed(value)
-        return value
+    async def _operation(self, job: LifecycleJob, kind: str, server_id: str | uuid.UUID, **args: object) -> dict:
+        """The report of the job's server operation once it SUCCEEDED; until then Wait, or a failed attempt."""
+        return await exchange.outcome(self, job, kind, lambda s: recovery.operation(s, job, kind, server_id, **args))
 
     async def _recovery_step(self, job: LifecycleJob) -> LifecycleJob:
         """Run the job's current step; returns the job in its next state (or raises Wait / a failed attempt)."""
@@ -351,16 +333,13 @@ class JobRunner:
                 return
 
     async def _server_task(self, job: LifecycleJob) -> LifecycleJob:
-        """Ask the provisioner for the state's server task, wait for its report, then move on (a failed report is a
-        failed attempt: asked again later, the job fails after the last one)."""
+        """The state's server task (the provisioner's), once reported done; then the next state."""
         task = service.SERVER_TASKS[job.status]
-        timeout = timedelta(seconds=self.settings.decommission_task_timeout_seconds)
-        async with unit_of_work(self.sessions) as s:
-            entry = await service.server_task_outcome(s, job, task, owner=self.owner, now=self.clock(), timeout=timeout)
-        if entry is None:  # the report makes the job due at once; until then look again now and then
-            raise service.Wait(f"waiting for the {task} report", seconds=min(timeout.total_seconds(), 300))
-        if entry["status"] == FAILED:
-            raise service.ServerTaskFailed(f"{task} failed on the server: {entry.get('error') or 'no reason given'}")
+
+        async def ask(_: AsyncSession) -> DecommissionTask:
+            return DecommissionTask(kind=task)  # type: ignore[arg-type]
+
+        entry = await exchange.outcome(self, job, task, ask)
         if task == "final-backup":
             result = entry.get("result") or {}
             reason = (
@@ -448,17 +427,9 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
     if rt.bus is not None:
         reports = rt.bus.consumer(
-            handlers.ON_OPERATION_REPORTED, TenantOperationReportedV1, handlers.operation_report_handler(sessions)
+            handlers.ON_TASK_REPORTED, TenantTaskReportedV1, handlers.task_report_handler(sessions)
         )
-        rt.start(handlers.ON_OPERATION_REPORTED, reports.run(), reports.stop)
-        tasks = rt.bus.consumer(
-            handlers.ON_SERVER_TASK_REPORTED, TenantServerTaskReportedV1, handlers.server_task_report_handler(sessions)
-        )
-        rt.start(handlers.ON_SERVER_TASK_REPORTED, tasks.run(), tasks.stop)
-        changes = rt.bus.consumer(
-            handlers.ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, handlers.tool_change_report_handler(sessions)
-        )
-        rt.start(handlers.ON_TOOL_CHANGE_REPORTED, changes.run(), changes.stop)
+        rt.start(handlers.ON_TASK_REPORTED, reports.run(), reports.stop)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:

@@ -7,26 +7,17 @@ job (after a crash) or a failed one (an operator's retry), and do nothing for a 
 from __future__ import annotations
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import (
-    TenantKeyRotationRequestedV1,
-    TenantServerTaskRequestedV1,
-    TenantToolChangeRequestedV1,
-)
+from letsbe_contracts.events import TenantKeyRotationRequestedV1
 from letsbe_platform.bus import Delivery, Handler
+from letsbe_provisioner.jobs import operations, server_tasks, tools
 from letsbe_provisioner.jobs.rotation import Rotator
-from letsbe_provisioner.jobs.server_tasks import ServerTasks
 from letsbe_provisioner.jobs.service import Pipeline
-from letsbe_provisioner.jobs.tools import ToolChanger
+from letsbe_provisioner.jobs.tasks import TenantTasks
 
 DURABLE = "provisioner-on-dns-ready"
 # Key rotations (rotate-credential for the tenant's AI-stack keys): the rotation row is the idempotency key, as the
 # job row is for dns-ready; a redelivery resumes an unfinished rotation or reports a finished one again.
 ROTATION_DURABLE = "provisioner-on-key-rotation-requested"
-# A decommission's final backup and stopping the agents: the task id is the idempotency key on the server.
-SERVER_TASK_DURABLE = "provisioner-on-server-task-requested"
-# Tool changes on a live tenant (the hub's tool-change job): every phase is idempotent on the server, so a redelivery
-# runs it to the same end and reports again (same event id).
-TOOL_CHANGE_DURABLE = "provisioner-on-tool-change-requested"
 
 
 def dns_ready_handler(pipeline: Pipeline) -> Handler:
@@ -43,15 +34,11 @@ def key_rotation_handler(rotator: Rotator) -> Handler:
     return on_key_rotation_requested
 
 
-def server_task_handler(tasks: ServerTasks) -> Handler:
-    async def on_server_task_requested(event: TenantServerTaskRequestedV1, delivery: Delivery) -> None:
-        await tasks.on_requested(event, delivery)
-
-    return on_server_task_requested
-
-
-def tool_change_handler(changer: ToolChanger) -> Handler:
-    async def on_tool_change_requested(event: TenantToolChangeRequestedV1, delivery: Delivery) -> None:
-        await changer.on_requested(event, delivery)
-
-    return on_tool_change_requested
+def tenant_tasks(pipeline: Pipeline) -> TenantTasks:
+    """The hub's tenant tasks that are the provisioner's, each kind to what does it (the inbox: ``jobs.tasks``)."""
+    runners = {
+        server_tasks.KINDS: server_tasks.ServerTasks(pipeline).run,
+        operations.KINDS: operations.Operations(pipeline).run,
+        tools.KINDS: tools.ToolChanger(pipeline).run,
+    }
+    return TenantTasks(pipeline, {kind: run for kinds, run in runners.items() for kind in kinds})

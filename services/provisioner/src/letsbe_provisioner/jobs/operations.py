@@ -1,42 +1,33 @@
-"""Tenant operations for the hub's restore, recovery and migration jobs (``TenantOperationRequestedV1`` in,
-``TenantOperationReportedV1`` out): provision a tenant on another server, take a consistent backup, restore a
-backup set, check that the tools answer. ``switch-dns`` is the DNS service's.
+"""Tenant operations for the hub's restore, recovery and migration jobs (tenant tasks: ``jobs.tasks``): provision a
+tenant on another server, take a consistent backup, restore a backup set, check that the tools answer.
 
 Each is safe to run again, which is what a redelivery (or the hub asking again after a crash) does before the
 report is claimed in the inbox: provisioning is the tenant's job row (a finished job on the same server is only
-reported; on another server all ten steps run there); a restore carries the operation id to ``letsbe-restore
+reported; on another server all ten steps run there); a restore carries the request id to ``letsbe-restore
 --id``, which does not load a set a second time; a backup of the same day replaces that day's set; the check only
 reads. Output is redacted like a step's; the report carries the outcome, never a secret.
 """
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 import uuid
-from datetime import UTC, datetime
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRequestedV1
+from letsbe_contracts.events import ServerOperation, TenantTaskRequestedV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
-from letsbe_provisioner.db import inbox, outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.models import Job, JobStatus
 from letsbe_provisioner.jobs.redact import Redactor
 from letsbe_provisioner.jobs.secrets import load_secrets
 from letsbe_provisioner.jobs.service import TAIL_LINES, Pipeline, build_plan
+from letsbe_provisioner.jobs.tasks import Outcome
 from letsbe_provisioner.rendering.plan import RESTORE_SCRIPT, Plan
 
-log = get_logger(__name__)
-
-DURABLE = "provisioner-on-tenant-operation-requested"
-MINE = frozenset({"provision", "backup", "restore", "verify"})
+KINDS = ("provision", "backup", "restore", "verify")
 
 
 class Operations:
@@ -44,71 +35,44 @@ class Operations:
         self.p = pipeline
         self.settings = pipeline.settings
 
-    async def on_requested(self, event: TenantOperationRequestedV1, delivery: Delivery | None = None) -> None:
-        if event.action not in MINE:
-            return
-        async with unit_of_work(self.p.sessions) as session:
-            if delivery is not None and await _handled(session, delivery.event_id):
-                return
-        started = datetime.now(UTC)
-        keepalive = asyncio.create_task(self.p._keep_in_progress(delivery))
-        try:
-            status, detail = await self._run(event, delivery)
-        finally:
-            keepalive.cancel()
-        async with unit_of_work(self.p.sessions) as session:
-            if delivery is not None and not await claim(session, inbox, DURABLE, delivery.event_id):
-                return
-            report = TenantOperationReportedV1(
-                operation_id=event.operation_id, job_id=event.job_id, tenant_id=event.tenant_id, action=event.action,
-                status=status, started_at=started, finished_at=datetime.now(UTC), detail=detail[:4000] or None,
-            )  # fmt: skip
-            await add_event(
-                session, outbox, report, correlation_id=str(event.tenant_id),
-                event_id=uuid.uuid5(event.operation_id, "reported"),
-            )  # fmt: skip
-        log.info("tenant operation", tenant_id=str(event.tenant_id), action=event.action, status=status)
-
-    async def _run(self, event: TenantOperationRequestedV1, delivery: Delivery | None) -> tuple[str, str]:
-        if event.action == "provision":
-            return await self._provision(event, delivery)
-        plan = await self._plan(event)
+    async def run(self, event: TenantTaskRequestedV1, delivery: Delivery | None) -> Outcome:
+        op = event.task
+        assert isinstance(op, ServerOperation)
+        if op.kind == "provision":
+            return await self._provision(op, delivery)
+        plan = await self._plan(event.tenant_id, op)
         redact = Redactor([*self.p.static_secrets, *plan.secrets.values()])
         root = shlex.quote(plan.settings.root)
-        if event.action == "restore":
-            args = ["--set", event.backup_set or "latest", "--id", event.operation_id.hex]
-            if event.tool:
-                args += ["--tool", event.tool]
+        if op.kind == "restore":
+            args = ["--set", op.backup_set or "latest", "--id", event.request_id.hex]
+            if op.tool:
+                args += ["--tool", op.tool]
             script = f'ROOT={root}\nexec "$ROOT{RESTORE_SCRIPT}" {shlex.join(args)}\n'
-        elif event.action == "backup":
+        elif op.kind == "backup":
             # Consistent: the tools' apps stop first (their databases keep running for the dump) and stay stopped,
             # since the tenant moves on from here; the set's name is the day letsbe-backup writes.
             stop = "docker ps -q --filter label=biz.letsbe.managed=true | xargs -r docker stop >/dev/null\n"
             script = (
-                f"set -euo pipefail\nROOT={root}\n" + (stop if event.stop_tools else "")
+                f"set -euo pipefail\nROOT={root}\n" + (stop if op.stop_tools else "")
                 + '"$ROOT/usr/local/sbin/letsbe-backup"\necho "backup set $(date -u +%F)"\n'
             )  # fmt: skip
         else:
             script = verify_script(plan, self.settings.verify_seconds)
-        code, lines = await self._script(event, plan, script, redact)
+        code, lines = await self._script(op, plan, script, redact)
         tail = "\n".join(lines[-20:])[-3000:]
         if code != 0:
-            return "FAILED", f"{event.action} exited {code}: {tail or 'no output'}"
-        if event.action == "backup":
-            return "SUCCEEDED", next((ln.split()[-1] for ln in reversed(lines) if ln.startswith("backup set ")), "")
-        if event.action == "restore":
-            return "SUCCEEDED", event.backup_set or "latest"
-        return "SUCCEEDED", tail
+            return Outcome("FAILED", f"{op.kind} exited {code}: {tail or 'no output'}")
+        if op.kind == "backup":  # the set it wrote
+            tail = next((ln.split()[-1] for ln in reversed(lines) if ln.startswith("backup set ")), "")
+        return Outcome("SUCCEEDED", (op.backup_set or "latest") if op.kind == "restore" else tail)
 
-    async def _plan(self, event: TenantOperationRequestedV1) -> Plan:
+    async def _plan(self, tenant_id: uuid.UUID, op: ServerOperation) -> Plan:
         async with unit_of_work(self.p.sessions) as session:
-            secrets = await load_secrets(session, self.p.box, event.tenant_id)
-        return build_plan(self.settings, self.p.client_key, event.order, event.server, secrets)
+            secrets = await load_secrets(session, self.p.box, tenant_id)
+        return build_plan(self.settings, self.p.client_key, op.order, op.server, secrets)
 
-    async def _script(
-        self, event: TenantOperationRequestedV1, plan: Plan, script: str, redact: Redactor
-    ) -> tuple[int, list[str]]:
-        target = ssh.step_target(event.server, 10, plan.settings.ssh_user)
+    async def _script(self, op: ServerOperation, plan: Plan, script: str, redact: Redactor) -> tuple[int, list[str]]:
+        target = ssh.step_target(op.server, 10, plan.settings.ssh_user)
         lines: list[str] = []
 
         async def keep(stream: str, line: str) -> None:
@@ -130,16 +94,16 @@ class Operations:
             conn.close()
         return code, lines
 
-    async def _provision(self, event: TenantOperationRequestedV1, delivery: Delivery | None) -> tuple[str, str]:
-        """The tenant's ten steps on ``event.server`` (its job row, with its secrets: the same passwords, so the
+    async def _provision(self, op: ServerOperation, delivery: Delivery | None) -> Outcome:
+        """The tenant's ten steps on ``op.server`` (its job row, with its secrets: the same passwords, so the
         restored databases' users match the new stacks)."""
-        await self.p.on_dns_ready(DnsReadyV1(order=event.order, server=event.server, records=()), delivery)
+        await self.p.on_dns_ready(DnsReadyV1(order=op.order, server=op.server, records=()), delivery)
         async with self.p.sessions() as session:
-            job = (await session.execute(select(Job).where(Job.order_id == event.order.order_id))).scalar_one()
-        on_it = DnsReadyV1.model_validate(job.spec).server.server_id == event.server.server_id
+            job = (await session.execute(select(Job).where(Job.order_id == op.order.order_id))).scalar_one()
+        on_it = DnsReadyV1.model_validate(job.spec).server.server_id == op.server.server_id
         if job.status == JobStatus.SUCCEEDED and on_it:
-            return "SUCCEEDED", f"provisioned on {event.server.ipv4} (run {job.run})"
-        return "FAILED", f"provisioning {job.status}: {job.error or 'not on this server'}"
+            return Outcome("SUCCEEDED", f"provisioned on {op.server.ipv4} (run {job.run})")
+        return Outcome("FAILED", f"provisioning {job.status}: {job.error or 'not on this server'}")
 
 
 def verify_script(plan: Plan, seconds: int) -> str:
@@ -158,9 +122,3 @@ for tp in {ports}; do
 done
 exit "$failed"
 """
-
-
-async def _handled(session: AsyncSession, event_id: uuid.UUID) -> bool:
-    stmt = select(inbox.c.event_id).where(inbox.c.consumer == DURABLE, inbox.c.event_id == event_id)
-    row = await session.execute(stmt)
-    return row.first() is not None

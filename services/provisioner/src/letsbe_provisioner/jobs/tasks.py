@@ -1,0 +1,85 @@
+"""The provisioner's side of the hub's tenant tasks (``TenantTaskRequestedV1`` in, ``TenantTaskReportedV1`` out): one
+consumer, each kind handed to what does it (``letsbe_provisioner.jobs.handlers.tenant_tasks``); ``switch-dns`` and
+``tool-dns`` are the DNS service's and left alone.
+
+Every kind is safe to run again. The inbox claim commits with the report, so a redelivery after it does nothing, and
+one before it (a provisioner that died mid-task) runs the task to the same end and reports once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
+from letsbe_platform.bus import Delivery
+from letsbe_platform.db import unit_of_work
+from letsbe_platform.logging import get_logger
+from letsbe_platform.outbox import add_event, claim
+from letsbe_provisioner.db import inbox, outbox
+
+log = get_logger(__name__)
+
+DURABLE = "provisioner-on-tenant-task-requested"
+
+
+@dataclass
+class Outcome:
+    status: Literal["SUCCEEDED", "FAILED"]
+    detail: str | None = None  # what it did, or why it failed (already redacted)
+    changes: list[str] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+    commit: Callable[[AsyncSession], Awaitable[None]] | None = None  # done in the report's transaction
+
+
+Runner = Callable[[TenantTaskRequestedV1, Delivery | None], Awaitable[Outcome]]
+
+
+class TenantTasks:
+    def __init__(self, pipeline: Any, runners: Mapping[str, Runner]):
+        self.p = pipeline
+        self.runners = runners
+
+    async def on_requested(self, event: TenantTaskRequestedV1, delivery: Delivery | None = None) -> None:
+        run = self.runners.get(event.task.kind)
+        if run is None:
+            return  # the DNS service's
+        if delivery is not None:
+            seen = select(inbox.c.event_id).where(inbox.c.consumer == DURABLE, inbox.c.event_id == delivery.event_id)
+            async with self.p.sessions() as session:
+                if (await session.execute(seen)).first() is not None:
+                    return
+        started = datetime.now(UTC)
+        keepalive = asyncio.create_task(self.p._keep_in_progress(delivery))
+        try:
+            outcome = await run(event, delivery)
+        finally:
+            keepalive.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keepalive
+        async with unit_of_work(self.p.sessions) as session:
+            if delivery is not None and not await claim(session, inbox, DURABLE, delivery.event_id):
+                return
+            if outcome.commit is not None and outcome.status == "SUCCEEDED":
+                await outcome.commit(session)
+            report = TenantTaskReportedV1(
+                request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=event.task.kind,
+                attempt=event.attempt, status=outcome.status, started_at=started, finished_at=datetime.now(UTC),
+                detail=outcome.detail[-4000:] if outcome.detail else None,
+                changes=tuple(c[:300] for c in outcome.changes[-50:]), result=outcome.result,
+            )  # fmt: skip
+            await add_event(
+                session, outbox, report, correlation_id=str(event.tenant_id),
+                event_id=uuid.uuid5(event.request_id, "reported"),
+            )  # fmt: skip
+        say = log.info if outcome.status == "SUCCEEDED" else log.error
+        say("tenant task done", tenant_id=str(event.tenant_id), kind=event.task.kind, status=outcome.status,
+            detail=outcome.detail if outcome.status == "FAILED" else None, changes=len(outcome.changes))  # fmt: skip
