@@ -10,11 +10,7 @@ Hub names) and ``image_registry`` (our AI images) settings point the VPS's docke
   step 6 and every ``nginx -t`` / reload really run against the rendered configuration;
 - the tools' images: a plain HTTP listener on the tool's own port (``python3 -m http.server``), so networks,
   published ports, mounts and memory limits are real and a port probe means something, but the application is not;
-  images without a known port (caches, MySQL, MongoDB) only sleep;
-- ``postgres:*``: a real PostgreSQL (Debian 12's 15, a second layer on the stand-ins' one) that starts the way the
-  official image does (a first start initialises the data directory with ``POSTGRES_USER``, ``POSTGRES_PASSWORD`` and
-  ``POSTGRES_DB``; local connections are trusted), so a tool's database answers its healthcheck, ``pg_dumpall`` and
-  ``psql`` as on a real server;
+  images without a known port (databases, caches) only sleep (PostgreSQL has a real image: ``agent_images``);
 - the AI stack (Safety Wrapper, Secrets Proxy, OpenClaw): real images, ``agent_images``.
 """
 
@@ -41,17 +37,6 @@ from letsbe_platform.testing import free_port
 from letsbe_testvps.image import CACHE_DIR, ensure_image, host_mirror, recipe_key
 
 STANDIN_PACKAGES = ("nginx-light",)
-POSTGRES_PACKAGES = ("postgresql-15",)
-POSTGRES_BIN = "/usr/lib/postgresql/15/bin"
-# Left out of the layer: the cluster the package made (the entrypoint makes its own in the container's volume), the
-# JIT and its LLVM (off unless asked for), Perl (only Debian's wrapper scripts use it), documentation, apt's caches:
-# a 31 MB layer instead of 145 MB.
-POSTGRES_PRUNE = (
-    "var/lib/apt/lists", "var/cache/apt", "var/cache/debconf/*-old", "var/lib/postgresql/15", "etc/postgresql/15",
-    "usr/lib/x86_64-linux-gnu/libLLVM*", "usr/lib/x86_64-linux-gnu/libz3*", "usr/lib/postgresql/15/lib/llvmjit*",
-    "usr/lib/postgresql/15/lib/bitcode",
-    "usr/share/perl", "usr/lib/x86_64-linux-gnu/perl", "usr/share/doc", "usr/share/man", "usr/share/locale",
-)  # fmt: skip
 REGISTRY_STORAGE = CACHE_DIR / "registry" / "storage"  # what the per-VPS registries serve (shared, read-mostly)
 REGISTRY_PORT = 5000
 
@@ -135,32 +120,28 @@ def layer_of(directory: Path) -> Layer:
 def standin_layer() -> Layer:
     """The stand-in root file system as one gzip layer (written once, next to it)."""
     rootfs = standin_rootfs()
+    layer = rootfs.parent / "layer.tar.gz"
     meta = rootfs.parent / "layer.json"
     if not meta.exists():
         with open(rootfs.parent / "layer.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not meta.exists():
-                write_layer(rootfs, rootfs.parent)
+                tmp = layer.with_suffix(".tmp")
+                tar = subprocess.Popen(["tar", "-C", str(rootfs), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
+                assert tar.stdout is not None
+                diff, blob = hashlib.sha256(), hashlib.sha256()
+                with open(tmp, "wb") as out, gzip.GzipFile(fileobj=Hashing(out, blob), mode="wb", compresslevel=1,
+                                                          mtime=0) as gz:  # fmt: skip
+                    while chunk := tar.stdout.read(1 << 20):
+                        diff.update(chunk)
+                        gz.write(chunk)
+                if tar.wait() != 0:
+                    raise RuntimeError("tar of the stand-in root file system failed")
+                tmp.rename(layer)
+                meta.write_text(
+                    json.dumps({"digest": "sha256:" + blob.hexdigest(), "diff_id": "sha256:" + diff.hexdigest()})
+                )
     return layer_of(rootfs.parent)
-
-
-def write_layer(tree: Path, directory: Path) -> None:
-    """``tree`` as a gzip layer into ``directory`` (``layer.tar.gz``, then its digests in ``layer.json``)."""
-    layer = directory / "layer.tar.gz"
-    tmp = layer.with_suffix(".tmp")
-    tar = subprocess.Popen(["tar", "-C", str(tree), "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-    assert tar.stdout is not None
-    diff, blob = hashlib.sha256(), hashlib.sha256()
-    with open(tmp, "wb") as out, gzip.GzipFile(fileobj=Hashing(out, blob), mode="wb", compresslevel=1,
-                                              mtime=0) as gz:  # fmt: skip
-        while chunk := tar.stdout.read(1 << 20):
-            diff.update(chunk)
-            gz.write(chunk)
-    if tar.wait() != 0:
-        raise RuntimeError(f"tar of {tree} failed")
-    tmp.rename(layer)
-    meta = {"digest": "sha256:" + blob.hexdigest(), "diff_id": "sha256:" + diff.hexdigest()}
-    (directory / "layer.json").write_text(json.dumps(meta))
 
 
 class Hashing:
@@ -178,109 +159,19 @@ class Hashing:
 
 
 def standin(name: str, port: int | None = None) -> Image:
-    """The stand-in for image ``name``: Debian's nginx for nginx, Debian's PostgreSQL for postgres, else a container
-    that only sleeps or, given the port the application serves on, a plain HTTP listener on it (so that a closed port
-    means unreachable, not "nothing there")."""
-    if _repo(name) == "library/postgres":
-        return postgres_image()
+    """The stand-in for image ``name``: Debian's nginx for nginx, else a container that only sleeps or, given the
+    port the application serves on, a plain HTTP listener on it (so that a closed port means unreachable, not
+    "nothing there")."""
     if _repo(name).rsplit("/", 1)[-1] == "nginx":
-        cmd, what = ["nginx", "-g", "daemon off;"], "Debian nginx-light"
-    elif port is not None:
+        return Image({"Cmd": ["nginx", "-g", "daemon off;"]}, (standin_layer(),), "Debian nginx-light")
+    if port is not None:
         listen = ["python3", "-m", "http.server", "--bind", "0.0.0.0", str(port)]  # noqa: S104 - in its container
         cmd, what = listen, f"listens on {port}"
     else:
         cmd, what = ["sleep", "infinity"], "sleeps"
-    return Image({"Cmd": cmd}, (standin_layer(),), what)
-
-
-# The official image's first start, as far as a tool's stack relies on it (data directory, superuser, database).
-POSTGRES_ENTRYPOINT = """#!/bin/sh
-set -eu
-export PGDATA=/var/lib/postgresql/data
-install -d -o postgres -g postgres -m 0700 "$PGDATA"
-install -d -o postgres -g postgres -m 2775 /var/run/postgresql
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  pwfile=$(mktemp)
-  printf '%s\\n' "$POSTGRES_PASSWORD" >"$pwfile"
-  chown postgres "$pwfile"
-  runuser -u postgres -- initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --auth-local=trust \\
-    --auth-host=scram-sha-256 >/dev/null
-  rm -f "$pwfile"
-  echo "host all all all scram-sha-256" >>"$PGDATA/pg_hba.conf"
-  runuser -u postgres -- pg_ctl -D "$PGDATA" -o "-c listen_addresses=''" -w start >/dev/null
-  if [ "${POSTGRES_DB:-$POSTGRES_USER}" != postgres ]; then
-    psql -X -q -U "$POSTGRES_USER" -d postgres -c "CREATE DATABASE \\"${POSTGRES_DB:-$POSTGRES_USER}\\""
-  fi
-  runuser -u postgres -- pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-fi
-exec runuser -u postgres -- postgres -D "$PGDATA" -c listen_addresses='*' -c shared_buffers=16MB
-"""
-
-
-def postgres_layer() -> Layer:
-    """Debian's PostgreSQL and the entrypoint above, as the layer above the stand-ins' (built once: 60-90 s). apt runs
-    in an overlay of the stand-in root file system; the layer is what it added (the overlay's upper directory)."""
-    lower = standin_rootfs()
-    key = recipe_key(host_mirror()) + "-postgres-" + hashlib.sha256(
-        "\n".join([*POSTGRES_PACKAGES, *POSTGRES_PRUNE, POSTGRES_ENTRYPOINT]).encode()).hexdigest()[:12]  # fmt: skip
-    done = CACHE_DIR / key
-    if (done / "layer.json").exists():
-        return layer_of(done)
-    with open(CACHE_DIR / f"{key}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if (done / "layer.json").exists():
-            return layer_of(done)
-        build = CACHE_DIR / f"{key}.build"
-        shutil.rmtree(build, ignore_errors=True)
-        upper, work, merged = build / "upper", build / "work", build / "merged"
-        for d in (upper, work, merged):
-            d.mkdir(parents=True)
-        try:
-            subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
-                            f"lowerdir={lower},upperdir={upper},workdir={work}", str(merged)], check=True)  # fmt: skip
-            try:
-                shutil.copy("/etc/resolv.conf", merged / "etc/resolv.conf")
-                # No service starts in the chroot (the package's postinst would start its cluster).
-                (merged / "usr/sbin/policy-rc.d").write_text("#!/bin/sh\nexit 101\n")
-                (merged / "usr/sbin/policy-rc.d").chmod(0o755)
-                chroot = ["chroot", str(merged)]
-                env = {"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-                subprocess.run([*chroot, "apt-get", "-qq", "update"], check=True, env=env, stdout=subprocess.DEVNULL)
-                subprocess.run(
-                    [*chroot, "apt-get", "-qq", "install", "-y", "--no-install-recommends", *POSTGRES_PACKAGES],
-                    check=True, env=env, stdout=subprocess.DEVNULL,
-                )  # fmt: skip
-                entrypoint = merged / "usr/local/bin/postgres-entrypoint"
-                entrypoint.write_text(POSTGRES_ENTRYPOINT)
-                entrypoint.chmod(0o755)
-                for p in POSTGRES_PRUNE:
-                    for found in merged.glob(p):
-                        shutil.rmtree(found) if found.is_dir() and not found.is_symlink() else found.unlink()
-                (merged / "usr/sbin/policy-rc.d").unlink()
-                (merged / "etc/resolv.conf").write_text("")
-            finally:
-                subprocess.run(["umount", str(merged)], check=True)
-            # Whiteouts (character devices: what apt deleted from the layer below) are dropped; those files stay.
-            for path in list(upper.rglob("*")):
-                if path.is_char_device():
-                    path.unlink()
-            write_layer(upper, build)
-            shutil.rmtree(upper)
-            shutil.rmtree(work, ignore_errors=True)
-            merged.rmdir()
-            build.rename(done)
-        finally:
-            shutil.rmtree(build, ignore_errors=True)
-    return layer_of(done)
-
-
-def postgres_image() -> Image:
-    started = time.monotonic()
-    layers = (standin_layer(), postgres_layer())
-    took = time.monotonic() - started
-    path = f"{POSTGRES_BIN}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    return Image({"Cmd": ["/usr/local/bin/postgres-entrypoint"], "Env": [f"PATH={path}"]}, layers,
-                 "Debian's PostgreSQL 15", built_seconds=took if took > 1 else 0.0)  # fmt: skip
+    # As PID 1 it ignores SIGTERM, so `docker stop` (a backup's, a removal's) would wait its 10 s; it keeps nothing
+    # to save, so it stops at once.
+    return Image({"Cmd": cmd, "StopSignal": "SIGKILL"}, (standin_layer(),), what)
 
 
 def _repo(name: str) -> str:

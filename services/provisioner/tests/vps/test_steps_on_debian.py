@@ -9,8 +9,8 @@ when one of them changed what it did, and the table in the terminal summary list
 
 Images (built here: Docker Hub and our registry are unreachable): the AI stack's are real (letsbe_testvps.agent_images:
 the Safety Wrapper and the Secrets Proxy from this workspace on Debian 12's python3.11, OpenClaw from the pinned npm
-release on Node 24, each configured by its Dockerfile's final stage); nginx is Debian's nginx; PostgreSQL is
-Debian's, real; the tools are stand-ins that answer plain HTTP on the tool's own port (letsbe_testvps.images). The
+release on Node 24, each configured by its Dockerfile's final stage), and PostgreSQL (Debian's); nginx is Debian's
+nginx; the tools are stand-ins that answer plain HTTP on the tool's own port (letsbe_testvps.images). The
 agents register with the hub stand-in (tenant_hub.py) on the host end of the VPS's link, and the pipeline waits for
 that registration. Then, from OpenClaw's own network position on the VPS: a model call with the official OpenAI
 client reaches the hub's LLM relay through the Secrets Proxy, a tool call through the Safety Wrapper reaches the
@@ -178,8 +178,8 @@ def plan_of(settings: ProvisionerSettings, server: ServerTarget, key: asyncssh.S
 
 
 def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images.Image]:
-    """Every image the rendered compose files name: the AI stack's real images, stand-ins for the rest (a tool's
-    listens on the tool's own port)."""
+    """Every image the rendered compose files name: the AI stack's real images, a real PostgreSQL, stand-ins for the
+    rest (a tool's listens on the tool's own port)."""
     ports = {st.tool.image: st.tool.container_port for st in plan.stacks}
     ai = {f"{settings.image_registry}/{name}": name for name in AI_IMAGES}
     wanted = {}
@@ -190,6 +190,8 @@ def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images
             wanted[name] = (
                 agent_images.openclaw_image(REPO) if agent == "openclaw" else agent_images.agent_image(REPO, agent)
             )
+        elif repo == "postgres":
+            wanted[name] = agent_images.postgres_image()
         else:
             wanted[name] = images.standin(name, ports.get(name))
     return wanted
