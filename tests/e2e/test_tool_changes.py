@@ -1,7 +1,7 @@
 """Tools added to and removed from a live sandbox tenant, through the hub's API, with the provisioner killed (-9) in
-the middle of the add: each ends with exactly one of each effect (one DNS record created or deleted, the tool's
-compose file and vhost written once or removed once, one final backup), and the hub's tool list changes when each
-job succeeds.
+the middle of the add's stack and of the remove's final backup: each ends with exactly one of each effect (one DNS
+record created or deleted, the tool's compose file and vhost written once or removed once, one final backup), and
+the hub's tool list changes when each job succeeds.
 
 The zone refuses wildcard records, so the tenant has one record per tool subdomain and the DNS phase has work to do.
 What runs for real: the hub's job and API, the DNS service against the Cloudflare fake, the provisioner's rendered
@@ -134,15 +134,30 @@ async def test_a_tool_added_with_the_provisioner_killed_and_another_removed_chan
         ups = [a for a in vps.target.calls("docker") if "compose" in a and "listmonk" in a and "up" in a]
         assert len(ups) >= 1  # `up -d` again after the kill is a no-op for a running stack
 
-        # --- remove ghost: a final backup first, then its stack, vhost and record
+        # --- remove ghost: a final backup first, then its stack, vhost and record; the provisioner is killed while
+        # the final backup dumps ghost's database
+        vps.target.hang("docker", 3.0)
+        dumps_before = len(vps.target.calls("docker", containing="letsbe-ghost-db"))
         r = await client.delete(f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/tools/ghost", headers=plane.headers)
         assert r.status_code == 202, r.text
-        removed = await until_status(plane, client, r.json()["job_id"], "SUCCEEDED")
+        remove_id = r.json()["job_id"]
+
+        async def dumping() -> bool:
+            dumps = vps.target.calls("docker", containing="letsbe-ghost-db")[dumps_before:]
+            return bool(dumps) and (await job_of(plane, client, remove_id))["status"] == "FINAL_BACKUP"
+
+        await eventually(dumping, "ghost's final backup dumping its database", timeout=180, every=0.1)
+        await plane.restart("provisioner")
+        vps.target.hang("docker", 0)
+        removed = await until_status(plane, client, remove_id, "SUCCEEDED")
         assert [h["to_status"] for h in removed["history"]] == [
             "REQUESTED", "FINAL_BACKUP", "STACK", "DNS", "SUCCEEDED",
         ]  # fmt: skip
         backup = vps.path(f"/var/backups/letsbe/final/ghost/{removed['job_id']}")
         assert (backup / ".complete").exists() and (backup / "ghost.mysql.gz").exists()
+        # One final backup: the run after the kill waited for the killed one's script (the server lock) and kept
+        # what it had made, or made it once itself; no half-made copy is left.
+        assert [p.name for p in backup.parent.iterdir()] == [backup.name]
         assert (backup / "stack.tar.gz").exists()
         assert not vps.path("/opt/letsbe/stacks/ghost").exists()
         assert not vps.path("/opt/letsbe/nginx/conf.d/blog.conf").exists()

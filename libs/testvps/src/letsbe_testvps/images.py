@@ -10,7 +10,7 @@ Hub names) and ``image_registry`` (our AI images) settings point the VPS's docke
   step 6 and every ``nginx -t`` / reload really run against the rendered configuration;
 - the tools' images: a plain HTTP listener on the tool's own port (``python3 -m http.server``), so networks,
   published ports, mounts and memory limits are real and a port probe means something, but the application is not;
-  images without a known port (databases, caches) only sleep;
+  images without a known port (databases, caches) only sleep (PostgreSQL has a real image: ``agent_images``);
 - the AI stack (Safety Wrapper, Secrets Proxy, OpenClaw): real images, ``agent_images``.
 """
 
@@ -163,13 +163,15 @@ def standin(name: str, port: int | None = None) -> Image:
     port the application serves on, a plain HTTP listener on it (so that a closed port means unreachable, not
     "nothing there")."""
     if _repo(name).rsplit("/", 1)[-1] == "nginx":
-        cmd, what = ["nginx", "-g", "daemon off;"], "Debian nginx-light"
-    elif port is not None:
+        return Image({"Cmd": ["nginx", "-g", "daemon off;"]}, (standin_layer(),), "Debian nginx-light")
+    if port is not None:
         listen = ["python3", "-m", "http.server", "--bind", "0.0.0.0", str(port)]  # noqa: S104 - in its container
         cmd, what = listen, f"listens on {port}"
     else:
         cmd, what = ["sleep", "infinity"], "sleeps"
-    return Image({"Cmd": cmd}, (standin_layer(),), what)
+    # As PID 1 it ignores SIGTERM, so `docker stop` (a backup's, a removal's) would wait its 10 s; it keeps nothing
+    # to save, so it stops at once.
+    return Image({"Cmd": cmd, "StopSignal": "SIGKILL"}, (standin_layer(),), what)
 
 
 def _repo(name: str) -> str:

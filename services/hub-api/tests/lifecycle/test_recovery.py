@@ -1,5 +1,6 @@
 """Restore, "the VPS is completely lost" and the Hetzner -> Netcup migration, as hub jobs in the sandbox: real
-Postgres, the Hetzner fake over HTTP, a lifecycle worker process killed with SIGKILL in the middle.
+Postgres, the Hetzner fake over HTTP, lifecycle worker processes killed with SIGKILL in the middle (one while the
+restore is under way, the next while the old server is being deleted).
 
 What stands in: the tenant side. The jobs ask the provisioner (provision, backup, restore, verify over SSH) and the
 DNS service (the switch) by ``TenantTaskRequestedV1`` events; here ``TenantSide`` reads those requests from
@@ -50,11 +51,12 @@ class TenantSide:
     def __init__(self, sessions):
         self.sessions = sessions
         self.done: dict[uuid.UUID, TenantTaskRequestedV1] = {}
+        self.held: set[str] = set()  # kinds asked for but not answered yet: still under way on the tenant's side
 
     async def answer(self) -> int:
         n = 0
         for _, req in await staged(self.sessions, TenantTaskRequestedV1):
-            if req.request_id in self.done:
+            if req.request_id in self.done or req.task.kind in self.held:
                 continue
             self.done[req.request_id] = req
             now = datetime.now(UTC)
@@ -215,20 +217,33 @@ async def test_a_worker_killed_mid_job_still_ends_with_one_restore_one_dns_switc
             await s.flush()
             job, _ = await recovery.start_migration(s, proposal.id, actor="test", now=now)
     side = TenantSide(sessions)
-    fake.action_seconds = 3.0  # the old server's deletion runs 3 s: time to kill the worker in it
+    side.held.add("restore")  # the restore is under way on the new server when the first worker is killed
+    fake.action_seconds = 3.0  # the old server's deletion runs 3 s: time to kill the second worker in it
+
+    async def killed_once(what: str, check) -> None:
+        proc = worker_process(database_url, url)
+        try:
+
+            async def reached() -> bool:
+                await side.answer()
+                return await check()
+
+            await eventually(reached, what, timeout=60, every=0.1)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    async def restoring() -> bool:
+        asked = [e.task.kind for _, e in await staged(sessions, TenantTaskRequestedV1)]
+        return "restore" in asked and (await job_of(sessions, job.id)).status == "RESTORING"
+
+    async def deleting() -> bool:
+        return len(fake.deleted) == 1
 
     started = time.monotonic()
-    proc = worker_process(database_url, url)
-    try:
-
-        async def deleting() -> bool:
-            await side.answer()
-            return len(fake.deleted) == 1
-
-        await eventually(deleting, "the worker's delete of the old server", timeout=60, every=0.1)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
+    await killed_once("the restore asked for", restoring)
+    side.held.clear()
+    await killed_once("the worker's delete of the old server", deleting)
     killed = await job_of(sessions, job.id)
     assert killed.status == "RELEASING_OLD" and killed.lease_owner is not None
 
@@ -263,7 +278,7 @@ async def test_a_worker_killed_mid_job_still_ends_with_one_restore_one_dns_switc
     if kind == "migrate":
         assert done.data["downtime_seconds"] is not None and done.data["downtime_seconds"] >= 0
         assert requests[1].kind == "backup" and requests[1].stop_tools and requests[1].server.server_id == lost.id
-    print(f"{kind}: {took:.1f}s in the sandbox, with a worker killed in the old server's deletion")
+    print(f"{kind}: {took:.1f}s in the sandbox, workers killed in the restore and in the old server's deletion")
 
 
 async def test_the_migration_policy_starts_each_proposal_of_the_month_once(sessions, runner):

@@ -6,9 +6,9 @@ Real here: the rendered ``letsbe-backup`` and ``letsbe-restore`` (bash, gzip, fl
 and rclone's real copy to and from an off-site remote (rclone's ``local`` backend: a directory standing in for the
 bucket), which is how a lost server's backup reaches its replacement.
 Not real: Docker. ``docker exec <db container> sh -c …`` runs the same command on this machine with the cluster's
-address in the environment, ``docker stop/start`` of the app only records the call. The Debian 12 test VPS cannot
-do better today: its database images are stand-ins that only sleep (docs/test-vps.md), so it has no database to
-dump or load.
+address in the environment, ``docker stop/start`` of the app only records the call. The same scripts run in Docker
+on the Debian 12 test VPS against a real PostgreSQL container (``lifecycle_jobs`` in
+services/provisioner/tests/vps/test_steps_on_debian.py), without the off-site copy.
 """
 
 from __future__ import annotations

@@ -9,19 +9,26 @@ when one of them changed what it did, and the table in the terminal summary list
 
 Images (built here: Docker Hub and our registry are unreachable): the AI stack's are real (letsbe_testvps.agent_images:
 the Safety Wrapper and the Secrets Proxy from this workspace on Debian 12's python3.11, OpenClaw from the pinned npm
-release on Node 24, each configured by its Dockerfile's final stage); nginx is Debian's nginx; the tools are
-stand-ins that answer plain HTTP on the tool's own port (letsbe_testvps.images). The agents register with the hub
-stand-in (tenant_hub.py) on the host end of the VPS's link, and the pipeline waits for that registration. Then, from
-OpenClaw's own network position on the VPS: a model call with the official OpenAI client reaches the hub's LLM
-relay through the Secrets Proxy, a tool call through the Safety Wrapper reaches the tool, and no tool port, no Docker
-API and not the hub is reachable, while nginx's position reaches the tools (the control).
+release on Node 24, each configured by its Dockerfile's final stage), and PostgreSQL (Debian's); nginx is Debian's
+nginx; the tools are stand-ins that answer plain HTTP on the tool's own port (letsbe_testvps.images). The
+agents register with the hub stand-in (tenant_hub.py) on the host end of the VPS's link, and the pipeline waits for
+that registration. Then, from OpenClaw's own network position on the VPS: a model call with the official OpenAI
+client reaches the hub's LLM relay through the Secrets Proxy, a tool call through the Safety Wrapper reaches the
+tool, and no tool port, no Docker API and not the hub is reachable, while nginx's position reaches the tools (the
+control).
+
+Then the provisioner's parts of the hub's lifecycle jobs run on the live tenant, requested over NATS from the
+provisioner as a process, killed (-9) once while ``letsbe-restore`` runs (``lifecycle_jobs``): a migration's
+backup, a restore of calcom's PostgreSQL database (rows written before the backup are back after the restore into an
+empty database), a decommission's final backup and the stopping of the agents.
 
 What still does not run here: the tools' own applications and their setup scripts (step 9 with ``apps_setup``;
-their images cannot be pulled), the import of the tools' secrets into the Safety Wrapper's store (step 10, same
-setting), the real hub (a stand-in of its tenant API and an OpenAI-compatible fake as its relay), OpenClaw's own
-agent turn (run against loopback stand-ins in ``rendering/test_openclaw.py``), the wildcard certificate and an
-off-site backup. OpenClaw's gateway must be healthy in its rendered container (it was OOM-killed at the seed's
-384 MB; the catalog now gives it what the pinned release was measured to need).
+their images cannot be pulled: a restore proves the tool's database, not that its app reads it), the import of the
+tools' secrets into the Safety Wrapper's store (step 10, same setting), the real hub (a stand-in of its tenant API
+and an OpenAI-compatible fake as its relay), OpenClaw's own agent turn (run against loopback stand-ins in
+``rendering/test_openclaw.py``), the wildcard certificate and an off-site backup. OpenClaw's gateway must be healthy
+in its rendered container (it was OOM-killed at the seed's 384 MB; the catalog now gives it what the pinned release
+was measured to need).
 """
 
 from __future__ import annotations
@@ -52,7 +59,16 @@ from letsbe_contracts import (
     ServerTarget,
     Tier,
 )
+from letsbe_contracts.events import (
+    DecommissionTask,
+    ServerOperation,
+    TenantTaskReportedV1,
+    TenantTaskRequestedV1,
+)
 from letsbe_fakes import LoopbackServer
+from letsbe_platform.bus import Bus
+from letsbe_platform.testing import eventually as async_eventually
+from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubClient
@@ -60,7 +76,15 @@ from letsbe_provisioner.jobs.models import Job, JobStep
 from letsbe_provisioner.jobs.secrets import SecretBox, ensure_secrets
 from letsbe_provisioner.jobs.service import Pipeline, plan_settings
 from letsbe_provisioner.jobs.tools import final_backup_dir
-from letsbe_provisioner.rendering.plan import AGENTS, AI_IMAGES, Plan, Settings, generate_secrets
+from letsbe_provisioner.rendering.plan import (
+    AGENTS,
+    AI_IMAGES,
+    BACKUP_LOCK,
+    STATE_DIR,
+    Plan,
+    Settings,
+    generate_secrets,
+)
 from letsbe_provisioner.steps import STEPS
 from letsbe_testvps import agent_images, images
 from letsbe_testvps.vps import Vps
@@ -72,7 +96,9 @@ REPO = Path(__file__).resolve().parents[4]
 
 pytestmark = [pytest.mark.vps, pytest.mark.timeout(1200)]
 
-TOOLS = ("uptime_kuma",)  # a stack without a database: a stand-in cannot pass a database's healthcheck
+# A stack without a database, and one with PostgreSQL (a real one: letsbe_testvps.images) whose data the lifecycle
+# section backs up and restores.
+TOOLS = ("uptime_kuma", "calcom")
 
 
 def vps_settings_env(vps: Vps) -> dict[str, str]:
@@ -152,8 +178,8 @@ def plan_of(settings: ProvisionerSettings, server: ServerTarget, key: asyncssh.S
 
 
 def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images.Image]:
-    """Every image the rendered compose files name: the AI stack's real images, stand-ins for the rest (a tool's
-    listens on the tool's own port)."""
+    """Every image the rendered compose files name: the AI stack's real images, a real PostgreSQL, stand-ins for the
+    rest (a tool's listens on the tool's own port)."""
     ports = {st.tool.image: st.tool.container_port for st in plan.stacks}
     ai = {f"{settings.image_registry}/{name}": name for name in AI_IMAGES}
     wanted = {}
@@ -164,6 +190,8 @@ def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images
             wanted[name] = (
                 agent_images.openclaw_image(REPO) if agent == "openclaw" else agent_images.agent_image(REPO, agent)
             )
+        elif repo == "postgres":
+            wanted[name] = agent_images.postgres_image()
         else:
             wanted[name] = images.standin(name, ports.get(name))
     return wanted
@@ -296,8 +324,13 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     sessions: Any,
     engine: Any,
     hub: Any,
+    bus: Bus,
+    processes: list[ServiceProcess],
+    provisioner_env: dict[str, str],
 ) -> None:
     assert settings.secrets_key is not None
+    # The provisioner as a process for the lifecycle jobs at the end, started now: it is ready by then.
+    first = provisioner_process(provisioner_env, processes)
     event = DnsReadyV1(
         order=OrderSpec(
             order_id=uuid.uuid4(), domain="tenant.example.com", tier=Tier.LITE, region=Region.EU, tools=TOOLS,
@@ -405,7 +438,7 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
     # end-to-end test, tests/e2e/test_tool_changes.py, runs the whole job with the hub and the DNS service.)
     tool = TOOLS[0]
     st = plan.stack(tool)
-    without = Plan(event.order.model_copy(update={"tools": ()}), plan.settings, secrets)
+    without = Plan(event.order.model_copy(update={"tools": TOOLS[1:]}), plan.settings, secrets)
     backup = final_backup_dir(tool, uuid.uuid4())
     started = time.monotonic()
     conn = await ssh.connect(as_user, testvps_key, timeout=10)
@@ -439,3 +472,124 @@ async def test_the_ten_steps_run_for_real_on_debian_12(
         conn.close()
     testvps_report.append(("a tool removed (with its final backup) and added back on the test VPS",
                            f"{time.monotonic() - started:.0f}s"))  # fmt: skip
+
+    started = time.monotonic()
+    took = await lifecycle_jobs(test_vps, plan, event, job.tenant_id, engine, bus, first, processes, provisioner_env)
+    testvps_report.append(("a migration's backup, a restore and a decommission's tasks on the test VPS, the "
+                           "provisioner killed mid-restore", f"{time.monotonic() - started:.0f}s: {took}"))  # fmt: skip
+
+
+def psql(vps: Vps, container: str, sql: str) -> str:
+    """``sql`` in the tool's database in its container, as its superuser (the credentials the container has)."""
+    script = 'psql -X -At -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d "$POSTGRES_DB" -c "$0"'
+    return docker(vps, "exec", container, "sh", "-c", script, sql).strip()
+
+
+def provisioner_process(provisioner_env: dict[str, str], processes: list[ServiceProcess]) -> ServiceProcess:
+    env = {**provisioner_env, "LETSBE_PROVISIONER_ACK_WAIT_SECONDS": "3"}  # a killed worker's request comes back soon
+    proc = ServiceProcess("letsbe_provisioner", env, port_env="LETSBE_PROVISIONER_PORT").start()
+    processes.append(proc)
+    return proc
+
+
+async def lifecycle_jobs(
+    vps: Vps, plan: Plan, event: DnsReadyV1, tenant_id: uuid.UUID, engine: Any, bus: Bus, first: ServiceProcess,
+    processes: list[ServiceProcess], provisioner_env: dict[str, str],
+) -> str:  # fmt: skip
+    """The provisioner's parts of the hub's lifecycle jobs on the live tenant, requested over NATS from the
+    provisioner as a process (the hub's jobs themselves run in the sandbox, tests/e2e/test_decommission.py and
+    the hub's lifecycle tests): a migration's consistent backup (the apps stopped, their databases dumped), a restore
+    of calcom's database with the provisioner killed (-9) while ``letsbe-restore`` runs on the server, then a
+    decommission's final backup and the stopping of the agents. Rows written into calcom's real PostgreSQL before the
+    backup are there after the restore into an empty database (a new server's), and each effect happens once: one
+    backup set, one restore (its id in the restore log once), one final backup, one report of each. Returns how long
+    each part took."""
+    took: list[str] = []
+    lap = time.monotonic()
+
+    def timed(what: str) -> None:
+        nonlocal lap
+        took.append(f"{what} {time.monotonic() - lap:.0f}s")
+        lap = time.monotonic()
+
+    async def reports(cls: type, key: str, value: uuid.UUID) -> list[Any]:
+        return [e for _, e in await staged_events(engine) if isinstance(e, cls) and getattr(e, key) == value]
+
+    async def ask(task: Any) -> TenantTaskRequestedV1:
+        request = TenantTaskRequestedV1(request_id=uuid.uuid4(), job_id=uuid.uuid4(), tenant_id=tenant_id, attempt=1,
+                                        task=task)  # fmt: skip
+        await bus.publish(request, correlation_id=str(tenant_id))
+        return request
+
+    async def operation(kind: str, **kw: Any) -> TenantTaskRequestedV1:
+        return await ask(ServerOperation(kind=kind, order=event.order, server=event.server, **kw))
+
+    async def reported(request: TenantTaskRequestedV1, timeout: float = 120) -> TenantTaskReportedV1:
+        async def done() -> list[Any]:
+            return await reports(TenantTaskReportedV1, "request_id", request.request_id)
+
+        await async_eventually(done, f"the {request.task.kind} reported", timeout=timeout, every=0.3)
+        [report] = await done()
+        assert report.status == "SUCCEEDED", report.detail
+        return report
+
+    async def task(kind: str) -> TenantTaskReportedV1:
+        return await reported(await ask(DecommissionTask(kind=kind)))
+
+    def running(container: str) -> bool:
+        return docker(vps, "inspect", "-f", "{{.State.Running}}", container).strip() == "true"
+
+    calcom = plan.stack("calcom").container
+    db = f"{calcom}-db"
+    psql(vps, db, "CREATE TABLE bookings (id int PRIMARY KEY, guest text); "
+                  "INSERT INTO bookings VALUES (1, 'ada'), (2, 'grace')")  # fmt: skip
+    await first.wait_ready()
+    timed("waiting for the provisioner process")
+
+    # A migration's backup of the source: the apps stop for good, their databases stay up for the dump.
+    backup = await reported(await operation("backup", stop_tools=True))
+    day = backup.detail
+    assert not running(calcom) and running(db) and running("letsbe-nginx")
+    sets = vps.nsenter("ls", f"/var/backups/letsbe/daily/{day}").stdout.split()
+    assert "calcom.postgres.gz" in sets, sets
+    timed("backup")
+
+    # The new server's database: created empty by the image's first start (as there, the same name and user).
+    docker(vps, "exec", db, "sh", "-c", 'psql -X -q -v ON_ERROR_STOP=1 -U "$POSTGRES_USER" -d postgres '
+           '-c "DROP DATABASE \\"$POSTGRES_DB\\" WITH (FORCE)" -c "CREATE DATABASE \\"$POSTGRES_DB\\""')  # fmt: skip
+    assert psql(vps, db, "SELECT count(*) FROM pg_tables WHERE tablename = 'bookings'") == "0"
+
+    # The restore waits for the backup lock, held here: the provisioner is killed while letsbe-restore runs.
+    release = f"{STATE_DIR}/test-release-backup-lock"
+    holder = subprocess.Popen(["nsenter", "-t", str(vps.leader_pid), "-a", "flock", BACKUP_LOCK, "sh", "-c",
+                               f"until [ -e {release} ]; do sleep 0.1; done; rm -f {release}"])  # fmt: skip
+    try:
+        restore = await operation("restore", backup_set=day, tool="calcom")
+        eventually(lambda: vps.nsenter("pgrep", "-f", "letsbe-restore", check=False).returncode == 0,
+                   "letsbe-restore running on the server", timeout=60, every=0.2)  # fmt: skip
+        # The next worker joins first (the request stays with the first one until it dies), then the first is killed.
+        await provisioner_process(provisioner_env, processes).wait_ready()
+        assert vps.nsenter("pgrep", "-f", "letsbe-restore", check=False).returncode == 0, "the restore ended early"
+        first.kill()
+    finally:
+        vps.nsenter("touch", release)
+        holder.wait(timeout=30)
+    await reported(restore)
+    assert psql(vps, db, "SELECT guest FROM bookings ORDER BY id").split() == ["ada", "grace"]
+    log = vps.nsenter("cat", f"{STATE_DIR}/restore/restores.log").stdout.splitlines()
+    assert [line.split()[0] for line in log] == [restore.request_id.hex], log
+    eventually(lambda: running(calcom), "calcom's app started again after its database was loaded", timeout=30)
+    timed("restore with the kill")
+
+    # A decommission: one final backup of the tools' data, then the agents stop; the tools stay (the export window).
+    final = await task("final-backup")
+    assert final.result and final.result["databases"]["calcom"]["status"] == "success", final.result
+    finals = vps.nsenter("find", "/var/backups/letsbe/final", "-name", "calcom.postgres.gz").stdout.split()
+    assert len(finals) == 1, finals
+    timed("final backup")
+    stopped = await task("stop-agents")
+    assert stopped.result == {"stopped": list(AI_IMAGES)}
+    assert not any(running(f"letsbe-{name}") for name in AI_IMAGES)
+    assert running(db) and running("letsbe-nginx")
+    timed("stopping the agents")
+    return ", ".join(took)

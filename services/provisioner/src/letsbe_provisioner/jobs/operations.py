@@ -50,8 +50,9 @@ class Operations:
             script = f'ROOT={root}\nexec "$ROOT{RESTORE_SCRIPT}" {shlex.join(args)}\n'
         elif op.kind == "backup":
             # Consistent: the tools' apps stop first (their databases keep running for the dump) and stay stopped,
-            # since the tenant moves on from here; the set's name is the day letsbe-backup writes.
-            stop = "docker ps -q --filter label=biz.letsbe.managed=true | xargs -r docker stop >/dev/null\n"
+            # since the tenant moves on from here; the set's name is the day letsbe-backup writes. Only an app has a
+            # subdomain label: databases, caches, nginx and the agents carry the managed label too.
+            stop = "docker ps -q --filter label=biz.letsbe.subdomain | xargs -r docker stop >/dev/null\n"
             script = (
                 f"set -euo pipefail\nROOT={root}\n" + (stop if op.stop_tools else "")
                 + '"$ROOT/usr/local/sbin/letsbe-backup"\necho "backup set $(date -u +%F)"\n'
