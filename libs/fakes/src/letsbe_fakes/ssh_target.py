@@ -126,6 +126,7 @@ class SshTarget:
         self._error: BaseException | None = None
         self.sessions = 0  # commands run, for tests that count round trips
         self.command_seconds = 0.0  # wall time the commands ran (the benchmark tells their work from waiting)
+        self.command_spans: list[tuple[float, float]] = []  # each command's start and end, wall clock (the same)
         # Called (in the server's thread) as each command ends: whoever watches what commands did looks now.
         self.on_command_end: Callable[[], None] | None = None
 
@@ -344,7 +345,7 @@ class SshTarget:
 
     async def _session(self, process: asyncssh.SSHServerProcess) -> None:
         self.sessions += 1
-        started = time.monotonic()
+        started, started_at = time.monotonic(), time.time()
         proc = await asyncio.create_subprocess_exec(
             "bash",
             "-c",
@@ -395,5 +396,6 @@ class SshTarget:
             for t in (feeder, outputs, hangup):
                 t.cancel()
             self.command_seconds += time.monotonic() - started
+            self.command_spans.append((started_at, time.time()))
             if self.on_command_end is not None:
                 self.on_command_end()

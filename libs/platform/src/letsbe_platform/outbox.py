@@ -16,7 +16,7 @@ import uuid
 from typing import Any
 
 import asyncpg
-from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, String, Table, func, text
+from sqlalchemy import BigInteger, Column, DateTime, Identity, Index, MetaData, String, Table, func, select, text
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -72,15 +72,21 @@ async def add_event(
     stages the same event once.
     """
     env = event.envelope(correlation_id=correlation_id, event_id=event_id)
-    stmt = (
-        insert(table)
-        .values(event_id=env.id, subject=event.SUBJECT, envelope=env.model_dump(mode="json"))
-        .on_conflict_do_nothing(index_elements=["event_id"])
-    )
-    await session.execute(stmt)
-    # Delivered by Postgres at commit, so the relay wakes exactly when there is something to send.
-    await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": notify_channel(table.schema or "public")})
+    row = {"event_id": env.id, "subject": event.SUBJECT, "envelope": env.model_dump(mode="json")}
+    await stage(session, table, [row])
     return env.id
+
+
+async def stage(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert outbox ``rows`` (event_id, subject, envelope; an id staged before is skipped) and wake the relay, in
+    one statement: an event on an order's path costs one round trip, not two."""
+    staged = (
+        insert(table).values(rows).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.seq)
+    ).cte("staged")
+    # The NOTIFY is delivered by Postgres at commit, so the relay wakes exactly when there is something to send. A
+    # data-modifying WITH runs whether or not the SELECT reads it.
+    channel = notify_channel(table.schema or "public")
+    await session.execute(select(func.pg_notify(channel, "")).add_cte(staged))
 
 
 async def claim(session: AsyncSession, table: Table, consumer: str, event_id: uuid.UUID) -> bool:

@@ -200,9 +200,9 @@ async def test_a_customers_existing_mx_is_kept_next_to_ours(app, bus, events, cl
                 "chain": [{"code": 9005, "message": "Content for A record must be a valid IPv4 address."}],
             },
             "1004: DNS Validation Error (9005: Content for A record must be a valid IPv4 address.)",
-            2,  # the wildcard, refused, then the per-tool fallback's first record: neither retried
+            2,  # the wildcard (refused) and the domain's own A record, written at the same time: neither retried
         ),
-        ({"status": 403, "code": 10000, "message": "Authentication error"}, "10000: Authentication error", 1),
+        ({"status": 403, "code": 10000, "message": "Authentication error"}, "10000: Authentication error", 2),
     ],
 )
 async def test_cloudflare_errors_surface_verbatim_in_order_failed(
@@ -218,7 +218,8 @@ async def test_cloudflare_errors_surface_verbatim_in_order_failed(
     assert payload.reason == message
     assert payload.retryable is False
     assert not events.of("dns-ready")
-    assert cloudflare.fake.count("POST", "/dns_records") == posts
+    # At most one POST per record (the first failure stops the other): an error Cloudflare answers again is not retried.
+    assert 1 <= cloudflare.fake.count("POST", "/dns_records") <= posts
 
 
 async def test_an_unknown_zone_fails_the_order_with_a_clear_reason(app, bus, events, kit):

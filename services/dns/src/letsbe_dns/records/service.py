@@ -9,10 +9,12 @@ a Postgres advisory lock, so duplicate events handled at the same time cannot bo
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,10 +31,23 @@ from letsbe_platform.logging import get_logger
 log = get_logger(__name__)
 
 Heartbeat = Callable[[], Awaitable[None]]
+T = TypeVar("T")
 
 
 async def _no_heartbeat() -> None:
     return None
+
+
+async def concurrently(*jobs: Awaitable[T]) -> list[T]:
+    """Await ``jobs`` at the same time; the first failure cancels the others and is raised as it is."""
+    tasks = [asyncio.ensure_future(job) for job in jobs]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def ownership_comment(tenant_id: uuid.UUID) -> str:
@@ -98,26 +113,36 @@ class RecordsService:
         async with self.domain_lock(order.domain):
             zone = await self.provider.find_zone(order.domain, order.cloudflare_zone_id)
             desired = plan(order, server, self.catalog, wildcard=True)
-            applied: list[Applied] = []
-            wildcard_refused = False
-            for d in [d for d in desired if d.purpose == WILDCARD]:
-                try:
-                    applied.append(await self.upsert(zone, d, tenant_id, order.domain))
-                except CloudflareError as exc:
-                    if not exc.validation:
-                        raise
-                    # The zone (or its plan) refuses wildcard records: one record per tool subdomain instead.
-                    log.info("wildcard refused; using per-tool records", domain=order.domain, error=exc.message)
-                    wildcard_refused = True
-                    applied = []
-                    desired = plan(order, server, self.catalog, wildcard=False)
-                    break
-            done = {(a.desired.type, a.desired.name, a.desired.content) for a in applied}
-            for d in desired:
-                if d.purpose == WILDCARD or (d.type, d.name, d.content) in done:
-                    continue
-                applied.append(await self.upsert(zone, d, tenant_id, order.domain))
-                await heartbeat()
+
+            async def wildcards() -> list[Applied] | None:
+                """The wildcard records, or None when the zone refuses them."""
+                out = []
+                for d in [d for d in desired if d.purpose == WILDCARD]:
+                    try:
+                        out.append(await self.upsert(zone, d, tenant_id, order.domain))
+                    except CloudflareError as exc:
+                        if not exc.validation:
+                            raise
+                        # The zone (or its plan) refuses wildcard records: one record per tool subdomain instead.
+                        log.info("wildcard refused; using per-tool records", domain=order.domain, error=exc.message)
+                        return None
+                return out
+
+            others = [d for d in desired if d.purpose != WILDCARD]
+            wild, applied = await concurrently(
+                wildcards(), self.upsert_all(zone, others, tenant_id, order.domain, heartbeat)
+            )
+            wildcard_refused = wild is None
+            if wild is None:
+                done = {(d.type, d.name, d.content) for d in others}
+                per_tool = [
+                    d
+                    for d in plan(order, server, self.catalog, wildcard=False)
+                    if (d.type, d.name, d.content) not in done
+                ]
+                applied += await self.upsert_all(zone, per_tool, tenant_id, order.domain, heartbeat)
+            else:
+                applied = wild + applied
             log.info(
                 "records in place",
                 domain=order.domain,
@@ -141,13 +166,29 @@ class RecordsService:
         )
         async with self.domain_lock(order.domain):
             zone = await self.provider.find_zone(order.domain, order.cloudflare_zone_id)
-            applied = []
-            for d in desired:
-                applied.append(await self.upsert(zone, d, event.tenant_id, order.domain))
-                await heartbeat()
+            applied = await self.upsert_all(zone, desired, event.tenant_id, order.domain, heartbeat)
             await self.verifier.wait_visible(zone, [a.expected() for a in applied], heartbeat=heartbeat)
         log.info("mail records in place", domain=order.domain, records=len(applied))
         return applied
+
+    async def upsert_all(
+        self, zone: Zone, desired: list[DesiredRecord], tenant_id: uuid.UUID, domain: str, heartbeat: Heartbeat
+    ) -> list[Applied]:
+        """Upsert ``desired`` (in its order): the records of one name and type one after another (they may share a
+        slot), the others at the same time: each is a few Cloudflare round trips, and an order waits for them all."""
+        groups: dict[tuple[str, str], list[DesiredRecord]] = {}
+        for d in desired:
+            groups.setdefault((d.type, d.name), []).append(d)
+
+        async def one_by_one(group: list[DesiredRecord]) -> list[Applied]:
+            out = []
+            for d in group:
+                out.append(await self.upsert(zone, d, tenant_id, domain))
+                await heartbeat()
+            return out
+
+        applied = {id(a.desired): a for done in await concurrently(*map(one_by_one, groups.values())) for a in done}
+        return [applied[id(d)] for d in desired]
 
     async def upsert(self, zone: Zone, d: DesiredRecord, tenant_id: uuid.UUID, domain: str) -> Applied:
         spec = RecordSpec(

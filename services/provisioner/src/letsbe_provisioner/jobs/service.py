@@ -29,11 +29,11 @@ from typing import Any, Literal, TypeVar
 
 import asyncssh
 from prometheus_client import Counter, Histogram
-from sqlalchemy import select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import (
+    AgentKind,
     DnsReadyV1,
     FailureStage,
     OrderFailedV1,
@@ -51,10 +51,10 @@ from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import LATENCY_BUCKETS
-from letsbe_platform.outbox import add_event, notify_channel
+from letsbe_platform.outbox import add_event, stage
 from letsbe_platform.waiting import Backoff, Wakeups, poll_until
 from letsbe_provisioner.config import ProvisionerSettings
-from letsbe_provisioner.db import SCHEMA, outbox
+from letsbe_provisioner.db import outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.hub import HubClient, HubError
 from letsbe_provisioner.jobs.models import JOB, STEP, Job, JobStatus, JobStep
@@ -162,13 +162,17 @@ class Pipeline:
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.running: dict[uuid.UUID, asyncio.Task[None]] = {}
         self.registrations = Wakeups()  # by tenant id: the jobs waiting for their Safety Wrapper to register
+        self.registered: set[uuid.UUID] = set()  # tenants of those jobs whose Safety Wrapper's registration we heard
         self.static_secrets = [s.get_secret_value() for s in (settings.hub_token,) if s is not None]
         self.unreleased: set[uuid.UUID] = set()  # jobs whose run ended without releasing its lease
 
     # --- entry point ----------------------------------------------------------------------------------------------
 
     def on_agent_registered(self, event: TenantAgentRegisteredV1) -> None:
-        """A notification (core NATS, may be lost): the job waiting for this tenant checks the hub now."""
+        """A notification (core NATS, may be lost): the job waiting for this tenant checks again now. The hub sends
+        it after committing the registration, so for the Safety Wrapper it is the answer itself (no hub call)."""
+        if event.agent == AgentKind.SAFETY_WRAPPER and self.registrations.waiting(event.tenant_id):
+            self.registered.add(event.tenant_id)
         self.registrations.notify(event.tenant_id)
 
     async def on_dns_ready(self, event: DnsReadyV1, delivery: Delivery | None = None) -> None:
@@ -293,7 +297,7 @@ class Pipeline:
             await run.execute()
         finally:
             renew.cancel()
-            await run.close()
+            await run.finish()
             try:
                 async with unit_of_work(self.sessions) as session:
                     await session.execute(
@@ -405,13 +409,33 @@ class JobRun:
         self.plan = build_plan(self.settings, pipeline.client_key, order, server, secrets)
         self.conn: asyncssh.SSHClientConnection | None = None
         self.conn_user: str | None = None
+        # The next connection's handshake, started before the commits that precede its step (see _connect_ahead).
+        self.connecting: tuple[str, asyncio.Task[asyncssh.SSHClientConnection]] | None = None
+        # Hub answers a step needs, asked for while the step before it runs (see _ask_ahead).
+        self.ahead: dict[int, asyncio.Task[Any]] = {}
 
     async def close(self) -> None:
+        if self.connecting is not None:
+            _, task = self.connecting
+            self.connecting = None
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                conn = await task
+                conn.close()
         if self.conn is not None:
             self.conn.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.conn.wait_closed(), 5)
             self.conn = None
+
+    async def finish(self) -> None:
+        """Close the connection; drop the answers asked for ahead that no step used."""
+        for task in self.ahead.values():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
+        self.ahead.clear()
+        await self.close()
 
     async def execute(self) -> None:
         for step in self.steps:
@@ -427,6 +451,8 @@ class JobRun:
         attempts = self.settings.step_attempts
         backoff = self.settings.retry_backoff_seconds or (1.0,)
         for i in range(attempts):
+            self._connect_ahead(step.number)
+            self._ask_ahead(step.number + 1)
             attempt = await self._mark_running(step)
             sink = LogSink(self, step.number)
             started = time.perf_counter()
@@ -437,15 +463,8 @@ class JobRun:
                     await self._offsite()
                 script = self.plan.step_script(step.number, tokens, llm_key)
                 target = ssh.step_target(self.server, step.number, self.plan.settings.ssh_user)
-                if self.conn is not None and self.conn_user != target.ssh_user:
-                    await self.close()  # root until the SSH hardening, the provisioning user after it
-                if self.conn is None:
-                    self.conn = await ssh.connect(
-                        target, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds
-                    )
-                    self.conn_user = target.ssh_user
                 exit_code = await ssh.run_script(
-                    self.conn,
+                    await self._connection(step.number),
                     script,
                     root=self.plan.settings.root,
                     user=target.ssh_user,
@@ -453,6 +472,7 @@ class JobRun:
                     timeout=self.settings.step_timeout_seconds,
                 )
                 if exit_code == 0:
+                    self._connect_ahead(step.number + 1)
                     await self._mark_done(step, sink, attempt)
                     STEP_SECONDS.labels(step.name, "ok").observe(time.perf_counter() - started)
                     return True
@@ -481,9 +501,53 @@ class JobRun:
             await asyncio.sleep(delay)
         return False  # pragma: no cover - the loop always returns
 
+    def _connect_ahead(self, number: int) -> None:
+        """Start the SSH handshake for step ``number`` now, so that it overlaps the commits before the step runs,
+        unless the open connection (or the one being opened) already logs in as that step's user."""
+        if number > len(self.steps):
+            return
+        target = ssh.step_target(self.server, number, self.plan.settings.ssh_user)
+        if self.conn is not None and self.conn_user == target.ssh_user:
+            return
+        if self.connecting is not None and self.connecting[0] == target.ssh_user:
+            return
+        connect = ssh.connect(target, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds)
+        self.connecting = (target.ssh_user, asyncio.create_task(connect))
+
+    async def _connection(self, number: int) -> asyncssh.SSHClientConnection:
+        """The connection step ``number`` runs on: root until the SSH hardening, the provisioning user after it."""
+        target = ssh.step_target(self.server, number, self.plan.settings.ssh_user)
+        if self.conn is not None and self.conn_user == target.ssh_user:
+            return self.conn
+        self._connect_ahead(number)
+        assert self.connecting is not None
+        user, task = self.connecting
+        self.connecting = None
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+        self.conn, self.conn_user = await task, user
+        return self.conn
+
+    def _ask_ahead(self, number: int) -> None:
+        """While a step runs, ask the hub for what the next one renders: step 8's off-site target (the same each
+        time) and step 10's registration tokens (an unused one just expires). Step 10's LLM key is not asked ahead:
+        a new key retires the tenant's previous one, so it is issued only when step 10 runs."""
+        if number in self.ahead or not any(s.number == number and s.status != StepStatus.SUCCEEDED for s in self.steps):
+            return
+        if number == 8:
+            self.ahead[number] = asyncio.create_task(self.p.hub.backup_target(self.tenant_id))
+        elif number == 10:
+            self.ahead[number] = asyncio.create_task(self._tokens())
+
+    async def _asked(self, number: int, ask: Callable[[], Awaitable[K]]) -> K:
+        """The answer asked for ahead for step ``number`` (once: a retry asks again), or ``ask()`` now."""
+        task = self.ahead.pop(number, None)
+        return await task if task is not None else await ask()
+
     async def _offsite(self) -> None:
         """Step 8 renders the tenant's off-site backup target, which the hub issues (once per tenant)."""
-        target = await self.p.hub.backup_target(self.tenant_id)
+        target = await self._asked(8, lambda: self.p.hub.backup_target(self.tenant_id))
         if target is not None:
             self.redact.add(target.secret_access_key, target.crypt_password, target.crypt_salt)
         self.plan.offsite = target
@@ -492,7 +556,7 @@ class JobRun:
         """What the hub issues for step 10: fresh one-time registration tokens for the agents (a re-run asks again;
         unused ones just expire), then the tenant's LLM relay key (a re-run gets a new one; the previous one ends
         after the hub's grace period, by when the re-rendered Secrets Proxy has replaced it)."""
-        tokens = await self._tokens()
+        tokens = await self._asked(10, self._tokens)
         key = (await self.p.hub.llm_key(self.tenant_id)).key
         self.redact.add(key)
         return tokens, key
@@ -515,20 +579,16 @@ class JobRun:
 
     async def _mark_running(self, step: JobStep) -> int:
         async with unit_of_work(self.p.sessions) as session:
-            row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
-            assert row is not None
-            fresh = {"attempt": row.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
-            row = await self._move_step(session, row, StepStatus.RUNNING, error=None, **fresh)
+            fresh = {"attempt": JobStep.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
+            row = await self._move_step(session, step, StepStatus.RUNNING, error=None, **fresh)
             step.status, step.attempt = row.status, row.attempt
             return row.attempt
 
     async def _mark_done(self, step: JobStep, sink: LogSink, attempt: int) -> None:
         async with sink.lock, unit_of_work(self.p.sessions) as session:
-            await sink.flush_in(session)  # the step's last lines precede its SUCCEEDED event
-            row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
-            assert row is not None
+            await sink.flush_in(session, tail=False)  # the step's last lines precede its SUCCEEDED event
             row = await self._move_step(
-                session, row, StepStatus.SUCCEEDED, exit_code=0, finished_at=_now(), output_tail=sink.tail_text()
+                session, step, StepStatus.SUCCEEDED, exit_code=0, finished_at=_now(), output_tail=sink.tail_text()
             )
             step.status = row.status
 
@@ -536,7 +596,7 @@ class JobRun:
         self, step: JobStep, sink: LogSink, attempt: int, exit_code: int | None, error: str, *, retryable: bool
     ) -> None:
         async with sink.lock, unit_of_work(self.p.sessions) as session:
-            await sink.flush_in(session)
+            await sink.flush_in(session, tail=False)
             row = await session.get(JobStep, (self.job_id, step.number), with_for_update=True)
             job = await session.get(Job, self.job_id, with_for_update=True)
             assert row is not None and job is not None
@@ -547,9 +607,11 @@ class JobRun:
             )
             step.status = row.status
 
-    async def _move_step(self, session: AsyncSession, row: JobStep, to: StepStatus, **values: Any) -> JobStep:
-        """The step's next state, and its provisioning-step event in the same transaction."""
-        row = await state.move(session, STEP, row, to, actor=self.p.owner, **values)
+    async def _move_step(self, session: AsyncSession, step: JobStep, to: StepStatus, **values: Any) -> JobStep:
+        """The step's next state, from the one this run last gave it (the UPDATE checks it: the lease makes us its
+        only writer), and its provisioning-step event in the same transaction."""
+        ident = (self.job_id, step.number)
+        row = await state.transition(session, STEP, ident, step.status, to, actor=self.p.owner, **values)
         await self._step_event(session, row)
         return row
 
@@ -583,16 +645,18 @@ class JobRun:
                 job = await state.move(session, JOB, job, to, actor=self.p.owner, steps_done_at=_now())
             deadline = (job.steps_done_at or _now()) + timedelta(seconds=self.settings.registration_timeout_seconds)
         last_error = ""
+        stored = False
 
         async def registered() -> bool:
-            nonlocal last_error
+            nonlocal last_error, stored
             try:
+                if not stored:  # while the agents start; before provisioned: the welcome email links to these
+                    await self.p.hub.put_credentials(self.tenant_id, self.plan.credentials())
+                    stored = True
+                if self.tenant_id in self.p.registered:
+                    return True
                 tenant = await self.p.hub.tenant(self.tenant_id)
-                if tenant is None or not tenant.registered("safety-wrapper"):
-                    return False
-                # Before provisioned: the welcome email (sent on it) links to these.
-                await self.p.hub.put_credentials(self.tenant_id, self.plan.credentials())
-                return True
+                return tenant is not None and tenant.registered(AgentKind.SAFETY_WRAPPER)
             except HubError as exc:
                 log.warning("hub poll failed", job_id=str(self.job_id), error=str(exc))
                 if not exc.transient:
@@ -601,12 +665,15 @@ class JobRun:
 
         # The hub's agent-registered event wakes this wait at once; the poll is the fallback for a lost one.
         with self.p.registrations.expect(self.tenant_id) as wake:
-            done = await poll_until(
-                registered,
-                timeout=max(0.0, (deadline - _now()).total_seconds()),
-                backoff=Backoff.constant(self.settings.registration_poll_seconds),
-                wake=wake,
-            )
+            try:
+                done = await poll_until(
+                    registered,
+                    timeout=max(0.0, (deadline - _now()).total_seconds()),
+                    backoff=Backoff.constant(self.settings.registration_poll_seconds),
+                    wake=wake,
+                )
+            finally:
+                self.p.registered.discard(self.tenant_id)
         if not done:
             step = self.steps[-1]
             sink = LogSink(self, step.number)
@@ -705,7 +772,8 @@ class LogSink:
             except Exception as exc:  # lines stay pending; the step's final flush tries again
                 log.warning("log flush failed", job_id=str(self.run.job_id), error=repr(exc))
 
-    async def flush_in(self, session: AsyncSession) -> None:
+    async def flush_in(self, session: AsyncSession, *, tail: bool = True) -> None:
+        """Stage the pending lines; ``tail``: and the step's output tail (unless the caller's update sets it)."""
         if not self.pending:
             return
         lines, self.pending = self.pending, []
@@ -733,14 +801,13 @@ class LogSink:
                 )  # type: ignore[arg-type]
                 env = ev.envelope(correlation_id=corr, event_id=event_id(self.run.job_id, f"log:{seq}"))
                 rows.append({"event_id": env.id, "subject": ev.SUBJECT, "envelope": env.model_dump(mode="json")})
-            # One multi-row insert per batch (what add_event does row by row), then wake the relay.
-            await session.execute(pg_insert(outbox).values(rows).on_conflict_do_nothing(index_elements=["event_id"]))
-            await session.execute(text("SELECT pg_notify(:ch, '')"), {"ch": notify_channel(SCHEMA)})
-            await session.execute(
-                update(JobStep)
-                .where(JobStep.job_id == self.run.job_id, JobStep.number == self.step)
-                .values(output_tail=self.tail_text())
-            )
+            await stage(session, outbox, rows)  # one multi-row insert per batch
+            if tail:
+                await session.execute(
+                    update(JobStep)
+                    .where(JobStep.job_id == self.run.job_id, JobStep.number == self.step)
+                    .values(output_tail=self.tail_text())
+                )
         except BaseException:
             self.pending[:0] = lines  # not committed: keep them for the next flush
             raise
