@@ -64,17 +64,33 @@ def _parse_without_reentry(parse):  # type: ignore[no-untyped-def]
 ast.parse = _parse_without_reentry(ast.parse)
 
 
+# Fixtures that start a whole stack (the control plane, `make run`, Chromium, OpenClaw's gateway): a module using
+# one takes tens of seconds whatever its number of tests.
+STACK_FIXTURES = frozenset({"plane", "stack", "cluster", "embedded", "browser", "openclaw", "gateway"})
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n N``; ``--dist loadgroup`` is in the pytest options): a module's tests stay on one
-    worker, so a module fixture starts once; the tests that boot the Debian test VPS form one group that goes
-    first: it mostly waits on the VPS, so the other worker runs everything else beside it."""
+    """Under pytest-xdist (``-n N``; ``--dist loadgroup --no-loadscope-reorder`` are in the pytest options): a
+    module's tests stay on one worker, so a module fixture starts once. The groups go out longest first, so that the
+    last ones are short and both workers finish together: the tests that boot the Debian test VPS (one group: it
+    mostly waits on the VPS, so the other worker runs everything else beside it), then the modules that start a
+    whole stack, then the others by their number of tests (what xdist itself would order by)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     vps = {id(i) for i in items if "test_vps" in getattr(i, "fixturenames", ()) or i.get_closest_marker("vps")}
+    groups: dict[str, list[pytest.Item]] = {}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("vps" if id(item) in vps else item.nodeid.split("::", 1)[0]))
-    items.sort(key=lambda i: id(i) not in vps)  # stable: the VPS group first, the rest in collection order
+        group = "vps" if id(item) in vps else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        groups.setdefault(group, []).append(item)
+
+    def longest_first(group: str) -> tuple[bool, bool, int]:
+        members = groups[group]
+        stack = any(STACK_FIXTURES & set(getattr(i, "fixturenames", ())) for i in members)
+        return group != "vps", not stack, -len(members)
+
+    items[:] = [item for group in sorted(groups, key=longest_first) for item in groups[group]]  # a stable sort
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,7 @@ from letsbe_platform.bus import Bus
 from letsbe_platform.runner import SERVICES
 from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
+from letsbe_platform.testing.stream import stream_envelopes
 from letsbe_sandbox.world import Sandbox
 
 FINAL = {"FULFILLED", "CANCELLED", "FAILED"}
@@ -128,18 +129,8 @@ class ControlPlane:
 
     async def events(self, subject_event, correlation_id: str | None = None) -> list[Envelope]:
         """Every message of one event type in the stream (optionally of one order), read with a fresh consumer."""
-        sub = await self.bus.js.subscribe(
-            self.bus.subject(subject_event), stream=self.bus.stream, ordered_consumer=True
-        )
-        out: list[Envelope] = []
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=1)
-                env = Envelope.model_validate_json(msg.data)
-                if correlation_id is None or env.correlation_id == correlation_id:
-                    out.append(env)
-        except Exception:  # noqa: S110 - nats TimeoutError: nothing more in the stream
-            pass
-        finally:
-            await sub.unsubscribe()
-        return out
+        return [
+            env
+            for env in await stream_envelopes(self.bus, subject_event)
+            if correlation_id is None or env.correlation_id == correlation_id
+        ]
