@@ -26,6 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from _pytest.nodeid import NodeId
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from letsbe_platform import devstack, migrations
@@ -83,6 +84,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         group = "vps" if id(item) in vps else item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))
+        _name_group(item, group)
         groups.setdefault(group, []).append(item)
 
     def longest_first(group: str) -> tuple[bool, bool, int]:
@@ -91,6 +93,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return group != "vps", not stack, -len(members)
 
     items[:] = [item for group in sorted(groups, key=longest_first) for item in groups[group]]  # a stable sort
+
+
+def _name_group(item: pytest.Item, group: str) -> None:
+    """What pytest-xdist 3's loadgroup does itself on older pytest: the group ends the test's id (``…@group``), the
+    one thing its scheduler reads. Since pytest 9.2 an item's id is ``item._id`` (xdist still sets the old
+    ``_nodeid``, which nothing reads any more): without this every test was a group of its own, a module's tests
+    ran on both workers (each starting the module's stack) and so did the VPS tests."""
+    if not item.nodeid.endswith("@" + group):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.fixture(scope="session")
