@@ -49,7 +49,8 @@ class ControlPlane:
         port = getattr(self.world.ports, name.replace("-", "_").replace("_api", ""))
         return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env)
 
-    async def start(self, *names: str, ready_timeout: float = 60) -> None:
+    # A bound, not a wait: readiness ends it. Importing a service takes a minute and more on a busy 2-core machine.
+    async def start(self, *names: str, ready_timeout: float = 240) -> None:
         for name in names:
             self.procs[name] = self.process(name).start()
         await asyncio.gather(*(self.procs[n].wait_ready(ready_timeout) for n in names))
