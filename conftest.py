@@ -26,6 +26,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 import pytest_asyncio
+from _pytest.nodeid import NodeId
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from letsbe_platform import devstack, migrations
@@ -64,17 +65,43 @@ def _parse_without_reentry(parse):  # type: ignore[no-untyped-def]
 ast.parse = _parse_without_reentry(ast.parse)
 
 
+# Fixtures that start a whole stack (the control plane, `make run`, Chromium, OpenClaw's gateway): a module using
+# one takes tens of seconds whatever its number of tests.
+STACK_FIXTURES = frozenset({"plane", "stack", "cluster", "embedded", "browser", "openclaw", "gateway"})
+
+
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``-n N``; ``--dist loadgroup`` is in the pytest options): a module's tests stay on one
-    worker, so a module fixture starts once; the tests that boot the Debian test VPS form one group that goes
-    first: it mostly waits on the VPS, so the other worker runs everything else beside it."""
+    """Under pytest-xdist (``-n N``; ``--dist loadgroup --no-loadscope-reorder`` are in the pytest options): a
+    module's tests stay on one worker, so a module fixture starts once. The groups go out longest first, so that the
+    last ones are short and both workers finish together: the tests that boot the Debian test VPS (one group: it
+    mostly waits on the VPS, so the other worker runs everything else beside it), then the modules that start a
+    whole stack, then the others by their number of tests (what xdist itself would order by)."""
     if not os.environ.get("PYTEST_XDIST_WORKER"):
         return
     vps = {id(i) for i in items if "test_vps" in getattr(i, "fixturenames", ()) or i.get_closest_marker("vps")}
+    groups: dict[str, list[pytest.Item]] = {}
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("vps" if id(item) in vps else item.nodeid.split("::", 1)[0]))
-    items.sort(key=lambda i: id(i) not in vps)  # stable: the VPS group first, the rest in collection order
+        group = "vps" if id(item) in vps else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+        _name_group(item, group)
+        groups.setdefault(group, []).append(item)
+
+    def longest_first(group: str) -> tuple[bool, bool, int]:
+        members = groups[group]
+        stack = any(STACK_FIXTURES & set(getattr(i, "fixturenames", ())) for i in members)
+        return group != "vps", not stack, -len(members)
+
+    items[:] = [item for group in sorted(groups, key=longest_first) for item in groups[group]]  # a stable sort
+
+
+def _name_group(item: pytest.Item, group: str) -> None:
+    """What pytest-xdist 3's loadgroup does itself on older pytest: the group ends the test's id (``…@group``), the
+    one thing its scheduler reads. Since pytest 9.2 an item's id is ``item._id`` (xdist still sets the old
+    ``_nodeid``, which nothing reads any more): without this every test was a group of its own, a module's tests
+    ran on both workers (each starting the module's stack) and so did the VPS tests."""
+    if not item.nodeid.endswith("@" + group):
+        item._id = NodeId.parse(f"{item.nodeid}@{group}")
 
 
 @pytest.fixture(scope="session")

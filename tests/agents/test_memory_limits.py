@@ -28,17 +28,31 @@ from letsbe_sandbox.memlimit import spawn
 ADMIN = "lbh_test-admin-token-0123456789abcdef"
 SENTINEL = "lbsp-sentinel-for-the-soak-test-0123"
 TOOLS_TOKEN = "lbsw-tools-token-for-the-soak-test-01"
-SOAK_SECONDS = 25
+# The soak's budget is a number of requests, not seconds: the same load proves the same on a busy machine as on an
+# idle one (a 64 KB chat body per proxy request; about 12 s on a busy 2-core machine).
+PROXY_ROUNDS = 16  # per proxy client: two chat calls and one stream each
+GATE_ROUNDS = 25  # per gate client: two tool calls each
 POLICY = {
-    "version": 1, "default_autonomy_level": 1,
+    "version": 1,
+    "default_autonomy_level": 1,
     "autonomy_levels": {"1": {"name": "supervised", "execute": ["GREEN"]}},
     "approval_ttl_seconds": {"YELLOW": 600, "YELLOW_EXTERNAL": 600, "RED": 600, "CRITICAL_RED": 300},
     "default_limits": {"per_minute": 10_000, "loop_repeats": 20, "loop_window_seconds": 60},
-    "tools": {"ghost": {"actions": {
-        "posts.list": {"class": "GREEN", "http": {"method": "GET", "path": "/posts",
-                                                 "headers": {"Authorization": "Ghost SECRET_REF(secret_0001)"}}},
-        "posts.update": {"class": "YELLOW", "http": {"method": "PUT", "path": "/posts/{id}"}},
-    }}},
+    "tools": {
+        "ghost": {
+            "actions": {
+                "posts.list": {
+                    "class": "GREEN",
+                    "http": {
+                        "method": "GET",
+                        "path": "/posts",
+                        "headers": {"Authorization": "Ghost SECRET_REF(secret_0001)"},
+                    },
+                },
+                "posts.update": {"class": "YELLOW", "http": {"method": "PUT", "path": "/posts/{id}"}},
+            }
+        }
+    },
     "escalations": [],
 }
 
@@ -48,8 +62,12 @@ def _python(*code: str) -> list[str]:
 
 
 def test_a_process_over_its_limit_is_oom_killed_and_the_log_says_so(tmp_path):
-    proc = spawn(_python("x = bytearray(200 * 1024 * 1024)", "print('survived')"), env=os.environ,
-                 mem_limit_mb=48, log_path=tmp_path / "hog.log")
+    proc = spawn(
+        _python("x = bytearray(200 * 1024 * 1024)", "print('survived')"),
+        env=os.environ,
+        mem_limit_mb=48,
+        log_path=tmp_path / "hog.log",
+    )
     if proc.cgroup is None:
         pytest.skip("no memory cgroup can be made here (needs root and a memory controller)")
     cgroup = proc.cgroup
@@ -63,8 +81,12 @@ def test_a_process_over_its_limit_is_oom_killed_and_the_log_says_so(tmp_path):
     assert "survived" not in log and "KILLED by the kernel's OOM killer (1x) at its 48 MB limit" in log
     assert proc.oom_kills() == 1  # still known once the cgroup is gone
 
-    ok = spawn(_python("x = bytearray(8 * 1024 * 1024)", "print('fine')"), env=os.environ, mem_limit_mb=48,
-               log_path=tmp_path / "ok.log")
+    ok = spawn(
+        _python("x = bytearray(8 * 1024 * 1024)", "print('fine')"),
+        env=os.environ,
+        mem_limit_mb=48,
+        log_path=tmp_path / "ok.log",
+    )
     assert ok.wait(30) == 0 and ok.oom_kills() == 0
 
 
@@ -78,8 +100,9 @@ def test_without_cgroups_the_process_runs_unlimited_with_a_clear_warning(tmp_pat
 
 
 def test_a_service_without_a_limit_runs_as_it_is(tmp_path):
-    proc = spawn(_python("print('no limit asked')"), env=os.environ, mem_limit_mb=None,
-                 log_path=tmp_path / "logs" / "p.log")
+    proc = spawn(
+        _python("print('no limit asked')"), env=os.environ, mem_limit_mb=None, log_path=tmp_path / "logs" / "p.log"
+    )
     assert proc.wait(30) == 0 and proc.cgroup is None
     assert (tmp_path / "logs" / "p.log").read_text() == "no limit asked\n"
 
@@ -96,14 +119,16 @@ def _store(path, key: str) -> dict[str, str]:
 def _chat(size: int, secrets: list[str], rng: random.Random) -> bytes:
     words = "the customer asked about invoice number and delivery date of order please check".split()
     text = " ".join(rng.choice(words) for _ in range(size // 6))[:size]
-    text = " ".join([text[: size // 2], *secrets, text[size // 2:]])
+    text = " ".join([text[: size // 2], *secrets, text[size // 2 :]])
     return json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}).encode()
 
 
 async def test_proxy_and_gate_soak_under_load_inside_their_limits(service_env, processes, tmp_path):
-    hub = ServiceProcess("letsbe_hub", service_env | {"LETSBE_HUB_BOOTSTRAP_ADMIN_TOKEN": ADMIN,
-                                                      "LETSBE_HUB_HEARTBEAT_INTERVAL_SECONDS": "1"},
-                         port_env="LETSBE_HUB_PORT").start()
+    hub = ServiceProcess(
+        "letsbe_hub",
+        service_env | {"LETSBE_HUB_BOOTSTRAP_ADMIN_TOKEN": ADMIN, "LETSBE_HUB_HEARTBEAT_INTERVAL_SECONDS": "1"},
+        port_env="LETSBE_HUB_PORT",
+    ).start()
     processes.append(hub)
     key = fernet.generate_key()
     secrets = _store(tmp_path / "secrets.enc", key)
@@ -122,31 +147,39 @@ async def test_proxy_and_gate_soak_under_load_inside_their_limits(service_env, p
     tenant = str(uuid.uuid4())
     started: list[memlimit.LimitedProcess] = []
     with LoopbackServer(upstream.app) as up, LoopbackServer(tool) as tool_server:
-        async with httpx.AsyncClient(base_url=hub.url, headers={"Authorization": f"Bearer {ADMIN}"},
-                                     timeout=30) as admin:
+        async with httpx.AsyncClient(
+            base_url=hub.url, headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30
+        ) as admin:
             agents = {}
             for name, prefix, limit in (("secrets-proxy", "LETSBE_SP_", 64), ("safety-wrapper", "LETSBE_SW_", 128)):
-                r = await admin.post(f"/api/v1/admin/tenants/{tenant}/registration-tokens",
-                                     json={"domain": "soak.example.com", "order_id": tenant, "tier": "build",
-                                           "region": "eu"})
+                r = await admin.post(
+                    f"/api/v1/admin/tenants/{tenant}/registration-tokens",
+                    json={"domain": "soak.example.com", "order_id": tenant, "tier": "build", "region": "eu"},
+                )
                 assert r.status_code == 201, r.text
                 port = free_port()
                 env = {k: v for k, v in os.environ.items() if not k.startswith("LETSBE_")} | {
-                    f"{prefix}PORT": str(port), f"{prefix}HUB_URL": hub.url,
-                    f"{prefix}REGISTRATION_TOKEN": r.json()["token"], f"{prefix}STATE_DIR": str(tmp_path / name),
-                    f"{prefix}SECRETS_PATH": str(tmp_path / "secrets.enc"), f"{prefix}SECRETS_KEY": key,
+                    f"{prefix}PORT": str(port),
+                    f"{prefix}HUB_URL": hub.url,
+                    f"{prefix}REGISTRATION_TOKEN": r.json()["token"],
+                    f"{prefix}STATE_DIR": str(tmp_path / name),
+                    f"{prefix}SECRETS_PATH": str(tmp_path / "secrets.enc"),
+                    f"{prefix}SECRETS_KEY": key,
                     f"{prefix}USAGE_LEDGER_PATH": str(tmp_path / "usage.sqlite3"),
                     f"{prefix}DOCKER_SOCKET": str(tmp_path / "no-docker.sock"),
                     f"{prefix}BACKUP_STATUS_PATH": str(tmp_path / "backup-status.json"),
-                    "LETSBE_SP_SENTINEL_KEY": SENTINEL, "LETSBE_SP_UPSTREAM_API_KEY": upstream.api_key,
+                    "LETSBE_SP_SENTINEL_KEY": SENTINEL,
+                    "LETSBE_SP_UPSTREAM_API_KEY": upstream.api_key,
                     "LETSBE_SP_UPSTREAM_BASE_URL": up.url + "/v1",
-                    "LETSBE_SW_TOOLS_TOKEN": TOOLS_TOKEN, "LETSBE_SW_TOOLS_POLICY_PATH": str(tmp_path / "policy.json"),
+                    "LETSBE_SW_TOOLS_TOKEN": TOOLS_TOKEN,
+                    "LETSBE_SW_TOOLS_POLICY_PATH": str(tmp_path / "policy.json"),
                     "LETSBE_SW_TOOLS_DIR": str(tmp_path / "tools"),
                     "LETSBE_SW_TOOL_PORTS": json.dumps({"ghost": tool_server.port}),
                 }
                 module = "letsbe_" + name.replace("-", "_")
-                proc = spawn([sys.executable, "-m", module], env=env, mem_limit_mb=limit,
-                             log_path=tmp_path / f"{name}.log")
+                proc = spawn(
+                    [sys.executable, "-m", module], env=env, mem_limit_mb=limit, log_path=tmp_path / f"{name}.log"
+                )
                 started.append(proc)
                 if proc.cgroup is None:
                     pytest.skip("no memory cgroup can be made here (needs root and a memory controller)")
@@ -178,13 +211,11 @@ async def _soak(admin: httpx.AsyncClient, tenant: str, agents: dict, secrets: di
     values = list(secrets.values())
     bodies = [_chat(64 * 1024, [], rng), _chat(64 * 1024, rng.sample(values, 10), rng)]
     stream = json.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi " * 2000}]})
-    until = time.monotonic() + SOAK_SECONDS
     counts: dict[str, int] = {}
 
     async def proxy_client() -> None:
-        async with httpx.AsyncClient(base_url=sp, headers={"Authorization": f"Bearer {SENTINEL}"},
-                                     timeout=30) as c:
-            while time.monotonic() < until:
+        async with httpx.AsyncClient(base_url=sp, headers={"Authorization": f"Bearer {SENTINEL}"}, timeout=30) as c:
+            for _ in range(PROXY_ROUNDS):
                 for body in bodies:
                     r = await c.post("/v1/chat/completions", content=body)
                     assert r.status_code == 200, r.text[:300]
@@ -196,11 +227,8 @@ async def _soak(admin: httpx.AsyncClient, tenant: str, agents: dict, secrets: di
                 counts["proxy"] = counts.get("proxy", 0) + 3
 
     async def gate_client(worker: int) -> None:
-        async with httpx.AsyncClient(base_url=sw, headers={"Authorization": f"Bearer {TOOLS_TOKEN}"},
-                                     timeout=30) as c:
-            i = 0
-            while time.monotonic() < until:
-                i += 1
+        async with httpx.AsyncClient(base_url=sw, headers={"Authorization": f"Bearer {TOOLS_TOKEN}"}, timeout=30) as c:
+            for i in range(1, GATE_ROUNDS + 1):
                 calls = [
                     ({"tool": "ghost", "action": "posts.list", "args": {"page": f"{worker}-{i}"}}, {200}),
                     ({"tool": "ghost", "action": "posts.list", "args": {"page": "same"}}, {200, 429}),

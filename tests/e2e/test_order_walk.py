@@ -18,6 +18,7 @@ from letsbe_contracts import (
     TenantHeartbeatV1,
     decode,
 )
+from letsbe_platform.testing import eventually
 from letsbe_sandbox import openclaw
 
 WALK = [
@@ -90,20 +91,24 @@ async def test_paid_order_reaches_fulfilled_and_its_tenant_heartbeats(plane):
         tenant = await plane.tenant(client, order_id)
         assert {a["agent"] for a in tenant["agents"]} == {"safety-wrapper", "secrets-proxy"}
         first = {a["agent"]: a["last_heartbeat_at"] for a in tenant["agents"]}
-        async with asyncio.timeout(60):  # two beats 5 s apart; generous for a loaded machine
-            while True:
-                await asyncio.sleep(1)
-                now = {a["agent"]: a["last_heartbeat_at"] for a in (await plane.tenant(client, order_id))["agents"]}
-                if all(now[k] and now[k] != first[k] for k in now):
-                    break
+
+        async def beat_again() -> bool:
+            now = {a["agent"]: a["last_heartbeat_at"] for a in (await plane.tenant(client, order_id))["agents"]}
+            return all(now[k] and now[k] != first[k] for k in now)
+
+        # Two beats 5 s apart; generous for a loaded machine.
+        await eventually(beat_again, "both agents heartbeating again", timeout=60, every=0.2)
         # ... and the hub passes them on to the monitor as tenant-heartbeat events.
         beats = [decode(e) for e in await plane.events(TenantHeartbeatV1)]
         assert {b.agent for b in beats if str(b.tenant_id) == order_id} == {"safety-wrapper", "secrets-proxy"}, beats
 
         # The customer chats with the tenant's agent through the hub's relay: the Safety Wrapper the provisioner
         # rendered holds the tenant's end, and the sandbox's stand-in for OpenClaw's gateway answers.
-        r = await client.post(f"{plane.hub}/api/v1/admin/tenants/{order_id}/customer-app-tokens",
-                              headers=plane.headers, json={"label": "phone"})
+        r = await client.post(
+            f"{plane.hub}/api/v1/admin/tenants/{order_id}/customer-app-tokens",
+            headers=plane.headers,
+            json={"label": "phone"},
+        )
         assert r.status_code == 201, r.text
         auth = {"Authorization": f"Bearer {r.json()['token']}"}
         url = plane.hub.replace("http://", "ws://") + "/api/v1/customer/ws"
@@ -134,6 +139,4 @@ async def test_stopping_the_safety_wrapper_raises_the_offline_alert(plane):
             return any(a.rule == "heartbeat.stale" and str(a.tenant_id) == created["id"] for a in alerts)
 
         # 3 missed 5 s beats, the monitor's startup grace and its settle time: well under a minute.
-        async with asyncio.timeout(60):
-            while not await stale_alert():
-                await asyncio.sleep(1)
+        await eventually(stale_alert, "the heartbeat.stale alert", timeout=60, every=0.2)

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from letsbe_contracts import Envelope, OrderCreatedV1, OrderSpec, ServerAllocatedV1, decode
+from letsbe_contracts import OrderCreatedV1, OrderSpec, ServerAllocatedV1, decode
 from letsbe_hub.db import outbox as hub_outbox
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event
+from letsbe_platform.testing.stream import stream_envelopes
 
 N = 120
 WORKER = Path(__file__).with_name("chain_worker.py")
@@ -84,14 +85,5 @@ async def test_order_created_flows_to_another_process_which_survives_kill_9(
     assert sorted(o for o, _ in effects) == sorted(o.order_id for o in orders)  # each handled exactly once
     assert {pid for _, pid in effects} == {first.pid, second.pid}  # both processes did part of the work
 
-    sub = await bus.js.subscribe(bus.subject(ServerAllocatedV1), stream=bus.stream, ordered_consumer=True)
-    allocated = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=1)
-            allocated.append(decode(Envelope.model_validate_json(msg.data)))
-    except Exception:  # noqa: S110 - timeout: the stream is drained
-        pass
-    finally:
-        await sub.unsubscribe()
+    allocated = [decode(env) for env in await stream_envelopes(bus, ServerAllocatedV1)]
     assert sorted(e.order.order_id for e in allocated) == sorted(o.order_id for o in orders)  # next event: once each

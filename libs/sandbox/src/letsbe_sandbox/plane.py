@@ -13,6 +13,7 @@ from letsbe_platform.bus import Bus
 from letsbe_platform.runner import SERVICES
 from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
+from letsbe_platform.testing.stream import stream_envelopes
 from letsbe_sandbox.world import Sandbox
 
 FINAL = {"FULFILLED", "CANCELLED", "FAILED"}
@@ -48,7 +49,8 @@ class ControlPlane:
         port = getattr(self.world.ports, name.replace("-", "_").replace("_api", ""))
         return ServiceProcess(svc.module, env, port=port, port_env=svc.port_env)
 
-    async def start(self, *names: str, ready_timeout: float = 60) -> None:
+    # A bound, not a wait: readiness ends it. Importing a service takes a minute and more on a busy 2-core machine.
+    async def start(self, *names: str, ready_timeout: float = 240) -> None:
         for name in names:
             self.procs[name] = self.process(name).start()
         await asyncio.gather(*(self.procs[n].wait_ready(ready_timeout) for n in names))
@@ -128,18 +130,8 @@ class ControlPlane:
 
     async def events(self, subject_event, correlation_id: str | None = None) -> list[Envelope]:
         """Every message of one event type in the stream (optionally of one order), read with a fresh consumer."""
-        sub = await self.bus.js.subscribe(
-            self.bus.subject(subject_event), stream=self.bus.stream, ordered_consumer=True
-        )
-        out: list[Envelope] = []
-        try:
-            while True:
-                msg = await sub.next_msg(timeout=1)
-                env = Envelope.model_validate_json(msg.data)
-                if correlation_id is None or env.correlation_id == correlation_id:
-                    out.append(env)
-        except Exception:  # noqa: S110 - nats TimeoutError: nothing more in the stream
-            pass
-        finally:
-            await sub.unsubscribe()
-        return out
+        return [
+            env
+            for env in await stream_envelopes(self.bus, subject_event)
+            if correlation_id is None or env.correlation_id == correlation_id
+        ]

@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from letsbe_contracts import Envelope, ProvisionedV1, ProvisioningStepV1, StepStatus, decode
+from letsbe_contracts import ProvisionedV1, ProvisioningStepV1, StepStatus, decode
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.bus import Bus
 from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
+from letsbe_platform.testing.stream import stream_envelopes
 from letsbe_provisioner.jobs.models import JobStep
 
 from ..conftest import dns_ready
@@ -20,17 +21,7 @@ from ..conftest import dns_ready
 
 async def stream(bus: Bus, event_cls: type) -> list[Any]:
     """Every event of a type in the JetStream stream (de-duplicated there), in stream order."""
-    sub = await bus.js.subscribe(bus.subject(event_cls), ordered_consumer=True)
-    out = []
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=0.5)
-            except Exception:  # nats TimeoutError: nothing more
-                return out
-            out.append(decode(Envelope.model_validate_json(msg.data)))
-    finally:
-        await sub.unsubscribe()
+    return [decode(env) for env in await stream_envelopes(bus, event_cls)]
 
 
 async def test_a_killed_provisioner_resumes_at_the_interrupted_step_and_reruns_no_finished_step(

@@ -1,6 +1,5 @@
 """The Safety Wrapper as a real process against a real hub process and a Docker Engine fake on a unix socket."""
 
-import asyncio
 import tempfile
 import uuid
 from pathlib import Path
@@ -117,7 +116,13 @@ async def test_update_with_rollback_and_results_buffered_across_a_hub_outage(
         await eventually(lambda: status_of(good["id"], "RUNNING"), timeout=20, every=0.1)
         hub.kill()
         await eventually(lambda: _image_is(docker_fake, NEW), timeout=20, every=0.1)
-        await asyncio.sleep(2.5)  # healthy long enough: the agent has its result, the hub is still down
+        # Healthy long enough: the agent has its result and keeps it on disk while the hub is still down.
+        outbox = tmp_path / "sw" / "outbox"
+
+        def result_buffered() -> bool:
+            return any(good["id"] in p.read_text() for p in outbox.glob("*.json"))
+
+        await eventually(result_buffered, "the update's result buffered on disk", timeout=30, every=0.1)
         hub2 = hub_process(service_env, port=hub.port).start()
         processes.append(hub2)
         await hub2.wait_ready()
