@@ -51,7 +51,6 @@ class Backoff:
             delay = min(delay * self.factor, self.cap)
 
 
-
 class FullJitter:
     """Exponential backoff with full jitter: a random delay in [0, the next ``Backoff(base, cap)`` delay], growing
     from attempt to attempt; :meth:`reset` after a success starts again from ``base``."""
@@ -73,6 +72,7 @@ def jittered(interval: float, fraction: float, rng: random.Random | None = None)
     together."""
     r = rng or random
     return max(0.05, interval * (1 + r.uniform(-fraction, fraction)))
+
 
 async def poll_until(
     check: Callable[[], Awaitable[bool]],

@@ -67,47 +67,14 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         log.warning("pipeline disabled: settings missing", missing=missing)
         return None
     pipeline = build_pipeline(rt, settings)
-    consumer = rt.bus.consumer(
-        DURABLE,
-        DnsReadyV1,
-        dns_ready_handler(pipeline),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(DURABLE, consumer.run(), consumer.stop)
+    options = {"concurrency": settings.max_concurrent_jobs, "ack_wait": settings.ack_wait_seconds}
+    rt.consume(DURABLE, DnsReadyV1, dns_ready_handler(pipeline), **options)
     rt.start("registration-wakeups", listen_until_stopped(rt, TenantAgentRegisteredV1, pipeline.on_agent_registered))
-    rotations = rt.bus.consumer(
-        ROTATION_DURABLE,
-        TenantKeyRotationRequestedV1,
-        key_rotation_handler(Rotator(pipeline)),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(ROTATION_DURABLE, rotations.run(), rotations.stop)
-    operations = rt.bus.consumer(
-        OPERATIONS_DURABLE,
-        TenantOperationRequestedV1,
-        Operations(pipeline).on_requested,
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(OPERATIONS_DURABLE, operations.run(), operations.stop)
-    server_tasks = rt.bus.consumer(
-        SERVER_TASK_DURABLE,
-        TenantServerTaskRequestedV1,
-        server_task_handler(ServerTasks(pipeline)),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(SERVER_TASK_DURABLE, server_tasks.run(), server_tasks.stop)
-    tool_changes = rt.bus.consumer(
-        TOOL_CHANGE_DURABLE,
-        TenantToolChangeRequestedV1,
-        tool_change_handler(ToolChanger(pipeline)),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(TOOL_CHANGE_DURABLE, tool_changes.run(), tool_changes.stop)
+    rotations = key_rotation_handler(Rotator(pipeline))
+    rt.consume(ROTATION_DURABLE, TenantKeyRotationRequestedV1, rotations, **options)
+    rt.consume(OPERATIONS_DURABLE, TenantOperationRequestedV1, Operations(pipeline).on_requested, **options)
+    rt.consume(SERVER_TASK_DURABLE, TenantServerTaskRequestedV1, server_task_handler(ServerTasks(pipeline)), **options)
+    rt.consume(TOOL_CHANGE_DURABLE, TenantToolChangeRequestedV1, tool_change_handler(ToolChanger(pipeline)), **options)
     return pipeline
 
 

@@ -17,7 +17,7 @@ from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.bus import Delivery
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs.hub import HubClient
-from letsbe_provisioner.jobs.operations import Operations
+from letsbe_provisioner.jobs.operations import DURABLE, Operations
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
 
@@ -41,7 +41,7 @@ def delivery(event: TenantOperationRequestedV1) -> Delivery:
             return None
 
     env = event.envelope(correlation_id=event.tenant_id, event_id=event.operation_id)
-    return Delivery(envelope=env, subject="x", num_delivered=1, msg=_Msg())  # type: ignore[arg-type]
+    return Delivery(envelope=env, subject="x", num_delivered=1, msg=_Msg(), consumer=DURABLE)  # type: ignore[arg-type]
 
 
 async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report_once(

@@ -12,37 +12,32 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from letsbe_contracts.events import TenantOperationReportedV1, TenantServerTaskReportedV1, TenantToolChangeReportedV1
 from letsbe_hub.db import inbox
 from letsbe_hub.lifecycle import recovery, service, tools
-from letsbe_platform.bus import Delivery, Handler
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import claim
+from letsbe_platform.bus import Delivery
+from letsbe_platform.outbox import inboxed
 
 ON_OPERATION_REPORTED = "hub-on-tenant-operation-reported"
 ON_SERVER_TASK_REPORTED = "hub-on-server-task-reported"
 ON_TOOL_CHANGE_REPORTED = "hub-on-tool-change-reported"
 
 
-def operation_report_handler(sessions: async_sessionmaker[AsyncSession]) -> Handler:
-    async def on_reported(event: TenantOperationReportedV1, delivery: Delivery) -> None:
-        async with unit_of_work(sessions) as session:
-            if await claim(session, inbox, ON_OPERATION_REPORTED, delivery.event_id):
-                await recovery.record_report(session, event)
+class ReportHandlers:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self.sessions = sessions
 
-    return on_reported
+    @inboxed(inbox)
+    async def on_operation_reported(
+        self, session: AsyncSession, event: TenantOperationReportedV1, delivery: Delivery
+    ) -> None:
+        await recovery.record_report(session, event)
 
+    @inboxed(inbox)
+    async def on_server_task_reported(
+        self, session: AsyncSession, event: TenantServerTaskReportedV1, delivery: Delivery
+    ) -> None:
+        await service.server_task_reported(session, event, datetime.now(UTC))
 
-def server_task_report_handler(sessions: async_sessionmaker[AsyncSession]) -> Handler:
-    async def on_reported(event: TenantServerTaskReportedV1, delivery: Delivery) -> None:
-        async with unit_of_work(sessions) as session:
-            if await claim(session, inbox, ON_SERVER_TASK_REPORTED, delivery.event_id):
-                await service.server_task_reported(session, event, datetime.now(UTC))
-
-    return on_reported
-
-
-def tool_change_report_handler(sessions: async_sessionmaker[AsyncSession]) -> Handler:
-    async def on_reported(event: TenantToolChangeReportedV1, delivery: Delivery) -> None:
-        async with unit_of_work(sessions) as session:
-            if await claim(session, inbox, ON_TOOL_CHANGE_REPORTED, delivery.event_id):
-                await tools.on_report(session, event, datetime.now(UTC))
-
-    return on_reported
+    @inboxed(inbox)
+    async def on_tool_change_reported(
+        self, session: AsyncSession, event: TenantToolChangeReportedV1, delivery: Delivery
+    ) -> None:
+        await tools.on_report(session, event, datetime.now(UTC))

@@ -447,18 +447,10 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
 
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
     if rt.bus is not None:
-        reports = rt.bus.consumer(
-            handlers.ON_OPERATION_REPORTED, TenantOperationReportedV1, handlers.operation_report_handler(sessions)
-        )
-        rt.start(handlers.ON_OPERATION_REPORTED, reports.run(), reports.stop)
-        tasks = rt.bus.consumer(
-            handlers.ON_SERVER_TASK_REPORTED, TenantServerTaskReportedV1, handlers.server_task_report_handler(sessions)
-        )
-        rt.start(handlers.ON_SERVER_TASK_REPORTED, tasks.run(), tasks.stop)
-        changes = rt.bus.consumer(
-            handlers.ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, handlers.tool_change_report_handler(sessions)
-        )
-        rt.start(handlers.ON_TOOL_CHANGE_REPORTED, changes.run(), changes.stop)
+        reports = handlers.ReportHandlers(sessions)
+        rt.consume(handlers.ON_OPERATION_REPORTED, TenantOperationReportedV1, reports.on_operation_reported)
+        rt.consume(handlers.ON_SERVER_TASK_REPORTED, TenantServerTaskReportedV1, reports.on_server_task_reported)
+        rt.consume(handlers.ON_TOOL_CHANGE_REPORTED, TenantToolChangeReportedV1, reports.on_tool_change_reported)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:

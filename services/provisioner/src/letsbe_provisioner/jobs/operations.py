@@ -24,7 +24,7 @@ from letsbe_contracts.events import TenantOperationReportedV1, TenantOperationRe
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
+from letsbe_platform.outbox import add_event, handled, inboxed
 from letsbe_provisioner.db import inbox, outbox
 from letsbe_provisioner.jobs import ssh
 from letsbe_provisioner.jobs.models import Job, JobStatus
@@ -43,12 +43,13 @@ class Operations:
     def __init__(self, pipeline: Pipeline):
         self.p = pipeline
         self.settings = pipeline.settings
+        self.sessions = pipeline.sessions
 
-    async def on_requested(self, event: TenantOperationRequestedV1, delivery: Delivery | None = None) -> None:
+    async def on_requested(self, event: TenantOperationRequestedV1, delivery: Delivery) -> None:
         if event.action not in MINE:
             return
-        async with unit_of_work(self.p.sessions) as session:
-            if delivery is not None and await _handled(session, delivery.event_id):
+        async with unit_of_work(self.sessions) as session:
+            if await handled(session, inbox, delivery.consumer, delivery.event_id):
                 return
         started = datetime.now(UTC)
         keepalive = asyncio.create_task(self.p._keep_in_progress(delivery))
@@ -56,17 +57,26 @@ class Operations:
             status, detail = await self._run(event, delivery)
         finally:
             keepalive.cancel()
-        async with unit_of_work(self.p.sessions) as session:
-            if delivery is not None and not await claim(session, inbox, DURABLE, delivery.event_id):
-                return
-            report = TenantOperationReportedV1(
-                operation_id=event.operation_id, job_id=event.job_id, tenant_id=event.tenant_id, action=event.action,
-                status=status, started_at=started, finished_at=datetime.now(UTC), detail=detail[:4000] or None,
-            )  # fmt: skip
-            await add_event(
-                session, outbox, report, correlation_id=str(event.tenant_id),
-                event_id=uuid.uuid5(event.operation_id, "reported"),
-            )  # fmt: skip
+        await self._report(event, delivery, started, status, detail)
+
+    @inboxed(inbox)
+    async def _report(
+        self,
+        session: AsyncSession,
+        event: TenantOperationRequestedV1,
+        delivery: Delivery,
+        started: datetime,
+        status: str,
+        detail: str,
+    ) -> None:
+        report = TenantOperationReportedV1(
+            operation_id=event.operation_id, job_id=event.job_id, tenant_id=event.tenant_id, action=event.action,
+            status=status, started_at=started, finished_at=datetime.now(UTC), detail=detail[:4000] or None,
+        )  # fmt: skip
+        await add_event(
+            session, outbox, report, correlation_id=str(event.tenant_id),
+            event_id=uuid.uuid5(event.operation_id, "reported"),
+        )  # fmt: skip
         log.info("tenant operation", tenant_id=str(event.tenant_id), action=event.action, status=status)
 
     async def _run(self, event: TenantOperationRequestedV1, delivery: Delivery | None) -> tuple[str, str]:
@@ -158,9 +168,3 @@ for tp in {ports}; do
 done
 exit "$failed"
 """
-
-
-async def _handled(session: AsyncSession, event_id: uuid.UUID) -> bool:
-    stmt = select(inbox.c.event_id).where(inbox.c.consumer == DURABLE, inbox.c.event_id == event_id)
-    row = await session.execute(stmt)
-    return row.first() is not None
