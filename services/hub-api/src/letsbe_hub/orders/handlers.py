@@ -107,43 +107,30 @@ class OrderHandlers:
             await enqueue_welcome(session, order, mail_from=self.settings.mail_from)
         return fulfilled
 
-    @inboxed(inbox)
-    async def on_order_failed(self, session: AsyncSession, event: OrderFailedV1, delivery: Delivery) -> None:
+    async def on_order_failed(self, event: OrderFailedV1, delivery: Delivery) -> None:
         step = f" (step {event.step})" if event.step else ""
-        await service.fail(
-            session,
-            event.order_id,
-            stage=event.stage,
-            reason=f"{event.reason}{step}",
-            retryable=event.retryable,
-            actor=delivery.consumer,
-        )
+        await self._fail(event, delivery, event.order_id, event.stage, f"{event.reason}{step}", event.retryable)
 
     async def on_dead_lettered(self, event: DeadLetteredV1, delivery: Delivery) -> None:
         event_type = event.event_type or _type_from_subject(event.original_subject)
         stage = DEAD_LETTER_STAGE.get(event_type or "")
         order_id = _uuid(event.correlation_id)
         if stage is not None and order_id is not None:
-            await self._fail_dead_lettered(event, delivery, order_id, stage, event_type)
+            reason = f"{event.consumer} gave up on {event_type} after {event.deliveries} deliveries: {event.error}"
+            await self._fail(event, delivery, order_id, stage, reason, True)
 
     @inboxed(inbox)
-    async def _fail_dead_lettered(
+    async def _fail(
         self,
         session: AsyncSession,
-        event: DeadLetteredV1,
+        event: OrderFailedV1 | DeadLetteredV1,
         delivery: Delivery,
         order_id: uuid.UUID,
         stage: FailureStage,
-        event_type: str,
+        reason: str,
+        retryable: bool,
     ) -> None:
-        await service.fail(
-            session,
-            order_id,
-            stage=stage,
-            reason=f"{event.consumer} gave up on {event_type} after {event.deliveries} deliveries: {event.error}",
-            retryable=True,
-            actor=delivery.consumer,
-        )
+        await service.fail(session, order_id, stage=stage, reason=reason, retryable=retryable, actor=delivery.consumer)
 
     # --- live progress: stored once per (job, seq) / (job, step, attempt, status), streamed by SSE ----------------
 
