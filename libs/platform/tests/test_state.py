@@ -176,3 +176,25 @@ async def test_a_composite_key_and_no_history(doors):
         )
         assert rows.all() == [(1, "CLOSED"), (2, "LOCKED")]
         assert (await s.execute(select(func.count()).select_from(DoorHistory))).scalar_one() == 0
+
+
+async def test_a_bulk_move_takes_only_the_selected_rows_that_may_move_and_records_each(doors):
+    opened, locked, closed, elsewhere = [
+        await new_door(doors, status) for status in (S.OPEN, S.LOCKED, S.CLOSED, S.OPEN)
+    ]
+    async with unit_of_work(doors) as s:
+        where = (Door.id.in_([opened, locked, closed]),)
+        moved = await state.transition_all(s, DOOR, S.CLOSED, where=where, actor="night", reason="closing time")
+        assert sorted(d.id for d in moved) == sorted([opened, locked])
+        assert {d.status for d in moved} == {S.CLOSED} and {d.note for d in moved} == {"closing time"}
+    assert (await history(doors, opened))[-1] == ("OPEN", "CLOSED", "night", "closing time")
+    assert (await history(doors, locked))[-1] == ("LOCKED", "CLOSED", "night", "closing time")
+    assert len(await history(doors, closed)) == 1  # CLOSED → CLOSED is no move: left alone
+    async with doors() as s:
+        assert (await s.get(Door, elsewhere)).status == S.OPEN  # not selected
+    door_id = uuid.uuid4()
+    async with unit_of_work(doors) as s:
+        s.add_all([Hinge(door_id=door_id, number=n, status=S.CLOSED) for n in (1, 2)])
+    async with unit_of_work(doors) as s:
+        hinges = await state.transition_all(s, HINGE, S.LOCKED, where=(Hinge.door_id == door_id,), actor="x")
+        assert sorted((h.number, h.status) for h in hinges) == [(1, "LOCKED"), (2, "LOCKED")]

@@ -22,9 +22,12 @@ from letsbe_contracts import (
     Tier,
     decode,
 )
+from letsbe_contracts.events import TenantTaskRequestedV1
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.ssh_target import SshTarget
+from letsbe_platform.bus import Delivery
 from letsbe_provisioner.config import ProvisionerSettings
+from letsbe_provisioner.jobs import tasks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hub_standin import HubStandIn
@@ -129,3 +132,14 @@ async def staged_events(engine: Any) -> list[tuple[Envelope, Any]]:
         env = Envelope.model_validate(raw)
         out.append((env, decode(env)))
     return out
+
+
+def task_delivery(event: TenantTaskRequestedV1) -> Delivery:
+    """How the provisioner's tenant-task consumer would hand ``event`` over (its first delivery)."""
+
+    class _Msg:
+        async def in_progress(self) -> None:
+            return None
+
+    env = event.envelope(correlation_id=event.tenant_id, event_id=event.request_id)
+    return Delivery(envelope=env, subject="x", num_delivered=1, msg=_Msg(), consumer=tasks.DURABLE)  # type: ignore[arg-type]

@@ -35,7 +35,8 @@ from letsbe_platform.metrics import DB_POOL_CHECKED_OUT, DB_POOL_SIZE, HTTP_REQU
 if TYPE_CHECKING:  # only annotations: ServiceConfig is a pydantic model, which the tenant agents do without
     from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-    from letsbe_platform.bus import Bus
+    from letsbe_contracts import Event
+    from letsbe_platform.bus import Bus, Consumer, Handler
     from letsbe_platform.service_config import ServiceConfig
     from letsbe_platform.workers import Job, Periodic
 
@@ -57,6 +58,13 @@ class Runtime:
         """Run a background worker (consumer, relay, sweep). ``stop`` asks it to finish its current work and return."""
         task = asyncio.create_task(_supervised(name, coro), name=name)
         self._tasks.append((name, task, stop))
+
+    def consume(self, durable: str, event: type[Event], handler: Handler, **options: Any) -> Consumer:
+        """Run the durable consumer ``durable`` of ``event`` (options as :meth:`letsbe_platform.bus.Bus.consumer`)."""
+        assert self.bus is not None
+        consumer = self.bus.consumer(durable, event, handler, **options)
+        self.start(durable, consumer.run(), consumer.stop)
+        return consumer
 
     def every(self, name: str, seconds: float, job: Job, *, leased: bool = False) -> Periodic:
         """Run ``job`` every ``seconds`` (a :class:`letsbe_platform.workers.Periodic`); ``leased``: in exactly one

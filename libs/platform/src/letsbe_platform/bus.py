@@ -50,6 +50,7 @@ class Delivery:
     subject: str
     num_delivered: int
     msg: Msg
+    consumer: str  # the durable name: an inboxed handler's row in the inbox, and its actor
 
     @property
     def event_id(self) -> uuid.UUID:
@@ -312,7 +313,7 @@ class Consumer:
             await self._dead_letter(msg, _describe(exc), deliveries, envelope)
             EVENT_HANDLING_SECONDS.labels(self.durable, outcome).observe(time.perf_counter() - started)
             return
-        delivery = Delivery(envelope=envelope, subject=msg.subject, num_delivered=deliveries, msg=msg)
+        delivery = Delivery(envelope, msg.subject, deliveries, msg, self.durable)
         try:
             await self._handle_through_outages(event, delivery)
             await msg.ack()

@@ -5,14 +5,16 @@ Out: the business change and the outbox row commit in one transaction; :class:`O
 which JetStream's de-duplication window (and, past it, every consumer's inbox) absorbs.
 
 In: a consumer claims ``(consumer, event_id)`` inside the transaction of its side effect; a redelivery finds the
-claim and does nothing.
+claim and does nothing. :func:`inboxed` is how a handler does that.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
@@ -21,13 +23,14 @@ from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import Event
-from letsbe_platform.bus import Bus
-from letsbe_platform.db import plain_url
+from letsbe_platform.bus import Bus, Delivery
+from letsbe_platform.db import plain_url, unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import OUTBOX_PUBLISHED, OUTBOX_RELAY_ERRORS
 from letsbe_platform.workers import Periodic
 
 log = get_logger(__name__)
+Work = Callable[..., Awaitable[Any]]
 
 
 def outbox_table(metadata: MetaData) -> Table:
@@ -95,6 +98,34 @@ async def claim(session: AsyncSession, table: Table, consumer: str, event_id: uu
         insert(table).values(consumer=consumer, event_id=event_id).on_conflict_do_nothing().returning(table.c.event_id)
     )
     return (await session.execute(stmt)).first() is not None
+
+
+async def handled(session: AsyncSession, table: Table, consumer: str, event_id: uuid.UUID) -> bool:
+    """Whether ``consumer`` has claimed ``event_id`` already: a look that claims nothing, for a handler whose slow
+    work (Cloudflare, SSH, Hetzner) comes before its inboxed transaction and need not be done again."""
+    stmt = select(table.c.event_id).where(table.c.consumer == consumer, table.c.event_id == event_id)
+    return (await session.execute(stmt)).first() is not None
+
+
+def inboxed(table: Table) -> Callable[[Work], Work]:
+    """A consumer's handler (a method of an object with ``sessions``) that acts once per event: it runs in one
+    transaction with the claim of (the delivering consumer's durable name, the event id), and not at all when the
+    event is claimed already. A crash before the commit leaves no claim: the redelivery does the work again.
+
+    ``async def work(self, session, event, delivery, ...)`` is called as ``work(event, delivery, ...)``; it returns
+    what ``work`` returned, or None when the event was claimed already."""
+
+    def decorate(work: Work) -> Work:
+        @functools.wraps(work)
+        async def handle(owner: Any, event: Any, delivery: Delivery, *args: Any, **kwargs: Any) -> Any:
+            async with unit_of_work(owner.sessions) as session:
+                if await claim(session, table, delivery.consumer, delivery.event_id):
+                    return await work(owner, session, event, delivery, *args, **kwargs)
+                return None
+
+        return handle
+
+    return decorate
 
 
 class OutboxRelay:

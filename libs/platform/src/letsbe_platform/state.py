@@ -1,7 +1,7 @@
 """State machines are tables: one declared :class:`Machine` per status column, one function that moves a row.
 
 A machine names the mapped model whose status column it guards, its states (a ``StrEnum``) and the allowed moves.
-:func:`transition` is the only writer of such a column: a compare-and-set
+:func:`transition` (and :func:`transition_all`, its bulk form) is the only writer of such a column: a compare-and-set
 ``UPDATE … SET status = :to WHERE <primary key> AND status = :expected RETURNING *``, so two workers can never both
 advance the same row. In the same transaction it records the move in the machine's history table (when it has
 one) and runs its ``on_change`` hook (an outbox event, a NOTIFY, a metric), so either everything happens or nothing
@@ -119,11 +119,50 @@ async def transition(
     raise await _refusal(session, machine, ident, expected, to)
 
 
+async def transition_all(
+    session: AsyncSession,
+    machine: Machine,
+    to: Any,
+    *,
+    where: tuple[ColumnElement[bool], ...],
+    actor: str,
+    reason: str | None = None,
+    **values: Any,
+) -> list[Any]:
+    """:func:`transition` of every row that ``where`` selects and whose status may move to ``to``, in one UPDATE
+    of the rows it locks in their current status (so a row another worker moves meanwhile is left alone); each
+    move is recorded as :func:`transition` records one. Returns the moved rows."""
+    if machine.column in values:
+        raise ValueError(f"{machine.column} is set by transition_all() itself")
+    if machine.reason_column is not None:
+        values[machine.reason_column] = reason
+    await session.flush()
+    col = getattr(machine.model, machine.column)
+    pk = inspect(machine.model).primary_key
+    froms = [_value(s) for s, targets in machine.transitions.items() if to in targets]
+    old = select(*pk, col.label("from_status")).where(col.in_(froms), *where).with_for_update().subquery()
+    stmt = (
+        update(machine.model)
+        .where(*(c == old.c[c.name] for c in pk))
+        .values({machine.column: _value(to), **values})
+        .returning(machine.model, old.c.from_status)
+        .execution_options(synchronize_session=False, populate_existing=True)
+    )
+    moved = []
+    for row, from_status in (await session.execute(stmt)).all():
+        await _applied(session, machine, row, _ident(row), from_status, _value(to), actor, reason, {})
+        moved.append(row)
+    return moved
+
+
 async def move(session: AsyncSession, machine: Machine, row: Any, to: Any, **kwargs: Any) -> Any:
     """:func:`transition` of a row the caller holds (usually locked): from the status it was read in."""
+    return await transition(session, machine, _ident(row), getattr(row, machine.column), to, **kwargs)
+
+
+def _ident(row: Any) -> Any:
     ident = inspect(row).identity
-    expected = getattr(row, machine.column)
-    return await transition(session, machine, ident[0] if len(ident) == 1 else ident, expected, to, **kwargs)
+    return ident[0] if len(ident) == 1 else ident
 
 
 async def try_transition(
@@ -142,8 +181,7 @@ async def created(
 ) -> None:
     """Record a row just inserted in its first state (history row from None, ``on_change``)."""
     status = _value(getattr(row, machine.column))
-    ident = inspect(row).identity
-    await _applied(session, machine, row, ident[0] if len(ident) == 1 else ident, None, status, actor, reason, history)
+    await _applied(session, machine, row, _ident(row), None, status, actor, reason, history)
 
 
 async def _applied(

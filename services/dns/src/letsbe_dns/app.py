@@ -44,43 +44,23 @@ def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -
     assert rt.bus is not None and rt.sessions is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
-    allocated = rt.bus.consumer(
+    options = {
+        "max_deliver": settings.consumer_max_deliver,
+        "backoff": settings.consumer_backoff_seconds,
+        "ack_wait": settings.consumer_ack_wait_seconds,
+    }
+    rt.consume(
         ON_SERVER_ALLOCATED,
         ServerAllocatedV1,
         ServerAllocatedHandler(records, rt.sessions, settings.consumer_max_deliver),
-        max_deliver=settings.consumer_max_deliver,
-        backoff=settings.consumer_backoff_seconds,
-        ack_wait=settings.consumer_ack_wait_seconds,
         concurrency=2,  # different domains in parallel; one domain is serialised by an advisory lock
+        **options,
     )
-    rt.start(ON_SERVER_ALLOCATED, allocated.run(), allocated.stop)
-    decommissioned = rt.bus.consumer(
-        ON_TENANT_DECOMMISSIONED,
-        TenantDecommissionedV1,
-        TenantDecommissionedHandler(records, rt.sessions),
-        max_deliver=settings.consumer_max_deliver,
-        backoff=settings.consumer_backoff_seconds,
-        ack_wait=settings.consumer_ack_wait_seconds,
+    rt.consume(
+        ON_TENANT_DECOMMISSIONED, TenantDecommissionedV1, TenantDecommissionedHandler(records, rt.sessions), **options
     )
-    rt.start(ON_TENANT_DECOMMISSIONED, decommissioned.run(), decommissioned.stop)
-    mail_ready = rt.bus.consumer(
-        ON_MAIL_READY,
-        MailReadyV1,
-        MailReadyHandler(records, rt.sessions),
-        max_deliver=settings.consumer_max_deliver,
-        backoff=settings.consumer_backoff_seconds,
-        ack_wait=settings.consumer_ack_wait_seconds,
-    )
-    rt.start(ON_MAIL_READY, mail_ready.run(), mail_ready.stop)
-    tasks = rt.bus.consumer(
-        ON_TASK_REQUESTED,
-        TenantTaskRequestedV1,
-        TenantTaskHandler(records, rt.sessions),
-        max_deliver=settings.consumer_max_deliver,
-        backoff=settings.consumer_backoff_seconds,
-        ack_wait=settings.consumer_ack_wait_seconds,
-    )
-    rt.start(ON_TASK_REQUESTED, tasks.run(), tasks.stop)
+    rt.consume(ON_MAIL_READY, MailReadyV1, MailReadyHandler(records, rt.sessions), **options)
+    rt.consume(ON_TASK_REQUESTED, TenantTaskRequestedV1, TenantTaskHandler(records, rt.sessions), **options)
 
 
 def create_app(settings: DnsSettings | None = None) -> FastAPI:

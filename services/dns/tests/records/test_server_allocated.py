@@ -88,6 +88,7 @@ async def test_a_redelivered_event_is_handled_once(app, bus, events, cloudflare,
 
 
 def _delivery(event, correlation_id, event_id):
+    from letsbe_dns.records.handlers import ON_SERVER_ALLOCATED
     from letsbe_platform.bus import Delivery
 
     class _Msg:
@@ -95,7 +96,8 @@ def _delivery(event, correlation_id, event_id):
             return None
 
     env = event.envelope(correlation_id=correlation_id, event_id=event_id)
-    return Delivery(envelope=env, subject="x", num_delivered=2, msg=_Msg())  # type: ignore[arg-type]
+    msg = _Msg()
+    return Delivery(envelope=env, subject="x", num_delivered=2, msg=msg, consumer=ON_SERVER_ALLOCATED)  # type: ignore[arg-type]
 
 
 async def test_a_stale_record_is_corrected_and_a_correct_one_left_alone(app, bus, events, cloudflare, engine, kit):

@@ -31,10 +31,8 @@ def start_workers(rt: Runtime, settings: MonitorSettings, http: httpx.AsyncClien
     rt.start("outbox-relay", relay.run(), relay.stop)
 
     engine = AlertEngine(settings)
-    for consumer in TenantHandlers(rt.sessions, engine, settings, clock).consumers(rt.bus):
-        rt.start(consumer.durable, consumer.run(), consumer.stop)
-    for consumer in AlertHandlers(rt.sessions, engine).consumers(rt.bus):
-        rt.start(consumer.durable, consumer.run(), consumer.stop)
+    TenantHandlers(rt.sessions, engine, settings, clock).consume(rt)
+    AlertHandlers(rt.sessions, engine).consume(rt)
 
     sweep = Sweep(rt.sessions, engine, settings, clock)
     rt.every("monitor-sweep", settings.sweep_interval_seconds, sweep.run_round, leased=True)

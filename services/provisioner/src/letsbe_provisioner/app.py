@@ -59,31 +59,12 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
         log.warning("pipeline disabled: settings missing", missing=missing)
         return None
     pipeline = build_pipeline(rt, settings)
-    consumer = rt.bus.consumer(
-        DURABLE,
-        DnsReadyV1,
-        dns_ready_handler(pipeline),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(DURABLE, consumer.run(), consumer.stop)
+    options = {"concurrency": settings.max_concurrent_jobs, "ack_wait": settings.ack_wait_seconds}
+    rt.consume(DURABLE, DnsReadyV1, dns_ready_handler(pipeline), **options)
     rt.start("registration-wakeups", listen_until_stopped(rt, TenantAgentRegisteredV1, pipeline.on_agent_registered))
-    rotations = rt.bus.consumer(
-        ROTATION_DURABLE,
-        TenantKeyRotationRequestedV1,
-        key_rotation_handler(Rotator(pipeline)),
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(ROTATION_DURABLE, rotations.run(), rotations.stop)
-    requested = rt.bus.consumer(
-        tasks.DURABLE,
-        TenantTaskRequestedV1,
-        tenant_tasks(pipeline).on_requested,
-        concurrency=settings.max_concurrent_jobs,
-        ack_wait=settings.ack_wait_seconds,
-    )
-    rt.start(tasks.DURABLE, requested.run(), requested.stop)
+    rotations = key_rotation_handler(Rotator(pipeline))
+    rt.consume(ROTATION_DURABLE, TenantKeyRotationRequestedV1, rotations, **options)
+    rt.consume(tasks.DURABLE, TenantTaskRequestedV1, tenant_tasks(pipeline).on_requested, **options)
     return pipeline
 
 

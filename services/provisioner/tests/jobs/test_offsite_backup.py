@@ -25,7 +25,7 @@ from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
 
-from ..conftest import HUB_TOKEN, dns_ready, staged_events
+from ..conftest import HUB_TOKEN, dns_ready, staged_events, task_delivery
 from .test_server_tasks import request
 
 BUCKET = "letsbe-tenant-backups"
@@ -72,7 +72,7 @@ async def test_the_backup_is_copied_off_site_encrypted_under_the_tenants_prefix(
     (target.bin / "rclone").unlink()  # the real rclone from here on
 
     task = request(tenant_id, "final-backup")
-    await tenant_tasks(pipeline).on_requested(task)
+    await tenant_tasks(pipeline).on_requested(task, task_delivery(task))
     [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
     assert report.status == "SUCCEEDED", (report.detail, report.result)
     assert report.result is not None and report.result["remote_sync"]["status"] == "success", report.result
@@ -101,6 +101,7 @@ async def test_without_off_site_storage_the_backup_says_its_copy_was_skipped(
     await pipeline.on_dns_ready(event)
     assert not target.path("/etc/letsbe/rclone.conf").exists()
     target.output("docker", DUMP)
-    await tenant_tasks(pipeline).on_requested(request(event.order.order_id, "final-backup"))
+    again = request(event.order.order_id, "final-backup")
+    await tenant_tasks(pipeline).on_requested(again, task_delivery(again))
     [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
     assert report.status == "SUCCEEDED" and report.result["remote_sync"] == {"status": "skipped"}

@@ -14,14 +14,13 @@ import pytest
 
 from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_fakes.ssh_target import SshTarget
-from letsbe_platform.bus import Delivery
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs.handlers import tenant_tasks
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
 
-from ..conftest import HUB_TOKEN, dns_ready, server_target, staged_events
+from ..conftest import HUB_TOKEN, dns_ready, server_target, staged_events, task_delivery
 
 
 @pytest.fixture
@@ -33,15 +32,6 @@ async def pipeline(settings: ProvisionerSettings, sessions: Any, hub: Any, key_f
         asyncssh.read_private_key(str(key_file)),
     )  # fmt: skip
     await client.aclose()
-
-
-def delivery(event: TenantTaskRequestedV1) -> Delivery:
-    class _Msg:
-        async def in_progress(self) -> None:
-            return None
-
-    env = event.envelope(correlation_id=event.tenant_id, event_id=event.request_id)
-    return Delivery(envelope=env, subject="x", num_delivered=1, msg=_Msg())  # type: ignore[arg-type]
 
 
 async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report_once(
@@ -60,24 +50,24 @@ async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report
 
     useradds = len(target.calls("useradd"))
     provision = request("provision")
-    await ops.on_requested(provision, delivery(provision))
+    await ops.on_requested(provision, task_delivery(provision))
     assert len(target.calls("useradd")) == 2 * useradds, "the ten steps ran again, on the new server"
 
     target.output("docker", "c0ffee\n")  # `docker ps -q`: one running app; also what a dump prints here
     backup = request("backup", stop_tools=True)
-    await ops.on_requested(backup, delivery(backup))
+    await ops.on_requested(backup, task_delivery(backup))
     assert ["docker", "stop", "c0ffee"] in target.calls("docker"), "the apps stop before the dump"
     assert target.path("/var/lib/letsbe/backup/backup-status.json").exists()
 
     restore = request("restore", backup_set="latest", tool="nextcloud")
     for _ in range(2):  # redelivered after the report: handled once
-        await ops.on_requested(restore, delivery(restore))
+        await ops.on_requested(restore, task_delivery(restore))
     log = target.path("/var/lib/letsbe/restore/restores.log").read_text().splitlines()
     assert [line.split()[0] for line in log] == [restore.request_id.hex]
 
     target.output("curl", "200")
     verify = request("verify")
-    await ops.on_requested(verify, delivery(verify))
+    await ops.on_requested(verify, task_delivery(verify))
     await ops.on_requested(request("switch-dns"), None)  # the DNS service's: nothing here
 
     reports = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
@@ -90,6 +80,6 @@ async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report
     target.output("curl", "502")
     pipeline.settings.verify_seconds = 1
     broken = request("verify")
-    await ops.on_requested(broken, delivery(broken))
+    await ops.on_requested(broken, task_delivery(broken))
     (failed,) = [e for _, e in await staged_events(engine) if getattr(e, "request_id", None) == broken.request_id]
     assert failed.status == "FAILED" and "nextcloud does not answer" in (failed.detail or "")

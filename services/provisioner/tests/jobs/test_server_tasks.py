@@ -20,7 +20,7 @@ from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.secrets import SecretBox
 from letsbe_provisioner.jobs.service import Pipeline
 
-from ..conftest import HUB_TOKEN, dns_ready, staged_events
+from ..conftest import HUB_TOKEN, dns_ready, staged_events, task_delivery
 
 FINAL = "/var/backups/letsbe/final"
 
@@ -67,7 +67,7 @@ async def test_the_final_backup_runs_once_per_task_and_a_repeat_reports_the_kept
     pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any
 ) -> None:
     event = request(tenant, "final-backup")
-    await tenant_tasks(pipeline).on_requested(event)
+    await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     assert report.status == "SUCCEEDED", report.detail
     assert report.result is not None and set(report.result["databases"]) == {"nextcloud", "ghost"}
@@ -81,7 +81,8 @@ async def test_the_final_backup_runs_once_per_task_and_a_repeat_reports_the_kept
     assert len(dumps(target)) == 2
 
     # Asked again (the same job): the kept run is reported (the same result), nothing is dumped again.
-    await tenant_tasks(pipeline).on_requested(request(tenant, "final-backup", event.job_id))
+    again = request(tenant, "final-backup", event.job_id)
+    await tenant_tasks(pipeline).on_requested(again, task_delivery(again))
     assert [r.result for r in await reports(engine, event.job_id)] == [report.result, report.result]
     assert len(dumps(target)) == 2 and len(list(target.path(FINAL).iterdir())) == 1
 
@@ -91,14 +92,15 @@ async def test_a_failed_dump_fails_the_final_backup_with_its_status_and_keeps_no
 ) -> None:
     target.fail("docker", match="letsbe-ghost-db", message="Error response from daemon: container is restarting")
     event = request(tenant, "final-backup")
-    await tenant_tasks(pipeline).on_requested(event)
+    await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     assert report.status == "FAILED" and "final backup failed" in (report.detail or "")
     assert report.result is not None and report.result["databases"]["ghost"]["status"] == "failed"
     assert not target.path(f"{FINAL}/{event.job_id}/backup-status.json").exists()
 
     target.clear("docker")  # the job's retry takes the backup
-    await tenant_tasks(pipeline).on_requested(request(tenant, "final-backup", event.job_id))
+    again = request(tenant, "final-backup", event.job_id)
+    await tenant_tasks(pipeline).on_requested(again, task_delivery(again))
     assert [r.status for r in await reports(engine, event.job_id)] == ["FAILED", "SUCCEEDED"]
 
 
@@ -106,7 +108,7 @@ async def test_stopping_the_agents_stops_the_ai_agent_and_both_letsbe_agents(
     pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any
 ) -> None:
     event = request(tenant, "stop-agents")
-    await tenant_tasks(pipeline).on_requested(event)
+    await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     stopped = ["openclaw", "safety-wrapper", "secrets-proxy"]
     assert report.status == "SUCCEEDED" and report.result == {"stopped": stopped}
@@ -116,6 +118,6 @@ async def test_stopping_the_agents_stops_the_ai_agent_and_both_letsbe_agents(
 
 async def test_a_tenant_never_provisioned_here_has_nothing_to_back_up(pipeline: Pipeline, engine: Any) -> None:
     event = request(uuid.uuid4(), "final-backup")
-    await tenant_tasks(pipeline).on_requested(event)
+    await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     assert report.status == "SUCCEEDED" and "never provisioned" in report.result["skipped"]

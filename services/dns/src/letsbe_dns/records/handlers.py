@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import Counter
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllocatedV1
@@ -22,12 +22,12 @@ from letsbe_contracts.events import (
 )
 from letsbe_dns.cloudflare import CloudflareError
 from letsbe_dns.db import inbox, outbox
-from letsbe_dns.records.service import RecordsService
+from letsbe_dns.records.service import Outcome, RecordsService
 from letsbe_dns.verify import NotVisible
 from letsbe_platform.bus import Delivery, PermanentError
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
+from letsbe_platform.outbox import add_event, handled, inboxed
 
 log = get_logger(__name__)
 
@@ -39,11 +39,10 @@ ON_TASK_REQUESTED = "dns-on-tenant-task-requested"
 DNS_FAILURES = Counter("dns_order_failures_total", "Orders failed at the DNS stage, by reason", ["reason"])
 
 
-async def already_handled(session: AsyncSession, consumer: str, event_id: uuid.UUID) -> bool:
-    row = await session.execute(
-        select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id == event_id)
-    )
-    return row.first() is not None
+async def finished(sessions: async_sessionmaker[AsyncSession], delivery: Delivery) -> bool:
+    """A redelivery of an event we finished: nothing to do, and no Cloudflare call."""
+    async with unit_of_work(sessions) as session:
+        return await handled(session, inbox, delivery.consumer, delivery.event_id)
 
 
 class ServerAllocatedHandler:
@@ -55,55 +54,62 @@ class ServerAllocatedHandler:
     async def __call__(self, event: ServerAllocatedV1, delivery: Delivery) -> None:
         order = event.order
         bound = log.bind(order_id=str(order.order_id), tenant_id=str(order.order_id), event_id=str(delivery.event_id))
-        async with unit_of_work(self.sessions) as session:
-            if await already_handled(session, ON_SERVER_ALLOCATED, delivery.event_id):
-                return  # redelivery of an event we finished: nothing to do
+        if await finished(self.sessions, delivery):
+            return
         try:
             outcome = await self.service.apply(order, event.server, heartbeat=delivery.in_progress)
         except KeyError as exc:  # a tool the catalog does not know: retrying cannot help
-            await self._fail(delivery, order.order_id, f"unknown tool {exc.args[0]!r} in the order", retryable=False)
+            await self._fail(event, delivery, f"unknown tool {exc.args[0]!r} in the order", retryable=False)
             return
         except CloudflareError as exc:
             final = not exc.retryable or delivery.num_delivered >= self.max_deliver
             if not final:
                 raise  # nak with backoff; the SDK has already retried this call with Retry-After
             bound.warning("cloudflare refused", error=exc.message, status=exc.status)
-            await self._fail(delivery, order.order_id, exc.message, retryable=exc.retryable, kind="cloudflare")
+            await self._fail(event, delivery, exc.message, retryable=exc.retryable, kind="cloudflare")
             return
         except NotVisible as exc:
             if delivery.num_delivered < self.max_deliver:
                 raise
-            await self._fail(delivery, order.order_id, str(exc), retryable=True, kind="not-visible")
+            await self._fail(event, delivery, str(exc), retryable=True, kind="not-visible")
             return
+        await self._ready(event, delivery, outcome, bound)
 
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, ON_SERVER_ALLOCATED, delivery.event_id):
-                return
-            ready = DnsReadyV1(order=order, server=event.server, records=outcome.refs)
-            await add_event(
-                session,
-                outbox,
-                ready,
-                correlation_id=str(order.order_id),
-                event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"dns-ready:{delivery.event_id}"),
-            )
+    @inboxed(inbox)
+    async def _ready(
+        self, session: AsyncSession, event: ServerAllocatedV1, delivery: Delivery, outcome: Outcome, bound: Any
+    ) -> None:
+        ready = DnsReadyV1(order=event.order, server=event.server, records=outcome.refs)
+        await add_event(
+            session,
+            outbox,
+            ready,
+            correlation_id=str(event.order.order_id),
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"dns-ready:{delivery.event_id}"),
+        )
         bound.info("dns ready", records=len(outcome.applied), wildcard_refused=outcome.wildcard_refused)
 
+    @inboxed(inbox)
     async def _fail(
-        self, delivery: Delivery, order_id: uuid.UUID, reason: str, *, retryable: bool, kind: str = "invalid"
+        self,
+        session: AsyncSession,
+        event: ServerAllocatedV1,
+        delivery: Delivery,
+        reason: str,
+        *,
+        retryable: bool,
+        kind: str = "invalid",
     ) -> None:
         DNS_FAILURES.labels(kind).inc()
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, ON_SERVER_ALLOCATED, delivery.event_id):
-                return
-            failed = OrderFailedV1(order_id=order_id, stage=FailureStage.DNS, reason=reason[:4000], retryable=retryable)
-            await add_event(
-                session,
-                outbox,
-                failed,
-                correlation_id=str(order_id),
-                event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"order-failed:dns:{delivery.event_id}"),
-            )
+        order_id = event.order.order_id
+        failed = OrderFailedV1(order_id=order_id, stage=FailureStage.DNS, reason=reason[:4000], retryable=retryable)
+        await add_event(
+            session,
+            outbox,
+            failed,
+            correlation_id=str(order_id),
+            event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"order-failed:dns:{delivery.event_id}"),
+        )
         log.error("order failed at DNS", order_id=str(order_id), reason=reason[:500])
 
 
@@ -116,9 +122,8 @@ class MailReadyHandler:
         self.sessions = sessions
 
     async def __call__(self, event: MailReadyV1, delivery: Delivery) -> None:
-        async with unit_of_work(self.sessions) as session:
-            if await already_handled(session, ON_MAIL_READY, delivery.event_id):
-                return
+        if await finished(self.sessions, delivery):
+            return
         try:
             applied = await self.service.apply_mail(event, heartbeat=delivery.in_progress)
         except CloudflareError as exc:
@@ -126,13 +131,15 @@ class MailReadyHandler:
                 raise
             DNS_FAILURES.labels("mail-cloudflare").inc()
             raise PermanentError(f"cloudflare refused the mail records of {event.order.domain}: {exc.message}") from exc
-        async with unit_of_work(self.sessions) as session:
-            await claim(session, inbox, ON_MAIL_READY, delivery.event_id)
+        await self._done(event, delivery, len(applied))
+
+    @inboxed(inbox)
+    async def _done(self, session: AsyncSession, event: MailReadyV1, delivery: Delivery, records: int) -> None:
         log.info(
             "mail records published",
             tenant_id=str(event.tenant_id),
             event_id=str(delivery.event_id),
-            records=len(applied),
+            records=records,
             dkim_selector=event.dkim_selector,
         )
 
@@ -143,13 +150,16 @@ class TenantDecommissionedHandler:
         self.sessions = sessions
 
     async def __call__(self, event: TenantDecommissionedV1, delivery: Delivery) -> None:
-        async with unit_of_work(self.sessions) as session:
-            if await already_handled(session, ON_TENANT_DECOMMISSIONED, delivery.event_id):
-                return
+        if await finished(self.sessions, delivery):
+            return
         # Deleting is idempotent (a record already gone counts as done), so a retry after a crash is harmless.
         deleted = await self.service.decommission(event.tenant_id)
-        async with unit_of_work(self.sessions) as session:
-            await claim(session, inbox, ON_TENANT_DECOMMISSIONED, delivery.event_id)
+        await self._done(event, delivery, deleted)
+
+    @inboxed(inbox)
+    async def _done(
+        self, session: AsyncSession, event: TenantDecommissionedV1, delivery: Delivery, deleted: int
+    ) -> None:
         log.info("tenant records removed", tenant_id=str(event.tenant_id), deleted=deleted)
 
 
@@ -166,11 +176,8 @@ class TenantTaskHandler:
 
     async def __call__(self, event: TenantTaskRequestedV1, delivery: Delivery) -> None:
         task = event.task
-        if task.kind not in ("switch-dns", "tool-dns"):
+        if task.kind not in ("switch-dns", "tool-dns") or await finished(self.sessions, delivery):
             return
-        async with unit_of_work(self.sessions) as session:
-            if await already_handled(session, ON_TASK_REQUESTED, delivery.event_id):
-                return
         started = datetime.now(UTC)
         status, detail, changes = "SUCCEEDED", None, []
         try:
@@ -186,17 +193,27 @@ class TenantTaskHandler:
                 raise  # nak with backoff; past max_deliver a dead letter, and the hub's job asks again later
             DNS_FAILURES.labels(f"{task.kind}-cloudflare").inc()
             status, detail = "FAILED", f"cloudflare refused: {exc.message}"[:4000]
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, ON_TASK_REQUESTED, delivery.event_id):
-                return
-            report = TenantTaskReportedV1(
-                request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=task.kind,
-                attempt=event.attempt, status=status, started_at=started, finished_at=datetime.now(UTC),
-                detail=detail, changes=tuple(c[:300] for c in changes),
-            )  # fmt: skip
-            await add_event(
-                session, outbox, report, correlation_id=str(event.tenant_id),
-                event_id=uuid.uuid5(event.request_id, "reported"),
-            )  # fmt: skip
-        log.info("tenant task", tenant_id=str(event.tenant_id), kind=task.kind, status=status, detail=detail,
+        await self._report(event, delivery, started, status, detail, changes)
+
+    @inboxed(inbox)
+    async def _report(
+        self,
+        session: AsyncSession,
+        event: TenantTaskRequestedV1,
+        delivery: Delivery,
+        started: datetime,
+        status: str,
+        detail: str | None,
+        changes: list[str],
+    ) -> None:
+        report = TenantTaskReportedV1(
+            request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=event.task.kind,
+            attempt=event.attempt, status=status, started_at=started, finished_at=datetime.now(UTC),
+            detail=detail, changes=tuple(c[:300] for c in changes),
+        )  # fmt: skip
+        await add_event(
+            session, outbox, report, correlation_id=str(event.tenant_id),
+            event_id=uuid.uuid5(event.request_id, "reported"),
+        )  # fmt: skip
+        log.info("tenant task", tenant_id=str(event.tenant_id), kind=event.task.kind, status=status, detail=detail,
                  changes=changes)  # fmt: skip

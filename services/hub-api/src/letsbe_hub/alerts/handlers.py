@@ -48,9 +48,6 @@ class AlertHandlers:
 def start(rt: Runtime, settings: HubSettings) -> None:
     assert rt.sessions is not None and rt.bus is not None
     handlers = AlertHandlers(rt.sessions)
-    for consumer in (
-        rt.bus.consumer(ON_RAISED, AlertRaisedV1, handlers.on_raised, concurrency=4),
-        rt.bus.consumer(ON_RESOLVED, AlertResolvedV1, handlers.on_resolved, backoff=(0.5, 1, 2, 5, 10, 30)),
-    ):
-        rt.start(consumer.durable, consumer.run(), consumer.stop)
+    rt.consume(ON_RAISED, AlertRaisedV1, handlers.on_raised, concurrency=4)
+    rt.consume(ON_RESOLVED, AlertResolvedV1, handlers.on_resolved, backoff=(0.5, 1, 2, 5, 10, 30))
     rt.every("hub-self-check", SELF_CHECK_SECONDS, partial(self_check, rt))

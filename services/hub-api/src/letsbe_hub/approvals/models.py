@@ -9,14 +9,20 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
+from letsbe_platform.state import Machine
 
 
 class ApprovalRow(Base):
     __tablename__ = "approvals"
     __table_args__ = (
         # One open request per exact call and tenant: a repeated gated call gets the same approval back.
-        Index("uq_approvals_pending_call", "tenant_id", "args_hash", unique=True,
-              postgresql_where=text("status = 'PENDING'")),
+        Index(
+            "uq_approvals_pending_call",
+            "tenant_id",
+            "args_hash",
+            unique=True,
+            postgresql_where=text("status = 'PENDING'"),
+        ),
         Index("ix_approvals_status_requested", "status", "requested_at"),
     )
 
@@ -36,3 +42,15 @@ class ApprovalRow(Base):
     decided_by: Mapped[str | None] = mapped_column(String(120))
     decision_note: Mapped[str | None] = mapped_column(String(1000))
     consumed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# No history table: the row itself keeps who decided when (decided_*) and when it was used (consumed_at).
+APPROVAL = Machine(
+    noun="approval",
+    model=ApprovalRow,
+    transitions={
+        "PENDING": frozenset({"APPROVED", "REJECTED", "EXPIRED"}),
+        "APPROVED": frozenset({"CONSUMED", "EXPIRED"}),
+    },
+    id_field="approval_id",
+)

@@ -1,5 +1,5 @@
-"""SQL of the approvals context. State changes are compare-and-set updates, so two deciders (or two consumers)
-cannot both win."""
+"""SQL of the approvals context. State changes are the APPROVAL machine's compare-and-set transitions, so two
+deciders (or two consumers) cannot both win."""
 
 from __future__ import annotations
 
@@ -7,27 +7,26 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_hub.approvals.models import ApprovalRow
+from letsbe_hub.approvals.models import APPROVAL, ApprovalRow
+from letsbe_platform import state
 from letsbe_platform.pagination import Keyset
 
-OPEN = ("PENDING", "APPROVED")
 
-
-async def expire_due(session: AsyncSession, *, approval_id: uuid.UUID | None = None,
-                     tenant_id: uuid.UUID | None = None, args_hash: str | None = None) -> None:
+async def expire_due(
+    session: AsyncSession,
+    *,
+    approval_id: uuid.UUID | None = None,
+    tenant_id: uuid.UUID | None = None,
+    args_hash: str | None = None,
+) -> None:
     """Mark open approvals past their expiry EXPIRED (lazily, on the rows about to be read or written)."""
-    stmt = update(ApprovalRow).where(ApprovalRow.status.in_(OPEN), ApprovalRow.expires_at <= func.now())
-    if approval_id is not None:
-        stmt = stmt.where(ApprovalRow.id == approval_id)
-    if tenant_id is not None:
-        stmt = stmt.where(ApprovalRow.tenant_id == tenant_id)
-    if args_hash is not None:
-        stmt = stmt.where(ApprovalRow.args_hash == args_hash)
-    await session.execute(stmt.values(status="EXPIRED"))
+    given = ((ApprovalRow.id, approval_id), (ApprovalRow.tenant_id, tenant_id), (ApprovalRow.args_hash, args_hash))
+    where = (ApprovalRow.expires_at <= func.now(), *(column == value for column, value in given if value is not None))
+    await state.transition_all(session, APPROVAL, "EXPIRED", where=where, actor="hub")
 
 
 async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> ApprovalRow | None:
@@ -44,8 +43,9 @@ async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> Appro
 
 
 async def pending_for(session: AsyncSession, tenant_id: uuid.UUID, args_hash: str) -> ApprovalRow | None:
-    stmt = select(ApprovalRow).where(ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == args_hash,
-                                     ApprovalRow.status == "PENDING")
+    stmt = select(ApprovalRow).where(
+        ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == args_hash, ApprovalRow.status == "PENDING"
+    )
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -56,27 +56,33 @@ async def get(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUI
     return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
 
 
-async def decide(session: AsyncSession, approval_id: uuid.UUID, status: str, by: str,
-                 note: str | None) -> ApprovalRow | None:
-    stmt = (
-        update(ApprovalRow)
-        .where(ApprovalRow.id == approval_id, ApprovalRow.status == "PENDING", ApprovalRow.expires_at > func.now())
-        .values(status=status, decided_at=func.now(), decided_by=by, decision_note=note)
-        .returning(ApprovalRow)
-    )
-    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+async def decide(
+    session: AsyncSession, approval_id: uuid.UUID, status: str, by: str, note: str | None
+) -> ApprovalRow | None:
+    return await state.try_transition(
+        session, APPROVAL, approval_id, "PENDING", status, actor=by, where=(ApprovalRow.expires_at > func.now(),),
+        decided_at=func.now(), decided_by=by, decision_note=note,
+    )  # fmt: skip
 
 
-async def consume(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUID,
-                  args_hash: str) -> ApprovalRow | None:
-    stmt = (
-        update(ApprovalRow)
-        .where(ApprovalRow.id == approval_id, ApprovalRow.tenant_id == tenant_id, ApprovalRow.status == "APPROVED",
-               ApprovalRow.args_hash == args_hash, ApprovalRow.expires_at > func.now())
-        .values(status="CONSUMED", consumed_at=func.now())
-        .returning(ApprovalRow)
+async def consume(
+    session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUID, args_hash: str
+) -> ApprovalRow | None:
+    where = (
+        ApprovalRow.tenant_id == tenant_id,
+        ApprovalRow.args_hash == args_hash,
+        ApprovalRow.expires_at > func.now(),
     )
-    return (await session.execute(stmt.execution_options(populate_existing=True))).scalar_one_or_none()
+    return await state.try_transition(
+        session,
+        APPROVAL,
+        approval_id,
+        "APPROVED",
+        "CONSUMED",
+        actor="safety-wrapper",
+        where=where,
+        consumed_at=func.now(),
+    )
 
 
 KEYSET = Keyset("approvals", ApprovalRow.requested_at, ApprovalRow.id)  # newest first

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts.events import TenantKeyRotationReportedV1
 from letsbe_hub.commands import service
-from letsbe_hub.commands.handlers import ON_ROTATION_REPORTED, rotation_report_handler
+from letsbe_hub.commands.handlers import ON_ROTATION_REPORTED, RotationReports
 from letsbe_hub.commands.repository import NOTIFY_CHANNEL
 from letsbe_hub.config import HubSettings
 from letsbe_platform.db import unit_of_work
@@ -53,9 +53,7 @@ def start(rt: Runtime, settings: HubSettings) -> None:
     rt.start("command-waker", waker.run(), waker.stop)
     rt.every("command-deadline-sweep", settings.command_sweep_seconds, partial(sweep_deadlines, rt.sessions))
     if rt.bus is not None:
-        handler = rotation_report_handler(rt.sessions)
-        reports = rt.bus.consumer(ON_ROTATION_REPORTED, TenantKeyRotationReportedV1, handler)
-        rt.start(ON_ROTATION_REPORTED, reports.run(), reports.stop)
+        rt.consume(ON_ROTATION_REPORTED, TenantKeyRotationReportedV1, RotationReports(rt.sessions).on_reported)
 
 
 def waker_of(rt: Runtime) -> Waker | None:

@@ -10,17 +10,16 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from letsbe_contracts.events import TenantTaskReportedV1
 from letsbe_hub.db import inbox
 from letsbe_hub.lifecycle import exchange
-from letsbe_platform.bus import Delivery, Handler
-from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import claim
+from letsbe_platform.bus import Delivery
+from letsbe_platform.outbox import inboxed
 
 ON_TASK_REPORTED = "hub-on-tenant-task-reported"
 
 
-def task_report_handler(sessions: async_sessionmaker[AsyncSession]) -> Handler:
-    async def on_reported(event: TenantTaskReportedV1, delivery: Delivery) -> None:
-        async with unit_of_work(sessions) as session:
-            if await claim(session, inbox, ON_TASK_REPORTED, delivery.event_id):
-                await exchange.on_report(session, event, datetime.now(UTC))
+class ReportHandlers:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]):
+        self.sessions = sessions
 
-    return on_reported
+    @inboxed(inbox)
+    async def on_task_reported(self, session: AsyncSession, event: TenantTaskReportedV1, delivery: Delivery) -> None:
+        await exchange.on_report(session, event, datetime.now(UTC))

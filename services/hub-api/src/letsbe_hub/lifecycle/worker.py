@@ -426,10 +426,8 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
 
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
     if rt.bus is not None:
-        reports = rt.bus.consumer(
-            handlers.ON_TASK_REPORTED, TenantTaskReportedV1, handlers.task_report_handler(sessions)
-        )
-        rt.start(handlers.ON_TASK_REPORTED, reports.run(), reports.stop)
+        reports = handlers.ReportHandlers(sessions)
+        rt.consume(handlers.ON_TASK_REPORTED, TenantTaskReportedV1, reports.on_task_reported)
     if settings.database_url:
         stream.start_listener(rt, settings.database_url)
     if settings.snapshots_enabled:

@@ -28,7 +28,7 @@ from letsbe_hub.orders.state import lock_stream, notify_stream
 from letsbe_platform.bus import Delivery, PermanentError
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import claim
+from letsbe_platform.outbox import inboxed
 
 log = get_logger(__name__)
 
@@ -62,90 +62,75 @@ class OrderHandlers:
         except LookupError as exc:  # retrying cannot make an order exist: dead-letter it, visibly
             raise PermanentError(str(exc)) from None
 
-    async def on_server_allocated(self, event: ServerAllocatedV1, delivery: Delivery) -> None:
-        actor = "hub-on-server-allocated"
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, actor, delivery.event_id):
-                return
-            s = event.server
-            await self._advance(
-                session,
-                event.order.order_id,
-                S.DNS_PENDING,
-                actor,
-                f"{s.provider} server {s.ipv4} allocated",
-                server_target=s.model_dump(mode="json"),
-            )
+    @inboxed(inbox)
+    async def on_server_allocated(self, session: AsyncSession, event: ServerAllocatedV1, delivery: Delivery) -> None:
+        s = event.server
+        await self._advance(
+            session,
+            event.order.order_id,
+            S.DNS_PENDING,
+            delivery.consumer,
+            f"{s.provider} server {s.ipv4} allocated",
+            server_target=s.model_dump(mode="json"),
+        )
 
-    async def on_dns_ready(self, event: DnsReadyV1, delivery: Delivery) -> None:
-        actor = "hub-on-dns-ready"
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, actor, delivery.event_id):
-                return
-            await self._advance(
-                session,
-                event.order.order_id,
-                S.PROVISIONING,
-                actor,
-                f"{len(event.records)} DNS record(s) point at {event.server.ipv4}",
-                server_target=event.server.model_dump(mode="json"),
-                dns_records=[r.model_dump(mode="json") for r in event.records],
-            )
+    @inboxed(inbox)
+    async def on_dns_ready(self, session: AsyncSession, event: DnsReadyV1, delivery: Delivery) -> None:
+        await self._advance(
+            session,
+            event.order.order_id,
+            S.PROVISIONING,
+            delivery.consumer,
+            f"{len(event.records)} DNS record(s) point at {event.server.ipv4}",
+            server_target=event.server.model_dump(mode="json"),
+            dns_records=[r.model_dump(mode="json") for r in event.records],
+        )
 
     async def on_provisioned(self, event: ProvisionedV1, delivery: Delivery) -> None:
-        actor = "hub-on-provisioned"
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, actor, delivery.event_id):
-                return
-            fulfilled = await self._advance(
-                session,
-                event.order.order_id,
-                S.FULFILLED,
-                actor,
-                f"provisioned in {event.duration_seconds:.0f}s (job {event.job_id})",
-                server_target=event.server.model_dump(mode="json"),
-                tenant_id=event.tenant_id,
-            )
-            if fulfilled:
-                order = await repo.get(session, event.order.order_id)
-                assert order is not None
-                await enqueue_welcome(session, order, mail_from=self.settings.mail_from)
-        if fulfilled:
+        if await self._fulfil(event, delivery):
             self.on_fulfilled()  # after the commit: the mailer finds the row
 
+    @inboxed(inbox)
+    async def _fulfil(self, session: AsyncSession, event: ProvisionedV1, delivery: Delivery) -> bool:
+        fulfilled = await self._advance(
+            session,
+            event.order.order_id,
+            S.FULFILLED,
+            delivery.consumer,
+            f"provisioned in {event.duration_seconds:.0f}s (job {event.job_id})",
+            server_target=event.server.model_dump(mode="json"),
+            tenant_id=event.tenant_id,
+        )
+        if fulfilled:
+            order = await repo.get(session, event.order.order_id)
+            assert order is not None
+            await enqueue_welcome(session, order, mail_from=self.settings.mail_from)
+        return fulfilled
+
     async def on_order_failed(self, event: OrderFailedV1, delivery: Delivery) -> None:
-        actor = "hub-on-order-failed"
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, actor, delivery.event_id):
-                return
-            step = f" (step {event.step})" if event.step else ""
-            await service.fail(
-                session,
-                event.order_id,
-                stage=event.stage,
-                reason=f"{event.reason}{step}",
-                retryable=event.retryable,
-                actor=actor,
-            )
+        step = f" (step {event.step})" if event.step else ""
+        await self._fail(event, delivery, event.order_id, event.stage, f"{event.reason}{step}", event.retryable)
 
     async def on_dead_lettered(self, event: DeadLetteredV1, delivery: Delivery) -> None:
-        actor = "hub-on-dead-lettered"
         event_type = event.event_type or _type_from_subject(event.original_subject)
         stage = DEAD_LETTER_STAGE.get(event_type or "")
         order_id = _uuid(event.correlation_id)
-        if stage is None or order_id is None:
-            return
-        async with unit_of_work(self.sessions) as session:
-            if not await claim(session, inbox, actor, delivery.event_id):
-                return
-            await service.fail(
-                session,
-                order_id,
-                stage=stage,
-                reason=f"{event.consumer} gave up on {event_type} after {event.deliveries} deliveries: {event.error}",
-                retryable=True,
-                actor=actor,
-            )
+        if stage is not None and order_id is not None:
+            reason = f"{event.consumer} gave up on {event_type} after {event.deliveries} deliveries: {event.error}"
+            await self._fail(event, delivery, order_id, stage, reason, True)
+
+    @inboxed(inbox)
+    async def _fail(
+        self,
+        session: AsyncSession,
+        event: OrderFailedV1 | DeadLetteredV1,
+        delivery: Delivery,
+        order_id: uuid.UUID,
+        stage: FailureStage,
+        reason: str,
+        retryable: bool,
+    ) -> None:
+        await service.fail(session, order_id, stage=stage, reason=reason, retryable=retryable, actor=delivery.consumer)
 
     # --- live progress: stored once per (job, seq) / (job, step, attempt, status), streamed by SSE ----------------
 

@@ -63,19 +63,13 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
         mailer = WelcomeMailer(rt.sessions, settings)
         kick_mailer = rt.every("welcome-mailer", mailer.poll_seconds, mailer.send_due).kick
     handlers = OrderHandlers(rt.sessions, settings, on_fulfilled=kick_mailer)
-    consumers = [
-        rt.bus.consumer("hub-on-server-allocated", ServerAllocatedV1, handlers.on_server_allocated),
-        rt.bus.consumer("hub-on-dns-ready", DnsReadyV1, handlers.on_dns_ready),
-        rt.bus.consumer("hub-on-provisioned", ProvisionedV1, handlers.on_provisioned),
-        rt.bus.consumer("hub-on-order-failed", OrderFailedV1, handlers.on_order_failed),
-        rt.bus.consumer("hub-on-dead-lettered", DeadLetteredV1, handlers.on_dead_lettered),
-        rt.bus.consumer("hub-on-provisioning-step", ProvisioningStepV1, handlers.on_provisioning_step),
-        rt.bus.consumer(
-            "hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log
-        ),  # one fetcher: lines stay in order,
-    ]
-    for consumer in consumers:
-        rt.start(consumer.durable, consumer.run(), consumer.stop)
+    rt.consume("hub-on-server-allocated", ServerAllocatedV1, handlers.on_server_allocated)
+    rt.consume("hub-on-dns-ready", DnsReadyV1, handlers.on_dns_ready)
+    rt.consume("hub-on-provisioned", ProvisionedV1, handlers.on_provisioned)
+    rt.consume("hub-on-order-failed", OrderFailedV1, handlers.on_order_failed)
+    rt.consume("hub-on-dead-lettered", DeadLetteredV1, handlers.on_dead_lettered)
+    rt.consume("hub-on-provisioning-step", ProvisioningStepV1, handlers.on_provisioning_step)
+    rt.consume("hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log)  # one fetcher: in order
     orders_rt = OrdersRuntime(settings, rt.sessions, gateway, listener, mailer, handlers)
     _RUNTIMES[rt] = orders_rt
     return orders_rt

@@ -50,7 +50,7 @@ from letsbe_platform import state
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
+from letsbe_platform.outbox import add_event, claim, handled
 from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
@@ -132,64 +132,64 @@ class Allocator:
 
     async def _decide(self, order: OrderSpec, event_id: uuid.UUID) -> tuple[Outcome, _Attempt | None]:
         async with unit_of_work(self.sessions) as s:
-            if await repo.seen(s, CONSUMER, event_id):
+            if await handled(s, inbox, CONSUMER, event_id):
                 return Outcome.DUPLICATE, None
             held = await repo.server_for_order(s, order.order_id)
+            server = None
+            if held is None:
+                intent = await repo.lock_overflow(s, order.order_id)
+                if intent is not None and intent.status in (OverflowStatus.CREATING, OverflowStatus.FAILING):
+                    intent.event_id = event_id  # this delivery carries the attempt on
+                    return Outcome.OVERFLOW, _Attempt(intent.name, intent.status, intent.error, intent.retryable)
+                server = await repo.lock_available_server(s, order.tier.value, order.region.value)
+                if server is None and order.automation_mode is AutomationMode.AUTO and self.overflow is not None:
+                    return Outcome.OVERFLOW, await self._new_attempt(s, order, event_id, intent)
+            # Any other way, this delivery finishes the event here, in this transaction.
+            if not await claim(s, inbox, CONSUMER, event_id):
+                return Outcome.DUPLICATE, None  # a parallel delivery won; the row locks end with this tx
             if held is not None:
-                if not await claim(s, inbox, CONSUMER, event_id):
-                    return Outcome.DUPLICATE, None
                 await emit_allocated(s, order, held, cause=event_id)
                 return Outcome.EXISTING, None
-            intent = await repo.lock_overflow(s, order.order_id)
-            if intent is not None and intent.status in (OverflowStatus.CREATING, OverflowStatus.FAILING):
-                intent.event_id = event_id  # this delivery carries the attempt on
-                return Outcome.OVERFLOW, _Attempt(intent.name, intent.status, intent.error, intent.retryable)
-            server = await repo.lock_available_server(s, order.tier.value, order.region.value)
             if server is not None:
-                if not await claim(s, inbox, CONSUMER, event_id):
-                    return Outcome.DUPLICATE, None  # a parallel delivery won; the row lock ends with this tx
                 await reserve(s, server, order.order_id)
                 if order.automation_mode is AutomationMode.MANUAL:  # it may have been held by an earlier event
                     await repo.resolve_hold(s, order.order_id, server.id, "allocation-worker")
                 await emit_allocated(s, order, server, cause=event_id)
                 return Outcome.POOL, None
+            reason = f"no AVAILABLE {order.tier.value} server in the {order.region.value} pool"
             if order.automation_mode is AutomationMode.MANUAL:
-                if not await claim(s, inbox, CONSUMER, event_id):
-                    return Outcome.DUPLICATE, None
-                reason = f"no AVAILABLE {order.tier.value} server in the {order.region.value} pool"
                 await repo.hold(
                     s, order.order_id, order.tier.value, order.region.value, order.model_dump(mode="json"), reason
                 )
                 return Outcome.HELD, None
-            if self.overflow is None:
-                if not await claim(s, inbox, CONSUMER, event_id):
-                    return Outcome.DUPLICATE, None
-                reason = (
-                    f"no AVAILABLE {order.tier.value} server in the {order.region.value} pool "
-                    "and Hetzner overflow is not configured"
-                )
-                await self._emit_failed(s, order, event_id, reason, retryable=True)
-                return Outcome.FAILED, None
-            n = 1 if intent is None else intent.attempt + 1
-            name = overflow_name(order.order_id, n)
-            if intent is None:
-                await repo.add_overflow(
-                    s,
-                    order_id=order.order_id,
-                    event_id=event_id,
-                    attempt=n,
-                    name=name,
-                    tier=order.tier.value,
-                    region=order.region.value,
-                    status=OverflowStatus.CREATING.value,
-                    retryable=True,
-                )
-            else:  # a retry after a failed attempt (or a released server): a fresh name, a fresh server
-                fresh = {"event_id": event_id, "attempt": n, "name": name, "hetzner_id": None, "server_id": None}
-                await state.transition(
-                    s, OVERFLOW, order.order_id, intent.status, CREATING, actor=CONSUMER, error=None, **fresh
-                )
-            return Outcome.OVERFLOW, _Attempt(name, OverflowStatus.CREATING.value)
+            await self._emit_failed(
+                s, order, event_id, f"{reason} and Hetzner overflow is not configured", retryable=True
+            )
+            return Outcome.FAILED, None
+
+    async def _new_attempt(
+        self, s: AsyncSession, order: OrderSpec, event_id: uuid.UUID, intent: OverflowServer | None
+    ) -> _Attempt:
+        n = 1 if intent is None else intent.attempt + 1
+        name = overflow_name(order.order_id, n)
+        if intent is None:
+            await repo.add_overflow(
+                s,
+                order_id=order.order_id,
+                event_id=event_id,
+                attempt=n,
+                name=name,
+                tier=order.tier.value,
+                region=order.region.value,
+                status=OverflowStatus.CREATING.value,
+                retryable=True,
+            )
+        else:  # a retry after a failed attempt (or a released server): a fresh name, a fresh server
+            fresh = {"event_id": event_id, "attempt": n, "name": name, "hetzner_id": None, "server_id": None}
+            await state.transition(
+                s, OVERFLOW, order.order_id, intent.status, CREATING, actor=CONSUMER, error=None, **fresh
+            )
+        return _Attempt(name, OverflowStatus.CREATING.value)
 
     # --- Hetzner overflow --------------------------------------------------------------------------------------------
 

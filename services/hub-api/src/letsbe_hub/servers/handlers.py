@@ -26,7 +26,7 @@ from letsbe_hub.servers.allocation import CONSUMER, Allocator
 from letsbe_platform.bus import Bus, Consumer, Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import claim
+from letsbe_platform.outbox import inboxed
 from letsbe_platform.web import Runtime
 from letsbe_platform.workers import Job
 
@@ -72,13 +72,11 @@ class ServerWorkers:
                 await hetzner.aclose()
 
     async def run_on_provisioned(self) -> None:
-        async def handle(event: ProvisionedV1, delivery: Delivery) -> None:
-            async with unit_of_work(self.sessions) as s:
-                if not await claim(s, inbox, ON_PROVISIONED, delivery.event_id):
-                    return
-                await repo.mark_in_use(s, event.server.server_id, event.tenant_id)
+        await self._consume(self.bus.consumer(ON_PROVISIONED, ProvisionedV1, self.on_provisioned))
 
-        await self._consume(self.bus.consumer(ON_PROVISIONED, ProvisionedV1, handle))
+    @inboxed(inbox)
+    async def on_provisioned(self, s: AsyncSession, event: ProvisionedV1, delivery: Delivery) -> None:
+        await repo.mark_in_use(s, event.server.server_id, event.tenant_id)
 
     def pool_check(self, allocator: Allocator) -> Job:
         async def job() -> None:

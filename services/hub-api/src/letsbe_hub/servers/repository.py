@@ -11,7 +11,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_hub.db import inbox
 from letsbe_hub.servers.models import (
     HELD_STATUSES,
     HOLD,
@@ -134,15 +133,6 @@ async def cost_rows(session: AsyncSession) -> Sequence[Any]:
         .order_by(Server.provider, Server.tier, Server.region, Server.status)
     )
     return rows.all()
-
-
-# --- inbox -----------------------------------------------------------------------------------------------------------
-
-
-async def seen(session: AsyncSession, consumer: str, event_id: uuid.UUID) -> bool:
-    """Read-only look at the inbox: the claim itself is made where the side effect commits."""
-    stmt = select(inbox.c.event_id).where(inbox.c.consumer == consumer, inbox.c.event_id == event_id)
-    return (await session.execute(stmt)).first() is not None
 
 
 # --- holds (MANUAL orders waiting for an operator) -----------------------------------------------------------------

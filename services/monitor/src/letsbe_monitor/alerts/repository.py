@@ -7,15 +7,16 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Uuid, and_, any_, bindparam, delete, or_, select, text, tuple_, update
+from sqlalchemy import Uuid, and_, any_, bindparam, delete, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import Event
 from letsbe_monitor.alerts.models import Alert, Silence, SweepState
 from letsbe_monitor.db import SCHEMA, outbox
-from letsbe_monitor.notify.models import CANCELLED, PENDING, RESOLVED, SENDING, SENT, Delivery
+from letsbe_monitor.notify.models import CANCELLED, DELIVERY, PENDING, RESOLVED, SENDING, SENT, SUPPRESSED, Delivery
 from letsbe_monitor.tenants.models import Tenant
+from letsbe_platform import state
 from letsbe_platform.outbox import notify_channel
 
 Key = tuple[uuid.UUID | None, str]
@@ -83,10 +84,9 @@ async def settle_deliveries_of_resolved(
     and return the (alert, channel) pairs that did hear about the alert, which now get a resolved notice."""
     if not alert_ids:
         return set()
-    await session.execute(
-        update(Delivery)
-        .where(Delivery.alert_id.in_(alert_ids), Delivery.status == PENDING, Delivery.kind != RESOLVED)
-        .values(status=CANCELLED, last_error="alert resolved before it was sent")
+    unsent = (Delivery.alert_id.in_(alert_ids), Delivery.status == PENDING, Delivery.kind != RESOLVED)
+    await state.transition_all(
+        session, DELIVERY, CANCELLED, where=unsent, actor="monitor", last_error="alert resolved before it was sent"
     )
     rows = await session.execute(
         select(Delivery.alert_id, Delivery.channel)
@@ -113,18 +113,16 @@ async def get_alert(session: AsyncSession, alert_id: uuid.UUID, *, lock: bool = 
 
 
 async def suppress_staff_pending(session: AsyncSession, alert_id: uuid.UUID, staff_channels: Iterable[str]) -> int:
-    result = await session.execute(
-        update(Delivery)
-        .where(
-            Delivery.alert_id == alert_id,
-            Delivery.status == PENDING,
-            Delivery.kind != RESOLVED,
-            Delivery.channel.in_(list(staff_channels)),
-        )
-        .values(status="suppressed", last_error="acknowledged")
-        .returning(Delivery.id)
+    unsent = (
+        Delivery.alert_id == alert_id,
+        Delivery.status == PENDING,
+        Delivery.kind != RESOLVED,
+        Delivery.channel.in_(list(staff_channels)),
     )
-    return len(result.all())
+    suppressed = await state.transition_all(
+        session, DELIVERY, SUPPRESSED, where=unsent, actor="monitor", last_error="acknowledged"
+    )
+    return len(suppressed)
 
 
 async def set_silence(

@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_monitor.db import Base
+from letsbe_platform.state import Machine
 
 # Channels (§9.2): staff email, Slack-compatible webhook, generic signed webhook, customer push.
 EMAIL, SLACK, WEBHOOK, PUSH = "email", "slack", "webhook", "push"
@@ -50,3 +51,16 @@ class Delivery(Base):
         Index("ix_deliveries_due", "next_attempt_at", postgresql_where=text("status IN ('pending', 'sending')")),
         Index("ix_deliveries_alert", "alert_id"),
     )
+
+
+# No history table: attempts, last_error and sent_at on the row say what became of it.
+DELIVERY = Machine(
+    noun="delivery",
+    model=Delivery,
+    transitions={
+        PENDING: frozenset({SENDING, SUPPRESSED, CANCELLED}),
+        # Again SENDING: the lease of a worker that died mid-send expired, and another worker takes the row.
+        SENDING: frozenset({SENDING, SENT, PENDING, FAILED, SUPPRESSED}),
+    },
+    id_field="delivery_id",
+)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_monitor.alerts import repository as repo
@@ -24,13 +24,15 @@ from letsbe_monitor.clock import Clock, utcnow
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.metrics import DELIVERIES, DELIVERY_SECONDS
 from letsbe_monitor.notify.channels import Channel, DeliveryFailed
-from letsbe_monitor.notify.models import FAILED, PENDING, RESOLVED, SENDING, SENT, SUPPRESSED, Delivery
+from letsbe_monitor.notify.models import DELIVERY, FAILED, PENDING, RESOLVED, SENDING, SENT, SUPPRESSED, Delivery
 from letsbe_monitor.notify.routing import STAFF_CHANNELS
+from letsbe_platform import state
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
+ACTOR = "delivery-worker"
 
 
 class DeliveryWorker:
@@ -79,26 +81,11 @@ class DeliveryWorker:
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
-        result = await session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_(due))
-            .values(
-                status=SENDING,
-                locked_until=now + timedelta(seconds=self.settings.delivery_lease_seconds),
-                attempts=Delivery.attempts + 1,
-            )
-            .returning(
-                Delivery.id,
-                Delivery.alert_id,
-                Delivery.tenant_id,
-                Delivery.rule,
-                Delivery.channel,
-                Delivery.kind,
-                Delivery.attempts,
-                Delivery.payload,
-            )
-        )
-        return list(result.all())
+        lease = now + timedelta(seconds=self.settings.delivery_lease_seconds)
+        return await state.transition_all(
+            session, DELIVERY, SENDING, where=(Delivery.id.in_(due),), actor=ACTOR, locked_until=lease,
+            attempts=Delivery.attempts + 1,
+        )  # fmt: skip
 
     async def _drop_suppressed(self, session: AsyncSession, rows: list[Any], now: datetime) -> list[Any]:
         silenced = await repo.silenced_keys(session, {(r.tenant_id, r.rule) for r in rows}, now)
@@ -122,11 +109,7 @@ class DeliveryWorker:
                 keep.append(row)
                 continue
             DELIVERIES.labels(row.channel, "suppressed").inc()
-            await session.execute(
-                update(Delivery)
-                .where(Delivery.id == row.id)
-                .values(status=SUPPRESSED, last_error=reason, locked_until=None)
-            )
+            await state.move(session, DELIVERY, row, SUPPRESSED, actor=ACTOR, last_error=reason, locked_until=None)
         return keep
 
     async def _send(self, row: Any) -> DeliveryFailed | None:
@@ -144,12 +127,14 @@ class DeliveryWorker:
 
     async def _settle(self, session: AsyncSession, row: Any, error: DeliveryFailed | None) -> None:
         now = self.clock()
-        mine = and_(Delivery.id == row.id, Delivery.status == SENDING, Delivery.attempts == row.attempts)
+
+        async def settle(to: str, **values: Any) -> None:  # only the lease holder: the attempt is still ours
+            mine = (Delivery.attempts == row.attempts,)
+            await state.try_transition(session, DELIVERY, row.id, SENDING, to, actor=ACTOR, where=mine, **values)
+
         if error is None:
             DELIVERIES.labels(row.channel, "sent").inc()
-            await session.execute(
-                update(Delivery).where(mine).values(status=SENT, sent_at=now, locked_until=None, last_error=None)
-            )
+            await settle(SENT, sent_at=now, locked_until=None, last_error=None)
             log.info(
                 "notification sent",
                 channel=row.channel,
@@ -161,15 +146,8 @@ class DeliveryWorker:
         if error.retryable and row.attempts < self.settings.delivery_max_attempts:
             delay = self.backoff(row.attempts, error.retry_after)
             DELIVERIES.labels(row.channel, "retry").inc()
-            await session.execute(
-                update(Delivery)
-                .where(mine)
-                .values(
-                    status=PENDING,
-                    next_attempt_at=now + timedelta(seconds=delay),
-                    locked_until=None,
-                    last_error=str(error)[:2000],
-                )
+            await settle(
+                PENDING, next_attempt_at=now + timedelta(seconds=delay), locked_until=None, last_error=str(error)[:2000]
             )
             log.warning(
                 "notification failed; will retry",
@@ -181,9 +159,7 @@ class DeliveryWorker:
             )
             return
         DELIVERIES.labels(row.channel, "failed").inc()
-        await session.execute(
-            update(Delivery).where(mine).values(status=FAILED, locked_until=None, last_error=str(error)[:2000])
-        )
+        await settle(FAILED, locked_until=None, last_error=str(error)[:2000])
         log.error(
             "notification given up",
             channel=row.channel,

@@ -16,14 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import add_event, claim
+from letsbe_platform.outbox import add_event, handled, inboxed
 from letsbe_provisioner.db import inbox, outbox
 
 log = get_logger(__name__)
@@ -46,17 +45,16 @@ Runner = Callable[[TenantTaskRequestedV1, Delivery | None], Awaitable[Outcome]]
 class TenantTasks:
     def __init__(self, pipeline: Any, runners: Mapping[str, Runner]):
         self.p = pipeline
+        self.sessions = pipeline.sessions
         self.runners = runners
 
-    async def on_requested(self, event: TenantTaskRequestedV1, delivery: Delivery | None = None) -> None:
+    async def on_requested(self, event: TenantTaskRequestedV1, delivery: Delivery) -> None:
         run = self.runners.get(event.task.kind)
         if run is None:
             return  # the DNS service's
-        if delivery is not None:
-            seen = select(inbox.c.event_id).where(inbox.c.consumer == DURABLE, inbox.c.event_id == delivery.event_id)
-            async with self.p.sessions() as session:
-                if (await session.execute(seen)).first() is not None:
-                    return
+        async with unit_of_work(self.sessions) as session:
+            if await handled(session, inbox, delivery.consumer, delivery.event_id):
+                return
         started = datetime.now(UTC)
         keepalive = asyncio.create_task(self.p._keep_in_progress(delivery))
         try:
@@ -65,21 +63,29 @@ class TenantTasks:
             keepalive.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keepalive
-        async with unit_of_work(self.p.sessions) as session:
-            if delivery is not None and not await claim(session, inbox, DURABLE, delivery.event_id):
-                return
-            if outcome.commit is not None and outcome.status == "SUCCEEDED":
-                await outcome.commit(session)
-            report = TenantTaskReportedV1(
-                request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=event.task.kind,
-                attempt=event.attempt, status=outcome.status, started_at=started, finished_at=datetime.now(UTC),
-                detail=outcome.detail[-4000:] if outcome.detail else None,
-                changes=tuple(c[:300] for c in outcome.changes[-50:]), result=outcome.result,
-            )  # fmt: skip
-            await add_event(
-                session, outbox, report, correlation_id=str(event.tenant_id),
-                event_id=uuid.uuid5(event.request_id, "reported"),
-            )  # fmt: skip
+        await self._report(event, delivery, started, outcome)
+
+    @inboxed(inbox)
+    async def _report(
+        self,
+        session: AsyncSession,
+        event: TenantTaskRequestedV1,
+        delivery: Delivery,
+        started: datetime,
+        outcome: Outcome,
+    ) -> None:
+        if outcome.commit is not None and outcome.status == "SUCCEEDED":
+            await outcome.commit(session)
+        report = TenantTaskReportedV1(
+            request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=event.task.kind,
+            attempt=event.attempt, status=outcome.status, started_at=started, finished_at=datetime.now(UTC),
+            detail=outcome.detail[-4000:] if outcome.detail else None,
+            changes=tuple(c[:300] for c in outcome.changes[-50:]), result=outcome.result,
+        )  # fmt: skip
+        await add_event(
+            session, outbox, report, correlation_id=str(event.tenant_id),
+            event_id=uuid.uuid5(event.request_id, "reported"),
+        )  # fmt: skip
         say = log.info if outcome.status == "SUCCEEDED" else log.error
         say("tenant task done", tenant_id=str(event.tenant_id), kind=event.task.kind, status=outcome.status,
             detail=outcome.detail if outcome.status == "FAILED" else None, changes=len(outcome.changes))  # fmt: skip
