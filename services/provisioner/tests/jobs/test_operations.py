@@ -62,6 +62,8 @@ async def test_provision_elsewhere_backup_restore_and_verify_each_run_and_report
     restore = request("restore", backup_set="latest", tool="nextcloud")
     for _ in range(2):  # redelivered after the report: handled once
         await ops.on_requested(restore, task_delivery(restore))
+    (restored,) = [e for _, e in await staged_events(engine) if getattr(e, "request_id", None) == restore.request_id]
+    assert restored.status == "SUCCEEDED", restored.detail
     log = target.path("/var/lib/letsbe/restore/restores.log").read_text().splitlines()
     assert [line.split()[0] for line in log] == [restore.request_id.hex]
 
