@@ -649,6 +649,28 @@ class TenantTaskRequestedV1(Event):
     attempt: Annotated[int, Field(ge=1)]  # the job's nth ask of this kind
     task: TenantTask
 
+    def report(
+        self,
+        status: Literal["SUCCEEDED", "FAILED"],
+        started_at: datetime,
+        *,
+        detail: str | None = None,
+        changes: list[str] | tuple[str, ...] = (),
+        result: dict[str, Any] | None = None,
+    ) -> TenantTaskReportedV1:
+        """The owner's report of this ask, finished now, within the report's limits (the end of a long detail, the
+        last 50 changes); staged under ``report_event_id`` so a repeat stages it once."""
+        return TenantTaskReportedV1(
+            request_id=self.request_id, job_id=self.job_id, tenant_id=self.tenant_id, kind=self.task.kind,
+            attempt=self.attempt, status=status, started_at=started_at, finished_at=datetime.now(UTC),
+            detail=detail[-4000:] if detail else None, changes=tuple(c[:300] for c in list(changes)[-50:]),
+            result=result,
+        )  # fmt: skip
+
+    @property
+    def report_event_id(self) -> uuid.UUID:
+        return uuid.uuid5(self.request_id, "reported")
+
 
 @register
 class TenantTaskReportedV1(Event):

@@ -16,7 +16,6 @@ from letsbe_contracts import DnsReadyV1, FailureStage, OrderFailedV1, ServerAllo
 from letsbe_contracts.events import (
     MailReadyV1,
     TenantDecommissionedV1,
-    TenantTaskReportedV1,
     TenantTaskRequestedV1,
     ToolChangeTask,
 )
@@ -206,14 +205,7 @@ class TenantTaskHandler:
         detail: str | None,
         changes: list[str],
     ) -> None:
-        report = TenantTaskReportedV1(
-            request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=event.task.kind,
-            attempt=event.attempt, status=status, started_at=started, finished_at=datetime.now(UTC),
-            detail=detail, changes=tuple(c[:300] for c in changes),
-        )  # fmt: skip
-        await add_event(
-            session, outbox, report, correlation_id=str(event.tenant_id),
-            event_id=uuid.uuid5(event.request_id, "reported"),
-        )  # fmt: skip
+        report = event.report(status, started, detail=detail, changes=changes)
+        await add_event(session, outbox, report, correlation_id=str(event.tenant_id), event_id=event.report_event_id)
         log.info("tenant task", tenant_id=str(event.tenant_id), kind=event.task.kind, status=status, detail=detail,
                  changes=changes)  # fmt: skip

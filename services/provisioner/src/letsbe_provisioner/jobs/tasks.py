@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
+from letsbe_contracts.events import TenantTaskRequestedV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -76,16 +75,10 @@ class TenantTasks:
     ) -> None:
         if outcome.commit is not None and outcome.status == "SUCCEEDED":
             await outcome.commit(session)
-        report = TenantTaskReportedV1(
-            request_id=event.request_id, job_id=event.job_id, tenant_id=event.tenant_id, kind=event.task.kind,
-            attempt=event.attempt, status=outcome.status, started_at=started, finished_at=datetime.now(UTC),
-            detail=outcome.detail[-4000:] if outcome.detail else None,
-            changes=tuple(c[:300] for c in outcome.changes[-50:]), result=outcome.result,
-        )  # fmt: skip
-        await add_event(
-            session, outbox, report, correlation_id=str(event.tenant_id),
-            event_id=uuid.uuid5(event.request_id, "reported"),
-        )  # fmt: skip
+        report = event.report(
+            outcome.status, started, detail=outcome.detail, changes=outcome.changes, result=outcome.result
+        )
+        await add_event(session, outbox, report, correlation_id=str(event.tenant_id), event_id=event.report_event_id)
         say = log.info if outcome.status == "SUCCEEDED" else log.error
         say("tenant task done", tenant_id=str(event.tenant_id), kind=event.task.kind, status=outcome.status,
             detail=outcome.detail if outcome.status == "FAILED" else None, changes=len(outcome.changes))  # fmt: skip
