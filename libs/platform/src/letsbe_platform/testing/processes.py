@@ -12,8 +12,13 @@ from pathlib import Path
 
 import httpx
 
-from letsbe_platform.runner import tenant_env
+from letsbe_platform.runner import SERVICES, tenant_env
 from letsbe_platform.testing import free_port
+from letsbe_platform.testing.forkserver import ForkedProcess
+
+# Control-plane services start forked from a server with their libraries imported (forkserver.py); anything else,
+# the tenant agents above all, as `python -m` starts it.
+_FORKED = {s.module for s in SERVICES}
 
 # A start is mostly imports: a few seconds on an idle machine, several times that beside a CPU-heavy process. The
 # wait ends as soon as /readyz answers, and a start that fails ends it at once (the process exits); this bound only
@@ -34,6 +39,7 @@ class ServiceProcess:
     ):
         self.module = module
         self.argv = argv or [sys.executable, "-m", module]
+        self._forked = argv is None and not tenant_side and module.split(".")[0] in _FORKED
         self.port = port or free_port()
         # A port we chose ourselves can be taken between choosing and binding (another xdist worker's process):
         # then the process is started again on another one (see wait_ready).
@@ -44,15 +50,18 @@ class ServiceProcess:
         if port_env:
             self.env[port_env] = str(self.port)
         self.log_path = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log")[1])
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: subprocess.Popen[bytes] | ForkedProcess | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> ServiceProcess:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        if self._forked:
+            self.proc = ForkedProcess(self.module, self.env, self.log_path)
+            return self
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> ServiceProcess:
