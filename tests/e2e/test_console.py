@@ -1,7 +1,7 @@
 """The operators' console in a real headless Chromium, against the whole sandbox control plane: an operator made
 with `letsbe-hub operators create` signs in with password and TOTP, watches a paid order walk to FULFILLED with its
 log streaming in, acknowledges an alert and approves a Safety Wrapper approval; every action is recorded under the
-operator's name. Screenshots of the main pages go to docs/screenshots/ (docs/console.md shows them)."""
+operator's name. Screenshots of the main pages go to LETSBE_SCREENSHOTS_DIR (docs/console.md shows them)."""
 
 from __future__ import annotations
 

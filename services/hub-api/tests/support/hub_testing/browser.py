@@ -1,7 +1,9 @@
 """A real headless browser for the web pages: Debian's Chromium driven by Selenium through chromedriver.
 
 ``browser`` (module scope: one Chromium per test module, it takes a second or two to start) yields a
-:class:`Browser`; ``browser.screenshot("portal-orders")`` saves ``docs/screenshots/portal-orders.png``.
+:class:`Browser`; ``browser.screenshot("portal-orders")`` saves ``portal-orders.png`` in ``LETSBE_SCREENSHOTS_DIR``
+(``LETSBE_SCREENSHOTS_DIR=docs/screenshots`` refreshes the documentation's pictures; unset, a folder under the system
+temp directory, so a test run leaves the checkout as it was).
 Selenium's calls block, so async tests run them in a thread (``await asyncio.to_thread(browser.get, url)``) while
 the hub serves on the test's event loop.
 """
@@ -9,7 +11,9 @@ the hub serves on the test's event loop.
 from __future__ import annotations
 
 import base64
+import os
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +28,7 @@ from selenium.webdriver.remote.webelement import WebElement
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
-SCREENSHOTS = Path(__file__).resolve().parents[5] / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("LETSBE_SCREENSHOTS_DIR") or Path(tempfile.gettempdir()) / "letsbe-screenshots")
 T = TypeVar("T")
 
 
@@ -72,7 +76,7 @@ class Browser:
         return [e["message"] for e in self.driver.get_log("browser") if e.get("level") == "SEVERE"]
 
     def screenshot(self, name: str, *, full_page: bool = True) -> Path:
-        """Save the page as ``docs/screenshots/<name>.png``: the whole page (up to 4000 px high), or the window."""
+        """Save the page as ``<name>.png`` in SCREENSHOTS: the whole page (up to 4000 px high), or the window."""
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
         if not full_page:
