@@ -252,41 +252,58 @@ def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict
             proc.wait(timeout=10)
 
 
-@pytest.fixture
-def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """The real gateway on the rendered configuration and openclaw.env."""
-    files, config = rendered_ai(tmp_path)
-    keys = env_file(files["openclaw.env"])
-    with running_gateway(openclaw, tmp_path, config, keys) as url:
-        yield url, keys
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    files: dict[str, RenderedFile]
+    keys: dict[str, str]
+    model: FakeOpenAI
+    log: Path
 
 
-@pytest.mark.timeout(480)  # the gateway's start and one agent turn: minutes on a busy machine
-def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(openclaw: OpenClaw, tmp_path: Path):
-    """What the Safety Wrapper's chat relay sends (letsbe_contracts.protocol.openclaw_chat_request, to the rendered
-    LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
-    configuration; the model behind it is a stand-in on loopback."""
-    files, _ = rendered_ai(tmp_path, ("ghost",))
+@pytest.fixture(scope="module")
+def gateway(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The real gateway on the rendered configuration (every tool) and openclaw.env, started once for the module's
+    gateway tests: each sends its own calls and checks only those. The model behind it is a stand-in on loopback;
+    only the base URL's host changes, since ``secrets-proxy`` resolves on the tenant's gate network only."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    files, _ = rendered_ai(tmp)
     keys = env_file(files["openclaw.env"])
-    sw = env_file(files["safety-wrapper.env"])
-    assert sw["LETSBE_SW_CHAT_TOKEN"] == keys["OPENCLAW_GATEWAY_TOKEN"]
-    assert f"LETSBE_SW_CHAT_URL: \"http://letsbe-openclaw:{OPENCLAW_PORT}/v1/chat/completions\"" in files[
-        "docker-compose.yml"].content
     model = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])
     model.reply = "Hello from your assistant."
     with LoopbackServer(model.app) as sp:
-        config = tmp_path / "openclaw-loopback.json"
+        config = tmp / "openclaw-loopback.json"
         config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
-        with running_gateway(openclaw, tmp_path, config, keys) as url:
-            r = httpx.post(url + "/v1/chat/completions", json=openclaw_chat_request("hello, who are you?"),
-                           headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"}, timeout=240)
-    assert r.status_code == 200, r.text[-2000:] + (tmp_path / "gateway.log").read_text()[-3000:]
+        with running_gateway(openclaw, tmp, config, keys) as url:
+            yield Gateway(url, files, keys, model, tmp / "gateway.log")
+
+
+@pytest.mark.timeout(480)  # the gateway's start (if this test is the first to use it) and one agent turn
+def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(gateway: Gateway):
+    """What the Safety Wrapper's chat relay sends (letsbe_contracts.protocol.openclaw_chat_request, to the rendered
+    LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
+    configuration; the model behind it is a stand-in on loopback."""
+    files, keys = gateway.files, gateway.keys
+    sw = env_file(files["safety-wrapper.env"])
+    assert sw["LETSBE_SW_CHAT_TOKEN"] == keys["OPENCLAW_GATEWAY_TOKEN"]
+    assert (
+        f'LETSBE_SW_CHAT_URL: "http://letsbe-openclaw:{OPENCLAW_PORT}/v1/chat/completions"'
+        in files["docker-compose.yml"].content
+    )
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=openclaw_chat_request("hello, who are you?"),
+        headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"},
+        timeout=240,
+    )
+    assert r.status_code == 200, r.text[-2000:] + gateway.log.read_text()[-3000:]
     assert "Hello from your assistant." in r.json()["choices"][0]["message"]["content"]
-    assert any("hello, who are you?" in json.dumps(q["body"]) for q in model.requests)
+    assert any("hello, who are you?" in json.dumps(q["body"]) for q in gateway.model.requests)
 
 
-def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway):
-    url, keys = gateway
+@pytest.mark.timeout(480)  # the gateway's start, if this test is the first to use it
+def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway: Gateway):
+    url, keys = gateway.url, gateway.keys
     call = {"tool": "sessions_list", "args": {}}
     assert _status(url + "/tools/invoke", call) == 401
     assert _status(url + "/tools/invoke", call, token="not-the-token") == 401
