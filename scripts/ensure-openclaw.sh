@@ -13,6 +13,10 @@ cli=$dir/node_modules/openclaw/openclaw.mjs
 if [ -f "$dir/.complete" ]; then echo "$dir"; exit 0; fi
 command -v npm >/dev/null 2>&1 || { echo "npm is missing (make system-tools installs it)" >&2; exit 1; }
 mkdir -p "$root"
+# One install at a time (xdist workers, the VPS tests' OpenClaw image): the others wait for it and reuse it.
+exec 9>"$root/.openclaw-$version-node$node_major.lock"
+flock 9
+if [ -f "$dir/.complete" ]; then echo "$dir"; exit 0; fi
 tmp=$(mktemp -d "$root/.install.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 # --ignore-scripts: the package's own install scripts would run under the system's older Node; the CLI and the

