@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from letsbe_platform import devstack, migrations
+# Nothing heavy at import time: `letsbe-run --help` answers at once; httpx and the migrations (SQLAlchemy, Alembic,
+# every service's models) are imported where they are used.
+from letsbe_platform import devstack
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,8 @@ async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: as
 
 
 async def _wait_ready(url: str, timeout: float = 60) -> bool:
+    import httpx
+
     async with httpx.AsyncClient() as client:
         for _ in range(int(timeout * 5)):
             with contextlib.suppress(httpx.HTTPError):
@@ -355,6 +357,12 @@ async def _announce(env: dict[str, str], sandbox: bool, replicas: int = 1) -> No
     print("Press Ctrl-C to stop.\n", flush=True)
 
 
+def _migrate(database_url: str) -> None:
+    from letsbe_platform import migrations
+
+    migrations.upgrade(database_url)
+
+
 def _report_crash(exc: CrashLoop) -> int:
     say(str(exc))
     if exc.tail:
@@ -378,8 +386,12 @@ async def _supervise(
         loop.add_signal_handler(sig, lambda: (stop.set(), sup.stopping.set()))
     watchers: list[asyncio.Task[None]] = []
     code = 0
+    # The migrations and the sandbox need nothing of each other: they run side by side, the services after both.
+    say("applying migrations")
+    migrating = asyncio.create_task(asyncio.to_thread(_migrate, env["DATABASE_URL"]))
     try:
         per_service = await _start_sandbox(sup, env) if sandbox else {}
+        await migrating
         if sandbox:
             watchers.append(asyncio.create_task(sup.watch_exit(sup.children["sandbox"])))
         for svc in SERVICES:
@@ -410,6 +422,8 @@ async def _supervise(
         code = _report_crash(exc)
         say("stopping everything")
     finally:
+        # A thread cannot be cancelled: wait for the migrations before stopping (their error, if any, is raised above).
+        await asyncio.gather(migrating, return_exceptions=True)
         sup.stopping.set()
         for task in watchers:
             task.cancel()
@@ -493,8 +507,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             env.update(DATABASE_URL=servers.postgres.url, NATS_URL=servers.nats_url)
             print(f"  postgres  {servers.postgres.url}\n  nats      {servers.nats_url}", flush=True)
-        print("applying migrations", flush=True)
-        migrations.upgrade(env["DATABASE_URL"])
         code = asyncio.run(_supervise(env, sandbox, policy, servers, replicas))
     sys.exit(code)
 
