@@ -463,9 +463,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--restart-window", type=float, default=RestartPolicy.window, help="seconds (default %(default)s)"
     )
+    parser.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=RestartPolicy.backoff,
+        help="seconds before the first restart, doubling with each further one (default %(default)s)",
+    )
     args = parser.parse_args(argv)
-    if args.max_restarts < 0 or args.restart_window <= 0:
-        parser.error("--max-restarts must be >= 0 and --restart-window > 0")
+    if args.max_restarts < 0 or args.restart_window <= 0 or args.restart_backoff < 0:
+        parser.error("--max-restarts and --restart-backoff must be >= 0 and --restart-window > 0")
     return args
 
 
@@ -480,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if nodes > 1:
         env.setdefault("LETSBE_BUS_REPLICAS", "3")
     sandbox = sandbox_wanted(env)
-    policy = RestartPolicy(limit=args.max_restarts, window=args.restart_window)
+    policy = RestartPolicy(limit=args.max_restarts, window=args.restart_window, backoff=args.restart_backoff)
     root = args.data_dir.resolve()
     with contextlib.ExitStack() as stack:
         try:
