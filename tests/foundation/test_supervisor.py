@@ -114,7 +114,8 @@ async def test_crash_loop_stops_everything_with_the_last_lines_of_its_log(
         "LETSBE_BUS_NAMESPACE": bus_namespace,
         "LETSBE_MONITOR_PORT": "0",
     }
-    run = start_run(tmp_path, env, "--max-restarts", "2")
+    # A short backoff: the count of restarts and the crash-loop verdict are what is checked, not the waits between.
+    run = start_run(tmp_path, env, "--max-restarts", "2", "--restart-backoff", "0.05")
     try:
         code = run.proc.wait(timeout=120)
     finally:

@@ -12,9 +12,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from letsbe_contracts.events import EVENT_TYPES, Envelope, Event
+if TYPE_CHECKING:  # imported where used: --help answers without building every event model
+    from letsbe_contracts.events import Event
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas" / "events"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
@@ -22,6 +23,8 @@ DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 def event_schema(cls: type[Event]) -> dict[str, Any]:
     """The envelope schema for one event version (the payload as producers serialise it)."""
+    from letsbe_contracts.events import Envelope
+
     payload = cls.model_json_schema(mode="serialization")
     defs = payload.pop("$defs", {})
     envelope = Envelope.model_json_schema(mode="serialization")
@@ -44,6 +47,8 @@ def event_schema(cls: type[Event]) -> dict[str, Any]:
 
 def render_all() -> dict[str, str]:
     """File name → file text for every registered event version."""
+    from letsbe_contracts.events import EVENT_TYPES
+
     return {
         f"{cls.SUBJECT}.json": json.dumps(event_schema(cls), indent=2, sort_keys=True) + "\n"
         for cls in sorted(EVENT_TYPES.values(), key=lambda c: c.SUBJECT)

@@ -24,6 +24,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -378,19 +379,27 @@ def running(
         Postgres(root / "postgres", pg_port or free_port(), fast=fast),
         nats_nodes(root, nats_port or free_port(), nats_cluster),
     )
-    # Stop only what this call started: a failed start (e.g. the data dir is another stack's) must not stop the
-    # servers that were already running there.
-    stack.postgres.start()
-    try:
-        with contextlib.ExitStack() as started:
-            for node in stack.nodes:
-                node.start()
-                started.callback(node.stop)
-            if nats_cluster > 1:
-                wait_for_meta_leader(stack.nodes)
-            yield stack
-    finally:
-        stack.postgres.stop()
+    # Postgres (initdb, start) and the NATS nodes start side by side, and stop side by side. Stop only what this call
+    # started: a failed start (e.g. the data dir is another stack's) must not stop the servers already running there.
+    with contextlib.ExitStack() as started:
+        with ThreadPoolExecutor(len(stack.nodes) + 1) as pool:
+            postgres = pool.submit(stack.postgres.start)
+            nodes = [pool.submit(node.start) for node in stack.nodes]
+            wait([postgres, *nodes])
+        servers = [stack.postgres, *stack.nodes]
+        futures = [postgres, *nodes]
+        started.callback(_stop_all, [s for s, f in zip(servers, futures, strict=True) if f.exception() is None])
+        for future in futures:
+            future.result()  # the first start that failed: what did start is stopped on the way out
+        if nats_cluster > 1:
+            wait_for_meta_leader(stack.nodes)
+        yield stack
+
+
+def _stop_all(servers: list[Postgres | Nats]) -> None:
+    with ThreadPoolExecutor(max(len(servers), 1)) as pool:
+        for future in [pool.submit(server.stop) for server in servers]:
+            future.result()
 
 
 class DataDirInUse(RuntimeError):

@@ -13,15 +13,14 @@ import sys
 from importlib import import_module
 from importlib.metadata import entry_points
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from alembic import command, context
-from alembic.config import Config
-from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import create_async_engine
-
-from letsbe_platform.db import async_url, make_metadata
-from letsbe_platform.outbox import inbox_table, outbox_table
+# SQLAlchemy and Alembic are imported where used: `letsbe-migrate --help` (and `letsbe-run`, which imports this
+# module) start at once.
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+    from alembic.config import Config
+    from sqlalchemy import MetaData
 
 GROUP = "letsbe.migrations"
 
@@ -42,6 +41,10 @@ def trees() -> dict[str, Path]:
 
 
 def alembic_config(schema: str, database_url: str) -> Config:
+    from alembic.config import Config
+
+    from letsbe_platform.db import async_url
+
     cfg = Config()
     cfg.set_main_option("script_location", str(trees()[schema]))
     cfg.set_main_option("sqlalchemy.url", async_url(database_url).replace("%", "%%"))
@@ -51,6 +54,8 @@ def alembic_config(schema: str, database_url: str) -> Config:
 
 
 def upgrade(database_url: str, schemas: list[str] | None = None, revision: str = "heads") -> None:
+    from alembic import command
+
     for schema in schemas or list(trees()):
         command.upgrade(alembic_config(schema, database_url), revision)
 
@@ -64,6 +69,12 @@ async def upgrade_async(database_url: str, schemas: list[str] | None = None) -> 
 
 def run_env(schema: str, target_metadata: MetaData) -> None:
     """The body of a service's ``env.py``: online migrations over asyncpg, confined to ``schema``."""
+    import sqlalchemy as sa
+    from alembic import context
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from letsbe_platform.db import async_url
+
     url = context.config.get_main_option("sqlalchemy.url") or async_url(os.environ["DATABASE_URL"])
 
     def include_object(obj, name, type_, reflected, compare_to):
@@ -99,6 +110,9 @@ def run_env(schema: str, target_metadata: MetaData) -> None:
 def create_event_tables(schema: str) -> None:
     """For a service's first migration: its outbox and inbox tables (the shapes live in letsbe_platform.outbox)."""
     from alembic import op
+
+    from letsbe_platform.db import make_metadata
+    from letsbe_platform.outbox import inbox_table, outbox_table
 
     md = make_metadata(schema)
     for table in (outbox_table(md), inbox_table(md)):

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
-
-from letsbe_platform import devstack, migrations
+# Nothing heavy at import time: `letsbe-run --help` answers at once; httpx and the migrations (SQLAlchemy, Alembic,
+# every service's models) are imported where they are used.
+from letsbe_platform import devstack
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,8 @@ async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: as
 
 
 async def _wait_ready(url: str, timeout: float = 60) -> bool:
+    import httpx
+
     async with httpx.AsyncClient() as client:
         for _ in range(int(timeout * 5)):
             with contextlib.suppress(httpx.HTTPError):
@@ -355,6 +357,12 @@ async def _announce(env: dict[str, str], sandbox: bool, replicas: int = 1) -> No
     print("Press Ctrl-C to stop.\n", flush=True)
 
 
+def _migrate(database_url: str) -> None:
+    from letsbe_platform import migrations
+
+    migrations.upgrade(database_url)
+
+
 def _report_crash(exc: CrashLoop) -> int:
     say(str(exc))
     if exc.tail:
@@ -378,8 +386,12 @@ async def _supervise(
         loop.add_signal_handler(sig, lambda: (stop.set(), sup.stopping.set()))
     watchers: list[asyncio.Task[None]] = []
     code = 0
+    # The migrations and the sandbox need nothing of each other: they run side by side, the services after both.
+    say("applying migrations")
+    migrating = asyncio.create_task(asyncio.to_thread(_migrate, env["DATABASE_URL"]))
     try:
         per_service = await _start_sandbox(sup, env) if sandbox else {}
+        await migrating
         if sandbox:
             watchers.append(asyncio.create_task(sup.watch_exit(sup.children["sandbox"])))
         for svc in SERVICES:
@@ -410,6 +422,8 @@ async def _supervise(
         code = _report_crash(exc)
         say("stopping everything")
     finally:
+        # A thread cannot be cancelled: wait for the migrations before stopping (their error, if any, is raised above).
+        await asyncio.gather(migrating, return_exceptions=True)
         sup.stopping.set()
         for task in watchers:
             task.cancel()
@@ -449,9 +463,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--restart-window", type=float, default=RestartPolicy.window, help="seconds (default %(default)s)"
     )
+    parser.add_argument(
+        "--restart-backoff",
+        type=float,
+        default=RestartPolicy.backoff,
+        help="seconds before the first restart, doubling with each further one (default %(default)s)",
+    )
     args = parser.parse_args(argv)
-    if args.max_restarts < 0 or args.restart_window <= 0:
-        parser.error("--max-restarts must be >= 0 and --restart-window > 0")
+    if args.max_restarts < 0 or args.restart_window <= 0 or args.restart_backoff < 0:
+        parser.error("--max-restarts and --restart-backoff must be >= 0 and --restart-window > 0")
     return args
 
 
@@ -466,7 +486,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if nodes > 1:
         env.setdefault("LETSBE_BUS_REPLICAS", "3")
     sandbox = sandbox_wanted(env)
-    policy = RestartPolicy(limit=args.max_restarts, window=args.restart_window)
+    policy = RestartPolicy(limit=args.max_restarts, window=args.restart_window, backoff=args.restart_backoff)
     root = args.data_dir.resolve()
     with contextlib.ExitStack() as stack:
         try:
@@ -493,8 +513,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             )
             env.update(DATABASE_URL=servers.postgres.url, NATS_URL=servers.nats_url)
             print(f"  postgres  {servers.postgres.url}\n  nats      {servers.nats_url}", flush=True)
-        print("applying migrations", flush=True)
-        migrations.upgrade(env["DATABASE_URL"])
         code = asyncio.run(_supervise(env, sandbox, policy, servers, replicas))
     sys.exit(code)
 

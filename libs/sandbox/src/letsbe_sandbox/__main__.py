@@ -13,11 +13,15 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from letsbe_sandbox.world import Ports, Sandbox
+if TYPE_CHECKING:
+    from letsbe_sandbox.world import Ports
 
 
 def ports_from_env() -> Ports:
+    from letsbe_sandbox.world import Ports
+
     defaults = Ports()
     return Ports(
         hub=int(os.environ.get("LETSBE_HUB_PORT", defaults.hub)),
@@ -40,7 +44,10 @@ def slow_from_env() -> float:
 
 def main() -> None:
     root = Path(os.environ.get("LETSBE_SANDBOX_DIR", ".data/sandbox"))
-    sandbox = Sandbox(root, ports_from_env(), slow=slow_from_env()).start()
+    slow = slow_from_env()  # first: a refused setting stops it before the world's imports
+    from letsbe_sandbox.world import Sandbox
+
+    sandbox = Sandbox(root, ports_from_env(), slow=slow).start()
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import httpx
 import typer
+
+if TYPE_CHECKING:  # imported where used: --help answers sooner
+    import httpx
 
 app = typer.Typer(help="Drive the sandbox of `make run`", no_args_is_help=True)
 DIR = Path(".data/sandbox")
@@ -40,6 +42,8 @@ def order(
     root: Annotated[Path, typer.Option(help="the sandbox folder")] = DIR,
 ) -> None:
     """Create an order and pay for it; the order then walks to FULFILLED on its own."""
+    import httpx
+
     world = _world(root)
     hub = world["hub_url"]
     token = Path(world["admin_token_file"]).read_text().strip()

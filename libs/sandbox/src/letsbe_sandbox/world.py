@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,10 @@ class Sandbox:
             self._poller.join(5)
         with self._vps_lock:
             vpses, self.vpses = list(self.vpses.values()), {}
-        for vps in vpses:
-            vps.stop()
+        # Side by side: each VPS waits for its own agents' graceful shutdown.
+        with ThreadPoolExecutor(max(len(vpses), 1)) as pool:
+            for stopped in [pool.submit(vps.stop) for vps in vpses]:
+                stopped.result()
         for srv in reversed(self._servers):
             srv.stop()
         for part in ("tls", "smtp", "dns"):

@@ -7,8 +7,6 @@ import os
 import sys
 from pathlib import Path
 
-from letsbe_testvps.vps import VpsError, boot, load, running, sweep
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="letsbe-testvps", description=__doc__)
@@ -22,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     sh.add_argument("name")
     sub.add_parser("list", help="the VPSes running now")
     args = parser.parse_args(argv)
+    # After the arguments: `--help` answers without importing asyncssh and the rest (seconds).
+    from letsbe_testvps.vps import VpsError, boot, load, running, sweep
+
     try:
         if args.cmd == "boot":
             if not args.key.exists():

@@ -1,6 +1,8 @@
-from letsbe_dns.app import create_app
 from letsbe_dns.config import DnsSettings
-from letsbe_platform.serve import serve
 
 if __name__ == "__main__":
-    serve(create_app, DnsSettings())
+    settings = DnsSettings()  # first: a refused setting stops it before the app's imports (seconds of CPU)
+    from letsbe_dns.app import create_app
+    from letsbe_platform.serve import serve
+
+    serve(create_app, settings)

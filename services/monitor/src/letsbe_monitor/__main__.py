@@ -1,6 +1,8 @@
-from letsbe_monitor.app import create_app
 from letsbe_monitor.config import MonitorSettings
-from letsbe_platform.serve import serve
 
 if __name__ == "__main__":
-    serve(create_app, MonitorSettings())
+    settings = MonitorSettings()  # first: a refused setting stops it before the app's imports (seconds of CPU)
+    from letsbe_monitor.app import create_app
+    from letsbe_platform.serve import serve
+
+    serve(create_app, settings)
