@@ -12,7 +12,6 @@ import ipaddress
 from datetime import datetime, timedelta
 from functools import lru_cache
 
-from disposable_email_domains import blocklist
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -87,6 +86,8 @@ async def prune(session: AsyncSession, before: datetime) -> int:
 
 def refuse_disposable(email: str, extra: list[str]) -> None:
     """422 when the email's domain, or a domain it is under, is a disposable-mail provider."""
+    from disposable_email_domains import blocklist  # a set of 100k+ names: built at the first order, not at start-up
+
     domain = email.rpartition("@")[2].lower().rstrip(".")
     labels = domain.split(".")
     own = {d.lower() for d in extra}

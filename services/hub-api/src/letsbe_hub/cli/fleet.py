@@ -23,7 +23,6 @@ from letsbe_hub.cli.api import (
     show_list,
     table,
 )
-from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
 
 tenants = typer.Typer(
     help="Tenants: list, inspect, staging, agents, registration and app tokens, tools, decommission.",
@@ -372,6 +371,9 @@ def create_rollout(
             raise CliError(f"--stages is not JSON: {exc}", 2) from exc
     elif soak_scale is not None:
         # The hub's default stages (seed §7.4) with their soak times scaled.
+        # Imported here: the rollout schemas bring the event contracts, a second of every CLI command's start-up.
+        from letsbe_hub.rollouts.schemas import DEFAULT_STAGES
+
         body["stages"] = [
             s.model_dump(mode="json") | {"soak_seconds": int(s.soak_seconds * soak_scale)} for s in DEFAULT_STAGES
         ]

@@ -39,6 +39,7 @@ from letsbe_hub.lifecycle.state import SUCCEEDED, TOOL_CHANGE
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec as order_spec
 from letsbe_hub.servers.models import Server
+from letsbe_hub.servers.service import target
 from letsbe_hub.tenants.models import Tenant
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Conflict, NotFound
@@ -218,10 +219,6 @@ async def approved_agent_call(session: AsyncSession, tenant_id: uuid.UUID, actio
 
 async def _task(session: AsyncSession, job: LifecycleJob) -> ToolChangeTask:
     """The task of the job's current phase: the tool, and the tenant's order with its tools after the change."""
-    # Imported here: servers.service brings asyncssh (its reachability check), which the lifecycle worker process
-    # would otherwise load at start-up for nothing.
-    from letsbe_hub.servers.service import target
-
     order = await session.get(Order, job.tenant_id)
     server = await session.get(Server, job.server_id) if job.server_id else None
     if order is None or server is None:

@@ -9,6 +9,7 @@ times per :data:`CLIENT_WINDOW_SECONDS` in this process (guessing across many na
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 import uuid
@@ -42,8 +43,13 @@ CLIENT_WINDOW_SECONDS = 15 * 60
 ISSUER = "LetsBe Hub"
 
 _hasher = PasswordHasher()
+
+
 # Checked when the name is unknown, so an unknown name costs as long as a wrong password (no name probing by time).
-_DUMMY_HASH = _hasher.hash("not a password of anyone")
+# Made at first use, not at import: hashing takes a tenth of a second and more, paid by every process and CLI.
+@functools.cache
+def _dummy_hash() -> str:
+    return _hasher.hash("not a password of anyone")
 
 
 class InvalidOperator(DomainError):
@@ -157,7 +163,7 @@ async def sign_in(
         await session.execute(select(Operator).where(Operator.name == name).with_for_update())
     ).scalar_one_or_none()
     if row is None or row.disabled_at is not None:
-        await asyncio.to_thread(_verify_password, _DUMMY_HASH, password)
+        await asyncio.to_thread(lambda: _verify_password(_dummy_hash(), password))
         return _failed(None, limiter, client, name, now)
     if row.locked_until is not None and row.locked_until > now:
         minutes = max(1, round((row.locked_until - now).total_seconds() / 60))

@@ -10,7 +10,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import stripe
 from prometheus_client import Histogram
 
 from letsbe_hub.payments.errors import PaymentProviderError
@@ -93,6 +92,10 @@ def _invoice(i: dict[str, Any]) -> Invoice:
 
 class StripeGateway:
     def __init__(self, secret_key: str, *, api_base: str, timeout: float = 10.0, max_retries: int = 2):
+        # The SDK is imported by the methods that use it, not at the top: half a second of start-up for every hub
+        # process and CLI, most of which never talk to Stripe.
+        import stripe
+
         self._http = stripe.HTTPXClient(timeout=timeout)
         self._client = stripe.StripeClient(
             secret_key,
@@ -103,6 +106,8 @@ class StripeGateway:
         )
 
     async def create_checkout(self, request: CheckoutRequest, *, idempotency_key: str) -> CheckoutSession:
+        import stripe
+
         order_ref = str(request.order_id)
         if request.price_id is not None:
             return await self._call(
@@ -221,6 +226,8 @@ class StripeGateway:
         result: Any,
         **log_context: Any,
     ) -> Any:
+        import stripe
+
         started = time.perf_counter()
         try:
             answer = await method(
@@ -246,6 +253,8 @@ class StripeGateway:
 
     async def list_invoices(self, email: str, *, limit: int = 24) -> list[Invoice]:
         """The invoices of every Stripe customer with this email, newest first (empty if Stripe knows none)."""
+        import stripe
+
         started = time.perf_counter()
         try:
             customers = await self._client.v1.customers.list_async(params={"email": email, "limit": 10})

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncssh
-
 from letsbe_hub.providers.base import Heartbeat
 from letsbe_hub.providers.errors import ProviderTimeout
 from letsbe_platform.logging import get_logger
@@ -20,6 +18,8 @@ log = get_logger(__name__)
 
 async def read_host_key(host: str, port: int, *, timeout: float = 10.0) -> str:
     """The server's SSH host key fingerprint (``SHA256:…``); raises OSError/asyncssh.Error/TimeoutError."""
+    import asyncssh  # here, not at the top: a second of start-up for every hub process, and only this check needs it
+
     key = await asyncio.wait_for(asyncssh.get_server_host_key(host, port), timeout=timeout)
     if key is None:
         raise asyncssh.Error(asyncssh.DISC_KEY_EXCHANGE_FAILED, "the server presented no host key")
@@ -36,6 +36,8 @@ async def wait_for_host_key(
     heartbeat: Heartbeat | None = None,
 ) -> str:
     """Retry until sshd answers (a new VPS boots, then cloud-init runs); ProviderTimeout after ``timeout``."""
+    import asyncssh  # see read_host_key
+
     found: list[str] = []
     last = "no answer"
 

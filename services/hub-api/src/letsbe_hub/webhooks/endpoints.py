@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-import stripe
 from fastapi import APIRouter, Header, Request
 from prometheus_client import Histogram
 from pydantic import BaseModel
@@ -53,6 +52,8 @@ async def stripe_webhook(
         if payload is None:
             outcome = "invalid"
             raise InvalidWebhook("The payload is larger than any Stripe event.")
+        import stripe  # here, not at the top: the SDK is half a second of every hub process's start-up
+
         try:
             stripe.Webhook.construct_event(payload, stripe_signature, secret.get_secret_value(), TOLERANCE_SECONDS)
         except stripe.SignatureVerificationError:
