@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("boot", help="boot a fresh VPS; it runs until `stop`")
     b.add_argument("--key", type=Path, default=Path.home() / ".ssh/id_ed25519.pub", help="public key root accepts")
-    s = sub.add_parser("stop", help="power off and remove a VPS")
+    s = sub.add_parser("stop", help="kill and remove a VPS (its disk is thrown away: no clean shutdown)")
     s.add_argument("name", nargs="?")
     s.add_argument("--all", action="store_true", help="every test VPS on this machine")
     sh = sub.add_parser("shell", help="a root shell inside (nsenter; works even when SSH is locked down)")

@@ -96,12 +96,21 @@ def ensure_image(mirror: Mirror | None = None, *, log=print) -> Path:
 
 
 def _build(root: Path, mirror: Mirror) -> None:
-    root.parent.mkdir(parents=True)
+    # dpkg without an fsync per unpacked file (a throw-away build: an interrupted one is removed); gone afterwards.
+    unsafe_io = root / "etc/dpkg/dpkg.cfg.d/letsbe-testvps-unsafe-io"
+    unsafe_io.parent.mkdir(parents=True)
+    unsafe_io.write_text("force-unsafe-io\n")
+    # The downloaded packages stay for the next build (a changed recipe): debootstrap checks them against the
+    # mirror's index, so only what changed is downloaded again.
+    debs = CACHE_DIR / "debootstrap-debs"
+    debs.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(root), mirror.debian],
+        ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", f"--cache-dir={debs}", SUITE,
+         str(root), mirror.debian],
         check=True,
         stdout=subprocess.DEVNULL,
-    )
+    )  # fmt: skip
+    unsafe_io.unlink()
     (root / "etc/apt/sources.list").write_text(
         f"deb {mirror.debian} {SUITE} main\n"
         f"deb {mirror.debian} {SUITE}-updates main\n"

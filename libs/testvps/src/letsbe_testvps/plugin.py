@@ -58,7 +58,7 @@ def _testvps_host() -> None:
 
 @pytest.fixture
 def test_vps(_testvps_host: None, testvps_key: asyncssh.SSHKey) -> Iterator[Vps]:
-    """A fresh Debian 12 VPS (booted for this test, powered off and removed after it, whatever happened)."""
+    """A fresh Debian 12 VPS (booted for this test, killed and removed after it, whatever happened)."""
     vps = boot(testvps_key.export_public_key().decode())
     try:
         yield vps

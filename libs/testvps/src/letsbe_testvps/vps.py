@@ -1,10 +1,11 @@
-"""Boot and power off one real Debian 12 system: systemd-nspawn over an overlay of the cached image.
+"""Boot and kill one real Debian 12 system: systemd-nspawn over an overlay of the cached image.
 
 Each VPS gets a slot N (0..63): machine ``lbvpsN``, link ``ve-lbvpsN`` on the host, the /30 10.213.N.0/30 (host end
 .1, VPS end .2), its own overlay upper dir under /var/tmp/letsbe-testvps/lbvpsN and a tmpfs for Docker, its own
 cgroups in every v1 controller, and a mirror-only HTTP proxy on the host end. Both mounts are made inside a private
-mount namespace (``unshare -m``), so they disappear with the nspawn process even if we are killed. ``stop()`` powers
-it off the way systemd does (SIGRTMIN+4 to its PID 1) and removes what is left; ``sweep()`` removes what an earlier
+mount namespace (``unshare -m``), so they disappear with the nspawn process even if we are killed. ``stop()`` kills
+its PID 1 (the kernel then kills every process of its PID namespace: its Docker containers too) and removes what is
+left: nothing of a VPS about to be deleted needs a clean shutdown; ``sweep()`` removes what an earlier
 run left behind (its owner process gone).
 """
 
@@ -373,12 +374,15 @@ def _end(pid: int, needle: str, timeout: float, signal_to: tuple[int, int] | Non
         time.sleep(0.05)
 
 
-def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, registry_pid: int, timeout: float = 20.0) -> None:
-    """Power off (as systemd does on SIGRTMIN+4), then remove its cgroups, link, files and slot. Idempotent."""
+def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, registry_pid: int, timeout: float = 10.0) -> None:
+    """Kill its PID 1 (nspawn then exits), then remove its cgroups, link, files and slot. Idempotent.
+
+    Not a poweroff (SIGRTMIN+4): systemd stopping Docker and its containers took up to 20 s, for a disk that is
+    deleted next."""
     _end(proxy_pid, "letsbe_testvps.proxy", 5)
     _end(registry_pid, f"{name}/registry", 5)
-    poweroff = (leader, signal.SIGRTMIN + 4) if leader and Path(f"/proc/{leader}").exists() else None
-    _end(nspawn_pid, name, timeout, poweroff)
+    kill = (leader, signal.SIGKILL) if leader and Path(f"/proc/{leader}").exists() else None
+    _end(nspawn_pid, name, timeout, kill)
     _remove_cgroups(name)
     if Path(f"/sys/class/net/ve-{name}").exists():
         _run("ip", "link", "del", f"ve-{name}", check=False)

@@ -57,7 +57,7 @@ def test_a_server_handed_over_as_root_is_provisioned_as_the_provisioning_user_af
     assert plan.settings.ssh_user == "letsbe"
     script = plan.step_script(3)
     assert KEY.export_public_key().decode().strip() in script  # our key, for letsbe, before root is refused
-    assert script.rstrip().endswith("systemctl reload ssh"), "nothing after the hardening needs a root session"
+    assert script.rstrip().endswith("systemctl restart ssh"), "nothing after the hardening needs a root session"
     assert "PermitRootLogin no" in file(plan, 3, "/etc/ssh/sshd_config.d/10-letsbe.conf")
 
 

@@ -197,7 +197,7 @@ def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images
     return wanted
 
 
-def eventually(check: Callable[[], Any], what: str, timeout: float = 120, every: float = 1) -> Any:
+def eventually(check: Callable[[], Any], what: str, timeout: float = 120, every: float = 0.5) -> Any:
     deadline = time.monotonic() + timeout
     while not (result := check()):
         if time.monotonic() > deadline:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import shlex
 from collections.abc import Awaitable, Callable
 
@@ -34,26 +35,43 @@ def _pinning_client(expected: str) -> type[asyncssh.SSHClient]:
     return Pinned
 
 
+REFUSED_PAUSES = (0.05, 0.1, 0.2, 0.5)  # seconds between attempts while the port refuses; the last one repeats
+
+
 async def connect(target: ServerTarget, client_key: asyncssh.SSHKey, *, timeout: float) -> asyncssh.SSHClientConnection:
     """Connect as ``target.ssh_user``; the host key must have ``target.host_key_fingerprint`` (checked during the key
-    exchange, before we authenticate or run anything)."""
+    exchange, before we authenticate or run anything).
+
+    A refused TCP connection is tried again within ``timeout``: the host is up, only sshd is not listening for a
+    moment (it re-executes itself on ``systemctl reload ssh``, closing its socket, or it is still starting)."""
     client = _pinning_client(target.host_key_fingerprint)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    pauses = itertools.chain(REFUSED_PAUSES, itertools.repeat(REFUSED_PAUSES[-1]))
     try:
-        conn, _ = await asyncssh.create_connection(
-            client,
-            str(target.ipv4),
-            target.ssh_port,
-            username=target.ssh_user,
-            client_keys=[client_key],
-            known_hosts=([], [], []),  # no known_hosts file: the pin above is the only trusted key
-            connect_timeout=timeout,
-            keepalive_interval=15,
-            keepalive_count_max=4,
-            agent_path=None,
-            password=None,
-            kbdint_auth=False,
-            config=None,
-        )
+        while True:
+            try:
+                conn, _ = await asyncssh.create_connection(
+                    client,
+                    str(target.ipv4),
+                    target.ssh_port,
+                    username=target.ssh_user,
+                    client_keys=[client_key],
+                    known_hosts=([], [], []),  # no known_hosts file: the pin above is the only trusted key
+                    connect_timeout=max(deadline - loop.time(), 0.01),
+                    keepalive_interval=15,
+                    keepalive_count_max=4,
+                    agent_path=None,
+                    password=None,
+                    kbdint_auth=False,
+                    config=None,
+                )
+                return conn
+            except ConnectionRefusedError:
+                pause = next(pauses)
+                if loop.time() + pause >= deadline:
+                    raise
+                await asyncio.sleep(pause)
     except asyncssh.HostKeyNotVerifiable as exc:
         raise HostKeyMismatch(
             f"host key mismatch for {target.ipv4}:{target.ssh_port}: expected {target.host_key_fingerprint}, "
@@ -63,7 +81,6 @@ async def connect(target: ServerTarget, client_key: asyncssh.SSHKey, *, timeout:
         raise ConnectionFailed(f"SSH login as {target.ssh_user} refused: {exc.reason}") from exc
     except (OSError, asyncssh.Error, TimeoutError) as exc:
         raise ConnectionFailed(f"cannot reach {target.ipv4}:{target.ssh_port}: {type(exc).__name__}: {exc}") from exc
-    return conn
 
 
 USERS_SSH_STEP = 3  # the step that hardens SSH (root refused from then on)
