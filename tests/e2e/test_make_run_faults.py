@@ -235,7 +235,12 @@ async def recovered(run: Run, target: str, old_pid: int, timeout: float = 90) ->
         pid = new_pid()
         return all(s in run.output() for s in said) and pid not in (None, old_pid) and await answering()
 
-    await eventually(back, f"{target} restarted by letsbe-run and answering again", timeout=timeout, every=0.1)
+    try:
+        await eventually(back, f"{target} restarted by letsbe-run and answering again", timeout=timeout, every=0.1)
+    except AssertionError as exc:
+        missing = [s for s in said if s not in run.output()]
+        why = f"pid {old_pid} -> {new_pid()}, lines missing {missing}, not ready {await run.not_ready()}"
+        raise AssertionError(f"{exc}: {why}") from None
 
 
 # A whole `make run` from start to stop: well under two minutes on an idle 2-core machine, more on a busy one.

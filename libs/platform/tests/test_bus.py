@@ -1,12 +1,15 @@
 """The typed bus against a real NATS JetStream server."""
 
 import asyncio
+import os
+import signal
 import uuid
 
 import pytest
 from sqlalchemy import make_url, text
 
 from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
+from letsbe_platform import devstack
 from letsbe_platform.bus import Bus, Delivery, PermanentError
 from letsbe_platform.db import make_engine
 from letsbe_platform.testing import eventually, free_port
@@ -242,3 +245,43 @@ async def test_a_handler_cut_off_by_a_postgres_outage_runs_again_as_soon_as_post
     assert set(attempts) == {1}  # one delivery throughout: never nak'ed, so never dead-lettered
     info = await bus.js.consumer_info(bus.stream, "test-outage")
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
+
+
+async def test_a_consumer_started_while_jetstream_does_not_answer_subscribes_once_it_does(tmp_path, capsys):
+    """A node still electing its leaders (or restarting) leaves the first subscribe unanswered: the consumer tries
+    again and is not ready meanwhile, instead of dying for the life of the process."""
+    node = devstack.Nats(tmp_path / "nats", free_port(), free_port())
+    node.start()
+    try:
+        bus = await Bus.connect(node.url, namespace=f"late{uuid.uuid4().hex[:8]}")
+        bus.js = bus.nc.jetstream(timeout=0.5)  # the API's timeout short: the test need not wait out the real one
+        seen: list[OrderCreatedV1] = []
+
+        async def handler(event: OrderCreatedV1, delivery: Delivery) -> None:
+            seen.append(event)
+
+        consumer = bus.consumer("late", OrderCreatedV1, handler)
+        pid = node.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)  # it keeps its connections and answers nothing
+        task = asyncio.create_task(consumer.run())
+        printed: list[str] = []
+
+        def warned() -> bool:  # the service's log lines go to stdout
+            printed.append(capsys.readouterr().out)
+            return "consumer not subscribed yet" in "".join(printed)
+
+        try:
+            await eventually(warned, "a failed subscribe, told in the log", timeout=10)
+            assert not consumer.subscribed and not task.done()
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        await eventually(lambda: consumer.subscribed, "the consumer subscribed", timeout=20)
+        event = order_created()
+        await bus.publish(event, correlation_id="late")
+        await eventually(lambda: seen == [event], "the event handled", timeout=10)
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+        await bus.close()
+    finally:
+        node.stop()

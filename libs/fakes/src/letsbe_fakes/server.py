@@ -11,8 +11,6 @@ from typing import Any
 
 import uvicorn
 
-from letsbe_platform.testing import free_port
-
 
 class QuickServer(uvicorn.Server):
     """uvicorn's server without its fixed waits: uvicorn looks at ``should_exit`` every 0.1 s and then gives open
@@ -61,11 +59,15 @@ class LoopbackServer:
     def __init__(self, app: Any, *, port: int | None = None, host: str = "127.0.0.1"):
         self.app = app
         self.host = host
-        self.port = port or free_port(host)
+        # Bound here, not picked and bound later: no other process's connection or server can take the port between.
+        self._socket = socket.create_server((host, port or 0))
+        self.port: int = self._socket.getsockname()[1]
         self._server = QuickServer(
             uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off", access_log=False)
         )
-        self._thread = threading.Thread(target=self._server.run, name=f"fake-{self.port}", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._socket]}, name=f"fake-{self.port}", daemon=True
+        )
 
     @property
     def url(self) -> str:
@@ -84,6 +86,7 @@ class LoopbackServer:
     def stop(self) -> None:
         self._server.stop()
         self._thread.join(timeout=10)
+        self._socket.close()
 
     def __enter__(self) -> LoopbackServer:
         return self.start()

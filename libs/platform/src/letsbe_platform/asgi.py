@@ -52,6 +52,7 @@ class Runtime:
         self.sessions: async_sessionmaker[AsyncSession] | None = None
         self.bus: Bus | None = None
         self._tasks: list[tuple[str, asyncio.Task[None], Callable[[], None] | None]] = []
+        self._consumers: list[Consumer] = []
         self.stopping = asyncio.Event()
 
     def start(self, name: str, coro: Awaitable[None], stop: Callable[[], None] | None = None) -> None:
@@ -64,6 +65,7 @@ class Runtime:
         assert self.bus is not None
         consumer = self.bus.consumer(durable, event, handler, **options)
         self.start(durable, consumer.run(), consumer.stop)
+        self._consumers.append(consumer)
         return consumer
 
     def every(self, name: str, seconds: float, job: Job, *, leased: bool = False) -> Periodic:
@@ -92,6 +94,9 @@ class Runtime:
         for name, task, _ in self._tasks:
             if task.done():
                 checks[name] = "error: stopped"
+        for consumer in self._consumers:  # alive but JetStream has not answered it yet: it takes no events
+            if not consumer.subscribed and checks.get(consumer.durable) is None:
+                checks[consumer.durable] = "error: not subscribed yet"
         return checks
 
     async def aclose(self) -> None:

@@ -8,6 +8,7 @@ the backoff list. A dead letter is itself a :class:`DeadLetteredV1` event, so it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
+from nats.errors import Error as NatsError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
@@ -30,12 +32,15 @@ from letsbe_contracts.events import SUBJECT_ROOT
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import EVENT_HANDLING_SECONDS, EVENTS_DEAD_LETTERED
 from letsbe_platform.outages import infrastructure_down
+from letsbe_platform.waiting import Backoff
 
 log = get_logger(__name__)
 
 DEFAULT_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 # A handler that failed because Postgres or NATS is down runs again after these pauses (doubling), for this long.
 OUTAGE_FIRST_PAUSE, OUTAGE_MAX_PAUSE, OUTAGE_PATIENCE = 0.1, 2.0, 300.0
+# A consumer whose JetStream does not answer yet tries to subscribe again after these pauses.
+SUBSCRIBE_BACKOFF = Backoff(0.2, 5.0)
 
 
 class PermanentError(Exception):
@@ -223,6 +228,7 @@ class Consumer:
         self.deliver_new_only = deliver_new_only
         EVENTS_DEAD_LETTERED.labels(durable)  # the series exists at 0 from start-up: the first one is an increase
         self._stopping = asyncio.Event()
+        self._subscribed = False
 
     def stop(self) -> None:
         self._stopping.set()
@@ -237,9 +243,9 @@ class Consumer:
             max_ack_pending=max(1000, self.concurrency * 4),
             deliver_policy=DeliverPolicy.NEW if self.deliver_new_only else DeliverPolicy.ALL,
         )
-        sub = await self.bus.js.pull_subscribe(
-            self.bus.subject(self.event), durable=self.durable, stream=self.bus.stream, config=config
-        )
+        sub = await self._subscribe(config)
+        if sub is None:
+            return
         try:
             await asyncio.gather(*(self._loop(sub) for _ in range(self.concurrency)))
         finally:
@@ -247,6 +253,31 @@ class Consumer:
                 await sub.unsubscribe()
             except Exception:  # noqa: S110 - the connection may already be draining
                 pass
+
+    @property
+    def subscribed(self) -> bool:
+        return self._subscribed
+
+    async def _subscribe(self, config: ConsumerConfig) -> JetStreamContext.PullSubscription | None:
+        """Create or bind the durable consumer; None if asked to stop first. JetStream may not answer yet (a cluster
+        still electing its stream leaders, the node we reach restarting): then try again, backing off, instead of
+        leaving this consumer dead for the life of the process."""
+        for delay in SUBSCRIBE_BACKOFF.delays():
+            try:
+                sub = await self.bus.js.pull_subscribe(
+                    self.bus.subject(self.event), durable=self.durable, stream=self.bus.stream, config=config
+                )
+            except BadRequestError:
+                raise  # a consumer config the server refuses: retrying cannot help
+            except NatsError as exc:
+                log.warning("consumer not subscribed yet", consumer=self.durable, error=repr(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+                    return None
+                continue
+            self._subscribed = True
+            return sub
+        raise AssertionError("unreachable: the backoff never ends")
 
     async def _loop(self, sub: JetStreamContext.PullSubscription) -> None:
         stopping = asyncio.ensure_future(self._stopping.wait())

@@ -72,18 +72,28 @@ class Run:
 
     async def ready(self, *services: str, replica: int | None = None) -> bool:
         """Every replica (or the given one) of each of ``services`` (default: all) answers /readyz with 200."""
+        return not await self.not_ready(*services, replica=replica)
+
+    async def not_ready(self, *services: str, replica: int | None = None) -> dict[str, str]:
+        """What each replica that is not ready answers /readyz (its status and body, or the connection error)."""
         replicas = [replica] if replica else range(1, self.replicas + 1)
+        answers: dict[str, str] = {}
         async with httpx.AsyncClient() as client:
             for name in services or [s.name for s in SERVICES]:
                 for n in replicas:
                     try:
-                        if (await client.get(self.url(name, n) + "/readyz", timeout=2)).status_code != 200:
-                            return False
-                    except httpx.HTTPError:
-                        return False
-        return True
+                        r = await client.get(self.url(name, n) + "/readyz", timeout=2)
+                    except httpx.HTTPError as exc:
+                        answers[f"{name}#{n}"] = repr(exc)
+                        continue
+                    if r.status_code != 200:
+                        answers[f"{name}#{n}"] = f"{r.status_code} {r.text[:300]}"
+        return answers
 
     async def all_ready(self) -> bool:
+        """Every service ready; fails at once (with the run's last lines) if ``letsbe-run`` itself has exited."""
+        if self.proc.poll() is not None:
+            raise AssertionError(f"letsbe-run exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
         return await self.ready()
 
 
