@@ -22,6 +22,7 @@ from letsbe_hub.llm import service
 from letsbe_hub.llm.relay import Relay
 from letsbe_hub.llm.schemas import IssuedLlmKey, LlmUsageView
 from letsbe_hub.tenants.auth import CurrentAgent, any_scope
+from letsbe_platform import tls
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Forbidden, ServiceUnavailable, Unauthorized
 from letsbe_platform.web import SessionDep, problems
@@ -40,7 +41,7 @@ async def relay_lifespan(app: FastAPI) -> AsyncIterator[None]:
             await service.meter(session, tenant_id, model, tokens_in, tokens_out)
 
     timeout = httpx.Timeout(settings.llm_upstream_timeout_seconds, connect=10)
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False) as client:
+    async with httpx.AsyncClient(timeout=timeout, follow_redirects=False, verify=tls.client_context()) as client:
         key = settings.llm_upstream_api_key
         relay = app.state.llm_relay = Relay(client, settings.llm_upstream_base_url,
                                             key.get_secret_value() if key else None, meter)

@@ -28,6 +28,7 @@ from letsbe_hub.providers.errors import (
     ProviderRejected,
     ProviderUnavailable,
 )
+from letsbe_platform import tls
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import LATENCY_BUCKETS
 
@@ -95,6 +96,7 @@ class ProviderHTTP:
         self._parse_error = error_parser
         self.client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
+            verify=tls.client_context(),
             timeout=httpx.Timeout(timeout),
             headers={"User-Agent": "letsbe-hub", "Accept": "application/json", **(headers or {})},
         )

@@ -41,6 +41,7 @@ from letsbe_hub.providers.errors import (
     ProviderUnavailable,
 )
 from letsbe_hub.providers.http import ProviderHTTP, RetryPolicy, numeric_id, parse_time
+from letsbe_platform import tls
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff, poll_until
 
@@ -90,7 +91,7 @@ class _AccessTokens:
 
     def __init__(self, config: NetcupConfig):
         self.config = config
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout))
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(config.timeout), verify=tls.client_context())
         self._lock = asyncio.Lock()
         self._access: str | None = None
         self._expires_at = 0.0
