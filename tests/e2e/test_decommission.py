@@ -59,7 +59,7 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
             calls = vps.target.calls("docker")[before:]
             return [i for i, c in enumerate(calls) if c[1:3] == ["exec", "letsbe-ghost-db"]]
         vps.target.output("docker", "-- a database dump --\n")
-        vps.target.hang("docker", 4.0)  # the dump takes 4 s: time to kill the hub while the backup runs
+        vps.target.hold("docker", "exec letsbe-ghost-db")  # the dump runs until the hub has been killed
 
         r = await client.post(f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/decommission", headers=plane.headers)
         assert r.status_code == 200, r.text
@@ -74,6 +74,7 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
         assert (await job())["status"] == "FINAL_BACKUP"
         assert vps.agents, "the agents run until the final backup was reported"
         await kill_hub(plane)
+        vps.target.release("docker")
 
         async def in_export_window() -> bool:
             return (await job())["status"] == "EXPORT_WINDOW"
@@ -83,11 +84,12 @@ async def test_a_killed_worker_mid_decommission_still_backs_up_once_deletes_once
         vps.target.clear("docker")
 
         # 2. The operator ends the export window early; the hub dies while Hetzner deletes the server.
-        world.hetzner.action_seconds = 3.0
+        world.hetzner.hold_actions = True  # the server is being deleted until the hub has been killed
         ended = await client.post(f"{plane.hub}/api/v1/admin/lifecycle/jobs/{job_id}/run-now", headers=plane.headers)
         assert ended.status_code == 200, ended.text
         await eventually(lambda: len(world.hetzner.deleted) == 1, "the Hetzner delete call", timeout=60, every=0.1)
         await kill_hub(plane)
+        world.hetzner.hold_actions = False
 
         async def succeeded() -> bool:
             return (await job())["status"] == "SUCCEEDED"

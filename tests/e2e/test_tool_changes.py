@@ -101,7 +101,7 @@ async def test_a_tool_added_with_the_provisioner_killed_and_another_removed_chan
         assert per_tool and len(per_tool) == len(set(per_tool)) and records(f"newsletter.{DOMAIN}") == []
 
         # --- add listmonk; the provisioner is killed while its stack is being started
-        vps.target.hang("docker", 3.0)
+        vps.target.hold("docker", " up -d")  # the stack's `docker compose up` runs until the provisioner is killed
         r = await client.post(
             f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/tools", json={"tool": "listmonk"}, headers=plane.headers
         )
@@ -118,7 +118,7 @@ async def test_a_tool_added_with_the_provisioner_killed_and_another_removed_chan
         await eventually(stack_being_started, "the listmonk stack being started", timeout=180, every=0.1)
         assert (await plane.get_order(client, tenant_id))["tools"] == ["nextcloud", "ghost"]
         await plane.restart("provisioner")  # SIGKILL, then a new process: JetStream redelivers the request
-        vps.target.hang("docker", 0)
+        vps.target.release("docker")
 
         added = await until_status(plane, client, add_id, "SUCCEEDED")
         assert [h["to_status"] for h in added["history"]] == ["REQUESTED", "DNS", "STACK", "SUCCEEDED"]
@@ -136,7 +136,7 @@ async def test_a_tool_added_with_the_provisioner_killed_and_another_removed_chan
 
         # --- remove ghost: a final backup first, then its stack, vhost and record; the provisioner is killed while
         # the final backup dumps ghost's database
-        vps.target.hang("docker", 3.0)
+        vps.target.hold("docker", "letsbe-ghost-db")  # the dump runs until the provisioner is killed
         dumps_before = len(vps.target.calls("docker", containing="letsbe-ghost-db"))
         r = await client.delete(f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/tools/ghost", headers=plane.headers)
         assert r.status_code == 202, r.text
@@ -148,7 +148,7 @@ async def test_a_tool_added_with_the_provisioner_killed_and_another_removed_chan
 
         await eventually(dumping, "ghost's final backup dumping its database", timeout=180, every=0.1)
         await plane.restart("provisioner")
-        vps.target.hang("docker", 0)
+        vps.target.release("docker")
         removed = await until_status(plane, client, remove_id, "SUCCEEDED")
         assert [h["to_status"] for h in removed["history"]] == [
             "REQUESTED", "FINAL_BACKUP", "STACK", "DNS", "SUCCEEDED",

@@ -127,3 +127,12 @@ def test_dns_delay_holds_changes_back(cf):
     fake.dns_delay(30)
     client.post(f"/zones/{zone_id(fake)}/dns_records", json={"type": "A", "name": "late", "content": "127.0.0.5"})
     assert answers(port, "late.example.com", "A") == ("NXDOMAIN", [])
+
+
+def test_hold_dns_serves_changes_only_once_released(cf):
+    fake, client, port = cf
+    fake.hold_dns()
+    client.post(f"/zones/{zone_id(fake)}/dns_records", json={"type": "A", "name": "held", "content": "127.0.0.6"})
+    assert answers(port, "held.example.com", "A") == ("NXDOMAIN", [])
+    fake.hold_dns(False)
+    assert answers(port, "held.example.com", "A") == ("NOERROR", ["127.0.0.6"])

@@ -120,6 +120,19 @@ def test_hetzner_actions_run_at_least_action_seconds(tmp_path: Path) -> None:
         assert fake.servers[created["server"]["id"]]["status"] == "running"
 
 
+def test_a_held_hetzner_action_keeps_running_until_released() -> None:
+    fake = FakeHetzner("t")
+    fake.hold_actions = True
+    with LoopbackServer(fake.app) as srv:
+        created = create(srv.url, "a").json()
+        action = f"{srv.url}/v1/actions/{created['action']['id']}"
+        for _ in range(5):
+            assert httpx.get(action, headers=HZ).json()["action"]["status"] == "running"
+        fake.hold_actions = False
+        assert httpx.get(action, headers=HZ).json()["action"]["status"] == "success"
+        assert fake.servers[created["server"]["id"]]["status"] == "running"
+
+
 def test_smtp_keeps_each_accepted_message_in_its_spool(tmp_path: Path) -> None:
     with FakeSmtp(spool_dir=tmp_path / "mail") as smtp, smtplib.SMTP(smtp.host, smtp.port) as client:
         client.sendmail("a@example.com", ["b@example.com"], "To: b@example.com\r\nSubject: hi\r\n\r\nhello\r\n")

@@ -32,3 +32,19 @@ async def test_each_command_end_is_announced_after_its_stand_in_calls_are_record
         assert result.exit_status == 0
         assert await asyncio.to_thread(ended.wait, 30)
     assert seen[0] == [["docker", "compose", "-p", "letsbe-ai", "up", "-d"]]
+
+
+async def test_a_held_stand_in_waits_until_released_and_only_calls_that_match() -> None:
+    with SshTarget() as target:
+        target.hold("docker", "exec db")
+        async with asyncssh.connect(
+            target.host, target.port, username=target.user, client_keys=[target.client_key], known_hosts=None
+        ) as conn:
+            assert (await conn.run("docker ps")).exit_status == 0  # not matched: runs at once
+            held = asyncio.create_task(conn.run("docker exec db dump"))
+            while ["docker", "exec", "db", "dump"] not in target.calls("docker"):
+                await asyncio.sleep(0.05)
+            assert (await conn.run("docker ps")).exit_status == 0  # a round trip later it still waits
+            assert not held.done()
+            target.release("docker")
+            assert (await asyncio.wait_for(held, 30)).exit_status == 0

@@ -16,13 +16,15 @@ really queries DNS.
 
 Test switches: :meth:`refuse_wildcards` (a zone whose plan refuses ``*.`` records), :meth:`fail_next`
 (any error envelope for the next matching requests), :meth:`rate_limit_next` (429 + ``Retry-After``)
-and :meth:`dns_delay` (changes reach DNS only after a delay, like propagation to the edge).
+and :meth:`dns_delay` (changes reach DNS only after a delay, like propagation to the edge), or
+:meth:`hold_dns` (changes reach DNS only when the test releases them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import secrets
 import socket
 import socketserver
@@ -154,6 +156,7 @@ class FakeCloudflare:
         self.requests: list[tuple[str, str]] = []  # (method, path with query), in arrival order
         self._failures: list[_Failure] = []
         self._dns_delay = 0.0
+        self._dns_held = False
         self._visible_at: dict[str, float] = {}  # record id -> monotonic time it becomes visible on DNS
         self._lock = threading.RLock()
         self.app = self._build_app()
@@ -240,6 +243,17 @@ class FakeCloudflare:
         """Records created or changed from now on are served by DNS only ``seconds`` later."""
         self._dns_delay = seconds
 
+    def hold_dns(self, held: bool = True) -> None:
+        """While held, records created or changed are not served by DNS; releasing serves them from now on."""
+        with self._lock:
+            self._dns_held = held
+            if not held:
+                now = time.monotonic()
+                self._visible_at.update({k: now for k, v in self._visible_at.items() if v == math.inf})
+
+    def _visible_from(self) -> float:
+        return math.inf if self._dns_held else time.monotonic() + self._dns_delay
+
     def count(self, method: str, path_contains: str = "") -> int:
         with self._lock:
             return sum(1 for m, p in self.requests if m == method and path_contains in p)
@@ -265,7 +279,7 @@ class FakeCloudflare:
             if record["type"] == "CNAME" and other["type"] == "CNAME":
                 raise CloudflareApiError(400, 81057, "Record already exists.")
         zone.records[record["id"]] = record
-        self._visible_at[record["id"]] = time.monotonic() + self._dns_delay
+        self._visible_at[record["id"]] = self._visible_from()
         return dict(record)
 
     def _update(self, zone: Zone, record_id: str, body: dict[str, Any], *, partial: bool) -> dict[str, Any]:
@@ -278,7 +292,7 @@ class FakeCloudflare:
             if other["id"] != record_id and other["name"] == record["name"] and _same(other, record):
                 raise CloudflareApiError(400, 81058, "An identical record already exists.")
         zone.records[record_id] = record
-        self._visible_at[record_id] = time.monotonic() + self._dns_delay
+        self._visible_at[record_id] = self._visible_from()
         return dict(record)
 
     def _validated(

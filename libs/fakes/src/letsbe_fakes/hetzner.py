@@ -19,6 +19,7 @@ Every response carries ``RateLimit-Limit/Remaining/Reset``; an injected 429 may 
 Tests drive it through attributes: ``servers``, ``requests``, ``create_requests`` (``creates``), ``deleted``,
 ``images``, ``deleted_images``;
 ``action_polls`` (GETs of an action before it finishes), ``action_seconds`` (and the least time it runs),
+``hold_actions`` (while set, every action keeps running: a test releases it once it has done its part),
 ``fail_create_actions`` (create actions end in error),
 and :meth:`inject` for one-off HTTP failures, optionally *after* the request took effect (a 5xx that lies).
 """
@@ -164,6 +165,7 @@ class FakeHetzner:
         self.on_create, self.on_delete = on_create, on_delete
         self.action_polls = action_polls
         self.action_seconds = 0.0
+        self.hold_actions = False
         self.known_ssh_keys = known_ssh_keys
         self.fail_create_actions = False
         self.servers: dict[int, dict[str, Any]] = {}
@@ -361,7 +363,7 @@ class FakeHetzner:
         if action["status"] != "running":
             return
         self._pending[action_id] -= 1
-        if self._pending[action_id] > 0 or time.monotonic() < self._due.get(action_id, 0.0):
+        if self._pending[action_id] > 0 or time.monotonic() < self._due.get(action_id, 0.0) or self.hold_actions:
             action["progress"] = min(90, action["progress"] + 30)
             return
         self._due.pop(action_id, None)

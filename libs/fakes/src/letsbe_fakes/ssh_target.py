@@ -56,6 +56,9 @@ name=__NAME__
 # stand-in that exits first breaks the writer's pipe (now and then, on a loaded machine).
 if [ "$name" = docker ] && [[ " $* " == *" -i "* ]]; then cat >/dev/null; fi
 if [ -f "$ctl/sleep/$name" ]; then sleep "$(cat "$ctl/sleep/$name")"; fi
+if [ -f "$ctl/hold/$name" ] && [[ "$*" == *"$(cat "$ctl/hold/$name")"* ]]; then
+  while [ -f "$ctl/hold/$name" ]; do sleep 0.05; done
+fi
 if [ -f "$ctl/fail/$name" ]; then
   match=""
   [ -f "$ctl/fail/$name.match" ] && match=$(cat "$ctl/fail/$name.match")
@@ -191,6 +194,15 @@ class SshTarget:
         self._check(name)
         (self.ctl / "sleep" / name).write_text(f"{seconds}\n")
 
+    def hold(self, name: str, match: str = "") -> None:
+        """Make stand-in ``name`` wait before it does anything else until :meth:`release` (to catch a step mid-run
+        for as long as a test needs); with ``match``, only calls whose arguments contain that text wait."""
+        self._check(name)
+        (self.ctl / "hold" / name).write_text(match)
+
+    def release(self, name: str) -> None:
+        (self.ctl / "hold" / name).unlink(missing_ok=True)
+
     def output(self, name: str, text: str) -> None:
         """What stand-in ``name`` prints on stdout when it succeeds."""
         self._check(name)
@@ -202,6 +214,7 @@ class SshTarget:
             self.ctl / "fail" / f"{name}.msg",
             self.ctl / "fail" / f"{name}.match",
             self.ctl / "sleep" / name,
+            self.ctl / "hold" / name,
         ):
             p.unlink(missing_ok=True)
 
@@ -270,7 +283,7 @@ class SshTarget:
         (self.root / "proc/meminfo").write_text(
             f"MemTotal:       {mem_mb * 1024} kB\nMemFree:        {mem_mb * 900} kB\n"
         )
-        for d in ("fail", "sleep", "out"):
+        for d in ("fail", "sleep", "hold", "out"):
             (self.ctl / d).mkdir(parents=True, exist_ok=True)
         self.bin.mkdir(parents=True, exist_ok=True)
         (self.ctl / "calls.log").touch()
