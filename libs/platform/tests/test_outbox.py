@@ -119,14 +119,26 @@ async def test_relay_crash_after_publishing_before_marking_publishes_nothing_twi
     assert await stream_count(bus) == 1  # JetStream de-duplicated the second publish by Nats-Msg-Id
 
 
+class Counting(OutboxRelay):
+    """A relay that counts its reads of the outbox."""
+
+    reads = 0
+
+    async def publish_pending(self, conn):
+        self.reads += 1
+        return await super().publish_pending(conn)
+
+
 async def test_relay_wakes_on_commit_without_waiting_for_the_poll(sessions, database_url, bus):
-    relay = OutboxRelay(database_url, "hub", bus, poll_seconds=30)
+    relay = Counting(database_url, "hub", bus, poll_seconds=30)
     task = asyncio.create_task(relay.run())
     try:
-        await asyncio.sleep(0.3)  # let it settle into waiting
+        # Its first read found nothing (it listens from before that read): only the NOTIFY can wake it now.
+        await eventually(lambda: relay.reads >= 1, "the relay's first read", timeout=20, every=0.01)
         async with unit_of_work(sessions) as s:
             await add_event(s, outbox, order_created(), correlation_id="wake")
-        await eventually(lambda: stream_count(bus), "a message on the stream", timeout=3, every=0.02)  # poll: 30 s
+        # Well under the 30 s poll, with room for a loaded machine.
+        await eventually(lambda: stream_count(bus), "a message on the stream", timeout=10, every=0.02)
     finally:
         relay.stop()
         await task
@@ -165,13 +177,6 @@ async def test_a_commit_notified_while_the_relay_reads_is_published_without_wait
 
 
 async def test_a_commit_whose_notification_is_lost_is_published_by_the_poll(sessions, database_url, bus):
-    class Counting(OutboxRelay):
-        reads = 0
-
-        async def publish_pending(self, conn):
-            self.reads += 1
-            return await super().publish_pending(conn)
-
     relay = Counting(database_url, "hub", bus, poll_seconds=0.1)
     task = asyncio.create_task(relay.run())
     try:
@@ -208,6 +213,17 @@ async def test_inbox_claim_is_true_once_per_consumer(sessions):
         assert await claim(s, inbox, "b", event_id) is True
 
 
+async def claims_waiting(engine, n: int) -> bool:
+    """Whether ``n`` sessions of this database wait for another transaction's lock."""
+    async with engine.connect() as conn:
+        waiting = await conn.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
+        return waiting.scalar_one() >= n
+
+
 async def test_concurrent_claims_of_one_event_let_exactly_one_side_effect_through(sessions, engine):
     """Two workers handling the same redelivered event at once: one commits, the other waits and finds the claim."""
     event_id = uuid.uuid4()
@@ -218,7 +234,8 @@ async def test_concurrent_claims_of_one_event_let_exactly_one_side_effect_throug
         async with unit_of_work(sessions) as s:
             if not await claim(s, inbox, "c", event_id):
                 return False
-            await asyncio.sleep(0.1)
+            # Commit only once the four others are blocked on this claim: the race is run, whatever the load.
+            await eventually(lambda: claims_waiting(engine, 4), "four claims waiting on the first", timeout=20)
             await s.execute(text("INSERT INTO public.effects VALUES (:e)"), {"e": event_id})
             return True
 
