@@ -160,11 +160,21 @@ async def test_permanent_error_dead_letters_at_once(bus: Bus):
 
     await bus.publish(order_created(), correlation_id="order-3")
     consumer = bus.consumer("test-permanent", OrderCreatedV1, handle, max_deliver=5, backoff=(0.05,))
-    await run_until(consumer, lambda: len(attempts) == 1)
-    [dead] = [decode(e) for e in await collect(bus, DeadLetteredV1, 1)]
-    assert dead.error == "domain is not ours" and dead.deliveries == 1
-    await asyncio.sleep(0.3)
-    assert attempts == [1]
+    task = asyncio.create_task(consumer.run())
+    try:
+        await eventually(lambda: len(attempts) == 1, "the first attempt", every=0.02)
+        [dead] = [decode(e) for e in await collect(bus, DeadLetteredV1, 1)]
+        assert dead.error == "domain is not ours" and dead.deliveries == 1
+
+        async def settled():  # the server holds nothing more to deliver to the (still running) consumer
+            info = await bus.js.consumer_info(bus.stream, "test-permanent")
+            return info.num_pending == 0 and info.num_ack_pending == 0 and info
+
+        info = await eventually(settled, "the message terminated", timeout=20)
+    finally:
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+    assert attempts == [1] and info.num_redelivered == 0
 
 
 async def test_ensure_stream_is_idempotent(bus: Bus):
