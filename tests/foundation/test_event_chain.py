@@ -15,9 +15,11 @@ from letsbe_contracts import OrderCreatedV1, OrderSpec, ServerAllocatedV1, decod
 from letsbe_hub.db import outbox as hub_outbox
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.outbox import OutboxRelay, add_event
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.stream import stream_envelopes
 
 N = 120
+DURABLE = "chain-on-order-created"  # the worker's consumer
 WORKER = Path(__file__).with_name("chain_worker.py")
 
 
@@ -30,6 +32,20 @@ def start_worker(env: dict[str, str]) -> subprocess.Popen:
 async def side_effects(engine) -> list[tuple[uuid.UUID, int]]:
     async with engine.connect() as conn:
         return [tuple(r) for r in (await conn.execute(text("SELECT order_id, pid FROM public.side_effects"))).all()]
+
+
+async def settled(bus) -> bool:
+    info = await bus.js.consumer_info(bus.stream, DURABLE)
+    return info.num_pending == 0 and info.num_ack_pending == 0
+
+
+async def relayed(engine) -> bool:
+    """The worker's outbox holds one server-allocated per order, every one published."""
+    async with engine.connect() as conn:
+        total, unsent = (
+            await conn.execute(text("SELECT count(*), count(*) FILTER (WHERE published_at IS NULL) FROM dns.outbox"))
+        ).one()
+    return total >= N and unsent == 0  # more than N (a double) fails the checks below
 
 
 async def test_order_created_flows_to_another_process_which_survives_kill_9(
@@ -71,7 +87,10 @@ async def test_order_created_flows_to_another_process_which_survives_kill_9(
             async with asyncio.timeout(60):
                 while len(await side_effects(engine)) < N:
                     await asyncio.sleep(0.05)
-            await asyncio.sleep(2.5)  # longer than ack_wait: any wrongly redelivered message would show now
+            # Every delivery acked and nothing left to deliver: the message the kill left unacked was redelivered
+            # (after ack_wait) and handled, and any other redelivery already shows in the side effects.
+            await eventually(lambda: settled(bus), "every order-created acked", timeout=30)
+            await eventually(lambda: relayed(engine), "every server-allocated relayed", timeout=30)
         finally:
             second.send_signal(signal.SIGTERM)
             assert second.wait(timeout=20) == 0  # graceful drain on SIGTERM
