@@ -28,9 +28,11 @@ class SwitchableTransport(httpx.AsyncBaseTransport):
     def __init__(self, inner: httpx.AsyncBaseTransport):
         self.inner = inner
         self.down = False
+        self.refused: list[str] = []  # the paths of the requests made while down
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self.down:
+            self.refused.append(request.url.path)
             raise httpx.ConnectError("connection refused", request=request)
         return await self.inner.handle_async_request(request)
 
@@ -232,7 +234,12 @@ async def test_results_and_reports_made_while_the_hub_is_down_arrive_once_it_is_
         seq_during = (
             await s.execute(text("SELECT last_seq FROM hub.agents WHERE tenant_id = :t"), {"t": tenant_id})
         ).scalar()
-    await asyncio.sleep(0.5)  # several failed heartbeats (backoff)
+    refused_before = agents.transport.refused.count("/api/v1/tenant/heartbeat")
+    await eventually(
+        lambda: agents.transport.refused.count("/api/v1/tenant/heartbeat") >= refused_before + 3,
+        "several failed heartbeats (backoff)",
+        timeout=30,
+    )
     agents.transport.down = False
     await eventually(lambda: _status_is(hub, admin, cmd["id"], "SUCCEEDED"))
     await eventually(lambda: len(agent.buffer) == 0)
