@@ -1,11 +1,10 @@
 """The Secrets Proxy runs the same agent runtime: it registers as the secrets-proxy agent and heartbeats."""
 
-import asyncio
-
 from asgi_lifespan import LifespanManager
 
 from hub_testing.tenants import mint_token
 from letsbe_agent.runtime import agent_of
+from letsbe_platform.testing import eventually
 from letsbe_secrets_proxy.app import create_app
 from letsbe_secrets_proxy.config import SecretsProxySettings
 
@@ -28,11 +27,12 @@ async def test_secrets_proxy_registers_as_its_own_agent_and_heartbeats(hub, admi
         assert agent is not None and agent.kind.value == "secrets-proxy"
         # the agent talks to the in-process hub through its transport
         agent.client._http._transport = hub._transport
-        for _ in range(200):
+
+        async def beaten() -> dict | None:
             view = (await hub.get(f"/api/v1/admin/tenants/{tenant_id}", headers=admin)).json()
-            if view["agents"] and view["agents"][0]["last_heartbeat_at"]:
-                break
-            await asyncio.sleep(0.05)
+            return view if view["agents"] and view["agents"][0]["last_heartbeat_at"] else None
+
+        view = await eventually(beaten, "the proxy registered and beat", timeout=30)
         assert [a["agent"] for a in view["agents"]] == ["secrets-proxy"]
         assert view["agents"][0]["last_heartbeat_at"] is not None
         assert view["status"] == "PENDING"  # only the Safety Wrapper makes a tenant ACTIVE

@@ -7,6 +7,7 @@ import contextlib
 
 import pytest
 
+from letsbe_platform.testing import eventually
 from letsbe_testvps.proxy import serve
 
 
@@ -22,11 +23,14 @@ from letsbe_testvps.proxy import serve
 async def test_anything_but_the_mirror_is_refused_without_a_connection(request_line: str, unused_tcp_port: int) -> None:
     server = asyncio.create_task(serve("127.0.0.1", unused_tcp_port, {"deb.debian.org"}))
     try:
-        for _ in range(100):
-            with contextlib.suppress(OSError):
-                reader, writer = await asyncio.open_connection("127.0.0.1", unused_tcp_port)
-                break
-            await asyncio.sleep(0.02)
+
+        async def connected() -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+            try:
+                return await asyncio.open_connection("127.0.0.1", unused_tcp_port)
+            except OSError:
+                return None
+
+        reader, writer = await eventually(connected, "the proxy listens", timeout=20, every=0.02)
         writer.write(f"{request_line}\r\nHost: x\r\n\r\n".encode())
         response = await asyncio.wait_for(reader.read(), 5)
         writer.close()
