@@ -3,17 +3,18 @@ restart that raises no false offline alerts."""
 
 import asyncio
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from asgi_lifespan import LifespanManager
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1
 from letsbe_contracts.events import AlertAcknowledgedV1
-from letsbe_monitor.alerts.models import Alert
+from letsbe_monitor.alerts.models import Alert, SweepState
 from letsbe_monitor.app import create_app
 from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.db import outbox
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_platform.testing import eventually, free_port
 
@@ -117,8 +118,50 @@ async def test_events_in_alerts_out_through_the_outbox(database_url, nats_url, b
         assert row.acknowledged_by == "ops-alice" and row.resolved_at is not None
 
 
+async def seen_by_the_monitor(sessions, live, dead) -> bool:
+    """Every tenant watched, and a heartbeat of each live one stored."""
+    async with sessions() as s:
+        rows = (
+            await s.execute(
+                select(Tenant.tenant_id, Tenant.watched, Tenant.last_seen).where(Tenant.tenant_id.in_([*live, dead]))
+            )
+        ).all()
+    stored = {tid: (watched, last_seen) for tid, watched, last_seen in rows}
+    return len(stored) == len(live) + 1 and all(w for w, _ in stored.values()) and all(stored[t][1] for t in live)
+
+
+async def past_deadline(sessions, tenants, by: float) -> bool:
+    """The stored deadlines (last heartbeat + the missed intervals) of all ``tenants`` lie ``by`` seconds behind."""
+    async with sessions() as s:
+        deadlines = (await s.scalars(select(Tenant.offline_at).where(Tenant.tenant_id.in_(tenants)))).all()
+    cutoff = datetime.now(UTC) - timedelta(seconds=by)
+    return len(deadlines) == len(tenants) and all(d is not None and d < cutoff for d in deadlines)
+
+
+async def more_sweeps(sessions, rounds: int) -> None:
+    """Wait for ``rounds`` sweep rounds committed after this call (each writes its own ``last_sweep_at``)."""
+    seen = set()
+
+    async def counted() -> bool:
+        async with sessions() as s:
+            seen.add(await s.scalar(select(SweepState.last_sweep_at)))
+        return len(seen) > rounds  # the first value read may be a round from before the call
+
+    await eventually(counted, f"{rounds} more sweeps", timeout=30)
+
+
+async def all_raised_received(sessions, raised: Collected) -> bool:
+    """The relay has published every row of the monitor's outbox, and each alert-raised one reached ``raised``."""
+    async with sessions() as s:
+        pending = await s.scalar(select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None)))
+        written = await s.scalar(
+            select(func.count()).select_from(outbox).where(outbox.c.envelope["type"].astext == AlertRaisedV1.TYPE)
+        )
+    return pending == 0 and len(raised.events) >= written
+
+
 async def test_a_restarted_monitor_raises_no_false_offline_alerts(
-    database_url, nats_url, bus_namespace, bus, collected
+    database_url, nats_url, bus_namespace, bus, sessions, collected
 ):
     raised, _ = collected
     settings = fast_settings(database_url, nats_url, bus_namespace)
@@ -136,13 +179,16 @@ async def test_a_restarted_monitor_raises_no_false_offline_alerts(
         for tid in [*live, dead]:
             await bus.publish(provisioned(tid), correlation_id=tid)
         beating = asyncio.create_task(agents())
-        await asyncio.sleep(1)
+        await eventually(lambda: seen_by_the_monitor(sessions, live, dead), "all watched, the live ones heard")
     try:
-        await asyncio.sleep(3)  # down for more than the 2 intervals that make a tenant stale here
+        # Down until the stored heartbeats of the live tenants are an interval past their deadline (the ones
+        # beaten since wait in the stream): a restart that judged at once would call them offline.
+        await eventually(lambda: past_deadline(sessions, live, by=1), "the live tenants stale in the db", timeout=30)
         async with LifespanManager(create_app(settings)):
             # After the grace window the one that really went silent is alerted; then a few more sweeps.
-            await raised.wait(lambda e: e.rule == "heartbeat.stale", timeout=settings.startup_grace + 5)
-            await asyncio.sleep(0.8)
+            await raised.wait(lambda e: e.rule == "heartbeat.stale", timeout=settings.startup_grace + 30)
+            await more_sweeps(sessions, 3)
+            await eventually(lambda: all_raised_received(sessions, raised), "every alert raised so far received")
     finally:
         stop.set()
         await beating

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from letsbe_contracts.events import TenantDecommissionedV1
+from letsbe_dns.records.handlers import ON_TENANT_DECOMMISSIONED
 from letsbe_platform.testing import eventually
 
 
@@ -49,7 +48,11 @@ async def test_decommission_removes_our_records_and_restores_the_customers(app, 
     for _ in range(2):  # a duplicate is harmless
         await bus.publish(decommissioned, correlation_id=str(tenant_id))
     await eventually(lambda: not ours & {r["id"] for r in fake.records(kit.domain)}, "our records gone")
-    await asyncio.sleep(0.3)  # let the duplicate run too
+
+    async def both_handled() -> bool:  # the duplicate has run too
+        return await kit.handled(engine, ON_TENANT_DECOMMISSIONED) == 2
+
+    await eventually(both_handled, "both decommission events handled")
 
     left = {(r["type"], r["name"], r["content"]) for r in fake.records(kit.domain)}
     assert left == {
@@ -80,9 +83,10 @@ async def test_decommission_of_a_record_already_gone_is_not_an_error(app, bus, e
             q = "SELECT count(*) FROM dns.records WHERE tenant_id = :t AND deleted_at IS NULL"
             return (await conn.execute(text(q), {"t": tenant_id})).scalar_one()
 
-    async with asyncio.timeout(5):
-        while await live():
-            await asyncio.sleep(0.05)
+    async def none_live() -> bool:
+        return await live() == 0
+
+    await eventually(none_live, "the tenant's records marked deleted", timeout=30)
     assert not events.of("dead-lettered")
 
 

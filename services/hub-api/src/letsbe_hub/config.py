@@ -177,6 +177,8 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings, BackupSett
     credential_rotation_grace_seconds: int = Field(default=3600, ge=0)
     command_redeliver_seconds: float = Field(default=30, gt=0)  # a delivered command not acked by then goes again
     command_sweep_seconds: float = Field(default=5, gt=0)
+    # A waiting long-poll looks again this often even unwoken (a NOTIFY lost while the waker reconnected).
+    command_long_poll_recheck_seconds: float = Field(default=5, gt=0)
     rollout_tick_seconds: float = Field(default=5, gt=0)
 
     # --- the LLM relay: tenants' Secrets Proxies reach the provider through the hub ------------------

@@ -3,10 +3,15 @@
 import asyncio
 import time
 
+import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from sqlalchemy import text
 
 from hub_testing.tenants import enroll, fast_hub_settings
+from letsbe_hub.app import create_app
+from letsbe_hub.commands.workers import waker_of
+from letsbe_platform.testing import eventually
 
 DIGEST = "sha256:" + "c" * 64
 
@@ -112,7 +117,10 @@ async def test_results_are_idempotent_and_a_different_outcome_later_is_a_conflic
     view = (await hub.get(f"/api/v1/admin/commands/{cmd['id']}", headers=admin)).json()
     assert view["status"] == "SUCCEEDED" and view["result"] == {"restarted": ["ghost"]}
     assert [(t["from_status"], t["to_status"]) for t in view["transitions"]] == [
-        (None, "QUEUED"), ("QUEUED", "DELIVERED"), ("DELIVERED", "RUNNING"), ("RUNNING", "SUCCEEDED")
+        (None, "QUEUED"),
+        ("QUEUED", "DELIVERED"),
+        ("DELIVERED", "RUNNING"),
+        ("RUNNING", "SUCCEEDED"),
     ]
 
 
@@ -141,26 +149,42 @@ async def test_overdue_commands_time_out(hub, admin, sessions):
         await s.execute(
             text("UPDATE hub.commands SET expires_at = now() - interval '1 second' WHERE id = :i"), {"i": expired["id"]}
         )
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        views = [(await hub.get(f"/api/v1/admin/commands/{c['id']}", headers=admin)).json() for c in (running, expired)]
-        if all(v["status"] == "TIMED_OUT" for v in views):
-            break
-        await asyncio.sleep(0.1)
+    views = []
+
+    async def both_timed_out() -> bool:  # the deadline sweep runs every 0.5 s here
+        views[:] = [
+            (await hub.get(f"/api/v1/admin/commands/{c['id']}", headers=admin)).json() for c in (running, expired)
+        ]
+        return all(v["status"] == "TIMED_OUT" for v in views)
+
+    await eventually(both_timed_out, "both commands timed out", timeout=30)
     assert [v["status"] for v in views] == ["TIMED_OUT", "TIMED_OUT"]
     assert views[0]["transitions"][-1]["reason"] == "no result before the deadline"
     assert views[1]["transitions"][-1]["reason"] == "expired before it ran"
 
 
-async def test_long_poll_returns_as_soon_as_a_command_is_queued(hub, admin):
+@pytest.fixture
+async def hub_app(hub_settings):
+    """The hub in-process like ``hub``, the app at hand too; a waiting long-poll looks again only at its end."""
+    app = create_app(hub_settings.model_copy(update={"command_long_poll_recheck_seconds": 60}))
+    async with LifespanManager(app, startup_timeout=30, shutdown_timeout=30) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub") as client:
+            yield client, app
+
+
+async def test_long_poll_returns_as_soon_as_a_command_is_queued(hub_app, admin):
+    hub, app = hub_app
     a = await enroll(hub, admin)
-    poll = asyncio.create_task(hub.get("/api/v1/tenant/commands?wait=10", headers=a.headers, timeout=20))
-    await asyncio.sleep(0.5)
+    poll = asyncio.create_task(hub.get("/api/v1/tenant/commands?wait=30", headers=a.headers, timeout=60))
+    waker = waker_of(app.state.runtime)
+    # Queued only once the poll has looked, found nothing and waits to be woken (its only subscription).
+    await eventually(lambda: str(a.tenant_id) in waker._subscribers, "the long-poll waiting")
     cmd = (await _queue(hub, admin, a.tenant_id)).json()
     queued = time.monotonic()  # from here: how long queueing took on a loaded machine is not the poll's doing
     r = await poll
     assert [c["id"] for c in r.json()["commands"]] == [cmd["id"]]
-    assert time.monotonic() - queued < 3  # woken, not found by the next look 5 s on
+    assert time.monotonic() - queued < 10  # woken: unwoken, it would look again only at its end, 30 s on
 
 
 async def test_long_poll_without_commands_waits_and_returns_empty(hub, admin):

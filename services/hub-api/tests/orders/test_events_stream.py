@@ -195,6 +195,8 @@ async def test_a_change_committed_by_another_replica_reaches_the_stream_at_once_
     async with stream(served, operator, str(oid)) as s:
 
         async def other_replica() -> float:
+            # Not a wait for anything: the stream subscribes before it reads, so a commit at any time arrives at
+            # once. The pause lets it reach its wait first, so the commit arrives by NOTIFY (what this test is about).
             await asyncio.sleep(0.3)
             async with unit_of_work(sessions) as session:
                 await transition(

@@ -266,7 +266,13 @@ async def test_two_different_events_confirming_one_order_at_once_confirm_it_once
         both = asyncio.gather(
             post_event(orders_hub.client, fake, completed), post_event(orders_hub.client, fake, succeeded)
         )
-        await asyncio.sleep(0.5)
+
+        async def both_blocked() -> bool:  # on the stream lock, or on the order's row behind the one that waits there
+            q = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            async with engine.connect() as c:
+                return (await c.execute(text(q))).scalar_one() >= 2
+
+        await eventually(both_blocked, "both requests waiting", timeout=30)
         await holder.execute(text("SELECT pg_advisory_unlock(hashtextextended(:k, 0))"), key)
         a, b = await both
     assert (a.status_code, b.status_code) == (200, 200)

@@ -25,6 +25,7 @@ from letsbe_contracts.events import MailReadyV1, TenantAgentRegisteredV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_fakes.tls_endpoint import self_signed
 from letsbe_platform.bus import Bus
+from letsbe_platform.testing import eventually
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs.hub import HubClient
 from letsbe_provisioner.jobs.models import Job, JobStep
@@ -305,8 +306,8 @@ async def test_the_wait_for_registration_ends_when_the_hubs_agent_registered_eve
     job = asyncio.create_task(pipeline.on_dns_ready(event))
     try:
         async with asyncio.timeout(120):
-            while hub.polls < 1:  # the steps are done and the job found no agent yet: it waits
-                await asyncio.sleep(0.02)
+            # the steps are done and the job found no agent yet: it waits
+            await eventually(lambda: hub.polls >= 1, "the job's first look for the agent", timeout=120)
             hub.register(tenant_id)
             registered = TenantAgentRegisteredV1(
                 tenant_id=tenant_id, order_id=tenant_id, agent_id=uuid.uuid4(), agent="safety-wrapper"
@@ -328,8 +329,7 @@ async def test_a_lost_registration_event_costs_one_poll_interval_not_the_order(
     job = asyncio.create_task(pipeline.on_dns_ready(event))
     try:
         async with asyncio.timeout(120):
-            while hub.polls < 1:
-                await asyncio.sleep(0.02)
+            await eventually(lambda: hub.polls >= 1, "the job's first look for the agent", timeout=120)
             hub.register(event.order.order_id)
             await job
     finally:
@@ -401,13 +401,13 @@ async def test_a_run_cut_off_by_a_database_outage_is_resumed_by_the_same_process
     db = database_url.rsplit("/", 1)[1].split("?")[0]
     admin = await asyncpg.connect(pg_admin_url)
     try:
-        target.hang("fallocate", 1.0)  # step 2 waits for its swap file: the database goes away meanwhile
+        target.hold("fallocate")  # step 2 waits for its swap file until the database has gone away
         event = dns_ready(target)
         run = asyncio.create_task(pipeline.on_dns_ready(event))
-        while not target.calls("fallocate"):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: target.calls("fallocate"), "step 2 at its swap file", timeout=60)
         await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
         await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", db)
+        target.release("fallocate")
         with pytest.raises(Exception):  # noqa: B017 - whichever database error ended the run: the bus retries it
             await asyncio.wait_for(run, 30)
         await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
@@ -415,6 +415,7 @@ async def test_a_run_cut_off_by_a_database_outage_is_resumed_by_the_same_process
         # The redelivered dns-ready, in the same process: the job resumes now, not when its own lease runs out.
         await asyncio.wait_for(pipeline.on_dns_ready(event), 30)
     finally:
+        target.release("fallocate")
         await admin.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
         await admin.close()
         await client.aclose()

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import signal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from letsbe_contracts import ProvisionedV1, ProvisioningStepV1, StepStatus, decode
 from letsbe_fakes.ssh_target import SshTarget
@@ -14,6 +13,7 @@ from letsbe_platform.bus import Bus
 from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_platform.testing.stream import stream_envelopes
+from letsbe_provisioner.jobs.handlers import DURABLE
 from letsbe_provisioner.jobs.models import JobStep
 
 from ..conftest import dns_ready
@@ -55,7 +55,16 @@ async def test_a_killed_provisioner_resumes_at_the_interrupted_step_and_reruns_n
         return bool(await stream(bus, ProvisionedV1))
 
     await eventually(provisioned, "provisioned", timeout=45)
-    await asyncio.sleep(0.5)  # anything duplicated would be published by now
+
+    async def settled() -> bool:
+        """The dns-ready acknowledged (nothing of it left to run or to come again) and every staged event sent:
+        whatever the job published is in the stream now."""
+        info = await bus.js.consumer_info(bus.stream, DURABLE)
+        async with sessions() as s:
+            unsent = await s.scalar(text("SELECT count(*) FROM provisioner.outbox WHERE published_at IS NULL"))
+        return info.num_ack_pending == 0 and info.num_pending == 0 and unsent == 0
+
+    await eventually(settled, "the dns-ready handled and its events published", timeout=45)
 
     assert len(await stream(bus, ProvisionedV1)) == 1
     rows = {n: await step(n) for n in range(1, 11)}

@@ -46,7 +46,8 @@ async def pull_commands(
 ) -> CommandsResponse:
     """Commands waiting for this agent (each is marked DELIVERED; an unacknowledged one comes again later)."""
     rt = request.app.state.runtime
-    redeliver = timedelta(seconds=request.app.state.settings.command_redeliver_seconds)
+    settings = request.app.state.settings
+    redeliver = timedelta(seconds=settings.command_redeliver_seconds)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
     while True:
@@ -58,7 +59,7 @@ async def pull_commands(
             return CommandsResponse(commands=found)
         waker = waker_of(rt)
         if waker is not None:
-            await waker.wait(agent.tenant_id, min(remaining, 5.0))
+            await waker.wait(agent.tenant_id, min(remaining, settings.command_long_poll_recheck_seconds))
         else:
             await asyncio.sleep(min(remaining, 1.0))
 
