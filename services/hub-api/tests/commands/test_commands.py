@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from hub_testing.tenants import enroll, fast_hub_settings
 from letsbe_hub.app import create_app
+from letsbe_hub.commands import service
 from letsbe_hub.commands.workers import waker_of
 from letsbe_platform.testing import eventually
 
@@ -178,13 +179,37 @@ async def test_long_poll_returns_as_soon_as_a_command_is_queued(hub_app, admin):
     a = await enroll(hub, admin)
     poll = asyncio.create_task(hub.get("/api/v1/tenant/commands?wait=30", headers=a.headers, timeout=60))
     waker = waker_of(app.state.runtime)
-    # Queued only once the poll has looked, found nothing and waits to be woken (its only subscription).
+    # Queued once the poll has subscribed (before its first look): found by a look or woken, it answers at once.
     await eventually(lambda: str(a.tenant_id) in waker._subscribers, "the long-poll waiting")
     cmd = (await _queue(hub, admin, a.tenant_id)).json()
     queued = time.monotonic()  # from here: how long queueing took on a loaded machine is not the poll's doing
     r = await poll
     assert [c["id"] for c in r.json()["commands"]] == [cmd["id"]]
     assert time.monotonic() - queued < 10  # woken: unwoken, it would look again only at its end, 30 s on
+
+
+async def test_a_command_queued_between_a_look_and_the_wait_still_wakes_the_long_poll(hub_app, admin, monkeypatch):
+    hub, _ = hub_app
+    a = await enroll(hub, admin)
+    looked, queued = asyncio.Event(), asyncio.Event()
+    pull = service.pull
+
+    async def first_look_then_queue(*args, **kwargs):
+        found = await pull(*args, **kwargs)
+        if not looked.is_set():
+            looked.set()
+            await queued.wait()  # the command commits after this look read nothing and before the poll waits
+        return found
+
+    monkeypatch.setattr(service, "pull", first_look_then_queue)
+    poll = asyncio.create_task(hub.get("/api/v1/tenant/commands?wait=30", headers=a.headers, timeout=60))
+    await asyncio.wait_for(looked.wait(), 30)
+    cmd = (await _queue(hub, admin, a.tenant_id)).json()
+    queued.set()
+    started = time.monotonic()
+    r = await poll
+    assert [c["id"] for c in r.json()["commands"]] == [cmd["id"]]
+    assert time.monotonic() - started < 10  # its notification came before the wait: missed, 30 s on
 
 
 async def test_long_poll_without_commands_waits_and_returns_empty(hub, admin):

@@ -4,6 +4,7 @@ and cancel."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from datetime import timedelta
 from typing import Annotated
@@ -50,18 +51,24 @@ async def pull_commands(
     redeliver = timedelta(seconds=settings.command_redeliver_seconds)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait
-    while True:
-        # A short transaction per look: a waiting long-poll holds no database connection.
-        async with unit_of_work(rt.sessions) as session:
-            found = await service.pull(session, agent, redeliver_after=redeliver)
-        remaining = deadline - loop.time()
-        if found or remaining <= 0 or rt.stopping.is_set():
-            return CommandsResponse(commands=found)
-        waker = waker_of(rt)
-        if waker is not None:
-            await waker.wait(agent.tenant_id, min(remaining, settings.command_long_poll_recheck_seconds))
-        else:
-            await asyncio.sleep(min(remaining, 1.0))
+    waker = waker_of(rt)
+    # Subscribed before the first look and cleared before each: a command committed between a look and the wait
+    # still wakes it (read first, subscribe after would leave it to the re-check).
+    with waker.subscribe(agent.tenant_id) if waker is not None else contextlib.nullcontext() as wake:
+        while True:
+            if wake is not None:
+                wake.clear()
+            # A short transaction per look: a waiting long-poll holds no database connection.
+            async with unit_of_work(rt.sessions) as session:
+                found = await service.pull(session, agent, redeliver_after=redeliver)
+            remaining = deadline - loop.time()
+            if found or remaining <= 0 or rt.stopping.is_set():
+                return CommandsResponse(commands=found)
+            if wake is None:
+                await asyncio.sleep(min(remaining, 1.0))
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(remaining, settings.command_long_poll_recheck_seconds))
 
 
 @agent_router.post("/{command_id}/ack", name="ack_command")
