@@ -273,7 +273,7 @@ async def test_without_the_safety_wrapper_registering_step_10_fails_after_the_bo
     pipeline: Pipeline, target: SshTarget, engine: Any, hub: Any
 ) -> None:
     hub.auto_register = False
-    pipeline.settings.registration_timeout_seconds = 0.5
+    pipeline.settings.registration_timeout_seconds = 2  # room for two looks on a loaded machine
     event = dns_ready(target)
     await pipeline.on_dns_ready(event)
 
