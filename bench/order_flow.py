@@ -229,14 +229,15 @@ part:
 {stage_rows}
 
 No stage waits for a fixed interval any more: the allocation polls Hetzner's actions and the new server's SSH
-from 5 ms (doubling; in production from 1 s, as Hetzner's own clients do), the DNS service checks the nameserver
+from 1 ms (doubling; in production from 1 s, as Hetzner's own clients do), the DNS service checks the nameserver
 from 5 ms, the outbox relays wake on their commit's NOTIFY, the provisioner's wait for the agent ends on the hub's
 tenant-agent-registered event (the event is the answer: no hub call after it), and the sandbox starts a VPS's agents
 as the SSH command that ran `docker compose up` ends. Each of those polls on as the fallback for a lost notification.
 Nor does one call wait for another it does not need: the DNS service writes a tenant's records at the same time, the
 provisioner opens the next step's SSH connection during the commits before it, asks the hub for step 8's off-site
 target and step 10's registration tokens while the step before runs, and stores the credentials while the agents
-start; an outbox row and its NOTIFY are one statement. What is left is work: the ten steps' scripts (bash and the
+start; an outbox row and its NOTIFY are one statement (compiled once: a single row is not a multi-row VALUES), and a
+step's SUCCEEDED and the next step's RUNNING are one commit. What is left is work: the ten steps' scripts (bash and the
 tools they run, on this machine's CPU) and the agents' start (a Python process importing its web stack before it
 registers).
 """

@@ -83,8 +83,11 @@ async def add_event(
 async def stage(session: AsyncSession, table: Table, rows: list[dict[str, Any]]) -> None:
     """Insert outbox ``rows`` (event_id, subject, envelope; an id staged before is skipped) and wake the relay, in
     one statement: an event on an order's path costs one round trip, not two."""
+    # One row as a dict, not a one-row list: SQLAlchemy caches the compiled form of a single-row insert (not of a
+    # multi-row VALUES), and most calls stage one event.
+    values = rows[0] if len(rows) == 1 else rows
     staged = (
-        insert(table).values(rows).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.seq)
+        insert(table).values(values).on_conflict_do_nothing(index_elements=["event_id"]).returning(table.c.seq)
     ).cte("staged")
     # The NOTIFY is delivered by Postgres at commit, so the relay wakes exactly when there is something to send. A
     # data-modifying WITH runs whether or not the SELECT reads it.

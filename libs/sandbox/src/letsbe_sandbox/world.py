@@ -279,8 +279,8 @@ class Sandbox:
                 # Every VPS listens on its own address at this one port, as real servers all listen on 22.
                 "LETSBE_HUB_SERVER_SSH_PORT": str(self.ssh_port),
                 "LETSBE_HUB_SERVER_SSH_PUBLIC_KEY": self.client_key.export_public_key("openssh").decode().strip(),
-                # The fake Hetzner finishes an action on its second poll: a few ms, not Hetzner's 1 s first wait.
-                "LETSBE_HUB_PROVIDER_POLL_FIRST_SECONDS": "0.005",
+                # The fake Hetzner finishes an action on its second poll: 1 ms after the first, not Hetzner's 1 s.
+                "LETSBE_HUB_PROVIDER_POLL_FIRST_SECONDS": "0.001",
                 "LETSBE_HUB_PROVIDER_POLL_SECONDS": "0.2",
                 "LETSBE_HUB_SSH_PROBE_SECONDS": "0.2",
                 "LETSBE_HUB_HEARTBEAT_INTERVAL_SECONDS": str(HEARTBEAT_SECONDS),

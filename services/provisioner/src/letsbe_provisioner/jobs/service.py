@@ -413,6 +413,8 @@ class JobRun:
         self.connecting: tuple[str, asyncio.Task[asyncssh.SSHClientConnection]] | None = None
         # Hub answers a step needs, asked for while the step before it runs (see _ask_ahead).
         self.ahead: dict[int, asyncio.Task[Any]] = {}
+        # (step, attempt) of the next step, moved to RUNNING in the commit that ended the step before it.
+        self.begun: tuple[int, int] | None = None
 
     async def close(self) -> None:
         if self.connecting is not None:
@@ -453,7 +455,10 @@ class JobRun:
         for i in range(attempts):
             self._connect_ahead(step.number)
             self._ask_ahead(step.number + 1)
-            attempt = await self._mark_running(step)
+            if self.begun is not None and self.begun[0] == step.number:
+                attempt, self.begun = self.begun[1], None
+            else:
+                attempt = await self._mark_running(step)
             sink = LogSink(self, step.number)
             started = time.perf_counter()
             transient, exit_code, error = False, None, ""
@@ -472,8 +477,11 @@ class JobRun:
                     timeout=self.settings.step_timeout_seconds,
                 )
                 if exit_code == 0:
-                    self._connect_ahead(step.number + 1)
-                    await self._mark_done(step, sink, attempt)
+                    following = self._following(step)
+                    if following is not None:
+                        self._connect_ahead(following.number)
+                        self._ask_ahead(following.number + 1)
+                    await self._mark_done(step, sink, attempt, following)
                     STEP_SECONDS.labels(step.name, "ok").observe(time.perf_counter() - started)
                     return True
                 transient = exit_code == EX_TEMPFAIL or any(TRANSIENT_OUTPUT.search(line) for line in sink.tail)
@@ -577,20 +585,31 @@ class JobRun:
             tokens[agent] = token
         return tokens
 
+    def _following(self, step: JobStep) -> JobStep | None:
+        """The step execute() runs after ``step``, if any."""
+        return next((s for s in self.steps if s.number > step.number and s.status != StepStatus.SUCCEEDED), None)
+
     async def _mark_running(self, step: JobStep) -> int:
         async with unit_of_work(self.p.sessions) as session:
-            fresh = {"attempt": JobStep.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
-            row = await self._move_step(session, step, StepStatus.RUNNING, error=None, **fresh)
-            step.status, step.attempt = row.status, row.attempt
-            return row.attempt
+            return await self._start_step(session, step)
 
-    async def _mark_done(self, step: JobStep, sink: LogSink, attempt: int) -> None:
+    async def _start_step(self, session: AsyncSession, step: JobStep) -> int:
+        fresh = {"attempt": JobStep.attempt + 1, "started_at": _now(), "finished_at": None, "exit_code": None}
+        row = await self._move_step(session, step, StepStatus.RUNNING, error=None, **fresh)
+        step.status, step.attempt = row.status, row.attempt
+        return row.attempt
+
+    async def _mark_done(self, step: JobStep, sink: LogSink, attempt: int, following: JobStep | None) -> None:
+        """SUCCEEDED, and the step after it RUNNING in the same commit (its first attempt then starts without one of
+        its own; after a crash in between it is resumed as a RUNNING step is, with its next attempt)."""
         async with sink.lock, unit_of_work(self.p.sessions) as session:
             await sink.flush_in(session, tail=False)  # the step's last lines precede its SUCCEEDED event
             row = await self._move_step(
                 session, step, StepStatus.SUCCEEDED, exit_code=0, finished_at=_now(), output_tail=sink.tail_text()
             )
             step.status = row.status
+            begun = None if following is None else (following.number, await self._start_step(session, following))
+        self.begun = begun
 
     async def _mark_failed(
         self, step: JobStep, sink: LogSink, attempt: int, exit_code: int | None, error: str, *, retryable: bool
