@@ -242,15 +242,19 @@ def _launch_script(name: str, image: Path, work: Path) -> str:
     )
 
 
+def _children(pid: int) -> list[str]:
+    try:
+        return [c for task in Path(f"/proc/{pid}/task").iterdir() for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
 def _leader(nspawn_pid: int) -> int | None:
     try:
-        for task in Path(f"/proc/{nspawn_pid}/task").iterdir():
-            for child in (task / "children").read_text().split():
-                if Path(f"/proc/{child}/comm").read_text().strip() == "systemd":
-                    return int(child)
+        return next((int(c) for c in _children(nspawn_pid)
+                     if Path(f"/proc/{c}/comm").read_text().strip() == "systemd"), None)  # fmt: skip
     except OSError:
         return None
-    return None
 
 
 def _routed_via(ip: str, link: str) -> bool:
@@ -341,37 +345,60 @@ def _tail(path: Path, n: int = 15) -> str:
         return ""
 
 
-def _reap(pid: int) -> None:
-    """Collect ``pid`` if it is our child (a process we started and ended must not stay a zombie)."""
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+def _born(pid: int) -> str | None:
+    """When ``pid`` started (``/proc/<pid>/stat`` field 22), None if there is no such process: with the pid it names
+    one process, not whichever later reuses the number."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _gone(pid: int, born: str | None, timeout: float) -> None:
+    """Wait until the process ``pid`` started at ``born`` is gone from the host, reaping it if it is our child.
+
+    Its command line empties when it starts exiting, but it stays until its namespaces and mounts are torn down and
+    its parent collects it: on a loaded machine that took over a second, and "stopped" must mean gone."""
+    deadline = time.monotonic() + timeout
+    while born is not None and _born(pid) == born:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+        if time.monotonic() > deadline:
+            raise VpsError(f"process {pid} did not go away within {timeout:g}s")
+        time.sleep(0.02)
+
+
+def _exiting(pid: int) -> bool:
+    """True if ``pid`` is a zombie or a user process past releasing its memory (its command line reads empty)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        if "\nState:\tZ" in status:
+            return True
+        parent = int(status.split("\nPPid:", 1)[1].split()[0])
+        return parent not in (0, 2) and not Path(f"/proc/{pid}/cmdline").read_bytes()  # 2: kthreadd's threads
+    except (OSError, IndexError, ValueError):
+        return False
 
 
 def _end(pid: int, needle: str, timeout: float, signal_to: tuple[int, int] | None = None) -> None:
-    """End ``pid`` (SIGTERM, or ``signal_to`` = (pid, signal) to ask another process), SIGKILL after ``timeout``."""
+    """End ``pid`` (SIGTERM, or ``signal_to`` = (pid, signal) to ask another process), SIGKILL after ``timeout``;
+    return once it is gone."""
     if not pid:
         return
-    if not _alive(pid, needle):
-        _reap(pid)
-        return
-    target, sig = signal_to or (pid, signal.SIGTERM)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(target, sig)
-    deadline = time.monotonic() + timeout
-    while _alive(pid, needle):
-        _reap(pid)
-        if time.monotonic() > deadline:
+    born = _born(pid)
+    if _alive(pid, needle):
+        target, sig = signal_to or (pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(target, sig)
+        deadline = time.monotonic() + timeout
+        while _alive(pid, needle) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _alive(pid, needle):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5
-        time.sleep(0.05)
-    for _ in range(20):  # its exit status, once it is a zombie
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                break
-        except (ChildProcessError, OSError):
-            break
-        time.sleep(0.05)
+    elif not _exiting(pid):
+        return  # the number names another process now: ours is long gone
+    _gone(pid, born, 30)
 
 
 def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, registry_pid: int, timeout: float = 10.0) -> None:
@@ -381,9 +408,12 @@ def _stop(name: str, nspawn_pid: int, leader: int, proxy_pid: int, registry_pid:
     deleted next."""
     _end(proxy_pid, "letsbe_testvps.proxy", 5)
     _end(registry_pid, f"{name}/registry", 5)
-    kill = (leader, signal.SIGKILL) if leader and Path(f"/proc/{leader}").exists() else None
-    _end(nspawn_pid, name, timeout, kill)
+    # Only while nspawn runs is ``leader`` surely its PID 1 (else the number may be another process's by now).
+    leader = leader if _alive(nspawn_pid, name) and str(leader) in _children(nspawn_pid) else 0
+    leader_born = _born(leader) if leader else None
+    _end(nspawn_pid, name, timeout, (leader, signal.SIGKILL) if leader else None)
     _remove_cgroups(name)
+    _gone(leader, leader_born, 30)  # nspawn reaps it, or init if nspawn was killed
     if Path(f"/sys/class/net/ve-{name}").exists():
         _run("ip", "link", "del", f"ve-{name}", check=False)
     shutil.rmtree(WORK_DIR / name, ignore_errors=True)
