@@ -11,8 +11,10 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util import await_
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -61,7 +63,6 @@ def make_engine(
         async_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=True,
         connect_args={"server_settings": {"application_name": application_name}},
     )
 
@@ -71,6 +72,17 @@ def make_engine(
             return dialect.connect(*cargs, **cparams)
         except OSError as exc:
             raise PostgresUnreachable(f"Postgres is unreachable: {exc}") from exc
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping(dbapi_connection, connection_record, connection_proxy):  # type: ignore[no-untyped-def]
+        # A pooled connection may be dead (Postgres restarted, its backend terminated): ask before the transaction
+        # uses it, and on failure start over with fresh connections, as pool_pre_ping does. In one round trip: the
+        # pre-ping takes three on asyncpg (BEGIN, a query, ROLLBACK, for pgbouncer's transaction mode, which we do not
+        # use) and is the first thing of every transaction.
+        try:
+            await_(connection_record.driver_connection.execute("SELECT 1"))  # simple protocol: one round trip
+        except Exception as exc:
+            raise InvalidatePoolError(f"pooled connection lost: {exc!r}") from exc
 
     return engine
 
