@@ -225,6 +225,32 @@ async def test_a_stuck_overflow_attempt_is_cleaned_up_by_the_sweep(sessions, set
     assert failed.order_id == order.order_id and failed.retryable
 
 
+class SweptMeanwhile(HetznerProvider):
+    """The sweep takes the attempt for stuck and cleans it up just before Hetzner creates its server: it finds no
+    server by the name yet, marks the attempt FAILED and fails the order; then the create goes through."""
+
+    allocator: Allocator
+
+    async def allocate_server(self, *args, **kwargs):
+        assert await self.allocator.sweep_stale(datetime.now(UTC) + timedelta(hours=2)) == 1
+        return await super().allocate_server(*args, **kwargs)
+
+
+async def test_a_server_created_for_an_attempt_the_sweep_cleaned_up_meanwhile_is_deleted(
+    sessions, settings, fake_hetzner, ssh_target
+):
+    fake, _ = fake_hetzner
+    async with SweptMeanwhile(hetzner_config(settings)) as racing:
+        allocator = racing.allocator = Allocator(sessions, settings, racing)
+        order = order_spec()
+        assert await allocator.allocate(order, uuid.uuid4()) is Outcome.DUPLICATE
+    assert fake.creates == 1 and fake.servers == {}, "the server no attempt owns would run, and cost, forever"
+    assert (await _intent(sessions, order.order_id)).status == OverflowStatus.FAILED
+    assert await _servers(sessions) == [] and await staged(sessions, ServerAllocatedV1) == []
+    [(_, failed)] = await staged(sessions, OrderFailedV1)
+    assert failed.retryable  # a retry starts attempt 2 with a server of its own
+
+
 @pytest.mark.parametrize(
     ("region", "tools", "expected"),
     [

@@ -40,7 +40,7 @@ from letsbe_contracts import (
 )
 from letsbe_hub.config import ServerSettings
 from letsbe_hub.db import inbox, outbox
-from letsbe_hub.providers.base import Heartbeat, ServerAllocator
+from letsbe_hub.providers.base import Heartbeat, ServerAllocation, ServerAllocator
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.servers import repository as repo
 from letsbe_hub.servers.models import OVERFLOW, InventoryStatus, OverflowServer, OverflowStatus
@@ -236,35 +236,54 @@ class Allocator:
                     retryable=exc.retryable,
                 )
             if not moved:
-                return Outcome.DUPLICATE
+                return await self._lost(order.order_id, attempt.name)
             return await self._give_up(order, event_id, attempt.name, str(exc), exc.retryable)
 
         async with unit_of_work(self.sessions) as s:
-            if not await claim(s, inbox, CONSUMER, event_id):
-                return Outcome.DUPLICATE
             intent = await repo.lock_overflow(s, order.order_id)
-            if intent is None or intent.name != attempt.name or intent.status != OverflowStatus.CREATING:
-                return Outcome.DUPLICATE  # another delivery of this order finished (or failed) the attempt
-            server = await repo.add_server(
-                s,
-                provider=created.provider.value,
-                provider_ref=created.provider_ref,
-                name=created.name,
-                tier=order.tier.value,
-                region=order.region.value,
-                ipv4=str(created.ipv4),
-                ipv6=str(created.ipv6) if created.ipv6 else None,
-                ssh_port=cfg.server_ssh_port,
-                ssh_user=cfg.server_ssh_user,
-                host_key_fingerprint=fingerprint,
-                status=InventoryStatus.AVAILABLE,
-            )
-            await reserve(s, server, order.order_id)
-            await state.transition(
-                s, OVERFLOW, order.order_id, CREATING, OverflowStatus.READY, actor=CONSUMER, server_id=server.id
-            )
-            await emit_allocated(s, order, server, cause=event_id)
-        return Outcome.OVERFLOW
+            ours = intent is not None and intent.name == attempt.name and intent.status == OverflowStatus.CREATING
+            if ours and await claim(s, inbox, CONSUMER, event_id):
+                await self._record(s, order, event_id, created, fingerprint)
+                return Outcome.OVERFLOW
+        # Another delivery finished or failed the attempt, the sweep cleaned it up, or a new attempt began.
+        return await self._lost(order.order_id, attempt.name)
+
+    async def _record(
+        self, s: AsyncSession, order: OrderSpec, event_id: uuid.UUID, created: ServerAllocation, fingerprint: str
+    ) -> None:
+        """The new server into the inventory, reserved for the order; the intent READY; server-allocated."""
+        cfg = self.settings
+        server = await repo.add_server(
+            s,
+            provider=created.provider.value,
+            provider_ref=created.provider_ref,
+            name=created.name,
+            tier=order.tier.value,
+            region=order.region.value,
+            ipv4=str(created.ipv4),
+            ipv6=str(created.ipv6) if created.ipv6 else None,
+            ssh_port=cfg.server_ssh_port,
+            ssh_user=cfg.server_ssh_user,
+            host_key_fingerprint=fingerprint,
+            status=InventoryStatus.AVAILABLE,
+        )
+        await reserve(s, server, order.order_id)
+        await state.transition(
+            s, OVERFLOW, order.order_id, CREATING, OverflowStatus.READY, actor=CONSUMER, server_id=server.id
+        )
+        await emit_allocated(s, order, server, cause=event_id)
+
+    async def _lost(self, order_id: uuid.UUID, name: str) -> Outcome:
+        """This delivery's attempt ``name`` was moved on by someone else. Unless it is READY (another delivery finished
+        it, with this very server: the name finds it at Hetzner) or still CREATING, the server this delivery may have
+        made is no one's: delete it, else it would run, and cost, forever. By name, so it is idempotent."""
+        assert self.overflow is not None
+        async with unit_of_work(self.sessions) as s:
+            intent = await repo.lock_overflow(s, order_id)
+            in_use = intent is not None and intent.name == name and intent.status in (OverflowStatus.READY, CREATING)
+        if not in_use and await self.overflow.deallocate_key(name):
+            log.warning("deleted the server of an attempt moved on meanwhile", order_id=str(order_id), name=name)
+        return Outcome.DUPLICATE
 
     async def _give_up(self, order: OrderSpec, event_id: uuid.UUID, name: str, reason: str, retryable: bool) -> Outcome:
         """Delete what this attempt created, then fail the order. A failing delete raises: redelivery retries it."""
