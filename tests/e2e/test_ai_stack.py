@@ -1,4 +1,4 @@
-"""Issue 15: a provisioned tenant's AI stack serves calls with nothing set by hand. The agents run with exactly the
+"""A provisioned tenant's AI stack serves calls with nothing set by hand. The agents run with exactly the
 keys the provisioner rendered on the VPS; a model call goes OpenClaw's way (the official OpenAI client with the
 sentinel key → the tenant's Secrets Proxy → the hub's LLM relay with the tenant's own relay key → the provider with
 the platform's key, which only the hub holds), is redacted on the way, and is metered by the hub for that tenant;

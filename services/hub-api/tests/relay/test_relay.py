@@ -1,4 +1,4 @@
-"""The chat relay (issue 17): a customer's app and their tenant's agent talk over WebSockets through the hub, with
+"""The chat relay: a customer's app and their tenant's agent talk over WebSockets through the hub, with
 real hub processes on a real NATS, real WebSocket clients (the ``websockets`` library) on both ends.
 
 The tenant end here is a test client holding a Safety Wrapper's credential that answers deterministically ("echo:

@@ -40,7 +40,7 @@ DEFAULT_RULES: dict[str, RuleConfig] = {
     "backup.failed": RuleConfig(severity=MEDIUM),
     "backup.all_failed": RuleConfig(severity=HARD),
     "backup.stale": RuleConfig(severity=HARD, threshold=48),  # hours
-    # The off-site copy (issue #19): missing (the run copied nothing off-site: no target) or its last success older
+    # The off-site copy: missing (the run copied nothing off-site: no target) or its last success older
     # than the threshold. A lost VPS takes its local backups with it.
     "backup.offsite": RuleConfig(severity=MEDIUM, threshold=48),  # hours
     # §9.1 container health "Crash/OOM events": clears after 3 reports without a new crash.

@@ -1,1 +1,1 @@
-"""The chat relay (issue 17): a customer's app talks to their tenant's AI agent over WebSockets through the hub."""
+"""The chat relay: a customer's app talks to their tenant's AI agent over WebSockets through the hub."""
