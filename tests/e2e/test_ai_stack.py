@@ -18,7 +18,7 @@ import pytest_asyncio
 
 from letsbe_platform.bus import Bus
 from letsbe_platform.runner import SERVICES
-from letsbe_platform.testing import free_port
+from letsbe_platform.testing import eventually, free_port
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports
@@ -48,13 +48,14 @@ def env_file(path: Path) -> dict[str, str]:
 
 async def metered(plane, client: httpx.AsyncClient, tenant_id: str, tokens_in: int, requests: int) -> dict:
     """The hub's count for the tenant, once it has the calls made (it records a call as its answer ends)."""
-    async with asyncio.timeout(10):
-        while True:
-            r = await client.get(f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/llm-usage", headers=plane.headers)
-            assert r.status_code == 200, r.text
-            if r.json()["requests"] >= requests and r.json()["tokens_in"] >= tokens_in:
-                return r.json()
-            await asyncio.sleep(0.2)
+
+    async def counted() -> dict | None:
+        r = await client.get(f"{plane.hub}/api/v1/admin/tenants/{tenant_id}/llm-usage", headers=plane.headers)
+        assert r.status_code == 200, r.text
+        done = r.json()["requests"] >= requests and r.json()["tokens_in"] >= tokens_in
+        return r.json() if done else None
+
+    return await eventually(counted, f"the hub's count of {requests} calls", timeout=60, every=0.2)
 
 
 @pytest.mark.timeout(150)
@@ -136,10 +137,12 @@ async def test_a_provisioned_tenant_serves_a_model_call_and_a_tool_call_with_the
         assert r.status_code == 201, r.text
         assert r.json()["agent"] == "secrets-proxy"
         command = r.json()["id"]
-        async with asyncio.timeout(20):
-            while (view := (await client.get(f"{plane.hub}/api/v1/admin/commands/{command}",
-                                             headers=plane.headers)).json())["status"] not in ("SUCCEEDED", "FAILED"):
-                await asyncio.sleep(0.2)
+
+        async def ended() -> dict | None:
+            view = (await client.get(f"{plane.hub}/api/v1/admin/commands/{command}", headers=plane.headers)).json()
+            return view if view["status"] in ("SUCCEEDED", "FAILED") else None
+
+        view = await eventually(ended, "the rotate-credential command to end", timeout=60, every=0.2)
         assert view["status"] == "SUCCEEDED", view
         kept = vps.path("/var/lib/letsbe/secrets-proxy/llm-key.json")
         assert kept.stat().st_mode & 0o777 == 0o600

@@ -21,6 +21,7 @@ import pytest_asyncio
 from letsbe_platform.bus import Bus
 from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
+from letsbe_platform.testing import eventually
 from letsbe_safety_wrapper.tools.secrets import SecretStore
 from letsbe_sandbox.plane import ControlPlane
 from letsbe_sandbox.world import Ports
@@ -72,10 +73,8 @@ async def heartbeating(plane, client: httpx.AsyncClient, tenant_id: str, timeout
 
 
 async def answers(check, what: str, timeout: float = 90):
-    """Wait until ``check()`` is true (a recreated agent takes a moment to listen again)."""
-    async with asyncio.timeout(timeout):
-        while not await check():
-            await asyncio.sleep(0.2)
+    """Wait until ``check()`` is true (a recreated agent takes a moment to listen again); fail naming ``what``."""
+    await eventually(check, what, timeout=timeout, every=0.2)
 
 
 def model_call(address: str, sentinel: str) -> str:
@@ -179,4 +178,3 @@ async def test_an_operator_rotates_each_ai_stack_key_and_only_the_new_value_work
 
 async def _is(awaitable, expected) -> bool:
     return await awaitable == expected
-
