@@ -98,12 +98,13 @@ async def test_a_stopped_consumer_finishes_the_message_in_hand_and_does_not_wait
 
     await bus.publish(order_created(), correlation_id="order-4")
     consumer = bus.consumer("test-stop", OrderCreatedV1, handle, concurrency=8)
+    consumer.pull_seconds = 60  # a stop that waited them out would take a minute, not a loaded moment
     task = asyncio.create_task(consumer.run())
     await asyncio.wait_for(in_hand.wait(), 10)
     consumer.stop()
     release.set()
-    # The seven idle loops have just opened 1 s pulls: stopping must not wait for those to expire.
-    await asyncio.wait_for(task, 0.5)
+    # The seven idle loops have just opened their pulls: stopping must not wait for those to expire.
+    await asyncio.wait_for(task, 20)
     assert len(done) == 1
 
     async def acked() -> bool:  # the server applies the ack after it arrives: seen soon, not necessarily at once

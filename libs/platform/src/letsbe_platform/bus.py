@@ -202,6 +202,8 @@ class Consumer:
     at a time, so handlers must not assume order across messages.
     """
 
+    pull_seconds = 1.0  # how long one idle pull waits on the server for a message
+
     def __init__(
         self,
         bus: Bus,
@@ -296,7 +298,7 @@ class Consumer:
         instead of when its open pull expires: a shutdown (and every test's) does not wait out the pull."""
         # One message per pull: a pull for N lingers on the server until N arrive or it expires, which
         # would hold a lone event back for the whole timeout. Parallelism comes from `concurrency`.
-        fetch = asyncio.ensure_future(sub.fetch(1, timeout=1.0))
+        fetch = asyncio.ensure_future(sub.fetch(1, timeout=self.pull_seconds))
         try:
             await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
         finally:
