@@ -32,12 +32,13 @@ from letsbe_sandbox.world import Ports, Sandbox
 
 # The critical path of one order, counted from the code: 4 backbone events, each one outbox commit, one relay
 # publish (PubAck), one relay mark, one consumer fetch and one consumer transaction; plus the webhook's
-# transaction, in the provisioner a RUNNING and a SUCCEEDED commit for each of the 10 steps, and the Safety
-# Wrapper's registration (its commit, the relay's publish of tenant-agent-registered and its mark). A lower bound:
-# it leaves out what a real order needs besides (the HTTP calls to Stripe, Hetzner, Cloudflare and the hub, the
-# DNS queries, the SSH handshake and a channel per step, each transaction's statements before its commit).
+# transaction; in the provisioner step 1's RUNNING commit and one commit per step (its SUCCEEDED with the next
+# step's RUNNING); and the Safety Wrapper's registration (its commit, the relay's publish of
+# tenant-agent-registered and its mark). A lower bound: it leaves out what a real order needs besides (the HTTP
+# calls to Stripe, Hetzner, Cloudflare and the hub, the DNS queries, the SSH handshake and a channel per step, each
+# transaction's statements before its commit).
 NATS_ROUND_TRIPS = 4 * 2 + 1
-PG_ROUND_TRIPS = 1 + 4 * 3 + 10 * 2 + 2
+PG_ROUND_TRIPS = 1 + 4 * 3 + 1 + 10 + 2
 
 
 async def nats_round_trip(bus: Bus, n: int = 200) -> float:
