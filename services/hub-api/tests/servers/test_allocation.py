@@ -242,8 +242,9 @@ async def test_a_server_created_for_an_attempt_the_sweep_cleaned_up_meanwhile_is
     fake, _ = fake_hetzner
     async with SweptMeanwhile(hetzner_config(settings)) as racing:
         allocator = racing.allocator = Allocator(sessions, settings, racing)
-        order = order_spec()
-        assert await allocator.allocate(order, uuid.uuid4()) is Outcome.DUPLICATE
+        order, event_id = order_spec(), uuid.uuid4()
+        assert await allocator.allocate(order, event_id) is Outcome.DUPLICATE
+        assert await allocator.allocate(order, event_id) is Outcome.DUPLICATE  # a redelivery starts no attempt 2
     assert fake.creates == 1 and fake.servers == {}, "the server no attempt owns would run, and cost, forever"
     assert (await _intent(sessions, order.order_id)).status == OverflowStatus.FAILED
     assert await _servers(sessions) == [] and await staged(sessions, ServerAllocatedV1) == []

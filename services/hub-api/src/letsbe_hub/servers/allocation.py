@@ -240,9 +240,9 @@ class Allocator:
             return await self._give_up(order, event_id, attempt.name, str(exc), exc.retryable)
 
         async with unit_of_work(self.sessions) as s:
+            claimed = await claim(s, inbox, CONSUMER, event_id)  # kept either way: this event is done with
             intent = await repo.lock_overflow(s, order.order_id)
-            ours = intent is not None and intent.name == attempt.name and intent.status == OverflowStatus.CREATING
-            if ours and await claim(s, inbox, CONSUMER, event_id):
+            if claimed and intent is not None and intent.name == attempt.name and intent.status == CREATING:
                 await self._record(s, order, event_id, created, fingerprint)
                 return Outcome.OVERFLOW
         # Another delivery finished or failed the attempt, the sweep cleaned it up, or a new attempt began.
