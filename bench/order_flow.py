@@ -238,7 +238,8 @@ Nor does one call wait for another it does not need: the DNS service writes a te
 provisioner opens the next step's SSH connection during the commits before it, asks the hub for step 8's off-site
 target and step 10's registration tokens while the step before runs, and stores the credentials while the agents
 start; an outbox row and its NOTIFY are one statement (compiled once: a single row is not a multi-row VALUES), and a
-step's SUCCEEDED and the next step's RUNNING are one commit. What is left is work: the ten steps' scripts (bash and the
+step's SUCCEEDED and the next step's RUNNING are one commit; a transaction checks its pooled connection in one
+round trip, not the pre-ping's three. What is left is work: the ten steps' scripts (bash and the
 tools they run, on this machine's CPU) and the agents' start (a Python process importing its web stack before it
 registers).
 """
