@@ -252,6 +252,21 @@ async def test_a_server_created_for_an_attempt_the_sweep_cleaned_up_meanwhile_is
     assert failed.retryable  # a retry starts attempt 2 with a server of its own
 
 
+async def test_a_late_delivery_never_deletes_a_server_of_its_attempt_that_is_in_the_inventory(
+    sessions, allocator, fake_hetzner, ssh_target
+):
+    """Another delivery finished the attempt with the very server this one made (one name, one server), and by the
+    time this one looks the order has moved on to a new attempt: the server is in the inventory, so it stays."""
+    fake, _ = fake_hetzner
+    order = order_spec()
+    assert await allocator.allocate(order, uuid.uuid4()) is Outcome.OVERFLOW
+    async with sessions() as s, s.begin():
+        intent = await s.get(OverflowServer, order.order_id)
+        intent.name, intent.attempt = overflow_name(order.order_id, 2), 2
+    assert await allocator._lost(order.order_id, overflow_name(order.order_id, 1)) is Outcome.DUPLICATE
+    assert len(fake.servers) == 1 and fake.deleted == []
+
+
 @pytest.mark.parametrize(
     ("region", "tools", "expected"),
     [

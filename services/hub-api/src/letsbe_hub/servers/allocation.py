@@ -274,13 +274,15 @@ class Allocator:
         await emit_allocated(s, order, server, cause=event_id)
 
     async def _lost(self, order_id: uuid.UUID, name: str) -> Outcome:
-        """This delivery's attempt ``name`` was moved on by someone else. Unless it is READY (another delivery finished
-        it, with this very server: the name finds it at Hetzner) or still CREATING, the server this delivery may have
-        made is no one's: delete it, else it would run, and cost, forever. By name, so it is idempotent."""
+        """This delivery's attempt ``name`` was moved on by someone else. Unless it is READY or still CREATING, or a
+        server of that name is in the inventory (another delivery finished the attempt with this very server: the name
+        finds it at Hetzner), the server this delivery may have made is no one's: delete it, else it would run, and
+        cost, forever. By name, so it is idempotent."""
         assert self.overflow is not None
         async with unit_of_work(self.sessions) as s:
             intent = await repo.lock_overflow(s, order_id)
             in_use = intent is not None and intent.name == name and intent.status in (OverflowStatus.READY, CREATING)
+            in_use = in_use or await repo.named_in_inventory(s, self.overflow.name.value, name)
         if not in_use and await self.overflow.deallocate_key(name):
             log.warning("deleted the server of an attempt moved on meanwhile", order_id=str(order_id), name=name)
         return Outcome.DUPLICATE

@@ -64,6 +64,11 @@ async def find_server(session: AsyncSession, provider: str, provider_ref: str) -
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def named_in_inventory(session: AsyncSession, provider: str, name: str) -> bool:
+    stmt = select(Server.id).where(Server.provider == provider, Server.name == name).limit(1)
+    return (await session.scalar(stmt)) is not None
+
+
 async def add_server(session: AsyncSession, **values: Any) -> Server:
     server = Server(**values)
     session.add(server)
