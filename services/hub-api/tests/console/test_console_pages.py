@@ -22,6 +22,7 @@ from letsbe_hub.app import create_app
 from letsbe_hub.approvals import repository as approvals_repo
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.config import HubSettings
+from letsbe_hub.operators import service as operators_service
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.web.sessions import OPERATOR, WebSession
 from letsbe_platform.db import unit_of_work
@@ -94,6 +95,23 @@ async def test_pages_need_a_session_and_sign_in_needs_password_and_code(client, 
     cookie = r.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Secure" in cookie and "Path=/console" in cookie
     assert (await client.get("/console/orders")).status_code == 200
+
+
+async def test_failed_sign_ins_hold_back_the_browser_that_made_them_not_everyone_behind_the_hubs_nginx(app, jane):
+    """Every request reaches the hub from its nginx (one private peer); the client is the browser nginx names."""
+    transport = httpx.ASGITransport(app=app, client=("10.0.0.5", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url=HUB) as via_nginx:
+
+        async def attempt(browser: str, name: str, code: str) -> int:
+            form = {"name": name, "password": jane.password, "code": code}
+            r = await via_nginx.post("/console/sign-in", headers={**ORIGIN, "X-Real-IP": browser}, data=form)
+            return r.status_code
+
+        guesser, operator = "203.0.113.66", "198.51.100.7"
+        limit = operators_service.MAX_FAILURES_PER_CLIENT
+        assert [await attempt(guesser, f"guess{i}", "000000") for i in range(limit)] == [401] * limit
+        assert await attempt(guesser, "jane", jane.code()) == 429  # even with the right password and code
+        assert await attempt(operator, "jane", jane.code()) == 303
 
 
 async def test_next_never_leaves_the_console(client, sessions):

@@ -22,7 +22,7 @@ from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.db import Base
 from letsbe_hub.operators import service
 from letsbe_hub.operators.models import Operator
-from letsbe_hub.operators.service import ClientLimiter, Refused, SignedIn
+from letsbe_hub.operators.service import Refused, SignedIn, client_limiter
 from letsbe_platform.db import unit_of_work
 
 LETSBE_HUB = str(Path(sys.executable).parent / "letsbe-hub")
@@ -73,7 +73,7 @@ async def test_cli_creates_an_account_and_prints_the_totp_uri_once(database_url,
 
     async with unit_of_work(sessions) as session:
         result = await service.sign_in(
-            session, "jane", PASSWORD, pyotp.TOTP(secret).now(), key=SecretStr(KEY), limiter=ClientLimiter(),
+            session, "jane", PASSWORD, pyotp.TOTP(secret).now(), key=SecretStr(KEY), limiter=client_limiter(),
             client="127.0.0.1",
         )
     assert isinstance(result, SignedIn) and result.actor == "operator:jane"
@@ -100,7 +100,7 @@ async def jane(sessions) -> str:
 async def attempt(sessions, password: str, code: str, *, limiter=None, client="10.0.0.1", now=None, name="jane"):
     async with unit_of_work(sessions) as session:
         return await service.sign_in(
-            session, name, password, code, key=SecretStr(KEY), limiter=limiter or ClientLimiter(), client=client,
+            session, name, password, code, key=SecretStr(KEY), limiter=limiter or client_limiter(), client=client,
             now=now,
         )
 
@@ -132,7 +132,7 @@ async def test_five_failures_lock_the_account_and_many_lock_the_client(sessions,
     after = now + timedelta(seconds=service.LOCK_SECONDS + 1)
     assert isinstance(await attempt(sessions, PASSWORD, pyotp.TOTP(jane).at(after), now=after), SignedIn)
 
-    limiter = ClientLimiter(limit=3)
+    limiter = client_limiter(limit=3)
     for i in range(3):
         assert (await attempt(sessions, PASSWORD, "000000", name=f"guess{i}", limiter=limiter)).status_code == 401
     blocked = await attempt(sessions, PASSWORD, pyotp.TOTP(jane).now(), limiter=limiter)

@@ -3,7 +3,8 @@ and a TOTP code, both checked in one step.
 
 Sign-in is rate-limited twice: each account locks for :data:`LOCK_SECONDS` after :data:`MAX_FAILURES` failures in a
 row (kept in its row, so every hub replica sees it), and each client address may fail :data:`MAX_FAILURES_PER_CLIENT`
-times per :data:`CLIENT_WINDOW_SECONDS` in this process (guessing across many names from one place).
+times per :data:`CLIENT_WINDOW_SECONDS` in this process (:func:`client_limiter`: guessing across many names from one
+place).
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -28,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.operators.models import Operator
+from letsbe_hub.web.ratelimit import RateLimiter
 from letsbe_platform.errors import Conflict, DomainError, ServiceUnavailable
 from letsbe_platform.logging import get_logger
 
@@ -113,26 +113,9 @@ async def create(
     return Created(row, pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=ISSUER))
 
 
-class ClientLimiter:
+def client_limiter(limit: int = MAX_FAILURES_PER_CLIENT) -> RateLimiter:
     """Failed sign-ins per client address in a sliding window (this process only; the account lock is shared)."""
-
-    def __init__(self, limit: int = MAX_FAILURES_PER_CLIENT, window: float = CLIENT_WINDOW_SECONDS):
-        self.limit, self.window = limit, window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
-
-    def _recent(self, client: str) -> deque[float]:
-        q = self._failures[client]
-        while q and q[0] < time.monotonic() - self.window:
-            q.popleft()
-        if not q:
-            del self._failures[client]
-        return q
-
-    def blocked(self, client: str) -> bool:
-        return len(self._recent(client)) >= self.limit
-
-    def failed(self, client: str) -> None:
-        self._failures[client].append(time.monotonic())
+    return RateLimiter(limit, CLIENT_WINDOW_SECONDS)
 
 
 def _verify_password(password_hash: str, password: str) -> bool:
@@ -149,14 +132,14 @@ async def sign_in(
     code: str,
     *,
     key: SecretStr | None,
-    limiter: ClientLimiter,
+    limiter: RateLimiter,
     client: str,
     now: datetime | None = None,
 ) -> SignedIn | Refused:
     """Check name, password and TOTP code together; a failure says only that one of them is wrong."""
     now = now or datetime.now(UTC)
     fernet = _fernet(key)
-    if limiter.blocked(client):
+    if limiter.full(client):
         return Refused(429, "Too many failed sign-ins from here. Wait a few minutes.")
     password = password[:MAX_PASSWORD + 1]
     row = (
@@ -195,8 +178,8 @@ def _totp_step(fernet: Fernet, row: Operator, code: str, now: datetime) -> int |
     return None
 
 
-def _failed(row: Operator | None, limiter: ClientLimiter, client: str, name: str, now: datetime) -> Refused:
-    limiter.failed(client)
+def _failed(row: Operator | None, limiter: RateLimiter, client: str, name: str, now: datetime) -> Refused:
+    limiter.note(client)
     if row is not None:
         row.failed_sign_ins += 1
         if row.failed_sign_ins >= MAX_FAILURES:

@@ -1,7 +1,9 @@
-"""A small in-process sliding-window limiter for unauthenticated web forms (sign-in requests).
+"""A small in-process sliding-window limiter for unauthenticated web forms (customers' sign-in requests, operators'
+failed sign-ins), keyed by the browser's address.
 
 Per hub process: with N replicas a client gets N times the limit at most, which is enough to stop a flood of
-emails (the per-email limit in the database holds across replicas). Memory is bounded: old keys are pruned.
+emails or guesses (the per-email limit and the per-account lock in the database hold across replicas). Memory is
+bounded: old keys are pruned.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ def client_address(request: Request) -> str:
 
 
 class RateLimiter:
+    """At most ``limit`` events per key in a sliding window of ``window_seconds``: requests (:meth:`allow`), or only
+    the events the caller notes (failed sign-ins: :meth:`full` before, :meth:`note` after)."""
+
     def __init__(self, limit: int, window_seconds: float, *, clock=time.monotonic):
         self.limit = limit
         self.window = window_seconds
@@ -41,16 +46,28 @@ class RateLimiter:
 
     def allow(self, key: str) -> bool:
         """Count a request of ``key``; False when it is over the limit (the refused request is not counted)."""
-        now = self.clock()
-        if len(self._hits) >= MAX_KEYS:
-            self._prune(now)
-        hits = self._hits.setdefault(key, deque())
-        while hits and hits[0] <= now - self.window:
-            hits.popleft()
-        if len(hits) >= self.limit:
+        if self.full(key):
             return False
-        hits.append(now)
+        self.note(key)
         return True
+
+    def full(self, key: str) -> bool:
+        """True if ``key`` has had ``limit`` events within the window."""
+        hits = self._hits.get(key)
+        if hits is None:
+            return False
+        while hits and hits[0] <= self.clock() - self.window:
+            hits.popleft()
+        if not hits:
+            del self._hits[key]
+        return len(hits) >= self.limit
+
+    def note(self, key: str) -> None:
+        """Count one event of ``key``."""
+        now = self.clock()
+        if key not in self._hits and len(self._hits) >= MAX_KEYS:
+            self._prune(now)
+        self._hits.setdefault(key, deque()).append(now)
 
     def _prune(self, now: float) -> None:
         for key in [k for k, h in self._hits.items() if not h or h[-1] <= now - self.window]:
