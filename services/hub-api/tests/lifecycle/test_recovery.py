@@ -37,6 +37,7 @@ from letsbe_hub.lifecycle import endpoints as lifecycle_endpoints
 from letsbe_hub.lifecycle import exchange, recovery, state
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.worker import JobRunner, build_providers
+from letsbe_hub.orders.models import Order
 from letsbe_hub.servers.models import MigrationProposal, Server
 from letsbe_hub.tenants.models import BackupReportRow, Tenant
 from letsbe_platform.db import unit_of_work
@@ -266,7 +267,9 @@ async def test_a_worker_killed_mid_job_still_ends_with_one_restore_one_dns_switc
     assert [d["id"] for d in fake.deleted] == [int(lost.provider_ref)], "the old server deleted once"
     assert sum(1 for m, _ in fake.requests if m == "DELETE") == 1
     async with sessions() as s:
-        assert (await s.get(Tenant, tenant_id)).server_id == pool.id
+        tenant = await s.get(Tenant, tenant_id)
+        assert tenant.server_id == pool.id
+        assert (await s.get(Order, tenant.order_id)).server_target["server_id"] == str(pool.id)
         assert (await s.get(Server, pool.id)).status == "IN_USE"
         assert (await s.get(Server, lost.id)).status == "RETIRED"
     steps = await history(sessions, job.id)

@@ -250,10 +250,16 @@ async def _reserve_second(session: AsyncSession, server: Server, tenant_id: uuid
 
 async def move_tenant(session: AsyncSession, job: LifecycleJob, new_server: Server, now: datetime) -> None:
     """After the DNS switch the tenant (and its order) live on the new server; the old one, still the tenant's,
-    waits for its release."""
+    waits for its release. The order's server target names the new server: what the order shows, and what a
+    re-provisioning of it would target."""
     tenant = await session.get(Tenant, job.tenant_id)
     assert tenant is not None
     await session.execute(update(Tenant).where(Tenant.id == job.tenant_id).values(server_id=new_server.id))
+    await session.execute(
+        update(Order)
+        .where(Order.id == tenant.order_id)
+        .values(server_target=target(new_server).model_dump(mode="json"), updated_at=now)
+    )
     await session.execute(
         update(Server).where(Server.order_id == tenant.order_id, Server.id != new_server.id).values(order_id=None)
     )
