@@ -16,12 +16,14 @@ from sqlalchemy import select
 
 from hub_testing.console import TOTP_KEY, Account, csrf_of, make_operator, sign_in
 from hub_testing.orders import order_body
+from hub_testing.tenants import enroll
 from letsbe_contracts import AlertRaisedV1, AlertSeverity
 from letsbe_hub.alerts import repository as alerts_repo
 from letsbe_hub.app import create_app
 from letsbe_hub.approvals import repository as approvals_repo
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.config import HubSettings
+from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.operators import service as operators_service
 from letsbe_hub.orders import repository as orders_repo
 from letsbe_hub.web.sessions import OPERATOR, WebSession
@@ -251,6 +253,24 @@ async def test_actions_record_the_operator_as_the_actor(client, jane, sessions, 
     bad = await client.post(f"/console/alerts/{alert_id}/silence", data={"hours": "9999", "csrf_token": token},
                             headers=ORIGIN)
     assert bad.status_code == 422 and "30 days" in bad.text
+
+
+async def test_a_decommission_from_the_console_keeps_the_configured_export_window_and_names_the_operator(
+    settings, jane, sessions, admin
+):
+    app = create_app(settings.model_copy(update={"decommission_export_window_hours": 2.0}))
+    async with LifespanManager(app), client_for(app) as client:
+        tenant = await enroll(client, admin)
+        token = await signed_in(client, jane)
+        asked = datetime.now(UTC)
+        r = await client.post(f"/console/tenants/{tenant.tenant_id}/decommission", headers=ORIGIN,
+                              data={"confirm": tenant.domain, "reason": "moving out", "csrf_token": token})
+        assert r.status_code == 303, r.text
+    async with sessions() as s:
+        [job] = (await s.execute(select(LifecycleJob).where(LifecycleJob.tenant_id == tenant.tenant_id))).scalars()
+    assert job.requested_by == "operator:jane"
+    export_until = datetime.fromisoformat(job.data["export_until"]) - asked
+    assert timedelta(hours=2) <= export_until < timedelta(hours=2, minutes=5), "the setting, not the 14-day default"
 
 
 async def test_sign_out_ends_the_session(client, jane, sessions):

@@ -454,7 +454,8 @@ async def tenant_decommission(request: Request, tenant_id: uuid.UUID, session: S
     if form.get("confirm", "").strip().lower() != view.domain:
         raise Unprocessable(f"Type the tenant's domain ({view.domain}) to confirm.")
     body = _parse(TenantDecommission, {"reason": f"{form.get('reason') or 'decommissioned'} ({op.actor})"})
-    await decommission(session, tenant_id, body.reason)
+    window = timedelta(hours=request.app.state.settings.decommission_export_window_hours)
+    await decommission(session, tenant_id, body.reason, actor=op.actor, export_window=window)
     return _see(f"/console/tenants/{tenant_id}")
 
 

@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_contracts.events import TenantDecommissionedV1
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.config import LifecycleSettings
 from letsbe_hub.db import outbox
 from letsbe_hub.lifecycle import service as lifecycle
 from letsbe_hub.llm import repository as llm_repo
@@ -43,19 +42,17 @@ async def decommission(
     tenant_id: uuid.UUID,
     reason: str,
     *,
-    actor: str = "operator",
-    export_window: timedelta | None = None,
+    actor: str,
+    export_window: timedelta,
 ) -> TenantView:
     """Remove a tenant: its agents lose their credentials, every service releases what it holds for it (the DNS
     service deletes the records it created and puts back the customer's records it had replaced), and the
-    tenant's decommission job keeps the server for the export window (default: the setting's default), then
+    tenant's decommission job keeps the server for the export window (the callers': the setting, or none), then
     deletes it, which stops the provider's bill. Asking twice changes nothing more: the event id is derived from
     the tenant, so the outbox stages it once, and the job's key is the tenant."""
     tenant = await repo.get_tenant(session, tenant_id, lock=True)
     if tenant is None:
         raise TenantNotFound()
-    if export_window is None:
-        export_window = timedelta(hours=LifecycleSettings().decommission_export_window_hours)
     await lifecycle.request_decommission(
         session, tenant, reason=reason, actor=actor, export_window=export_window, now=datetime.now(UTC)
     )
