@@ -3,13 +3,13 @@ is still there until its parent collects it (a VPS's PID 1 is nspawn's to collec
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from letsbe_platform.testing import eventually
-
 from letsbe_testvps.vps import _end
 
 # A parent that is not us: it forks a child that exits at once and collects it only when told to.
@@ -37,8 +37,8 @@ async def test_ending_a_process_another_process_collects_returns_only_once_it_is
 
         later = threading.Timer(0.3, collect)  # only orders "after _end began": a slow machine cannot fail this
         later.start()
-        _end(child, "anything", timeout=5)
-        assert not Path(f"/proc/{child}").exists()
+        await asyncio.to_thread(_end, child, "anything", timeout=5)
+        assert not await asyncio.to_thread(Path(f"/proc/{child}").exists)
         later.join()
     finally:
         parent.kill()
