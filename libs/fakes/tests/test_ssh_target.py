@@ -9,6 +9,7 @@ import threading
 import asyncssh
 
 from letsbe_fakes.ssh_target import SshTarget
+from letsbe_platform.testing import eventually
 
 
 async def test_each_command_end_is_announced_after_its_stand_in_calls_are_recorded() -> None:
@@ -42,8 +43,7 @@ async def test_a_held_stand_in_waits_until_released_and_only_calls_that_match() 
         ) as conn:
             assert (await conn.run("docker ps")).exit_status == 0  # not matched: runs at once
             held = asyncio.create_task(conn.run("docker exec db dump"))
-            while ["docker", "exec", "db", "dump"] not in target.calls("docker"):
-                await asyncio.sleep(0.05)
+            await eventually(lambda: ["docker", "exec", "db", "dump"] in target.calls("docker"), "the held call")
             assert (await conn.run("docker ps")).exit_status == 0  # a round trip later it still waits
             assert not held.done()
             target.release("docker")

@@ -359,13 +359,15 @@ def _gone(pid: int, born: str | None, timeout: float) -> None:
 
     Its command line empties when it starts exiting, but it stays until its namespaces and mounts are torn down and
     its parent collects it: on a loaded machine that took over a second, and "stopped" must mean gone."""
-    deadline = time.monotonic() + timeout
-    while born is not None and _born(pid) == born:
+    if born is None:
+        return
+
+    def gone() -> bool:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
-        if time.monotonic() > deadline:
-            raise VpsError(f"process {pid} did not go away within {timeout:g}s")
-        time.sleep(0.02)
+        return _born(pid) != born
+
+    _wait(gone, f"process {pid} to go away", timeout, interval=0.02)
 
 
 def _exiting(pid: int) -> bool:
@@ -390,10 +392,9 @@ def _end(pid: int, needle: str, timeout: float, signal_to: tuple[int, int] | Non
         target, sig = signal_to or (pid, signal.SIGTERM)
         with contextlib.suppress(ProcessLookupError):
             os.kill(target, sig)
-        deadline = time.monotonic() + timeout
-        while _alive(pid, needle) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if _alive(pid, needle):
+        try:
+            _wait(lambda: not _alive(pid, needle), f"process {pid} to end", timeout, interval=0.02)
+        except VpsError:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     elif not _exiting(pid):
