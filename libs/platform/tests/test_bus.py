@@ -4,6 +4,7 @@ import asyncio
 import os
 import signal
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import make_url, text
@@ -283,9 +284,16 @@ async def test_a_consumer_started_while_jetstream_does_not_answer_subscribes_onc
 
         bus.js.pull_subscribe = counted  # type: ignore[method-assign]
         os.kill(pid, signal.SIGSTOP)  # it keeps its connections and answers nothing
+        # kill() returns before the stop takes effect: the first subscribe must not be answered in between.
+        await eventually(lambda: "\nState:\tT" in Path(f"/proc/{pid}/status").read_text(), "nats-server stopped")
         task = asyncio.create_task(consumer.run())
         try:
-            await eventually(lambda: len(attempts) >= 2, "a second subscribe after the first timed out", timeout=10)
+
+            def retried() -> bool:
+                assert not task.done() or task.exception() is None, task  # the consumer must not have died
+                return len(attempts) >= 2
+
+            await eventually(retried, f"a second subscribe after the first timed out ({attempts})", timeout=30)
             assert not consumer.subscribed and not task.done()
         finally:
             os.kill(pid, signal.SIGCONT)
