@@ -248,7 +248,8 @@ def served_hub(kit, certs, tmp_path) -> Iterator[Served]:
     """hub.conf run by a real nginx master on a loopback port, proxying to stand-ins of hub-api and dns."""
     upstream, dns = Upstream("hub-api"), Upstream("dns")
     for server in (upstream, dns):
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        # A short poll: shutdown() waits for serve_forever's next look (0.5 s by default, per server and test).
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
     port = free_port()
     vhost = render_hub(kit, certs)
     vhost = vhost.replace("server 127.0.0.1:3847;", f"server 127.0.0.1:{upstream.server_address[1]};")

@@ -647,8 +647,8 @@ class FakeAuthoritativeDns:
             raise RuntimeError("could not bind UDP and TCP on the same port")
         self.port = port
         self._servers = [udp, tcp]
-        for server in self._servers:
-            t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        for server in self._servers:  # a short poll: stop()'s shutdown() waits for serve_forever's next look
+            t = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
             t.start()
             self._threads.append(t)
         return self
