@@ -98,3 +98,34 @@ async def test_a_stopped_holder_releases_its_lease_at_once(database_url: str):
     await lease.release()
     assert await other.acquire()
     await other.release()
+
+
+async def test_a_client_the_workers_share_is_closed_only_once_every_worker_has_stopped():
+    """At shutdown a worker finishes the round it is in (a Stripe call, say): the client it uses is closed after that
+    round, not under it (its call would fail, and the SDK would retry it against a closed client)."""
+    from letsbe_platform.asgi import Runtime
+    from letsbe_platform.service_config import ServiceConfig
+
+    rt = Runtime(ServiceConfig())
+    said: list[str] = []
+
+    class Client:
+        closed = False
+
+        async def aclose(self) -> None:
+            said.append("client closed")
+            self.closed = True
+
+    client = Client()
+    rt.close_last(client.aclose)
+
+    async def round_() -> None:
+        said.append("round started")
+        await rt.stopping.wait()  # the shutdown begins while this round is under way
+        await asyncio.sleep(0.01)  # the rest of its work: a call in flight
+        said.append(f"round done, client closed: {client.closed}")
+
+    rt.every("test-shared-client", 3600, round_)
+    await eventually(lambda: said == ["round started"], "the first round under way")
+    await asyncio.wait_for(rt.aclose(), timeout=10)
+    assert said == ["round started", "round done, client closed: False", "client closed"]

@@ -53,12 +53,18 @@ class Runtime:
         self.bus: Bus | None = None
         self._tasks: list[tuple[str, asyncio.Task[None], Callable[[], None] | None]] = []
         self._consumers: list[Consumer] = []
+        self._closers: list[Callable[[], Awaitable[None]]] = []
         self.stopping = asyncio.Event()
 
     def start(self, name: str, coro: Awaitable[None], stop: Callable[[], None] | None = None) -> None:
         """Run a background worker (consumer, relay, sweep). ``stop`` asks it to finish its current work and return."""
         task = asyncio.create_task(_supervised(name, coro), name=name)
         self._tasks.append((name, task, stop))
+
+    def close_last(self, aclose: Callable[[], Awaitable[None]]) -> None:
+        """Close a client the workers share (Stripe's, a provider's) at shutdown once every worker has stopped: a
+        worker finishing its round must not have the client closed under it (its calls would fail and retry)."""
+        self._closers.append(aclose)
 
     def consume(self, durable: str, event: type[Event], handler: Handler, **options: Any) -> Consumer:
         """Run the durable consumer ``durable`` of ``event`` (options as :meth:`letsbe_platform.bus.Bus.consumer`)."""
@@ -111,6 +117,11 @@ class Runtime:
             for t in still:
                 t.cancel()
             await asyncio.gather(*still, return_exceptions=True)
+        for aclose in reversed(self._closers):
+            try:
+                await aclose()
+            except Exception:
+                log.exception("closing a client failed")
         if self.bus is not None:
             await self.bus.close()
         if self.engine is not None:

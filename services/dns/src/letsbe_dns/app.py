@@ -68,21 +68,19 @@ def create_app(settings: DnsSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        provider = CloudflareDns(settings)
-        hub = httpx.AsyncClient(base_url=settings.hub_url, timeout=settings.hub_timeout_seconds)
-        try:
-            async with runtime(settings) as rt:  # stops the workers before the clients below are closed
-                assert rt.sessions is not None
-                records = RecordsService(provider, Verifier(settings), rt.sessions, settings, load_catalog())
-                app.state.runtime = rt
-                app.state.settings = settings
-                app.state.records = records
-                app.state.acme = AcmeService(records)
-                app.state.hub_agents = HubAgents(hub)
-                start_workers(rt, settings, records)
-                yield
-        finally:
-            await hub.aclose()
-            await provider.aclose()
+        async with runtime(settings) as rt:
+            assert rt.sessions is not None
+            provider = CloudflareDns(settings)
+            rt.close_last(provider.aclose)
+            hub = httpx.AsyncClient(base_url=settings.hub_url, timeout=settings.hub_timeout_seconds)
+            rt.close_last(hub.aclose)
+            records = RecordsService(provider, Verifier(settings), rt.sessions, settings, load_catalog())
+            app.state.runtime = rt
+            app.state.settings = settings
+            app.state.records = records
+            app.state.acme = AcmeService(records)
+            app.state.hub_agents = HubAgents(hub)
+            start_workers(rt, settings, records)
+            yield
 
     return create_service_app(title="LetsBe DNS", version=__version__, lifespan=lifespan, routers=ROUTERS)

@@ -97,6 +97,19 @@ async def test_each_tier_and_region_gets_one_price_by_lookup_key_however_often_t
         await gateway.aclose()
 
 
+
+async def test_a_hub_stopping_while_it_warms_its_prices_does_not_wait_for_the_rest(stripe_fake, hub_settings):
+    """The warm-up asks Stripe pair by pair; a stop between two pairs ends it (the next start or the first order
+    of a pair makes the rest), so a shutdown does not wait on a round trip to Stripe per tier and region."""
+    gateway = StripeGateway(stripe_fake.fake.api_key, api_base=stripe_fake.url)
+    try:
+        await PriceBook(gateway, hub_settings).warm(stopping=lambda: len(stripe_fake.fake.prices) >= 2)
+        assert len(stripe_fake.fake.prices) == 2
+        await PriceBook(gateway, hub_settings).warm()  # the next start makes the rest, the two made are kept
+        assert len(stripe_fake.fake.prices) == 8
+    finally:
+        await gateway.aclose()
+
 BAD = [
     ("unknown tool", {"tools": ["nextcloud", "no-such-tool"]}, 422, "unprocessable"),
     ("tools do not fit the tier", {"tier": "lite", "tools": ["nextcloud", "chatwoot", "ghost", "n8n"]}, 422, None),

@@ -87,11 +87,9 @@ def create_app(settings: ProvisionerSettings | None = None) -> FastAPI:
             app.state.runtime = rt
             app.state.settings = settings
             pipeline = start_workers(rt, settings)
+            if pipeline is not None:
+                rt.close_last(pipeline.hub.aclose)
             app.state.pipeline = pipeline
-            try:
-                yield
-            finally:
-                if pipeline is not None:
-                    await pipeline.hub.aclose()
+            yield
 
     return create_service_app(title="LetsBe Provisioner", version=__version__, lifespan=lifespan, routers=ROUTERS)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from letsbe_contracts.enums import Region, Tier
 from letsbe_hub.config import HubSettings
@@ -74,10 +75,13 @@ class PriceBook:
                 return Tier(tier), Region(region)
         return None
 
-    async def warm(self) -> None:
-        """Resolve every pair at start-up, so the first customers do not wait on Stripe (failures retry lazily)."""
+    async def warm(self, stopping: Callable[[], bool] = lambda: False) -> None:
+        """Resolve every pair at start-up, so the first customers do not wait on Stripe (failures retry lazily).
+        Gives up between pairs once ``stopping()``: a hub shutting down does not wait for Stripe first."""
         for tier in Tier:
             for region in Region:
+                if stopping():
+                    return
                 try:
                     await self.price_for(tier, region)
                 except Exception as exc:  # Stripe unreachable now: the order route tries again when asked

@@ -41,8 +41,9 @@ def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
     async def round() -> bool:
         nonlocal warmed
         if gateway is not None and not warmed:
-            await prices.warm()  # the Prices exist before the first customer asks (a replica's own cache)
-            warmed = True
+            # The Prices exist before the first customer asks (a replica's own cache); a stop cuts it short.
+            await prices.warm(stopping=lambda: periodic.stopping)
+            warmed = not periodic.stopping
         return await worker.round()
 
     # Idempotent by construction: each due row is taken with FOR UPDATE SKIP LOCKED (billing/worker.py).

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -54,7 +53,7 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
     gateway: PaymentGateway | None = None
     if settings.stripe_secret_key is not None:
         gateway = StripeGateway(settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base)
-        rt.start("stripe-client", *_closing(gateway))
+        rt.close_last(gateway.aclose)
     listener = Listener(settings.database_url, STREAM_CHANNEL)
     rt.start("order-stream-listener", listener.run(), listener.stop)
     mailer: WelcomeMailer | None = None
@@ -73,16 +72,6 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
     orders_rt = OrdersRuntime(settings, rt.sessions, gateway, listener, mailer, handlers)
     _RUNTIMES[rt] = orders_rt
     return orders_rt
-
-
-def _closing(gateway: PaymentGateway):
-    stopped = asyncio.Event()
-
-    async def hold() -> None:
-        await stopped.wait()
-        await gateway.aclose()
-
-    return hold(), stopped.set
 
 
 def get_orders_runtime(request: Request) -> OrdersRuntime:
