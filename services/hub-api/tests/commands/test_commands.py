@@ -220,3 +220,16 @@ async def test_long_poll_without_commands_waits_and_returns_empty(hub_app, admin
     assert r.json() == {"commands": []}
     # It waits its second, and ends then: the re-check here is 60 s, which a poll ignoring its wait would sit out.
     assert 0.9 <= time.monotonic() - started < 30
+
+
+async def test_a_waiting_long_poll_answers_as_soon_as_the_hub_begins_to_shut_down(hub_app, admin):
+    """uvicorn waits for open requests before the app stops: a long-poll sitting out its wait (30 s here, re-check
+    60 s) would hold every shutdown and redeploy of the hub that long, for each tenant polling it."""
+    hub, app = hub_app
+    a = await enroll(hub, admin)
+    poll = asyncio.create_task(hub.get("/api/v1/tenant/commands?wait=30", headers=a.headers, timeout=60))
+    waker = waker_of(app.state.runtime)
+    await eventually(lambda: str(a.tenant_id) in waker._subscribers, "the long-poll waiting")
+    app.state.runtime.stopping.set()  # what the server does first when its shutdown begins (letsbe_platform.serve)
+    r = await asyncio.wait_for(poll, 20)
+    assert r.status_code == 200 and r.json() == {"commands": []}

@@ -67,8 +67,15 @@ async def pull_commands(
             if wake is None:
                 await asyncio.sleep(min(remaining, 1.0))
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), min(remaining, settings.command_long_poll_recheck_seconds))
+            # Woken by a command for this tenant, or by the hub's shutdown: it answers then instead of holding the
+            # shutdown until its re-check (uvicorn waits for open requests before the app stops).
+            waits = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(rt.stopping.wait())]
+            try:
+                await asyncio.wait(waits, timeout=min(remaining, settings.command_long_poll_recheck_seconds),
+                                   return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            finally:
+                for w in waits:
+                    w.cancel()
 
 
 @agent_router.post("/{command_id}/ack", name="ack_command")
