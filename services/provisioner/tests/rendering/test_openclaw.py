@@ -141,6 +141,7 @@ def test_openclaw_talks_only_to_the_secrets_proxy_and_the_safety_wrapper_with_ke
     assert env["OPENCLAW_GATEWAY_TOKEN"] == plan.secrets["ai.openclaw_gateway_token"]
     assert env["LETSBE_TOOLS_TOKEN"] == plan.secrets["ai.tools_token"]  # sent to the Safety Wrapper
     assert doc["gateway"]["port"] == OPENCLAW_PORT and doc["gateway"]["controlUi"]["enabled"] is False
+    assert doc["plugins"] == {"allow": ["memory-core"]}  # no browser, computer use, GitHub, other providers, ...
     assert set(env) == {"OPENCLAW_GATEWAY_TOKEN", "LETSBE_SENTINEL_KEY", "LETSBE_TOOLS_TOKEN"}  # no upstream key
     # The configuration file itself holds no key (it is 0644 and mounted read-only).
     assert files["openclaw.json"].mode == "0644"
@@ -295,6 +296,7 @@ def test_a_tool_call_goes_to_the_safety_wrapper_with_the_tools_token_as_the_skil
 @pytest.mark.timeout(480)  # the gateway's start, if this test is the first to use it
 def test_the_gateway_starts_on_the_rendered_configuration_and_refuses_calls_without_its_token(gateway: Gateway):
     url, keys = gateway.url, gateway.keys
+    assert "(1 plugin: memory-core;" in gateway.log.read_text()  # the allow list holds: nothing else is loaded
     call = {"tool": "sessions_list", "args": {}}
     assert _status(url + "/tools/invoke", call) == 401
     assert _status(url + "/tools/invoke", call, token="not-the-token") == 401
