@@ -39,7 +39,7 @@ from letsbe_hub.orders.wiring import OrdersRuntimeDep
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.web import sessions
 from letsbe_hub.web.csrf import csrf_token
-from letsbe_hub.web.ratelimit import RateLimiter, client_address
+from letsbe_hub.web.ratelimit import RateLimiter, app_limiter, client_address
 from letsbe_hub.web.sessions import CUSTOMER, CustomerSession
 from letsbe_platform.errors import TooManyRequests
 from letsbe_platform.logging import get_logger
@@ -52,13 +52,6 @@ router = APIRouter(prefix="/api/v1/customer", tags=["customer"])
 
 
 # --- sign-in -------------------------------------------------------------------------------------------------------
-
-
-def _limiter(request: Request) -> RateLimiter:
-    state = request.app.state
-    if getattr(state, "sign_in_limiter", None) is None:
-        state.sign_in_limiter = RateLimiter(state.settings.sign_in_requests_per_ip_per_minute, 60)
-    return state.sign_in_limiter
 
 
 async def _mail_link(to: str, link: str, settings: HubSettings) -> None:
@@ -76,9 +69,10 @@ async def _mail_link(to: str, link: str, settings: HubSettings) -> None:
 
 async def start_sign_in(request: Request, session: SessionDep, email: str, background: BackgroundTasks) -> None:
     """Shared by the API and the portal's form: the same outcome whatever the email, except the per-address 429."""
-    if not _limiter(request).allow(client_address(request)):
-        raise TooManyRequests("Too many sign-in requests from this address; wait a minute.")
     settings: HubSettings = request.app.state.settings
+    per_minute = settings.sign_in_requests_per_ip_per_minute
+    if not app_limiter(request, "sign_in_limiter", lambda: RateLimiter(per_minute, 60)).allow(client_address(request)):
+        raise TooManyRequests("Too many sign-in requests from this address; wait a minute.")
     link = await service.request_sign_in(session, email, settings)
     if link is not None:
         background.add_task(_mail_link, service.normalize_email(email), link, settings)

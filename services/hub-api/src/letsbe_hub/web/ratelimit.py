@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import time
 from collections import deque
+from collections.abc import Callable
 
 from starlette.requests import Request
 
@@ -32,6 +33,16 @@ def client_address(request: Request) -> str:
         except ValueError:
             pass
     return peer
+
+
+def app_limiter(request: Request, name: str, make: Callable[[], RateLimiter]) -> RateLimiter:
+    """The app's limiter ``name``, made by ``make`` on its first use: one per app, so each app (each test's too)
+    counts alone."""
+    limiter = getattr(request.app.state, name, None)
+    if limiter is None:
+        limiter = make()
+        setattr(request.app.state, name, limiter)
+    return limiter
 
 
 class RateLimiter:
