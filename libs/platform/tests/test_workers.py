@@ -119,13 +119,17 @@ async def test_a_client_the_workers_share_is_closed_only_once_every_worker_has_s
     client = Client()
     rt.close_last(client.aclose)
 
+    answered = asyncio.Event()  # the answer to the round's call in flight
+
     async def round_() -> None:
         said.append("round started")
-        await rt.stopping.wait()  # the shutdown begins while this round is under way
-        await asyncio.sleep(0.01)  # the rest of its work: a call in flight
+        await answered.wait()
         said.append(f"round done, client closed: {client.closed}")
 
-    rt.every("test-shared-client", 3600, round_)
+    worker = rt.every("test-shared-client", 3600, round_)
     await eventually(lambda: said == ["round started"], "the first round under way")
-    await asyncio.wait_for(rt.aclose(), timeout=10)
+    closing = asyncio.create_task(rt.aclose())
+    await eventually(lambda: worker.stopping, "the shutdown under way, the worker asked to stop")
+    answered.set()  # only now does the round finish: the client must still be open for it
+    await asyncio.wait_for(closing, timeout=10)
     assert said == ["round started", "round done, client closed: False", "client closed"]
