@@ -71,7 +71,14 @@ if ((exists)); then
     die 3 "database $DB holds $tables tables; pass --replace to replace it"
   fi
 fi
-busy=$(psql_in "$MAINT" -v db="$DB" <<<"SELECT count(*) FROM pg_stat_activity WHERE datname = :'db';")
+# A session that has just ended (this script's own look at the tables above, a service stopped a moment ago) is
+# listed until its backend has exited: give such sessions up to 5 s to go before refusing.
+for _ in {1..50}; do
+  busy=$(psql_in "$MAINT" -v db="$DB" <<<"SELECT count(*) FROM pg_stat_activity WHERE datname = :'db';") ||
+    die 1 "cannot reach the database server"
+  ((busy == 0)) && break
+  sleep 0.1
+done
 ((busy == 0)) || die 3 "$busy sessions are connected to $DB: stop the hub services first"
 
 # --- 3. restore beside it, then swap ----------------------------------------------------------------------------

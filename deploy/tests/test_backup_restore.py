@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import hashlib
 import json
+import subprocess
 import time
 from pathlib import Path
+
+from letsbe_platform.testing import eventually
 
 # A hub-shaped database: one schema per service, sequences and identities, FKs, partial index, view, jsonb, bytea.
 SCHEMA = """
@@ -155,6 +159,27 @@ def test_restore_keeps_a_database_with_tables_unless_told_to_replace_it(kit, scr
     assert replaced.returncode == 0, replaced.stderr
     assert fingerprint(db) == at_backup
 
+
+
+async def test_restore_refuses_a_database_a_service_is_still_connected_to(kit, script_env, make_database, pg_bin_dir):
+    """A hub service still running holds sessions: replacing the database under it is refused, and nothing changes.
+    (Sessions that have just ended, such as the script's own look at the tables, are waited out, not refused.)"""
+    db = hub_database(make_database, n=10)
+    env = {**script_env, "DATABASE_URL": db.url}
+    assert kit.run("backup.sh", env=env).returncode == 0
+    before = fingerprint(db)
+    service = subprocess.Popen([str(pg_bin_dir / "psql"), "-X", "-q", db.url, "-c", "SELECT pg_sleep(120)"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        connected = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{db.name}'"  # noqa: S608 (our uuid name)
+        await eventually(lambda: db.admin_sql(connected) == "1", "the service's session")
+        refused = await asyncio.to_thread(kit.run, "restore.sh", "--replace", env=env)
+    finally:
+        service.kill()
+        service.wait()
+    assert refused.returncode == 3, refused.stderr
+    assert "sessions are connected" in refused.stderr and "stop the hub services first" in refused.stderr
+    assert fingerprint(db) == before
 
 def test_a_restore_that_fails_leaves_the_target_as_it_was(kit, script_env, make_database):
     db = hub_database(make_database, n=100)
