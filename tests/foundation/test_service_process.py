@@ -1,9 +1,12 @@
 """A test's service process whose chosen port is taken before it binds (by another xdist worker's process) starts
-again on another port instead of failing the test."""
+again on another port instead of failing the test; its log file goes when the test process ends."""
 
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -44,3 +47,19 @@ def test_each_xdist_worker_takes_ports_from_its_own_block_below_the_ephemeral_ra
     assert all(12000 <= p < 14000 for p in blocks["gw0"]) and all(14000 <= p < 16000 for p in blocks["gw1"])
     monkeypatch.delenv("PYTEST_XDIST_WORKER")
     assert free_port() >= 32768  # outside xdist: the kernel's choice, as before
+
+
+def test_the_service_logs_of_a_test_process_are_removed_when_it_exits():
+    # A process that starts a service, lets it write its log, and exits (as a pytest worker does at the end).
+    script = (
+        "import sys\n"
+        "from letsbe_platform.testing.processes import ServiceProcess\n"
+        "p = ServiceProcess('letsbe_monitor', {}, argv=[sys.executable, '-c', 'print(\\'a line\\')'])\n"
+        "p.start().proc.wait()\n"
+        "assert p.logs() == 'a line\\n', p.logs()\n"
+        "print(p.log_path)\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0, ran.stderr
+    log = Path(ran.stdout.strip())
+    assert log.name.startswith("letsbe_monitor-") and not log.exists() and not log.parent.exists()

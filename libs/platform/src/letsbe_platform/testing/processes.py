@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,6 +27,15 @@ _FORKED = {s.module for s in SERVICES}
 # wait ends as soon as /readyz answers, and a start that fails ends it at once (the process exits); this bound only
 # has to outlast a slow start.
 READY_TIMEOUT = 90.0
+
+
+@functools.cache
+def _log_dir() -> Path:
+    """This process's directory for the logs of the services it starts, removed when it exits: thousands of tests
+    start services, and a failing test has put the tail of the log that explains it in its message already."""
+    path = Path(tempfile.mkdtemp(prefix="letsbe-service-logs-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 class ServiceProcess:
@@ -49,7 +61,7 @@ class ServiceProcess:
         self.env = {**inherited, **env}
         if port_env:
             self.env[port_env] = str(self.port)
-        self.log_path = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log")[1])
+        self.log_path = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log", dir=_log_dir())[1])
         self.proc: subprocess.Popen[bytes] | ForkedProcess | None = None
 
     @property
