@@ -36,6 +36,11 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
 
 async def test_embedded_stack_comes_up(embedded: Run):
     await eventually(embedded.all_ready, "every service ready", timeout=180)
+    # Its services reach the embedded Postgres (no TLS on loopback) without asking for TLS at each connection.
+    hub = embedded.child_pid("letsbe_hub")
+    assert hub is not None
+    environ = dict(v.split("=", 1) for v in Path(f"/proc/{hub}/environ").read_text().split("\0") if "=" in v)
+    assert environ.get("PGSSLMODE") == "disable" and environ["DATABASE_URL"].startswith("postgresql://")
 
 
 async def test_second_start_on_the_same_data_dir_refuses_and_leaves_the_first_alone(embedded: Run, tmp_path: Path):

@@ -511,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                     nats_cluster=nodes,
                 )
             )
-            env.update(DATABASE_URL=servers.postgres.url, NATS_URL=servers.nats_url)
+            env.update(servers.client_env())
             print(f"  postgres  {servers.postgres.url}\n  nats      {servers.nats_url}", flush=True)
         code = asyncio.run(_supervise(env, sandbox, policy, servers, replicas))
     sys.exit(code)

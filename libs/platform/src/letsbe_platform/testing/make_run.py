@@ -99,7 +99,7 @@ class Run:
 
 def without_servers() -> dict[str, str]:
     """The environment minus the session's servers: `letsbe-run` then starts its own, as `make run` does."""
-    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
+    return {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL", "PGSSLMODE")}
 
 
 def start_run(tmp: Path, env: dict[str, str], *args: str) -> Run:
