@@ -39,7 +39,7 @@ async def test_embedded_stack_comes_up(embedded: Run):
     # Its services reach the embedded Postgres (no TLS on loopback) without asking for TLS at each connection.
     hub = embedded.child_pid("letsbe_hub")
     assert hub is not None
-    environ = dict(v.split("=", 1) for v in Path(f"/proc/{hub}/environ").read_text().split("\0") if "=" in v)
+    environ = dict(v.split("=", 1) for v in Path(f"/proc/{hub}/environ").read_text().split("\0") if "=" in v)  # noqa: ASYNC240 - procfs
     assert environ.get("PGSSLMODE") == "disable" and environ["DATABASE_URL"].startswith("postgresql://")
 
 
