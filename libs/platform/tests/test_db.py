@@ -1,9 +1,11 @@
 """The engine's pool: a pooled connection that Postgres has closed (a restart, a terminated backend) is never handed
-to a transaction; the next unit of work gets a fresh one and succeeds."""
+to a transaction; the next unit of work gets a fresh one and succeeds. A DATABASE_URL as libpq and managed Postgres
+services write it (``?sslmode=...``) works for the engine, asyncpg and the command-line tools alike."""
 
 from __future__ import annotations
 
 import asyncpg
+import pytest
 from sqlalchemy import text
 
 from letsbe_platform.db import make_engine, make_session_factory, plain_url, unit_of_work
@@ -48,3 +50,25 @@ async def test_a_transaction_after_postgres_closed_every_pooled_connection_succe
 
 async def _none(database_url: str) -> bool:
     return await _backends(database_url, "test-pool-lost") == []
+
+
+@pytest.mark.parametrize("scheme", ["postgresql", "postgres", "postgresql+asyncpg"])
+async def test_a_url_with_libpqs_sslmode_is_honoured_by_the_engine_and_by_asyncpg(database_url: str, scheme: str):
+    # The test's Postgres listens without TLS: sslmode=disable connects; require is refused for the lack of TLS (not
+    # for a parameter the driver does not know), so the mode did reach the connection.
+    base = scheme + "://" + plain_url(database_url).removeprefix("postgresql://")
+    for mode, works in (("disable", True), ("prefer", True), ("require", False)):
+        engine = make_engine(f"{base}?sslmode={mode}", pool_size=1, application_name="test-sslmode")
+        try:
+            if works:
+                async with unit_of_work(make_session_factory(engine)) as s:
+                    assert (await s.execute(text("SELECT 1"))).scalar_one() == 1
+            else:
+                with pytest.raises(ConnectionError, match="SSL"):
+                    async with engine.connect():
+                        pass
+        finally:
+            await engine.dispose()
+        assert plain_url(f"{base}?sslmode={mode}").endswith(f"?sslmode={mode}")
+    conn = await asyncpg.connect(plain_url(f"{base}?sslmode=disable"))
+    await conn.close()

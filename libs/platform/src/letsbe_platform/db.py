@@ -5,6 +5,7 @@ One session per unit of work (a request or a message); only the boundary commits
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -39,16 +40,28 @@ def make_base(schema: str) -> type[DeclarativeBase]:
 
 
 def async_url(url: str) -> str:
-    """Accept the usual ``postgresql://`` form (what ops paste) and use asyncpg underneath."""
-    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
-        if url.startswith(prefix):
-            return "postgresql+asyncpg://" + url[len(prefix) :]
-    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+    """Accept the usual ``postgresql://`` form (what ops paste) and use asyncpg underneath. libpq's ``sslmode`` (a
+    managed Postgres's URL carries ``?sslmode=require``) is asyncpg's ``ssl`` there, with the same modes: SQLAlchemy
+    hands the URL's parameters to ``asyncpg.connect``, which has no ``sslmode``."""
+    return "postgresql+asyncpg://" + _renamed(_without_scheme(url), "sslmode", "ssl")
 
 
 def plain_url(url: str) -> str:
     """The libpq form, for asyncpg.connect and command-line tools."""
-    return "postgresql://" + async_url(url)[len("postgresql+asyncpg://") :]
+    return "postgresql://" + _renamed(_without_scheme(url), "ssl", "sslmode")
+
+
+def _without_scheme(url: str) -> str:
+    for prefix in ("postgresql+asyncpg://", "postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return url[len(prefix) :]
+    raise ValueError("DATABASE_URL must be a postgresql:// URL")
+
+
+def _renamed(rest: str, name: str, to: str) -> str:
+    """``rest`` with its query parameter ``name`` called ``to``."""
+    base, sep, query = rest.partition("?")
+    return base + sep + re.sub(rf"(^|&){name}=", rf"\g<1>{to}=", query) if sep else rest
 
 
 class PostgresUnreachable(ConnectionError):
