@@ -26,7 +26,7 @@ def _parse_with_collections_in_between(depth: int) -> None:
 
 def test_a_finalizer_that_parses_during_a_parse_breaks_nothing():
     threshold = gc.get_threshold()
-    gc.set_threshold(50)
+    gc.set_threshold(50, 10, 10)
     try:
         _parse_with_collections_in_between(20)  # SystemError: AST constructor recursion depth mismatch, unguarded
     finally:
