@@ -162,7 +162,6 @@ def fuzz(name: str, base_url: str, bearer: Any, deadline: float) -> tuple[int, l
     return sent, found
 
 
-@pytest.mark.timeout(420)  # starting six services takes a minute on a busy machine; the generation itself ~90 s
 async def register_agents(plane: ControlPlane, hub: httpx.AsyncClient) -> None:
     """The tenant agents of the plane register with the hub (as on a provisioned VPS), so their routes can work."""
     agents = [name for name in ("safety-wrapper", "secrets-proxy") if name in plane.procs]
