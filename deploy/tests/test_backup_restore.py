@@ -160,7 +160,6 @@ def test_restore_keeps_a_database_with_tables_unless_told_to_replace_it(kit, scr
     assert fingerprint(db) == at_backup
 
 
-
 async def test_restore_refuses_a_database_a_service_is_still_connected_to(kit, script_env, make_database, pg_bin_dir):
     """A hub service still running holds sessions: replacing the database under it is refused, and nothing changes.
     (Sessions that have just ended, such as the script's own look at the tables, are waited out, not refused.)"""
@@ -180,6 +179,7 @@ async def test_restore_refuses_a_database_a_service_is_still_connected_to(kit, s
     assert refused.returncode == 3, refused.stderr
     assert "sessions are connected" in refused.stderr and "stop the hub services first" in refused.stderr
     assert fingerprint(db) == before
+
 
 def test_a_restore_that_fails_leaves_the_target_as_it_was(kit, script_env, make_database):
     db = hub_database(make_database, n=100)

@@ -60,8 +60,10 @@ def _without_scheme(url: str) -> str:
 
 def _renamed(rest: str, name: str, to: str) -> str:
     """``rest`` with its query parameter ``name`` called ``to``."""
-    base, sep, query = rest.partition("?")
-    return base + sep + re.sub(rf"(^|&){name}=", rf"\g<1>{to}=", query) if sep else rest
+    base, _, query = rest.partition("?")
+    if not query:
+        return rest
+    return base + "?" + re.sub(rf"(^|&){name}=", rf"\g<1>{to}=", query)
 
 
 class PostgresUnreachable(ConnectionError):
