@@ -8,6 +8,8 @@ import os
 import signal
 from pathlib import Path
 
+import pytest
+
 from letsbe_platform.testing.forkserver import ForkedProcess
 
 PROBE = """
@@ -53,3 +55,26 @@ def test_a_forked_process_is_ended_by_signals_and_reports_them(tmp_path):
     broken = ForkedProcess("fork_broken", {"PYTHONPATH": str(tmp_path)}, log)
     assert broken.wait(timeout=60) == 1
     assert "RuntimeError: broken on import" in log.read_text()
+
+
+def test_a_child_that_gets_an_old_childs_pid_is_not_reported_with_its_exit_code(tmp_path):
+    """Over a whole suite the kernel hands every pid out again; a new service must not be taken for dead because an
+    old one with its pid was killed. The kernel is asked for the old pid again (``ns_last_pid``, as CRIU does)."""
+    if os.geteuid() != 0:
+        pytest.skip("choosing the next pid (ns_last_pid) needs root")
+    last_pid = Path("/proc/sys/kernel/ns_last_pid")
+    old, _ = probe(tmp_path, HANG="1", CODE="0")
+    old.kill()
+    assert old.wait(timeout=30) == -signal.SIGKILL
+    for _ in range(50):  # another process of the machine may take the pid first: try again
+        last_pid.write_text(str(old.pid - 1))
+        new, _ = probe(tmp_path, HANG="1", CODE="0")
+        if new.pid == old.pid:
+            break
+        new.kill()
+    assert new.pid == old.pid, "the kernel did not hand the old pid out again"
+    try:
+        assert new.poll() is None  # running, not "exited with -9"
+    finally:
+        new.kill()
+    assert new.wait(timeout=30) == -signal.SIGKILL

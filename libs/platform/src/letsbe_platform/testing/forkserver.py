@@ -7,7 +7,9 @@ real process of its own (its pid, its environment, its log file, kill -9 ends it
 fresh, after its environment is set, exactly as ``python -m`` would; only the libraries' import is shared.
 
 The server is this file run by path (so no package of ours is imported in it), one per test process, started on
-first use. Its children are its own, so it reaps them and keeps their exit codes for :class:`ForkedProcess`.
+first use. Its children are its own, so it reaps them and keeps their exit codes for :class:`ForkedProcess`, by the
+number of the spawn, not by pid: over a whole suite the kernel hands out every pid again (pid_max is 32768), and a
+new child must never be answered with the exit code of an old one that had its pid.
 Tenant agents are never started this way: a tenant runs them with ``python -m``, and their memory and import budgets
 are measured on exactly that.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib
+import itertools
 import json
 import os
 import select
@@ -62,7 +65,9 @@ def _serve(path: str) -> None:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
     parent = os.getppid()
-    exits: dict[int, int] = {}
+    running: dict[int, int] = {}  # pid -> spawn number, of children not yet reaped
+    exits: dict[int, int] = {}  # spawn number -> exit code
+    spawns = itertools.count()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
@@ -70,7 +75,7 @@ def _serve(path: str) -> None:
     sys.stdout.flush()
     while os.getppid() == parent:  # the test process that started us is gone: so are we
         readable, _, _ = select.select([listener], [], [], 0.05)
-        _reap(exits)
+        _reap(running, exits)
         if not readable:
             continue
         conn, _ = listener.accept()
@@ -82,14 +87,15 @@ def _serve(path: str) -> None:
                     listener.close()
                     conn.close()
                     _child(request)  # never returns
-                answer: dict[str, object] = {"pid": pid}
+                spawn = running[pid] = next(spawns)
+                answer: dict[str, object] = {"pid": pid, "spawn": spawn}
             else:
-                _reap(exits)
-                answer = {"code": exits.get(request["pid"])}
+                _reap(running, exits)
+                answer = {"code": exits.get(request["spawn"])}
             conn.sendall(json.dumps(answer).encode() + b"\n")
 
 
-def _reap(exits: dict[int, int]) -> None:
+def _reap(running: dict[int, int], exits: dict[int, int]) -> None:
     while True:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -97,7 +103,7 @@ def _reap(exits: dict[int, int]) -> None:
             return
         if pid == 0:
             return
-        exits[pid] = os.waitstatus_to_exitcode(status)
+        exits[running.pop(pid)] = os.waitstatus_to_exitcode(status)
 
 
 def _child(request: dict) -> None:
@@ -182,13 +188,13 @@ class ForkedProcess:
 
     def __init__(self, module: str, env: dict[str, str], log_path: Path):
         self.returncode: int | None = None
-        self.pid: int = _Server.ask(
-            {"op": "spawn", "module": module, "env": env, "log": str(log_path), "cwd": os.getcwd()}
-        )["pid"]
+        answer = _Server.ask({"op": "spawn", "module": module, "env": env, "log": str(log_path), "cwd": os.getcwd()})
+        self.pid: int = answer["pid"]
+        self._spawn: int = answer["spawn"]
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            self.returncode = _Server.ask({"op": "status", "pid": self.pid})["code"]
+            self.returncode = _Server.ask({"op": "status", "spawn": self._spawn})["code"]
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
