@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy import select
 
+from hub_testing.console import light_password_hashing  # noqa: F401 - fixture (autouse)
 from letsbe_hub import models  # noqa: F401 - every table on the metadata
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.db import Base

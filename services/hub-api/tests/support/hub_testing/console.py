@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pyotp
+import pytest
+from argon2 import PasswordHasher
 from cryptography.fernet import Fernet
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -18,6 +21,16 @@ from letsbe_platform.db import unit_of_work
 
 TOTP_KEY = Fernet.generate_key().decode()  # LETSBE_HUB_OPERATOR_TOTP_KEY of the console tests
 PASSWORD = "a long enough passphrase"
+
+
+@pytest.fixture(autouse=True)  # where it is imported: a conftest (its directory) or a test module
+def light_password_hashing(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """argon2id as in production, at its lowest cost: the hub's default costs ~0.26 s of CPU per hash and per check,
+    and the console tests sign in hundreds of times. (A hash carries its own costs, so checking stays the same code.)"""
+    monkeypatch.setattr(service, "_hasher", PasswordHasher(time_cost=1, memory_cost=8, parallelism=1))
+    service._dummy_hash.cache_clear()
+    yield
+    service._dummy_hash.cache_clear()
 
 
 @dataclass
