@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
 import itertools
 import json
@@ -64,6 +65,10 @@ def _serve(path: str) -> None:
     for name in PRELOAD:
         with contextlib.suppress(ImportError):
             importlib.import_module(name)
+    # What the libraries built lives as long as every child: out of the collector's sight, so no child's collection
+    # walks it again (nor marks each of its objects, which copies the pages the children share).
+    gc.collect()
+    gc.freeze()
     parent = os.getppid()
     running: dict[int, int] = {}  # pid -> spawn number, of children not yet reaped
     exits: dict[int, int] = {}  # spawn number -> exit code
