@@ -10,6 +10,8 @@
 #   debootstrap, systemd-container, docker-registry
 #           the Debian 12 test VPS (libs/testvps): its image, systemd-nspawn, the registry of image stand-ins
 #   chromium, chromium-driver  the portal's and console's pages are tested in headless Chromium (Selenium)
+#   postgresql-15  a Postgres with TLS, for the DATABASE_URL certificate parameters a managed Postgres needs
+#           (libs/platform/tests/test_db.py; the pgserver wheel's Postgres is built without TLS)
 # (shellcheck and hadolint come from PyPI wheels in the dev group; Postgres 16 from the pgserver wheel.)
 set -euo pipefail
 needed=()
@@ -27,6 +29,7 @@ command -v systemd-nspawn >/dev/null 2>&1 || needed+=(systemd-container)
 command -v docker-registry >/dev/null 2>&1 || needed+=(docker-registry)
 [ -x /usr/bin/chromium ] || needed+=(chromium)
 [ -x /usr/bin/chromedriver ] || needed+=(chromium-driver)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || needed+=(postgresql-15)
 if [ ${#needed[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" -ne 0 ]; then
   echo "missing system packages: ${needed[*]} (run as root or install them)" >&2
@@ -35,12 +38,15 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${needed[@]}" >/dev/null
-# Debian's packages start their services; the tests start their own registry per test VPS and need no running
-# Prometheus or Alertmanager (only their check tools).
+# Debian's packages start their services; the tests start their own registry per test VPS and their own Postgres
+# servers, and need no running Prometheus or Alertmanager (only their check tools).
 if command -v systemctl >/dev/null 2>&1; then
   for service in docker-registry prometheus prometheus-alertmanager; do
     if [[ " ${needed[*]} " == *" $service "* ]]; then
       systemctl disable --now "$service" >/dev/null 2>&1 || true
     fi
   done
+fi
+if [[ " ${needed[*]} " == *" postgresql-15 "* ]] && command -v pg_dropcluster >/dev/null 2>&1; then
+  pg_dropcluster --stop 15 main >/dev/null 2>&1 || true  # the cluster the package made (and started on 5432)
 fi

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import MetaData, event
 from sqlalchemy.exc import InvalidatePoolError
@@ -40,14 +41,13 @@ def make_base(schema: str) -> type[DeclarativeBase]:
 
 
 def async_url(url: str) -> str:
-    """Accept the usual ``postgresql://`` form (what ops paste) and use asyncpg underneath. libpq's ``sslmode`` (a
-    managed Postgres's URL carries ``?sslmode=require``) is asyncpg's ``ssl`` there, with the same modes: SQLAlchemy
-    hands the URL's parameters to ``asyncpg.connect``, which has no ``sslmode``."""
-    return "postgresql+asyncpg://" + _renamed(_without_scheme(url), "sslmode", "ssl")
+    """Accept the usual ``postgresql://`` form (what ops paste) and name asyncpg as SQLAlchemy's driver. The engine
+    connects with the libpq form (:func:`make_engine`), so every parameter libpq users write is honoured."""
+    return "postgresql+asyncpg://" + _without_scheme(url)
 
 
 def plain_url(url: str) -> str:
-    """The libpq form, for asyncpg.connect and command-line tools."""
+    """The libpq form, for asyncpg.connect and command-line tools (asyncpg's ``ssl`` named libpq's ``sslmode``)."""
     return "postgresql://" + _renamed(_without_scheme(url), "ssl", "sslmode")
 
 
@@ -74,19 +74,21 @@ class PostgresUnreachable(ConnectionError):
 def make_engine(
     url: str, *, pool_size: int = 10, max_overflow: int = 10, application_name: str = "letsbe"
 ) -> AsyncEngine:
-    engine = create_async_engine(
-        async_url(url),
-        pool_size=pool_size,
-        max_overflow=max_overflow,
-        connect_args={"server_settings": {"application_name": application_name}},
-    )
+    """An engine whose connections asyncpg opens from the libpq form of ``url``: a managed Postgres's
+    ``?sslmode=verify-full&sslrootcert=...`` (and ``sslcert``, ``sslkey``, ``sslcrl``, ``sslpassword``, ``passfile``,
+    ``target_session_attrs``, several hosts) means what it means to libpq. SQLAlchemy would instead pass each query
+    parameter to ``asyncpg.connect`` as a keyword argument, which has none of those names."""
+    dsn = plain_url(url)
 
-    @event.listens_for(engine.sync_engine, "do_connect")
-    def _connect(dialect, connection_record, cargs, cparams):  # type: ignore[no-untyped-def]
+    async def connect() -> asyncpg.Connection:
         try:
-            return dialect.connect(*cargs, **cparams)
+            return await asyncpg.connect(dsn, server_settings={"application_name": application_name})
         except OSError as exc:
             raise PostgresUnreachable(f"Postgres is unreachable: {exc}") from exc
+
+    engine = create_async_engine(
+        async_url(url), async_creator=connect, pool_size=pool_size, max_overflow=max_overflow
+    )
 
     @event.listens_for(engine.sync_engine, "checkout")
     def _ping(dbapi_connection, connection_record, connection_proxy):  # type: ignore[no-untyped-def]

@@ -108,6 +108,11 @@ class Postgres:
     data_dir: Path
     port: int
     fast: bool = False  # tests: no fsync; a crash loses the throwaway data, nothing else
+    bin_dir: Path | None = None  # another build's programs (a test needs one with TLS); default: the pgserver wheel's
+
+    @property
+    def bins(self) -> Path:
+        return self.bin_dir or pg_bin_dir()
 
     @property
     def url(self) -> str:
@@ -118,7 +123,7 @@ class Postgres:
         return f"postgresql://{PG_USER}@127.0.0.1:{self.port}/postgres"
 
     def start(self) -> None:
-        bins = pg_bin_dir()
+        bins = self.bins
         run_as = _run_as()
         pgdata = self.data_dir / "pgdata"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -210,7 +215,7 @@ class Postgres:
         pgdata = self.data_dir / "pgdata"
         if (pgdata / "postmaster.pid").exists():
             subprocess.run(
-                [str(pg_bin_dir() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
+                [str(self.bins / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
                 check=False,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

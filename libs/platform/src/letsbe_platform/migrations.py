@@ -71,9 +71,8 @@ def run_env(schema: str, target_metadata: MetaData) -> None:
     """The body of a service's ``env.py``: online migrations over asyncpg, confined to ``schema``."""
     import sqlalchemy as sa
     from alembic import context
-    from sqlalchemy.ext.asyncio import create_async_engine
 
-    from letsbe_platform.db import async_url
+    from letsbe_platform.db import async_url, make_engine
 
     url = context.config.get_main_option("sqlalchemy.url") or async_url(os.environ["DATABASE_URL"])
 
@@ -94,7 +93,7 @@ def run_env(schema: str, target_metadata: MetaData) -> None:
             context.run_migrations()
 
     async def run_async() -> None:
-        engine = create_async_engine(url)
+        engine = make_engine(url, pool_size=1, max_overflow=0, application_name="letsbe-migrations")
         async with engine.begin() as conn:
             await conn.run_sync(do_run)
         await engine.dispose()
