@@ -118,7 +118,8 @@ SAMPLES = [
         status="SUCCEEDED",
         started_at=NOW,
         finished_at=NOW,
-        result={"last_run": "2026-12-02T08:00:00Z", "databases": {}, "remote_sync": {"status": "skipped"}},
+        result={"last_run": "2026-12-02T08:00:00Z", "duration_seconds": 41.5, "databases": {},
+                "remote_sync": {"status": "skipped"}},
     ),
     TenantTaskReportedV1(
         request_id=uuid.uuid4(),

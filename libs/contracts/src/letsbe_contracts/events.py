@@ -656,7 +656,7 @@ class TenantTaskRequestedV1(Event):
         *,
         detail: str | None = None,
         changes: list[str] | tuple[str, ...] = (),
-        result: dict[str, Any] | None = None,
+        result: TaskResult | None = None,
     ) -> TenantTaskReportedV1:
         """The owner's report of this ask, finished now, within the report's limits (the end of a long detail, the
         last 50 changes); staged under ``report_event_id`` so a repeat stages it once."""
@@ -672,10 +672,27 @@ class TenantTaskRequestedV1(Event):
         return uuid.uuid5(self.request_id, "reported")
 
 
+class AgentsStopped(Model):
+    """``stop-agents``' result: the agents' services it stopped."""
+
+    stopped: Annotated[tuple[Annotated[str, StringConstraints(max_length=100)], ...], Field(max_length=20)]
+
+
+class TaskSkipped(Model):
+    """A task with nothing to do on the server (e.g. no backup script: never provisioned), and why."""
+
+    skipped: Annotated[str, StringConstraints(max_length=300)]
+
+
+# What a server task's script reports (its ``LETSBE-RESULT`` line, read over SSH from the tenant's server).
+TaskResult = BackupStatus | AgentsStopped | TaskSkipped
+
+
 @register
 class TenantTaskReportedV1(Event):
     """How a task went: ``detail`` what it did (e.g. the backup set) or why it failed, ``changes`` what it changed
-    (files, records, stacks), ``result`` a final backup's status JSON (seed §8.3) or the agents stopped."""
+    (files, records, stacks), ``result`` a final backup's status JSON (seed §8.3), the agents stopped, or why it had
+    nothing to do."""
 
     TYPE: ClassVar[str] = "tenant-task-reported"
     VERSION: ClassVar[int] = 1
@@ -691,4 +708,4 @@ class TenantTaskReportedV1(Event):
     finished_at: AwareDatetime | None = None
     detail: Annotated[str, StringConstraints(max_length=4000)] | None = None
     changes: tuple[Annotated[str, StringConstraints(max_length=300)], ...] = ()
-    result: dict[str, Any] | None = None
+    result: TaskResult | None = None

@@ -153,7 +153,8 @@ async def provisioner_reports(
 ) -> bool:
     """What the provisioner sends back for the last request of ``task`` (services/provisioner: server_tasks)."""
     asked = (await requests(sessions, tenant_id, task))[-1]
-    default = {"last_run": "2030-01-01T00:00:00Z", "databases": {}, "remote_sync": {"status": "success"}}
+    default = {"last_run": "2030-01-01T00:00:00Z", "duration_seconds": 12.0, "databases": {},
+               "remote_sync": {"status": "success"}}
     event = TenantTaskReportedV1(
         request_id=asked.request_id,
         job_id=asked.job_id,

@@ -16,7 +16,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from letsbe_contracts.events import TenantTaskReportedV1
+from letsbe_contracts.events import BackupStatus, RemoteSyncStatus, TenantTaskReportedV1
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_platform.testing import free_port
 from letsbe_provisioner.config import ProvisionerSettings
@@ -75,7 +75,7 @@ async def test_the_backup_is_copied_off_site_encrypted_under_the_tenants_prefix(
     await tenant_tasks(pipeline).on_requested(task, task_delivery(task))
     [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
     assert report.status == "SUCCEEDED", (report.detail, report.result)
-    assert report.result is not None and report.result["remote_sync"]["status"] == "success", report.result
+    assert isinstance(report.result, BackupStatus) and report.result.remote_sync.status == "success", report.result
 
     keys = [o["Key"] for o in boto3.client(
         "s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="x", aws_secret_access_key="x"
@@ -104,4 +104,5 @@ async def test_without_off_site_storage_the_backup_says_its_copy_was_skipped(
     again = request(event.order.order_id, "final-backup")
     await tenant_tasks(pipeline).on_requested(again, task_delivery(again))
     [report] = [e for _, e in await staged_events(engine) if isinstance(e, TenantTaskReportedV1)]
-    assert report.status == "SUCCEEDED" and report.result["remote_sync"] == {"status": "skipped"}
+    assert report.status == "SUCCEEDED" and isinstance(report.result, BackupStatus)
+    assert report.result.remote_sync == RemoteSyncStatus(status="skipped")

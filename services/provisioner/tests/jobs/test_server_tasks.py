@@ -5,14 +5,19 @@ three (OpenClaw, the Safety Wrapper, the Secrets Proxy) and not the tools."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any
 
 import asyncssh
 import pytest
 
-from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
+from letsbe_contracts.events import (
+    AgentsStopped,
+    BackupStatus,
+    TaskSkipped,
+    TenantTaskReportedV1,
+    TenantTaskRequestedV1,
+)
 from letsbe_fakes.ssh_target import SshTarget
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs.handlers import tenant_tasks
@@ -70,11 +75,11 @@ async def test_the_final_backup_runs_once_per_task_and_a_repeat_reports_the_kept
     await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     assert report.status == "SUCCEEDED", report.detail
-    assert report.result is not None and set(report.result["databases"]) == {"nextcloud", "ghost"}
-    assert all(d["status"] == "success" for d in report.result["databases"].values())
+    assert isinstance(report.result, BackupStatus) and set(report.result.databases) == {"nextcloud", "ghost"}
+    assert all(d.status == "success" for d in report.result.databases.values())
     kept = target.path(f"{FINAL}/{event.job_id}")
     assert sorted(p.name for p in kept.glob("*.gz")) == ["ghost.mysql.gz", "nextcloud.postgres.gz"]
-    assert json.loads((kept / "backup-status.json").read_text()) == report.result
+    assert BackupStatus.model_validate_json((kept / "backup-status.json").read_text()) == report.result
     assert not target.path("/var/backups/letsbe/daily").exists() or not any(
         target.path("/var/backups/letsbe/daily").iterdir()
     ), "the final set stays out of the nightly rotation"
@@ -95,7 +100,7 @@ async def test_a_failed_dump_fails_the_final_backup_with_its_status_and_keeps_no
     await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     assert report.status == "FAILED" and "final backup failed" in (report.detail or "")
-    assert report.result is not None and report.result["databases"]["ghost"]["status"] == "failed"
+    assert isinstance(report.result, BackupStatus) and report.result.databases["ghost"].status == "failed"
     assert not target.path(f"{FINAL}/{event.job_id}/backup-status.json").exists()
 
     target.clear("docker")  # the job's retry takes the backup
@@ -111,7 +116,7 @@ async def test_stopping_the_agents_stops_the_ai_agent_and_both_letsbe_agents(
     await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
     stopped = ["openclaw", "safety-wrapper", "secrets-proxy"]
-    assert report.status == "SUCCEEDED" and report.result == {"stopped": stopped}
+    assert report.status == "SUCCEEDED" and report.result == AgentsStopped(stopped=tuple(stopped))
     stops = [c[c.index("stop") :] for c in target.calls("docker") if "compose" in c]
     assert stops == [["stop", *stopped]]
 
@@ -120,4 +125,21 @@ async def test_a_tenant_never_provisioned_here_has_nothing_to_back_up(pipeline: 
     event = request(uuid.uuid4(), "final-backup")
     await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
     [report] = await reports(engine, event.job_id)
-    assert report.status == "SUCCEEDED" and "never provisioned" in report.result["skipped"]
+    assert report.status == "SUCCEEDED" and isinstance(report.result, TaskSkipped)
+    assert "never provisioned" in report.result.skipped
+
+
+@pytest.mark.parametrize("kept", ['[1, 2, 3]', '{"last_run": "yesterday"}', "{not json", ""])
+async def test_a_result_the_hub_does_not_know_fails_the_task_and_is_not_passed_on(
+    pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any, kept: str
+) -> None:
+    """The kept ``backup-status.json`` is a file on the tenant's server: whatever it holds is checked, not reported
+    as it is (nor does it break the provisioner's consumer)."""
+    event = request(tenant, "final-backup")
+    await tenant_tasks(pipeline).on_requested(event, task_delivery(event))
+    target.path(f"{FINAL}/{event.job_id}/backup-status.json").write_text(kept + "\n")
+    again = request(tenant, "final-backup", event.job_id)
+    await tenant_tasks(pipeline).on_requested(again, task_delivery(again))
+    first, second = await reports(engine, event.job_id)
+    assert first.status == "SUCCEEDED" and second.status == "FAILED" and second.result is None
+    assert "a result the hub does not know" in (second.detail or "") or "no result" in (second.detail or "")

@@ -60,6 +60,8 @@ from letsbe_contracts import (
     Tier,
 )
 from letsbe_contracts.events import (
+    AgentsStopped,
+    BackupStatus,
     DecommissionTask,
     ServerOperation,
     TenantTaskReportedV1,
@@ -583,12 +585,13 @@ async def lifecycle_jobs(
 
     # A decommission: one final backup of the tools' data, then the agents stop; the tools stay (the export window).
     final = await task("final-backup")
-    assert final.result and final.result["databases"]["calcom"]["status"] == "success", final.result
+    assert isinstance(final.result, BackupStatus), final.result
+    assert final.result.databases["calcom"].status == "success", final.result
     finals = vps.nsenter("find", "/var/backups/letsbe/final", "-name", "calcom.postgres.gz").stdout.split()
     assert len(finals) == 1, finals
     timed("final backup")
     stopped = await task("stop-agents")
-    assert stopped.result == {"stopped": list(AI_IMAGES)}
+    assert stopped.result == AgentsStopped(stopped=tuple(AI_IMAGES))
     assert not any(running(f"letsbe-{name}") for name in AI_IMAGES)
     assert running(db) and running("letsbe-nginx")
     timed("stopping the agents")

@@ -98,7 +98,8 @@ async def on_report(session: AsyncSession, event: TenantTaskReportedV1, now: dat
     if entry.get("status") != REQUESTED:  # a repeat of a report acted on
         return False
     report = event.model_dump(mode="json", include={"status", "started_at", "finished_at", "detail", "changes"})
-    tasks[event.kind] = {**entry, **report, "result": event.result, "reported_at": now.isoformat()}
+    result = event.result.model_dump(mode="json", exclude_none=True) if event.result else None  # as the server said
+    tasks[event.kind] = {**entry, **report, "result": result, "reported_at": now.isoformat()}
     await repo.set_data_key(session, job.id, "tasks", tasks)
     await repo.make_due(session, job.id, now)
     log.info("task reported", job_id=str(job.id), tenant_id=str(job.tenant_id), kind=event.kind, status=event.status)

@@ -11,13 +11,13 @@ the hub asking again) reports that run instead of taking another. Output is reda
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import TenantTaskRequestedV1
+from letsbe_contracts.events import TaskResult, TaskSkipped, TenantTaskRequestedV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -32,10 +32,11 @@ log = get_logger(__name__)
 
 KINDS = ("final-backup", "stop-agents")
 RESULT = "LETSBE-RESULT "
+RESULTS: TypeAdapter[TaskResult] = TypeAdapter(TaskResult)
 
 
 class TaskFailed(Exception):
-    def __init__(self, message: str, *, transient: bool, result: dict[str, Any] | None = None):
+    def __init__(self, message: str, *, transient: bool, result: TaskResult | None = None):
         super().__init__(message)
         self.transient, self.result = transient, result
 
@@ -53,7 +54,7 @@ class ServerTasks:
             job = (await session.execute(select(Job).where(Job.tenant_id == event.tenant_id))).scalar_one_or_none()
             secrets = await load_secrets(session, self.p.box, event.tenant_id) if job is not None else {}
         if job is None:  # never provisioned here: nothing on a server to back up or stop
-            return Outcome("SUCCEEDED", result={"skipped": "the provisioner never provisioned this tenant"})
+            return Outcome("SUCCEEDED", result=TaskSkipped(skipped="the provisioner never provisioned this tenant"))
         redact.add(*secrets.values())
         spec = DnsReadyV1.model_validate(job.spec)
         plan = build_plan(self.settings, self.p.client_key, spec.order, spec.server, secrets)
@@ -77,7 +78,7 @@ class ServerTasks:
             await asyncio.sleep(backoff[min(i, len(backoff) - 1)])
         return Outcome("FAILED", error, result=result)
 
-    async def _script(self, target: Any, root: str, script: str, redact: Redactor) -> dict[str, Any]:
+    async def _script(self, target: Any, root: str, script: str, redact: Redactor) -> TaskResult:
         conn = await ssh.connect(target, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds)
         lines: list[str] = []
 
@@ -91,12 +92,22 @@ class ServerTasks:
             )
         finally:
             conn.close()
-        results = [line.removeprefix(RESULT) for line in lines if line.startswith(RESULT)]
-        result = json.loads(results[-1]) if results else None
+        reported = [line.removeprefix(RESULT) for line in lines if line.startswith(RESULT)]
+        result, invalid = _result(reported[-1]) if reported else (None, "")
         if code != 0:
             transient = code == EX_TEMPFAIL or any(TRANSIENT_OUTPUT.search(line) for line in lines)
             reason = "\n".join(line for line in lines[-20:] if not line.startswith(RESULT))[-3000:] or "no output"
             raise TaskFailed(f"exit code {code}: {reason}", transient=transient, result=result)
         if result is None:
-            raise TaskFailed("the script reported no result", transient=False)
+            raise TaskFailed(f"the script reported {invalid or 'no result'}", transient=False)
         return result
+
+
+def _result(line: str) -> tuple[TaskResult | None, str]:
+    """A script's result line, as one of the results the hub knows; else None and what was wrong with it. (It comes
+    from the tenant's server: a file there, ``backup-status.json``, may hold anything.)"""
+    try:
+        return RESULTS.validate_json(line), ""
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        return None, f"a result the hub does not know ({first['msg']}; {len(exc.errors())} error(s))"

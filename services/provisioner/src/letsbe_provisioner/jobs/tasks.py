@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_contracts.events import TenantTaskRequestedV1
+from letsbe_contracts.events import TaskResult, TenantTaskRequestedV1
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -34,7 +34,7 @@ class Outcome:
     status: Literal["SUCCEEDED", "FAILED"]
     detail: str | None = None  # what it did, or why it failed (already redacted)
     changes: list[str] = field(default_factory=list)
-    result: dict[str, Any] | None = None
+    result: TaskResult | None = None
     commit: Callable[[AsyncSession], Awaitable[None]] | None = None  # done in the report's transaction
 
 
