@@ -108,7 +108,9 @@ def _reap(running: dict[int, int], exits: dict[int, int]) -> None:
             return
         if pid == 0:
             return
-        exits[running.pop(pid)] = os.waitstatus_to_exitcode(status)
+        spawn = running.pop(pid, None)  # None: not a child it forked (none is expected; never crash on one)
+        if spawn is not None:
+            exits[spawn] = os.waitstatus_to_exitcode(status)
 
 
 def _child(request: dict) -> None:
