@@ -290,6 +290,24 @@ def test_a_tenant_task_is_checked_against_the_payload_of_its_kind(task):
         TenantTaskRequestedV1.model_validate({**asked, "attempt": 1, "task": task})
 
 
+@pytest.mark.parametrize(
+    ("kind", "result"),
+    [
+        ("stop-agents", {"last_run": "2026-12-02T08:00:00Z", "duration_seconds": 1, "databases": {},
+                         "remote_sync": {"status": "skipped"}}),
+        ("final-backup", {"stopped": ["safety-wrapper"]}),
+        ("restore", {"stopped": ["safety-wrapper"]}),
+    ],
+)  # fmt: skip
+def test_a_task_report_carries_only_the_result_of_its_kind(kind, result):
+    report = {"request_id": str(uuid.uuid4()), "job_id": str(uuid.uuid4()), "tenant_id": str(ORDER.order_id),
+              "kind": kind, "attempt": 1, "status": "SUCCEEDED"}  # fmt: skip
+    with pytest.raises(ValidationError, match="does not report"):
+        TenantTaskReportedV1.model_validate({**report, "result": result})
+    skipped = TenantTaskReportedV1.model_validate({**report, "result": {"skipped": "never provisioned"}})
+    assert skipped.result is not None  # any kind may have had nothing to do
+
+
 def test_events_are_immutable():
     with pytest.raises(ValidationError):
         SAMPLES[0].order = ORDER  # type: ignore[misc]

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from ipaddress import IPv4Address, IPv6Address
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 
 from letsbe_contracts.enums import (
     AgentKind,
@@ -686,6 +686,12 @@ class TaskSkipped(Model):
 
 # What a server task's script reports (its ``LETSBE-RESULT`` line, read over SSH from the tenant's server).
 TaskResult = BackupStatus | AgentsStopped | TaskSkipped
+# Which result each kind of task may report besides a skip (the other kinds report none).
+RESULTS_OF_KIND: dict[str, type[Model]] = {"final-backup": BackupStatus, "stop-agents": AgentsStopped}
+
+
+def fits_kind(result: TaskResult, kind: str) -> bool:
+    return isinstance(result, TaskSkipped) or type(result) is RESULTS_OF_KIND.get(kind)
 
 
 @register
@@ -709,3 +715,9 @@ class TenantTaskReportedV1(Event):
     detail: Annotated[str, StringConstraints(max_length=4000)] | None = None
     changes: tuple[Annotated[str, StringConstraints(max_length=300)], ...] = ()
     result: TaskResult | None = None
+
+    @model_validator(mode="after")
+    def _result_fits_the_kind(self) -> TenantTaskReportedV1:
+        if self.result is not None and not fits_kind(self.result, self.kind):
+            raise ValueError(f"a {self.kind} task does not report a {type(self.result).__name__}")
+        return self

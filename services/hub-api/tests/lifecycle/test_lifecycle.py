@@ -154,7 +154,7 @@ async def provisioner_reports(
     """What the provisioner sends back for the last request of ``task`` (services/provisioner: server_tasks)."""
     asked = (await requests(sessions, tenant_id, task))[-1]
     default = {"last_run": "2030-01-01T00:00:00Z", "duration_seconds": 12.0, "databases": {},
-               "remote_sync": {"status": "success"}}
+               "remote_sync": {"status": "success"}} if task == "final-backup" else {"stopped": ["safety-wrapper"]}
     event = TenantTaskReportedV1(
         request_id=asked.request_id,
         job_id=asked.job_id,

@@ -129,7 +129,7 @@ async def test_a_tenant_never_provisioned_here_has_nothing_to_back_up(pipeline: 
     assert "never provisioned" in report.result.skipped
 
 
-@pytest.mark.parametrize("kept", ['[1, 2, 3]', '{"last_run": "yesterday"}', "{not json", ""])
+@pytest.mark.parametrize("kept", ['[1, 2, 3]', '{"last_run": "yesterday"}', "{not json", "", '{"stopped": ["ghost"]}'])
 async def test_a_result_the_hub_does_not_know_fails_the_task_and_is_not_passed_on(
     pipeline: Pipeline, target: SshTarget, tenant: uuid.UUID, engine: Any, kept: str
 ) -> None:

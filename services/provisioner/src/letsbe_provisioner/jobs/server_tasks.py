@@ -17,7 +17,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from letsbe_contracts import DnsReadyV1
-from letsbe_contracts.events import TaskResult, TaskSkipped, TenantTaskRequestedV1
+from letsbe_contracts.events import TaskResult, TaskSkipped, TenantTaskRequestedV1, fits_kind
 from letsbe_platform.bus import Delivery
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
@@ -64,7 +64,8 @@ class ServerTasks:
         error, result = "no attempt made", None
         for i in range(attempts):
             try:
-                return Outcome("SUCCEEDED", result=await self._script(target, plan.settings.root, script, redact))
+                result = await self._script(target, plan.settings.root, script, redact, event.task.kind)
+                return Outcome("SUCCEEDED", result=result)
             except TaskFailed as exc:
                 error, transient, result = str(exc), exc.transient, exc.result
             except (ssh.ConnectionFailed, TimeoutError) as exc:
@@ -78,7 +79,7 @@ class ServerTasks:
             await asyncio.sleep(backoff[min(i, len(backoff) - 1)])
         return Outcome("FAILED", error, result=result)
 
-    async def _script(self, target: Any, root: str, script: str, redact: Redactor) -> TaskResult:
+    async def _script(self, target: Any, root: str, script: str, redact: Redactor, kind: str) -> TaskResult:
         conn = await ssh.connect(target, self.p.client_key, timeout=self.settings.ssh_connect_timeout_seconds)
         lines: list[str] = []
 
@@ -93,7 +94,7 @@ class ServerTasks:
         finally:
             conn.close()
         reported = [line.removeprefix(RESULT) for line in lines if line.startswith(RESULT)]
-        result, invalid = _result(reported[-1]) if reported else (None, "")
+        result, invalid = _result(reported[-1], kind) if reported else (None, "")
         if code != 0:
             transient = code == EX_TEMPFAIL or any(TRANSIENT_OUTPUT.search(line) for line in lines)
             reason = "\n".join(line for line in lines[-20:] if not line.startswith(RESULT))[-3000:] or "no output"
@@ -103,11 +104,14 @@ class ServerTasks:
         return result
 
 
-def _result(line: str) -> tuple[TaskResult | None, str]:
-    """A script's result line, as one of the results the hub knows; else None and what was wrong with it. (It comes
-    from the tenant's server: a file there, ``backup-status.json``, may hold anything.)"""
+def _result(line: str, kind: str) -> tuple[TaskResult | None, str]:
+    """A script's result line, as a result the hub knows for a task of ``kind``; else None and what was wrong with
+    it. (It comes from the tenant's server: a file there, ``backup-status.json``, may hold anything.)"""
     try:
-        return RESULTS.validate_json(line), ""
+        result = RESULTS.validate_json(line)
     except ValidationError as exc:
         first = exc.errors()[0]
         return None, f"a result the hub does not know ({first['msg']}; {len(exc.errors())} error(s))"
+    if not fits_kind(result, kind):
+        return None, f"a result the hub does not know (a {type(result).__name__} from a {kind} task)"
+    return result, ""
