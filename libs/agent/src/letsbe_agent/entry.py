@@ -17,6 +17,8 @@ from importlib import import_module
 from importlib.util import find_spec, module_from_spec
 from typing import Any
 
+from letsbe_platform.startup import lifelong
+
 UNUSED_EXTRAS = ("httpx._main", "rich", "pygments", "watchfiles", "pydantic.v1", "greenlet")
 
 
@@ -48,7 +50,9 @@ def serve_agent(app_factory: str, settings_class: str) -> None:
     """Serve ``module:create_app`` with ``module:Settings`` loaded from the environment (an unknown LETSBE_ variable
     or an invalid value exits 1 with one line); both are imported only after the extras are skipped."""
     skip_unused_extras()
-    from letsbe_agent.settings import load_settings
-    from letsbe_platform.serve import serve
+    with lifelong():  # imports and settings: built once, kept for the process's life
+        from letsbe_agent.settings import load_settings
+        from letsbe_platform.serve import serve
 
-    serve(_load(app_factory), load_settings(_load(settings_class)), lean=True)
+        factory, settings = _load(app_factory), load_settings(_load(settings_class))
+    serve(factory, settings, lean=True)

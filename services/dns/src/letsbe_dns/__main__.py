@@ -1,8 +1,11 @@
-from letsbe_dns.config import DnsSettings
+from letsbe_platform.startup import lifelong
 
 if __name__ == "__main__":
-    settings = DnsSettings()  # first: a refused setting stops it before the app's imports (seconds of CPU)
-    from letsbe_dns.app import create_app
-    from letsbe_platform.serve import serve
+    with lifelong():  # imports and settings: built once, kept for the process's life
+        from letsbe_dns.config import DnsSettings
+
+        settings = DnsSettings()  # first: a bad setting stops it before the app's imports
+        from letsbe_dns.app import create_app
+        from letsbe_platform.serve import serve
 
     serve(create_app, settings)

@@ -10,7 +10,6 @@ the next requests queue up; at low load a batch is a single heartbeat and adds n
 from __future__ import annotations
 
 import asyncio
-import gc
 import math
 import uuid
 import weakref
@@ -273,17 +272,10 @@ class HeartbeatWriter:
                 )
 
 
-_gc_frozen = False
 _writers: weakref.WeakKeyDictionary[Runtime, HeartbeatWriter] = weakref.WeakKeyDictionary()
 
 
 def start(rt: Runtime, settings: HubSettings) -> HeartbeatWriter:
-    # Everything imported and built so far lives as long as the process: moving it out of the collector's reach
-    # keeps full collections short (they otherwise pause every request for a moment; see docs/benchmarks.md).
-    global _gc_frozen
-    if not _gc_frozen:  # once per process (tests start many apps in one process)
-        gc.freeze()
-        _gc_frozen = True
     writer = HeartbeatWriter(settings.database_url or "", settings, rt.bus)
     _writers[rt] = writer
     rt.start("heartbeat-writer", writer.run(), writer.stop)
