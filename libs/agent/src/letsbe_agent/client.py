@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-import ssl
 import uuid
 from typing import Any
 
@@ -22,13 +20,7 @@ from letsbe_agent.wire import (
     dump,
     parse,
 )
-
-
-@functools.cache
-def tls_context() -> ssl.SSLContext:
-    """The one verifying TLS context of an agent process, for all its httpx clients: each client would otherwise
-    build its own and load the CA bundle again (about 0.8 MB each)."""
-    return httpx.create_ssl_context()
+from letsbe_platform.tls import client_context
 
 
 class HubError(Exception):
@@ -63,7 +55,7 @@ class HubClient:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             transport=transport,
             headers={"User-Agent": "letsbe-agent"},
-            verify=tls_context(),
+            verify=client_context(),
         )
         self.api_key: str | None = None
 

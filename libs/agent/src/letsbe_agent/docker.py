@@ -8,8 +8,8 @@ from typing import Any
 
 import httpx
 
-from letsbe_agent.client import tls_context
 from letsbe_agent.wire import ContainerState
+from letsbe_platform.tls import client_context
 
 
 class DockerError(Exception):
@@ -22,7 +22,7 @@ class DockerClient:
     def __init__(self, socket: Path, *, api_version: str = "v1.43", timeout: float = 30.0):
         self.socket = socket
         self._http = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket), verify=tls_context()),  # no TLS, no context of its own
+            transport=httpx.AsyncHTTPTransport(uds=str(socket), verify=client_context()),  # a unix socket: no TLS
             base_url=f"http://docker/{api_version}",
             timeout=timeout,
         )

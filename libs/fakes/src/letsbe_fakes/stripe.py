@@ -45,6 +45,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from letsbe_fakes.state import StateFile, saving_after_each_request
+from letsbe_platform.tls import client_context
 
 API_VERSION = "2025-09-30.clover"
 DEFAULT_API_KEY = "sk_test_letsbe_fake_key"
@@ -1035,5 +1036,5 @@ class StripeFake:
     async def _deliver_async(self, event: dict[str, Any]) -> int:
         assert self.webhook_url
         body, headers = self.signed(event)
-        async with httpx.AsyncClient(timeout=10) as client:
+        async with httpx.AsyncClient(timeout=10, verify=client_context()) as client:
             return (await client.post(self.webhook_url, content=body, headers=headers)).status_code

@@ -126,7 +126,9 @@ async def _pump(child: Child, color: str, stream: asyncio.StreamReader, seen: as
 async def _wait_ready(url: str, timeout: float = 60) -> bool:
     import httpx
 
-    async with httpx.AsyncClient() as client:
+    from letsbe_platform.tls import client_context
+
+    async with httpx.AsyncClient(verify=client_context()) as client:
         for _ in range(int(timeout * 5)):
             with contextlib.suppress(httpx.HTTPError):
                 if (await client.get(url + "/readyz", timeout=1)).status_code == 200:

@@ -44,11 +44,13 @@ def order(
     """Create an order and pay for it; the order then walks to FULFILLED on its own."""
     import httpx
 
+    from letsbe_platform.tls import client_context
+
     world = _world(root)
     hub = world["hub_url"]
     token = Path(world["admin_token_file"]).read_text().strip()
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(timeout=30) as client:
+    with httpx.Client(timeout=30, verify=client_context()) as client:
         r = client.post(
             f"{hub}/api/v1/admin/orders",
             headers=headers,

@@ -34,6 +34,7 @@ from typing import BinaryIO, Protocol
 import httpx
 
 from letsbe_platform.testing import free_port
+from letsbe_platform.tls import client_context
 from letsbe_testvps.image import CACHE_DIR, ensure_image, host_mirror, recipe_key
 
 STANDIN_PACKAGES = ("nginx-light",)
@@ -188,7 +189,10 @@ def publish(wanted: dict[str, Image]) -> list[str]:
     REGISTRY_STORAGE.mkdir(parents=True, exist_ok=True)
     with open(REGISTRY_STORAGE.parent / "registry.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        with _registry("127.0.0.1", free_port()) as url, httpx.Client(base_url=url, timeout=300) as http:
+        with (
+            _registry("127.0.0.1", free_port()) as url,
+            httpx.Client(base_url=url, timeout=300, verify=client_context()) as http,
+        ):
             pushed: dict[str, str] = {}  # layer digest -> a repository that has it (to mount from)
             for name, image in wanted.items():
                 repo, tag = _repo(name), name.rsplit(":", 1)[1] if ":" in name.rsplit("/", 1)[-1] else "latest"

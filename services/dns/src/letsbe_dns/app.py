@@ -35,6 +35,7 @@ from letsbe_dns.records.handlers import (
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import Verifier
 from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.tls import client_context
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS: list = [acme_router, records_router]
@@ -72,7 +73,9 @@ def create_app(settings: DnsSettings | None = None) -> FastAPI:
             assert rt.sessions is not None
             provider = CloudflareDns(settings)
             rt.close_last(provider.aclose)
-            hub = httpx.AsyncClient(base_url=settings.hub_url, timeout=settings.hub_timeout_seconds)
+            hub = httpx.AsyncClient(
+                base_url=settings.hub_url, timeout=settings.hub_timeout_seconds, verify=client_context()
+            )
             rt.close_last(hub.aclose)
             records = RecordsService(provider, Verifier(settings), rt.sessions, settings, load_catalog())
             app.state.runtime = rt

@@ -20,6 +20,7 @@ from prometheus_client import Histogram
 
 from letsbe_dns.config import DnsSettings
 from letsbe_platform.metrics import LATENCY_BUCKETS
+from letsbe_platform.tls import client_context
 
 T = TypeVar("T")
 
@@ -128,6 +129,7 @@ class CloudflareDns:
                 base_url=settings.cloudflare_base_url,
                 max_retries=settings.cloudflare_max_retries,
                 timeout=settings.cloudflare_timeout_seconds,
+                http_client=cloudflare.DefaultAsyncHttpxClient(verify=client_context()),  # the SDK's defaults
             )
 
     @property

@@ -20,6 +20,7 @@ from letsbe_monitor.notify.worker import DeliveryWorker
 from letsbe_monitor.tenants.handlers import TenantHandlers
 from letsbe_monitor.tls.service import TlsChecker
 from letsbe_platform.outbox import OutboxRelay
+from letsbe_platform.tls import client_context
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS: list = []
@@ -48,7 +49,9 @@ def create_app(settings: MonitorSettings | None = None, *, clock: Clock = utcnow
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with (
-            httpx.AsyncClient(timeout=settings.http_timeout_seconds, follow_redirects=False) as http,
+            httpx.AsyncClient(
+                timeout=settings.http_timeout_seconds, follow_redirects=False, verify=client_context()
+            ) as http,
             runtime(settings) as rt,
         ):
             app.state.runtime = rt

@@ -16,6 +16,7 @@ import httpx
 from letsbe_platform.runner import SERVICES, port
 from letsbe_platform.testing import eventually as shared_eventually
 from letsbe_platform.testing import free_port
+from letsbe_platform.tls import client_context
 
 RUN = [sys.executable, "-m", "letsbe_platform.runner"]
 # The embedded servers' pid files under the data folder (letsbe_platform.devstack): postgres, and each NATS node
@@ -78,7 +79,7 @@ class Run:
         """What each replica that is not ready answers /readyz (its status and body, or the connection error)."""
         replicas = [replica] if replica else range(1, self.replicas + 1)
         answers: dict[str, str] = {}
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=client_context()) as client:  # polled: no context of its own
             for name in services or [s.name for s in SERVICES]:
                 for n in replicas:
                     try:

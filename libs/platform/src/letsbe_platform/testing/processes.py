@@ -18,6 +18,7 @@ import httpx
 from letsbe_platform.runner import SERVICES, tenant_env
 from letsbe_platform.testing import free_port
 from letsbe_platform.testing.forkserver import ForkedProcess
+from letsbe_platform.tls import client_context
 
 # Control-plane services start forked from a server with their libraries imported (forkserver.py); anything else,
 # the tenant agents above all, as `python -m` starts it.
@@ -78,7 +79,7 @@ class ServiceProcess:
 
     async def wait_ready(self, timeout: float = READY_TIMEOUT) -> ServiceProcess:
         deadline = asyncio.get_running_loop().time() + timeout
-        async with httpx.AsyncClient() as client:
+        async with httpx.AsyncClient(verify=client_context()) as client:  # plain HTTP: no context of its own
             while asyncio.get_running_loop().time() < deadline:
                 if self.proc is not None and self.proc.poll() is not None:
                     if self._port_env and "address already in use" in self.logs():

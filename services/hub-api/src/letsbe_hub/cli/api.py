@@ -20,6 +20,7 @@ import httpx
 import typer
 
 from letsbe_hub.orders.sse_client import iter_sse
+from letsbe_platform import tls
 
 DEFAULT_URL = "http://127.0.0.1:3847"
 # Exit codes (also in `letsbe-hub --help`). 1 and 2 are `orders watch`'s FAILED and CANCELLED (2 is also click's
@@ -73,6 +74,7 @@ class Hub:
                 base_url=self.url.rstrip("/"),
                 headers={"Authorization": f"Bearer {self.token}", "User-Agent": "letsbe-hub-cli"},
                 timeout=self.timeout,
+                verify=tls.client_context(),
             )
         return self._client
 
@@ -213,7 +215,9 @@ async def follow(hub: Hub, path: str, on_event: Callable[[str, str | None, Any],
     failures, connected = 0, False
     url = hub.url.rstrip("/") + path
     headers = {"Authorization": f"Bearer {hub.token}", "User-Agent": "letsbe-hub-cli"}
-    async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(30, read=None)) as c:
+    async with httpx.AsyncClient(
+        headers=headers, timeout=httpx.Timeout(30, read=None), verify=tls.client_context()
+    ) as c:
         while True:
             try:
                 resume = {"Last-Event-ID": last_id} if last_id else {}

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from letsbe_contracts.dns import RECORDS_PATH, DnsRecord, TenantDnsRecords
 from letsbe_hub.config import HubSettings
+from letsbe_platform import tls
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -31,7 +32,9 @@ async def tenant_records(settings: HubSettings, tenant_id: uuid.UUID) -> DnsReco
     headers = {"Authorization": f"Bearer {settings.dns_read_token.get_secret_value()}"}
     try:
         # One short-lived client per page view: operators open tenant pages now and then, never in a loop.
-        async with httpx.AsyncClient(base_url=settings.dns_url, timeout=settings.dns_timeout_seconds) as client:
+        async with httpx.AsyncClient(
+            base_url=settings.dns_url, timeout=settings.dns_timeout_seconds, verify=tls.client_context()
+        ) as client:
             r = await client.get(RECORDS_PATH, params={"tenant_id": str(tenant_id)}, headers=headers)
     except httpx.HTTPError as exc:
         log.warning("dns service unreachable", tenant_id=str(tenant_id), error=type(exc).__name__)

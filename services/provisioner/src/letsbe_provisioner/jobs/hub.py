@@ -9,6 +9,7 @@ import httpx
 from pydantic import ValidationError
 
 from letsbe_contracts.hub import BackupTarget, LlmKey, RegistrationToken, TenantStatus
+from letsbe_platform.tls import client_context
 
 
 class HubError(Exception):
@@ -20,7 +21,10 @@ class HubError(Exception):
 class HubClient:
     def __init__(self, base_url: str, token: str, *, timeout: float = 10.0):
         self._client = httpx.AsyncClient(
-            base_url=base_url.rstrip("/"), timeout=timeout, headers={"Authorization": f"Bearer {token}"}
+            base_url=base_url.rstrip("/"),
+            timeout=timeout,
+            headers={"Authorization": f"Bearer {token}"},
+            verify=client_context(),
         )
 
     async def aclose(self) -> None:

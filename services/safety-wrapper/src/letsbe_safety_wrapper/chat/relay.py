@@ -21,11 +21,11 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from letsbe_agent.client import tls_context
 from letsbe_agent.files import read_json, write_json
 from letsbe_agent.runtime import AgentRuntime
 from letsbe_contracts.protocol import openclaw_chat_request
 from letsbe_platform.logging import get_logger
+from letsbe_platform.tls import client_context
 from letsbe_platform.waiting import FullJitter
 from letsbe_safety_wrapper.config import SafetyWrapperSettings
 
@@ -56,7 +56,7 @@ class ChatRelay:
         token = settings.chat_token.get_secret_value() if settings.chat_token else None
         self.chat = httpx.AsyncClient(
             timeout=httpx.Timeout(settings.chat_timeout_seconds, connect=10),
-            verify=tls_context(),
+            verify=client_context(),
             headers={"Authorization": f"Bearer {token}"} if token else {},
         )
 
@@ -75,7 +75,7 @@ class ChatRelay:
                     async with connect(
                         self.url,
                         additional_headers={"Authorization": f"Bearer {credential.api_key}"},
-                        ssl=tls_context() if self.url.startswith("wss://") else None,
+                        ssl=client_context() if self.url.startswith("wss://") else None,
                         max_size=1024 * 1024,
                         open_timeout=self.settings.hub_timeout_seconds,
                     ) as ws:

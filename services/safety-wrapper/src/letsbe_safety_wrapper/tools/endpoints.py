@@ -12,9 +12,9 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from letsbe_agent.client import tls_context
 from letsbe_agent.runtime import agent_of
 from letsbe_platform.errors import Unauthorized
+from letsbe_platform.tls import client_context
 from letsbe_platform.web import problems
 from letsbe_safety_wrapper.tools import commands
 from letsbe_safety_wrapper.tools.approvals import HubApprovals
@@ -30,7 +30,7 @@ async def tools_lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = app.state.settings
     agent = agent_of(app.state.runtime)  # None when no hub is configured (then gated calls cannot get approved)
     async with httpx.AsyncClient(timeout=settings.tool_timeout_seconds, follow_redirects=False,
-                                 verify=tls_context()) as client:
+                                 verify=client_context()) as client:
         approvals = getattr(app.state, "tool_approvals", None)
         hub_key = None
         if agent is not None and settings.hub_url:

@@ -14,8 +14,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from letsbe_agent.client import tls_context
 from letsbe_agent.usage import UsageLedger
+from letsbe_platform.tls import client_context
 from letsbe_secrets_proxy.config import SecretsProxySettings
 from letsbe_secrets_proxy.proxy.budget import ByteBudget
 from letsbe_secrets_proxy.proxy.errors import BadSentinel, NotConfigured
@@ -61,7 +61,7 @@ async def proxy_lifespan(app: Starlette) -> AsyncIterator[None]:
     recorder = UsageRecorder(ledger)
     flusher = asyncio.create_task(recorder.run(), name="usage-recorder")
     client = UpstreamClient(timeout=settings.upstream_timeout_seconds, connect_timeout=10, max_connections=100,
-                            max_idle=20, ssl_context=tls_context())
+                            max_idle=20, ssl_context=client_context())
     app.state.proxy = build_proxy(settings, client, recorder)
     try:
         yield
