@@ -306,3 +306,35 @@ async def test_a_consumer_started_while_jetstream_does_not_answer_subscribes_onc
         await bus.close()
     finally:
         node.stop()
+
+
+async def test_a_consumer_pulls_again_as_soon_as_nats_is_back_not_when_its_lost_pull_would_have_expired(tmp_path):
+    """A pull open on a NATS node that restarts is gone with the old connection. The consumer opens a new one at the
+    reconnection: an event published after the restart is handled at once, not after the pull's whole timeout."""
+    node = devstack.Nats(tmp_path / "nats", free_port(), free_port())
+    node.start()
+    try:
+        bus = await Bus.connect(node.url, namespace=f"back{uuid.uuid4().hex[:8]}")
+        seen: list[OrderCreatedV1] = []
+
+        async def handler(event: OrderCreatedV1, delivery: Delivery) -> None:
+            seen.append(event)
+
+        consumer = bus.consumer("back", OrderCreatedV1, handler)
+        consumer.pull_seconds = 600  # a consumer that waited out its lost pull would miss the test's timeout
+        task = asyncio.create_task(consumer.run())
+        await eventually(lambda: consumer.subscribed, "the consumer subscribed")
+        pid = node.pid()
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        await eventually(lambda: not bus.nc.is_connected, "the connection to the killed node lost")
+        node.start()  # the same ports and store: the stream and the durable consumer come back with it
+        await eventually(lambda: bus.nc.is_connected, "reconnected to the restarted node", timeout=30)
+        event = order_created()
+        await bus.publish(event, correlation_id="back")
+        await eventually(lambda: seen == [event], "the event handled after the restart", timeout=30)
+        consumer.stop()
+        await asyncio.wait_for(task, 5)
+        await bus.close()
+    finally:
+        node.stop()

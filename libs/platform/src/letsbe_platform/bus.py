@@ -81,9 +81,16 @@ class Bus:
         self.js: JetStreamContext = nc.jetstream(timeout=10)
         self.namespace = namespace
         self.stream = f"{namespace.upper()}_EVENTS"
+        self._reconnected: asyncio.Future[None] | None = None
 
     @classmethod
     async def connect(cls, url: str, *, namespace: str = SUBJECT_ROOT, name: str = "letsbe", replicas: int = 1) -> Bus:
+        bus: Bus | None = None
+
+        async def reconnected() -> None:
+            if bus is not None:
+                bus._tell_reconnected()
+
         nc = await nats.connect(
             # "nats://a:4222,nats://b:4222" names every node of a cluster, so a start survives one node down.
             servers=[u.strip() for u in url.split(",") if u.strip()],
@@ -92,10 +99,22 @@ class Bus:
             reconnect_time_wait=0.5,
             connect_timeout=5,
             allow_reconnect=True,
+            reconnected_cb=reconnected,
         )
         bus = cls(nc, namespace, replicas)
         await bus.ensure_stream()
         return bus
+
+    def reconnected(self) -> asyncio.Future[None]:
+        """Done at the next reconnection to NATS. A pull open on the server is gone with the old connection (a node
+        restarted or left): its consumer pulls again then, instead of when its pull would have expired."""
+        if self._reconnected is None or self._reconnected.done():
+            self._reconnected = asyncio.get_running_loop().create_future()
+        return self._reconnected
+
+    def _tell_reconnected(self) -> None:
+        if self._reconnected is not None and not self._reconnected.done():
+            self._reconnected.set_result(None)
 
     # --- names -------------------------------------------------------------------------------------------
 
@@ -202,7 +221,10 @@ class Consumer:
     at a time, so handlers must not assume order across messages.
     """
 
-    pull_seconds = 1.0  # how long one idle pull waits on the server for a message
+    # How long one idle pull waits on the server for a message (which it gets at once when one comes): each expiry
+    # costs a round trip, so an idle service with tens of consumers woke NATS and itself tens of times a second at
+    # 1 s. A reconnection ends the pulls early (Bus.reconnected).
+    pull_seconds = 5.0
 
     def __init__(
         self,
@@ -295,12 +317,13 @@ class Consumer:
 
     async def _fetch(self, sub: JetStreamContext.PullSubscription, stopping: asyncio.Future[Any]) -> list[Msg] | None:
         """The next message (or none in time); None once stopping. An idle consumer asked to stop returns at once
-        instead of when its open pull expires: a shutdown (and every test's) does not wait out the pull."""
+        instead of when its open pull expires: a shutdown (and every test's) does not wait out the pull. After a
+        reconnection the pull is opened again at once (the server forgot the old one)."""
         # One message per pull: a pull for N lingers on the server until N arrive or it expires, which
         # would hold a lone event back for the whole timeout. Parallelism comes from `concurrency`.
         fetch = asyncio.ensure_future(sub.fetch(1, timeout=self.pull_seconds))
         try:
-            await asyncio.wait((fetch, stopping), return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait((fetch, stopping, self.bus.reconnected()), return_when=asyncio.FIRST_COMPLETED)
         finally:
             fetch.cancel()  # a no-op once it is done
         try:
@@ -309,7 +332,7 @@ class Consumer:
             return []
         except asyncio.CancelledError:
             if fetch.cancelled() and not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                return None  # our own cancellation of the idle pull: stopping
+                return None if stopping.done() else []  # our own cancellation: stopping, or pulling again
             raise
         except Exception as exc:  # connection hiccup: nats-py reconnects by itself; try again shortly
             if self._stopping.is_set():
