@@ -21,7 +21,6 @@ from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from letsbe_platform.errors import PROBLEM_BASE, PROBLEM_JSON
-from letsbe_platform.startup import lifelong
 
 if TYPE_CHECKING:  # only annotations: the tenant agents' settings are no pydantic model
     from letsbe_platform.service_config import ServiceConfig
@@ -112,8 +111,7 @@ def make_server(
     apps: list[ASGIApp] = []
 
     def factory() -> ASGIApp:
-        with lifelong():  # the app's routes and schemas live as long as the process
-            app = app_factory()
+        app = app_factory()
         apps.append(app)
         return app
 

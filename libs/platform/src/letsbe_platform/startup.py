@@ -1,4 +1,4 @@
-"""A service's start: its imports and its app are built with the garbage collector off, then frozen.
+"""A service's start: its imports and settings are built with the garbage collector off, then frozen.
 
 Start-up builds a few hundred thousand objects (modules, classes, pydantic schemas, routes: ~270,000 in the hub)
 that live as long as the process. CPython's collector, run every 700 allocations, walks them again and again while
@@ -7,7 +7,8 @@ garbage (a collection right after frees ~1,200 of them), so they are moved out o
 (``gc.freeze``, made for this): start-up no longer pays for them, and neither does any later full collection, which
 would otherwise pause every request of a running service for as long as walking them takes.
 
-Only this module's imports come before its use: it must run before the imports it speeds up.
+Used by the processes' entry points (``__main__``) only, before the imports it speeds up (this module imports
+nothing else): a test process that serves an app in-process must not freeze its tests' garbage with it.
 """
 
 from __future__ import annotations
