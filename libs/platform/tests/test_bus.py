@@ -1,9 +1,11 @@
 """The typed bus against a real NATS JetStream server."""
 
 import asyncio
+import contextlib
 import os
 import signal
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ from sqlalchemy import make_url, text
 
 from letsbe_contracts import DeadLetteredV1, Envelope, OrderCreatedV1, OrderSpec, decode
 from letsbe_platform import devstack
-from letsbe_platform.bus import Bus, Delivery, PermanentError
+from letsbe_platform.bus import Bus, Consumer, Delivery, PermanentError
 from letsbe_platform.db import make_engine
 from letsbe_platform.testing import eventually, free_port
 
@@ -259,20 +261,31 @@ async def test_a_handler_cut_off_by_a_postgres_outage_runs_again_as_soon_as_post
     assert info.num_redelivered == 0 and info.num_ack_pending == 0
 
 
-async def test_a_consumer_started_while_jetstream_does_not_answer_subscribes_once_it_does(tmp_path):
-    """A node still electing its leaders (or restarting) leaves the first subscribe unanswered: the consumer tries
-    again and is not ready meanwhile, instead of dying for the life of the process."""
+@contextlib.asynccontextmanager
+async def own_node(
+    tmp_path: Path, durable: str
+) -> AsyncIterator[tuple[devstack.Nats, Bus, Consumer, list[OrderCreatedV1]]]:
+    """A NATS node of the test's own (to stop or kill), a bus on it, and a consumer that records what it handles."""
     node = devstack.Nats(tmp_path / "nats", free_port(), free_port())
     node.start()
     try:
-        bus = await Bus.connect(node.url, namespace=f"late{uuid.uuid4().hex[:8]}")
-        bus.js = bus.nc.jetstream(timeout=0.5)  # the API's timeout short: the test need not wait out the real one
+        bus = await Bus.connect(node.url, namespace=f"{durable}{uuid.uuid4().hex[:8]}")
         seen: list[OrderCreatedV1] = []
 
         async def handler(event: OrderCreatedV1, delivery: Delivery) -> None:
             seen.append(event)
 
-        consumer = bus.consumer("late", OrderCreatedV1, handler)
+        yield node, bus, bus.consumer(durable, OrderCreatedV1, handler), seen
+        await bus.close()
+    finally:
+        node.stop()
+
+
+async def test_a_consumer_started_while_jetstream_does_not_answer_subscribes_once_it_does(tmp_path):
+    """A node still electing its leaders (or restarting) leaves the first subscribe unanswered: the consumer tries
+    again and is not ready meanwhile, instead of dying for the life of the process."""
+    async with own_node(tmp_path, "late") as (node, bus, consumer, seen):
+        bus.js = bus.nc.jetstream(timeout=0.5)  # the API's timeout short: the test need not wait out the real one
         pid = node.pid()
         assert pid is not None
         attempts: list[str] = []
@@ -303,24 +316,12 @@ async def test_a_consumer_started_while_jetstream_does_not_answer_subscribes_onc
         await eventually(lambda: seen == [event], "the event handled", timeout=10)
         consumer.stop()
         await asyncio.wait_for(task, 5)
-        await bus.close()
-    finally:
-        node.stop()
 
 
 async def test_a_consumer_pulls_again_as_soon_as_nats_is_back_not_when_its_lost_pull_would_have_expired(tmp_path):
     """A pull open on a NATS node that restarts is gone with the old connection. The consumer opens a new one at the
     reconnection: an event published after the restart is handled at once, not after the pull's whole timeout."""
-    node = devstack.Nats(tmp_path / "nats", free_port(), free_port())
-    node.start()
-    try:
-        bus = await Bus.connect(node.url, namespace=f"back{uuid.uuid4().hex[:8]}")
-        seen: list[OrderCreatedV1] = []
-
-        async def handler(event: OrderCreatedV1, delivery: Delivery) -> None:
-            seen.append(event)
-
-        consumer = bus.consumer("back", OrderCreatedV1, handler)
+    async with own_node(tmp_path, "back") as (node, bus, consumer, seen):
         consumer.pull_seconds = 600  # a consumer that waited out its lost pull would miss the test's timeout
         task = asyncio.create_task(consumer.run())
         await eventually(lambda: consumer.subscribed, "the consumer subscribed")
@@ -335,6 +336,3 @@ async def test_a_consumer_pulls_again_as_soon_as_nats_is_back_not_when_its_lost_
         await eventually(lambda: seen == [event], "the event handled after the restart", timeout=30)
         consumer.stop()
         await asyncio.wait_for(task, 5)
-        await bus.close()
-    finally:
-        node.stop()
