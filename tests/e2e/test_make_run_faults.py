@@ -245,7 +245,7 @@ async def recovered(run: Run, target: str, old_pid: int, timeout: float = 90) ->
 
 
 # A whole `make run` from start to stop: well under two minutes on an idle 2-core machine, more on a busy one.
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(480)
 async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_order_once(stack: Stack):
     run = stack.run
     orders: dict[str, tuple[str, datetime]] = {}  # order id -> (domain, when the first kill hit it under way)
@@ -298,7 +298,9 @@ async def every_order_fulfilled(stack: Stack, orders: dict[str, str]) -> dict[st
         )
         return got if done else None  # type: ignore[return-value]
 
-    final = await eventually(all_fulfilled, "every order FULFILLED, its welcome email sent", timeout=90)
+    # After the last kill the orders still walk their slow steps and provisioning: beside `stress --cpu 2` the last
+    # of four was FULFILLED just after 90 s once.
+    final = await eventually(all_fulfilled, "every order FULFILLED, its welcome email sent", timeout=180)
     hetzner = stack.state("hetzner")
     creates = [a for a in hetzner["actions"] if a["command"] == "create_server"]
     assert len(creates) == len(orders), creates
