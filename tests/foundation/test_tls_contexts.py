@@ -22,17 +22,22 @@ def _called_name(call: ast.Call) -> str | None:
     return func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else None
 
 
+def _imported_packages(tree: ast.Module) -> set[str]:
+    """The top-level packages a module imports (``import httpx``, ``from httpx import …``)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def clients_without_the_shared_context(root: Path = ROOT) -> list[str]:
     found = []
     for path in sorted([*root.glob("services/*/src/**/*.py"), *root.glob("libs/*/src/**/*.py")]):
         tree = ast.parse(path.read_text(), str(path))
-        imports_httpx = any(
-            (isinstance(n, ast.Import | ast.ImportFrom)
-            and any(a.name.split(".")[0] in ("httpx", "cloudflare") for a in n.names))
-            or (isinstance(n, ast.ImportFrom) and (n.module or "").split(".")[0] in ("httpx", "cloudflare"))
-            for n in ast.walk(tree)
-        )
-        if not imports_httpx:
+        if not _imported_packages(tree) & {"httpx", "cloudflare"}:
             continue
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             name, given = _called_name(call), {k.arg for k in call.keywords}
