@@ -39,6 +39,18 @@ def test_hetzner_ids_and_addresses_continue_after_a_restart(tmp_path: Path) -> N
     assert [s["public_net"]["ipv4"]["ip"] for s in (a, b)] == ["127.0.0.2", "127.0.0.3"]
 
 
+def test_hetzner_addresses_stay_in_their_24_and_past_it_the_project_is_full(tmp_path: Path) -> None:
+    """A sandbox owns one 127.B.C.0/24: the next /24 may be another sandbox's, so its servers never spill over."""
+    fake = FakeHetzner("t", ipv4_per_server=True, first_ipv4=9 << 16 | 8 << 8 | 253, state_dir=tmp_path)
+    with LoopbackServer(fake.app) as srv:
+        ips = [create(srv.url, name).json()["server"]["public_net"]["ipv4"]["ip"] for name in ("a", "b")]
+        full = create(srv.url, "c")
+    assert ips == ["127.9.8.253", "127.9.8.254"]
+    assert full.status_code == 403
+    assert full.json()["error"]["code"] == "resource_limit_exceeded"
+    assert [s["name"] for s in fake.servers.values()] == ["a", "b"]
+
+
 def test_hetzner_without_a_state_dir_keeps_everything_in_memory(tmp_path: Path) -> None:
     fake = FakeHetzner("t")
     with LoopbackServer(fake.app) as srv:

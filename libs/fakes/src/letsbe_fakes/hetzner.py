@@ -156,7 +156,8 @@ class FakeHetzner:
         on_delete: Callable[[dict[str, Any]], None] | None = None,
     ):
         """``ipv4_per_server``: every server gets its own loopback address instead of ``server_ipv4``: 127.0.0.N
-        from N = ``first_ipv4`` up (127.0.0.2, …; a larger ``first_ipv4`` reaches into 127.x.y.z).
+        from N = ``first_ipv4`` up (127.0.0.2, …; a larger ``first_ipv4`` reaches into 127.x.y.z), up to .254 of
+        that /24, then creating a server fails as at Hetzner's project limit.
         ``state_dir``: servers, images, actions and the id counters survive a restart.
         ``on_create``/``on_delete``: told about each server created/deleted (the sandbox starts its VPS)."""
         self.token = token
@@ -180,6 +181,8 @@ class FakeHetzner:
         self._on_finish: dict[int, tuple[str, int]] = {}  # action id -> (what, resource id)
         self._injections: list[Injection] = []
         self._ids = itertools.count(1000)
+        if not 0 < first_ipv4 & 255 < 255:
+            raise ValueError("first_ipv4 must be .1 to .254 of its /24")
         self._next_ip = first_ipv4  # 127.0.0.1 is the machine itself
         self._lock = threading.Lock()
         self._state = StateFile(state_dir / "hetzner.json") if state_dir else None
@@ -231,10 +234,13 @@ class FakeHetzner:
     def _new_ipv4(self) -> str:
         if not self.ipv4_per_server:
             return self.server_ipv4
-        while True:  # 127.0.0.0/8 is all loopback on Linux; skip .0 and .255 for the sake of clarity
-            n, self._next_ip = self._next_ip, self._next_ip + 1
-            if 0 < n % 256 < 255:
-                return f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
+        # 127.0.0.0/8 is all loopback on Linux. Addresses come from the /24 that first_ipv4 is in (.1 to .254):
+        # the next /24 may be another sandbox's, so past .254 the project is full, as Hetzner answers at its limit.
+        n = self._next_ip
+        if n & 255 == 255:
+            raise HetznerError(403, "resource_limit_exceeded", "server limit exceeded for this project")
+        self._next_ip = n + 1
+        return f"127.{(n >> 16) & 255}.{(n >> 8) & 255}.{n & 255}"
 
     # --- test controls --------------------------------------------------------------------------------------------
 

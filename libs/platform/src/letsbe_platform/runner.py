@@ -60,7 +60,7 @@ SANDBOX_BANNER = """
   ############################################################################
   #  SANDBOX MODE: no provider credentials are configured, so Stripe,        #
   #  Cloudflare, Hetzner and Netcup are loopback fakes, each Hetzner server  #
-  #  is a loopback SSH "VPS" on its own 127.B.x.y, and each tenant's agents  #
+  #  is a loopback SSH "VPS" on its own 127.B.C.x, and each tenant's agents  #
   #  run here from its rendered compose file. Nothing is charged or real.    #
   ############################################################################
 """
@@ -344,7 +344,7 @@ async def _announce(env: dict[str, str], sandbox: bool, replicas: int = 1) -> No
     if sandbox:
         vps_dir = Path(env["LETSBE_SANDBOX_DIR"]) / "vps"
         print(
-            f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.B.x.y\n"
+            f"  tenant agents   per order: safety-wrapper and secrets-proxy on each sandbox VPS 127.B.C.x\n"
             f"                  (ports 8200/8100 there; logs in {vps_dir}/<address>/var/log/letsbe/)"
         )
         token_file = Path(env["LETSBE_SANDBOX_DIR"]) / "admin-token"

@@ -1,8 +1,8 @@
 """One sandbox "VPS" per (fake) Hetzner server, and the tenant agents it runs from the files the provisioner rendered.
 
-A VPS is a loopback SSH server on the server's own address 127.B.x.y (all of 127.0.0.0/8 is local on Linux; B is the
-sandbox's own), at the one SSH port the hub is configured with, over its own root directory, reporting the CPUs, RAM
-and disk of the server type that was ordered. It has its own Docker Engine (a fake, on
+A VPS is a loopback SSH server on the server's own address 127.B.C.x (all of 127.0.0.0/8 is local on Linux; the /24
+is the sandbox's own), at the one SSH port the hub is configured with, over its own root directory, reporting the
+CPUs, RAM and disk of the server type that was ordered. It has its own Docker Engine (a fake, on
 ``/var/run/docker.sock`` of its root).
 
 The sandbox plays dockerd for the AI stack: when step 10 runs ``docker compose … up`` on the VPS, the agents of the

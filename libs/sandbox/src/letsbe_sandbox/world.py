@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import tempfile
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -109,7 +110,7 @@ class Sandbox:
         self.slow = slow
         self.material = Material.load_or_create(self.root / "secrets.json")
         self.ssh_port = _stable_port(self.root / "ssh" / "port", os.environ.get("LETSBE_SANDBOX_SSH_PORT"))
-        self.first_vps_ipv4 = _stable_address_block(self.root / "ssh" / "address-block")
+        self.first_vps_ipv4 = _claimed_address_block(self.root / "ssh" / "address-block")
         self.client_key = _ssh_key(self.root / "ssh" / "provisioner_key")
         self.client_key_path = self.root / "ssh" / "provisioner_key"
         self.vpses: dict[str, Vps] = {}  # by address
@@ -346,7 +347,7 @@ class Sandbox:
                 "dns": f"udp://127.0.0.1:{self.dns.port}",
                 "smtp": f"127.0.0.1:{self.smtp.port}",
                 "tls": f"127.0.0.1:{self.tls.port}",
-                "vps": f"ssh://letsbe@127.B.x.y:{self.ssh_port} (one per Hetzner server; B is this sandbox's own)",
+                "vps": f"ssh://letsbe@127.B.C.x:{self.ssh_port} (one per Hetzner server, on this sandbox's own /24)",
                 "vps_roots": str(self.root / "vps"),
             },
             "hub_url": self.hub_url,
@@ -354,15 +355,54 @@ class Sandbox:
         }
 
 
-def _stable_address_block(path: Path) -> int:
-    """Where this sandbox's VPS addresses start: 127.B.0.2 for a B chosen once per sandbox and kept, so two
-    sandboxes on one machine (two checkouts, parallel tests) do not both bind their agents' ports on 127.0.0.2."""
-    if path.exists():
-        return int(path.read_text())
-    first = (secrets.randbelow(254) + 1) << 16 | 2
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{first}\n")
-    return first
+# Each sandbox on this machine claims its own 127.B.C.0/24 for its VPSes here, so two running at once (parallel
+# tests, two checkouts) never bind their agents' ports on one address. A claim names the file in the sandbox's
+# folder that keeps the block; it lapses when that file is gone or names another block.
+ADDRESS_CLAIMS = Path(tempfile.gettempdir()) / "letsbe-sandbox-addresses"
+
+
+def _claimed_address_block(kept: Path) -> int:
+    """Where this sandbox's VPS addresses start, 127.B.C.2: the block kept from an earlier run (claimed again: a
+    reboot empties the claims), else a new one that no other sandbox on this machine holds."""
+    if not ADDRESS_CLAIMS.exists():
+        ADDRESS_CLAIMS.mkdir(exist_ok=True)
+        ADDRESS_CLAIMS.chmod(0o1777)  # every user's sandboxes share loopback
+    if kept.exists():
+        first = int(kept.read_text())
+        _claim(first, kept)
+        return first
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        first = (secrets.randbelow(254) + 1) << 16 | secrets.randbelow(256) << 8 | 2
+        kept.write_text(f"{first}\n")
+        if _claim(first, kept):
+            return first
+
+
+def _claim(first: int, kept: Path) -> bool:
+    claim = ADDRESS_CLAIMS / str(first >> 8)
+    if _lapsed(claim):
+        claim.unlink(missing_ok=True)
+    draft = ADDRESS_CLAIMS / f".{secrets.token_hex(8)}"
+    draft.write_text(str(kept.resolve()))
+    try:
+        os.link(draft, claim)  # atomic, with its content, and fails while another sandbox holds the block
+        return True
+    except FileExistsError:
+        return Path(claim.read_text()) == kept.resolve()
+    finally:
+        draft.unlink()
+
+
+def _lapsed(claim: Path) -> bool:
+    try:
+        holder = Path(claim.read_text())
+    except FileNotFoundError:
+        return False
+    try:
+        return int(holder.read_text()) >> 8 != int(claim.name)
+    except (OSError, ValueError):
+        return True
 
 
 def _stable_port(path: Path, wanted: str | None) -> int:
