@@ -3,6 +3,7 @@
 A leaf: every context reads its settings from here, and this module imports no context.
 """
 
+import ipaddress
 import re
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
@@ -152,10 +153,21 @@ class HubSettings(ServiceSettings, ServerSettings, LifecycleSettings, BackupSett
     billing_export_window_seconds: int = Field(default=30 * 24 * 3600, ge=0)
     billing_tick_seconds: float = Field(default=60, gt=0)  # how often the billing worker looks for due steps
     # Abuse limits of the public order route: attempts per client address (an IPv6 /64) per window, shared by
-    # every hub replica (Postgres). X-Forwarded-For is believed only from these proxies (addresses or CIDRs).
+    # every hub replica (Postgres).
     public_order_rate_limit: int = Field(default=10, ge=1)
     public_order_rate_window_seconds: int = Field(default=3600, ge=1)
-    trusted_proxies: list[str] = []  # e.g. the hub's nginx: ["172.20.0.0/16"]
+    # Every per-address limit (orders, sign-in requests, operators' failed sign-ins) believes X-Forwarded-For only
+    # from these proxies (addresses or CIDRs), e.g. the hub's nginx: ["172.20.0.0/16"]. Unset, nginx is one client.
+    trusted_proxies: list[str] = []
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        try:
+            return [str(ipaddress.ip_network(p.strip(), strict=False)) for p in v]
+        except ValueError as exc:
+            raise ValueError(f"trusted_proxies: {exc} (give addresses or CIDRs, e.g. 172.16.0.0/12)") from None
+
     # Refused on top of the maintained list of the disposable-email-domains package (and their subdomains).
     disposable_email_domains: list[str] = []
 

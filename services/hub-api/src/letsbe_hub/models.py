@@ -4,7 +4,7 @@ from letsbe_hub.alerts.models import AlertRecord  # noqa: F401
 from letsbe_hub.approvals.models import ApprovalRow  # noqa: F401
 from letsbe_hub.auth.models import ApiToken
 from letsbe_hub.backups.models import BackupTarget  # noqa: F401
-from letsbe_hub.billing.models import BillingEmail, RateCounter, Subscription  # noqa: F401
+from letsbe_hub.billing.models import BillingEmail, Subscription  # noqa: F401
 from letsbe_hub.commands.models import Command, CommandTransition  # noqa: F401
 from letsbe_hub.credentials.models import CredentialReveal  # noqa: F401
 from letsbe_hub.customers.models import Customer, SignInLink  # noqa: F401
@@ -26,6 +26,7 @@ from letsbe_hub.tenants.models import (  # noqa: F401
     TenantComponent,
     UsageReportRow,
 )
+from letsbe_hub.web.limits import RateCounter  # noqa: F401
 from letsbe_hub.web.sessions import WebSession  # noqa: F401
 from letsbe_hub.webhooks.models import StripeEvent  # noqa: F401
 

@@ -6,13 +6,15 @@ import uuid
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
+from pydantic import ValidationError
 
 from hub_testing import hub_app
 from hub_testing.billing import billing_settings, workers
 from hub_testing.orders import count, post_event
-from letsbe_hub.billing.abuse import client_address
 from letsbe_hub.billing.prices import PriceBook
+from letsbe_hub.config import HubSettings
 from letsbe_hub.payments.gateway import StripeGateway
+from letsbe_hub.web.limits import address_of
 
 ROUTE = "/api/v1/public/orders"
 
@@ -222,7 +224,18 @@ async def test_the_rate_limit_per_address_is_shared_by_replicas_and_believes_onl
     ],
 )
 def test_client_address(peer, forwarded, trusted, expected):
-    assert client_address(peer, forwarded, trusted) == expected
+    assert address_of(peer, forwarded, trusted) == expected
+
+
+def test_trusted_proxies_are_networks_or_the_hub_does_not_start(database_url):
+    def settings(proxies):
+        return HubSettings.model_validate({"DATABASE_URL": database_url, "trusted_proxies": proxies})
+
+    given = ["10.0.0.5/8", " 127.0.0.1", "fd00::/8"]
+    assert settings(given).trusted_proxies == ["10.0.0.0/8", "127.0.0.1/32", "fd00::/8"]
+    for bad in (["nginx"], ["10.0.0.0/33"], [""]):
+        with pytest.raises(ValidationError, match="trusted_proxies"):
+            settings(bad)
 
 
 async def test_an_operators_new_checkout_for_a_website_order_is_a_subscription_again(

@@ -39,6 +39,7 @@ def settings(database_url: str, nats_url: str, bus_namespace: str) -> HubSetting
     return HubSettings.model_validate({
         "DATABASE_URL": database_url, "NATS_URL": nats_url, "LETSBE_BUS_NAMESPACE": bus_namespace,
         "log_json": False, "operator_totp_key": TOTP_KEY, "public_url": HUB,
+        "trusted_proxies": ["10.0.0.0/8"],  # the hub's nginx, for the tests that come through it
     })
 
 
@@ -99,21 +100,33 @@ async def test_pages_need_a_session_and_sign_in_needs_password_and_code(client, 
     assert (await client.get("/console/orders")).status_code == 200
 
 
-async def test_failed_sign_ins_hold_back_the_browser_that_made_them_not_everyone_behind_the_hubs_nginx(app, jane):
-    """Every request reaches the hub from its nginx (one private peer); the client is the browser nginx names."""
-    transport = httpx.ASGITransport(app=app, client=("10.0.0.5", 40000))
-    async with httpx.AsyncClient(transport=transport, base_url=HUB) as via_nginx:
+async def test_failed_sign_ins_hold_back_the_browser_that_made_them_on_every_replica_not_everyone_behind_nginx(
+    app, settings, jane
+):
+    """Every request reaches a hub replica from the hub's nginx (one private peer, a trusted proxy); the client is the
+    browser nginx names. The failures are counted in Postgres: a guesser spreading its tries over two replicas is held
+    back on both."""
+    replica = create_app(settings)
+    async with LifespanManager(replica):
+        via_nginx = [
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=a, client=("10.0.0.5", 40000)), base_url=HUB)
+            for a in (app, replica)
+        ]
 
-        async def attempt(browser: str, name: str, code: str) -> int:
+        async def attempt(browser: str, name: str, code: str, hub: int = 0) -> int:
             form = {"name": name, "password": jane.password, "code": code}
-            r = await via_nginx.post("/console/sign-in", headers={**ORIGIN, "X-Real-IP": browser}, data=form)
+            headers = {**ORIGIN, "X-Forwarded-For": f"192.0.2.1, {browser}"}  # nginx appends what it saw
+            r = await via_nginx[hub].post("/console/sign-in", headers=headers, data=form)
             return r.status_code
 
         guesser, operator = "203.0.113.66", "198.51.100.7"
         limit = operators_service.MAX_FAILURES_PER_CLIENT
-        assert [await attempt(guesser, f"guess{i}", "000000") for i in range(limit)] == [401] * limit
-        assert await attempt(guesser, "jane", jane.code()) == 429  # even with the right password and code
-        assert await attempt(operator, "jane", jane.code()) == 303
+        assert [await attempt(guesser, f"guess{i}", "000000", i % 2) for i in range(limit)] == [401] * limit
+        for hub in (0, 1):  # even with the right password and code
+            assert await attempt(guesser, "jane", jane.code(), hub) == 429
+        assert await attempt(operator, "jane", jane.code(), 1) == 303
+        for client in via_nginx:
+            await client.aclose()
 
 
 async def test_next_never_leaves_the_console(client, sessions):

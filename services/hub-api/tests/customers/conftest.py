@@ -36,6 +36,7 @@ def hub_settings(
         smtp_server,
         credentials_key=Fernet.generate_key().decode(),
         public_url="https://hub",
+        trusted_proxies=["127.0.0.1"],  # the test client's address plays the hub's nginx
     )
 
 

@@ -8,13 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import select, update
 
+from hub_testing import hub_app
 from hub_testing.customers import emailed_link, path_of, sign_in, sign_in_links
 from hub_testing.orders import insert_order, sse_events, token
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.customers.models import SignInLink
+from letsbe_hub.orders import wiring
 from letsbe_hub.web.sessions import CUSTOMER, WebSession
 from letsbe_platform.db import unit_of_work
 
@@ -96,9 +99,13 @@ async def test_links_per_email_are_limited_silently_and_per_address_with_429(
     used = limit + 2  # this address's requests so far, this minute
     assert [a.status_code for a in answers] == [202] * (per_ip - used) + [429] * used
     assert answers[-1].headers["content-type"] == "application/problem+json"
-    # Behind the hub's nginx every request comes from nginx: the limit is per browser (X-Real-IP), not global.
-    other = await alice.post(f"{API}/sign-in", json={"email": "x@y.test"}, headers={"X-Real-IP": "203.0.113.7"})
-    assert other.status_code == 202
+    # Behind the hub's nginx every request comes from nginx: the limit is per browser (the address nginx saw), not
+    # global, and counted in Postgres for every replica.
+    other = {"X-Forwarded-For": "203.0.113.7"}
+    assert (await alice.post(f"{API}/sign-in", json={"email": "x@y.test"}, headers=other)).status_code == 202
+    replica = hub_app(hub_settings, workers=wiring.start)
+    async with LifespanManager(replica), client_of(replica) as elsewhere:
+        assert (await elsewhere.post(f"{API}/sign-in", json={"email": "x@y.test"})).status_code == 429
 
 
 async def test_sign_in_replaces_a_planted_session_cookie(

@@ -10,12 +10,13 @@ from fastapi import APIRouter, Depends, Request, status
 
 from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
-from letsbe_hub.billing import abuse, service
+from letsbe_hub.billing import service
 from letsbe_hub.billing.schemas import PortalOut, PublicOrderCreate, PublicOrderOut, SubscriptionOut
 from letsbe_hub.billing.wiring import BillingRuntimeDep
 from letsbe_hub.billing.worker import utc_now
 from letsbe_hub.config import HubSettings
 from letsbe_hub.payments.errors import PaymentsNotConfigured
+from letsbe_hub.web import limits
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import NotFound
 from letsbe_platform.web import SessionDep, problems
@@ -29,18 +30,14 @@ async def rate_limited(request: Request) -> None:
     """Count this attempt for the client's address before the payload is validated (an invalid one counts too),
     committed on its own so a refused request still counts."""
     settings: HubSettings = request.app.state.settings
-    client = abuse.client_address(
-        request.client.host if request.client else None,
-        request.headers.getlist("x-forwarded-for"),
-        settings.trusted_proxies,
-    )
     async with unit_of_work(request.app.state.runtime.sessions) as session:
-        await abuse.hit(
+        await limits.hit(
             session,
-            f"public-order:{client}",
+            f"public-order:{limits.client_address(request)}",
             limit=settings.public_order_rate_limit,
             window_seconds=settings.public_order_rate_window_seconds,
             now=utc_now(),
+            what="orders",
         )
 
 

@@ -1,4 +1,4 @@
-"""A subscription per self-serve order, its dunning state, the billing emails, and the public route's rate counters."""
+"""A subscription per self-serve order, its dunning state and the billing emails."""
 
 import uuid
 from datetime import datetime
@@ -63,13 +63,3 @@ class BillingEmail(Base):
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     sent_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
-
-
-class RateCounter(Base):
-    """Fixed-window attempt counters of the public order route, one row per (key, window) for every replica."""
-
-    __tablename__ = "rate_counters"
-
-    key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer)

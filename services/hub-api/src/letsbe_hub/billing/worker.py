@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from letsbe_hub.billing import abuse, service
+from letsbe_hub.billing import service
 from letsbe_hub.billing.emails import BillingMailer
 from letsbe_hub.config import HubSettings
+from letsbe_hub.web import limits
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 
@@ -48,7 +49,7 @@ class BillingWorker:
                         break
                 done[name] += 1
         async with unit_of_work(self.sessions) as session:
-            await abuse.prune(session, now - timedelta(days=1))
+            await limits.prune(session, now - timedelta(days=1))  # every route's attempt counters
         done["emails"] = await self.mailer.send_due()
         return done
 

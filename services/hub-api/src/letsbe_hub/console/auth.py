@@ -22,8 +22,7 @@ from fastapi.routing import APIRoute
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.operators import service as operators
 from letsbe_hub.operators.service import SignedIn
-from letsbe_hub.web import csrf, sessions, templates
-from letsbe_hub.web.ratelimit import app_limiter, client_address
+from letsbe_hub.web import csrf, limits, sessions, templates
 from letsbe_hub.web.sessions import OPERATOR, OperatorSession, WebSession
 from letsbe_platform.errors import DomainError, Forbidden
 from letsbe_platform.web import SessionDep
@@ -119,12 +118,11 @@ async def sign_in_page(request: Request, next: str | None = None) -> Response:
 async def sign_in_submit(request: Request, session: SessionDep) -> Response:
     csrf.check_origin(request)  # no session yet, so no token: the origin check alone (no login CSRF)
     form = await form_of(request)
-    limiter = app_limiter(request, "operator_sign_in_limiter", operators.client_limiter)
     # The browser's address: behind the hub's nginx every peer is nginx, and one address's failures would hold back
     # every operator's sign-in.
     result = await operators.sign_in(
         session, form.get("name", "")[:64], form.get("password", ""), form.get("code", "").strip(),
-        key=request.app.state.settings.operator_totp_key, limiter=limiter, client=client_address(request),
+        key=request.app.state.settings.operator_totp_key, client=limits.client_address(request),
     )
     if isinstance(result, operators.Refused):
         return render(request, "console/sign_in.html", None, title="Sign in", message=result.message,

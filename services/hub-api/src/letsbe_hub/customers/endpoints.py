@@ -37,11 +37,9 @@ from letsbe_hub.notifications.mailer import smtp_send
 from letsbe_hub.orders.stream import order_events
 from letsbe_hub.orders.wiring import OrdersRuntimeDep
 from letsbe_hub.payments.errors import PaymentsNotConfigured
-from letsbe_hub.web import sessions
+from letsbe_hub.web import limits, sessions
 from letsbe_hub.web.csrf import csrf_token
-from letsbe_hub.web.ratelimit import RateLimiter, app_limiter, client_address
 from letsbe_hub.web.sessions import CUSTOMER, CustomerSession
-from letsbe_platform.errors import TooManyRequests
 from letsbe_platform.logging import get_logger
 from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page
 from letsbe_platform.web import After, LastEventId, SessionDep, problems, sse_cursor
@@ -70,9 +68,14 @@ async def _mail_link(to: str, link: str, settings: HubSettings) -> None:
 async def start_sign_in(request: Request, session: SessionDep, email: str, background: BackgroundTasks) -> None:
     """Shared by the API and the portal's form: the same outcome whatever the email, except the per-address 429."""
     settings: HubSettings = request.app.state.settings
-    per_minute = settings.sign_in_requests_per_ip_per_minute
-    if not app_limiter(request, "sign_in_limiter", lambda: RateLimiter(per_minute, 60)).allow(client_address(request)):
-        raise TooManyRequests("Too many sign-in requests from this address; wait a minute.")
+    await limits.hit(
+        session,
+        f"sign-in:{limits.client_address(request)}",
+        limit=settings.sign_in_requests_per_ip_per_minute,
+        window_seconds=60,
+        now=datetime.now(UTC),
+        what="sign-in requests",
+    )
     link = await service.request_sign_in(session, email, settings)
     if link is not None:
         background.add_task(_mail_link, service.normalize_email(email), link, settings)

@@ -1,10 +1,10 @@
 """Operator accounts: created on the hub host (``letsbe-hub operators create``), signed in with a password (argon2)
 and a TOTP code, both checked in one step.
 
-Sign-in is rate-limited twice: each account locks for :data:`LOCK_SECONDS` after :data:`MAX_FAILURES` failures in a
-row (kept in its row, so every hub replica sees it), and each client address may fail :data:`MAX_FAILURES_PER_CLIENT`
-times per :data:`CLIENT_WINDOW_SECONDS` in this process (:func:`client_limiter`: guessing across many names from one
-place).
+Sign-in is rate-limited twice, and every hub replica sees both: each account locks for :data:`LOCK_SECONDS` after
+:data:`MAX_FAILURES` failures in a row (kept in its row), and each client address may fail
+:data:`MAX_FAILURES_PER_CLIENT` times per :data:`CLIENT_WINDOW_SECONDS` (guessing across many names from one place;
+counted by letsbe_hub.web.limits).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.operators.models import Operator
-from letsbe_hub.web.ratelimit import RateLimiter
+from letsbe_hub.web import limits
 from letsbe_platform.errors import Conflict, DomainError, ServiceUnavailable
 from letsbe_platform.logging import get_logger
 
@@ -113,11 +113,6 @@ async def create(
     return Created(row, pyotp.TOTP(secret).provisioning_uri(name=name, issuer_name=ISSUER))
 
 
-def client_limiter(limit: int = MAX_FAILURES_PER_CLIENT) -> RateLimiter:
-    """Failed sign-ins per client address in a sliding window (this process only; the account lock is shared)."""
-    return RateLimiter(limit, CLIENT_WINDOW_SECONDS)
-
-
 def _verify_password(password_hash: str, password: str) -> bool:
     try:
         return _hasher.verify(password_hash, password)
@@ -132,14 +127,15 @@ async def sign_in(
     code: str,
     *,
     key: SecretStr | None,
-    limiter: RateLimiter,
     client: str,
+    client_limit: int = MAX_FAILURES_PER_CLIENT,
     now: datetime | None = None,
 ) -> SignedIn | Refused:
-    """Check name, password and TOTP code together; a failure says only that one of them is wrong."""
+    """Check name, password and TOTP code together; a failure says only that one of them is wrong. ``client``: the
+    address failures are counted for (its count is committed with the refusal)."""
     now = now or datetime.now(UTC)
     fernet = _fernet(key)
-    if limiter.full(client):
+    if await limits.hits(session, _failures(client), window_seconds=CLIENT_WINDOW_SECONDS, now=now) >= client_limit:
         return Refused(429, "Too many failed sign-ins from here. Wait a few minutes.")
     password = password[:MAX_PASSWORD + 1]
     row = (
@@ -147,14 +143,14 @@ async def sign_in(
     ).scalar_one_or_none()
     if row is None or row.disabled_at is not None:
         await asyncio.to_thread(lambda: _verify_password(_dummy_hash(), password))
-        return _failed(None, limiter, client, name, now)
+        return await _failed(session, None, client, name, now)
     if row.locked_until is not None and row.locked_until > now:
         minutes = max(1, round((row.locked_until - now).total_seconds() / 60))
         return Refused(429, f"Too many failed sign-ins for this account. Try again in {minutes} minute(s).")
     ok = await asyncio.to_thread(_verify_password, row.password_hash, password)
     step = _totp_step(fernet, row, code, now) if ok else None
     if step is None:
-        return _failed(row, limiter, client, name, now)
+        return await _failed(session, row, client, name, now)
     if _hasher.check_needs_rehash(row.password_hash):
         row.password_hash = await asyncio.to_thread(_hasher.hash, password)
     row.totp_last_step, row.failed_sign_ins, row.locked_until, row.last_sign_in_at = step, 0, None, now
@@ -178,8 +174,12 @@ def _totp_step(fernet: Fernet, row: Operator, code: str, now: datetime) -> int |
     return None
 
 
-def _failed(row: Operator | None, limiter: RateLimiter, client: str, name: str, now: datetime) -> Refused:
-    limiter.note(client)
+def _failures(client: str) -> str:
+    return f"operator-sign-in-failures:{client}"
+
+
+async def _failed(session: AsyncSession, row: Operator | None, client: str, name: str, now: datetime) -> Refused:
+    await limits.note(session, _failures(client), window_seconds=CLIENT_WINDOW_SECONDS, now=now)
     if row is not None:
         row.failed_sign_ins += 1
         if row.failed_sign_ins >= MAX_FAILURES:
