@@ -25,9 +25,9 @@ from letsbe_platform.logging import get_logger
 log = get_logger(__name__)
 
 LLM_KEY_PREFIX = "lbl_"
-async def issue_key(
-    session: AsyncSession, tenant_id: uuid.UUID, settings: HubSettings
-) -> IssuedLlmKey:
+
+
+async def issue_key(session: AsyncSession, tenant_id: uuid.UUID, settings: HubSettings) -> IssuedLlmKey:
     """A new relay key for the tenant; its previous one keeps working for the grace period, then ends."""
     tenant = await tenants_repo.get_tenant(session, tenant_id)
     if tenant is None or tenant.status == "DECOMMISSIONED":
