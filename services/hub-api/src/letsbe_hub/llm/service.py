@@ -69,9 +69,5 @@ async def usage_view(session: AsyncSession, tenant_id: uuid.UUID, since: datetim
         tokens_in=sum(r.tokens_in for r in rows),
         tokens_out=sum(r.tokens_out for r in rows),
         requests=sum(r.requests for r in rows),
-        lines=[
-            LlmUsageLine(hour=r.hour, model=r.model, tokens_in=r.tokens_in, tokens_out=r.tokens_out,
-                         requests=r.requests)
-            for r in rows
-        ],
+        lines=[LlmUsageLine.model_validate(r, from_attributes=True) for r in rows],
     )
