@@ -163,15 +163,8 @@ async def tenant_view(session: AsyncSession, tenant_id: uuid.UUID) -> TenantView
         staging=tenant.staging,
         created_at=tenant.created_at,
         agents=[_agent_view(a) for a in agents],
-        components=[
-            ComponentView(component=c.component, version=c.version, digest=c.digest, updated_at=c.updated_at)
-            for c in components
-        ],
-        last_backup=BackupView(
-            report_date=backup.report_date, checked_at=backup.checked_at, status=backup.status, problem=backup.problem
-        )
-        if backup
-        else None,
+        components=[ComponentView.model_validate(c, from_attributes=True) for c in components],
+        last_backup=BackupView.model_validate(backup, from_attributes=True) if backup else None,
     )
 
 
