@@ -129,7 +129,7 @@ async def rollout_events(
             snapshot = await service.view(session, rollout_id) if new or last == 0 else None
         for e in new:
             last = e.id
-            payload = RolloutEventView(id=e.id, kind=e.kind, message=e.message, data=e.data, at=e.at)
+            payload = RolloutEventView.model_validate(e, from_attributes=True)
             yield {"event": "rollout-event", "id": str(e.id), "data": payload.model_dump_json()}
         if snapshot is not None:
             yield {"event": "rollout", "data": snapshot.model_dump_json()}

@@ -169,21 +169,7 @@ async def target_views(
     if await repo.get(session, rollout_id) is None:
         raise RolloutNotFound("No rollout with that id.")
     rows, next_cursor = await repo.page_of_targets(session, rollout_id, stage=stage, limit=limit, cursor=cursor)
-    items = [
-        TargetView(
-            tenant_id=t.tenant_id,
-            stage=t.stage,
-            position=t.position,
-            status=t.status,
-            command_id=t.command_id,
-            previous_digest=t.previous_digest,
-            previous_version=t.previous_version,
-            detail=t.detail,
-            updated_at=t.updated_at,
-        )
-        for t in rows
-    ]
-    return Page(items=items, next_cursor=next_cursor)
+    return Page(items=[TargetView.model_validate(t, from_attributes=True) for t in rows], next_cursor=next_cursor)
 
 
 # --- operator actions ------------------------------------------------------------------------------------------
