@@ -64,17 +64,8 @@ async def _provider(
 
 
 def proposal_out(p: MigrationProposal) -> MigrationProposalOut:
-    return MigrationProposalOut(
-        id=p.id,
-        period=p.period,
-        tenant_id=p.tenant_id,
-        from_server_id=p.from_server_id,
-        to_server_id=p.to_server_id,
-        tier=p.tier,
-        region=p.region,
-        monthly_saving_eur=float(p.monthly_saving_eur),
-        created_at=p.created_at,
-    )
+    """The proposal's row by attribute (its Decimal saving becomes the float the schema has)."""
+    return MigrationProposalOut.model_validate(p, from_attributes=True)
 
 
 # --- servers ---------------------------------------------------------------------------------------------------------
