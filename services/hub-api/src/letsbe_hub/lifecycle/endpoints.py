@@ -73,10 +73,7 @@ async def get_job(job_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FL
     job = await repo.get(session, job_id)
     if job is None:
         raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
-    history = [
-        JobTransitionView(from_status=t.from_status, to_status=t.to_status, actor=t.actor, reason=t.reason, at=t.at)
-        for t in await repo.history(session, job_id)
-    ]
+    history = [JobTransitionView.model_validate(t, from_attributes=True) for t in await repo.history(session, job_id)]
     return view(job, history)
 
 
