@@ -194,18 +194,6 @@ async def transition(
 # --- agent side -----------------------------------------------------------------------------------------------
 
 
-def to_wire(c: Command) -> CommandOut:
-    return CommandOut(
-        id=c.id,
-        type=c.type,
-        params=c.params,
-        idempotency_key=c.idempotency_key,
-        expires_at=c.expires_at,
-        deadline_seconds=c.deadline_seconds,
-        created_at=c.created_at,
-    )
-
-
 async def pull(
     session: AsyncSession, agent: AgentPrincipal, *, redeliver_after: timedelta, limit: int = 10
 ) -> list[CommandOut]:
@@ -216,7 +204,7 @@ async def pull(
             await transition(session, c, S.DELIVERED, actor=f"agent:{agent.agent_id}", **delivered)
         else:
             await repo.redeliver(session, c)
-    return [to_wire(c) for c in rows]
+    return [CommandOut.model_validate(c, from_attributes=True) for c in rows]
 
 
 async def _own(session: AsyncSession, agent: AgentPrincipal, command_id: uuid.UUID) -> Command:
@@ -333,8 +321,7 @@ async def get_view(session: AsyncSession, command_id: uuid.UUID) -> CommandView:
         raise CommandNotFound("No command with that id.")
     v = view(c)
     v.transitions = [
-        TransitionView(from_status=t.from_status, to_status=t.to_status, actor=t.actor, reason=t.reason, at=t.at)
-        for t in await repo.transitions_of(session, command_id)
+        TransitionView.model_validate(t, from_attributes=True) for t in await repo.transitions_of(session, command_id)
     ]
     return v
 
