@@ -46,10 +46,5 @@ async def list_records(
 ) -> TenantDnsRecords:
     rows = await repo.live_for_tenant(session, tenant_id, MAX_RECORDS)
     return TenantDnsRecords(
-        tenant_id=tenant_id,
-        records=[
-            DnsRecord(type=r.type, name=r.name, content=r.content, priority=r.priority, purpose=r.purpose,
-                      created=r.created, updated_at=r.updated_at)
-            for r in rows
-        ],
+        tenant_id=tenant_id, records=[DnsRecord.model_validate(r, from_attributes=True) for r in rows]
     )
