@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from letsbe_platform.waiting import Backoff, Wakeups, poll_until
+from letsbe_platform.waiting import Backoff, Wakeups, parse_retry_after, poll_until
 
 HOUR = 3600.0
 
@@ -95,3 +95,26 @@ async def test_wakeups_reach_every_waiter_of_their_key_and_no_other():
         assert a1.is_set() and a2.is_set() and not b.is_set()
     with wakeups.expect("a") as again:
         assert not again.is_set(), "a notification is not kept for a later waiter: it checks the state itself"
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        (" 120 ", 120.0),
+        ("0", 0.0),
+        ("Wed, 21 Oct 2015 07:28:10 GMT", 10.0),  # the HTTP-date form, 10 s after "now"
+        ("Wed, 21 Oct 2015 07:27:00 GMT", 0.0),  # a date already past: go ahead
+        ("Wednesday, 21-Oct-15 07:28:10 GMT", 10.0),  # the obsolete RFC 850 form that HTTP still accepts
+        ("soon", None),
+        ("-5", None),
+        ("1.5", None),
+        ("nan", None),
+        ("inf", None),
+        ("\u0663", None),  # a digit, but not an ASCII one
+        ("", None),
+        (None, None),
+    ],
+)
+def test_retry_after_reads_both_forms_and_nothing_else(header: str | None, seconds: float | None) -> None:
+    assert parse_retry_after(header, now=1445412480.0) == seconds

@@ -31,7 +31,8 @@ class FakeSlackWebhook:
     def url(self, base: str) -> str:
         return base + self.path
 
-    def fail_next(self, times: int = 1, status: int = 500, retry_after: float | None = None) -> None:
+    def fail_next(self, times: int = 1, status: int = 500, retry_after: float | str | None = None) -> None:
+        """Answer the next ``times`` posts with ``status``; ``retry_after``: seconds, or a header value as given."""
         with self._lock:
             self._failures.extend([(status, retry_after)] * times)
 
@@ -43,7 +44,9 @@ class FakeSlackWebhook:
                 return PlainTextResponse("no_service", status_code=404)
             if self._failures:
                 status, retry_after = self._failures.pop(0)
-                headers = {"Retry-After": str(int(retry_after))} if retry_after is not None else None
+                if isinstance(retry_after, float | int):
+                    retry_after = str(int(retry_after))
+                headers = {"Retry-After": retry_after} if retry_after is not None else None
                 return PlainTextResponse("rate_limited" if status == 429 else "internal_error", status, headers=headers)
             try:
                 payload = json.loads(body)

@@ -19,6 +19,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 
 # How often a long wait tells its caller it is still alive (a JetStream in_progress()), at most.
 HEARTBEAT_EVERY = 1.0
@@ -136,3 +138,20 @@ class Wakeups:
     def notify(self, key: Hashable) -> None:
         for event in self._waiting.get(key, ()):
             event.set()
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait by an HTTP ``Retry-After`` header, in either of its forms (``120`` or an HTTP date); None
+    when there is none or it is neither (a provider's advice we cannot read is no advice)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -23,7 +23,7 @@ from letsbe_hub.providers import (
     ServerState,
 )
 from letsbe_hub.providers.hetzner import HetznerConfig, HetznerProvider
-from letsbe_hub.providers.http import RetryPolicy, parse_retry_after
+from letsbe_hub.providers.http import RetryPolicy
 
 FAST = RetryPolicy(attempts=3, backoff_base=0.01, backoff_max=0.05)
 
@@ -182,12 +182,6 @@ async def test_snapshots_of_a_server_are_listed_and_deleted_and_survive_the_serv
     assert [i["description"] for i in f.deleted_images] == ["day-1"]
     await hetzner.deallocate_server(a.provider_ref)  # images outlive their server, as on Hetzner
     assert [s.name for s in await hetzner.list_snapshots(a.provider_ref)] == ["day-2"]
-
-
-def test_retry_after_accepts_seconds_and_http_dates():
-    assert parse_retry_after("7") == 7.0
-    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
-    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
 
 
 async def test_resuming_a_server_whose_start_failed_fails_at_once_instead_of_waiting(fake):

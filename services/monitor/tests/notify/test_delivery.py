@@ -1,7 +1,9 @@
 """§9.2 routing and delivery against real receivers on loopback: an SMTP server (aiosmtpd), a Slack-compatible
 incoming webhook, a signed-webhook receiver that checks the signature itself, and the customer push gateway."""
 
-from datetime import timedelta
+import uuid
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import httpx
 import pytest
@@ -11,7 +13,8 @@ from letsbe_fakes.push_gateway import FakePushGateway
 from letsbe_fakes.slack import FakeSlackWebhook
 from letsbe_fakes.smtp import FakeSmtp
 from letsbe_fakes.webhook import WebhookReceiver
-from letsbe_monitor.notify.channels import build_channels
+from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.notify.channels import DeliveryFailed, build_channels
 from letsbe_monitor.notify.worker import DeliveryWorker
 from letsbe_platform.db import unit_of_work
 
@@ -266,3 +269,19 @@ def test_no_channel_settings_means_no_deliveries():
     from letsbe_monitor.notify.routing import available_channels
 
     assert available_channels(MonitorSettings()) == frozenset()
+
+
+RESOLVED = {"kind": "resolved", "rule": "heartbeat.stale", "summary": "back", "alert_id": "a", "domain": "shop.test"}
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+async def test_a_receivers_retry_after_is_read_in_either_form(form):
+    slack = FakeSlackWebhook()
+    header = "60" if form == "seconds" else format_datetime(datetime.now(UTC) + timedelta(seconds=60), usegmt=True)
+    slack.fail_next(1, status=429, retry_after=header)
+    with LoopbackServer(slack.app) as server:
+        settings = MonitorSettings.model_validate({"slack_webhook_url": slack.url(server.url)})
+        async with httpx.AsyncClient() as client:
+            with pytest.raises(DeliveryFailed) as failed:
+                await build_channels(settings, client)["slack"].send(uuid.uuid4(), RESOLVED)
+    assert failed.value.retryable and 50 <= failed.value.retry_after <= 60

@@ -12,8 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from letsbe_hub.providers.errors import (
 from letsbe_platform import tls
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import LATENCY_BUCKETS
+from letsbe_platform.waiting import parse_retry_after
 
 log = get_logger(__name__)
 
@@ -61,21 +61,6 @@ class RetryPolicy:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
         return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, when.timestamp() - (now if now is not None else datetime.now(UTC).timestamp()))
 
 
 class ProviderHTTP:

@@ -25,6 +25,7 @@ import httpx
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.notify.models import EMAIL, PUSH, SLACK, WEBHOOK
 from letsbe_monitor.notify.routing import available_channels, render, title
+from letsbe_platform.waiting import parse_retry_after
 
 SIGNATURE_HEADER = "X-LetsBe-Signature"
 RETRYABLE_STATUS = frozenset({408, 409, 425, 429})
@@ -52,12 +53,7 @@ def sign(secret: bytes, body: bytes, timestamp: int | None = None) -> str:
 def _check_response(response: httpx.Response, what: str) -> None:
     if response.is_success:
         return
-    retry_after = None
-    if "retry-after" in response.headers:
-        try:
-            retry_after = float(response.headers["retry-after"])
-        except ValueError:
-            retry_after = None
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
     retryable = response.status_code >= 500 or response.status_code in RETRYABLE_STATUS
     # The body may echo what we sent; keep the error short and free of it.
     raise DeliveryFailed(f"{what} answered HTTP {response.status_code}", retryable=retryable, retry_after=retry_after)
