@@ -4,11 +4,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
+from letsbe_contracts.events import TenantHeartbeatV1
 from letsbe_platform.errors import Conflict
 from letsbe_platform.settings import ServiceSettings
 from letsbe_platform.web import SessionDep, create_service_app, runtime
@@ -83,6 +85,23 @@ async def test_readiness_reports_an_unreachable_database(nats_url, bus_namespace
         assert r.headers["content-type"] == "application/problem+json"
         assert r.json()["checks"]["postgres"].startswith("error")
         assert (await c.get("/healthz")).status_code == 200  # the process itself is fine
+
+
+async def test_a_runtime_without_a_database_or_bus_says_so_at_the_first_use(database_url, bus_namespace):
+    settings = ServiceSettings.model_validate(
+        {"DATABASE_URL": database_url, "LETSBE_BUS_NAMESPACE": bus_namespace, "log_json": False}
+    )
+    async with runtime(settings, bus=False) as rt:
+        assert rt.has_database and not rt.has_bus
+        async with rt.sessions() as session:
+            assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
+        with pytest.raises(RuntimeError, match="runs without NATS"):
+            rt.consume("nobody", TenantHeartbeatV1, lambda event, delivery: None)
+        assert await rt.ready() == {"postgres": "ok"}
+    async with runtime(settings, database=False, bus=False) as rt:
+        for missing in ("engine", "sessions"):
+            with pytest.raises(RuntimeError, match="runs without a database"):
+                getattr(rt, missing)
 
 
 async def test_errors_are_problem_json_and_a_failed_request_writes_nothing(database_url, bus_namespace, engine):

@@ -48,13 +48,42 @@ class Runtime:
 
     def __init__(self, settings: ServiceConfig):
         self.settings = settings
-        self.engine: AsyncEngine | None = None
-        self.sessions: async_sessionmaker[AsyncSession] | None = None
-        self.bus: Bus | None = None
+        self._engine: AsyncEngine | None = None
+        self._sessions: async_sessionmaker[AsyncSession] | None = None
+        self._bus: Bus | None = None
         self._tasks: list[tuple[str, asyncio.Task[None], Callable[[], None] | None]] = []
         self._consumers: list[Consumer] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self.stopping = asyncio.Event()
+
+    # What :func:`runtime` connected: a service asks for its database and bus without checking, and one started
+    # without them (``runtime(database=False)``, ``bus=False``) fails at the first use, naming what is missing.
+
+    @property
+    def has_database(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def has_bus(self) -> bool:
+        return self._bus is not None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        if self._engine is None:
+            raise RuntimeError(f"{self.settings.service_name} runs without a database")
+        return self._engine
+
+    @property
+    def sessions(self) -> async_sessionmaker[AsyncSession]:
+        if self._sessions is None:
+            raise RuntimeError(f"{self.settings.service_name} runs without a database")
+        return self._sessions
+
+    @property
+    def bus(self) -> Bus:
+        if self._bus is None:
+            raise RuntimeError(f"{self.settings.service_name} runs without NATS")
+        return self._bus
 
     def start(self, name: str, coro: Awaitable[None], stop: Callable[[], None] | None = None) -> None:
         """Run a background worker (consumer, relay, sweep). ``stop`` asks it to finish its current work and return."""
@@ -68,7 +97,6 @@ class Runtime:
 
     def consume(self, durable: str, event: type[Event], handler: Handler, **options: Any) -> Consumer:
         """Run the durable consumer ``durable`` of ``event`` (options as :meth:`letsbe_platform.bus.Bus.consumer`)."""
-        assert self.bus is not None
         consumer = self.bus.consumer(durable, event, handler, **options)
         self.start(durable, consumer.run(), consumer.stop)
         self._consumers.append(consumer)
@@ -86,17 +114,17 @@ class Runtime:
 
     async def ready(self) -> dict[str, str]:
         checks: dict[str, str] = {}
-        if self.engine is not None:
+        if self._engine is not None:
             from sqlalchemy import text
 
             try:
-                async with self.engine.connect() as conn:
+                async with self._engine.connect() as conn:
                     await asyncio.wait_for(conn.execute(text("SELECT 1")), timeout=2)
                 checks["postgres"] = "ok"
             except Exception as exc:
                 checks["postgres"] = f"error: {type(exc).__name__}"
-        if self.bus is not None:
-            checks["nats"] = "ok" if self.bus.nc.is_connected else "error: disconnected"
+        if self._bus is not None:
+            checks["nats"] = "ok" if self._bus.nc.is_connected else "error: disconnected"
         for name, task, _ in self._tasks:
             if task.done():
                 checks[name] = "error: stopped"
@@ -122,10 +150,10 @@ class Runtime:
                 await aclose()
             except Exception:
                 log.exception("closing a client failed")
-        if self.bus is not None:
-            await self.bus.close()
-        if self.engine is not None:
-            await self.engine.dispose()
+        if self._bus is not None:
+            await self._bus.close()
+        if self._engine is not None:
+            await self._engine.dispose()
 
 
 async def _supervised(name: str, coro: Awaitable[None]) -> None:
@@ -148,14 +176,14 @@ async def runtime(settings: ServiceConfig, *, database: bool = True, bus: bool =
                 raise RuntimeError("DATABASE_URL is not set")
             from letsbe_platform.db import make_engine, make_session_factory
 
-            rt.engine = make_engine(settings.database_url, application_name=settings.service_name)
-            rt.sessions = make_session_factory(rt.engine)
+            rt._engine = make_engine(settings.database_url, application_name=settings.service_name)
+            rt._sessions = make_session_factory(rt._engine)
         if bus:
             if not settings.nats_url:
                 raise RuntimeError("NATS_URL is not set")
             from letsbe_platform.bus import Bus
 
-            rt.bus = await Bus.connect(
+            rt._bus = await Bus.connect(
                 settings.nats_url,
                 namespace=settings.bus_namespace,
                 name=settings.service_name,
@@ -407,7 +435,7 @@ async def readiness(request: Request) -> JSONResponse:
 
 def metrics_text(request: Request) -> PlainTextResponse:
     rt: Runtime | None = getattr(request.app.state, "runtime", None)
-    if rt is not None and rt.engine is not None:
+    if rt is not None and rt.has_database:
         pool = rt.engine.pool
         DB_POOL_CHECKED_OUT.set(getattr(pool, "checkedout", lambda: 0)())
         DB_POOL_SIZE.set(getattr(pool, "size", lambda: 0)())

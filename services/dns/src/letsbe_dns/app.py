@@ -42,7 +42,6 @@ ROUTERS: list = [acme_router, records_router]
 
 
 def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -> None:
-    assert rt.bus is not None and rt.sessions is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
     options = {
@@ -70,7 +69,6 @@ def create_app(settings: DnsSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime(settings) as rt:
-            assert rt.sessions is not None
             provider = CloudflareDns(settings)
             rt.close_last(provider.aclose)
             hub = httpx.AsyncClient(

@@ -69,7 +69,6 @@ ROUTERS = [
 
 def start_workers(rt: Runtime, settings: HubSettings) -> None:
     """Every background worker of the hub: the outbox relay, event consumers, periodic checks."""
-    assert rt.bus is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
     tenant_heartbeats.start(rt, settings)
@@ -91,7 +90,6 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
             app.state.runtime = rt
             app.state.settings = settings
             if settings.bootstrap_admin_token is not None:
-                assert rt.sessions is not None
                 async with unit_of_work(rt.sessions) as session:
                     await ensure_token(
                         session, "bootstrap-admin", settings.bootstrap_admin_token.get_secret_value(), list(Scope)

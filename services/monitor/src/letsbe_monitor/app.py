@@ -27,7 +27,6 @@ ROUTERS: list = []
 
 
 def start_workers(rt: Runtime, settings: MonitorSettings, http: httpx.AsyncClient, clock: Clock = utcnow) -> None:
-    assert rt.bus is not None and rt.sessions is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
     rt.start("outbox-relay", relay.run(), relay.stop)
 

@@ -40,7 +40,7 @@ log = get_logger(__name__)
 
 
 def build_pipeline(rt: Runtime, settings: ProvisionerSettings) -> Pipeline:
-    assert rt.sessions is not None and settings.hub_token is not None and settings.secrets_key is not None
+    assert settings.hub_token is not None and settings.secrets_key is not None
     if settings.ssh_private_key is not None:
         key = asyncssh.import_private_key(settings.ssh_private_key.get_secret_value())
     else:
@@ -51,7 +51,6 @@ def build_pipeline(rt: Runtime, settings: ProvisionerSettings) -> Pipeline:
 
 
 def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None:
-    assert rt.bus is not None
     relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.5)
     rt.start("outbox-relay", relay.run(), relay.stop)
     missing = settings.missing()
@@ -69,7 +68,6 @@ def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None
 
 
 async def listen_until_stopped(rt: Runtime, event: type[E], callback: Callable[[E], None]) -> None:
-    assert rt.bus is not None
     sub = await rt.bus.listen(event, callback)
     try:
         await rt.stopping.wait()

@@ -46,7 +46,6 @@ class AlertHandlers:
 
 
 def start(rt: Runtime, settings: HubSettings) -> None:
-    assert rt.sessions is not None and rt.bus is not None
     handlers = AlertHandlers(rt.sessions)
     rt.consume(ON_RAISED, AlertRaisedV1, handlers.on_raised, concurrency=4)
     rt.consume(ON_RESOLVED, AlertResolvedV1, handlers.on_resolved, backoff=(0.5, 1, 2, 5, 10, 30))

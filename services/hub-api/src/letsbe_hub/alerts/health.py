@@ -48,7 +48,7 @@ def disk(path: str = DISK_PATH) -> DiskHealth:
 
 
 def pool(rt: Runtime) -> PoolHealth | None:
-    engine_pool = rt.engine.pool if rt.engine is not None else None
+    engine_pool = rt.engine.pool if rt.has_database else None
     if engine_pool is None or not hasattr(engine_pool, "checkedout"):
         return None
     size = engine_pool.size()
@@ -132,7 +132,6 @@ async def self_check(rt: Runtime) -> None:
 
     Runs in every replica (each keeps its own process's gauges); it only reads, so replicas cannot conflict.
     """
-    assert rt.sessions is not None
     disk()
     async with rt.sessions() as session:
         await outbox_backlog(session)

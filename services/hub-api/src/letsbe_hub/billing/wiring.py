@@ -30,7 +30,6 @@ _RUNTIMES: weakref.WeakKeyDictionary[Runtime, BillingRuntime] = weakref.WeakKeyD
 
 
 def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
-    assert rt.sessions is not None
     orders_rt = orders_wiring._RUNTIMES[rt]
     gateway = orders_rt.gateway
     prices = PriceBook(gateway, settings)

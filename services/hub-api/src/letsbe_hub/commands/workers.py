@@ -47,12 +47,11 @@ _wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
 
 
 def start(rt: Runtime, settings: HubSettings) -> None:
-    assert rt.sessions is not None
     waker = Waker(settings.database_url or "")
     _wakers[rt] = waker
     rt.start("command-waker", waker.run(), waker.stop)
     rt.every("command-deadline-sweep", settings.command_sweep_seconds, partial(sweep_deadlines, rt.sessions))
-    if rt.bus is not None:
+    if rt.has_bus:
         rt.consume(ON_ROTATION_REPORTED, TenantKeyRotationReportedV1, RotationReports(rt.sessions).on_reported)
 
 

@@ -412,7 +412,6 @@ class JobRunner:
 def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRunner:
     """Jobs: any number of replicas, each claims a due job with ``FOR UPDATE SKIP LOCKED`` and a lease row (idempotent
     by construction). The snapshot planner: idempotent by construction too (one job per tenant and day, by key)."""
-    assert rt.sessions is not None
     sessions = rt.sessions
     runner = JobRunner(sessions, settings, build_providers(settings), clock=clock)
     jobs = Periodic("lifecycle-jobs", runner.run_once, settings.lifecycle_poll_seconds)
@@ -425,7 +424,7 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
                 await p.aclose()
 
     rt.start("lifecycle-jobs", run_jobs(), jobs.stop)
-    if rt.bus is not None:
+    if rt.has_bus:
         reports = handlers.ReportHandlers(sessions)
         rt.consume(handlers.ON_TASK_REPORTED, TenantTaskReportedV1, reports.on_task_reported)
     if settings.database_url:

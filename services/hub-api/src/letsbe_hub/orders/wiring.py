@@ -49,7 +49,7 @@ _RUNTIMES: weakref.WeakKeyDictionary[Runtime, OrdersRuntime] = weakref.WeakKeyDi
 
 
 def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
-    assert rt.bus is not None and rt.sessions is not None and settings.database_url
+    assert settings.database_url
     gateway: PaymentGateway | None = None
     if settings.stripe_secret_key is not None:
         gateway = StripeGateway(settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base)

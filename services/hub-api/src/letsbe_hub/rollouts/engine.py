@@ -36,6 +36,5 @@ class RolloutEngine:
 
 
 def start(rt: Runtime, settings: HubSettings) -> None:
-    assert rt.sessions is not None
     engine = RolloutEngine(rt.sessions, settings)
     rt.every("rollout-engine", settings.rollout_tick_seconds, engine.run_once, leased=True)

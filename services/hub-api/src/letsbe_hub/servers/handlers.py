@@ -92,7 +92,6 @@ class ServerWorkers:
 
 
 def start(rt: Runtime, settings: ServerSettings) -> None:
-    assert rt.sessions is not None and rt.bus is not None
     workers = ServerWorkers(rt.sessions, rt.bus, settings)
     rt.start(CONSUMER, workers.run_allocation(), workers.stop)
     rt.start(ON_PROVISIONED, workers.run_on_provisioned(), workers.stop)

@@ -28,7 +28,6 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         async with runtime(settings) as rt:
             app.state.runtime = rt
             app.state.settings = settings
-            assert rt.bus is not None
             relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
             rt.start("outbox-relay", relay.run(), relay.stop)
             handlers.start(rt, settings)

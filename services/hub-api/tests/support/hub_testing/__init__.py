@@ -49,7 +49,6 @@ def hub_app(
             app.state.runtime = rt
             app.state.settings = settings
             if workers is not None:
-                assert rt.bus is not None
                 relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.2)
                 rt.start("outbox-relay", relay.run(), relay.stop)
                 app.state.workers = workers(rt, settings)
