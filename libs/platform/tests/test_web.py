@@ -13,7 +13,7 @@ from sqlalchemy import text
 from letsbe_contracts.events import TenantHeartbeatV1
 from letsbe_platform.errors import Conflict
 from letsbe_platform.settings import ServiceSettings
-from letsbe_platform.web import SessionDep, create_service_app, runtime
+from letsbe_platform.web import SessionDep, Slot, create_service_app, runtime
 
 router = APIRouter(prefix="/things", tags=["things"])
 
@@ -98,6 +98,10 @@ async def test_a_runtime_without_a_database_or_bus_says_so_at_the_first_use(data
         with pytest.raises(RuntimeError, match="runs without NATS"):
             rt.consume("nobody", TenantHeartbeatV1, lambda event, delivery: None)
         assert await rt.ready() == {"postgres": "ok"}
+        # A context keeps its own part on the runtime; another slot, even of the same type, is another place.
+        orders, billing = Slot[list[str]]("orders"), Slot[list[str]]("orders")
+        kept = rt.attach(orders, ["order"])
+        assert rt.part(orders) is kept and rt.part(billing) is None
     async with runtime(settings, database=False, bus=False) as rt:
         for missing in ("engine", "sessions"):
             with pytest.raises(RuntimeError, match="runs without a database"):

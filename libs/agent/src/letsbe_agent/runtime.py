@@ -22,7 +22,6 @@ import shutil
 import socket
 import time
 import uuid
-import weakref
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +52,7 @@ from letsbe_agent.wire import (
 )
 from letsbe_contracts.enums import AgentKind
 from letsbe_contracts.protocol import CREDENTIAL_FILE
-from letsbe_platform.asgi import Runtime
+from letsbe_platform.asgi import Runtime, Slot
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import FullJitter, jittered
 
@@ -543,7 +542,7 @@ def _hostname() -> str:
     return name or "tenant"
 
 
-_agents: weakref.WeakKeyDictionary[Runtime, AgentRuntime] = weakref.WeakKeyDictionary()
+AGENT: Slot[AgentRuntime] = Slot("agent")
 
 
 def start_agent(rt: Runtime, settings: AgentSettings, kind: AgentKind, version: str) -> AgentRuntime | None:
@@ -552,10 +551,10 @@ def start_agent(rt: Runtime, settings: AgentSettings, kind: AgentKind, version: 
         log.warning("LETSBE hub_url is not set: this agent does not register, heartbeat or take commands")
         return None
     agent = AgentRuntime(settings, kind=kind, version=version)
-    _agents[rt] = agent
+    rt.attach(AGENT, agent)
     rt.start("agent", agent.run(), agent.stop)
     return agent
 
 
 def agent_of(rt: Runtime) -> AgentRuntime | None:
-    return _agents.get(rt)
+    return rt.part(AGENT)

@@ -16,7 +16,8 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
@@ -43,6 +44,17 @@ if TYPE_CHECKING:  # only annotations: ServiceConfig is a pydantic model, which 
 log = get_logger(__name__)
 
 
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, eq=False)
+class Slot(Generic[T]):
+    """Where one context keeps its own part of a :class:`Runtime` (its workers' handles, for its endpoints to find):
+    ``ORDERS: Slot[OrdersRuntime] = Slot("orders")``, then ``rt.attach(ORDERS, part)`` and ``rt.part(ORDERS)``."""
+
+    name: str
+
+
 class Runtime:
     """Process-wide resources of a service, built in lifespan (never at import) and closed in reverse order."""
 
@@ -54,6 +66,7 @@ class Runtime:
         self._tasks: list[tuple[str, asyncio.Task[None], Callable[[], None] | None]] = []
         self._consumers: list[Consumer] = []
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._parts: dict[Slot[Any], Any] = {}
         self.stopping = asyncio.Event()
 
     # What :func:`runtime` connected: a service asks for its database and bus without checking, and one started
@@ -84,6 +97,16 @@ class Runtime:
         if self._bus is None:
             raise RuntimeError(f"{self.settings.service_name} runs without NATS")
         return self._bus
+
+    def attach(self, slot: Slot[T], part: T) -> T:
+        """Keep ``part`` in ``slot`` for the life of this runtime."""
+        self._parts[slot] = part
+        return part
+
+    def part(self, slot: Slot[T]) -> T | None:
+        """What ``slot`` holds; None in a process that did not start that context (an app built for one context's
+        tests, a replica without that worker)."""
+        return self._parts.get(slot)
 
     def start(self, name: str, coro: Awaitable[None], stop: Callable[[], None] | None = None) -> None:
         """Run a background worker (consumer, relay, sweep). ``stop`` asks it to finish its current work and return."""

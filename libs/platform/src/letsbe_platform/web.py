@@ -29,6 +29,7 @@ from letsbe_platform.asgi import (  # noqa: F401
     RequestIdMiddleware,
     Runtime,
     SandboxHeaderMiddleware,
+    Slot,
     _body_too_large,
     _domain_error,
     _http_error,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,7 +13,7 @@ from letsbe_hub.config import HubSettings
 from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.payments.errors import PaymentsNotConfigured
 from letsbe_hub.payments.gateway import PaymentGateway
-from letsbe_platform.web import Runtime
+from letsbe_platform.web import Runtime, Slot
 from letsbe_platform.workers import Periodic
 
 
@@ -26,11 +25,12 @@ class BillingRuntime:
     periodic: Periodic  # kicked after a billing event commits: its email goes out without waiting for the tick
 
 
-_RUNTIMES: weakref.WeakKeyDictionary[Runtime, BillingRuntime] = weakref.WeakKeyDictionary()
+BILLING: Slot[BillingRuntime] = Slot("billing")
 
 
 def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
-    orders_rt = orders_wiring._RUNTIMES[rt]
+    orders_rt = rt.part(orders_wiring.ORDERS)
+    assert orders_rt is not None, "billing starts after orders"
     gateway = orders_rt.gateway
     prices = PriceBook(gateway, settings)
     orders_rt.price_for = prices.price_for_order  # an operator's new checkout for a website order stays monthly
@@ -48,18 +48,17 @@ def start(rt: Runtime, settings: HubSettings) -> BillingRuntime:
     # Idempotent by construction: each due row is taken with FOR UPDATE SKIP LOCKED (billing/worker.py).
     periodic = rt.every("billing-worker", settings.billing_tick_seconds, round)
     billing_rt = BillingRuntime(gateway, prices, worker, periodic)
-    _RUNTIMES[rt] = billing_rt
-    return billing_rt
+    return rt.attach(BILLING, billing_rt)
 
 
 def kick(rt: Runtime) -> None:
-    billing_rt = _RUNTIMES.get(rt)
+    billing_rt = rt.part(BILLING)
     if billing_rt is not None:
         billing_rt.periodic.kick()
 
 
 def get_billing_runtime(request: Request) -> BillingRuntime:
-    billing_rt = _RUNTIMES.get(request.app.state.runtime)
+    billing_rt = request.app.state.runtime.part(BILLING)
     if billing_rt is None:  # an app built without the billing worker (one context's tests)
         raise PaymentsNotConfigured("Billing is not running in this process.")
     return billing_rt

@@ -6,7 +6,6 @@ exclusivity plus the inbox claim."""
 
 from __future__ import annotations
 
-import weakref
 from functools import partial
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -19,7 +18,7 @@ from letsbe_hub.config import HubSettings
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.listen import Listener
 from letsbe_platform.logging import get_logger
-from letsbe_platform.web import Runtime
+from letsbe_platform.web import Runtime, Slot
 
 log = get_logger(__name__)
 
@@ -43,12 +42,12 @@ async def sweep_deadlines(sessions: async_sessionmaker[AsyncSession]) -> None:
         log.info("commands timed out", count=n)
 
 
-_wakers: weakref.WeakKeyDictionary[Runtime, Waker] = weakref.WeakKeyDictionary()
+WAKER: Slot[Waker] = Slot("command-waker")
 
 
 def start(rt: Runtime, settings: HubSettings) -> None:
     waker = Waker(settings.database_url or "")
-    _wakers[rt] = waker
+    rt.attach(WAKER, waker)
     rt.start("command-waker", waker.run(), waker.stop)
     rt.every("command-deadline-sweep", settings.command_sweep_seconds, partial(sweep_deadlines, rt.sessions))
     if rt.has_bus:
@@ -56,4 +55,4 @@ def start(rt: Runtime, settings: HubSettings) -> None:
 
 
 def waker_of(rt: Runtime) -> Waker | None:
-    return _wakers.get(rt)
+    return rt.part(WAKER)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import uuid
-import weakref
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -23,24 +22,23 @@ from sse_starlette import ServerSentEvent
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle.state import CANCELLED, STREAM_CHANNEL, SUCCEEDED
 from letsbe_platform.listen import Listener
-from letsbe_platform.web import Runtime
+from letsbe_platform.web import Runtime, Slot
 
 BATCH = 500
 DONE = frozenset({SUCCEEDED, "PRUNED", CANCELLED})
 
-_LISTENERS: weakref.WeakKeyDictionary[Runtime, Listener] = weakref.WeakKeyDictionary()
+LISTENER: Slot[Listener] = Slot("lifecycle-stream-listener")
 
 
 def start_listener(rt: Runtime, database_url: str) -> Listener:
     listener = Listener(database_url, STREAM_CHANNEL)
     rt.start("lifecycle-stream-listener", listener.run(), listener.stop)
-    _LISTENERS[rt] = listener
-    return listener
+    return rt.attach(LISTENER, listener)
 
 
 def _listener(request: Request) -> Listener | None:
     """None where no listener runs (an app without workers): the stream then polls."""
-    return _LISTENERS.get(request.app.state.runtime)
+    return request.app.state.runtime.part(LISTENER)
 
 
 ListenerDep = Annotated[Listener | None, Depends(_listener)]

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -29,8 +28,9 @@ from letsbe_hub.orders.handlers import OrderHandlers
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.state import STREAM_CHANNEL
 from letsbe_hub.payments.gateway import PaymentGateway, StripeGateway
+from letsbe_platform.errors import ServiceUnavailable
 from letsbe_platform.listen import Listener
-from letsbe_platform.web import Runtime
+from letsbe_platform.web import Runtime, Slot
 
 
 @dataclass
@@ -45,7 +45,7 @@ class OrdersRuntime:
     price_for: Callable[[Order], Awaitable[str | None]] | None = None
 
 
-_RUNTIMES: weakref.WeakKeyDictionary[Runtime, OrdersRuntime] = weakref.WeakKeyDictionary()
+ORDERS: Slot[OrdersRuntime] = Slot("orders")
 
 
 def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
@@ -70,12 +70,14 @@ def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
     rt.consume("hub-on-provisioning-step", ProvisioningStepV1, handlers.on_provisioning_step)
     rt.consume("hub-on-provisioning-log", ProvisioningLogV1, handlers.on_provisioning_log)  # one fetcher: in order
     orders_rt = OrdersRuntime(settings, rt.sessions, gateway, listener, mailer, handlers)
-    _RUNTIMES[rt] = orders_rt
-    return orders_rt
+    return rt.attach(ORDERS, orders_rt)
 
 
 def get_orders_runtime(request: Request) -> OrdersRuntime:
-    return _RUNTIMES[request.app.state.runtime]
+    orders_rt = request.app.state.runtime.part(ORDERS)
+    if orders_rt is None:  # an app built without the orders workers (one context's tests)
+        raise ServiceUnavailable("Orders are not served by this process.")
+    return orders_rt
 
 
 OrdersRuntimeDep = Annotated[OrdersRuntime, Depends(get_orders_runtime)]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import math
 import uuid
-import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,7 +25,7 @@ from letsbe_platform.bus import Bus
 from letsbe_platform.db import plain_url
 from letsbe_platform.errors import ServiceUnavailable
 from letsbe_platform.logging import get_logger
-from letsbe_platform.web import Runtime
+from letsbe_platform.web import Runtime, Slot
 
 log = get_logger(__name__)
 
@@ -272,18 +271,18 @@ class HeartbeatWriter:
                 )
 
 
-_writers: weakref.WeakKeyDictionary[Runtime, HeartbeatWriter] = weakref.WeakKeyDictionary()
+WRITER: Slot[HeartbeatWriter] = Slot("heartbeat-writer")
 
 
 def start(rt: Runtime, settings: HubSettings) -> HeartbeatWriter:
     writer = HeartbeatWriter(settings.database_url or "", settings, rt.bus)
-    _writers[rt] = writer
+    rt.attach(WRITER, writer)
     rt.start("heartbeat-writer", writer.run(), writer.stop)
     return writer
 
 
 def writer_of(rt: Runtime) -> HeartbeatWriter:
-    try:
-        return _writers[rt]
-    except KeyError:
-        raise ServiceUnavailable("Heartbeats are not accepted by this process.") from None
+    writer = rt.part(WRITER)
+    if writer is None:
+        raise ServiceUnavailable("Heartbeats are not accepted by this process.")
+    return writer
