@@ -2,7 +2,7 @@
 
     .venv/bin/letsbe-devstack run -- .venv/bin/python bench/monitor_sweep.py [--write] [--tenants 100000] [--runs 5]
 
-The sweep is the monitor's whole periodic unit of work (monitor/alerts/sweep.py), committed: advisory lock, sweep
+The sweep is the monitor's whole periodic unit of work (monitor/alerts/worker.py), committed: advisory lock, sweep
 state, fleet size and freshest heartbeat, marking stale tenants over the ``offline_at`` index, the mass-incident
 check, individual alerts (alert rows, alert-raised outbox events and notification rows for every §9.2 channel),
 backup staleness and token-pool expiry. Scenarios, each on the same 100,000 tenants, reset between runs:
@@ -107,7 +107,7 @@ async def main() -> None:
     args = parser.parse_args()
 
     from letsbe_monitor.alerts.service import AlertEngine
-    from letsbe_monitor.alerts.sweep import Sweep
+    from letsbe_monitor.alerts.worker import Sweep
     from letsbe_monitor.config import MonitorSettings
     from letsbe_platform import migrations
     from letsbe_platform.db import make_engine, make_session_factory

@@ -19,7 +19,7 @@ from letsbe_hub.billing import endpoints as billing
 from letsbe_hub.billing import wiring as billing_wiring
 from letsbe_hub.catalog import endpoints as catalog
 from letsbe_hub.commands import endpoints as commands
-from letsbe_hub.commands import workers as command_workers
+from letsbe_hub.commands import worker as command_workers
 from letsbe_hub.commands.fastpath import HeartbeatFastPath
 from letsbe_hub.config import HubSettings
 from letsbe_hub.console import endpoints as console
@@ -34,7 +34,7 @@ from letsbe_hub.orders import endpoints as orders
 from letsbe_hub.orders import wiring as orders_wiring
 from letsbe_hub.relay import endpoints as relay
 from letsbe_hub.rollouts import endpoints as rollouts
-from letsbe_hub.rollouts import engine as rollout_engine
+from letsbe_hub.rollouts import worker as rollout_workers
 from letsbe_hub.servers import endpoints as servers
 from letsbe_hub.servers import handlers as server_workers
 from letsbe_hub.tenants import endpoints as tenants
@@ -73,7 +73,7 @@ def start_workers(rt: Runtime, settings: HubSettings) -> None:
     rt.start("outbox-relay", relay.run(), relay.stop)
     tenant_heartbeats.start(rt, settings)
     command_workers.start(rt, settings)
-    rollout_engine.start(rt, settings)
+    rollout_workers.start(rt, settings)
     orders_wiring.start(rt, settings)  # orders consumers, SSE listener, Stripe client, welcome mailer
     billing_wiring.start(rt, settings)  # Stripe Prices, dunning/suspension/decommission worker, billing emails
     server_workers.start(rt, settings)  # allocation worker, pool and migration checks

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from hub_testing.tenants import enroll, fast_hub_settings
 from letsbe_hub.app import create_app
 from letsbe_hub.commands import service
-from letsbe_hub.commands.workers import waker_of
+from letsbe_hub.commands.worker import waker_of
 from letsbe_platform.testing import eventually
 
 DIGEST = "sha256:" + "c" * 64

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from letsbe_monitor import __version__
 from letsbe_monitor.alerts.handlers import AlertHandlers
 from letsbe_monitor.alerts.service import AlertEngine
-from letsbe_monitor.alerts.sweep import Sweep
+from letsbe_monitor.alerts.worker import Sweep
 from letsbe_monitor.clock import Clock, utcnow
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.db import SCHEMA

@@ -9,7 +9,7 @@ import pytest
 
 from letsbe_monitor.alerts import liveness
 from letsbe_monitor.alerts import repository as repo
-from letsbe_monitor.alerts.sweep import SweepResult
+from letsbe_monitor.alerts.worker import SweepResult
 from letsbe_monitor.tenants.models import OFFLINE, Tenant
 from letsbe_platform.db import unit_of_work
 

@@ -3,7 +3,7 @@ false offline alerts after a monitor restart or a hub outage."""
 
 from sqlalchemy import func, select
 
-from letsbe_monitor.alerts.sweep import SWEEP_LOCK_KEY, Sweep
+from letsbe_monitor.alerts.worker import SWEEP_LOCK_KEY, Sweep
 
 
 def sweep_for(monitor) -> Sweep:

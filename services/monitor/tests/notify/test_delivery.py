@@ -126,7 +126,7 @@ async def test_medium_emails_staff_and_pushes_the_customer_on_the_third_consecut
 async def test_hard_goes_to_customer_and_every_staff_channel_at_once_with_a_valid_signature(env, clock):
     tid = await env.provision()
     clock.advance(181)
-    from letsbe_monitor.alerts.sweep import Sweep
+    from letsbe_monitor.alerts.worker import Sweep
 
     await Sweep(env.sessions, env.engine, env.settings, clock).once()
     await drain(env)
@@ -158,7 +158,7 @@ async def test_a_tampered_or_replayed_webhook_is_rejected_by_the_receiver(receiv
 
 
 async def raise_offline(env, clock):
-    from letsbe_monitor.alerts.sweep import Sweep
+    from letsbe_monitor.alerts.worker import Sweep
 
     tid = await env.provision()
     clock.advance(181)

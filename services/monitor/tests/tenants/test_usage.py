@@ -5,7 +5,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from letsbe_contracts.events import TenantUsageReportedV1
-from letsbe_monitor.alerts.sweep import Sweep
+from letsbe_monitor.alerts.worker import Sweep
 from letsbe_monitor.tenants import service as tenants
 from letsbe_monitor.tenants.service import billing_period
 from letsbe_platform.db import unit_of_work

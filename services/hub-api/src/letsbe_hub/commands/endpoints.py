@@ -25,7 +25,7 @@ from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.commands import fastpath, service
 from letsbe_hub.commands import repository as repo
 from letsbe_hub.commands.schemas import CommandCreate, CommandView
-from letsbe_hub.commands.workers import waker_of
+from letsbe_hub.commands.worker import waker_of
 from letsbe_hub.tenants.auth import CurrentAgent, _bearer, bearer_key
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.pagination import DEFAULT_LIMIT, Cursor, Limit, Page

@@ -26,7 +26,7 @@ from letsbe_monitor.tenants.models import OFFLINE, ONLINE, Tenant
 from letsbe_platform.logging import get_logger
 
 if TYPE_CHECKING:
-    from letsbe_monitor.alerts.sweep import SweepResult
+    from letsbe_monitor.alerts.worker import SweepResult
 
 log = get_logger(__name__)
 
