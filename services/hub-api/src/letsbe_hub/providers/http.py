@@ -30,7 +30,7 @@ from letsbe_hub.providers.errors import (
 from letsbe_platform import tls
 from letsbe_platform.logging import get_logger
 from letsbe_platform.metrics import LATENCY_BUCKETS
-from letsbe_platform.waiting import parse_retry_after
+from letsbe_platform.waiting import Backoff, parse_retry_after
 
 log = get_logger(__name__)
 
@@ -60,7 +60,7 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), self.max_retry_after)
-        return random.uniform(0, min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1)))
+        return random.uniform(0, Backoff(self.backoff_base, self.backoff_max).nth(attempt))  # full jitter
 
 
 class ProviderHTTP:
