@@ -8,7 +8,6 @@ each accepted message is also written there as one ``.eml`` file (the sandbox's 
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 import uuid
@@ -19,7 +18,7 @@ from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from letsbe_platform.testing import free_port
+from letsbe_platform.testing import eventually, free_port
 
 
 class _Handler:
@@ -74,19 +73,7 @@ class FakeSmtp:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
-        """Block until at least ``count`` messages arrived (from sync code)."""
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.messages)} of {count} messages after {timeout}s")
-            time.sleep(0.02)
-        return list(self.messages)
-
     async def await_messages(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
-        deadline = time.monotonic() + timeout
-        while len(self.messages) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self.messages)} of {count} messages after {timeout}s")
-            await asyncio.sleep(0.02)
+        """The messages, once at least ``count`` have arrived."""
+        await eventually(lambda: len(self.messages) >= count, f"{count} messages", timeout=timeout, every=0.02)
         return list(self.messages)

@@ -127,14 +127,16 @@ async def _wait_ready(url: str, timeout: float = 60) -> bool:
     import httpx
 
     from letsbe_platform.tls import client_context
+    from letsbe_platform.waiting import Backoff, poll_until
 
     async with httpx.AsyncClient(verify=client_context()) as client:
-        for _ in range(int(timeout * 5)):
+
+        async def ready() -> bool:
             with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(url + "/readyz", timeout=1)).status_code == 200:
-                    return True
-            await asyncio.sleep(0.2)
-    return False
+                return (await client.get(url + "/readyz", timeout=1)).status_code == 200
+            return False
+
+        return await poll_until(ready, timeout=timeout, backoff=Backoff.constant(0.2))
 
 
 def say(message: str) -> None:

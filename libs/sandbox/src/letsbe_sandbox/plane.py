@@ -103,16 +103,17 @@ class ControlPlane:
         return r.json()
 
     async def wait_status(self, client: httpx.AsyncClient, order_id: str, status: str, timeout: float = 90) -> dict:
+        seen: dict = {}
+
+        async def reached() -> dict | None:
+            seen.update(await self.get_order(client, order_id))
+            assert seen["status"] not in FINAL - {status}, seen
+            return seen if seen["status"] == status else None
+
         try:
-            async with asyncio.timeout(timeout):
-                while True:
-                    order = await self.get_order(client, order_id)
-                    if order["status"] == status:
-                        return order
-                    assert order["status"] not in FINAL - {status}, order
-                    await asyncio.sleep(0.2)
-        except TimeoutError:
-            raise AssertionError(f"order never reached {status}: {order['status']}\n{self.logs()}") from None
+            return await eventually(reached, f"order {order_id} {status}", timeout=timeout, every=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {seen.get('status')}\n{self.logs()}") from None
 
     async def tenant(self, client: httpx.AsyncClient, tenant_id: str) -> dict:
         r = await client.get(f"{self.hub}/api/v1/admin/tenants/{tenant_id}", headers=self.headers)
