@@ -92,7 +92,7 @@ async def test_a_runtime_without_a_database_or_bus_says_so_at_the_first_use(data
         {"DATABASE_URL": database_url, "LETSBE_BUS_NAMESPACE": bus_namespace, "log_json": False}
     )
     async with runtime(settings, bus=False) as rt:
-        assert rt.has_database and not rt.has_bus
+        assert rt.has_database and not rt.has_bus and rt.database_url == database_url
         async with rt.sessions() as session:
             assert (await session.execute(text("SELECT 1"))).scalar_one() == 1
         with pytest.raises(RuntimeError, match="runs without NATS"):
@@ -103,7 +103,7 @@ async def test_a_runtime_without_a_database_or_bus_says_so_at_the_first_use(data
         kept = rt.attach(orders, ["order"])
         assert rt.part(orders) is kept and rt.part(billing) is None
     async with runtime(settings, database=False, bus=False) as rt:
-        for missing in ("engine", "sessions"):
+        for missing in ("engine", "sessions", "database_url"):
             with pytest.raises(RuntimeError, match="runs without a database"):
                 getattr(rt, missing)
 

@@ -93,6 +93,12 @@ class Runtime:
         return self._sessions
 
     @property
+    def database_url(self) -> str:
+        if self._engine is None or not self.settings.database_url:
+            raise RuntimeError(f"{self.settings.service_name} runs without a database")
+        return self.settings.database_url
+
+    @property
     def bus(self) -> Bus:
         if self._bus is None:
             raise RuntimeError(f"{self.settings.service_name} runs without NATS")
@@ -125,12 +131,20 @@ class Runtime:
         self._consumers.append(consumer)
         return consumer
 
+    def relay_outbox(self, schema: str, *, poll_seconds: float = 1.0) -> None:
+        """Publish ``schema``'s outbox to NATS (a :class:`letsbe_platform.outbox.OutboxRelay`): every service that
+        adds events runs one."""
+        from letsbe_platform.outbox import OutboxRelay
+
+        relay = OutboxRelay(self.database_url, schema, self.bus, poll_seconds=poll_seconds)
+        self.start("outbox-relay", relay.run(), relay.stop)
+
     def every(self, name: str, seconds: float, job: Job, *, leased: bool = False) -> Periodic:
         """Run ``job`` every ``seconds`` (a :class:`letsbe_platform.workers.Periodic`); ``leased``: in exactly one
         replica at a time, by a Postgres lease named ``name``."""
         from letsbe_platform.workers import Lease, Periodic
 
-        lease = Lease(self.settings.database_url or "", name) if leased else None
+        lease = Lease(self.database_url, name) if leased else None
         worker = Periodic(name, job, seconds, lease=lease)
         self.start(name, worker.run(), worker.stop)
         return worker

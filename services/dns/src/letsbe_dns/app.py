@@ -34,7 +34,6 @@ from letsbe_dns.records.handlers import (
 )
 from letsbe_dns.records.service import RecordsService
 from letsbe_dns.verify import Verifier
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.tls import client_context
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
@@ -42,8 +41,7 @@ ROUTERS: list = [acme_router, records_router]
 
 
 def start_workers(rt: Runtime, settings: DnsSettings, records: RecordsService) -> None:
-    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
-    rt.start("outbox-relay", relay.run(), relay.stop)
+    rt.relay_outbox(SCHEMA)
     options = {
         "max_deliver": settings.consumer_max_deliver,
         "backoff": settings.consumer_backoff_seconds,

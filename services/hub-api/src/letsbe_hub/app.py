@@ -41,7 +41,6 @@ from letsbe_hub.tenants import endpoints as tenants
 from letsbe_hub.tenants import heartbeat as tenant_heartbeats
 from letsbe_hub.webhooks import endpoints as webhooks
 from letsbe_platform.db import unit_of_work
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 ROUTERS = [
@@ -69,8 +68,7 @@ ROUTERS = [
 
 def start_workers(rt: Runtime, settings: HubSettings) -> None:
     """Every background worker of the hub: the outbox relay, event consumers, periodic checks."""
-    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
-    rt.start("outbox-relay", relay.run(), relay.stop)
+    rt.relay_outbox(SCHEMA)
     tenant_heartbeats.start(rt, settings)
     command_workers.start(rt, settings)
     rollout_workers.start(rt, settings)

@@ -19,7 +19,6 @@ from letsbe_monitor.notify.channels import build_channels
 from letsbe_monitor.notify.worker import DeliveryWorker
 from letsbe_monitor.tenants.handlers import TenantHandlers
 from letsbe_monitor.tls.service import TlsChecker
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.tls import client_context
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
@@ -27,8 +26,7 @@ ROUTERS: list = []
 
 
 def start_workers(rt: Runtime, settings: MonitorSettings, http: httpx.AsyncClient, clock: Clock = utcnow) -> None:
-    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
-    rt.start("outbox-relay", relay.run(), relay.stop)
+    rt.relay_outbox(SCHEMA)
 
     engine = AlertEngine(settings)
     TenantHandlers(rt.sessions, engine, settings, clock).consume(rt)

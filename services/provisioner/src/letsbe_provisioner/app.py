@@ -17,7 +17,6 @@ from letsbe_contracts.events import (
 )
 from letsbe_platform.bus import E
 from letsbe_platform.logging import get_logger
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 from letsbe_provisioner import __version__
 from letsbe_provisioner.config import ProvisionerSettings
@@ -51,8 +50,7 @@ def build_pipeline(rt: Runtime, settings: ProvisionerSettings) -> Pipeline:
 
 
 def start_workers(rt: Runtime, settings: ProvisionerSettings) -> Pipeline | None:
-    relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.5)
-    rt.start("outbox-relay", relay.run(), relay.stop)
+    rt.relay_outbox(SCHEMA, poll_seconds=0.5)
     missing = settings.missing()
     if missing:
         log.warning("pipeline disabled: settings missing", missing=missing)

@@ -46,7 +46,7 @@ WAKER: Slot[Waker] = Slot("command-waker")
 
 
 def start(rt: Runtime, settings: HubSettings) -> None:
-    waker = Waker(settings.database_url or "")
+    waker = Waker(rt.database_url)
     rt.attach(WAKER, waker)
     rt.start("command-waker", waker.run(), waker.stop)
     rt.every("command-deadline-sweep", settings.command_sweep_seconds, partial(sweep_deadlines, rt.sessions))

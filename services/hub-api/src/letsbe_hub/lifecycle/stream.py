@@ -30,8 +30,8 @@ DONE = frozenset({SUCCEEDED, "PRUNED", CANCELLED})
 LISTENER: Slot[Listener] = Slot("lifecycle-stream-listener")
 
 
-def start_listener(rt: Runtime, database_url: str) -> Listener:
-    listener = Listener(database_url, STREAM_CHANNEL)
+def start_listener(rt: Runtime) -> Listener:
+    listener = Listener(rt.database_url, STREAM_CHANNEL)
     rt.start("lifecycle-stream-listener", listener.run(), listener.stop)
     return rt.attach(LISTENER, listener)
 

@@ -427,8 +427,7 @@ def start(rt: Runtime, settings: HubSettings, *, clock: Clock = utcnow) -> JobRu
     if rt.has_bus:
         reports = handlers.ReportHandlers(sessions)
         rt.consume(handlers.ON_TASK_REPORTED, TenantTaskReportedV1, reports.on_task_reported)
-    if settings.database_url:
-        stream.start_listener(rt, settings.database_url)
+    stream.start_listener(rt)
     if settings.snapshots_enabled:
 
         async def plan() -> None:

@@ -49,12 +49,11 @@ ORDERS: Slot[OrdersRuntime] = Slot("orders")
 
 
 def start(rt: Runtime, settings: HubSettings) -> OrdersRuntime:
-    assert settings.database_url
     gateway: PaymentGateway | None = None
     if settings.stripe_secret_key is not None:
         gateway = StripeGateway(settings.stripe_secret_key.get_secret_value(), api_base=settings.stripe_api_base)
         rt.close_last(gateway.aclose)
-    listener = Listener(settings.database_url, STREAM_CHANNEL)
+    listener = Listener(rt.database_url, STREAM_CHANNEL)
     rt.start("order-stream-listener", listener.run(), listener.stop)
     mailer: WelcomeMailer | None = None
     kick_mailer: Callable[[], None] = lambda: None  # noqa: E731

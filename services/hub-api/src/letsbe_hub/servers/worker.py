@@ -15,7 +15,6 @@ from letsbe_hub import __version__
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
 from letsbe_hub.servers import endpoints, handlers
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.serve import serve
 from letsbe_platform.web import create_service_app, runtime
 
@@ -28,8 +27,7 @@ def create_app(settings: HubSettings | None = None) -> FastAPI:
         async with runtime(settings) as rt:
             app.state.runtime = rt
             app.state.settings = settings
-            relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus)
-            rt.start("outbox-relay", relay.run(), relay.stop)
+            rt.relay_outbox(SCHEMA)
             handlers.start(rt, settings)
             yield
 

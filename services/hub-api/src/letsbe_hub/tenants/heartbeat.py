@@ -275,7 +275,7 @@ WRITER: Slot[HeartbeatWriter] = Slot("heartbeat-writer")
 
 
 def start(rt: Runtime, settings: HubSettings) -> HeartbeatWriter:
-    writer = HeartbeatWriter(settings.database_url or "", settings, rt.bus)
+    writer = HeartbeatWriter(rt.database_url, settings, rt.bus)
     rt.attach(WRITER, writer)
     rt.start("heartbeat-writer", writer.run(), writer.stop)
     return writer

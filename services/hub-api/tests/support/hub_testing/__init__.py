@@ -17,7 +17,6 @@ from letsbe_hub import web
 from letsbe_hub.app import ROUTERS
 from letsbe_hub.config import HubSettings
 from letsbe_hub.db import SCHEMA
-from letsbe_platform.outbox import OutboxRelay
 from letsbe_platform.web import Runtime, create_service_app, runtime
 
 # Idle apps by their routers. FastAPI (0.165) builds each included route's handler, dependency tree and field models
@@ -49,8 +48,7 @@ def hub_app(
             app.state.runtime = rt
             app.state.settings = settings
             if workers is not None:
-                relay = OutboxRelay(settings.database_url or "", SCHEMA, rt.bus, poll_seconds=0.2)
-                rt.start("outbox-relay", relay.run(), relay.stop)
+                rt.relay_outbox(SCHEMA, poll_seconds=0.2)
                 app.state.workers = workers(rt, settings)
             yield
 
