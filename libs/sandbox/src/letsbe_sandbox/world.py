@@ -389,7 +389,10 @@ def _claim(first: int, kept: Path) -> bool:
         os.link(draft, claim)  # atomic, with its content, and fails while another sandbox holds the block
         return True
     except FileExistsError:
-        return Path(claim.read_text()) == kept.resolve()
+        try:
+            return Path(claim.read_text()) == kept.resolve()
+        except FileNotFoundError:  # it lapsed just now: draw again
+            return False
     finally:
         draft.unlink()
 
