@@ -60,6 +60,14 @@ def test_a_restarted_sandbox_keeps_its_block_and_a_removed_ones_block_is_free_ag
     assert block(Sandbox(tmp_path / "two")) == block(first)
 
 
+def test_the_claims_of_removed_sandboxes_do_not_pile_up(tmp_path: Path, claims: Path) -> None:
+    for n in range(5):
+        Sandbox(tmp_path / str(n))
+        shutil.rmtree(tmp_path / str(n))
+    Sandbox(tmp_path / "last")
+    assert len([c for c in claims.iterdir() if not c.name.startswith(".")]) == 1
+
+
 def test_a_restarted_sandbox_claims_its_block_again_after_the_claims_are_gone(
     tmp_path: Path, claims: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
