@@ -1,8 +1,8 @@
 """`make run` under fire: the real `letsbe-run`, in sandbox mode with its own Postgres and NATS, takes
 orders that customers pay through the Stripe fake. Each of the four services, then Postgres, then NATS is killed
-with SIGKILL while an order is caught in the middle of a step. The supervisor restarts what died, and every order
-still reaches FULFILLED with each outside effect exactly once: one Hetzner server, one DNS record set, one welcome
-email, and an order history without a repeated transition."""
+with SIGKILL while an order is held in the middle of a step (the sandbox's holds). The supervisor restarts what died,
+and every order still reaches FULFILLED with each outside effect exactly once: one Hetzner server, one DNS record
+set, one welcome email, and an order history without a repeated transition."""
 
 from __future__ import annotations
 
@@ -29,10 +29,10 @@ from letsbe_platform.devstack import free_port
 from letsbe_platform.runner import SERVICES
 from letsbe_platform.testing.make_run import Run, eventually, start_run, stop_run, without_servers
 from letsbe_sandbox.plane import FAST_RECOVERY
+from letsbe_sandbox.world import HOLDS
 
 # Each slow step of the sandbox (a server boots, DNS changes propagate, step 2 allocates the swap file) takes this
-# long: the window in which the test must see the order mid-step (each look is two HTTP calls) and kill. 2 s was
-# missed once on a heavily loaded machine (the order went through the window unseen).
+# long in the scaled-out test: while the first order is fulfilled, the later ones are still on their way.
 SLOW = 3.0
 HISTORY = [
     "PENDING_PAYMENT",
@@ -116,6 +116,23 @@ class Stack:
         zones = [z for z in self.state("cloudflare").get("zones", []) if z["name"] == domain]
         return [r for z in zones for r in z["records"].values()]
 
+    async def hold(self, steps: set[str]) -> None:
+        """Hold these slow steps of the sandbox (and let every other one go on), once the sandbox says it does."""
+        holds = self.sandbox / "holds"
+        holds.mkdir(exist_ok=True)
+        for step in HOLDS:
+            if step in steps:
+                (holds / step).touch()
+            else:
+                (holds / step).unlink(missing_ok=True)
+
+        def applied() -> bool:
+            with contextlib.suppress(OSError):
+                return set((holds / "applied").read_text().split()) == steps
+            return False
+
+        await eventually(applied, f"the sandbox holding {sorted(steps)}", timeout=30)
+
     def swap_file_started(self, order_id: str) -> bool:
         servers = self.servers_of(order_id)
         if not servers:
@@ -154,31 +171,32 @@ async def under_way(stack: Stack, order_id: str, domain: str) -> bool:
 
 
 Stage = Callable[[Stack, str, str], Awaitable[bool]]
-# Two waves of orders; the first order of each is watched, and caught at each stage in turn. It cannot get past a
-# stage before the process killed at the one before is back (the hub moves every order on, DNS gates provisioning,
-# and nothing moves without Postgres or NATS), so the next kill lands mid-step too.
-WAVES: list[list[tuple[str, Stage]]] = [
+# Two waves of orders; the first order of each is watched, and caught at each stage in turn, held there by the
+# sandbox (the hold named last) until the process killed in it is back: so every kill lands mid-step, however busy
+# the machine. The monitor is killed while the order is still held at the swap file.
+WAVES: list[list[tuple[str, Stage, str]]] = [
     [
-        ("hub-api", server_booting),
-        ("dns", dns_propagating),
-        ("provisioner", swap_file_allocating),
-        ("monitor", under_way),
+        ("hub-api", server_booting, "server-boot"),
+        ("dns", dns_propagating, "dns"),
+        ("provisioner", swap_file_allocating, "swap-file"),
+        ("monitor", under_way, "swap-file"),
     ],
-    [("postgres", server_booting), ("nats", dns_propagating)],
+    [("postgres", server_booting, "server-boot"), ("nats", dns_propagating, "dns")],
 ]
 ORDERS_PER_WAVE = 2
 
 
 @contextlib.asynccontextmanager
-async def make_run(start_timeout: float = 120, **extra_env: str) -> AsyncIterator[Stack]:
-    """`letsbe-run` in sandbox mode with its own Postgres and NATS (``extra_env``: e.g. replicas, a NATS cluster)."""
+async def make_run(start_timeout: float = 120, slow: float = 0.0, **extra_env: str) -> AsyncIterator[Stack]:
+    """`letsbe-run` in sandbox mode with its own Postgres and NATS (``slow``: seconds each slow step of the sandbox
+    takes; ``extra_env``: e.g. replicas, a NATS cluster)."""
     # Short: each sandbox VPS's Docker socket lives under it, and a unix socket path has at most 107 bytes.
     tmp = Path(tempfile.mkdtemp(prefix="lbrun-"))
     env = {
         **{k: v for k, v in without_servers().items() if k != "LETSBE_SANDBOX_DIR"},  # the sandbox in the data dir
         **FAST_RECOVERY,
         "LETSBE_SANDBOX": "1",
-        "LETSBE_SANDBOX_SLOW_SECONDS": str(SLOW),
+        "LETSBE_SANDBOX_SLOW_SECONDS": str(slow),
         "LETSBE_PG_PORT": str(free_port()),
         "LETSBE_NATS_PORT": str(free_port()),
         **extra_env,
@@ -259,12 +277,14 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
             raise AssertionError(f"{exc}\norders: {statuses}\n{run.output()[-8000:]}") from None
 
     for w, wave in enumerate(WAVES, 1):
+        await stack.hold({hold for _, _, hold in wave})
         placed = []
         for n in range(1, ORDERS_PER_WAVE + 1):
             domain = f"chaos{w}-{n}.example.com"
             placed.append((await stack.order(domain), domain))
         watched, domain = placed[0]
-        for target, stage in wave:
+        for i, (target, stage, _) in enumerate(wave):
+            await stack.hold({hold for _, _, hold in wave[i:]})  # the steps before this one go on
             caught = partial(stage, stack, watched, domain)
             await explained(eventually(caught, f"{domain} {stage.__name__}", timeout=60, every=0.1))
             killed_at = datetime.now(UTC)
@@ -273,6 +293,7 @@ async def test_killing_each_process_of_make_run_mid_flow_still_fulfils_every_ord
             for order_id, order_domain in placed:
                 orders.setdefault(order_id, (order_domain, killed_at))
             await explained(recovered(run, target, pid))
+        await stack.hold(set())
 
     final = await explained(every_order_fulfilled(stack, {o: d for o, (d, _) in orders.items()}))
 
@@ -326,7 +347,7 @@ OLD, NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 async def cluster() -> AsyncIterator[Stack]:
     # Eight service processes, three NATS nodes, Postgres and the sandbox: on a busy 2-core machine they take a while.
     scaled = {"LETSBE_REPLICAS": "2", "LETSBE_NATS_CLUSTER": "3", "LETSBE_HUB_ROLLOUT_TICK_SECONDS": "0.5"}
-    async with make_run(start_timeout=240, **scaled) as running:
+    async with make_run(start_timeout=240, slow=SLOW, **scaled) as running:
         yield running
 
 

@@ -2,7 +2,7 @@
 
 `make run` starts this first when no provider credentials are configured, then starts every service with the
 environment it wrote. ``LETSBE_SANDBOX_SLOW_SECONDS`` makes each slow step of the world take that long
-(letsbe_sandbox.world.Sandbox).
+(letsbe_sandbox.world.Sandbox); a file in ``<root>/holds/`` holds one until it is deleted (letsbe_sandbox.world.HOLDS).
 """
 
 from __future__ import annotations

@@ -37,6 +37,11 @@ from letsbe_sandbox.vps import Vps
 
 # Heartbeats every 5 s instead of 60 s, so "stop an agent, see the offline alert" takes seconds, not minutes.
 HEARTBEAT_SECONDS = 5
+# The slow steps of the world that can be held (an empty file of that name in <root>/holds/ holds it; removing the
+# file lets it go on): a server boots, DNS changes reach the nameservers, provisioning step 2 allocates the swap
+# file. Held, an order waits mid-step as long as someone needs it there (a test killing a service under it). The
+# sandbox writes the names it holds to <root>/holds/applied once it does.
+HOLDS = ("server-boot", "dns", "swap-file")
 
 
 @dataclass(frozen=True)
@@ -119,6 +124,8 @@ class Sandbox:
         self._vps_lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()  # set as each SSH command on a VPS ends
+        self.holds = self.root / "holds"
+        self._held: frozenset[str] | None = None
         self._poller = threading.Thread(target=self._poll, name="sandbox-vps-poller", daemon=True)
 
     @property
@@ -177,6 +184,8 @@ class Sandbox:
         self.smtp = FakeSmtp(spool_dir=self.root / "mail").start()  # each email also as a file: mail/*.eml
         # Every tenant's nginx as the monitor sees it from outside: a valid certificate for any name (SNI).
         self.tls = FakeTlsEndpoint().start()
+        self.each_vps(self._hold_swap_file)
+        self._apply_holds()
         for server in list(self.hetzner.servers.values()):  # a restart: the servers of the last run boot again
             self._server_created(server)
         self._poller.start()
@@ -243,10 +252,33 @@ class Sandbox:
             self._kick.clear()
             if self._stop.is_set():
                 return
+            self._apply_holds()
             with self._vps_lock:
                 vpses = list(self.vpses.values())
             for vps in vpses:
                 vps.poll()
+
+    def _apply_holds(self) -> None:
+        held = frozenset(name for name in HOLDS if (self.holds / name).exists())
+        if held == self._held:
+            return
+        self._held = held
+        self.hetzner.hold_actions = "server-boot" in held
+        self.cloudflare.hold_dns("dns" in held)
+        with self._vps_lock:
+            vpses = list(self.vpses.values())
+        for vps in vpses:
+            self._hold_swap_file(vps)
+        self.holds.mkdir(exist_ok=True)
+        applied = self.holds / ".applied"
+        applied.write_text("".join(f"{name}\n" for name in sorted(held)))
+        applied.replace(self.holds / "applied")
+
+    def _hold_swap_file(self, vps: Vps) -> None:
+        if self._held and "swap-file" in self._held:
+            vps.target.hold("fallocate")
+        else:
+            vps.target.release("fallocate")
 
     # --- how the services reach the world --------------------------------------------------------------------
 
