@@ -21,6 +21,7 @@ from letsbe_fakes.ssh_target import SshTarget
 from letsbe_hub.db import inbox
 from letsbe_hub.servers.allocation import CONSUMER
 from letsbe_hub.servers.models import AllocationHold, Server
+from letsbe_platform.testing import eventually
 from letsbe_platform.testing.processes import ServiceProcess
 
 POOL, ORDERS = 50, 200
@@ -53,11 +54,11 @@ async def test_200_orders_on_50_pool_servers_across_two_processes_never_double_b
         async with sessions() as s:
             return await s.scalar(select(func.count()).select_from(inbox).where(inbox.c.consumer == CONSUMER))
 
-    deadline = asyncio.get_running_loop().time() + 90
-    while await handled() < ORDERS:
-        assert asyncio.get_running_loop().time() < deadline, f"only {await handled()} of {ORDERS} handled"
+    async def all_handled() -> bool:
         assert all(h.proc.poll() is None for h in hubs), hubs[0].logs()[-3000:]
-        await asyncio.sleep(0.1)
+        return await handled() == ORDERS
+
+    await eventually(all_handled, f"all {ORDERS} orders handled by the two hubs", timeout=90, every=0.1)
 
     async with sessions() as s:
         servers = list((await s.execute(select(Server))).scalars())
