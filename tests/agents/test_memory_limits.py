@@ -10,7 +10,6 @@ import os
 import random
 import string
 import sys
-import time
 import uuid
 
 import httpx
@@ -20,7 +19,7 @@ from fastapi import FastAPI
 from letsbe_agent import fernet
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.openai import FakeOpenAI
-from letsbe_platform.testing import free_port
+from letsbe_platform.testing import eventually, eventually_blocking, free_port
 from letsbe_platform.testing.processes import ServiceProcess
 from letsbe_sandbox import memlimit
 from letsbe_sandbox.memlimit import spawn
@@ -73,10 +72,10 @@ def test_a_process_over_its_limit_is_oom_killed_and_the_log_says_so(tmp_path):
     cgroup = proc.cgroup
     assert proc.wait(30) == -9
     assert proc.oom_kills() == 1
-    deadline = time.monotonic() + 10
-    while cgroup.exists() or "KILLED" not in (tmp_path / "hog.log").read_text():
-        assert time.monotonic() < deadline, "the cgroup was not removed or the kill not reported"
-        time.sleep(0.05)
+    eventually_blocking(
+        lambda: not cgroup.exists() and "KILLED" in (tmp_path / "hog.log").read_text(),
+        "the cgroup removed and the kill reported",
+    )
     log = (tmp_path / "hog.log").read_text()
     assert "survived" not in log and "KILLED by the kernel's OOM killer (1x) at its 48 MB limit" in log
     assert proc.oom_kills() == 1  # still known once the cgroup is gone
@@ -200,12 +199,12 @@ async def _soak(admin: httpx.AsyncClient, tenant: str, agents: dict, secrets: di
         view = (await admin.get(f"/api/v1/admin/tenants/{tenant}")).json()
         return {a["agent"] for a in view.get("agents", []) if a["last_heartbeat_at"]} == set(agents)
 
-    deadline = time.monotonic() + 30
-    while not await beating():
+    async def alive_and_beating() -> bool:
         for name, (proc, _) in agents.items():
             assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "the agents did not register and heartbeat"
-        await asyncio.sleep(0.2)
+        return await beating()
+
+    await eventually(alive_and_beating, "the agents registered and heartbeating", timeout=30, every=0.2)
 
     rng = random.Random(5)
     values = list(secrets.values())
