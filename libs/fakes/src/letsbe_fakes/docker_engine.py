@@ -110,14 +110,7 @@ class DockerEngineFake:
         self._server = QuickServer(
             uvicorn.Config(self.app, uds=str(self.socket_path), log_level="warning", lifespan="off", access_log=False)
         )
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(target=self._server.run, name="fake-docker", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("fake docker engine did not start")
-            time.sleep(0.01)
+        self._thread = self._server.start_in_thread("fake-docker")
         return self
 
     def stop(self) -> None:

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from letsbe_platform.testing import eventually_blocking
+
 
 class QuickServer(uvicorn.Server):
     """uvicorn's server without its fixed waits: uvicorn looks at ``should_exit`` every 0.1 s and then gives open
@@ -26,6 +28,21 @@ class QuickServer(uvicorn.Server):
         while not await self.on_tick(0):  # tick 0: refresh the Date header; True once should_exit is set
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=1)
+
+    def start_in_thread(self, name: str, **run: Any) -> threading.Thread:
+        """Serve from a daemon thread of its own (``run``: uvicorn's ``run`` arguments, e.g. bound ``sockets``);
+        returns once the server is started."""
+        self.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        thread = threading.Thread(target=self.run, kwargs=run, name=name, daemon=True)
+        thread.start()
+
+        def started() -> bool:
+            if not thread.is_alive():
+                raise RuntimeError(f"{name} did not start")
+            return self.started
+
+        eventually_blocking(started, f"{name} started", timeout=10, every=0.01)
+        return thread
 
     def stop(self) -> None:
         self.should_exit = True
@@ -65,27 +82,20 @@ class LoopbackServer:
         self._server = QuickServer(
             uvicorn.Config(app, host=host, port=self.port, log_level="warning", lifespan="off", access_log=False)
         )
-        self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._socket]}, name=f"fake-{self.port}", daemon=True
-        )
+        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
     def start(self) -> LoopbackServer:
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._thread.start()
-        deadline = time.monotonic() + 10
-        while not self._server.started:
-            if time.monotonic() > deadline or not self._thread.is_alive():
-                raise RuntimeError("loopback server did not start")
-            time.sleep(0.01)
+        self._thread = self._server.start_in_thread(f"fake-{self.port}", sockets=[self._socket])
         return self
 
     def stop(self) -> None:
         self._server.stop()
-        self._thread.join(timeout=10)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
         self._socket.close()
 
     def __enter__(self) -> LoopbackServer:

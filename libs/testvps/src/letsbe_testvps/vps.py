@@ -26,6 +26,7 @@ from pathlib import Path
 
 import asyncssh
 
+from letsbe_platform.testing import eventually_blocking
 from letsbe_testvps.image import ensure_image, host_mirror
 from letsbe_testvps.images import REGISTRY_PORT, start_registry
 
@@ -123,14 +124,10 @@ def _alive(pid: int, needle: str) -> bool:
 
 
 def _wait(check, what: str, timeout: float, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise VpsError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
+    try:
+        return eventually_blocking(check, what, timeout=timeout, every=interval)
+    except AssertionError as exc:
+        raise VpsError(str(exc)) from None
 
 
 # --- cgroups (v1): one per VPS in every controller, so nspawn's and dockerd's cgroups nest there ----------------

@@ -14,7 +14,6 @@ import base64
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,6 +24,8 @@ from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
+
+from letsbe_platform.testing import eventually_blocking
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -55,18 +56,20 @@ class Browser:
 
     def wait_for(self, check: Callable[[], T], *, what: str, timeout: float = 30.0) -> T:
         """Poll ``check`` (in the browser's thread) until it returns something truthy."""
-        deadline = time.monotonic() + timeout
         last: Exception | None = None
-        while time.monotonic() < deadline:
+
+        def attempt() -> T | None:
+            nonlocal last
             try:
-                value = check()
-                if value:
-                    return value
+                return check()
             except WebDriverException as exc:  # the element is not there yet
                 last = exc
-            time.sleep(0.1)
-        page = f"{self.url}\n{self.text[-2000:]}"
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}; page: {page}") from last
+                return None
+
+        try:
+            return eventually_blocking(attempt, what, timeout=timeout, every=0.1)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; page: {self.url}\n{self.text[-2000:]}") from last
 
     def cookies(self) -> list[dict[str, Any]]:
         return self.driver.get_cookies()
