@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 import typer
@@ -171,12 +172,9 @@ def rotate_key(
     if idempotency_key:
         body["idempotency_key"] = idempotency_key
     command = hub.post(f"/api/v1/admin/tenants/{tenant_id}/commands", body)
-    deadline = time.monotonic() + timeout
-    while wait and command["status"] not in FINAL_COMMAND_STATUSES:
-        if time.monotonic() >= deadline:
-            raise CliError(f"command {command['id']} is still {command['status']} after {timeout:g}s", EXIT_NO_ANSWER)
-        time.sleep(1)
-        command = hub.get(f"/api/v1/admin/commands/{command['id']}")
+    if wait:
+        path = f"/api/v1/admin/commands/{command['id']}"
+        command = _until_final(hub, command, path, FINAL_COMMAND_STATUSES, f"command {command['id']}", timeout)
     hub.emit(command, lambda c: f"{c['id']}  rotate {key}  {c['status']}  (by {c['created_by']})" + (
         f": {c['error']}" if c.get("error") else ""))
     if wait and command["status"] != "SUCCEEDED":
@@ -189,13 +187,22 @@ TimeoutOpt = Annotated[float, typer.Option(help="Seconds to wait.")]
 FINAL_JOB_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
-def _follow_tool_change(hub: Hub, job: dict[str, Any], wait: bool, timeout: float) -> None:
+def _until_final(hub: Hub, item: dict[str, Any], path: str, final: Iterable[str], what: str, timeout: float) -> dict:
+    """``item`` read again from ``path`` every second until its status is one of ``final``; past ``timeout`` the
+    CLI exits with EXIT_NO_ANSWER (it may still finish)."""
     deadline = time.monotonic() + timeout
-    while wait and job["status"] not in FINAL_JOB_STATUSES:
+    while item["status"] not in final:
         if time.monotonic() >= deadline:
-            raise CliError(f"job {job['job_id']} is still {job['status']} after {timeout:g}s", EXIT_NO_ANSWER)
+            raise CliError(f"{what} is still {item['status']} after {timeout:g}s", EXIT_NO_ANSWER)
         time.sleep(1)
-        job = hub.get(f"/api/v1/admin/lifecycle/jobs/{job['job_id']}")
+        item = hub.get(path)
+    return item
+
+
+def _follow_tool_change(hub: Hub, job: dict[str, Any], wait: bool, timeout: float) -> None:
+    if wait:
+        path = f"/api/v1/admin/lifecycle/jobs/{job['job_id']}"
+        job = _until_final(hub, job, path, FINAL_JOB_STATUSES, f"job {job['job_id']}", timeout)
     d = job["data"]
     hub.emit(job, lambda j: f"{j['job_id']}  {d['action']} {d['tool']}  {j['status']}" + (
         f": {j['last_error']}" if j["status"] == "FAILED" and j.get("last_error") else ""))  # fmt: skip
