@@ -25,7 +25,6 @@ import re
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import BinaryIO, Protocol
 
 import httpx
 
-from letsbe_platform.testing import free_port
+from letsbe_platform.testing import eventually_blocking, free_port
 from letsbe_platform.tls import client_context
 from letsbe_testvps.image import CACHE_DIR, ensure_image, host_mirror, recipe_key
 
@@ -254,18 +253,19 @@ def start_registry(host: str, port: int, log: Path) -> subprocess.Popen[bytes]:
     )
     proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=open(log, "wb"), start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=1):
-                return proc
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(
-                    f"docker-registry did not start on {host}:{port}: {log.read_text()[-500:]}"
-                ) from None
-            time.sleep(0.05)
+
+    def listening() -> bool:
+        assert proc.poll() is None, f"exited with {proc.returncode}"
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return True
+        return False
+
+    try:
+        eventually_blocking(listening, f"docker-registry on {host}:{port}", timeout=20)
+    except AssertionError as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}: {log.read_text()[-500:]}") from None
+    return proc
 
 
 @contextlib.contextmanager

@@ -13,8 +13,9 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
+
+from letsbe_platform.testing import eventually_blocking
 
 FORBIDDEN_IN_AGENTS = (
     "sqlalchemy", "asyncpg", "nats", "rich", "typer", "jinja2", "asyncssh", "stripe", "cloudflare",
@@ -46,14 +47,14 @@ async def loaded_modules(pid: int, dump_path: Path, timeout: float = 10.0) -> se
 def _ask(pid: int, dump_path: Path, timeout: float) -> set[str]:
     dump_path.unlink(missing_ok=True)
     os.kill(pid, signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def dumped() -> set[str] | None:
         try:
             return set(json.loads(dump_path.read_text()))
         except (FileNotFoundError, ValueError):  # not written yet, or half written
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.05)
+            return None
+
+    return eventually_blocking(dumped, f"process {pid}'s loaded modules", timeout=timeout)
 
 
 def forbidden(modules: set[str], packages: tuple[str, ...] = FORBIDDEN_IN_AGENTS) -> list[str]:
