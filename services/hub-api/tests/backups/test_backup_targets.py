@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import select
 
 from hub_testing import hub_app
-from hub_testing.servers import hub_settings, token
+from hub_testing.servers import servers_settings, token
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.backups import endpoints, service
 from letsbe_hub.backups.models import BackupTarget
@@ -30,7 +30,7 @@ def settings_for(database_url: str, **extra):
         "offsite_s3_access_key_id": "AKIDLETSBE",
         "offsite_s3_secret_access_key": S3_SECRET,
     }
-    return hub_settings(database_url, **{**base, **extra})
+    return servers_settings(database_url, **{**base, **extra})
 
 
 @pytest_asyncio.fixture

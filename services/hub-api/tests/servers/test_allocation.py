@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from hub_testing.servers import add_servers, hub_settings, order_spec, staged
+from hub_testing.servers import add_servers, order_spec, servers_settings, staged
 from letsbe_contracts import FailureStage, OrderFailedV1, Provider, ServerAllocatedV1, load_catalog
 from letsbe_fakes.hetzner import SERVER_TYPES
 from letsbe_hub.db import inbox
@@ -104,7 +104,7 @@ async def test_an_auto_order_meeting_an_empty_pool_gets_a_hetzner_server_with_it
 
 
 async def test_without_hetzner_credentials_an_auto_order_fails_retryably(sessions, database_url):
-    allocator = Allocator(sessions, hub_settings(database_url), None)
+    allocator = Allocator(sessions, servers_settings(database_url), None)
     order = order_spec()
     assert await allocator.allocate(order, uuid.uuid4()) is Outcome.FAILED
     [(_, failed)] = await staged(sessions, OrderFailedV1)
@@ -169,7 +169,7 @@ async def test_a_server_whose_ssh_never_answers_is_deleted_and_the_order_failed(
     sessions, database_url, fake_hetzner, ssh_target
 ):
     fake, url = fake_hetzner
-    settings = hub_settings(
+    settings = servers_settings(
         database_url,
         hetzner_api_url=url,
         hetzner_api_token="hetzner-test-token",
@@ -295,7 +295,7 @@ async def test_no_candidate_type_big_enough_fails_the_order_for_good_without_cre
     sessions, database_url, fake_hetzner
 ):
     fake, url = fake_hetzner
-    settings = hub_settings(
+    settings = servers_settings(
         database_url, hetzner_api_url=url, hetzner_api_token="hetzner-test-token", hetzner_server_types=["cx22"]
     )
     order = order_spec("enterprise", tools=tuple(t.name for t in load_catalog().selectable))

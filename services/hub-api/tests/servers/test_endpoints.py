@@ -10,7 +10,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select
 
 from hub_testing import hub_app
-from hub_testing.servers import FINGERPRINT, add_servers, hub_settings, order_spec, staged, token
+from hub_testing.servers import FINGERPRINT, add_servers, order_spec, servers_settings, staged, token
 from letsbe_contracts import ServerAllocatedV1
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.netcup import FakeNetcup
@@ -180,7 +180,7 @@ ROUTES = [
 
 
 async def test_every_route_wants_a_token_with_its_scope(api, sessions):
-    spec = hub_app(hub_settings("postgresql://x/y"), routers=endpoints.routers).openapi()["paths"]
+    spec = hub_app(servers_settings("postgresql://x/y"), routers=endpoints.routers).openapi()["paths"]
     assert sum(len(ops) for path, ops in spec.items() if path.startswith("/api/v1/admin/")) == len(ROUTES)
     readers = await token(sessions, Scope.SERVERS_READ)
     others = await token(sessions, Scope.ORDERS_READ, Scope.ORDERS_WRITE)
@@ -196,7 +196,7 @@ async def test_provider_status_and_snapshots_of_a_netcup_server_go_to_the_scp_ap
     fake = FakeNetcup(task_polls=1)
     fake.add_server(4242, state="RUNNING")
     with LoopbackServer(fake.app) as srv:
-        settings = hub_settings(
+        settings = servers_settings(
             database_url,
             netcup_api_url=srv.url + "/scp-core",
             netcup_token_url=srv.url + "/realms/scp/protocol/openid-connect/token",
@@ -228,5 +228,5 @@ async def test_provider_calls_without_credentials_are_503(api, admin, sessions):
 
 
 def test_the_full_hub_serves_the_servers_and_pools_routes():
-    paths = create_app(hub_settings("postgresql://x/y")).openapi()["paths"]
+    paths = create_app(servers_settings("postgresql://x/y")).openapi()["paths"]
     assert {"/api/v1/admin/servers", "/api/v1/admin/pools/replenish", "/api/v1/admin/servers/costs"} <= set(paths)

@@ -46,7 +46,8 @@ FAST = {
 }
 
 
-def hub_settings(database_url: str, **overrides: Any) -> HubSettings:
+def servers_settings(database_url: str, **overrides: Any) -> HubSettings:
+    """The servers tests' hub settings: the fast timings above, then ``overrides``."""
     return HubSettings.model_validate({"DATABASE_URL": database_url, **FAST, **overrides})
 
 
@@ -139,7 +140,7 @@ def ssh_target() -> Iterator[SshTarget]:
 
 @pytest.fixture
 def settings(database_url: str, fake_hetzner: tuple[FakeHetzner, str], ssh_target: SshTarget) -> HubSettings:
-    return hub_settings(
+    return servers_settings(
         database_url,
         hetzner_api_url=fake_hetzner[1],
         hetzner_api_token=HETZNER_TOKEN,
