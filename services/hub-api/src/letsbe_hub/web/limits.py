@@ -25,12 +25,13 @@ IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class RateCounter(Base):
-    """Fixed-window attempt counters, one row per (key, window) for every replica."""
+    """The attempts of one key in its current window. A window opens at the key's first attempt after the last one
+    closed, so a client has ``limit`` attempts in the ``window_seconds`` from its first, wherever the clock stands."""
 
     __tablename__ = "rate_counters"
 
     key: Mapped[str] = mapped_column(String(200), primary_key=True)
-    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    window_start: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     count: Mapped[int] = mapped_column(Integer)
 
 
@@ -75,40 +76,43 @@ def _parse(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def _window(now: datetime, seconds: int) -> datetime:
-    epoch = int(now.timestamp())
-    return datetime.fromtimestamp(epoch - epoch % seconds, tz=now.tzinfo)
-
-
 async def hit(session: AsyncSession, key: str, *, limit: int, window_seconds: int, now: datetime, what: str) -> None:
-    """Count one attempt of ``key``; 429 (``Too many {what} from this address``) past ``limit`` in the window. A
+    """Count one attempt of ``key``; 429 (``Too many {what} from this address``) past ``limit`` in its window. A
     caller that counts refused attempts too commits this on its own, before anything else."""
-    count = await note(session, key, window_seconds=window_seconds, now=now)
+    count, opened = await _count(session, key, window_seconds, now)
     if count > limit:
-        end = _window(now, window_seconds) + timedelta(seconds=window_seconds)
-        retry = int((end - now).total_seconds()) + 1
+        retry = int((opened + timedelta(seconds=window_seconds) - now).total_seconds()) + 1
         raise TooManyRequests(f"Too many {what} from this address; try again in {retry} s.", retry_after_seconds=retry)
 
 
 async def note(session: AsyncSession, key: str, *, window_seconds: int, now: datetime) -> int:
-    """Count one attempt of ``key`` in the current fixed window; the window's count with it."""
+    """Count one attempt of ``key``; the count of its window with it."""
+    return (await _count(session, key, window_seconds, now))[0]
+
+
+async def _count(session: AsyncSession, key: str, window_seconds: int, now: datetime) -> tuple[int, datetime]:
+    # One statement: concurrent attempts of one key (two replicas) queue on its row, none is lost.
     counted = await session.execute(
         text(
-            "INSERT INTO hub.rate_counters AS c (key, window_start, count) VALUES (:k, :w, 1) "
-            "ON CONFLICT (key, window_start) DO UPDATE SET count = c.count + 1 RETURNING c.count"
+            "INSERT INTO hub.rate_counters AS c (key, window_start, count) VALUES (:k, :now, 1) "
+            "ON CONFLICT (key) DO UPDATE SET "
+            "window_start = CASE WHEN c.window_start <= :closed THEN :now ELSE c.window_start END, "
+            "count = CASE WHEN c.window_start <= :closed THEN 1 ELSE c.count + 1 END "
+            "RETURNING c.count, c.window_start"
         ),
-        {"k": key[:200], "w": _window(now, window_seconds)},
+        {"k": key[:200], "now": now, "closed": now - timedelta(seconds=window_seconds)},
     )
-    return counted.scalar_one()
+    count, opened = counted.one()
+    return count, opened
 
 
 async def hits(session: AsyncSession, key: str, *, window_seconds: int, now: datetime) -> int:
-    """How many attempts of ``key`` the current window has counted."""
-    window = _window(now, window_seconds)
-    counted = await session.scalar(
-        select(RateCounter.count).where(RateCounter.key == key[:200], RateCounter.window_start == window)
-    )
-    return counted or 0
+    """How many attempts of ``key`` its open window has counted (0 when it has none open)."""
+    query = select(RateCounter.count, RateCounter.window_start).where(RateCounter.key == key[:200])
+    row = (await session.execute(query)).first()
+    if row is None or row.window_start <= now - timedelta(seconds=window_seconds):
+        return 0
+    return row.count
 
 
 async def prune(session: AsyncSession, before: datetime) -> int:
