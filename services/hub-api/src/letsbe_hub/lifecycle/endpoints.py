@@ -15,6 +15,7 @@ from letsbe_hub.auth.dependencies import Authorized
 from letsbe_hub.auth.scopes import Scope
 from letsbe_hub.lifecycle import recovery, state, tenants, tools
 from letsbe_hub.lifecycle import repository as repo
+from letsbe_hub.lifecycle.models import JobStatus as J
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.schemas import (
     AgentToolChange,
@@ -108,7 +109,7 @@ async def run_now(job_id: uuid.UUID, session: SessionDep, _: Authorized(Scope.FL
     job = await repo.get(session, job_id)
     if job is None:
         raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
-    if job.finished_at is not None or job.status == state.FAILED:
+    if job.finished_at is not None or job.status == J.FAILED:
         raise Conflict(f"The job is {job.status}: nothing to run (a FAILED job is retried).", job_id=str(job_id))
     await repo.make_due(session, job_id, datetime.now(UTC))
     job = await repo.get(session, job_id)
@@ -124,7 +125,7 @@ async def retry_job(
     job = await repo.get(session, job_id)
     if job is None:
         raise NotFound("No lifecycle job with that id.", job_id=str(job_id))
-    if job.status != state.FAILED or not job.failed_from:
+    if job.status != J.FAILED or not job.failed_from:
         raise Conflict(f"Only a FAILED job can be retried; this one is {job.status}.", job_id=str(job_id))
     job = await state.transition(
         session,
@@ -132,7 +133,7 @@ async def retry_job(
         job.failed_from,
         actor=f"token:{principal.name}",
         reason=(body or JobRetry()).reason,
-        expected=state.FAILED,
+        expected=J.FAILED,
         attempts=0,
         due_at=datetime.now(UTC),
     )

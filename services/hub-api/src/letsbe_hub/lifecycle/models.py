@@ -8,6 +8,7 @@ next one resumes at the job's status, where every step first checks at the provi
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import BigInteger, CheckConstraint, DateTime, Identity, Index, Integer, String, Text, func, text
@@ -15,6 +16,41 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
+
+
+class JobStatus(StrEnum):
+    """Every kind's states (one ``status`` column for all kinds); which apply to which kind, and the moves between
+    them, are ``letsbe_hub.lifecycle.state.TRANSITIONS``."""
+
+    # decommission
+    FINAL_BACKUP = "FINAL_BACKUP"
+    STOPPING_AGENTS = "STOPPING_AGENTS"
+    EXPORT_WINDOW = "EXPORT_WINDOW"
+    RELEASING_SERVER = "RELEASING_SERVER"
+    REINSTALLING = "REINSTALLING"
+    PREFLIGHT = "PREFLIGHT"
+    # snapshot
+    SCHEDULED = "SCHEDULED"
+    CREATING = "CREATING"
+    PRUNED = "PRUNED"
+    # restore, recover, migrate
+    ALLOCATING = "ALLOCATING"
+    PROVISIONING = "PROVISIONING"
+    BACKING_UP = "BACKING_UP"
+    RESTORING = "RESTORING"
+    VERIFYING = "VERIFYING"
+    SWITCHING_DNS = "SWITCHING_DNS"
+    ROLLBACK_WINDOW = "ROLLBACK_WINDOW"
+    RELEASING_OLD = "RELEASING_OLD"
+    # tool-change (its phases: DNS, STACK, and FINAL_BACKUP above)
+    REQUESTED = "REQUESTED"
+    DNS = "DNS"
+    STACK = "STACK"
+    # every kind
+    FAILED = "FAILED"
+    SUCCEEDED = "SUCCEEDED"
+    CANCELLED = "CANCELLED"
+
 
 KINDS_SQL = "'decommission', 'snapshot', 'restore', 'recover', 'migrate', 'tool-change'"
 
@@ -33,7 +69,7 @@ class LifecycleJob(Base):
     tenant_id: Mapped[uuid.UUID] = mapped_column()
     server_id: Mapped[uuid.UUID | None] = mapped_column()  # hub.servers row the job acts on
     # Written only by letsbe_hub.lifecycle.state.
-    status: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(30))  # JobStatus
     failed_from: Mapped[str | None] = mapped_column(String(30))  # where a retry resumes
     due_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # not before (window, backoff, slot)
     lease_owner: Mapped[str | None] = mapped_column(String(120))

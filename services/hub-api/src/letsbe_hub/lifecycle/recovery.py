@@ -23,6 +23,7 @@ from letsbe_contracts import OrderSpec
 from letsbe_contracts.events import ServerOperation
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
+from letsbe_hub.lifecycle.models import JobStatus as J
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import MIGRATE, RECOVER, RESTORE
 from letsbe_hub.orders.models import Order
@@ -33,7 +34,7 @@ from letsbe_hub.tenants.models import BackupReportRow, Tenant
 from letsbe_platform import state as platform_state
 from letsbe_platform.errors import Conflict, NotFound
 
-MOVED = frozenset({"ROLLBACK_WINDOW", "RELEASING_OLD"})
+MOVED = frozenset({J.ROLLBACK_WINDOW, J.RELEASING_OLD})
 
 
 class OperationFailed(Exception):

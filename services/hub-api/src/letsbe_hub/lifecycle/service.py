@@ -22,6 +22,7 @@ from letsbe_contracts.events import AlertRaisedV1, AlertResolvedV1
 from letsbe_hub.db import outbox
 from letsbe_hub.lifecycle import repository as repo
 from letsbe_hub.lifecycle import state
+from letsbe_hub.lifecycle.models import JobStatus as J
 from letsbe_hub.lifecycle.models import LifecycleJob
 from letsbe_hub.lifecycle.state import DECOMMISSION, SNAPSHOT
 from letsbe_hub.providers.base import ServerAllocator, ServerProvider, ServerState, SnapshotResult
@@ -81,13 +82,13 @@ async def request_decommission(
         actor=actor,
         reason=reason,
         data={"export_until": export_until.isoformat()},
-        status=None if server_id else "EXPORT_WINDOW",
+        status=None if server_id else J.EXPORT_WINDOW,
     )
     return job
 
 
 # The decommission states whose work the provisioner does on the server, and what it is called there.
-SERVER_TASKS = {"FINAL_BACKUP": "final-backup", "STOPPING_AGENTS": "stop-agents"}
+SERVER_TASKS = {J.FINAL_BACKUP: "final-backup", J.STOPPING_AGENTS: "stop-agents"}
 
 
 async def _held_server(session: AsyncSession, tenant: Tenant) -> uuid.UUID | None:
@@ -176,10 +177,10 @@ async def return_to_pool(session: AsyncSession, job: LifecycleJob, owner: str, f
     await state.transition(
         session,
         job.id,
-        state.SUCCEEDED,
+        J.SUCCEEDED,
         actor=ACTOR,
         reason=f"reinstalled and preflighted (SSH answers, host key {fingerprint}): back in the pool",
-        expected="PREFLIGHT",
+        expected=J.PREFLIGHT,
         lease_owner=owner,
         data={**job.data, "host_key_fingerprint": fingerprint},
     )
@@ -193,7 +194,7 @@ async def finish_release(
     server_status: str,
     now: datetime,
     *,
-    expected: str = "RELEASING_SERVER",
+    expected: str = J.RELEASING_SERVER,
     data: dict[str, Any] | None = None,
 ) -> None:
     if job.server_id is not None and server_status:
@@ -204,7 +205,7 @@ async def finish_release(
     await state.transition(
         session,
         job.id,
-        state.SUCCEEDED,
+        J.SUCCEEDED,
         actor="lifecycle-worker",
         reason=outcome,
         expected=expected,

@@ -19,14 +19,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts.events import LifecycleJobChangedV1
 from letsbe_hub.db import outbox
-from letsbe_hub.lifecycle.models import LifecycleJob, LifecycleJobTransition
+from letsbe_hub.lifecycle.models import JobStatus, LifecycleJob, LifecycleJobTransition
 from letsbe_platform import state
 from letsbe_platform.errors import NotFound
 from letsbe_platform.outbox import add_event
 
 DECOMMISSION, SNAPSHOT, TOOL_CHANGE = "decommission", "snapshot", "tool-change"
 RESTORE, RECOVER, MIGRATE = "restore", "recover", "migrate"
-FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
+J = JobStatus
+FAILED, SUCCEEDED, CANCELLED = J.FAILED, J.SUCCEEDED, J.CANCELLED  # the names other modules import
 
 # decommission: the tenant is already revoked and its DNS released when the job is created (tenants.service). On its
 # server the provisioner takes a final backup (reported before anything else happens), then stops the agents; the
@@ -35,83 +36,83 @@ FAILED, SUCCEEDED, CANCELLED = "FAILED", "SUCCEEDED", "CANCELLED"
 # a server starts in EXPORT_WINDOW (nothing to back up or stop).
 # snapshot: one per tenant and day; PRUNED once three newer ones succeeded (its provider image is deleted);
 # CANCELLED when its server left service before the snapshot was taken (a decommissioned tenant).
-TRANSITIONS: dict[str, dict[str, frozenset[str]]] = {
+TRANSITIONS: dict[str, dict[JobStatus, frozenset[JobStatus]]] = {
     DECOMMISSION: {
-        "FINAL_BACKUP": frozenset({"STOPPING_AGENTS", FAILED}),
-        "STOPPING_AGENTS": frozenset({"EXPORT_WINDOW", FAILED}),
-        "EXPORT_WINDOW": frozenset({"RELEASING_SERVER", "REINSTALLING", FAILED}),
-        "RELEASING_SERVER": frozenset({SUCCEEDED, FAILED}),
-        "REINSTALLING": frozenset({"PREFLIGHT", FAILED}),
-        "PREFLIGHT": frozenset({SUCCEEDED, FAILED}),
-        FAILED: frozenset(
-            {"FINAL_BACKUP", "STOPPING_AGENTS", "EXPORT_WINDOW", "RELEASING_SERVER", "REINSTALLING", "PREFLIGHT"}
+        J.FINAL_BACKUP: frozenset({J.STOPPING_AGENTS, J.FAILED}),
+        J.STOPPING_AGENTS: frozenset({J.EXPORT_WINDOW, J.FAILED}),
+        J.EXPORT_WINDOW: frozenset({J.RELEASING_SERVER, J.REINSTALLING, J.FAILED}),
+        J.RELEASING_SERVER: frozenset({J.SUCCEEDED, J.FAILED}),
+        J.REINSTALLING: frozenset({J.PREFLIGHT, J.FAILED}),
+        J.PREFLIGHT: frozenset({J.SUCCEEDED, J.FAILED}),
+        J.FAILED: frozenset(
+            {J.FINAL_BACKUP, J.STOPPING_AGENTS, J.EXPORT_WINDOW, J.RELEASING_SERVER, J.REINSTALLING, J.PREFLIGHT}
         ),
-        SUCCEEDED: frozenset(),
+        J.SUCCEEDED: frozenset(),
     },
     SNAPSHOT: {
-        "SCHEDULED": frozenset({"CREATING", FAILED, CANCELLED}),
-        "CREATING": frozenset({SUCCEEDED, FAILED, CANCELLED}),
-        SUCCEEDED: frozenset({"PRUNED"}),
-        FAILED: frozenset({"CREATING", "PRUNED"}),
-        "PRUNED": frozenset(),
-        CANCELLED: frozenset(),
+        J.SCHEDULED: frozenset({J.CREATING, J.FAILED, J.CANCELLED}),
+        J.CREATING: frozenset({J.SUCCEEDED, J.FAILED, J.CANCELLED}),
+        J.SUCCEEDED: frozenset({J.PRUNED}),
+        J.FAILED: frozenset({J.CREATING, J.PRUNED}),
+        J.PRUNED: frozenset(),
+        J.CANCELLED: frozenset(),
     },
     # restore: one backup set (one tool or all) loaded on the tenant's server (or another one, given).
     RESTORE: {
-        "RESTORING": frozenset({SUCCEEDED, FAILED}),
-        FAILED: frozenset({"RESTORING"}),
-        SUCCEEDED: frozenset(),
+        J.RESTORING: frozenset({J.SUCCEEDED, J.FAILED}),
+        J.FAILED: frozenset({J.RESTORING}),
+        J.SUCCEEDED: frozenset(),
     },
     # recover ("the VPS is completely lost"): a new server, provisioned, the latest backup (off-site) restored on
     # it, the tenant's DNS moved to it, then the lost server deleted (Hetzner) or drained (Netcup).
     RECOVER: {
-        "ALLOCATING": frozenset({"PROVISIONING", FAILED}),
-        "PROVISIONING": frozenset({"RESTORING", FAILED}),
-        "RESTORING": frozenset({"SWITCHING_DNS", FAILED}),
-        "SWITCHING_DNS": frozenset({"RELEASING_OLD", FAILED}),
-        "RELEASING_OLD": frozenset({SUCCEEDED, FAILED}),
-        FAILED: frozenset({"ALLOCATING", "PROVISIONING", "RESTORING", "SWITCHING_DNS", "RELEASING_OLD"}),
-        SUCCEEDED: frozenset(),
+        J.ALLOCATING: frozenset({J.PROVISIONING, J.FAILED}),
+        J.PROVISIONING: frozenset({J.RESTORING, J.FAILED}),
+        J.RESTORING: frozenset({J.SWITCHING_DNS, J.FAILED}),
+        J.SWITCHING_DNS: frozenset({J.RELEASING_OLD, J.FAILED}),
+        J.RELEASING_OLD: frozenset({J.SUCCEEDED, J.FAILED}),
+        J.FAILED: frozenset({J.ALLOCATING, J.PROVISIONING, J.RESTORING, J.SWITCHING_DNS, J.RELEASING_OLD}),
+        J.SUCCEEDED: frozenset(),
     },
     # migrate (Hetzner -> a Netcup pool server, from a monthly proposal): the target provisioned while the source
     # still serves; then the source's tools stopped and backed up (consistent), restored on the target, checked,
     # DNS switched (downtime ends), the source kept for the rollback window, then deleted.
     MIGRATE: {
-        "PROVISIONING": frozenset({"BACKING_UP", FAILED}),
-        "BACKING_UP": frozenset({"RESTORING", FAILED}),
-        "RESTORING": frozenset({"VERIFYING", FAILED}),
-        "VERIFYING": frozenset({"SWITCHING_DNS", FAILED}),
-        "SWITCHING_DNS": frozenset({"ROLLBACK_WINDOW", FAILED}),
-        "ROLLBACK_WINDOW": frozenset({"RELEASING_OLD", FAILED}),
-        "RELEASING_OLD": frozenset({SUCCEEDED, FAILED}),
-        FAILED: frozenset(
-            {"PROVISIONING", "BACKING_UP", "RESTORING", "VERIFYING", "SWITCHING_DNS"}
-            | {"ROLLBACK_WINDOW", "RELEASING_OLD"}
+        J.PROVISIONING: frozenset({J.BACKING_UP, J.FAILED}),
+        J.BACKING_UP: frozenset({J.RESTORING, J.FAILED}),
+        J.RESTORING: frozenset({J.VERIFYING, J.FAILED}),
+        J.VERIFYING: frozenset({J.SWITCHING_DNS, J.FAILED}),
+        J.SWITCHING_DNS: frozenset({J.ROLLBACK_WINDOW, J.FAILED}),
+        J.ROLLBACK_WINDOW: frozenset({J.RELEASING_OLD, J.FAILED}),
+        J.RELEASING_OLD: frozenset({J.SUCCEEDED, J.FAILED}),
+        J.FAILED: frozenset(
+            {J.PROVISIONING, J.BACKING_UP, J.RESTORING, J.VERIFYING, J.SWITCHING_DNS}
+            | {J.ROLLBACK_WINDOW, J.RELEASING_OLD}
         ),
-        SUCCEEDED: frozenset(),
+        J.SUCCEEDED: frozenset(),
     },
     # tool-change: one tool added to or removed from a live tenant (letsbe_hub.lifecycle.tools). Each phase is asked of
     # the service that owns it (DNS service, provisioner) and left on its report; the order of phases depends on the
     # action: add = DNS, STACK; remove = FINAL_BACKUP, STACK, DNS. A retry of a FAILED job resumes at its phase.
     TOOL_CHANGE: {
-        "REQUESTED": frozenset({"DNS", "FINAL_BACKUP", FAILED}),
-        "FINAL_BACKUP": frozenset({"STACK", FAILED}),
-        "DNS": frozenset({"STACK", SUCCEEDED, FAILED}),
-        "STACK": frozenset({"DNS", SUCCEEDED, FAILED}),
-        FAILED: frozenset({"REQUESTED", "DNS", "FINAL_BACKUP", "STACK"}),
-        SUCCEEDED: frozenset(),
+        J.REQUESTED: frozenset({J.DNS, J.FINAL_BACKUP, J.FAILED}),
+        J.FINAL_BACKUP: frozenset({J.STACK, J.FAILED}),
+        J.DNS: frozenset({J.STACK, J.SUCCEEDED, J.FAILED}),
+        J.STACK: frozenset({J.DNS, J.SUCCEEDED, J.FAILED}),
+        J.FAILED: frozenset({J.REQUESTED, J.DNS, J.FINAL_BACKUP, J.STACK}),
+        J.SUCCEEDED: frozenset(),
     },
 }
-FIRST: dict[str, str] = {
-    DECOMMISSION: "FINAL_BACKUP",
-    SNAPSHOT: "SCHEDULED",
-    RESTORE: "RESTORING",
-    RECOVER: "ALLOCATING",
-    MIGRATE: "PROVISIONING",
-    TOOL_CHANGE: "REQUESTED",
+FIRST: dict[str, JobStatus] = {
+    DECOMMISSION: J.FINAL_BACKUP,
+    SNAPSHOT: J.SCHEDULED,
+    RESTORE: J.RESTORING,
+    RECOVER: J.ALLOCATING,
+    MIGRATE: J.PROVISIONING,
+    TOOL_CHANGE: J.REQUESTED,
 }
 # Where a worker has nothing more to do (FAILED waits for an operator's retry).
-IDLE: frozenset[str] = frozenset({FAILED, SUCCEEDED, "PRUNED", CANCELLED})
+IDLE: frozenset[JobStatus] = frozenset({J.FAILED, J.SUCCEEDED, J.PRUNED, J.CANCELLED})
 
 STREAM_CHANNEL = "hub_lifecycle_stream"  # NOTIFY payload: the job id (the SSE stream re-reads the database)
 
@@ -226,9 +227,9 @@ async def transition(
     if to_status in IDLE:
         values.setdefault("lease_owner", None)
         values.setdefault("lease_until", None)
-    if to_status in (SUCCEEDED, "PRUNED", CANCELLED):
+    if to_status in (J.SUCCEEDED, J.PRUNED, J.CANCELLED):
         values.setdefault("finished_at", text("now()"))
-    if to_status == FAILED:
+    if to_status == J.FAILED:
         values.setdefault("failed_from", from_status)
     lease = (LifecycleJob.lease_owner == lease_owner,) if lease_owner is not None else ()
     return await state.transition(

@@ -20,12 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sse_starlette import ServerSentEvent
 
 from letsbe_hub.lifecycle import repository as repo
-from letsbe_hub.lifecycle.state import CANCELLED, STREAM_CHANNEL, SUCCEEDED
+from letsbe_hub.lifecycle.models import JobStatus as J
+from letsbe_hub.lifecycle.state import STREAM_CHANNEL
 from letsbe_platform.listen import Listener
 from letsbe_platform.web import Runtime, Slot
 
 BATCH = 500
-DONE = frozenset({SUCCEEDED, "PRUNED", CANCELLED})
+DONE = frozenset({J.SUCCEEDED, J.PRUNED, J.CANCELLED})
 
 LISTENER: Slot[Listener] = Slot("lifecycle-stream-listener")
 

@@ -34,8 +34,9 @@ from letsbe_contracts.events import ToolChangeTask
 from letsbe_hub.approvals.models import ApprovalRow
 from letsbe_hub.catalog.service import size, validate_tools
 from letsbe_hub.lifecycle import exchange, state
+from letsbe_hub.lifecycle.models import JobStatus as J
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.state import SUCCEEDED, TOOL_CHANGE
+from letsbe_hub.lifecycle.state import TOOL_CHANGE
 from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec as order_spec
 from letsbe_hub.servers.models import Server
@@ -48,8 +49,8 @@ from letsbe_platform.logging import get_logger
 log = get_logger(__name__)
 
 Action = Literal["add", "remove"]
-PHASES: dict[str, tuple[str, ...]] = {"add": ("DNS", "STACK"), "remove": ("FINAL_BACKUP", "STACK", "DNS")}
-TASKS = {"DNS": "tool-dns", "FINAL_BACKUP": "tool-backup", "STACK": "tool-stack"}  # each phase's task
+PHASES: dict[str, tuple[str, ...]] = {"add": (J.DNS, J.STACK), "remove": (J.FINAL_BACKUP, J.STACK, J.DNS)}
+TASKS = {J.DNS: "tool-dns", J.FINAL_BACKUP: "tool-backup", J.STACK: "tool-stack"}  # each phase's task
 # The IT agent's calls, as the Safety Wrapper's policy names them (tool "letsbe"): the approval is bound to these.
 AGENT_TOOL, AGENT_ACTIONS = "letsbe", {"add": "tools.add", "remove": "tools.remove"}
 ACTOR = "lifecycle-worker"
@@ -231,10 +232,10 @@ async def _task(session: AsyncSession, job: LifecycleJob) -> ToolChangeTask:
 
 def next_phase(job: LifecycleJob) -> str:
     phases = PHASES[job.data["action"]]
-    if job.status == "REQUESTED":
+    if job.status == J.REQUESTED:
         return phases[0]
     i = phases.index(job.status)
-    return phases[i + 1] if i + 1 < len(phases) else SUCCEEDED
+    return phases[i + 1] if i + 1 < len(phases) else J.SUCCEEDED
 
 
 async def finish(session: AsyncSession, job: LifecycleJob, owner: str, report: dict[str, Any]) -> LifecycleJob:
@@ -246,7 +247,7 @@ async def finish(session: AsyncSession, job: LifecycleJob, owner: str, report: d
     return await state.transition(
         session,
         job.id,
-        SUCCEEDED,
+        J.SUCCEEDED,
         actor=ACTOR,
         reason=f"{tool} {'added' if action == 'add' else 'removed'}; {_summary(job.status, report)}",
         expected=job.status,
@@ -259,13 +260,13 @@ async def step(runner: Any, job: LifecycleJob) -> None:
     """The worker's step for a tool-change job (``runner``: the JobRunner holding the lease): each phase in turn, on
     once its task is reported done. Raises Wait, or TaskFailed (a failed attempt)."""
     owner = runner.owner
-    if job.status == "REQUESTED":
+    if job.status == J.REQUESTED:
         job = await runner._advance(job, next_phase(job), f"{job.data['action']} {job.data['tool']}")
     while True:
         report = await exchange.outcome(runner, job, TASKS[job.status], partial(_task, job=job))
         to = next_phase(job)
         async with unit_of_work(runner.sessions) as s:
-            if to == SUCCEEDED:
+            if to == J.SUCCEEDED:
                 await finish(s, job, owner, report)
                 log.info("tool change done", tenant_id=str(job.tenant_id), job_id=str(job.id), tool=job.data["tool"])
                 return

@@ -24,8 +24,9 @@ from letsbe_contracts.events import DecommissionTask, TenantTaskReportedV1
 from letsbe_hub.config import HubSettings
 from letsbe_hub.lifecycle import exchange, handlers, recovery, service, state, stream, tools
 from letsbe_hub.lifecycle import repository as repo
+from letsbe_hub.lifecycle.models import JobStatus as J
 from letsbe_hub.lifecycle.models import LifecycleJob
-from letsbe_hub.lifecycle.state import DECOMMISSION, FAILED, MIGRATE, RECOVER, RESTORE, SNAPSHOT, SUCCEEDED, TOOL_CHANGE
+from letsbe_hub.lifecycle.state import DECOMMISSION, MIGRATE, RECOVER, RESTORE, SNAPSHOT, TOOL_CHANGE
 from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
@@ -130,7 +131,7 @@ class JobRunner:
             await state.transition(
                 s,
                 job.id,
-                FAILED,
+                J.FAILED,
                 actor=ACTOR,
                 reason=error,
                 expected=job.status,
@@ -178,11 +179,11 @@ class JobRunner:
         elif job.kind == TOOL_CHANGE:
             await tools.step(self, job)
         elif job.kind == SNAPSHOT:
-            if job.status == "SCHEDULED":
-                job = await self._advance(job, "CREATING", "the snapshot came due")
+            if job.status == J.SCHEDULED:
+                job = await self._advance(job, J.CREATING, "the snapshot came due")
             server = await self._server(job)
             if server is not None and server.status not in ("IN_USE", "RESERVED"):
-                await self._advance(job, state.CANCELLED, f"the server is {server.status}: nothing to snapshot")
+                await self._advance(job, J.CANCELLED, f"the server is {server.status}: nothing to snapshot")
                 return
             provider = self._provider(server)
             if server is None or provider is None:
@@ -192,10 +193,10 @@ class JobRunner:
                 await state.transition(
                     s,
                     job.id,
-                    SUCCEEDED,
+                    J.SUCCEEDED,
                     actor=ACTOR,
                     reason=f"{server.provider} snapshot {snap.snapshot_ref}",
-                    expected="CREATING",
+                    expected=J.CREATING,
                     lease_owner=self.owner,
                     data=service.snapshot_data(job, snap),
                 )
@@ -205,7 +206,7 @@ class JobRunner:
 
         elif job.kind in (RESTORE, RECOVER, MIGRATE):
             # Step by step until a step waits, or the next one is due later (the migration's rollback window).
-            while job.finished_at is None and job.status != FAILED and job.due_at <= self.clock():
+            while job.finished_at is None and job.status != J.FAILED and job.due_at <= self.clock():
                 job = await self._recovery_step(job)
 
     # --- restore, recovery, migration (letsbe_hub.lifecycle.recovery) ---------------------------------------------
@@ -218,39 +219,39 @@ class JobRunner:
         """Run the job's current step; returns the job in its next state (or raises Wait / a failed attempt)."""
         st, data = job.status, job.data
         target = data.get("target_server_id")
-        if st == "ALLOCATING":
+        if st == J.ALLOCATING:
             async with unit_of_work(self.sessions) as s:
                 fresh = await repo.get(s, job.id)
                 assert fresh is not None
                 server = await recovery.claim_pool_server(s, fresh, self.clock())
                 reason = f"{server.provider} server {server.name} ({server.ipv4}) reserved"
                 return await state.transition(
-                    s, job.id, "PROVISIONING", actor=ACTOR, reason=reason, expected=st, lease_owner=self.owner,
+                    s, job.id, J.PROVISIONING, actor=ACTOR, reason=reason, expected=st, lease_owner=self.owner,
                     attempts=0,
                 )  # fmt: skip
-        if st == "PROVISIONING":
+        if st == J.PROVISIONING:
             await self._operation(job, "provision", target)
-            return await self._advance(job, "RESTORING" if job.kind == RECOVER else "BACKING_UP", "provisioned")
-        if st == "BACKING_UP":  # migration: the source's tools stop here (downtime starts) and stay stopped
+            return await self._advance(job, J.RESTORING if job.kind == RECOVER else J.BACKING_UP, "provisioned")
+        if st == J.BACKING_UP:  # migration: the source's tools stop here (downtime starts) and stay stopped
             op = await self._operation(job, "backup", job.server_id or "", stop_tools=True)
             backup_set = op.get("detail") or "latest"
             stopped = op.get("started_at") or op.get("requested_at")
             return await self._advance(
-                job, "RESTORING", f"tools stopped, consistent backup {backup_set} taken",
+                job, J.RESTORING, f"tools stopped, consistent backup {backup_set} taken",
                 data_update={"backup_set": backup_set, "tools_stopped_at": stopped},
             )  # fmt: skip
-        if st == "RESTORING":
+        if st == J.RESTORING:
             args = {"backup_set": data.get("backup_set") or "latest"}
             if data.get("tool"):
                 args["tool"] = data["tool"]
             op = await self._operation(job, "restore", target, **args)
             what = f"{data.get('tool') or 'every tool'} restored from {op.get('detail') or args['backup_set']}"
-            nxt = {RESTORE: SUCCEEDED, RECOVER: "SWITCHING_DNS", MIGRATE: "VERIFYING"}[job.kind]
+            nxt = {RESTORE: J.SUCCEEDED, RECOVER: J.SWITCHING_DNS, MIGRATE: J.VERIFYING}[job.kind]
             return await self._advance(job, nxt, what)
-        if st == "VERIFYING":
+        if st == J.VERIFYING:
             await self._operation(job, "verify", target)
-            return await self._advance(job, "SWITCHING_DNS", "every tool answers on the new server")
-        if st == "SWITCHING_DNS":
+            return await self._advance(job, J.SWITCHING_DNS, "every tool answers on the new server")
+        if st == J.SWITCHING_DNS:
             op = await self._operation(job, "switch-dns", target)
             now = self.clock()
             switched = op.get("finished_at") or now.isoformat()
@@ -265,11 +266,11 @@ class JobRunner:
                     extra["downtime_seconds"] = downtime
                     reason += f"; downtime {downtime}s (tools stopped to DNS switched)"
                     window = timedelta(hours=self.settings.migration_rollback_window_hours)
-                    return await self._advance_in(s, job, "ROLLBACK_WINDOW", reason, extra, due_at=now + window)
-                return await self._advance_in(s, job, "RELEASING_OLD", reason, extra)
-        if st == "ROLLBACK_WINDOW":
-            return await self._advance(job, "RELEASING_OLD", "the rollback window ended")
-        if st == "RELEASING_OLD":
+                    return await self._advance_in(s, job, J.ROLLBACK_WINDOW, reason, extra, due_at=now + window)
+                return await self._advance_in(s, job, J.RELEASING_OLD, reason, extra)
+        if st == J.ROLLBACK_WINDOW:
+            return await self._advance(job, J.RELEASING_OLD, "the rollback window ended")
+        if st == J.RELEASING_OLD:
             server = await self._server(job)
             outcome, server_status = await service.release_server(server, self._provider(server))
             now = self.clock()
@@ -278,7 +279,7 @@ class JobRunner:
                 data = {**job.data, "old_server_outcome": outcome, "duration_seconds": took}
                 await service.finish_release(
                     s, job, self.owner, f"{outcome}; {job.kind} took {took}s", server_status, now,
-                    expected="RELEASING_OLD", data=data,
+                    expected=J.RELEASING_OLD, data=data,
                 )  # fmt: skip
                 fresh = await repo.get(s, job.id)
             assert fresh is not None
@@ -297,7 +298,7 @@ class JobRunner:
         fresh = await repo.get(s, job.id)
         assert fresh is not None
         data = {**fresh.data, **(data_update or {})}
-        if to == SUCCEEDED and job.kind != DECOMMISSION:
+        if to == J.SUCCEEDED and job.kind != DECOMMISSION:
             data["duration_seconds"] = recovery.duration(job.created_at.isoformat(), self.clock().isoformat())
             reason += f" in {data['duration_seconds']}s"
         return await state.transition(
@@ -311,22 +312,22 @@ class JobRunner:
         while True:
             if job.status in service.SERVER_TASKS:
                 job = await self._server_task(job)
-            elif job.status == "EXPORT_WINDOW":
+            elif job.status == J.EXPORT_WINDOW:
                 if job.due_at > self.clock():  # just entered: the lease goes back until the window ends
                     await self._release(job, job.due_at)
                     return
                 netcup = server is not None and server.provider == Provider.NETCUP.value
-                to = "REINSTALLING" if netcup else "RELEASING_SERVER"
+                to = J.REINSTALLING if netcup else J.RELEASING_SERVER
                 job = await self._advance(job, to, "the export window ended")
-            elif job.status == "RELEASING_SERVER":
+            elif job.status == J.RELEASING_SERVER:
                 outcome, server_status = await service.release_server(server, self._provider(server))
                 async with unit_of_work(self.sessions) as s:
                     await service.finish_release(s, job, self.owner, outcome, server_status, self.clock())
                 log.info("tenant server released", tenant_id=str(job.tenant_id), outcome=outcome)
                 return
-            elif job.status == "REINSTALLING":
+            elif job.status == J.REINSTALLING:
                 job = await self._reinstall(job, server)
-            elif job.status == "PREFLIGHT":
+            elif job.status == J.PREFLIGHT:
                 await self._preflight(job, server)
                 return
             else:
@@ -347,10 +348,10 @@ class JobRunner:
                 + str((result.get("remote_sync") or {}).get("status", "?"))
                 + ")"
             )
-            return await self._advance(job, "STOPPING_AGENTS", reason)
+            return await self._advance(job, J.STOPPING_AGENTS, reason)
         until = datetime.fromisoformat(job.data["export_until"])
         reason = f"agents stopped; the data is kept until {until.isoformat()}"
-        return await self._advance(job, "EXPORT_WINDOW", reason, due_at=until)
+        return await self._advance(job, J.EXPORT_WINDOW, reason, due_at=until)
 
     async def _reinstall(self, job: LifecycleJob, server: Server | None) -> LifecycleJob:
         provider = self._provider(server)
@@ -373,7 +374,7 @@ class JobRunner:
         log.info("pool server reinstalled", server_id=str(server.id), task=task)
         return await self._advance(
             job,
-            "PREFLIGHT",
+            J.PREFLIGHT,
             f"netcup server {server.provider_ref} wiped and reinstalled ({self.settings.netcup_reinstall_image})",
             data={**job.data, "reinstall": {**(job.data.get("reinstall") or {}), "task": task}},
         )
@@ -404,7 +405,7 @@ class JobRunner:
             await provider.delete_snapshot(snap)  # gone already is fine: a crash here is simply done again
             async with unit_of_work(self.sessions) as s:
                 await state.transition(
-                    s, job.id, "PRUNED", actor=ACTOR, reason="three newer snapshots exist", expected=SUCCEEDED
+                    s, job.id, J.PRUNED, actor=ACTOR, reason="three newer snapshots exist", expected=J.SUCCEEDED
                 )
         return len(old)
 
