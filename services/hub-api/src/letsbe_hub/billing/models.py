@@ -2,15 +2,23 @@
 
 import uuid
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import CheckConstraint, DateTime, Index, Integer, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from letsbe_hub.db import Base
 
-# ACTIVE → PAST_DUE (a renewal failed: grace runs) → SUSPENDED (grace over: tools stopped, data kept) → ACTIVE (paid);
-# any → CANCELLED (subscription ended: the export window runs) → DECOMMISSIONED. billing.service.STATES has the table.
-BILLING_STATES = ("ACTIVE", "PAST_DUE", "SUSPENDED", "CANCELLED", "DECOMMISSIONED")
+
+class SubscriptionState(StrEnum):
+    """ACTIVE → PAST_DUE → SUSPENDED → ACTIVE (paid); any → CANCELLED → DECOMMISSIONED. billing.service.ALLOWED has
+    the table."""
+
+    ACTIVE = "ACTIVE"
+    PAST_DUE = "PAST_DUE"  # a renewal failed: grace runs
+    SUSPENDED = "SUSPENDED"  # grace over: tools stopped, data kept
+    CANCELLED = "CANCELLED"  # subscription ended: the export window runs
+    DECOMMISSIONED = "DECOMMISSIONED"
 
 
 class Subscription(Base):
@@ -26,7 +34,7 @@ class Subscription(Base):
     tier: Mapped[str] = mapped_column(String(20))
     region: Mapped[str] = mapped_column(String(10))
     # Written only by billing.service.transition (compare-and-set on the current state).
-    state: Mapped[str] = mapped_column(String(20), server_default="ACTIVE")
+    state: Mapped[str] = mapped_column(String(20), server_default=SubscriptionState.ACTIVE.value)
     paid_through: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     past_due_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     grace_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -39,7 +47,7 @@ class Subscription(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     __table_args__ = (
-        CheckConstraint(f"state IN ({', '.join(repr(s) for s in BILLING_STATES)})", name="state"),
+        CheckConstraint(f"state IN ({', '.join(repr(s.value) for s in SubscriptionState)})", name="state"),
         Index("ix_billing_subscriptions_due", "state", "grace_until", "decommission_at"),
     )
 

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from letsbe_contracts.enums import OrderStatus
 from letsbe_hub.billing import emails
 from letsbe_hub.billing.abuse import refuse_disposable
-from letsbe_hub.billing.models import Subscription
+from letsbe_hub.billing.models import Subscription, SubscriptionState
 from letsbe_hub.billing.prices import WEBSITE, PriceBook, tier_of_lookup_key
 from letsbe_hub.billing.schemas import InvoiceObj, PublicOrderCreate, SubscriptionObj
 from letsbe_hub.commands import service as commands
@@ -45,11 +45,12 @@ from letsbe_platform.logging import get_logger
 log = get_logger(__name__)
 
 ACTOR = "billing"
-ALLOWED: dict[str, frozenset[str]] = {
-    "ACTIVE": frozenset({"PAST_DUE", "CANCELLED"}),
-    "PAST_DUE": frozenset({"ACTIVE", "SUSPENDED", "CANCELLED"}),
-    "SUSPENDED": frozenset({"ACTIVE", "CANCELLED"}),
-    "CANCELLED": frozenset({"DECOMMISSIONED"}),
+S = SubscriptionState
+ALLOWED: dict[SubscriptionState, frozenset[SubscriptionState]] = {
+    S.ACTIVE: frozenset({S.PAST_DUE, S.CANCELLED}),
+    S.PAST_DUE: frozenset({S.ACTIVE, S.SUSPENDED, S.CANCELLED}),
+    S.SUSPENDED: frozenset({S.ACTIVE, S.CANCELLED}),
+    S.CANCELLED: frozenset({S.DECOMMISSIONED}),
 }
 
 
@@ -124,7 +125,9 @@ MACHINE = state.Machine(
 )
 
 
-async def transition(session: AsyncSession, sub: Subscription, to: str, *, reason: str, **fields: Any) -> Subscription:
+async def transition(
+    session: AsyncSession, sub: Subscription, to: SubscriptionState, *, reason: str, **fields: Any
+) -> Subscription:
     """Compare-and-set from the state the caller read under the row lock; nothing else writes ``state``."""
     before = sub.state
     row = await state.move(session, MACHINE, sub, to, actor=ACTOR, reason=reason, updated_at=func.now(), **fields)
@@ -253,10 +256,10 @@ async def on_invoice_paid(
             update(Subscription).where(Subscription.order_id == sub.order_id).values(paid_through=through)
         )
     until = f" Your server is paid up to {_day(through)}." if through else ""
-    if sub.state == "ACTIVE":
+    if sub.state == S.ACTIVE:
         return sub.order_id, "renewed"
-    if sub.state == "PAST_DUE":
-        await transition(session, sub, "ACTIVE", reason=f"invoice {inv.id} paid", past_due_since=None, grace_until=None)
+    if sub.state == S.PAST_DUE:
+        await transition(session, sub, S.ACTIVE, reason=f"invoice {inv.id} paid", past_due_since=None, grace_until=None)
         await _mail(
             session,
             sub,
@@ -267,11 +270,11 @@ async def on_invoice_paid(
             ["Hello,", "", f"we received your payment (invoice {inv.id}).{until}", "", "the LetsBe team"],
         )
         return sub.order_id, "recovered"
-    if sub.state == "SUSPENDED":
+    if sub.state == S.SUSPENDED:
         await transition(
             session,
             sub,
-            "ACTIVE",
+            S.ACTIVE,
             reason=f"invoice {inv.id} paid",
             past_due_since=None,
             grace_until=None,
@@ -314,10 +317,10 @@ async def on_invoice_payment_failed(
         return sub.order_id, "ignored-stale"  # that period was paid meanwhile (events arrive out of order)
     pay = f"  {inv.hosted_invoice_url}" if inv.hosted_invoice_url else "  (your Stripe invoice email has the link)"
     amount = f"{inv.amount_due / 100:.2f} {inv.currency.upper()}"
-    if sub.state == "ACTIVE":
+    if sub.state == S.ACTIVE:
         grace_until = at + timedelta(seconds=settings.billing_grace_seconds)
         await transition(
-            session, sub, "PAST_DUE", reason=f"invoice {inv.id} failed", past_due_since=at, grace_until=grace_until
+            session, sub, S.PAST_DUE, reason=f"invoice {inv.id} failed", past_due_since=at, grace_until=grace_until
         )
         await _mail(
             session,
@@ -339,7 +342,7 @@ async def on_invoice_payment_failed(
             ],
         )
         return sub.order_id, "dunning-started"
-    if sub.state in ("PAST_DUE", "SUSPENDED"):
+    if sub.state in (S.PAST_DUE, S.SUSPENDED):
         await _mail(
             session,
             sub,
@@ -367,10 +370,10 @@ async def on_subscription_deleted(
     sub = await _locate(session, obj.id, obj.metadata, obj.customer)
     if sub is None:
         return None, "unknown-subscription"
-    if sub.state in ("CANCELLED", "DECOMMISSIONED"):
+    if sub.state in (S.CANCELLED, S.DECOMMISSIONED):
         return sub.order_id, "already-cancelled"
     until = at + timedelta(seconds=settings.billing_export_window_seconds)
-    await transition(session, sub, "CANCELLED", reason="subscription deleted", cancelled_at=at, decommission_at=until)
+    await transition(session, sub, S.CANCELLED, reason="subscription deleted", cancelled_at=at, decommission_at=until)
     order = await _order(session, sub)
     await _mail(
         session,
@@ -436,7 +439,7 @@ def _configured_tier(settings: HubSettings, price_id: str) -> Any:
 # --- time-based steps (the worker) --------------------------------------------------------------------------------
 
 
-async def _claim_due(session: AsyncSession, state: str, due: Any, now: datetime) -> Subscription | None:
+async def _claim_due(session: AsyncSession, state: SubscriptionState, due: Any, now: datetime) -> Subscription | None:
     """The subscription in ``state`` due longest ago, locked (skipping rows another replica holds)."""
     stmt = select(Subscription).where(Subscription.state == state, due <= now).order_by(due).limit(1)
     return (
@@ -446,11 +449,11 @@ async def _claim_due(session: AsyncSession, state: str, due: Any, now: datetime)
 
 async def suspend_due(session: AsyncSession, settings: HubSettings, now: datetime) -> uuid.UUID | None:
     """Suspend one subscription whose grace ended (skipping rows another replica holds); None when none is due."""
-    sub = await _claim_due(session, "PAST_DUE", Subscription.grace_until, now)
+    sub = await _claim_due(session, S.PAST_DUE, Subscription.grace_until, now)
     if sub is None:
         return None
     number = sub.suspensions + 1
-    await transition(session, sub, "SUSPENDED", reason="grace period over", suspended_at=now, suspensions=number)
+    await transition(session, sub, S.SUSPENDED, reason="grace period over", suspended_at=now, suspensions=number)
     await _tenant_command(session, sub, "suspend", number, "payment overdue")
     await _mail(
         session,
@@ -473,10 +476,10 @@ async def suspend_due(session: AsyncSession, settings: HubSettings, now: datetim
 
 async def decommission_due(session: AsyncSession, now: datetime) -> uuid.UUID | None:
     """Decommission one cancelled subscription whose export window ended, through the tenants' decommission."""
-    sub = await _claim_due(session, "CANCELLED", Subscription.decommission_at, now)
+    sub = await _claim_due(session, S.CANCELLED, Subscription.decommission_at, now)
     if sub is None:
         return None
-    await transition(session, sub, "DECOMMISSIONED", reason="export window over", decommissioned_at=now)
+    await transition(session, sub, S.DECOMMISSIONED, reason="export window over", decommissioned_at=now)
     try:
         # The customer's export window was this subscription's (the tenant kept running): the server goes now.
         await decommission(
