@@ -8,6 +8,7 @@ from sqlalchemy import DateTime, Index, String, func, text
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from letsbe_contracts.approvals import ApprovalStatus
 from letsbe_hub.db import Base
 from letsbe_platform.state import Machine
 
@@ -21,7 +22,7 @@ class ApprovalRow(Base):
             "tenant_id",
             "args_hash",
             unique=True,
-            postgresql_where=text("status = 'PENDING'"),
+            postgresql_where=text(f"status = '{ApprovalStatus.PENDING}'"),
         ),
         Index("ix_approvals_status_requested", "status", "requested_at"),
     )
@@ -35,7 +36,7 @@ class ApprovalRow(Base):
     args_hash: Mapped[str] = mapped_column(String(64))
     args_preview: Mapped[dict[str, Any]] = mapped_column(JSONB)
     reasons: Mapped[list[str]] = mapped_column(ARRAY(String(200)))
-    status: Mapped[str] = mapped_column(String(12))  # PENDING, APPROVED, REJECTED, EXPIRED, CONSUMED
+    status: Mapped[str] = mapped_column(String(12))  # an ApprovalStatus
     requested_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     decided_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -49,8 +50,8 @@ APPROVAL = Machine(
     noun="approval",
     model=ApprovalRow,
     transitions={
-        "PENDING": frozenset({"APPROVED", "REJECTED", "EXPIRED"}),
-        "APPROVED": frozenset({"CONSUMED", "EXPIRED"}),
+        ApprovalStatus.PENDING: frozenset({ApprovalStatus.APPROVED, ApprovalStatus.REJECTED, ApprovalStatus.EXPIRED}),
+        ApprovalStatus.APPROVED: frozenset({ApprovalStatus.CONSUMED, ApprovalStatus.EXPIRED}),
     },
     id_field="approval_id",
 )

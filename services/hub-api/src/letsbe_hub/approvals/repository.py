@@ -11,6 +11,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts.approvals import ApprovalStatus
 from letsbe_hub.approvals.models import APPROVAL, ApprovalRow
 from letsbe_platform import state
 from letsbe_platform.pagination import Keyset
@@ -26,17 +27,19 @@ async def expire_due(
     """Mark open approvals past their expiry EXPIRED (lazily, on the rows about to be read or written)."""
     given = ((ApprovalRow.id, approval_id), (ApprovalRow.tenant_id, tenant_id), (ApprovalRow.args_hash, args_hash))
     where = (ApprovalRow.expires_at <= func.now(), *(column == value for column, value in given if value is not None))
-    await state.transition_all(session, APPROVAL, "EXPIRED", where=where, actor="hub")
+    await state.transition_all(session, APPROVAL, ApprovalStatus.EXPIRED, where=where, actor="hub")
 
 
 async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> ApprovalRow | None:
     """Insert a PENDING request; None if one is already pending for the same tenant and call."""
     stmt = (
         insert(ApprovalRow)
-        .values(id=uuid.uuid4(), status="PENDING", **values)
+        .values(id=uuid.uuid4(), status=ApprovalStatus.PENDING, **values)
         # The predicate as literal SQL: a bound parameter stops matching the partial index once asyncpg uses a
         # generic plan (the sixth run of the statement on a connection).
-        .on_conflict_do_nothing(index_elements=["tenant_id", "args_hash"], index_where=text("status = 'PENDING'"))
+        .on_conflict_do_nothing(
+            index_elements=["tenant_id", "args_hash"], index_where=text(f"status = '{ApprovalStatus.PENDING}'")
+        )
         .returning(ApprovalRow)
     )
     return (await session.execute(stmt)).scalar_one_or_none()
@@ -44,7 +47,9 @@ async def insert_pending(session: AsyncSession, values: dict[str, Any]) -> Appro
 
 async def pending_for(session: AsyncSession, tenant_id: uuid.UUID, args_hash: str) -> ApprovalRow | None:
     stmt = select(ApprovalRow).where(
-        ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == args_hash, ApprovalRow.status == "PENDING"
+        ApprovalRow.tenant_id == tenant_id,
+        ApprovalRow.args_hash == args_hash,
+        ApprovalRow.status == ApprovalStatus.PENDING,
     )
     return (await session.execute(stmt)).scalar_one_or_none()
 
@@ -57,11 +62,11 @@ async def get(session: AsyncSession, approval_id: uuid.UUID, tenant_id: uuid.UUI
 
 
 async def decide(
-    session: AsyncSession, approval_id: uuid.UUID, status: str, by: str, note: str | None
+    session: AsyncSession, approval_id: uuid.UUID, status: ApprovalStatus, by: str, note: str | None
 ) -> ApprovalRow | None:
     return await state.try_transition(
-        session, APPROVAL, approval_id, "PENDING", status, actor=by, where=(ApprovalRow.expires_at > func.now(),),
-        decided_at=func.now(), decided_by=by, decision_note=note,
+        session, APPROVAL, approval_id, ApprovalStatus.PENDING, status, actor=by,
+        where=(ApprovalRow.expires_at > func.now(),), decided_at=func.now(), decided_by=by, decision_note=note,
     )  # fmt: skip
 
 
@@ -77,8 +82,8 @@ async def consume(
         session,
         APPROVAL,
         approval_id,
-        "APPROVED",
-        "CONSUMED",
+        ApprovalStatus.APPROVED,
+        ApprovalStatus.CONSUMED,
         actor="safety-wrapper",
         where=where,
         consumed_at=func.now(),

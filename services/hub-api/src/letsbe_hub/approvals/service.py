@@ -81,9 +81,9 @@ async def consume(session: AsyncSession, agent: AgentPrincipal, approval_id: uui
         raise ApprovalNotFound("This tenant has no approval with that id.")
     if current.args_hash != args_hash:
         raise ApprovalMismatch("The approval was granted for a different call.")
-    if current.status == "EXPIRED":
+    if current.status == ApprovalStatus.EXPIRED:
         raise ApprovalExpired("The approval expired before it was used.")
-    if current.status == "CONSUMED":
+    if current.status == ApprovalStatus.CONSUMED:
         raise ApprovalUsed("The approval was already used.")
     raise ApprovalNotApproved(f"The approval is {current.status}, not APPROVED.", current_status=current.status)
 
@@ -91,7 +91,8 @@ async def consume(session: AsyncSession, agent: AgentPrincipal, approval_id: uui
 async def decide(session: AsyncSession, approval_id: uuid.UUID, approve: bool, by: str,
                  note: str | None) -> Approval:
     await repo.expire_due(session, approval_id=approval_id)
-    row = await repo.decide(session, approval_id, "APPROVED" if approve else "REJECTED", by, note)
+    decision = ApprovalStatus.APPROVED if approve else ApprovalStatus.REJECTED
+    row = await repo.decide(session, approval_id, decision, by, note)
     if row is not None:
         log.info("approval decided", tenant_id=str(row.tenant_id), approval_id=str(approval_id),
                  status=row.status, by=by)
@@ -99,6 +100,6 @@ async def decide(session: AsyncSession, approval_id: uuid.UUID, approve: bool, b
     current = await repo.get(session, approval_id)
     if current is None:
         raise ApprovalNotFound("No approval with that id.")
-    if current.status == "EXPIRED":
+    if current.status == ApprovalStatus.EXPIRED:
         raise ApprovalExpired("The approval expired before it was decided; the agent must ask again.")
     raise ApprovalDecided(f"The approval is already {current.status}.", current_status=current.status)
