@@ -39,7 +39,7 @@ from letsbe_hub.customers.schemas import (
 from letsbe_hub.llm import repository as llm_repo
 from letsbe_hub.orders.models import Order
 from letsbe_hub.tenants import repository as tenants_repo
-from letsbe_hub.tenants.models import Tenant
+from letsbe_hub.tenants.models import Tenant, TenantState
 from letsbe_platform.errors import NotFound
 from letsbe_platform.pagination import Keyset
 
@@ -221,7 +221,7 @@ async def tenant_view(session: AsyncSession, tenant: Tenant, settings: HubSettin
         )
         for a in agents
     ]
-    if tenant.status in ("PENDING",) or not health:
+    if tenant.status == TenantState.PENDING or not health:
         overall = "pending"
     elif all(a.healthy for a in health):
         overall = "ok"

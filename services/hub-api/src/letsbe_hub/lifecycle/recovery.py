@@ -30,7 +30,7 @@ from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec
 from letsbe_hub.servers.models import SERVER, InventoryStatus, MigrationProposal, Server
 from letsbe_hub.servers.service import target
-from letsbe_hub.tenants.models import BackupReportRow, Tenant
+from letsbe_hub.tenants.models import BackupReportRow, Tenant, TenantState
 from letsbe_platform import state as platform_state
 from letsbe_platform.errors import Conflict, NotFound
 
@@ -48,7 +48,7 @@ async def _tenant(session: AsyncSession, tenant_id: uuid.UUID) -> Tenant:
     tenant = await session.get(Tenant, tenant_id)
     if tenant is None:
         raise NotFound("No tenant with that id.", tenant_id=str(tenant_id))
-    if tenant.status == "DECOMMISSIONED":
+    if tenant.status == TenantState.DECOMMISSIONED:
         raise Conflict("The tenant is decommissioned: nothing to restore.", tenant_id=str(tenant_id))
     return tenant
 

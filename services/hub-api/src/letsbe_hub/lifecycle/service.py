@@ -30,7 +30,7 @@ from letsbe_hub.providers.errors import ProviderNotFound
 from letsbe_hub.providers.netcup import NetcupProvider
 from letsbe_hub.servers.models import SERVER, InventoryStatus, Server
 from letsbe_hub.servers.reachability import wait_for_host_key
-from letsbe_hub.tenants.models import Tenant
+from letsbe_hub.tenants.models import Tenant, TenantState
 from letsbe_platform import state as platform_state
 from letsbe_platform.logging import get_logger
 from letsbe_platform.outbox import add_event
@@ -241,7 +241,7 @@ async def plan_snapshots(session: AsyncSession, now: datetime) -> int:
         await session.execute(
             select(Tenant.id, Server.id)
             .join(Server, Server.id == Tenant.server_id)
-            .where(Tenant.status == "ACTIVE", Server.status.in_(("IN_USE", "RESERVED")))
+            .where(Tenant.status == TenantState.ACTIVE, Server.status.in_(("IN_USE", "RESERVED")))
         )
     ).all()
     wanted = []

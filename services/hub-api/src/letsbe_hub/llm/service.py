@@ -20,6 +20,7 @@ from letsbe_hub.llm import repository as repo
 from letsbe_hub.llm.schemas import IssuedLlmKey, LlmUsageLine, LlmUsageView
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_hub.tenants.models import TenantState
 from letsbe_platform.logging import get_logger
 
 log = get_logger(__name__)
@@ -30,7 +31,7 @@ LLM_KEY_PREFIX = "lbl_"
 async def issue_key(session: AsyncSession, tenant_id: uuid.UUID, settings: HubSettings) -> IssuedLlmKey:
     """A new relay key for the tenant; its previous one keeps working for the grace period, then ends."""
     tenant = await tenants_repo.get_tenant(session, tenant_id)
-    if tenant is None or tenant.status == "DECOMMISSIONED":
+    if tenant is None or tenant.status == TenantState.DECOMMISSIONED:
         raise TenantNotFound("No active tenant with that id.")
     now = datetime.now(UTC)
     until = now + timedelta(seconds=settings.llm_key_grace_seconds)

@@ -13,6 +13,7 @@ from letsbe_hub.relay import repository as repo
 from letsbe_hub.relay.schemas import IssuedAppToken
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_hub.tenants.models import TenantState
 from letsbe_platform.errors import NotFound
 from letsbe_platform.logging import get_logger
 
@@ -23,7 +24,7 @@ APP_TOKEN_PREFIX = "lbc_"  # noqa: S105 - a prefix, not a secret
 
 async def issue_app_token(session: AsyncSession, tenant_id: uuid.UUID, label: str) -> IssuedAppToken:
     tenant = await tenants_repo.get_tenant(session, tenant_id)
-    if tenant is None or tenant.status == "DECOMMISSIONED":
+    if tenant is None or tenant.status == TenantState.DECOMMISSIONED:
         raise TenantNotFound("No active tenant with that id.")
     token = APP_TOKEN_PREFIX + secrets.token_urlsafe(32)
     row = await repo.add_token(session, tenant_id, hash_token(token), label)

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_hub.commands.models import Command
 from letsbe_hub.rollouts.models import ACTIVE, Rollout, RolloutEvent, RolloutTarget
-from letsbe_hub.tenants.models import Agent, Tenant, TenantComponent
+from letsbe_hub.tenants.models import Agent, Tenant, TenantComponent, TenantState
 from letsbe_platform.pagination import Keyset
 
 ROLLOUT_EVENTS = Counter(
@@ -22,7 +22,7 @@ ROLLOUT_EVENTS = Counter(
 
 async def active_tenants(session: AsyncSession) -> list[Tenant]:
     """Newest first: the seed's canary order (less established tenants, smaller blast radius)."""
-    stmt = select(Tenant).where(Tenant.status == "ACTIVE").order_by(Tenant.created_at.desc(), Tenant.id)
+    stmt = select(Tenant).where(Tenant.status == TenantState.ACTIVE).order_by(Tenant.created_at.desc(), Tenant.id)
     return list((await session.execute(stmt)).scalars())
 
 

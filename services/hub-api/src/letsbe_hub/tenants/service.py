@@ -64,7 +64,7 @@ async def mint_registration_token(
             "tier": body.tier.value,
             "region": body.region.value,
             "server_id": body.server_id,
-            "status": "PENDING",
+            "status": TenantState.PENDING,
             "staging": False,
         },
     )
@@ -100,7 +100,7 @@ async def register(session: AsyncSession, body: RegisterRequest, settings: HubSe
     )
     await repo.add_agent(session, agent, hash_secret(api_key))
     await repo.mark_token_used_by(session, token_id, agent.id)
-    if body.agent is AgentKind.SAFETY_WRAPPER and tenant.status == "PENDING":
+    if body.agent is AgentKind.SAFETY_WRAPPER and tenant.status == TenantState.PENDING:
         await repo.set_tenant_status(session, tenant, TenantState.ACTIVE)
     await repo.upsert_component(session, tenant_id, body.agent.value, version=body.version, digest=None)
     # Committed with the registration: the provisioner waiting for this agent hears it at once (it polls as well).
