@@ -19,7 +19,7 @@ from asgi_lifespan import LifespanManager
 from sqlalchemy import select, update
 
 from hub_testing import hub_app
-from hub_testing.servers import HETZNER_TOKEN, hub_settings, staged, token
+from hub_testing.servers import HETZNER_TOKEN, servers_settings, staged, token
 from hub_testing.tenants import enroll
 from letsbe_contracts import Region, Tier
 from letsbe_contracts.events import (
@@ -64,7 +64,7 @@ def fake_netcup():
 
 @pytest.fixture
 def settings(database_url: str, fake_hetzner: tuple[FakeHetzner, str], fake_netcup: tuple[FakeNetcup, str]):
-    return hub_settings(
+    return servers_settings(
         database_url,
         hetzner_api_url=fake_hetzner[1],
         hetzner_api_token=HETZNER_TOKEN,

@@ -28,7 +28,7 @@ from asgi_lifespan import LifespanManager
 
 from hub_testing import hub_app
 from hub_testing.orders import insert_order
-from hub_testing.servers import FINGERPRINT, HETZNER_TOKEN, add_servers, hub_settings, staged, token
+from hub_testing.servers import FINGERPRINT, HETZNER_TOKEN, add_servers, servers_settings, staged, token
 from letsbe_contracts import Region, Tier
 from letsbe_contracts.events import TenantTaskReportedV1, TenantTaskRequestedV1
 from letsbe_fakes import LoopbackServer
@@ -106,7 +106,7 @@ def slow_hetzner():
 
 @pytest_asyncio.fixture
 async def runner(sessions, database_url, slow_hetzner):
-    settings = hub_settings(
+    settings = servers_settings(
         database_url,
         hetzner_api_url=slow_hetzner[1],
         hetzner_api_token=HETZNER_TOKEN,

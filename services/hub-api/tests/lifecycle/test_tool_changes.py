@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from hub_testing import hub_app
 from hub_testing.approvals import decide
 from hub_testing.orders import insert_order
-from hub_testing.servers import hub_settings, staged, token
+from hub_testing.servers import servers_settings, staged, token
 from hub_testing.tenants import enroll
 from letsbe_contracts import load_catalog
 from letsbe_contracts.approvals import call_hash
@@ -46,7 +46,7 @@ class Clock:
 
 @pytest.fixture
 def settings(database_url: str):
-    return hub_settings(
+    return servers_settings(
         database_url, lifecycle_retry_seconds=1, lifecycle_max_attempts=2, tenant_task_timeout_seconds=60
     )
 

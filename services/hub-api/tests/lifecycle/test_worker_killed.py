@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from hub_testing.servers import HETZNER_TOKEN, hub_settings
+from hub_testing.servers import HETZNER_TOKEN, servers_settings
 from letsbe_fakes import LoopbackServer
 from letsbe_fakes.hetzner import FakeHetzner
 from letsbe_fakes.netcup import FakeNetcup
@@ -78,7 +78,7 @@ async def job_of(sessions, job_id) -> LifecycleJob:
 @pytest.mark.parametrize("kind", ["snapshot", "decommission"])
 async def test_a_worker_killed_mid_step_leaves_exactly_one_effect(kind, database_url, sessions, slow_hetzner):
     fake, url = slow_hetzner
-    settings = hub_settings(
+    settings = servers_settings(
         database_url,
         hetzner_api_url=url,
         hetzner_api_token=HETZNER_TOKEN,
@@ -162,7 +162,7 @@ async def test_a_worker_killed_mid_reinstall_leaves_one_reinstall_then_the_prefl
             "netcup_token_url": srv.url + "/realms/scp/protocol/openid-connect/token",
             "netcup_refresh_token": NETCUP_TOKEN,
         }
-        settings = hub_settings(
+        settings = servers_settings(
             database_url, lifecycle_lease_seconds=LEASE, provider_action_timeout_seconds=30, **netcup
         )
         runner = JobRunner(sessions, settings, build_providers(settings))
