@@ -40,6 +40,7 @@ from letsbe_hub.db import outbox
 from letsbe_hub.tenants import repository as tenants_repo
 from letsbe_hub.tenants.auth import AgentPrincipal
 from letsbe_hub.tenants.errors import TenantNotFound
+from letsbe_hub.tenants.models import TenantState
 from letsbe_platform import state
 from letsbe_platform.errors import Unprocessable
 from letsbe_platform.logging import get_logger
@@ -117,7 +118,7 @@ async def enqueue(
     tenant = await tenants_repo.get_tenant(session, tenant_id)
     if tenant is None:
         raise TenantNotFound("No tenant with that id.")
-    if tenant.status == "DECOMMISSIONED":  # no agent will ever pull it, and its keys must not be re-issued
+    if tenant.status == TenantState.DECOMMISSIONED:  # no agent will ever pull it, and its keys must not be re-issued
         raise TenantDecommissioned(f"Tenant {tenant_id} is decommissioned: it takes no commands.")
     params = validate_params(command_type, params)
     on_provisioner = runs_on_provisioner(command_type, params)

@@ -13,6 +13,7 @@ from fastapi import APIRouter, BackgroundTasks, Path, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import TypeAdapter, ValidationError
 
+from letsbe_contracts import OrderStatus
 from letsbe_hub.credentials import service as credentials
 from letsbe_hub.customers import service
 from letsbe_hub.customers.dependencies import CurrentCustomer, CustomerWriting
@@ -127,7 +128,7 @@ async def order(
     found = await service.order_of(session, customer, order_id)
     view = await service.order_view(session, found)
     tenant = None
-    if found.tenant_id is not None or view.status == "FULFILLED":
+    if found.tenant_id is not None or view.status == OrderStatus.FULFILLED:
         try:
             mine = await service.tenant_of(session, customer, found.tenant_id or found.id)
             tenant = await service.tenant_view(session, mine, request.app.state.settings)

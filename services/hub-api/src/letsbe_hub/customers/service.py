@@ -22,7 +22,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_contracts import load_catalog
+from letsbe_contracts import OrderStatus, load_catalog
 from letsbe_contracts.enums import Tier
 from letsbe_hub.config import HubSettings
 from letsbe_hub.credentials import service as credentials
@@ -169,7 +169,7 @@ async def order_view(session: AsyncSession, order: Order) -> CustomerOrder:
         currency=order.currency,
         created_at=order.created_at,
         paid_at=order.paid_at,
-        checkout_url=order.checkout_url if order.status == "PENDING_PAYMENT" else None,
+        checkout_url=order.checkout_url if order.status == OrderStatus.PENDING_PAYMENT else None,
         tenant_id=order.tenant_id,
         credentials_waiting=await credentials.waiting(session, order.id),
     )

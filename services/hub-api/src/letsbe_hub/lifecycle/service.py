@@ -241,7 +241,10 @@ async def plan_snapshots(session: AsyncSession, now: datetime) -> int:
         await session.execute(
             select(Tenant.id, Server.id)
             .join(Server, Server.id == Tenant.server_id)
-            .where(Tenant.status == TenantState.ACTIVE, Server.status.in_(("IN_USE", "RESERVED")))
+            .where(
+                Tenant.status == TenantState.ACTIVE,
+                Server.status.in_((InventoryStatus.IN_USE, InventoryStatus.RESERVED)),
+            )
         )
     ).all()
     wanted = []

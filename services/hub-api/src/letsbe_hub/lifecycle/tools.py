@@ -28,8 +28,8 @@ from typing import Any, Literal
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from letsbe_contracts import Catalog
-from letsbe_contracts.approvals import call_hash
+from letsbe_contracts import Catalog, OrderStatus
+from letsbe_contracts.approvals import ApprovalStatus, call_hash
 from letsbe_contracts.events import ToolChangeTask
 from letsbe_hub.approvals.models import ApprovalRow
 from letsbe_hub.catalog.service import size, validate_tools
@@ -41,7 +41,7 @@ from letsbe_hub.orders.models import Order
 from letsbe_hub.orders.service import spec as order_spec
 from letsbe_hub.servers.models import Server
 from letsbe_hub.servers.service import target
-from letsbe_hub.tenants.models import Tenant
+from letsbe_hub.tenants.models import Tenant, TenantState
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.errors import Conflict, NotFound
 from letsbe_platform.logging import get_logger
@@ -139,7 +139,7 @@ async def request_change(
     order = await session.get(Order, tenant_id)
     if tenant is None or order is None:
         raise NotFound("No tenant with that id.", tenant_id=str(tenant_id))
-    if tenant.status != "ACTIVE" or order.status != "FULFILLED" or tenant.server_id is None:
+    if tenant.status != TenantState.ACTIVE or order.status != OrderStatus.FULFILLED or tenant.server_id is None:
         raise TenantNotLive(
             f"Tools are changed on a live tenant only; this one is {tenant.status} (order {order.status}).",
             tenant_status=tenant.status,
@@ -197,7 +197,7 @@ async def approved_agent_call(session: AsyncSession, tenant_id: uuid.UUID, actio
         await session.execute(
             select(ApprovalRow.id)
             .where(ApprovalRow.tenant_id == tenant_id, ApprovalRow.args_hash == digest)
-            .where(ApprovalRow.status == "CONSUMED")
+            .where(ApprovalRow.status == ApprovalStatus.CONSUMED)
             .order_by(ApprovalRow.consumed_at.desc())
         )
     ).scalars()

@@ -31,7 +31,7 @@ from letsbe_hub.providers.base import ServerProvider
 from letsbe_hub.providers.errors import ProviderError
 from letsbe_hub.providers.factory import build
 from letsbe_hub.providers.netcup import NetcupProvider
-from letsbe_hub.servers.models import Server
+from letsbe_hub.servers.models import InventoryStatus, Server
 from letsbe_platform.db import unit_of_work
 from letsbe_platform.logging import get_logger
 from letsbe_platform.waiting import Backoff
@@ -182,7 +182,7 @@ class JobRunner:
             if job.status == J.SCHEDULED:
                 job = await self._advance(job, J.CREATING, "the snapshot came due")
             server = await self._server(job)
-            if server is not None and server.status not in ("IN_USE", "RESERVED"):
+            if server is not None and server.status not in (InventoryStatus.IN_USE, InventoryStatus.RESERVED):
                 await self._advance(job, J.CANCELLED, f"the server is {server.status}: nothing to snapshot")
                 return
             provider = self._provider(server)

@@ -12,6 +12,7 @@ from sqlalchemy import func, literal, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from letsbe_contracts import OrderStatus
 from letsbe_hub.orders.models import Order, OrderTransition, ProvisioningProgress
 from letsbe_platform.pagination import Keyset
 
@@ -21,7 +22,7 @@ async def get(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
 
 
 async def live_order_for_domain(session: AsyncSession, domain: str) -> uuid.UUID | None:
-    stmt = select(Order.id).where(Order.domain == domain, Order.status != "CANCELLED")
+    stmt = select(Order.id).where(Order.domain == domain, Order.status != OrderStatus.CANCELLED)
     return (await session.execute(stmt)).scalar_one_or_none()
 
 

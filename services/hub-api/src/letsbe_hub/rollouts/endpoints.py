@@ -133,7 +133,7 @@ async def rollout_events(
             yield {"event": "rollout-event", "id": str(e.id), "data": payload.model_dump_json()}
         if snapshot is not None:
             yield {"event": "rollout", "data": snapshot.model_dump_json()}
-            if snapshot.status in ("COMPLETED", "ABORTED"):
+            if snapshot.status in (RolloutStatus.COMPLETED, RolloutStatus.ABORTED):
                 yield {"event": "end", "data": json.dumps({"status": snapshot.status})}
                 return
         if last == 0:
