@@ -14,6 +14,7 @@ from fastapi import APIRouter, FastAPI
 from letsbe_platform import devstack
 from letsbe_platform.serve import make_server
 from letsbe_platform.settings import ServiceSettings
+from letsbe_platform.testing import eventually
 from letsbe_platform.web import RuntimeDep, create_service_app, runtime
 
 router = APIRouter(prefix="/p", tags=["p"])
@@ -45,9 +46,7 @@ async def test_a_long_poll_answers_when_shutdown_begins_not_when_the_grace_perio
     )
     task = asyncio.create_task(server.serve())
     try:
-        async with asyncio.timeout(20):
-            while not server.started:
-                await asyncio.sleep(0.05)
+        await eventually(lambda: server.started, "the server started", timeout=20)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.port}", timeout=30) as c:
             waiting = asyncio.create_task(c.get("/p/poll"))
             await asyncio.wait_for(polling.wait(), 10)

@@ -89,6 +89,10 @@ def uvicorn_config(
         ws="websockets-sansio" if ws_max_bytes else "none",
         ws_max_size=ws_max_bytes or 16 * 1024 * 1024,
         loop="asyncio" if lean else "auto",
+        # The app sees the TCP peer as it is: uvicorn would otherwise take the client address and scheme from
+        # X-Forwarded-* of any loopback peer. Which proxy to believe is the service's own setting (the hub's
+        # LETSBE_HUB_TRUSTED_PROXIES, letsbe_hub.web.limits), not a second rule here.
+        proxy_headers=False,
     )
 
 
