@@ -25,11 +25,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_contracts import AlertRaisedV1, AlertResolvedV1, AlertSeverity, Event
 from letsbe_monitor.alerts import repository as repo
 from letsbe_monitor.alerts.models import Alert
+from letsbe_monitor.clock import Clock, utcnow
 from letsbe_monitor.config import MonitorSettings
 from letsbe_monitor.metrics import ALERTS_RAISED, ALERTS_RESOLVED
 from letsbe_monitor.notify.models import ESCALATED, RAISED, RESOLVED
@@ -285,3 +286,20 @@ class AlertEngine:
             "resolved_at": alert.resolved_at.isoformat() if alert.resolved_at else None,
             "dashboard_url": self.settings.dashboard_url,
         }
+
+
+class Judge:
+    """What every part of the monitor that judges tenants holds: the database, the alert engine, the settings, and
+    the clock (which tests move instead of sleeping)."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        engine: AlertEngine,
+        settings: MonitorSettings,
+        clock: Clock = utcnow,
+    ):
+        self.sessions = sessions
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock

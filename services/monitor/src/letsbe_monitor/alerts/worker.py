@@ -11,17 +11,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_monitor.alerts import liveness
 from letsbe_monitor.alerts import repository as repo
 from letsbe_monitor.alerts.models import Alert, SweepState
 from letsbe_monitor.alerts.rules import backup_staleness
-from letsbe_monitor.alerts.service import AlertEngine
-from letsbe_monitor.clock import Clock, utcnow
-from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.alerts.service import Judge
 from letsbe_monitor.metrics import SWEEP_SECONDS
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_platform.db import unit_of_work
@@ -40,7 +39,7 @@ class SweepResult:
     backup_stale: int = 0
 
 
-class Sweep:
+class Sweep(Judge):
     """Liveness, backup and expiry judgement over every tenant (run by a ``letsbe_platform.workers.Periodic``).
 
     Replica-safe by a lease: one replica holds the ``monitor-sweep`` lease and runs the rounds; each round also takes
@@ -49,18 +48,9 @@ class Sweep:
     together).
     """
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        engine: AlertEngine,
-        settings: MonitorSettings,
-        clock: Clock = utcnow,
-    ):
-        self.sessions = sessions
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-        self.started_at = clock()
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.started_at = self.clock()
 
     async def run_round(self) -> None:
         with SWEEP_SECONDS.time():

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from letsbe_contracts import ProvisionedV1, TenantHeartbeatV1
 from letsbe_contracts.events import TenantBackupReportedV1, TenantUsageReportedV1
-from letsbe_monitor.alerts.service import AlertEngine
-from letsbe_monitor.clock import Clock, utcnow
-from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.alerts.service import Judge
 from letsbe_monitor.db import inbox
 from letsbe_monitor.tenants import service
 from letsbe_platform.bus import Delivery
@@ -17,19 +15,7 @@ from letsbe_platform.outbox import inboxed
 from letsbe_platform.web import Runtime
 
 
-class TenantHandlers:
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        engine: AlertEngine,
-        settings: MonitorSettings,
-        clock: Clock = utcnow,
-    ):
-        self.sessions = sessions
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-
+class TenantHandlers(Judge):
     async def on_heartbeat(self, event: TenantHeartbeatV1, delivery: Delivery) -> None:
         # No inbox row per heartbeat: record_heartbeat is idempotent by itself (see there).
         async with unit_of_work(self.sessions) as session:

@@ -11,14 +11,12 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import or_, select, update
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from letsbe_monitor.alerts.rules import evaluate_tls
-from letsbe_monitor.alerts.service import AlertEngine
-from letsbe_monitor.clock import Clock, utcnow
-from letsbe_monitor.config import MonitorSettings
+from letsbe_monitor.alerts.service import Judge
 from letsbe_monitor.metrics import TLS_CHECKS
 from letsbe_monitor.tenants.models import Tenant
 from letsbe_monitor.tenants.service import lock_tenant, tls_hosts
@@ -36,24 +34,15 @@ class TenantTls:
     errors: dict[str, str]
 
 
-class TlsChecker:
+class TlsChecker(Judge):
     """Checks the certificates of due tenants (run by a ``letsbe_platform.workers.Periodic``).
 
     Replica-safe by construction: a round claims its tenants ``FOR UPDATE SKIP LOCKED`` and stamps
     ``tls_checked_at``, so replicas share the work and never check the same tenant in the same period."""
 
-    def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        engine: AlertEngine,
-        settings: MonitorSettings,
-        clock: Clock = utcnow,
-    ):
-        self.sessions = sessions
-        self.engine = engine
-        self.settings = settings
-        self.clock = clock
-        self._limit = asyncio.Semaphore(settings.tls_concurrency)
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._limit = asyncio.Semaphore(self.settings.tls_concurrency)
 
     async def once(self) -> int:
         """Check one batch of due tenants; returns how many were checked."""
